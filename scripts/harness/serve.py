@@ -1,0 +1,251 @@
+#!/usr/bin/env python3
+"""Test servers for Flare's integration tests, one per process.
+
+    serve.py moto     --port N
+    serve.py smtp     --port N --tls-port M --dir DIR --user U --password P
+    serve.py gateway  --port N
+
+Each prints "READY <json>" on stdout once it accepts connections, then serves until
+its standard input closes (the test binary that started it exited) or it is killed
+by pid. That way a crashed test run never leaves a server behind.
+"""
+import argparse
+import datetime
+import json
+import os
+import sys
+import threading
+import time
+
+
+def wait_for_stdin_eof():
+    try:
+        while sys.stdin.buffer.read(1024):
+            pass
+    except Exception:
+        pass
+
+
+def ready(**info):
+    sys.stdout.write("READY " + json.dumps(info) + "\n")
+    sys.stdout.flush()
+
+
+# --------------------------------------------------------------------------- moto
+def run_moto(args):
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=args.port, verbose=False)
+    server.start()
+    ready(url=f"http://127.0.0.1:{args.port}")
+    wait_for_stdin_eof()
+    server.stop()
+
+
+# --------------------------------------------------------------------------- smtp
+def make_certs(directory):
+    """A CA and a leaf signed by it: rustls refuses a self-signed leaf (CaUsedAsEndEntity)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+    import ipaddress
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Flare test CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=2))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
+                          content_commitment=False, key_encipherment=False,
+                          data_encipherment=False, key_agreement=False,
+                          encipher_only=False, decipher_only=False),
+            critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    leaf_key = ec.generate_private_key(ec.SECP256R1())
+    leaf = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
+        .issuer_name(ca_name)
+        .public_key(leaf_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=2))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.SubjectAlternativeName([
+                x509.DNSName("localhost"),
+                x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+            ]),
+            critical=False)
+        .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]),
+                       critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    pem = serialization.Encoding.PEM
+    paths = {k: os.path.join(directory, k + ".pem") for k in ("ca", "cert", "key")}
+    with open(paths["ca"], "wb") as f:
+        f.write(ca.public_bytes(pem))
+    with open(paths["cert"], "wb") as f:
+        f.write(leaf.public_bytes(pem))
+    with open(paths["key"], "wb") as f:
+        f.write(leaf_key.private_bytes(pem, serialization.PrivateFormat.PKCS8,
+                                       serialization.NoEncryption()))
+    return paths
+
+
+def run_smtp(args):
+    import ssl
+    from aiosmtpd.controller import Controller
+    from aiosmtpd.smtp import AuthResult, LoginPassword
+
+    mail_dir = os.path.join(args.dir, "mail")
+    os.makedirs(mail_dir, exist_ok=True)
+    certs = make_certs(args.dir)
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls.load_cert_chain(certs["cert"], certs["key"])
+    counter = {"n": 0}
+    lock = threading.Lock()
+
+    class Sink:
+        async def handle_DATA(self, server, session, envelope):
+            with lock:
+                counter["n"] += 1
+                n = counter["n"]
+            record = {
+                "mail_from": envelope.mail_from,
+                "rcpt_tos": envelope.rcpt_tos,
+                "data": envelope.content.decode("utf-8", "replace"),
+                "auth_user": getattr(session, "auth_data", None) and
+                session.auth_data.login.decode(),
+                "tls": session.ssl is not None,
+            }
+            tmp = os.path.join(mail_dir, f".{n:08d}.json")
+            with open(tmp, "w") as f:
+                json.dump(record, f)
+            os.rename(tmp, os.path.join(mail_dir, f"{n:08d}.json"))
+            return "250 OK queued as flare-test-%d" % n
+
+    def authenticator(server, session, envelope, mechanism, auth_data):
+        ok = (isinstance(auth_data, LoginPassword)
+              and auth_data.login.decode() == args.user
+              and auth_data.password.decode() == args.password)
+        return AuthResult(success=ok, handled=False)
+
+    common = dict(hostname="127.0.0.1", authenticator=authenticator,
+                  auth_require_tls=True, auth_required=False)
+    # Plain port: STARTTLS offered (not forced, so plaintext tests can run too).
+    starttls = Controller(Sink(), port=args.port, tls_context=tls, require_starttls=False,
+                          **common)
+    # Implicit TLS port (smtps / 465 style).
+    implicit = Controller(Sink(), port=args.tls_port, ssl_context=tls, **common)
+    starttls.start()
+    implicit.start()
+    ready(host="127.0.0.1", port=args.port, tls_port=args.tls_port, ca=certs["ca"],
+          mail_dir=mail_dir)
+    wait_for_stdin_eof()
+    starttls.stop()
+    implicit.stop()
+
+
+# ------------------------------------------------------------------------ gateway
+def run_gateway(args):
+    """An HTTP SMS gateway: records every request; answers from a per-path script.
+
+    POST /_script {"path": "/send", "responses": [{"status": 500}, {"status": 200,
+    "body": {...}}, {"hang": 5}, {"status": 302, "location": "..."}]} queues answers for a
+    path; with no script a path answers 200 {"id": "gw-<n>"}. GET /_requests lists what
+    was received (method, path, headers, body)."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    lock = threading.Lock()
+    received = []
+    scripts = {}
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *a):
+            pass
+
+        def _reply(self, status, body=b"", ctype="application/json", extra=None):
+            self.send_response(status)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            for k, v in (extra or {}).items():
+                self.send_header(k, v)
+            self.end_headers()
+            self.wfile.write(body)
+
+        def _body(self):
+            n = int(self.headers.get("Content-Length") or 0)
+            return self.rfile.read(n) if n else b""
+
+        def do_GET(self):
+            if self.path == "/_requests":
+                with lock:
+                    data = json.dumps(received).encode()
+                return self._reply(200, data)
+            return self._handle(b"")
+
+        def do_POST(self):
+            body = self._body()
+            if self.path == "/_script":
+                spec = json.loads(body)
+                with lock:
+                    scripts.setdefault(spec["path"], []).extend(spec["responses"])
+                return self._reply(204)
+            return self._handle(body)
+
+        def _handle(self, body):
+            with lock:
+                received.append({
+                    "method": self.command,
+                    "path": self.path,
+                    "headers": {k.lower(): v for k, v in self.headers.items()},
+                    "body": body.decode("utf-8", "replace"),
+                })
+                n = len(received)
+                queue = scripts.get(self.path.split("?")[0]) or []
+                step = queue.pop(0) if queue else None
+            if step is None:
+                return self._reply(200, json.dumps({"id": f"gw-{n}"}).encode())
+            if "hang" in step:
+                time.sleep(step["hang"])
+            status = step.get("status", 200)
+            extra = {"Location": step["location"]} if "location" in step else None
+            payload = step.get("body", {})
+            data = payload.encode() if isinstance(payload, str) else json.dumps(payload).encode()
+            return self._reply(status, data, extra=extra)
+
+    server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    ready(url=f"http://127.0.0.1:{args.port}")
+    wait_for_stdin_eof()
+    server.shutdown()
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("kind", choices=["moto", "smtp", "gateway"])
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--tls-port", type=int)
+    p.add_argument("--dir")
+    p.add_argument("--user", default="flare")
+    p.add_argument("--password", default="flare-test-password")
+    args = p.parse_args()
+    {"moto": run_moto, "smtp": run_smtp, "gateway": run_gateway}[args.kind](args)
+
+
+if __name__ == "__main__":
+    main()

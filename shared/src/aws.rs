@@ -1,0 +1,83 @@
+//! The one AWS client factory every adapter and function uses.
+//!
+//! `aws-config` already reads `AWS_ENDPOINT_URL` (and per-service
+//! `AWS_ENDPOINT_URL_<SERVICE>`), `AWS_REGION` and credentials from the environment,
+//! which is how the functions run against moto in tests. [`AwsOptions`] lets a test
+//! harness say the same things without touching the process environment.
+
+use aws_config::timeout::TimeoutConfig;
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use std::time::Duration;
+
+#[derive(Debug, Clone, Default)]
+pub struct AwsOptions {
+    /// One endpoint for every service (moto), overriding `AWS_ENDPOINT_URL`.
+    pub endpoint_url: Option<String>,
+    pub region: Option<String>,
+    /// Static access key and secret (tests); otherwise the default provider chain.
+    pub static_credentials: Option<(String, String)>,
+}
+
+impl AwsOptions {
+    /// Everything at a local endpoint such as moto, with throwaway credentials.
+    pub fn local(endpoint_url: impl Into<String>) -> Self {
+        Self {
+            endpoint_url: Some(endpoint_url.into()),
+            region: Some("us-east-1".into()),
+            static_credentials: Some(("testing".into(), "testing".into())),
+        }
+    }
+}
+
+/// Loads the shared SDK configuration once (call it in `main`, before the first event).
+pub async fn sdk_config(opts: AwsOptions) -> SdkConfig {
+    let mut loader = aws_config::defaults(BehaviorVersion::latest()).timeout_config(
+        // A hung AWS call must not eat a Lambda's whole time budget.
+        TimeoutConfig::builder()
+            .connect_timeout(Duration::from_secs(3))
+            .operation_attempt_timeout(Duration::from_secs(10))
+            .operation_timeout(Duration::from_secs(25))
+            .build(),
+    );
+    if let Some(url) = opts.endpoint_url {
+        loader = loader.endpoint_url(url);
+    }
+    if let Some(region) = opts.region {
+        loader = loader.region(Region::new(region));
+    }
+    if let Some((key, secret)) = opts.static_credentials {
+        loader = loader.credentials_provider(aws_credential_types::Credentials::new(
+            key,
+            secret,
+            None,
+            None,
+            "flare-static",
+        ));
+    }
+    loader.load().await
+}
+
+#[cfg(feature = "dynamodb")]
+pub fn dynamodb(config: &SdkConfig) -> aws_sdk_dynamodb::Client {
+    aws_sdk_dynamodb::Client::new(config)
+}
+
+#[cfg(feature = "secretsmanager")]
+pub fn secretsmanager(config: &SdkConfig) -> aws_sdk_secretsmanager::Client {
+    aws_sdk_secretsmanager::Client::new(config)
+}
+
+#[cfg(feature = "sesv2")]
+pub fn sesv2(config: &SdkConfig) -> aws_sdk_sesv2::Client {
+    aws_sdk_sesv2::Client::new(config)
+}
+
+#[cfg(feature = "sns")]
+pub fn sns(config: &SdkConfig) -> aws_sdk_sns::Client {
+    aws_sdk_sns::Client::new(config)
+}
+
+#[cfg(feature = "sqs")]
+pub fn sqs(config: &SdkConfig) -> aws_sdk_sqs::Client {
+    aws_sdk_sqs::Client::new(config)
+}

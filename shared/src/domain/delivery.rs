@@ -1,0 +1,209 @@
+//! Notifications, the deliveries they are made of, and the jobs that carry them.
+
+use super::contact::ExternalContact;
+use super::email::EmailAddress;
+use super::event::Category;
+use super::ids::{ControlCenterId, IncidentId, NotificationId, OrgId, UserId};
+use super::phone::PhoneNumber;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Channel {
+    Push,
+    Sms,
+    Email,
+}
+
+impl Channel {
+    pub const ALL: [Channel; 3] = [Channel::Push, Channel::Sms, Channel::Email];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Channel::Push => "push",
+            Channel::Sms => "sms",
+            Channel::Email => "email",
+        }
+    }
+}
+
+/// Who carries a delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Provider {
+    /// Amazon SNS (push through platform endpoints, and SMS).
+    Sns,
+    /// Amazon SES v2.
+    Ses,
+    /// A custom HTTP SMS gateway.
+    Http,
+    /// A custom SMTP server.
+    Smtp,
+}
+
+impl Provider {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Provider::Sns => "sns",
+            Provider::Ses => "ses",
+            Provider::Http => "http",
+            Provider::Smtp => "smtp",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryStatus {
+    /// Queued or in flight.
+    Pending,
+    /// Accepted by the provider (never "delivered" without a receipt).
+    Sent,
+    /// Given up, with a reason.
+    Failed,
+    /// Never attempted, with a reason.
+    Skipped,
+}
+
+/// Why a channel was not attempted for a recipient.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SkipReason {
+    NotLicensedForApp,
+    VirtualUser,
+    NoDevice,
+    NoPrimaryMobile,
+    NoPrimaryEmail,
+    SmsNotConfigured,
+    NotInMethod,
+    PushSent,
+    VirtualDispatchDisabled,
+    NoApp,
+    DistressDisabled,
+    ManualSmsDisabled,
+}
+
+impl SkipReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SkipReason::NotLicensedForApp => "not_licensed_for_app",
+            SkipReason::VirtualUser => "virtual_user",
+            SkipReason::NoDevice => "no_device",
+            SkipReason::NoPrimaryMobile => "no_primary_mobile",
+            SkipReason::NoPrimaryEmail => "no_primary_email",
+            SkipReason::SmsNotConfigured => "sms_not_configured",
+            SkipReason::NotInMethod => "not_in_method",
+            SkipReason::PushSent => "push_sent",
+            SkipReason::VirtualDispatchDisabled => "virtual_dispatch_disabled",
+            SkipReason::NoApp => "no_app",
+            SkipReason::DistressDisabled => "distress_disabled",
+            SkipReason::ManualSmsDisabled => "manual_sms_disabled",
+        }
+    }
+}
+
+impl std::fmt::Display for SkipReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Whom a delivery is for: a user, or a contact who is not a user. A contact is keyed by
+/// its position in the event (or in the SOS creator's list), which is the same when the
+/// event is replayed.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecipientRef {
+    User(UserId),
+    Contact {
+        index: u32,
+        #[serde(flatten)]
+        contact: ExternalContact,
+    },
+}
+
+impl RecipientRef {
+    /// A stable key for storage and queue messages (`user:u-17`, `contact:2`).
+    pub fn key(&self) -> String {
+        match self {
+            RecipientRef::User(id) => format!("user:{id}"),
+            RecipientRef::Contact { index, .. } => format!("contact:{index}"),
+        }
+    }
+
+    pub fn user_id(&self) -> Option<&UserId> {
+        match self {
+            RecipientRef::User(id) => Some(id),
+            RecipientRef::Contact { .. } => None,
+        }
+    }
+}
+
+/// Where a planned delivery goes.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "to", rename_all = "snake_case")]
+pub enum Destination {
+    /// Every registered device of the user (looked up when the push is sent).
+    Devices(UserId),
+    Phone(PhoneNumber),
+    Email(EmailAddress),
+}
+
+/// What is said: `{"title", "body"}` as in the incident event.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub struct Message {
+    pub title: String,
+    pub body: String,
+}
+
+/// One notification: one incident event, or one manual SMS.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Notification {
+    pub notification_id: NotificationId,
+    pub org_id: OrgId,
+    pub category: Category,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incident_id: Option<IncidentId>,
+    pub control_center_id: ControlCenterId,
+    pub message: Message,
+    pub created_at: DateTime<Utc>,
+}
+
+/// The record of one (recipient, channel) of a notification.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryRecord {
+    pub notification_id: NotificationId,
+    pub recipient: RecipientRef,
+    pub channel: Channel,
+    pub status: DeliveryStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub attempts: u32,
+    pub fallback: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<Provider>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider_message_id: Option<String>,
+    /// Where it goes, kept so a fallback can be enqueued without reading the directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination: Option<Destination>,
+    /// Held behind push (`app_then_sms_email`): not enqueued until push has an outcome.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub awaiting_push: bool,
+}
+
+/// One delivery to carry out, as queued for a channel's delivery function.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryJob {
+    pub notification_id: NotificationId,
+    pub org_id: OrgId,
+    pub control_center_id: ControlCenterId,
+    pub category: Category,
+    pub recipient: RecipientRef,
+    pub channel: Channel,
+    pub provider: Provider,
+    pub destination: Destination,
+    pub fallback: bool,
+    pub message: Message,
+}

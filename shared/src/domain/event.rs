@@ -1,0 +1,282 @@
+//! Incident events as they arrive from EventBridge, parsed into typed details.
+
+use super::contact::ExternalContact;
+use super::delivery::Message;
+use super::ids::{ControlCenterId, IncidentId, NotificationId, OrgId, UserId};
+use super::input::{Reader, parse_external_contact, parse_message, string_item};
+use super::validation::FieldErrors;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// What a notification is about; each has its own communication setting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Category {
+    Dispatch,
+    IncidentContacts,
+    Messages,
+    Distress,
+    ManualSms,
+}
+
+impl Category {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Category::Dispatch => "dispatch",
+            Category::IncidentContacts => "incident_contacts",
+            Category::Messages => "messages",
+            Category::Distress => "distress",
+            Category::ManualSms => "manual_sms",
+        }
+    }
+}
+
+/// The detail-types Flare takes, with their categories.
+pub const DETAIL_TYPES: [(&str, Category); 4] = [
+    ("Incident Dispatched", Category::Dispatch),
+    ("Incident Message Posted", Category::Messages),
+    ("Incident Contacts Notified", Category::IncidentContacts),
+    ("SOS Raised", Category::Distress),
+];
+
+/// Who an event is for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Targets {
+    /// Users of the directory, by id (duplicates removed, order kept).
+    Users(Vec<UserId>),
+    /// Users, and contacts who are not users.
+    UsersAndContacts {
+        users: Vec<UserId>,
+        contacts: Vec<ExternalContact>,
+    },
+    /// The emergency contacts of the user who raised an SOS.
+    SosCreator(UserId),
+}
+
+/// An incident event, valid by construction.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IncidentEvent {
+    /// The event's `id`: a replayed event is the same notification.
+    pub notification_id: NotificationId,
+    pub category: Category,
+    pub org_id: OrgId,
+    pub control_center_id: ControlCenterId,
+    pub incident_id: IncidentId,
+    /// Optional only for an SOS.
+    pub message: Option<Message>,
+    pub targets: Targets,
+    pub time: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EventError {
+    #[error("the event is not an EventBridge envelope: {0}")]
+    Malformed(#[source] serde_json::Error),
+    #[error("unknown detail-type {0:?}")]
+    UnknownDetailType(String),
+    #[error("invalid event detail: {0}")]
+    InvalidDetail(FieldErrors),
+}
+
+#[derive(Deserialize)]
+struct Envelope {
+    id: String,
+    #[serde(rename = "detail-type")]
+    detail_type: String,
+    #[serde(default)]
+    time: Option<DateTime<Utc>>,
+    detail: serde_json::Value,
+}
+
+impl IncidentEvent {
+    pub fn from_json(bytes: &[u8]) -> Result<Self, EventError> {
+        let v: serde_json::Value = serde_json::from_slice(bytes).map_err(EventError::Malformed)?;
+        Self::from_value(v)
+    }
+
+    pub fn from_value(v: serde_json::Value) -> Result<Self, EventError> {
+        let env: Envelope = serde_json::from_value(v).map_err(EventError::Malformed)?;
+        let category = DETAIL_TYPES
+            .iter()
+            .find(|(t, _)| *t == env.detail_type)
+            .map(|(_, c)| *c)
+            .ok_or_else(|| EventError::UnknownDetailType(env.detail_type.clone()))?;
+
+        let mut errors = FieldErrors::new();
+        let notification_id = errors.check("id", NotificationId::parse(&env.id));
+        let empty = serde_json::Map::new();
+        let detail = match env.detail.as_object() {
+            Some(d) => d,
+            None => {
+                errors.add("detail", "must be an object");
+                &empty
+            }
+        };
+        let mut r = Reader::new(detail, "detail", &mut errors);
+        let org_id = r.required_with("org_id", OrgId::parse);
+        let control_center_id = r.required_with("control_center_id", ControlCenterId::parse);
+        let incident_id = r.required_with("incident_id", IncidentId::parse);
+        let message = match category {
+            Category::Distress => r.optional_value("message", parse_message),
+            _ => r.required_value("message", parse_message).map(Some),
+        };
+        let targets = match category {
+            Category::Distress => r
+                .required_with("creator_id", UserId::parse)
+                .map(Targets::SosCreator),
+            Category::IncidentContacts => {
+                let users = r.required_list("recipient_ids", string_item(UserId::parse));
+                let contacts = r.optional_list("contacts", parse_external_contact);
+                match (users, contacts) {
+                    (Some(users), Some(contacts)) => Some(Targets::UsersAndContacts {
+                        users: dedupe(users),
+                        contacts: contacts.unwrap_or_default(),
+                    }),
+                    _ => None,
+                }
+            }
+            _ => r
+                .required_list("recipient_ids", string_item(UserId::parse))
+                .map(|ids| Targets::Users(dedupe(ids))),
+        };
+        if !errors.is_empty() {
+            return Err(EventError::InvalidDetail(errors));
+        }
+        // Every Option below is Some: a None would have recorded an error above.
+        match (
+            notification_id,
+            org_id,
+            control_center_id,
+            incident_id,
+            message,
+            targets,
+        ) {
+            (Some(n), Some(o), Some(c), Some(i), Some(m), Some(t)) => Ok(IncidentEvent {
+                notification_id: n,
+                category,
+                org_id: o,
+                control_center_id: c,
+                incident_id: i,
+                message: m,
+                targets: t,
+                time: env.time,
+            }),
+            _ => Err(EventError::InvalidDetail(errors)),
+        }
+    }
+}
+
+/// The same user twice in one event must not be told twice.
+fn dedupe(ids: Vec<UserId>) -> Vec<UserId> {
+    let mut seen = std::collections::HashSet::new();
+    ids.into_iter()
+        .filter(|id| seen.insert(id.clone()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn envelope(detail_type: &str, detail: serde_json::Value) -> serde_json::Value {
+        json!({
+            "version": "0", "id": "9f1c2d3e-0000-4000-8000-000000000001",
+            "detail-type": detail_type, "source": "flare.incidents",
+            "account": "123456789012", "time": "2026-11-26T21:00:00Z",
+            "region": "us-east-1", "resources": [], "detail": detail
+        })
+    }
+
+    fn msg() -> serde_json::Value {
+        json!({"title": "Structure fire", "body": "12 Main St"})
+    }
+
+    #[test]
+    fn the_four_detail_types_map_to_their_categories() {
+        let base = json!({"org_id": "acme", "control_center_id": "north",
+            "incident_id": "inc-88", "recipient_ids": ["u-1"], "message": msg()});
+        let cases = [
+            ("Incident Dispatched", Category::Dispatch),
+            ("Incident Message Posted", Category::Messages),
+            ("Incident Contacts Notified", Category::IncidentContacts),
+        ];
+        for (t, c) in cases {
+            let e = IncidentEvent::from_value(envelope(t, base.clone())).unwrap();
+            assert_eq!(e.category, c);
+            assert_eq!(
+                e.notification_id.as_str(),
+                "9f1c2d3e-0000-4000-8000-000000000001"
+            );
+        }
+        let sos = IncidentEvent::from_value(envelope(
+            "SOS Raised",
+            json!({"org_id": "acme", "control_center_id": "main", "incident_id": "inc-9",
+                   "creator_id": "u-5"}),
+        ))
+        .unwrap();
+        assert_eq!(sos.category, Category::Distress);
+        assert_eq!(
+            sos.targets,
+            Targets::SosCreator(UserId::parse("u-5").unwrap())
+        );
+        assert!(sos.message.is_none());
+    }
+
+    #[test]
+    fn contacts_who_are_not_users_are_parsed() {
+        let e = IncidentEvent::from_value(envelope(
+            "Incident Contacts Notified",
+            json!({"org_id": "acme", "control_center_id": "north", "incident_id": "inc-88",
+                   "recipient_ids": ["u-1", "u-1", "u-2"], "message": msg(),
+                   "contacts": [{"name": "Neighbour", "mobile": "+14155550199"}]}),
+        ))
+        .unwrap();
+        match e.targets {
+            Targets::UsersAndContacts { users, contacts } => {
+                assert_eq!(users.len(), 2, "duplicates removed");
+                assert_eq!(
+                    contacts[0].mobile.as_ref().unwrap().as_str(),
+                    "+14155550199"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn every_bad_field_is_named() {
+        let err = IncidentEvent::from_value(envelope(
+            "Incident Dispatched",
+            json!({"org_id": "", "incident_id": 5, "recipient_ids": ["ok", "a b"],
+                   "message": {"title": "x\r\ny"}}),
+        ))
+        .unwrap_err();
+        let EventError::InvalidDetail(f) = err else {
+            panic!("{err:?}")
+        };
+        for path in [
+            "detail.org_id",
+            "detail.control_center_id",
+            "detail.incident_id",
+            "detail.recipient_ids[1]",
+            "detail.message.title",
+            "detail.message.body",
+        ] {
+            assert!(f.contains(path), "{path} missing from {f:?}");
+        }
+    }
+
+    #[test]
+    fn unknown_detail_types_and_non_envelopes_are_refused() {
+        assert!(matches!(
+            IncidentEvent::from_value(envelope("Incident Closed", json!({}))),
+            Err(EventError::UnknownDetailType(_))
+        ));
+        assert!(matches!(
+            IncidentEvent::from_json(b"{not json"),
+            Err(EventError::Malformed(_))
+        ));
+    }
+}

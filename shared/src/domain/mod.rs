@@ -1,0 +1,35 @@
+//! The domain: types that are valid by construction, and the rules that use them.
+
+pub mod contact;
+pub mod delivery;
+pub mod email;
+pub mod endpoint;
+pub mod event;
+pub mod header;
+pub mod ids;
+pub mod input;
+pub mod license;
+pub mod phone;
+pub mod routing;
+pub mod settings;
+pub mod user;
+pub mod validation;
+
+pub use contact::{Contact, ContactKind, Contacts, ExternalContact};
+pub use delivery::{
+    Channel, DeliveryJob, DeliveryRecord, DeliveryStatus, Destination, Message, Notification,
+    Provider, RecipientRef, SkipReason,
+};
+pub use email::EmailAddress;
+pub use endpoint::{EndpointPolicy, GatewayUrl, SmtpSecurity, SmtpServer};
+pub use event::{Category, EventError, IncidentEvent, Targets};
+pub use header::{HeaderName, HttpHeader};
+pub use ids::{ControlCenterId, DeviceId, IncidentId, NotificationId, OrgId, UserId};
+pub use license::License;
+pub use phone::{PhoneNumber, SenderId};
+pub use settings::{
+    CommunicationSettings, EmailProvider, EmailSettings, GatewayFormat, HttpGateway, Method,
+    SmsProvider, SmsSettings, SmtpSettings,
+};
+pub use user::{Device, Platform, User};
+pub use validation::{FieldErrors, ValidationError};

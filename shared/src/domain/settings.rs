@@ -1,0 +1,341 @@
+//! An organization's settings: outgoing SMS per control center, outgoing email, and
+//! communication settings. Secrets (passwords, header values) are never fields here:
+//! these structs are what the settings table stores, so they only record *whether* a
+//! secret is set.
+
+use super::email::EmailAddress;
+use super::endpoint::{GatewayUrl, SmtpServer};
+use super::header::{HeaderName, HttpHeader};
+use super::ids::ControlCenterId;
+use super::phone::SenderId;
+use super::validation::ValidationError;
+use serde::{Deserialize, Serialize};
+
+/// How an HTTP gateway wants the message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GatewayFormat {
+    /// JSON body `{"to","from","text"}`.
+    Json,
+    /// The same three fields, form-encoded.
+    Form,
+    /// Twilio-style form fields `To`, `From`, `Body`.
+    Twilio,
+}
+
+impl GatewayFormat {
+    pub fn parse(s: &str) -> Result<Self, ValidationError> {
+        match s {
+            "json" => Ok(Self::Json),
+            "form" => Ok(Self::Form),
+            "twilio" => Ok(Self::Twilio),
+            _ => Err(ValidationError::new("must be json, form or twilio")),
+        }
+    }
+}
+
+/// A custom HTTP SMS gateway.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HttpGateway {
+    pub url: GatewayUrl,
+    pub format: GatewayFormat,
+    /// HTTP Basic auth user; its password is in the secret store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// The custom header's name; its value is in the secret store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header_name: Option<HeaderName>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "provider", rename_all = "snake_case")]
+pub enum SmsProvider {
+    /// Amazon SNS.
+    Sns,
+    /// A custom HTTP gateway.
+    Http(HttpGateway),
+}
+
+/// Outgoing SMS of one control center.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SmsSettings {
+    pub control_center_id: ControlCenterId,
+    #[serde(flatten)]
+    pub provider: SmsProvider,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sender_number: Option<SenderId>,
+    /// Whether a password is in the secret store (GET answers this, never the password).
+    #[serde(default)]
+    pub password_set: bool,
+}
+
+impl SmsSettings {
+    pub fn provider_name(&self) -> super::Provider {
+        match self.provider {
+            SmsProvider::Sns => super::Provider::Sns,
+            SmsProvider::Http(_) => super::Provider::Http,
+        }
+    }
+
+    /// The stored view the API answers: no password, the header value masked.
+    pub fn view(&self) -> serde_json::Value {
+        let mut v = serde_json::json!({
+            "control_center_id": self.control_center_id,
+            "provider": match self.provider { SmsProvider::Sns => "sns", SmsProvider::Http(_) => "http" },
+            "password_set": self.password_set,
+        });
+        if let Some(s) = &self.sender_number {
+            v["sender_number"] = serde_json::json!(s);
+        }
+        if let SmsProvider::Http(g) = &self.provider {
+            v["url"] = serde_json::json!(g.url);
+            v["format"] = serde_json::json!(g.format);
+            if let Some(u) = &g.username {
+                v["username"] = serde_json::json!(u);
+            }
+            if let Some(h) = &g.header_name {
+                v["http_header"] = serde_json::json!(HttpHeader::masked(h));
+            }
+        }
+        v
+    }
+}
+
+/// The SMS settings that apply to a control center: its own, else `main`'s.
+pub fn effective_sms<'a>(
+    own: Option<&'a SmsSettings>,
+    main: Option<&'a SmsSettings>,
+) -> Option<&'a SmsSettings> {
+    own.or(main)
+}
+
+/// Who carries an organization's email: its own provider, else the default account
+/// (through SES in AWS).
+pub fn effective_email_provider(settings: Option<&EmailSettings>) -> super::Provider {
+    settings.map_or(super::Provider::Ses, EmailSettings::provider_name)
+}
+
+/// The address email goes from: the organization's sender, else the default account.
+pub fn effective_sender<'a>(
+    settings: Option<&'a EmailSettings>,
+    default_sender: &'a EmailAddress,
+) -> &'a EmailAddress {
+    settings
+        .and_then(|s| s.sender_email.as_ref())
+        .unwrap_or(default_sender)
+}
+
+/// A custom SMTP server; its password is in the secret store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SmtpSettings {
+    #[serde(flatten)]
+    pub server: SmtpServer,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password_set: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "provider", rename_all = "snake_case")]
+pub enum EmailProvider {
+    /// Amazon SES v2.
+    Ses,
+    Smtp {
+        smtp: SmtpSettings,
+    },
+}
+
+/// Outgoing email of an organization. Without a sender address, email goes from the
+/// default account (`FLARE_DEFAULT_SENDER`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EmailSettings {
+    #[serde(flatten)]
+    pub provider: EmailProvider,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sender_email: Option<EmailAddress>,
+}
+
+impl EmailSettings {
+    pub fn provider_name(&self) -> super::Provider {
+        match self.provider {
+            EmailProvider::Ses => super::Provider::Ses,
+            EmailProvider::Smtp { .. } => super::Provider::Smtp,
+        }
+    }
+
+    pub fn view(&self) -> serde_json::Value {
+        let mut v = serde_json::json!({
+            "provider": match self.provider { EmailProvider::Ses => "ses", EmailProvider::Smtp { .. } => "smtp" },
+            "sender_email": self.sender_email,
+        });
+        if let EmailProvider::Smtp { smtp } = &self.provider {
+            v["smtp"] = serde_json::json!({
+                "server_url": smtp.server.server_url,
+                "port": smtp.server.port,
+                "username": smtp.username,
+                "use_tls": smtp.server.use_tls,
+                "password_set": smtp.password_set,
+            });
+        }
+        v
+    }
+}
+
+/// A communication method of the Communication Settings tab.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Method {
+    /// Via the Mobile App Only.
+    AppOnly,
+    /// SMS/Email if Mobile App Fails.
+    AppThenSmsEmail,
+    /// Mobile App, SMS and Email.
+    AppSmsEmail,
+}
+
+impl Method {
+    pub const ALL: [Method; 3] = [
+        Method::AppOnly,
+        Method::AppThenSmsEmail,
+        Method::AppSmsEmail,
+    ];
+
+    pub fn parse(s: &str) -> Result<Self, ValidationError> {
+        match s {
+            "app_only" => Ok(Self::AppOnly),
+            "app_then_sms_email" => Ok(Self::AppThenSmsEmail),
+            "app_sms_email" => Ok(Self::AppSmsEmail),
+            _ => Err(ValidationError::new(
+                "must be app_only, app_then_sms_email or app_sms_email",
+            )),
+        }
+    }
+}
+
+/// The Communication Settings tab. Before the first save every method is
+/// `app_then_sms_email` and every checkbox is off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct CommunicationSettings {
+    pub dispatch: Method,
+    pub incident_contacts: Method,
+    pub messages: Method,
+    /// Distress: SMS/email to an SOS creator's emergency contacts.
+    pub distress: bool,
+    /// Dispatching Virtual Users: SMS/email dispatch to virtual users.
+    pub dispatch_virtual_users: bool,
+    /// Manual SMS by a dispatcher.
+    pub manual_sms: bool,
+}
+
+impl Default for CommunicationSettings {
+    fn default() -> Self {
+        Self {
+            dispatch: Method::AppThenSmsEmail,
+            incident_contacts: Method::AppThenSmsEmail,
+            messages: Method::AppThenSmsEmail,
+            distress: false,
+            dispatch_virtual_users: false,
+            manual_sms: false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::EndpointPolicy;
+
+    #[test]
+    fn communication_defaults_are_app_then_sms_email_and_boxes_off() {
+        let d = CommunicationSettings::default();
+        assert_eq!(
+            serde_json::to_value(d).unwrap(),
+            serde_json::json!({
+                "dispatch": "app_then_sms_email",
+                "incident_contacts": "app_then_sms_email",
+                "messages": "app_then_sms_email",
+                "distress": false,
+                "dispatch_virtual_users": false,
+                "manual_sms": false
+            })
+        );
+    }
+
+    #[test]
+    fn a_control_center_without_sms_settings_uses_mains() {
+        let main = SmsSettings {
+            control_center_id: ControlCenterId::main(),
+            provider: SmsProvider::Sns,
+            sender_number: None,
+            password_set: false,
+        };
+        let north = SmsSettings {
+            control_center_id: ControlCenterId::parse("north").unwrap(),
+            ..main.clone()
+        };
+        assert_eq!(effective_sms(None, Some(&main)), Some(&main));
+        assert_eq!(effective_sms(Some(&north), Some(&main)), Some(&north));
+        assert_eq!(effective_sms(None, None), None);
+    }
+
+    #[test]
+    fn email_without_settings_or_sender_uses_the_default_account() {
+        let default = EmailAddress::parse("flare@platform.example").unwrap();
+        assert_eq!(effective_email_provider(None), crate::Provider::Ses);
+        assert_eq!(effective_sender(None, &default), &default);
+        let smtp_no_sender = EmailSettings {
+            provider: EmailProvider::Smtp {
+                smtp: SmtpSettings {
+                    server: SmtpServer::parse(
+                        "smtp.acme.example",
+                        587,
+                        true,
+                        EndpointPolicy::default(),
+                    )
+                    .unwrap(),
+                    username: None,
+                    password_set: false,
+                },
+            },
+            sender_email: None,
+        };
+        assert_eq!(
+            effective_email_provider(Some(&smtp_no_sender)),
+            crate::Provider::Smtp
+        );
+        assert_eq!(effective_sender(Some(&smtp_no_sender), &default), &default);
+        let own = EmailSettings {
+            provider: EmailProvider::Ses,
+            sender_email: Some(EmailAddress::parse("alerts@acme.example").unwrap()),
+        };
+        assert_eq!(
+            effective_sender(Some(&own), &default).as_str(),
+            "alerts@acme.example"
+        );
+    }
+
+    #[test]
+    fn sms_view_masks_the_header_and_has_no_password() {
+        let s = SmsSettings {
+            control_center_id: ControlCenterId::main(),
+            provider: SmsProvider::Http(HttpGateway {
+                url: GatewayUrl::parse("https://sms.example.com/send", EndpointPolicy::default())
+                    .unwrap(),
+                format: GatewayFormat::Json,
+                username: Some("acct-17".into()),
+                header_name: Some(HeaderName::parse("X-Api-Key").unwrap()),
+            }),
+            sender_number: Some(SenderId::parse("+15551234567").unwrap()),
+            password_set: true,
+        };
+        let v = s.view();
+        assert_eq!(v["http_header"], "X-Api-Key: ****");
+        assert_eq!(v["password_set"], true);
+        assert_eq!(v["provider"], "http");
+        assert!(v.get("password").is_none());
+        // The stored form round-trips.
+        let stored = serde_json::to_string(&s).unwrap();
+        assert_eq!(serde_json::from_str::<SmsSettings>(&stored).unwrap(), s);
+    }
+}

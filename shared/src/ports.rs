@@ -1,0 +1,311 @@
+//! Ports: one trait per outside concern. Adapters (in-memory, AWS, HTTP, SMTP) implement
+//! them; handlers and the router depend only on these. No AWS SDK or Lambda type appears
+//! in a signature here.
+
+use crate::domain::{
+    Channel, CommunicationSettings, ControlCenterId, DeliveryJob, DeliveryRecord, DeliveryStatus,
+    DeviceId, EmailAddress, EmailSettings, Message, Notification, NotificationId, OrgId,
+    PhoneNumber, Provider, RecipientRef, SenderId, SmsSettings, User, UserId,
+};
+use async_trait::async_trait;
+use secrecy::SecretString;
+
+/// A storage port failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A conditional write lost (someone else changed the item first).
+    #[error("conflicting write: {0}")]
+    Conflict(String),
+    /// Throttling or a service error that may pass: retry later.
+    #[error("storage temporarily unavailable")]
+    Unavailable(#[source] anyhow::Error),
+    /// Anything else (permissions, a malformed stored item): retrying won't help.
+    #[error("storage failed")]
+    Failed(#[source] anyhow::Error),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Settings, per organization (SMS per control center, email, communication).
+#[async_trait]
+pub trait SettingsStore: Send + Sync {
+    async fn get_sms(&self, org: &OrgId, cc: &ControlCenterId) -> StoreResult<Option<SmsSettings>>;
+    async fn list_sms(&self, org: &OrgId) -> StoreResult<Vec<SmsSettings>>;
+    async fn put_sms(&self, org: &OrgId, settings: &SmsSettings) -> StoreResult<()>;
+    /// True when something was deleted.
+    async fn delete_sms(&self, org: &OrgId, cc: &ControlCenterId) -> StoreResult<bool>;
+    async fn get_email(&self, org: &OrgId) -> StoreResult<Option<EmailSettings>>;
+    async fn put_email(&self, org: &OrgId, settings: &EmailSettings) -> StoreResult<()>;
+    async fn delete_email(&self, org: &OrgId) -> StoreResult<bool>;
+    /// `None` before the first save (callers then use the defaults).
+    async fn get_communication(&self, org: &OrgId) -> StoreResult<Option<CommunicationSettings>>;
+    async fn put_communication(
+        &self,
+        org: &OrgId,
+        settings: &CommunicationSettings,
+    ) -> StoreResult<()>;
+}
+
+/// The people Flare notifies.
+#[async_trait]
+pub trait Directory: Send + Sync {
+    async fn get_user(&self, org: &OrgId, id: &UserId) -> StoreResult<Option<User>>;
+    /// Many users at once; missing ones are left out. Order is not kept.
+    async fn get_users(&self, org: &OrgId, ids: &[UserId]) -> StoreResult<Vec<User>>;
+    async fn put_user(&self, org: &OrgId, user: &User) -> StoreResult<()>;
+    async fn delete_user(&self, org: &OrgId, id: &UserId) -> StoreResult<bool>;
+}
+
+/// Which secret: each lives under a name scoped to its organization.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum SecretKey {
+    SmsPassword(OrgId, ControlCenterId),
+    SmsHeaderValue(OrgId, ControlCenterId),
+    SmtpPassword(OrgId),
+}
+
+impl SecretKey {
+    /// The secret's name under a prefix (`flare/acme/sms/north/password`): the prefix
+    /// lets IAM confine Flare to its own secrets.
+    pub fn name(&self, prefix: &str) -> String {
+        let prefix = prefix.trim_end_matches('/');
+        match self {
+            SecretKey::SmsPassword(o, c) => format!("{prefix}/{o}/sms/{c}/password"),
+            SecretKey::SmsHeaderValue(o, c) => format!("{prefix}/{o}/sms/{c}/header-value"),
+            SecretKey::SmtpPassword(o) => format!("{prefix}/{o}/smtp/password"),
+        }
+    }
+}
+
+#[async_trait]
+pub trait SecretStore: Send + Sync {
+    async fn get(&self, key: &SecretKey) -> StoreResult<Option<SecretString>>;
+    async fn put(&self, key: &SecretKey, value: &SecretString) -> StoreResult<()>;
+    /// Deleting a missing secret is not an error.
+    async fn delete(&self, key: &SecretKey) -> StoreResult<()>;
+}
+
+/// The outcome of creating a notification: a replayed event finds it already there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Created {
+    New,
+    AlreadyExists,
+}
+
+/// The outcome of claiming a delivery before sending it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// Ours to send; `attempts` counts this attempt.
+    Claimed { attempts: u32 },
+    /// Already sent, failed or skipped: do not send again.
+    AlreadyDone(DeliveryStatus),
+    /// No such record.
+    Missing,
+}
+
+/// Notifications and the record of every (recipient, channel) of them.
+#[async_trait]
+pub trait DeliveryLog: Send + Sync {
+    /// Creates the notification unless it exists (idempotency on the event id).
+    async fn create_notification(&self, n: &Notification) -> StoreResult<Created>;
+    async fn get_notification(
+        &self,
+        org: &OrgId,
+        id: &NotificationId,
+    ) -> StoreResult<Option<(Notification, Vec<DeliveryRecord>)>>;
+    /// Writes records that do not exist yet; existing ones are left as they are, so a
+    /// replayed event never resets a record that already moved on.
+    async fn put_records(&self, org: &OrgId, records: &[DeliveryRecord]) -> StoreResult<()>;
+    /// Claims a pending record for one attempt (attempts + 1). A record that is no
+    /// longer pending is not claimed, so a redelivered job never sends twice.
+    async fn claim(
+        &self,
+        org: &OrgId,
+        id: &NotificationId,
+        recipient: &RecipientRef,
+        channel: Channel,
+    ) -> StoreResult<Claim>;
+    /// Ends a claimed or pending record: `sent` (with the provider's id), `failed` or
+    /// `skipped` (with a reason).
+    async fn finish(
+        &self,
+        org: &OrgId,
+        id: &NotificationId,
+        recipient: &RecipientRef,
+        channel: Channel,
+        outcome: Finish,
+    ) -> StoreResult<()>;
+    /// Records that the recipient acknowledged the notification.
+    async fn ack(&self, org: &OrgId, id: &NotificationId, user: &UserId) -> StoreResult<bool>;
+}
+
+/// How a delivery ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Finish {
+    Sent {
+        provider: Provider,
+        provider_message_id: Option<String>,
+    },
+    Failed {
+        reason: String,
+    },
+    Skipped {
+        reason: String,
+    },
+    /// Released for a retry (a transient failure): stays pending.
+    Retry {
+        reason: String,
+    },
+    /// A held delivery is now sent as fallback (it will be claimed by its job).
+    Release,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("queue temporarily unavailable")]
+    Unavailable(#[source] anyhow::Error),
+    #[error("enqueue failed")]
+    Failed(#[source] anyhow::Error),
+}
+
+/// The queues between the router and the delivery functions, one per channel.
+#[async_trait]
+pub trait JobQueue: Send + Sync {
+    async fn enqueue(&self, jobs: &[DeliveryJob]) -> Result<(), QueueError>;
+}
+
+/// A provider's answer to one send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Receipt {
+    pub provider: Provider,
+    /// The provider's own id for the message, when it gives one.
+    pub provider_message_id: Option<String>,
+}
+
+/// Why a send failed, classified so the caller knows whether to retry.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// Throttling, 5xx, timeouts: retry with backoff.
+    #[error("transient failure: {reason}")]
+    Transient {
+        reason: String,
+        #[source]
+        source: Option<anyhow::Error>,
+    },
+    /// Invalid number, disabled endpoint, rejected sender, bad credentials: give up.
+    #[error("permanent failure: {reason}")]
+    Permanent {
+        reason: String,
+        #[source]
+        source: Option<anyhow::Error>,
+    },
+}
+
+impl SendError {
+    pub fn transient(reason: impl Into<String>) -> Self {
+        Self::Transient {
+            reason: reason.into(),
+            source: None,
+        }
+    }
+
+    pub fn permanent(reason: impl Into<String>) -> Self {
+        Self::Permanent {
+            reason: reason.into(),
+            source: None,
+        }
+    }
+
+    pub fn reason(&self) -> &str {
+        match self {
+            SendError::Transient { reason, .. } | SendError::Permanent { reason, .. } => reason,
+        }
+    }
+
+    pub fn is_transient(&self) -> bool {
+        matches!(self, SendError::Transient { .. })
+    }
+}
+
+/// One push to one device.
+#[derive(Debug, Clone)]
+pub struct PushMessage {
+    pub notification_id: NotificationId,
+    pub device_id: DeviceId,
+    /// The provider's handle for the device (an SNS endpoint ARN).
+    pub endpoint: String,
+    pub platform: crate::domain::Platform,
+    pub message: Message,
+}
+
+#[async_trait]
+pub trait PushSender: Send + Sync {
+    async fn send(&self, push: &PushMessage) -> Result<Receipt, SendError>;
+}
+
+#[derive(Debug, Clone)]
+pub struct SmsMessage {
+    pub notification_id: NotificationId,
+    pub org_id: OrgId,
+    pub control_center_id: ControlCenterId,
+    pub to: PhoneNumber,
+    pub from: Option<SenderId>,
+    pub text: String,
+}
+
+#[async_trait]
+pub trait SmsSender: Send + Sync {
+    async fn send(&self, sms: &SmsMessage) -> Result<Receipt, SendError>;
+}
+
+#[derive(Debug, Clone)]
+pub struct EmailMessage {
+    pub notification_id: NotificationId,
+    pub org_id: OrgId,
+    pub to: EmailAddress,
+    pub from: EmailAddress,
+    pub subject: String,
+    pub text: String,
+    pub html: Option<String>,
+}
+
+#[async_trait]
+pub trait EmailSender: Send + Sync {
+    async fn send(&self, email: &EmailMessage) -> Result<Receipt, SendError>;
+}
+
+/// Registers a device with the push provider (an SNS platform endpoint in AWS).
+#[async_trait]
+pub trait DeviceRegistry: Send + Sync {
+    /// Returns the provider's handle for the device.
+    async fn register(
+        &self,
+        platform: crate::domain::Platform,
+        token: &str,
+        user: &UserId,
+    ) -> Result<String, StoreError>;
+    async fn unregister(&self, endpoint: &str) -> Result<(), StoreError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_names_are_scoped_by_org_under_the_prefix() {
+        let org = OrgId::parse("acme").unwrap();
+        let cc = ControlCenterId::parse("north").unwrap();
+        assert_eq!(
+            SecretKey::SmsPassword(org.clone(), cc.clone()).name("flare/"),
+            "flare/acme/sms/north/password"
+        );
+        assert_eq!(
+            SecretKey::SmsHeaderValue(org.clone(), cc).name("flare"),
+            "flare/acme/sms/north/header-value"
+        );
+        assert_eq!(
+            SecretKey::SmtpPassword(org).name("flare"),
+            "flare/acme/smtp/password"
+        );
+    }
+}
