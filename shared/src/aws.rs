@@ -6,7 +6,8 @@
 //! harness say the same things without touching the process environment.
 
 use aws_config::timeout::TimeoutConfig;
-use aws_config::{BehaviorVersion, Region, SdkConfig};
+pub use aws_config::SdkConfig;
+use aws_config::{BehaviorVersion, Region};
 use std::time::Duration;
 
 #[derive(Debug, Clone, Default)]

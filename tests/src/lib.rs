@@ -1,1 +1,373 @@
+//! Flare's integration test harness.
+//!
+//! Starts the real servers the tests talk to, each once per test binary, on free ports:
+//! moto (DynamoDB, SNS, SES v2, Secrets Manager, SQS), an aiosmtpd sink with AUTH,
+//! STARTTLS and implicit TLS, and an HTTP SMS gateway. Each is a child process running
+//! `scripts/harness/serve.py` from the virtualenv that `scripts/setup-test-servers`
+//! makes. They stop by process id when the test binary exits (and, as a backstop, by
+//! themselves when their standard input closes).
+//!
+//! A missing virtualenv or a server that does not start fails the test with the
+//! command that fixes it; nothing is ever skipped.
 
+use anyhow::{Context, anyhow, bail};
+use std::io::{BufRead, BufReader, Read};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::{Mutex, Once, OnceLock};
+use std::time::Duration;
+
+pub use flare_shared::aws::AwsOptions;
+
+/// The command that makes the virtualenv the harness needs.
+pub const FIX: &str = "scripts/setup-test-servers   (or run everything with: scripts/test)";
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+/// The virtualenv's python: `FLARE_TEST_PYTHON`, else `<workspace>/.venv/bin/python`.
+pub fn python() -> PathBuf {
+    std::env::var_os("FLARE_TEST_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join(".venv/bin/python"))
+}
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free local port")
+}
+
+static PIDS: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+static ATEXIT: Once = Once::new();
+
+extern "C" fn stop_servers() {
+    let pids = PIDS.lock().map(|p| p.clone()).unwrap_or_default();
+    for pid in pids {
+        // SAFETY: kill(2) on a pid we started; at worst it is already gone (ESRCH).
+        unsafe {
+            libc::kill(pid as libc::pid_t, libc::SIGTERM);
+        }
+    }
+}
+
+/// A running test server. Dropping it (or the test binary exiting) stops it by pid.
+pub struct ServerProcess {
+    child: Child,
+    // Held open: the server exits by itself once this closes.
+    _stdin: ChildStdin,
+    /// What the server printed after `READY`.
+    pub info: serde_json::Value,
+}
+
+impl ServerProcess {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Starts `serve.py KIND ARGS...` and waits for its READY line.
+    pub fn start(kind: &str, args: &[String]) -> anyhow::Result<Self> {
+        let py = python();
+        if !py.exists() {
+            bail!(
+                "the test servers are not installed: {} does not exist.\n  Fix: {FIX}",
+                py.display()
+            );
+        }
+        let script = workspace_root().join("scripts/harness/serve.py");
+        let mut child = Command::new(&py)
+            .arg(&script)
+            .arg(kind)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("starting {} {kind}.\n  Fix: {FIX}", py.display()))?;
+        ATEXIT.call_once(|| {
+            // SAFETY: registers a plain extern "C" fn; it runs once at process exit.
+            unsafe {
+                libc::atexit(stop_servers);
+            }
+        });
+        PIDS.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(child.id());
+        let stdin = child.stdin.take().expect("piped stdin");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx.recv_timeout(Duration::from_secs(60)).unwrap_or_default();
+        let Some(json) = line.strip_prefix("READY ") else {
+            let _ = child.kill();
+            let mut err = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                let _ = e.read_to_string(&mut err);
+            }
+            bail!(
+                "test server `{kind}` did not start (printed {line:?}).\n{err}\n  Fix: {FIX}"
+            );
+        };
+        let info = serde_json::from_str(json.trim())
+            .with_context(|| format!("READY line of {kind}: {json}"))?;
+        Ok(Self {
+            child,
+            _stdin: stdin,
+            info,
+        })
+    }
+
+    fn str(&self, key: &str) -> String {
+        self.info[key]
+            .as_str()
+            .unwrap_or_else(|| panic!("READY info has no {key}: {}", self.info))
+            .to_string()
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let pid = self.child.id();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Ok(mut pids) = PIDS.lock() {
+            pids.retain(|p| *p != pid);
+        }
+    }
+}
+
+fn shared<T>(cell: &'static OnceLock<T>, start: impl FnOnce() -> anyhow::Result<T>) -> &'static T {
+    cell.get_or_init(|| start().unwrap_or_else(|e| panic!("{e:#}")))
+}
+
+// ------------------------------------------------------------------------------- moto
+
+/// moto's server: DynamoDB, SNS, SES v2, Secrets Manager and SQS on one endpoint.
+/// moto state is global to the server, so tests isolate by unique names.
+pub struct Moto {
+    pub process: ServerProcess,
+    pub url: String,
+}
+
+static MOTO: OnceLock<Moto> = OnceLock::new();
+
+/// The test binary's moto server, started on first use.
+pub fn moto() -> &'static Moto {
+    shared(&MOTO, Moto::start)
+}
+
+impl Moto {
+    pub fn start() -> anyhow::Result<Self> {
+        let process = ServerProcess::start("moto", &["--port".into(), free_port().to_string()])?;
+        let url = process.str("url");
+        Ok(Self { process, url })
+    }
+
+    /// Options for [`flare_shared::aws::sdk_config`] pointing every client at moto.
+    pub fn aws_options(&self) -> AwsOptions {
+        AwsOptions::local(&self.url)
+    }
+
+    pub async fn sdk_config(&self) -> flare_shared::aws::SdkConfig {
+        flare_shared::aws::sdk_config(self.aws_options()).await
+    }
+
+    /// moto's view of everything it holds (`GET /moto-api/data.json`).
+    pub async fn data(&self) -> anyhow::Result<serde_json::Value> {
+        let url = format!("{}/moto-api/data.json", self.url);
+        let resp = reqwest::get(&url).await.with_context(|| format!("GET {url}"))?;
+        resp.error_for_status()?
+            .json()
+            .await
+            .context("moto data.json is not JSON")
+    }
+
+    /// Every SMS moto's SNS accepted: `{"phone_number", "message", "message_id"}`.
+    pub async fn sent_sms(&self) -> anyhow::Result<Vec<serde_json::Value>> {
+        Ok(list(&self.data().await?["sns"]["SMS"]))
+    }
+
+    /// Every email moto's SES accepted: `{"source", "destinations", "subject", "body"}`.
+    pub async fn sent_email(&self) -> anyhow::Result<Vec<serde_json::Value>> {
+        Ok(list(&self.data().await?["ses"]["Message"]))
+    }
+
+    /// The messages published to one SNS platform endpoint, by message id.
+    pub async fn endpoint_messages(&self, endpoint_arn: &str) -> anyhow::Result<serde_json::Value> {
+        let data = self.data().await?;
+        list(&data["sns"]["PlatformEndpoint"])
+            .into_iter()
+            .find(|e| e["arn"] == endpoint_arn)
+            .map(|e| e["messages"].clone())
+            .ok_or_else(|| anyhow!("moto has no endpoint {endpoint_arn}"))
+    }
+}
+
+fn list(v: &serde_json::Value) -> Vec<serde_json::Value> {
+    v.as_array().cloned().unwrap_or_default()
+}
+
+// ------------------------------------------------------------------------------- smtp
+
+/// aiosmtpd with AUTH (after STARTTLS) on `port` and implicit TLS on `tls_port`, its
+/// certificate signed by a CA generated at start (`ca_pem`).
+pub struct SmtpSink {
+    pub process: ServerProcess,
+    pub host: String,
+    pub port: u16,
+    pub tls_port: u16,
+    pub ca_pem: PathBuf,
+    pub mail_dir: PathBuf,
+    pub user: String,
+    pub password: String,
+    _dir: TempDir,
+}
+
+static SMTP: OnceLock<SmtpSink> = OnceLock::new();
+
+pub fn smtp() -> &'static SmtpSink {
+    shared(&SMTP, SmtpSink::start)
+}
+
+impl SmtpSink {
+    pub const USER: &'static str = "flare";
+    pub const PASSWORD: &'static str = "flare-test-password";
+
+    pub fn start() -> anyhow::Result<Self> {
+        let dir = TempDir::new("smtp")?;
+        let (port, tls_port) = (free_port(), free_port());
+        let process = ServerProcess::start(
+            "smtp",
+            &[
+                "--port".into(),
+                port.to_string(),
+                "--tls-port".into(),
+                tls_port.to_string(),
+                "--dir".into(),
+                dir.0.display().to_string(),
+                "--user".into(),
+                Self::USER.into(),
+                "--password".into(),
+                Self::PASSWORD.into(),
+            ],
+        )?;
+        Ok(Self {
+            host: process.str("host"),
+            ca_pem: process.str("ca").into(),
+            mail_dir: process.str("mail_dir").into(),
+            port,
+            tls_port,
+            user: Self::USER.into(),
+            password: Self::PASSWORD.into(),
+            process,
+            _dir: dir,
+        })
+    }
+
+    /// Every message received so far, oldest first: `{"mail_from", "rcpt_tos", "data",
+    /// "auth_user", "tls"}`.
+    pub fn messages(&self) -> anyhow::Result<Vec<serde_json::Value>> {
+        let mut names: Vec<_> = std::fs::read_dir(&self.mail_dir)?
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "json"))
+            .filter(|p| !p.file_name().unwrap().to_string_lossy().starts_with('.'))
+            .collect();
+        names.sort();
+        names
+            .iter()
+            .map(|p| Ok(serde_json::from_slice(&std::fs::read(p)?)?))
+            .collect()
+    }
+}
+
+// ---------------------------------------------------------------------------- gateway
+
+/// A real HTTP SMS gateway: records requests, answers scripted responses per path.
+pub struct Gateway {
+    pub process: ServerProcess,
+    pub url: String,
+}
+
+static GATEWAY: OnceLock<Gateway> = OnceLock::new();
+
+pub fn gateway() -> &'static Gateway {
+    shared(&GATEWAY, Gateway::start)
+}
+
+impl Gateway {
+    pub fn start() -> anyhow::Result<Self> {
+        let process =
+            ServerProcess::start("gateway", &["--port".into(), free_port().to_string()])?;
+        let url = process.str("url");
+        Ok(Self { process, url })
+    }
+
+    /// Queues answers for `path`: `{"status": 500}`, `{"status": 200, "body": {...}}`,
+    /// `{"hang": 5}`, `{"status": 302, "location": "..."}`. Unscripted requests get 200.
+    pub async fn script(&self, path: &str, responses: serde_json::Value) -> anyhow::Result<()> {
+        reqwest::Client::new()
+            .post(format!("{}/_script", self.url))
+            .json(&serde_json::json!({"path": path, "responses": responses}))
+            .send()
+            .await?
+            .error_for_status()?;
+        Ok(())
+    }
+
+    /// Every request received (but `/_script` and `/_requests`): `{"method", "path",
+    /// "headers", "body"}`, header names lower-cased.
+    pub async fn requests(&self) -> anyhow::Result<Vec<serde_json::Value>> {
+        Ok(reqwest::get(format!("{}/_requests", self.url))
+            .await?
+            .error_for_status()?
+            .json()
+            .await?)
+    }
+
+    pub async fn requests_to(&self, path: &str) -> anyhow::Result<Vec<serde_json::Value>> {
+        Ok(self
+            .requests()
+            .await?
+            .into_iter()
+            .filter(|r| r["path"] == path)
+            .collect())
+    }
+}
+
+/// A name no other test uses (moto state is shared by every test of a binary).
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
+}
+
+/// A temporary directory removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(prefix: &str) -> anyhow::Result<Self> {
+        let p = std::env::temp_dir().join(unique(&format!("flare-{prefix}")));
+        std::fs::create_dir_all(&p)?;
+        Ok(Self(p))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}

@@ -459,10 +459,9 @@ impl SmsSettingsUpdate {
             let http = match provider {
                 Some("http") => {
                     let url = r.required_with("url", |s| GatewayUrl::parse(s, policy));
-                    let format = match r.optional_with("format", GatewayFormat::parse) {
-                        Some(f) => Some(f.unwrap_or(GatewayFormat::Json)),
-                        None => None,
-                    };
+                    let format = r
+                        .optional_with("format", GatewayFormat::parse)
+                        .map(|f| f.unwrap_or(GatewayFormat::Json));
                     let username = r.optional_with("username", |s| text(s, MAX_NAME, true));
                     let header = r.optional_str("http_header");
                     let header = match header {
