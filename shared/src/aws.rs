@@ -5,8 +5,8 @@
 //! which is how the functions run against moto in tests. [`AwsOptions`] lets a test
 //! harness say the same things without touching the process environment.
 
-use aws_config::timeout::TimeoutConfig;
 pub use aws_config::SdkConfig;
+use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region};
 use std::time::Duration;
 

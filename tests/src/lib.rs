@@ -115,9 +115,7 @@ impl ServerProcess {
             if let Some(mut e) = child.stderr.take() {
                 let _ = e.read_to_string(&mut err);
             }
-            bail!(
-                "test server `{kind}` did not start (printed {line:?}).\n{err}\n  Fix: {FIX}"
-            );
+            bail!("test server `{kind}` did not start (printed {line:?}).\n{err}\n  Fix: {FIX}");
         };
         let info = serde_json::from_str(json.trim())
             .with_context(|| format!("READY line of {kind}: {json}"))?;
@@ -186,7 +184,9 @@ impl Moto {
     /// moto's view of everything it holds (`GET /moto-api/data.json`).
     pub async fn data(&self) -> anyhow::Result<serde_json::Value> {
         let url = format!("{}/moto-api/data.json", self.url);
-        let resp = reqwest::get(&url).await.with_context(|| format!("GET {url}"))?;
+        let resp = reqwest::get(&url)
+            .await
+            .with_context(|| format!("GET {url}"))?;
         resp.error_for_status()?
             .json()
             .await
@@ -308,8 +308,7 @@ pub fn gateway() -> &'static Gateway {
 
 impl Gateway {
     pub fn start() -> anyhow::Result<Self> {
-        let process =
-            ServerProcess::start("gateway", &["--port".into(), free_port().to_string()])?;
+        let process = ServerProcess::start("gateway", &["--port".into(), free_port().to_string()])?;
         let url = process.str("url");
         Ok(Self { process, url })
     }

@@ -2,7 +2,7 @@
 //! factory against moto, and the SMTP sink and HTTP gateway over real connections.
 
 use flare_shared::aws;
-use flare_tests::{free_port, gateway, moto, smtp, unique, ServerProcess};
+use flare_tests::{ServerProcess, free_port, gateway, moto, smtp, unique};
 use serde_json::json;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
@@ -61,7 +61,12 @@ async fn secretsmanager_round_trip_on_moto() {
         .send()
         .await
         .expect("create");
-    let got = sm.get_secret_value().secret_id(&name).send().await.expect("get");
+    let got = sm
+        .get_secret_value()
+        .secret_id(&name)
+        .send()
+        .await
+        .expect("get");
     assert_eq!(got.secret_string(), Some("s3cret"));
     sm.delete_secret()
         .secret_id(&name)
@@ -70,7 +75,11 @@ async fn secretsmanager_round_trip_on_moto() {
         .await
         .expect("delete");
     let gone = sm.get_secret_value().secret_id(&name).send().await;
-    assert!(gone.unwrap_err().into_service_error().is_resource_not_found_exception());
+    assert!(
+        gone.unwrap_err()
+            .into_service_error()
+            .is_resource_not_found_exception()
+    );
 }
 
 #[tokio::test]
@@ -85,7 +94,10 @@ async fn sns_sms_is_read_back_from_moto() {
         .await
         .expect("publish");
     let sent = moto().sent_sms().await.unwrap();
-    let ours = sent.iter().find(|m| m["message"] == text.as_str()).expect("our SMS");
+    let ours = sent
+        .iter()
+        .find(|m| m["message"] == text.as_str())
+        .expect("our SMS");
     assert_eq!(ours["phone_number"], "+14155550142");
     assert_eq!(ours["message_id"], out.message_id().unwrap());
 }
@@ -118,7 +130,12 @@ async fn sns_push_to_a_platform_endpoint_is_read_back_from_moto() {
         .await
         .expect("publish");
     let messages = moto().endpoint_messages(arn).await.unwrap();
-    assert!(messages[out.message_id().unwrap()].as_str().unwrap().contains("GCM"));
+    assert!(
+        messages[out.message_id().unwrap()]
+            .as_str()
+            .unwrap()
+            .contains("GCM")
+    );
 }
 
 #[tokio::test]
@@ -126,12 +143,20 @@ async fn sesv2_email_is_read_back_from_moto() {
     use aws_sdk_sesv2::types::{Body, Content, Destination, EmailContent, Message};
     let ses = aws::sesv2(&moto().sdk_config().await);
     let from = format!("{}@acme.example", unique("alerts"));
-    ses.create_email_identity().email_identity(&from).send().await.expect("identity");
+    ses.create_email_identity()
+        .email_identity(&from)
+        .send()
+        .await
+        .expect("identity");
     let subject = unique("subject");
     let data = |s: &str| Content::builder().data(s).build().unwrap();
     ses.send_email()
         .from_email_address(&from)
-        .destination(Destination::builder().to_addresses("ana@example.org").build())
+        .destination(
+            Destination::builder()
+                .to_addresses("ana@example.org")
+                .build(),
+        )
         .content(
             EmailContent::builder()
                 .simple(
@@ -146,7 +171,10 @@ async fn sesv2_email_is_read_back_from_moto() {
         .await
         .expect("send");
     let sent = moto().sent_email().await.unwrap();
-    let ours = sent.iter().find(|m| m["subject"] == subject.as_str()).expect("our email");
+    let ours = sent
+        .iter()
+        .find(|m| m["subject"] == subject.as_str())
+        .expect("our email");
     assert_eq!(ours["source"], from.as_str());
     assert_eq!(ours["destinations"]["ToAddresses"][0], "ana@example.org");
 }
@@ -194,7 +222,9 @@ async fn sqs_round_trip_on_moto() {
 }
 
 async fn ehlo(port: u16) -> String {
-    let stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
+    let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
     let (r, mut w) = stream.into_split();
     let mut r = BufReader::new(r);
     let mut line = String::new();
@@ -223,7 +253,9 @@ async fn smtp_sink_offers_starttls_and_has_its_ca() {
     assert!(ca.starts_with("-----BEGIN CERTIFICATE-----"));
     assert!(s.messages().unwrap().iter().all(|m| m["tls"].is_boolean()));
     // The implicit-TLS port is listening too (the handshake itself is for the SMTP tests).
-    tokio::net::TcpStream::connect(("127.0.0.1", s.tls_port)).await.expect("tls port");
+    tokio::net::TcpStream::connect(("127.0.0.1", s.tls_port))
+        .await
+        .expect("tls port");
 }
 
 #[tokio::test]
@@ -240,20 +272,31 @@ async fn gateway_records_requests_and_answers_scripts() {
         .await
         .unwrap();
     assert_eq!(first.status(), 500);
-    let second = client.post(format!("{}{path}", g.url)).body("x").send().await.unwrap();
+    let second = client
+        .post(format!("{}{path}", g.url))
+        .body("x")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(second.status(), 200);
     let body: serde_json::Value = second.json().await.unwrap();
     assert!(body["id"].as_str().unwrap().starts_with("gw-"));
     let seen = g.requests_to(&path).await.unwrap();
     assert_eq!(seen.len(), 2);
     assert_eq!(seen[0]["headers"]["x-api-key"], "abc123");
-    assert_eq!(seen[0]["body"], json!({"to": "+14155550100", "from": "ACME", "text": "hi"}).to_string());
+    assert_eq!(
+        seen[0]["body"],
+        json!({"to": "+14155550100", "from": "ACME", "text": "hi"}).to_string()
+    );
 }
 
 #[test]
 fn a_server_that_cannot_start_fails_with_the_fix() {
     // An unknown kind makes serve.py exit without READY: the error must say how to fix it.
-    let err = match ServerProcess::start("no-such-server", &["--port".into(), free_port().to_string()]) {
+    let err = match ServerProcess::start(
+        "no-such-server",
+        &["--port".into(), free_port().to_string()],
+    ) {
         Ok(_) => panic!("started a server that does not exist"),
         Err(e) => format!("{e:#}"),
     };
