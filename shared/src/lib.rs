@@ -8,6 +8,8 @@
 //! - `aws` (feature-gated): the AWS client factory and the AWS adapters, so each
 //!   function links only the SDK crates it uses.
 
+pub mod app;
+pub mod config;
 pub mod domain;
 pub mod memory;
 pub mod ports;

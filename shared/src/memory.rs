@@ -7,9 +7,13 @@ use crate::domain::{
     SmsSettings, User, UserId,
 };
 use crate::ports::*;
+use anyhow::Context;
 use async_trait::async_trait;
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -17,96 +21,233 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// State behind a mutex, optionally saved to a JSON file after every change (the local
+/// runner's `--data-dir`), written to a temporary file and renamed so a crash never
+/// leaves half a file.
+struct Persisted<T> {
+    state: Mutex<T>,
+    path: Option<PathBuf>,
+}
+
+impl<T: Default> Default for Persisted<T> {
+    fn default() -> Self {
+        Self {
+            state: Mutex::default(),
+            path: None,
+        }
+    }
+}
+
+impl<T: Default + Serialize + DeserializeOwned> Persisted<T> {
+    fn open(path: PathBuf) -> anyhow::Result<Self> {
+        let state = match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .with_context(|| format!("reading {}", path.display()))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => T::default(),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        };
+        Ok(Self {
+            state: Mutex::new(state),
+            path: Some(path),
+        })
+    }
+
+    fn read<R>(&self, f: impl FnOnce(&T) -> R) -> R {
+        f(&lock(&self.state))
+    }
+
+    fn write<R>(&self, f: impl FnOnce(&mut T) -> R) -> StoreResult<R> {
+        let mut state = lock(&self.state);
+        let out = f(&mut state);
+        if let Some(path) = &self.path {
+            save(path, &*state).map_err(StoreError::Failed)?;
+        }
+        Ok(out)
+    }
+}
+
+fn save<T: Serialize>(path: &Path, state: &T) -> anyhow::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let bytes = serde_json::to_vec_pretty(state)?;
+    {
+        let mut f = std::fs::OpenOptions::new();
+        f.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut f, 0o600);
+        let mut file = f
+            .open(&tmp)
+            .with_context(|| format!("writing {}", tmp.display()))?;
+        std::io::Write::write_all(&mut file, &bytes)?;
+        file.sync_all()?;
+    }
+    std::fs::rename(&tmp, path).with_context(|| format!("replacing {}", path.display()))?;
+    Ok(())
+}
+
+/// `org/rest`: ids never contain `/`, so the key is unambiguous and sorts by org.
+fn key(org: &OrgId, rest: &str) -> String {
+    format!("{org}/{rest}")
+}
+
+#[derive(Default, Serialize, Deserialize)]
+struct SettingsState {
+    sms: BTreeMap<String, SmsSettings>,
+    email: BTreeMap<String, EmailSettings>,
+    communication: BTreeMap<String, CommunicationSettings>,
+}
+
 #[derive(Default)]
 pub struct MemorySettings {
-    sms: Mutex<BTreeMap<(OrgId, ControlCenterId), SmsSettings>>,
-    email: Mutex<HashMap<OrgId, EmailSettings>>,
-    communication: Mutex<HashMap<OrgId, CommunicationSettings>>,
+    inner: Persisted<SettingsState>,
+}
+
+impl MemorySettings {
+    /// Settings kept in `path` across restarts.
+    pub fn open(path: PathBuf) -> anyhow::Result<Self> {
+        Ok(Self {
+            inner: Persisted::open(path)?,
+        })
+    }
 }
 
 #[async_trait]
 impl SettingsStore for MemorySettings {
     async fn get_sms(&self, org: &OrgId, cc: &ControlCenterId) -> StoreResult<Option<SmsSettings>> {
-        Ok(lock(&self.sms).get(&(org.clone(), cc.clone())).cloned())
+        Ok(self
+            .inner
+            .read(|s| s.sms.get(&key(org, cc.as_str())).cloned()))
     }
     async fn list_sms(&self, org: &OrgId) -> StoreResult<Vec<SmsSettings>> {
-        Ok(lock(&self.sms)
-            .iter()
-            .filter(|((o, _), _)| o == org)
-            .map(|(_, s)| s.clone())
-            .collect())
+        let prefix = key(org, "");
+        Ok(self.inner.read(|s| {
+            s.sms
+                .range(prefix.clone()..)
+                .take_while(|(k, _)| k.starts_with(&prefix))
+                .map(|(_, v)| v.clone())
+                .collect()
+        }))
     }
-    async fn put_sms(&self, org: &OrgId, s: &SmsSettings) -> StoreResult<()> {
-        lock(&self.sms).insert((org.clone(), s.control_center_id.clone()), s.clone());
-        Ok(())
+    async fn put_sms(&self, org: &OrgId, v: &SmsSettings) -> StoreResult<()> {
+        self.inner.write(|s| {
+            s.sms
+                .insert(key(org, v.control_center_id.as_str()), v.clone());
+        })
     }
     async fn delete_sms(&self, org: &OrgId, cc: &ControlCenterId) -> StoreResult<bool> {
-        Ok(lock(&self.sms).remove(&(org.clone(), cc.clone())).is_some())
+        self.inner
+            .write(|s| s.sms.remove(&key(org, cc.as_str())).is_some())
     }
     async fn get_email(&self, org: &OrgId) -> StoreResult<Option<EmailSettings>> {
-        Ok(lock(&self.email).get(org).cloned())
+        Ok(self.inner.read(|s| s.email.get(org.as_str()).cloned()))
     }
-    async fn put_email(&self, org: &OrgId, s: &EmailSettings) -> StoreResult<()> {
-        lock(&self.email).insert(org.clone(), s.clone());
-        Ok(())
+    async fn put_email(&self, org: &OrgId, v: &EmailSettings) -> StoreResult<()> {
+        self.inner.write(|s| {
+            s.email.insert(org.to_string(), v.clone());
+        })
     }
     async fn delete_email(&self, org: &OrgId) -> StoreResult<bool> {
-        Ok(lock(&self.email).remove(org).is_some())
+        self.inner.write(|s| s.email.remove(org.as_str()).is_some())
     }
     async fn get_communication(&self, org: &OrgId) -> StoreResult<Option<CommunicationSettings>> {
-        Ok(lock(&self.communication).get(org).copied())
+        Ok(self
+            .inner
+            .read(|s| s.communication.get(org.as_str()).copied()))
     }
-    async fn put_communication(&self, org: &OrgId, s: &CommunicationSettings) -> StoreResult<()> {
-        lock(&self.communication).insert(org.clone(), *s);
-        Ok(())
+    async fn put_communication(&self, org: &OrgId, v: &CommunicationSettings) -> StoreResult<()> {
+        self.inner.write(|s| {
+            s.communication.insert(org.to_string(), *v);
+        })
     }
 }
 
 #[derive(Default)]
 pub struct MemoryDirectory {
-    users: Mutex<HashMap<(OrgId, UserId), User>>,
+    users: Persisted<BTreeMap<String, User>>,
+}
+
+impl MemoryDirectory {
+    /// Users kept in `path` across restarts.
+    pub fn open(path: PathBuf) -> anyhow::Result<Self> {
+        Ok(Self {
+            users: Persisted::open(path)?,
+        })
+    }
 }
 
 #[async_trait]
 impl Directory for MemoryDirectory {
     async fn get_user(&self, org: &OrgId, id: &UserId) -> StoreResult<Option<User>> {
-        Ok(lock(&self.users).get(&(org.clone(), id.clone())).cloned())
+        Ok(self.users.read(|u| u.get(&key(org, id.as_str())).cloned()))
     }
     async fn get_users(&self, org: &OrgId, ids: &[UserId]) -> StoreResult<Vec<User>> {
-        let users = lock(&self.users);
-        Ok(ids
-            .iter()
-            .filter_map(|id| users.get(&(org.clone(), id.clone())).cloned())
-            .collect())
+        Ok(self.users.read(|u| {
+            ids.iter()
+                .filter_map(|id| u.get(&key(org, id.as_str())).cloned())
+                .collect()
+        }))
+    }
+    async fn list_users(&self, org: &OrgId) -> StoreResult<Vec<User>> {
+        let prefix = key(org, "");
+        Ok(self.users.read(|u| {
+            u.range(prefix.clone()..)
+                .take_while(|(k, _)| k.starts_with(&prefix))
+                .map(|(_, v)| v.clone())
+                .collect()
+        }))
     }
     async fn put_user(&self, org: &OrgId, user: &User) -> StoreResult<()> {
-        lock(&self.users).insert((org.clone(), user.user_id.clone()), user.clone());
-        Ok(())
+        self.users.write(|u| {
+            u.insert(key(org, user.user_id.as_str()), user.clone());
+        })
     }
     async fn delete_user(&self, org: &OrgId, id: &UserId) -> StoreResult<bool> {
-        Ok(lock(&self.users)
-            .remove(&(org.clone(), id.clone()))
-            .is_some())
+        self.users
+            .write(|u| u.remove(&key(org, id.as_str())).is_some())
     }
 }
 
+/// Secrets in memory, or in their own file (mode 0600) apart from the settings.
 #[derive(Default)]
 pub struct MemorySecrets {
-    secrets: Mutex<HashMap<SecretKey, SecretString>>,
+    secrets: Persisted<BTreeMap<String, String>>,
 }
+
+impl MemorySecrets {
+    pub fn open(path: PathBuf) -> anyhow::Result<Self> {
+        Ok(Self {
+            secrets: Persisted::open(path)?,
+        })
+    }
+
+    /// How many secrets are stored (tests check deletes).
+    pub fn len(&self) -> usize {
+        self.secrets.read(BTreeMap::len)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+const LOCAL_PREFIX: &str = "flare";
 
 #[async_trait]
 impl SecretStore for MemorySecrets {
-    async fn get(&self, key: &SecretKey) -> StoreResult<Option<SecretString>> {
-        Ok(lock(&self.secrets).get(key).cloned())
+    async fn get(&self, k: &SecretKey) -> StoreResult<Option<SecretString>> {
+        Ok(self.secrets.read(|s| {
+            s.get(&k.name(LOCAL_PREFIX))
+                .map(|v| SecretString::from(v.clone()))
+        }))
     }
-    async fn put(&self, key: &SecretKey, value: &SecretString) -> StoreResult<()> {
-        lock(&self.secrets).insert(key.clone(), value.clone());
-        Ok(())
+    async fn put(&self, k: &SecretKey, value: &SecretString) -> StoreResult<()> {
+        self.secrets.write(|s| {
+            s.insert(k.name(LOCAL_PREFIX), value.expose_secret().to_string());
+        })
     }
-    async fn delete(&self, key: &SecretKey) -> StoreResult<()> {
-        lock(&self.secrets).remove(key);
-        Ok(())
+    async fn delete(&self, k: &SecretKey) -> StoreResult<()> {
+        self.secrets.write(|s| {
+            s.remove(&k.name(LOCAL_PREFIX));
+        })
     }
 }
 
@@ -412,12 +553,12 @@ impl DeviceRegistry for MemoryDevices {
         platform: Platform,
         token: &str,
         _user: &UserId,
-    ) -> StoreResult<String> {
+    ) -> Result<String, DeviceError> {
         let endpoint = format!("local:{}:{token}", platform.as_str());
         lock(&self.registered).insert(endpoint.clone());
         Ok(endpoint)
     }
-    async fn unregister(&self, endpoint: &str) -> StoreResult<()> {
+    async fn unregister(&self, endpoint: &str) -> Result<(), DeviceError> {
         lock(&self.registered).remove(endpoint);
         Ok(())
     }
@@ -523,6 +664,41 @@ mod tests {
                 .unwrap()
                 .is_none()
         );
+    }
+
+    #[tokio::test]
+    async fn persisted_stores_survive_a_reopen_and_keep_secrets_apart() {
+        let dir = std::env::temp_dir().join(format!("flare-mem-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let org = OrgId::parse("acme").unwrap();
+        {
+            let s = MemorySettings::open(dir.join("settings.json")).unwrap();
+            let c = CommunicationSettings {
+                distress: true,
+                ..Default::default()
+            };
+            s.put_communication(&org, &c).await.unwrap();
+            let secrets = MemorySecrets::open(dir.join("secrets.json")).unwrap();
+            secrets
+                .put(
+                    &SecretKey::SmtpPassword(org.clone()),
+                    &SecretString::from("s3cret"),
+                )
+                .await
+                .unwrap();
+        }
+        let s = MemorySettings::open(dir.join("settings.json")).unwrap();
+        assert!(s.get_communication(&org).await.unwrap().unwrap().distress);
+        let settings_file = std::fs::read_to_string(dir.join("settings.json")).unwrap();
+        assert!(!settings_file.contains("s3cret"));
+        let secrets = MemorySecrets::open(dir.join("secrets.json")).unwrap();
+        let got = secrets
+            .get(&SecretKey::SmtpPassword(org))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(got.expose_secret(), "s3cret");
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[tokio::test]

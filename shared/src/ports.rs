@@ -52,6 +52,8 @@ pub trait Directory: Send + Sync {
     async fn get_user(&self, org: &OrgId, id: &UserId) -> StoreResult<Option<User>>;
     /// Many users at once; missing ones are left out. Order is not kept.
     async fn get_users(&self, org: &OrgId, ids: &[UserId]) -> StoreResult<Vec<User>>;
+    /// Every user of the organization, in id order.
+    async fn list_users(&self, org: &OrgId) -> StoreResult<Vec<User>>;
     async fn put_user(&self, org: &OrgId, user: &User) -> StoreResult<()>;
     async fn delete_user(&self, org: &OrgId, id: &UserId) -> StoreResult<bool>;
 }
@@ -274,6 +276,20 @@ pub trait EmailSender: Send + Sync {
     async fn send(&self, email: &EmailMessage) -> Result<Receipt, SendError>;
 }
 
+#[derive(Debug, thiserror::Error)]
+pub enum DeviceError {
+    /// The push provider refused the token.
+    #[error("the push provider refused the device token")]
+    InvalidToken(#[source] anyhow::Error),
+    /// No platform application is configured for this platform.
+    #[error("push for platform {0} is not configured")]
+    PlatformNotConfigured(&'static str),
+    #[error("the push provider is temporarily unavailable")]
+    Unavailable(#[source] anyhow::Error),
+    #[error("registering the device failed")]
+    Failed(#[source] anyhow::Error),
+}
+
 /// Registers a device with the push provider (an SNS platform endpoint in AWS).
 #[async_trait]
 pub trait DeviceRegistry: Send + Sync {
@@ -283,8 +299,9 @@ pub trait DeviceRegistry: Send + Sync {
         platform: crate::domain::Platform,
         token: &str,
         user: &UserId,
-    ) -> Result<String, StoreError>;
-    async fn unregister(&self, endpoint: &str) -> Result<(), StoreError>;
+    ) -> Result<String, DeviceError>;
+    /// Unregistering a device that is already gone is not an error.
+    async fn unregister(&self, endpoint: &str) -> Result<(), DeviceError>;
 }
 
 #[cfg(test)]

@@ -480,7 +480,7 @@ impl SmsSettingsUpdate {
                     Some((url, format, username, header))
                 }
                 Some(_) => {
-                    for key in ["url", "format", "username", "http_header"] {
+                    for key in ["url", "format", "username", "http_header", "password"] {
                         if r.has(key) {
                             r.error(key, "applies only to provider http");
                         }
@@ -514,6 +514,12 @@ impl SmsSettingsUpdate {
             if !r.errors.is_empty() {
                 return None;
             }
+            // SNS has no password: switching to it deletes a gateway's stored one.
+            let password = match (&provider, password) {
+                (SmsProvider::Http(_), Some(p)) => SecretChange::Set(p),
+                (SmsProvider::Http(_), None) => SecretChange::Keep,
+                (SmsProvider::Sns, _) => SecretChange::Clear,
+            };
             Some(SmsSettingsUpdate {
                 settings: SmsSettings {
                     control_center_id,
@@ -521,7 +527,7 @@ impl SmsSettingsUpdate {
                     sender_number: sender,
                     password_set: false,
                 },
-                password: password.map(SecretChange::Set).unwrap_or_default(),
+                password,
                 header_value,
             })
         });

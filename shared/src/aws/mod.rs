@@ -82,3 +82,66 @@ pub fn sns(config: &SdkConfig) -> aws_sdk_sns::Client {
 pub fn sqs(config: &SdkConfig) -> aws_sdk_sqs::Client {
     aws_sdk_sqs::Client::new(config)
 }
+
+#[cfg(feature = "dynamodb")]
+pub mod dynamodb;
+#[cfg(feature = "secretsmanager")]
+pub mod secrets;
+#[cfg(feature = "sns")]
+pub mod sns_devices;
+
+pub use aws_smithy_runtime_api::client::result::SdkError;
+pub use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+
+/// Whether an SDK error is worth retrying (throttling, 5xx, timeouts, I/O).
+pub fn is_transient<E: ProvideErrorMetadata>(
+    err: &SdkError<E, aws_smithy_runtime_api::http::Response>,
+) -> bool {
+    match err {
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
+            true
+        }
+        SdkError::ServiceError(e) => {
+            let code = e.err().code().unwrap_or_default();
+            e.raw().status().as_u16() >= 500
+                || code.contains("Throttl")
+                || matches!(
+                    code,
+                    "ProvisionedThroughputExceededException"
+                        | "RequestLimitExceeded"
+                        | "InternalServerError"
+                        | "InternalFailure"
+                        | "InternalServiceError"
+                        | "ServiceUnavailable"
+                )
+        }
+        _ => false,
+    }
+}
+
+/// The service's error code, for logs and mapping.
+pub fn error_code<E: ProvideErrorMetadata>(
+    err: &SdkError<E, aws_smithy_runtime_api::http::Response>,
+) -> Option<&str> {
+    match err {
+        SdkError::ServiceError(e) => e.err().code(),
+        _ => None,
+    }
+}
+
+/// Maps an SDK error to a store error, keeping the whole error as the cause.
+pub fn store_error<E>(
+    err: SdkError<E, aws_smithy_runtime_api::http::Response>,
+    what: &'static str,
+) -> crate::ports::StoreError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    let transient = is_transient(&err);
+    let e = anyhow::Error::new(err).context(what);
+    if transient {
+        crate::ports::StoreError::Unavailable(e)
+    } else {
+        crate::ports::StoreError::Failed(e)
+    }
+}

@@ -1,0 +1,86 @@
+//! The API function: API Gateway (HTTP API, payload v2) requests in, the shared
+//! transport-free API ([`flare_shared::app::api`]) in the middle, responses out.
+
+use flare_shared::app::Services;
+use flare_shared::app::api::{self, ApiRequest};
+use flare_shared::app::auth::Claims;
+use flare_shared::aws::dynamodb::{DynamoDirectory, DynamoSettings};
+use flare_shared::aws::secrets::SecretsManagerStore;
+use flare_shared::aws::sns_devices::{PlatformApps, SnsDevices};
+use flare_shared::aws::{self, SdkConfig};
+use flare_shared::config::{self, ConfigError};
+use flare_shared::domain::EndpointPolicy;
+use lambda_http::request::RequestContext;
+use lambda_http::{Body, Request, RequestExt, Response};
+use std::sync::Arc;
+
+/// The function's environment, read once at start.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub settings_table: String,
+    pub directory_table: String,
+    pub secret_prefix: String,
+    pub platform_apps: PlatformApps,
+    pub policy: EndpointPolicy,
+}
+
+impl Config {
+    pub const SETTINGS_TABLE: &'static str = "FLARE_SETTINGS_TABLE";
+    pub const DIRECTORY_TABLE: &'static str = "FLARE_DIRECTORY_TABLE";
+    pub const SECRET_PREFIX: &'static str = "FLARE_SECRET_PREFIX";
+
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Ok(Self {
+            settings_table: config::required(Self::SETTINGS_TABLE)?,
+            directory_table: config::required(Self::DIRECTORY_TABLE)?,
+            secret_prefix: config::optional(Self::SECRET_PREFIX, "flare"),
+            platform_apps: PlatformApps::from_env(),
+            policy: EndpointPolicy::from_env(),
+        })
+    }
+
+    /// Builds the AWS adapters once, before the first request.
+    pub fn services(&self, sdk: &SdkConfig) -> Services {
+        let db = aws::dynamodb(sdk);
+        Services {
+            settings: Arc::new(DynamoSettings::new(db.clone(), &self.settings_table)),
+            directory: Arc::new(DynamoDirectory::new(db, &self.directory_table)),
+            secrets: Arc::new(SecretsManagerStore::new(
+                aws::secretsmanager(sdk),
+                &self.secret_prefix,
+            )),
+            devices: Arc::new(SnsDevices::new(aws::sns(sdk), self.platform_apps.clone())),
+            policy: self.policy,
+        }
+    }
+}
+
+/// The JWT authorizer's claims from the request context; `None` without them.
+pub fn claims(req: &Request) -> Option<Claims> {
+    let RequestContext::ApiGatewayV2(ctx) = req.request_context() else {
+        return None;
+    };
+    let jwt = ctx.authorizer.as_ref()?.jwt.as_ref()?;
+    Claims::from_strings(|k| jwt.claims.get(k).cloned())
+        .map_err(|e| tracing::warn!(error = %e, "unusable JWT claims"))
+        .ok()
+}
+
+/// Converts, answers, converts back.
+pub async fn handle(svc: &Services, req: Request) -> Result<Response<Body>, lambda_http::Error> {
+    let request = ApiRequest {
+        method: req.method().as_str().to_string(),
+        path: req.raw_http_path().to_string(),
+        claims: claims(&req),
+        body: req.body().as_ref().to_vec(),
+    };
+    let resp = api::handle(svc, request).await;
+    let body = match resp.body {
+        Some(v) => Body::Text(serde_json::to_string(&v)?),
+        None => Body::Empty,
+    };
+    Ok(Response::builder()
+        .status(resp.status)
+        .header("content-type", "application/json")
+        .body(body)?)
+}

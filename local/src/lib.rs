@@ -1,0 +1,152 @@
+//! The local runner: Flare's routes in one process, through the same API code the Lambda
+//! function runs ([`flare_shared::app::api::handle`]), with storage under a data
+//! directory that survives restarts. It checks HS256 JWTs itself, where API Gateway's
+//! authorizer would in AWS.
+
+use anyhow::Context;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use flare_shared::app::Services;
+use flare_shared::app::api::{self, ApiRequest, ApiResponse, MAX_BODY};
+use flare_shared::app::auth::Claims;
+use flare_shared::domain::EndpointPolicy;
+use flare_shared::memory::{MemoryDevices, MemoryDirectory, MemorySecrets, MemorySettings};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+pub const JWT_SECRET_ENV: &str = "FLARE_LOCAL_JWT_SECRET";
+pub const DEFAULT_JWT_SECRET: &str = "flare-local-dev";
+
+#[derive(Debug, Clone)]
+pub struct LocalConfig {
+    pub data_dir: PathBuf,
+    pub jwt_secret: String,
+    pub policy: EndpointPolicy,
+}
+
+impl LocalConfig {
+    /// The secret from `FLARE_LOCAL_JWT_SECRET` (default `flare-local-dev`); private
+    /// endpoints allowed unless `FLARE_ALLOW_PRIVATE_ENDPOINTS` says otherwise.
+    pub fn from_env(data_dir: PathBuf) -> Self {
+        let allow_private = std::env::var(EndpointPolicy::ENV)
+            .map(|v| !matches!(v.trim().to_ascii_lowercase().as_str(), "false" | "0" | "no"))
+            .unwrap_or(true);
+        Self {
+            data_dir,
+            jwt_secret: flare_shared::config::optional(JWT_SECRET_ENV, DEFAULT_JWT_SECRET),
+            policy: EndpointPolicy { allow_private },
+        }
+    }
+}
+
+/// Everything the runner holds.
+pub struct LocalApp {
+    pub services: Services,
+    decoding: DecodingKey,
+}
+
+impl LocalApp {
+    /// Opens (or creates) the data directory: `settings.json` and `users.json`, and the
+    /// secrets apart in `secrets.json` (mode 0600).
+    pub fn open(cfg: &LocalConfig) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(&cfg.data_dir)
+            .with_context(|| format!("creating {}", cfg.data_dir.display()))?;
+        let d = &cfg.data_dir;
+        let services = Services {
+            settings: Arc::new(MemorySettings::open(d.join("settings.json"))?),
+            directory: Arc::new(MemoryDirectory::open(d.join("users.json"))?),
+            secrets: Arc::new(MemorySecrets::open(d.join("secrets.json"))?),
+            devices: Arc::new(MemoryDevices::default()),
+            policy: cfg.policy,
+        };
+        Ok(Self {
+            services,
+            decoding: DecodingKey::from_secret(cfg.jwt_secret.as_bytes()),
+        })
+    }
+
+    /// The caller's claims when the bearer token verifies; `None` otherwise.
+    pub fn claims(&self, headers: &HeaderMap) -> Option<Claims> {
+        let auth = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+        let token = auth
+            .strip_prefix("Bearer ")
+            .or_else(|| auth.strip_prefix("bearer "))?;
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.required_spec_claims = ["exp".to_string()].into();
+        let data =
+            jsonwebtoken::decode::<serde_json::Value>(token.trim(), &self.decoding, &validation)
+                .map_err(|e| tracing::info!(error = %e, "token refused"))
+                .ok()?;
+        Claims::from_json(&data.claims)
+            .map_err(|e| tracing::info!(error = %e, "token claims refused"))
+            .ok()
+    }
+}
+
+/// The runner's HTTP routes: everything goes to the shared API.
+pub fn router(app: Arc<LocalApp>) -> axum::Router {
+    axum::Router::new().fallback(any).with_state(app)
+}
+
+async fn any(State(app): State<Arc<LocalApp>>, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let claims = app.claims(&parts.headers);
+    // Read at most one byte past the limit: enough to answer 413 as the Lambda would.
+    let body = match axum::body::to_bytes(body, MAX_BODY + 1).await {
+        Ok(b) => b.to_vec(),
+        Err(_) => vec![0; MAX_BODY + 1],
+    };
+    let request = ApiRequest {
+        method: parts.method.as_str().to_string(),
+        path: parts.uri.path().to_string(),
+        claims,
+        body,
+    };
+    to_response(api::handle(&app.services, request).await)
+}
+
+fn to_response(r: ApiResponse) -> Response {
+    let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    match r.body {
+        Some(v) => (status, axum::Json(v)).into_response(),
+        None => (status, Body::empty()).into_response(),
+    }
+}
+
+/// Serves until `shutdown` completes.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Arc<LocalApp>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(app))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// A token `serve` accepts: HS256 with `sub`, `org_id`, `roles`, `iat` and `exp`.
+pub fn token(
+    secret: &str,
+    org: &str,
+    roles: &[String],
+    sub: &str,
+    ttl: chrono::Duration,
+) -> anyhow::Result<String> {
+    flare_shared::domain::OrgId::parse(org).context("--org")?;
+    let now = chrono::Utc::now();
+    let claims = serde_json::json!({
+        "sub": sub,
+        "org_id": org,
+        "roles": roles,
+        "iat": now.timestamp(),
+        "exp": (now + ttl).timestamp(),
+    });
+    Ok(jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(secret.as_bytes()),
+    )?)
+}

@@ -1,0 +1,37 @@
+//! The application layer: the operations behind Flare's HTTP API, and a transport-free
+//! request dispatcher ([`api::handle`]) that the Lambda function and the local runner
+//! both call, so the two serve exactly the same routes, rules and errors.
+
+pub mod api;
+pub mod auth;
+pub mod directory;
+pub mod error;
+pub mod settings;
+
+use crate::domain::EndpointPolicy;
+use crate::ports::{DeviceRegistry, Directory, SecretStore, SettingsStore};
+use std::sync::Arc;
+
+/// The ports the API needs, built once (in `main`, or by the local runner).
+#[derive(Clone)]
+pub struct Services {
+    pub settings: Arc<dyn SettingsStore>,
+    pub directory: Arc<dyn Directory>,
+    pub secrets: Arc<dyn SecretStore>,
+    pub devices: Arc<dyn DeviceRegistry>,
+    pub policy: EndpointPolicy,
+}
+
+impl Services {
+    /// Everything in memory (tests).
+    pub fn in_memory(policy: EndpointPolicy) -> Self {
+        use crate::memory::*;
+        Self {
+            settings: Arc::new(MemorySettings::default()),
+            directory: Arc::new(MemoryDirectory::default()),
+            secrets: Arc::new(MemorySecrets::default()),
+            devices: Arc::new(MemoryDevices::default()),
+            policy,
+        }
+    }
+}

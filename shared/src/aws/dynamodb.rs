@@ -1,0 +1,339 @@
+//! DynamoDB adapters for settings and the directory.
+//!
+//! Item layout (both tables keyed `pk` (S) + `sk` (S); they may be one table, since
+//! their sort keys never collide):
+//!
+//! | table     | pk          | sk              | item                                   |
+//! |-----------|-------------|-----------------|----------------------------------------|
+//! | settings  | `ORG#{org}` | `SMS#{cc}`      | one control center's SMS settings      |
+//! | settings  | `ORG#{org}` | `EMAIL`         | the organization's email settings      |
+//! | settings  | `ORG#{org}` | `COMMUNICATION` | the communication settings             |
+//! | directory | `ORG#{org}` | `USER#{id}`     | a user, with contacts and devices      |
+//!
+//! Access patterns: one item by key (GetItem); an organization's SMS settings or users
+//! (Query on `pk` with `begins_with(sk, ...)`); the recipients of an event (BatchGetItem,
+//! 100 keys a call). Every item is scoped by `pk`, so no read can cross organizations.
+//! Items are mapped with `serde_dynamo`; secrets are never fields of these types.
+
+use super::store_error;
+use crate::domain::{
+    CommunicationSettings, ControlCenterId, EmailSettings, OrgId, SmsSettings, User, UserId,
+};
+use crate::ports::{Directory, SettingsStore, StoreError, StoreResult};
+use async_trait::async_trait;
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::collections::HashMap;
+use std::time::Duration;
+
+type Item = HashMap<String, AttributeValue>;
+
+pub const PK: &str = "pk";
+pub const SK: &str = "sk";
+/// BatchGetItem's limit per call.
+pub const BATCH_GET_MAX: usize = 100;
+
+pub fn org_pk(org: &OrgId) -> String {
+    format!("ORG#{org}")
+}
+
+fn key(pk: String, sk: String) -> Item {
+    HashMap::from([
+        (PK.into(), AttributeValue::S(pk)),
+        (SK.into(), AttributeValue::S(sk)),
+    ])
+}
+
+fn to_item<T: Serialize>(pk: String, sk: String, value: &T) -> StoreResult<Item> {
+    let mut item: Item = serde_dynamo::to_item(value)
+        .map_err(|e| StoreError::Failed(anyhow::Error::new(e).context("encoding item")))?;
+    item.extend(key(pk, sk));
+    Ok(item)
+}
+
+fn from_item<T: DeserializeOwned>(mut item: Item) -> StoreResult<T> {
+    item.remove(PK);
+    item.remove(SK);
+    serde_dynamo::from_item(item)
+        .map_err(|e| StoreError::Failed(anyhow::Error::new(e).context("decoding item")))
+}
+
+/// Reads, writes and queries on one table.
+#[derive(Clone, Debug)]
+struct Table {
+    client: Client,
+    name: String,
+}
+
+impl Table {
+    async fn get<T: DeserializeOwned>(&self, pk: String, sk: String) -> StoreResult<Option<T>> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.name)
+            .set_key(Some(key(pk, sk)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| store_error(e, "GetItem"))?;
+        out.item.map(from_item).transpose()
+    }
+
+    async fn put<T: Serialize>(&self, pk: String, sk: String, value: &T) -> StoreResult<()> {
+        self.client
+            .put_item()
+            .table_name(&self.name)
+            .set_item(Some(to_item(pk, sk, value)?))
+            .send()
+            .await
+            .map_err(|e| store_error(e, "PutItem"))?;
+        Ok(())
+    }
+
+    /// Deletes; answers whether the item existed.
+    async fn delete(&self, pk: String, sk: String) -> StoreResult<bool> {
+        let out = self
+            .client
+            .delete_item()
+            .table_name(&self.name)
+            .set_key(Some(key(pk, sk)))
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllOld)
+            .send()
+            .await
+            .map_err(|e| store_error(e, "DeleteItem"))?;
+        Ok(out.attributes.is_some_and(|a| !a.is_empty()))
+    }
+
+    /// Every item of `pk` whose sort key starts with `prefix`, following pages.
+    async fn query_prefix<T: DeserializeOwned>(
+        &self,
+        pk: String,
+        prefix: &str,
+    ) -> StoreResult<Vec<T>> {
+        let mut out = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let page = self
+                .client
+                .query()
+                .table_name(&self.name)
+                .key_condition_expression("#pk = :pk AND begins_with(#sk, :prefix)")
+                .expression_attribute_names("#pk", PK)
+                .expression_attribute_names("#sk", SK)
+                .expression_attribute_values(":pk", AttributeValue::S(pk.clone()))
+                .expression_attribute_values(":prefix", AttributeValue::S(prefix.into()))
+                .set_exclusive_start_key(start.take())
+                .consistent_read(true)
+                .send()
+                .await
+                .map_err(|e| store_error(e, "Query"))?;
+            for item in page.items.unwrap_or_default() {
+                out.push(from_item(item)?);
+            }
+            match page.last_evaluated_key {
+                Some(k) if !k.is_empty() => start = Some(k),
+                _ => return Ok(out),
+            }
+        }
+    }
+
+    /// BatchGetItem, 100 keys a call, retrying unprocessed keys with backoff.
+    async fn batch_get<T: DeserializeOwned>(&self, keys: Vec<Item>) -> StoreResult<Vec<T>> {
+        let mut out = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(BATCH_GET_MAX) {
+            let mut pending = Some(
+                KeysAndAttributes::builder()
+                    .set_keys(Some(chunk.to_vec()))
+                    .consistent_read(true)
+                    .build()
+                    .map_err(|e| StoreError::Failed(e.into()))?,
+            );
+            let mut attempt = 0u32;
+            while let Some(request) = pending.take() {
+                let resp = self
+                    .client
+                    .batch_get_item()
+                    .request_items(&self.name, request)
+                    .send()
+                    .await
+                    .map_err(|e| store_error(e, "BatchGetItem"))?;
+                if let Some(mut responses) = resp.responses
+                    && let Some(items) = responses.remove(&self.name)
+                {
+                    for item in items {
+                        out.push(from_item(item)?);
+                    }
+                }
+                if let Some(mut unprocessed) = resp.unprocessed_keys
+                    && let Some(rest) = unprocessed.remove(&self.name)
+                    && !rest.keys().is_empty()
+                {
+                    attempt += 1;
+                    if attempt > 8 {
+                        return Err(StoreError::Unavailable(anyhow::anyhow!(
+                            "BatchGetItem left {} keys unprocessed after {attempt} attempts",
+                            rest.keys().len()
+                        )));
+                    }
+                    tokio::time::sleep(backoff(attempt)).await;
+                    pending = Some(rest);
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Exponential backoff with full jitter, capped at about a second.
+pub fn backoff(attempt: u32) -> Duration {
+    let cap = 25u64 << attempt.min(6);
+    let jitter = uuid::Uuid::new_v4().as_u128() as u64 % cap.max(1);
+    Duration::from_millis(cap / 2 + jitter / 2)
+}
+
+/// Settings in DynamoDB.
+#[derive(Clone, Debug)]
+pub struct DynamoSettings {
+    table: Table,
+}
+
+impl DynamoSettings {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        Self {
+            table: Table {
+                client,
+                name: table.into(),
+            },
+        }
+    }
+}
+
+const SMS_PREFIX: &str = "SMS#";
+const EMAIL_SK: &str = "EMAIL";
+const COMMUNICATION_SK: &str = "COMMUNICATION";
+const USER_PREFIX: &str = "USER#";
+
+#[async_trait]
+impl SettingsStore for DynamoSettings {
+    async fn get_sms(&self, org: &OrgId, cc: &ControlCenterId) -> StoreResult<Option<SmsSettings>> {
+        self.table
+            .get(org_pk(org), format!("{SMS_PREFIX}{cc}"))
+            .await
+    }
+    async fn list_sms(&self, org: &OrgId) -> StoreResult<Vec<SmsSettings>> {
+        self.table.query_prefix(org_pk(org), SMS_PREFIX).await
+    }
+    async fn put_sms(&self, org: &OrgId, s: &SmsSettings) -> StoreResult<()> {
+        self.table
+            .put(
+                org_pk(org),
+                format!("{SMS_PREFIX}{}", s.control_center_id),
+                s,
+            )
+            .await
+    }
+    async fn delete_sms(&self, org: &OrgId, cc: &ControlCenterId) -> StoreResult<bool> {
+        self.table
+            .delete(org_pk(org), format!("{SMS_PREFIX}{cc}"))
+            .await
+    }
+    async fn get_email(&self, org: &OrgId) -> StoreResult<Option<EmailSettings>> {
+        self.table.get(org_pk(org), EMAIL_SK.into()).await
+    }
+    async fn put_email(&self, org: &OrgId, s: &EmailSettings) -> StoreResult<()> {
+        self.table.put(org_pk(org), EMAIL_SK.into(), s).await
+    }
+    async fn delete_email(&self, org: &OrgId) -> StoreResult<bool> {
+        self.table.delete(org_pk(org), EMAIL_SK.into()).await
+    }
+    async fn get_communication(&self, org: &OrgId) -> StoreResult<Option<CommunicationSettings>> {
+        self.table.get(org_pk(org), COMMUNICATION_SK.into()).await
+    }
+    async fn put_communication(&self, org: &OrgId, s: &CommunicationSettings) -> StoreResult<()> {
+        self.table
+            .put(org_pk(org), COMMUNICATION_SK.into(), s)
+            .await
+    }
+}
+
+/// The directory in DynamoDB.
+#[derive(Clone, Debug)]
+pub struct DynamoDirectory {
+    table: Table,
+}
+
+impl DynamoDirectory {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        Self {
+            table: Table {
+                client,
+                name: table.into(),
+            },
+        }
+    }
+}
+
+#[async_trait]
+impl Directory for DynamoDirectory {
+    async fn get_user(&self, org: &OrgId, id: &UserId) -> StoreResult<Option<User>> {
+        self.table
+            .get(org_pk(org), format!("{USER_PREFIX}{id}"))
+            .await
+    }
+    async fn get_users(&self, org: &OrgId, ids: &[UserId]) -> StoreResult<Vec<User>> {
+        // BatchGetItem refuses duplicate keys in one request.
+        let mut seen = std::collections::HashSet::new();
+        let keys = ids
+            .iter()
+            .filter(|id| seen.insert(*id))
+            .map(|id| key(org_pk(org), format!("{USER_PREFIX}{id}")))
+            .collect();
+        self.table.batch_get(keys).await
+    }
+    async fn list_users(&self, org: &OrgId) -> StoreResult<Vec<User>> {
+        self.table.query_prefix(org_pk(org), USER_PREFIX).await
+    }
+    async fn put_user(&self, org: &OrgId, user: &User) -> StoreResult<()> {
+        self.table
+            .put(org_pk(org), format!("{USER_PREFIX}{}", user.user_id), user)
+            .await
+    }
+    async fn delete_user(&self, org: &OrgId, id: &UserId) -> StoreResult<bool> {
+        self.table
+            .delete(org_pk(org), format!("{USER_PREFIX}{id}"))
+            .await
+    }
+}
+
+/// Creates a table with this layout (tests and the local tooling; in AWS the SAM
+/// template creates them).
+pub async fn create_table(client: &Client, name: &str) -> anyhow::Result<()> {
+    use aws_sdk_dynamodb::types::{
+        AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+    };
+    let attr = |n: &str| {
+        AttributeDefinition::builder()
+            .attribute_name(n)
+            .attribute_type(ScalarAttributeType::S)
+            .build()
+    };
+    let key = |n: &str, t: KeyType| {
+        KeySchemaElement::builder()
+            .attribute_name(n)
+            .key_type(t)
+            .build()
+    };
+    client
+        .create_table()
+        .table_name(name)
+        .billing_mode(BillingMode::PayPerRequest)
+        .attribute_definitions(attr(PK)?)
+        .attribute_definitions(attr(SK)?)
+        .key_schema(key(PK, KeyType::Hash)?)
+        .key_schema(key(SK, KeyType::Range)?)
+        .send()
+        .await?;
+    Ok(())
+}

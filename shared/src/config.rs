@@ -1,0 +1,46 @@
+//! Configuration from the environment, failing fast with the missing variable's name.
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("environment variable {0} is not set")]
+    Missing(&'static str),
+    #[error("environment variable {name} is invalid: {reason}")]
+    Invalid { name: &'static str, reason: String },
+}
+
+/// A variable that must be set and non-empty.
+pub fn required(name: &'static str) -> Result<String, ConfigError> {
+    match std::env::var(name) {
+        Ok(v) if !v.trim().is_empty() => Ok(v),
+        _ => Err(ConfigError::Missing(name)),
+    }
+}
+
+/// A variable with a default.
+pub fn optional(name: &'static str, default: &str) -> String {
+    std::env::var(name)
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .unwrap_or_else(|| default.to_string())
+}
+
+/// Structured logs: JSON in Lambda (searchable fields in CloudWatch), compact text
+/// elsewhere. `RUST_LOG` filters; the default is `info`.
+pub fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false);
+    let result = if std::env::var_os("AWS_LAMBDA_FUNCTION_NAME").is_some() {
+        builder
+            .json()
+            .flatten_event(true)
+            .without_time() // CloudWatch stamps every line
+            .try_init()
+    } else {
+        builder.compact().try_init()
+    };
+    // Already initialised (tests): keep the first subscriber.
+    let _ = result;
+}
