@@ -1,0 +1,172 @@
+//! The sample events in `events/api` run through the handler (in-memory adapters), so
+//! the files cannot drift from the code.
+
+mod common;
+
+use common::*;
+use flare_shared::app::Services;
+use flare_shared::domain::EndpointPolicy;
+use serde_json::json;
+
+fn services() -> Services {
+    Services::in_memory(EndpointPolicy::default())
+}
+
+#[tokio::test]
+async fn settings_events_answer_as_the_contract_says() {
+    let svc = services();
+    let (s, body) = call(&svc, &event("put-sms-settings")).await;
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(body["http_header"], "X-Api-Key: ****");
+    assert_eq!(body["password_set"], true);
+    assert!(body.get("password").is_none());
+
+    let (s, body) = call(&svc, &event("get-sms-settings")).await;
+    assert_eq!(
+        (s, body["sender_number"].as_str()),
+        (200, Some("+15551234567"))
+    );
+    let (s, body) = call(&svc, &event("list-sms-settings")).await;
+    assert_eq!((s, body.as_array().unwrap().len()), (200, 1));
+
+    let (s, body) = call(&svc, &event("put-email-settings")).await;
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(body["smtp"]["password_set"], true);
+    let (s, body) = call(&svc, &event("get-email-settings")).await;
+    assert_eq!((s, body["provider"].as_str()), (200, Some("smtp")));
+
+    let (s, body) = call(&svc, &event("get-communication-settings")).await;
+    assert_eq!(
+        (s, body["dispatch"].as_str()),
+        (200, Some("app_then_sms_email"))
+    );
+    let (s, body) = call(&svc, &event("put-communication-settings")).await;
+    assert_eq!((s, body["messages"].as_str()), (200, Some("app_only")));
+
+    let (s, body) = call(&svc, &event("get-settings")).await;
+    assert_eq!(s, 200, "a dispatcher reads settings");
+    assert_eq!(body["sms"][0]["control_center_id"], "main");
+    assert_eq!(body["email"]["sender_email"], "alerts@acme.example");
+    assert_eq!(body["communication"]["distress"], true);
+    assert!(!body.to_string().contains("s3cret") && !body.to_string().contains("abc123"));
+
+    let (s, _) = call(&svc, &event("delete-sms-settings")).await;
+    assert_eq!(s, 204);
+    let (s, body) = call(&svc, &event("get-sms-settings")).await;
+    assert_eq!(
+        (s, body["error"]["code"].as_str()),
+        (404, Some("not_found"))
+    );
+    let (s, _) = call(&svc, &event("delete-email-settings")).await;
+    assert_eq!(s, 204);
+    let (s, body) = call(&svc, &event("get-settings")).await;
+    assert_eq!((s, body["email"].clone()), (200, serde_json::Value::Null));
+}
+
+#[tokio::test]
+async fn directory_events_answer_as_the_contract_says() {
+    let svc = services();
+    let (s, body) = call(&svc, &event("put-user")).await;
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(body["license"], "basic_responder");
+    let (s, body) = call(&svc, &event("get-user-self")).await;
+    assert_eq!(
+        (s, body["name"].as_str()),
+        (200, Some("Ana Silva")),
+        "a user reads themself"
+    );
+    let (s, body) = call(&svc, &event("post-device")).await;
+    assert_eq!(s, 201, "{body}");
+    let device = body["device_id"].as_str().unwrap().to_string();
+    let (s, body) = call(&svc, &event("list-users")).await;
+    assert_eq!(s, 200);
+    assert_eq!(body[0]["devices"][0]["device_id"], device.as_str());
+    assert!(
+        body[0]["devices"][0].get("token").is_none(),
+        "tokens are not shown"
+    );
+    let (s, _) = call(&svc, &event("delete-user")).await;
+    assert_eq!(s, 204);
+    let (s, _) = call(&svc, &event("get-user-self")).await;
+    assert_eq!(s, 404);
+}
+
+#[tokio::test]
+async fn a_responder_may_not_write_settings_or_read_others() {
+    let svc = services();
+    let put = as_caller(event("put-sms-settings"), "u-17", "acme", "[responder]");
+    let (s, body) = call(&svc, &put).await;
+    assert_eq!(
+        (s, body["error"]["code"].as_str()),
+        (403, Some("forbidden"))
+    );
+    call(&svc, &event("put-user")).await;
+    let other = as_caller(event("get-user-self"), "u-99", "acme", "[responder]");
+    assert_eq!(call(&svc, &other).await.0, 403);
+}
+
+#[tokio::test]
+async fn requests_without_claims_are_refused_401() {
+    let svc = services();
+    let mut ev = event("get-settings");
+    ev["requestContext"]
+        .as_object_mut()
+        .unwrap()
+        .remove("authorizer");
+    let (s, body) = call(&svc, &ev).await;
+    assert_eq!(
+        (s, body["error"]["code"].as_str()),
+        (401, Some("unauthorized"))
+    );
+}
+
+#[tokio::test]
+async fn bad_bodies_answer_400_or_413() {
+    let svc = services();
+    let (s, body) = call(&svc, &raw_body(event("put-user"), "{\"name\": ")).await;
+    assert_eq!(
+        (s, body["error"]["code"].as_str()),
+        (400, Some("invalid_json"))
+    );
+    let big = json!({"name": "x".repeat(70 * 1024)}).to_string();
+    let (s, body) = call(&svc, &raw_body(event("put-user"), &big)).await;
+    assert_eq!(
+        (s, body["error"]["code"].as_str()),
+        (413, Some("payload_too_large"))
+    );
+    let (s, body) = call(
+        &svc,
+        &with(
+            event("put-user"),
+            "PUT",
+            "/v1/users/u-17",
+            Some(json!({"license": "chief"})),
+        ),
+    )
+    .await;
+    assert_eq!(s, 400);
+    assert!(
+        body["error"]["fields"]["name"].is_string()
+            && body["error"]["fields"]["license"].is_string()
+    );
+}
+
+#[tokio::test]
+async fn unknown_routes_answer_404_and_wrong_methods_405() {
+    let svc = services();
+    let (s, body) = call(
+        &svc,
+        &with(event("get-settings"), "GET", "/v1/nothing-here", None),
+    )
+    .await;
+    assert_eq!(
+        (s, body["error"]["code"].as_str()),
+        (404, Some("not_found"))
+    );
+    let (s, _) = call(
+        &svc,
+        &with(event("get-settings"), "POST", "/v1/settings", None),
+    )
+    .await;
+    assert_eq!(s, 405);
+}

@@ -1,0 +1,415 @@
+//! Every settings and directory route through the real adapters (DynamoDB, Secrets
+//! Manager, SNS) against moto's server.
+
+mod common;
+
+use common::*;
+use flare_api::Config;
+use flare_shared::app::Services;
+use flare_shared::aws::dynamodb::create_table;
+use flare_shared::aws::sns_devices::PlatformApps;
+use flare_shared::aws::{self, SdkConfig};
+use flare_shared::domain::{EndpointPolicy, OrgId, UserId};
+use flare_tests::{moto, unique};
+use serde_json::{Value, json};
+
+struct TestApi {
+    svc: Services,
+    sdk: SdkConfig,
+    config: Config,
+    org: String,
+}
+
+/// A fresh API on moto: its own tables, platform applications, secret prefix and org.
+async fn spawn_api() -> TestApi {
+    let sdk = moto().sdk_config().await;
+    let db = aws::dynamodb(&sdk);
+    let (settings_table, directory_table) = (unique("settings"), unique("directory"));
+    create_table(&db, &settings_table).await.unwrap();
+    create_table(&db, &directory_table).await.unwrap();
+    let sns = aws::sns(&sdk);
+    let mut apps = PlatformApps::default();
+    for (platform, slot) in [
+        ("GCM", &mut apps.fcm),
+        ("APNS", &mut apps.apns),
+        ("APNS_SANDBOX", &mut apps.apns_sandbox),
+    ] {
+        let out = sns
+            .create_platform_application()
+            .name(unique("app"))
+            .platform(platform)
+            .attributes("PlatformCredential", "credential")
+            .attributes("PlatformPrincipal", "principal")
+            .send()
+            .await
+            .unwrap();
+        *slot = out.platform_application_arn;
+    }
+    let config = Config {
+        settings_table,
+        directory_table,
+        secret_prefix: unique("flare"),
+        platform_apps: apps,
+        policy: EndpointPolicy::default(),
+    };
+    TestApi {
+        svc: config.services(&sdk),
+        sdk,
+        config,
+        org: unique("org"),
+    }
+}
+
+impl TestApi {
+    fn admin(&self, ev: Value) -> Value {
+        as_caller(ev, "u-admin", &self.org, "[admin dispatcher]")
+    }
+
+    async fn call(&self, ev: Value) -> (u16, Value) {
+        call(&self.svc, &ev).await
+    }
+
+    async fn secret(&self, rest: &str) -> Option<String> {
+        let name = format!("{}/{}/{rest}", self.config.secret_prefix, self.org);
+        match aws::secretsmanager(&self.sdk)
+            .get_secret_value()
+            .secret_id(&name)
+            .send()
+            .await
+        {
+            Ok(out) => out.secret_string().map(str::to_string),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_resource_not_found_exception()) =>
+            {
+                None
+            }
+            Err(e) => panic!("GetSecretValue {name}: {e:?}"),
+        }
+    }
+
+    /// Every attribute of every item in both tables, as text.
+    async fn scan_all(&self) -> String {
+        let db = aws::dynamodb(&self.sdk);
+        let mut all = String::new();
+        for t in [&self.config.settings_table, &self.config.directory_table] {
+            let out = db.scan().table_name(t).send().await.unwrap();
+            all.push_str(&format!("{:?}", out.items()));
+        }
+        all
+    }
+}
+
+#[tokio::test]
+async fn sms_secrets_live_in_secrets_manager_and_never_in_dynamodb() {
+    let api = spawn_api().await;
+    let (s, body) = api.call(api.admin(event("put-sms-settings"))).await;
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(
+        api.secret("sms/main/password").await.as_deref(),
+        Some("s3cret")
+    );
+    assert_eq!(
+        api.secret("sms/main/header-value").await.as_deref(),
+        Some("abc123")
+    );
+    let items = api.scan_all().await;
+    assert!(
+        items.contains("X-Api-Key"),
+        "the header name is configuration: {items}"
+    );
+    assert!(
+        !items.contains("s3cret") && !items.contains("abc123"),
+        "{items}"
+    );
+
+    let (s, body) = api.call(api.admin(event("get-sms-settings"))).await;
+    assert_eq!(s, 200);
+    assert_eq!(body["http_header"], "X-Api-Key: ****");
+    assert_eq!(body["password_set"], true);
+
+    // A PUT without password, with the masked header, keeps both stored secrets.
+    let keep = with(
+        event("put-sms-settings"),
+        "PUT",
+        "/v1/settings/sms/main",
+        Some(
+            json!({"provider": "http", "url": "https://sms2.example.com/send", "format": "twilio",
+                    "username": "acct-17", "sender_number": "ACMEFIRE", "http_header": "X-Api-Key: ****"}),
+        ),
+    );
+    let (s, body) = api.call(api.admin(keep)).await;
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(body["password_set"], true);
+    assert_eq!(
+        api.secret("sms/main/password").await.as_deref(),
+        Some("s3cret")
+    );
+    assert_eq!(
+        api.secret("sms/main/header-value").await.as_deref(),
+        Some("abc123")
+    );
+
+    let (s, _) = api.call(api.admin(event("delete-sms-settings"))).await;
+    assert_eq!(s, 204);
+    assert_eq!(api.secret("sms/main/password").await, None);
+    assert_eq!(api.secret("sms/main/header-value").await, None);
+    assert_eq!(api.call(api.admin(event("get-sms-settings"))).await.0, 404);
+}
+
+#[tokio::test]
+async fn sms_settings_per_control_center_are_listed_and_switching_to_sns_drops_secrets() {
+    let api = spawn_api().await;
+    api.call(api.admin(event("put-sms-settings"))).await;
+    let north = with(
+        event("put-sms-settings"),
+        "PUT",
+        "/v1/settings/sms/north",
+        Some(json!({"provider": "sns", "sender_number": "+15551234567"})),
+    );
+    assert_eq!(api.call(api.admin(north)).await.0, 200);
+    let (s, list) = api.call(api.admin(event("list-sms-settings"))).await;
+    assert_eq!(s, 200);
+    let ids: Vec<_> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["control_center_id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids, ["main", "north"]);
+    let to_sns = with(
+        event("put-sms-settings"),
+        "PUT",
+        "/v1/settings/sms/main",
+        Some(json!({"provider": "sns"})),
+    );
+    let (s, body) = api.call(api.admin(to_sns)).await;
+    assert_eq!((s, body["password_set"].as_bool()), (200, Some(false)));
+    assert_eq!(api.secret("sms/main/password").await, None);
+    assert_eq!(api.secret("sms/main/header-value").await, None);
+}
+
+#[tokio::test]
+async fn email_settings_keep_their_password_in_secrets_manager() {
+    let api = spawn_api().await;
+    let (s, body) = api.call(api.admin(event("put-email-settings"))).await;
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(api.secret("smtp/password").await.as_deref(), Some("s3cret"));
+    assert!(!api.scan_all().await.contains("s3cret"));
+    let (s, body) = api.call(api.admin(event("get-email-settings"))).await;
+    assert_eq!(
+        (s, body["smtp"]["server_url"].as_str()),
+        (200, Some("smtp.acme.example"))
+    );
+    assert_eq!(body["smtp"]["password_set"], true);
+    let ses = with(
+        event("put-email-settings"),
+        "PUT",
+        "/v1/settings/email",
+        Some(json!({"provider": "ses"})),
+    );
+    let (s, body) = api.call(api.admin(ses)).await;
+    assert_eq!((s, body["sender_email"].clone()), (200, Value::Null));
+    assert_eq!(
+        api.secret("smtp/password").await,
+        None,
+        "SES needs no SMTP password"
+    );
+    assert_eq!(
+        api.call(api.admin(event("delete-email-settings"))).await.0,
+        204
+    );
+    assert_eq!(
+        api.call(api.admin(event("get-email-settings"))).await.0,
+        404
+    );
+}
+
+#[tokio::test]
+async fn communication_settings_default_then_persist() {
+    let api = spawn_api().await;
+    let (s, body) = api
+        .call(api.admin(event("get-communication-settings")))
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(
+        body,
+        json!({"dispatch": "app_then_sms_email", "incident_contacts": "app_then_sms_email",
+        "messages": "app_then_sms_email", "distress": false, "dispatch_virtual_users": false, "manual_sms": false})
+    );
+    assert_eq!(
+        api.call(api.admin(event("put-communication-settings")))
+            .await
+            .0,
+        200
+    );
+    let (_, body) = api.call(api.admin(event("get-settings"))).await;
+    assert_eq!(body["communication"]["incident_contacts"], "app_sms_email");
+    assert_eq!(body["communication"]["distress"], true);
+}
+
+/// The endpoints of the test's platform applications, as `{"arn", "token"}` (asked of
+/// SNS itself: moto's data.json keeps deleted endpoints).
+async fn endpoints(api: &TestApi) -> Vec<Value> {
+    let sns = aws::sns(&api.sdk);
+    let apps = &api.config.platform_apps;
+    let mut out = Vec::new();
+    for app in [&apps.fcm, &apps.apns, &apps.apns_sandbox]
+        .into_iter()
+        .flatten()
+    {
+        let page = sns
+            .list_endpoints_by_platform_application()
+            .platform_application_arn(app)
+            .send()
+            .await
+            .unwrap();
+        for e in page.endpoints() {
+            let token = e.attributes().and_then(|a| a.get("Token")).cloned();
+            out.push(json!({"arn": e.endpoint_arn(), "token": token}));
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn devices_are_sns_platform_endpoints() {
+    let api = spawn_api().await;
+    assert_eq!(api.call(api.admin(event("put-user"))).await.0, 200);
+    let token = unique("fcm-token");
+    let post = with(
+        event("post-device"),
+        "POST",
+        "/v1/users/u-17/devices",
+        Some(json!({"platform": "fcm", "token": token})),
+    );
+    let post = as_caller(post, "u-17", &api.org, "[responder]");
+    let (s, body) = api.call(post.clone()).await;
+    assert_eq!(s, 201, "{body}");
+    let device = body["device_id"].as_str().unwrap().to_string();
+    let ours = |eps: Vec<Value>| {
+        eps.into_iter()
+            .filter(|e| e["token"] == token.as_str())
+            .count()
+    };
+    assert_eq!(
+        ours(endpoints(&api).await),
+        1,
+        "an SNS endpoint for the token"
+    );
+    // Registering the same token again answers the same device, with no second endpoint.
+    let (_, again) = api.call(post).await;
+    assert_eq!(again["device_id"], device.as_str());
+    assert_eq!(ours(endpoints(&api).await), 1);
+
+    let del = with(
+        event("delete-user"),
+        "DELETE",
+        &format!("/v1/users/u-17/devices/{device}"),
+        None,
+    );
+    assert_eq!(api.call(api.admin(del.clone())).await.0, 204);
+    assert_eq!(
+        ours(endpoints(&api).await),
+        0,
+        "the endpoint is deleted with the device"
+    );
+    assert_eq!(api.call(api.admin(del)).await.0, 404);
+
+    let bad = with(
+        event("post-device"),
+        "POST",
+        "/v1/users/u-17/devices",
+        Some(json!({"platform": "webpush", "token": ""})),
+    );
+    let (s, body) = api.call(api.admin(bad)).await;
+    assert_eq!(s, 400);
+    assert!(
+        body["error"]["fields"]["platform"].is_string()
+            && body["error"]["fields"]["token"].is_string()
+    );
+}
+
+#[tokio::test]
+async fn users_are_stored_listed_and_deleted_with_their_endpoints() {
+    let api = spawn_api().await;
+    let (s, body) = api.call(api.admin(event("put-user"))).await;
+    assert_eq!(s, 200, "{body}");
+    let token = unique("apns-token");
+    let post = with(
+        event("post-device"),
+        "POST",
+        "/v1/users/u-17/devices",
+        Some(json!({"platform": "apns", "token": token})),
+    );
+    assert_eq!(api.call(api.admin(post)).await.0, 201);
+    let (s, body) = api
+        .call(as_caller(
+            event("get-user-self"),
+            "u-17",
+            &api.org,
+            "[responder]",
+        ))
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(body["contacts"][1]["value"], "ana@example.org");
+    assert_eq!(body["devices"][0]["platform"], "apns");
+    let (_, list) = api.call(api.admin(event("list-users"))).await;
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    assert_eq!(api.call(api.admin(event("delete-user"))).await.0, 204);
+    assert!(
+        endpoints(&api)
+            .await
+            .iter()
+            .all(|e| e["token"] != token.as_str())
+    );
+    assert_eq!(api.call(api.admin(event("get-user-self"))).await.0, 404);
+    assert_eq!(api.call(api.admin(event("delete-user"))).await.0, 404);
+}
+
+#[tokio::test]
+async fn another_organizations_objects_answer_404_and_never_appear_in_lists() {
+    let api = spawn_api().await;
+    api.call(api.admin(event("put-user"))).await;
+    api.call(api.admin(event("put-sms-settings"))).await;
+    let other = unique("org");
+    let as_other = |ev| as_caller(ev, "u-admin", &other, "[admin dispatcher]");
+    assert_eq!(api.call(as_other(event("get-user-self"))).await.0, 404);
+    assert_eq!(api.call(as_other(event("get-sms-settings"))).await.0, 404);
+    assert_eq!(api.call(as_other(event("delete-user"))).await.0, 404);
+    let (_, users) = api.call(as_other(event("list-users"))).await;
+    assert_eq!(users, json!([]));
+    let (_, settings) = api.call(as_other(event("get-settings"))).await;
+    assert_eq!(settings["sms"], json!([]));
+    // Writing "the same" user in the other org does not touch the first org's.
+    let put = as_other(event("put-user"));
+    api.call(put).await;
+    let (_, mine) = api.call(api.admin(event("list-users"))).await;
+    assert_eq!(mine.as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn recipients_are_read_with_batch_get_across_chunks_of_100() {
+    let api = spawn_api().await;
+    let org = OrgId::parse(&api.org).unwrap();
+    let mut ids = Vec::new();
+    for i in 0..150 {
+        let id = format!("u-{i:03}");
+        let put = with(
+            event("put-user"),
+            "PUT",
+            &format!("/v1/users/{id}"),
+            Some(json!({"name": format!("User {i}"), "license": "basic_responder"})),
+        );
+        assert_eq!(api.call(api.admin(put)).await.0, 200);
+        ids.push(UserId::parse(&id).unwrap());
+    }
+    ids.push(UserId::parse("u-missing").unwrap());
+    ids.push(UserId::parse("u-000").unwrap());
+    let users = api.svc.directory.get_users(&org, &ids).await.unwrap();
+    assert_eq!(
+        users.len(),
+        150,
+        "missing ids left out, duplicates read once"
+    );
+}
