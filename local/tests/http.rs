@@ -1,0 +1,808 @@
+//! The local runner over real HTTP: every route, validation, masking, tenancy, roles,
+//! tokens, body limits and persistence across a restart.
+
+use flare_local::{LocalApp, LocalConfig};
+use flare_shared::domain::EndpointPolicy;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+
+const SECRET: &str = "test-jwt-secret";
+
+/// Every log line of this test binary, to prove no secret is ever logged.
+static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+
+#[derive(Clone)]
+struct LogWriter(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn logs() -> String {
+    let buf = LOGS.get_or_init(init_logs);
+    String::from_utf8_lossy(&buf.lock().unwrap()).into_owned()
+}
+
+fn init_logs() -> Arc<Mutex<Vec<u8>>> {
+    let buf = Arc::new(Mutex::new(Vec::new()));
+    let w = LogWriter(buf.clone());
+    let _ = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || w.clone())
+        .try_init();
+    buf
+}
+
+struct TestApp {
+    base: String,
+    client: reqwest::Client,
+    dir: PathBuf,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// Starts the runner in-process on a free port, over `dir` (a new one when `None`).
+async fn spawn_app(dir: Option<&Path>) -> TestApp {
+    LOGS.get_or_init(init_logs);
+    let dir = dir
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| std::env::temp_dir().join(format!("flare-local-test-{}", uuid())));
+    let cfg = LocalConfig {
+        data_dir: dir.clone(),
+        jwt_secret: SECRET.into(),
+        policy: EndpointPolicy {
+            allow_private: true,
+        },
+    };
+    let app = Arc::new(LocalApp::open(&cfg).unwrap());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let task = tokio::spawn(async move {
+        flare_local::serve(listener, app, async {
+            let _ = rx.await;
+        })
+        .await
+        .unwrap();
+    });
+    TestApp {
+        base,
+        client: reqwest::Client::new(),
+        dir,
+        stop: Some(tx),
+        task: Some(task),
+    }
+}
+
+fn uuid() -> String {
+    flare_tests::unique("t")
+}
+
+fn token(org: &str, roles: &[&str], sub: &str) -> String {
+    let roles: Vec<String> = roles.iter().map(|r| r.to_string()).collect();
+    flare_local::token(SECRET, org, &roles, sub, chrono::Duration::hours(1)).unwrap()
+}
+
+impl TestApp {
+    async fn stop(mut self) -> PathBuf {
+        self.stop.take().unwrap().send(()).unwrap();
+        self.task.take().unwrap().await.unwrap();
+        self.dir.clone()
+    }
+
+    async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&str>,
+    ) -> (StatusCode, Value) {
+        let mut req = self
+            .client
+            .request(method.parse().unwrap(), format!("{}{path}", self.base));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req
+                .header("content-type", "application/json")
+                .body(b.to_string());
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status();
+        let text = resp.text().await.unwrap();
+        let body = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}"))
+        };
+        (status, body)
+    }
+
+    async fn json(
+        &self,
+        method: &str,
+        path: &str,
+        token: &str,
+        body: Value,
+    ) -> (StatusCode, Value) {
+        self.send(method, path, Some(token), Some(&body.to_string()))
+            .await
+    }
+
+    async fn get(&self, path: &str, token: &str) -> (StatusCode, Value) {
+        self.send("GET", path, Some(token), None).await
+    }
+}
+
+fn sms_body() -> Value {
+    json!({"provider": "http", "url": "https://sms.example.com/send", "format": "json",
+        "username": "acct-17", "password": "s3cret", "sender_number": "+15551234567",
+        "http_header": "X-Api-Key: abc123"})
+}
+
+fn email_body() -> Value {
+    json!({"provider": "smtp", "sender_email": "alerts@acme.example",
+        "smtp": {"server_url": "smtp.acme.example", "port": 587, "username": "alerts",
+                 "password": "s3cret", "use_tls": true}})
+}
+
+fn user_body() -> Value {
+    json!({"name": "Ana Silva", "license": "basic_responder", "virtual": false,
+        "control_center_id": "north",
+        "contacts": [{"kind": "mobile", "value": "+14155550100", "primary": true},
+                     {"kind": "email", "value": "ana@example.org", "primary": true}],
+        "emergency_contacts": [{"name": "Rui Silva", "mobile": "+351912345678"}]})
+}
+
+#[tokio::test]
+async fn every_route_answers_over_http() {
+    let app = spawn_app(None).await;
+    let admin = token("acme", &["admin", "dispatcher"], "u-admin");
+    let ana = token("acme", &["responder"], "u-17");
+
+    assert_eq!(
+        app.json("PUT", "/v1/settings/sms/main", &admin, sms_body())
+            .await
+            .0,
+        200
+    );
+    assert_eq!(app.get("/v1/settings/sms/main", &admin).await.0, 200);
+    assert_eq!(
+        app.get("/v1/settings/sms/north", &admin).await.0,
+        404,
+        "no settings of its own"
+    );
+    let (s, list) = app.get("/v1/settings/sms", &admin).await;
+    assert_eq!((s, list.as_array().unwrap().len()), (StatusCode::OK, 1));
+    assert_eq!(
+        app.json("PUT", "/v1/settings/email", &admin, email_body())
+            .await
+            .0,
+        200
+    );
+    assert_eq!(app.get("/v1/settings/email", &admin).await.0, 200);
+    let (s, c) = app.get("/v1/settings/communication", &admin).await;
+    assert_eq!(
+        (s, c["manual_sms"].as_bool()),
+        (StatusCode::OK, Some(false))
+    );
+    let (s, c) = app
+        .json(
+            "PUT",
+            "/v1/settings/communication",
+            &admin,
+            json!({"manual_sms": true, "messages": "app_only"}),
+        )
+        .await;
+    assert_eq!(
+        (s, c["manual_sms"].as_bool(), c["dispatch"].as_str()),
+        (StatusCode::OK, Some(true), Some("app_then_sms_email"))
+    );
+    let (s, all) = app.get("/v1/settings", &admin).await;
+    assert_eq!(s, 200);
+    assert_eq!(all["sms"][0]["control_center_id"], "main");
+    assert_eq!(all["email"]["provider"], "smtp");
+    assert_eq!(all["communication"]["messages"], "app_only");
+
+    assert_eq!(
+        app.json("PUT", "/v1/users/u-17", &admin, user_body())
+            .await
+            .0,
+        200
+    );
+    let (s, u) = app.get("/v1/users/u-17", &ana).await;
+    assert_eq!((s, u["name"].as_str()), (StatusCode::OK, Some("Ana Silva")));
+    let (s, d) = app
+        .json(
+            "POST",
+            "/v1/users/u-17/devices",
+            &ana,
+            json!({"platform": "apns", "token": "apns-1"}),
+        )
+        .await;
+    assert_eq!(s, 201);
+    let device = d["device_id"].as_str().unwrap().to_string();
+    let (s, users) = app.get("/v1/users", &admin).await;
+    assert_eq!(
+        (s, users[0]["devices"][0]["device_id"].as_str()),
+        (StatusCode::OK, Some(device.as_str()))
+    );
+    assert_eq!(
+        app.send(
+            "DELETE",
+            &format!("/v1/users/u-17/devices/{device}"),
+            Some(&ana),
+            None
+        )
+        .await
+        .0,
+        204
+    );
+    assert_eq!(
+        app.send("DELETE", "/v1/users/u-17", Some(&admin), None)
+            .await
+            .0,
+        204
+    );
+    assert_eq!(app.get("/v1/users/u-17", &admin).await.0, 404);
+    assert_eq!(
+        app.send("DELETE", "/v1/settings/sms/main", Some(&admin), None)
+            .await
+            .0,
+        204
+    );
+    assert_eq!(
+        app.send("DELETE", "/v1/settings/email", Some(&admin), None)
+            .await
+            .0,
+        204
+    );
+    let (_, all) = app.get("/v1/settings", &admin).await;
+    assert_eq!(
+        (all["sms"].clone(), all["email"].clone()),
+        (json!([]), Value::Null)
+    );
+    let (s, body) = app.get("/v1/unknown", &admin).await;
+    assert_eq!(
+        (s, body["error"]["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("not_found"))
+    );
+    app.stop().await;
+}
+
+/// (method, path, body, the field that must be named)
+fn validation_cases() -> Vec<(&'static str, &'static str, Value, &'static str)> {
+    let sms = |k: &str, v: Value| {
+        let mut b = sms_body();
+        b[k] = v;
+        b
+    };
+    let cases_sms = vec![
+        (sms("provider", json!("pigeon")), "provider"),
+        (sms("url", json!("ftp://sms.example.com")), "url"),
+        (sms("url", json!(42)), "url"),
+        (sms("format", json!("xml")), "format"),
+        (sms("username", json!("a\r\nb")), "username"),
+        (sms("password", json!("")), "password"),
+        (
+            sms("sender_number", json!("+1 (555) CALL-NOW")),
+            "sender_number",
+        ),
+        (sms("sender_number", json!("TWELVECHARSX")), "sender_number"),
+        (sms("http_header", json!("X-Api-Key abc")), "http_header"),
+        (
+            sms("http_header", json!("X-Api-Key: a\r\nX-Evil: 1")),
+            "http_header",
+        ),
+    ];
+    let email = |f: &dyn Fn(&mut Value)| {
+        let mut b = email_body();
+        f(&mut b);
+        b
+    };
+    let cases_email = vec![
+        (email(&|b| b["provider"] = json!("pigeon")), "provider"),
+        (
+            email(&|b| b["sender_email"] = json!("not-an-address")),
+            "sender_email",
+        ),
+        (
+            email(&|b| {
+                b.as_object_mut().unwrap().remove("smtp");
+            }),
+            "smtp",
+        ),
+        (
+            email(&|b| b["smtp"]["server_url"] = json!("http://smtp.acme.example")),
+            "smtp.server_url",
+        ),
+        (email(&|b| b["smtp"]["port"] = json!(0)), "smtp.port"),
+        (email(&|b| b["smtp"]["port"] = json!("587")), "smtp.port"),
+        (
+            email(&|b| b["smtp"]["use_tls"] = json!("yes")),
+            "smtp.use_tls",
+        ),
+        (
+            email(&|b| b["smtp"]["username"] = json!(7)),
+            "smtp.username",
+        ),
+        (
+            email(&|b| b["smtp"]["password"] = json!("")),
+            "smtp.password",
+        ),
+    ];
+    let user = |f: &dyn Fn(&mut Value)| {
+        let mut b = user_body();
+        f(&mut b);
+        b
+    };
+    let cases_user = vec![
+        (user(&|b| b["name"] = json!("")), "name"),
+        (user(&|b| b["license"] = json!("captain")), "license"),
+        (user(&|b| b["virtual"] = json!("no")), "virtual"),
+        (
+            user(&|b| b["control_center_id"] = json!("north/east")),
+            "control_center_id",
+        ),
+        (user(&|b| b["contacts"] = json!("none")), "contacts"),
+        (
+            user(&|b| b["contacts"][0]["kind"] = json!("pager")),
+            "contacts[0].kind",
+        ),
+        (
+            user(&|b| b["contacts"][0]["value"] = json!("555-0100")),
+            "contacts[0].value",
+        ),
+        (
+            user(&|b| b["contacts"][1]["value"] = json!("ana@")),
+            "contacts[1].value",
+        ),
+        (
+            user(&|b| b["contacts"][0]["primary"] = json!("yes")),
+            "contacts[0].primary",
+        ),
+        (
+            user(&|b| {
+                b["contacts"][1] =
+                    json!({"kind": "mobile", "value": "+14155550101", "primary": true})
+            }),
+            "contacts[1].primary",
+        ),
+        (
+            user(&|b| b["emergency_contacts"][0]["name"] = json!("")),
+            "emergency_contacts[0].name",
+        ),
+        (
+            user(&|b| b["emergency_contacts"][0]["mobile"] = json!("912345678")),
+            "emergency_contacts[0].mobile",
+        ),
+        (
+            user(&|b| b["emergency_contacts"][0]["email"] = json!("rui")),
+            "emergency_contacts[0].email",
+        ),
+    ];
+    let comm = vec![
+        (json!({"dispatch": "sms_only"}), "dispatch"),
+        (json!({"incident_contacts": 1}), "incident_contacts"),
+        (json!({"messages": null, "distress": "on"}), "distress"),
+        (
+            json!({"dispatch_virtual_users": 1}),
+            "dispatch_virtual_users",
+        ),
+        (json!({"manual_sms": "false"}), "manual_sms"),
+        (json!({"messages": "everything"}), "messages"),
+    ];
+    let device = vec![
+        (json!({"platform": "windows", "token": "t"}), "platform"),
+        (json!({"platform": "fcm", "token": "has spaces"}), "token"),
+    ];
+    let mut out = Vec::new();
+    out.extend(
+        cases_sms
+            .into_iter()
+            .map(|(b, f)| ("PUT", "/v1/settings/sms/main", b, f)),
+    );
+    out.extend(
+        cases_email
+            .into_iter()
+            .map(|(b, f)| ("PUT", "/v1/settings/email", b, f)),
+    );
+    out.extend(
+        cases_user
+            .into_iter()
+            .map(|(b, f)| ("PUT", "/v1/users/u-17", b, f)),
+    );
+    out.extend(
+        comm.into_iter()
+            .map(|(b, f)| ("PUT", "/v1/settings/communication", b, f)),
+    );
+    out.extend(
+        device
+            .into_iter()
+            .map(|(b, f)| ("POST", "/v1/users/u-17/devices", b, f)),
+    );
+    out
+}
+
+#[tokio::test]
+async fn every_field_is_validated_and_named() {
+    let app = spawn_app(None).await;
+    let admin = token("acme", &["admin"], "u-admin");
+    assert_eq!(
+        app.json("PUT", "/v1/users/u-17", &admin, user_body())
+            .await
+            .0,
+        200
+    );
+    for (method, path, body, field) in validation_cases() {
+        let (s, resp) = app.json(method, path, &admin, body.clone()).await;
+        assert_eq!(s, 400, "{method} {path} {body}: {resp}");
+        assert_eq!(resp["error"]["code"], "validation_failed");
+        assert!(
+            resp["error"]["fields"][field].is_string(),
+            "{field} not named for {body}: {resp}"
+        );
+    }
+    // Several bad fields are all named at once.
+    let (_, resp) = app
+        .json(
+            "PUT",
+            "/v1/users/u-2",
+            &admin,
+            json!({"name": "", "license": "x", "contacts": [{"kind": "mobile", "value": "1"}]}),
+        )
+        .await;
+    let fields = resp["error"]["fields"].as_object().unwrap();
+    assert!(fields.len() >= 3, "{resp}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn secrets_appear_in_no_response_file_or_log_line() {
+    let app = spawn_app(None).await;
+    let admin = token("acme", &["admin", "dispatcher"], "u-admin");
+    let (pw, hv, smtp_pw) = ("pw-SECRET-17", "hv-SECRET-18", "smtp-SECRET-19");
+    let mut sms = sms_body();
+    sms["password"] = json!(pw);
+    sms["http_header"] = json!(format!("X-Api-Key: {hv}"));
+    let mut email = email_body();
+    email["smtp"]["password"] = json!(smtp_pw);
+    let mut seen = Vec::new();
+    seen.push(
+        app.json("PUT", "/v1/settings/sms/main", &admin, sms.clone())
+            .await
+            .1,
+    );
+    seen.push(
+        app.json("PUT", "/v1/settings/email", &admin, email.clone())
+            .await
+            .1,
+    );
+    // Rejected bodies carrying secrets must not echo them either.
+    let mut bad = sms.clone();
+    bad["url"] = json!("nope");
+    bad["http_header"] = json!(format!("X-Api-Key: {hv}\r\nX: y"));
+    seen.push(
+        app.json("PUT", "/v1/settings/sms/north", &admin, bad)
+            .await
+            .1,
+    );
+    let mut bad_email = email.clone();
+    bad_email["smtp"]["port"] = json!(-1);
+    seen.push(
+        app.json("PUT", "/v1/settings/email", &admin, bad_email)
+            .await
+            .1,
+    );
+    seen.push(
+        app.send(
+            "PUT",
+            "/v1/settings/sms/main",
+            Some(&admin),
+            Some(&format!("{{\"password\": \"{pw}\"")),
+        )
+        .await
+        .1,
+    );
+    for path in [
+        "/v1/settings",
+        "/v1/settings/sms",
+        "/v1/settings/sms/main",
+        "/v1/settings/email",
+    ] {
+        seen.push(app.get(path, &admin).await.1);
+    }
+    let responses = serde_json::to_string(&seen).unwrap();
+    assert!(responses.contains("X-Api-Key: ****") && responses.contains("password_set"));
+    let dir = app.stop().await;
+    let settings_file = std::fs::read_to_string(dir.join("settings.json")).unwrap();
+    let logs = logs();
+    assert!(logs.contains("sms settings saved"), "logging is on: {logs}");
+    for secret in [pw, hv, smtp_pw] {
+        assert!(!responses.contains(secret), "{secret} in a response");
+        assert!(!settings_file.contains(secret), "{secret} in settings.json");
+        assert!(!logs.contains(secret), "{secret} in a log line");
+    }
+    let secrets_file = std::fs::read_to_string(dir.join("secrets.json")).unwrap();
+    assert!(secrets_file.contains(pw), "secrets are kept, apart");
+}
+
+#[tokio::test]
+async fn another_organization_sees_404_and_empty_lists() {
+    let app = spawn_app(None).await;
+    let acme = token("acme", &["admin", "dispatcher"], "u-admin");
+    let other = token("globex", &["admin", "dispatcher"], "u-admin");
+    app.json("PUT", "/v1/users/u-17", &acme, user_body()).await;
+    app.json("PUT", "/v1/settings/sms/main", &acme, sms_body())
+        .await;
+    app.json("PUT", "/v1/settings/email", &acme, email_body())
+        .await;
+    assert_eq!(app.get("/v1/users/u-17", &other).await.0, 404);
+    assert_eq!(app.get("/v1/settings/sms/main", &other).await.0, 404);
+    assert_eq!(app.get("/v1/settings/email", &other).await.0, 404);
+    assert_eq!(
+        app.send("DELETE", "/v1/users/u-17", Some(&other), None)
+            .await
+            .0,
+        404
+    );
+    assert_eq!(
+        app.json(
+            "POST",
+            "/v1/users/u-17/devices",
+            &other,
+            json!({"platform": "fcm", "token": "t"})
+        )
+        .await
+        .0,
+        404
+    );
+    assert_eq!(app.get("/v1/users", &other).await.1, json!([]));
+    let (_, all) = app.get("/v1/settings", &other).await;
+    assert_eq!(
+        (all["sms"].clone(), all["email"].clone()),
+        (json!([]), Value::Null)
+    );
+    assert_eq!(
+        app.get("/v1/users/u-17", &acme).await.0,
+        200,
+        "still there for its own org"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn responders_may_not_write_and_may_read_only_themselves() {
+    let app = spawn_app(None).await;
+    let admin = token("acme", &["admin"], "u-admin");
+    let responder = token("acme", &["responder"], "u-17");
+    app.json("PUT", "/v1/users/u-17", &admin, user_body()).await;
+    app.json("PUT", "/v1/users/u-18", &admin, user_body()).await;
+    let writes: [(&str, &str, Value); 8] = [
+        ("PUT", "/v1/settings/sms/main", sms_body()),
+        ("DELETE", "/v1/settings/sms/main", Value::Null),
+        ("PUT", "/v1/settings/email", email_body()),
+        ("DELETE", "/v1/settings/email", Value::Null),
+        (
+            "PUT",
+            "/v1/settings/communication",
+            json!({"distress": true}),
+        ),
+        ("PUT", "/v1/users/u-17", user_body()),
+        ("DELETE", "/v1/users/u-17", Value::Null),
+        (
+            "POST",
+            "/v1/users/u-18/devices",
+            json!({"platform": "fcm", "token": "t"}),
+        ),
+    ];
+    for (m, p, b) in writes {
+        let (s, body) = app.json(m, p, &responder, b).await;
+        assert_eq!(
+            (s, body["error"]["code"].as_str()),
+            (StatusCode::FORBIDDEN, Some("forbidden")),
+            "{m} {p}"
+        );
+    }
+    for p in [
+        "/v1/settings",
+        "/v1/settings/sms",
+        "/v1/settings/communication",
+        "/v1/users",
+        "/v1/users/u-18",
+    ] {
+        assert_eq!(app.get(p, &responder).await.0, 403, "{p}");
+    }
+    assert_eq!(
+        app.get("/v1/users/u-17", &responder).await.0,
+        200,
+        "a user reads themself"
+    );
+    let dispatcher = token("acme", &["dispatcher"], "u-d");
+    assert_eq!(app.get("/v1/settings", &dispatcher).await.0, 200);
+    assert_eq!(
+        app.json("PUT", "/v1/settings/communication", &dispatcher, json!({}))
+            .await
+            .0,
+        403
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn missing_or_bad_tokens_answer_401() {
+    let app = spawn_app(None).await;
+    let wrong_secret = {
+        let roles = vec!["admin".to_string()];
+        flare_local::token(
+            "another-secret",
+            "acme",
+            &roles,
+            "u",
+            chrono::Duration::hours(1),
+        )
+        .unwrap()
+    };
+    let expired = {
+        let roles = vec!["admin".to_string()];
+        flare_local::token(SECRET, "acme", &roles, "u", chrono::Duration::hours(-2)).unwrap()
+    };
+    // alg "none" with the right claims must not pass.
+    let none = "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.eyJzdWIiOiJ1Iiwib3JnX2lkIjoiYWNtZSIsInJvbGVzIjpbImFkbWluIl0sImV4cCI6NDEwMjQ0NDgwMH0.";
+    for t in [
+        None,
+        Some("garbage"),
+        Some(wrong_secret.as_str()),
+        Some(expired.as_str()),
+        Some(none),
+    ] {
+        let (s, body) = app.send("GET", "/v1/settings", t, None).await;
+        assert_eq!(
+            (s, body["error"]["code"].as_str()),
+            (StatusCode::UNAUTHORIZED, Some("unauthorized")),
+            "{t:?}"
+        );
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn malformed_json_is_400_and_an_oversized_body_413() {
+    let app = spawn_app(None).await;
+    let admin = token("acme", &["admin"], "u-admin");
+    let (s, body) = app
+        .send(
+            "PUT",
+            "/v1/users/u-1",
+            Some(&admin),
+            Some("{\"name\": \"Ana\","),
+        )
+        .await;
+    assert_eq!(
+        (s, body["error"]["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_json"))
+    );
+    let big = json!({"name": "x".repeat(65 * 1024), "license": "basic_responder"}).to_string();
+    let (s, body) = app
+        .send("PUT", "/v1/users/u-1", Some(&admin), Some(&big))
+        .await;
+    assert_eq!(
+        (s, body["error"]["code"].as_str()),
+        (StatusCode::PAYLOAD_TOO_LARGE, Some("payload_too_large"))
+    );
+    let just_under =
+        json!({"name": "Ana", "license": "basic_responder", "pad": "x".repeat(60 * 1024)})
+            .to_string();
+    assert_eq!(
+        app.send("PUT", "/v1/users/u-1", Some(&admin), Some(&just_under))
+            .await
+            .0,
+        200
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn settings_and_users_survive_a_restart() {
+    let app = spawn_app(None).await;
+    let admin = token("acme", &["admin", "dispatcher"], "u-admin");
+    app.json("PUT", "/v1/settings/sms/main", &admin, sms_body())
+        .await;
+    app.json(
+        "PUT",
+        "/v1/settings/communication",
+        &admin,
+        json!({"distress": true}),
+    )
+    .await;
+    app.json("PUT", "/v1/users/u-17", &admin, user_body()).await;
+    let dir = app.stop().await;
+
+    let app = spawn_app(Some(&dir)).await;
+    let (s, sms) = app.get("/v1/settings/sms/main", &admin).await;
+    assert_eq!(
+        (s, sms["password_set"].as_bool()),
+        (StatusCode::OK, Some(true))
+    );
+    assert_eq!(
+        app.get("/v1/settings/communication", &admin).await.1["distress"],
+        true
+    );
+    assert_eq!(
+        app.get("/v1/users/u-17", &admin).await.1["name"],
+        "Ana Silva"
+    );
+    // The password survived too: a PUT without it keeps it.
+    let mut keep = sms_body();
+    keep.as_object_mut().unwrap().remove("password");
+    assert_eq!(
+        app.json("PUT", "/v1/settings/sms/main", &admin, keep)
+            .await
+            .1["password_set"],
+        true
+    );
+    let dir = app.stop().await;
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[tokio::test]
+async fn the_binary_serves_with_a_token_it_printed() {
+    let dir = std::env::temp_dir().join(uuid());
+    let port = flare_tests::free_port();
+    let bin = env!("CARGO_BIN_EXE_flare-local");
+    let out = std::process::Command::new(bin)
+        .args([
+            "token",
+            "--org",
+            "acme",
+            "--roles",
+            "admin,dispatcher",
+            "--sub",
+            "u-1",
+        ])
+        .env("FLARE_LOCAL_JWT_SECRET", SECRET)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let tok = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let mut child = std::process::Command::new(bin)
+        .args([
+            "serve",
+            "--addr",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+        ])
+        .arg(&dir)
+        .env("FLARE_LOCAL_JWT_SECRET", SECRET)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let client = reqwest::Client::new();
+    let mut status = None;
+    for _ in 0..100 {
+        if let Ok(r) = client
+            .get(format!("http://127.0.0.1:{port}/v1/settings"))
+            .bearer_auth(&tok)
+            .send()
+            .await
+        {
+            status = Some(r.status());
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(status, Some(StatusCode::OK));
+}
