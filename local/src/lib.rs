@@ -11,20 +11,33 @@ use axum::response::{IntoResponse, Response};
 use flare_shared::app::Services;
 use flare_shared::app::api::{self, ApiRequest, ApiResponse, MAX_BODY};
 use flare_shared::app::auth::Claims;
+use flare_shared::app::deliver::Deliverer;
+use flare_shared::app::notify::Notifier;
 use flare_shared::domain::EndpointPolicy;
-use flare_shared::memory::{MemoryDevices, MemoryDirectory, MemorySecrets, MemorySettings};
+use flare_shared::domain::{EmailAddress, IncidentEvent, Provider};
+use flare_shared::memory::{
+    MemoryDeliveryLog, MemoryDevices, MemoryDirectory, MemoryOutbox, MemorySecrets, MemorySettings,
+};
+use std::time::Duration;
+
+pub mod pipeline;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use std::path::PathBuf;
 use std::sync::Arc;
 
 pub const JWT_SECRET_ENV: &str = "FLARE_LOCAL_JWT_SECRET";
 pub const DEFAULT_JWT_SECRET: &str = "flare-local-dev";
+pub const DEFAULT_SENDER: &str = "flare@flare.localhost";
 
 #[derive(Debug, Clone)]
 pub struct LocalConfig {
     pub data_dir: PathBuf,
     pub jwt_secret: String,
     pub policy: EndpointPolicy,
+    /// The default account email goes from (`FLARE_DEFAULT_SENDER`).
+    pub default_sender: EmailAddress,
+    /// The first retry's delay; later ones double.
+    pub retry_base: Duration,
 }
 
 impl LocalConfig {
@@ -34,10 +47,14 @@ impl LocalConfig {
         let allow_private = std::env::var(EndpointPolicy::ENV)
             .map(|v| !matches!(v.trim().to_ascii_lowercase().as_str(), "false" | "0" | "no"))
             .unwrap_or(true);
+        let sender = flare_shared::config::optional("FLARE_DEFAULT_SENDER", DEFAULT_SENDER);
         Self {
             data_dir,
             jwt_secret: flare_shared::config::optional(JWT_SECRET_ENV, DEFAULT_JWT_SECRET),
             policy: EndpointPolicy { allow_private },
+            default_sender: EmailAddress::parse(&sender)
+                .unwrap_or_else(|_| EmailAddress::parse(DEFAULT_SENDER).expect("valid default")),
+            retry_base: Duration::from_millis(200),
         }
     }
 }
@@ -45,6 +62,9 @@ impl LocalConfig {
 /// Everything the runner holds.
 pub struct LocalApp {
     pub services: Services,
+    pub notifier: Notifier,
+    /// What the SNS and SES stand-ins were handed.
+    pub outbox: Arc<MemoryOutbox>,
     decoding: DecodingKey,
 }
 
@@ -55,15 +75,51 @@ impl LocalApp {
         std::fs::create_dir_all(&cfg.data_dir)
             .with_context(|| format!("creating {}", cfg.data_dir.display()))?;
         let d = &cfg.data_dir;
+        let settings: Arc<MemorySettings> =
+            Arc::new(MemorySettings::open(d.join("settings.json"))?);
+        let directory: Arc<MemoryDirectory> =
+            Arc::new(MemoryDirectory::open(d.join("users.json"))?);
+        let log = Arc::new(MemoryDeliveryLog::default());
+        let outbox = Arc::new(MemoryOutbox::default());
+        let deliverer = Deliverer {
+            log: log.clone(),
+            queue: None,
+            directory: directory.clone(),
+            settings: settings.clone(),
+            push: Some(outbox.clone()),
+            sms: [(
+                Provider::Sns,
+                outbox.clone() as Arc<dyn flare_shared::ports::SmsSender>,
+            )]
+            .into(),
+            email: [(
+                Provider::Ses,
+                outbox.clone() as Arc<dyn flare_shared::ports::EmailSender>,
+            )]
+            .into(),
+            default_sender: Some(cfg.default_sender.clone()),
+        };
+        // The workers' deliverer enqueues fallbacks on the same queue it drains.
+        let queue = pipeline::LocalQueue::start_with(deliverer, cfg.retry_base);
         let services = Services {
-            settings: Arc::new(MemorySettings::open(d.join("settings.json"))?),
-            directory: Arc::new(MemoryDirectory::open(d.join("users.json"))?),
+            settings: settings.clone(),
+            directory: directory.clone(),
             secrets: Arc::new(MemorySecrets::open(d.join("secrets.json"))?),
             devices: Arc::new(MemoryDevices::default()),
+            log: log.clone(),
+            queue: Arc::new(queue.clone()),
             policy: cfg.policy,
+        };
+        let notifier = Notifier {
+            settings,
+            directory,
+            log,
+            queue: Arc::new(queue),
         };
         Ok(Self {
             services,
+            notifier,
+            outbox,
             decoding: DecodingKey::from_secret(cfg.jwt_secret.as_bytes()),
         })
     }
@@ -86,9 +142,53 @@ impl LocalApp {
     }
 }
 
-/// The runner's HTTP routes: everything goes to the shared API.
+/// The runner's HTTP routes: the EventBridge and outbox stand-ins, and everything
+/// else to the shared API.
 pub fn router(app: Arc<LocalApp>) -> axum::Router {
-    axum::Router::new().fallback(any).with_state(app)
+    axum::Router::new()
+        .route("/local/events", axum::routing::post(post_event))
+        .route("/local/outbox", axum::routing::get(get_outbox))
+        .fallback(any)
+        .with_state(app)
+}
+
+/// `POST /local/events`: an EventBridge event, routed now; deliveries continue in the
+/// background. 202 with the notification id; 400 for an event Flare cannot take.
+async fn post_event(State(app): State<Arc<LocalApp>>, body: axum::body::Bytes) -> Response {
+    let event = match IncidentEvent::from_json(&body) {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::warn!(error = %e, "local event refused");
+            let (code, fields) = match &e {
+                flare_shared::domain::EventError::InvalidDetail(f) => {
+                    ("validation_failed", serde_json::json!(f.fields))
+                }
+                flare_shared::domain::EventError::UnknownDetailType(_) => {
+                    ("unknown_detail_type", serde_json::json!({}))
+                }
+                flare_shared::domain::EventError::Malformed(_) => {
+                    ("invalid_json", serde_json::json!({}))
+                }
+            };
+            let body = serde_json::json!({"error": {"code": code, "message": e.to_string(), "fields": fields}});
+            return (StatusCode::BAD_REQUEST, axum::Json(body)).into_response();
+        }
+    };
+    let id = event.notification_id.clone();
+    // As in AWS, a routing failure does not change what EventBridge was told.
+    if let Err(e) = app.notifier.route(&event).await {
+        tracing::error!(notification_id = %id, error = ?e, "local event not routed");
+    }
+    (
+        StatusCode::ACCEPTED,
+        axum::Json(serde_json::json!({"notification_id": id})),
+    )
+        .into_response()
+}
+
+/// `GET /local/outbox`: every message handed to the SNS and SES stand-ins.
+async fn get_outbox(State(app): State<Arc<LocalApp>>) -> Response {
+    axum::Json(app.outbox.entries()).into_response()
 }
 
 async fn any(State(app): State<Arc<LocalApp>>, req: Request) -> Response {

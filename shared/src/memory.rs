@@ -257,7 +257,7 @@ type RecordKey = (String, Channel);
 struct LogEntry {
     notification: Option<Notification>,
     records: BTreeMap<RecordKey, DeliveryRecord>,
-    acks: HashSet<UserId>,
+    acks: BTreeMap<UserId, chrono::DateTime<chrono::Utc>>,
 }
 
 /// The delivery log in memory, with the same claim semantics as the DynamoDB one.
@@ -270,7 +270,7 @@ impl MemoryDeliveryLog {
     pub fn acks(&self, org: &OrgId, id: &NotificationId) -> Vec<UserId> {
         lock(&self.entries)
             .get(&(org.clone(), id.clone()))
-            .map(|e| e.acks.iter().cloned().collect())
+            .map(|e| e.acks.keys().cloned().collect())
             .unwrap_or_default()
     }
 }
@@ -293,12 +293,14 @@ impl DeliveryLog for MemoryDeliveryLog {
         &self,
         org: &OrgId,
         id: &NotificationId,
-    ) -> StoreResult<Option<(Notification, Vec<DeliveryRecord>)>> {
+    ) -> StoreResult<Option<Logged>> {
         let entries = lock(&self.entries);
         Ok(entries.get(&(org.clone(), id.clone())).and_then(|e| {
-            e.notification
-                .clone()
-                .map(|n| (n, e.records.values().cloned().collect()))
+            e.notification.clone().map(|n| Logged {
+                notification: n,
+                records: e.records.values().cloned().collect(),
+                acks: e.acks.iter().map(|(u, t)| (u.clone(), *t)).collect(),
+            })
         }))
     }
 
@@ -321,6 +323,7 @@ impl DeliveryLog for MemoryDeliveryLog {
         id: &NotificationId,
         recipient: &RecipientRef,
         channel: Channel,
+        lease: std::time::Duration,
     ) -> StoreResult<Claim> {
         let mut entries = lock(&self.entries);
         let Some(r) = entries
@@ -332,8 +335,13 @@ impl DeliveryLog for MemoryDeliveryLog {
         if r.status != DeliveryStatus::Pending {
             return Ok(Claim::AlreadyDone(r.status));
         }
+        let now = chrono::Utc::now();
+        if r.claimed_until.is_some_and(|until| until > now) {
+            return Ok(Claim::InFlight);
+        }
         r.attempts += 1;
         r.awaiting_push = false;
+        r.claimed_until = Some(now + lease);
         Ok(Claim::Claimed {
             attempts: r.attempts,
         })
@@ -346,18 +354,17 @@ impl DeliveryLog for MemoryDeliveryLog {
         recipient: &RecipientRef,
         channel: Channel,
         outcome: Finish,
-    ) -> StoreResult<()> {
+    ) -> StoreResult<bool> {
         let mut entries = lock(&self.entries);
-        let r = entries
+        let Some(r) = entries
             .get_mut(&(org.clone(), id.clone()))
             .and_then(|e| e.records.get_mut(&(recipient.key(), channel)))
-            .ok_or_else(|| {
-                StoreError::Conflict(format!(
-                    "no record {}/{}",
-                    recipient.key(),
-                    channel.as_str()
-                ))
-            })?;
+        else {
+            return Ok(false);
+        };
+        if r.status != DeliveryStatus::Pending {
+            return Ok(false);
+        }
         match outcome {
             Finish::Sent {
                 provider,
@@ -367,26 +374,38 @@ impl DeliveryLog for MemoryDeliveryLog {
                 r.provider = Some(provider);
                 r.provider_message_id = provider_message_id;
                 r.reason = None;
+                r.claimed_until = None;
             }
             Finish::Failed { reason } => {
                 r.status = DeliveryStatus::Failed;
                 r.reason = Some(reason);
+                r.claimed_until = None;
             }
             Finish::Skipped { reason } => {
                 r.status = DeliveryStatus::Skipped;
                 r.reason = Some(reason);
+                r.claimed_until = None;
             }
-            Finish::Retry { reason } => r.reason = Some(reason),
+            Finish::Retry { reason } => {
+                r.reason = Some(reason);
+                r.claimed_until = None;
+            }
+            Finish::Release | Finish::SkipHeld { .. } if !r.awaiting_push => return Ok(false),
             Finish::Release => r.awaiting_push = false,
+            Finish::SkipHeld { reason } => {
+                r.awaiting_push = false;
+                r.status = DeliveryStatus::Skipped;
+                r.reason = Some(reason);
+            }
         }
-        Ok(())
+        Ok(true)
     }
 
     async fn ack(&self, org: &OrgId, id: &NotificationId, user: &UserId) -> StoreResult<bool> {
         let mut entries = lock(&self.entries);
         match entries.get_mut(&(org.clone(), id.clone())) {
             Some(e) if e.notification.is_some() => {
-                e.acks.insert(user.clone());
+                e.acks.entry(user.clone()).or_insert_with(chrono::Utc::now);
                 Ok(true)
             }
             _ => Ok(false),
@@ -594,6 +613,7 @@ mod tests {
             provider_message_id: None,
             destination: None,
             awaiting_push: false,
+            claimed_until: None,
         }
     }
 
@@ -619,11 +639,33 @@ mod tests {
         log.put_records(&n.org_id, std::slice::from_ref(&r))
             .await
             .unwrap();
+        let lease = std::time::Duration::from_secs(60);
         let claim = log
-            .claim(&n.org_id, &n.notification_id, &r.recipient, r.channel)
+            .claim(
+                &n.org_id,
+                &n.notification_id,
+                &r.recipient,
+                r.channel,
+                lease,
+            )
             .await
             .unwrap();
         assert_eq!(claim, Claim::Claimed { attempts: 1 });
+        let duplicate = log
+            .claim(
+                &n.org_id,
+                &n.notification_id,
+                &r.recipient,
+                r.channel,
+                lease,
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            duplicate,
+            Claim::InFlight,
+            "a live claim is not taken twice"
+        );
         log.finish(
             &n.org_id,
             &n.notification_id,
@@ -637,17 +679,24 @@ mod tests {
         .await
         .unwrap();
         let again = log
-            .claim(&n.org_id, &n.notification_id, &r.recipient, r.channel)
+            .claim(
+                &n.org_id,
+                &n.notification_id,
+                &r.recipient,
+                r.channel,
+                lease,
+            )
             .await
             .unwrap();
         assert_eq!(again, Claim::AlreadyDone(DeliveryStatus::Sent));
         // A replay of the router's writes does not reset the record.
         log.put_records(&n.org_id, &[r]).await.unwrap();
-        let (_, records) = log
+        let records = log
             .get_notification(&n.org_id, &n.notification_id)
             .await
             .unwrap()
-            .unwrap();
+            .unwrap()
+            .records;
         assert_eq!(records[0].status, DeliveryStatus::Sent);
         assert_eq!(records[0].attempts, 1);
     }

@@ -101,6 +101,8 @@ pub enum Claim {
     Claimed { attempts: u32 },
     /// Already sent, failed or skipped: do not send again.
     AlreadyDone(DeliveryStatus),
+    /// Another attempt holds the claim (its lease has not run out): try again later.
+    InFlight,
     /// No such record.
     Missing,
 }
@@ -114,21 +116,23 @@ pub trait DeliveryLog: Send + Sync {
         &self,
         org: &OrgId,
         id: &NotificationId,
-    ) -> StoreResult<Option<(Notification, Vec<DeliveryRecord>)>>;
+    ) -> StoreResult<Option<Logged>>;
     /// Writes records that do not exist yet; existing ones are left as they are, so a
     /// replayed event never resets a record that already moved on.
     async fn put_records(&self, org: &OrgId, records: &[DeliveryRecord]) -> StoreResult<()>;
-    /// Claims a pending record for one attempt (attempts + 1). A record that is no
-    /// longer pending is not claimed, so a redelivered job never sends twice.
+    /// Claims a pending record for one attempt (attempts + 1) until `lease` runs out.
+    /// A record that is no longer pending, or is claimed by a live attempt, is not
+    /// claimed: a redelivered or duplicated job never sends twice.
     async fn claim(
         &self,
         org: &OrgId,
         id: &NotificationId,
         recipient: &RecipientRef,
         channel: Channel,
+        lease: std::time::Duration,
     ) -> StoreResult<Claim>;
-    /// Ends a claimed or pending record: `sent` (with the provider's id), `failed` or
-    /// `skipped` (with a reason).
+    /// Moves a record on (see [`Finish`]); answers whether it moved. Only pending
+    /// records move, so a late or repeated call changes nothing.
     async fn finish(
         &self,
         org: &OrgId,
@@ -136,9 +140,18 @@ pub trait DeliveryLog: Send + Sync {
         recipient: &RecipientRef,
         channel: Channel,
         outcome: Finish,
-    ) -> StoreResult<()>;
+    ) -> StoreResult<bool>;
     /// Records that the recipient acknowledged the notification.
     async fn ack(&self, org: &OrgId, id: &NotificationId, user: &UserId) -> StoreResult<bool>;
+}
+
+/// A notification as the log holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Logged {
+    pub notification: Notification,
+    pub records: Vec<DeliveryRecord>,
+    /// Recipients who acknowledged it, and when.
+    pub acks: Vec<(UserId, chrono::DateTime<chrono::Utc>)>,
 }
 
 /// How a delivery ended.
@@ -154,12 +167,16 @@ pub enum Finish {
     Skipped {
         reason: String,
     },
-    /// Released for a retry (a transient failure): stays pending.
+    /// A transient failure: stays pending, the claim is dropped so a retry can claim it.
     Retry {
         reason: String,
     },
-    /// A held delivery is now sent as fallback (it will be claimed by its job).
+    /// A delivery held behind push is released to be sent as fallback (only while held).
     Release,
+    /// A delivery held behind push ends skipped, push having been sent (only while held).
+    SkipHeld {
+        reason: String,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]

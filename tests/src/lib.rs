@@ -20,6 +20,8 @@ use std::time::Duration;
 
 pub use flare_shared::aws::AwsOptions;
 
+pub mod stack;
+
 /// The command that makes the virtualenv the harness needs.
 pub const FIX: &str = "scripts/setup-test-servers   (or run everything with: scripts/test)";
 

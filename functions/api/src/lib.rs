@@ -5,13 +5,18 @@ use flare_shared::app::Services;
 use flare_shared::app::api::{self, ApiRequest};
 use flare_shared::app::auth::Claims;
 use flare_shared::aws::dynamodb::{DynamoDirectory, DynamoSettings};
+use flare_shared::aws::log::DynamoDeliveryLog;
 use flare_shared::aws::secrets::SecretsManagerStore;
 use flare_shared::aws::sns_devices::{PlatformApps, SnsDevices};
+use flare_shared::aws::sqs::SqsQueue;
+use flare_shared::aws::wiring::{LOG_TABLE, queue_env};
 use flare_shared::aws::{self, SdkConfig};
 use flare_shared::config::{self, ConfigError};
+use flare_shared::domain::Channel;
 use flare_shared::domain::EndpointPolicy;
 use lambda_http::request::RequestContext;
 use lambda_http::{Body, Request, RequestExt, Response};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 /// The function's environment, read once at start.
@@ -19,6 +24,9 @@ use std::sync::Arc;
 pub struct Config {
     pub settings_table: String,
     pub directory_table: String,
+    pub log_table: String,
+    /// Manual SMS needs the SMS queue; the others are optional here.
+    pub queues: HashMap<Channel, String>,
     pub secret_prefix: String,
     pub platform_apps: PlatformApps,
     pub policy: EndpointPolicy,
@@ -33,6 +41,17 @@ impl Config {
         Ok(Self {
             settings_table: config::required(Self::SETTINGS_TABLE)?,
             directory_table: config::required(Self::DIRECTORY_TABLE)?,
+            log_table: config::required(LOG_TABLE)?,
+            queues: {
+                let mut q =
+                    HashMap::from([(Channel::Sms, config::required(queue_env(Channel::Sms))?)]);
+                for c in [Channel::Push, Channel::Email] {
+                    if let Ok(url) = config::required(queue_env(c)) {
+                        q.insert(c, url);
+                    }
+                }
+                q
+            },
             secret_prefix: config::optional(Self::SECRET_PREFIX, "flare"),
             platform_apps: PlatformApps::from_env(),
             policy: EndpointPolicy::from_env(),
@@ -44,7 +63,9 @@ impl Config {
         let db = aws::dynamodb(sdk);
         Services {
             settings: Arc::new(DynamoSettings::new(db.clone(), &self.settings_table)),
-            directory: Arc::new(DynamoDirectory::new(db, &self.directory_table)),
+            directory: Arc::new(DynamoDirectory::new(db.clone(), &self.directory_table)),
+            log: Arc::new(DynamoDeliveryLog::new(db, &self.log_table)),
+            queue: Arc::new(SqsQueue::new(aws::sqs(sdk), self.queues.clone())),
             secrets: Arc::new(SecretsManagerStore::new(
                 aws::secretsmanager(sdk),
                 &self.secret_prefix,

@@ -6,8 +6,6 @@ mod common;
 use common::*;
 use flare_api::Config;
 use flare_shared::app::Services;
-use flare_shared::aws::dynamodb::create_table;
-use flare_shared::aws::sns_devices::PlatformApps;
 use flare_shared::aws::{self, SdkConfig};
 use flare_shared::domain::{EndpointPolicy, OrgId, UserId};
 use flare_tests::{moto, unique};
@@ -20,41 +18,22 @@ struct TestApi {
     org: String,
 }
 
-/// A fresh API on moto: its own tables, platform applications, secret prefix and org.
+/// A fresh API on moto: its own tables, queues, platform applications, secret prefix
+/// and organization.
 async fn spawn_api() -> TestApi {
-    let sdk = moto().sdk_config().await;
-    let db = aws::dynamodb(&sdk);
-    let (settings_table, directory_table) = (unique("settings"), unique("directory"));
-    create_table(&db, &settings_table).await.unwrap();
-    create_table(&db, &directory_table).await.unwrap();
-    let sns = aws::sns(&sdk);
-    let mut apps = PlatformApps::default();
-    for (platform, slot) in [
-        ("GCM", &mut apps.fcm),
-        ("APNS", &mut apps.apns),
-        ("APNS_SANDBOX", &mut apps.apns_sandbox),
-    ] {
-        let out = sns
-            .create_platform_application()
-            .name(unique("app"))
-            .platform(platform)
-            .attributes("PlatformCredential", "credential")
-            .attributes("PlatformPrincipal", "principal")
-            .send()
-            .await
-            .unwrap();
-        *slot = out.platform_application_arn;
-    }
+    let stack = flare_tests::stack::AwsStack::create(moto()).await.unwrap();
     let config = Config {
-        settings_table,
-        directory_table,
-        secret_prefix: unique("flare"),
-        platform_apps: apps,
+        settings_table: stack.tables.settings.clone(),
+        directory_table: stack.tables.directory.clone(),
+        log_table: stack.tables.log.clone(),
+        queues: stack.queues.clone(),
+        secret_prefix: stack.secret_prefix.clone(),
+        platform_apps: stack.platform_apps.clone(),
         policy: EndpointPolicy::default(),
     };
     TestApi {
-        svc: config.services(&sdk),
-        sdk,
+        svc: config.services(&stack.sdk),
+        sdk: stack.sdk,
         config,
         org: unique("org"),
     }

@@ -5,7 +5,7 @@
 use super::Services;
 use super::auth::Claims;
 use super::error::ApiError;
-use super::{directory, settings};
+use super::{directory, notifications, settings};
 use serde_json::Value;
 
 /// Bodies over 64 KiB answer 413. Transports may stop reading after `MAX_BODY + 1` bytes.
@@ -185,6 +185,20 @@ async fn route(svc: &Services, req: ApiRequest) -> Result<ApiResponse, ApiError>
             directory::delete_device(svc, claims, id, device).await?;
             Ok(ApiResponse::no_content())
         }
+        ("GET", ["notifications", id]) => {
+            require(claims.is_staff())?;
+            ok(notifications::get(svc, org, id).await?)
+        }
+        ("POST", ["notifications", id, "ack"]) => {
+            notifications::ack(svc, claims, id).await?;
+            Ok(ApiResponse::no_content())
+        }
+        ("POST", ["messages", "sms"]) => {
+            require(claims.has(super::auth::Role::Dispatcher))?;
+            let body = body_json(&req.body)?;
+            let v = notifications::manual_sms(svc, org, &body).await?;
+            Ok(ApiResponse::json(202, v))
+        }
         (_, path) if known(path) => Err(ApiError::MethodNotAllowed),
         _ => Err(ApiError::NotFound),
     }
@@ -203,5 +217,8 @@ fn known(path: &[&str]) -> bool {
             | ["users", _]
             | ["users", _, "devices"]
             | ["users", _, "devices", _]
+            | ["notifications", _]
+            | ["notifications", _, "ack"]
+            | ["messages", "sms"]
     )
 }

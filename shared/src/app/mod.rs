@@ -4,12 +4,15 @@
 
 pub mod api;
 pub mod auth;
+pub mod deliver;
 pub mod directory;
 pub mod error;
+pub mod notifications;
+pub mod notify;
 pub mod settings;
 
 use crate::domain::EndpointPolicy;
-use crate::ports::{DeviceRegistry, Directory, SecretStore, SettingsStore};
+use crate::ports::{DeliveryLog, DeviceRegistry, Directory, JobQueue, SecretStore, SettingsStore};
 use std::sync::Arc;
 
 /// The ports the API needs, built once (in `main`, or by the local runner).
@@ -19,6 +22,8 @@ pub struct Services {
     pub directory: Arc<dyn Directory>,
     pub secrets: Arc<dyn SecretStore>,
     pub devices: Arc<dyn DeviceRegistry>,
+    pub log: Arc<dyn DeliveryLog>,
+    pub queue: Arc<dyn JobQueue>,
     pub policy: EndpointPolicy,
 }
 
@@ -31,6 +36,8 @@ impl Services {
             directory: Arc::new(MemoryDirectory::default()),
             secrets: Arc::new(MemorySecrets::default()),
             devices: Arc::new(MemoryDevices::default()),
+            log: Arc::new(MemoryDeliveryLog::default()),
+            queue: Arc::new(MemoryQueue::default()),
             policy,
         }
     }

@@ -79,16 +79,30 @@ pub fn sns(config: &SdkConfig) -> aws_sdk_sns::Client {
 }
 
 #[cfg(feature = "sqs")]
+pub use aws_sdk_sqs::Client as SqsClient;
+
+#[cfg(feature = "sqs")]
 pub fn sqs(config: &SdkConfig) -> aws_sdk_sqs::Client {
     aws_sdk_sqs::Client::new(config)
 }
 
 #[cfg(feature = "dynamodb")]
 pub mod dynamodb;
+#[cfg(feature = "dynamodb")]
+pub mod log;
 #[cfg(feature = "secretsmanager")]
 pub mod secrets;
+#[cfg(feature = "sesv2")]
+pub mod ses;
 #[cfg(feature = "sns")]
 pub mod sns_devices;
+#[cfg(feature = "sns")]
+pub mod sns_push;
+#[cfg(feature = "sns")]
+pub mod sns_sms;
+#[cfg(feature = "sqs")]
+pub mod sqs;
+pub mod wiring;
 
 pub use aws_smithy_runtime_api::client::result::SdkError;
 pub use aws_smithy_types::error::metadata::ProvideErrorMetadata;

@@ -82,6 +82,8 @@ pub enum SkipReason {
     NoApp,
     DistressDisabled,
     ManualSmsDisabled,
+    /// The event named a user the directory does not have.
+    UnknownUser,
 }
 
 impl SkipReason {
@@ -99,6 +101,7 @@ impl SkipReason {
             SkipReason::NoApp => "no_app",
             SkipReason::DistressDisabled => "distress_disabled",
             SkipReason::ManualSmsDisabled => "manual_sms_disabled",
+            SkipReason::UnknownUser => "unknown_user",
         }
     }
 }
@@ -157,6 +160,32 @@ pub struct Message {
     pub body: String,
 }
 
+impl Message {
+    /// The text of an SMS: `title: body`, or the body alone when there is no title.
+    pub fn sms_text(&self) -> String {
+        if self.title.is_empty() {
+            self.body.clone()
+        } else {
+            format!("{}: {}", self.title, self.body)
+        }
+    }
+
+    /// An email's HTML part: the text, escaped, with line breaks kept.
+    pub fn html(&self) -> String {
+        let esc = |s: &str| {
+            s.replace('&', "&amp;")
+                .replace('<', "&lt;")
+                .replace('>', "&gt;")
+                .replace('"', "&quot;")
+        };
+        format!(
+            "<!doctype html><html><body><h2>{}</h2><p>{}</p></body></html>",
+            esc(&self.title),
+            esc(&self.body).replace('\n', "<br>")
+        )
+    }
+}
+
 /// One notification: one incident event, or one manual SMS.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Notification {
@@ -191,6 +220,9 @@ pub struct DeliveryRecord {
     /// Held behind push (`app_then_sms_email`): not enqueued until push has an outcome.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub awaiting_push: bool,
+    /// Until when an attempt holds this record (set by a claim, cleared when it ends).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claimed_until: Option<DateTime<Utc>>,
 }
 
 /// One delivery to carry out, as queued for a channel's delivery function.

@@ -319,6 +319,15 @@ fn manual_sms(ctx: &RoutingContext, sms: Target) -> [PlannedDelivery; 3] {
     ]
 }
 
+/// The plan of a recipient the directory does not know: every channel skipped.
+pub fn unknown_user(id: &super::ids::UserId) -> RecipientPlan {
+    let d = |channel| skip(channel, false, SkipReason::UnknownUser);
+    RecipientPlan {
+        recipient: RecipientRef::User(id.clone()),
+        deliveries: [d(Channel::Push), d(Channel::Sms), d(Channel::Email)],
+    }
+}
+
 /// How push ended for a recipient.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PushOutcome {
@@ -420,6 +429,7 @@ impl RecipientPlan {
                     provider_message_id: None,
                     destination,
                     awaiting_push,
+                    claimed_until: None,
                 }
             })
             .collect()

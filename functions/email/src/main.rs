@@ -1,0 +1,11 @@
+use flare_lambda::DeliveryConfig;
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    flare_shared::config::init_tracing();
+    let config = DeliveryConfig::from_env(flare_email::CHANNEL)?;
+    let sender = flare_shared::aws::wiring::default_sender()?;
+    let sdk = flare_shared::aws::sdk_config(Default::default()).await;
+    let deliverer = flare_email::deliverer(&config, &sdk, sender);
+    flare_lambda::run(config.function(&sdk, deliverer)).await
+}

@@ -1,0 +1,16 @@
+//! The push delivery function's wiring: its senders over the shared delivery logic.
+
+use flare_lambda::DeliveryConfig;
+use flare_shared::app::deliver::Deliverer;
+use flare_shared::aws::sns_push::SnsPushSender;
+use flare_shared::aws::{self, SdkConfig};
+use std::sync::Arc;
+
+pub const CHANNEL: flare_shared::domain::Channel = flare_shared::domain::Channel::Push;
+
+/// The deliverer with this channel's AWS senders.
+pub fn deliverer(config: &DeliveryConfig, sdk: &SdkConfig) -> Deliverer {
+    let mut d = config.deliverer(sdk);
+    d.push = Some(Arc::new(SnsPushSender::new(aws::sns(sdk))));
+    d
+}

@@ -1,0 +1,74 @@
+//! The router function: an EventBridge incident event in, a recorded notification and
+//! queued deliveries out.
+
+use flare_shared::app::notify::Notifier;
+use flare_shared::aws::dynamodb::{DynamoDirectory, DynamoSettings};
+use flare_shared::aws::log::DynamoDeliveryLog;
+use flare_shared::aws::sqs::SqsQueue;
+use flare_shared::aws::wiring::{Tables, queue_urls};
+use flare_shared::aws::{self, SdkConfig};
+use flare_shared::config::ConfigError;
+use flare_shared::domain::{Channel, IncidentEvent};
+use lambda_runtime::LambdaEvent;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub tables: Tables,
+    pub queues: HashMap<Channel, String>,
+}
+
+impl Config {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Ok(Self {
+            tables: Tables::from_env()?,
+            queues: queue_urls(&Channel::ALL)?,
+        })
+    }
+
+    pub fn notifier(&self, sdk: &SdkConfig) -> Notifier {
+        let db = aws::dynamodb(sdk);
+        Notifier {
+            settings: Arc::new(DynamoSettings::new(db.clone(), &self.tables.settings)),
+            directory: Arc::new(DynamoDirectory::new(db.clone(), &self.tables.directory)),
+            log: Arc::new(DynamoDeliveryLog::new(db, &self.tables.log)),
+            queue: Arc::new(SqsQueue::new(aws::sqs(sdk), self.queues.clone())),
+        }
+    }
+}
+
+/// What became of an event.
+#[derive(Debug)]
+pub enum Outcome {
+    Routed(flare_shared::app::notify::Routed),
+    /// Malformed, or for an unknown organization: logged, not retried.
+    Dropped(String),
+}
+
+/// Routes one event. A transient AWS failure is an error (EventBridge retries the
+/// invocation); a malformed event or an unknown organization is logged and dropped.
+pub async fn handle(
+    notifier: &Notifier,
+    event: LambdaEvent<serde_json::Value>,
+) -> Result<Outcome, lambda_runtime::Error> {
+    let event_id = event.payload.get("id").cloned();
+    let ev = match IncidentEvent::from_value(event.payload) {
+        Ok(ev) => ev,
+        Err(e) => {
+            tracing::error!(event_id = ?event_id, error = %e, "malformed incident event dropped (not retried)");
+            return Ok(Outcome::Dropped(e.to_string()));
+        }
+    };
+    match notifier.route(&ev).await {
+        Ok(r) => Ok(Outcome::Routed(r)),
+        Err(e) if e.is_retryable() => {
+            tracing::warn!(notification_id = %ev.notification_id, error = ?e, "routing failed; EventBridge will retry");
+            Err(e.into())
+        }
+        Err(e) => {
+            tracing::error!(notification_id = %ev.notification_id, org_id = %ev.org_id, error = ?e, "incident event dropped (not retried)");
+            Ok(Outcome::Dropped(e.to_string()))
+        }
+    }
+}

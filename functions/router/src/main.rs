@@ -1,0 +1,14 @@
+use flare_router::{Config, handle};
+use lambda_runtime::{run, service_fn};
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    flare_shared::config::init_tracing();
+    let config = Config::from_env()?;
+    let sdk = flare_shared::aws::sdk_config(Default::default()).await;
+    let notifier = config.notifier(&sdk);
+    run(service_fn(|event| async {
+        handle(&notifier, event).await.map(|_| ())
+    }))
+    .await
+}

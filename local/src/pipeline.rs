@@ -1,0 +1,99 @@
+//! The local pipeline: in-process queues and workers doing what SQS and the delivery
+//! functions do in AWS, with the same claims, retries with backoff and fallback.
+
+use flare_shared::app::deliver::{DeliverError, Deliverer};
+use flare_shared::domain::{Channel, DeliveryJob};
+use flare_shared::ports::{JobQueue, QueueError};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// Attempts before a transient failure becomes final (the DLQ's `maxReceiveCount`).
+pub const MAX_ATTEMPTS: u32 = 5;
+
+struct Queued {
+    job: DeliveryJob,
+    attempt: u32,
+}
+
+/// One in-process queue per channel.
+#[derive(Clone)]
+pub struct LocalQueue {
+    senders: Arc<[mpsc::UnboundedSender<Queued>; 3]>,
+}
+
+impl LocalQueue {
+    /// The queue and its workers: each job runs in its own task, retried with
+    /// exponential backoff (`retry_base`, doubling, capped at 30 times it).
+    pub fn start_with(mut deliverer: Deliverer, retry_base: Duration) -> Self {
+        let (push_tx, push_rx) = mpsc::unbounded_channel();
+        let (sms_tx, sms_rx) = mpsc::unbounded_channel();
+        let (email_tx, email_rx) = mpsc::unbounded_channel();
+        let queue = Self {
+            senders: Arc::new([push_tx, sms_tx, email_tx]),
+        };
+        deliverer.queue = Some(Arc::new(queue.clone()));
+        for rx in [push_rx, sms_rx, email_rx] {
+            tokio::spawn(worker(rx, deliverer.clone(), queue.clone(), retry_base));
+        }
+        queue
+    }
+
+    fn send(&self, q: Queued) -> Result<(), QueueError> {
+        let i = match q.job.channel {
+            Channel::Push => 0,
+            Channel::Sms => 1,
+            Channel::Email => 2,
+        };
+        self.senders[i]
+            .send(q)
+            .map_err(|_| QueueError::Failed(anyhow::anyhow!("local queue closed")))
+    }
+}
+
+#[async_trait::async_trait]
+impl JobQueue for LocalQueue {
+    async fn enqueue(&self, jobs: &[DeliveryJob]) -> Result<(), QueueError> {
+        for job in jobs {
+            self.send(Queued {
+                job: job.clone(),
+                attempt: 1,
+            })?;
+        }
+        Ok(())
+    }
+}
+
+async fn worker(
+    mut rx: mpsc::UnboundedReceiver<Queued>,
+    deliverer: Deliverer,
+    queue: LocalQueue,
+    retry_base: Duration,
+) {
+    while let Some(q) = rx.recv().await {
+        let deliverer = deliverer.clone();
+        let queue = queue.clone();
+        tokio::spawn(async move {
+            let last = q.attempt >= MAX_ATTEMPTS;
+            match deliverer.deliver(&q.job, last).await {
+                Ok(_) => {}
+                Err(e) if !last => {
+                    let reason = match &e {
+                        DeliverError::Retry { reason } => reason.clone(),
+                        other => format!("{other:?}"),
+                    };
+                    let delay = retry_base * 2u32.pow(q.attempt.min(5) - 1);
+                    tracing::info!(notification_id = %q.job.notification_id, channel = q.job.channel.as_str(), attempt = q.attempt, delay_ms = delay.as_millis() as u64, reason = %reason, "retrying");
+                    tokio::time::sleep(delay.min(retry_base * 30)).await;
+                    let _ = queue.send(Queued {
+                        job: q.job,
+                        attempt: q.attempt + 1,
+                    });
+                }
+                Err(e) => {
+                    tracing::error!(notification_id = %q.job.notification_id, channel = q.job.channel.as_str(), error = ?e, "job given up after {MAX_ATTEMPTS} attempts (a dead-letter queue in AWS)");
+                }
+            }
+        });
+    }
+}

@@ -1,0 +1,408 @@
+//! Carrying out one delivery job: claim its record, call the channel's sender, record
+//! the outcome; after push, resolve the SMS and email held behind it.
+
+use crate::domain::routing::{Action, HeldDelivery, JobTemplate, PushOutcome, after_push};
+use crate::domain::settings::effective_sender;
+use crate::domain::{
+    Channel, ControlCenterId, DeliveryJob, DeliveryStatus, Destination, EmailAddress, Provider,
+};
+use crate::ports::{
+    Claim, DeliveryLog, Directory, EmailMessage, EmailSender, Finish, JobQueue, PushMessage,
+    PushSender, QueueError, SendError, SettingsStore, SmsMessage, SmsSender, StoreError,
+};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tracing::Instrument;
+
+/// How long one attempt holds a record: longer than any send may take, shorter than
+/// the queue's visibility timeout, so a crashed attempt's job is retried in time.
+pub const CLAIM_LEASE: Duration = Duration::from_secs(120);
+
+#[derive(Clone)]
+pub struct Deliverer {
+    pub log: Arc<dyn DeliveryLog>,
+    /// Where fallback deliveries are enqueued (push function only).
+    pub queue: Option<Arc<dyn JobQueue>>,
+    pub directory: Arc<dyn Directory>,
+    pub settings: Arc<dyn SettingsStore>,
+    pub push: Option<Arc<dyn PushSender>>,
+    pub sms: HashMap<Provider, Arc<dyn SmsSender>>,
+    pub email: HashMap<Provider, Arc<dyn EmailSender>>,
+    /// The default account email goes from (`FLARE_DEFAULT_SENDER`).
+    pub default_sender: Option<EmailAddress>,
+}
+
+/// How a job ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delivered {
+    Sent {
+        provider_message_id: Option<String>,
+    },
+    Failed {
+        reason: String,
+    },
+    /// The record was already done: nothing was sent again.
+    AlreadyDone(DeliveryStatus),
+    /// No record for the job: nothing to do.
+    NoRecord,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeliverError {
+    /// Try again later (a transient send failure, or another attempt holds the claim).
+    #[error("retry later: {reason}")]
+    Retry { reason: String },
+    #[error("storage failed")]
+    Store(#[from] StoreError),
+    #[error("enqueuing the fallback failed")]
+    Queue(#[from] QueueError),
+}
+
+impl Deliverer {
+    /// Delivers one job. `final_attempt` turns a transient failure into a permanent one,
+    /// so no record is left pending when the queue gives up on the job.
+    pub async fn deliver(
+        &self,
+        job: &DeliveryJob,
+        final_attempt: bool,
+    ) -> Result<Delivered, DeliverError> {
+        let claim = self
+            .log
+            .claim(
+                &job.org_id,
+                &job.notification_id,
+                &job.recipient,
+                job.channel,
+                CLAIM_LEASE,
+            )
+            .await?;
+        match claim {
+            Claim::Claimed { attempts } => {
+                let span = tracing::info_span!("deliver", notification_id = %job.notification_id, channel = job.channel.as_str(), recipient = %job.recipient.key(), attempts);
+                self.attempt(job, attempts, final_attempt)
+                    .instrument(span)
+                    .await
+            }
+            Claim::AlreadyDone(status) => {
+                tracing::info!(notification_id = %job.notification_id, channel = job.channel.as_str(), recipient = %job.recipient.key(), status = ?status, "duplicate job: already done, nothing sent");
+                // A push that ended before its follow-up was recorded: finish that now.
+                if job.channel == Channel::Push {
+                    let outcome = match status {
+                        DeliveryStatus::Sent => Some(PushOutcome::Sent),
+                        DeliveryStatus::Failed => Some(PushOutcome::FailedOnEveryDevice),
+                        _ => None,
+                    };
+                    if let Some(o) = outcome {
+                        self.resolve_held(job, o).await?;
+                    }
+                }
+                Ok(Delivered::AlreadyDone(status))
+            }
+            Claim::InFlight => Err(DeliverError::Retry {
+                reason: "another attempt holds the claim".into(),
+            }),
+            Claim::Missing => {
+                tracing::warn!(notification_id = %job.notification_id, channel = job.channel.as_str(), recipient = %job.recipient.key(), "job without a delivery record: dropped");
+                Ok(Delivered::NoRecord)
+            }
+        }
+    }
+
+    async fn attempt(
+        &self,
+        job: &DeliveryJob,
+        attempts: u32,
+        final_attempt: bool,
+    ) -> Result<Delivered, DeliverError> {
+        let result = match job.channel {
+            Channel::Push => self.send_push(job).await,
+            Channel::Sms => self.send_sms(job).await,
+            Channel::Email => self.send_email(job).await,
+        };
+        let finish = |outcome| {
+            self.log.finish(
+                &job.org_id,
+                &job.notification_id,
+                &job.recipient,
+                job.channel,
+                outcome,
+            )
+        };
+        let fields = (
+            job.notification_id.as_str(),
+            job.channel.as_str(),
+            job.recipient.key(),
+        );
+        match result {
+            Ok(receipt) => {
+                finish(Finish::Sent {
+                    provider: receipt.provider,
+                    provider_message_id: receipt.provider_message_id.clone(),
+                })
+                .await?;
+                tracing::info!(notification_id = fields.0, channel = fields.1, recipient = %fields.2, provider = receipt.provider.as_str(), attempts, fallback = job.fallback, "delivery sent");
+                if job.channel == Channel::Push {
+                    self.resolve_held(job, PushOutcome::Sent).await?;
+                }
+                Ok(Delivered::Sent {
+                    provider_message_id: receipt.provider_message_id,
+                })
+            }
+            Err(e) if e.is_transient() && !final_attempt => {
+                finish(Finish::Retry {
+                    reason: e.reason().to_string(),
+                })
+                .await?;
+                tracing::warn!(notification_id = fields.0, channel = fields.1, recipient = %fields.2, attempts, reason = e.reason(), "delivery failed, will retry");
+                Err(DeliverError::Retry {
+                    reason: e.reason().to_string(),
+                })
+            }
+            Err(e) => {
+                let reason = if e.is_transient() {
+                    format!("gave_up: {}", e.reason())
+                } else {
+                    e.reason().to_string()
+                };
+                finish(Finish::Failed {
+                    reason: reason.clone(),
+                })
+                .await?;
+                tracing::warn!(notification_id = fields.0, channel = fields.1, recipient = %fields.2, attempts, reason = %reason, error = ?e, "delivery failed");
+                if job.channel == Channel::Push {
+                    self.resolve_held(job, PushOutcome::FailedOnEveryDevice)
+                        .await?;
+                }
+                Ok(Delivered::Failed { reason })
+            }
+        }
+    }
+
+    /// After push: held SMS and email end `push_sent`, or are released and enqueued as
+    /// fallback. Each record moves only while held, so running this twice is harmless.
+    async fn resolve_held(
+        &self,
+        job: &DeliveryJob,
+        outcome: PushOutcome,
+    ) -> Result<(), DeliverError> {
+        let Some(logged) = self
+            .log
+            .get_notification(&job.org_id, &job.notification_id)
+            .await?
+        else {
+            return Ok(());
+        };
+        let records = logged.records;
+        let held: Vec<HeldDelivery> = records
+            .iter()
+            .filter(|r| {
+                r.recipient == job.recipient
+                    && r.awaiting_push
+                    && r.status == DeliveryStatus::Pending
+            })
+            .filter_map(|r| {
+                Some(HeldDelivery {
+                    channel: r.channel,
+                    provider: r.provider?,
+                    destination: r.destination.clone()?,
+                })
+            })
+            .collect();
+        if held.is_empty() {
+            return Ok(());
+        }
+        let template = JobTemplate {
+            notification_id: job.notification_id.clone(),
+            org_id: job.org_id.clone(),
+            control_center_id: job.control_center_id.clone(),
+            category: job.category,
+            message: job.message.clone(),
+        };
+        let mut jobs = Vec::new();
+        for d in after_push(&held, outcome) {
+            let finish = match &d.action {
+                Action::Send { .. } => Finish::Release,
+                Action::Skip(r) => Finish::SkipHeld {
+                    reason: r.as_str().to_string(),
+                },
+                Action::AwaitPush { .. } => continue,
+            };
+            let moved = self
+                .log
+                .finish(
+                    &job.org_id,
+                    &job.notification_id,
+                    &job.recipient,
+                    d.channel,
+                    finish,
+                )
+                .await?;
+            if let (
+                true,
+                Action::Send {
+                    provider,
+                    destination,
+                },
+            ) = (moved, &d.action)
+            {
+                jobs.push(template.job(&job.recipient, d.channel, *provider, destination, true));
+            }
+        }
+        if !jobs.is_empty() {
+            let queue = self.queue.as_ref().ok_or_else(|| {
+                DeliverError::Queue(QueueError::Failed(anyhow::anyhow!(
+                    "no queue for fallback deliveries"
+                )))
+            })?;
+            queue.enqueue(&jobs).await?;
+            tracing::info!(notification_id = %job.notification_id, recipient = %job.recipient.key(), fallbacks = jobs.len(), "push failed on every device: fallback enqueued");
+        }
+        Ok(())
+    }
+
+    async fn send_push(&self, job: &DeliveryJob) -> Result<crate::ports::Receipt, SendError> {
+        let sender = self
+            .push
+            .as_ref()
+            .ok_or_else(|| SendError::permanent("provider_unavailable"))?;
+        let Destination::Devices(user_id) = &job.destination else {
+            return Err(SendError::permanent("bad_destination"));
+        };
+        let user = self
+            .directory
+            .get_user(&job.org_id, user_id)
+            .await
+            .map_err(|e| SendError::Transient {
+                reason: "directory_unavailable".into(),
+                source: Some(e.into()),
+            })?;
+        let devices: Vec<_> = user
+            .map(|u| u.devices)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|d| d.endpoint.is_some())
+            .collect();
+        if devices.is_empty() {
+            return Err(SendError::permanent("no_device"));
+        }
+        // Sent when at least one device took it; else transient if any failure was.
+        let mut ids = Vec::new();
+        let mut last_err: Option<SendError> = None;
+        let mut any_transient = false;
+        for d in devices {
+            let push = PushMessage {
+                notification_id: job.notification_id.clone(),
+                device_id: d.device_id.clone(),
+                endpoint: d.endpoint.clone().unwrap_or_default(),
+                platform: d.platform,
+                message: job.message.clone(),
+            };
+            match sender.send(&push).await {
+                Ok(r) => ids.extend(r.provider_message_id),
+                Err(e) => {
+                    tracing::warn!(notification_id = %job.notification_id, device_id = %d.device_id, reason = e.reason(), "push to a device failed");
+                    any_transient |= e.is_transient();
+                    last_err = Some(e);
+                }
+            }
+        }
+        if !ids.is_empty() || last_err.is_none() {
+            return Ok(crate::ports::Receipt {
+                provider: Provider::Sns,
+                provider_message_id: (!ids.is_empty()).then(|| ids.join(",")),
+            });
+        }
+        match last_err {
+            Some(e) if any_transient && !e.is_transient() => {
+                Err(SendError::transient(e.reason().to_string()))
+            }
+            Some(e) => Err(e),
+            None => Err(SendError::permanent("no_device")),
+        }
+    }
+
+    async fn send_sms(&self, job: &DeliveryJob) -> Result<crate::ports::Receipt, SendError> {
+        let Destination::Phone(to) = &job.destination else {
+            return Err(SendError::permanent("bad_destination"));
+        };
+        let sender = self
+            .sms
+            .get(&job.provider)
+            .ok_or_else(|| SendError::permanent("provider_unavailable"))?;
+        let settings = self.sms_settings(job).await?;
+        let sms = SmsMessage {
+            notification_id: job.notification_id.clone(),
+            org_id: job.org_id.clone(),
+            control_center_id: settings.as_ref().map_or_else(
+                || job.control_center_id.clone(),
+                |s| s.control_center_id.clone(),
+            ),
+            to: to.clone(),
+            from: settings.and_then(|s| s.sender_number),
+            text: job.message.sms_text(),
+        };
+        sender.send(&sms).await
+    }
+
+    /// The control center's own SMS settings, else `main`'s.
+    async fn sms_settings(
+        &self,
+        job: &DeliveryJob,
+    ) -> Result<Option<crate::domain::SmsSettings>, SendError> {
+        let unavailable = |e: StoreError| SendError::Transient {
+            reason: "settings_unavailable".into(),
+            source: Some(e.into()),
+        };
+        let own = self
+            .settings
+            .get_sms(&job.org_id, &job.control_center_id)
+            .await
+            .map_err(unavailable)?;
+        match own {
+            Some(s) => Ok(Some(s)),
+            None if !job.control_center_id.is_main() => self
+                .settings
+                .get_sms(&job.org_id, &ControlCenterId::main())
+                .await
+                .map_err(unavailable),
+            None => Ok(None),
+        }
+    }
+
+    async fn send_email(&self, job: &DeliveryJob) -> Result<crate::ports::Receipt, SendError> {
+        let Destination::Email(to) = &job.destination else {
+            return Err(SendError::permanent("bad_destination"));
+        };
+        let sender = self
+            .email
+            .get(&job.provider)
+            .ok_or_else(|| SendError::permanent("provider_unavailable"))?;
+        let settings =
+            self.settings
+                .get_email(&job.org_id)
+                .await
+                .map_err(|e| SendError::Transient {
+                    reason: "settings_unavailable".into(),
+                    source: Some(e.into()),
+                })?;
+        let from = match (
+            &self.default_sender,
+            settings.as_ref().and_then(|s| s.sender_email.clone()),
+        ) {
+            (_, Some(own)) => own,
+            (Some(default), None) => effective_sender(settings.as_ref(), default).clone(),
+            (None, None) => return Err(SendError::permanent("no_sender_address")),
+        };
+        let email = EmailMessage {
+            notification_id: job.notification_id.clone(),
+            org_id: job.org_id.clone(),
+            to: to.clone(),
+            from,
+            subject: job.message.title.clone(),
+            text: job.message.body.clone(),
+            html: Some(job.message.html()),
+        };
+        sender.send(&email).await
+    }
+}

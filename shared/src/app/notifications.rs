@@ -1,0 +1,126 @@
+//! The notifications API: a notification with every delivery, acks, manual SMS.
+
+use super::Services;
+use super::auth::Claims;
+use super::error::ApiError;
+use super::notify::{ManualSmsError, Notifier, RouteError};
+use crate::domain::input::ManualSmsInput;
+use crate::domain::{Channel, DeliveryRecord, NotificationId, OrgId, RecipientRef, UserId};
+use crate::ports::Logged;
+use serde_json::{Value, json};
+
+fn recipient_view(r: &RecipientRef) -> Value {
+    match r {
+        RecipientRef::User(id) => json!({"user_id": id}),
+        RecipientRef::Contact { contact, .. } => json!({"contact": contact}),
+    }
+}
+
+fn delivery_view(r: &DeliveryRecord) -> Value {
+    let mut v = json!({
+        "channel": r.channel,
+        "status": r.status,
+        "attempts": r.attempts,
+        "fallback": r.fallback,
+    });
+    if let Some(reason) = &r.reason {
+        v["reason"] = json!(reason);
+    }
+    if let Some(p) = r.provider {
+        v["provider"] = json!(p);
+    }
+    if let Some(id) = &r.provider_message_id {
+        v["provider_message_id"] = json!(id);
+    }
+    v
+}
+
+/// `GET /v1/notifications/{id}`: recipients in the order the log keeps them, each with
+/// its deliveries as push, sms, email.
+pub fn view(l: &Logged) -> Value {
+    let n = &l.notification;
+    let mut groups: Vec<(String, &RecipientRef, Vec<&DeliveryRecord>)> = Vec::new();
+    for r in &l.records {
+        let key = r.recipient.key();
+        match groups.iter_mut().find(|(k, _, _)| *k == key) {
+            Some((_, _, list)) => list.push(r),
+            None => groups.push((key, &r.recipient, vec![r])),
+        }
+    }
+    let recipients: Vec<Value> = groups
+        .into_iter()
+        .map(|(_, who, mut list)| {
+            list.sort_by_key(|r| Channel::ALL.iter().position(|c| *c == r.channel));
+            let mut v = recipient_view(who);
+            v["deliveries"] = Value::Array(list.into_iter().map(delivery_view).collect());
+            if let RecipientRef::User(id) = who
+                && let Some((_, at)) = l.acks.iter().find(|(u, _)| u == id)
+            {
+                v["acknowledged_at"] = json!(at);
+            }
+            v
+        })
+        .collect();
+    json!({
+        "notification_id": n.notification_id,
+        "category": n.category,
+        "incident_id": n.incident_id,
+        "control_center_id": n.control_center_id,
+        "created_at": n.created_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        "message": n.message,
+        "recipients": recipients,
+    })
+}
+
+pub async fn get(svc: &Services, org: &OrgId, id: &str) -> Result<Value, ApiError> {
+    let id = NotificationId::parse(id).map_err(|_| ApiError::NotFound)?;
+    let logged = svc
+        .log
+        .get_notification(org, &id)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    Ok(view(&logged))
+}
+
+/// Only a user the notification was for may acknowledge it.
+pub async fn ack(svc: &Services, claims: &Claims, id: &str) -> Result<(), ApiError> {
+    let id = NotificationId::parse(id).map_err(|_| ApiError::NotFound)?;
+    let logged = svc
+        .log
+        .get_notification(&claims.org_id, &id)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    let me = UserId::parse(&claims.sub).map_err(|_| ApiError::Forbidden)?;
+    if !logged
+        .records
+        .iter()
+        .any(|r| r.recipient == RecipientRef::User(me.clone()))
+    {
+        return Err(ApiError::Forbidden);
+    }
+    svc.log.ack(&claims.org_id, &id, &me).await?;
+    tracing::info!(notification_id = %id, user_id = %me, "notification acknowledged");
+    Ok(())
+}
+
+pub async fn manual_sms(svc: &Services, org: &OrgId, body: &Value) -> Result<Value, ApiError> {
+    let input = ManualSmsInput::parse(body)?;
+    let notifier = Notifier {
+        settings: svc.settings.clone(),
+        directory: svc.directory.clone(),
+        log: svc.log.clone(),
+        queue: svc.queue.clone(),
+    };
+    match notifier.manual_sms(org, input).await {
+        Ok(id) => Ok(json!({"notification_id": id})),
+        Err(ManualSmsError::Disabled) => Err(ApiError::ManualSmsDisabled),
+        Err(ManualSmsError::UnknownUser) => {
+            let mut f = crate::domain::FieldErrors::new();
+            f.add("user_id", "no such user");
+            Err(ApiError::Validation(f))
+        }
+        Err(ManualSmsError::Route(RouteError::Store(e))) => Err(e.into()),
+        Err(ManualSmsError::Route(RouteError::Queue(e))) => Err(ApiError::Unavailable(e.into())),
+        Err(ManualSmsError::Route(e)) => Err(ApiError::Internal(e.into())),
+    }
+}

@@ -1,0 +1,310 @@
+//! Turning an incident event (or a manual SMS) into a notification: load the settings
+//! and recipients, ask the routing policy for the plan, record every (recipient,
+//! channel), enqueue what is to be sent now. Idempotent on the notification id.
+
+use crate::domain::input::ManualSmsInput;
+use crate::domain::routing::{self, JobTemplate, Recipient, RecipientPlan, RoutingContext};
+use crate::domain::settings::effective_email_provider;
+use crate::domain::{
+    Category, ControlCenterId, DeliveryJob, DeliveryRecord, DeliveryStatus, IncidentEvent, Message,
+    Notification, NotificationId, OrgId, Provider, Targets, User, UserId,
+};
+use crate::ports::{
+    Created, DeliveryLog, Directory, JobQueue, QueueError, SettingsStore, StoreError,
+};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+#[derive(Clone)]
+pub struct Notifier {
+    pub settings: Arc<dyn SettingsStore>,
+    pub directory: Arc<dyn Directory>,
+    pub log: Arc<dyn DeliveryLog>,
+    pub queue: Arc<dyn JobQueue>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RouteError {
+    /// Nothing is known of the organization: retrying will not help.
+    #[error("unknown organization {0}")]
+    UnknownOrganization(OrgId),
+    #[error("storage failed")]
+    Store(#[from] StoreError),
+    #[error("enqueuing failed")]
+    Queue(#[from] QueueError),
+}
+
+impl RouteError {
+    /// Worth returning an error to EventBridge so it retries.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            RouteError::Store(StoreError::Unavailable(_) | StoreError::Conflict(_))
+                | RouteError::Queue(QueueError::Unavailable(_))
+        )
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ManualSmsError {
+    #[error("manual SMS is disabled")]
+    Disabled,
+    #[error("no such user")]
+    UnknownUser,
+    #[error(transparent)]
+    Route(#[from] RouteError),
+}
+
+/// What routing did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Routed {
+    pub notification_id: NotificationId,
+    /// The notification already existed: this was a replay (or a retry).
+    pub replay: bool,
+    pub recipients: usize,
+    pub records_written: usize,
+    pub jobs_enqueued: usize,
+}
+
+/// The effective providers of a notification's control center.
+struct Providers {
+    sms: Option<Provider>,
+    email: Provider,
+    known: bool,
+}
+
+impl Notifier {
+    async fn providers(&self, org: &OrgId, cc: &ControlCenterId) -> Result<Providers, StoreError> {
+        let own = self.settings.get_sms(org, cc).await?;
+        let sms = match own {
+            Some(s) => Some(s),
+            None if !cc.is_main() => self.settings.get_sms(org, &ControlCenterId::main()).await?,
+            None => None,
+        };
+        let email = self.settings.get_email(org).await?;
+        Ok(Providers {
+            known: sms.is_some() || email.is_some(),
+            sms: sms.map(|s| s.provider_name()),
+            email: effective_email_provider(email.as_ref()),
+        })
+    }
+
+    /// Routes one incident event.
+    pub async fn route(&self, event: &IncidentEvent) -> Result<Routed, RouteError> {
+        let org = &event.org_id;
+        let comm = self.settings.get_communication(org).await?;
+        let providers = self.providers(org, &event.control_center_id).await?;
+
+        // Recipients: users in the event's order; unknown ids are recorded, not dropped.
+        let (user_ids, contacts, creator) = match &event.targets {
+            Targets::Users(ids) => (ids.clone(), Vec::new(), None),
+            Targets::UsersAndContacts { users, contacts } => {
+                (users.clone(), contacts.clone(), None)
+            }
+            Targets::SosCreator(id) => (Vec::new(), Vec::new(), Some(id.clone())),
+        };
+        let lookup: Vec<UserId> = user_ids.iter().chain(creator.iter()).cloned().collect();
+        let found = if lookup.is_empty() {
+            Vec::new()
+        } else {
+            self.directory.get_users(org, &lookup).await?
+        };
+        if comm.is_none() && !providers.known && found.is_empty() {
+            return Err(RouteError::UnknownOrganization(org.clone()));
+        }
+        let by_id: HashMap<&UserId, &User> = found.iter().map(|u| (&u.user_id, u)).collect();
+        let creator_user = creator.as_ref().and_then(|c| by_id.get(c).copied());
+        let contacts = match creator_user {
+            Some(u) => u.emergency_contacts.clone(),
+            None => contacts,
+        };
+        if let (Some(c), None) = (&creator, creator_user) {
+            tracing::warn!(notification_id = %event.notification_id, creator_id = %c, "SOS creator not in the directory: no emergency contacts to tell");
+        }
+
+        let message = event
+            .message
+            .clone()
+            .unwrap_or_else(|| sos_message(creator_user, event));
+        let notification = Notification {
+            notification_id: event.notification_id.clone(),
+            org_id: org.clone(),
+            category: event.category,
+            incident_id: Some(event.incident_id.clone()),
+            control_center_id: event.control_center_id.clone(),
+            message,
+            created_at: event.time.unwrap_or_else(chrono::Utc::now),
+        };
+        let settings = comm.unwrap_or_default();
+        let ctx = RoutingContext {
+            category: event.category,
+            settings: &settings,
+            sms_provider: providers.sms,
+            email_provider: providers.email,
+        };
+        let mut recipients = Vec::new();
+        let mut unknown = Vec::new();
+        for id in &user_ids {
+            match by_id.get(id) {
+                Some(u) => recipients.push(Recipient::User(u)),
+                None => unknown.push(routing::unknown_user(id)),
+            }
+        }
+        recipients.extend(
+            contacts
+                .iter()
+                .enumerate()
+                .map(|(i, c)| Recipient::Contact {
+                    index: i as u32,
+                    contact: c,
+                }),
+        );
+        let mut plans = routing::plan(&ctx, &recipients).recipients;
+        plans.extend(unknown);
+        self.commit(notification, plans).await
+    }
+
+    /// Records the plan and enqueues what is to be sent now. On a replay only the
+    /// missing records are written and only records still pending are enqueued again
+    /// (their claims make a duplicate job harmless).
+    async fn commit(
+        &self,
+        n: Notification,
+        plans: Vec<RecipientPlan>,
+    ) -> Result<Routed, RouteError> {
+        let org = n.org_id.clone();
+        let id = n.notification_id.clone();
+        let planned: Vec<DeliveryRecord> = plans.iter().flat_map(|p| p.records(&id)).collect();
+        let created = self.log.create_notification(&n).await?;
+        let (records, written) = match created {
+            Created::New => {
+                self.log.put_records(&org, &planned).await?;
+                let w = planned.len();
+                (planned, w)
+            }
+            Created::AlreadyExists => {
+                let existing = self
+                    .log
+                    .get_notification(&org, &id)
+                    .await?
+                    .map(|l| l.records)
+                    .unwrap_or_default();
+                let have: HashSet<(String, crate::domain::Channel)> = existing
+                    .iter()
+                    .map(|r| (r.recipient.key(), r.channel))
+                    .collect();
+                let missing: Vec<DeliveryRecord> = planned
+                    .into_iter()
+                    .filter(|r| !have.contains(&(r.recipient.key(), r.channel)))
+                    .collect();
+                if !missing.is_empty() {
+                    self.log.put_records(&org, &missing).await?;
+                }
+                let w = missing.len();
+                (existing.into_iter().chain(missing).collect(), w)
+            }
+        };
+        let template = JobTemplate {
+            notification_id: id.clone(),
+            org_id: org.clone(),
+            control_center_id: n.control_center_id.clone(),
+            category: n.category,
+            message: n.message.clone(),
+        };
+        let jobs: Vec<DeliveryJob> = records
+            .iter()
+            .filter(|r| r.status == DeliveryStatus::Pending && !r.awaiting_push)
+            .filter_map(|r| {
+                Some(template.job(
+                    &r.recipient,
+                    r.channel,
+                    r.provider?,
+                    r.destination.as_ref()?,
+                    r.fallback,
+                ))
+            })
+            .collect();
+        if !jobs.is_empty() {
+            self.queue.enqueue(&jobs).await?;
+        }
+        let routed = Routed {
+            notification_id: id,
+            replay: created == Created::AlreadyExists,
+            recipients: plans.len(),
+            records_written: written,
+            jobs_enqueued: jobs.len(),
+        };
+        tracing::info!(
+            notification_id = %routed.notification_id,
+            org_id = %org,
+            category = n.category.as_str(),
+            recipients = routed.recipients,
+            records_written = routed.records_written,
+            jobs_enqueued = routed.jobs_enqueued,
+            replay = routed.replay,
+            "notification routed"
+        );
+        Ok(routed)
+    }
+
+    /// A dispatcher's SMS to one user (`POST /v1/messages/sms`).
+    pub async fn manual_sms(
+        &self,
+        org: &OrgId,
+        input: ManualSmsInput,
+    ) -> Result<NotificationId, ManualSmsError> {
+        let settings = self
+            .settings
+            .get_communication(org)
+            .await
+            .map_err(RouteError::from)?
+            .unwrap_or_default();
+        if !settings.manual_sms {
+            return Err(ManualSmsError::Disabled);
+        }
+        let user = self
+            .directory
+            .get_user(org, &input.user_id)
+            .await
+            .map_err(RouteError::from)?
+            .ok_or(ManualSmsError::UnknownUser)?;
+        let cc = input
+            .control_center_id
+            .or_else(|| user.control_center_id.clone())
+            .unwrap_or_else(ControlCenterId::main);
+        let providers = self.providers(org, &cc).await.map_err(RouteError::from)?;
+        let notification = Notification {
+            notification_id: NotificationId::generate(),
+            org_id: org.clone(),
+            category: Category::ManualSms,
+            incident_id: None,
+            control_center_id: cc,
+            message: Message {
+                title: String::new(),
+                body: input.text,
+            },
+            created_at: chrono::Utc::now(),
+        };
+        let ctx = RoutingContext {
+            category: Category::ManualSms,
+            settings: &settings,
+            sms_provider: providers.sms,
+            email_provider: providers.email,
+        };
+        let plans = routing::plan(&ctx, &[Recipient::User(&user)]).recipients;
+        let routed = self.commit(notification, plans).await?;
+        Ok(routed.notification_id)
+    }
+}
+
+/// An SOS without a message of its own.
+fn sos_message(creator: Option<&User>, event: &IncidentEvent) -> Message {
+    let who = creator.map_or("Someone", |u| u.name.as_str());
+    Message {
+        title: format!("SOS from {who}"),
+        body: format!(
+            "{who} raised an SOS (incident {}). You are listed as an emergency contact.",
+            event.incident_id
+        ),
+    }
+}

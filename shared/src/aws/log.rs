@@ -1,0 +1,388 @@
+//! The delivery log in DynamoDB.
+//!
+//! | pk                        | sk                       | item                          |
+//! |---------------------------|--------------------------|-------------------------------|
+//! | `ORG#{org}#N#{id}`        | `NOTIFICATION`           | the notification              |
+//! | `ORG#{org}#N#{id}`        | `R#{recipient}#{channel}`| one delivery record           |
+//! | `ORG#{org}#N#{id}`        | `ACK#{user}`             | an acknowledgement            |
+//!
+//! One partition per notification: reading it is one Query, and the organization in
+//! the key keeps every read scoped. Records are created with BatchWriteItem (25 a call);
+//! a claim is a conditional UpdateItem (`status = pending` and no live lease), so two
+//! attempts never both send. Every item carries `expires_at` for DynamoDB's TTL.
+
+use super::dynamodb::backoff;
+use super::{error_code, store_error};
+use crate::domain::{
+    Channel, DeliveryRecord, Notification, NotificationId, OrgId, RecipientRef, UserId,
+};
+use crate::ports::{Claim, Created, DeliveryLog, Finish, Logged, StoreError, StoreResult};
+use async_trait::async_trait;
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, ReturnValue, WriteRequest};
+use std::collections::HashMap;
+
+type Item = HashMap<String, AttributeValue>;
+
+/// BatchWriteItem's limit per call.
+pub const BATCH_WRITE_MAX: usize = 25;
+/// How long log items are kept (DynamoDB TTL).
+pub const RETENTION_DAYS: i64 = 90;
+
+const NOTIFICATION_SK: &str = "NOTIFICATION";
+const CONDITION_FAILED: &str = "ConditionalCheckFailedException";
+
+#[derive(Clone, Debug)]
+pub struct DynamoDeliveryLog {
+    client: Client,
+    table: String,
+}
+
+fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+
+fn n(v: i64) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+pub fn notification_pk(org: &OrgId, id: &NotificationId) -> String {
+    format!("ORG#{org}#N#{id}")
+}
+
+fn record_sk(recipient: &RecipientRef, channel: Channel) -> String {
+    format!("R#{}#{}", recipient.key(), channel.as_str())
+}
+
+fn expires_at() -> AttributeValue {
+    n((chrono::Utc::now() + chrono::Duration::days(RETENTION_DAYS)).timestamp())
+}
+
+fn encode<T: serde::Serialize>(pk: String, sk: String, v: &T) -> StoreResult<Item> {
+    let mut item: Item = serde_dynamo::to_item(v)
+        .map_err(|e| StoreError::Failed(anyhow::Error::new(e).context("encoding log item")))?;
+    item.insert("pk".into(), s(pk));
+    item.insert("sk".into(), s(sk));
+    item.insert("expires_at".into(), expires_at());
+    Ok(item)
+}
+
+fn decode<T: serde::de::DeserializeOwned>(mut item: Item) -> StoreResult<T> {
+    for k in ["pk", "sk", "expires_at", "lease_ms"] {
+        item.remove(k);
+    }
+    serde_dynamo::from_item(item)
+        .map_err(|e| StoreError::Failed(anyhow::Error::new(e).context("decoding log item")))
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct AckItem {
+    user_id: UserId,
+    at: chrono::DateTime<chrono::Utc>,
+}
+
+impl DynamoDeliveryLog {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        Self {
+            client,
+            table: table.into(),
+        }
+    }
+
+    fn key(
+        &self,
+        org: &OrgId,
+        id: &NotificationId,
+        recipient: &RecipientRef,
+        channel: Channel,
+    ) -> Item {
+        HashMap::from([
+            ("pk".to_string(), s(notification_pk(org, id))),
+            ("sk".to_string(), s(record_sk(recipient, channel))),
+        ])
+    }
+
+    async fn get_record(&self, key: Item) -> StoreResult<Option<Item>> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| store_error(e, "GetItem"))?;
+        Ok(out.item)
+    }
+}
+
+#[async_trait]
+impl DeliveryLog for DynamoDeliveryLog {
+    async fn create_notification(&self, n: &Notification) -> StoreResult<Created> {
+        let item = encode(
+            notification_pk(&n.org_id, &n.notification_id),
+            NOTIFICATION_SK.into(),
+            n,
+        )?;
+        match self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await
+        {
+            Ok(_) => Ok(Created::New),
+            Err(e) if error_code(&e) == Some(CONDITION_FAILED) => Ok(Created::AlreadyExists),
+            Err(e) => Err(store_error(e, "PutItem notification")),
+        }
+    }
+
+    async fn get_notification(
+        &self,
+        org: &OrgId,
+        id: &NotificationId,
+    ) -> StoreResult<Option<Logged>> {
+        let pk = notification_pk(org, id);
+        let mut notification = None;
+        let mut records = Vec::new();
+        let mut acks = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let page = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk")
+                .expression_attribute_values(":pk", s(pk.clone()))
+                .set_exclusive_start_key(start.take())
+                .consistent_read(true)
+                .send()
+                .await
+                .map_err(|e| store_error(e, "Query notification"))?;
+            for item in page.items.unwrap_or_default() {
+                let sk = item
+                    .get("sk")
+                    .and_then(|v| v.as_s().ok())
+                    .cloned()
+                    .unwrap_or_default();
+                if sk == NOTIFICATION_SK {
+                    notification = Some(decode::<Notification>(item)?);
+                } else if sk.starts_with("R#") {
+                    records.push(decode::<DeliveryRecord>(item)?);
+                } else if sk.starts_with("ACK#") {
+                    let a: AckItem = decode(item)?;
+                    acks.push((a.user_id, a.at));
+                }
+            }
+            match page.last_evaluated_key {
+                Some(k) if !k.is_empty() => start = Some(k),
+                _ => break,
+            }
+        }
+        Ok(notification.map(|notification| Logged {
+            notification,
+            records,
+            acks,
+        }))
+    }
+
+    async fn put_records(&self, org: &OrgId, records: &[DeliveryRecord]) -> StoreResult<()> {
+        for chunk in records.chunks(BATCH_WRITE_MAX) {
+            let mut writes = Vec::with_capacity(chunk.len());
+            for r in chunk {
+                let item = encode(
+                    notification_pk(org, &r.notification_id),
+                    record_sk(&r.recipient, r.channel),
+                    r,
+                )?;
+                let put = PutRequest::builder()
+                    .set_item(Some(item))
+                    .build()
+                    .map_err(|e| StoreError::Failed(e.into()))?;
+                writes.push(WriteRequest::builder().put_request(put).build());
+            }
+            let mut attempt = 0;
+            while !writes.is_empty() {
+                let out = self
+                    .client
+                    .batch_write_item()
+                    .request_items(&self.table, std::mem::take(&mut writes))
+                    .send()
+                    .await
+                    .map_err(|e| store_error(e, "BatchWriteItem"))?;
+                if let Some(mut left) = out.unprocessed_items
+                    && let Some(rest) = left.remove(&self.table)
+                    && !rest.is_empty()
+                {
+                    attempt += 1;
+                    if attempt > 8 {
+                        return Err(StoreError::Unavailable(anyhow::anyhow!(
+                            "BatchWriteItem left {} items unprocessed after {attempt} attempts",
+                            rest.len()
+                        )));
+                    }
+                    tokio::time::sleep(backoff(attempt)).await;
+                    writes = rest;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn claim(
+        &self,
+        org: &OrgId,
+        id: &NotificationId,
+        recipient: &RecipientRef,
+        channel: Channel,
+        lease: std::time::Duration,
+    ) -> StoreResult<Claim> {
+        let now = chrono::Utc::now();
+        let until = now + chrono::Duration::from_std(lease).unwrap_or_default();
+        let key = self.key(org, id, recipient, channel);
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key.clone()))
+            .update_expression(
+                "SET attempts = if_not_exists(attempts, :zero) + :one, lease_ms = :until, claimed_until = :until_s REMOVE awaiting_push",
+            )
+            .condition_expression(
+                "attribute_exists(pk) AND #status = :pending AND (attribute_not_exists(lease_ms) OR lease_ms < :now)",
+            )
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":zero", n(0))
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":until", n(until.timestamp_millis()))
+            .expression_attribute_values(":until_s", s(until.to_rfc3339()))
+            .expression_attribute_values(":now", n(now.timestamp_millis()))
+            .expression_attribute_values(":pending", s("pending"))
+            .return_values(ReturnValue::UpdatedNew)
+            .send()
+            .await;
+        match result {
+            Ok(out) => {
+                let attempts = out
+                    .attributes
+                    .as_ref()
+                    .and_then(|a| a.get("attempts"))
+                    .and_then(|v| v.as_n().ok())
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(1);
+                Ok(Claim::Claimed { attempts })
+            }
+            Err(e) if error_code(&e) == Some(CONDITION_FAILED) => {
+                // Why not: gone, done, or held by a live attempt.
+                let Some(item) = self.get_record(key).await? else {
+                    return Ok(Claim::Missing);
+                };
+                let record: DeliveryRecord = decode(item)?;
+                if record.status != crate::domain::DeliveryStatus::Pending {
+                    Ok(Claim::AlreadyDone(record.status))
+                } else {
+                    Ok(Claim::InFlight)
+                }
+            }
+            Err(e) => Err(store_error(e, "UpdateItem claim")),
+        }
+    }
+
+    async fn finish(
+        &self,
+        org: &OrgId,
+        id: &NotificationId,
+        recipient: &RecipientRef,
+        channel: Channel,
+        outcome: Finish,
+    ) -> StoreResult<bool> {
+        let mut values: Vec<(&str, AttributeValue)> = vec![(":pending", s("pending"))];
+        let mut condition = "#status = :pending".to_string();
+        let update = match outcome {
+            Finish::Sent {
+                provider,
+                provider_message_id,
+            } => {
+                values.push((":sent", s("sent")));
+                values.push((":provider", s(provider.as_str())));
+                match provider_message_id {
+                    Some(mid) => {
+                        values.push((":mid", s(mid)));
+                        "SET #status = :sent, provider = :provider, provider_message_id = :mid REMOVE lease_ms, claimed_until, reason".to_string()
+                    }
+                    None => "SET #status = :sent, provider = :provider REMOVE lease_ms, claimed_until, reason".to_string(),
+                }
+            }
+            Finish::Failed { reason } => {
+                values.push((":failed", s("failed")));
+                values.push((":reason", s(reason)));
+                "SET #status = :failed, reason = :reason REMOVE lease_ms, claimed_until".to_string()
+            }
+            Finish::Skipped { reason } => {
+                values.push((":skipped", s("skipped")));
+                values.push((":reason", s(reason)));
+                "SET #status = :skipped, reason = :reason REMOVE lease_ms, claimed_until"
+                    .to_string()
+            }
+            Finish::Retry { reason } => {
+                values.push((":reason", s(reason)));
+                "SET reason = :reason REMOVE lease_ms, claimed_until".to_string()
+            }
+            Finish::Release => {
+                values.push((":true", AttributeValue::Bool(true)));
+                condition.push_str(" AND awaiting_push = :true");
+                "REMOVE awaiting_push".to_string()
+            }
+            Finish::SkipHeld { reason } => {
+                values.push((":true", AttributeValue::Bool(true)));
+                values.push((":skipped", s("skipped")));
+                values.push((":reason", s(reason)));
+                condition.push_str(" AND awaiting_push = :true");
+                "SET #status = :skipped, reason = :reason REMOVE awaiting_push".to_string()
+            }
+        };
+        let mut req = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(self.key(org, id, recipient, channel)))
+            .update_expression(update)
+            .condition_expression(condition)
+            .expression_attribute_names("#status", "status");
+        for (k, v) in values {
+            req = req.expression_attribute_values(k, v);
+        }
+        match req.send().await {
+            Ok(_) => Ok(true),
+            Err(e) if error_code(&e) == Some(CONDITION_FAILED) => Ok(false),
+            Err(e) => Err(store_error(e, "UpdateItem finish")),
+        }
+    }
+
+    async fn ack(&self, org: &OrgId, id: &NotificationId, user: &UserId) -> StoreResult<bool> {
+        let item = encode(
+            notification_pk(org, id),
+            format!("ACK#{user}"),
+            &AckItem {
+                user_id: user.clone(),
+                at: chrono::Utc::now(),
+            },
+        )?;
+        // The first ack's time is kept.
+        match self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) if error_code(&e) == Some(CONDITION_FAILED) => Ok(true),
+            Err(e) => Err(store_error(e, "PutItem ack")),
+        }
+    }
+}

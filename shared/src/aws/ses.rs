@@ -1,0 +1,80 @@
+//! Email through Amazon SES v2, with text and HTML parts.
+
+use super::{error_code, is_transient};
+use crate::domain::Provider;
+use crate::ports::{EmailMessage, EmailSender, Receipt, SendError};
+use async_trait::async_trait;
+use aws_sdk_sesv2::Client;
+use aws_sdk_sesv2::types::{Body, Content, Destination, EmailContent, Message};
+
+#[derive(Clone, Debug)]
+pub struct SesEmailSender {
+    client: Client,
+}
+
+impl SesEmailSender {
+    pub fn new(client: Client) -> Self {
+        Self { client }
+    }
+}
+
+fn content(s: &str) -> Result<Content, SendError> {
+    Content::builder()
+        .data(s)
+        .charset("UTF-8")
+        .build()
+        .map_err(|e| SendError::Permanent {
+            reason: "bad_content".into(),
+            source: Some(e.into()),
+        })
+}
+
+#[async_trait]
+impl EmailSender for SesEmailSender {
+    async fn send(&self, m: &EmailMessage) -> Result<Receipt, SendError> {
+        let mut body = Body::builder().text(content(&m.text)?);
+        if let Some(html) = &m.html {
+            body = body.html(content(html)?);
+        }
+        let message = Message::builder()
+            .subject(content(&m.subject)?)
+            .body(body.build())
+            .build();
+        match self
+            .client
+            .send_email()
+            .from_email_address(m.from.as_str())
+            .destination(Destination::builder().to_addresses(m.to.as_str()).build())
+            .content(EmailContent::builder().simple(message).build())
+            .send()
+            .await
+        {
+            Ok(out) => Ok(Receipt {
+                provider: Provider::Ses,
+                provider_message_id: out.message_id,
+            }),
+            Err(e) => {
+                let code = error_code(&e).unwrap_or_default().to_string();
+                let transient = is_transient(&e)
+                    || matches!(
+                        code.as_str(),
+                        "TooManyRequestsException" | "LimitExceededException"
+                    );
+                let reason = match code.as_str() {
+                    _ if transient => "ses_unavailable",
+                    "MessageRejected" => "message_rejected",
+                    "MailFromDomainNotVerifiedException" => "sender_not_verified",
+                    "AccountSuspendedException" | "SendingPausedException" => "sending_paused",
+                    _ => "ses_rejected",
+                }
+                .to_string();
+                let source = Some(anyhow::Error::new(e).context("SES SendEmail"));
+                Err(if transient {
+                    SendError::Transient { reason, source }
+                } else {
+                    SendError::Permanent { reason, source }
+                })
+            }
+        }
+    }
+}

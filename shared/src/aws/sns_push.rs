@@ -1,0 +1,83 @@
+//! Push through SNS platform endpoints, with payloads for FCM and APNs.
+
+use super::{error_code, is_transient};
+use crate::domain::Provider;
+use crate::ports::{PushMessage, PushSender, Receipt, SendError};
+use async_trait::async_trait;
+use aws_sdk_sns::Client;
+use serde_json::json;
+
+#[derive(Clone, Debug)]
+pub struct SnsPushSender {
+    client: Client,
+}
+
+impl SnsPushSender {
+    pub fn new(client: Client) -> Self {
+        Self { client }
+    }
+}
+
+/// The `MessageStructure: json` body: one payload per platform.
+pub fn payload(p: &PushMessage) -> String {
+    let m = &p.message;
+    let data = json!({"notification_id": p.notification_id});
+    let apns = json!({
+        "aps": {"alert": {"title": m.title, "body": m.body}, "sound": "default",
+                "interruption-level": "time-sensitive"},
+        "notification_id": p.notification_id,
+    })
+    .to_string();
+    json!({
+        "default": m.body,
+        "GCM": json!({
+            "notification": {"title": m.title, "body": m.body},
+            "data": data,
+            "android": {"priority": "high"},
+        }).to_string(),
+        "APNS": apns,
+        "APNS_SANDBOX": apns,
+    })
+    .to_string()
+}
+
+#[async_trait]
+impl PushSender for SnsPushSender {
+    async fn send(&self, p: &PushMessage) -> Result<Receipt, SendError> {
+        match self
+            .client
+            .publish()
+            .target_arn(&p.endpoint)
+            .message_structure("json")
+            .message(payload(p))
+            .send()
+            .await
+        {
+            Ok(out) => Ok(Receipt {
+                provider: Provider::Sns,
+                provider_message_id: out.message_id,
+            }),
+            Err(e) => {
+                let reason = match error_code(&e) {
+                    Some("EndpointDisabled") | Some("EndpointDisabledException") => {
+                        "endpoint_disabled"
+                    }
+                    Some("NotFound") | Some("NotFoundException") => "endpoint_not_found",
+                    Some("InvalidParameter") | Some("InvalidParameterException") => {
+                        "invalid_parameter"
+                    }
+                    _ if is_transient(&e) => "sns_unavailable",
+                    _ => "sns_rejected",
+                };
+                let transient = reason == "sns_unavailable";
+                let source = Some(anyhow::Error::new(e).context("SNS Publish to endpoint"));
+                let reason = reason.to_string();
+                Err(if transient {
+                    SendError::Transient { reason, source }
+                } else {
+                    SendError::Permanent { reason, source }
+                })
+            }
+        }
+    }
+}

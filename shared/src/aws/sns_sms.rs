@@ -1,0 +1,77 @@
+//! SMS through Amazon SNS: transactional, from the control center's sender id or
+//! origination number.
+
+use super::{error_code, is_transient};
+use crate::domain::{Provider, SenderId};
+use crate::ports::{Receipt, SendError, SmsMessage, SmsSender};
+use async_trait::async_trait;
+use aws_sdk_sns::Client;
+use aws_sdk_sns::types::MessageAttributeValue;
+
+#[derive(Clone, Debug)]
+pub struct SnsSmsSender {
+    client: Client,
+}
+
+impl SnsSmsSender {
+    pub fn new(client: Client) -> Self {
+        Self { client }
+    }
+}
+
+fn attr(v: &str) -> Result<MessageAttributeValue, SendError> {
+    MessageAttributeValue::builder()
+        .data_type("String")
+        .string_value(v)
+        .build()
+        .map_err(|e| SendError::Permanent {
+            reason: "bad_attribute".into(),
+            source: Some(e.into()),
+        })
+}
+
+#[async_trait]
+impl SmsSender for SnsSmsSender {
+    async fn send(&self, m: &SmsMessage) -> Result<Receipt, SendError> {
+        // Transactional: emergency messages must not be dropped as promotional.
+        let mut req = self
+            .client
+            .publish()
+            .phone_number(m.to.as_str())
+            .message(&m.text)
+            .message_attributes("AWS.SNS.SMS.SMSType", attr("Transactional")?);
+        match &m.from {
+            Some(SenderId::Alphanumeric(id)) => {
+                req = req.message_attributes("AWS.SNS.SMS.SenderID", attr(id)?);
+            }
+            Some(SenderId::Number(n)) => {
+                req = req.message_attributes("AWS.MM.SMS.OriginationNumber", attr(n.as_str())?);
+            }
+            None => {}
+        }
+        match req.send().await {
+            Ok(out) => Ok(Receipt {
+                provider: Provider::Sns,
+                provider_message_id: out.message_id,
+            }),
+            Err(e) => {
+                let transient = is_transient(&e);
+                let reason = match error_code(&e) {
+                    _ if transient => "sns_unavailable",
+                    Some("InvalidParameter") | Some("InvalidParameterException") => {
+                        "invalid_number"
+                    }
+                    Some("OptedOut") | Some("OptedOutException") => "opted_out",
+                    _ => "sns_rejected",
+                }
+                .to_string();
+                let source = Some(anyhow::Error::new(e).context("SNS Publish SMS"));
+                Err(if transient {
+                    SendError::Transient { reason, source }
+                } else {
+                    SendError::Permanent { reason, source }
+                })
+            }
+        }
+    }
+}

@@ -1,0 +1,54 @@
+//! The functions' AWS wiring from their environment, in one place so every function
+//! names the same variables and fails fast naming the missing one.
+
+use crate::config::{self, ConfigError};
+use crate::domain::{Channel, EmailAddress};
+use std::collections::HashMap;
+
+pub const SETTINGS_TABLE: &str = "FLARE_SETTINGS_TABLE";
+pub const DIRECTORY_TABLE: &str = "FLARE_DIRECTORY_TABLE";
+pub const LOG_TABLE: &str = "FLARE_LOG_TABLE";
+pub const DEFAULT_SENDER: &str = "FLARE_DEFAULT_SENDER";
+
+/// The queue URL variable of a channel.
+pub fn queue_env(channel: Channel) -> &'static str {
+    match channel {
+        Channel::Push => "FLARE_PUSH_QUEUE_URL",
+        Channel::Sms => "FLARE_SMS_QUEUE_URL",
+        Channel::Email => "FLARE_EMAIL_QUEUE_URL",
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Tables {
+    pub settings: String,
+    pub directory: String,
+    pub log: String,
+}
+
+impl Tables {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Ok(Self {
+            settings: config::required(SETTINGS_TABLE)?,
+            directory: config::required(DIRECTORY_TABLE)?,
+            log: config::required(LOG_TABLE)?,
+        })
+    }
+}
+
+/// The URLs of the queues of `channels`, each required.
+pub fn queue_urls(channels: &[Channel]) -> Result<HashMap<Channel, String>, ConfigError> {
+    channels
+        .iter()
+        .map(|c| Ok((*c, config::required(queue_env(*c))?)))
+        .collect()
+}
+
+/// `FLARE_DEFAULT_SENDER`, required and a valid address.
+pub fn default_sender() -> Result<EmailAddress, ConfigError> {
+    let raw = config::required(DEFAULT_SENDER)?;
+    EmailAddress::parse(&raw).map_err(|e| ConfigError::Invalid {
+        name: DEFAULT_SENDER,
+        reason: e.to_string(),
+    })
+}

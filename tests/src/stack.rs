@@ -1,0 +1,122 @@
+//! A whole Flare deployment on moto: tables, queues with dead-letter queues, platform
+//! applications, a secret prefix, all under unique names.
+
+use crate::{Moto, unique};
+use flare_shared::aws::sns_devices::PlatformApps;
+use flare_shared::aws::wiring::Tables;
+use flare_shared::aws::{self, SdkConfig};
+use flare_shared::domain::Channel;
+use std::collections::HashMap;
+
+pub struct AwsStack {
+    pub sdk: SdkConfig,
+    pub tables: Tables,
+    pub queues: HashMap<Channel, String>,
+    pub dlqs: HashMap<Channel, String>,
+    pub platform_apps: PlatformApps,
+    pub secret_prefix: String,
+}
+
+/// How many receives before a job goes to its dead-letter queue (as in template.yaml).
+pub const MAX_RECEIVES: u32 = 5;
+
+impl AwsStack {
+    pub async fn create(moto: &Moto) -> anyhow::Result<Self> {
+        let sdk = moto.sdk_config().await;
+        let db = aws::dynamodb(&sdk);
+        let tables = Tables {
+            settings: unique("settings"),
+            directory: unique("directory"),
+            log: unique("log"),
+        };
+        for t in [&tables.settings, &tables.directory, &tables.log] {
+            flare_shared::aws::dynamodb::create_table(&db, t).await?;
+        }
+        let sqs = aws::sqs(&sdk);
+        let mut queues = HashMap::new();
+        let mut dlqs = HashMap::new();
+        for c in Channel::ALL {
+            let dlq = sqs
+                .create_queue()
+                .queue_name(unique(&format!("{}-dlq", c.as_str())))
+                .send()
+                .await?
+                .queue_url
+                .unwrap_or_default();
+            let dlq_arn = sqs
+                .get_queue_attributes()
+                .queue_url(&dlq)
+                .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+                .send()
+                .await?
+                .attributes
+                .and_then(|a| {
+                    a.get(&aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+                        .cloned()
+                })
+                .unwrap_or_default();
+            let redrive = serde_json::json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": MAX_RECEIVES}).to_string();
+            let url = sqs
+                .create_queue()
+                .queue_name(unique(c.as_str()))
+                // Redelivered at once in tests: a failed job comes straight back.
+                .attributes(
+                    aws_sdk_sqs::types::QueueAttributeName::VisibilityTimeout,
+                    "0",
+                )
+                .attributes(
+                    aws_sdk_sqs::types::QueueAttributeName::RedrivePolicy,
+                    redrive,
+                )
+                .send()
+                .await?
+                .queue_url
+                .unwrap_or_default();
+            queues.insert(c, url);
+            dlqs.insert(c, dlq);
+        }
+        let sns = aws::sns(&sdk);
+        let mut platform_apps = PlatformApps::default();
+        for (platform, slot) in [
+            ("GCM", &mut platform_apps.fcm),
+            ("APNS", &mut platform_apps.apns),
+            ("APNS_SANDBOX", &mut platform_apps.apns_sandbox),
+        ] {
+            let out = sns
+                .create_platform_application()
+                .name(unique("app"))
+                .platform(platform)
+                .attributes("PlatformCredential", "credential")
+                .attributes("PlatformPrincipal", "principal")
+                .send()
+                .await?;
+            *slot = out.platform_application_arn;
+        }
+        Ok(Self {
+            sdk,
+            tables,
+            queues,
+            dlqs,
+            platform_apps,
+            secret_prefix: unique("flare"),
+        })
+    }
+
+    /// Messages waiting in a queue (visible now).
+    pub async fn depth(&self, url: &str) -> anyhow::Result<u64> {
+        let out = aws::sqs(&self.sdk)
+            .get_queue_attributes()
+            .queue_url(url)
+            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
+            .send()
+            .await?;
+        Ok(out
+            .attributes
+            .and_then(|a| {
+                a.get(&aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
+                    .cloned()
+            })
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0))
+    }
+}
