@@ -1,0 +1,768 @@
+//! The whole pipeline on moto: incident events through the router, SQS, and the three
+//! delivery functions, read back from moto's record of what SNS and SES sent.
+
+use aws_lambda_events::event::sqs::SqsEvent;
+use flare_lambda::{DeliveryConfig, DeliveryFunction};
+use flare_shared::app::Services;
+use flare_shared::app::api::{self, ApiRequest};
+use flare_shared::app::auth::{Claims, Role};
+use flare_shared::app::notify::Notifier;
+use flare_shared::aws;
+use flare_shared::domain::{Channel, EmailAddress, EndpointPolicy, OrgId};
+use flare_tests::stack::AwsStack;
+use flare_tests::{moto, unique, workspace_root};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+
+struct Pipeline {
+    stack: AwsStack,
+    services: Services,
+    notifier: Notifier,
+    functions: HashMap<Channel, DeliveryFunction>,
+    org: String,
+}
+
+async fn pipeline() -> Pipeline {
+    let stack = AwsStack::create(moto()).await.unwrap();
+    let sdk = &stack.sdk;
+    let ses = aws::sesv2(sdk);
+    for domain in ["flare.example", "acme.example"] {
+        // Already verified by another test is fine.
+        let _ = ses
+            .create_email_identity()
+            .email_identity(domain)
+            .send()
+            .await;
+    }
+    let api = flare_api::Config {
+        settings_table: stack.tables.settings.clone(),
+        directory_table: stack.tables.directory.clone(),
+        log_table: stack.tables.log.clone(),
+        queues: stack.queues.clone(),
+        secret_prefix: stack.secret_prefix.clone(),
+        platform_apps: stack.platform_apps.clone(),
+        policy: EndpointPolicy::default(),
+    };
+    let router = flare_router::Config {
+        tables: stack.tables.clone(),
+        queues: stack.queues.clone(),
+    };
+    let cfg = |channel| DeliveryConfig {
+        channel,
+        tables: stack.tables.clone(),
+        queues: stack.queues.clone(),
+    };
+    let (p, s, e) = (cfg(Channel::Push), cfg(Channel::Sms), cfg(Channel::Email));
+    let sender = EmailAddress::parse("flare@flare.example").unwrap();
+    let mut functions = HashMap::new();
+    functions.insert(
+        Channel::Push,
+        p.function(sdk, flare_push::deliverer(&p, sdk)),
+    );
+    functions.insert(Channel::Sms, s.function(sdk, flare_sms::deliverer(&s, sdk)));
+    functions.insert(
+        Channel::Email,
+        e.function(sdk, flare_email::deliverer(&e, sdk, sender)),
+    );
+    Pipeline {
+        services: api.services(sdk),
+        notifier: router.notifier(sdk),
+        functions,
+        org: unique("org"),
+        stack,
+    }
+}
+
+fn incident(name: &str) -> Value {
+    let path = workspace_root().join(format!("events/incidents/{name}.json"));
+    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+}
+
+impl Pipeline {
+    async fn api(&self, method: &str, path: &str, roles: &[Role], body: Value) -> (u16, Value) {
+        let req = ApiRequest {
+            method: method.into(),
+            path: path.into(),
+            claims: Some(Claims {
+                sub: "u-admin".into(),
+                org_id: OrgId::parse(&self.org).unwrap(),
+                roles: roles.to_vec(),
+            }),
+            body: if body.is_null() {
+                vec![]
+            } else {
+                body.to_string().into_bytes()
+            },
+        };
+        let r = api::handle(&self.services, req).await;
+        (r.status, r.body.unwrap_or(Value::Null))
+    }
+
+    async fn admin(&self, method: &str, path: &str, body: Value) -> Value {
+        let (s, b) = self
+            .api(method, path, &[Role::Admin, Role::Dispatcher], body.clone())
+            .await;
+        assert!(s < 300, "{method} {path} {body}: {s} {b}");
+        b
+    }
+
+    /// The sample event, for this test's organization and with a fresh id.
+    fn event(&self, name: &str, text: &str) -> Value {
+        let mut ev = incident(name);
+        ev["id"] = json!(unique("evt"));
+        ev["detail"]["org_id"] = json!(self.org);
+        ev["detail"]["message"]["body"] = json!(text);
+        ev
+    }
+
+    async fn route(&self, ev: &Value) -> flare_router::Outcome {
+        let event =
+            lambda_runtime::LambdaEvent::new(ev.clone(), lambda_runtime::Context::default());
+        flare_router::handle(&self.notifier, event).await.unwrap()
+    }
+
+    /// What Lambda's event source mapping does: receive, invoke, delete what succeeded.
+    async fn drain(&self) {
+        let sqs = aws::sqs(&self.stack.sdk);
+        for _round in 0..40 {
+            let mut any = false;
+            for channel in Channel::ALL {
+                let url = &self.stack.queues[&channel];
+                let out = sqs
+                    .receive_message()
+                    .queue_url(url)
+                    .max_number_of_messages(10)
+                    .message_system_attribute_names(
+                        aws_sdk_sqs::types::MessageSystemAttributeName::All,
+                    )
+                    .send()
+                    .await
+                    .unwrap();
+                let messages = out.messages.unwrap_or_default();
+                if messages.is_empty() {
+                    continue;
+                }
+                any = true;
+                let event = sqs_event(&messages);
+                let resp = self.functions[&channel].handle(event).await;
+                let failed: Vec<String> = resp
+                    .batch_item_failures
+                    .iter()
+                    .map(|f| f.item_identifier.clone())
+                    .collect();
+                for m in &messages {
+                    if !failed.contains(&m.message_id().unwrap_or_default().to_string()) {
+                        sqs.delete_message()
+                            .queue_url(url)
+                            .receipt_handle(m.receipt_handle().unwrap())
+                            .send()
+                            .await
+                            .unwrap();
+                    }
+                }
+            }
+            if !any {
+                return;
+            }
+        }
+        panic!("queues did not drain");
+    }
+
+    async fn notification(&self, id: &str) -> Value {
+        self.admin("GET", &format!("/v1/notifications/{id}"), Value::Null)
+            .await
+    }
+
+    async fn user(
+        &self,
+        id: &str,
+        license: &str,
+        mobile: Option<&str>,
+        email: Option<&str>,
+        is_virtual: bool,
+    ) {
+        let mut contacts = vec![];
+        if let Some(m) = mobile {
+            contacts.push(json!({"kind": "mobile", "value": m, "primary": true}));
+        }
+        if let Some(e) = email {
+            contacts.push(json!({"kind": "email", "value": e, "primary": true}));
+        }
+        self.admin("PUT", &format!("/v1/users/{id}"), json!({"name": format!("User {id}"), "license": license, "virtual": is_virtual, "contacts": contacts})).await;
+    }
+
+    async fn device(&self, user: &str) -> String {
+        let token = unique("token");
+        self.admin(
+            "POST",
+            &format!("/v1/users/{user}/devices"),
+            json!({"platform": "fcm", "token": token}),
+        )
+        .await;
+        // The endpoint ARN, for moto's record of what was published to it.
+        let sns = aws::sns(&self.stack.sdk);
+        let eps = sns
+            .list_endpoints_by_platform_application()
+            .platform_application_arn(self.stack.platform_apps.fcm.clone().unwrap())
+            .send()
+            .await
+            .unwrap();
+        eps.endpoints()
+            .iter()
+            .find(|e| e.attributes().and_then(|a| a.get("Token")) == Some(&token))
+            .and_then(|e| e.endpoint_arn().map(str::to_string))
+            .unwrap()
+    }
+
+    async fn sms_with(&self, text: &str) -> Vec<Value> {
+        moto()
+            .sent_sms()
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|m| m["message"].as_str().is_some_and(|s| s.contains(text)))
+            .collect()
+    }
+
+    async fn email_with(&self, text: &str) -> Vec<Value> {
+        moto()
+            .sent_email()
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|m| m.to_string().contains(text))
+            .collect()
+    }
+}
+
+fn sqs_event(messages: &[aws_sdk_sqs::types::Message]) -> SqsEvent {
+    let records: Vec<Value> = messages
+        .iter()
+        .map(|m| {
+            let attrs: HashMap<String, String> = m
+                .attributes()
+                .map(|a| a.iter().map(|(k, v)| (k.as_str().to_string(), v.clone())).collect())
+                .unwrap_or_default();
+            json!({"messageId": m.message_id(), "receiptHandle": m.receipt_handle(), "body": m.body(),
+                   "attributes": attrs, "messageAttributes": {}, "md5OfBody": m.md5_of_body(),
+                   "eventSource": "aws:sqs", "awsRegion": "us-east-1"})
+        })
+        .collect();
+    serde_json::from_value(json!({"Records": records})).unwrap()
+}
+
+fn deliveries(n: &Value, user: &str) -> HashMap<String, Value> {
+    let r = n["recipients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["user_id"] == user)
+        .unwrap_or_else(|| panic!("{user} not in {n}"));
+    r["deliveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| (d["channel"].as_str().unwrap().to_string(), d.clone()))
+        .collect()
+}
+
+fn no_pending(n: &Value) {
+    for r in n["recipients"].as_array().unwrap() {
+        for d in r["deliveries"].as_array().unwrap() {
+            assert_ne!(d["status"], "pending", "{r}");
+        }
+    }
+}
+
+async fn standard_org(p: &Pipeline, comm: Value) {
+    p.admin(
+        "PUT",
+        "/v1/settings/sms/main",
+        json!({"provider": "sns", "sender_number": "ACMEFIRE"}),
+    )
+    .await;
+    p.admin("PUT", "/v1/settings/communication", comm).await;
+}
+
+#[tokio::test]
+async fn a_dispatch_reaches_each_responder_on_the_right_channels() {
+    let p = pipeline().await;
+    standard_org(
+        &p,
+        json!({"dispatch": "app_then_sms_email", "dispatch_virtual_users": true}),
+    )
+    .await;
+    p.user(
+        "u-17",
+        "basic_responder",
+        Some("+14155550117"),
+        Some("u17@acme.example"),
+        false,
+    )
+    .await;
+    let ep17 = p.device("u-17").await;
+    p.user(
+        "u-18",
+        "passive_reporter",
+        Some("+14155550118"),
+        Some("u18@acme.example"),
+        false,
+    )
+    .await;
+    p.user(
+        "u-19",
+        "basic_responder",
+        Some("+14155550119"),
+        Some("u19@acme.example"),
+        true,
+    )
+    .await;
+    let text = unique("dispatch");
+    let mut ev = p.event("incident-dispatched", &text);
+    ev["detail"]["recipient_ids"] = json!(["u-17", "u-18", "u-19", "u-404"]);
+    let id = ev["id"].as_str().unwrap().to_string();
+    assert!(matches!(
+        p.route(&ev).await,
+        flare_router::Outcome::Routed(_)
+    ));
+    p.drain().await;
+
+    let n = p.notification(&id).await;
+    no_pending(&n);
+    let u17 = deliveries(&n, "u-17");
+    assert_eq!(u17["push"]["status"], "sent");
+    assert_eq!(
+        (u17["sms"]["status"].as_str(), u17["sms"]["reason"].as_str()),
+        (Some("skipped"), Some("push_sent"))
+    );
+    let pushed = moto().endpoint_messages(&ep17).await.unwrap();
+    assert!(
+        pushed.to_string().contains(&text),
+        "push reached u-17's device"
+    );
+    let u18 = deliveries(&n, "u-18");
+    assert_eq!(u18["push"]["reason"], "not_licensed_for_app");
+    assert_eq!(
+        (
+            u18["sms"]["status"].as_str(),
+            u18["sms"]["fallback"].as_bool()
+        ),
+        (Some("sent"), Some(true))
+    );
+    assert_eq!(u18["email"]["status"], "sent");
+    let u19 = deliveries(&n, "u-19");
+    assert_eq!(u19["push"]["reason"], "virtual_user");
+    assert_eq!(
+        (
+            u19["sms"]["status"].as_str(),
+            u19["sms"]["fallback"].as_bool()
+        ),
+        (Some("sent"), Some(false))
+    );
+    assert_eq!(deliveries(&n, "u-404")["sms"]["reason"], "unknown_user");
+
+    let sms = p.sms_with(&text).await;
+    let mut to: Vec<_> = sms
+        .iter()
+        .map(|m| m["phone_number"].as_str().unwrap())
+        .collect();
+    to.sort();
+    assert_eq!(
+        to,
+        ["+14155550118", "+14155550119"],
+        "u-17 got push, not SMS"
+    );
+    let emails = p.email_with(&text).await;
+    assert_eq!(emails.len(), 2);
+    assert!(
+        emails.iter().all(|e| e["source"] == "flare@flare.example"),
+        "the default account"
+    );
+}
+
+#[tokio::test]
+async fn a_message_under_app_only_goes_by_push_only() {
+    let p = pipeline().await;
+    standard_org(&p, json!({"messages": "app_only"})).await;
+    p.user(
+        "u-17",
+        "advanced_responder",
+        Some("+14155550127"),
+        Some("a@acme.example"),
+        false,
+    )
+    .await;
+    p.device("u-17").await;
+    p.user(
+        "u-18",
+        "engaged_reporter",
+        Some("+14155550128"),
+        None,
+        false,
+    )
+    .await;
+    let text = unique("message");
+    let ev = p.event("incident-message-posted", &text);
+    p.route(&ev).await;
+    p.drain().await;
+    let n = p.notification(ev["id"].as_str().unwrap()).await;
+    no_pending(&n);
+    assert_eq!(deliveries(&n, "u-17")["push"]["status"], "sent");
+    assert_eq!(deliveries(&n, "u-17")["sms"]["reason"], "not_in_method");
+    assert_eq!(
+        deliveries(&n, "u-18")["push"]["reason"],
+        "not_licensed_for_app"
+    );
+    assert!(p.sms_with(&text).await.is_empty());
+    assert!(p.email_with(&text).await.is_empty());
+}
+
+#[tokio::test]
+async fn incident_contacts_who_are_not_users_get_sms_and_email() {
+    let p = pipeline().await;
+    standard_org(&p, json!({"incident_contacts": "app_sms_email"})).await;
+    p.admin(
+        "PUT",
+        "/v1/settings/email",
+        json!({"provider": "ses", "sender_email": "alerts@acme.example"}),
+    )
+    .await;
+    p.user(
+        "u-17",
+        "basic_responder",
+        Some("+14155550137"),
+        Some("u17@acme.example"),
+        false,
+    )
+    .await;
+    let text = unique("contacts");
+    let ev = p.event("incident-contacts-notified", &text);
+    p.route(&ev).await;
+    p.drain().await;
+    let n = p.notification(ev["id"].as_str().unwrap()).await;
+    no_pending(&n);
+    let contact = n["recipients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r.get("contact").is_some())
+        .unwrap();
+    assert_eq!(contact["contact"]["name"], "Building manager");
+    let sms = p.sms_with(&text).await;
+    let mut to: Vec<_> = sms
+        .iter()
+        .map(|m| m["phone_number"].as_str().unwrap())
+        .collect();
+    to.sort();
+    assert_eq!(to, ["+14155550137", "+14155550177"]);
+    let emails = p.email_with(&text).await;
+    assert_eq!(emails.len(), 2);
+    assert!(
+        emails.iter().all(|e| e["source"] == "alerts@acme.example"),
+        "the org's sender"
+    );
+}
+
+#[tokio::test]
+async fn an_sos_reaches_the_creators_emergency_contacts_only_while_distress_is_on() {
+    let p = pipeline().await;
+    standard_org(&p, json!({"distress": true})).await;
+    p.admin("PUT", "/v1/users/u-17", json!({"name": "Ana Silva", "license": "basic_responder",
+        "emergency_contacts": [{"name": "Rui Silva", "mobile": "+351912345678", "email": "rui@family.example"},
+                               {"name": "Eva", "email": "eva@family.example"}]})).await;
+    let text = unique("sos");
+    let ev = p.event("sos-raised", &text);
+    p.route(&ev).await;
+    p.drain().await;
+    let n = p.notification(ev["id"].as_str().unwrap()).await;
+    no_pending(&n);
+    assert_eq!(n["category"], "distress");
+    assert_eq!(p.sms_with(&text).await.len(), 1);
+    assert_eq!(p.email_with(&text).await.len(), 2);
+
+    p.admin(
+        "PUT",
+        "/v1/settings/communication",
+        json!({"distress": false}),
+    )
+    .await;
+    let text = unique("sos-off");
+    let ev = p.event("sos-raised", &text);
+    p.route(&ev).await;
+    p.drain().await;
+    let n = p.notification(ev["id"].as_str().unwrap()).await;
+    let all: Vec<_> = n["recipients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r["deliveries"].as_array().unwrap().clone())
+        .collect();
+    assert!(
+        all.iter().all(|d| d["reason"] == "distress_disabled"),
+        "{n}"
+    );
+    assert!(p.sms_with(&text).await.is_empty() && p.email_with(&text).await.is_empty());
+}
+
+#[tokio::test]
+async fn the_same_event_three_times_sends_once_per_recipient_and_channel() {
+    let p = pipeline().await;
+    standard_org(&p, json!({"dispatch": "app_sms_email"})).await;
+    p.user(
+        "u-17",
+        "basic_responder",
+        Some("+14155550147"),
+        Some("u17@acme.example"),
+        false,
+    )
+    .await;
+    p.user(
+        "u-18",
+        "basic_responder",
+        Some("+14155550148"),
+        Some("u18@acme.example"),
+        false,
+    )
+    .await;
+    let text = unique("replay");
+    let ev = p.event("incident-dispatched", &text);
+    p.route(&ev).await;
+    p.route(&ev).await;
+    p.drain().await;
+    match p.route(&ev).await {
+        flare_router::Outcome::Routed(r) => assert!(r.replay && r.jobs_enqueued == 0, "{r:?}"),
+        other => panic!("{other:?}"),
+    }
+    p.drain().await;
+    assert_eq!(p.sms_with(&text).await.len(), 2, "one SMS per recipient");
+    assert_eq!(
+        p.email_with(&text).await.len(),
+        2,
+        "one email per recipient"
+    );
+    let n = p.notification(ev["id"].as_str().unwrap()).await;
+    no_pending(&n);
+    assert_eq!(deliveries(&n, "u-17")["sms"]["attempts"], 1);
+}
+
+#[tokio::test]
+async fn a_job_delivered_twice_sends_once() {
+    let p = pipeline().await;
+    standard_org(&p, json!({"dispatch": "app_sms_email"})).await;
+    p.user(
+        "u-17",
+        "passive_reporter",
+        Some("+14155550157"),
+        None,
+        false,
+    )
+    .await;
+    let text = unique("twice");
+    let ev = p.event("incident-dispatched", &text);
+    p.route(&ev).await;
+    let sqs = aws::sqs(&p.stack.sdk);
+    let out = sqs
+        .receive_message()
+        .queue_url(&p.stack.queues[&Channel::Sms])
+        .max_number_of_messages(10)
+        .send()
+        .await
+        .unwrap();
+    let messages = out.messages.unwrap_or_default();
+    assert_eq!(messages.len(), 1);
+    let sms = &p.functions[&Channel::Sms];
+    let first = sms.handle(sqs_event(&messages)).await;
+    let second = sms.handle(sqs_event(&messages)).await;
+    assert!(first.batch_item_failures.is_empty() && second.batch_item_failures.is_empty());
+    assert_eq!(p.sms_with(&text).await.len(), 1);
+}
+
+#[tokio::test]
+async fn a_poison_job_lands_in_the_dead_letter_queue_and_the_rest_of_its_batch_is_delivered() {
+    let p = pipeline().await;
+    standard_org(&p, json!({"dispatch": "app_sms_email"})).await;
+    p.user(
+        "u-17",
+        "passive_reporter",
+        Some("+14155550167"),
+        None,
+        false,
+    )
+    .await;
+    let sqs = aws::sqs(&p.stack.sdk);
+    let url = &p.stack.queues[&Channel::Sms];
+    sqs.send_message()
+        .queue_url(url)
+        .message_body("{\"not\": \"a job\"")
+        .send()
+        .await
+        .unwrap();
+    let text = unique("poison");
+    p.route(&p.event("incident-dispatched", &text)).await;
+    p.drain().await;
+    assert_eq!(
+        p.sms_with(&text).await.len(),
+        1,
+        "the good job was delivered"
+    );
+    assert_eq!(
+        p.stack.depth(&p.stack.dlqs[&Channel::Sms]).await.unwrap(),
+        1,
+        "the poison job is in the DLQ"
+    );
+    assert_eq!(p.stack.depth(url).await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn a_disabled_endpoint_under_app_then_sms_email_falls_back_to_sms_and_email() {
+    let p = pipeline().await;
+    standard_org(&p, json!({"dispatch": "app_then_sms_email"})).await;
+    p.user(
+        "u-17",
+        "basic_responder",
+        Some("+14155550177"),
+        Some("u17@acme.example"),
+        false,
+    )
+    .await;
+    let ep = p.device("u-17").await;
+    aws::sns(&p.stack.sdk)
+        .set_endpoint_attributes()
+        .endpoint_arn(&ep)
+        .attributes("Enabled", "false")
+        .send()
+        .await
+        .unwrap();
+    let text = unique("disabled");
+    let ev = p.event("incident-dispatched", &text);
+    p.route(&ev).await;
+    p.drain().await;
+    let n = p.notification(ev["id"].as_str().unwrap()).await;
+    no_pending(&n);
+    let d = deliveries(&n, "u-17");
+    assert_eq!(
+        (d["push"]["status"].as_str(), d["push"]["reason"].as_str()),
+        (Some("failed"), Some("endpoint_disabled"))
+    );
+    assert_eq!(
+        (d["sms"]["status"].as_str(), d["sms"]["fallback"].as_bool()),
+        (Some("sent"), Some(true))
+    );
+    assert_eq!(
+        (
+            d["email"]["status"].as_str(),
+            d["email"]["fallback"].as_bool()
+        ),
+        (Some("sent"), Some(true))
+    );
+    assert_eq!(p.sms_with(&text).await.len(), 1);
+    assert_eq!(p.email_with(&text).await.len(), 1);
+}
+
+#[tokio::test]
+async fn manual_sms_is_refused_while_off_and_sent_while_on() {
+    let p = pipeline().await;
+    standard_org(&p, json!({"manual_sms": false})).await;
+    p.user("u-17", "basic_responder", Some("+14155550187"), None, false)
+        .await;
+    let text = unique("manual");
+    let body = json!({"user_id": "u-17", "text": text});
+    let (s, b) = p
+        .api(
+            "POST",
+            "/v1/messages/sms",
+            &[Role::Dispatcher],
+            body.clone(),
+        )
+        .await;
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (403, Some("manual_sms_disabled"))
+    );
+    p.admin(
+        "PUT",
+        "/v1/settings/communication",
+        json!({"manual_sms": true}),
+    )
+    .await;
+    let (s, b) = p
+        .api("POST", "/v1/messages/sms", &[Role::Responder], body.clone())
+        .await;
+    assert_eq!(s, 403, "only a dispatcher: {b}");
+    let (s, b) = p
+        .api("POST", "/v1/messages/sms", &[Role::Dispatcher], body)
+        .await;
+    assert_eq!(s, 202, "{b}");
+    p.drain().await;
+    let sms = p.sms_with(&text).await;
+    assert_eq!(sms.len(), 1);
+    assert_eq!(
+        sms[0]["message"],
+        text.as_str(),
+        "the dispatcher's text as is"
+    );
+    let n = p.notification(b["notification_id"].as_str().unwrap()).await;
+    assert_eq!(n["category"], "manual_sms");
+    assert_eq!(deliveries(&n, "u-17")["email"]["reason"], "not_in_method");
+}
+
+#[tokio::test]
+async fn a_recipient_acknowledges_and_others_may_not() {
+    let p = pipeline().await;
+    standard_org(&p, json!({})).await;
+    p.user("u-17", "basic_responder", Some("+14155550197"), None, false)
+        .await;
+    let ev = p.event("incident-dispatched", &unique("ack"));
+    p.route(&ev).await;
+    let id = ev["id"].as_str().unwrap();
+    let ack = |sub: &str| ApiRequest {
+        method: "POST".into(),
+        path: format!("/v1/notifications/{id}/ack"),
+        claims: Some(Claims {
+            sub: sub.into(),
+            org_id: OrgId::parse(&p.org).unwrap(),
+            roles: vec![Role::Responder],
+        }),
+        body: vec![],
+    };
+    assert_eq!(api::handle(&p.services, ack("u-99")).await.status, 403);
+    assert_eq!(api::handle(&p.services, ack("u-17")).await.status, 204);
+    let n = p.notification(id).await;
+    let r = n["recipients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["user_id"] == "u-17")
+        .unwrap();
+    assert!(r["acknowledged_at"].is_string());
+}
+
+#[tokio::test]
+async fn malformed_events_and_unknown_organizations_are_dropped_not_retried() {
+    let p = pipeline().await;
+    let mut bad = incident("incident-dispatched");
+    bad["detail"].as_object_mut().unwrap().remove("org_id");
+    assert!(matches!(
+        p.route(&bad).await,
+        flare_router::Outcome::Dropped(_)
+    ));
+    let mut other = p.event("incident-dispatched", "x");
+    other["detail"]["org_id"] = json!(unique("nobody"));
+    assert!(matches!(
+        p.route(&other).await,
+        flare_router::Outcome::Dropped(_)
+    ));
+}
+
+#[tokio::test]
+async fn the_sample_sqs_batches_are_delivery_jobs() {
+    for ch in ["push", "sms", "email"] {
+        let path = workspace_root().join(format!("events/sqs/{ch}-batch.json"));
+        let ev: SqsEvent = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        for r in ev.records {
+            let job: flare_shared::domain::DeliveryJob =
+                serde_json::from_str(r.body.as_deref().unwrap()).unwrap();
+            assert_eq!(job.channel.as_str(), ch);
+        }
+    }
+}
