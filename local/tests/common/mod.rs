@@ -45,6 +45,7 @@ pub struct TestApp {
     pub base: String,
     pub client: reqwest::Client,
     pub dir: PathBuf,
+    pub app: Arc<LocalApp>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -65,6 +66,7 @@ pub async fn spawn_app(dir: Option<&Path>) -> TestApp {
         retry_base: std::time::Duration::from_millis(20),
     };
     let app = Arc::new(LocalApp::open(&cfg).unwrap());
+    let handle = app.clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let (tx, rx) = tokio::sync::oneshot::channel();
@@ -79,6 +81,7 @@ pub async fn spawn_app(dir: Option<&Path>) -> TestApp {
         base,
         client: reqwest::Client::new(),
         dir,
+        app: handle,
         stop: Some(tx),
         task: Some(task),
     }

@@ -1,0 +1,420 @@
+//! Every routing scenario through the local runner: events in at `/local/events`,
+//! deliveries out at `/local/outbox`, outcomes at `/v1/notifications/{id}`.
+
+mod common;
+
+use common::*;
+use flare_shared::ports::SendError;
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::time::Duration;
+
+fn incident(name: &str) -> Value {
+    let path = flare_tests::workspace_root().join(format!("events/incidents/{name}.json"));
+    let mut ev: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    ev["id"] = json!(uuid());
+    ev
+}
+
+struct Org {
+    app: TestApp,
+    admin: String,
+}
+
+async fn org(comm: Value) -> Org {
+    let app = spawn_app(None).await;
+    let admin = token("acme", &["admin", "dispatcher"], "u-admin");
+    assert_eq!(
+        app.json(
+            "PUT",
+            "/v1/settings/sms/main",
+            &admin,
+            json!({"provider": "sns", "sender_number": "ACMEFIRE"})
+        )
+        .await
+        .0,
+        200
+    );
+    assert_eq!(
+        app.json("PUT", "/v1/settings/communication", &admin, comm)
+            .await
+            .0,
+        200
+    );
+    Org { app, admin }
+}
+
+impl Org {
+    async fn user(
+        &self,
+        id: &str,
+        license: &str,
+        mobile: Option<&str>,
+        email: Option<&str>,
+        is_virtual: bool,
+        device: bool,
+    ) {
+        let mut contacts = vec![];
+        if let Some(m) = mobile {
+            contacts.push(json!({"kind": "mobile", "value": m, "primary": true}));
+        }
+        if let Some(e) = email {
+            contacts.push(json!({"kind": "email", "value": e, "primary": true}));
+        }
+        let body = json!({"name": format!("User {id}"), "license": license, "virtual": is_virtual, "contacts": contacts,
+            "emergency_contacts": [{"name": "Rui", "mobile": "+351912345678", "email": "rui@family.example"}]});
+        assert_eq!(
+            self.app
+                .json("PUT", &format!("/v1/users/{id}"), &self.admin, body)
+                .await
+                .0,
+            200
+        );
+        if device {
+            let (s, _) = self
+                .app
+                .json(
+                    "POST",
+                    &format!("/v1/users/{id}/devices"),
+                    &self.admin,
+                    json!({"platform": "fcm", "token": format!("tok-{id}")}),
+                )
+                .await;
+            assert_eq!(s, 201);
+        }
+    }
+
+    async fn post(&self, ev: &Value) -> String {
+        let (s, body) = self
+            .app
+            .send("POST", "/local/events", None, Some(&ev.to_string()))
+            .await;
+        assert_eq!(s, 202, "{body}");
+        body["notification_id"].as_str().unwrap().to_string()
+    }
+
+    /// Waits until no delivery of the notification is pending.
+    async fn settled(&self, id: &str) -> Value {
+        for _ in 0..400 {
+            let (s, n) = self
+                .app
+                .get(&format!("/v1/notifications/{id}"), &self.admin)
+                .await;
+            assert_eq!(s, 200, "{n}");
+            let pending = n["recipients"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .flat_map(|r| r["deliveries"].as_array().unwrap().iter())
+                .any(|d| d["status"] == "pending");
+            if !pending {
+                return n;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("notification {id} still has pending deliveries");
+    }
+
+    async fn outbox(&self, id: &str) -> Vec<Value> {
+        let (s, all) = self.app.send("GET", "/local/outbox", None, None).await;
+        assert_eq!(s, 200);
+        all.as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["notification_id"] == id)
+            .cloned()
+            .collect()
+    }
+}
+
+fn deliveries(n: &Value, user: &str) -> HashMap<String, Value> {
+    let r = n["recipients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["user_id"] == user)
+        .unwrap_or_else(|| panic!("{user} not in {n}"));
+    r["deliveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| (d["channel"].as_str().unwrap().to_string(), d.clone()))
+        .collect()
+}
+
+fn sent_to(outbox: &[Value], channel: &str) -> Vec<String> {
+    let mut v: Vec<String> = outbox
+        .iter()
+        .filter(|e| e["channel"] == channel)
+        .map(|e| e["to"].as_str().unwrap().to_string())
+        .collect();
+    v.sort();
+    v
+}
+
+#[tokio::test]
+async fn a_dispatch_reaches_each_responder_on_the_right_channels() {
+    let o = org(json!({"dispatch": "app_then_sms_email", "dispatch_virtual_users": true})).await;
+    o.user(
+        "u-17",
+        "basic_responder",
+        Some("+14155550117"),
+        Some("u17@acme.example"),
+        false,
+        true,
+    )
+    .await;
+    o.user(
+        "u-18",
+        "passive_reporter",
+        Some("+14155550118"),
+        Some("u18@acme.example"),
+        false,
+        false,
+    )
+    .await;
+    o.user(
+        "u-19",
+        "basic_responder",
+        Some("+14155550119"),
+        Some("u19@acme.example"),
+        true,
+        false,
+    )
+    .await;
+    let id = o.post(&incident("incident-dispatched")).await;
+    let n = o.settled(&id).await;
+    assert_eq!(deliveries(&n, "u-17")["push"]["status"], "sent");
+    assert_eq!(deliveries(&n, "u-17")["sms"]["reason"], "push_sent");
+    assert_eq!(deliveries(&n, "u-18")["sms"]["fallback"], true);
+    assert_eq!(deliveries(&n, "u-19")["push"]["reason"], "virtual_user");
+    let out = o.outbox(&id).await;
+    assert_eq!(sent_to(&out, "push"), ["local:fcm:tok-u-17"]);
+    assert_eq!(sent_to(&out, "sms"), ["+14155550118", "+14155550119"]);
+    assert_eq!(
+        sent_to(&out, "email"),
+        ["u18@acme.example", "u19@acme.example"]
+    );
+    let sms = out.iter().find(|e| e["channel"] == "sms").unwrap();
+    assert_eq!(
+        (sms["provider"].as_str(), sms["from"].as_str()),
+        (Some("sns"), Some("ACMEFIRE"))
+    );
+    let email = out.iter().find(|e| e["channel"] == "email").unwrap();
+    assert_eq!(
+        (
+            email["provider"].as_str(),
+            email["from"].as_str(),
+            email["subject"].as_str()
+        ),
+        (
+            Some("ses"),
+            Some("flare@flare.example"),
+            Some("Structure fire")
+        )
+    );
+    o.app.stop().await;
+}
+
+#[tokio::test]
+async fn messages_incident_contacts_and_sos_follow_their_settings() {
+    let o = org(
+        json!({"messages": "app_only", "incident_contacts": "app_sms_email", "distress": true}),
+    )
+    .await;
+    o.user(
+        "u-17",
+        "basic_responder",
+        Some("+14155550117"),
+        Some("u17@acme.example"),
+        false,
+        true,
+    )
+    .await;
+    o.user(
+        "u-18",
+        "basic_responder",
+        Some("+14155550118"),
+        None,
+        false,
+        false,
+    )
+    .await;
+
+    let id = o.post(&incident("incident-message-posted")).await;
+    let n = o.settled(&id).await;
+    assert_eq!(deliveries(&n, "u-18")["push"]["reason"], "no_device");
+    assert_eq!(deliveries(&n, "u-18")["sms"]["reason"], "not_in_method");
+    assert_eq!(sent_to(&o.outbox(&id).await, "sms"), Vec::<String>::new());
+
+    let id = o.post(&incident("incident-contacts-notified")).await;
+    o.settled(&id).await;
+    let out = o.outbox(&id).await;
+    assert_eq!(sent_to(&out, "sms"), ["+14155550117", "+14155550177"]);
+    assert_eq!(
+        sent_to(&out, "email"),
+        ["manager@building.example", "u17@acme.example"]
+    );
+
+    let id = o.post(&incident("sos-raised")).await;
+    let n = o.settled(&id).await;
+    assert_eq!(n["category"], "distress");
+    let out = o.outbox(&id).await;
+    assert_eq!(sent_to(&out, "sms"), ["+351912345678"]);
+    assert_eq!(sent_to(&out, "email"), ["rui@family.example"]);
+    o.app.stop().await;
+}
+
+#[tokio::test]
+async fn the_same_event_three_times_is_delivered_once() {
+    let o = org(json!({"dispatch": "app_sms_email"})).await;
+    o.user(
+        "u-17",
+        "basic_responder",
+        Some("+14155550117"),
+        Some("u17@acme.example"),
+        false,
+        true,
+    )
+    .await;
+    let ev = incident("incident-dispatched");
+    let id = o.post(&ev).await;
+    o.post(&ev).await;
+    o.settled(&id).await;
+    o.post(&ev).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let out = o.outbox(&id).await;
+    assert_eq!(out.len(), 3, "one push, one SMS, one email: {out:?}");
+    o.app.stop().await;
+}
+
+#[tokio::test]
+async fn transient_failures_are_retried_and_permanent_push_failures_fall_back() {
+    let o = org(json!({"dispatch": "app_then_sms_email"})).await;
+    o.user(
+        "u-17",
+        "basic_responder",
+        Some("+14155550117"),
+        Some("u17@acme.example"),
+        false,
+        true,
+    )
+    .await;
+    let outbox = &o.app.app.outbox;
+    outbox.fail_next(
+        "local:fcm:tok-u-17",
+        SendError::permanent("endpoint_disabled"),
+    );
+    outbox.fail_next("+14155550117", SendError::transient("throttled"));
+    outbox.fail_next("+14155550117", SendError::transient("throttled"));
+    let id = o.post(&incident("incident-dispatched")).await;
+    let n = o.settled(&id).await;
+    let d = deliveries(&n, "u-17");
+    assert_eq!(
+        (d["push"]["status"].as_str(), d["push"]["reason"].as_str()),
+        (Some("failed"), Some("endpoint_disabled"))
+    );
+    assert_eq!(
+        (
+            d["sms"]["status"].as_str(),
+            d["sms"]["attempts"].as_u64(),
+            d["sms"]["fallback"].as_bool()
+        ),
+        (Some("sent"), Some(3), Some(true))
+    );
+    assert_eq!(d["email"]["status"], "sent");
+    let out = o.outbox(&id).await;
+    assert_eq!(
+        (
+            sent_to(&out, "push").len(),
+            sent_to(&out, "sms").len(),
+            sent_to(&out, "email").len()
+        ),
+        (0, 1, 1)
+    );
+    o.app.stop().await;
+}
+
+#[tokio::test]
+async fn a_provider_that_never_recovers_ends_failed_not_pending() {
+    let o = org(json!({"dispatch": "app_sms_email"})).await;
+    o.user(
+        "u-18",
+        "passive_reporter",
+        Some("+14155550118"),
+        None,
+        false,
+        false,
+    )
+    .await;
+    for _ in 0..flare_local::pipeline::MAX_ATTEMPTS {
+        o.app
+            .app
+            .outbox
+            .fail_next("+14155550118", SendError::transient("throttled"));
+    }
+    let id = o.post(&incident("incident-dispatched")).await;
+    let n = o.settled(&id).await;
+    let d = deliveries(&n, "u-18");
+    assert_eq!(d["sms"]["status"], "failed");
+    assert_eq!(d["sms"]["attempts"], flare_local::pipeline::MAX_ATTEMPTS);
+    assert!(d["sms"]["reason"].as_str().unwrap().starts_with("gave_up"));
+    o.app.stop().await;
+}
+
+#[tokio::test]
+async fn manual_sms_goes_through_the_local_pipeline() {
+    let o = org(json!({"manual_sms": true})).await;
+    o.user(
+        "u-17",
+        "basic_responder",
+        Some("+14155550117"),
+        None,
+        false,
+        false,
+    )
+    .await;
+    let dispatcher = token("acme", &["dispatcher"], "u-d");
+    let (s, b) = o
+        .app
+        .json(
+            "POST",
+            "/v1/messages/sms",
+            &dispatcher,
+            json!({"user_id": "u-17", "text": "Call base"}),
+        )
+        .await;
+    assert_eq!(s, 202, "{b}");
+    let id = b["notification_id"].as_str().unwrap().to_string();
+    o.settled(&id).await;
+    let out = o.outbox(&id).await;
+    assert_eq!(out.len(), 1);
+    assert_eq!(
+        (out[0]["to"].as_str(), out[0]["body"].as_str()),
+        (Some("+14155550117"), Some("Call base"))
+    );
+    o.app.stop().await;
+}
+
+#[tokio::test]
+async fn a_malformed_event_is_refused_with_every_bad_field() {
+    let o = org(json!({})).await;
+    let mut ev = incident("incident-dispatched");
+    ev["detail"] = json!({"org_id": "acme"});
+    let (s, b) = o
+        .app
+        .send("POST", "/local/events", None, Some(&ev.to_string()))
+        .await;
+    assert_eq!(s, 400);
+    assert!(
+        b["error"]["fields"]["detail.incident_id"].is_string(),
+        "{b}"
+    );
+    assert!(
+        b["error"]["fields"]["detail.recipient_ids"].is_string(),
+        "{b}"
+    );
+    let (s, _) = o.app.send("POST", "/local/events", None, Some("{")).await;
+    assert_eq!(s, 400);
+    o.app.stop().await;
+}
