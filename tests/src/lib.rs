@@ -20,6 +20,7 @@ use std::time::Duration;
 
 pub use flare_shared::aws::AwsOptions;
 
+pub mod fanout;
 pub mod stack;
 
 /// The command that makes the virtualenv the harness needs.

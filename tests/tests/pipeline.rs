@@ -766,3 +766,23 @@ async fn the_sample_sqs_batches_are_delivery_jobs() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_fan_out_stays_within_five_percent_of_the_batching_floor() {
+    use flare_tests::fanout::{CONSTANT_CALLS, route_counted, seed};
+    let stack = AwsStack::create(moto()).await.unwrap();
+    let event = seed(&stack, 250).await.unwrap();
+    let f = route_counted(&stack.sdk, &stack.tables, &stack.queues, &event)
+        .await
+        .unwrap();
+    assert_eq!((f.users, f.records, f.jobs), (250, 750, 750));
+    // 3 BatchGetItem + 30 BatchWriteItem + 75 SendMessageBatch.
+    assert_eq!(f.floor, 3 + 30 + 75);
+    assert!(
+        f.total as f64 <= f.floor as f64 * 1.05 + CONSTANT_CALLS as f64,
+        "{} calls against a floor of {}: {:?}",
+        f.total,
+        f.floor,
+        f.calls
+    );
+}

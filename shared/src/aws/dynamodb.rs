@@ -139,51 +139,122 @@ impl Table {
         }
     }
 
-    /// BatchGetItem, 100 keys a call, retrying unprocessed keys with backoff.
-    async fn batch_get<T: DeserializeOwned>(&self, keys: Vec<Item>) -> StoreResult<Vec<T>> {
-        let mut out = Vec::with_capacity(keys.len());
-        for chunk in keys.chunks(BATCH_GET_MAX) {
-            let mut pending = Some(
-                KeysAndAttributes::builder()
-                    .set_keys(Some(chunk.to_vec()))
-                    .consistent_read(true)
-                    .build()
-                    .map_err(|e| StoreError::Failed(e.into()))?,
-            );
-            let mut attempt = 0u32;
-            while let Some(request) = pending.take() {
-                let resp = self
-                    .client
-                    .batch_get_item()
-                    .request_items(&self.name, request)
-                    .send()
-                    .await
-                    .map_err(|e| store_error(e, "BatchGetItem"))?;
-                if let Some(mut responses) = resp.responses
-                    && let Some(items) = responses.remove(&self.name)
-                {
-                    for item in items {
-                        out.push(from_item(item)?);
-                    }
+    /// BatchGetItem, 100 keys a call (several calls in flight), retrying unprocessed
+    /// keys with backoff.
+    async fn batch_get<T: DeserializeOwned + Send>(&self, keys: Vec<Item>) -> StoreResult<Vec<T>> {
+        use futures::{StreamExt, TryStreamExt};
+        let chunks: Vec<Vec<Item>> = keys.chunks(BATCH_GET_MAX).map(<[Item]>::to_vec).collect();
+        let pages: Vec<Vec<T>> = futures::stream::iter(chunks)
+            .map(|chunk| self.get_chunk(chunk))
+            .buffer_unordered(BATCH_CONCURRENCY)
+            .try_collect()
+            .await?;
+        Ok(pages.into_iter().flatten().collect())
+    }
+
+    async fn get_chunk<T: DeserializeOwned>(&self, chunk: Vec<Item>) -> StoreResult<Vec<T>> {
+        let mut out = Vec::with_capacity(chunk.len());
+        let mut pending = Some(
+            KeysAndAttributes::builder()
+                .set_keys(Some(chunk))
+                .consistent_read(true)
+                .build()
+                .map_err(|e| StoreError::Failed(e.into()))?,
+        );
+        let mut attempt = 0u32;
+        while let Some(request) = pending.take() {
+            let resp = self
+                .client
+                .batch_get_item()
+                .request_items(&self.name, request)
+                .send()
+                .await
+                .map_err(|e| store_error(e, "BatchGetItem"))?;
+            if let Some(mut responses) = resp.responses
+                && let Some(items) = responses.remove(&self.name)
+            {
+                for item in items {
+                    out.push(from_item(item)?);
                 }
-                if let Some(mut unprocessed) = resp.unprocessed_keys
-                    && let Some(rest) = unprocessed.remove(&self.name)
-                    && !rest.keys().is_empty()
-                {
-                    attempt += 1;
-                    if attempt > 8 {
-                        return Err(StoreError::Unavailable(anyhow::anyhow!(
-                            "BatchGetItem left {} keys unprocessed after {attempt} attempts",
-                            rest.keys().len()
-                        )));
-                    }
-                    tokio::time::sleep(backoff(attempt)).await;
-                    pending = Some(rest);
+            }
+            if let Some(mut unprocessed) = resp.unprocessed_keys
+                && let Some(rest) = unprocessed.remove(&self.name)
+                && !rest.keys().is_empty()
+            {
+                attempt += 1;
+                if attempt > 8 {
+                    return Err(StoreError::Unavailable(anyhow::anyhow!(
+                        "BatchGetItem left {} keys unprocessed after {attempt} attempts",
+                        rest.keys().len()
+                    )));
                 }
+                tokio::time::sleep(backoff(attempt)).await;
+                pending = Some(rest);
             }
         }
         Ok(out)
     }
+}
+
+/// BatchWriteItem's limit per call.
+pub const BATCH_WRITE_MAX: usize = 25;
+
+/// How many batch calls a fan-out keeps in flight: one at a time, 10,000 recipients
+/// would spend a minute on round trips alone.
+pub const BATCH_CONCURRENCY: usize = 16;
+
+/// Puts items with BatchWriteItem, 25 a call (several calls in flight), retrying
+/// unprocessed items with backoff.
+pub async fn batch_write(client: &Client, table: &str, items: Vec<Item>) -> StoreResult<()> {
+    use futures::{StreamExt, TryStreamExt};
+    let chunks: Vec<Vec<Item>> = items
+        .chunks(BATCH_WRITE_MAX)
+        .map(<[Item]>::to_vec)
+        .collect();
+    futures::stream::iter(chunks)
+        .map(|chunk| write_chunk(client, table, chunk))
+        .buffer_unordered(BATCH_CONCURRENCY)
+        .try_collect::<Vec<()>>()
+        .await?;
+    Ok(())
+}
+
+async fn write_chunk(client: &Client, table: &str, chunk: Vec<Item>) -> StoreResult<()> {
+    use aws_sdk_dynamodb::types::{PutRequest, WriteRequest};
+    let mut writes = chunk
+        .into_iter()
+        .map(|item| {
+            let put = PutRequest::builder()
+                .set_item(Some(item))
+                .build()
+                .map_err(|e| StoreError::Failed(e.into()))?;
+            Ok(WriteRequest::builder().put_request(put).build())
+        })
+        .collect::<StoreResult<Vec<_>>>()?;
+    let mut attempt = 0;
+    while !writes.is_empty() {
+        let out = client
+            .batch_write_item()
+            .request_items(table, std::mem::take(&mut writes))
+            .send()
+            .await
+            .map_err(|e| store_error(e, "BatchWriteItem"))?;
+        if let Some(mut left) = out.unprocessed_items
+            && let Some(rest) = left.remove(table)
+            && !rest.is_empty()
+        {
+            attempt += 1;
+            if attempt > 8 {
+                return Err(StoreError::Unavailable(anyhow::anyhow!(
+                    "BatchWriteItem left {} items unprocessed after {attempt} attempts",
+                    rest.len()
+                )));
+            }
+            tokio::time::sleep(backoff(attempt)).await;
+            writes = rest;
+        }
+    }
+    Ok(())
 }
 
 /// Exponential backoff with full jitter, capped at about a second.
@@ -272,6 +343,17 @@ impl DynamoDirectory {
                 name: table.into(),
             },
         }
+    }
+}
+
+impl DynamoDirectory {
+    /// Bulk import (BatchWriteItem, 25 a call): seeding and migrations.
+    pub async fn put_users(&self, org: &OrgId, users: &[User]) -> StoreResult<()> {
+        let items = users
+            .iter()
+            .map(|u| to_item(org_pk(org), format!("{USER_PREFIX}{}", u.user_id), u))
+            .collect::<StoreResult<Vec<_>>>()?;
+        batch_write(&self.table.client, &self.table.name, items).await
     }
 }
 

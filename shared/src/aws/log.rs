@@ -11,7 +11,7 @@
 //! a claim is a conditional UpdateItem (`status = pending` and no live lease), so two
 //! attempts never both send. Every item carries `expires_at` for DynamoDB's TTL.
 
-use super::dynamodb::backoff;
+use super::dynamodb::batch_write;
 use super::{error_code, store_error};
 use crate::domain::{
     Channel, DeliveryRecord, Notification, NotificationId, OrgId, RecipientRef, UserId,
@@ -19,13 +19,11 @@ use crate::domain::{
 use crate::ports::{Claim, Created, DeliveryLog, Finish, Logged, StoreError, StoreResult};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, ReturnValue, WriteRequest};
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 use std::collections::HashMap;
 
 type Item = HashMap<String, AttributeValue>;
 
-/// BatchWriteItem's limit per call.
-pub const BATCH_WRITE_MAX: usize = 25;
 /// How long log items are kept (DynamoDB TTL).
 pub const RETENTION_DAYS: i64 = 90;
 
@@ -189,46 +187,17 @@ impl DeliveryLog for DynamoDeliveryLog {
     }
 
     async fn put_records(&self, org: &OrgId, records: &[DeliveryRecord]) -> StoreResult<()> {
-        for chunk in records.chunks(BATCH_WRITE_MAX) {
-            let mut writes = Vec::with_capacity(chunk.len());
-            for r in chunk {
-                let item = encode(
+        let items = records
+            .iter()
+            .map(|r| {
+                encode(
                     notification_pk(org, &r.notification_id),
                     record_sk(&r.recipient, r.channel),
                     r,
-                )?;
-                let put = PutRequest::builder()
-                    .set_item(Some(item))
-                    .build()
-                    .map_err(|e| StoreError::Failed(e.into()))?;
-                writes.push(WriteRequest::builder().put_request(put).build());
-            }
-            let mut attempt = 0;
-            while !writes.is_empty() {
-                let out = self
-                    .client
-                    .batch_write_item()
-                    .request_items(&self.table, std::mem::take(&mut writes))
-                    .send()
-                    .await
-                    .map_err(|e| store_error(e, "BatchWriteItem"))?;
-                if let Some(mut left) = out.unprocessed_items
-                    && let Some(rest) = left.remove(&self.table)
-                    && !rest.is_empty()
-                {
-                    attempt += 1;
-                    if attempt > 8 {
-                        return Err(StoreError::Unavailable(anyhow::anyhow!(
-                            "BatchWriteItem left {} items unprocessed after {attempt} attempts",
-                            rest.len()
-                        )));
-                    }
-                    tokio::time::sleep(backoff(attempt)).await;
-                    writes = rest;
-                }
-            }
-        }
-        Ok(())
+                )
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+        batch_write(&self.client, &self.table, items).await
     }
 
     async fn claim(

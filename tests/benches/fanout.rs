@@ -1,0 +1,106 @@
+//! Fan-out benchmark against moto: for 1,000 and 10,000 recipients, the AWS calls the
+//! router makes against the batching floor, and the router's peak memory (target: under
+//! 64 MB for 10,000). Each routing runs in a child process, so its peak resident set
+//! (VmHWM) is the router's alone, not the seeding's.
+//!
+//!     cargo bench -p flare-tests --bench fanout [-- 1000 10000]
+
+use flare_tests::fanout::{CONSTANT_CALLS, Fanout, route_counted, seed};
+use flare_tests::stack::AwsStack;
+use serde_json::json;
+use std::collections::HashMap;
+
+fn vm_hwm_kb() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    if let Some(job) = std::env::var_os("FLARE_FANOUT_JOB") {
+        // Child: route once, print the counts and the peak memory.
+        let job: serde_json::Value = serde_json::from_slice(&std::fs::read(job).unwrap()).unwrap();
+        let out = rt.block_on(async {
+            let sdk = flare_shared::aws::sdk_config(flare_shared::aws::AwsOptions::local(
+                job["moto"].as_str().unwrap(),
+            ))
+            .await;
+            let tables = flare_shared::aws::wiring::Tables {
+                settings: job["tables"]["settings"].as_str().unwrap().into(),
+                directory: job["tables"]["directory"].as_str().unwrap().into(),
+                log: job["tables"]["log"].as_str().unwrap().into(),
+            };
+            let queues: HashMap<flare_shared::domain::Channel, String> =
+                serde_json::from_value(job["queues"].clone()).unwrap();
+            let start = std::time::Instant::now();
+            let f = route_counted(&sdk, &tables, &queues, &job["event"])
+                .await
+                .unwrap();
+            (f, start.elapsed())
+        });
+        println!(
+            "{}",
+            json!({"fanout": out.0, "seconds": out.1.as_secs_f64(), "vm_hwm_kb": vm_hwm_kb()})
+        );
+        return;
+    }
+    let sizes: Vec<usize> = args.iter().filter_map(|a| a.parse().ok()).collect();
+    let sizes = if sizes.is_empty() {
+        vec![1_000, 10_000]
+    } else {
+        sizes
+    };
+    let moto = flare_tests::moto();
+    println!(
+        "| recipients | records | jobs | AWS calls | floor | calls over floor (after {CONSTANT_CALLS} fixed) | router time | router peak RSS |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    for n in sizes {
+        let (stack, event) = rt.block_on(async {
+            let stack = AwsStack::create(moto).await.unwrap();
+            let event = seed(&stack, n).await.unwrap();
+            (stack, event)
+        });
+        let dir = flare_tests::TempDir::new("fanout").unwrap();
+        let job = dir.path().join("job.json");
+        let queues: HashMap<String, String> = stack
+            .queues
+            .iter()
+            .map(|(c, u)| (c.as_str().to_string(), u.clone()))
+            .collect();
+        std::fs::write(&job, json!({"moto": moto.url, "tables": {"settings": stack.tables.settings, "directory": stack.tables.directory, "log": stack.tables.log}, "queues": queues, "event": event}).to_string()).unwrap();
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .env("FLARE_FANOUT_JOB", &job)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let f: Fanout = serde_json::from_value(v["fanout"].clone()).unwrap();
+        println!(
+            "| {} | {} | {} | {} | {} | {:.3}x | {:.1} s | {:.1} MB |",
+            f.users,
+            f.records,
+            f.jobs,
+            f.total,
+            f.floor,
+            f.ratio(CONSTANT_CALLS),
+            v["seconds"].as_f64().unwrap(),
+            v["vm_hwm_kb"].as_f64().unwrap() / 1024.0
+        );
+        eprintln!("  calls by operation: {:?}", f.calls);
+    }
+}

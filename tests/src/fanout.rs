@@ -1,0 +1,183 @@
+//! Fan-out measurement: route one dispatch to N users on moto and count every AWS call
+//! the router makes, against the floor ceil(users/100) + ceil(records/25) + ceil(jobs/10).
+
+use crate::stack::AwsStack;
+use crate::unique;
+use aws_smithy_runtime_api::box_error::BoxError;
+use aws_smithy_runtime_api::client::interceptors::Intercept;
+use aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextRef;
+use aws_smithy_runtime_api::client::orchestrator::Metadata;
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+use aws_smithy_types::config_bag::ConfigBag;
+use flare_shared::app::notify::{Notifier, Routed};
+use flare_shared::aws::dynamodb::{DynamoDirectory, DynamoSettings};
+use flare_shared::aws::log::DynamoDeliveryLog;
+use flare_shared::aws::sqs::SqsQueue;
+use flare_shared::domain::*;
+use flare_shared::ports::SettingsStore;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+/// Counts every HTTP attempt, by operation.
+#[derive(Debug, Default, Clone)]
+pub struct CallCounter(Arc<Mutex<BTreeMap<String, u64>>>);
+
+impl CallCounter {
+    pub fn counts(&self) -> BTreeMap<String, u64> {
+        self.0.lock().unwrap().clone()
+    }
+
+    pub fn total(&self) -> u64 {
+        self.counts().values().sum()
+    }
+}
+
+impl Intercept for CallCounter {
+    fn name(&self) -> &'static str {
+        "CallCounter"
+    }
+
+    fn read_before_transmit(
+        &self,
+        _ctx: &BeforeTransmitInterceptorContextRef<'_>,
+        _rc: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let op = cfg
+            .load::<Metadata>()
+            .map(|m| m.name().to_string())
+            .unwrap_or_else(|| "unknown".into());
+        *self.0.lock().unwrap().entry(op).or_default() += 1;
+        Ok(())
+    }
+}
+
+/// An organization with `n` users (each reachable on every channel) and a dispatch
+/// event for all of them, under `app_sms_email`.
+pub async fn seed(stack: &AwsStack, n: usize) -> anyhow::Result<serde_json::Value> {
+    let org = OrgId::parse(&unique("fanout"))?;
+    let db = flare_shared::aws::dynamodb(&stack.sdk);
+    let settings = DynamoSettings::new(db.clone(), &stack.tables.settings);
+    settings
+        .put_communication(
+            &org,
+            &CommunicationSettings {
+                dispatch: Method::AppSmsEmail,
+                ..Default::default()
+            },
+        )
+        .await?;
+    settings
+        .put_sms(
+            &org,
+            &SmsSettings {
+                control_center_id: ControlCenterId::main(),
+                provider: SmsProvider::Sns,
+                sender_number: Some(SenderId::parse("ACMEFIRE")?),
+                password_set: false,
+            },
+        )
+        .await?;
+    let users: Vec<User> = (0..n)
+        .map(|i| User {
+            user_id: UserId::parse(&format!("u-{i:06}")).unwrap(),
+            name: format!("Responder {i}"),
+            license: License::BasicResponder,
+            is_virtual: false,
+            control_center_id: None,
+            contacts: Contacts::new(vec![
+                Contact::Mobile {
+                    value: PhoneNumber::parse(&format!("+1415{:07}", i)).unwrap(),
+                    primary: true,
+                },
+                Contact::Email {
+                    value: EmailAddress::parse(&format!("r{i}@acme.example")).unwrap(),
+                    primary: true,
+                },
+            ])
+            .unwrap(),
+            emergency_contacts: vec![],
+            devices: vec![Device {
+                device_id: DeviceId::parse(&format!("d-{i}")).unwrap(),
+                platform: Platform::Fcm,
+                token: format!("token-{i}"),
+                endpoint: Some(format!(
+                    "arn:aws:sns:us-east-1:123456789012:endpoint/GCM/flare/{i}"
+                )),
+            }],
+        })
+        .collect();
+    DynamoDirectory::new(db, &stack.tables.directory)
+        .put_users(&org, &users)
+        .await?;
+    Ok(serde_json::json!({
+        "version": "0", "id": unique("fanout-evt"), "detail-type": "Incident Dispatched",
+        "source": "flare.incidents", "time": "2026-11-26T21:00:00Z",
+        "detail": {"org_id": org, "control_center_id": "main", "incident_id": "inc-fanout",
+                   "recipient_ids": users.iter().map(|u| u.user_id.to_string()).collect::<Vec<_>>(),
+                   "message": {"title": "Mass dispatch", "body": "All units respond."}}
+    }))
+}
+
+/// The outcome of one counted fan-out.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Fanout {
+    pub users: usize,
+    pub records: usize,
+    pub jobs: usize,
+    pub calls: BTreeMap<String, u64>,
+    pub total: u64,
+    pub floor: u64,
+}
+
+impl Fanout {
+    /// The calls that scale with the fan-out, over the floor.
+    pub fn ratio(&self, constant: u64) -> f64 {
+        self.total.saturating_sub(constant) as f64 / self.floor as f64
+    }
+}
+
+/// Routes the event with counted DynamoDB and SQS clients (the router's own adapters).
+pub async fn route_counted(
+    sdk: &flare_shared::aws::SdkConfig,
+    tables: &flare_shared::aws::wiring::Tables,
+    queues: &std::collections::HashMap<Channel, String>,
+    event: &serde_json::Value,
+) -> anyhow::Result<Fanout> {
+    let counter = CallCounter::default();
+    let db = aws_sdk_dynamodb::Client::from_conf(
+        aws_sdk_dynamodb::config::Builder::from(sdk)
+            .interceptor(counter.clone())
+            .build(),
+    );
+    let sqs = aws_sdk_sqs::Client::from_conf(
+        aws_sdk_sqs::config::Builder::from(sdk)
+            .interceptor(counter.clone())
+            .build(),
+    );
+    let notifier = Notifier {
+        settings: Arc::new(DynamoSettings::new(db.clone(), &tables.settings)),
+        directory: Arc::new(DynamoDirectory::new(db.clone(), &tables.directory)),
+        log: Arc::new(DynamoDeliveryLog::new(db, &tables.log)),
+        queue: Arc::new(SqsQueue::new(sqs, queues.clone())),
+    };
+    let ev = IncidentEvent::from_value(event.clone())?;
+    let users = match &ev.targets {
+        Targets::Users(u) => u.len(),
+        _ => 0,
+    };
+    let routed: Routed = notifier.route(&ev).await?;
+    let div = |a: usize, b: usize| a.div_ceil(b) as u64;
+    Ok(Fanout {
+        users,
+        records: routed.records_written,
+        jobs: routed.jobs_enqueued,
+        floor: div(users, 100) + div(routed.records_written, 25) + div(routed.jobs_enqueued, 10),
+        total: counter.total(),
+        calls: counter.counts(),
+    })
+}
+
+/// The router's fixed calls: communication, SMS (own and main) and email settings,
+/// and creating the notification.
+pub const CONSTANT_CALLS: u64 = 5;
