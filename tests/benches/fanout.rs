@@ -81,6 +81,8 @@ fn main() {
         std::fs::write(&job, json!({"moto": moto.url, "tables": {"settings": stack.tables.settings, "directory": stack.tables.directory, "log": stack.tables.log}, "queues": queues, "event": event}).to_string()).unwrap();
         let out = std::process::Command::new(std::env::current_exe().unwrap())
             .env("FLARE_FANOUT_JOB", &job)
+            // moto serves one call at a time; more in flight only queue there.
+            .env("FLARE_BATCH_CONCURRENCY", "4")
             .output()
             .unwrap();
         assert!(

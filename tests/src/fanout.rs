@@ -145,14 +145,21 @@ pub async fn route_counted(
     event: &serde_json::Value,
 ) -> anyhow::Result<Fanout> {
     let counter = CallCounter::default();
+    // moto answers one call at a time: queued calls need more than AWS's latency budget.
+    let patient = aws_smithy_types::timeout::TimeoutConfig::builder()
+        .operation_timeout(std::time::Duration::from_secs(300))
+        .operation_attempt_timeout(std::time::Duration::from_secs(300))
+        .build();
     let db = aws_sdk_dynamodb::Client::from_conf(
         aws_sdk_dynamodb::config::Builder::from(sdk)
             .interceptor(counter.clone())
+            .timeout_config(patient.clone())
             .build(),
     );
     let sqs = aws_sdk_sqs::Client::from_conf(
         aws_sdk_sqs::config::Builder::from(sdk)
             .interceptor(counter.clone())
+            .timeout_config(patient)
             .build(),
     );
     let notifier = Notifier {

@@ -146,7 +146,7 @@ impl Table {
         let chunks: Vec<Vec<Item>> = keys.chunks(BATCH_GET_MAX).map(<[Item]>::to_vec).collect();
         let pages: Vec<Vec<T>> = futures::stream::iter(chunks)
             .map(|chunk| self.get_chunk(chunk))
-            .buffer_unordered(BATCH_CONCURRENCY)
+            .buffer_unordered(batch_concurrency())
             .try_collect()
             .await?;
         Ok(pages.into_iter().flatten().collect())
@@ -199,9 +199,21 @@ impl Table {
 /// BatchWriteItem's limit per call.
 pub const BATCH_WRITE_MAX: usize = 25;
 
-/// How many batch calls a fan-out keeps in flight: one at a time, 10,000 recipients
-/// would spend a minute on round trips alone.
-pub const BATCH_CONCURRENCY: usize = 16;
+/// How many batch calls a fan-out keeps in flight by default: one at a time, 10,000
+/// recipients would spend a minute on round trips alone.
+pub const DEFAULT_BATCH_CONCURRENCY: usize = 16;
+
+/// `FLARE_BATCH_CONCURRENCY`, else [`DEFAULT_BATCH_CONCURRENCY`] (read once).
+pub fn batch_concurrency() -> usize {
+    static N: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *N.get_or_init(|| {
+        std::env::var("FLARE_BATCH_CONCURRENCY")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .filter(|n| *n > 0)
+            .unwrap_or(DEFAULT_BATCH_CONCURRENCY)
+    })
+}
 
 /// Puts items with BatchWriteItem, 25 a call (several calls in flight), retrying
 /// unprocessed items with backoff.
@@ -213,7 +225,7 @@ pub async fn batch_write(client: &Client, table: &str, items: Vec<Item>) -> Stor
         .collect();
     futures::stream::iter(chunks)
         .map(|chunk| write_chunk(client, table, chunk))
-        .buffer_unordered(BATCH_CONCURRENCY)
+        .buffer_unordered(batch_concurrency())
         .try_collect::<Vec<()>>()
         .await?;
     Ok(())

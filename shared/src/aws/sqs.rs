@@ -1,7 +1,7 @@
 //! The job queues: one SQS queue per channel, sent to with SendMessageBatch (10 a call),
 //! retrying the entries SQS failed on its side.
 
-use super::dynamodb::{BATCH_CONCURRENCY, backoff};
+use super::dynamodb::{backoff, batch_concurrency};
 use crate::domain::{Channel, DeliveryJob};
 use crate::ports::{JobQueue, QueueError};
 use async_trait::async_trait;
@@ -106,7 +106,7 @@ impl JobQueue for SqsQueue {
         }
         futures::stream::iter(batches)
             .map(|(url, chunk)| self.send_chunk(url, chunk))
-            .buffer_unordered(BATCH_CONCURRENCY)
+            .buffer_unordered(batch_concurrency())
             .try_collect::<Vec<()>>()
             .await?;
         Ok(())
