@@ -80,6 +80,12 @@ impl LocalApp {
         let directory: Arc<MemoryDirectory> =
             Arc::new(MemoryDirectory::open(d.join("users.json"))?);
         let log = Arc::new(MemoryDeliveryLog::default());
+        let secrets: Arc<MemorySecrets> = Arc::new(MemorySecrets::open(d.join("secrets.json"))?);
+        let gateway = flare_shared::providers::http_sms::HttpSmsSender::new(
+            settings.clone(),
+            secrets.clone(),
+            cfg.policy,
+        )?;
         let outbox = Arc::new(MemoryOutbox::default());
         let deliverer = Deliverer {
             log: log.clone(),
@@ -87,10 +93,16 @@ impl LocalApp {
             directory: directory.clone(),
             settings: settings.clone(),
             push: Some(outbox.clone()),
-            sms: [(
-                Provider::Sns,
-                outbox.clone() as Arc<dyn flare_shared::ports::SmsSender>,
-            )]
+            sms: [
+                (
+                    Provider::Sns,
+                    outbox.clone() as Arc<dyn flare_shared::ports::SmsSender>,
+                ),
+                (
+                    Provider::Http,
+                    Arc::new(gateway) as Arc<dyn flare_shared::ports::SmsSender>,
+                ),
+            ]
             .into(),
             email: [(
                 Provider::Ses,
@@ -104,7 +116,7 @@ impl LocalApp {
         let services = Services {
             settings: settings.clone(),
             directory: directory.clone(),
-            secrets: Arc::new(MemorySecrets::open(d.join("secrets.json"))?),
+            secrets,
             devices: Arc::new(MemoryDevices::default()),
             log: log.clone(),
             queue: Arc::new(queue.clone()),

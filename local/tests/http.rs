@@ -651,7 +651,7 @@ async fn the_binary_serves_with_a_token_it_printed() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let client = reqwest::Client::new();
+    let client = flare_tests::http();
     let mut status = None;
     for _ in 0..100 {
         if let Ok(r) = client

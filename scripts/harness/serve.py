@@ -235,16 +235,60 @@ def run_gateway(args):
     server.shutdown()
 
 
+# ------------------------------------------------------------------------ sqs-sink
+def run_sqs_sink(args):
+    """Accepts SQS SendMessageBatch (JSON protocol) and keeps nothing: for counting a
+    fan-out's calls at a size where moto's queues (slower with every message held)
+    cannot keep up. Answers every entry as sent, with the body's MD5 as SQS does."""
+    import hashlib
+    import uuid
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *a):
+            pass
+
+        def do_POST(self):
+            n = int(self.headers.get("Content-Length") or 0)
+            req = json.loads(self.rfile.read(n) or b"{}")
+            target = self.headers.get("X-Amz-Target", "")
+            if target.endswith("SendMessageBatch"):
+                out = {"Successful": [
+                    {"Id": e["Id"], "MessageId": str(uuid.uuid4()),
+                     "MD5OfMessageBody": hashlib.md5(e["MessageBody"].encode()).hexdigest()}
+                    for e in req.get("Entries", [])], "Failed": []}
+                status = 200
+            else:
+                out = {"__type": "com.amazonaws.sqs#UnsupportedOperation", "message": target}
+                status = 400
+            data = json.dumps(out).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/x-amz-json-1.0")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+    server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    ready(url=f"http://127.0.0.1:{args.port}")
+    wait_for_stdin_eof()
+    server.shutdown()
+
+
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("kind", choices=["moto", "smtp", "gateway"])
+    p.add_argument("kind", choices=["moto", "smtp", "gateway", "sqs-sink"])
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--tls-port", type=int)
     p.add_argument("--dir")
     p.add_argument("--user", default="flare")
     p.add_argument("--password", default="flare-test-password")
     args = p.parse_args()
-    {"moto": run_moto, "smtp": run_smtp, "gateway": run_gateway}[args.kind](args)
+    {"moto": run_moto, "smtp": run_smtp, "gateway": run_gateway,
+     "sqs-sink": run_sqs_sink}[args.kind](args)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,8 @@ pub mod config;
 pub mod domain;
 pub mod memory;
 pub mod ports;
+pub mod providers;
+pub mod secrets_cache;
 
 #[cfg(feature = "aws")]
 pub mod aws;

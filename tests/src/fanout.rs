@@ -140,6 +140,7 @@ impl Fanout {
 /// Routes the event with counted DynamoDB and SQS clients (the router's own adapters).
 pub async fn route_counted(
     sdk: &flare_shared::aws::SdkConfig,
+    sqs_endpoint: Option<&str>,
     tables: &flare_shared::aws::wiring::Tables,
     queues: &std::collections::HashMap<Channel, String>,
     event: &serde_json::Value,
@@ -156,12 +157,13 @@ pub async fn route_counted(
             .timeout_config(patient.clone())
             .build(),
     );
-    let sqs = aws_sdk_sqs::Client::from_conf(
-        aws_sdk_sqs::config::Builder::from(sdk)
-            .interceptor(counter.clone())
-            .timeout_config(patient)
-            .build(),
-    );
+    let mut sqs = aws_sdk_sqs::config::Builder::from(sdk)
+        .interceptor(counter.clone())
+        .timeout_config(patient);
+    if let Some(url) = sqs_endpoint {
+        sqs = sqs.endpoint_url(url);
+    }
+    let sqs = aws_sdk_sqs::Client::from_conf(sqs.build());
     let notifier = Notifier {
         settings: Arc::new(DynamoSettings::new(db.clone(), &tables.settings)),
         directory: Arc::new(DynamoDirectory::new(db.clone(), &tables.directory)),

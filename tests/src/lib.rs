@@ -184,16 +184,32 @@ impl Moto {
         flare_shared::aws::sdk_config(self.aws_options()).await
     }
 
-    /// moto's view of everything it holds (`GET /moto-api/data.json`).
+    /// moto's view of everything it holds (`GET /moto-api/data.json`). moto builds it
+    /// by walking its state, which other tests may be changing at that moment ("changed
+    /// size during iteration"): a failed read is tried again.
     pub async fn data(&self) -> anyhow::Result<serde_json::Value> {
         let url = format!("{}/moto-api/data.json", self.url);
-        let resp = reqwest::get(&url)
-            .await
-            .with_context(|| format!("GET {url}"))?;
-        resp.error_for_status()?
-            .json()
-            .await
-            .context("moto data.json is not JSON")
+        let mut last = None;
+        for attempt in 0..5u64 {
+            let result = async {
+                let resp = http()
+                    .get(&url)
+                    .send()
+                    .await
+                    .with_context(|| format!("GET {url}"))?;
+                resp.error_for_status()?
+                    .json::<serde_json::Value>()
+                    .await
+                    .context("moto data.json is not JSON")
+            }
+            .await;
+            match result {
+                Ok(v) => return Ok(v),
+                Err(e) => last = Some(e),
+            }
+            tokio::time::sleep(Duration::from_millis(50 * (attempt + 1))).await;
+        }
+        Err(last.unwrap_or_else(|| anyhow!("no attempt made")))
     }
 
     /// Every SMS moto's SNS accepted: `{"phone_number", "message", "message_id"}`.
@@ -319,7 +335,7 @@ impl Gateway {
     /// Queues answers for `path`: `{"status": 500}`, `{"status": 200, "body": {...}}`,
     /// `{"hang": 5}`, `{"status": 302, "location": "..."}`. Unscripted requests get 200.
     pub async fn script(&self, path: &str, responses: serde_json::Value) -> anyhow::Result<()> {
-        reqwest::Client::new()
+        http()
             .post(format!("{}/_script", self.url))
             .json(&serde_json::json!({"path": path, "responses": responses}))
             .send()
@@ -331,7 +347,9 @@ impl Gateway {
     /// Every request received (but `/_script` and `/_requests`): `{"method", "path",
     /// "headers", "body"}`, header names lower-cased.
     pub async fn requests(&self) -> anyhow::Result<Vec<serde_json::Value>> {
-        Ok(reqwest::get(format!("{}/_requests", self.url))
+        Ok(http()
+            .get(format!("{}/_requests", self.url))
+            .send()
             .await?
             .error_for_status()?
             .json()
@@ -346,6 +364,14 @@ impl Gateway {
             .filter(|r| r["path"] == path)
             .collect())
     }
+}
+
+/// An HTTP client for tests. reqwest is built with TLS but no crypto provider of its
+/// own (Flare's gateway sender hands it one), so a plain client needs the process
+/// default installed first.
+pub fn http() -> reqwest::Client {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    reqwest::Client::new()
 }
 
 /// A name no other test uses (moto state is shared by every test of a binary).

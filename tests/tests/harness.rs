@@ -263,7 +263,7 @@ async fn gateway_records_requests_and_answers_scripts() {
     let g = gateway();
     let path = format!("/{}", unique("send"));
     g.script(&path, json!([{"status": 500}])).await.unwrap();
-    let client = reqwest::Client::new();
+    let client = flare_tests::http();
     let first = client
         .post(format!("{}{path}", g.url))
         .header("X-Api-Key", "abc123")

@@ -59,7 +59,20 @@ async fn pipeline() -> Pipeline {
         Channel::Push,
         p.function(sdk, flare_push::deliverer(&p, sdk)),
     );
-    functions.insert(Channel::Sms, s.function(sdk, flare_sms::deliverer(&s, sdk)));
+    functions.insert(
+        Channel::Sms,
+        s.function(
+            sdk,
+            flare_sms::deliverer(
+                &s,
+                sdk,
+                EndpointPolicy {
+                    allow_private: true,
+                },
+            )
+            .unwrap(),
+        ),
+    );
     functions.insert(
         Channel::Email,
         e.function(sdk, flare_email::deliverer(&e, sdk, sender)),
@@ -772,7 +785,7 @@ async fn a_fan_out_stays_within_five_percent_of_the_batching_floor() {
     use flare_tests::fanout::{CONSTANT_CALLS, route_counted, seed};
     let stack = AwsStack::create(moto()).await.unwrap();
     let event = seed(&stack, 250).await.unwrap();
-    let f = route_counted(&stack.sdk, &stack.tables, &stack.queues, &event)
+    let f = route_counted(&stack.sdk, None, &stack.tables, &stack.queues, &event)
         .await
         .unwrap();
     assert_eq!((f.users, f.records, f.jobs), (250, 750, 750));

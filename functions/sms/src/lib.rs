@@ -1,18 +1,36 @@
-//! The sms delivery function's wiring: its senders over the shared delivery logic.
+//! The sms delivery function's wiring: SNS, and the organizations' HTTP gateways.
 
 use flare_lambda::DeliveryConfig;
 use flare_shared::app::deliver::Deliverer;
+use flare_shared::aws::secrets::SecretsManagerStore;
 use flare_shared::aws::sns_sms::SnsSmsSender;
 use flare_shared::aws::{self, SdkConfig};
-use flare_shared::domain::Provider;
+use flare_shared::config;
+use flare_shared::domain::{EndpointPolicy, Provider};
+use flare_shared::providers::http_sms::HttpSmsSender;
+use flare_shared::secrets_cache::{CachedSecrets, MAX_TTL};
 use std::sync::Arc;
 
 pub const CHANNEL: flare_shared::domain::Channel = flare_shared::domain::Channel::Sms;
 
-/// The deliverer with this channel's AWS senders.
-pub fn deliverer(config: &DeliveryConfig, sdk: &SdkConfig) -> Deliverer {
+/// The deliverer with SNS and the HTTP gateway sender; gateway secrets are read through
+/// a cache (at most 5 minutes) so a fan-out reads each once.
+pub fn deliverer(
+    config: &DeliveryConfig,
+    sdk: &SdkConfig,
+    policy: EndpointPolicy,
+) -> anyhow::Result<Deliverer> {
     let mut d = config.deliverer(sdk);
     d.sms
         .insert(Provider::Sns, Arc::new(SnsSmsSender::new(aws::sns(sdk))));
-    d
+    let secrets = SecretsManagerStore::new(
+        aws::secretsmanager(sdk),
+        config::optional("FLARE_SECRET_PREFIX", "flare"),
+    );
+    let cached = Arc::new(CachedSecrets::new(Arc::new(secrets), MAX_TTL));
+    d.sms.insert(
+        Provider::Http,
+        Arc::new(HttpSmsSender::new(d.settings.clone(), cached, policy)?),
+    );
+    Ok(d)
 }

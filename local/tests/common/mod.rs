@@ -79,7 +79,7 @@ pub async fn spawn_app(dir: Option<&Path>) -> TestApp {
     });
     TestApp {
         base,
-        client: reqwest::Client::new(),
+        client: flare_tests::http(),
         dir,
         app: handle,
         stop: Some(tx),

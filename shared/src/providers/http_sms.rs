@@ -1,0 +1,248 @@
+//! The custom HTTP SMS gateway: `json`, `form` or `twilio` requests with HTTP Basic
+//! auth, the configured header, and the sender number as `from`.
+//!
+//! Names resolve through the SSRF guard and reqwest connects to the checked addresses;
+//! literal IP hosts (which skip resolution) are checked before the request; redirects
+//! are never followed; connect and total timeouts bound a hung gateway.
+
+use super::guard::{GuardError, resolve_checked};
+use crate::domain::{EndpointPolicy, GatewayFormat, Provider, SmsProvider};
+use crate::ports::{
+    Receipt, SecretKey, SecretStore, SendError, SettingsStore, SmsMessage, SmsSender,
+};
+use async_trait::async_trait;
+use secrecy::ExposeSecret;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+pub const TOTAL_TIMEOUT: Duration = Duration::from_secs(10);
+/// How much of a gateway's refusal is quoted in the failure reason.
+pub const REASON_EXCERPT: usize = 200;
+
+pub struct HttpSmsSender {
+    settings: Arc<dyn SettingsStore>,
+    secrets: Arc<dyn SecretStore>,
+    client: reqwest::Client,
+    policy: EndpointPolicy,
+}
+
+/// reqwest's resolver: every name goes through the guard.
+struct GuardResolver(EndpointPolicy);
+
+impl reqwest::dns::Resolve for GuardResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let policy = self.0;
+        let host = name.as_str().to_string();
+        Box::pin(async move {
+            let addrs = resolve_checked(&host, 0, policy).await?;
+            Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
+/// TLS with the same crypto provider the AWS SDK uses, and the web PKI roots.
+fn tls_config() -> anyhow::Result<rustls::ClientConfig> {
+    let roots = rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    Ok(rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_no_client_auth())
+}
+
+impl HttpSmsSender {
+    /// `secrets` should be a [`crate::secrets_cache::CachedSecrets`] in a delivery function.
+    pub fn new(
+        settings: Arc<dyn SettingsStore>,
+        secrets: Arc<dyn SecretStore>,
+        policy: EndpointPolicy,
+    ) -> anyhow::Result<Self> {
+        Self::with_timeouts(settings, secrets, policy, CONNECT_TIMEOUT, TOTAL_TIMEOUT)
+    }
+
+    pub fn with_timeouts(
+        settings: Arc<dyn SettingsStore>,
+        secrets: Arc<dyn SecretStore>,
+        policy: EndpointPolicy,
+        connect: Duration,
+        total: Duration,
+    ) -> anyhow::Result<Self> {
+        let client = reqwest::Client::builder()
+            .use_preconfigured_tls(tls_config()?)
+            .dns_resolver(Arc::new(GuardResolver(policy)))
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .connect_timeout(connect)
+            .timeout(total)
+            .user_agent("flare-sms/1")
+            .build()?;
+        Ok(Self {
+            settings,
+            secrets,
+            client,
+            policy,
+        })
+    }
+}
+
+fn not_allowed() -> SendError {
+    SendError::permanent("endpoint_not_allowed")
+}
+
+/// The gateway's own id for the message, when its JSON answer has one.
+fn message_id(body: &str) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_str(body).ok()?;
+    ["id", "sid", "message_id", "messageId", "MessageId"]
+        .iter()
+        .find_map(|k| match &v[*k] {
+            serde_json::Value::String(s) if !s.is_empty() => Some(s.clone()),
+            serde_json::Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        })
+}
+
+/// A short, single-line excerpt with every secret masked.
+fn excerpt(body: &str, secrets: &[&str]) -> String {
+    let mut s: String = body.chars().take(REASON_EXCERPT).collect();
+    for secret in secrets.iter().filter(|s| !s.is_empty()) {
+        s = s.replace(secret, "****");
+    }
+    s.replace(['\r', '\n'], " ").trim().to_string()
+}
+
+fn classify(e: reqwest::Error) -> SendError {
+    let mut src: Option<&dyn std::error::Error> = Some(&e);
+    while let Some(s) = src {
+        if let Some(GuardError::NotAllowed { .. }) = s.downcast_ref::<GuardError>() {
+            return SendError::Permanent {
+                reason: "endpoint_not_allowed".into(),
+                source: Some(e.into()),
+            };
+        }
+        src = s.source();
+    }
+    let reason = if e.is_timeout() {
+        "gateway_timeout"
+    } else if e.is_connect() {
+        "gateway_unreachable"
+    } else {
+        "gateway_error"
+    };
+    SendError::Transient {
+        reason: reason.into(),
+        source: Some(e.into()),
+    }
+}
+
+#[async_trait]
+impl SmsSender for HttpSmsSender {
+    async fn send(&self, m: &SmsMessage) -> Result<Receipt, SendError> {
+        let unavailable = |e: crate::ports::StoreError| SendError::Transient {
+            reason: "settings_unavailable".into(),
+            source: Some(e.into()),
+        };
+        let settings = self
+            .settings
+            .get_sms(&m.org_id, &m.control_center_id)
+            .await
+            .map_err(unavailable)?
+            .ok_or_else(|| SendError::permanent("sms_not_configured"))?;
+        let SmsProvider::Http(gw) = &settings.provider else {
+            return Err(SendError::permanent("provider_changed"));
+        };
+        let url = gw.url.url();
+        if url.scheme() != "https" && !self.policy.allow_private {
+            return Err(not_allowed());
+        }
+        if let Some(ip) = gw.url.literal_ip()
+            && !self.policy.allows(ip)
+        {
+            return Err(not_allowed());
+        }
+        let cc = settings.control_center_id.clone();
+        let password = self
+            .secrets
+            .get(&SecretKey::SmsPassword(m.org_id.clone(), cc.clone()))
+            .await
+            .map_err(unavailable)?;
+        let header_value = match &gw.header_name {
+            Some(_) => self
+                .secrets
+                .get(&SecretKey::SmsHeaderValue(m.org_id.clone(), cc))
+                .await
+                .map_err(unavailable)?,
+            None => None,
+        };
+        let from = m
+            .from
+            .clone()
+            .or_else(|| settings.sender_number.clone())
+            .map(|f| f.to_string())
+            .unwrap_or_default();
+        let (to, text) = (m.to.as_str(), m.text.as_str());
+        let mut req = self.client.post(url.clone());
+        req = match gw.format {
+            GatewayFormat::Json => {
+                req.json(&serde_json::json!({"to": to, "from": from, "text": text}))
+            }
+            GatewayFormat::Form => req.form(&[("to", to), ("from", &from), ("text", text)]),
+            GatewayFormat::Twilio => req.form(&[("To", to), ("From", &from), ("Body", text)]),
+        };
+        if let Some(user) = &gw.username {
+            req = req.basic_auth(user, password.as_ref().map(|p| p.expose_secret()));
+        }
+        if let (Some(name), Some(value)) = (&gw.header_name, &header_value) {
+            let mut v = reqwest::header::HeaderValue::from_str(value.expose_secret())
+                .map_err(|_| SendError::permanent("bad_header_value"))?;
+            v.set_sensitive(true);
+            req = req.header(name.as_str(), v);
+        }
+        let resp = req.send().await.map_err(classify)?;
+        let status = resp.status();
+        let body = resp.text().await.unwrap_or_default();
+        let secrets: Vec<&str> = [password.as_ref(), header_value.as_ref()]
+            .into_iter()
+            .flatten()
+            .map(|s| s.expose_secret())
+            .collect();
+        match status.as_u16() {
+            200..=299 => Ok(Receipt {
+                provider: Provider::Http,
+                provider_message_id: message_id(&body),
+            }),
+            300..=399 => Err(SendError::permanent(format!(
+                "gateway_redirected: {status}"
+            ))),
+            429 | 500..=599 => Err(SendError::transient(format!(
+                "gateway_status: {}",
+                status.as_u16()
+            ))),
+            code => Err(SendError::permanent(format!(
+                "gateway_rejected: {code} {}",
+                excerpt(&body, &secrets)
+            ))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_ids_are_found_under_the_usual_names() {
+        assert_eq!(message_id(r#"{"id": "m-1"}"#).as_deref(), Some("m-1"));
+        assert_eq!(message_id(r#"{"sid": "SM123"}"#).as_deref(), Some("SM123"));
+        assert_eq!(message_id(r#"{"message_id": 42}"#).as_deref(), Some("42"));
+        assert_eq!(message_id("OK"), None);
+    }
+
+    #[test]
+    fn refusal_excerpts_are_short_one_line_and_never_quote_a_secret() {
+        let body = format!("bad key abc123\r\n{}", "x".repeat(500));
+        let e = excerpt(&body, &["abc123"]);
+        assert!(e.len() <= REASON_EXCERPT && !e.contains("abc123") && !e.contains('\n'));
+    }
+}

@@ -1,0 +1,119 @@
+//! A time-bounded cache in front of any secret store: a fan-out of thousands of jobs
+//! reads each provider secret once per TTL, and a changed password is used within it.
+
+use crate::ports::{SecretKey, SecretStore, StoreResult};
+use async_trait::async_trait;
+use secrecy::SecretString;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// At most five minutes, as operators are told a changed password takes effect within.
+pub const MAX_TTL: Duration = Duration::from_secs(300);
+
+pub struct CachedSecrets {
+    inner: Arc<dyn SecretStore>,
+    ttl: Duration,
+    entries: Mutex<HashMap<SecretKey, (Instant, Option<SecretString>)>>,
+}
+
+impl CachedSecrets {
+    pub fn new(inner: Arc<dyn SecretStore>, ttl: Duration) -> Self {
+        Self {
+            inner,
+            ttl: ttl.min(MAX_TTL),
+            entries: Mutex::default(),
+        }
+    }
+}
+
+#[async_trait]
+impl SecretStore for CachedSecrets {
+    async fn get(&self, key: &SecretKey) -> StoreResult<Option<SecretString>> {
+        if let Some((at, v)) = self
+            .entries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key)
+            && at.elapsed() < self.ttl
+        {
+            return Ok(v.clone());
+        }
+        let v = self.inner.get(key).await?;
+        self.entries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key.clone(), (Instant::now(), v.clone()));
+        Ok(v)
+    }
+
+    async fn put(&self, key: &SecretKey, value: &SecretString) -> StoreResult<()> {
+        self.inner.put(key, value).await?;
+        self.entries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key);
+        Ok(())
+    }
+
+    async fn delete(&self, key: &SecretKey) -> StoreResult<()> {
+        self.inner.delete(key).await?;
+        self.entries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::OrgId;
+    use crate::memory::MemorySecrets;
+    use secrecy::ExposeSecret;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    struct Counting(MemorySecrets, AtomicUsize);
+
+    #[async_trait]
+    impl SecretStore for Counting {
+        async fn get(&self, key: &SecretKey) -> StoreResult<Option<SecretString>> {
+            self.1.fetch_add(1, Ordering::SeqCst);
+            self.0.get(key).await
+        }
+        async fn put(&self, key: &SecretKey, value: &SecretString) -> StoreResult<()> {
+            self.0.put(key, value).await
+        }
+        async fn delete(&self, key: &SecretKey) -> StoreResult<()> {
+            self.0.delete(key).await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_secret_is_read_once_per_ttl_and_a_change_is_seen_after_it() {
+        let inner = Arc::new(Counting(MemorySecrets::default(), AtomicUsize::new(0)));
+        let key = SecretKey::SmtpPassword(OrgId::parse("acme").unwrap());
+        inner.put(&key, &SecretString::from("one")).await.unwrap();
+        let cache = CachedSecrets::new(inner.clone(), Duration::from_millis(100));
+        for _ in 0..1000 {
+            assert_eq!(
+                cache.get(&key).await.unwrap().unwrap().expose_secret(),
+                "one"
+            );
+        }
+        assert_eq!(
+            inner.1.load(Ordering::SeqCst),
+            1,
+            "one read for 1,000 sends"
+        );
+        // Changed elsewhere (the API function): seen once the TTL has run out.
+        inner.put(&key, &SecretString::from("two")).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        assert_eq!(
+            cache.get(&key).await.unwrap().unwrap().expose_secret(),
+            "two"
+        );
+        assert!(CachedSecrets::new(inner, Duration::from_secs(3600)).ttl <= MAX_TTL);
+    }
+}
