@@ -111,6 +111,7 @@ impl LocalApp {
             .into(),
             default_sender: Some(cfg.default_sender.clone()),
         };
+        let (deliverer_sms, deliverer_email) = (deliverer.sms.clone(), deliverer.email.clone());
         // The workers' deliverer enqueues fallbacks on the same queue it drains.
         let queue = pipeline::LocalQueue::start_with(deliverer, cfg.retry_base);
         let services = Services {
@@ -121,6 +122,9 @@ impl LocalApp {
             log: log.clone(),
             queue: Arc::new(queue.clone()),
             policy: cfg.policy,
+            sms_senders: deliverer_sms,
+            email_senders: deliverer_email,
+            default_sender: Some(cfg.default_sender.clone()),
         };
         let notifier = Notifier {
             settings,

@@ -418,3 +418,155 @@ async fn a_malformed_event_is_refused_with_every_bad_field() {
     assert_eq!(s, 400);
     o.app.stop().await;
 }
+
+#[tokio::test]
+async fn a_custom_http_gateway_is_called_for_real_and_retried_after_a_5xx() {
+    let o = org(json!({"dispatch": "app_sms_email"})).await;
+    let gw = flare_tests::gateway();
+    let path = format!("/{}", uuid());
+    let (s, b) = o
+        .app
+        .json(
+            "PUT",
+            "/v1/settings/sms/main",
+            &o.admin,
+            json!({"provider": "http", "url": format!("{}{path}", gw.url), "format": "twilio",
+                   "username": "acct-17", "password": "s3cret", "sender_number": "ACMEFIRE",
+                   "http_header": "X-Api-Key: abc123"}),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    gw.script(&path, json!([{"status": 503}])).await.unwrap();
+    o.user(
+        "u-18",
+        "passive_reporter",
+        Some("+14155550118"),
+        None,
+        false,
+        false,
+    )
+    .await;
+    let id = o.post(&incident("incident-dispatched")).await;
+    let n = o.settled(&id).await;
+    let d = deliveries(&n, "u-18");
+    assert_eq!(
+        (
+            d["sms"]["status"].as_str(),
+            d["sms"]["provider"].as_str(),
+            d["sms"]["attempts"].as_u64()
+        ),
+        (Some("sent"), Some("http"), Some(2))
+    );
+    let reqs = gw.requests_to(&path).await.unwrap();
+    assert_eq!(reqs.len(), 2, "a 503, then the retry");
+    assert_eq!(
+        reqs[1]["body"],
+        "To=%2B14155550118&From=ACMEFIRE&Body=Structure+fire%3A+Engine+7+to+12+Main+St%2C+smoke+showing."
+    );
+    assert_eq!(reqs[1]["headers"]["x-api-key"], "abc123");
+    assert!(
+        o.outbox(&id).await.iter().all(|e| e["channel"] != "sms"),
+        "not the SNS stand-in"
+    );
+    o.app.stop().await;
+}
+
+#[tokio::test]
+async fn test_sends_answer_the_providers_verdict() {
+    let o = org(json!({})).await;
+    let (s, b) = o
+        .app
+        .json(
+            "POST",
+            "/v1/settings/sms/north/test",
+            &o.admin,
+            json!({"to": "+15557654321"}),
+        )
+        .await;
+    assert_eq!(
+        (s.as_u16(), b["status"].as_str(), b["provider"].as_str()),
+        (200, Some("sent"), Some("sns")),
+        "north uses main's: {b}"
+    );
+    let out = o.app.app.outbox.entries();
+    assert!(
+        out.iter()
+            .any(|e| e.to == "+15557654321" && e.from.as_deref() == Some("ACMEFIRE"))
+    );
+
+    let gw = flare_tests::gateway();
+    let path = format!("/{}", uuid());
+    o.app.json("PUT", "/v1/settings/sms/north", &o.admin, json!({"provider": "http", "url": format!("{}{path}", gw.url), "sender_number": "ACMEFIRE", "password": "s3cret"})).await;
+    gw.script(&path, json!([{"status": 200, "body": {"sid": "SM1"}}, {"status": 401, "body": "bad credentials"}])).await.unwrap();
+    let (s, b) = o
+        .app
+        .json(
+            "POST",
+            "/v1/settings/sms/north/test",
+            &o.admin,
+            json!({"to": "+15557654321"}),
+        )
+        .await;
+    assert_eq!(
+        (s.as_u16(), b["provider_message_id"].as_str()),
+        (200, Some("SM1")),
+        "{b}"
+    );
+    let (s, b) = o
+        .app
+        .json(
+            "POST",
+            "/v1/settings/sms/north/test",
+            &o.admin,
+            json!({"to": "+15557654321"}),
+        )
+        .await;
+    assert_eq!(
+        (s.as_u16(), b["error"]["code"].as_str()),
+        (502, Some("provider_failed")),
+        "{b}"
+    );
+    assert!(b["error"]["message"].as_str().unwrap().contains("401"));
+
+    let (s, b) = o
+        .app
+        .json(
+            "POST",
+            "/v1/settings/email/test",
+            &o.admin,
+            json!({"to": "ana@example.org"}),
+        )
+        .await;
+    assert_eq!(
+        (s.as_u16(), b["provider"].as_str()),
+        (200, Some("ses")),
+        "the default account: {b}"
+    );
+    let (s, b) = o
+        .app
+        .json(
+            "POST",
+            "/v1/settings/email/test",
+            &o.admin,
+            json!({"to": "nope"}),
+        )
+        .await;
+    assert_eq!(
+        (s.as_u16(), b["error"]["fields"]["to"].is_string()),
+        (400, true)
+    );
+    let responder = token("acme", &["responder"], "u-17");
+    assert_eq!(
+        o.app
+            .json(
+                "POST",
+                "/v1/settings/sms/main/test",
+                &responder,
+                json!({"to": "+15557654321"})
+            )
+            .await
+            .0,
+        403
+    );
+    o.app.stop().await;
+}

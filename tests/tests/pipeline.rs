@@ -42,6 +42,7 @@ async fn pipeline() -> Pipeline {
         secret_prefix: stack.secret_prefix.clone(),
         platform_apps: stack.platform_apps.clone(),
         policy: EndpointPolicy::default(),
+        default_sender: None,
     };
     let router = flare_router::Config {
         tables: stack.tables.clone(),
@@ -78,7 +79,7 @@ async fn pipeline() -> Pipeline {
         e.function(sdk, flare_email::deliverer(&e, sdk, sender)),
     );
     Pipeline {
-        services: api.services(sdk),
+        services: api.services(sdk).unwrap(),
         notifier: router.notifier(sdk),
         functions,
         org: unique("org"),

@@ -7,13 +7,18 @@ use flare_shared::app::auth::Claims;
 use flare_shared::aws::dynamodb::{DynamoDirectory, DynamoSettings};
 use flare_shared::aws::log::DynamoDeliveryLog;
 use flare_shared::aws::secrets::SecretsManagerStore;
+use flare_shared::aws::ses::SesEmailSender;
 use flare_shared::aws::sns_devices::{PlatformApps, SnsDevices};
+use flare_shared::aws::sns_sms::SnsSmsSender;
 use flare_shared::aws::sqs::SqsQueue;
 use flare_shared::aws::wiring::{LOG_TABLE, queue_env};
 use flare_shared::aws::{self, SdkConfig};
 use flare_shared::config::{self, ConfigError};
-use flare_shared::domain::Channel;
 use flare_shared::domain::EndpointPolicy;
+use flare_shared::domain::{Channel, Provider};
+use flare_shared::ports::{EmailSender, SmsSender};
+use flare_shared::providers::http_sms::HttpSmsSender;
+use flare_shared::secrets_cache::{CachedSecrets, MAX_TTL};
 use lambda_http::request::RequestContext;
 use lambda_http::{Body, Request, RequestExt, Response};
 use std::collections::HashMap;
@@ -30,6 +35,8 @@ pub struct Config {
     pub secret_prefix: String,
     pub platform_apps: PlatformApps,
     pub policy: EndpointPolicy,
+    /// `FLARE_DEFAULT_SENDER`, for email test sends without a sender of the org's own.
+    pub default_sender: Option<flare_shared::domain::EmailAddress>,
 }
 
 impl Config {
@@ -55,24 +62,48 @@ impl Config {
             secret_prefix: config::optional(Self::SECRET_PREFIX, "flare"),
             platform_apps: PlatformApps::from_env(),
             policy: EndpointPolicy::from_env(),
+            default_sender: match config::required(flare_shared::aws::wiring::DEFAULT_SENDER) {
+                Ok(_) => Some(flare_shared::aws::wiring::default_sender()?),
+                Err(_) => None,
+            },
         })
     }
 
     /// Builds the AWS adapters once, before the first request.
-    pub fn services(&self, sdk: &SdkConfig) -> Services {
+    pub fn services(&self, sdk: &SdkConfig) -> anyhow::Result<Services> {
         let db = aws::dynamodb(sdk);
-        Services {
-            settings: Arc::new(DynamoSettings::new(db.clone(), &self.settings_table)),
+        let settings: Arc<DynamoSettings> =
+            Arc::new(DynamoSettings::new(db.clone(), &self.settings_table));
+        let secrets: Arc<SecretsManagerStore> = Arc::new(SecretsManagerStore::new(
+            aws::secretsmanager(sdk),
+            &self.secret_prefix,
+        ));
+        let gateway = HttpSmsSender::new(
+            settings.clone(),
+            Arc::new(CachedSecrets::new(secrets.clone(), MAX_TTL)),
+            self.policy,
+        )?;
+        Ok(Services {
+            settings,
             directory: Arc::new(DynamoDirectory::new(db.clone(), &self.directory_table)),
             log: Arc::new(DynamoDeliveryLog::new(db, &self.log_table)),
             queue: Arc::new(SqsQueue::new(aws::sqs(sdk), self.queues.clone())),
-            secrets: Arc::new(SecretsManagerStore::new(
-                aws::secretsmanager(sdk),
-                &self.secret_prefix,
-            )),
+            secrets,
             devices: Arc::new(SnsDevices::new(aws::sns(sdk), self.platform_apps.clone())),
             policy: self.policy,
-        }
+            sms_senders: HashMap::from([
+                (
+                    Provider::Sns,
+                    Arc::new(SnsSmsSender::new(aws::sns(sdk))) as Arc<dyn SmsSender>,
+                ),
+                (Provider::Http, Arc::new(gateway) as Arc<dyn SmsSender>),
+            ]),
+            email_senders: HashMap::from([(
+                Provider::Ses,
+                Arc::new(SesEmailSender::new(aws::sesv2(sdk))) as Arc<dyn EmailSender>,
+            )]),
+            default_sender: self.default_sender.clone(),
+        })
     }
 }
 

@@ -6,6 +6,6 @@ async fn main() -> Result<(), lambda_http::Error> {
     flare_shared::config::init_tracing();
     let config = Config::from_env()?;
     let sdk = flare_shared::aws::sdk_config(Default::default()).await;
-    let services = config.services(&sdk);
+    let services = config.services(&sdk)?;
     run(service_fn(|req| handle(&services, req))).await
 }

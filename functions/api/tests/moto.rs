@@ -30,9 +30,10 @@ async fn spawn_api() -> TestApi {
         secret_prefix: stack.secret_prefix.clone(),
         platform_apps: stack.platform_apps.clone(),
         policy: EndpointPolicy::default(),
+        default_sender: None,
     };
     TestApi {
-        svc: config.services(&stack.sdk),
+        svc: config.services(&stack.sdk).unwrap(),
         sdk: stack.sdk,
         config,
         org: unique("org"),
@@ -391,4 +392,41 @@ async fn recipients_are_read_with_batch_get_across_chunks_of_100() {
         150,
         "missing ids left out, duplicates read once"
     );
+}
+
+#[tokio::test]
+async fn an_sms_test_send_goes_through_sns_on_moto() {
+    let api = spawn_api().await;
+    let put = with(
+        event("put-sms-settings"),
+        "PUT",
+        "/v1/settings/sms/main",
+        Some(json!({"provider": "sns", "sender_number": "ACMEFIRE"})),
+    );
+    assert_eq!(api.call(api.admin(put)).await.0, 200);
+    let to = format!("+1415555{:04}", rand_suffix());
+    let test = with(
+        event("put-sms-settings"),
+        "POST",
+        "/v1/settings/sms/main/test",
+        Some(json!({"to": to})),
+    );
+    let (s, body) = api.call(api.admin(test)).await;
+    assert_eq!((s, body["status"].as_str()), (200, Some("sent")), "{body}");
+    let sent = moto().sent_sms().await.unwrap();
+    let ours = sent
+        .iter()
+        .find(|m| m["phone_number"] == to.as_str())
+        .expect("the test SMS");
+    assert_eq!(ours["message_id"], body["provider_message_id"]);
+}
+
+fn rand_suffix() -> u32 {
+    (uuid_like() % 10_000) as u32
+}
+
+fn uuid_like() -> u128 {
+    unique("n")
+        .bytes()
+        .fold(0u128, |a, b| a.wrapping_mul(31).wrapping_add(b as u128))
 }

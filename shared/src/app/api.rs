@@ -5,7 +5,7 @@
 use super::Services;
 use super::auth::Claims;
 use super::error::ApiError;
-use super::{directory, notifications, settings};
+use super::{directory, notifications, settings, test_send};
 use serde_json::Value;
 
 /// Bodies over 64 KiB answer 413. Transports may stop reading after `MAX_BODY + 1` bytes.
@@ -134,6 +134,16 @@ async fn route(svc: &Services, req: ApiRequest) -> Result<ApiResponse, ApiError>
             settings::delete_sms(svc, org, cc).await?;
             Ok(ApiResponse::no_content())
         }
+        ("POST", ["settings", "sms", cc, "test"]) => {
+            require(claims.is_admin())?;
+            let body = body_json(&req.body)?;
+            ok(test_send::sms(svc, org, cc, &body).await?)
+        }
+        ("POST", ["settings", "email", "test"]) => {
+            require(claims.is_admin())?;
+            let body = body_json(&req.body)?;
+            ok(test_send::email(svc, org, &body).await?)
+        }
         ("GET", ["settings", "email"]) => {
             require(claims.is_staff())?;
             ok(settings::get_email(svc, org).await?)
@@ -211,6 +221,8 @@ fn known(path: &[&str]) -> bool {
         ["settings"]
             | ["settings", "sms"]
             | ["settings", "sms", _]
+            | ["settings", "sms", _, "test"]
+            | ["settings", "email", "test"]
             | ["settings", "email"]
             | ["settings", "communication"]
             | ["users"]

@@ -10,9 +10,14 @@ pub mod error;
 pub mod notifications;
 pub mod notify;
 pub mod settings;
+pub mod test_send;
 
-use crate::domain::EndpointPolicy;
-use crate::ports::{DeliveryLog, DeviceRegistry, Directory, JobQueue, SecretStore, SettingsStore};
+use crate::domain::{EmailAddress, EndpointPolicy, Provider};
+use crate::ports::{
+    DeliveryLog, DeviceRegistry, Directory, EmailSender, JobQueue, SecretStore, SettingsStore,
+    SmsSender,
+};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 /// The ports the API needs, built once (in `main`, or by the local runner).
@@ -25,6 +30,11 @@ pub struct Services {
     pub log: Arc<dyn DeliveryLog>,
     pub queue: Arc<dyn JobQueue>,
     pub policy: EndpointPolicy,
+    /// Senders for test sends, by provider.
+    pub sms_senders: HashMap<Provider, Arc<dyn SmsSender>>,
+    pub email_senders: HashMap<Provider, Arc<dyn EmailSender>>,
+    /// The default account (`FLARE_DEFAULT_SENDER`).
+    pub default_sender: Option<EmailAddress>,
 }
 
 impl Services {
@@ -39,6 +49,9 @@ impl Services {
             log: Arc::new(MemoryDeliveryLog::default()),
             queue: Arc::new(MemoryQueue::default()),
             policy,
+            sms_senders: HashMap::new(),
+            email_senders: HashMap::new(),
+            default_sender: None,
         }
     }
 }

@@ -1,0 +1,104 @@
+//! Test sends: one real message through the effective provider, so an administrator
+//! knows the settings work before an emergency. The answer is the provider's verdict.
+
+use super::Services;
+use super::error::ApiError;
+use super::settings::parse_cc;
+use crate::domain::input::object;
+use crate::domain::settings::{effective_email_provider, effective_sender};
+use crate::domain::{ControlCenterId, EmailAddress, NotificationId, OrgId, PhoneNumber};
+use crate::ports::{EmailMessage, Receipt, SendError, SmsMessage};
+use serde_json::{Value, json};
+
+fn verdict(result: Result<Receipt, SendError>) -> Result<Value, ApiError> {
+    match result {
+        Ok(r) => Ok(
+            json!({"status": "sent", "provider": r.provider, "provider_message_id": r.provider_message_id}),
+        ),
+        Err(e) => {
+            tracing::warn!(
+                reason = e.reason(),
+                transient = e.is_transient(),
+                "test send failed"
+            );
+            Err(ApiError::ProviderFailed(e.reason().to_string()))
+        }
+    }
+}
+
+fn test_id() -> NotificationId {
+    NotificationId::parse(&format!("test-{}", uuid::Uuid::new_v4())).expect("valid id")
+}
+
+fn parse_to<T>(
+    body: &Value,
+    parse: impl FnOnce(&str) -> Result<T, crate::domain::ValidationError>,
+) -> Result<T, ApiError> {
+    let mut errors = crate::domain::FieldErrors::new();
+    let to = object(body, "", &mut errors, |r| r.required_with("to", parse));
+    match to {
+        Some(to) if errors.is_empty() => Ok(to),
+        _ => Err(errors.into()),
+    }
+}
+
+/// `POST /v1/settings/sms/{cc}/test`: through the control center's effective settings.
+pub async fn sms(svc: &Services, org: &OrgId, cc: &str, body: &Value) -> Result<Value, ApiError> {
+    let cc = parse_cc(cc)?;
+    let to: PhoneNumber = parse_to(body, PhoneNumber::parse)?;
+    let settings = match svc.settings.get_sms(org, &cc).await? {
+        Some(s) => s,
+        None if !cc.is_main() => svc
+            .settings
+            .get_sms(org, &ControlCenterId::main())
+            .await?
+            .ok_or(ApiError::NotFound)?,
+        None => return Err(ApiError::NotFound),
+    };
+    let provider = settings.provider_name();
+    let sender = svc
+        .sms_senders
+        .get(&provider)
+        .ok_or_else(|| ApiError::ProviderFailed("provider_unavailable".into()))?;
+    let message = SmsMessage {
+        notification_id: test_id(),
+        org_id: org.clone(),
+        control_center_id: settings.control_center_id.clone(),
+        to,
+        from: settings.sender_number.clone(),
+        text: format!(
+            "Flare test message: the SMS settings of control center {} work.",
+            settings.control_center_id
+        ),
+    };
+    verdict(sender.send(&message).await)
+}
+
+/// `POST /v1/settings/email/test`: through the organization's provider, else the default.
+pub async fn email(svc: &Services, org: &OrgId, body: &Value) -> Result<Value, ApiError> {
+    let to: EmailAddress = parse_to(body, EmailAddress::parse)?;
+    let settings = svc.settings.get_email(org).await?;
+    let provider = effective_email_provider(settings.as_ref());
+    let sender = svc
+        .email_senders
+        .get(&provider)
+        .ok_or_else(|| ApiError::ProviderFailed("provider_unavailable".into()))?;
+    let from = match (
+        &svc.default_sender,
+        settings.as_ref().and_then(|s| s.sender_email.clone()),
+    ) {
+        (_, Some(own)) => own,
+        (Some(default), None) => effective_sender(settings.as_ref(), default).clone(),
+        (None, None) => return Err(ApiError::ProviderFailed("no_sender_address".into())),
+    };
+    let message = EmailMessage {
+        notification_id: test_id(),
+        org_id: org.clone(),
+        to,
+        from,
+        subject: "Flare test message".into(),
+        text: "The outgoing email settings of your organization work.".into(),
+        html: None,
+    };
+    verdict(sender.send(&message).await)
+}
