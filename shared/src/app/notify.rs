@@ -161,6 +161,11 @@ impl Notifier {
         );
         let mut plans = routing::plan(&ctx, &recipients).recipients;
         plans.extend(unknown);
+        // The directory's answer is not needed past planning: free it before the writes.
+        drop(recipients);
+        drop(by_id);
+        drop(contacts);
+        drop(found);
         self.commit(notification, plans).await
     }
 
@@ -175,6 +180,8 @@ impl Notifier {
         let org = n.org_id.clone();
         let id = n.notification_id.clone();
         let planned: Vec<DeliveryRecord> = plans.iter().flat_map(|p| p.records(&id)).collect();
+        let recipients = plans.len();
+        drop(plans);
         let created = self.log.create_notification(&n).await?;
         let (records, written) = match created {
             Created::New => {
@@ -230,7 +237,7 @@ impl Notifier {
         let routed = Routed {
             notification_id: id,
             replay: created == Created::AlreadyExists,
-            recipients: plans.len(),
+            recipients,
             records_written: written,
             jobs_enqueued: jobs.len(),
         };

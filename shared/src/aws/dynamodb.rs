@@ -217,14 +217,26 @@ pub fn batch_concurrency() -> usize {
 
 /// Puts items with BatchWriteItem, 25 a call (several calls in flight), retrying
 /// unprocessed items with backoff.
-pub async fn batch_write(client: &Client, table: &str, items: Vec<Item>) -> StoreResult<()> {
+///
+/// Values are encoded a chunk at a time, as each call is made: a fan-out of 30,000
+/// records never holds 30,000 encoded items at once.
+pub async fn batch_write<T: Sync>(
+    client: &Client,
+    table: &str,
+    values: &[T],
+    encode: impl Fn(&T) -> StoreResult<Item> + Sync,
+) -> StoreResult<()> {
     use futures::{StreamExt, TryStreamExt};
-    let chunks: Vec<Vec<Item>> = items
-        .chunks(BATCH_WRITE_MAX)
-        .map(<[Item]>::to_vec)
-        .collect();
-    futures::stream::iter(chunks)
-        .map(|chunk| write_chunk(client, table, chunk))
+    let encode = &encode;
+    futures::stream::iter((0..values.len()).step_by(BATCH_WRITE_MAX))
+        .map(|start| async move {
+            let end = (start + BATCH_WRITE_MAX).min(values.len());
+            let items = values[start..end]
+                .iter()
+                .map(encode)
+                .collect::<StoreResult<Vec<_>>>()?;
+            write_chunk(client, table, items).await
+        })
         .buffer_unordered(batch_concurrency())
         .try_collect::<Vec<()>>()
         .await?;
@@ -361,11 +373,10 @@ impl DynamoDirectory {
 impl DynamoDirectory {
     /// Bulk import (BatchWriteItem, 25 a call): seeding and migrations.
     pub async fn put_users(&self, org: &OrgId, users: &[User]) -> StoreResult<()> {
-        let items = users
-            .iter()
-            .map(|u| to_item(org_pk(org), format!("{USER_PREFIX}{}", u.user_id), u))
-            .collect::<StoreResult<Vec<_>>>()?;
-        batch_write(&self.table.client, &self.table.name, items).await
+        batch_write(&self.table.client, &self.table.name, users, |u| {
+            to_item(org_pk(org), format!("{USER_PREFIX}{}", u.user_id), u)
+        })
+        .await
     }
 }
 

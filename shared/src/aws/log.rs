@@ -187,17 +187,14 @@ impl DeliveryLog for DynamoDeliveryLog {
     }
 
     async fn put_records(&self, org: &OrgId, records: &[DeliveryRecord]) -> StoreResult<()> {
-        let items = records
-            .iter()
-            .map(|r| {
-                encode(
-                    notification_pk(org, &r.notification_id),
-                    record_sk(&r.recipient, r.channel),
-                    r,
-                )
-            })
-            .collect::<StoreResult<Vec<_>>>()?;
-        batch_write(&self.client, &self.table, items).await
+        batch_write(&self.client, &self.table, records, |r| {
+            encode(
+                notification_pk(org, &r.notification_id),
+                record_sk(&r.recipient, r.channel),
+                r,
+            )
+        })
+        .await
     }
 
     async fn claim(

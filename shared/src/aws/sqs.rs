@@ -25,25 +25,33 @@ impl SqsQueue {
 }
 
 impl SqsQueue {
-    /// One SendMessageBatch of up to 10 jobs, retrying the entries SQS failed on its side.
-    async fn send_chunk(&self, url: String, chunk: Vec<DeliveryJob>) -> Result<(), QueueError> {
-        let mut entries = Vec::with_capacity(chunk.len());
-        for (i, j) in chunk.iter().enumerate() {
-            let body = serde_json::to_string(j).map_err(|e| QueueError::Failed(e.into()))?;
-            entries.push(
+    fn entries(chunk: &[&DeliveryJob]) -> Result<Vec<SendMessageBatchRequestEntry>, QueueError> {
+        chunk
+            .iter()
+            .enumerate()
+            .map(|(i, j)| {
+                let body = serde_json::to_string(j).map_err(|e| QueueError::Failed(e.into()))?;
                 SendMessageBatchRequestEntry::builder()
                     .id(format!("j{i}"))
                     .message_body(body)
                     .build()
-                    .map_err(|e| QueueError::Failed(e.into()))?,
-            );
-        }
+                    .map_err(|e| QueueError::Failed(e.into()))
+            })
+            .collect()
+    }
+
+    /// One SendMessageBatch of up to 10 jobs, retrying the entries SQS failed on its side.
+    async fn send_entries(
+        &self,
+        url: &str,
+        mut entries: Vec<SendMessageBatchRequestEntry>,
+    ) -> Result<(), QueueError> {
         let mut attempt = 0;
         loop {
             let out = self
                 .client
                 .send_message_batch()
-                .queue_url(&url)
+                .queue_url(url)
                 .set_entries(Some(entries.clone()))
                 .send()
                 .await
@@ -83,29 +91,36 @@ impl SqsQueue {
 
 #[async_trait]
 impl JobQueue for SqsQueue {
+    /// Jobs are serialized a batch at a time, as each call is made.
     async fn enqueue(&self, jobs: &[DeliveryJob]) -> Result<(), QueueError> {
         use futures::{StreamExt, TryStreamExt};
-        let mut by_channel: HashMap<Channel, Vec<&DeliveryJob>> = HashMap::new();
-        for j in jobs {
-            by_channel.entry(j.channel).or_default().push(j);
-        }
-        let mut batches = Vec::new();
-        for (channel, jobs) in &by_channel {
-            let url = self.urls.get(channel).ok_or_else(|| {
-                QueueError::Failed(anyhow::anyhow!(
-                    "no queue configured for {}",
-                    channel.as_str()
-                ))
+        let mut groups: Vec<(&str, Vec<&DeliveryJob>)> = Vec::new();
+        for c in Channel::ALL {
+            let these: Vec<&DeliveryJob> = jobs.iter().filter(|j| j.channel == c).collect();
+            if these.is_empty() {
+                continue;
+            }
+            let url = self.urls.get(&c).ok_or_else(|| {
+                QueueError::Failed(anyhow::anyhow!("no queue configured for {}", c.as_str()))
             })?;
-            batches.extend(jobs.chunks(BATCH_SEND_MAX).map(|c| {
-                (
-                    url.clone(),
-                    c.iter().map(|j| (*j).clone()).collect::<Vec<_>>(),
-                )
-            }));
+            groups.push((url.as_str(), these));
         }
-        futures::stream::iter(batches)
-            .map(|(url, chunk)| self.send_chunk(url, chunk))
+        let groups = &groups;
+        let mut calls: Vec<(usize, usize)> = Vec::new();
+        for (g, (_, js)) in groups.iter().enumerate() {
+            calls.extend(
+                (0..js.len())
+                    .step_by(BATCH_SEND_MAX)
+                    .map(|start| (g, start)),
+            );
+        }
+        futures::stream::iter(calls)
+            .map(|(g, start)| async move {
+                let (url, js) = &groups[g];
+                let end = (start + BATCH_SEND_MAX).min(js.len());
+                let entries = Self::entries(&js[start..end])?;
+                self.send_entries(url, entries).await
+            })
             .buffer_unordered(batch_concurrency())
             .try_collect::<Vec<()>>()
             .await?;
