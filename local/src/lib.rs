@@ -38,6 +38,8 @@ pub struct LocalConfig {
     pub default_sender: EmailAddress,
     /// The first retry's delay; later ones double.
     pub retry_base: Duration,
+    /// A private CA to trust for SMTP servers (`FLARE_SMTP_EXTRA_CA`, a PEM file).
+    pub smtp_extra_ca: Option<PathBuf>,
 }
 
 impl LocalConfig {
@@ -55,6 +57,7 @@ impl LocalConfig {
             default_sender: EmailAddress::parse(&sender)
                 .unwrap_or_else(|_| EmailAddress::parse(DEFAULT_SENDER).expect("valid default")),
             retry_base: Duration::from_millis(200),
+            smtp_extra_ca: std::env::var_os("FLARE_SMTP_EXTRA_CA").map(PathBuf::from),
         }
     }
 }
@@ -86,6 +89,16 @@ impl LocalApp {
             secrets.clone(),
             cfg.policy,
         )?;
+        let mut smtp = flare_shared::providers::smtp::SmtpEmailSender::new(
+            settings.clone(),
+            secrets.clone(),
+            cfg.policy,
+        );
+        if let Some(path) = &cfg.smtp_extra_ca {
+            smtp = smtp.with_extra_root(
+                std::fs::read(path).with_context(|| format!("reading {}", path.display()))?,
+            );
+        }
         let outbox = Arc::new(MemoryOutbox::default());
         let deliverer = Deliverer {
             log: log.clone(),
@@ -104,10 +117,16 @@ impl LocalApp {
                 ),
             ]
             .into(),
-            email: [(
-                Provider::Ses,
-                outbox.clone() as Arc<dyn flare_shared::ports::EmailSender>,
-            )]
+            email: [
+                (
+                    Provider::Ses,
+                    outbox.clone() as Arc<dyn flare_shared::ports::EmailSender>,
+                ),
+                (
+                    Provider::Smtp,
+                    Arc::new(smtp) as Arc<dyn flare_shared::ports::EmailSender>,
+                ),
+            ]
             .into(),
             default_sender: Some(cfg.default_sender.clone()),
         };

@@ -570,3 +570,65 @@ async fn test_sends_answer_the_providers_verdict() {
     );
     o.app.stop().await;
 }
+
+#[tokio::test]
+async fn a_custom_smtp_server_is_used_for_real_with_starttls_and_auth() {
+    let o = org(json!({"dispatch": "app_sms_email"})).await;
+    let smtp = flare_tests::smtp();
+    let (s, b) = o
+        .app
+        .json(
+            "PUT",
+            "/v1/settings/email",
+            &o.admin,
+            json!({"provider": "smtp", "sender_email": "alerts@acme.example",
+                   "smtp": {"server_url": "127.0.0.1", "port": smtp.port, "username": smtp.user,
+                            "password": smtp.password, "use_tls": true}}),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let to = format!("{}@acme.example", uuid());
+    o.user("u-18", "passive_reporter", None, Some(&to), false, false)
+        .await;
+    let id = o.post(&incident("incident-dispatched")).await;
+    let n = o.settled(&id).await;
+    let d = deliveries(&n, "u-18");
+    assert_eq!(
+        (
+            d["email"]["status"].as_str(),
+            d["email"]["provider"].as_str()
+        ),
+        (Some("sent"), Some("smtp")),
+        "{n}"
+    );
+    let got: Vec<_> = smtp
+        .messages()
+        .unwrap()
+        .into_iter()
+        .filter(|m| m["rcpt_tos"][0] == to.as_str())
+        .collect();
+    assert_eq!(got.len(), 1);
+    assert_eq!(
+        (
+            got[0]["tls"].as_bool(),
+            got[0]["auth_user"].as_str(),
+            got[0]["mail_from"].as_str()
+        ),
+        (Some(true), Some("flare"), Some("alerts@acme.example"))
+    );
+    let (s, b) = o
+        .app
+        .json(
+            "POST",
+            "/v1/settings/email/test",
+            &o.admin,
+            json!({"to": "ana@example.org"}),
+        )
+        .await;
+    assert_eq!(
+        (s.as_u16(), b["provider"].as_str()),
+        (200, Some("smtp")),
+        "{b}"
+    );
+    o.app.stop().await;
+}

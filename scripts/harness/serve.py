@@ -127,7 +127,7 @@ def run_smtp(args):
                 "data": envelope.content.decode("utf-8", "replace"),
                 "auth_user": getattr(session, "auth_data", None) and
                 session.auth_data.login.decode(),
-                "tls": session.ssl is not None,
+                "tls": session.ssl is not None or server.transport.get_extra_info("sslcontext") is not None,
             }
             tmp = os.path.join(mail_dir, f".{n:08d}.json")
             with open(tmp, "w") as f:
@@ -139,15 +139,17 @@ def run_smtp(args):
         ok = (isinstance(auth_data, LoginPassword)
               and auth_data.login.decode() == args.user
               and auth_data.password.decode() == args.password)
-        return AuthResult(success=ok, handled=False)
+        return AuthResult(success=ok, handled=False, auth_data=auth_data if ok else None)
 
     common = dict(hostname="127.0.0.1", authenticator=authenticator,
                   auth_require_tls=True, auth_required=False)
     # Plain port: STARTTLS offered (not forced, so plaintext tests can run too).
     starttls = Controller(Sink(), port=args.port, tls_context=tls, require_starttls=False,
                           **common)
-    # Implicit TLS port (smtps / 465 style).
-    implicit = Controller(Sink(), port=args.tls_port, ssl_context=tls, **common)
+    # Implicit TLS port (smtps / 465 style). aiosmtpd counts only STARTTLS as TLS for
+    # auth_require_tls, so here AUTH is offered outright: the whole session is TLS.
+    implicit_opts = dict(common, auth_require_tls=False)
+    implicit = Controller(Sink(), port=args.tls_port, ssl_context=tls, **implicit_opts)
     starttls.start()
     implicit.start()
     ready(host="127.0.0.1", port=args.port, tls_port=args.tls_port, ca=certs["ca"],

@@ -76,7 +76,17 @@ async fn pipeline() -> Pipeline {
     );
     functions.insert(
         Channel::Email,
-        e.function(sdk, flare_email::deliverer(&e, sdk, sender)),
+        e.function(
+            sdk,
+            flare_email::deliverer(
+                &e,
+                sdk,
+                sender,
+                EndpointPolicy {
+                    allow_private: true,
+                },
+            ),
+        ),
     );
     Pipeline {
         services: api.services(sdk).unwrap(),

@@ -18,6 +18,7 @@ use flare_shared::domain::EndpointPolicy;
 use flare_shared::domain::{Channel, Provider};
 use flare_shared::ports::{EmailSender, SmsSender};
 use flare_shared::providers::http_sms::HttpSmsSender;
+use flare_shared::providers::smtp::SmtpEmailSender;
 use flare_shared::secrets_cache::{CachedSecrets, MAX_TTL};
 use lambda_http::request::RequestContext;
 use lambda_http::{Body, Request, RequestExt, Response};
@@ -78,11 +79,9 @@ impl Config {
             aws::secretsmanager(sdk),
             &self.secret_prefix,
         ));
-        let gateway = HttpSmsSender::new(
-            settings.clone(),
-            Arc::new(CachedSecrets::new(secrets.clone(), MAX_TTL)),
-            self.policy,
-        )?;
+        let cached = Arc::new(CachedSecrets::new(secrets.clone(), MAX_TTL));
+        let gateway = HttpSmsSender::new(settings.clone(), cached.clone(), self.policy)?;
+        let smtp = SmtpEmailSender::new(settings.clone(), cached, self.policy);
         Ok(Services {
             settings,
             directory: Arc::new(DynamoDirectory::new(db.clone(), &self.directory_table)),
@@ -98,10 +97,13 @@ impl Config {
                 ),
                 (Provider::Http, Arc::new(gateway) as Arc<dyn SmsSender>),
             ]),
-            email_senders: HashMap::from([(
-                Provider::Ses,
-                Arc::new(SesEmailSender::new(aws::sesv2(sdk))) as Arc<dyn EmailSender>,
-            )]),
+            email_senders: HashMap::from([
+                (
+                    Provider::Ses,
+                    Arc::new(SesEmailSender::new(aws::sesv2(sdk))) as Arc<dyn EmailSender>,
+                ),
+                (Provider::Smtp, Arc::new(smtp) as Arc<dyn EmailSender>),
+            ]),
             default_sender: self.default_sender.clone(),
         })
     }

@@ -1,24 +1,39 @@
-//! The email delivery function's wiring: its senders over the shared delivery logic.
+//! The email delivery function's wiring: SES, and the organizations' SMTP servers.
 
 use flare_lambda::DeliveryConfig;
 use flare_shared::app::deliver::Deliverer;
+use flare_shared::aws::secrets::SecretsManagerStore;
 use flare_shared::aws::ses::SesEmailSender;
 use flare_shared::aws::{self, SdkConfig};
-use flare_shared::domain::{EmailAddress, Provider};
+use flare_shared::config;
+use flare_shared::domain::{EmailAddress, EndpointPolicy, Provider};
+use flare_shared::providers::smtp::SmtpEmailSender;
+use flare_shared::secrets_cache::{CachedSecrets, MAX_TTL};
 use std::sync::Arc;
 
 pub const CHANNEL: flare_shared::domain::Channel = flare_shared::domain::Channel::Email;
 
-/// The deliverer with this channel's AWS senders.
+/// The deliverer with SES and the SMTP sender (secrets through a cache of at most 5
+/// minutes; connections kept within the warm instance).
 pub fn deliverer(
     config: &DeliveryConfig,
     sdk: &SdkConfig,
     default_sender: EmailAddress,
+    policy: EndpointPolicy,
 ) -> Deliverer {
     let mut d = config.deliverer(sdk);
     d.email.insert(
         Provider::Ses,
         Arc::new(SesEmailSender::new(aws::sesv2(sdk))),
+    );
+    let secrets = SecretsManagerStore::new(
+        aws::secretsmanager(sdk),
+        config::optional("FLARE_SECRET_PREFIX", "flare"),
+    );
+    let cached = Arc::new(CachedSecrets::new(Arc::new(secrets), MAX_TTL));
+    d.email.insert(
+        Provider::Smtp,
+        Arc::new(SmtpEmailSender::new(d.settings.clone(), cached, policy)),
     );
     d.default_sender = Some(default_sender);
     d

@@ -6,6 +6,11 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let config = DeliveryConfig::from_env(flare_email::CHANNEL)?;
     let sender = flare_shared::aws::wiring::default_sender()?;
     let sdk = flare_shared::aws::sdk_config(Default::default()).await;
-    let deliverer = flare_email::deliverer(&config, &sdk, sender);
+    let deliverer = flare_email::deliverer(
+        &config,
+        &sdk,
+        sender,
+        flare_shared::domain::EndpointPolicy::from_env(),
+    );
     flare_lambda::run(config.function(&sdk, deliverer)).await
 }

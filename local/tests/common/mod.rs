@@ -64,6 +64,7 @@ pub async fn spawn_app(dir: Option<&Path>) -> TestApp {
         },
         default_sender: flare_shared::domain::EmailAddress::parse("flare@flare.example").unwrap(),
         retry_base: std::time::Duration::from_millis(20),
+        smtp_extra_ca: Some(flare_tests::smtp().ca_pem.clone()),
     };
     let app = Arc::new(LocalApp::open(&cfg).unwrap());
     let handle = app.clone();

@@ -5,3 +5,5 @@
 pub mod guard;
 #[cfg(feature = "http-gateway")]
 pub mod http_sms;
+#[cfg(feature = "smtp")]
+pub mod smtp;

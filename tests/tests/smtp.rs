@@ -1,0 +1,214 @@
+//! The SMTP sender against aiosmtpd: plain, STARTTLS with AUTH, implicit TLS, a wrong
+//! password, a server that closes mid-session, and the SSRF guard.
+
+use flare_shared::domain::*;
+use flare_shared::memory::{MemorySecrets, MemorySettings};
+use flare_shared::ports::{EmailMessage, EmailSender, SecretKey, SecretStore, SettingsStore};
+use flare_shared::providers::smtp::SmtpEmailSender;
+use flare_tests::{smtp, unique};
+use secrecy::SecretString;
+use std::sync::Arc;
+
+const LOCAL: EndpointPolicy = EndpointPolicy {
+    allow_private: true,
+};
+const AWS: EndpointPolicy = EndpointPolicy {
+    allow_private: false,
+};
+
+async fn sender(
+    server_url: &str,
+    port: u16,
+    use_tls: bool,
+    user: Option<&str>,
+    password: &str,
+    policy: EndpointPolicy,
+) -> (SmtpEmailSender, OrgId) {
+    let org = OrgId::parse(&unique("org")).unwrap();
+    let settings = Arc::new(MemorySettings::default());
+    let secrets = Arc::new(MemorySecrets::default());
+    settings
+        .put_email(
+            &org,
+            &EmailSettings {
+                provider: EmailProvider::Smtp {
+                    smtp: SmtpSettings {
+                        server: SmtpServer::parse(server_url, port as i64, use_tls, LOCAL).unwrap(),
+                        username: user.map(str::to_string),
+                        password_set: true,
+                    },
+                },
+                sender_email: Some(EmailAddress::parse("alerts@acme.example").unwrap()),
+            },
+        )
+        .await
+        .unwrap();
+    secrets
+        .put(
+            &SecretKey::SmtpPassword(org.clone()),
+            &SecretString::from(password.to_string()),
+        )
+        .await
+        .unwrap();
+    let ca = std::fs::read(&smtp().ca_pem).unwrap();
+    (
+        SmtpEmailSender::new(settings, secrets, policy).with_extra_root(ca),
+        org,
+    )
+}
+
+fn email(org: &OrgId, subject: &str) -> EmailMessage {
+    EmailMessage {
+        notification_id: NotificationId::parse("n-1").unwrap(),
+        org_id: org.clone(),
+        to: EmailAddress::parse("ana@example.org").unwrap(),
+        from: EmailAddress::parse("alerts@acme.example").unwrap(),
+        subject: subject.into(),
+        text: "Engine 7 to 12 Main St".into(),
+        html: Some("<p>Engine 7 to 12 Main St</p>".into()),
+    }
+}
+
+fn received(subject: &str) -> Vec<serde_json::Value> {
+    smtp()
+        .messages()
+        .unwrap()
+        .into_iter()
+        .filter(|m| m["data"].as_str().unwrap_or_default().contains(subject))
+        .collect()
+}
+
+#[tokio::test]
+async fn plain_smtp_where_private_endpoints_are_allowed() {
+    let (s, org) = sender("127.0.0.1", smtp().port, false, None, "", LOCAL).await;
+    let subject = unique("plain");
+    let r = s.send(&email(&org, &subject)).await.unwrap();
+    assert_eq!(r.provider, Provider::Smtp);
+    let got = received(&subject);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0]["tls"], false);
+    assert_eq!(got[0]["rcpt_tos"][0], "ana@example.org");
+    let data = got[0]["data"].as_str().unwrap();
+    assert!(
+        data.contains("text/plain") && data.contains("text/html"),
+        "both parts"
+    );
+}
+
+#[tokio::test]
+async fn starttls_with_auth() {
+    let (s, org) = sender(
+        "127.0.0.1",
+        smtp().port,
+        true,
+        Some(smtp().user.as_str()),
+        &smtp().password,
+        LOCAL,
+    )
+    .await;
+    let subject = unique("starttls");
+    s.send(&email(&org, &subject)).await.unwrap();
+    let got = received(&subject);
+    assert_eq!(
+        (got[0]["tls"].as_bool(), got[0]["auth_user"].as_str()),
+        (Some(true), Some("flare"))
+    );
+    // The connection is kept and reused for the next message.
+    let again = unique("starttls-again");
+    s.send(&email(&org, &again)).await.unwrap();
+    assert_eq!(received(&again).len(), 1);
+}
+
+#[tokio::test]
+async fn implicit_tls_with_auth() {
+    let url = "smtps://127.0.0.1";
+    let (s, org) = sender(
+        url,
+        smtp().tls_port,
+        true,
+        Some(smtp().user.as_str()),
+        &smtp().password,
+        LOCAL,
+    )
+    .await;
+    let subject = unique("implicit");
+    s.send(&email(&org, &subject)).await.unwrap();
+    let got = received(&subject);
+    assert_eq!(
+        (got[0]["tls"].as_bool(), got[0]["auth_user"].as_str()),
+        (Some(true), Some("flare"))
+    );
+}
+
+#[tokio::test]
+async fn a_wrong_password_fails_auth_failed_and_is_not_retried() {
+    let (s, org) = sender(
+        "127.0.0.1",
+        smtp().port,
+        true,
+        Some("flare"),
+        "wrong",
+        LOCAL,
+    )
+    .await;
+    let e = s.send(&email(&org, &unique("wrong"))).await.unwrap_err();
+    assert_eq!(e.reason(), "auth_failed");
+    assert!(!e.is_transient());
+}
+
+#[tokio::test]
+async fn a_server_that_closes_mid_session_is_a_transient_failure() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let _ = sock.write_all(b"220 flaky.test ESMTP\r\n").await;
+            let mut buf = [0u8; 512];
+            let _ = sock.read(&mut buf).await;
+            let _ = sock.write_all(b"250 flaky.test\r\n").await;
+            let _ = sock.read(&mut buf).await;
+            // MAIL FROM arrives: hang up.
+            drop(sock);
+        }
+    });
+    let (s, org) = sender("127.0.0.1", port, false, None, "", LOCAL).await;
+    let e = s.send(&email(&org, &unique("flaky"))).await.unwrap_err();
+    assert!(e.is_transient(), "{e:?}");
+}
+
+#[tokio::test]
+async fn private_smtp_servers_are_refused_in_aws_mode() {
+    let (s, org) = sender(
+        "127.0.0.1",
+        smtp().port,
+        true,
+        Some("flare"),
+        &smtp().password,
+        AWS,
+    )
+    .await;
+    assert_eq!(
+        s.send(&email(&org, "x")).await.unwrap_err().reason(),
+        "endpoint_not_allowed"
+    );
+    let (s, org) = sender(
+        "localhost",
+        smtp().tls_port,
+        true,
+        Some("flare"),
+        &smtp().password,
+        AWS,
+    )
+    .await;
+    assert_eq!(
+        s.send(&email(&org, "x")).await.unwrap_err().reason(),
+        "endpoint_not_allowed"
+    );
+    let (s, org) = sender("smtp.acme.example", 25, false, None, "", AWS).await;
+    assert_eq!(
+        s.send(&email(&org, "x")).await.unwrap_err().reason(),
+        "endpoint_not_allowed",
+        "no plaintext in AWS mode"
+    );
+}
