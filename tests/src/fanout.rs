@@ -147,9 +147,10 @@ pub async fn route_counted(
 ) -> anyhow::Result<Fanout> {
     let counter = CallCounter::default();
     // moto answers one call at a time: queued calls need more than AWS's latency budget.
+    // An attempt moto never answers is retried (and counted: the interceptor sees attempts).
     let patient = aws_smithy_types::timeout::TimeoutConfig::builder()
         .operation_timeout(std::time::Duration::from_secs(300))
-        .operation_attempt_timeout(std::time::Duration::from_secs(300))
+        .operation_attempt_timeout(std::time::Duration::from_secs(30))
         .build();
     let db = aws_sdk_dynamodb::Client::from_conf(
         aws_sdk_dynamodb::config::Builder::from(sdk)
