@@ -16,7 +16,10 @@ use std::time::{Duration, Instant};
 const N: usize = 1_000;
 
 fn main() {
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let sink = flare_tests::smtp();
     let (host, port) = ("127.0.0.1", sink.port);
 
@@ -29,7 +32,15 @@ fn main() {
                 &EmailSettings {
                     provider: EmailProvider::Smtp {
                         smtp: SmtpSettings {
-                            server: SmtpServer::parse(host, port as i64, false, EndpointPolicy { allow_private: true }).unwrap(),
+                            server: SmtpServer::parse(
+                                host,
+                                port as i64,
+                                false,
+                                EndpointPolicy {
+                                    allow_private: true,
+                                },
+                            )
+                            .unwrap(),
                             username: None,
                             password_set: false,
                         },
@@ -39,7 +50,13 @@ fn main() {
             )
             .await
             .unwrap();
-        let sender = SmtpEmailSender::new(settings, Arc::new(MemorySecrets::default()), EndpointPolicy { allow_private: true });
+        let sender = SmtpEmailSender::new(
+            settings,
+            Arc::new(MemorySecrets::default()),
+            EndpointPolicy {
+                allow_private: true,
+            },
+        );
         let start = Instant::now();
         for i in 0..N {
             let m = EmailMessage {
@@ -59,9 +76,12 @@ fn main() {
     let ceiling = rt.block_on(async {
         let tcp = tokio::net::TcpStream::connect((host, port)).await.unwrap();
         tcp.set_nodelay(true).unwrap();
-        let mut conn = AsyncSmtpConnection::connect_with_transport(Box::new(tcp), &ClientId::Domain("bench".into()))
-            .await
-            .unwrap();
+        let mut conn = AsyncSmtpConnection::connect_with_transport(
+            Box::new(tcp),
+            &ClientId::Domain("bench".into()),
+        )
+        .await
+        .unwrap();
         let start = Instant::now();
         for i in 0..N {
             let email = lettre::Message::builder()
@@ -73,7 +93,9 @@ fn main() {
                     "<p>Engine 7 to 12 Main St</p>".to_string(),
                 ))
                 .unwrap();
-            conn.send(email.envelope(), &email.formatted()).await.unwrap();
+            conn.send(email.envelope(), &email.formatted())
+                .await
+                .unwrap();
         }
         start.elapsed()
     });
@@ -82,7 +104,13 @@ fn main() {
     let script = flare_tests::workspace_root().join("scripts/harness/apprise_send.py");
     let out = std::process::Command::new(&py)
         .arg(&script)
-        .args([host, &port.to_string(), &N.to_string(), "alerts@acme.example", "ana@example.org"])
+        .args([
+            host,
+            &port.to_string(),
+            &N.to_string(),
+            "alerts@acme.example",
+            "ana@example.org",
+        ])
         .output()
         .unwrap();
     assert!(
@@ -90,15 +118,29 @@ fn main() {
         "Apprise failed (install it with scripts/bench-smtp): {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let apprise = Duration::from_secs_f64(String::from_utf8_lossy(&out.stdout).trim().parse().unwrap());
+    let apprise =
+        Duration::from_secs_f64(String::from_utf8_lossy(&out.stdout).trim().parse().unwrap());
 
     let rate = |d: Duration| N as f64 / d.as_secs_f64();
     println!("| sender | {N} emails | emails/s |");
     println!("|---|---|---|");
-    for (name, d) in [("Flare SmtpEmailSender", flare), ("bare lettre, one connection, TCP_NODELAY (ceiling)", ceiling), ("Apprise 2.2.0 (throttle off)", apprise)] {
+    for (name, d) in [
+        ("Flare SmtpEmailSender", flare),
+        (
+            "bare lettre, one connection, TCP_NODELAY (ceiling)",
+            ceiling,
+        ),
+        ("Apprise 2.2.0 (throttle off)", apprise),
+    ] {
         println!("| {name} | {:.2} s | {:.0} |", d.as_secs_f64(), rate(d));
     }
     println!();
-    println!("Flare vs Apprise: {:.1}x (target >= 10x)", rate(flare) / rate(apprise));
-    println!("Flare vs ceiling: {:.0}% (target >= 80%)", 100.0 * rate(flare) / rate(ceiling));
+    println!(
+        "Flare vs Apprise: {:.1}x (target >= 10x)",
+        rate(flare) / rate(apprise)
+    );
+    println!(
+        "Flare vs ceiling: {:.0}% (target >= 80%)",
+        100.0 * rate(flare) / rate(ceiling)
+    );
 }

@@ -41,7 +41,11 @@ async fn pipeline() -> Pipeline {
         queues: stack.queues.clone(),
         secret_prefix: stack.secret_prefix.clone(),
         platform_apps: stack.platform_apps.clone(),
-        policy: EndpointPolicy::default(),
+        // As the functions run in tests: FLARE_ALLOW_PRIVATE_ENDPOINTS=true (the custom
+        // providers' test servers are on loopback).
+        policy: EndpointPolicy {
+            allow_private: true,
+        },
         default_sender: None,
     };
     let router = flare_router::Config {
@@ -52,6 +56,7 @@ async fn pipeline() -> Pipeline {
         channel,
         tables: stack.tables.clone(),
         queues: stack.queues.clone(),
+        secret_prefix: stack.secret_prefix.clone(),
     };
     let (p, s, e) = (cfg(Channel::Push), cfg(Channel::Sms), cfg(Channel::Email));
     let sender = EmailAddress::parse("flare@flare.example").unwrap();
@@ -809,4 +814,78 @@ async fn a_fan_out_stays_within_five_percent_of_the_batching_floor() {
         f.floor,
         f.calls
     );
+}
+
+#[tokio::test]
+async fn custom_providers_deliver_through_the_aws_pipeline() {
+    let p = pipeline().await;
+    let gw = flare_tests::gateway();
+    let path = format!("/{}", unique("gw"));
+    p.admin(
+        "PUT",
+        "/v1/settings/sms/main",
+        json!({"provider": "http", "url": format!("{}{path}", gw.url), "format": "json",
+               "username": "acct-17", "password": "s3cret", "sender_number": "ACMEFIRE",
+               "http_header": "X-Api-Key: abc123"}),
+    )
+    .await;
+    let smtp = flare_tests::smtp();
+    p.admin(
+        "PUT",
+        "/v1/settings/email",
+        json!({"provider": "smtp", "sender_email": "alerts@acme.example",
+               "smtp": {"server_url": "127.0.0.1", "port": smtp.port, "use_tls": false}}),
+    )
+    .await;
+    p.admin(
+        "PUT",
+        "/v1/settings/communication",
+        json!({"dispatch": "app_sms_email"}),
+    )
+    .await;
+    let to = format!("{}@acme.example", unique("r"));
+    p.user(
+        "u-17",
+        "passive_reporter",
+        Some("+14155550199"),
+        Some(&to),
+        false,
+    )
+    .await;
+    let ev = p.event("incident-dispatched", &unique("custom"));
+    p.route(&ev).await;
+    p.drain().await;
+    let n = p.notification(ev["id"].as_str().unwrap()).await;
+    no_pending(&n);
+    let d = deliveries(&n, "u-17");
+    assert_eq!(
+        (d["sms"]["status"].as_str(), d["sms"]["provider"].as_str()),
+        (Some("sent"), Some("http")),
+        "{n}"
+    );
+    assert_eq!(
+        (
+            d["email"]["status"].as_str(),
+            d["email"]["provider"].as_str()
+        ),
+        (Some("sent"), Some("smtp")),
+        "{n}"
+    );
+    let reqs = gw.requests_to(&path).await.unwrap();
+    assert_eq!(reqs.len(), 1);
+    assert_eq!(
+        reqs[0]["headers"]["x-api-key"], "abc123",
+        "the header value came from Secrets Manager"
+    );
+    assert_eq!(
+        reqs[0]["headers"]["authorization"],
+        "Basic YWNjdC0xNzpzM2NyZXQ="
+    );
+    let mail: Vec<_> = smtp
+        .messages()
+        .unwrap()
+        .into_iter()
+        .filter(|m| m["rcpt_tos"][0] == to.as_str())
+        .collect();
+    assert_eq!(mail.len(), 1);
 }

@@ -170,3 +170,33 @@ async fn unknown_routes_answer_404_and_wrong_methods_405() {
     .await;
     assert_eq!(s, 405);
 }
+
+#[tokio::test]
+async fn literal_private_hosts_are_refused_on_save_in_aws_mode() {
+    let svc = services();
+    let put = with(
+        event("put-sms-settings"),
+        "PUT",
+        "/v1/settings/sms/main",
+        Some(
+            json!({"provider": "http", "url": "https://169.254.169.254/latest", "sender_number": "ACME"}),
+        ),
+    );
+    let (s, body) = call(&svc, &put).await;
+    assert_eq!(s, 400);
+    assert!(body["error"]["fields"]["url"].is_string(), "{body}");
+    let put = with(
+        event("put-email-settings"),
+        "PUT",
+        "/v1/settings/email",
+        Some(
+            json!({"provider": "smtp", "smtp": {"server_url": "10.0.0.1", "port": 587, "use_tls": true}}),
+        ),
+    );
+    let (s, body) = call(&svc, &put).await;
+    assert_eq!(s, 400);
+    assert!(
+        body["error"]["fields"]["smtp.server_url"].is_string(),
+        "{body}"
+    );
+}

@@ -5,7 +5,6 @@ use flare_shared::app::deliver::Deliverer;
 use flare_shared::aws::secrets::SecretsManagerStore;
 use flare_shared::aws::ses::SesEmailSender;
 use flare_shared::aws::{self, SdkConfig};
-use flare_shared::config;
 use flare_shared::domain::{EmailAddress, EndpointPolicy, Provider};
 use flare_shared::providers::smtp::SmtpEmailSender;
 use flare_shared::secrets_cache::{CachedSecrets, MAX_TTL};
@@ -26,10 +25,7 @@ pub fn deliverer(
         Provider::Ses,
         Arc::new(SesEmailSender::new(aws::sesv2(sdk))),
     );
-    let secrets = SecretsManagerStore::new(
-        aws::secretsmanager(sdk),
-        config::optional("FLARE_SECRET_PREFIX", "flare"),
-    );
+    let secrets = SecretsManagerStore::new(aws::secretsmanager(sdk), &config.secret_prefix);
     let cached = Arc::new(CachedSecrets::new(Arc::new(secrets), MAX_TTL));
     d.email.insert(
         Provider::Smtp,

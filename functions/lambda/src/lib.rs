@@ -98,6 +98,8 @@ pub struct DeliveryConfig {
     pub channel: flare_shared::domain::Channel,
     pub tables: flare_shared::aws::wiring::Tables,
     pub queues: std::collections::HashMap<flare_shared::domain::Channel, String>,
+    /// Where provider secrets are (`FLARE_SECRET_PREFIX`, default `flare`).
+    pub secret_prefix: String,
 }
 
 impl DeliveryConfig {
@@ -114,6 +116,7 @@ impl DeliveryConfig {
             channel,
             tables: flare_shared::aws::wiring::Tables::from_env()?,
             queues: flare_shared::aws::wiring::queue_urls(&channels)?,
+            secret_prefix: config::optional("FLARE_SECRET_PREFIX", "flare"),
         })
     }
 

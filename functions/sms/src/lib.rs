@@ -5,7 +5,6 @@ use flare_shared::app::deliver::Deliverer;
 use flare_shared::aws::secrets::SecretsManagerStore;
 use flare_shared::aws::sns_sms::SnsSmsSender;
 use flare_shared::aws::{self, SdkConfig};
-use flare_shared::config;
 use flare_shared::domain::{EndpointPolicy, Provider};
 use flare_shared::providers::http_sms::HttpSmsSender;
 use flare_shared::secrets_cache::{CachedSecrets, MAX_TTL};
@@ -23,10 +22,7 @@ pub fn deliverer(
     let mut d = config.deliverer(sdk);
     d.sms
         .insert(Provider::Sns, Arc::new(SnsSmsSender::new(aws::sns(sdk))));
-    let secrets = SecretsManagerStore::new(
-        aws::secretsmanager(sdk),
-        config::optional("FLARE_SECRET_PREFIX", "flare"),
-    );
+    let secrets = SecretsManagerStore::new(aws::secretsmanager(sdk), &config.secret_prefix);
     let cached = Arc::new(CachedSecrets::new(Arc::new(secrets), MAX_TTL));
     d.sms.insert(
         Provider::Http,

@@ -193,6 +193,10 @@ impl SmsSender for HttpSmsSender {
         if let Some(user) = &gw.username {
             req = req.basic_auth(user, password.as_ref().map(|p| p.expose_secret()));
         }
+        if gw.header_name.is_some() && header_value.is_none() {
+            // Sending without the header would only be refused by the gateway.
+            return Err(SendError::permanent("header_value_missing"));
+        }
         if let (Some(name), Some(value)) = (&gw.header_name, &header_value) {
             let mut v = reqwest::header::HeaderValue::from_str(value.expose_secret())
                 .map_err(|_| SendError::permanent("bad_header_value"))?;
