@@ -5,7 +5,8 @@
 //!
 //!     cargo bench -p flare-tests --bench fanout [-- 1000 10000]
 //!
-//! DynamoDB is moto's. moto's SendMessageBatch walks the whole queue on every call
+//! DynamoDB is moto's (past 6,000 recipients its BatchWriteItem is answered by a sink that
+//! forwards everything else to moto). moto's SendMessageBatch walks the whole queue on every call
 //! (400 batches into one queue: the 100th takes 0.1 s, the 400th about 1 s), so 10,000
 //! recipients would take hours there; above 2,000 recipients the jobs go to a sink that
 //! only answers SendMessageBatch. The calls counted are the same either way.
@@ -16,6 +17,9 @@ use serde_json::json;
 use std::collections::HashMap;
 
 const SINK_ABOVE: usize = 2_000;
+/// Above this, BatchWriteItem is answered by a sink too: moto stalls on writes (a single
+/// BatchWriteItem over 30 s) past about 6,000 recipients. Reads still come from moto.
+const DYNAMO_SINK_ABOVE: usize = 6_000;
 
 fn vm_hwm_kb() -> u64 {
     std::fs::read_to_string("/proc/self/status")
@@ -42,9 +46,16 @@ fn child(rt: &tokio::runtime::Runtime, job: &std::path::Path) {
         let queues: HashMap<flare_shared::domain::Channel, String> =
             serde_json::from_value(job["queues"].clone()).unwrap();
         let start = std::time::Instant::now();
-        let f = route_counted(&sdk, job["sqs"].as_str(), &tables, &queues, &job["event"])
-            .await
-            .unwrap();
+        let f = route_counted(
+            &sdk,
+            job["sqs"].as_str(),
+            job["dynamo"].as_str(),
+            &tables,
+            &queues,
+            &job["event"],
+        )
+        .await
+        .unwrap();
         (f, start.elapsed())
     });
     println!(
@@ -74,8 +85,19 @@ fn main() {
     )
     .unwrap();
     let sink_url = sink.info["url"].as_str().unwrap().to_string();
+    let dynamo_sink = flare_tests::ServerProcess::start(
+        "dynamo-sink",
+        &[
+            "--port".into(),
+            flare_tests::free_port().to_string(),
+            "--upstream".into(),
+            moto.url.clone(),
+        ],
+    )
+    .unwrap();
+    let dynamo_url = dynamo_sink.info["url"].as_str().unwrap().to_string();
     println!(
-        "| recipients | records | jobs | AWS calls | floor | calls over floor (after {CONSTANT_CALLS} fixed) | router time | router peak RSS | SQS |"
+        "| recipients | records | jobs | AWS calls | floor | calls over floor (after {CONSTANT_CALLS} fixed) | router time | router peak RSS | backends |"
     );
     println!("|---|---|---|---|---|---|---|---|---|");
     for n in sizes {
@@ -92,8 +114,9 @@ fn main() {
             .map(|(c, u)| (c.as_str().to_string(), u.clone()))
             .collect();
         let sqs = (n > SINK_ABOVE).then(|| sink_url.clone());
+        let dynamo = (n > DYNAMO_SINK_ABOVE).then(|| dynamo_url.clone());
         let spec = json!({
-            "moto": moto.url, "sqs": sqs, "queues": queues, "event": event,
+            "moto": moto.url, "sqs": sqs, "dynamo": dynamo, "queues": queues, "event": event,
             "tables": {"settings": stack.tables.settings, "directory": stack.tables.directory, "log": stack.tables.log},
         });
         std::fs::write(&job, spec.to_string()).unwrap();
@@ -118,7 +141,11 @@ fn main() {
             f.ratio(CONSTANT_CALLS),
             v["seconds"].as_f64().unwrap(),
             v["vm_hwm_kb"].as_f64().unwrap() / 1024.0,
-            if n > SINK_ABOVE { "sink" } else { "moto" }
+            match (n > SINK_ABOVE, n > DYNAMO_SINK_ABOVE) {
+                (false, _) => "moto",
+                (true, false) => "SQS sink",
+                (true, true) => "SQS sink, DynamoDB writes sunk",
+            }
         );
         eprintln!("  calls by operation: {:?}", f.calls);
     }
