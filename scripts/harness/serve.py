@@ -31,6 +31,18 @@ def ready(**info):
     sys.stdout.flush()
 
 
+def serve_http(handler, port):
+    """Serves `handler` on 127.0.0.1:port until stdin closes."""
+    from http.server import ThreadingHTTPServer
+
+    server = ThreadingHTTPServer(("127.0.0.1", port), handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    ready(url=f"http://127.0.0.1:{port}")
+    wait_for_stdin_eof()
+    server.shutdown()
+
+
 # --------------------------------------------------------------------------- moto
 def run_moto(args):
     from moto.server import ThreadedMotoServer
@@ -167,7 +179,7 @@ def run_gateway(args):
     "body": {...}}, {"hang": 5}, {"status": 302, "location": "..."}]} queues answers for a
     path; with no script a path answers 200 {"id": "gw-<n>"}. GET /_requests lists what
     was received (method, path, headers, body)."""
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from http.server import BaseHTTPRequestHandler
 
     lock = threading.Lock()
     received = []
@@ -229,12 +241,7 @@ def run_gateway(args):
             data = payload.encode() if isinstance(payload, str) else json.dumps(payload).encode()
             return self._reply(status, data, extra=extra)
 
-    server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    ready(url=f"http://127.0.0.1:{args.port}")
-    wait_for_stdin_eof()
-    server.shutdown()
+    serve_http(Handler, args.port)
 
 
 # ------------------------------------------------------------------------ sqs-sink
@@ -244,7 +251,7 @@ def run_sqs_sink(args):
     cannot keep up. Answers every entry as sent, with the body's MD5 as SQS does."""
     import hashlib
     import uuid
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from http.server import BaseHTTPRequestHandler
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -272,12 +279,7 @@ def run_sqs_sink(args):
             self.end_headers()
             self.wfile.write(data)
 
-    server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    ready(url=f"http://127.0.0.1:{args.port}")
-    wait_for_stdin_eof()
-    server.shutdown()
+    serve_http(Handler, args.port)
 
 
 # --------------------------------------------------------------------- dynamo-sink
@@ -286,7 +288,7 @@ def run_dynamo_sink(args):
     to moto (--upstream): for counting a fan-out's calls at a size where moto stalls on
     writes. Reads (BatchGetItem, GetItem) still come from moto."""
     import urllib.request
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from http.server import BaseHTTPRequestHandler
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -318,12 +320,7 @@ def run_dynamo_sink(args):
             self.end_headers()
             self.wfile.write(data)
 
-    server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    ready(url=f"http://127.0.0.1:{args.port}")
-    wait_for_stdin_eof()
-    server.shutdown()
+    serve_http(Handler, args.port)
 
 
 def main():
