@@ -20,6 +20,7 @@ use flare_shared::memory::{
 };
 use std::time::Duration;
 
+pub mod demo;
 pub mod pipeline;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use std::path::PathBuf;

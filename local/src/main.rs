@@ -22,6 +22,9 @@ enum Command {
         #[arg(long, default_value = ".flare-data")]
         data_dir: PathBuf,
     },
+    /// Seed a demo organization, fire one of each event and a manual SMS, and print
+    /// who was told on which channel, and why not.
+    Demo,
     /// Print a JWT that `serve` accepts.
     Token {
         #[arg(long)]
@@ -51,6 +54,7 @@ async fn main() -> anyhow::Result<()> {
             })
             .await?;
         }
+        Command::Demo => print!("{}", flare_local::demo::run().await?),
         Command::Token {
             org,
             roles,
