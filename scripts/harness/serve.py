@@ -45,8 +45,12 @@ def serve_http(handler, port):
 
 # --------------------------------------------------------------------------- moto
 def run_moto(args):
+    import logging
+
     from moto.server import ThreadedMotoServer
 
+    # One log line per request is noise here (and a burden on whoever reads stderr).
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=args.port, verbose=False)
     server.start()
     ready(url=f"http://127.0.0.1:{args.port}")

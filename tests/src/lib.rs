@@ -11,7 +11,7 @@
 //! command that fixes it; nothing is ever skipped.
 
 use anyhow::{Context, anyhow, bail};
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -85,13 +85,22 @@ impl ServerProcess {
             );
         }
         let script = workspace_root().join("scripts/harness/serve.py");
+        // stderr goes to a file, never to an undrained pipe: a server that logs every
+        // request would otherwise block once the pipe's 64 KiB are full.
+        let log_path = std::env::temp_dir().join(format!(
+            "flare-{kind}-{}-{}.log",
+            std::process::id(),
+            uuid::Uuid::new_v4().simple()
+        ));
+        let log = std::fs::File::create(&log_path)
+            .with_context(|| format!("creating {}", log_path.display()))?;
         let mut child = Command::new(&py)
             .arg(&script)
             .arg(kind)
             .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
+            .stderr(Stdio::from(log))
             .spawn()
             .with_context(|| format!("starting {} {kind}.\n  Fix: {FIX}", py.display()))?;
         ATEXIT.call_once(|| {
@@ -114,10 +123,8 @@ impl ServerProcess {
         let line = rx.recv_timeout(Duration::from_secs(60)).unwrap_or_default();
         let Some(json) = line.strip_prefix("READY ") else {
             let _ = child.kill();
-            let mut err = String::new();
-            if let Some(mut e) = child.stderr.take() {
-                let _ = e.read_to_string(&mut err);
-            }
+            let _ = child.wait();
+            let err = std::fs::read_to_string(&log_path).unwrap_or_default();
             bail!("test server `{kind}` did not start (printed {line:?}).\n{err}\n  Fix: {FIX}");
         };
         let info = serde_json::from_str(json.trim())
@@ -371,7 +378,11 @@ impl Gateway {
 /// default installed first.
 pub fn http() -> reqwest::Client {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    reqwest::Client::new()
+    // A stalled server fails the test instead of hanging it.
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("an HTTP client")
 }
 
 /// A name no other test uses (moto state is shared by every test of a binary).
