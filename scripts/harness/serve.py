@@ -286,59 +286,17 @@ def run_sqs_sink(args):
     serve_http(Handler, args.port)
 
 
-# --------------------------------------------------------------------- dynamo-sink
-def run_dynamo_sink(args):
-    """Answers DynamoDB BatchWriteItem as fully processed and forwards every other call
-    to moto (--upstream): for counting a fan-out's calls at a size where moto stalls on
-    writes. Reads (BatchGetItem, GetItem) still come from moto."""
-    import urllib.request
-    from http.server import BaseHTTPRequestHandler
-
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, *a):
-            pass
-
-        def do_POST(self):
-            n = int(self.headers.get("Content-Length") or 0)
-            body = self.rfile.read(n)
-            target = self.headers.get("X-Amz-Target", "")
-            if target.endswith("BatchWriteItem"):
-                status, data, ctype = 200, b'{"UnprocessedItems": {}}', "application/x-amz-json-1.0"
-            else:
-                req = urllib.request.Request(args.upstream + self.path, data=body, method="POST")
-                for k, v in self.headers.items():
-                    if k.lower() not in ("host", "content-length", "connection"):
-                        req.add_header(k, v)
-                try:
-                    with urllib.request.urlopen(req) as r:
-                        status, data = r.status, r.read()
-                        ctype = r.headers.get("Content-Type", "application/x-amz-json-1.0")
-                except urllib.error.HTTPError as e:
-                    status, data = e.code, e.read()
-                    ctype = e.headers.get("Content-Type", "application/x-amz-json-1.0")
-            self.send_response(status)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-    serve_http(Handler, args.port)
-
-
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("kind", choices=["moto", "smtp", "gateway", "sqs-sink", "dynamo-sink"])
+    p.add_argument("kind", choices=["moto", "smtp", "gateway", "sqs-sink"])
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--tls-port", type=int)
     p.add_argument("--dir")
     p.add_argument("--user", default="flare")
     p.add_argument("--password", default="flare-test-password")
-    p.add_argument("--upstream")
     args = p.parse_args()
     {"moto": run_moto, "smtp": run_smtp, "gateway": run_gateway,
-     "sqs-sink": run_sqs_sink, "dynamo-sink": run_dynamo_sink}[args.kind](args)
+     "sqs-sink": run_sqs_sink}[args.kind](args)
 
 
 if __name__ == "__main__":

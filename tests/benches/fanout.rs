@@ -5,8 +5,7 @@
 //!
 //!     cargo bench -p flare-tests --bench fanout [-- 1000 10000]
 //!
-//! DynamoDB is moto's (past 6,000 recipients its BatchWriteItem is answered by a sink that
-//! forwards everything else to moto). moto's SendMessageBatch walks the whole queue on every call
+//! DynamoDB is moto's. moto's SendMessageBatch walks the whole queue on every call
 //! (400 batches into one queue: the 100th takes 0.1 s, the 400th about 1 s), so 10,000
 //! recipients would take hours there; above 2,000 recipients the jobs go to a sink that
 //! only answers SendMessageBatch. The calls counted are the same either way.
@@ -17,9 +16,6 @@ use serde_json::json;
 use std::collections::HashMap;
 
 const SINK_ABOVE: usize = 2_000;
-/// Above this, BatchWriteItem is answered by a sink too: moto stalls on writes (a single
-/// BatchWriteItem over 30 s) past about 6,000 recipients. Reads still come from moto.
-const DYNAMO_SINK_ABOVE: usize = 6_000;
 
 fn vm_hwm_kb() -> u64 {
     std::fs::read_to_string("/proc/self/status")
@@ -46,16 +42,9 @@ fn child(rt: &tokio::runtime::Runtime, job: &std::path::Path) {
         let queues: HashMap<flare_shared::domain::Channel, String> =
             serde_json::from_value(job["queues"].clone()).unwrap();
         let start = std::time::Instant::now();
-        let f = route_counted(
-            &sdk,
-            job["sqs"].as_str(),
-            job["dynamo"].as_str(),
-            &tables,
-            &queues,
-            &job["event"],
-        )
-        .await
-        .unwrap();
+        let f = route_counted(&sdk, job["sqs"].as_str(), &tables, &queues, &job["event"])
+            .await
+            .unwrap();
         (f, start.elapsed())
     });
     println!(
@@ -85,17 +74,6 @@ fn main() {
     )
     .unwrap();
     let sink_url = sink.info["url"].as_str().unwrap().to_string();
-    let dynamo_sink = flare_tests::ServerProcess::start(
-        "dynamo-sink",
-        &[
-            "--port".into(),
-            flare_tests::free_port().to_string(),
-            "--upstream".into(),
-            moto.url.clone(),
-        ],
-    )
-    .unwrap();
-    let dynamo_url = dynamo_sink.info["url"].as_str().unwrap().to_string();
     println!(
         "| recipients | records | jobs | AWS calls | floor | calls over floor (after {CONSTANT_CALLS} fixed) | router time | router peak RSS | backends |"
     );
@@ -114,9 +92,8 @@ fn main() {
             .map(|(c, u)| (c.as_str().to_string(), u.clone()))
             .collect();
         let sqs = (n > SINK_ABOVE).then(|| sink_url.clone());
-        let dynamo = (n > DYNAMO_SINK_ABOVE).then(|| dynamo_url.clone());
         let spec = json!({
-            "moto": moto.url, "sqs": sqs, "dynamo": dynamo, "queues": queues, "event": event,
+            "moto": moto.url, "sqs": sqs, "queues": queues, "event": event,
             "tables": {"settings": stack.tables.settings, "directory": stack.tables.directory, "log": stack.tables.log},
         });
         std::fs::write(&job, spec.to_string()).unwrap();
@@ -141,10 +118,10 @@ fn main() {
             f.ratio(CONSTANT_CALLS),
             v["seconds"].as_f64().unwrap(),
             v["vm_hwm_kb"].as_f64().unwrap() / 1024.0,
-            match (n > SINK_ABOVE, n > DYNAMO_SINK_ABOVE) {
-                (false, _) => "moto",
-                (true, false) => "SQS sink",
-                (true, true) => "SQS sink, DynamoDB writes sunk",
+            if n > SINK_ABOVE {
+                "moto, SQS sink"
+            } else {
+                "moto"
             }
         );
         eprintln!("  calls by operation: {:?}", f.calls);

@@ -141,7 +141,6 @@ impl Fanout {
 pub async fn route_counted(
     sdk: &flare_shared::aws::SdkConfig,
     sqs_endpoint: Option<&str>,
-    dynamo_endpoint: Option<&str>,
     tables: &flare_shared::aws::wiring::Tables,
     queues: &std::collections::HashMap<Channel, String>,
     event: &serde_json::Value,
@@ -153,13 +152,12 @@ pub async fn route_counted(
         .operation_timeout(std::time::Duration::from_secs(300))
         .operation_attempt_timeout(std::time::Duration::from_secs(30))
         .build();
-    let mut db = aws_sdk_dynamodb::config::Builder::from(sdk)
-        .interceptor(counter.clone())
-        .timeout_config(patient.clone());
-    if let Some(url) = dynamo_endpoint {
-        db = db.endpoint_url(url);
-    }
-    let db = aws_sdk_dynamodb::Client::from_conf(db.build());
+    let db = aws_sdk_dynamodb::Client::from_conf(
+        aws_sdk_dynamodb::config::Builder::from(sdk)
+            .interceptor(counter.clone())
+            .timeout_config(patient.clone())
+            .build(),
+    );
     let mut sqs = aws_sdk_sqs::config::Builder::from(sdk)
         .interceptor(counter.clone())
         .timeout_config(patient);

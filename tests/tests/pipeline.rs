@@ -801,7 +801,7 @@ async fn a_fan_out_stays_within_five_percent_of_the_batching_floor() {
     use flare_tests::fanout::{CONSTANT_CALLS, route_counted, seed};
     let stack = AwsStack::create(moto()).await.unwrap();
     let event = seed(&stack, 250).await.unwrap();
-    let f = route_counted(&stack.sdk, None, None, &stack.tables, &stack.queues, &event)
+    let f = route_counted(&stack.sdk, None, &stack.tables, &stack.queues, &event)
         .await
         .unwrap();
     assert_eq!((f.users, f.records, f.jobs), (250, 750, 750));
