@@ -100,6 +100,23 @@ impl DynamoDeliveryLog {
         ])
     }
 
+    /// Puts an item unless one with its key exists; answers whether it was written.
+    async fn put_if_absent(&self, item: Item, what: &'static str) -> StoreResult<bool> {
+        match self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) if error_code(&e) == Some(CONDITION_FAILED) => Ok(false),
+            Err(e) => Err(store_error(e, what)),
+        }
+    }
+
     async fn get_record(&self, key: Item) -> StoreResult<Option<Item>> {
         let out = self
             .client
@@ -122,19 +139,11 @@ impl DeliveryLog for DynamoDeliveryLog {
             NOTIFICATION_SK.into(),
             n,
         )?;
-        match self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .condition_expression("attribute_not_exists(pk)")
-            .send()
-            .await
-        {
-            Ok(_) => Ok(Created::New),
-            Err(e) if error_code(&e) == Some(CONDITION_FAILED) => Ok(Created::AlreadyExists),
-            Err(e) => Err(store_error(e, "PutItem notification")),
-        }
+        Ok(if self.put_if_absent(item, "PutItem notification").await? {
+            Created::New
+        } else {
+            Created::AlreadyExists
+        })
     }
 
     async fn get_notification(
@@ -337,18 +346,7 @@ impl DeliveryLog for DynamoDeliveryLog {
             },
         )?;
         // The first ack's time is kept.
-        match self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .condition_expression("attribute_not_exists(pk)")
-            .send()
-            .await
-        {
-            Ok(_) => Ok(true),
-            Err(e) if error_code(&e) == Some(CONDITION_FAILED) => Ok(true),
-            Err(e) => Err(store_error(e, "PutItem ack")),
-        }
+        self.put_if_absent(item, "PutItem ack").await?;
+        Ok(true)
     }
 }
