@@ -46,6 +46,27 @@ pub enum Outcome {
     Dropped(String),
 }
 
+impl Outcome {
+    /// The function's response: what `sam local invoke` or `cargo lambda invoke` shows.
+    /// EventBridge ignores it.
+    pub fn to_json(&self) -> serde_json::Value {
+        match self {
+            Outcome::Routed(r) => serde_json::json!({
+                "outcome": "routed",
+                "notification_id": r.notification_id.as_str(),
+                "replay": r.replay,
+                "recipients": r.recipients,
+                "records_written": r.records_written,
+                "jobs_enqueued": r.jobs_enqueued,
+            }),
+            Outcome::Dropped(reason) => serde_json::json!({
+                "outcome": "dropped",
+                "reason": reason,
+            }),
+        }
+    }
+}
+
 /// Routes one event. A transient AWS failure is an error (EventBridge retries the
 /// invocation); a malformed event or an unknown organization is logged and dropped.
 pub async fn handle(

@@ -8,7 +8,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let sdk = flare_shared::aws::sdk_config(Default::default()).await;
     let notifier = config.notifier(&sdk);
     run(service_fn(|event| async {
-        handle(&notifier, event).await.map(|_| ())
+        handle(&notifier, event).await.map(|o| o.to_json())
     }))
     .await
 }
