@@ -21,6 +21,7 @@ use std::time::Duration;
 pub use flare_shared::aws::AwsOptions;
 
 pub mod fanout;
+pub mod runtime;
 pub mod stack;
 
 /// The command that makes the virtualenv the harness needs.
@@ -50,6 +51,17 @@ pub fn free_port() -> u16 {
 
 static PIDS: Mutex<Vec<u32>> = Mutex::new(Vec::new());
 static ATEXIT: Once = Once::new();
+
+/// Stops `pid` (SIGTERM) when the test binary exits, however it exits.
+pub(crate) fn track_pid(pid: u32) {
+    ATEXIT.call_once(|| {
+        // SAFETY: registers a plain extern "C" fn; it runs once at process exit.
+        unsafe {
+            libc::atexit(stop_servers);
+        }
+    });
+    PIDS.lock().unwrap_or_else(|e| e.into_inner()).push(pid);
+}
 
 extern "C" fn stop_servers() {
     let pids = PIDS.lock().map(|p| p.clone()).unwrap_or_default();
@@ -103,15 +115,7 @@ impl ServerProcess {
             .stderr(Stdio::from(log))
             .spawn()
             .with_context(|| format!("starting {} {kind}.\n  Fix: {FIX}", py.display()))?;
-        ATEXIT.call_once(|| {
-            // SAFETY: registers a plain extern "C" fn; it runs once at process exit.
-            unsafe {
-                libc::atexit(stop_servers);
-            }
-        });
-        PIDS.lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(child.id());
+        track_pid(child.id());
         let stdin = child.stdin.take().expect("piped stdin");
         let stdout = child.stdout.take().expect("piped stdout");
         let (tx, rx) = std::sync::mpsc::channel();

@@ -17,6 +17,10 @@ pub struct AwsStack {
     pub secret_prefix: String,
 }
 
+/// The functions' `FLARE_DEFAULT_SENDER` in tests (its domain is verified in SES by the
+/// tests that send email).
+pub const DEFAULT_SENDER: &str = "flare@flare.example";
+
 /// How many receives before a job goes to its dead-letter queue (as in template.yaml).
 pub const MAX_RECEIVES: u32 = 5;
 
@@ -100,6 +104,27 @@ impl AwsStack {
             platform_apps,
             secret_prefix: unique("flare"),
         })
+    }
+
+    /// This stack's value for one of the variables `template.yaml` gives the functions
+    /// (`None` for a name the stack does not know).
+    pub fn env_value(&self, name: &str) -> Option<String> {
+        use flare_shared::aws::wiring;
+        if let Some(c) = Channel::ALL.iter().find(|c| wiring::queue_env(**c) == name) {
+            return self.queues.get(c).cloned();
+        }
+        match name {
+            wiring::SETTINGS_TABLE => Some(self.tables.settings.clone()),
+            wiring::DIRECTORY_TABLE => Some(self.tables.directory.clone()),
+            wiring::LOG_TABLE => Some(self.tables.log.clone()),
+            "FLARE_SECRET_PREFIX" => Some(self.secret_prefix.clone()),
+            wiring::DEFAULT_SENDER => Some(DEFAULT_SENDER.to_string()),
+            "FLARE_MAX_RECEIVES" => Some(MAX_RECEIVES.to_string()),
+            PlatformApps::ENV_FCM => self.platform_apps.fcm.clone(),
+            PlatformApps::ENV_APNS => self.platform_apps.apns.clone(),
+            PlatformApps::ENV_APNS_SANDBOX => self.platform_apps.apns_sandbox.clone(),
+            _ => None,
+        }
     }
 
     /// Messages waiting in a queue (visible now).

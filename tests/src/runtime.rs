@@ -1,0 +1,410 @@
+//! A Lambda Runtime API emulator, for running the real release binaries as Lambda runs
+//! them: `sam local invoke` needs Docker, this needs nothing.
+//!
+//! Each [`LambdaProcess`] is one function binary with its own emulator on a free port
+//! (`AWS_LAMBDA_RUNTIME_API`). [`LambdaProcess::invoke`] hands the binary one event
+//! through `GET /2018-06-01/runtime/invocation/next` and waits for its
+//! `.../response` or `.../error`, as Lambda does. The time from exec to the binary's
+//! first poll (its cold start up to the first event) is recorded.
+
+use crate::{PIDS, track_pid, workspace_root};
+use anyhow::{Context, anyhow, bail};
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path as UrlPath, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::{mpsc, oneshot};
+
+/// The function binaries, as `template.yaml` names them.
+pub const FUNCTIONS: [&str; 5] = [
+    "flare-api",
+    "flare-router",
+    "flare-push",
+    "flare-sms",
+    "flare-email",
+];
+
+/// How long one invocation may take (the template's router timeout).
+const INVOKE_TIMEOUT: Duration = Duration::from_secs(120);
+
+static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+
+/// `target/release`, with every function binary built from the current sources.
+///
+/// Runs `cargo build --release --locked` for the function packages once per test binary
+/// (a no-op when they are fresh, so a test never runs a stale binary). `scripts/test`
+/// builds them before `cargo test`, so this normally only checks.
+pub fn release_binaries() -> anyhow::Result<PathBuf> {
+    BUILT
+        .get_or_init(|| build_release().map_err(|e| format!("{e:#}")))
+        .clone()
+        .map_err(|e| anyhow!(e))
+}
+
+fn build_release() -> anyhow::Result<PathBuf> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(&cargo);
+    cmd.current_dir(workspace_root())
+        .args(["build", "--release", "--locked", "--quiet"]);
+    for f in FUNCTIONS {
+        cmd.args(["-p", f]);
+    }
+    let out = cmd
+        .output()
+        .with_context(|| format!("running {cargo:?} build --release"))?;
+    if !out.status.success() {
+        bail!(
+            "building the release function binaries failed:\n{}\n  Fix: cargo build --release --locked {}",
+            String::from_utf8_lossy(&out.stderr),
+            FUNCTIONS.map(|f| format!("-p {f}")).join(" ")
+        );
+    }
+    // Cargo's target dir, wherever CARGO_TARGET_DIR puts it.
+    let dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .map(|d| {
+            if d.is_absolute() {
+                d
+            } else {
+                workspace_root().join(d)
+            }
+        })
+        .unwrap_or_else(|| workspace_root().join("target"))
+        .join("release");
+    for f in FUNCTIONS {
+        let bin = dir.join(f);
+        if !bin.exists() {
+            bail!("{} missing after cargo build --release", bin.display());
+        }
+    }
+    Ok(dir)
+}
+
+/// What a function answered: its response, or the error it reported.
+#[derive(Debug)]
+pub enum Answer {
+    Response(Value),
+    /// `POST .../error`: the function's error (Lambda would retry or fail the event).
+    Error(Value),
+}
+
+impl Answer {
+    /// The response; panics with the reported error otherwise.
+    pub fn response(self) -> Value {
+        match self {
+            Answer::Response(v) => v,
+            Answer::Error(e) => panic!("the function reported an error: {e}"),
+        }
+    }
+}
+
+struct Invocation {
+    id: String,
+    event: Bytes,
+}
+
+#[derive(Default)]
+struct Shared {
+    first_poll: Option<Instant>,
+    init_error: Option<Value>,
+    waiting: HashMap<String, oneshot::Sender<Answer>>,
+}
+
+#[derive(Clone)]
+struct Emulator {
+    function_arn: String,
+    next: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<Invocation>>>,
+    shared: Arc<Mutex<Shared>>,
+}
+
+/// One function binary running against its own Runtime API emulator.
+pub struct LambdaProcess {
+    pub name: String,
+    child: Mutex<Child>,
+    spawned: Instant,
+    log_path: PathBuf,
+    queue: mpsc::UnboundedSender<Invocation>,
+    shared: Arc<Mutex<Shared>>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl LambdaProcess {
+    /// Starts `binary` with the Lambda environment and `env`; returns once it is running
+    /// (not necessarily polling yet: see [`LambdaProcess::ready`]).
+    pub async fn start(binary: &Path, env: &[(String, String)]) -> anyhow::Result<Self> {
+        let name = binary
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let (queue, rx) = mpsc::unbounded_channel();
+        let shared = Arc::new(Mutex::new(Shared::default()));
+        let emulator = Emulator {
+            function_arn: format!("arn:aws:lambda:us-east-1:123456789012:function:{name}"),
+            next: Arc::new(tokio::sync::Mutex::new(rx)),
+            shared: shared.clone(),
+        };
+        let app = Router::new()
+            .route("/2018-06-01/runtime/invocation/next", get(next))
+            .route(
+                "/2018-06-01/runtime/invocation/{id}/response",
+                post(response),
+            )
+            .route("/2018-06-01/runtime/invocation/{id}/error", post(error))
+            .route("/2018-06-01/runtime/init/error", post(init_error))
+            .with_state(emulator);
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+
+        // The function's output goes to a file: a pipe nobody drains would block it.
+        let log_path = std::env::temp_dir().join(format!(
+            "flare-{name}-{}-{}.log",
+            std::process::id(),
+            uuid::Uuid::new_v4().simple()
+        ));
+        let log = std::fs::File::create(&log_path)?;
+        let mut cmd = Command::new(binary);
+        cmd.env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("AWS_LAMBDA_RUNTIME_API", addr.to_string())
+            .env("AWS_LAMBDA_FUNCTION_NAME", &name)
+            .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
+            .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+            .env("AWS_LAMBDA_LOG_GROUP_NAME", format!("/aws/lambda/{name}"))
+            .env("AWS_LAMBDA_LOG_STREAM_NAME", "emulator")
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log.try_clone()?))
+            .stderr(Stdio::from(log));
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let spawned = Instant::now();
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("starting {}", binary.display()))?;
+        track_pid(child.id());
+        Ok(Self {
+            name,
+            child: Mutex::new(child),
+            spawned,
+            log_path,
+            queue,
+            shared,
+            server,
+        })
+    }
+
+    /// Waits for the first poll of the Runtime API; answers the time from exec to it.
+    pub async fn ready(&self) -> anyhow::Result<Duration> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(t) = self.startup() {
+                return Ok(t);
+            }
+            self.check_alive()?;
+            if Instant::now() > deadline {
+                bail!("{} never polled for an event.\n{}", self.name, self.log());
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
+    /// Exec to first `GET .../invocation/next`, once it happened.
+    pub fn startup(&self) -> Option<Duration> {
+        let shared = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+        shared.first_poll.map(|t| t.duration_since(self.spawned))
+    }
+
+    /// Hands the function one event and waits for its answer.
+    pub async fn invoke(&self, event: &Value) -> anyhow::Result<Answer> {
+        let id = uuid::Uuid::new_v4().to_string();
+        let (tx, mut rx) = oneshot::channel();
+        self.shared
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .waiting
+            .insert(id.clone(), tx);
+        self.queue
+            .send(Invocation {
+                id,
+                event: Bytes::from(event.to_string()),
+            })
+            .map_err(|_| anyhow!("the emulator of {} is gone", self.name))?;
+        let deadline = Instant::now() + INVOKE_TIMEOUT;
+        loop {
+            match tokio::time::timeout(Duration::from_millis(50), &mut rx).await {
+                Ok(Ok(answer)) => return Ok(answer),
+                Ok(Err(_)) => bail!("{} dropped the invocation.\n{}", self.name, self.log()),
+                Err(_) => {
+                    self.check_alive()?;
+                    if Instant::now() > deadline {
+                        bail!(
+                            "{} did not answer within {INVOKE_TIMEOUT:?}.\n{}",
+                            self.name,
+                            self.log()
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// The response to `event`; fails on a reported error.
+    pub async fn call(&self, event: &Value) -> Value {
+        self.invoke(event)
+            .await
+            .unwrap_or_else(|e| panic!("{e:#}"))
+            .response()
+    }
+
+    /// Everything the function printed so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// Fails, with the log, when the process exited or reported an init error.
+    fn check_alive(&self) -> anyhow::Result<()> {
+        if let Some(e) = self
+            .shared
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .init_error
+            .clone()
+        {
+            bail!("{} failed to initialise: {e}\n{}", self.name, self.log());
+        }
+        let mut child = self.child.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(status) = child.try_wait()? {
+            bail!("{} exited ({status}).\n{}", self.name, self.log());
+        }
+        Ok(())
+    }
+}
+
+impl Drop for LambdaProcess {
+    fn drop(&mut self) {
+        let mut child = self.child.lock().unwrap_or_else(|e| e.into_inner());
+        let pid = child.id();
+        let _ = child.kill();
+        let _ = child.wait();
+        if let Ok(mut pids) = PIDS.lock() {
+            pids.retain(|p| *p != pid);
+        }
+        self.server.abort();
+        let _ = std::fs::remove_file(&self.log_path);
+    }
+}
+
+async fn next(State(em): State<Emulator>) -> Response {
+    {
+        let mut shared = em.shared.lock().unwrap_or_else(|e| e.into_inner());
+        shared.first_poll.get_or_insert_with(Instant::now);
+    }
+    let Some(inv) = em.next.lock().await.recv().await else {
+        return StatusCode::GONE.into_response();
+    };
+    let deadline = SystemTime::now() + INVOKE_TIMEOUT;
+    let deadline_ms = deadline
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or_default();
+    let mut headers = HeaderMap::new();
+    let header = |v: &str| HeaderValue::from_str(v).expect("ASCII header");
+    headers.insert("lambda-runtime-aws-request-id", header(&inv.id));
+    headers.insert(
+        "lambda-runtime-deadline-ms",
+        header(&deadline_ms.to_string()),
+    );
+    headers.insert(
+        "lambda-runtime-invoked-function-arn",
+        header(&em.function_arn),
+    );
+    headers.insert(
+        "lambda-runtime-trace-id",
+        header("Root=1-00000000-000000000000000000000000;Sampled=0"),
+    );
+    headers.insert("content-type", header("application/json"));
+    (StatusCode::OK, headers, inv.event).into_response()
+}
+
+fn answer(em: &Emulator, id: &str, a: Answer) -> StatusCode {
+    let tx = em
+        .shared
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .waiting
+        .remove(id);
+    match tx {
+        Some(tx) => {
+            let _ = tx.send(a);
+            StatusCode::ACCEPTED
+        }
+        None => StatusCode::BAD_REQUEST,
+    }
+}
+
+fn json_or_text(body: &Bytes) -> Value {
+    serde_json::from_slice(body)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(body).into_owned()))
+}
+
+async fn response(
+    State(em): State<Emulator>,
+    UrlPath(id): UrlPath<String>,
+    body: Bytes,
+) -> StatusCode {
+    answer(&em, &id, Answer::Response(json_or_text(&body)))
+}
+
+async fn error(
+    State(em): State<Emulator>,
+    UrlPath(id): UrlPath<String>,
+    body: Bytes,
+) -> StatusCode {
+    answer(&em, &id, Answer::Error(json_or_text(&body)))
+}
+
+async fn init_error(State(em): State<Emulator>, body: Bytes) -> StatusCode {
+    em.shared
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .init_error = Some(json_or_text(&body));
+    StatusCode::ACCEPTED
+}
+
+/// The variable names `template.yaml` gives each function binary (Globals merged with
+/// the function's own), read with cfn-lint's template decoder from the test virtualenv.
+pub fn template_env() -> anyhow::Result<HashMap<String, Vec<String>>> {
+    let py = crate::python();
+    if !py.exists() {
+        bail!(
+            "the test virtualenv is missing: {} does not exist.\n  Fix: {}",
+            py.display(),
+            crate::FIX
+        );
+    }
+    let root = workspace_root();
+    let out = Command::new(&py)
+        .arg(root.join("scripts/harness/template_env.py"))
+        .arg(root.join("template.yaml"))
+        .output()
+        .with_context(|| format!("running {}", py.display()))?;
+    if !out.status.success() {
+        bail!(
+            "reading template.yaml failed: {}\n  Fix: {}",
+            String::from_utf8_lossy(&out.stderr),
+            crate::FIX
+        );
+    }
+    serde_json::from_slice(&out.stdout).context("template_env.py printed no JSON")
+}

@@ -1,0 +1,558 @@
+//! Every sample event in `events/` through the real release binaries, each run under a
+//! Lambda Runtime API emulator as Lambda runs it, with the environment `template.yaml`
+//! gives it pointing at moto. Each response is checked, and so is its effect: items and
+//! secrets written, jobs queued, SMS and email sent.
+
+use flare_shared::aws;
+use flare_shared::domain::Channel;
+use flare_tests::runtime::{self, LambdaProcess};
+use flare_tests::stack::{AwsStack, DEFAULT_SENDER};
+use flare_tests::{moto, workspace_root};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+
+const DISPATCH_ID: &str = "9f1c2d3e-0000-4000-8000-000000000001";
+
+struct Deployment {
+    stack: AwsStack,
+    functions: HashMap<&'static str, LambdaProcess>,
+}
+
+/// A stack on moto and the five function binaries, each started with exactly the
+/// variables `template.yaml` gives it (a variable a binary needs and the template lacks
+/// fails here), plus what Lambda itself provides (region, credentials) and moto's URL.
+async fn deploy() -> Deployment {
+    let stack = AwsStack::create(moto()).await.unwrap();
+    let ses = aws::sesv2(&stack.sdk);
+    let _ = ses
+        .create_email_identity()
+        .email_identity("flare.example")
+        .send()
+        .await;
+    let dir = runtime::release_binaries().unwrap_or_else(|e| panic!("{e:#}"));
+    let template = runtime::template_env().unwrap_or_else(|e| panic!("{e:#}"));
+    let mut functions = HashMap::new();
+    for name in runtime::FUNCTIONS {
+        let names = template
+            .get(name)
+            .unwrap_or_else(|| panic!("template.yaml has no function built as {name}"));
+        let mut env: Vec<(String, String)> = names
+            .iter()
+            .map(|n| {
+                let v = stack
+                    .env_value(n)
+                    .unwrap_or_else(|| panic!("template.yaml gives {name} {n}: no test value"));
+                (n.clone(), v)
+            })
+            .collect();
+        env.extend(
+            [
+                ("AWS_ENDPOINT_URL", moto().url.as_str()),
+                ("AWS_REGION", "us-east-1"),
+                ("AWS_ACCESS_KEY_ID", "testing"),
+                ("AWS_SECRET_ACCESS_KEY", "testing"),
+            ]
+            .map(|(k, v)| (k.to_string(), v.to_string())),
+        );
+        let f = LambdaProcess::start(&dir.join(name), &env)
+            .await
+            .unwrap_or_else(|e| panic!("{e:#}"));
+        let startup = f.ready().await.unwrap_or_else(|e| panic!("{e:#}"));
+        eprintln!("{name}: exec to first Runtime API poll {startup:?}");
+        functions.insert(name, f);
+    }
+    Deployment { stack, functions }
+}
+
+fn sample(path: &str) -> Value {
+    let path = workspace_root().join("events").join(path);
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// A sample API event with another method, path or body (same caller).
+fn with(mut ev: Value, method: &str, path: &str, body: Option<Value>) -> Value {
+    ev["rawPath"] = json!(path);
+    ev["routeKey"] = json!(format!("{method} {path}"));
+    ev["requestContext"]["http"]["method"] = json!(method);
+    ev["requestContext"]["http"]["path"] = json!(path);
+    match body {
+        Some(b) => ev["body"] = json!(b.to_string()),
+        None => {
+            ev.as_object_mut().map(|o| o.remove("body"));
+        }
+    }
+    ev
+}
+
+impl Deployment {
+    fn f(&self, name: &str) -> &LambdaProcess {
+        &self.functions[name]
+    }
+
+    /// An API Gateway v2 event through `flare-api`: status and JSON body.
+    async fn api(&self, ev: &Value) -> (u16, Value) {
+        let resp = self.f("flare-api").call(ev).await;
+        let status = resp["statusCode"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("not an API Gateway v2 response: {resp}"));
+        let body = match resp["body"].as_str() {
+            Some(b) if !b.is_empty() => {
+                serde_json::from_str(b).unwrap_or_else(|e| panic!("body is not JSON ({e}): {b}"))
+            }
+            _ => Value::Null,
+        };
+        (status as u16, body)
+    }
+
+    async fn sample_api(&self, name: &str) -> (u16, Value) {
+        self.api(&sample(&format!("api/{name}.json"))).await
+    }
+
+    async fn notification(&self, id: &str) -> Value {
+        let ev = with(
+            sample("api/list-users.json"),
+            "GET",
+            &format!("/v1/notifications/{id}"),
+            None,
+        );
+        let (s, body) = self.api(&ev).await;
+        assert_eq!(s, 200, "{body}");
+        body
+    }
+
+    async fn route(&self, ev: &Value) -> Value {
+        self.f("flare-router").call(ev).await
+    }
+
+    async fn depth(&self, c: Channel) -> u64 {
+        self.stack.depth(&self.stack.queues[&c]).await.unwrap()
+    }
+
+    /// What Lambda's SQS event source mapping does, with the real binaries: receive a
+    /// batch, invoke the channel's function, delete what it did not report as failed.
+    async fn drain(&self) {
+        let sqs = aws::sqs(&self.stack.sdk);
+        for _round in 0..40 {
+            let mut any = false;
+            for c in Channel::ALL {
+                let url = &self.stack.queues[&c];
+                let out = sqs
+                    .receive_message()
+                    .queue_url(url)
+                    .max_number_of_messages(10)
+                    .message_system_attribute_names(
+                        aws_sdk_sqs::types::MessageSystemAttributeName::All,
+                    )
+                    .send()
+                    .await
+                    .unwrap();
+                let messages = out.messages.unwrap_or_default();
+                if messages.is_empty() {
+                    continue;
+                }
+                any = true;
+                let records: Vec<Value> = messages
+                    .iter()
+                    .map(|m| {
+                        let attrs: HashMap<String, String> = m
+                            .attributes()
+                            .map(|a| {
+                                a.iter()
+                                    .map(|(k, v)| (k.as_str().to_string(), v.clone()))
+                                    .collect()
+                            })
+                            .unwrap_or_default();
+                        json!({"messageId": m.message_id(), "receiptHandle": m.receipt_handle(),
+                               "body": m.body(), "attributes": attrs, "messageAttributes": {},
+                               "md5OfBody": m.md5_of_body(), "eventSource": "aws:sqs",
+                               "awsRegion": "us-east-1"})
+                    })
+                    .collect();
+                let resp = self
+                    .f(&format!("flare-{}", c.as_str()))
+                    .call(&json!({ "Records": records }))
+                    .await;
+                let failed: Vec<&str> = resp["batchItemFailures"]
+                    .as_array()
+                    .unwrap_or_else(|| panic!("not an SQS batch response: {resp}"))
+                    .iter()
+                    .filter_map(|f| f["itemIdentifier"].as_str())
+                    .collect();
+                for m in &messages {
+                    if !failed.contains(&m.message_id().unwrap_or_default()) {
+                        sqs.delete_message()
+                            .queue_url(url)
+                            .receipt_handle(m.receipt_handle().unwrap_or_default())
+                            .send()
+                            .await
+                            .unwrap();
+                    }
+                }
+            }
+            if !any {
+                return;
+            }
+        }
+        panic!("queues did not drain");
+    }
+
+    async fn secret(&self, suffix: &str) -> Option<String> {
+        aws::secretsmanager(&self.stack.sdk)
+            .get_secret_value()
+            .secret_id(format!("{}/{suffix}", self.stack.secret_prefix))
+            .send()
+            .await
+            .ok()
+            .and_then(|s| s.secret_string)
+    }
+
+    /// Every item of a table, as text (for "no secret in any item").
+    async fn scan(&self, table: &str) -> String {
+        let out = aws::dynamodb(&self.stack.sdk)
+            .scan()
+            .table_name(table)
+            .send()
+            .await
+            .unwrap();
+        format!("{:?}", out.items())
+    }
+
+    fn logs(&self) -> String {
+        self.functions.values().map(|f| f.log()).collect()
+    }
+}
+
+async fn sms_to(number: &str, text: &str) -> usize {
+    moto()
+        .sent_sms()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|m| {
+            m["phone_number"] == number && m["message"].as_str().is_some_and(|s| s.contains(text))
+        })
+        .count()
+}
+
+async fn email_to(address: &str, text: &str) -> Vec<Value> {
+    moto()
+        .sent_email()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|m| m["destinations"].to_string().contains(address) && m.to_string().contains(text))
+        .collect()
+}
+
+fn delivery<'a>(n: &'a Value, user: &str, channel: &str) -> &'a Value {
+    n["recipients"]
+        .as_array()
+        .and_then(|rs| rs.iter().find(|r| r["user_id"] == user))
+        .and_then(|r| r["deliveries"].as_array())
+        .and_then(|ds| ds.iter().find(|d| d["channel"] == channel))
+        .unwrap_or_else(|| panic!("no {channel} delivery for {user} in {n}"))
+}
+
+fn no_pending(n: &Value) {
+    for r in n["recipients"].as_array().unwrap() {
+        for d in r["deliveries"].as_array().unwrap() {
+            assert_ne!(d["status"], "pending", "{r}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn every_sample_event_runs_through_the_release_binaries() {
+    let d = deploy().await;
+
+    // ---- events/api: settings, with their secrets in Secrets Manager only.
+    let (s, body) = d.sample_api("put-sms-settings").await;
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(
+        (body["http_header"].as_str(), body["password_set"].as_bool()),
+        (Some("X-Api-Key: ****"), Some(true))
+    );
+    assert_eq!(
+        d.secret("acme/sms/main/password").await.as_deref(),
+        Some("s3cret")
+    );
+    assert_eq!(
+        d.secret("acme/sms/main/header-value").await.as_deref(),
+        Some("abc123")
+    );
+    let (s, body) = d.sample_api("get-sms-settings").await;
+    assert_eq!(
+        (s, body["sender_number"].as_str()),
+        (200, Some("+15551234567"))
+    );
+    let (s, body) = d.sample_api("list-sms-settings").await;
+    assert_eq!((s, body.as_array().map(Vec::len)), (200, Some(1)));
+    let (s, body) = d.sample_api("put-email-settings").await;
+    assert_eq!(
+        (s, body["smtp"]["password_set"].as_bool()),
+        (200, Some(true))
+    );
+    assert_eq!(
+        d.secret("acme/smtp/password").await.as_deref(),
+        Some("s3cret")
+    );
+    let (s, body) = d.sample_api("get-email-settings").await;
+    assert_eq!((s, body["provider"].as_str()), (200, Some("smtp")));
+    let (s, body) = d.sample_api("get-communication-settings").await;
+    assert_eq!(
+        (s, body["dispatch"].as_str()),
+        (200, Some("app_then_sms_email")),
+        "the defaults before any PUT"
+    );
+    let (s, body) = d.sample_api("put-communication-settings").await;
+    assert_eq!((s, body["messages"].as_str()), (200, Some("app_only")));
+    let (s, body) = d.sample_api("get-settings").await;
+    assert_eq!(s, 200, "a dispatcher reads settings: {body}");
+    assert_eq!(
+        (
+            body["sms"][0]["control_center_id"].as_str(),
+            body["email"]["sender_email"].as_str(),
+            body["communication"]["distress"].as_bool()
+        ),
+        (Some("main"), Some("alerts@acme.example"), Some(true))
+    );
+    let settings_items = d.scan(&d.stack.tables.settings).await;
+    assert!(
+        settings_items.contains("SMS#main") && settings_items.contains("COMMUNICATION"),
+        "{settings_items}"
+    );
+    assert!(
+        !settings_items.contains("s3cret") && !settings_items.contains("abc123"),
+        "no secret in a settings item"
+    );
+    let (s, _) = d.sample_api("delete-sms-settings").await;
+    assert_eq!(s, 204);
+    assert_eq!(d.secret("acme/sms/main/password").await, None);
+    assert_eq!(d.secret("acme/sms/main/header-value").await, None);
+    let (s, body) = d.sample_api("get-sms-settings").await;
+    assert_eq!(
+        (s, body["error"]["code"].as_str()),
+        (404, Some("not_found"))
+    );
+    let (s, _) = d.sample_api("delete-email-settings").await;
+    assert_eq!(s, 204);
+    assert_eq!(d.secret("acme/smtp/password").await, None);
+
+    // ---- events/api: the directory, devices as SNS platform endpoints.
+    let (s, body) = d.sample_api("put-user").await;
+    assert_eq!(
+        (s, body["license"].as_str()),
+        (200, Some("basic_responder"))
+    );
+    let (s, body) = d.sample_api("get-user-self").await;
+    assert_eq!((s, body["name"].as_str()), (200, Some("Ana Silva")));
+    let (s, body) = d.sample_api("post-device").await;
+    assert_eq!(s, 201, "{body}");
+    let (s, body) = d.sample_api("list-users").await;
+    assert_eq!(s, 200);
+    assert!(
+        body[0]["devices"][0].get("token").is_none(),
+        "tokens are not shown"
+    );
+    let (s, _) = d.sample_api("delete-user").await;
+    assert_eq!(s, 204);
+    assert_eq!(d.sample_api("get-user-self").await.0, 404);
+    assert!(
+        !d.scan(&d.stack.tables.directory)
+            .await
+            .contains("USER#u-17")
+    );
+
+    // ---- The organization the incident samples are for: Ana (u-17) again, her phone
+    // registered and then switched off, SMS through SNS, the sample's communication
+    // settings (dispatch app_then_sms_email, messages app_only, distress on) still set.
+    assert_eq!(d.sample_api("put-user").await.0, 200);
+    assert_eq!(d.sample_api("post-device").await.0, 201);
+    let sns = aws::sns(&d.stack.sdk);
+    let endpoints = sns
+        .list_endpoints_by_platform_application()
+        .platform_application_arn(d.stack.platform_apps.fcm.clone().unwrap())
+        .send()
+        .await
+        .unwrap();
+    let endpoint = endpoints
+        .endpoints()
+        .iter()
+        .find(|e| {
+            e.attributes()
+                .and_then(|a| a.get("Token"))
+                .map(String::as_str)
+                == Some("fcm-token-0001")
+        })
+        .and_then(|e| e.endpoint_arn())
+        .expect("the device is an SNS platform endpoint")
+        .to_string();
+    sns.set_endpoint_attributes()
+        .endpoint_arn(&endpoint)
+        .attributes("Enabled", "false")
+        .send()
+        .await
+        .unwrap();
+    let sns_sms = with(
+        sample("api/put-sms-settings.json"),
+        "PUT",
+        "/v1/settings/sms/main",
+        Some(json!({"provider": "sns", "sender_number": "ACMEFIRE"})),
+    );
+    assert_eq!(d.api(&sns_sms).await.0, 200);
+
+    // ---- events/incidents/incident-dispatched: u-17 by push first, SMS and email held;
+    // u-18 and u-19 are not in the directory.
+    let dispatched = sample("incidents/incident-dispatched.json");
+    let out = d.route(&dispatched).await;
+    assert_eq!(
+        out,
+        json!({"outcome": "routed", "notification_id": DISPATCH_ID, "replay": false,
+               "recipients": 3, "records_written": 9, "jobs_enqueued": 1})
+    );
+    assert_eq!(
+        (
+            d.depth(Channel::Push).await,
+            d.depth(Channel::Sms).await,
+            d.depth(Channel::Email).await
+        ),
+        (1, 0, 0),
+        "one push job; SMS and email wait for the push"
+    );
+    let out = d.route(&dispatched).await;
+    assert_eq!(
+        (out["replay"].as_bool(), out["records_written"].as_u64()),
+        (Some(true), Some(0)),
+        "the same event again is a replay: {out}"
+    );
+
+    // ---- events/sqs/push-batch: the push fails on the disabled endpoint, SMS and
+    // email are released as fallback.
+    let resp = d.f("flare-push").call(&sample("sqs/push-batch.json")).await;
+    assert_eq!(resp, json!({"batchItemFailures": []}));
+    assert_eq!(
+        (d.depth(Channel::Sms).await, d.depth(Channel::Email).await),
+        (1, 1),
+        "fallback SMS and email queued"
+    );
+    let failure_logged = d.f("flare-push").log().lines().any(|l| {
+        serde_json::from_str::<Value>(l).is_ok_and(|v| {
+            v["message"] == "delivery failed"
+                && v["notification_id"] == DISPATCH_ID
+                && v["channel"] == "push"
+        })
+    });
+    assert!(
+        failure_logged,
+        "the JSON line the template's failure alarm counts:\n{}",
+        d.f("flare-push").log()
+    );
+
+    // ---- events/sqs/sms-batch and email-batch: the fallback jobs, as SQS hands them.
+    let resp = d.f("flare-sms").call(&sample("sqs/sms-batch.json")).await;
+    assert_eq!(resp, json!({"batchItemFailures": []}));
+    assert_eq!(sms_to("+14155550100", "Engine 7 to 12 Main St").await, 1);
+    let resp = d
+        .f("flare-email")
+        .call(&sample("sqs/email-batch.json"))
+        .await;
+    assert_eq!(resp, json!({"batchItemFailures": []}));
+    let emails = email_to("ana@example.org", "Engine 7 to 12 Main St").await;
+    assert_eq!(emails.len(), 1, "{emails:?}");
+    assert_eq!(emails[0]["source"], DEFAULT_SENDER, "the default account");
+
+    // The queued copies of those jobs (and the replay's push job) are duplicates now.
+    d.drain().await;
+    assert_eq!(sms_to("+14155550100", "Engine 7 to 12 Main St").await, 1);
+    assert_eq!(
+        email_to("ana@example.org", "Engine 7 to 12 Main St")
+            .await
+            .len(),
+        1
+    );
+    let n = d.notification(DISPATCH_ID).await;
+    no_pending(&n);
+    let push = delivery(&n, "u-17", "push");
+    assert_eq!(
+        (push["status"].as_str(), push["reason"].as_str()),
+        (Some("failed"), Some("endpoint_disabled"))
+    );
+    for ch in ["sms", "email"] {
+        let x = delivery(&n, "u-17", ch);
+        assert_eq!(
+            (x["status"].as_str(), x["fallback"].as_bool()),
+            (Some("sent"), Some(true)),
+            "{x}"
+        );
+    }
+    assert_eq!(delivery(&n, "u-18", "sms")["reason"], "unknown_user");
+
+    // ---- events/incidents: the other three.
+    let posted = sample("incidents/incident-message-posted.json");
+    assert_eq!(d.route(&posted).await["outcome"], "routed");
+    let contacts = sample("incidents/incident-contacts-notified.json");
+    assert_eq!(d.route(&contacts).await["outcome"], "routed");
+    let sos = sample("incidents/sos-raised.json");
+    assert_eq!(d.route(&sos).await["outcome"], "routed");
+    d.drain().await;
+
+    // A message under app_only: push only, no fallback.
+    let n = d
+        .notification(posted["id"].as_str().unwrap_or_default())
+        .await;
+    no_pending(&n);
+    assert_eq!(delivery(&n, "u-17", "push")["status"], "failed");
+    assert_eq!(delivery(&n, "u-17", "sms")["reason"], "not_in_method");
+    assert_eq!(sms_to("+14155550100", "Second alarm requested").await, 0);
+    // Incident contacts under app_sms_email: the user and the non-user contact.
+    assert_eq!(sms_to("+14155550100", "east exit").await, 1);
+    assert_eq!(sms_to("+14155550177", "east exit").await, 1);
+    assert_eq!(
+        email_to("manager@building.example", "east exit")
+            .await
+            .len(),
+        1
+    );
+    // SOS with distress on: the creator's emergency contact.
+    assert_eq!(sms_to("+351912345678", "pressed SOS").await, 1);
+    assert_eq!(email_to("rui@example.org", "pressed SOS").await.len(), 1);
+
+    // ---- A malformed event is answered, not failed (EventBridge would retry a failure).
+    let mut bad = dispatched.clone();
+    bad["detail"]["recipient_ids"] = json!("u-17");
+    let out = d.route(&bad).await;
+    assert_eq!(out["outcome"], "dropped", "{out}");
+
+    // ---- No secret in any function's output, and every line is JSON (CloudWatch).
+    let logs = d.logs();
+    assert!(!logs.contains("s3cret") && !logs.contains("abc123"));
+    for line in logs.lines() {
+        assert!(
+            serde_json::from_str::<Value>(line).is_ok(),
+            "not a JSON log line: {line}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_function_missing_a_variable_stops_at_start_naming_it() {
+    let dir = runtime::release_binaries().unwrap_or_else(|e| panic!("{e:#}"));
+    let f = LambdaProcess::start(&dir.join("flare-sms"), &[])
+        .await
+        .unwrap();
+    let err = f
+        .ready()
+        .await
+        .expect_err("flare-sms needs its tables and queues");
+    let text = format!("{err:#}");
+    assert!(text.contains("FLARE_SETTINGS_TABLE"), "{text}");
+    // Nothing was invoked: the Runtime API saw no poll.
+    assert!(f.startup().is_none());
+    let invoked = f.invoke(&json!({})).await;
+    assert!(
+        invoked.is_err(),
+        "an exited function answers nothing: {invoked:?}"
+    );
+}
