@@ -21,6 +21,7 @@ use std::time::Duration;
 pub use flare_shared::aws::AwsOptions;
 
 pub mod fanout;
+pub mod queues;
 pub mod runtime;
 pub mod stack;
 

@@ -130,72 +130,19 @@ impl Deployment {
         self.stack.depth(&self.stack.queues[&c]).await.unwrap()
     }
 
-    /// What Lambda's SQS event source mapping does, with the real binaries: receive a
-    /// batch, invoke the channel's function, delete what it did not report as failed.
+    /// What Lambda's SQS event source mapping does, with the real binaries.
     async fn drain(&self) {
-        let sqs = aws::sqs(&self.stack.sdk);
-        for _round in 0..40 {
-            let mut any = false;
-            for c in Channel::ALL {
-                let url = &self.stack.queues[&c];
-                let out = sqs
-                    .receive_message()
-                    .queue_url(url)
-                    .max_number_of_messages(10)
-                    .message_system_attribute_names(
-                        aws_sdk_sqs::types::MessageSystemAttributeName::All,
-                    )
-                    .send()
-                    .await
-                    .unwrap();
-                let messages = out.messages.unwrap_or_default();
-                if messages.is_empty() {
-                    continue;
-                }
-                any = true;
-                let records: Vec<Value> = messages
-                    .iter()
-                    .map(|m| {
-                        let attrs: HashMap<String, String> = m
-                            .attributes()
-                            .map(|a| {
-                                a.iter()
-                                    .map(|(k, v)| (k.as_str().to_string(), v.clone()))
-                                    .collect()
-                            })
-                            .unwrap_or_default();
-                        json!({"messageId": m.message_id(), "receiptHandle": m.receipt_handle(),
-                               "body": m.body(), "attributes": attrs, "messageAttributes": {},
-                               "md5OfBody": m.md5_of_body(), "eventSource": "aws:sqs",
-                               "awsRegion": "us-east-1"})
-                    })
-                    .collect();
-                let resp = self
-                    .f(&format!("flare-{}", c.as_str()))
-                    .call(&json!({ "Records": records }))
-                    .await;
-                let failed: Vec<&str> = resp["batchItemFailures"]
-                    .as_array()
-                    .unwrap_or_else(|| panic!("not an SQS batch response: {resp}"))
-                    .iter()
-                    .filter_map(|f| f["itemIdentifier"].as_str())
-                    .collect();
-                for m in &messages {
-                    if !failed.contains(&m.message_id().unwrap_or_default()) {
-                        sqs.delete_message()
-                            .queue_url(url)
-                            .receipt_handle(m.receipt_handle().unwrap_or_default())
-                            .send()
-                            .await
-                            .unwrap();
-                    }
-                }
-            }
-            if !any {
-                return;
-            }
-        }
-        panic!("queues did not drain");
+        flare_tests::queues::drain(&self.stack.sdk, &self.stack.queues, |c, event| async move {
+            let resp = self.f(&format!("flare-{}", c.as_str())).call(&event).await;
+            resp["batchItemFailures"]
+                .as_array()
+                .unwrap_or_else(|| panic!("not an SQS batch response: {resp}"))
+                .iter()
+                .filter_map(|f| f["itemIdentifier"].as_str().map(str::to_string))
+                .collect()
+        })
+        .await
+        .unwrap();
     }
 
     async fn secret(&self, suffix: &str) -> Option<String> {

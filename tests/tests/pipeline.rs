@@ -152,49 +152,20 @@ impl Pipeline {
 
     /// What Lambda's event source mapping does: receive, invoke, delete what succeeded.
     async fn drain(&self) {
-        let sqs = aws::sqs(&self.stack.sdk);
-        for _round in 0..40 {
-            let mut any = false;
-            for channel in Channel::ALL {
-                let url = &self.stack.queues[&channel];
-                let out = sqs
-                    .receive_message()
-                    .queue_url(url)
-                    .max_number_of_messages(10)
-                    .message_system_attribute_names(
-                        aws_sdk_sqs::types::MessageSystemAttributeName::All,
-                    )
-                    .send()
+        flare_tests::queues::drain(&self.stack.sdk, &self.stack.queues, |channel, event| {
+            let f = self.functions[&channel].clone();
+            async move {
+                let event: SqsEvent = serde_json::from_value(event).expect("an SQS event");
+                f.handle(event)
                     .await
-                    .unwrap();
-                let messages = out.messages.unwrap_or_default();
-                if messages.is_empty() {
-                    continue;
-                }
-                any = true;
-                let event = sqs_event(&messages);
-                let resp = self.functions[&channel].handle(event).await;
-                let failed: Vec<String> = resp
                     .batch_item_failures
-                    .iter()
-                    .map(|f| f.item_identifier.clone())
-                    .collect();
-                for m in &messages {
-                    if !failed.contains(&m.message_id().unwrap_or_default().to_string()) {
-                        sqs.delete_message()
-                            .queue_url(url)
-                            .receipt_handle(m.receipt_handle().unwrap())
-                            .send()
-                            .await
-                            .unwrap();
-                    }
-                }
+                    .into_iter()
+                    .map(|f| f.item_identifier)
+                    .collect()
             }
-            if !any {
-                return;
-            }
-        }
-        panic!("queues did not drain");
+        })
+        .await
+        .unwrap();
     }
 
     async fn notification(&self, id: &str) -> Value {
@@ -265,19 +236,7 @@ impl Pipeline {
 }
 
 fn sqs_event(messages: &[aws_sdk_sqs::types::Message]) -> SqsEvent {
-    let records: Vec<Value> = messages
-        .iter()
-        .map(|m| {
-            let attrs: HashMap<String, String> = m
-                .attributes()
-                .map(|a| a.iter().map(|(k, v)| (k.as_str().to_string(), v.clone())).collect())
-                .unwrap_or_default();
-            json!({"messageId": m.message_id(), "receiptHandle": m.receipt_handle(), "body": m.body(),
-                   "attributes": attrs, "messageAttributes": {}, "md5OfBody": m.md5_of_body(),
-                   "eventSource": "aws:sqs", "awsRegion": "us-east-1"})
-        })
-        .collect();
-    serde_json::from_value(json!({"Records": records})).unwrap()
+    serde_json::from_value(flare_tests::queues::sqs_event(messages)).unwrap()
 }
 
 fn deliveries(n: &Value, user: &str) -> HashMap<String, Value> {

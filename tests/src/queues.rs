@@ -1,0 +1,79 @@
+//! What Lambda's SQS event source mapping does, for tests: receive a batch from each
+//! channel's queue, hand it to that channel's delivery function as an SQS event, and
+//! delete the messages the function did not report as failed.
+
+use anyhow::bail;
+use aws_sdk_sqs::types::{Message, MessageSystemAttributeName};
+use flare_shared::aws::{self, SdkConfig};
+use flare_shared::domain::Channel;
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::future::Future;
+
+/// The SQS event Lambda would hand a function for `messages`.
+pub fn sqs_event(messages: &[Message]) -> Value {
+    let records: Vec<Value> = messages
+        .iter()
+        .map(|m| {
+            let attrs: HashMap<String, String> = m
+                .attributes()
+                .map(|a| {
+                    a.iter()
+                        .map(|(k, v)| (k.as_str().to_string(), v.clone()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            json!({"messageId": m.message_id(), "receiptHandle": m.receipt_handle(),
+                   "body": m.body(), "attributes": attrs, "messageAttributes": {},
+                   "md5OfBody": m.md5_of_body(), "eventSource": "aws:sqs",
+                   "awsRegion": "us-east-1"})
+        })
+        .collect();
+    json!({ "Records": records })
+}
+
+/// Until every queue is empty: each batch to `invoke(channel, event)`, which answers the
+/// message ids to redeliver (the `batchItemFailures`).
+pub async fn drain<F, Fut>(
+    sdk: &SdkConfig,
+    queues: &HashMap<Channel, String>,
+    mut invoke: F,
+) -> anyhow::Result<()>
+where
+    F: FnMut(Channel, Value) -> Fut,
+    Fut: Future<Output = Vec<String>>,
+{
+    let sqs = aws::sqs(sdk);
+    for _round in 0..40 {
+        let mut any = false;
+        for channel in Channel::ALL {
+            let url = &queues[&channel];
+            let out = sqs
+                .receive_message()
+                .queue_url(url)
+                .max_number_of_messages(10)
+                .message_system_attribute_names(MessageSystemAttributeName::All)
+                .send()
+                .await?;
+            let messages = out.messages.unwrap_or_default();
+            if messages.is_empty() {
+                continue;
+            }
+            any = true;
+            let failed = invoke(channel, sqs_event(&messages)).await;
+            for m in &messages {
+                if !failed.iter().any(|f| Some(f.as_str()) == m.message_id()) {
+                    sqs.delete_message()
+                        .queue_url(url)
+                        .receipt_handle(m.receipt_handle().unwrap_or_default())
+                        .send()
+                        .await?;
+                }
+            }
+        }
+        if !any {
+            return Ok(());
+        }
+    }
+    bail!("the queues did not drain in 40 rounds")
+}
