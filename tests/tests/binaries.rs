@@ -31,6 +31,14 @@ async fn deploy() -> Deployment {
         .await;
     let dir = runtime::release_binaries().unwrap_or_else(|e| panic!("{e:#}"));
     let template = runtime::template_env().unwrap_or_else(|e| panic!("{e:#}"));
+    let mut built: Vec<&str> = template.keys().map(String::as_str).collect();
+    built.sort();
+    let mut expected = runtime::FUNCTIONS.to_vec();
+    expected.sort();
+    assert_eq!(
+        built, expected,
+        "template.yaml builds exactly the function binaries"
+    );
     let mut functions = HashMap::new();
     for name in runtime::FUNCTIONS {
         let names = template
