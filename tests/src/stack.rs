@@ -127,6 +127,31 @@ impl AwsStack {
         }
     }
 
+    /// The secret `{prefix}/{rest}`; `None` when it does not exist.
+    pub async fn secret(&self, rest: &str) -> Option<String> {
+        read_secret(&self.sdk, &format!("{}/{rest}", self.secret_prefix)).await
+    }
+
+    /// The ARN of the FCM platform endpoint registered for a device `token`.
+    pub async fn fcm_endpoint(&self, token: &str) -> Option<String> {
+        let app = self.platform_apps.fcm.clone()?;
+        let out = aws::sns(&self.sdk)
+            .list_endpoints_by_platform_application()
+            .platform_application_arn(app)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("ListEndpointsByPlatformApplication: {e:?}"));
+        out.endpoints()
+            .iter()
+            .find(|e| {
+                e.attributes()
+                    .and_then(|a| a.get("Token"))
+                    .map(String::as_str)
+                    == Some(token)
+            })
+            .and_then(|e| e.endpoint_arn().map(str::to_string))
+    }
+
     /// Messages waiting in a queue (visible now).
     pub async fn depth(&self, url: &str) -> anyhow::Result<u64> {
         let out = aws::sqs(&self.sdk)
@@ -143,5 +168,25 @@ impl AwsStack {
             })
             .and_then(|v| v.parse().ok())
             .unwrap_or(0))
+    }
+}
+
+/// A secret's value; `None` when it does not exist. Any other failure panics, so a
+/// broken connection never passes for a deleted secret.
+pub async fn read_secret(sdk: &SdkConfig, name: &str) -> Option<String> {
+    match aws::secretsmanager(sdk)
+        .get_secret_value()
+        .secret_id(name)
+        .send()
+        .await
+    {
+        Ok(out) => out.secret_string().map(str::to_string),
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_resource_not_found_exception()) =>
+        {
+            None
+        }
+        Err(e) => panic!("GetSecretValue {name}: {e:?}"),
     }
 }

@@ -153,16 +153,6 @@ impl Deployment {
         .unwrap();
     }
 
-    async fn secret(&self, suffix: &str) -> Option<String> {
-        aws::secretsmanager(&self.stack.sdk)
-            .get_secret_value()
-            .secret_id(format!("{}/{suffix}", self.stack.secret_prefix))
-            .send()
-            .await
-            .ok()
-            .and_then(|s| s.secret_string)
-    }
-
     /// Every item of a table, as text (for "no secret in any item").
     async fn scan(&self, table: &str) -> String {
         let out = aws::dynamodb(&self.stack.sdk)
@@ -230,11 +220,14 @@ async fn every_sample_event_runs_through_the_release_binaries() {
         (Some("X-Api-Key: ****"), Some(true))
     );
     assert_eq!(
-        d.secret("acme/sms/main/password").await.as_deref(),
+        d.stack.secret("acme/sms/main/password").await.as_deref(),
         Some("s3cret")
     );
     assert_eq!(
-        d.secret("acme/sms/main/header-value").await.as_deref(),
+        d.stack
+            .secret("acme/sms/main/header-value")
+            .await
+            .as_deref(),
         Some("abc123")
     );
     let (s, body) = d.sample_api("get-sms-settings").await;
@@ -250,7 +243,7 @@ async fn every_sample_event_runs_through_the_release_binaries() {
         (200, Some(true))
     );
     assert_eq!(
-        d.secret("acme/smtp/password").await.as_deref(),
+        d.stack.secret("acme/smtp/password").await.as_deref(),
         Some("s3cret")
     );
     let (s, body) = d.sample_api("get-email-settings").await;
@@ -284,8 +277,8 @@ async fn every_sample_event_runs_through_the_release_binaries() {
     );
     let (s, _) = d.sample_api("delete-sms-settings").await;
     assert_eq!(s, 204);
-    assert_eq!(d.secret("acme/sms/main/password").await, None);
-    assert_eq!(d.secret("acme/sms/main/header-value").await, None);
+    assert_eq!(d.stack.secret("acme/sms/main/password").await, None);
+    assert_eq!(d.stack.secret("acme/sms/main/header-value").await, None);
     let (s, body) = d.sample_api("get-sms-settings").await;
     assert_eq!(
         (s, body["error"]["code"].as_str()),
@@ -293,7 +286,7 @@ async fn every_sample_event_runs_through_the_release_binaries() {
     );
     let (s, _) = d.sample_api("delete-email-settings").await;
     assert_eq!(s, 204);
-    assert_eq!(d.secret("acme/smtp/password").await, None);
+    assert_eq!(d.stack.secret("acme/smtp/password").await, None);
 
     // ---- events/api: the directory, devices as SNS platform endpoints.
     let (s, body) = d.sample_api("put-user").await;
@@ -325,25 +318,12 @@ async fn every_sample_event_runs_through_the_release_binaries() {
     // settings (dispatch app_then_sms_email, messages app_only, distress on) still set.
     assert_eq!(d.sample_api("put-user").await.0, 200);
     assert_eq!(d.sample_api("post-device").await.0, 201);
-    let sns = aws::sns(&d.stack.sdk);
-    let endpoints = sns
-        .list_endpoints_by_platform_application()
-        .platform_application_arn(d.stack.platform_apps.fcm.clone().unwrap())
-        .send()
+    let endpoint = d
+        .stack
+        .fcm_endpoint("fcm-token-0001")
         .await
-        .unwrap();
-    let endpoint = endpoints
-        .endpoints()
-        .iter()
-        .find(|e| {
-            e.attributes()
-                .and_then(|a| a.get("Token"))
-                .map(String::as_str)
-                == Some("fcm-token-0001")
-        })
-        .and_then(|e| e.endpoint_arn())
-        .expect("the device is an SNS platform endpoint")
-        .to_string();
+        .expect("the device is an SNS platform endpoint");
+    let sns = aws::sns(&d.stack.sdk);
     sns.set_endpoint_attributes()
         .endpoint_arn(&endpoint)
         .attributes("Enabled", "false")

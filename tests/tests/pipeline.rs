@@ -200,18 +200,7 @@ impl Pipeline {
         )
         .await;
         // The endpoint ARN, for moto's record of what was published to it.
-        let sns = aws::sns(&self.stack.sdk);
-        let eps = sns
-            .list_endpoints_by_platform_application()
-            .platform_application_arn(self.stack.platform_apps.fcm.clone().unwrap())
-            .send()
-            .await
-            .unwrap();
-        eps.endpoints()
-            .iter()
-            .find(|e| e.attributes().and_then(|a| a.get("Token")) == Some(&token))
-            .and_then(|e| e.endpoint_arn().map(str::to_string))
-            .unwrap()
+        self.stack.fcm_endpoint(&token).await.unwrap()
     }
 
     async fn sms_with(&self, text: &str) -> Vec<Value> {

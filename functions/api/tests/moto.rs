@@ -51,21 +51,7 @@ impl TestApi {
 
     async fn secret(&self, rest: &str) -> Option<String> {
         let name = format!("{}/{}/{rest}", self.config.secret_prefix, self.org);
-        match aws::secretsmanager(&self.sdk)
-            .get_secret_value()
-            .secret_id(&name)
-            .send()
-            .await
-        {
-            Ok(out) => out.secret_string().map(str::to_string),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_resource_not_found_exception()) =>
-            {
-                None
-            }
-            Err(e) => panic!("GetSecretValue {name}: {e:?}"),
-        }
+        flare_tests::stack::read_secret(&self.sdk, &name).await
     }
 
     /// Every attribute of every item in both tables, as text.
