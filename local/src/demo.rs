@@ -37,7 +37,7 @@ fn event(id: &str, detail_type: &str, detail: Value) -> Value {
 /// Runs the demo in a fresh temporary data directory; answers the printed report.
 pub async fn run() -> anyhow::Result<String> {
     let dir = std::env::temp_dir().join(format!("flare-demo-{}", uuid_like()));
-    let mut cfg = LocalConfig::from_env(dir.clone());
+    let mut cfg = LocalConfig::from_env(dir.clone())?;
     cfg.retry_base = Duration::from_millis(20);
     let app = LocalApp::open(&cfg)?;
     let admin = [Role::Admin, Role::Dispatcher];

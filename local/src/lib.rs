@@ -46,20 +46,18 @@ pub struct LocalConfig {
 impl LocalConfig {
     /// The secret from `FLARE_LOCAL_JWT_SECRET` (default `flare-local-dev`); private
     /// endpoints allowed unless `FLARE_ALLOW_PRIVATE_ENDPOINTS` says otherwise.
-    pub fn from_env(data_dir: PathBuf) -> Self {
-        let allow_private = std::env::var(EndpointPolicy::ENV)
-            .map(|v| !matches!(v.trim().to_ascii_lowercase().as_str(), "false" | "0" | "no"))
-            .unwrap_or(true);
-        let sender = flare_shared::config::optional("FLARE_DEFAULT_SENDER", DEFAULT_SENDER);
-        Self {
+    /// A value other than `true`/`false` for the latter is an error.
+    pub fn from_env(data_dir: PathBuf) -> Result<Self, flare_runtime::ConfigError> {
+        let sender = flare_runtime::optional("FLARE_DEFAULT_SENDER", DEFAULT_SENDER);
+        Ok(Self {
             data_dir,
-            jwt_secret: flare_shared::config::optional(JWT_SECRET_ENV, DEFAULT_JWT_SECRET),
-            policy: EndpointPolicy { allow_private },
+            jwt_secret: flare_runtime::optional(JWT_SECRET_ENV, DEFAULT_JWT_SECRET),
+            policy: flare_runtime::endpoint_policy(true)?,
             default_sender: EmailAddress::parse(&sender)
                 .unwrap_or_else(|_| EmailAddress::parse(DEFAULT_SENDER).expect("valid default")),
             retry_base: Duration::from_millis(200),
             smtp_extra_ca: std::env::var_os("FLARE_SMTP_EXTRA_CA").map(PathBuf::from),
-        }
+        })
     }
 }
 
@@ -85,12 +83,12 @@ impl LocalApp {
             Arc::new(MemoryDirectory::open(d.join("users.json"))?);
         let log = Arc::new(MemoryDeliveryLog::default());
         let secrets: Arc<MemorySecrets> = Arc::new(MemorySecrets::open(d.join("secrets.json"))?);
-        let gateway = flare_shared::providers::http_sms::HttpSmsSender::new(
+        let gateway = flare_providers::http_sms::HttpSmsSender::new(
             settings.clone(),
             secrets.clone(),
             cfg.policy,
         )?;
-        let mut smtp = flare_shared::providers::smtp::SmtpEmailSender::new(
+        let mut smtp = flare_providers::smtp::SmtpEmailSender::new(
             settings.clone(),
             secrets.clone(),
             cfg.policy,

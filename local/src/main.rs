@@ -44,8 +44,8 @@ enum Command {
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Serve { addr, data_dir } => {
-            flare_shared::config::init_tracing();
-            let cfg = LocalConfig::from_env(data_dir);
+            flare_runtime::init_tracing();
+            let cfg = LocalConfig::from_env(data_dir)?;
             let app = Arc::new(LocalApp::open(&cfg)?);
             let listener = tokio::net::TcpListener::bind(addr).await?;
             tracing::info!(addr = %listener.local_addr()?, data_dir = %cfg.data_dir.display(), "flare-local serving");
@@ -61,7 +61,7 @@ async fn main() -> anyhow::Result<()> {
             sub,
             ttl_hours,
         } => {
-            let secret = LocalConfig::from_env(PathBuf::new()).jwt_secret;
+            let secret = LocalConfig::from_env(PathBuf::new())?.jwt_secret;
             let roles: Vec<String> = roles.into_iter().map(|r| r.trim().to_string()).collect();
             println!(
                 "{}",

@@ -5,18 +5,17 @@
 //! - [`ports`]: one trait per outside concern (settings store, directory, secret store,
 //!   delivery log, job queue, one sender per channel).
 //! - [`memory`]: in-memory adapters for every port (unit tests, the local runner).
-//! - `aws` (feature-gated): the AWS client factory and the AWS adapters, so each
-//!   function links only the SDK crates it uses.
+//! - [`app`]: the operations behind the API, the router and the delivery functions.
+//!
+//! Adapters live in their own crates beside this one, so the compiler keeps the
+//! dependency direction: `flare-aws` (shared/aws), `flare-providers`
+//! (shared/providers), and `flare-runtime` (shared/runtime: environment and tracing
+//! for binaries).
 
 pub mod app;
-pub mod config;
 pub mod domain;
 pub mod memory;
 pub mod ports;
-pub mod providers;
 pub mod secrets_cache;
-
-#[cfg(feature = "aws")]
-pub mod aws;
 
 pub use domain::*;

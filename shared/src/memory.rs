@@ -381,11 +381,6 @@ impl DeliveryLog for MemoryDeliveryLog {
                 r.reason = Some(reason);
                 r.claimed_until = None;
             }
-            Finish::Skipped { reason } => {
-                r.status = DeliveryStatus::Skipped;
-                r.reason = Some(reason);
-                r.claimed_until = None;
-            }
             Finish::Retry { reason } => {
                 r.reason = Some(reason);
                 r.claimed_until = None;

@@ -13,9 +13,6 @@ use secrecy::SecretString;
 /// A storage port failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// A conditional write lost (someone else changed the item first).
-    #[error("conflicting write: {0}")]
-    Conflict(String),
     /// Throttling or a service error that may pass: retry later.
     #[error("storage temporarily unavailable")]
     Unavailable(#[source] anyhow::Error),
@@ -162,9 +159,6 @@ pub enum Finish {
         provider_message_id: Option<String>,
     },
     Failed {
-        reason: String,
-    },
-    Skipped {
         reason: String,
     },
     /// A transient failure: stays pending, the claim is dropped so a retry can claim it.

@@ -33,8 +33,8 @@ fn child(rt: &tokio::runtime::Runtime, job: &std::path::Path) {
     let job: serde_json::Value = serde_json::from_slice(&std::fs::read(job).unwrap()).unwrap();
     let (f, elapsed) = rt.block_on(async {
         let moto = job["moto"].as_str().unwrap();
-        let sdk = flare_shared::aws::sdk_config(flare_shared::aws::AwsOptions::local(moto)).await;
-        let tables = flare_shared::aws::wiring::Tables {
+        let sdk = flare_aws::sdk_config(flare_aws::AwsOptions::local(moto)).await;
+        let tables = flare_aws::wiring::Tables {
             settings: job["tables"]["settings"].as_str().unwrap().into(),
             directory: job["tables"]["directory"].as_str().unwrap().into(),
             log: job["tables"]["log"].as_str().unwrap().into(),

@@ -4,10 +4,10 @@
 //!
 //!     scripts/bench-smtp            (installs Apprise, then runs this)
 
+use flare_providers::smtp::SmtpEmailSender;
 use flare_shared::domain::*;
 use flare_shared::memory::{MemorySecrets, MemorySettings};
 use flare_shared::ports::{EmailMessage, EmailSender, SettingsStore};
-use flare_shared::providers::smtp::SmtpEmailSender;
 use lettre::transport::smtp::client::AsyncSmtpConnection;
 use lettre::transport::smtp::extension::ClientId;
 use std::sync::Arc;

@@ -9,10 +9,10 @@ use aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterce
 use aws_smithy_runtime_api::client::orchestrator::Metadata;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::config_bag::ConfigBag;
+use flare_aws::dynamodb::{DynamoDirectory, DynamoSettings};
+use flare_aws::log::DynamoDeliveryLog;
+use flare_aws::sqs::SqsQueue;
 use flare_shared::app::notify::{Notifier, Routed};
-use flare_shared::aws::dynamodb::{DynamoDirectory, DynamoSettings};
-use flare_shared::aws::log::DynamoDeliveryLog;
-use flare_shared::aws::sqs::SqsQueue;
 use flare_shared::domain::*;
 use flare_shared::ports::SettingsStore;
 use std::collections::BTreeMap;
@@ -56,7 +56,7 @@ impl Intercept for CallCounter {
 /// event for all of them, under `app_sms_email`.
 pub async fn seed(stack: &AwsStack, n: usize) -> anyhow::Result<serde_json::Value> {
     let org = OrgId::parse(&unique("fanout"))?;
-    let db = flare_shared::aws::dynamodb(&stack.sdk);
+    let db = flare_aws::dynamodb(&stack.sdk);
     let settings = DynamoSettings::new(db.clone(), &stack.tables.settings);
     settings
         .put_communication(
@@ -139,9 +139,9 @@ impl Fanout {
 
 /// Routes the event with counted DynamoDB and SQS clients (the router's own adapters).
 pub async fn route_counted(
-    sdk: &flare_shared::aws::SdkConfig,
+    sdk: &flare_aws::SdkConfig,
     sqs_endpoint: Option<&str>,
-    tables: &flare_shared::aws::wiring::Tables,
+    tables: &flare_aws::wiring::Tables,
     queues: &std::collections::HashMap<Channel, String>,
     event: &serde_json::Value,
 ) -> anyhow::Result<Fanout> {

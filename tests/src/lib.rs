@@ -18,7 +18,7 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::{Mutex, Once, OnceLock};
 use std::time::Duration;
 
-pub use flare_shared::aws::AwsOptions;
+pub use flare_aws::AwsOptions;
 
 pub mod fanout;
 pub mod queues;
@@ -187,13 +187,13 @@ impl Moto {
         Ok(Self { process, url })
     }
 
-    /// Options for [`flare_shared::aws::sdk_config`] pointing every client at moto.
+    /// Options for [`flare_aws::sdk_config`] pointing every client at moto.
     pub fn aws_options(&self) -> AwsOptions {
         AwsOptions::local(&self.url)
     }
 
-    pub async fn sdk_config(&self) -> flare_shared::aws::SdkConfig {
-        flare_shared::aws::sdk_config(self.aws_options()).await
+    pub async fn sdk_config(&self) -> flare_aws::SdkConfig {
+        flare_aws::sdk_config(self.aws_options()).await
     }
 
     /// moto's view of everything it holds (`GET /moto-api/data.json`). moto builds it

@@ -4,7 +4,7 @@
 
 use anyhow::bail;
 use aws_sdk_sqs::types::{Message, MessageSystemAttributeName};
-use flare_shared::aws::{self, SdkConfig};
+use flare_aws::{self as aws, SdkConfig};
 use flare_shared::domain::Channel;
 use serde_json::{Value, json};
 use std::collections::HashMap;

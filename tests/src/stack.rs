@@ -2,9 +2,9 @@
 //! applications, a secret prefix, all under unique names.
 
 use crate::{Moto, unique};
-use flare_shared::aws::sns_devices::PlatformApps;
-use flare_shared::aws::wiring::Tables;
-use flare_shared::aws::{self, SdkConfig};
+use flare_aws::sns_devices::PlatformApps;
+use flare_aws::wiring::Tables;
+use flare_aws::{self as aws, SdkConfig};
 use flare_shared::domain::Channel;
 use std::collections::HashMap;
 
@@ -34,7 +34,7 @@ impl AwsStack {
             log: unique("log"),
         };
         for t in [&tables.settings, &tables.directory, &tables.log] {
-            flare_shared::aws::dynamodb::create_table(&db, t).await?;
+            flare_aws::dynamodb::create_table(&db, t).await?;
         }
         let sqs = aws::sqs(&sdk);
         let mut queues = HashMap::new();
@@ -109,7 +109,7 @@ impl AwsStack {
     /// This stack's value for one of the variables `template.yaml` gives the functions
     /// (`None` for a name the stack does not know).
     pub fn env_value(&self, name: &str) -> Option<String> {
-        use flare_shared::aws::wiring;
+        use flare_aws::wiring;
         if let Some(c) = Channel::ALL.iter().find(|c| wiring::queue_env(**c) == name) {
             return self.queues.get(c).cloned();
         }

@@ -1,7 +1,7 @@
 //! Proves the harness: one round trip per AWS service through the shared client
 //! factory against moto, and the SMTP sink and HTTP gateway over real connections.
 
-use flare_shared::aws;
+use flare_aws as aws;
 use flare_tests::{ServerProcess, free_port, gateway, moto, smtp, unique};
 use serde_json::json;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};

@@ -2,12 +2,12 @@
 //! delivery functions, read back from moto's record of what SNS and SES sent.
 
 use aws_lambda_events::event::sqs::SqsEvent;
+use flare_aws as aws;
 use flare_lambda::{DeliveryConfig, DeliveryFunction};
 use flare_shared::app::Services;
 use flare_shared::app::api::{self, ApiRequest};
 use flare_shared::app::auth::{Claims, Role};
 use flare_shared::app::notify::Notifier;
-use flare_shared::aws;
 use flare_shared::domain::{Channel, EmailAddress, EndpointPolicy, OrgId};
 use flare_tests::stack::AwsStack;
 use flare_tests::{moto, unique, workspace_root};

@@ -1,10 +1,10 @@
 //! The SMTP sender against aiosmtpd: plain, STARTTLS with AUTH, implicit TLS, a wrong
 //! password, a server that closes mid-session, and the SSRF guard.
 
+use flare_providers::smtp::SmtpEmailSender;
 use flare_shared::domain::*;
 use flare_shared::memory::{MemorySecrets, MemorySettings};
 use flare_shared::ports::{EmailMessage, EmailSender, SecretKey, SecretStore, SettingsStore};
-use flare_shared::providers::smtp::SmtpEmailSender;
 use flare_tests::{smtp, unique};
 use secrecy::SecretString;
 use std::sync::Arc;

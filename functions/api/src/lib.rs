@@ -1,24 +1,24 @@
 //! The API function: API Gateway (HTTP API, payload v2) requests in, the shared
 //! transport-free API ([`flare_shared::app::api`]) in the middle, responses out.
 
+use flare_aws::dynamodb::{DynamoDirectory, DynamoSettings};
+use flare_aws::log::DynamoDeliveryLog;
+use flare_aws::secrets::SecretsManagerStore;
+use flare_aws::ses::SesEmailSender;
+use flare_aws::sns_devices::{PlatformApps, SnsDevices};
+use flare_aws::sns_sms::SnsSmsSender;
+use flare_aws::sqs::SqsQueue;
+use flare_aws::wiring::{LOG_TABLE, queue_env};
+use flare_aws::{self as aws, SdkConfig};
+use flare_providers::http_sms::HttpSmsSender;
+use flare_providers::smtp::SmtpEmailSender;
+use flare_runtime::{self as config, ConfigError};
 use flare_shared::app::Services;
 use flare_shared::app::api::{self, ApiRequest};
 use flare_shared::app::auth::Claims;
-use flare_shared::aws::dynamodb::{DynamoDirectory, DynamoSettings};
-use flare_shared::aws::log::DynamoDeliveryLog;
-use flare_shared::aws::secrets::SecretsManagerStore;
-use flare_shared::aws::ses::SesEmailSender;
-use flare_shared::aws::sns_devices::{PlatformApps, SnsDevices};
-use flare_shared::aws::sns_sms::SnsSmsSender;
-use flare_shared::aws::sqs::SqsQueue;
-use flare_shared::aws::wiring::{LOG_TABLE, queue_env};
-use flare_shared::aws::{self, SdkConfig};
-use flare_shared::config::{self, ConfigError};
 use flare_shared::domain::EndpointPolicy;
 use flare_shared::domain::{Channel, Provider};
 use flare_shared::ports::{EmailSender, SmsSender};
-use flare_shared::providers::http_sms::HttpSmsSender;
-use flare_shared::providers::smtp::SmtpEmailSender;
 use flare_shared::secrets_cache::{CachedSecrets, MAX_TTL};
 use lambda_http::request::RequestContext;
 use lambda_http::{Body, Request, RequestExt, Response};
@@ -62,9 +62,9 @@ impl Config {
             },
             secret_prefix: config::optional(Self::SECRET_PREFIX, "flare"),
             platform_apps: PlatformApps::from_env(),
-            policy: EndpointPolicy::from_env(),
-            default_sender: match config::required(flare_shared::aws::wiring::DEFAULT_SENDER) {
-                Ok(_) => Some(flare_shared::aws::wiring::default_sender()?),
+            policy: flare_runtime::endpoint_policy(false)?,
+            default_sender: match config::required(flare_aws::wiring::DEFAULT_SENDER) {
+                Ok(_) => Some(flare_aws::wiring::default_sender()?),
                 Err(_) => None,
             },
         })

@@ -3,9 +3,9 @@ use lambda_http::{run, service_fn};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    flare_shared::config::init_tracing();
+    flare_runtime::init_tracing();
     let config = Config::from_env()?;
-    let sdk = flare_shared::aws::sdk_config(Default::default()).await;
+    let sdk = flare_aws::sdk_config(Default::default()).await;
     let services = config.services(&sdk)?;
     run(service_fn(|req| handle(&services, req))).await
 }

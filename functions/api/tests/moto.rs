@@ -5,8 +5,8 @@ mod common;
 
 use common::*;
 use flare_api::Config;
+use flare_aws::{self as aws, SdkConfig};
 use flare_shared::app::Services;
-use flare_shared::aws::{self, SdkConfig};
 use flare_shared::domain::{EndpointPolicy, OrgId, UserId};
 use flare_tests::{moto, unique};
 use serde_json::{Value, json};

@@ -1,12 +1,12 @@
 //! The email delivery function's wiring: SES, and the organizations' SMTP servers.
 
+use flare_aws::secrets::SecretsManagerStore;
+use flare_aws::ses::SesEmailSender;
+use flare_aws::{self as aws, SdkConfig};
 use flare_lambda::DeliveryConfig;
+use flare_providers::smtp::SmtpEmailSender;
 use flare_shared::app::deliver::Deliverer;
-use flare_shared::aws::secrets::SecretsManagerStore;
-use flare_shared::aws::ses::SesEmailSender;
-use flare_shared::aws::{self, SdkConfig};
 use flare_shared::domain::{EmailAddress, EndpointPolicy, Provider};
-use flare_shared::providers::smtp::SmtpEmailSender;
 use flare_shared::secrets_cache::{CachedSecrets, MAX_TTL};
 use std::sync::Arc;
 

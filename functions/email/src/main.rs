@@ -2,15 +2,15 @@ use flare_lambda::DeliveryConfig;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    flare_shared::config::init_tracing();
+    flare_runtime::init_tracing();
     let config = DeliveryConfig::from_env(flare_email::CHANNEL)?;
-    let sender = flare_shared::aws::wiring::default_sender()?;
-    let sdk = flare_shared::aws::sdk_config(Default::default()).await;
+    let sender = flare_aws::wiring::default_sender()?;
+    let sdk = flare_aws::sdk_config(Default::default()).await;
     let deliverer = flare_email::deliverer(
         &config,
         &sdk,
         sender,
-        flare_shared::domain::EndpointPolicy::from_env(),
+        flare_runtime::endpoint_policy(false)?,
     );
     flare_lambda::run(config.function(&sdk, deliverer)).await
 }

@@ -2,8 +2,8 @@
 //! redelivers the others (`ReportBatchItemFailures`).
 
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
+use flare_runtime as config;
 use flare_shared::app::deliver::{DeliverError, Deliverer};
-use flare_shared::config;
 use flare_shared::domain::DeliveryJob;
 use std::sync::Arc;
 
@@ -96,7 +96,7 @@ impl DeliveryFunction {
 #[derive(Debug, Clone)]
 pub struct DeliveryConfig {
     pub channel: flare_shared::domain::Channel,
-    pub tables: flare_shared::aws::wiring::Tables,
+    pub tables: flare_aws::wiring::Tables,
     pub queues: std::collections::HashMap<flare_shared::domain::Channel, String>,
     /// Where provider secrets are (`FLARE_SECRET_PREFIX`, default `flare`).
     pub secret_prefix: String,
@@ -114,22 +114,22 @@ impl DeliveryConfig {
         let channels = channels.to_vec();
         Ok(Self {
             channel,
-            tables: flare_shared::aws::wiring::Tables::from_env()?,
-            queues: flare_shared::aws::wiring::queue_urls(&channels)?,
+            tables: flare_aws::wiring::Tables::from_env()?,
+            queues: flare_aws::wiring::queue_urls(&channels)?,
             secret_prefix: config::optional("FLARE_SECRET_PREFIX", "flare"),
         })
     }
 
     /// A deliverer over the DynamoDB tables, with no senders yet.
-    pub fn deliverer(&self, sdk: &flare_shared::aws::SdkConfig) -> Deliverer {
-        use flare_shared::aws::dynamodb::{DynamoDirectory, DynamoSettings};
-        use flare_shared::aws::log::DynamoDeliveryLog;
-        use flare_shared::aws::sqs::SqsQueue;
-        let db = flare_shared::aws::dynamodb(sdk);
+    pub fn deliverer(&self, sdk: &flare_aws::SdkConfig) -> Deliverer {
+        use flare_aws::dynamodb::{DynamoDirectory, DynamoSettings};
+        use flare_aws::log::DynamoDeliveryLog;
+        use flare_aws::sqs::SqsQueue;
+        let db = flare_aws::dynamodb(sdk);
         Deliverer {
             log: Arc::new(DynamoDeliveryLog::new(db.clone(), &self.tables.log)),
             queue: Some(Arc::new(SqsQueue::new(
-                flare_shared::aws::sqs(sdk),
+                flare_aws::sqs(sdk),
                 self.queues.clone(),
             ))),
             directory: Arc::new(DynamoDirectory::new(db.clone(), &self.tables.directory)),
@@ -142,15 +142,11 @@ impl DeliveryConfig {
     }
 
     /// The function around a deliverer, delaying retries on its own queue.
-    pub fn function(
-        &self,
-        sdk: &flare_shared::aws::SdkConfig,
-        deliverer: Deliverer,
-    ) -> DeliveryFunction {
+    pub fn function(&self, sdk: &flare_aws::SdkConfig, deliverer: Deliverer) -> DeliveryFunction {
         let mut f = DeliveryFunction::new(deliverer);
         if let Some(url) = self.queues.get(&self.channel) {
             f.delay = Some(Arc::new(SqsDelay {
-                client: flare_shared::aws::sqs(sdk),
+                client: flare_aws::sqs(sdk),
                 queue_url: url.clone(),
             }));
         }
@@ -160,7 +156,7 @@ impl DeliveryConfig {
 
 /// Backoff through the message's visibility timeout.
 pub struct SqsDelay {
-    pub client: flare_shared::aws::SqsClient,
+    pub client: flare_aws::SqsClient,
     pub queue_url: String,
 }
 

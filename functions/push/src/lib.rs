@@ -1,9 +1,9 @@
 //! The push delivery function's wiring: its senders over the shared delivery logic.
 
+use flare_aws::sns_push::SnsPushSender;
+use flare_aws::{self as aws, SdkConfig};
 use flare_lambda::DeliveryConfig;
 use flare_shared::app::deliver::Deliverer;
-use flare_shared::aws::sns_push::SnsPushSender;
-use flare_shared::aws::{self, SdkConfig};
 use std::sync::Arc;
 
 pub const CHANNEL: flare_shared::domain::Channel = flare_shared::domain::Channel::Push;

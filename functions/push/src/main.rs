@@ -2,9 +2,9 @@ use flare_lambda::DeliveryConfig;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    flare_shared::config::init_tracing();
+    flare_runtime::init_tracing();
     let config = DeliveryConfig::from_env(flare_push::CHANNEL)?;
-    let sdk = flare_shared::aws::sdk_config(Default::default()).await;
+    let sdk = flare_aws::sdk_config(Default::default()).await;
     let deliverer = flare_push::deliverer(&config, &sdk);
     flare_lambda::run(config.function(&sdk, deliverer)).await
 }

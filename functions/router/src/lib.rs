@@ -1,13 +1,13 @@
 //! The router function: an EventBridge incident event in, a recorded notification and
 //! queued deliveries out.
 
+use flare_aws::dynamodb::{DynamoDirectory, DynamoSettings};
+use flare_aws::log::DynamoDeliveryLog;
+use flare_aws::sqs::SqsQueue;
+use flare_aws::wiring::{Tables, queue_urls};
+use flare_aws::{self as aws, SdkConfig};
+use flare_runtime::ConfigError;
 use flare_shared::app::notify::Notifier;
-use flare_shared::aws::dynamodb::{DynamoDirectory, DynamoSettings};
-use flare_shared::aws::log::DynamoDeliveryLog;
-use flare_shared::aws::sqs::SqsQueue;
-use flare_shared::aws::wiring::{Tables, queue_urls};
-use flare_shared::aws::{self, SdkConfig};
-use flare_shared::config::ConfigError;
 use flare_shared::domain::{Channel, IncidentEvent};
 use lambda_runtime::LambdaEvent;
 use std::collections::HashMap;

@@ -3,9 +3,9 @@ use lambda_runtime::{run, service_fn};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    flare_shared::config::init_tracing();
+    flare_runtime::init_tracing();
     let config = Config::from_env()?;
-    let sdk = flare_shared::aws::sdk_config(Default::default()).await;
+    let sdk = flare_aws::sdk_config(Default::default()).await;
     let notifier = config.notifier(&sdk);
     run(service_fn(|event| async {
         handle(&notifier, event).await.map(|o| o.to_json())

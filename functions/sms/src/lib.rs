@@ -1,12 +1,12 @@
 //! The sms delivery function's wiring: SNS, and the organizations' HTTP gateways.
 
+use flare_aws::secrets::SecretsManagerStore;
+use flare_aws::sns_sms::SnsSmsSender;
+use flare_aws::{self as aws, SdkConfig};
 use flare_lambda::DeliveryConfig;
+use flare_providers::http_sms::HttpSmsSender;
 use flare_shared::app::deliver::Deliverer;
-use flare_shared::aws::secrets::SecretsManagerStore;
-use flare_shared::aws::sns_sms::SnsSmsSender;
-use flare_shared::aws::{self, SdkConfig};
 use flare_shared::domain::{EndpointPolicy, Provider};
-use flare_shared::providers::http_sms::HttpSmsSender;
 use flare_shared::secrets_cache::{CachedSecrets, MAX_TTL};
 use std::sync::Arc;
 

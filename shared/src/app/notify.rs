@@ -39,7 +39,7 @@ impl RouteError {
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
-            RouteError::Store(StoreError::Unavailable(_) | StoreError::Conflict(_))
+            RouteError::Store(StoreError::Unavailable(_))
                 | RouteError::Queue(QueueError::Unavailable(_))
         )
     }

@@ -7,22 +7,14 @@ use std::net::{IpAddr, Ipv4Addr};
 
 /// Whether custom endpoints may be private (loopback, RFC 1918, link-local, ...).
 /// Off in AWS, so a tenant cannot aim Flare at the VPC or the metadata service;
-/// `FLARE_ALLOW_PRIVATE_ENDPOINTS=true` (the local runner, tests) turns it on.
+/// the local runner and tests turn it on (binaries read it with
+/// `flare_runtime::endpoint_policy`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct EndpointPolicy {
     pub allow_private: bool,
 }
 
 impl EndpointPolicy {
-    pub const ENV: &'static str = "FLARE_ALLOW_PRIVATE_ENDPOINTS";
-
-    pub fn from_env() -> Self {
-        let allow_private = std::env::var(Self::ENV)
-            .map(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "true" | "1" | "yes"))
-            .unwrap_or(false);
-        Self { allow_private }
-    }
-
     pub fn allows(&self, ip: IpAddr) -> bool {
         self.allow_private || is_public(ip)
     }

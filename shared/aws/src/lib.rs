@@ -86,6 +86,7 @@ pub fn sqs(config: &SdkConfig) -> aws_sdk_sqs::Client {
     aws_sdk_sqs::Client::new(config)
 }
 
+pub mod batch;
 #[cfg(feature = "dynamodb")]
 pub mod dynamodb;
 #[cfg(feature = "dynamodb")]
@@ -147,15 +148,27 @@ pub fn error_code<E: ProvideErrorMetadata>(
 pub fn store_error<E>(
     err: SdkError<E, aws_smithy_runtime_api::http::Response>,
     what: &'static str,
-) -> crate::ports::StoreError
+) -> flare_shared::ports::StoreError
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
     let transient = is_transient(&err);
     let e = anyhow::Error::new(err).context(what);
     if transient {
-        crate::ports::StoreError::Unavailable(e)
+        flare_shared::ports::StoreError::Unavailable(e)
     } else {
-        crate::ports::StoreError::Failed(e)
+        flare_shared::ports::StoreError::Failed(e)
+    }
+}
+
+impl From<batch::Unprocessed> for flare_shared::ports::StoreError {
+    fn from(e: batch::Unprocessed) -> Self {
+        Self::Unavailable(e.into())
+    }
+}
+
+impl From<batch::Unprocessed> for flare_shared::ports::QueueError {
+    fn from(e: batch::Unprocessed) -> Self {
+        Self::Unavailable(e.into())
     }
 }

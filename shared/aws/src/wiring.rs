@@ -1,8 +1,8 @@
 //! The functions' AWS wiring from their environment, in one place so every function
 //! names the same variables and fails fast naming the missing one.
 
-use crate::config::{self, ConfigError};
-use crate::domain::{Channel, EmailAddress};
+use flare_runtime::{self as config, ConfigError};
+use flare_shared::domain::{Channel, EmailAddress};
 use std::collections::HashMap;
 
 pub const SETTINGS_TABLE: &str = "FLARE_SETTINGS_TABLE";

@@ -13,13 +13,13 @@
 
 use super::dynamodb::batch_write;
 use super::{error_code, store_error};
-use crate::domain::{
-    Channel, DeliveryRecord, Notification, NotificationId, OrgId, RecipientRef, UserId,
-};
-use crate::ports::{Claim, Created, DeliveryLog, Finish, Logged, StoreError, StoreResult};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
+use flare_shared::domain::{
+    Channel, DeliveryRecord, Notification, NotificationId, OrgId, RecipientRef, UserId,
+};
+use flare_shared::ports::{Claim, Created, DeliveryLog, Finish, Logged, StoreError, StoreResult};
 use std::collections::HashMap;
 
 type Item = HashMap<String, AttributeValue>;
@@ -255,7 +255,7 @@ impl DeliveryLog for DynamoDeliveryLog {
                     return Ok(Claim::Missing);
                 };
                 let record: DeliveryRecord = decode(item)?;
-                if record.status != crate::domain::DeliveryStatus::Pending {
+                if record.status != flare_shared::domain::DeliveryStatus::Pending {
                     Ok(Claim::AlreadyDone(record.status))
                 } else {
                     Ok(Claim::InFlight)
@@ -294,12 +294,6 @@ impl DeliveryLog for DynamoDeliveryLog {
                 values.push((":failed", s("failed")));
                 values.push((":reason", s(reason)));
                 "SET #status = :failed, reason = :reason REMOVE lease_ms, claimed_until".to_string()
-            }
-            Finish::Skipped { reason } => {
-                values.push((":skipped", s("skipped")));
-                values.push((":reason", s(reason)));
-                "SET #status = :skipped, reason = :reason REMOVE lease_ms, claimed_until"
-                    .to_string()
             }
             Finish::Retry { reason } => {
                 values.push((":reason", s(reason)));

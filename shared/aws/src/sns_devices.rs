@@ -1,10 +1,10 @@
 //! Devices as SNS platform endpoints, one platform application per platform.
 
 use super::{error_code, is_transient};
-use crate::domain::{Platform, UserId};
-use crate::ports::{DeviceError, DeviceRegistry};
 use async_trait::async_trait;
 use aws_sdk_sns::Client;
+use flare_shared::domain::{Platform, UserId};
+use flare_shared::ports::{DeviceError, DeviceRegistry};
 
 /// The SNS platform application ARN of each platform (from the function's environment).
 #[derive(Clone, Debug, Default)]

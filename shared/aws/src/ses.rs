@@ -1,11 +1,11 @@
 //! Email through Amazon SES v2, with text and HTML parts.
 
 use super::{error_code, is_transient};
-use crate::domain::Provider;
-use crate::ports::{EmailMessage, EmailSender, Receipt, SendError};
 use async_trait::async_trait;
 use aws_sdk_sesv2::Client;
 use aws_sdk_sesv2::types::{Body, Content, Destination, EmailContent, Message};
+use flare_shared::domain::Provider;
+use flare_shared::ports::{EmailMessage, EmailSender, Receipt, SendError};
 
 #[derive(Clone, Debug)]
 pub struct SesEmailSender {

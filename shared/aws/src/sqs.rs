@@ -1,12 +1,12 @@
 //! The job queues: one SQS queue per channel, sent to with SendMessageBatch (10 a call),
 //! retrying the entries SQS failed on its side.
 
-use super::dynamodb::{backoff, batch_concurrency};
-use crate::domain::{Channel, DeliveryJob};
-use crate::ports::{JobQueue, QueueError};
+use crate::batch::{Round, batch_concurrency, until_processed};
 use async_trait::async_trait;
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
+use flare_shared::domain::{Channel, DeliveryJob};
+use flare_shared::ports::{JobQueue, QueueError};
 use std::collections::HashMap;
 
 /// SendMessageBatch's limit per call.
@@ -44,10 +44,9 @@ impl SqsQueue {
     async fn send_entries(
         &self,
         url: &str,
-        mut entries: Vec<SendMessageBatchRequestEntry>,
+        entries: Vec<SendMessageBatchRequestEntry>,
     ) -> Result<(), QueueError> {
-        let mut attempt = 0;
-        loop {
+        until_processed("SendMessageBatch", entries, |mut entries| async move {
             let out = self
                 .client
                 .send_message_batch()
@@ -56,7 +55,7 @@ impl SqsQueue {
                 .send()
                 .await
                 .map_err(|e| {
-                    let transient = super::is_transient(&e);
+                    let transient = crate::is_transient(&e);
                     let err = anyhow::Error::new(e).context("SendMessageBatch");
                     if transient {
                         QueueError::Unavailable(err)
@@ -65,9 +64,6 @@ impl SqsQueue {
                     }
                 })?;
             let failed = out.failed();
-            if failed.is_empty() {
-                return Ok(());
-            }
             if let Some(f) = failed.iter().find(|f| f.sender_fault()) {
                 return Err(QueueError::Failed(anyhow::anyhow!(
                     "SendMessageBatch refused an entry: {} {}",
@@ -75,17 +71,17 @@ impl SqsQueue {
                     f.message().unwrap_or_default()
                 )));
             }
-            attempt += 1;
-            if attempt > 8 {
-                return Err(QueueError::Unavailable(anyhow::anyhow!(
-                    "SendMessageBatch failed {} entries after {attempt} attempts",
-                    failed.len()
-                )));
-            }
-            let retry: std::collections::HashSet<&str> = failed.iter().map(|f| f.id()).collect();
-            entries.retain(|e| retry.contains(e.id()));
-            tokio::time::sleep(backoff(attempt)).await;
-        }
+            let rest = (!failed.is_empty()).then(|| {
+                let retry: std::collections::HashSet<&str> =
+                    failed.iter().map(|f| f.id()).collect();
+                entries.retain(|e| retry.contains(e.id()));
+                let n = entries.len();
+                (entries, n)
+            });
+            Ok(Round { output: (), rest })
+        })
+        .await?;
+        Ok(())
     }
 }
 

@@ -2,11 +2,11 @@
 //! origination number.
 
 use super::{error_code, is_transient};
-use crate::domain::{Provider, SenderId};
-use crate::ports::{Receipt, SendError, SmsMessage, SmsSender};
 use async_trait::async_trait;
 use aws_sdk_sns::Client;
 use aws_sdk_sns::types::MessageAttributeValue;
+use flare_shared::domain::{Provider, SenderId};
+use flare_shared::ports::{Receipt, SendError, SmsMessage, SmsSender};
 
 #[derive(Clone, Debug)]
 pub struct SnsSmsSender {

@@ -1,10 +1,10 @@
 //! Push through SNS platform endpoints, with payloads for FCM and APNs.
 
 use super::{error_code, is_transient};
-use crate::domain::Provider;
-use crate::ports::{PushMessage, PushSender, Receipt, SendError};
 use async_trait::async_trait;
 use aws_sdk_sns::Client;
+use flare_shared::domain::Provider;
+use flare_shared::ports::{PushMessage, PushSender, Receipt, SendError};
 use serde_json::json;
 
 #[derive(Clone, Debug)]

@@ -1,4 +1,7 @@
-//! Configuration from the environment, failing fast with the missing variable's name.
+//! What every binary shares and the domain must not know about: configuration from the
+//! environment (failing fast with the variable's name) and the tracing subscriber.
+
+use flare_shared::domain::EndpointPolicy;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -22,6 +25,30 @@ pub fn optional(name: &'static str, default: &str) -> String {
         .ok()
         .filter(|v| !v.trim().is_empty())
         .unwrap_or_else(|| default.to_string())
+}
+
+/// The variable that allows private custom endpoints (loopback, RFC 1918, ...).
+pub const ALLOW_PRIVATE_ENDPOINTS: &str = "FLARE_ALLOW_PRIVATE_ENDPOINTS";
+
+/// The endpoint policy from `FLARE_ALLOW_PRIVATE_ENDPOINTS`: `true` or `false`, or
+/// `default` when unset. Anything else is refused, so a typo (`off`, `ture`) can never
+/// open or close private endpoints silently.
+pub fn endpoint_policy(default: bool) -> Result<EndpointPolicy, ConfigError> {
+    let allow_private = match std::env::var(ALLOW_PRIVATE_ENDPOINTS) {
+        Err(_) => default,
+        Ok(v) => match v.trim() {
+            "" => default,
+            "true" => true,
+            "false" => false,
+            _ => {
+                return Err(ConfigError::Invalid {
+                    name: ALLOW_PRIVATE_ENDPOINTS,
+                    reason: "must be true or false".into(),
+                });
+            }
+        },
+    };
+    Ok(EndpointPolicy { allow_private })
 }
 
 /// Structured logs: JSON in Lambda (searchable fields in CloudWatch), compact text

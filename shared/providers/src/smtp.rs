@@ -8,11 +8,11 @@
 //! Connections are kept per server within a warm instance and reused.
 
 use super::guard::{GuardError, resolve_checked};
-use crate::domain::{EmailProvider, EndpointPolicy, OrgId, Provider, SmtpSecurity};
-use crate::ports::{
+use async_trait::async_trait;
+use flare_shared::domain::{EmailProvider, EndpointPolicy, OrgId, Provider, SmtpSecurity};
+use flare_shared::ports::{
     EmailMessage, EmailSender, Receipt, SecretKey, SecretStore, SendError, SettingsStore,
 };
-use async_trait::async_trait;
 use lettre::message::{Mailbox, MultiPart};
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::transport::smtp::client::{

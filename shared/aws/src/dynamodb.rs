@@ -15,18 +15,18 @@
 //! 100 keys a call). Every item is scoped by `pk`, so no read can cross organizations.
 //! Items are mapped with `serde_dynamo`; secrets are never fields of these types.
 
-use super::store_error;
-use crate::domain::{
-    CommunicationSettings, ControlCenterId, EmailSettings, OrgId, SmsSettings, User, UserId,
-};
-use crate::ports::{Directory, SettingsStore, StoreError, StoreResult};
+use crate::batch::{Round, batch_concurrency, until_processed};
+use crate::store_error;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes};
+use flare_shared::domain::{
+    CommunicationSettings, ControlCenterId, EmailSettings, OrgId, SmsSettings, User, UserId,
+};
+use flare_shared::ports::{Directory, SettingsStore, StoreError, StoreResult};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::collections::HashMap;
-use std::time::Duration;
 
 type Item = HashMap<String, AttributeValue>;
 
@@ -153,16 +153,12 @@ impl Table {
     }
 
     async fn get_chunk<T: DeserializeOwned>(&self, chunk: Vec<Item>) -> StoreResult<Vec<T>> {
-        let mut out = Vec::with_capacity(chunk.len());
-        let mut pending = Some(
-            KeysAndAttributes::builder()
-                .set_keys(Some(chunk))
-                .consistent_read(true)
-                .build()
-                .map_err(|e| StoreError::Failed(e.into()))?,
-        );
-        let mut attempt = 0u32;
-        while let Some(request) = pending.take() {
+        let request = KeysAndAttributes::builder()
+            .set_keys(Some(chunk))
+            .consistent_read(true)
+            .build()
+            .map_err(|e| StoreError::Failed(e.into()))?;
+        let rounds = until_processed("BatchGetItem", request, |request| async move {
             let resp = self
                 .client
                 .batch_get_item()
@@ -170,50 +166,30 @@ impl Table {
                 .send()
                 .await
                 .map_err(|e| store_error(e, "BatchGetItem"))?;
-            if let Some(mut responses) = resp.responses
-                && let Some(items) = responses.remove(&self.name)
-            {
-                for item in items {
-                    out.push(from_item(item)?);
-                }
-            }
-            if let Some(mut unprocessed) = resp.unprocessed_keys
-                && let Some(rest) = unprocessed.remove(&self.name)
-                && !rest.keys().is_empty()
-            {
-                attempt += 1;
-                if attempt > 8 {
-                    return Err(StoreError::Unavailable(anyhow::anyhow!(
-                        "BatchGetItem left {} keys unprocessed after {attempt} attempts",
-                        rest.keys().len()
-                    )));
-                }
-                tokio::time::sleep(backoff(attempt)).await;
-                pending = Some(rest);
-            }
-        }
-        Ok(out)
+            let items = resp
+                .responses
+                .and_then(|mut r| r.remove(&self.name))
+                .unwrap_or_default();
+            let rest = resp
+                .unprocessed_keys
+                .and_then(|mut u| u.remove(&self.name))
+                .filter(|rest| !rest.keys().is_empty())
+                .map(|rest| {
+                    let n = rest.keys().len();
+                    (rest, n)
+                });
+            Ok::<_, StoreError>(Round {
+                output: items,
+                rest,
+            })
+        })
+        .await?;
+        rounds.into_iter().flatten().map(from_item).collect()
     }
 }
 
 /// BatchWriteItem's limit per call.
 pub const BATCH_WRITE_MAX: usize = 25;
-
-/// How many batch calls a fan-out keeps in flight by default: one at a time, 10,000
-/// recipients would spend a minute on round trips alone.
-pub const DEFAULT_BATCH_CONCURRENCY: usize = 16;
-
-/// `FLARE_BATCH_CONCURRENCY`, else [`DEFAULT_BATCH_CONCURRENCY`] (read once).
-pub fn batch_concurrency() -> usize {
-    static N: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *N.get_or_init(|| {
-        std::env::var("FLARE_BATCH_CONCURRENCY")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .filter(|n| *n > 0)
-            .unwrap_or(DEFAULT_BATCH_CONCURRENCY)
-    })
-}
 
 /// Puts items with BatchWriteItem, 25 a call (several calls in flight), retrying
 /// unprocessed items with backoff.
@@ -245,7 +221,7 @@ pub async fn batch_write<T: Sync>(
 
 async fn write_chunk(client: &Client, table: &str, chunk: Vec<Item>) -> StoreResult<()> {
     use aws_sdk_dynamodb::types::{PutRequest, WriteRequest};
-    let mut writes = chunk
+    let writes = chunk
         .into_iter()
         .map(|item| {
             let put = PutRequest::builder()
@@ -255,37 +231,25 @@ async fn write_chunk(client: &Client, table: &str, chunk: Vec<Item>) -> StoreRes
             Ok(WriteRequest::builder().put_request(put).build())
         })
         .collect::<StoreResult<Vec<_>>>()?;
-    let mut attempt = 0;
-    while !writes.is_empty() {
+    until_processed("BatchWriteItem", writes, |writes| async move {
         let out = client
             .batch_write_item()
-            .request_items(table, std::mem::take(&mut writes))
+            .request_items(table, writes)
             .send()
             .await
             .map_err(|e| store_error(e, "BatchWriteItem"))?;
-        if let Some(mut left) = out.unprocessed_items
-            && let Some(rest) = left.remove(table)
-            && !rest.is_empty()
-        {
-            attempt += 1;
-            if attempt > 8 {
-                return Err(StoreError::Unavailable(anyhow::anyhow!(
-                    "BatchWriteItem left {} items unprocessed after {attempt} attempts",
-                    rest.len()
-                )));
-            }
-            tokio::time::sleep(backoff(attempt)).await;
-            writes = rest;
-        }
-    }
+        let rest = out
+            .unprocessed_items
+            .and_then(|mut left| left.remove(table))
+            .filter(|rest| !rest.is_empty())
+            .map(|rest| {
+                let n = rest.len();
+                (rest, n)
+            });
+        Ok::<_, StoreError>(Round { output: (), rest })
+    })
+    .await?;
     Ok(())
-}
-
-/// Exponential backoff with full jitter, capped at about a second.
-pub fn backoff(attempt: u32) -> Duration {
-    let cap = 25u64 << attempt.min(6);
-    let jitter = uuid::Uuid::new_v4().as_u128() as u64 % cap.max(1);
-    Duration::from_millis(cap / 2 + jitter / 2)
 }
 
 /// Settings in DynamoDB.

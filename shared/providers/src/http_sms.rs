@@ -6,11 +6,11 @@
 //! are never followed; connect and total timeouts bound a hung gateway.
 
 use super::guard::{GuardError, resolve_checked};
-use crate::domain::{EndpointPolicy, GatewayFormat, Provider, SmsProvider};
-use crate::ports::{
+use async_trait::async_trait;
+use flare_shared::domain::{EndpointPolicy, GatewayFormat, Provider, SmsProvider};
+use flare_shared::ports::{
     Receipt, SecretKey, SecretStore, SendError, SettingsStore, SmsMessage, SmsSender,
 };
-use async_trait::async_trait;
 use secrecy::ExposeSecret;
 use std::sync::Arc;
 use std::time::Duration;
@@ -53,7 +53,7 @@ fn tls_config() -> anyhow::Result<rustls::ClientConfig> {
 }
 
 impl HttpSmsSender {
-    /// `secrets` should be a [`crate::secrets_cache::CachedSecrets`] in a delivery function.
+    /// `secrets` should be a [`flare_shared::secrets_cache::CachedSecrets`] in a delivery function.
     pub fn new(
         settings: Arc<dyn SettingsStore>,
         secrets: Arc<dyn SecretStore>,
@@ -139,7 +139,7 @@ fn classify(e: reqwest::Error) -> SendError {
 #[async_trait]
 impl SmsSender for HttpSmsSender {
     async fn send(&self, m: &SmsMessage) -> Result<Receipt, SendError> {
-        let unavailable = |e: crate::ports::StoreError| SendError::Transient {
+        let unavailable = |e: flare_shared::ports::StoreError| SendError::Transient {
             reason: "settings_unavailable".into(),
             source: Some(e.into()),
         };

@@ -2,9 +2,9 @@
 //! a name prefix (`flare/` by default) that IAM confines the functions to.
 
 use super::{error_code, store_error};
-use crate::ports::{SecretKey, SecretStore, StoreResult};
 use async_trait::async_trait;
 use aws_sdk_secretsmanager::Client;
+use flare_shared::ports::{SecretKey, SecretStore, StoreResult};
 use secrecy::{ExposeSecret, SecretString};
 
 #[derive(Clone, Debug)]

@@ -1,6 +1,6 @@
 //! The SSRF guard: resolve once, check every address, connect to a checked one.
 
-use crate::domain::EndpointPolicy;
+use flare_shared::domain::EndpointPolicy;
 use std::net::{IpAddr, SocketAddr};
 
 #[derive(Debug, thiserror::Error)]
