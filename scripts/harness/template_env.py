@@ -1,11 +1,15 @@
 """Prints, as JSON, the environment variable names template.yaml gives each function
 binary: {"flare-api": ["FLARE_...", ...], ...} (Globals merged with the function's own).
+Each function is built by the Makefile beside the template (BuildMethod: makefile), whose
+`build-<LogicalId>: BIN = <binary>` line names the binary it packages.
 
 The emulator tests start each release binary with exactly these names, so a variable a
 binary requires but the template does not set fails the tests, not a deployment.
 """
 
 import json
+import os
+import re
 import sys
 
 from cfnlint.decode import decode
@@ -18,13 +22,18 @@ def main(path):
     common = (
         template.get("Globals", {}).get("Function", {}).get("Environment", {}).get("Variables", {})
     )
+    makefile = os.path.join(os.path.dirname(os.path.abspath(path)), "Makefile")
+    with open(makefile) as f:
+        binaries = dict(re.findall(r"^build-(\w+): BIN = (\S+)$", f.read(), re.M))
     out = {}
     for name, res in template["Resources"].items():
         if res.get("Type") != "AWS::Serverless::Function":
             continue
-        binary = res.get("Metadata", {}).get("BuildProperties", {}).get("Binary")
+        if res.get("Metadata", {}).get("BuildMethod") != "makefile":
+            sys.exit(f"{name} is not built with BuildMethod: makefile")
+        binary = binaries.get(name)
         if not binary:
-            sys.exit(f"{name} has no Metadata.BuildProperties.Binary")
+            sys.exit(f"{name}: the Makefile has no 'build-{name}: BIN = <binary>' line")
         own = res.get("Properties", {}).get("Environment", {}).get("Variables", {})
         out[binary] = sorted(set(common) | set(own))
     print(json.dumps(out))

@@ -53,7 +53,7 @@ async fn main() -> anyhow::Result<()> {
         );
         let mut times: Vec<Duration> = Vec::with_capacity(RUNS);
         for _ in 0..RUNS {
-            let f = LambdaProcess::start(&dir.join(name), &env).await?;
+            let f = LambdaProcess::start(&runtime::Binary::native(&dir.join(name)), &env).await?;
             times.push(f.ready().await?);
         }
         times.sort();

@@ -36,6 +36,132 @@ pub const FUNCTIONS: [&str; 5] = [
 const INVOKE_TIMEOUT: Duration = Duration::from_secs(120);
 
 static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+static DEPLOYED: OnceLock<Result<Deployed, String>> = OnceLock::new();
+
+/// A function binary and how to run it: directly, or under an emulator.
+#[derive(Debug, Clone)]
+pub struct Binary {
+    /// The function's name (`flare-sms`), for logs and the Lambda variables.
+    pub name: String,
+    program: PathBuf,
+    args: Vec<std::ffi::OsString>,
+}
+
+impl Binary {
+    /// A binary this machine runs directly; named after its file.
+    pub fn native(path: &Path) -> Self {
+        Self {
+            name: path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            program: path.to_path_buf(),
+            args: Vec::new(),
+        }
+    }
+}
+
+/// The function binaries exactly as `sam build` packages them: arm64
+/// `target/lambda/<name>/bootstrap`, run under `qemu-aarch64` (with Debian's arm64
+/// glibc as its sysroot) on any other machine.
+#[derive(Debug, Clone)]
+pub struct Deployed {
+    dir: PathBuf,
+    qemu: Option<(PathBuf, PathBuf)>,
+}
+
+/// Where Debian's libc6-arm64-cross puts the arm64 loader and libraries.
+const ARM64_SYSROOT: &str = "/usr/aarch64-linux-gnu";
+const QEMU_FIX: &str = "apt-get install qemu-user libc6-arm64-cross libgcc-s1-arm64-cross (scripts/setup-arm64-emulation does this)";
+
+impl Deployed {
+    pub fn binary(&self, name: &str) -> Binary {
+        let bootstrap = self.dir.join(name).join("bootstrap");
+        match &self.qemu {
+            None => Binary {
+                name: name.to_string(),
+                program: bootstrap,
+                args: Vec::new(),
+            },
+            Some((qemu, sysroot)) => Binary {
+                name: name.to_string(),
+                program: qemu.clone(),
+                args: vec!["-L".into(), sysroot.into(), bootstrap.into()],
+            },
+        }
+    }
+}
+
+/// The deployed (arm64) function binaries, built from the current sources.
+///
+/// Runs `scripts/cargo-lambdas` once per test binary (one cargo invocation for all five,
+/// a no-op when fresh, so a test never runs a stale binary); `scripts/test` builds them
+/// before `cargo test`. Fails, naming the fix, when qemu or the arm64 libraries are
+/// missing on a non-arm64 machine.
+pub fn deployed_binaries() -> anyhow::Result<Deployed> {
+    DEPLOYED
+        .get_or_init(|| build_deployed().map_err(|e| format!("{e:#}")))
+        .clone()
+        .map_err(|e| anyhow!(e))
+}
+
+fn build_deployed() -> anyhow::Result<Deployed> {
+    let script = workspace_root().join("scripts/cargo-lambdas");
+    let out = Command::new(&script)
+        .arg("--quiet")
+        .current_dir(workspace_root())
+        .output()
+        .with_context(|| format!("running {}", script.display()))?;
+    if !out.status.success() {
+        bail!(
+            "building the arm64 function binaries failed:\n{}\n  Fix: scripts/cargo-lambdas",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let dir = target_dir().join("lambda");
+    for f in FUNCTIONS {
+        let bin = dir.join(f).join("bootstrap");
+        if !bin.exists() {
+            bail!("{} missing after scripts/cargo-lambdas", bin.display());
+        }
+    }
+    let qemu = if std::env::consts::ARCH == "aarch64" {
+        None
+    } else {
+        let qemu = ["qemu-aarch64", "qemu-aarch64-static"]
+            .into_iter()
+            .find_map(which)
+            .ok_or_else(|| anyhow!("qemu-aarch64 is not installed.\n  Fix: {QEMU_FIX}"))?;
+        let sysroot = PathBuf::from(ARM64_SYSROOT);
+        if !sysroot.join("lib/ld-linux-aarch64.so.1").exists() {
+            bail!("the arm64 C library is missing ({ARM64_SYSROOT}).\n  Fix: {QEMU_FIX}");
+        }
+        Some((qemu, sysroot))
+    };
+    Ok(Deployed { dir, qemu })
+}
+
+fn which(program: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join(program))
+            .find(|p| p.is_file())
+    })
+}
+
+/// Cargo's target dir, wherever CARGO_TARGET_DIR puts it.
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .map(|d| {
+            if d.is_absolute() {
+                d
+            } else {
+                workspace_root().join(d)
+            }
+        })
+        .unwrap_or_else(|| workspace_root().join("target"))
+}
 
 /// `target/release`, with every function binary built from the current sources.
 ///
@@ -67,18 +193,7 @@ fn build_release() -> anyhow::Result<PathBuf> {
             FUNCTIONS.map(|f| format!("-p {f}")).join(" ")
         );
     }
-    // Cargo's target dir, wherever CARGO_TARGET_DIR puts it.
-    let dir = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .map(|d| {
-            if d.is_absolute() {
-                d
-            } else {
-                workspace_root().join(d)
-            }
-        })
-        .unwrap_or_else(|| workspace_root().join("target"))
-        .join("release");
+    let dir = target_dir().join("release");
     for f in FUNCTIONS {
         let bin = dir.join(f);
         if !bin.exists() {
@@ -139,11 +254,8 @@ pub struct LambdaProcess {
 impl LambdaProcess {
     /// Starts `binary` with the Lambda environment and `env`; returns once it is running
     /// (not necessarily polling yet: see [`LambdaProcess::ready`]).
-    pub async fn start(binary: &Path, env: &[(String, String)]) -> anyhow::Result<Self> {
-        let name = binary
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
+    pub async fn start(binary: &Binary, env: &[(String, String)]) -> anyhow::Result<Self> {
+        let name = binary.name.clone();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let (queue, rx) = mpsc::unbounded_channel();
@@ -173,8 +285,9 @@ impl LambdaProcess {
             uuid::Uuid::new_v4().simple()
         ));
         let log = std::fs::File::create(&log_path)?;
-        let mut cmd = Command::new(binary);
-        cmd.env_clear()
+        let mut cmd = Command::new(&binary.program);
+        cmd.args(&binary.args)
+            .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("AWS_LAMBDA_RUNTIME_API", addr.to_string())
             .env("AWS_LAMBDA_FUNCTION_NAME", &name)
@@ -191,7 +304,7 @@ impl LambdaProcess {
         let spawned = Instant::now();
         let child = cmd
             .spawn()
-            .with_context(|| format!("starting {}", binary.display()))?;
+            .with_context(|| format!("starting {}", binary.program.display()))?;
         track_pid(child.id());
         Ok(Self {
             name,

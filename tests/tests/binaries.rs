@@ -1,9 +1,10 @@
-//! Every sample event in `events/` through the real release binaries, each run under a
-//! Lambda Runtime API emulator as Lambda runs it, with the environment `template.yaml`
-//! gives it pointing at moto. Each response is checked, and so is its effect: items and
-//! secrets written, jobs queued, SMS and email sent.
+//! Every sample event in `events/` through the deployed binaries (arm64 release, as
+//! `sam build` packages them, under qemu on other machines), each run under a Lambda
+//! Runtime API emulator as Lambda runs it, with the environment `template.yaml` gives it
+//! pointing at moto. Each response is checked, and so is its effect: items and secrets
+//! written, jobs queued, SMS and email sent.
 
-use flare_shared::aws;
+use flare_aws as aws;
 use flare_shared::domain::Channel;
 use flare_tests::runtime::{self, LambdaProcess};
 use flare_tests::stack::{AwsStack, DEFAULT_SENDER};
@@ -29,7 +30,7 @@ async fn deploy() -> Deployment {
         .email_identity("flare.example")
         .send()
         .await;
-    let dir = runtime::release_binaries().unwrap_or_else(|e| panic!("{e:#}"));
+    let deployed = runtime::deployed_binaries().unwrap_or_else(|e| panic!("{e:#}"));
     let template = runtime::template_env().unwrap_or_else(|e| panic!("{e:#}"));
     let mut built: Vec<&str> = template.keys().map(String::as_str).collect();
     built.sort();
@@ -62,7 +63,7 @@ async fn deploy() -> Deployment {
             ]
             .map(|(k, v)| (k.to_string(), v.to_string())),
         );
-        let f = LambdaProcess::start(&dir.join(name), &env)
+        let f = LambdaProcess::start(&deployed.binary(name), &env)
             .await
             .unwrap_or_else(|e| panic!("{e:#}"));
         let startup = f.ready().await.unwrap_or_else(|e| panic!("{e:#}"));
@@ -473,8 +474,8 @@ async fn every_sample_event_runs_through_the_release_binaries() {
 
 #[tokio::test]
 async fn a_function_missing_a_variable_stops_at_start_naming_it() {
-    let dir = runtime::release_binaries().unwrap_or_else(|e| panic!("{e:#}"));
-    let f = LambdaProcess::start(&dir.join("flare-sms"), &[])
+    let deployed = runtime::deployed_binaries().unwrap_or_else(|e| panic!("{e:#}"));
+    let f = LambdaProcess::start(&deployed.binary("flare-sms"), &[])
         .await
         .unwrap();
     let err = f
