@@ -5,7 +5,7 @@
 use crate::{LocalApp, LocalConfig};
 use flare_shared::app::api::{self, ApiRequest};
 use flare_shared::app::auth::{Claims, Role};
-use flare_shared::domain::{NotificationId, OrgId};
+use flare_shared::domain::{FailReason, NotificationId, OrgId};
 use flare_shared::ports::SendError;
 use serde_json::{Value, json};
 use std::fmt::Write as _;
@@ -134,11 +134,11 @@ pub async fn run() -> anyhow::Result<String> {
     // Di's phone is off: the push provider refuses it, and SMS and email follow.
     app.outbox.fail_next(
         "local:fcm:di-phone",
-        SendError::permanent("endpoint_disabled"),
+        SendError::permanent(FailReason::EndpointDisabled),
     );
     app.outbox.fail_next(
         "local:fcm:di-phone",
-        SendError::permanent("endpoint_disabled"),
+        SendError::permanent(FailReason::EndpointDisabled),
     );
 
     let everyone = json!(["ana", "bo", "cy", "di", "ed", "fi"]);

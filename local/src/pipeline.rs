@@ -1,7 +1,7 @@
 //! The local pipeline: in-process queues and workers doing what SQS and the delivery
 //! functions do in AWS, with the same claims, retries with backoff and fallback.
 
-use flare_shared::app::deliver::{DeliverError, Deliverer};
+use flare_shared::app::deliver::{DeliverError, Deliverer, retry_delay};
 use flare_shared::domain::{Channel, DeliveryJob};
 use flare_shared::ports::{JobQueue, QueueError};
 use std::sync::Arc;
@@ -82,9 +82,9 @@ async fn worker(
                         DeliverError::Retry { reason } => reason.clone(),
                         other => format!("{other:?}"),
                     };
-                    let delay = retry_base * 2u32.pow(q.attempt.min(5) - 1);
+                    let delay = retry_delay(retry_base, q.attempt);
                     tracing::info!(notification_id = %q.job.notification_id, channel = q.job.channel.as_str(), attempt = q.attempt, delay_ms = delay.as_millis() as u64, reason = %reason, "retrying");
-                    tokio::time::sleep(delay.min(retry_base * 30)).await;
+                    tokio::time::sleep(delay).await;
                     let _ = queue.send(Queued {
                         job: q.job,
                         attempt: q.attempt + 1,

@@ -4,6 +4,7 @@
 mod common;
 
 use common::*;
+use flare_shared::domain::FailReason;
 use flare_shared::ports::SendError;
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -303,10 +304,16 @@ async fn transient_failures_are_retried_and_permanent_push_failures_fall_back() 
     let outbox = &o.app.app.outbox;
     outbox.fail_next(
         "local:fcm:tok-u-17",
-        SendError::permanent("endpoint_disabled"),
+        SendError::permanent(FailReason::EndpointDisabled),
     );
-    outbox.fail_next("+14155550117", SendError::transient("throttled"));
-    outbox.fail_next("+14155550117", SendError::transient("throttled"));
+    outbox.fail_next(
+        "+14155550117",
+        SendError::transient(FailReason::SnsUnavailable),
+    );
+    outbox.fail_next(
+        "+14155550117",
+        SendError::transient(FailReason::SnsUnavailable),
+    );
     let id = o.post(&incident("incident-dispatched")).await;
     let n = o.settled(&id).await;
     let d = deliveries(&n, "u-17");
@@ -348,10 +355,10 @@ async fn a_provider_that_never_recovers_ends_failed_not_pending() {
     )
     .await;
     for _ in 0..flare_local::pipeline::MAX_ATTEMPTS {
-        o.app
-            .app
-            .outbox
-            .fail_next("+14155550118", SendError::transient("throttled"));
+        o.app.app.outbox.fail_next(
+            "+14155550118",
+            SendError::transient(FailReason::SnsUnavailable),
+        );
     }
     let id = o.post(&incident("incident-dispatched")).await;
     let n = o.settled(&id).await;

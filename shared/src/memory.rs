@@ -581,7 +581,7 @@ impl DeviceRegistry for MemoryDevices {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{Category, Message};
+    use crate::domain::{Category, FailReason, Message};
 
     fn notification() -> Notification {
         Notification {
@@ -756,7 +756,10 @@ mod tests {
             from: None,
             text: "hello".into(),
         };
-        outbox.fail_next("+14155550100", SendError::transient("throttled"));
+        outbox.fail_next(
+            "+14155550100",
+            SendError::transient(FailReason::SnsUnavailable),
+        );
         assert!(
             SmsSender::send(&outbox, &sms)
                 .await

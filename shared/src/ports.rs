@@ -2,10 +2,11 @@
 //! them; handlers and the router depend only on these. No AWS SDK or Lambda type appears
 //! in a signature here.
 
+use crate::domain::reason::wire_reason;
 use crate::domain::{
     Channel, CommunicationSettings, ControlCenterId, DeliveryJob, DeliveryRecord, DeliveryStatus,
-    DeviceId, EmailAddress, EmailSettings, Message, Notification, NotificationId, OrgId,
-    PhoneNumber, Provider, RecipientRef, SenderId, SmsSettings, User, UserId,
+    DeviceId, EmailAddress, EmailSettings, FailReason, Message, Notification, NotificationId,
+    OrgId, PhoneNumber, Provider, RecipientRef, SenderId, SmsSettings, User, UserId,
 };
 use async_trait::async_trait;
 use secrecy::SecretString;
@@ -27,6 +28,18 @@ pub type StoreResult<T> = Result<T, StoreError>;
 #[async_trait]
 pub trait SettingsStore: Send + Sync {
     async fn get_sms(&self, org: &OrgId, cc: &ControlCenterId) -> StoreResult<Option<SmsSettings>>;
+    /// The SMS settings a control center sends with: its own, else `main`'s.
+    async fn effective_sms(
+        &self,
+        org: &OrgId,
+        cc: &ControlCenterId,
+    ) -> StoreResult<Option<SmsSettings>> {
+        match self.get_sms(org, cc).await? {
+            Some(own) => Ok(Some(own)),
+            None if !cc.is_main() => self.get_sms(org, &ControlCenterId::main()).await,
+            None => Ok(None),
+        }
+    }
     async fn list_sms(&self, org: &OrgId) -> StoreResult<Vec<SmsSettings>>;
     async fn put_sms(&self, org: &OrgId, settings: &SmsSettings) -> StoreResult<()>;
     /// True when something was deleted.
@@ -199,39 +212,96 @@ pub struct Receipt {
 #[derive(Debug, thiserror::Error)]
 pub enum SendError {
     /// Throttling, 5xx, timeouts: retry with backoff.
-    #[error("transient failure: {reason}")]
+    #[error("transient failure: {}", wire_reason(*.code, .detail.as_deref()))]
     Transient {
-        reason: String,
+        code: FailReason,
+        detail: Option<String>,
         #[source]
         source: Option<anyhow::Error>,
     },
     /// Invalid number, disabled endpoint, rejected sender, bad credentials: give up.
-    #[error("permanent failure: {reason}")]
+    #[error("permanent failure: {}", wire_reason(*.code, .detail.as_deref()))]
     Permanent {
-        reason: String,
+        code: FailReason,
+        detail: Option<String>,
         #[source]
         source: Option<anyhow::Error>,
     },
 }
 
 impl SendError {
-    pub fn transient(reason: impl Into<String>) -> Self {
+    pub fn transient(code: FailReason) -> Self {
         Self::Transient {
-            reason: reason.into(),
+            code,
+            detail: None,
             source: None,
         }
     }
 
-    pub fn permanent(reason: impl Into<String>) -> Self {
+    pub fn permanent(code: FailReason) -> Self {
         Self::Permanent {
-            reason: reason.into(),
+            code,
+            detail: None,
             source: None,
         }
     }
 
-    pub fn reason(&self) -> &str {
+    /// Transient or permanent, as `transient` says.
+    pub fn new(transient: bool, code: FailReason) -> Self {
+        if transient {
+            Self::transient(code)
+        } else {
+            Self::permanent(code)
+        }
+    }
+
+    /// Adds what the provider said (shown after the code in the record's reason).
+    pub fn with_detail(mut self, d: impl Into<String>) -> Self {
+        match &mut self {
+            SendError::Transient { detail, .. } | SendError::Permanent { detail, .. } => {
+                *detail = Some(d.into())
+            }
+        }
+        self
+    }
+
+    /// Keeps the underlying error as the cause (logs, never the record).
+    pub fn with_source(mut self, e: impl Into<anyhow::Error>) -> Self {
+        match &mut self {
+            SendError::Transient { source, .. } | SendError::Permanent { source, .. } => {
+                *source = Some(e.into())
+            }
+        }
+        self
+    }
+
+    /// The same failure, to be retried (another device's failure was transient).
+    pub fn into_transient(self) -> Self {
         match self {
-            SendError::Transient { reason, .. } | SendError::Permanent { reason, .. } => reason,
+            SendError::Permanent {
+                code,
+                detail,
+                source,
+            } => SendError::Transient {
+                code,
+                detail,
+                source,
+            },
+            transient => transient,
+        }
+    }
+
+    pub fn code(&self) -> FailReason {
+        match self {
+            SendError::Transient { code, .. } | SendError::Permanent { code, .. } => *code,
+        }
+    }
+
+    /// The record's `reason`: the code, and the detail after a colon.
+    pub fn reason(&self) -> String {
+        match self {
+            SendError::Transient { code, detail, .. }
+            | SendError::Permanent { code, detail, .. } => wire_reason(*code, detail.as_deref()),
         }
     }
 

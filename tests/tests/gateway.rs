@@ -178,7 +178,8 @@ async fn a_4xx_fails_at_once_quoting_the_gateway_but_never_a_secret() {
         .await
         .unwrap();
     match g.sender.send(&sms(&g.org)).await.unwrap_err() {
-        SendError::Permanent { reason, .. } => {
+        e @ SendError::Permanent { .. } => {
+            let reason = e.reason();
             assert!(
                 reason.starts_with("gateway_rejected: 400 invalid number"),
                 "{reason}"

@@ -3,13 +3,16 @@
 
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 use flare_runtime as config;
-use flare_shared::app::deliver::{DeliverError, Deliverer};
+use flare_shared::app::deliver::{DeliverError, Deliverer, retry_delay};
 use flare_shared::domain::DeliveryJob;
 use std::sync::Arc;
 
 /// After this many receives a transient failure is final (the queue's redrive policy
 /// sends the job to its dead-letter queue after the same number).
 pub const DEFAULT_MAX_RECEIVES: u32 = 5;
+
+/// The first retry's delay; later ones double ([`retry_delay`]).
+pub const RETRY_BASE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Delays a failed job's next delivery (SQS ChangeMessageVisibility in AWS).
 #[async_trait::async_trait]
@@ -77,9 +80,9 @@ impl DeliveryFunction {
             Ok(_) => true,
             Err(DeliverError::Retry { reason }) => {
                 if let (Some(delay), Some(handle)) = (&self.delay, &message.receipt_handle) {
-                    // Exponential backoff: 10 s, 20 s, 40 s, ... capped at 5 minutes.
-                    let secs = (10i32 << receives.min(5)).min(300);
-                    delay.delay(handle, secs).await;
+                    // 10 s, 20 s, 40 s, ... capped at 5 minutes.
+                    let wait = retry_delay(RETRY_BASE, receives);
+                    delay.delay(handle, wait.as_secs() as i32).await;
                 }
                 tracing::warn!(notification_id = %job.notification_id, channel = job.channel.as_str(), recipient = %job.recipient.key(), receives, reason = %reason, "job returned to the queue");
                 false

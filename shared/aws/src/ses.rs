@@ -4,7 +4,7 @@ use super::{error_code, is_transient};
 use async_trait::async_trait;
 use aws_sdk_sesv2::Client;
 use aws_sdk_sesv2::types::{Body, Content, Destination, EmailContent, Message};
-use flare_shared::domain::Provider;
+use flare_shared::domain::{FailReason, Provider};
 use flare_shared::ports::{EmailMessage, EmailSender, Receipt, SendError};
 
 #[derive(Clone, Debug)]
@@ -23,10 +23,7 @@ fn content(s: &str) -> Result<Content, SendError> {
         .data(s)
         .charset("UTF-8")
         .build()
-        .map_err(|e| SendError::Permanent {
-            reason: "bad_content".into(),
-            source: Some(e.into()),
-        })
+        .map_err(|e| SendError::permanent(FailReason::BadContent).with_source(e))
 }
 
 #[async_trait]
@@ -61,19 +58,16 @@ impl EmailSender for SesEmailSender {
                         "TooManyRequestsException" | "LimitExceededException"
                     );
                 let reason = match code.as_str() {
-                    _ if transient => "ses_unavailable",
-                    "MessageRejected" => "message_rejected",
-                    "MailFromDomainNotVerifiedException" => "sender_not_verified",
-                    "AccountSuspendedException" | "SendingPausedException" => "sending_paused",
-                    _ => "ses_rejected",
-                }
-                .to_string();
-                let source = Some(anyhow::Error::new(e).context("SES SendEmail"));
-                Err(if transient {
-                    SendError::Transient { reason, source }
-                } else {
-                    SendError::Permanent { reason, source }
-                })
+                    _ if transient => FailReason::SesUnavailable,
+                    "MessageRejected" => FailReason::MessageRejected,
+                    "MailFromDomainNotVerifiedException" => FailReason::SenderNotVerified,
+                    "AccountSuspendedException" | "SendingPausedException" => {
+                        FailReason::SendingPaused
+                    }
+                    _ => FailReason::SesRejected,
+                };
+                Err(SendError::new(transient, reason)
+                    .with_source(anyhow::Error::new(e).context("SES SendEmail")))
             }
         }
     }

@@ -3,7 +3,7 @@
 use super::{error_code, is_transient};
 use async_trait::async_trait;
 use aws_sdk_sns::Client;
-use flare_shared::domain::Provider;
+use flare_shared::domain::{FailReason, Provider};
 use flare_shared::ports::{PushMessage, PushSender, Receipt, SendError};
 use serde_json::json;
 
@@ -60,23 +60,18 @@ impl PushSender for SnsPushSender {
             Err(e) => {
                 let reason = match error_code(&e) {
                     Some("EndpointDisabled") | Some("EndpointDisabledException") => {
-                        "endpoint_disabled"
+                        FailReason::EndpointDisabled
                     }
-                    Some("NotFound") | Some("NotFoundException") => "endpoint_not_found",
+                    Some("NotFound") | Some("NotFoundException") => FailReason::EndpointNotFound,
                     Some("InvalidParameter") | Some("InvalidParameterException") => {
-                        "invalid_parameter"
+                        FailReason::InvalidParameter
                     }
-                    _ if is_transient(&e) => "sns_unavailable",
-                    _ => "sns_rejected",
+                    _ if is_transient(&e) => FailReason::SnsUnavailable,
+                    _ => FailReason::SnsRejected,
                 };
-                let transient = reason == "sns_unavailable";
-                let source = Some(anyhow::Error::new(e).context("SNS Publish to endpoint"));
-                let reason = reason.to_string();
-                Err(if transient {
-                    SendError::Transient { reason, source }
-                } else {
-                    SendError::Permanent { reason, source }
-                })
+                let transient = reason == FailReason::SnsUnavailable;
+                Err(SendError::new(transient, reason)
+                    .with_source(anyhow::Error::new(e).context("SNS Publish to endpoint")))
             }
         }
     }

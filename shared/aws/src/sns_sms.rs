@@ -5,7 +5,7 @@ use super::{error_code, is_transient};
 use async_trait::async_trait;
 use aws_sdk_sns::Client;
 use aws_sdk_sns::types::MessageAttributeValue;
-use flare_shared::domain::{Provider, SenderId};
+use flare_shared::domain::{FailReason, Provider, SenderId};
 use flare_shared::ports::{Receipt, SendError, SmsMessage, SmsSender};
 
 #[derive(Clone, Debug)]
@@ -24,10 +24,7 @@ fn attr(v: &str) -> Result<MessageAttributeValue, SendError> {
         .data_type("String")
         .string_value(v)
         .build()
-        .map_err(|e| SendError::Permanent {
-            reason: "bad_attribute".into(),
-            source: Some(e.into()),
-        })
+        .map_err(|e| SendError::permanent(FailReason::BadAttribute).with_source(e))
 }
 
 #[async_trait]
@@ -57,20 +54,15 @@ impl SmsSender for SnsSmsSender {
             Err(e) => {
                 let transient = is_transient(&e);
                 let reason = match error_code(&e) {
-                    _ if transient => "sns_unavailable",
+                    _ if transient => FailReason::SnsUnavailable,
                     Some("InvalidParameter") | Some("InvalidParameterException") => {
-                        "invalid_number"
+                        FailReason::InvalidNumber
                     }
-                    Some("OptedOut") | Some("OptedOutException") => "opted_out",
-                    _ => "sns_rejected",
-                }
-                .to_string();
-                let source = Some(anyhow::Error::new(e).context("SNS Publish SMS"));
-                Err(if transient {
-                    SendError::Transient { reason, source }
-                } else {
-                    SendError::Permanent { reason, source }
-                })
+                    Some("OptedOut") | Some("OptedOutException") => FailReason::OptedOut,
+                    _ => FailReason::SnsRejected,
+                };
+                Err(SendError::new(transient, reason)
+                    .with_source(anyhow::Error::new(e).context("SNS Publish SMS")))
             }
         }
     }

@@ -7,7 +7,7 @@
 
 use super::guard::{GuardError, resolve_checked};
 use async_trait::async_trait;
-use flare_shared::domain::{EndpointPolicy, GatewayFormat, Provider, SmsProvider};
+use flare_shared::domain::{EndpointPolicy, FailReason, GatewayFormat, Provider, SmsProvider};
 use flare_shared::ports::{
     Receipt, SecretKey, SecretStore, SendError, SettingsStore, SmsMessage, SmsSender,
 };
@@ -88,7 +88,7 @@ impl HttpSmsSender {
 }
 
 fn not_allowed() -> SendError {
-    SendError::permanent("endpoint_not_allowed")
+    SendError::permanent(FailReason::EndpointNotAllowed)
 }
 
 /// The gateway's own id for the message, when its JSON answer has one.
@@ -116,41 +116,34 @@ fn classify(e: reqwest::Error) -> SendError {
     let mut src: Option<&dyn std::error::Error> = Some(&e);
     while let Some(s) = src {
         if let Some(GuardError::NotAllowed { .. }) = s.downcast_ref::<GuardError>() {
-            return SendError::Permanent {
-                reason: "endpoint_not_allowed".into(),
-                source: Some(e.into()),
-            };
+            return SendError::permanent(FailReason::EndpointNotAllowed).with_source(e);
         }
         src = s.source();
     }
     let reason = if e.is_timeout() {
-        "gateway_timeout"
+        FailReason::GatewayTimeout
     } else if e.is_connect() {
-        "gateway_unreachable"
+        FailReason::GatewayUnreachable
     } else {
-        "gateway_error"
+        FailReason::GatewayError
     };
-    SendError::Transient {
-        reason: reason.into(),
-        source: Some(e.into()),
-    }
+    SendError::transient(reason).with_source(e)
 }
 
 #[async_trait]
 impl SmsSender for HttpSmsSender {
     async fn send(&self, m: &SmsMessage) -> Result<Receipt, SendError> {
-        let unavailable = |e: flare_shared::ports::StoreError| SendError::Transient {
-            reason: "settings_unavailable".into(),
-            source: Some(e.into()),
+        let unavailable = |e: flare_shared::ports::StoreError| {
+            SendError::transient(FailReason::SettingsUnavailable).with_source(e)
         };
         let settings = self
             .settings
             .get_sms(&m.org_id, &m.control_center_id)
             .await
             .map_err(unavailable)?
-            .ok_or_else(|| SendError::permanent("sms_not_configured"))?;
+            .ok_or_else(|| SendError::permanent(FailReason::SmsNotConfigured))?;
         let SmsProvider::Http(gw) = &settings.provider else {
-            return Err(SendError::permanent("provider_changed"));
+            return Err(SendError::permanent(FailReason::ProviderChanged));
         };
         let url = gw.url.url();
         if url.scheme() != "https" && !self.policy.allow_private {
@@ -195,11 +188,11 @@ impl SmsSender for HttpSmsSender {
         }
         if gw.header_name.is_some() && header_value.is_none() {
             // Sending without the header would only be refused by the gateway.
-            return Err(SendError::permanent("header_value_missing"));
+            return Err(SendError::permanent(FailReason::HeaderValueMissing));
         }
         if let (Some(name), Some(value)) = (&gw.header_name, &header_value) {
             let mut v = reqwest::header::HeaderValue::from_str(value.expose_secret())
-                .map_err(|_| SendError::permanent("bad_header_value"))?;
+                .map_err(|_| SendError::permanent(FailReason::BadHeaderValue))?;
             v.set_sensitive(true);
             req = req.header(name.as_str(), v);
         }
@@ -216,17 +209,14 @@ impl SmsSender for HttpSmsSender {
                 provider: Provider::Http,
                 provider_message_id: message_id(&body),
             }),
-            300..=399 => Err(SendError::permanent(format!(
-                "gateway_redirected: {status}"
-            ))),
-            429 | 500..=599 => Err(SendError::transient(format!(
-                "gateway_status: {}",
-                status.as_u16()
-            ))),
-            code => Err(SendError::permanent(format!(
-                "gateway_rejected: {code} {}",
-                excerpt(&body, &secrets)
-            ))),
+            300..=399 => {
+                Err(SendError::permanent(FailReason::GatewayRedirected)
+                    .with_detail(status.to_string()))
+            }
+            429 | 500..=599 => Err(SendError::transient(FailReason::GatewayStatus)
+                .with_detail(status.as_u16().to_string())),
+            code => Err(SendError::permanent(FailReason::GatewayRejected)
+                .with_detail(format!("{code} {}", excerpt(&body, &secrets)))),
         }
     }
 }

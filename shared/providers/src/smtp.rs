@@ -9,7 +9,9 @@
 
 use super::guard::{GuardError, resolve_checked};
 use async_trait::async_trait;
-use flare_shared::domain::{EmailProvider, EndpointPolicy, OrgId, Provider, SmtpSecurity};
+use flare_shared::domain::{
+    EmailProvider, EndpointPolicy, FailReason, OrgId, Provider, SmtpSecurity,
+};
 use flare_shared::ports::{
     EmailMessage, EmailSender, Receipt, SecretKey, SecretStore, SendError, SettingsStore,
 };
@@ -85,38 +87,30 @@ impl AsyncTokioStream for TlsStream {
     }
 }
 
-fn transient(reason: &str, e: impl Into<anyhow::Error>) -> SendError {
-    SendError::Transient {
-        reason: reason.into(),
-        source: Some(e.into()),
-    }
+fn transient(code: FailReason, e: impl Into<anyhow::Error>) -> SendError {
+    SendError::transient(code).with_source(e)
 }
 
-fn permanent(reason: &str, e: impl Into<anyhow::Error>) -> SendError {
-    SendError::Permanent {
-        reason: reason.into(),
-        source: Some(e.into()),
-    }
+fn permanent(code: FailReason, e: impl Into<anyhow::Error>) -> SendError {
+    SendError::permanent(code).with_source(e)
 }
 
 /// 5xx replies are permanent, 4xx and broken connections transient; 535 is a wrong password.
 fn classify(e: lettre::transport::smtp::Error, during: &str) -> SendError {
     let code = e.status().map(|c| c.to_string());
     if code.as_deref() == Some("535") {
-        return permanent("auth_failed", e);
+        return permanent(FailReason::AuthFailed, e);
     }
     if e.is_permanent() {
-        let reason = format!(
-            "smtp_rejected: {} during {during}",
-            code.unwrap_or_default()
-        );
-        return permanent(&reason, e);
+        let detail = format!("{} during {during}", code.unwrap_or_default());
+        return permanent(FailReason::SmtpRejected, e).with_detail(detail);
     }
-    let reason = match code {
-        Some(c) => format!("smtp_deferred: {c} during {during}"),
-        None => format!("smtp_connection: {during}"),
-    };
-    transient(&reason, e)
+    match code {
+        Some(c) => {
+            transient(FailReason::SmtpDeferred, e).with_detail(format!("{c} during {during}"))
+        }
+        None => transient(FailReason::SmtpConnection, e).with_detail(during),
+    }
 }
 
 impl SmtpEmailSender {
@@ -148,14 +142,14 @@ impl SmtpEmailSender {
             for cert in rustls_pemfile_certs(pem) {
                 roots
                     .add(cert)
-                    .map_err(|e| permanent("bad_extra_root", e))?;
+                    .map_err(|e| permanent(FailReason::BadExtraRoot, e))?;
             }
         }
         Ok(rustls::ClientConfig::builder_with_provider(Arc::new(
             rustls::crypto::aws_lc_rs::default_provider(),
         ))
         .with_safe_default_protocol_versions()
-        .map_err(|e| permanent("tls_config", e))?
+        .map_err(|e| permanent(FailReason::TlsConfig, e))?
         .with_root_certificates(roots)
         .with_no_client_auth())
     }
@@ -164,10 +158,11 @@ impl SmtpEmailSender {
         let mut b = TlsParameters::builder(host.to_string());
         for pem in &self.extra_roots {
             b = b.add_root_certificate(
-                Certificate::from_pem(pem).map_err(|e| permanent("bad_extra_root", e))?,
+                Certificate::from_pem(pem).map_err(|e| permanent(FailReason::BadExtraRoot, e))?,
             );
         }
-        b.build_rustls().map_err(|e| permanent("tls_config", e))
+        b.build_rustls()
+            .map_err(|e| permanent(FailReason::TlsConfig, e))
     }
 
     async fn connect(
@@ -177,13 +172,13 @@ impl SmtpEmailSender {
         security: SmtpSecurity,
     ) -> Result<AsyncSmtpConnection, SendError> {
         if security == SmtpSecurity::Plain && !self.policy.allow_private {
-            return Err(SendError::permanent("endpoint_not_allowed"));
+            return Err(SendError::permanent(FailReason::EndpointNotAllowed));
         }
         let addrs = resolve_checked(host, port, self.policy)
             .await
             .map_err(|e| match e {
-                GuardError::NotAllowed { .. } => permanent("endpoint_not_allowed", e),
-                GuardError::Unresolvable { .. } => transient("smtp_unresolvable", e),
+                GuardError::NotAllowed { .. } => permanent(FailReason::EndpointNotAllowed, e),
+                GuardError::Unresolvable { .. } => transient(FailReason::SmtpUnresolvable, e),
             })?;
         let mut last = None;
         let mut tcp = None;
@@ -200,20 +195,20 @@ impl SmtpEmailSender {
         }
         let tcp = tcp.ok_or_else(|| {
             transient(
-                "smtp_unreachable",
+                FailReason::SmtpUnreachable,
                 last.unwrap_or_else(|| anyhow::anyhow!("no address")),
             )
         })?;
         tcp.set_nodelay(true)
-            .map_err(|e| transient("smtp_socket", e))?;
+            .map_err(|e| transient(FailReason::SmtpSocket, e))?;
         let stream: Box<dyn AsyncTokioStream> = match security {
             SmtpSecurity::ImplicitTls => {
                 let name = rustls::pki_types::ServerName::try_from(host.to_string())
-                    .map_err(|e| permanent("bad_server_name", e))?;
+                    .map_err(|e| permanent(FailReason::BadServerName, e))?;
                 let tls = tokio_rustls::TlsConnector::from(Arc::new(self.rustls_config()?))
                     .connect(name, tcp)
                     .await
-                    .map_err(|e| permanent("tls_failed", e))?;
+                    .map_err(|e| permanent(FailReason::TlsFailed, e))?;
                 Box::new(TlsStream(tls))
             }
             _ => Box::new(tcp),
@@ -223,7 +218,7 @@ impl SmtpEmailSender {
             .map_err(|e| classify(e, "greeting"))?;
         if security == SmtpSecurity::StartTls {
             if !conn.can_starttls() {
-                return Err(SendError::permanent("starttls_unavailable"));
+                return Err(SendError::permanent(FailReason::StarttlsUnavailable));
             }
             conn.starttls(self.starttls_params(host)?, &self.hello)
                 .await
@@ -267,10 +262,10 @@ impl EmailSender for SmtpEmailSender {
             .settings
             .get_email(&m.org_id)
             .await
-            .map_err(|e| transient("settings_unavailable", e))?
-            .ok_or_else(|| SendError::permanent("smtp_not_configured"))?;
+            .map_err(|e| transient(FailReason::SettingsUnavailable, e))?
+            .ok_or_else(|| SendError::permanent(FailReason::SmtpNotConfigured))?;
         let EmailProvider::Smtp { smtp } = &settings.provider else {
-            return Err(SendError::permanent("provider_changed"));
+            return Err(SendError::permanent(FailReason::ProviderChanged));
         };
         let (host, port, security) = (
             smtp.server.host.clone(),
@@ -282,7 +277,7 @@ impl EmailSender for SmtpEmailSender {
                 .secrets
                 .get(&SecretKey::SmtpPassword(m.org_id.clone()))
                 .await
-                .map_err(|e| transient("settings_unavailable", e))?,
+                .map_err(|e| transient(FailReason::SettingsUnavailable, e))?,
             None => None,
         };
         let email = lettre::Message::builder()
@@ -291,18 +286,23 @@ impl EmailSender for SmtpEmailSender {
                 m.from
                     .as_str()
                     .parse()
-                    .map_err(|e| permanent("bad_from", e))?,
+                    .map_err(|e| permanent(FailReason::BadFrom, e))?,
             ))
             .to(Mailbox::new(
                 None,
-                m.to.as_str().parse().map_err(|e| permanent("bad_to", e))?,
+                m.to.as_str()
+                    .parse()
+                    .map_err(|e| permanent(FailReason::BadTo, e))?,
             ))
             .subject(&m.subject)
             .multipart(match &m.html {
                 Some(html) => MultiPart::alternative_plain_html(m.text.clone(), html.clone()),
-                None => MultiPart::alternative_plain_html(m.text.clone(), html_escape(&m.text)),
+                None => MultiPart::alternative_plain_html(
+                    m.text.clone(),
+                    flare_shared::domain::delivery::html_escape(&m.text),
+                ),
             })
-            .map_err(|e| permanent("bad_message", e))?;
+            .map_err(|e| permanent(FailReason::BadMessage, e))?;
         let envelope = email.envelope().clone();
         let bytes = email.formatted();
         let key: PoolKey = (
@@ -338,17 +338,11 @@ impl EmailSender for SmtpEmailSender {
         };
         let (conn, response) = tokio::time::timeout(SESSION_TIMEOUT, send)
             .await
-            .map_err(|e| transient("smtp_timeout", e))??;
+            .map_err(|e| transient(FailReason::SmtpTimeout, e))??;
         self.checkin(key, conn).await;
         Ok(Receipt {
             provider: Provider::Smtp,
             provider_message_id: response.message().last().map(|s| s.to_string()),
         })
     }
-}
-
-fn html_escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
 }

@@ -1,10 +1,11 @@
 //! Carrying out one delivery job: claim its record, call the channel's sender, record
 //! the outcome; after push, resolve the SMS and email held behind it.
 
+use crate::domain::reason::wire_reason;
 use crate::domain::routing::{Action, HeldDelivery, JobTemplate, PushOutcome, after_push};
 use crate::domain::settings::effective_sender;
 use crate::domain::{
-    Channel, ControlCenterId, DeliveryJob, DeliveryStatus, Destination, EmailAddress, Provider,
+    Channel, DeliveryJob, DeliveryStatus, Destination, EmailAddress, FailReason, Provider,
 };
 use crate::ports::{
     Claim, DeliveryLog, Directory, EmailMessage, EmailSender, Finish, JobQueue, PushMessage,
@@ -57,6 +58,13 @@ pub enum DeliverError {
     Store(#[from] StoreError),
     #[error("enqueuing the fallback failed")]
     Queue(#[from] QueueError),
+}
+
+/// How long a transient failure waits before attempt `attempt + 1`: `base`, doubling with
+/// each attempt, capped at 30 times `base`. The delivery functions (10 s, through the
+/// queue's visibility) and the local runner use it alike.
+pub fn retry_delay(base: Duration, attempt: u32) -> Duration {
+    (base * 2u32.pow(attempt.clamp(1, 6) - 1)).min(base * 30)
 }
 
 impl Deliverer {
@@ -150,20 +158,15 @@ impl Deliverer {
                 })
             }
             Err(e) if e.is_transient() && !final_attempt => {
-                finish(Finish::Retry {
-                    reason: e.reason().to_string(),
-                })
-                .await?;
-                tracing::warn!(notification_id = fields.0, channel = fields.1, recipient = %fields.2, attempts, reason = e.reason(), "delivery failed, will retry");
-                Err(DeliverError::Retry {
-                    reason: e.reason().to_string(),
-                })
+                finish(Finish::Retry { reason: e.reason() }).await?;
+                tracing::warn!(notification_id = fields.0, channel = fields.1, recipient = %fields.2, attempts, reason = %e.reason(), "delivery failed, will retry");
+                Err(DeliverError::Retry { reason: e.reason() })
             }
             Err(e) => {
                 let reason = if e.is_transient() {
-                    format!("gave_up: {}", e.reason())
+                    wire_reason(FailReason::GaveUp, Some(&e.reason()))
                 } else {
-                    e.reason().to_string()
+                    e.reason()
                 };
                 finish(Finish::Failed {
                     reason: reason.clone(),
@@ -212,13 +215,7 @@ impl Deliverer {
         if held.is_empty() {
             return Ok(());
         }
-        let template = JobTemplate {
-            notification_id: job.notification_id.clone(),
-            org_id: job.org_id.clone(),
-            control_center_id: job.control_center_id.clone(),
-            category: job.category,
-            message: job.message.clone(),
-        };
+        let template = JobTemplate::from(job);
         let mut jobs = Vec::new();
         for d in after_push(&held, outcome) {
             let finish = match &d.action {
@@ -265,18 +262,15 @@ impl Deliverer {
         let sender = self
             .push
             .as_ref()
-            .ok_or_else(|| SendError::permanent("provider_unavailable"))?;
+            .ok_or_else(|| SendError::permanent(FailReason::ProviderUnavailable))?;
         let Destination::Devices(user_id) = &job.destination else {
-            return Err(SendError::permanent("bad_destination"));
+            return Err(SendError::permanent(FailReason::BadDestination));
         };
         let user = self
             .directory
             .get_user(&job.org_id, user_id)
             .await
-            .map_err(|e| SendError::Transient {
-                reason: "directory_unavailable".into(),
-                source: Some(e.into()),
-            })?;
+            .map_err(|e| SendError::transient(FailReason::DirectoryUnavailable).with_source(e))?;
         let devices: Vec<_> = user
             .map(|u| u.devices)
             .unwrap_or_default()
@@ -284,7 +278,7 @@ impl Deliverer {
             .filter(|d| d.endpoint.is_some())
             .collect();
         if devices.is_empty() {
-            return Err(SendError::permanent("no_device"));
+            return Err(SendError::permanent(FailReason::NoDevice));
         }
         // Sent when at least one device took it; else transient if any failure was.
         let mut ids = Vec::new();
@@ -301,7 +295,7 @@ impl Deliverer {
             match sender.send(&push).await {
                 Ok(r) => ids.extend(r.provider_message_id),
                 Err(e) => {
-                    tracing::warn!(notification_id = %job.notification_id, device_id = %d.device_id, reason = e.reason(), "push to a device failed");
+                    tracing::warn!(notification_id = %job.notification_id, device_id = %d.device_id, reason = %e.reason(), "push to a device failed");
                     any_transient |= e.is_transient();
                     last_err = Some(e);
                 }
@@ -314,23 +308,25 @@ impl Deliverer {
             });
         }
         match last_err {
-            Some(e) if any_transient && !e.is_transient() => {
-                Err(SendError::transient(e.reason().to_string()))
-            }
+            Some(e) if any_transient => Err(e.into_transient()),
             Some(e) => Err(e),
-            None => Err(SendError::permanent("no_device")),
+            None => Err(SendError::permanent(FailReason::NoDevice)),
         }
     }
 
     async fn send_sms(&self, job: &DeliveryJob) -> Result<crate::ports::Receipt, SendError> {
         let Destination::Phone(to) = &job.destination else {
-            return Err(SendError::permanent("bad_destination"));
+            return Err(SendError::permanent(FailReason::BadDestination));
         };
         let sender = self
             .sms
             .get(&job.provider)
-            .ok_or_else(|| SendError::permanent("provider_unavailable"))?;
-        let settings = self.sms_settings(job).await?;
+            .ok_or_else(|| SendError::permanent(FailReason::ProviderUnavailable))?;
+        let settings = self
+            .settings
+            .effective_sms(&job.org_id, &job.control_center_id)
+            .await
+            .map_err(|e| SendError::transient(FailReason::SettingsUnavailable).with_source(e))?;
         let sms = SmsMessage {
             notification_id: job.notification_id.clone(),
             org_id: job.org_id.clone(),
@@ -345,55 +341,21 @@ impl Deliverer {
         sender.send(&sms).await
     }
 
-    /// The control center's own SMS settings, else `main`'s.
-    async fn sms_settings(
-        &self,
-        job: &DeliveryJob,
-    ) -> Result<Option<crate::domain::SmsSettings>, SendError> {
-        let unavailable = |e: StoreError| SendError::Transient {
-            reason: "settings_unavailable".into(),
-            source: Some(e.into()),
-        };
-        let own = self
-            .settings
-            .get_sms(&job.org_id, &job.control_center_id)
-            .await
-            .map_err(unavailable)?;
-        match own {
-            Some(s) => Ok(Some(s)),
-            None if !job.control_center_id.is_main() => self
-                .settings
-                .get_sms(&job.org_id, &ControlCenterId::main())
-                .await
-                .map_err(unavailable),
-            None => Ok(None),
-        }
-    }
-
     async fn send_email(&self, job: &DeliveryJob) -> Result<crate::ports::Receipt, SendError> {
         let Destination::Email(to) = &job.destination else {
-            return Err(SendError::permanent("bad_destination"));
+            return Err(SendError::permanent(FailReason::BadDestination));
         };
         let sender = self
             .email
             .get(&job.provider)
-            .ok_or_else(|| SendError::permanent("provider_unavailable"))?;
+            .ok_or_else(|| SendError::permanent(FailReason::ProviderUnavailable))?;
         let settings =
-            self.settings
-                .get_email(&job.org_id)
-                .await
-                .map_err(|e| SendError::Transient {
-                    reason: "settings_unavailable".into(),
-                    source: Some(e.into()),
-                })?;
-        let from = match (
-            &self.default_sender,
-            settings.as_ref().and_then(|s| s.sender_email.clone()),
-        ) {
-            (_, Some(own)) => own,
-            (Some(default), None) => effective_sender(settings.as_ref(), default).clone(),
-            (None, None) => return Err(SendError::permanent("no_sender_address")),
-        };
+            self.settings.get_email(&job.org_id).await.map_err(|e| {
+                SendError::transient(FailReason::SettingsUnavailable).with_source(e)
+            })?;
+        let from = effective_sender(settings.as_ref(), self.default_sender.as_ref())
+            .cloned()
+            .ok_or_else(|| SendError::permanent(FailReason::NoSenderAddress))?;
         let email = EmailMessage {
             notification_id: job.notification_id.clone(),
             org_id: job.org_id.clone(),
@@ -404,5 +366,22 @@ impl Deliverer {
             html: Some(job.message.html()),
         };
         sender.send(&email).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_wait_longer_each_time_up_to_thirty_times_the_base() {
+        let base = Duration::from_secs(10);
+        let waits: Vec<u64> = (1..=7).map(|a| retry_delay(base, a).as_secs()).collect();
+        assert_eq!(waits, [10, 20, 40, 80, 160, 300, 300]);
+        assert_eq!(
+            retry_delay(base, 0),
+            base,
+            "a first attempt never waits less"
+        );
     }
 }

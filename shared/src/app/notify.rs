@@ -75,12 +75,7 @@ struct Providers {
 
 impl Notifier {
     async fn providers(&self, org: &OrgId, cc: &ControlCenterId) -> Result<Providers, StoreError> {
-        let own = self.settings.get_sms(org, cc).await?;
-        let sms = match own {
-            Some(s) => Some(s),
-            None if !cc.is_main() => self.settings.get_sms(org, &ControlCenterId::main()).await?,
-            None => None,
-        };
+        let sms = self.settings.effective_sms(org, cc).await?;
         let email = self.settings.get_email(org).await?;
         Ok(Providers {
             known: sms.is_some() || email.is_some(),
@@ -211,13 +206,7 @@ impl Notifier {
                 (existing.into_iter().chain(missing).collect(), w)
             }
         };
-        let template = JobTemplate {
-            notification_id: id.clone(),
-            org_id: org.clone(),
-            control_center_id: n.control_center_id.clone(),
-            category: n.category,
-            message: n.message.clone(),
-        };
+        let template = JobTemplate::from(&n);
         let jobs: Vec<DeliveryJob> = records
             .iter()
             .filter(|r| r.status == DeliveryStatus::Pending && !r.awaiting_push)

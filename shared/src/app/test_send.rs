@@ -6,7 +6,7 @@ use super::error::ApiError;
 use super::settings::parse_cc;
 use crate::domain::input::object;
 use crate::domain::settings::{effective_email_provider, effective_sender};
-use crate::domain::{ControlCenterId, EmailAddress, NotificationId, OrgId, PhoneNumber};
+use crate::domain::{EmailAddress, FailReason, NotificationId, OrgId, PhoneNumber};
 use crate::ports::{EmailMessage, Receipt, SendError, SmsMessage};
 use serde_json::{Value, json};
 
@@ -17,11 +17,11 @@ fn verdict(result: Result<Receipt, SendError>) -> Result<Value, ApiError> {
         ),
         Err(e) => {
             tracing::warn!(
-                reason = e.reason(),
+                reason = %e.reason(),
                 transient = e.is_transient(),
                 "test send failed"
             );
-            Err(ApiError::ProviderFailed(e.reason().to_string()))
+            Err(ApiError::ProviderFailed(e.reason()))
         }
     }
 }
@@ -46,20 +46,16 @@ fn parse_to<T>(
 pub async fn sms(svc: &Services, org: &OrgId, cc: &str, body: &Value) -> Result<Value, ApiError> {
     let cc = parse_cc(cc)?;
     let to: PhoneNumber = parse_to(body, PhoneNumber::parse)?;
-    let settings = match svc.settings.get_sms(org, &cc).await? {
-        Some(s) => s,
-        None if !cc.is_main() => svc
-            .settings
-            .get_sms(org, &ControlCenterId::main())
-            .await?
-            .ok_or(ApiError::NotFound)?,
-        None => return Err(ApiError::NotFound),
-    };
+    let settings = svc
+        .settings
+        .effective_sms(org, &cc)
+        .await?
+        .ok_or(ApiError::NotFound)?;
     let provider = settings.provider_name();
     let sender = svc
         .sms_senders
         .get(&provider)
-        .ok_or_else(|| ApiError::ProviderFailed("provider_unavailable".into()))?;
+        .ok_or_else(|| ApiError::ProviderFailed(FailReason::ProviderUnavailable.to_string()))?;
     let message = SmsMessage {
         notification_id: test_id(),
         org_id: org.clone(),
@@ -82,15 +78,10 @@ pub async fn email(svc: &Services, org: &OrgId, body: &Value) -> Result<Value, A
     let sender = svc
         .email_senders
         .get(&provider)
-        .ok_or_else(|| ApiError::ProviderFailed("provider_unavailable".into()))?;
-    let from = match (
-        &svc.default_sender,
-        settings.as_ref().and_then(|s| s.sender_email.clone()),
-    ) {
-        (_, Some(own)) => own,
-        (Some(default), None) => effective_sender(settings.as_ref(), default).clone(),
-        (None, None) => return Err(ApiError::ProviderFailed("no_sender_address".into())),
-    };
+        .ok_or_else(|| ApiError::ProviderFailed(FailReason::ProviderUnavailable.to_string()))?;
+    let from = effective_sender(settings.as_ref(), svc.default_sender.as_ref())
+        .cloned()
+        .ok_or_else(|| ApiError::ProviderFailed(FailReason::NoSenderAddress.to_string()))?;
     let message = EmailMessage {
         notification_id: test_id(),
         org_id: org.clone(),

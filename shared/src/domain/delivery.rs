@@ -5,6 +5,7 @@ use super::email::EmailAddress;
 use super::event::Category;
 use super::ids::{ControlCenterId, IncidentId, NotificationId, OrgId, UserId};
 use super::phone::PhoneNumber;
+pub use super::reason::SkipReason;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -66,50 +67,12 @@ pub enum DeliveryStatus {
     Skipped,
 }
 
-/// Why a channel was not attempted for a recipient.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SkipReason {
-    NotLicensedForApp,
-    VirtualUser,
-    NoDevice,
-    NoPrimaryMobile,
-    NoPrimaryEmail,
-    SmsNotConfigured,
-    NotInMethod,
-    PushSent,
-    VirtualDispatchDisabled,
-    NoApp,
-    DistressDisabled,
-    ManualSmsDisabled,
-    /// The event named a user the directory does not have.
-    UnknownUser,
-}
-
-impl SkipReason {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SkipReason::NotLicensedForApp => "not_licensed_for_app",
-            SkipReason::VirtualUser => "virtual_user",
-            SkipReason::NoDevice => "no_device",
-            SkipReason::NoPrimaryMobile => "no_primary_mobile",
-            SkipReason::NoPrimaryEmail => "no_primary_email",
-            SkipReason::SmsNotConfigured => "sms_not_configured",
-            SkipReason::NotInMethod => "not_in_method",
-            SkipReason::PushSent => "push_sent",
-            SkipReason::VirtualDispatchDisabled => "virtual_dispatch_disabled",
-            SkipReason::NoApp => "no_app",
-            SkipReason::DistressDisabled => "distress_disabled",
-            SkipReason::ManualSmsDisabled => "manual_sms_disabled",
-            SkipReason::UnknownUser => "unknown_user",
-        }
-    }
-}
-
-impl std::fmt::Display for SkipReason {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
+/// Text made safe to put inside HTML elements and attribute values.
+pub fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 /// Whom a delivery is for: a user, or a contact who is not a user. A contact is keyed by
@@ -172,12 +135,7 @@ impl Message {
 
     /// An email's HTML part: the text, escaped, with line breaks kept.
     pub fn html(&self) -> String {
-        let esc = |s: &str| {
-            s.replace('&', "&amp;")
-                .replace('<', "&lt;")
-                .replace('>', "&gt;")
-                .replace('"', "&quot;")
-        };
+        let esc = html_escape;
         format!(
             "<!doctype html><html><body><h2>{}</h2><p>{}</p></body></html>",
             esc(&self.title),

@@ -10,6 +10,7 @@ pub mod ids;
 pub mod input;
 pub mod license;
 pub mod phone;
+pub mod reason;
 pub mod routing;
 pub mod settings;
 pub mod user;
@@ -27,6 +28,7 @@ pub use header::{HeaderName, HttpHeader};
 pub use ids::{ControlCenterId, DeviceId, IncidentId, NotificationId, OrgId, UserId};
 pub use license::License;
 pub use phone::{PhoneNumber, SenderId};
+pub use reason::FailReason;
 pub use settings::{
     CommunicationSettings, EmailProvider, EmailSettings, GatewayFormat, HttpGateway, Method,
     SmsProvider, SmsSettings, SmtpSettings,

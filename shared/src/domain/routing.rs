@@ -4,8 +4,8 @@
 
 use super::contact::ExternalContact;
 use super::delivery::{
-    Channel, DeliveryJob, DeliveryRecord, DeliveryStatus, Destination, Provider, RecipientRef,
-    SkipReason,
+    Channel, DeliveryJob, DeliveryRecord, DeliveryStatus, Destination, Notification, Provider,
+    RecipientRef, SkipReason,
 };
 use super::email::EmailAddress;
 use super::event::Category;
@@ -464,6 +464,31 @@ pub struct JobTemplate {
     pub control_center_id: super::ids::ControlCenterId,
     pub category: Category,
     pub message: super::delivery::Message,
+}
+
+impl From<&Notification> for JobTemplate {
+    fn from(n: &Notification) -> Self {
+        Self {
+            notification_id: n.notification_id.clone(),
+            org_id: n.org_id.clone(),
+            control_center_id: n.control_center_id.clone(),
+            category: n.category,
+            message: n.message.clone(),
+        }
+    }
+}
+
+/// The template a job was made from: follow-up jobs (fallback) carry the same fields.
+impl From<&DeliveryJob> for JobTemplate {
+    fn from(j: &DeliveryJob) -> Self {
+        Self {
+            notification_id: j.notification_id.clone(),
+            org_id: j.org_id.clone(),
+            control_center_id: j.control_center_id.clone(),
+            category: j.category,
+            message: j.message.clone(),
+        }
+    }
 }
 
 impl JobTemplate {

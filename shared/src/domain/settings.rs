@@ -115,14 +115,15 @@ pub fn effective_email_provider(settings: Option<&EmailSettings>) -> super::Prov
     settings.map_or(super::Provider::Ses, EmailSettings::provider_name)
 }
 
-/// The address email goes from: the organization's sender, else the default account.
+/// The address email goes from: the organization's sender, else the default account;
+/// `None` when there is neither.
 pub fn effective_sender<'a>(
     settings: Option<&'a EmailSettings>,
-    default_sender: &'a EmailAddress,
-) -> &'a EmailAddress {
+    default_sender: Option<&'a EmailAddress>,
+) -> Option<&'a EmailAddress> {
     settings
         .and_then(|s| s.sender_email.as_ref())
-        .unwrap_or(default_sender)
+        .or(default_sender)
 }
 
 /// A custom SMTP server; its password is in the secret store.
@@ -283,7 +284,7 @@ mod tests {
     fn email_without_settings_or_sender_uses_the_default_account() {
         let default = EmailAddress::parse("flare@platform.example").unwrap();
         assert_eq!(effective_email_provider(None), crate::Provider::Ses);
-        assert_eq!(effective_sender(None, &default), &default);
+        assert_eq!(effective_sender(None, Some(&default)), Some(&default));
         let smtp_no_sender = EmailSettings {
             provider: EmailProvider::Smtp {
                 smtp: SmtpSettings {
@@ -304,14 +305,18 @@ mod tests {
             effective_email_provider(Some(&smtp_no_sender)),
             crate::Provider::Smtp
         );
-        assert_eq!(effective_sender(Some(&smtp_no_sender), &default), &default);
+        assert_eq!(
+            effective_sender(Some(&smtp_no_sender), Some(&default)),
+            Some(&default)
+        );
+        assert_eq!(effective_sender(Some(&smtp_no_sender), None), None);
         let own = EmailSettings {
             provider: EmailProvider::Ses,
             sender_email: Some(EmailAddress::parse("alerts@acme.example").unwrap()),
         };
         assert_eq!(
-            effective_sender(Some(&own), &default).as_str(),
-            "alerts@acme.example"
+            effective_sender(Some(&own), Some(&default)).map(|a| a.as_str()),
+            Some("alerts@acme.example")
         );
     }
 

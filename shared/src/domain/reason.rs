@@ -1,0 +1,177 @@
+//! Every `reason` code a delivery record carries, with its wire name, in one place:
+//! [`SkipReason`] for a channel never attempted, [`FailReason`] for a delivery that
+//! failed or waits to be retried. A failure may carry a detail after a colon
+//! (`gateway_rejected: 400 ...`); a delivery that ran out of attempts is
+//! `gave_up: <the last code>`.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// Why a channel was not attempted for a recipient.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SkipReason {
+    NotLicensedForApp,
+    VirtualUser,
+    NoDevice,
+    NoPrimaryMobile,
+    NoPrimaryEmail,
+    SmsNotConfigured,
+    NotInMethod,
+    PushSent,
+    VirtualDispatchDisabled,
+    NoApp,
+    DistressDisabled,
+    ManualSmsDisabled,
+    /// The event named a user the directory does not have.
+    UnknownUser,
+}
+
+impl SkipReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SkipReason::NotLicensedForApp => "not_licensed_for_app",
+            SkipReason::VirtualUser => "virtual_user",
+            SkipReason::NoDevice => "no_device",
+            SkipReason::NoPrimaryMobile => "no_primary_mobile",
+            SkipReason::NoPrimaryEmail => "no_primary_email",
+            SkipReason::SmsNotConfigured => "sms_not_configured",
+            SkipReason::NotInMethod => "not_in_method",
+            SkipReason::PushSent => "push_sent",
+            SkipReason::VirtualDispatchDisabled => "virtual_dispatch_disabled",
+            SkipReason::NoApp => "no_app",
+            SkipReason::DistressDisabled => "distress_disabled",
+            SkipReason::ManualSmsDisabled => "manual_sms_disabled",
+            SkipReason::UnknownUser => "unknown_user",
+        }
+    }
+}
+
+impl std::fmt::Display for SkipReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+macro_rules! fail_reasons {
+    ($($(#[$doc:meta])* $variant:ident = $wire:literal,)+) => {
+        /// A failure code (see the module docs).
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum FailReason {
+            $($(#[$doc])* $variant,)+
+        }
+
+        impl FailReason {
+            /// Every code, for documentation and tests.
+            pub const ALL: &'static [FailReason] = &[$(FailReason::$variant,)+];
+
+            /// The wire name.
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $(FailReason::$variant => $wire,)+
+                }
+            }
+        }
+    };
+}
+
+fail_reasons! {
+    // Flare's own.
+    /// Every attempt failed transiently (`gave_up: <last code>`).
+    GaveUp = "gave_up",
+    /// No sender is configured for the record's provider.
+    ProviderUnavailable = "provider_unavailable",
+    /// The record's destination does not suit its channel.
+    BadDestination = "bad_destination",
+    /// The recipient has no registered device (any more).
+    NoDevice = "no_device",
+    /// Neither the organization nor the deployment has a sender address.
+    NoSenderAddress = "no_sender_address",
+    DirectoryUnavailable = "directory_unavailable",
+    SettingsUnavailable = "settings_unavailable",
+    /// The settings changed provider after the job was queued.
+    ProviderChanged = "provider_changed",
+    SmsNotConfigured = "sms_not_configured",
+    SmtpNotConfigured = "smtp_not_configured",
+    /// The custom endpoint resolves to an address the endpoint policy refuses.
+    EndpointNotAllowed = "endpoint_not_allowed",
+    // SNS and SES.
+    SnsUnavailable = "sns_unavailable",
+    SnsRejected = "sns_rejected",
+    EndpointDisabled = "endpoint_disabled",
+    EndpointNotFound = "endpoint_not_found",
+    InvalidParameter = "invalid_parameter",
+    InvalidNumber = "invalid_number",
+    OptedOut = "opted_out",
+    BadAttribute = "bad_attribute",
+    SesUnavailable = "ses_unavailable",
+    SesRejected = "ses_rejected",
+    MessageRejected = "message_rejected",
+    SenderNotVerified = "sender_not_verified",
+    SendingPaused = "sending_paused",
+    BadContent = "bad_content",
+    // The organization's HTTP gateway.
+    HeaderValueMissing = "header_value_missing",
+    BadHeaderValue = "bad_header_value",
+    GatewayRedirected = "gateway_redirected",
+    GatewayStatus = "gateway_status",
+    GatewayRejected = "gateway_rejected",
+    GatewayTimeout = "gateway_timeout",
+    GatewayUnreachable = "gateway_unreachable",
+    GatewayError = "gateway_error",
+    // The organization's SMTP server.
+    AuthFailed = "auth_failed",
+    SmtpRejected = "smtp_rejected",
+    SmtpDeferred = "smtp_deferred",
+    SmtpConnection = "smtp_connection",
+    SmtpUnresolvable = "smtp_unresolvable",
+    SmtpUnreachable = "smtp_unreachable",
+    SmtpSocket = "smtp_socket",
+    SmtpTimeout = "smtp_timeout",
+    StarttlsUnavailable = "starttls_unavailable",
+    TlsFailed = "tls_failed",
+    TlsConfig = "tls_config",
+    BadExtraRoot = "bad_extra_root",
+    BadServerName = "bad_server_name",
+    BadFrom = "bad_from",
+    BadTo = "bad_to",
+    BadMessage = "bad_message",
+}
+
+impl fmt::Display for FailReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `code` or `code: detail`, as a record's `reason` says it.
+pub fn wire_reason(code: FailReason, detail: Option<&str>) -> String {
+    match detail {
+        Some(d) if !d.is_empty() => format!("{code}: {d}"),
+        _ => code.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wire_names_are_unique_snake_case() {
+        let mut seen = std::collections::HashSet::new();
+        for r in FailReason::ALL {
+            let s = r.as_str();
+            assert!(seen.insert(s), "{s} twice");
+            assert!(s.chars().all(|c| c.is_ascii_lowercase() || c == '_'), "{s}");
+        }
+    }
+
+    #[test]
+    fn a_detail_follows_the_code_after_a_colon() {
+        assert_eq!(wire_reason(FailReason::NoDevice, None), "no_device");
+        assert_eq!(
+            wire_reason(FailReason::GatewayStatus, Some("503")),
+            "gateway_status: 503"
+        );
+    }
+}
