@@ -165,6 +165,54 @@ impl Deployment {
         format!("{:?}", out.items())
     }
 
+    /// The organization the incident samples are for: the sample's communication settings
+    /// (dispatch app_then_sms_email, messages app_only, distress on), Ana (u-17) with her
+    /// phone registered and then switched off, SMS through SNS.
+    async fn incident_org(&self) {
+        assert_eq!(self.sample_api("put-communication-settings").await.0, 200);
+        assert_eq!(self.sample_api("put-user").await.0, 200);
+        // A token of its own: moto's SNS refuses a token another story registered.
+        let token = format!("fcm-{}", uuid::Uuid::new_v4().simple());
+        let device = with(
+            sample("api/post-device.json"),
+            "POST",
+            "/v1/users/u-17/devices",
+            Some(json!({"platform": "fcm", "token": token})),
+        );
+        assert_eq!(self.api(&device).await.0, 201);
+        let endpoint = self
+            .stack
+            .fcm_endpoint(&token)
+            .await
+            .expect("the device is an SNS platform endpoint");
+        let sns = aws::sns(&self.stack.sdk);
+        sns.set_endpoint_attributes()
+            .endpoint_arn(&endpoint)
+            .attributes("Enabled", "false")
+            .send()
+            .await
+            .unwrap();
+        let sns_sms = with(
+            sample("api/put-sms-settings.json"),
+            "PUT",
+            "/v1/settings/sms/main",
+            Some(json!({"provider": "sns", "sender_number": "ACMEFIRE"})),
+        );
+        assert_eq!(self.api(&sns_sms).await.0, 200);
+    }
+
+    /// No secret in any function's output, and every line is JSON (CloudWatch).
+    fn assert_logs_clean(&self) {
+        let logs = self.logs();
+        assert!(!logs.contains("s3cret") && !logs.contains("abc123"));
+        for line in logs.lines() {
+            assert!(
+                serde_json::from_str::<Value>(line).is_ok(),
+                "not a JSON log line: {line}"
+            );
+        }
+    }
+
     fn logs(&self) -> String {
         self.functions.values().map(|f| f.log()).collect()
     }
@@ -210,9 +258,8 @@ fn no_pending(n: &Value) {
 }
 
 #[tokio::test]
-async fn every_sample_event_runs_through_the_release_binaries() {
+async fn settings_samples_keep_their_secrets_in_secrets_manager_only() {
     let d = deploy().await;
-
     // ---- events/api: settings, with their secrets in Secrets Manager only.
     let (s, body) = d.sample_api("put-sms-settings").await;
     assert_eq!(s, 200, "{body}");
@@ -289,6 +336,12 @@ async fn every_sample_event_runs_through_the_release_binaries() {
     assert_eq!(s, 204);
     assert_eq!(d.stack.secret("acme/smtp/password").await, None);
 
+    d.assert_logs_clean();
+}
+
+#[tokio::test]
+async fn directory_samples_register_devices_as_sns_endpoints() {
+    let d = deploy().await;
     // ---- events/api: the directory, devices as SNS platform endpoints.
     let (s, body) = d.sample_api("put-user").await;
     assert_eq!(
@@ -314,30 +367,15 @@ async fn every_sample_event_runs_through_the_release_binaries() {
             .contains("USER#u-17")
     );
 
-    // ---- The organization the incident samples are for: Ana (u-17) again, her phone
-    // registered and then switched off, SMS through SNS, the sample's communication
-    // settings (dispatch app_then_sms_email, messages app_only, distress on) still set.
-    assert_eq!(d.sample_api("put-user").await.0, 200);
-    assert_eq!(d.sample_api("post-device").await.0, 201);
-    let endpoint = d
-        .stack
-        .fcm_endpoint("fcm-token-0001")
-        .await
-        .expect("the device is an SNS platform endpoint");
-    let sns = aws::sns(&d.stack.sdk);
-    sns.set_endpoint_attributes()
-        .endpoint_arn(&endpoint)
-        .attributes("Enabled", "false")
-        .send()
-        .await
-        .unwrap();
-    let sns_sms = with(
-        sample("api/put-sms-settings.json"),
-        "PUT",
-        "/v1/settings/sms/main",
-        Some(json!({"provider": "sns", "sender_number": "ACMEFIRE"})),
-    );
-    assert_eq!(d.api(&sns_sms).await.0, 200);
+    d.assert_logs_clean();
+}
+
+/// The incident-dispatched sample, replayed, then the sample SQS batches: the push fails on
+/// the disabled endpoint, and SMS and email go once each as fallback.
+#[tokio::test]
+async fn a_dispatch_whose_push_fails_falls_back_to_sms_and_email_once() {
+    let d = deploy().await;
+    d.incident_org().await;
 
     // ---- events/incidents/incident-dispatched: u-17 by push first, SMS and email held;
     // u-18 and u-19 are not in the directory.
@@ -425,6 +463,14 @@ async fn every_sample_event_runs_through_the_release_binaries() {
     }
     assert_eq!(delivery(&n, "u-18", "sms")["reason"], "unknown_user");
 
+    d.assert_logs_clean();
+}
+
+#[tokio::test]
+async fn the_other_incident_samples_route_by_their_category() {
+    let d = deploy().await;
+    d.incident_org().await;
+
     // ---- events/incidents: the other three.
     let posted = sample("incidents/incident-message-posted.json");
     assert_eq!(d.route(&posted).await["outcome"], "routed");
@@ -455,21 +501,24 @@ async fn every_sample_event_runs_through_the_release_binaries() {
     assert_eq!(sms_to("+351912345678", "pressed SOS").await, 1);
     assert_eq!(email_to("rui@example.org", "pressed SOS").await.len(), 1);
 
-    // ---- A malformed event is answered, not failed (EventBridge would retry a failure).
-    let mut bad = dispatched.clone();
+    d.assert_logs_clean();
+}
+
+#[tokio::test]
+async fn a_malformed_event_is_dropped_not_failed() {
+    let d = deploy().await;
+    d.incident_org().await;
+    // EventBridge would retry a failure, and a malformed event never gets better.
+    let mut bad = sample("incidents/incident-dispatched.json");
     bad["detail"]["recipient_ids"] = json!("u-17");
     let out = d.route(&bad).await;
     assert_eq!(out["outcome"], "dropped", "{out}");
-
-    // ---- No secret in any function's output, and every line is JSON (CloudWatch).
-    let logs = d.logs();
-    assert!(!logs.contains("s3cret") && !logs.contains("abc123"));
-    for line in logs.lines() {
-        assert!(
-            serde_json::from_str::<Value>(line).is_ok(),
-            "not a JSON log line: {line}"
-        );
-    }
+    assert_eq!(
+        (d.depth(Channel::Push).await, d.depth(Channel::Sms).await),
+        (0, 0),
+        "nothing queued"
+    );
+    d.assert_logs_clean();
 }
 
 #[tokio::test]
