@@ -99,8 +99,15 @@ impl Deployed {
 /// before `cargo test`. Fails, naming the fix, when qemu or the arm64 libraries are
 /// missing on a non-arm64 machine.
 pub fn deployed_binaries() -> anyhow::Result<Deployed> {
-    DEPLOYED
-        .get_or_init(|| build_deployed().map_err(|e| format!("{e:#}")))
+    once(&DEPLOYED, build_deployed)
+}
+
+/// Builds once per test binary; later calls answer the first outcome.
+fn once<T: Clone>(
+    cell: &'static OnceLock<Result<T, String>>,
+    build: fn() -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    cell.get_or_init(|| build().map_err(|e| format!("{e:#}")))
         .clone()
         .map_err(|e| anyhow!(e))
 }
@@ -163,16 +170,13 @@ fn target_dir() -> PathBuf {
         .unwrap_or_else(|| workspace_root().join("target"))
 }
 
-/// `target/release`, with every function binary built from the current sources.
+/// `target/release`, with every function binary built for this machine from the current
+/// sources (the start-up benchmark times them natively, not under qemu).
 ///
-/// Runs `cargo build --release --locked` for the function packages once per test binary
-/// (a no-op when they are fresh, so a test never runs a stale binary). `scripts/test`
-/// builds them before `cargo test`, so this normally only checks.
+/// Runs `cargo build --release --locked` for the function packages once per process (a
+/// no-op when they are fresh, so a benchmark never runs a stale binary).
 pub fn release_binaries() -> anyhow::Result<PathBuf> {
-    BUILT
-        .get_or_init(|| build_release().map_err(|e| format!("{e:#}")))
-        .clone()
-        .map_err(|e| anyhow!(e))
+    once(&BUILT, build_release)
 }
 
 fn build_release() -> anyhow::Result<PathBuf> {
