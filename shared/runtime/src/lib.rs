@@ -34,19 +34,27 @@ pub const ALLOW_PRIVATE_ENDPOINTS: &str = "FLARE_ALLOW_PRIVATE_ENDPOINTS";
 /// `default` when unset. Anything else is refused, so a typo (`off`, `ture`) can never
 /// open or close private endpoints silently.
 pub fn endpoint_policy(default: bool) -> Result<EndpointPolicy, ConfigError> {
-    let allow_private = match std::env::var(ALLOW_PRIVATE_ENDPOINTS) {
-        Err(_) => default,
-        Ok(v) => match v.trim() {
-            "" => default,
-            "true" => true,
-            "false" => false,
-            _ => {
-                return Err(ConfigError::Invalid {
-                    name: ALLOW_PRIVATE_ENDPOINTS,
-                    reason: "must be true or false".into(),
-                });
-            }
-        },
+    parse_endpoint_policy(
+        std::env::var(ALLOW_PRIVATE_ENDPOINTS).ok().as_deref(),
+        default,
+    )
+}
+
+/// [`endpoint_policy`] for a given value of the variable.
+pub fn parse_endpoint_policy(
+    value: Option<&str>,
+    default: bool,
+) -> Result<EndpointPolicy, ConfigError> {
+    let allow_private = match value.map(str::trim) {
+        None | Some("") => default,
+        Some("true") => true,
+        Some("false") => false,
+        Some(_) => {
+            return Err(ConfigError::Invalid {
+                name: ALLOW_PRIVATE_ENDPOINTS,
+                reason: "must be true or false".into(),
+            });
+        }
     };
     Ok(EndpointPolicy { allow_private })
 }
@@ -70,4 +78,26 @@ pub fn init_tracing() {
     };
     // Already initialised (tests): keep the first subscriber.
     let _ = result;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn private_endpoints_take_only_true_or_false() {
+        let allows = |v, default| parse_endpoint_policy(v, default).map(|p| p.allow_private);
+        assert_eq!(allows(None, false).ok(), Some(false));
+        assert_eq!(allows(Some(""), true).ok(), Some(true));
+        assert_eq!(allows(Some("true"), false).ok(), Some(true));
+        assert_eq!(allows(Some(" false "), true).ok(), Some(false));
+        // The local runner once read "off" as allowed; a typo must stop the process.
+        for typo in ["off", "0", "yes", "TRUE", "ture"] {
+            let err = allows(Some(typo), true).unwrap_err();
+            assert!(
+                err.to_string().contains(ALLOW_PRIVATE_ENDPOINTS),
+                "{typo}: {err}"
+            );
+        }
+    }
 }
