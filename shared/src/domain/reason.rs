@@ -28,6 +28,23 @@ pub enum SkipReason {
 }
 
 impl SkipReason {
+    /// Every skip reason, for documentation and tests.
+    pub const ALL: &'static [SkipReason] = &[
+        SkipReason::NotLicensedForApp,
+        SkipReason::VirtualUser,
+        SkipReason::NoDevice,
+        SkipReason::NoPrimaryMobile,
+        SkipReason::NoPrimaryEmail,
+        SkipReason::SmsNotConfigured,
+        SkipReason::NotInMethod,
+        SkipReason::PushSent,
+        SkipReason::VirtualDispatchDisabled,
+        SkipReason::NoApp,
+        SkipReason::DistressDisabled,
+        SkipReason::ManualSmsDisabled,
+        SkipReason::UnknownUser,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             SkipReason::NotLicensedForApp => "not_licensed_for_app",
@@ -173,5 +190,26 @@ mod tests {
             wire_reason(FailReason::GatewayStatus, Some("503")),
             "gateway_status: 503"
         );
+    }
+}
+
+#[cfg(test)]
+mod docs {
+    use super::*;
+
+    /// docs/reasons.md is what an operator reads: it must name every code.
+    #[test]
+    fn the_reasons_page_names_every_code() {
+        let page = include_str!("../../../docs/reasons.md");
+        let codes = SkipReason::ALL
+            .iter()
+            .map(|r| r.as_str())
+            .chain(FailReason::ALL.iter().map(|r| r.as_str()));
+        for code in codes {
+            assert!(
+                page.contains(&format!("| `{code}` |")),
+                "docs/reasons.md does not explain {code}"
+            );
+        }
     }
 }
