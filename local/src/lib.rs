@@ -244,10 +244,16 @@ async fn any(State(app): State<Arc<LocalApp>>, req: Request) -> Response {
 
 fn to_response(r: ApiResponse) -> Response {
     let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    match r.body {
+    let mut resp = match r.body {
         Some(v) => (status, axum::Json(v)).into_response(),
         None => (status, Body::empty()).into_response(),
+    };
+    for (name, value) in r.headers {
+        if let Ok(value) = header::HeaderValue::from_str(&value) {
+            resp.headers_mut().insert(name, value);
+        }
     }
+    resp
 }
 
 /// Serves until `shutdown` completes.

@@ -563,14 +563,44 @@ async fn malformed_json_is_400_and_an_oversized_body_413() {
         (s, body["error"]["code"].as_str()),
         (StatusCode::PAYLOAD_TOO_LARGE, Some("payload_too_large"))
     );
-    let just_under =
-        json!({"name": "Ana", "license": "basic_responder", "pad": "x".repeat(60 * 1024)})
-            .to_string();
+    let contact = json!({"name": "Rui Silva", "mobile": "+351912345678"});
+    let just_under = json!({"name": "Ana", "license": "basic_responder",
+        "emergency_contacts": vec![contact; 1380]})
+    .to_string();
+    assert!((60 * 1024..64 * 1024).contains(&just_under.len()));
     assert_eq!(
         app.send("PUT", "/v1/users/u-1", Some(&admin), Some(&just_under))
             .await
             .0,
         200
+    );
+    // A field the route does not know is named, not ignored (a typo would otherwise
+    // leave a setting silently unset).
+    let typo = json!({"name": "Ana", "license": "basic_responder", "contcts": [],
+        "emergency_contacts": [{"name": "Rui", "mobile": "+351912345678", "mobil": "x"}]})
+    .to_string();
+    let (s, body) = app
+        .send("PUT", "/v1/users/u-1", Some(&admin), Some(&typo))
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        body["error"]["fields"],
+        json!({"contcts": "unknown field", "emergency_contacts[0].mobil": "unknown field"})
+    );
+    let (s, body) = app
+        .send(
+            "PUT",
+            "/v1/settings/sms/main",
+            Some(&admin),
+            Some(r#"{"provider": "sns", "sender_numbr": "ACME"}"#),
+        )
+        .await;
+    assert_eq!(
+        (s, &body["error"]["fields"]),
+        (
+            StatusCode::BAD_REQUEST,
+            &json!({"sender_numbr": "unknown field"})
+        )
     );
     app.stop().await;
 }

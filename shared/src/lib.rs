@@ -11,6 +11,8 @@
 //! dependency direction: `flare-aws` (shared/aws), `flare-providers`
 //! (shared/providers), and `flare-runtime` (shared/runtime: environment and tracing
 //! for binaries).
+// The OpenAPI document is one large `json!` literal.
+#![recursion_limit = "512"]
 
 pub mod app;
 pub mod domain;

@@ -133,8 +133,11 @@ pub async fn handle(svc: &Services, req: Request) -> Result<Response<Body>, lamb
         Some(v) => Body::Text(serde_json::to_string(&v)?),
         None => Body::Empty,
     };
-    Ok(Response::builder()
+    let mut builder = Response::builder()
         .status(resp.status)
-        .header("content-type", "application/json")
-        .body(body)?)
+        .header("content-type", "application/json");
+    for (name, value) in &resp.headers {
+        builder = builder.header(*name, value);
+    }
+    Ok(builder.body(body)?)
 }

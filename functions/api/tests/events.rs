@@ -200,3 +200,12 @@ async fn literal_private_hosts_are_refused_on_save_in_aws_mode() {
         "{body}"
     );
 }
+
+#[tokio::test]
+async fn the_openapi_document_is_served_without_claims() {
+    let svc = services();
+    let (s, body) = call(&svc, &event("get-openapi")).await;
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(body["openapi"], "3.1.0");
+    assert!(body["paths"]["/v1/settings/sms/{control_center_id}"]["put"].is_object());
+}

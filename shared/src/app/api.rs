@@ -5,6 +5,7 @@
 use super::Services;
 use super::auth::Claims;
 use super::error::ApiError;
+use super::routes::{Access, Op, Resolved, resolve};
 use super::{directory, notifications, settings, test_send};
 use serde_json::Value;
 
@@ -25,6 +26,8 @@ pub struct ApiRequest {
 pub struct ApiResponse {
     pub status: u16,
     pub body: Option<Value>,
+    /// Headers besides `Content-Type` (`Allow` on a 405).
+    pub headers: Vec<(&'static str, String)>,
 }
 
 impl ApiResponse {
@@ -32,6 +35,7 @@ impl ApiResponse {
         Self {
             status,
             body: Some(body),
+            headers: Vec::new(),
         }
     }
 
@@ -39,11 +43,16 @@ impl ApiResponse {
         Self {
             status: 204,
             body: None,
+            headers: Vec::new(),
         }
     }
 
     pub fn error(e: &ApiError) -> Self {
-        Self::json(e.status(), e.body())
+        let mut r = Self::json(e.status(), e.body());
+        if let ApiError::MethodNotAllowed(allow) = e {
+            r.headers.push(("allow", allow.join(", ")));
+        }
+        r
     }
 }
 
@@ -97,140 +106,80 @@ fn body_json(body: &[u8]) -> Result<Value, ApiError> {
     serde_json::from_slice(body).map_err(ApiError::InvalidJson)
 }
 
-fn require(ok: bool) -> Result<(), ApiError> {
-    if ok { Ok(()) } else { Err(ApiError::Forbidden) }
-}
-
 async fn route(svc: &Services, req: ApiRequest) -> Result<ApiResponse, ApiError> {
     let segs = segments(&req.path);
     let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
-    let Some((&"v1", rest)) = segs.split_first() else {
+    if segs.first() != Some(&"v1") {
         return Err(ApiError::NotFound);
-    };
+    }
+    let resolved = resolve(&req.method, &segs);
+    if let Resolved::Found(r, _) = &resolved
+        && r.access == Access::Public
+    {
+        return Ok(ApiResponse::json(200, super::openapi::document().clone()));
+    }
+    // Every other /v1 path needs a token first, as behind API Gateway's authorizer: an
+    // anonymous caller learns nothing about which paths exist.
     let claims = req.claims.as_ref().ok_or(ApiError::Unauthorized)?;
+    let (route, params) = match resolved {
+        Resolved::Found(r, p) => (r, p),
+        Resolved::WrongMethod(allow) => return Err(ApiError::MethodNotAllowed(allow)),
+        Resolved::NotFound => return Err(ApiError::NotFound),
+    };
+    let user_param = route
+        .params()
+        .position(|p| p == "user_id")
+        .map(|i| params[i].as_str());
+    if !route.access.allows(claims, user_param) {
+        return Err(ApiError::Forbidden);
+    }
     let org = &claims.org_id;
-    let m = req.method.to_ascii_uppercase();
+    let p = |i: usize| params[i].as_str();
+    let body = || body_json(&req.body);
     let ok = |v: Value| Ok(ApiResponse::json(200, v));
-    match (m.as_str(), rest) {
-        ("GET", ["settings"]) => {
-            require(claims.is_staff())?;
-            ok(settings::all(svc, org).await?)
-        }
-        ("GET", ["settings", "sms"]) => {
-            require(claims.is_staff())?;
-            ok(settings::list_sms(svc, org).await?)
-        }
-        ("GET", ["settings", "sms", cc]) => {
-            require(claims.is_staff())?;
-            ok(settings::get_sms(svc, org, cc).await?)
-        }
-        ("PUT", ["settings", "sms", cc]) => {
-            require(claims.is_admin())?;
-            let body = body_json(&req.body)?;
-            ok(settings::put_sms(svc, org, cc, &body).await?)
-        }
-        ("DELETE", ["settings", "sms", cc]) => {
-            require(claims.is_admin())?;
-            settings::delete_sms(svc, org, cc).await?;
+    match route.op {
+        Op::OpenApi => unreachable!("public, answered above"),
+        Op::GetSettings => ok(settings::all(svc, org).await?),
+        Op::ListSms => ok(settings::list_sms(svc, org).await?),
+        Op::GetSms => ok(settings::get_sms(svc, org, p(0)).await?),
+        Op::PutSms => ok(settings::put_sms(svc, org, p(0), &body()?).await?),
+        Op::DeleteSms => {
+            settings::delete_sms(svc, org, p(0)).await?;
             Ok(ApiResponse::no_content())
         }
-        ("POST", ["settings", "sms", cc, "test"]) => {
-            require(claims.is_admin())?;
-            let body = body_json(&req.body)?;
-            ok(test_send::sms(svc, org, cc, &body).await?)
-        }
-        ("POST", ["settings", "email", "test"]) => {
-            require(claims.is_admin())?;
-            let body = body_json(&req.body)?;
-            ok(test_send::email(svc, org, &body).await?)
-        }
-        ("GET", ["settings", "email"]) => {
-            require(claims.is_staff())?;
-            ok(settings::get_email(svc, org).await?)
-        }
-        ("PUT", ["settings", "email"]) => {
-            require(claims.is_admin())?;
-            let body = body_json(&req.body)?;
-            ok(settings::put_email(svc, org, &body).await?)
-        }
-        ("DELETE", ["settings", "email"]) => {
-            require(claims.is_admin())?;
+        Op::TestSms => ok(test_send::sms(svc, org, p(0), &body()?).await?),
+        Op::TestEmail => ok(test_send::email(svc, org, &body()?).await?),
+        Op::GetEmail => ok(settings::get_email(svc, org).await?),
+        Op::PutEmail => ok(settings::put_email(svc, org, &body()?).await?),
+        Op::DeleteEmail => {
             settings::delete_email(svc, org).await?;
             Ok(ApiResponse::no_content())
         }
-        ("GET", ["settings", "communication"]) => {
-            require(claims.is_staff())?;
-            ok(serde_json::json!(settings::communication(svc, org).await?))
-        }
-        ("PUT", ["settings", "communication"]) => {
-            require(claims.is_admin())?;
-            let body = body_json(&req.body)?;
-            ok(settings::put_communication(svc, org, &body).await?)
-        }
-        ("GET", ["users"]) => {
-            require(claims.is_staff())?;
-            ok(directory::list_users(svc, org).await?)
-        }
-        ("GET", ["users", id]) => ok(directory::get_user(svc, claims, id).await?),
-        ("PUT", ["users", id]) => {
-            require(claims.is_admin())?;
-            let body = body_json(&req.body)?;
-            ok(directory::put_user(svc, org, id, &body).await?)
-        }
-        ("DELETE", ["users", id]) => {
-            require(claims.is_admin())?;
-            directory::delete_user(svc, org, id).await?;
+        Op::GetCommunication => ok(serde_json::json!(settings::communication(svc, org).await?)),
+        Op::PutCommunication => ok(settings::put_communication(svc, org, &body()?).await?),
+        Op::ListUsers => ok(directory::list_users(svc, org).await?),
+        Op::GetUser => ok(directory::get_user(svc, claims, p(0)).await?),
+        Op::PutUser => ok(directory::put_user(svc, org, p(0), &body()?).await?),
+        Op::DeleteUser => {
+            directory::delete_user(svc, org, p(0)).await?;
             Ok(ApiResponse::no_content())
         }
-        ("POST", ["users", id, "devices"]) => {
-            let body = if claims.is_admin() || claims.sub == *id {
-                body_json(&req.body)?
-            } else {
-                return Err(ApiError::Forbidden);
-            };
-            let v = directory::add_device(svc, claims, id, &body).await?;
+        Op::AddDevice => {
+            let v = directory::add_device(svc, claims, p(0), &body()?).await?;
             Ok(ApiResponse::json(201, v))
         }
-        ("DELETE", ["users", id, "devices", device]) => {
-            directory::delete_device(svc, claims, id, device).await?;
+        Op::DeleteDevice => {
+            directory::delete_device(svc, claims, p(0), p(1)).await?;
             Ok(ApiResponse::no_content())
         }
-        ("GET", ["notifications", id]) => {
-            require(claims.is_staff())?;
-            ok(notifications::get(svc, org, id).await?)
-        }
-        ("POST", ["notifications", id, "ack"]) => {
-            notifications::ack(svc, claims, id).await?;
+        Op::GetNotification => ok(notifications::get(svc, org, p(0)).await?),
+        Op::AckNotification => {
+            notifications::ack(svc, claims, p(0)).await?;
             Ok(ApiResponse::no_content())
         }
-        ("POST", ["messages", "sms"]) => {
-            require(claims.has(super::auth::Role::Dispatcher))?;
-            let body = body_json(&req.body)?;
-            let v = notifications::manual_sms(svc, org, &body).await?;
+        Op::ManualSms => {
+            let v = notifications::manual_sms(svc, org, &body()?).await?;
             Ok(ApiResponse::json(202, v))
         }
-        (_, path) if known(path) => Err(ApiError::MethodNotAllowed),
-        _ => Err(ApiError::NotFound),
     }
-}
-
-/// Paths that exist under some other method (answered 405, not 404).
-fn known(path: &[&str]) -> bool {
-    matches!(
-        path,
-        ["settings"]
-            | ["settings", "sms"]
-            | ["settings", "sms", _]
-            | ["settings", "sms", _, "test"]
-            | ["settings", "email", "test"]
-            | ["settings", "email"]
-            | ["settings", "communication"]
-            | ["users"]
-            | ["users", _]
-            | ["users", _, "devices"]
-            | ["users", _, "devices", _]
-            | ["notifications", _]
-            | ["notifications", _, "ack"]
-            | ["messages", "sms"]
-    )
 }

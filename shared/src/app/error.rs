@@ -14,8 +14,11 @@ pub enum ApiError {
     Forbidden,
     #[error("not found")]
     NotFound,
-    #[error("method not allowed")]
-    MethodNotAllowed,
+    /// A thing the body names does not exist (`no such user`).
+    #[error("no such {0}")]
+    Missing(&'static str),
+    #[error("method not allowed here; allowed: {}", .0.join(", "))]
+    MethodNotAllowed(Vec<&'static str>),
     #[error("the body is larger than 64 KiB")]
     PayloadTooLarge,
     #[error("the body is not valid JSON")]
@@ -71,8 +74,8 @@ impl ApiError {
         match self {
             ApiError::Unauthorized => 401,
             ApiError::Forbidden | ApiError::ManualSmsDisabled => 403,
-            ApiError::NotFound => 404,
-            ApiError::MethodNotAllowed => 405,
+            ApiError::NotFound | ApiError::Missing(_) => 404,
+            ApiError::MethodNotAllowed(_) => 405,
             ApiError::PayloadTooLarge => 413,
             ApiError::InvalidJson(_) | ApiError::Validation(_) => 400,
             ApiError::ProviderFailed(_) => 502,
@@ -85,8 +88,8 @@ impl ApiError {
         match self {
             ApiError::Unauthorized => "unauthorized",
             ApiError::Forbidden => "forbidden",
-            ApiError::NotFound => "not_found",
-            ApiError::MethodNotAllowed => "method_not_allowed",
+            ApiError::NotFound | ApiError::Missing(_) => "not_found",
+            ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::PayloadTooLarge => "payload_too_large",
             ApiError::InvalidJson(_) => "invalid_json",
             ApiError::Validation(_) => "validation_failed",

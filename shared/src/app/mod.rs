@@ -9,6 +9,8 @@ pub mod directory;
 pub mod error;
 pub mod notifications;
 pub mod notify;
+pub mod openapi;
+pub mod routes;
 pub mod settings;
 pub mod test_send;
 

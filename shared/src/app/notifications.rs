@@ -114,11 +114,7 @@ pub async fn manual_sms(svc: &Services, org: &OrgId, body: &Value) -> Result<Val
     match notifier.manual_sms(org, input).await {
         Ok(id) => Ok(json!({"notification_id": id})),
         Err(ManualSmsError::Disabled) => Err(ApiError::ManualSmsDisabled),
-        Err(ManualSmsError::UnknownUser) => {
-            let mut f = crate::domain::FieldErrors::new();
-            f.add("user_id", "no such user");
-            Err(ApiError::Validation(f))
-        }
+        Err(ManualSmsError::UnknownUser) => Err(ApiError::Missing("user")),
         Err(ManualSmsError::Route(RouteError::Store(e))) => Err(e.into()),
         Err(ManualSmsError::Route(RouteError::Queue(e))) => Err(ApiError::Unavailable(e.into())),
         Err(ManualSmsError::Route(e)) => Err(ApiError::Internal(e.into())),

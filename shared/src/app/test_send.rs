@@ -4,7 +4,7 @@
 use super::Services;
 use super::error::ApiError;
 use super::settings::parse_cc;
-use crate::domain::input::object;
+use crate::domain::input::{object, reject_unknown};
 use crate::domain::settings::{effective_email_provider, effective_sender};
 use crate::domain::{EmailAddress, FailReason, NotificationId, OrgId, PhoneNumber};
 use crate::ports::{EmailMessage, Receipt, SendError, SmsMessage};
@@ -35,6 +35,7 @@ fn parse_to<T>(
     parse: impl FnOnce(&str) -> Result<T, crate::domain::ValidationError>,
 ) -> Result<T, ApiError> {
     let mut errors = crate::domain::FieldErrors::new();
+    reject_unknown(body, "", &mut errors, &["to"]);
     let to = object(body, "", &mut errors, |r| r.required_with("to", parse));
     match to {
         Some(to) if errors.is_empty() => Ok(to),

@@ -13,6 +13,10 @@ impl EmailAddress {
     pub fn parse(input: &str) -> Result<Self, ValidationError> {
         no_line_breaks(input)?;
         let s = input.trim();
+        // RFC 5321's limit on a path; longer ones no mail server takes.
+        if s.chars().count() > 254 {
+            return Err(ValidationError::new("must be at most 254 characters"));
+        }
         let options = email_address::Options::default()
             .with_required_tld()
             .without_display_text()

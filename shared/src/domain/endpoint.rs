@@ -96,6 +96,9 @@ impl GatewayUrl {
     /// Shape only (used when reading back stored settings, whose policy was checked on save).
     fn parse_shape(s: &str) -> Result<Self, ValidationError> {
         no_line_breaks(s)?;
+        if s.chars().count() > 2048 {
+            return Err(ValidationError::new("must be at most 2048 characters"));
+        }
         let u = url::Url::parse(s.trim())
             .map_err(|e| ValidationError::new(format!("is not a URL ({e})")))?;
         if !matches!(u.scheme(), "http" | "https") {
@@ -178,6 +181,9 @@ impl SmtpServer {
     ) -> Result<Self, FieldErrors> {
         let mut errors = FieldErrors::new();
         let server_url = server_url.trim();
+        if server_url.chars().count() > 253 {
+            errors.add("server_url", "must be at most 253 characters");
+        }
         let (scheme, rest) = match server_url.split_once("://") {
             Some((scheme, rest)) => (Some(scheme.to_ascii_lowercase()), rest),
             None => (None, server_url),

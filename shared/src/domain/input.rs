@@ -125,7 +125,12 @@ impl<'a, 'e> Reader<'a, 'e> {
                 self.error(key, "is required");
                 None
             }
-            Some(v) => match v.as_i64() {
+            // JSON has one number type: 587.0 is the whole number 587.
+            Some(v) => match v.as_i64().or_else(|| {
+                v.as_f64()
+                    .filter(|f| f.fract() == 0.0 && f.abs() < 1e15)
+                    .map(|f| f as i64)
+            }) {
                 Some(n) => Some(n),
                 None => {
                     self.error(key, "must be a whole number");
@@ -250,6 +255,17 @@ pub fn object<T>(
     }
 }
 
+/// Names each field of the object `v` that is not in `known` ("unknown field"): a
+/// misspelt optional field must not be silently ignored. Request bodies only; events
+/// stay lenient, so an upstream addition never stops a notification.
+pub fn reject_unknown(v: &Value, path: &str, errors: &mut FieldErrors, known: &[&str]) {
+    if let Some(obj) = v.as_object() {
+        for key in obj.keys().filter(|k| !known.contains(&k.as_str())) {
+            errors.add(join(path, key), "unknown field");
+        }
+    }
+}
+
 /// Free text: trimmed, non-empty, bounded, and without control characters where it may
 /// end up in a header line.
 pub fn text(s: &str, max: usize, single_line: bool) -> Result<String, ValidationError> {
@@ -257,7 +273,8 @@ pub fn text(s: &str, max: usize, single_line: bool) -> Result<String, Validation
     if t.is_empty() {
         return Err(ValidationError::new("must not be empty"));
     }
-    if t.chars().count() > max {
+    // The limit applies to what was sent, so it is the same limit the OpenAPI schema states.
+    if s.chars().count() > max {
         return Err(ValidationError::new(format!(
             "must be at most {max} characters"
         )));
@@ -305,6 +322,7 @@ pub fn parse_external_contact(
 }
 
 fn parse_contact(v: &Value, path: &str, errors: &mut FieldErrors) -> Option<Contact> {
+    reject_unknown(v, path, errors, &["kind", "value", "primary"]);
     object(v, path, errors, |r| {
         let kind = r.required_with("kind", ContactKind::parse);
         let primary = r.optional_bool("primary").map(|p| p.unwrap_or(false));
@@ -351,13 +369,29 @@ pub struct UserInput {
 impl UserInput {
     pub fn parse(body: &Value) -> Result<Self, FieldErrors> {
         let mut errors = FieldErrors::new();
+        reject_unknown(
+            body,
+            "",
+            &mut errors,
+            &[
+                "name",
+                "license",
+                "virtual",
+                "control_center_id",
+                "contacts",
+                "emergency_contacts",
+            ],
+        );
         let parsed = object(body, "", &mut errors, |r| {
             let name = r.required_with("name", |s| text(s, MAX_NAME, true));
             let license = r.required_with("license", License::parse);
             let is_virtual = r.optional_bool("virtual");
             let cc = r.optional_with("control_center_id", ControlCenterId::parse);
             let contacts = r.optional_list("contacts", parse_contact);
-            let emergency = r.optional_list("emergency_contacts", parse_external_contact);
+            let emergency = r.optional_list("emergency_contacts", |v, path, errors| {
+                reject_unknown(v, path, errors, &["name", "mobile", "email"]);
+                parse_external_contact(v, path, errors)
+            });
             let contacts = match contacts? {
                 Some(list) => match Contacts::new(list) {
                     Ok(c) => Some(c),
@@ -394,12 +428,12 @@ pub struct DeviceInput {
 impl DeviceInput {
     pub fn parse(body: &Value) -> Result<Self, FieldErrors> {
         let mut errors = FieldErrors::new();
+        reject_unknown(body, "", &mut errors, &["platform", "token"]);
         let parsed = object(body, "", &mut errors, |r| {
             let platform = r.required_with("platform", Platform::parse);
-            let token = r.required_with("token", |s| {
-                let t = s.trim();
+            let token = r.required_with("token", |t| {
                 if t.is_empty()
-                    || t.len() > 4096
+                    || t.chars().count() > 4096
                     || t.chars().any(|c| c.is_whitespace() || c.is_control())
                 {
                     Err(ValidationError::new(
@@ -448,6 +482,20 @@ impl SmsSettingsUpdate {
         policy: EndpointPolicy,
     ) -> Result<Self, FieldErrors> {
         let mut errors = FieldErrors::new();
+        reject_unknown(
+            body,
+            "",
+            &mut errors,
+            &[
+                "provider",
+                "url",
+                "format",
+                "username",
+                "password",
+                "sender_number",
+                "http_header",
+            ],
+        );
         let parsed = object(body, "", &mut errors, |r| {
             let provider = r.required_with("provider", |s| match s {
                 "sns" => Ok("sns"),
@@ -550,7 +598,7 @@ fn secret_text(s: &str) -> Result<SecretString, ValidationError> {
     if s.is_empty() {
         return Err(ValidationError::new("must not be empty"));
     }
-    if s.len() > 4096 || s.contains(['\r', '\n']) {
+    if s.chars().count() > 4096 || s.contains(['\r', '\n']) {
         return Err(ValidationError::new(
             "must be at most 4096 characters on one line",
         ));
@@ -568,6 +616,7 @@ pub struct EmailSettingsUpdate {
 impl EmailSettingsUpdate {
     pub fn parse(body: &Value, policy: EndpointPolicy) -> Result<Self, FieldErrors> {
         let mut errors = FieldErrors::new();
+        reject_unknown(body, "", &mut errors, &["provider", "sender_email", "smtp"]);
         let parsed = object(body, "", &mut errors, |r| {
             let provider = r.required_with("provider", |s| match s {
                 "ses" => Ok("ses"),
@@ -578,6 +627,12 @@ impl EmailSettingsUpdate {
             let smtp = match provider {
                 Some("smtp") => r
                     .required_value("smtp", |v, path, errors| {
+                        reject_unknown(
+                            v,
+                            path,
+                            errors,
+                            &["server_url", "port", "use_tls", "username", "password"],
+                        );
                         object(v, path, errors, |s| {
                             let url = s.required_str("server_url");
                             let port = s.required_int("port");
@@ -640,6 +695,19 @@ pub fn parse_communication(
     current: CommunicationSettings,
 ) -> Result<CommunicationSettings, FieldErrors> {
     let mut errors = FieldErrors::new();
+    reject_unknown(
+        body,
+        "",
+        &mut errors,
+        &[
+            "dispatch",
+            "incident_contacts",
+            "messages",
+            "distress",
+            "dispatch_virtual_users",
+            "manual_sms",
+        ],
+    );
     let parsed = object(body, "", &mut errors, |r| {
         let dispatch = r.optional_with("dispatch", Method::parse);
         let incident_contacts = r.optional_with("incident_contacts", Method::parse);
@@ -673,6 +741,12 @@ pub struct ManualSmsInput {
 impl ManualSmsInput {
     pub fn parse(body: &Value) -> Result<Self, FieldErrors> {
         let mut errors = FieldErrors::new();
+        reject_unknown(
+            body,
+            "",
+            &mut errors,
+            &["user_id", "text", "control_center_id"],
+        );
         let parsed = object(body, "", &mut errors, |r| {
             let user_id = r.required_with("user_id", UserId::parse);
             let text = r.required_with("text", |s| text(s, MAX_SMS_TEXT, false));

@@ -1,0 +1,738 @@
+//! `GET /v1/openapi.json`: an OpenAPI 3.1 document built from the route table
+//! ([`super::routes::ROUTES`]) that [`super::api`] dispatches by, so every served route is
+//! described and nothing else is. Bodies and answers are JSON Schemas written beside the
+//! parsers' limits (the constants of `domain::input`); schemathesis checks in the test
+//! command that the server keeps to them. Request examples are the sample events of
+//! `events/api/`.
+
+use super::routes::{Access, Op, ROUTES, Route};
+use crate::domain::input::{MAX_NAME, MAX_SMS_TEXT};
+use crate::domain::{License, SkipReason};
+use serde_json::{Map, Value, json};
+use std::sync::OnceLock;
+
+/// The document, built once.
+pub fn document() -> &'static Value {
+    static DOC: OnceLock<Value> = OnceLock::new();
+    DOC.get_or_init(build)
+}
+
+macro_rules! sample_events {
+    ($($name:literal),* $(,)?) => {
+        &[$(($name, include_str!(concat!("../../../events/api/", $name)))),*]
+    };
+}
+
+/// The sample API Gateway events, by file name: their bodies are the request examples.
+pub const SAMPLE_EVENTS: &[(&str, &str)] = sample_events![
+    "delete-email-settings.json",
+    "delete-sms-settings.json",
+    "delete-user.json",
+    "get-communication-settings.json",
+    "get-email-settings.json",
+    "get-openapi.json",
+    "get-settings.json",
+    "get-sms-settings.json",
+    "get-user-self.json",
+    "list-sms-settings.json",
+    "list-users.json",
+    "post-device.json",
+    "put-communication-settings.json",
+    "put-email-settings.json",
+    "put-sms-settings.json",
+    "put-user.json",
+];
+
+/// Rust's `char::is_whitespace`, spelled for a regex character class (what `text` trims).
+const BLANK: &str = r"\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000";
+/// A host name whose last label starts with a letter (an all-digit one reads as an IPv4
+/// address), or a dotted IPv4 address.
+const HOST: &str =
+    r"([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?";
+const IPV4: &str = r"((25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])";
+/// Rust's `char::is_control`: C0, DEL and C1.
+const CONTROL: &str = r"\u0000-\u001f\u007f-\u009f";
+
+fn r(name: &str) -> Value {
+    json!({"$ref": format!("#/components/schemas/{name}")})
+}
+
+fn nullable(schema: Value) -> Value {
+    json!({"anyOf": [schema, {"type": "null"}]})
+}
+
+/// One line of free text: at most `max` characters, something besides blanks, no
+/// control characters.
+fn line(max: usize, description: &str) -> Value {
+    json!({
+        "type": "string", "minLength": 1, "maxLength": max,
+        "pattern": format!("^[^{CONTROL}]*[^{BLANK}{CONTROL}][^{CONTROL}]*$"),
+        "description": description,
+    })
+}
+
+/// Free text over several lines.
+fn text(max: usize, description: &str) -> Value {
+    json!({
+        "type": "string", "minLength": 1, "maxLength": max,
+        "pattern": format!("[^{BLANK}]"),
+        "description": description,
+    })
+}
+
+fn id(max: usize, description: &str, example: &str) -> Value {
+    json!({
+        "type": "string",
+        "pattern": format!("^[A-Za-z0-9._@:-]{{1,{max}}}$"),
+        "description": description,
+        "example": example,
+    })
+}
+
+fn object(required: &[&str], properties: Value) -> Value {
+    json!({
+        "type": "object",
+        "additionalProperties": false,
+        "required": required,
+        "properties": properties,
+    })
+}
+
+/// `smtps://` is always encrypted: `use_tls` may not be false with it.
+fn smtp_object(mut schema: Value) -> Value {
+    schema["if"] = json!({"required": ["server_url"], "properties": {"server_url": {"pattern": "^[Ss][Mm][Tt][Pp][Ss]://"}}});
+    schema["then"] = json!({"properties": {"use_tls": {"not": {"const": false}}}});
+    schema
+}
+
+fn schemas() -> Value {
+    let phone = json!({
+        "type": "string",
+        "description": "E.164: + and the country code, 8 to 15 digits in all.",
+        // Numbering plans a schema can state exactly; the server takes every E.164 number
+        // (spaces, dots, dashes and brackets ignored).
+        "pattern": r"^\+(1[2-9][0-9]{2}[2-9][0-9]{6}|44[1-9][0-9]{9}|351[29][0-9]{8}|49[1-9][0-9]{9,10})$",
+        "example": "+14155550100",
+    });
+    let email = json!({
+        "type": "string", "format": "email", "maxLength": 254,
+        "pattern": r"^[A-Za-z0-9._%+-]+@([A-Za-z0-9-]+\.)+[A-Za-z]{2,}$",
+        "description": "A plain address, local@domain.",
+        "example": "ana@example.org",
+    });
+    let secret = json!({
+        "type": "string", "minLength": 1, "maxLength": 4096, "pattern": "^[^\r\n]*$",
+        "writeOnly": true,
+        "description": "Kept in the secret store; never answered.",
+    });
+    let methods =
+        json!({"type": "string", "enum": ["app_only", "app_then_sms_email", "app_sms_email"]});
+    let licenses: Vec<&str> = License::ALL.iter().map(|l| l.as_str()).collect();
+    let sms_shared = |provider: &str| json!({"const": provider});
+    json!({
+        "Error": {
+            "type": "object",
+            "required": ["error"],
+            "properties": {"error": {
+                "type": "object",
+                "required": ["code", "message"],
+                "properties": {
+                    "code": {"type": "string", "enum": [
+                        "unauthorized", "forbidden", "not_found", "method_not_allowed",
+                        "payload_too_large", "invalid_json", "validation_failed",
+                        "manual_sms_disabled", "provider_failed", "unavailable", "internal"]},
+                    "message": {"type": "string"},
+                    "fields": {"type": "object", "additionalProperties": {"type": "string"},
+                               "description": "validation_failed: every bad field by its path."},
+                },
+            }},
+        },
+        "PhoneNumber": phone,
+        "EmailAddress": email,
+        "SenderNumber": {
+            "description": "An E.164 number, or an alphanumeric sender id of 1 to 11 letters and digits.",
+            "anyOf": [r("PhoneNumber"), {"type": "string", "pattern": "^[A-Za-z0-9]{1,11}$"}],
+            "example": "+15551234567",
+        },
+        "Secret": secret,
+        "SmsSettingsInput": {
+            "oneOf": [
+                object(&["provider"], json!({
+                    "provider": sms_shared("sns"),
+                    "sender_number": nullable(r("SenderNumber")),
+                    "url": {"type": "null"}, "format": {"type": "null"},
+                    "username": {"type": "null"}, "password": {"type": "null"},
+                    "http_header": {"type": "null"},
+                })),
+                object(&["provider", "url", "sender_number"], json!({
+                    "provider": sms_shared("http"),
+                    "url": {"type": "string", "format": "uri", "maxLength": 2048,
+                            "pattern": format!("^https?://({HOST}|{IPV4})(:[1-9][0-9]{{0,3}})?(/[A-Za-z0-9._~-]*)*$"),
+                            "description": "https; plain http only where private endpoints are allowed."},
+                    "format": nullable(json!({"type": "string", "enum": ["json", "form", "twilio"]})),
+                    "username": nullable(line(MAX_NAME, "Sent as HTTP Basic auth.")),
+                    "password": nullable(r("Secret")),
+                    "http_header": nullable(json!({
+                        "type": "string", "maxLength": 4096, "writeOnly": false,
+                        "pattern": format!(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+: *[^{BLANK}{CONTROL}][^\r\n\u0000-\u0008\u000b-\u001f\u007f-\u009f]*$"),
+                        "description": "One `Name: value` header sent with every request. `Name: ****` keeps the stored value."})),
+                    "sender_number": r("SenderNumber"),
+                })),
+            ],
+        },
+        "SmsSettings": {
+            "type": "object",
+            "required": ["control_center_id", "provider", "password_set"],
+            "properties": {
+                "control_center_id": {"type": "string"},
+                "provider": {"type": "string", "enum": ["sns", "http"]},
+                "password_set": {"type": "boolean"},
+                "sender_number": {"type": "string"},
+                "url": {"type": "string"},
+                "format": {"type": "string", "enum": ["json", "form", "twilio"]},
+                "username": {"type": "string"},
+                "http_header": {"type": "string", "description": "`Name: ****`: the value is never answered."},
+            },
+        },
+        "EmailSettingsInput": {
+            "oneOf": [
+                object(&["provider"], json!({
+                    "provider": {"const": "ses"},
+                    "sender_email": nullable(r("EmailAddress")),
+                    "smtp": {"type": "null"},
+                })),
+                object(&["provider", "smtp"], json!({
+                    "provider": {"const": "smtp"},
+                    "sender_email": nullable(r("EmailAddress")),
+                    "smtp": smtp_object(object(&["server_url", "port"], json!({
+                        "server_url": {"type": "string", "maxLength": 253,
+                            "pattern": format!("^([Ss][Mm][Tt][Pp][Ss]?://)?({HOST}|{IPV4})$"),
+                            "description": "A host name, smtp://host or smtps://host; the port is apart."},
+                        "port": {"type": "integer", "minimum": 1, "maximum": 65535},
+                        "use_tls": nullable(json!({"type": "boolean", "description": "Default true: STARTTLS (or TLS on 465) is required."})),
+                        "username": nullable(line(MAX_NAME, "SMTP AUTH user.")),
+                        "password": nullable(r("Secret")),
+                    }))),
+                })),
+            ],
+        },
+        "EmailSettings": {
+            "type": "object",
+            "required": ["provider"],
+            "properties": {
+                "provider": {"type": "string", "enum": ["ses", "smtp"]},
+                "sender_email": {"type": ["string", "null"]},
+                "smtp": {
+                    "type": "object",
+                    "required": ["server_url", "port", "use_tls", "password_set"],
+                    "properties": {
+                        "server_url": {"type": "string"},
+                        "port": {"type": "integer"},
+                        "username": {"type": ["string", "null"]},
+                        "use_tls": {"type": "boolean"},
+                        "password_set": {"type": "boolean"},
+                    },
+                },
+            },
+        },
+        "CommunicationSettingsInput": object(&[], json!({
+            "dispatch": nullable(methods.clone()),
+            "incident_contacts": nullable(methods.clone()),
+            "messages": nullable(methods.clone()),
+            "distress": nullable(json!({"type": "boolean"})),
+            "dispatch_virtual_users": nullable(json!({"type": "boolean"})),
+            "manual_sms": nullable(json!({"type": "boolean"})),
+        })),
+        "CommunicationSettings": {
+            "type": "object",
+            "required": ["dispatch", "incident_contacts", "messages", "distress", "dispatch_virtual_users", "manual_sms"],
+            "properties": {
+                "dispatch": methods.clone(), "incident_contacts": methods.clone(),
+                "messages": methods,
+                "distress": {"type": "boolean"}, "dispatch_virtual_users": {"type": "boolean"},
+                "manual_sms": {"type": "boolean"},
+            },
+        },
+        "AllSettings": {
+            "type": "object",
+            "required": ["sms", "email", "communication"],
+            "properties": {
+                "sms": {"type": "array", "items": r("SmsSettings")},
+                "email": {"anyOf": [r("EmailSettings"), {"type": "null"}]},
+                "communication": r("CommunicationSettings"),
+            },
+        },
+        "Contact": {
+            "oneOf": [
+                object(&["kind", "value"], json!({
+                    "kind": {"const": "mobile"}, "value": r("PhoneNumber"),
+                    "primary": nullable(json!({"type": "boolean"})),
+                })),
+                object(&["kind", "value"], json!({
+                    "kind": {"const": "email"}, "value": r("EmailAddress"),
+                    "primary": nullable(json!({"type": "boolean"})),
+                })),
+            ],
+        },
+        "ExternalContact": {
+            "allOf": [
+                object(&["name"], json!({
+                    "name": line(MAX_NAME, "Who they are."),
+                    "mobile": nullable(r("PhoneNumber")),
+                    "email": nullable(r("EmailAddress")),
+                })),
+                {"anyOf": [
+                    {"required": ["mobile"], "properties": {"mobile": {"type": "string"}}},
+                    {"required": ["email"], "properties": {"email": {"type": "string"}}},
+                ], "description": "A mobile or an email, or both."},
+            ],
+        },
+        "UserInput": object(&["name", "license"], json!({
+            "name": line(MAX_NAME, "The user's name."),
+            "license": {"type": "string", "enum": licenses},
+            "virtual": nullable(json!({"type": "boolean"})),
+            "control_center_id": nullable(id(64, "The user's control center.", "north")),
+            "contacts": nullable(json!({
+                "type": "array", "items": r("Contact"),
+                "description": "At most one primary contact of each kind: SMS and email go only to the primary ones.",
+                "allOf": [
+                    {"contains": {"required": ["kind", "primary"], "properties": {"kind": {"const": "mobile"}, "primary": {"const": true}}}, "minContains": 0, "maxContains": 1},
+                    {"contains": {"required": ["kind", "primary"], "properties": {"kind": {"const": "email"}, "primary": {"const": true}}}, "minContains": 0, "maxContains": 1},
+                ],
+            })),
+            "emergency_contacts": nullable(json!({"type": "array", "items": r("ExternalContact")})),
+        })),
+        "User": {
+            "type": "object",
+            "required": ["user_id", "name", "license", "virtual", "contacts", "emergency_contacts", "devices"],
+            "properties": {
+                "user_id": {"type": "string"},
+                "name": {"type": "string"},
+                "license": {"type": "string", "enum": License::ALL.iter().map(|l| l.as_str()).collect::<Vec<_>>()},
+                "virtual": {"type": "boolean"},
+                "control_center_id": {"type": ["string", "null"]},
+                "contacts": {"type": "array", "items": {
+                    "type": "object", "required": ["kind", "value", "primary"],
+                    "properties": {"kind": {"type": "string", "enum": ["mobile", "email"]},
+                                   "value": {"type": "string"}, "primary": {"type": "boolean"}}}},
+                "emergency_contacts": {"type": "array", "items": {
+                    "type": "object", "required": ["name"],
+                    "properties": {"name": {"type": "string"}, "mobile": {"type": "string"}, "email": {"type": "string"}}}},
+                "devices": {"type": "array", "items": {
+                    "type": "object", "required": ["device_id", "platform"],
+                    "properties": {"device_id": {"type": "string"}, "platform": {"type": "string"}}}},
+            },
+        },
+        "DeviceInput": object(&["platform", "token"], json!({
+            "platform": {"type": "string", "enum": ["fcm", "apns", "apns_sandbox"]},
+            "token": {"type": "string", "minLength": 1, "maxLength": 4096,
+                      "pattern": format!(r"^[^{BLANK}{CONTROL}]+$"),
+                      "description": "The device's push token."},
+        })),
+        "DeviceCreated": {
+            "type": "object", "required": ["device_id"],
+            "properties": {"device_id": {"type": "string"}},
+        },
+        "TestSmsInput": object(&["to"], json!({"to": r("PhoneNumber")})),
+        "TestEmailInput": object(&["to"], json!({"to": r("EmailAddress")})),
+        "TestResult": {
+            "type": "object", "required": ["status", "provider"],
+            "properties": {
+                "status": {"const": "sent"},
+                "provider": {"type": "string", "enum": ["sns", "http", "ses", "smtp"]},
+                "provider_message_id": {"type": ["string", "null"]},
+            },
+        },
+        "ManualSmsInput": object(&["user_id", "text"], json!({
+            "user_id": id(128, "The user: SMS goes to their primary mobile.", "u-17"),
+            "text": text(MAX_SMS_TEXT, "The message."),
+            "control_center_id": nullable(id(64, "Whose SMS settings to use (default: the user's).", "north")),
+        })),
+        "Accepted": {
+            "type": "object", "required": ["notification_id"],
+            "properties": {"notification_id": {"type": "string"}},
+        },
+        "Notification": {
+            "type": "object",
+            "required": ["notification_id", "category", "created_at", "recipients"],
+            "properties": {
+                "notification_id": {"type": "string"},
+                "category": {"type": "string"},
+                "incident_id": {"type": ["string", "null"]},
+                "control_center_id": {"type": ["string", "null"]},
+                "created_at": {"type": "string", "format": "date-time"},
+                "message": {"type": ["object", "null"]},
+                "recipients": {"type": "array", "items": {
+                    "type": "object", "required": ["deliveries"],
+                    "properties": {
+                        "user_id": {"type": "string"},
+                        "contact": {"type": "string"},
+                        "acknowledged_at": {"type": "string"},
+                        "deliveries": {"type": "array", "items": {
+                            "type": "object", "required": ["channel", "status", "attempts", "fallback"],
+                            "properties": {
+                                "channel": {"type": "string", "enum": ["push", "sms", "email"]},
+                                "status": {"type": "string"},
+                                "attempts": {"type": "integer", "minimum": 0},
+                                "fallback": {"type": "boolean"},
+                                "reason": {"type": "string", "description": format!(
+                                    "Why it was skipped or failed; see docs/reasons.md (for example {}).",
+                                    SkipReason::ALL.iter().take(3).map(|s| s.as_str()).collect::<Vec<_>>().join(", "))},
+                                "provider": {"type": "string"},
+                                "provider_message_id": {"type": "string"},
+                            },
+                        }},
+                    },
+                }},
+            },
+        },
+    })
+}
+
+/// The parameter named `name` of a path.
+fn parameter(name: &str) -> Value {
+    let (schema, what) = match name {
+        "control_center_id" => (
+            id(64, "", "main"),
+            "A control center; `main` is the organization's main one.",
+        ),
+        "user_id" => (id(128, "", "u-17"), "A user of the directory."),
+        "device_id" => (
+            id(128, "", "3f2b8c1e-0d4a-4c55-9a34-2f1d3e6b7a90"),
+            "A device, as `POST .../devices` answered.",
+        ),
+        _ => (
+            id(128, "", "inc-1001-dispatch"),
+            "A notification: the incident event's id.",
+        ),
+    };
+    let mut schema = schema;
+    schema.as_object_mut().map(|o| o.remove("description"));
+    json!({"name": name, "in": "path", "required": true, "description": what, "schema": schema})
+}
+
+/// The request body's schema, for routes that take one.
+fn request_schema(op: Op) -> Option<&'static str> {
+    Some(match op {
+        Op::PutSms => "SmsSettingsInput",
+        Op::TestSms => "TestSmsInput",
+        Op::TestEmail => "TestEmailInput",
+        Op::PutEmail => "EmailSettingsInput",
+        Op::PutCommunication => "CommunicationSettingsInput",
+        Op::PutUser => "UserInput",
+        Op::AddDevice => "DeviceInput",
+        Op::ManualSms => "ManualSmsInput",
+        _ => return None,
+    })
+}
+
+/// The success status and its schema (`None`: no body).
+fn success(op: Op) -> (&'static str, Option<Value>, &'static str) {
+    match op {
+        Op::OpenApi => ("200", Some(json!({"type": "object"})), "This document."),
+        Op::GetSettings => ("200", Some(r("AllSettings")), "Every setting."),
+        Op::ListSms => (
+            "200",
+            Some(json!({"type": "array", "items": r("SmsSettings")})),
+            "One entry per control center with settings of its own.",
+        ),
+        Op::GetSms | Op::PutSms => (
+            "200",
+            Some(r("SmsSettings")),
+            "The stored settings; secrets masked.",
+        ),
+        Op::TestSms | Op::TestEmail => (
+            "200",
+            Some(r("TestResult")),
+            "The provider took the message.",
+        ),
+        Op::GetEmail | Op::PutEmail => (
+            "200",
+            Some(r("EmailSettings")),
+            "The stored settings; the password never answered.",
+        ),
+        Op::GetCommunication | Op::PutCommunication => (
+            "200",
+            Some(r("CommunicationSettings")),
+            "The settings now in force.",
+        ),
+        Op::ListUsers => (
+            "200",
+            Some(json!({"type": "array", "items": r("User")})),
+            "Every user.",
+        ),
+        Op::GetUser | Op::PutUser => (
+            "200",
+            Some(r("User")),
+            "The user; devices without their tokens.",
+        ),
+        Op::AddDevice => (
+            "201",
+            Some(r("DeviceCreated")),
+            "Registered (the same token again answers the same id).",
+        ),
+        Op::GetNotification => (
+            "200",
+            Some(r("Notification")),
+            "The notification and every delivery.",
+        ),
+        Op::ManualSms => (
+            "202",
+            Some(r("Accepted")),
+            "Queued; follow it with GET /v1/notifications/{id}.",
+        ),
+        Op::DeleteSms
+        | Op::DeleteEmail
+        | Op::DeleteUser
+        | Op::DeleteDevice
+        | Op::AckNotification => ("204", None, "Done."),
+    }
+}
+
+/// The error answers a route can give.
+fn errors(route: &Route) -> Vec<(&'static str, &'static str)> {
+    let mut out = Vec::new();
+    let validates = request_schema(route.op).is_some() || route.params().next().is_some();
+    if validates {
+        out.push((
+            "400",
+            "Invalid: `invalid_json`, or `validation_failed` with every bad field.",
+        ));
+    }
+    if route.access != Access::Public {
+        out.push(("401", "No token, or a bad one."));
+        out.push(("403", "The caller's role may not do this."));
+    }
+    let finds = !matches!(
+        route.op,
+        Op::OpenApi
+            | Op::GetSettings
+            | Op::ListSms
+            | Op::ListUsers
+            | Op::GetCommunication
+            | Op::PutCommunication
+            | Op::DeleteEmail
+            | Op::PutEmail
+            | Op::TestEmail
+            | Op::PutSms
+            | Op::PutUser
+    );
+    if finds {
+        out.push(("404", "Not found in the caller's organization."));
+    }
+    if request_schema(route.op).is_some() {
+        out.push(("413", "The body is larger than 64 KiB."));
+    }
+    if matches!(route.op, Op::TestSms | Op::TestEmail) {
+        out.push((
+            "502",
+            "The provider refused the message: `provider_failed`, with the reason.",
+        ));
+    }
+    if route.access != Access::Public {
+        out.push(("500", "An internal error (logged with its cause)."));
+        out.push(("503", "A dependency is unavailable for now: retry."));
+    }
+    out
+}
+
+fn operation(route: &Route, examples: &Map<String, Value>) -> Value {
+    let mut op = json!({
+        "operationId": route.id,
+        "summary": route.summary,
+        "description": route.access.describe(),
+        "tags": [route.tag],
+    });
+    let params: Vec<Value> = route.params().map(parameter).collect();
+    if !params.is_empty() {
+        op["parameters"] = json!(params);
+    }
+    if route.access == Access::Public {
+        op["security"] = json!([]);
+    }
+    if let Some(schema) = request_schema(route.op) {
+        let mut media = json!({"schema": r(schema)});
+        if let Some(example) = examples.get(&format!("{} {}", route.method, route.path)) {
+            media["example"] = example.clone();
+        }
+        op["requestBody"] = json!({"required": true, "content": {"application/json": media}});
+    }
+    let mut responses = Map::new();
+    let (status, schema, what) = success(route.op);
+    responses.insert(
+        status.into(),
+        match schema {
+            Some(s) => json!({"description": what, "content": {"application/json": {"schema": s}}}),
+            None => json!({"description": what}),
+        },
+    );
+    for (status, what) in errors(route) {
+        responses.insert(
+            status.into(),
+            json!({"description": what, "content": {"application/json": {"schema": r("Error")}}}),
+        );
+    }
+    if let Some(l) = links(route.op) {
+        responses[status]["links"] = l;
+    }
+    op["responses"] = Value::Object(responses);
+    op
+}
+
+/// Where one answer feeds another route (schemathesis' stateful phase follows these).
+fn links(op: Op) -> Option<Value> {
+    let cc = json!({"control_center_id": "$request.path.control_center_id"});
+    let user = json!({"user_id": "$request.path.user_id"});
+    Some(match op {
+        Op::PutSms => json!({
+            "GetSmsSettings": {"operationId": "getSmsSettings", "parameters": cc},
+            "TestSms": {"operationId": "testSms", "parameters": cc},
+            "DeleteSmsSettings": {"operationId": "deleteSmsSettings", "parameters": cc},
+        }),
+        Op::PutUser => json!({
+            "GetUser": {"operationId": "getUser", "parameters": user},
+            "AddDevice": {"operationId": "addDevice", "parameters": user},
+            "SendManualSms": {"operationId": "sendManualSms", "requestBody": {"user_id": "$request.path.user_id", "text": "Report to base"}},
+            "DeleteUser": {"operationId": "deleteUser", "parameters": user},
+        }),
+        Op::AddDevice => json!({
+            "DeleteDevice": {"operationId": "deleteDevice", "parameters": {
+                "user_id": "$request.path.user_id", "device_id": "$response.body#/device_id"}},
+        }),
+        Op::ManualSms => json!({
+            "GetNotification": {"operationId": "getNotification", "parameters": {
+                "notification_id": "$response.body#/notification_id"}},
+            "AckNotification": {"operationId": "ackNotification", "parameters": {
+                "notification_id": "$response.body#/notification_id"}},
+        }),
+        Op::GetNotification => json!({
+            "AckNotification": {"operationId": "ackNotification", "parameters": {
+                "notification_id": "$request.path.notification_id"}},
+        }),
+        _ => return None,
+    })
+}
+
+/// The bodies of the sample events, by route key.
+fn examples() -> Map<String, Value> {
+    let mut out = Map::new();
+    for (name, raw) in SAMPLE_EVENTS {
+        let event: Value =
+            serde_json::from_str(raw).unwrap_or_else(|e| panic!("events/api/{name}: {e}"));
+        if let (Some(key), Some(body)) = (event["routeKey"].as_str(), event["body"].as_str()) {
+            let body: Value = serde_json::from_str(body)
+                .unwrap_or_else(|e| panic!("events/api/{name} body: {e}"));
+            out.insert(key.to_string(), body);
+        }
+    }
+    out
+}
+
+fn build() -> Value {
+    let examples = examples();
+    let mut paths = Map::new();
+    for route in ROUTES {
+        let item = paths.entry(route.path).or_insert_with(|| json!({}));
+        item[route.method.to_ascii_lowercase()] = operation(route, &examples);
+    }
+    json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Flare",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Who is told, on which channel, through which provider: the settings, directory and notifications API of Flare. Every route but this document needs a bearer JWT with `sub`, `org_id` and `roles`; everything is scoped to the caller's organization. Errors are `{\"error\": {\"code\", \"message\"}}`.",
+        },
+        "servers": [{"url": "/"}],
+        "security": [{"bearer": []}],
+        "tags": [
+            {"name": "settings", "description": "Outgoing SMS per control center, outgoing email, communication settings."},
+            {"name": "directory", "description": "Users, their contacts and their devices."},
+            {"name": "notifications", "description": "What was sent to whom, acknowledgements, manual SMS."},
+            {"name": "meta", "description": "This description."},
+        ],
+        "paths": paths,
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}},
+            "schemas": schemas(),
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_route_is_described_and_nothing_else() {
+        let doc = document();
+        let mut described = 0;
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap() {
+                let route = ROUTES
+                    .iter()
+                    .find(|r| r.path == path && r.method.eq_ignore_ascii_case(method))
+                    .unwrap_or_else(|| panic!("{method} {path} is not served"));
+                assert_eq!(op["operationId"], route.id);
+                let params: Vec<&str> = route.params().collect();
+                let declared: Vec<&str> = op["parameters"]
+                    .as_array()
+                    .map(|a| a.iter().map(|p| p["name"].as_str().unwrap()).collect())
+                    .unwrap_or_default();
+                assert_eq!(params, declared, "{method} {path}");
+                described += 1;
+            }
+        }
+        assert_eq!(described, ROUTES.len());
+    }
+
+    #[test]
+    fn every_reference_resolves_and_every_link_names_an_operation() {
+        let doc = document();
+        let text = doc.to_string();
+        for piece in text.split("\"$ref\":\"#/components/schemas/").skip(1) {
+            let name = &piece[..piece.find('"').unwrap()];
+            assert!(doc["components"]["schemas"].get(name).is_some(), "{name}");
+        }
+        for route in ROUTES {
+            for (_, op) in doc["paths"][route.path].as_object().unwrap() {
+                for (_, resp) in op["responses"].as_object().unwrap() {
+                    for (_, link) in resp["links"].as_object().into_iter().flatten() {
+                        let id = link["operationId"].as_str().unwrap();
+                        assert!(ROUTES.iter().any(|r| r.id == id), "link to {id}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_sample_event_is_a_served_route_and_its_body_the_example() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../events/api");
+        let mut on_disk: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        on_disk.sort();
+        let listed: Vec<&str> = SAMPLE_EVENTS.iter().map(|(n, _)| *n).collect();
+        assert_eq!(on_disk, listed, "SAMPLE_EVENTS lists events/api");
+        let doc = document();
+        for (name, raw) in SAMPLE_EVENTS {
+            let event: Value = serde_json::from_str(raw).unwrap();
+            let key = event["routeKey"].as_str().unwrap();
+            let (method, path) = key.split_once(' ').unwrap();
+            let route = ROUTES
+                .iter()
+                .find(|r| r.method == method && r.path == path)
+                .unwrap_or_else(|| panic!("{name}: {key} is not a route"));
+            if let Some(body) = event["body"].as_str() {
+                let op = &doc["paths"][route.path][method.to_ascii_lowercase()];
+                let example = &op["requestBody"]["content"]["application/json"]["example"];
+                assert_eq!(
+                    *example,
+                    serde_json::from_str::<Value>(body).unwrap(),
+                    "{name}"
+                );
+            }
+        }
+    }
+}
