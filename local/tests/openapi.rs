@@ -1,0 +1,258 @@
+//! `GET /v1/openapi.json`: public, a valid OpenAPI 3.1 document, listing exactly the
+//! routes served; and schemathesis (every check, all four phases) against the
+//! `flare-local serve` binary finding nothing.
+
+mod common;
+
+use common::{SECRET, spawn_app, token, uuid};
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+/// A program of the test virtualenv (`.venv/bin/NAME`), or a failure naming the fix.
+fn venv_bin(name: &str) -> PathBuf {
+    let bin = flare_tests::python().with_file_name(name);
+    assert!(
+        bin.exists(),
+        "{} does not exist.\n  Fix: {}",
+        bin.display(),
+        flare_tests::FIX
+    );
+    bin
+}
+
+fn documented(doc: &Value) -> Vec<(String, BTreeSet<String>)> {
+    doc["paths"]
+        .as_object()
+        .expect("paths")
+        .iter()
+        .map(|(path, item)| {
+            let methods = item
+                .as_object()
+                .unwrap()
+                .keys()
+                .map(|m| m.to_ascii_uppercase())
+                .collect();
+            (path.clone(), methods)
+        })
+        .collect()
+}
+
+/// `/v1/users/{user_id}` with each parameter filled in.
+fn concrete(path: &str) -> String {
+    path.split('/')
+        .map(|s| if s.starts_with('{') { "x-1" } else { s })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+#[tokio::test]
+async fn the_document_is_public_valid_and_lists_exactly_the_served_routes() {
+    let app = spawn_app(None).await;
+    let r = app
+        .client
+        .get(format!("{}/v1/openapi.json", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "no token needed");
+    let doc: Value = r.json().await.unwrap();
+    assert_eq!(doc["openapi"], "3.1.0");
+
+    // Valid by the OpenAPI 3.1 meta-schema, every $ref resolving.
+    let file = std::env::temp_dir().join(format!("flare-openapi-{}.json", uuid()));
+    std::fs::write(&file, serde_json::to_vec(&doc).unwrap()).unwrap();
+    let out = Command::new(venv_bin("python"))
+        .args([
+            "-c",
+            "import json, sys\nfrom openapi_spec_validator import validate\nvalidate(json.load(open(sys.argv[1])))",
+        ])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&file);
+    assert!(
+        out.status.success(),
+        "openapi-spec-validator: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Each documented path answers an undocumented method 405 with exactly the
+    // documented methods in `Allow`, and each documented method is not 405.
+    let admin = token("acme", &["admin", "dispatcher"], "u-1");
+    let paths = documented(&doc);
+    assert_eq!(paths.len(), 15, "{paths:?}");
+    assert_eq!(paths.iter().map(|(_, m)| m.len()).sum::<usize>(), 22);
+    for (path, methods) in &paths {
+        let url = format!("{}{}", app.base, concrete(path));
+        let r = app
+            .client
+            .request(Method::PATCH, &url)
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED, "PATCH {path}");
+        let allow: BTreeSet<String> = r.headers()["allow"]
+            .to_str()
+            .unwrap()
+            .split(',')
+            .map(|m| m.trim().to_string())
+            .collect();
+        assert_eq!(&allow, methods, "Allow of {path}");
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "method_not_allowed");
+        for m in methods {
+            let r = app
+                .client
+                .request(Method::from_bytes(m.as_bytes()).unwrap(), &url)
+                .bearer_auth(&admin)
+                .json(&serde_json::json!({}))
+                .send()
+                .await
+                .unwrap();
+            assert_ne!(r.status(), StatusCode::METHOD_NOT_ALLOWED, "{m} {path}");
+        }
+    }
+    // And paths the document does not list are 404.
+    for path in [
+        "/v1",
+        "/v1/settings/sms/main/test/again",
+        "/v1/users/u-1/devices/d-1/x",
+        "/v1/notifications",
+        "/v1/openapi.yaml",
+    ] {
+        let r = app
+            .client
+            .get(format!("{}{path}", app.base))
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::NOT_FOUND, "{path}");
+    }
+    // The document needs no token; every other route still does.
+    let r = app
+        .client
+        .get(format!("{}/v1/settings", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+}
+
+/// Stops the runner however the test ends.
+struct Runner(std::process::Child);
+
+impl Drop for Runner {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// schemathesis' whole run: examples (the sample events' bodies), coverage, fuzzing and
+/// stateful (the document's links), with `--checks all`, against the binary. The time
+/// budget is `FLARE_SCHEMATHESIS_MAX_TIME` seconds (default 60; fuzzing fills whatever
+/// the other phases leave).
+#[tokio::test]
+async fn schemathesis_finds_no_failure_against_flare_local_serve() {
+    let schemathesis = venv_bin("schemathesis");
+    let bin = env!("CARGO_BIN_EXE_flare-local");
+    let work = std::env::temp_dir().join(format!("flare-st-{}", uuid()));
+    std::fs::create_dir_all(&work).unwrap();
+    let port = flare_tests::free_port();
+    let printed = Command::new(bin)
+        .args([
+            "token",
+            "--org",
+            "acme",
+            "--roles",
+            "admin,dispatcher",
+            "--sub",
+            "u-17",
+        ])
+        .env("FLARE_LOCAL_JWT_SECRET", SECRET)
+        .output()
+        .unwrap();
+    assert!(printed.status.success());
+    let token = String::from_utf8(printed.stdout)
+        .unwrap()
+        .trim()
+        .to_string();
+    let log = std::fs::File::create(work.join("serve.log")).unwrap();
+    let _runner = Runner(
+        Command::new(bin)
+            .args([
+                "serve",
+                "--addr",
+                &format!("127.0.0.1:{port}"),
+                "--data-dir",
+            ])
+            .arg(work.join("data"))
+            .env("FLARE_LOCAL_JWT_SECRET", SECRET)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+    let base = format!("http://127.0.0.1:{port}");
+    let client = flare_tests::http();
+    let mut up = false;
+    for _ in 0..100 {
+        if client
+            .get(format!("{base}/v1/openapi.json"))
+            .send()
+            .await
+            .is_ok()
+        {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(up, "flare-local serve did not start");
+    let max_time = std::env::var("FLARE_SCHEMATHESIS_MAX_TIME").unwrap_or_else(|_| "60".into());
+    let config = flare_tests::workspace_root().join("tests/schemathesis/schemathesis.toml");
+    // Its cache and reports go to the scratch folder, not the checkout.
+    let out = Command::new(schemathesis)
+        .current_dir(&work)
+        .env("SCHEMATHESIS_TELEMETRY", "false")
+        .env("NO_COLOR", "1")
+        .arg("--config-file")
+        .arg(&config)
+        .args([
+            "run",
+            &format!("{base}/v1/openapi.json"),
+            "--header",
+            &format!("Authorization: Bearer {token}"),
+            "--checks",
+            "all",
+            "--phases",
+            "examples,coverage,fuzzing,stateful",
+            "--max-time",
+            &max_time,
+            "--request-timeout",
+            "10",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let serve_log = std::fs::read_to_string(work.join("serve.log")).unwrap_or_default();
+    let _ = std::fs::remove_dir_all(&work);
+    assert!(
+        out.status.success(),
+        "schemathesis found failures:\n{stdout}\n{}\n--- flare-local serve ---\n{serve_log}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A run that tested nothing would also exit 0. (schemathesis leaves out the route
+    // that serves the document itself: 21 of the 22.)
+    assert!(
+        stdout.contains("Operations:       21 selected / 21 total") && stdout.contains("passed"),
+        "{stdout}"
+    );
+    println!("{stdout}");
+}
