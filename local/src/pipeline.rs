@@ -1,7 +1,7 @@
 //! The local pipeline: in-process queues and workers doing what SQS and the delivery
 //! functions do in AWS, with the same claims, retries with backoff and fallback.
 
-use flare_shared::app::deliver::{DeliverError, Deliverer, retry_delay};
+use flare_shared::app::deliver::{DeliverError, Deliverer, lease_for, retry_delay};
 use flare_shared::domain::{Channel, DeliveryJob};
 use flare_shared::ports::{JobQueue, QueueError};
 use std::sync::Arc;
@@ -10,6 +10,10 @@ use tokio::sync::mpsc;
 
 /// Attempts before a transient failure becomes final (the DLQ's `maxReceiveCount`).
 pub const MAX_ATTEMPTS: u32 = 5;
+
+/// A local attempt has no invocation deadline; its sends are bounded by the providers'
+/// own timeouts (25 s at most), so its claim holds a minute.
+const LEASE: Duration = lease_for(Duration::from_secs(55));
 
 struct Queued {
     job: DeliveryJob,
@@ -75,7 +79,7 @@ async fn worker(
         let queue = queue.clone();
         tokio::spawn(async move {
             let last = q.attempt >= MAX_ATTEMPTS;
-            match deliverer.deliver(&q.job, last).await {
+            match deliverer.deliver(&q.job, last, LEASE).await {
                 Ok(_) => {}
                 Err(e) if !last => {
                     let reason = match &e {

@@ -366,9 +366,15 @@ impl DeliveryLog for MemoryDeliveryLog {
             return Ok(false);
         }
         match outcome {
+            Finish::Failed { attempt, .. } | Finish::Retry { attempt, .. }
+                if attempt != r.attempts =>
+            {
+                return Ok(false);
+            }
             Finish::Sent {
                 provider,
                 provider_message_id,
+                ..
             } => {
                 r.status = DeliveryStatus::Sent;
                 r.provider = Some(provider);
@@ -376,12 +382,12 @@ impl DeliveryLog for MemoryDeliveryLog {
                 r.reason = None;
                 r.claimed_until = None;
             }
-            Finish::Failed { reason } => {
+            Finish::Failed { reason, .. } => {
                 r.status = DeliveryStatus::Failed;
                 r.reason = Some(reason);
                 r.claimed_until = None;
             }
-            Finish::Retry { reason } => {
+            Finish::Retry { reason, .. } => {
                 r.reason = Some(reason);
                 r.claimed_until = None;
             }
@@ -667,6 +673,7 @@ mod tests {
             &r.recipient,
             r.channel,
             Finish::Sent {
+                attempt: 1,
                 provider: Provider::Sns,
                 provider_message_id: Some("m-1".into()),
             },

@@ -130,6 +130,12 @@ pub trait DeliveryLog: Send + Sync {
     /// Writes records that do not exist yet; existing ones are left as they are, so a
     /// replayed event never resets a record that already moved on.
     async fn put_records(&self, org: &OrgId, records: &[DeliveryRecord]) -> StoreResult<()>;
+    /// Writes the first records of a notification this caller has just created
+    /// ([`Created::New`]): none can exist yet, so an adapter may write them without the
+    /// per-record check (DynamoDB: `BatchWriteItem`). By default, [`Self::put_records`].
+    async fn put_first_records(&self, org: &OrgId, records: &[DeliveryRecord]) -> StoreResult<()> {
+        self.put_records(org, records).await
+    }
     /// Claims a pending record for one attempt (attempts + 1) until `lease` runs out.
     /// A record that is no longer pending, or is claimed by a live attempt, is not
     /// claimed: a redelivered or duplicated job never sends twice.
@@ -164,18 +170,24 @@ pub struct Logged {
     pub acks: Vec<(UserId, chrono::DateTime<chrono::Utc>)>,
 }
 
-/// How a delivery ended.
+/// How a delivery ended. `attempt` is the claim's attempt number: a failure or retry
+/// moves the record only while that attempt is still the latest, so a stale attempt
+/// (its lease ran out and a newer one claimed) can neither drop the newer one's claim
+/// nor fail it. A send is recorded whoever made it: it happened.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Finish {
     Sent {
+        attempt: u32,
         provider: Provider,
         provider_message_id: Option<String>,
     },
     Failed {
+        attempt: u32,
         reason: String,
     },
     /// A transient failure: stays pending, the claim is dropped so a retry can claim it.
     Retry {
+        attempt: u32,
         reason: String,
     },
     /// A delivery held behind push is released to be sent as fallback (only while held).

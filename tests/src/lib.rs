@@ -20,6 +20,7 @@ use std::time::Duration;
 
 pub use flare_aws::AwsOptions;
 
+pub mod conformance;
 pub mod fanout;
 pub mod queues;
 pub mod runtime;

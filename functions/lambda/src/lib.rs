@@ -3,13 +3,18 @@
 
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 use flare_runtime as config;
-use flare_shared::app::deliver::{DeliverError, Deliverer, retry_delay};
+use flare_shared::app::deliver::{DeliverError, Deliverer, lease_for, retry_delay};
 use flare_shared::domain::DeliveryJob;
 use std::sync::Arc;
 
 /// After this many receives a transient failure is final (the queue's redrive policy
-/// sends the job to its dead-letter queue after the same number).
+/// sends the job to its dead-letter queue after the same number: both come from the
+/// template's `MaxReceives` parameter, as `FLARE_MAX_RECEIVES` and `maxReceiveCount`).
 pub const DEFAULT_MAX_RECEIVES: u32 = 5;
+pub const MAX_RECEIVES_ENV: &str = "FLARE_MAX_RECEIVES";
+
+/// The delivery functions' `Timeout` in `template.yaml` (a test keeps them equal).
+pub const FUNCTION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
 
 /// The first retry's delay; later ones double ([`retry_delay`]).
 pub const RETRY_BASE: std::time::Duration = std::time::Duration::from_secs(10);
@@ -29,25 +34,42 @@ pub struct DeliveryFunction {
 
 impl DeliveryFunction {
     pub fn new(deliverer: Deliverer) -> Self {
-        let max_receives = config::optional("FLARE_MAX_RECEIVES", "5")
-            .parse()
-            .unwrap_or(DEFAULT_MAX_RECEIVES);
         Self {
             deliverer,
-            max_receives,
+            max_receives: DEFAULT_MAX_RECEIVES,
             delay: None,
         }
     }
 
-    /// Handles one SQS batch; answers the messages to redeliver.
+    /// Handles one SQS batch as if the invocation had the function's whole timeout
+    /// ([`FUNCTION_TIMEOUT`]) left.
     pub async fn handle(&self, event: SqsEvent) -> SqsBatchResponse {
+        self.handle_until(event, std::time::SystemTime::now() + FUNCTION_TIMEOUT)
+            .await
+    }
+
+    /// Handles one SQS batch that must be done by `deadline` (the invocation's); answers
+    /// the messages to redeliver. A failed message without an id cannot be named, so the
+    /// whole batch is answered failed (an empty identifier) rather than the message
+    /// silently deleted with the others.
+    pub async fn handle_until(
+        &self,
+        event: SqsEvent,
+        deadline: std::time::SystemTime,
+    ) -> SqsBatchResponse {
         let mut failures = Vec::new();
         for message in event.records {
-            if !self.handle_one(&message).await
-                && let Some(id) = message.message_id.clone()
-            {
+            let remaining = deadline
+                .duration_since(std::time::SystemTime::now())
+                .unwrap_or_default();
+            if !self.handle_one(&message, lease_for(remaining)).await {
                 let mut failure = BatchItemFailure::default();
-                failure.item_identifier = id;
+                match message.message_id.clone() {
+                    Some(id) => failure.item_identifier = id,
+                    None => {
+                        tracing::error!("a failed message has no id: the whole batch is returned");
+                    }
+                }
                 failures.push(failure);
             }
         }
@@ -57,7 +79,7 @@ impl DeliveryFunction {
     }
 
     /// True when the message is done with (delivered, failed for good, or a duplicate).
-    async fn handle_one(&self, message: &SqsMessage) -> bool {
+    async fn handle_one(&self, message: &SqsMessage, lease: std::time::Duration) -> bool {
         let receives: u32 = message
             .attributes
             .get("ApproximateReceiveCount")
@@ -76,7 +98,7 @@ impl DeliveryFunction {
             }
         };
         let final_attempt = receives >= self.max_receives;
-        match self.deliverer.deliver(&job, final_attempt).await {
+        match self.deliverer.deliver(&job, final_attempt, lease).await {
             Ok(_) => true,
             Err(DeliverError::Retry { reason }) => {
                 if let (Some(delay), Some(handle)) = (&self.delay, &message.receipt_handle) {
@@ -103,6 +125,8 @@ pub struct DeliveryConfig {
     pub queues: std::collections::HashMap<flare_shared::domain::Channel, String>,
     /// Where provider secrets are (`FLARE_SECRET_PREFIX`, default `flare`).
     pub secret_prefix: String,
+    /// `FLARE_MAX_RECEIVES` (default 5): a whole number from 1 to 1000.
+    pub max_receives: u32,
 }
 
 impl DeliveryConfig {
@@ -120,6 +144,18 @@ impl DeliveryConfig {
             tables: flare_aws::wiring::Tables::from_env()?,
             queues: flare_aws::wiring::queue_urls(&channels)?,
             secret_prefix: config::optional("FLARE_SECRET_PREFIX", "flare"),
+            max_receives: {
+                let raw = config::optional(MAX_RECEIVES_ENV, &DEFAULT_MAX_RECEIVES.to_string());
+                match raw.parse::<u32>() {
+                    Ok(n) if (1..=1000).contains(&n) => n,
+                    _ => {
+                        return Err(config::ConfigError::Invalid {
+                            name: MAX_RECEIVES_ENV,
+                            reason: "must be a whole number from 1 to 1000".into(),
+                        });
+                    }
+                }
+            },
         })
     }
 
@@ -147,6 +183,7 @@ impl DeliveryConfig {
     /// The function around a deliverer, delaying retries on its own queue.
     pub fn function(&self, sdk: &flare_aws::SdkConfig, deliverer: Deliverer) -> DeliveryFunction {
         let mut f = DeliveryFunction::new(deliverer);
+        f.max_receives = self.max_receives;
         if let Some(url) = self.queues.get(&self.channel) {
             f.delay = Some(Arc::new(SqsDelay {
                 client: flare_aws::sqs(sdk),
@@ -186,8 +223,49 @@ pub async fn run(function: DeliveryFunction) -> Result<(), lambda_runtime::Error
     let f = &function;
     lambda_runtime::run(lambda_runtime::service_fn(
         move |event: lambda_runtime::LambdaEvent<SqsEvent>| async move {
-            Ok::<_, lambda_runtime::Error>(f.handle(event.payload).await)
+            let deadline = event.context.deadline();
+            Ok::<_, lambda_runtime::Error>(f.handle_until(event.payload, deadline).await)
         },
     ))
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flare_shared::memory::{MemoryDeliveryLog, MemoryDirectory, MemorySettings};
+
+    fn function() -> DeliveryFunction {
+        DeliveryFunction::new(Deliverer {
+            log: Arc::new(MemoryDeliveryLog::default()),
+            queue: None,
+            directory: Arc::new(MemoryDirectory::default()),
+            settings: Arc::new(MemorySettings::default()),
+            push: None,
+            sms: Default::default(),
+            email: Default::default(),
+            default_sender: None,
+        })
+    }
+
+    fn message(id: Option<&str>, body: &str) -> SqsMessage {
+        let mut m = SqsMessage::default();
+        m.message_id = id.map(str::to_string);
+        m.body = Some(body.to_string());
+        m
+    }
+
+    #[tokio::test]
+    async fn a_failed_message_without_an_id_fails_the_whole_batch_instead_of_vanishing() {
+        let mut event = SqsEvent::default();
+        event.records = vec![message(Some("m-1"), "not json"), message(None, "not json")];
+        let response = function().handle(event).await;
+        let ids: Vec<&str> = response
+            .batch_item_failures
+            .iter()
+            .map(|f| f.item_identifier.as_str())
+            .collect();
+        // An empty identifier is how Lambda is told to return every message of the batch.
+        assert_eq!(ids, ["m-1", ""]);
+    }
 }

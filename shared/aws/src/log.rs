@@ -195,7 +195,32 @@ impl DeliveryLog for DynamoDeliveryLog {
         }))
     }
 
+    /// One conditional put per record (`attribute_not_exists`), a bounded number in
+    /// flight: a delayed replay must never reset a record that moved on (a blind
+    /// `BatchWriteItem` put would turn `sent` back into `pending` and send it again).
     async fn put_records(&self, org: &OrgId, records: &[DeliveryRecord]) -> StoreResult<()> {
+        use futures::StreamExt;
+        let items = records
+            .iter()
+            .map(|r| {
+                encode(
+                    notification_pk(org, &r.notification_id),
+                    record_sk(&r.recipient, r.channel),
+                    r,
+                )
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+        let mut puts = futures::stream::iter(items)
+            .map(|item| self.put_if_absent(item, "PutItem record"))
+            .buffer_unordered(crate::batch::batch_concurrency());
+        while let Some(put) = puts.next().await {
+            put?;
+        }
+        Ok(())
+    }
+
+    /// The first write of a notification just created: `BatchWriteItem`, 25 at a time.
+    async fn put_first_records(&self, org: &OrgId, records: &[DeliveryRecord]) -> StoreResult<()> {
         batch_write(&self.client, &self.table, records, |r| {
             encode(
                 notification_pk(org, &r.notification_id),
@@ -279,6 +304,7 @@ impl DeliveryLog for DynamoDeliveryLog {
             Finish::Sent {
                 provider,
                 provider_message_id,
+                ..
             } => {
                 values.push((":sent", s("sent")));
                 values.push((":provider", s(provider.as_str())));
@@ -290,12 +316,16 @@ impl DeliveryLog for DynamoDeliveryLog {
                     None => "SET #status = :sent, provider = :provider REMOVE lease_ms, claimed_until, reason".to_string(),
                 }
             }
-            Finish::Failed { reason } => {
+            Finish::Failed { attempt, reason } => {
+                values.push((":attempt", n(attempt.into())));
+                condition.push_str(" AND attempts = :attempt");
                 values.push((":failed", s("failed")));
                 values.push((":reason", s(reason)));
                 "SET #status = :failed, reason = :reason REMOVE lease_ms, claimed_until".to_string()
             }
-            Finish::Retry { reason } => {
+            Finish::Retry { attempt, reason } => {
+                values.push((":attempt", n(attempt.into())));
+                condition.push_str(" AND attempts = :attempt");
                 values.push((":reason", s(reason)));
                 "SET reason = :reason REMOVE lease_ms, claimed_until".to_string()
             }

@@ -16,9 +16,16 @@ use std::sync::Arc;
 use std::time::Duration;
 use tracing::Instrument;
 
-/// How long one attempt holds a record: longer than any send may take, shorter than
-/// the queue's visibility timeout, so a crashed attempt's job is retried in time.
-pub const CLAIM_LEASE: Duration = Duration::from_secs(120);
+/// How long a claim outlives the attempt's own deadline. The lease is derived from the
+/// deadline (the Lambda invocation's), so a crashed attempt's record can be claimed again
+/// seconds after the deadline, long before the queue's visibility timeout (120 s, with
+/// a 20 s function timeout) redelivers its job: the redelivery finds the record free.
+pub const LEASE_MARGIN: Duration = Duration::from_secs(5);
+
+/// The lease of an attempt that must be over within `remaining`.
+pub const fn lease_for(remaining: Duration) -> Duration {
+    remaining.saturating_add(LEASE_MARGIN)
+}
 
 #[derive(Clone)]
 pub struct Deliverer {
@@ -69,11 +76,13 @@ pub fn retry_delay(base: Duration, attempt: u32) -> Duration {
 
 impl Deliverer {
     /// Delivers one job. `final_attempt` turns a transient failure into a permanent one,
-    /// so no record is left pending when the queue gives up on the job.
+    /// so no record is left pending when the queue gives up on the job; `lease` is how
+    /// long the claim holds ([`lease_for`] the time the attempt has left).
     pub async fn deliver(
         &self,
         job: &DeliveryJob,
         final_attempt: bool,
+        lease: Duration,
     ) -> Result<Delivered, DeliverError> {
         let claim = self
             .log
@@ -82,7 +91,7 @@ impl Deliverer {
                 &job.notification_id,
                 &job.recipient,
                 job.channel,
-                CLAIM_LEASE,
+                lease,
             )
             .await?;
         match claim {
@@ -145,6 +154,7 @@ impl Deliverer {
         match result {
             Ok(receipt) => {
                 finish(Finish::Sent {
+                    attempt: attempts,
                     provider: receipt.provider,
                     provider_message_id: receipt.provider_message_id.clone(),
                 })
@@ -158,7 +168,11 @@ impl Deliverer {
                 })
             }
             Err(e) if e.is_transient() && !final_attempt => {
-                finish(Finish::Retry { reason: e.reason() }).await?;
+                finish(Finish::Retry {
+                    attempt: attempts,
+                    reason: e.reason(),
+                })
+                .await?;
                 tracing::warn!(notification_id = fields.0, channel = fields.1, recipient = %fields.2, attempts, reason = %e.reason(), "delivery failed, will retry");
                 Err(DeliverError::Retry { reason: e.reason() })
             }
@@ -169,6 +183,7 @@ impl Deliverer {
                     e.reason()
                 };
                 finish(Finish::Failed {
+                    attempt: attempts,
                     reason: reason.clone(),
                 })
                 .await?;
@@ -182,8 +197,11 @@ impl Deliverer {
         }
     }
 
-    /// After push: held SMS and email end `push_sent`, or are released and enqueued as
-    /// fallback. Each record moves only while held, so running this twice is harmless.
+    /// After push: held SMS and email end `push_sent`, or are enqueued as fallback and
+    /// then released. Enqueued first: a failed enqueue or a crash in between leaves them
+    /// held, so the push job's retry (which finds push done) enqueues them again, and a
+    /// duplicate job is harmless (its claim finds the record done or in flight). Each
+    /// record moves only while held, so running this twice is harmless too.
     async fn resolve_held(
         &self,
         job: &DeliveryJob,
@@ -196,8 +214,8 @@ impl Deliverer {
         else {
             return Ok(());
         };
-        let records = logged.records;
-        let held: Vec<HeldDelivery> = records
+        let held: Vec<HeldDelivery> = logged
+            .records
             .iter()
             .filter(|r| {
                 r.recipient == job.recipient
@@ -216,45 +234,50 @@ impl Deliverer {
             return Ok(());
         }
         let template = JobTemplate::from(job);
+        let finish = |channel, outcome| {
+            self.log.finish(
+                &job.org_id,
+                &job.notification_id,
+                &job.recipient,
+                channel,
+                outcome,
+            )
+        };
         let mut jobs = Vec::new();
         for d in after_push(&held, outcome) {
-            let finish = match &d.action {
-                Action::Send { .. } => Finish::Release,
-                Action::Skip(r) => Finish::SkipHeld {
-                    reason: r.as_str().to_string(),
-                },
-                Action::AwaitPush { .. } => continue,
-            };
-            let moved = self
-                .log
-                .finish(
-                    &job.org_id,
-                    &job.notification_id,
-                    &job.recipient,
-                    d.channel,
-                    finish,
-                )
-                .await?;
-            if let (
-                true,
+            match &d.action {
                 Action::Send {
                     provider,
                     destination,
-                },
-            ) = (moved, &d.action)
-            {
-                jobs.push(template.job(&job.recipient, d.channel, *provider, destination, true));
+                } => {
+                    jobs.push(template.job(&job.recipient, d.channel, *provider, destination, true))
+                }
+                Action::Skip(r) => {
+                    finish(
+                        d.channel,
+                        Finish::SkipHeld {
+                            reason: r.as_str().to_string(),
+                        },
+                    )
+                    .await?;
+                }
+                Action::AwaitPush { .. } => {}
             }
         }
-        if !jobs.is_empty() {
-            let queue = self.queue.as_ref().ok_or_else(|| {
-                DeliverError::Queue(QueueError::Failed(anyhow::anyhow!(
-                    "no queue for fallback deliveries"
-                )))
-            })?;
-            queue.enqueue(&jobs).await?;
-            tracing::info!(notification_id = %job.notification_id, recipient = %job.recipient.key(), fallbacks = jobs.len(), "push failed on every device: fallback enqueued");
+        if jobs.is_empty() {
+            return Ok(());
         }
+        let queue = self.queue.as_ref().ok_or_else(|| {
+            DeliverError::Queue(QueueError::Failed(anyhow::anyhow!(
+                "no queue for fallback deliveries"
+            )))
+        })?;
+        queue.enqueue(&jobs).await?;
+        for j in &jobs {
+            // False when the fallback job already claimed it: that is fine.
+            finish(j.channel, Finish::Release).await?;
+        }
+        tracing::info!(notification_id = %job.notification_id, recipient = %job.recipient.key(), fallbacks = jobs.len(), "push failed on every device: fallback enqueued");
         Ok(())
     }
 

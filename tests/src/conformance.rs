@@ -1,0 +1,302 @@
+//! What every [`DeliveryLog`] adapter promises, as one suite: `tests/tests/delivery_log.rs`
+//! runs it against the in-memory adapter and against DynamoDB on moto, so the two cannot
+//! drift apart again (they did: the in-memory adapter never overwrote a record, DynamoDB's
+//! blind batch puts did).
+
+use chrono::Utc;
+use flare_shared::domain::{
+    Category, Channel, ControlCenterId, DeliveryRecord, DeliveryStatus, Destination, Message,
+    Notification, NotificationId, OrgId, PhoneNumber, Provider, RecipientRef, UserId,
+};
+use flare_shared::ports::{Claim, Created, DeliveryLog, Finish};
+use std::time::Duration;
+
+fn user(id: &str) -> RecipientRef {
+    RecipientRef::User(UserId::parse(id).unwrap())
+}
+
+fn notification(org: &OrgId) -> Notification {
+    Notification {
+        notification_id: NotificationId::generate(),
+        org_id: org.clone(),
+        category: Category::Dispatch,
+        incident_id: None,
+        control_center_id: ControlCenterId::main(),
+        message: Message {
+            title: "Structure fire".into(),
+            body: "Engine 7 to 12 Main St.".into(),
+        },
+        created_at: Utc::now(),
+    }
+}
+
+fn record(n: &Notification, who: &str, channel: Channel, held: bool) -> DeliveryRecord {
+    DeliveryRecord {
+        notification_id: n.notification_id.clone(),
+        recipient: user(who),
+        channel,
+        status: DeliveryStatus::Pending,
+        reason: None,
+        attempts: 0,
+        fallback: held,
+        provider: Some(Provider::Sns),
+        provider_message_id: None,
+        destination: Some(Destination::Phone(
+            PhoneNumber::parse("+14155550100").unwrap(),
+        )),
+        awaiting_push: held,
+        claimed_until: None,
+    }
+}
+
+const LIVE: Duration = Duration::from_secs(60);
+
+/// A lease that has run out by the time anyone looks (DynamoDB compares milliseconds).
+async fn expired_claim(log: &dyn DeliveryLog, n: &Notification, who: &str, c: Channel) -> Claim {
+    let claim = log
+        .claim(&n.org_id, &n.notification_id, &user(who), c, Duration::ZERO)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    claim
+}
+
+async fn status(log: &dyn DeliveryLog, n: &Notification, who: &str, c: Channel) -> DeliveryRecord {
+    let logged = log
+        .get_notification(&n.org_id, &n.notification_id)
+        .await
+        .unwrap()
+        .expect("the notification");
+    logged
+        .records
+        .into_iter()
+        .find(|r| r.recipient == user(who) && r.channel == c)
+        .expect("the record")
+}
+
+/// Runs every promise against `log`, in an organization of its own.
+pub async fn delivery_log(log: &dyn DeliveryLog, org: &OrgId) {
+    let n = notification(org);
+    let (id, sms, push, email) = (
+        &n.notification_id,
+        Channel::Sms,
+        Channel::Push,
+        Channel::Email,
+    );
+    let finish = |who: &'static str, c: Channel, outcome: Finish| async move {
+        log.finish(org, id, &user(who), c, outcome).await.unwrap()
+    };
+    let claim = |who: &'static str, c: Channel| async move {
+        log.claim(org, id, &user(who), c, LIVE).await.unwrap()
+    };
+
+    // Creating is idempotent on the id.
+    assert_eq!(log.create_notification(&n).await.unwrap(), Created::New);
+    assert_eq!(
+        log.create_notification(&n).await.unwrap(),
+        Created::AlreadyExists
+    );
+    let first = [
+        record(&n, "u-1", sms, false),
+        record(&n, "u-1", push, false),
+        record(&n, "u-2", sms, true),
+        record(&n, "u-2", email, true),
+    ];
+    log.put_first_records(org, &first).await.unwrap();
+    let logged = log.get_notification(org, id).await.unwrap().unwrap();
+    assert_eq!(logged.notification, n);
+    assert_eq!(logged.records.len(), 4);
+
+    // Claims: one attempt at a time, counted; nothing to claim is Missing.
+    assert_eq!(claim("u-1", sms).await, Claim::Claimed { attempts: 1 });
+    assert_eq!(
+        claim("u-1", sms).await,
+        Claim::InFlight,
+        "a live claim is not taken twice"
+    );
+    assert_eq!(claim("u-9", sms).await, Claim::Missing);
+    let sent = Finish::Sent {
+        attempt: 1,
+        provider: Provider::Sns,
+        provider_message_id: Some("m-1".into()),
+    };
+    assert!(finish("u-1", sms, sent.clone()).await);
+    assert!(
+        !finish("u-1", sms, sent).await,
+        "a repeated finish changes nothing"
+    );
+    assert_eq!(
+        claim("u-1", sms).await,
+        Claim::AlreadyDone(DeliveryStatus::Sent)
+    );
+    let r = status(log, &n, "u-1", sms).await;
+    assert_eq!(
+        (r.status, r.attempts, r.provider_message_id.as_deref()),
+        (DeliveryStatus::Sent, 1, Some("m-1"))
+    );
+
+    // A replay writes what is missing and never resets what moved on.
+    let mut replayed = first.to_vec();
+    replayed.push(record(&n, "u-3", sms, false));
+    log.put_records(org, &replayed).await.unwrap();
+    let r = status(log, &n, "u-1", sms).await;
+    assert_eq!(
+        (r.status, r.attempts),
+        (DeliveryStatus::Sent, 1),
+        "replay kept the sent record"
+    );
+    assert_eq!(
+        claim("u-1", sms).await,
+        Claim::AlreadyDone(DeliveryStatus::Sent)
+    );
+    assert_eq!(
+        status(log, &n, "u-3", sms).await.status,
+        DeliveryStatus::Pending
+    );
+    assert_eq!(
+        log.get_notification(org, id)
+            .await
+            .unwrap()
+            .unwrap()
+            .records
+            .len(),
+        5
+    );
+
+    // Fencing: once a newer attempt claimed, the stale one can neither drop that claim
+    // nor fail the record; a send it made is still recorded (it happened).
+    assert_eq!(
+        expired_claim(log, &n, "u-1", push).await,
+        Claim::Claimed { attempts: 1 }
+    );
+    assert_eq!(
+        claim("u-1", push).await,
+        Claim::Claimed { attempts: 2 },
+        "an expired lease"
+    );
+    let stale_retry = Finish::Retry {
+        attempt: 1,
+        reason: "provider_timeout".into(),
+    };
+    assert!(!finish("u-1", push, stale_retry).await);
+    assert_eq!(
+        claim("u-1", push).await,
+        Claim::InFlight,
+        "attempt 2 still holds it"
+    );
+    let stale_fail = Finish::Failed {
+        attempt: 1,
+        reason: "gave_up: provider_timeout".into(),
+    };
+    assert!(!finish("u-1", push, stale_fail).await);
+    assert_eq!(
+        status(log, &n, "u-1", push).await.status,
+        DeliveryStatus::Pending
+    );
+    let retry = Finish::Retry {
+        attempt: 2,
+        reason: "provider_timeout".into(),
+    };
+    assert!(
+        finish("u-1", push, retry).await,
+        "the latest attempt's retry"
+    );
+    let r = status(log, &n, "u-1", push).await;
+    assert_eq!(
+        (r.status, r.reason.as_deref()),
+        (DeliveryStatus::Pending, Some("provider_timeout"))
+    );
+    assert_eq!(
+        claim("u-1", push).await,
+        Claim::Claimed { attempts: 3 },
+        "free after a retry"
+    );
+    let stale_sent = Finish::Sent {
+        attempt: 2,
+        provider: Provider::Sns,
+        provider_message_id: None,
+    };
+    assert!(finish("u-1", push, stale_sent).await);
+    assert_eq!(
+        status(log, &n, "u-1", push).await.status,
+        DeliveryStatus::Sent
+    );
+
+    // Held deliveries move only while held.
+    assert!(!finish("u-1", sms, Finish::Release).await, "not held");
+    assert!(finish("u-2", sms, Finish::Release).await);
+    assert!(!finish("u-2", sms, Finish::Release).await, "released once");
+    assert!(!status(log, &n, "u-2", sms).await.awaiting_push);
+    let skip = || Finish::SkipHeld {
+        reason: "push_sent".into(),
+    };
+    assert!(
+        !finish("u-2", sms, skip()).await,
+        "released, so not skipped"
+    );
+    assert!(finish("u-2", email, skip()).await);
+    let r = status(log, &n, "u-2", email).await;
+    assert_eq!(
+        (r.status, r.reason.as_deref()),
+        (DeliveryStatus::Skipped, Some("push_sent"))
+    );
+    assert_eq!(
+        claim("u-2", email).await,
+        Claim::AlreadyDone(DeliveryStatus::Skipped)
+    );
+    // A held record claimed by its fallback job is no longer held: a late release is a
+    // no-op (the fallback was enqueued before the release).
+    let n2 = notification(org);
+    log.create_notification(&n2).await.unwrap();
+    log.put_first_records(org, &[record(&n2, "u-2", sms, true)])
+        .await
+        .unwrap();
+    let claimed = log
+        .claim(org, &n2.notification_id, &user("u-2"), sms, LIVE)
+        .await
+        .unwrap();
+    assert_eq!(claimed, Claim::Claimed { attempts: 1 });
+    assert!(
+        !log.finish(org, &n2.notification_id, &user("u-2"), sms, Finish::Release)
+            .await
+            .unwrap()
+    );
+
+    // Failure is final.
+    assert_eq!(claim("u-3", sms).await, Claim::Claimed { attempts: 1 });
+    assert!(
+        finish(
+            "u-3",
+            sms,
+            Finish::Failed {
+                attempt: 1,
+                reason: "invalid_number".into()
+            }
+        )
+        .await
+    );
+    assert_eq!(
+        claim("u-3", sms).await,
+        Claim::AlreadyDone(DeliveryStatus::Failed)
+    );
+
+    // Acks.
+    assert!(
+        log.ack(org, id, &UserId::parse("u-1").unwrap())
+            .await
+            .unwrap()
+    );
+    let logged = log.get_notification(org, id).await.unwrap().unwrap();
+    assert_eq!(logged.acks.len(), 1);
+    assert_eq!(logged.acks[0].0.as_str(), "u-1");
+
+    // Another organization sees nothing.
+    let other = OrgId::parse(&format!("{}-other", org.as_str())).unwrap();
+    assert!(log.get_notification(&other, id).await.unwrap().is_none());
+    assert_eq!(
+        log.claim(&other, id, &user("u-3"), sms, LIVE)
+            .await
+            .unwrap(),
+        Claim::Missing
+    );
+}
