@@ -238,6 +238,10 @@ async fn any(State(app): State<Arc<LocalApp>>, req: Request) -> Response {
         path: parts.uri.path().to_string(),
         claims,
         body,
+        idempotency_key: parts
+            .headers
+            .get("idempotency-key")
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()),
     };
     to_response(api::handle(&app.services, request).await)
 }

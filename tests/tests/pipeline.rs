@@ -57,6 +57,7 @@ async fn pipeline() -> Pipeline {
         tables: stack.tables.clone(),
         queues: stack.queues.clone(),
         secret_prefix: stack.secret_prefix.clone(),
+        max_receives: flare_tests::stack::MAX_RECEIVES,
     };
     let (p, s, e) = (cfg(Channel::Push), cfg(Channel::Sms), cfg(Channel::Email));
     let sender = EmailAddress::parse("flare@flare.example").unwrap();
@@ -122,6 +123,7 @@ impl Pipeline {
             } else {
                 body.to_string().into_bytes()
             },
+            idempotency_key: None,
         };
         let r = api::handle(&self.services, req).await;
         (r.status, r.body.unwrap_or(Value::Null))
@@ -701,6 +703,7 @@ async fn a_recipient_acknowledges_and_others_may_not() {
             roles: vec![Role::Responder],
         }),
         body: vec![],
+        idempotency_key: None,
     };
     assert_eq!(api::handle(&p.services, ack("u-99")).await.status, 403);
     assert_eq!(api::handle(&p.services, ack("u-17")).await.status, 204);

@@ -127,6 +127,10 @@ pub async fn handle(svc: &Services, req: Request) -> Result<Response<Body>, lamb
         path: req.raw_http_path().to_string(),
         claims: claims(&req),
         body: req.body().as_ref().to_vec(),
+        idempotency_key: req
+            .headers()
+            .get("idempotency-key")
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()),
     };
     let resp = api::handle(svc, request).await;
     let body = match resp.body {

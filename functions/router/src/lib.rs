@@ -67,8 +67,11 @@ impl Outcome {
     }
 }
 
-/// Routes one event. A transient AWS failure is an error (EventBridge retries the
-/// invocation); a malformed event or an unknown organization is logged and dropped.
+/// Routes one event. A transient AWS failure, or any failure after the notification was
+/// created, is an error: Lambda retries the asynchronous invocation (twice), then sends
+/// the event to the router's failure queue (`RouterFailureQueue`, alarmed). EventBridge's
+/// own retry policy only covers handing the event to Lambda. A malformed event or an
+/// unknown organization is logged and dropped.
 pub async fn handle(
     notifier: &Notifier,
     event: LambdaEvent<serde_json::Value>,
@@ -84,7 +87,7 @@ pub async fn handle(
     match notifier.route(&ev).await {
         Ok(r) => Ok(Outcome::Routed(r)),
         Err(e) if e.is_retryable() => {
-            tracing::warn!(notification_id = %ev.notification_id, error = ?e, "routing failed; EventBridge will retry");
+            tracing::warn!(notification_id = %ev.notification_id, error = ?e, "routing failed; Lambda will retry the event");
             Err(e.into())
         }
         Err(e) => {

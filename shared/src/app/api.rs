@@ -20,6 +20,8 @@ pub struct ApiRequest {
     /// `None` when the request carried no valid token.
     pub claims: Option<Claims>,
     pub body: Vec<u8>,
+    /// The `Idempotency-Key` header, as sent (`POST /v1/messages/sms` honours it).
+    pub idempotency_key: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -178,7 +180,8 @@ async fn route(svc: &Services, req: ApiRequest) -> Result<ApiResponse, ApiError>
             Ok(ApiResponse::no_content())
         }
         Op::ManualSms => {
-            let v = notifications::manual_sms(svc, org, &body()?).await?;
+            let key = req.idempotency_key.as_deref();
+            let v = notifications::manual_sms(svc, org, &body()?, key).await?;
             Ok(ApiResponse::json(202, v))
         }
     }

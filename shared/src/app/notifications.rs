@@ -5,7 +5,9 @@ use super::auth::Claims;
 use super::error::ApiError;
 use super::notify::{ManualSmsError, Notifier, RouteError};
 use crate::domain::input::ManualSmsInput;
-use crate::domain::{Channel, DeliveryRecord, NotificationId, OrgId, RecipientRef, UserId};
+use crate::domain::{
+    Channel, DeliveryRecord, IdempotencyKey, NotificationId, OrgId, RecipientRef, UserId,
+};
 use crate::ports::Logged;
 use serde_json::{Value, json};
 
@@ -103,20 +105,39 @@ pub async fn ack(svc: &Services, claims: &Claims, id: &str) -> Result<(), ApiErr
     Ok(())
 }
 
-pub async fn manual_sms(svc: &Services, org: &OrgId, body: &Value) -> Result<Value, ApiError> {
-    let input = ManualSmsInput::parse(body)?;
+pub async fn manual_sms(
+    svc: &Services,
+    org: &OrgId,
+    body: &Value,
+    idempotency_key: Option<&str>,
+) -> Result<Value, ApiError> {
+    let mut errors = crate::domain::FieldErrors::new();
+    let key =
+        idempotency_key.and_then(|k| errors.check("Idempotency-Key", IdempotencyKey::parse(k)));
+    let input = match ManualSmsInput::parse(body) {
+        Ok(input) if errors.is_empty() => input,
+        Ok(_) => return Err(errors.into()),
+        Err(e) => {
+            errors.merge("", e);
+            return Err(errors.into());
+        }
+    };
     let notifier = Notifier {
         settings: svc.settings.clone(),
         directory: svc.directory.clone(),
         log: svc.log.clone(),
         queue: svc.queue.clone(),
     };
-    match notifier.manual_sms(org, input).await {
+    match notifier.manual_sms(org, input, key.as_ref()).await {
         Ok(id) => Ok(json!({"notification_id": id})),
         Err(ManualSmsError::Disabled) => Err(ApiError::ManualSmsDisabled),
         Err(ManualSmsError::UnknownUser) => Err(ApiError::Missing("user")),
         Err(ManualSmsError::Route(RouteError::Store(e))) => Err(e.into()),
         Err(ManualSmsError::Route(RouteError::Queue(e))) => Err(ApiError::Unavailable(e.into())),
+        // Sending it again with the same Idempotency-Key completes it.
+        Err(ManualSmsError::Route(e @ RouteError::Incomplete(_))) => {
+            Err(ApiError::Unavailable(e.into()))
+        }
         Err(ManualSmsError::Route(e)) => Err(ApiError::Internal(e.into())),
     }
 }

@@ -6,9 +6,13 @@ use crate::domain::input::ManualSmsInput;
 use crate::domain::routing::{self, JobTemplate, Recipient, RecipientPlan, RoutingContext};
 use crate::domain::settings::effective_email_provider;
 use crate::domain::{
-    Category, ControlCenterId, DeliveryJob, DeliveryRecord, DeliveryStatus, IncidentEvent, Message,
-    Notification, NotificationId, OrgId, Provider, Targets, User, UserId,
+    Category, ControlCenterId, DeliveryJob, DeliveryRecord, DeliveryStatus, IdempotencyKey,
+    IncidentEvent, Message, Notification, NotificationId, OrgId, Provider, RecipientRef, Targets,
+    User, UserId,
 };
+
+/// How long an `Idempotency-Key` names the same manual SMS.
+pub const IDEMPOTENCY_WINDOW: chrono::TimeDelta = chrono::TimeDelta::hours(24);
 use crate::ports::{
     Created, DeliveryLog, Directory, JobQueue, QueueError, SettingsStore, StoreError,
 };
@@ -32,15 +36,23 @@ pub enum RouteError {
     Store(#[from] StoreError),
     #[error("enqueuing failed")]
     Queue(#[from] QueueError),
+    /// Writing the records or enqueuing failed after the notification was created, of
+    /// whatever kind: routing the event again completes it (the replay path writes the
+    /// missing records and enqueues what is pending), so it is always worth a retry;
+    /// dropping it would leave records `pending` with no job.
+    #[error("routing stopped after the notification was created; routing it again completes it")]
+    Incomplete(#[source] Box<RouteError>),
 }
 
 impl RouteError {
-    /// Worth returning an error to EventBridge so it retries.
+    /// Worth failing the invocation so Lambda retries it (and, once its retries are spent,
+    /// the event waits in the router's failure queue).
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
             RouteError::Store(StoreError::Unavailable(_))
                 | RouteError::Queue(QueueError::Unavailable(_))
+                | RouteError::Incomplete(_)
         )
     }
 }
@@ -172,15 +184,29 @@ impl Notifier {
         n: Notification,
         plans: Vec<RecipientPlan>,
     ) -> Result<Routed, RouteError> {
-        let org = n.org_id.clone();
         let id = n.notification_id.clone();
         let planned: Vec<DeliveryRecord> = plans.iter().flat_map(|p| p.records(&id)).collect();
         let recipients = plans.len();
         drop(plans);
         let created = self.log.create_notification(&n).await?;
+        self.complete(n, planned, recipients, created)
+            .await
+            .map_err(|e| RouteError::Incomplete(Box::new(e)))
+    }
+
+    /// The part of [`Self::commit`] after the notification exists.
+    async fn complete(
+        &self,
+        n: Notification,
+        planned: Vec<DeliveryRecord>,
+        recipients: usize,
+        created: Created,
+    ) -> Result<Routed, RouteError> {
+        let org = n.org_id.clone();
+        let id = n.notification_id.clone();
         let (records, written) = match created {
             Created::New => {
-                self.log.put_records(&org, &planned).await?;
+                self.log.put_first_records(&org, &planned).await?;
                 let w = planned.len();
                 (planned, w)
             }
@@ -243,11 +269,15 @@ impl Notifier {
         Ok(routed)
     }
 
-    /// A dispatcher's SMS to one user (`POST /v1/messages/sms`).
+    /// A dispatcher's SMS to one user (`POST /v1/messages/sms`). With an idempotency
+    /// key, the same key from the same organization within [`IDEMPOTENCY_WINDOW`] answers
+    /// the first request's notification and sends nothing again (a first request that
+    /// stopped part-way is completed, never repeated).
     pub async fn manual_sms(
         &self,
         org: &OrgId,
         input: ManualSmsInput,
+        key: Option<&IdempotencyKey>,
     ) -> Result<NotificationId, ManualSmsError> {
         let settings = self
             .settings
@@ -269,8 +299,32 @@ impl Notifier {
             .or_else(|| user.control_center_id.clone())
             .unwrap_or_else(ControlCenterId::main);
         let providers = self.providers(org, &cc).await.map_err(RouteError::from)?;
-        let notification = Notification {
-            notification_id: NotificationId::generate(),
+        let mut notification_id = NotificationId::generate();
+        let mut first = None;
+        if let Some(key) = key {
+            let id = key.notification_id(org);
+            match self
+                .log
+                .get_notification(org, &id)
+                .await
+                .map_err(RouteError::from)?
+            {
+                Some(l) if chrono::Utc::now() - l.notification.created_at < IDEMPOTENCY_WINDOW => {
+                    let me = RecipientRef::User(user.user_id.clone());
+                    if l.records.iter().any(|r| r.recipient != me) {
+                        // The key was used for another user's message: the first one stands.
+                        return Ok(id);
+                    }
+                    first = Some(l.notification);
+                    notification_id = id;
+                }
+                // Older than the window: the key names a new message now.
+                Some(_) => {}
+                None => notification_id = id,
+            }
+        }
+        let notification = first.unwrap_or(Notification {
+            notification_id,
             org_id: org.clone(),
             category: Category::ManualSms,
             incident_id: None,
@@ -280,7 +334,7 @@ impl Notifier {
                 body: input.text,
             },
             created_at: chrono::Utc::now(),
-        };
+        });
         let ctx = RoutingContext {
             category: Category::ManualSms,
             settings: &settings,

@@ -543,7 +543,14 @@ fn operation(route: &Route, examples: &Map<String, Value>) -> Value {
         "description": route.access.describe(),
         "tags": [route.tag],
     });
-    let params: Vec<Value> = route.params().map(parameter).collect();
+    let mut params: Vec<Value> = route.params().map(parameter).collect();
+    if route.op == Op::ManualSms {
+        params.push(json!({
+            "name": "Idempotency-Key", "in": "header", "required": false,
+            "description": "The same key from the same organization within 24 hours answers the first request's notification_id and sends nothing again.",
+            "schema": {"type": "string", "pattern": "^[!-~]{1,255}$", "example": "dispatch-4711-sms-1"},
+        }));
+    }
     if !params.is_empty() {
         op["parameters"] = json!(params);
     }
@@ -676,7 +683,12 @@ mod tests {
                 let params: Vec<&str> = route.params().collect();
                 let declared: Vec<&str> = op["parameters"]
                     .as_array()
-                    .map(|a| a.iter().map(|p| p["name"].as_str().unwrap()).collect())
+                    .map(|a| {
+                        a.iter()
+                            .filter(|p| p["in"] == "path")
+                            .map(|p| p["name"].as_str().unwrap())
+                            .collect()
+                    })
                     .unwrap_or_default();
                 assert_eq!(params, declared, "{method} {path}");
                 described += 1;

@@ -115,6 +115,37 @@ impl NotificationId {
     }
 }
 
+/// An `Idempotency-Key` header: 1 to 255 visible ASCII characters (what HTTP header
+/// values carry unchanged everywhere).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct IdempotencyKey(String);
+
+impl IdempotencyKey {
+    pub const MAX: usize = 255;
+
+    pub fn parse(s: &str) -> Result<Self, ValidationError> {
+        if s.is_empty() || s.len() > Self::MAX || !s.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(ValidationError::new(
+                "must be 1 to 255 visible ASCII characters (no spaces)",
+            ));
+        }
+        Ok(Self(s.to_string()))
+    }
+
+    /// The notification this key names in `org`: the same key from the same organization
+    /// always names the same notification, and no two organizations share one.
+    pub fn notification_id(&self, org: &OrgId) -> NotificationId {
+        // A name-based (v5) UUID of the organization and the key, in a namespace of
+        // Flare's own; both are length-prefixed so ("a", "bc") and ("ab", "c") differ.
+        const NAMESPACE: uuid::Uuid = uuid::uuid!("6f1d3c1e-8a8b-4f7e-9a55-3c1f0b7e2d41");
+        let name = format!("{}:{}:{}:{}", org.0.len(), org.0, self.0.len(), self.0);
+        NotificationId(format!(
+            "sms-{}",
+            uuid::Uuid::new_v5(&NAMESPACE, name.as_bytes())
+        ))
+    }
+}
+
 impl DeviceId {
     pub fn generate() -> Self {
         Self(uuid::Uuid::new_v4().to_string())
@@ -145,5 +176,27 @@ mod tests {
     fn ids_validate_when_deserialized() {
         assert!(serde_json::from_str::<OrgId>("\"acme\"").is_ok());
         assert!(serde_json::from_str::<OrgId>("\"a b\"").is_err());
+    }
+
+    #[test]
+    fn an_idempotency_key_names_one_notification_per_organization() {
+        let key = IdempotencyKey::parse("dispatch-4711").unwrap();
+        let acme = OrgId::parse("acme").unwrap();
+        assert_eq!(key.notification_id(&acme), key.notification_id(&acme));
+        assert_ne!(
+            key.notification_id(&acme),
+            key.notification_id(&OrgId::parse("acme2").unwrap())
+        );
+        // Length-prefixed: ("a", "b:c") and ("a:b", "c") are different names.
+        let (a, ab) = (OrgId::parse("a").unwrap(), OrgId::parse("a:b").unwrap());
+        assert_ne!(
+            IdempotencyKey::parse("b:c").unwrap().notification_id(&a),
+            IdempotencyKey::parse("c").unwrap().notification_id(&ab)
+        );
+        assert!(NotificationId::parse(key.notification_id(&acme).as_str()).is_ok());
+        for bad in ["", "two words", "tab\there", "é", &"k".repeat(256)] {
+            assert!(IdempotencyKey::parse(bad).is_err(), "{bad:?}");
+        }
+        assert!(IdempotencyKey::parse(&"k".repeat(255)).is_ok());
     }
 }

@@ -25,7 +25,9 @@ pub use email::EmailAddress;
 pub use endpoint::{EndpointPolicy, GatewayUrl, SmtpSecurity, SmtpServer};
 pub use event::{Category, EventError, IncidentEvent, Targets};
 pub use header::{HeaderName, HttpHeader};
-pub use ids::{ControlCenterId, DeviceId, IncidentId, NotificationId, OrgId, UserId};
+pub use ids::{
+    ControlCenterId, DeviceId, IdempotencyKey, IncidentId, NotificationId, OrgId, UserId,
+};
 pub use license::License;
 pub use phone::{PhoneNumber, SenderId};
 pub use reason::FailReason;

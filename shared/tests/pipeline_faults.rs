@@ -1,0 +1,310 @@
+//! The pipeline's guarantees when a step fails half-way, on the in-memory adapters:
+//! nothing is left `pending` without a job, and a retry completes what the failure
+//! interrupted without sending anything twice.
+
+mod common;
+
+use async_trait::async_trait;
+use common::responder;
+use flare_shared::app::Services;
+use flare_shared::app::api::{self, ApiRequest};
+use flare_shared::app::auth::{Claims, Role};
+use flare_shared::app::deliver::{DeliverError, Delivered, Deliverer, lease_for};
+use flare_shared::app::notify::{Notifier, RouteError};
+use flare_shared::memory::{MemoryDeliveryLog, MemoryDirectory, MemoryQueue, MemorySettings};
+use flare_shared::ports::{
+    DeliveryLog, Directory, JobQueue, PushMessage, PushSender, QueueError, Receipt, SendError,
+    SettingsStore, SmsMessage, SmsSender,
+};
+use flare_shared::*;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+const LEASE: Duration = lease_for(Duration::from_secs(20));
+
+/// A queue whose first `fail` calls fail for good (not `Unavailable`).
+#[derive(Default)]
+struct FlakyQueue {
+    fail: AtomicUsize,
+    inner: MemoryQueue,
+}
+
+#[async_trait]
+impl JobQueue for FlakyQueue {
+    async fn enqueue(&self, jobs: &[DeliveryJob]) -> Result<(), QueueError> {
+        if self
+            .fail
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Err(QueueError::Failed(anyhow::anyhow!(
+                "injected enqueue failure"
+            )));
+        }
+        self.inner.enqueue(jobs).await
+    }
+}
+
+/// Push that every device refuses for good.
+struct DeadPush;
+
+#[async_trait]
+impl PushSender for DeadPush {
+    async fn send(&self, _: &PushMessage) -> Result<Receipt, SendError> {
+        Err(SendError::permanent(FailReason::EndpointDisabled))
+    }
+}
+
+#[derive(Default)]
+struct CountingSms {
+    sent: AtomicUsize,
+}
+
+#[async_trait]
+impl SmsSender for CountingSms {
+    async fn send(&self, _: &SmsMessage) -> Result<Receipt, SendError> {
+        self.sent.fetch_add(1, Ordering::SeqCst);
+        Ok(Receipt {
+            provider: Provider::Sns,
+            provider_message_id: None,
+        })
+    }
+}
+
+struct World {
+    settings: Arc<MemorySettings>,
+    directory: Arc<MemoryDirectory>,
+    log: Arc<MemoryDeliveryLog>,
+    org: OrgId,
+}
+
+async fn world() -> World {
+    let w = World {
+        settings: Arc::new(MemorySettings::default()),
+        directory: Arc::new(MemoryDirectory::default()),
+        log: Arc::new(MemoryDeliveryLog::default()),
+        org: OrgId::parse("acme").unwrap(),
+    };
+    let sms = SmsSettings {
+        control_center_id: ControlCenterId::main(),
+        provider: SmsProvider::Sns,
+        sender_number: None,
+        password_set: false,
+    };
+    w.settings.put_sms(&w.org, &sms).await.unwrap();
+    let comm = CommunicationSettings {
+        manual_sms: true,
+        ..Default::default()
+    };
+    w.settings.put_communication(&w.org, &comm).await.unwrap();
+    w.directory
+        .put_user(&w.org, &responder("u-17"))
+        .await
+        .unwrap();
+    w
+}
+
+impl World {
+    fn notifier(&self, queue: Arc<dyn JobQueue>) -> Notifier {
+        Notifier {
+            settings: self.settings.clone(),
+            directory: self.directory.clone(),
+            log: self.log.clone(),
+            queue,
+        }
+    }
+
+    fn deliverer(&self, queue: Arc<dyn JobQueue>) -> Deliverer {
+        Deliverer {
+            log: self.log.clone(),
+            queue: Some(queue),
+            directory: self.directory.clone(),
+            settings: self.settings.clone(),
+            push: Some(Arc::new(DeadPush)),
+            sms: Default::default(),
+            email: Default::default(),
+            default_sender: None,
+        }
+    }
+
+    async fn records(&self, id: &NotificationId) -> Vec<DeliveryRecord> {
+        self.log
+            .get_notification(&self.org, id)
+            .await
+            .unwrap()
+            .unwrap()
+            .records
+    }
+}
+
+fn dispatch() -> IncidentEvent {
+    let raw = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../events/incidents/incident-dispatched.json"
+    ))
+    .unwrap();
+    IncidentEvent::from_json(&raw).unwrap()
+}
+
+#[tokio::test]
+async fn a_failed_fallback_enqueue_leaves_sms_and_email_held_and_the_retry_enqueues_them() {
+    let w = world().await;
+    let router_queue = Arc::new(MemoryQueue::default());
+    let event = dispatch();
+    w.notifier(router_queue.clone())
+        .route(&event)
+        .await
+        .unwrap();
+    let push_job = router_queue.pop(Channel::Push).expect("u-17's push job");
+    assert_eq!(
+        push_job.recipient,
+        RecipientRef::User(UserId::parse("u-17").unwrap())
+    );
+
+    let fallback_queue = Arc::new(FlakyQueue::default());
+    fallback_queue.fail.store(1, Ordering::SeqCst);
+    let deliverer = w.deliverer(fallback_queue.clone());
+    let err = deliverer
+        .deliver(&push_job, false, LEASE)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, DeliverError::Queue(_)), "{err:?}");
+    let held: Vec<_> = w
+        .records(&event.notification_id)
+        .await
+        .into_iter()
+        .filter(|r| r.recipient == push_job.recipient && r.channel != Channel::Push)
+        .collect();
+    assert_eq!(held.len(), 2);
+    assert!(
+        held.iter()
+            .all(|r| r.awaiting_push && r.status == DeliveryStatus::Pending),
+        "still held, so the retry finds them: {held:?}"
+    );
+
+    // The queue redelivers the push job: push is done, its fallback is enqueued now.
+    let again = deliverer.deliver(&push_job, false, LEASE).await.unwrap();
+    assert_eq!(again, Delivered::AlreadyDone(DeliveryStatus::Failed));
+    assert_eq!(fallback_queue.inner.len(Channel::Sms), 1);
+    assert_eq!(fallback_queue.inner.len(Channel::Email), 1);
+    assert!(
+        w.records(&event.notification_id)
+            .await
+            .iter()
+            .filter(|r| r.recipient == push_job.recipient)
+            .all(|r| !r.awaiting_push),
+        "released once enqueued"
+    );
+    // A third delivery of the same push job enqueues nothing more.
+    deliverer.deliver(&push_job, false, LEASE).await.unwrap();
+    assert_eq!(fallback_queue.inner.len(Channel::Sms), 1);
+}
+
+#[tokio::test]
+async fn a_queue_failure_after_the_records_were_written_is_retried_and_routing_again_completes_it()
+{
+    let w = world().await;
+    let queue = Arc::new(FlakyQueue::default());
+    queue.fail.store(1, Ordering::SeqCst);
+    let notifier = w.notifier(queue.clone());
+    let event = dispatch();
+    let err = notifier.route(&event).await.unwrap_err();
+    assert!(matches!(err, RouteError::Incomplete(_)), "{err:?}");
+    assert!(
+        err.is_retryable(),
+        "a dropped event would leave its records pending with no job"
+    );
+    assert!(!w.records(&event.notification_id).await.is_empty());
+    assert_eq!(queue.inner.len(Channel::Push), 0);
+
+    let routed = notifier.route(&event).await.unwrap();
+    assert!(routed.replay);
+    assert_eq!((routed.records_written, routed.jobs_enqueued), (0, 1));
+    assert_eq!(queue.inner.len(Channel::Push), 1);
+}
+
+fn manual_sms(key: Option<&str>, user: &str) -> ApiRequest {
+    ApiRequest {
+        method: "POST".into(),
+        path: "/v1/messages/sms".into(),
+        claims: Some(Claims {
+            sub: "u-dispatch".into(),
+            org_id: OrgId::parse("acme").unwrap(),
+            roles: vec![Role::Dispatcher],
+        }),
+        body: serde_json::json!({"user_id": user, "text": "Report to base"})
+            .to_string()
+            .into_bytes(),
+        idempotency_key: key.map(str::to_string),
+    }
+}
+
+#[tokio::test]
+async fn the_same_idempotency_key_answers_the_first_notification_and_sends_nothing_again() {
+    let w = world().await;
+    w.directory
+        .put_user(&w.org, &responder("u-18"))
+        .await
+        .unwrap();
+    let queue = Arc::new(MemoryQueue::default());
+    let mut svc = Services::in_memory(EndpointPolicy::default());
+    svc.settings = w.settings.clone();
+    svc.directory = w.directory.clone();
+    svc.log = w.log.clone();
+    svc.queue = queue.clone();
+    let send = |req| api::handle(&svc, req);
+
+    let first = send(manual_sms(Some("dispatch-4711"), "u-17")).await;
+    assert_eq!(first.status, 202);
+    let id = first.body.unwrap()["notification_id"].clone();
+    let second = send(manual_sms(Some("dispatch-4711"), "u-17")).await;
+    assert_eq!(
+        (second.status, &second.body.unwrap()["notification_id"]),
+        (202, &id)
+    );
+    // The same key for another user's message: the first one stands.
+    let other = send(manual_sms(Some("dispatch-4711"), "u-18")).await;
+    assert_eq!(other.body.unwrap()["notification_id"], id);
+    // The repeat enqueued the still-pending record again (so a first request that stopped
+    // before its enqueue is completed); its claim makes it send nothing.
+    let sms = Arc::new(CountingSms::default());
+    let mut deliverer = w.deliverer(queue.clone());
+    deliverer.sms.insert(Provider::Sns, sms.clone());
+    let mut jobs = Vec::new();
+    while let Some(job) = queue.pop(Channel::Sms) {
+        jobs.push(job);
+    }
+    assert!(!jobs.is_empty());
+    for job in &jobs {
+        assert_eq!(Some(job.notification_id.as_str()), id.as_str());
+        assert_eq!(
+            job.recipient,
+            RecipientRef::User(UserId::parse("u-17").unwrap())
+        );
+        deliverer.deliver(job, false, LEASE).await.unwrap();
+    }
+    assert_eq!(
+        sms.sent.load(Ordering::SeqCst),
+        1,
+        "one SMS for three requests with one key"
+    );
+
+    // Another key, or none, is another message.
+    let fresh = send(manual_sms(Some("dispatch-4712"), "u-17")).await;
+    assert_ne!(fresh.body.unwrap()["notification_id"], id);
+    send(manual_sms(None, "u-17")).await;
+    send(manual_sms(None, "u-17")).await;
+    assert_eq!(queue.len(Channel::Sms), 3);
+
+    // A key that is not 1 to 255 visible ASCII characters is named, with the body's faults.
+    let mut bad = manual_sms(Some("two words"), "u-17");
+    bad.body = br#"{"user_id": "u-17"}"#.to_vec();
+    let r = send(bad).await;
+    assert_eq!(r.status, 400);
+    let fields = &r.body.unwrap()["error"]["fields"];
+    assert!(
+        fields.get("Idempotency-Key").is_some() && fields.get("text").is_some(),
+        "{fields}"
+    );
+}
