@@ -16,6 +16,13 @@ pub const MAX_RECEIVES_ENV: &str = "FLARE_MAX_RECEIVES";
 /// The delivery functions' `Timeout` in `template.yaml` (a test keeps them equal).
 pub const FUNCTION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
 
+/// How many messages of a batch run at once (SQS hands over at most 10).
+pub const BATCH_CONCURRENCY: usize = 10;
+
+/// How long before the invocation's deadline unfinished jobs are cut off, so the
+/// function can still answer which ones to redeliver.
+pub const ANSWER_MARGIN: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// The first retry's delay; later ones double ([`retry_delay`]).
 pub const RETRY_BASE: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -57,12 +64,31 @@ impl DeliveryFunction {
         event: SqsEvent,
         deadline: std::time::SystemTime,
     ) -> SqsBatchResponse {
+        use futures::StreamExt;
+        // The messages of a batch run side by side (one hung server must not hold up the
+        // others, other organizations' jobs included), each cut off shortly before the
+        // deadline, so the answer names what is unfinished instead of Lambda timing the
+        // whole batch out.
+        let outcomes: Vec<(SqsMessage, bool)> = futures::stream::iter(event.records)
+            .map(|message| async move {
+                let left = deadline
+                    .duration_since(std::time::SystemTime::now())
+                    .unwrap_or_default()
+                    .saturating_sub(ANSWER_MARGIN);
+                let done =
+                    tokio::time::timeout(left, self.handle_one(&message, lease_for(left))).await;
+                let done = done.unwrap_or_else(|_| {
+                    tracing::warn!(message_id = ?message.message_id, "job not finished before the invocation's deadline: returned to the queue");
+                    false
+                });
+                (message, done)
+            })
+            .buffer_unordered(BATCH_CONCURRENCY)
+            .collect()
+            .await;
         let mut failures = Vec::new();
-        for message in event.records {
-            let remaining = deadline
-                .duration_since(std::time::SystemTime::now())
-                .unwrap_or_default();
-            if !self.handle_one(&message, lease_for(remaining)).await {
+        for (message, done) in outcomes {
+            if !done {
                 let mut failure = BatchItemFailure::default();
                 match message.message_id.clone() {
                     Some(id) => failure.item_identifier = id,
@@ -233,7 +259,13 @@ pub async fn run(function: DeliveryFunction) -> Result<(), lambda_runtime::Error
 #[cfg(test)]
 mod tests {
     use super::*;
+    use flare_shared::domain::routing::JobTemplate;
+    use flare_shared::domain::{
+        Category, Channel, ControlCenterId, DeliveryRecord, DeliveryStatus, Destination, Message,
+        Notification, NotificationId, OrgId, PhoneNumber, Provider, RecipientRef, UserId,
+    };
     use flare_shared::memory::{MemoryDeliveryLog, MemoryDirectory, MemorySettings};
+    use flare_shared::ports::{DeliveryLog, Receipt, SendError, SmsMessage, SmsSender};
 
     fn function() -> DeliveryFunction {
         DeliveryFunction::new(Deliverer {
@@ -253,6 +285,100 @@ mod tests {
         m.message_id = id.map(str::to_string);
         m.body = Some(body.to_string());
         m
+    }
+
+    /// SMS that hangs for one number and is sent for the others.
+    struct HangsFor(&'static str);
+
+    #[async_trait::async_trait]
+    impl SmsSender for HangsFor {
+        async fn send(&self, sms: &SmsMessage) -> Result<Receipt, SendError> {
+            if sms.to.as_str() == self.0 {
+                tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
+            }
+            Ok(Receipt {
+                provider: Provider::Sns,
+                provider_message_id: Some(format!("m-{}", sms.to.as_str())),
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn one_hung_provider_call_neither_holds_up_the_batch_nor_outlives_the_deadline() {
+        let log = Arc::new(MemoryDeliveryLog::default());
+        let org = OrgId::parse("acme").unwrap();
+        let n = Notification {
+            notification_id: NotificationId::parse("n-1").unwrap(),
+            org_id: org.clone(),
+            category: Category::ManualSms,
+            incident_id: None,
+            control_center_id: ControlCenterId::main(),
+            message: Message {
+                title: String::new(),
+                body: "Report to base".into(),
+            },
+            created_at: chrono::Utc::now(),
+        };
+        log.create_notification(&n).await.unwrap();
+        let numbers = ["+14155550101", "+14155550102", "+14155550103"];
+        let mut records = Vec::new();
+        let mut messages = Vec::new();
+        for (i, number) in numbers.iter().enumerate() {
+            let user = RecipientRef::User(UserId::parse(&format!("u-{i}")).unwrap());
+            let to = Destination::Phone(PhoneNumber::parse(number).unwrap());
+            records.push(DeliveryRecord {
+                notification_id: n.notification_id.clone(),
+                recipient: user.clone(),
+                channel: Channel::Sms,
+                status: DeliveryStatus::Pending,
+                reason: None,
+                attempts: 0,
+                fallback: false,
+                provider: Some(Provider::Sns),
+                provider_message_id: None,
+                destination: Some(to.clone()),
+                awaiting_push: false,
+                claimed_until: None,
+            });
+            let job = JobTemplate::from(&n).job(&user, Channel::Sms, Provider::Sns, &to, false);
+            messages.push(message(
+                Some(&format!("m-{i}")),
+                &serde_json::to_string(&job).unwrap(),
+            ));
+        }
+        log.put_records(&org, &records).await.unwrap();
+        let mut f = function();
+        f.deliverer.log = log.clone();
+        f.deliverer
+            .sms
+            .insert(Provider::Sns, Arc::new(HangsFor(numbers[0])));
+        let mut event = SqsEvent::default();
+        event.records = messages;
+
+        let deadline = std::time::SystemTime::now() + std::time::Duration::from_secs(2);
+        let response = tokio::time::timeout(
+            std::time::Duration::from_secs(20),
+            f.handle_until(event, deadline),
+        )
+        .await
+        .expect("the batch answered before the deadline instead of hanging");
+        let failed: Vec<&str> = response
+            .batch_item_failures
+            .iter()
+            .map(|f| f.item_identifier.as_str())
+            .collect();
+        assert_eq!(failed, ["m-0"], "only the hung job is returned");
+        let logged = log
+            .get_notification(&org, &n.notification_id)
+            .await
+            .unwrap()
+            .unwrap();
+        let sent = logged
+            .records
+            .iter()
+            .filter(|r| r.status == DeliveryStatus::Sent)
+            .count();
+        assert_eq!(sent, 2, "{:?}", logged.records);
     }
 
     #[tokio::test]
