@@ -95,9 +95,28 @@ async fn worker(
                     });
                 }
                 Err(e) => {
-                    tracing::error!(notification_id = %q.job.notification_id, channel = q.job.channel.as_str(), error = ?e, "job given up after {MAX_ATTEMPTS} attempts (a dead-letter queue in AWS)");
+                    tracing::error!(notification_id = %q.job.notification_id, channel = q.job.channel.as_str(), error = ?e, "job given up after {MAX_ATTEMPTS} attempts: settling its record (its dead-letter queue in AWS)");
+                    settle(&deliverer, &q.job).await;
                 }
             }
         });
+    }
+}
+
+/// What the delivery functions do with a dead-lettered job: end its record
+/// `gave_up: dead_letter` (and release a push's held SMS and email), waiting out a live
+/// attempt's lease if one still holds the record.
+async fn settle(deliverer: &Deliverer, job: &DeliveryJob) {
+    for _ in 0..3 {
+        match deliverer.abandon(job).await {
+            Ok(outcome) => {
+                tracing::info!(notification_id = %job.notification_id, channel = job.channel.as_str(), outcome = ?outcome, "dead-lettered job settled");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(notification_id = %job.notification_id, channel = job.channel.as_str(), error = ?e, "dead-lettered job not settled yet");
+                tokio::time::sleep(LEASE).await;
+            }
+        }
     }
 }

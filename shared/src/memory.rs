@@ -391,6 +391,15 @@ impl DeliveryLog for MemoryDeliveryLog {
                 r.reason = Some(reason);
                 r.claimed_until = None;
             }
+            Finish::Abandon { .. } if r.claimed_until.is_some_and(|u| u > chrono::Utc::now()) => {
+                return Ok(false);
+            }
+            Finish::Abandon { reason } => {
+                r.status = DeliveryStatus::Failed;
+                r.reason = Some(reason);
+                r.awaiting_push = false;
+                r.claimed_until = None;
+            }
             Finish::Release | Finish::SkipHeld { .. } if !r.awaiting_push => return Ok(false),
             Finish::Release => r.awaiting_push = false,
             Finish::SkipHeld { reason } => {

@@ -192,6 +192,11 @@ pub enum Finish {
     },
     /// A delivery held behind push is released to be sent as fallback (only while held).
     Release,
+    /// The job is dead-lettered: a record still pending ends failed, whatever attempt
+    /// it is on and whether or not it is held, unless a live attempt holds its claim.
+    Abandon {
+        reason: String,
+    },
     /// A delivery held behind push ends skipped, push having been sent (only while held).
     SkipHeld {
         reason: String,

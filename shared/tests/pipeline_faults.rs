@@ -308,3 +308,81 @@ async fn the_same_idempotency_key_answers_the_first_notification_and_sends_nothi
         "{fields}"
     );
 }
+
+#[tokio::test]
+async fn a_dead_lettered_push_job_fails_its_record_and_its_fallback_goes_out() {
+    let w = world().await;
+    let router_queue = Arc::new(MemoryQueue::default());
+    let event = dispatch();
+    w.notifier(router_queue.clone())
+        .route(&event)
+        .await
+        .unwrap();
+    let push_job = router_queue.pop(Channel::Push).unwrap();
+    let (org, id, who) = (&w.org, &event.notification_id, &push_job.recipient);
+    // Every attempt crashed after its claim (the lease ran out each time), so no attempt
+    // finished the record, and the job used up its receives.
+    w.log
+        .claim(org, id, who, Channel::Push, Duration::ZERO)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let fallback = Arc::new(FlakyQueue::default());
+    let deliverer = w.deliverer(fallback.clone());
+    let settled = deliverer.abandon(&push_job).await.unwrap();
+    assert_eq!(
+        settled,
+        Delivered::Failed {
+            reason: "gave_up: dead_letter".into()
+        }
+    );
+    let records = w.records(id).await;
+    let push = records.iter().find(|r| r.channel == Channel::Push).unwrap();
+    assert_eq!(push.status, DeliveryStatus::Failed);
+    assert_eq!(
+        fallback.inner.len(Channel::Sms),
+        1,
+        "the held SMS goes out as fallback"
+    );
+    assert_eq!(fallback.inner.len(Channel::Email), 1);
+    assert!(records.iter().all(|r| !r.awaiting_push));
+    // Settling it again changes nothing and enqueues nothing more.
+    let again = deliverer.abandon(&push_job).await.unwrap();
+    assert_eq!(again, Delivered::AlreadyDone(DeliveryStatus::Failed));
+    assert_eq!(fallback.inner.len(Channel::Sms), 1);
+}
+
+#[tokio::test]
+async fn a_dead_lettered_job_waits_while_a_live_attempt_holds_its_record() {
+    let w = world().await;
+    let router_queue = Arc::new(MemoryQueue::default());
+    let event = dispatch();
+    w.notifier(router_queue.clone())
+        .route(&event)
+        .await
+        .unwrap();
+    let push_job = router_queue.pop(Channel::Push).unwrap();
+    w.log
+        .claim(
+            &w.org,
+            &event.notification_id,
+            &push_job.recipient,
+            Channel::Push,
+            LEASE,
+        )
+        .await
+        .unwrap();
+    let deliverer = w.deliverer(Arc::new(MemoryQueue::default()));
+    let err = deliverer.abandon(&push_job).await.unwrap_err();
+    assert!(matches!(err, DeliverError::Retry { .. }), "{err:?}");
+    let records = w.records(&event.notification_id).await;
+    let mine: Vec<_> = records
+        .iter()
+        .filter(|r| r.recipient == push_job.recipient)
+        .collect();
+    assert_eq!(mine.len(), 3);
+    assert!(
+        mine.iter().all(|r| r.status == DeliveryStatus::Pending),
+        "{mine:?}"
+    );
+}

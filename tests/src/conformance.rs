@@ -280,6 +280,56 @@ pub async fn delivery_log(log: &dyn DeliveryLog, org: &OrgId) {
         Claim::AlreadyDone(DeliveryStatus::Failed)
     );
 
+    // Abandoning a dead-lettered job: a pending record ends failed, held or not and on
+    // whatever attempt, but never under a live attempt's claim; a done one stays done.
+    let n3 = notification(org);
+    log.create_notification(&n3).await.unwrap();
+    log.put_first_records(
+        org,
+        &[
+            record(&n3, "u-4", sms, true),
+            record(&n3, "u-5", sms, false),
+            record(&n3, "u-6", sms, false),
+        ],
+    )
+    .await
+    .unwrap();
+    let abandon = || Finish::Abandon {
+        reason: "gave_up: dead_letter".into(),
+    };
+    let id3 = &n3.notification_id;
+    let on3 = |who: &'static str, outcome: Finish| async move {
+        log.finish(org, id3, &user(who), sms, outcome)
+            .await
+            .unwrap()
+    };
+    assert!(on3("u-4", abandon()).await, "a held record");
+    let r = status(log, &n3, "u-4", sms).await;
+    assert_eq!(
+        (r.status, r.reason.as_deref(), r.awaiting_push),
+        (DeliveryStatus::Failed, Some("gave_up: dead_letter"), false)
+    );
+    let live = log
+        .claim(org, &n3.notification_id, &user("u-5"), sms, LIVE)
+        .await
+        .unwrap();
+    assert_eq!(live, Claim::Claimed { attempts: 1 });
+    assert!(!on3("u-5", abandon()).await, "a live claim");
+    assert_eq!(
+        status(log, &n3, "u-5", sms).await.status,
+        DeliveryStatus::Pending
+    );
+    assert_eq!(
+        expired_claim(log, &n3, "u-6", sms).await,
+        Claim::Claimed { attempts: 1 }
+    );
+    assert!(
+        on3("u-6", abandon()).await,
+        "an expired claim (the attempt crashed)"
+    );
+    assert!(!on3("u-6", abandon()).await, "once");
+    assert!(!on3("u-9", abandon()).await, "no such record");
+
     // Acks.
     assert!(
         log.ack(org, id, &UserId::parse("u-1").unwrap())

@@ -13,6 +13,8 @@ pub struct AwsStack {
     pub tables: Tables,
     pub queues: HashMap<Channel, String>,
     pub dlqs: HashMap<Channel, String>,
+    /// The dead-letter queues' ARNs (the delivery functions' `FLARE_<CHANNEL>_DLQ_ARN`).
+    pub dlq_arns: HashMap<Channel, String>,
     pub platform_apps: PlatformApps,
     pub secret_prefix: String,
 }
@@ -39,6 +41,7 @@ impl AwsStack {
         let sqs = aws::sqs(&sdk);
         let mut queues = HashMap::new();
         let mut dlqs = HashMap::new();
+        let mut dlq_arns = HashMap::new();
         for c in Channel::ALL {
             let dlq = sqs
                 .create_queue()
@@ -78,6 +81,7 @@ impl AwsStack {
                 .unwrap_or_default();
             queues.insert(c, url);
             dlqs.insert(c, dlq);
+            dlq_arns.insert(c, dlq_arn);
         }
         let sns = aws::sns(&sdk);
         let mut platform_apps = PlatformApps::default();
@@ -101,6 +105,7 @@ impl AwsStack {
             tables,
             queues,
             dlqs,
+            dlq_arns,
             platform_apps,
             secret_prefix: unique("flare"),
         })
@@ -112,6 +117,12 @@ impl AwsStack {
         use flare_aws::wiring;
         if let Some(c) = Channel::ALL.iter().find(|c| wiring::queue_env(**c) == name) {
             return self.queues.get(c).cloned();
+        }
+        if let Some(c) = Channel::ALL
+            .iter()
+            .find(|c| wiring::dead_letter_env(**c) == name)
+        {
+            return self.dlq_arns.get(c).cloned();
         }
         match name {
             wiring::SETTINGS_TABLE => Some(self.tables.settings.clone()),

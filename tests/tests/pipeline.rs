@@ -58,6 +58,7 @@ async fn pipeline() -> Pipeline {
         queues: stack.queues.clone(),
         secret_prefix: stack.secret_prefix.clone(),
         max_receives: flare_tests::stack::MAX_RECEIVES,
+        dead_letter_queue: stack.dlq_arns[&channel].clone(),
     };
     let (p, s, e) = (cfg(Channel::Push), cfg(Channel::Sms), cfg(Channel::Email));
     let sender = EmailAddress::parse("flare@flare.example").unwrap();

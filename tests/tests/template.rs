@@ -101,3 +101,31 @@ fn the_api_description_needs_no_token_and_everything_else_does() {
         "FlareJwt"
     );
 }
+
+#[test]
+fn each_delivery_function_settles_its_own_dead_letter_queue() {
+    let t = template();
+    for (function, channel) in [
+        ("PushFunction", flare_shared::domain::Channel::Push),
+        ("SmsFunction", flare_shared::domain::Channel::Sms),
+        ("EmailFunction", flare_shared::domain::Channel::Email),
+    ] {
+        let props = &t["Resources"][function]["Properties"];
+        let dlq = format!(
+            "{}DeadLetterQueue",
+            &function[..function.len() - "Function".len()]
+        );
+        let arn = json!({"Fn::GetAtt": [dlq, "Arn"]});
+        let env = flare_aws::wiring::dead_letter_env(channel);
+        assert_eq!(
+            props["Environment"]["Variables"][env], arn,
+            "{function} {env}"
+        );
+        let source = &props["Events"]["DeadLetters"]["Properties"];
+        assert_eq!(source["Queue"], arn, "{function}");
+        assert_eq!(
+            source["FunctionResponseTypes"],
+            json!(["ReportBatchItemFailures"])
+        );
+    }
+}

@@ -37,6 +37,9 @@ pub struct DeliveryFunction {
     pub deliverer: Deliverer,
     pub max_receives: u32,
     pub delay: Option<Arc<dyn RetryDelay>>,
+    /// The ARN of this channel's dead-letter queue, which is also an event source:
+    /// its messages are jobs to give up on ([`Deliverer::abandon`]).
+    pub dead_letter_queue: Option<String>,
 }
 
 impl DeliveryFunction {
@@ -45,6 +48,7 @@ impl DeliveryFunction {
             deliverer,
             max_receives: DEFAULT_MAX_RECEIVES,
             delay: None,
+            dead_letter_queue: None,
         }
     }
 
@@ -106,6 +110,11 @@ impl DeliveryFunction {
 
     /// True when the message is done with (delivered, failed for good, or a duplicate).
     async fn handle_one(&self, message: &SqsMessage, lease: std::time::Duration) -> bool {
+        if self.dead_letter_queue.is_some()
+            && message.event_source_arn.as_deref() == self.dead_letter_queue.as_deref()
+        {
+            return self.give_up(message).await;
+        }
         let receives: u32 = message
             .attributes
             .get("ApproximateReceiveCount")
@@ -143,6 +152,32 @@ impl DeliveryFunction {
     }
 }
 
+impl DeliveryFunction {
+    /// A job from the dead-letter queue: end what it left pending. A message that is not
+    /// a job stays there (an operator has to see it); so does a job whose record a live
+    /// attempt still holds, until that attempt is over.
+    async fn give_up(&self, message: &SqsMessage) -> bool {
+        let Some(Ok(job)) = message
+            .body
+            .as_deref()
+            .map(serde_json::from_str::<DeliveryJob>)
+        else {
+            tracing::error!(message_id = ?message.message_id, "dead-lettered message is not a delivery job: left in the dead-letter queue");
+            return false;
+        };
+        match self.deliverer.abandon(&job).await {
+            Ok(outcome) => {
+                tracing::info!(notification_id = %job.notification_id, channel = job.channel.as_str(), recipient = %job.recipient.key(), outcome = ?outcome, "dead-lettered job settled");
+                true
+            }
+            Err(e) => {
+                tracing::warn!(notification_id = %job.notification_id, channel = job.channel.as_str(), recipient = %job.recipient.key(), error = ?e, "dead-lettered job not settled yet");
+                false
+            }
+        }
+    }
+}
+
 /// What every delivery function reads from its environment.
 #[derive(Debug, Clone)]
 pub struct DeliveryConfig {
@@ -153,6 +188,8 @@ pub struct DeliveryConfig {
     pub secret_prefix: String,
     /// `FLARE_MAX_RECEIVES` (default 5): a whole number from 1 to 1000.
     pub max_receives: u32,
+    /// `FLARE_<CHANNEL>_DLQ_ARN`: this channel's dead-letter queue, an event source too.
+    pub dead_letter_queue: String,
 }
 
 impl DeliveryConfig {
@@ -170,6 +207,7 @@ impl DeliveryConfig {
             tables: flare_aws::wiring::Tables::from_env()?,
             queues: flare_aws::wiring::queue_urls(&channels)?,
             secret_prefix: config::optional("FLARE_SECRET_PREFIX", "flare"),
+            dead_letter_queue: config::required(flare_aws::wiring::dead_letter_env(channel))?,
             max_receives: {
                 let raw = config::optional(MAX_RECEIVES_ENV, &DEFAULT_MAX_RECEIVES.to_string());
                 match raw.parse::<u32>() {
@@ -210,6 +248,7 @@ impl DeliveryConfig {
     pub fn function(&self, sdk: &flare_aws::SdkConfig, deliverer: Deliverer) -> DeliveryFunction {
         let mut f = DeliveryFunction::new(deliverer);
         f.max_receives = self.max_receives;
+        f.dead_letter_queue = Some(self.dead_letter_queue.clone());
         if let Some(url) = self.queues.get(&self.channel) {
             f.delay = Some(Arc::new(SqsDelay {
                 client: flare_aws::sqs(sdk),
@@ -379,6 +418,74 @@ mod tests {
             .filter(|r| r.status == DeliveryStatus::Sent)
             .count();
         assert_eq!(sent, 2, "{:?}", logged.records);
+    }
+
+    #[tokio::test]
+    async fn a_job_from_the_dead_letter_queue_ends_its_record_failed_and_leaves_the_queue() {
+        let log = Arc::new(MemoryDeliveryLog::default());
+        let org = OrgId::parse("acme").unwrap();
+        let n = Notification {
+            notification_id: NotificationId::parse("n-2").unwrap(),
+            org_id: org.clone(),
+            category: Category::ManualSms,
+            incident_id: None,
+            control_center_id: ControlCenterId::main(),
+            message: Message {
+                title: String::new(),
+                body: "Report to base".into(),
+            },
+            created_at: chrono::Utc::now(),
+        };
+        log.create_notification(&n).await.unwrap();
+        let user = RecipientRef::User(UserId::parse("u-1").unwrap());
+        let to = Destination::Phone(PhoneNumber::parse("+14155550101").unwrap());
+        let record = DeliveryRecord {
+            notification_id: n.notification_id.clone(),
+            recipient: user.clone(),
+            channel: Channel::Sms,
+            status: DeliveryStatus::Pending,
+            reason: None,
+            attempts: 5,
+            fallback: false,
+            provider: Some(Provider::Sns),
+            provider_message_id: None,
+            destination: Some(to.clone()),
+            awaiting_push: false,
+            claimed_until: None,
+        };
+        log.put_records(&org, &[record]).await.unwrap();
+        let dlq = "arn:aws:sqs:us-east-1:123456789012:flare-sms-dlq";
+        let mut f = function();
+        f.deliverer.log = log.clone();
+        f.dead_letter_queue = Some(dlq.into());
+        let job = JobTemplate::from(&n).job(&user, Channel::Sms, Provider::Sns, &to, false);
+        let mut from_dlq = message(Some("d-1"), &serde_json::to_string(&job).unwrap());
+        from_dlq.event_source_arn = Some(dlq.into());
+        let mut poison = message(Some("d-2"), "not a job");
+        poison.event_source_arn = Some(dlq.into());
+        let mut event = SqsEvent::default();
+        event.records = vec![from_dlq, poison];
+        let response = f.handle(event).await;
+        let left: Vec<&str> = response
+            .batch_item_failures
+            .iter()
+            .map(|f| f.item_identifier.as_str())
+            .collect();
+        assert_eq!(
+            left,
+            ["d-2"],
+            "settled jobs leave the queue; what is not a job stays"
+        );
+        let logged = log
+            .get_notification(&org, &n.notification_id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(logged.records[0].status, DeliveryStatus::Failed);
+        assert_eq!(
+            logged.records[0].reason.as_deref(),
+            Some("gave_up: dead_letter")
+        );
     }
 
     #[tokio::test]

@@ -329,6 +329,13 @@ impl DeliveryLog for DynamoDeliveryLog {
                 values.push((":reason", s(reason)));
                 "SET reason = :reason REMOVE lease_ms, claimed_until".to_string()
             }
+            Finish::Abandon { reason } => {
+                values.push((":now", n(chrono::Utc::now().timestamp_millis())));
+                condition.push_str(" AND (attribute_not_exists(lease_ms) OR lease_ms < :now)");
+                values.push((":failed", s("failed")));
+                values.push((":reason", s(reason)));
+                "SET #status = :failed, reason = :reason REMOVE awaiting_push, lease_ms, claimed_until".to_string()
+            }
             Finish::Release => {
                 values.push((":true", AttributeValue::Bool(true)));
                 condition.push_str(" AND awaiting_push = :true");

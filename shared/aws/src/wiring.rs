@@ -19,6 +19,16 @@ pub fn queue_env(channel: Channel) -> &'static str {
     }
 }
 
+/// The dead-letter queue ARN variable of a channel's delivery function: messages from
+/// that queue are jobs to give up on (their records end `gave_up: dead_letter`).
+pub fn dead_letter_env(channel: Channel) -> &'static str {
+    match channel {
+        Channel::Push => "FLARE_PUSH_DLQ_ARN",
+        Channel::Sms => "FLARE_SMS_DLQ_ARN",
+        Channel::Email => "FLARE_EMAIL_DLQ_ARN",
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Tables {
     pub settings: String,

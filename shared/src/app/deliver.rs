@@ -103,17 +103,7 @@ impl Deliverer {
             }
             Claim::AlreadyDone(status) => {
                 tracing::info!(notification_id = %job.notification_id, channel = job.channel.as_str(), recipient = %job.recipient.key(), status = ?status, "duplicate job: already done, nothing sent");
-                // A push that ended before its follow-up was recorded: finish that now.
-                if job.channel == Channel::Push {
-                    let outcome = match status {
-                        DeliveryStatus::Sent => Some(PushOutcome::Sent),
-                        DeliveryStatus::Failed => Some(PushOutcome::FailedOnEveryDevice),
-                        _ => None,
-                    };
-                    if let Some(o) = outcome {
-                        self.resolve_held(job, o).await?;
-                    }
-                }
+                self.after_done(job, status).await?;
                 Ok(Delivered::AlreadyDone(status))
             }
             Claim::InFlight => Err(DeliverError::Retry {
@@ -122,6 +112,70 @@ impl Deliverer {
             Claim::Missing => {
                 tracing::warn!(notification_id = %job.notification_id, channel = job.channel.as_str(), recipient = %job.recipient.key(), "job without a delivery record: dropped");
                 Ok(Delivered::NoRecord)
+            }
+        }
+    }
+
+    /// A push that ended before its follow-up was recorded: finish that now.
+    async fn after_done(
+        &self,
+        job: &DeliveryJob,
+        status: DeliveryStatus,
+    ) -> Result<(), DeliverError> {
+        if job.channel == Channel::Push {
+            let outcome = match status {
+                DeliveryStatus::Sent => Some(PushOutcome::Sent),
+                DeliveryStatus::Failed => Some(PushOutcome::FailedOnEveryDevice),
+                _ => None,
+            };
+            if let Some(o) = outcome {
+                self.resolve_held(job, o).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A job that reached its dead-letter queue: a record it left pending ends failed
+    /// (`gave_up: dead_letter`) and, for push, the held SMS and email go out as fallback,
+    /// so nothing stays `pending`. `Err(Retry)` while a live attempt still holds the
+    /// record: the dead-letter queue hands the job over again later.
+    pub async fn abandon(&self, job: &DeliveryJob) -> Result<Delivered, DeliverError> {
+        let reason = wire_reason(FailReason::GaveUp, Some(FailReason::DeadLetter.as_str()));
+        let moved = self
+            .log
+            .finish(
+                &job.org_id,
+                &job.notification_id,
+                &job.recipient,
+                job.channel,
+                Finish::Abandon {
+                    reason: reason.clone(),
+                },
+            )
+            .await?;
+        if moved {
+            // The message the failure metric counts.
+            tracing::warn!(notification_id = %job.notification_id, channel = job.channel.as_str(), recipient = %job.recipient.key(), reason = %reason, "delivery failed");
+            self.after_done(job, DeliveryStatus::Failed).await?;
+            return Ok(Delivered::Failed { reason });
+        }
+        let record = self
+            .log
+            .get_notification(&job.org_id, &job.notification_id)
+            .await?
+            .and_then(|l| {
+                l.records
+                    .into_iter()
+                    .find(|r| r.recipient == job.recipient && r.channel == job.channel)
+            });
+        match record {
+            None => Ok(Delivered::NoRecord),
+            Some(r) if r.status == DeliveryStatus::Pending => Err(DeliverError::Retry {
+                reason: "a live attempt holds the claim".into(),
+            }),
+            Some(r) => {
+                self.after_done(job, r.status).await?;
+                Ok(Delivered::AlreadyDone(r.status))
             }
         }
     }

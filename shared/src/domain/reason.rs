@@ -96,6 +96,9 @@ fail_reasons! {
     // Flare's own.
     /// Every attempt failed transiently (`gave_up: <last code>`).
     GaveUp = "gave_up",
+    /// The job reached its dead-letter queue with the record unfinished (after
+    /// `gave_up: `): its attempts crashed, timed out or found the record held.
+    DeadLetter = "dead_letter",
     /// No sender is configured for the record's provider.
     ProviderUnavailable = "provider_unavailable",
     /// The record's destination does not suit its channel.
