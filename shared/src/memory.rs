@@ -304,6 +304,25 @@ impl DeliveryLog for MemoryDeliveryLog {
         }))
     }
 
+    async fn recipient_records(
+        &self,
+        org: &OrgId,
+        id: &NotificationId,
+        recipient: &RecipientRef,
+    ) -> StoreResult<Vec<DeliveryRecord>> {
+        let entries = lock(&self.entries);
+        let key = recipient.key();
+        Ok(entries
+            .get(&(org.clone(), id.clone()))
+            .map(|e| {
+                Channel::ALL
+                    .iter()
+                    .filter_map(|c| e.records.get(&(key.clone(), *c)).cloned())
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
     async fn put_records(&self, org: &OrgId, records: &[DeliveryRecord]) -> StoreResult<()> {
         let mut entries = lock(&self.entries);
         for r in records {

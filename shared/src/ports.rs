@@ -127,6 +127,23 @@ pub trait DeliveryLog: Send + Sync {
         org: &OrgId,
         id: &NotificationId,
     ) -> StoreResult<Option<Logged>>;
+    /// One recipient's records of a notification (a push job's follow-up needs no more):
+    /// reading the whole notification per job would cost the square of its size.
+    async fn recipient_records(
+        &self,
+        org: &OrgId,
+        id: &NotificationId,
+        recipient: &RecipientRef,
+    ) -> StoreResult<Vec<DeliveryRecord>> {
+        Ok(self
+            .get_notification(org, id)
+            .await?
+            .map(|l| l.records)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|r| &r.recipient == recipient)
+            .collect())
+    }
     /// Writes records that do not exist yet; existing ones are left as they are, so a
     /// replayed event never resets a record that already moved on.
     async fn put_records(&self, org: &OrgId, records: &[DeliveryRecord]) -> StoreResult<()>;

@@ -262,6 +262,27 @@ pub async fn delivery_log(log: &dyn DeliveryLog, org: &OrgId) {
             .unwrap()
     );
 
+    // One recipient's records, and no one else's (`u-2` is a prefix of `u-22`).
+    log.put_records(org, &[record(&n2, "u-22", sms, false)])
+        .await
+        .unwrap();
+    let mine = log.recipient_records(org, id, &user("u-1")).await.unwrap();
+    let mut channels: Vec<Channel> = mine.iter().map(|r| r.channel).collect();
+    channels.sort_by_key(|c| c.as_str());
+    assert_eq!(channels, [push, sms]);
+    assert!(mine.iter().all(|r| r.recipient == user("u-1")));
+    let two = log
+        .recipient_records(org, &n2.notification_id, &user("u-2"))
+        .await
+        .unwrap();
+    assert_eq!(two.len(), 1);
+    assert!(
+        log.recipient_records(org, id, &user("u-9"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
     // Failure is final.
     assert_eq!(claim("u-3", sms).await, Claim::Claimed { attempts: 1 });
     assert!(

@@ -146,6 +146,32 @@ impl DeliveryLog for DynamoDeliveryLog {
         })
     }
 
+    /// One Query on the recipient's sort-key prefix (`R#<recipient>#`, the `#` ending the
+    /// key, so `user:u-1` never matches `user:u-12`).
+    async fn recipient_records(
+        &self,
+        org: &OrgId,
+        id: &NotificationId,
+        recipient: &RecipientRef,
+    ) -> StoreResult<Vec<DeliveryRecord>> {
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
+            .expression_attribute_values(":pk", s(notification_pk(org, id)))
+            .expression_attribute_values(":prefix", s(format!("R#{}#", recipient.key())))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| store_error(e, "Query recipient records"))?;
+        out.items
+            .unwrap_or_default()
+            .into_iter()
+            .map(decode)
+            .collect()
+    }
+
     async fn get_notification(
         &self,
         org: &OrgId,

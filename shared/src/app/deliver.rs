@@ -161,13 +161,10 @@ impl Deliverer {
         }
         let record = self
             .log
-            .get_notification(&job.org_id, &job.notification_id)
+            .recipient_records(&job.org_id, &job.notification_id, &job.recipient)
             .await?
-            .and_then(|l| {
-                l.records
-                    .into_iter()
-                    .find(|r| r.recipient == job.recipient && r.channel == job.channel)
-            });
+            .into_iter()
+            .find(|r| r.channel == job.channel);
         match record {
             None => Ok(Delivered::NoRecord),
             Some(r) if r.status == DeliveryStatus::Pending => Err(DeliverError::Retry {
@@ -261,21 +258,13 @@ impl Deliverer {
         job: &DeliveryJob,
         outcome: PushOutcome,
     ) -> Result<(), DeliverError> {
-        let Some(logged) = self
+        let records = self
             .log
-            .get_notification(&job.org_id, &job.notification_id)
-            .await?
-        else {
-            return Ok(());
-        };
-        let held: Vec<HeldDelivery> = logged
-            .records
+            .recipient_records(&job.org_id, &job.notification_id, &job.recipient)
+            .await?;
+        let held: Vec<HeldDelivery> = records
             .iter()
-            .filter(|r| {
-                r.recipient == job.recipient
-                    && r.awaiting_push
-                    && r.status == DeliveryStatus::Pending
-            })
+            .filter(|r| r.awaiting_push && r.status == DeliveryStatus::Pending)
             .filter_map(|r| {
                 Some(HeldDelivery {
                     channel: r.channel,

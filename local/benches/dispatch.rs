@@ -1,0 +1,139 @@
+//! The local runner end to end: one dispatch to N responders (each with a device, a
+//! primary mobile and email, under `app_then_sms_email`, so every push job resolves the
+//! SMS and email held behind it), timed from routing the event until no record is
+//! `pending`. Five runs per size, each a new notification; the median, min and max.
+//!
+//!     cargo bench -p flare-local --bench dispatch [-- 1000 3000]
+//!
+//! In process (no HTTP), with the SNS and SES stand-ins: what it measures is Flare's own
+//! work per notification (routing, the log, the queue and the workers), not a provider.
+
+use flare_local::{LocalApp, LocalConfig};
+use flare_shared::domain::*;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn responder(i: usize) -> User {
+    let id = format!("u-{i}");
+    User {
+        user_id: UserId::parse(&id).unwrap(),
+        name: format!("Responder {i}"),
+        license: License::BasicResponder,
+        is_virtual: false,
+        control_center_id: None,
+        contacts: Contacts::new(vec![
+            Contact::Mobile {
+                value: PhoneNumber::parse(&format!("+1415555{:04}", i % 10_000)).unwrap(),
+                primary: true,
+            },
+            Contact::Email {
+                value: EmailAddress::parse(&format!("{id}@example.org")).unwrap(),
+                primary: true,
+            },
+        ])
+        .unwrap(),
+        emergency_contacts: vec![],
+        devices: vec![Device {
+            device_id: DeviceId::parse(&format!("d-{i}")).unwrap(),
+            platform: Platform::Fcm,
+            token: format!("token-{i}"),
+            endpoint: Some(format!("endpoint/{i}")),
+        }],
+    }
+}
+
+async fn run(n: usize) -> Vec<Duration> {
+    let dir = std::env::temp_dir().join(format!("flare-bench-{}", uuid::Uuid::new_v4()));
+    let cfg = LocalConfig::from_env(dir.clone()).unwrap();
+    let app = Arc::new(LocalApp::open(&cfg).unwrap());
+    let org = OrgId::parse("bench").unwrap();
+    let s = &app.services;
+    s.settings
+        .put_sms(
+            &org,
+            &SmsSettings {
+                control_center_id: ControlCenterId::main(),
+                provider: SmsProvider::Sns,
+                sender_number: None,
+                password_set: false,
+            },
+        )
+        .await
+        .unwrap();
+    s.settings
+        .put_communication(&org, &CommunicationSettings::default())
+        .await
+        .unwrap();
+    for i in 0..n {
+        s.directory.put_user(&org, &responder(i)).await.unwrap();
+    }
+    let ids: Vec<String> = (0..n).map(|i| format!("u-{i}")).collect();
+    let mut times = Vec::new();
+    for run in 0..5 {
+        let event = serde_json::json!({
+            "id": format!("bench-{n}-{run}"), "detail-type": "Incident Dispatched",
+            "source": "flare.incidents", "time": "2026-11-27T10:00:00Z",
+            "detail": {"org_id": "bench", "control_center_id": "main", "incident_id": "inc-1",
+                       "recipient_ids": ids, "message": {"title": "Fire", "body": "Engine 7."}}
+        });
+        let event = IncidentEvent::from_value(event).unwrap();
+        let start = Instant::now();
+        app.notifier.route(&event).await.unwrap();
+        loop {
+            let logged = s
+                .log
+                .get_notification(&org, &event.notification_id)
+                .await
+                .unwrap()
+                .unwrap();
+            if logged
+                .records
+                .iter()
+                .all(|r| r.status != DeliveryStatus::Pending)
+            {
+                assert_eq!(logged.records.len(), 3 * n);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        times.push(start.elapsed());
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    times
+}
+
+fn main() {
+    let sizes: Vec<usize> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    let sizes = if sizes.is_empty() {
+        vec![1000, 3000]
+    } else {
+        sizes
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut medians = Vec::new();
+    for n in sizes {
+        let mut t = rt.block_on(run(n));
+        t.sort();
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        println!(
+            "dispatch to {n:>6} responders: nothing pending after {:8.1} ms median ({:.1} to {:.1} ms over {} runs)",
+            ms(t[t.len() / 2]),
+            ms(t[0]),
+            ms(t[t.len() - 1]),
+            t.len()
+        );
+        medians.push((n, t[t.len() / 2]));
+    }
+    if let [(n1, t1), (n2, t2), ..] = medians[..] {
+        println!(
+            "{n2} / {n1} responders: {:.2} times as long (median against median)",
+            t2.as_secs_f64() / t1.as_secs_f64()
+        );
+    }
+}
