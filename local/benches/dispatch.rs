@@ -10,37 +10,9 @@
 
 use flare_local::{LocalApp, LocalConfig};
 use flare_shared::domain::*;
+use flare_tests::fanout::responder;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-fn responder(i: usize) -> User {
-    let id = format!("u-{i}");
-    User {
-        user_id: UserId::parse(&id).unwrap(),
-        name: format!("Responder {i}"),
-        license: License::BasicResponder,
-        is_virtual: false,
-        control_center_id: None,
-        contacts: Contacts::new(vec![
-            Contact::Mobile {
-                value: PhoneNumber::parse(&format!("+1415555{:04}", i % 10_000)).unwrap(),
-                primary: true,
-            },
-            Contact::Email {
-                value: EmailAddress::parse(&format!("{id}@example.org")).unwrap(),
-                primary: true,
-            },
-        ])
-        .unwrap(),
-        emergency_contacts: vec![],
-        devices: vec![Device {
-            device_id: DeviceId::parse(&format!("d-{i}")).unwrap(),
-            platform: Platform::Fcm,
-            token: format!("token-{i}"),
-            endpoint: Some(format!("endpoint/{i}")),
-        }],
-    }
-}
 
 async fn run(n: usize) -> Vec<Duration> {
     let dir = std::env::temp_dir().join(format!("flare-bench-{}", uuid::Uuid::new_v4()));
@@ -65,9 +37,12 @@ async fn run(n: usize) -> Vec<Duration> {
         .await
         .unwrap();
     for i in 0..n {
-        s.directory.put_user(&org, &responder(i)).await.unwrap();
+        s.directory
+            .put_user(&org, &responder(i, format!("endpoint/{i}")))
+            .await
+            .unwrap();
     }
-    let ids: Vec<String> = (0..n).map(|i| format!("u-{i}")).collect();
+    let ids: Vec<String> = (0..n).map(|i| format!("u-{i:06}")).collect();
     let mut times = Vec::new();
     for run in 0..5 {
         let event = serde_json::json!({

@@ -651,52 +651,15 @@ async fn settings_and_users_survive_a_restart() {
 #[tokio::test]
 async fn the_binary_serves_with_a_token_it_printed() {
     let dir = std::env::temp_dir().join(uuid());
-    let port = flare_tests::free_port();
-    let bin = env!("CARGO_BIN_EXE_flare-local");
-    let out = std::process::Command::new(bin)
-        .args([
-            "token",
-            "--org",
-            "acme",
-            "--roles",
-            "admin,dispatcher",
-            "--sub",
-            "u-1",
-        ])
-        .env("FLARE_LOCAL_JWT_SECRET", SECRET)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let tok = String::from_utf8(out.stdout).unwrap().trim().to_string();
-    let mut child = std::process::Command::new(bin)
-        .args([
-            "serve",
-            "--addr",
-            &format!("127.0.0.1:{port}"),
-            "--data-dir",
-        ])
-        .arg(&dir)
-        .env("FLARE_LOCAL_JWT_SECRET", SECRET)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let client = flare_tests::http();
-    let mut status = None;
-    for _ in 0..100 {
-        if let Ok(r) = client
-            .get(format!("http://127.0.0.1:{port}/v1/settings"))
-            .bearer_auth(&tok)
-            .send()
-            .await
-        {
-            status = Some(r.status());
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    let served = serve_binary(&dir, "u-1").await;
+    let status = flare_tests::http()
+        .get(format!("{}/v1/settings", served.base))
+        .bearer_auth(&served.token)
+        .send()
+        .await
+        .map(|r| r.status())
+        .ok();
+    drop(served);
     let _ = std::fs::remove_dir_all(&dir);
     assert_eq!(status, Some(StatusCode::OK));
 }

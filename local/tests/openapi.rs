@@ -4,12 +4,12 @@
 
 mod common;
 
-use common::{SECRET, spawn_app, token, uuid};
+use common::{serve_binary, spawn_app, token, uuid};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 /// A program of the test virtualenv (`.venv/bin/NAME`), or a failure naming the fix.
 fn venv_bin(name: &str) -> PathBuf {
@@ -143,16 +143,6 @@ async fn the_document_is_public_valid_and_lists_exactly_the_served_routes() {
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
 }
 
-/// Stops the runner however the test ends.
-struct Runner(std::process::Child);
-
-impl Drop for Runner {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// schemathesis' whole run: examples (the sample events' bodies), coverage, fuzzing and
 /// stateful (the document's links), with `--checks all`, against the binary. The time
 /// budget is `FLARE_SCHEMATHESIS_MAX_TIME` seconds (default 60; fuzzing fills whatever
@@ -160,61 +150,9 @@ impl Drop for Runner {
 #[tokio::test]
 async fn schemathesis_finds_no_failure_against_flare_local_serve() {
     let schemathesis = venv_bin("schemathesis");
-    let bin = env!("CARGO_BIN_EXE_flare-local");
     let work = std::env::temp_dir().join(format!("flare-st-{}", uuid()));
-    std::fs::create_dir_all(&work).unwrap();
-    let port = flare_tests::free_port();
-    let printed = Command::new(bin)
-        .args([
-            "token",
-            "--org",
-            "acme",
-            "--roles",
-            "admin,dispatcher",
-            "--sub",
-            "u-17",
-        ])
-        .env("FLARE_LOCAL_JWT_SECRET", SECRET)
-        .output()
-        .unwrap();
-    assert!(printed.status.success());
-    let token = String::from_utf8(printed.stdout)
-        .unwrap()
-        .trim()
-        .to_string();
-    let log = std::fs::File::create(work.join("serve.log")).unwrap();
-    let _runner = Runner(
-        Command::new(bin)
-            .args([
-                "serve",
-                "--addr",
-                &format!("127.0.0.1:{port}"),
-                "--data-dir",
-            ])
-            .arg(work.join("data"))
-            .env("FLARE_LOCAL_JWT_SECRET", SECRET)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap(),
-    );
-    let base = format!("http://127.0.0.1:{port}");
-    let client = flare_tests::http();
-    let mut up = false;
-    for _ in 0..100 {
-        if client
-            .get(format!("{base}/v1/openapi.json"))
-            .send()
-            .await
-            .is_ok()
-        {
-            up = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    assert!(up, "flare-local serve did not start");
+    let served = serve_binary(&work, "u-17").await;
+    let (base, token) = (&served.base, &served.token);
     let max_time = std::env::var("FLARE_SCHEMATHESIS_MAX_TIME").unwrap_or_else(|_| "60".into());
     let config = flare_tests::workspace_root().join("tests/schemathesis/schemathesis.toml");
     // Its cache and reports go to the scratch folder, not the checkout.
@@ -242,6 +180,7 @@ async fn schemathesis_finds_no_failure_against_flare_local_serve() {
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let serve_log = std::fs::read_to_string(work.join("serve.log")).unwrap_or_default();
+    drop(served);
     let _ = std::fs::remove_dir_all(&work);
     assert!(
         out.status.success(),

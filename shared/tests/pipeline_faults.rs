@@ -128,6 +128,15 @@ impl World {
         }
     }
 
+    /// The sample dispatch routed, and u-17's push job off the router's queue.
+    async fn dispatched(&self) -> (IncidentEvent, DeliveryJob) {
+        let queue = Arc::new(MemoryQueue::default());
+        let event = dispatch();
+        self.notifier(queue.clone()).route(&event).await.unwrap();
+        let job = queue.pop(Channel::Push).expect("u-17's push job");
+        (event, job)
+    }
+
     async fn records(&self, id: &NotificationId) -> Vec<DeliveryRecord> {
         self.log
             .get_notification(&self.org, id)
@@ -150,13 +159,7 @@ fn dispatch() -> IncidentEvent {
 #[tokio::test]
 async fn a_failed_fallback_enqueue_leaves_sms_and_email_held_and_the_retry_enqueues_them() {
     let w = world().await;
-    let router_queue = Arc::new(MemoryQueue::default());
-    let event = dispatch();
-    w.notifier(router_queue.clone())
-        .route(&event)
-        .await
-        .unwrap();
-    let push_job = router_queue.pop(Channel::Push).expect("u-17's push job");
+    let (event, push_job) = w.dispatched().await;
     assert_eq!(
         push_job.recipient,
         RecipientRef::User(UserId::parse("u-17").unwrap())
@@ -312,13 +315,7 @@ async fn the_same_idempotency_key_answers_the_first_notification_and_sends_nothi
 #[tokio::test]
 async fn a_dead_lettered_push_job_fails_its_record_and_its_fallback_goes_out() {
     let w = world().await;
-    let router_queue = Arc::new(MemoryQueue::default());
-    let event = dispatch();
-    w.notifier(router_queue.clone())
-        .route(&event)
-        .await
-        .unwrap();
-    let push_job = router_queue.pop(Channel::Push).unwrap();
+    let (event, push_job) = w.dispatched().await;
     let (org, id, who) = (&w.org, &event.notification_id, &push_job.recipient);
     // Every attempt crashed after its claim (the lease ran out each time), so no attempt
     // finished the record, and the job used up its receives.
@@ -355,13 +352,7 @@ async fn a_dead_lettered_push_job_fails_its_record_and_its_fallback_goes_out() {
 #[tokio::test]
 async fn a_dead_lettered_job_waits_while_a_live_attempt_holds_its_record() {
     let w = world().await;
-    let router_queue = Arc::new(MemoryQueue::default());
-    let event = dispatch();
-    w.notifier(router_queue.clone())
-        .route(&event)
-        .await
-        .unwrap();
-    let push_job = router_queue.pop(Channel::Push).unwrap();
+    let (event, push_job) = w.dispatched().await;
     w.log
         .claim(
             &w.org,

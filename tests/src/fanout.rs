@@ -79,32 +79,11 @@ pub async fn seed(stack: &AwsStack, n: usize) -> anyhow::Result<serde_json::Valu
         )
         .await?;
     let users: Vec<User> = (0..n)
-        .map(|i| User {
-            user_id: UserId::parse(&format!("u-{i:06}")).unwrap(),
-            name: format!("Responder {i}"),
-            license: License::BasicResponder,
-            is_virtual: false,
-            control_center_id: None,
-            contacts: Contacts::new(vec![
-                Contact::Mobile {
-                    value: PhoneNumber::parse(&format!("+1415{:07}", i)).unwrap(),
-                    primary: true,
-                },
-                Contact::Email {
-                    value: EmailAddress::parse(&format!("r{i}@acme.example")).unwrap(),
-                    primary: true,
-                },
-            ])
-            .unwrap(),
-            emergency_contacts: vec![],
-            devices: vec![Device {
-                device_id: DeviceId::parse(&format!("d-{i}")).unwrap(),
-                platform: Platform::Fcm,
-                token: format!("token-{i}"),
-                endpoint: Some(format!(
-                    "arn:aws:sns:us-east-1:123456789012:endpoint/GCM/flare/{i}"
-                )),
-            }],
+        .map(|i| {
+            responder(
+                i,
+                format!("arn:aws:sns:us-east-1:123456789012:endpoint/GCM/flare/{i}"),
+            )
         })
         .collect();
     DynamoDirectory::new(db, &stack.tables.directory)
@@ -191,3 +170,33 @@ pub async fn route_counted(
 /// The router's fixed calls: communication, SMS (own and main) and email settings,
 /// and creating the notification.
 pub const CONSTANT_CALLS: u64 = 5;
+
+/// Responder `u-<i>` (six digits) reachable on every channel: a basic responder with a
+/// device at `endpoint`, a primary mobile and a primary email.
+pub fn responder(i: usize, endpoint: String) -> User {
+    User {
+        user_id: UserId::parse(&format!("u-{i:06}")).unwrap(),
+        name: format!("Responder {i}"),
+        license: License::BasicResponder,
+        is_virtual: false,
+        control_center_id: None,
+        contacts: Contacts::new(vec![
+            Contact::Mobile {
+                value: PhoneNumber::parse(&format!("+1415{:07}", i)).unwrap(),
+                primary: true,
+            },
+            Contact::Email {
+                value: EmailAddress::parse(&format!("r{i}@acme.example")).unwrap(),
+                primary: true,
+            },
+        ])
+        .unwrap(),
+        emergency_contacts: vec![],
+        devices: vec![Device {
+            device_id: DeviceId::parse(&format!("d-{i}")).unwrap(),
+            platform: Platform::Fcm,
+            token: format!("token-{i}"),
+            endpoint: Some(endpoint),
+        }],
+    }
+}

@@ -342,13 +342,13 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn one_hung_provider_call_neither_holds_up_the_batch_nor_outlives_the_deadline() {
+    /// A manual SMS notification with one pending SMS record per number, in a fresh
+    /// log; and each record's job, as an SQS message `m-<i>`.
+    async fn sms_jobs(numbers: &[&str]) -> (Arc<MemoryDeliveryLog>, Notification, Vec<SqsMessage>) {
         let log = Arc::new(MemoryDeliveryLog::default());
-        let org = OrgId::parse("acme").unwrap();
         let n = Notification {
-            notification_id: NotificationId::parse("n-1").unwrap(),
-            org_id: org.clone(),
+            notification_id: NotificationId::generate(),
+            org_id: OrgId::parse("acme").unwrap(),
             category: Category::ManualSms,
             incident_id: None,
             control_center_id: ControlCenterId::main(),
@@ -359,7 +359,6 @@ mod tests {
             created_at: chrono::Utc::now(),
         };
         log.create_notification(&n).await.unwrap();
-        let numbers = ["+14155550101", "+14155550102", "+14155550103"];
         let mut records = Vec::new();
         let mut messages = Vec::new();
         for (i, number) in numbers.iter().enumerate() {
@@ -385,7 +384,15 @@ mod tests {
                 &serde_json::to_string(&job).unwrap(),
             ));
         }
-        log.put_records(&org, &records).await.unwrap();
+        log.put_records(&n.org_id, &records).await.unwrap();
+        (log, n, messages)
+    }
+
+    #[tokio::test]
+    async fn one_hung_provider_call_neither_holds_up_the_batch_nor_outlives_the_deadline() {
+        let numbers = ["+14155550101", "+14155550102", "+14155550103"];
+        let (log, n, messages) = sms_jobs(&numbers).await;
+        let org = n.org_id.clone();
         let mut f = function();
         f.deliverer.log = log.clone();
         f.deliverer
@@ -422,44 +429,13 @@ mod tests {
 
     #[tokio::test]
     async fn a_job_from_the_dead_letter_queue_ends_its_record_failed_and_leaves_the_queue() {
-        let log = Arc::new(MemoryDeliveryLog::default());
-        let org = OrgId::parse("acme").unwrap();
-        let n = Notification {
-            notification_id: NotificationId::parse("n-2").unwrap(),
-            org_id: org.clone(),
-            category: Category::ManualSms,
-            incident_id: None,
-            control_center_id: ControlCenterId::main(),
-            message: Message {
-                title: String::new(),
-                body: "Report to base".into(),
-            },
-            created_at: chrono::Utc::now(),
-        };
-        log.create_notification(&n).await.unwrap();
-        let user = RecipientRef::User(UserId::parse("u-1").unwrap());
-        let to = Destination::Phone(PhoneNumber::parse("+14155550101").unwrap());
-        let record = DeliveryRecord {
-            notification_id: n.notification_id.clone(),
-            recipient: user.clone(),
-            channel: Channel::Sms,
-            status: DeliveryStatus::Pending,
-            reason: None,
-            attempts: 5,
-            fallback: false,
-            provider: Some(Provider::Sns),
-            provider_message_id: None,
-            destination: Some(to.clone()),
-            awaiting_push: false,
-            claimed_until: None,
-        };
-        log.put_records(&org, &[record]).await.unwrap();
+        let (log, n, mut messages) = sms_jobs(&["+14155550101"]).await;
+        let org = n.org_id.clone();
         let dlq = "arn:aws:sqs:us-east-1:123456789012:flare-sms-dlq";
         let mut f = function();
         f.deliverer.log = log.clone();
         f.dead_letter_queue = Some(dlq.into());
-        let job = JobTemplate::from(&n).job(&user, Channel::Sms, Provider::Sns, &to, false);
-        let mut from_dlq = message(Some("d-1"), &serde_json::to_string(&job).unwrap());
+        let mut from_dlq = messages.remove(0);
         from_dlq.event_source_arn = Some(dlq.into());
         let mut poison = message(Some("d-2"), "not a job");
         poison.event_source_arn = Some(dlq.into());

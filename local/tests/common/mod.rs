@@ -148,3 +148,80 @@ impl TestApp {
         self.send("GET", path, Some(token), None).await
     }
 }
+
+/// `flare-local serve`, the binary, on a free port over `dir`, with a token its `token`
+/// command printed (admin and dispatcher of `acme`, as `sub`). Stopped when dropped;
+/// its log is `dir/serve.log`.
+pub struct ServedBinary {
+    pub base: String,
+    pub token: String,
+    child: std::process::Child,
+}
+
+impl Drop for ServedBinary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub async fn serve_binary(dir: &Path, sub: &str) -> ServedBinary {
+    use std::process::{Command, Stdio};
+    let bin = env!("CARGO_BIN_EXE_flare-local");
+    std::fs::create_dir_all(dir).unwrap();
+    let printed = Command::new(bin)
+        .args([
+            "token",
+            "--org",
+            "acme",
+            "--roles",
+            "admin,dispatcher",
+            "--sub",
+            sub,
+        ])
+        .env("FLARE_LOCAL_JWT_SECRET", SECRET)
+        .output()
+        .unwrap();
+    assert!(printed.status.success(), "flare-local token failed");
+    let token = String::from_utf8(printed.stdout)
+        .unwrap()
+        .trim()
+        .to_string();
+    let port = flare_tests::free_port();
+    let log = std::fs::File::create(dir.join("serve.log")).unwrap();
+    let child = Command::new(bin)
+        .args([
+            "serve",
+            "--addr",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+        ])
+        .arg(dir.join("data"))
+        .env("FLARE_LOCAL_JWT_SECRET", SECRET)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let served = ServedBinary {
+        base: format!("http://127.0.0.1:{port}"),
+        token,
+        child,
+    };
+    let client = flare_tests::http();
+    for _ in 0..100 {
+        if client
+            .get(format!("{}/v1/openapi.json", served.base))
+            .send()
+            .await
+            .is_ok()
+        {
+            return served;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!(
+        "flare-local serve did not start: see {}",
+        dir.join("serve.log").display()
+    );
+}

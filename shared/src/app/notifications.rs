@@ -10,6 +10,8 @@ use crate::domain::{
 };
 use crate::ports::Logged;
 use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 
 fn recipient_view(r: &RecipientRef) -> Value {
     match r {
@@ -41,22 +43,28 @@ fn delivery_view(r: &DeliveryRecord) -> Value {
 /// its deliveries as push, sms, email.
 pub fn view(l: &Logged) -> Value {
     let n = &l.notification;
-    let mut groups: Vec<(String, &RecipientRef, Vec<&DeliveryRecord>)> = Vec::new();
+    // One pass: a linear search per record made a 10,000-recipient view quadratic.
+    let mut at: HashMap<String, usize> = HashMap::with_capacity(l.records.len() / 2);
+    let mut groups: Vec<(&RecipientRef, Vec<&DeliveryRecord>)> = Vec::new();
     for r in &l.records {
-        let key = r.recipient.key();
-        match groups.iter_mut().find(|(k, _, _)| *k == key) {
-            Some((_, _, list)) => list.push(r),
-            None => groups.push((key, &r.recipient, vec![r])),
+        match at.entry(r.recipient.key()) {
+            Entry::Occupied(e) => groups[*e.get()].1.push(r),
+            Entry::Vacant(e) => {
+                e.insert(groups.len());
+                groups.push((&r.recipient, vec![r]));
+            }
         }
     }
+    let acks: HashMap<&UserId, &chrono::DateTime<chrono::Utc>> =
+        l.acks.iter().map(|(u, t)| (u, t)).collect();
     let recipients: Vec<Value> = groups
         .into_iter()
-        .map(|(_, who, mut list)| {
+        .map(|(who, mut list)| {
             list.sort_by_key(|r| Channel::ALL.iter().position(|c| *c == r.channel));
             let mut v = recipient_view(who);
             v["deliveries"] = Value::Array(list.into_iter().map(delivery_view).collect());
             if let RecipientRef::User(id) = who
-                && let Some((_, at)) = l.acks.iter().find(|(u, _)| u == id)
+                && let Some(at) = acks.get(id)
             {
                 v["acknowledged_at"] = json!(at);
             }
