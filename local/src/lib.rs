@@ -160,12 +160,21 @@ impl LocalApp {
 
     /// The caller's claims when the bearer token verifies; `None` otherwise.
     pub fn claims(&self, headers: &HeaderMap) -> Option<Claims> {
+        // Two Authorization headers: which one would a proxy in front have checked?
+        if headers.get_all(header::AUTHORIZATION).iter().count() > 1 {
+            tracing::info!("token refused: more than one Authorization header");
+            return None;
+        }
         let auth = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
         let token = auth
             .strip_prefix("Bearer ")
             .or_else(|| auth.strip_prefix("bearer "))?;
         let mut validation = Validation::new(Algorithm::HS256);
         validation.required_spec_claims = ["exp".to_string()].into();
+        // `nbf` is honoured when present, and clocks may differ by at most 30 s (the
+        // library's default leeway is 60 s).
+        validation.validate_nbf = true;
+        validation.leeway = 30;
         let data =
             jsonwebtoken::decode::<serde_json::Value>(token.trim(), &self.decoding, &validation)
                 .map_err(|e| tracing::info!(error = %e, "token refused"))
@@ -188,7 +197,15 @@ pub fn router(app: Arc<LocalApp>) -> axum::Router {
 
 /// `POST /local/events`: an EventBridge event, routed now; deliveries continue in the
 /// background. 202 with the notification id; 400 for an event Flare cannot take.
-async fn post_event(State(app): State<Arc<LocalApp>>, body: axum::body::Bytes) -> Response {
+async fn post_event(State(app): State<Arc<LocalApp>>, req: Request) -> Response {
+    // The same 64 KiB limit, and the same error body, as the API's routes.
+    let body = match axum::body::to_bytes(req.into_body(), MAX_BODY).await {
+        Ok(b) => b,
+        Err(_) => {
+            let e = flare_shared::app::error::ApiError::PayloadTooLarge;
+            return to_response(ApiResponse::error(&e));
+        }
+    };
     let event = match IncidentEvent::from_json(&body) {
         Ok(e) => e,
         Err(e) => {

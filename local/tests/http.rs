@@ -520,6 +520,25 @@ async fn missing_or_bad_tokens_answer_401() {
         let roles = vec!["admin".to_string()];
         flare_local::token(SECRET, "acme", &roles, "u", chrono::Duration::hours(-2)).unwrap()
     };
+    // Signed right, but not valid now: nbf two minutes ahead, or expired 45 s ago (past
+    // the 30 s leeway; the library's default of 60 s would have let it through).
+    let signed = |claims: serde_json::Value| {
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+        )
+        .unwrap()
+    };
+    let now = chrono::Utc::now().timestamp();
+    let claims = |nbf: i64, exp: i64| json!({"sub": "u", "org_id": "acme", "roles": ["admin"], "iat": now, "nbf": nbf, "exp": exp});
+    let not_yet = signed(claims(now + 120, now + 3600));
+    let just_expired = signed(claims(now - 3600, now - 45));
+    let fine = signed(claims(now - 10, now + 3600));
+    assert_eq!(
+        app.send("GET", "/v1/settings", Some(&fine), None).await.0,
+        200
+    );
     // alg "none" with the right claims must not pass.
     let none = "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.eyJzdWIiOiJ1Iiwib3JnX2lkIjoiYWNtZSIsInJvbGVzIjpbImFkbWluIl0sImV4cCI6NDEwMjQ0NDgwMH0.";
     for t in [
@@ -528,6 +547,8 @@ async fn missing_or_bad_tokens_answer_401() {
         Some(wrong_secret.as_str()),
         Some(expired.as_str()),
         Some(none),
+        Some(not_yet.as_str()),
+        Some(just_expired.as_str()),
     ] {
         let (s, body) = app.send("GET", "/v1/settings", t, None).await;
         assert_eq!(
@@ -536,6 +557,16 @@ async fn missing_or_bad_tokens_answer_401() {
             "{t:?}"
         );
     }
+    // Two Authorization headers, even both valid: which one did a proxy check?
+    let r = app
+        .client
+        .get(format!("{}/v1/settings", app.base))
+        .header("authorization", format!("Bearer {fine}"))
+        .header("authorization", format!("Bearer {fine}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     app.stop().await;
 }
 

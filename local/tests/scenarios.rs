@@ -423,6 +423,19 @@ async fn a_malformed_event_is_refused_with_every_bad_field() {
     );
     let (s, _) = o.app.send("POST", "/local/events", None, Some("{")).await;
     assert_eq!(s, 400);
+    // Over 64 KiB: 413 with the contract's error body, as on every route.
+    ev["detail"]["pad"] = json!("x".repeat(65 * 1024));
+    let (s, b) = o
+        .app
+        .send("POST", "/local/events", None, Some(&ev.to_string()))
+        .await;
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (
+            reqwest::StatusCode::PAYLOAD_TOO_LARGE,
+            Some("payload_too_large")
+        )
+    );
     o.app.stop().await;
 }
 

@@ -103,12 +103,40 @@ fn message_id(body: &str) -> Option<String> {
         })
 }
 
-/// A short, single-line excerpt with every secret masked.
-fn excerpt(body: &str, secrets: &[&str]) -> String {
-    let mut s: String = body.chars().take(REASON_EXCERPT).collect();
-    for secret in secrets.iter().filter(|s| !s.is_empty()) {
-        s = s.replace(secret, "****");
+/// What of a gateway's answer may show a secret: each secret as sent, and the Basic
+/// credentials (`user:password`, and the password alone) in their base64 form.
+fn secret_forms(
+    user: Option<&str>,
+    password: Option<&str>,
+    header_value: Option<&str>,
+) -> Vec<String> {
+    use base64::Engine;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let mut forms: Vec<String> = [password, header_value]
+        .into_iter()
+        .flatten()
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect();
+    if let Some(p) = password.filter(|p| !p.is_empty()) {
+        forms.push(b64(&format!("{}:{p}", user.unwrap_or_default())));
+        forms.push(b64(p));
     }
+    // Longest first, so a secret that contains another is masked whole.
+    forms.sort_by_key(|f| std::cmp::Reverse(f.len()));
+    forms
+}
+
+/// A short, single-line excerpt with every secret masked. Masked before it is cut: a
+/// cut first could end inside a secret and leave its prefix, which no longer matches.
+/// Only the start of the answer is read, so a huge answer costs nothing.
+fn excerpt(body: &str, secrets: &[String]) -> String {
+    let window = REASON_EXCERPT * 8 + secrets.iter().map(String::len).max().unwrap_or(0);
+    let mut s: String = body.chars().take(window).collect();
+    for secret in secrets {
+        s = s.replace(secret.as_str(), "****");
+    }
+    let s: String = s.chars().take(REASON_EXCERPT).collect();
     s.replace(['\r', '\n'], " ").trim().to_string()
 }
 
@@ -199,11 +227,11 @@ impl SmsSender for HttpSmsSender {
         let resp = req.send().await.map_err(classify)?;
         let status = resp.status();
         let body = resp.text().await.unwrap_or_default();
-        let secrets: Vec<&str> = [password.as_ref(), header_value.as_ref()]
-            .into_iter()
-            .flatten()
-            .map(|s| s.expose_secret())
-            .collect();
+        let secrets = secret_forms(
+            gw.username.as_deref(),
+            password.as_ref().map(|p| p.expose_secret()),
+            header_value.as_ref().map(|v| v.expose_secret()),
+        );
         match status.as_u16() {
             200..=299 => Ok(Receipt {
                 provider: Provider::Http,
@@ -236,7 +264,23 @@ mod tests {
     #[test]
     fn refusal_excerpts_are_short_one_line_and_never_quote_a_secret() {
         let body = format!("bad key abc123\r\n{}", "x".repeat(500));
-        let e = excerpt(&body, &["abc123"]);
+        let e = excerpt(&body, &secret_forms(None, None, Some("abc123")));
         assert!(e.len() <= REASON_EXCERPT && !e.contains("abc123") && !e.contains('\n'));
+    }
+
+    #[test]
+    fn a_secret_across_the_cut_and_the_basic_credentials_are_masked_too() {
+        use base64::Engine;
+        let password = "s3cret-password-that-is-long";
+        let secrets = secret_forms(Some("acct-17"), Some(password), Some("hdr-value"));
+        // The password starts just before where the excerpt is cut.
+        let body = format!("{}{password} tail", "x".repeat(REASON_EXCERPT - 4));
+        let e = excerpt(&body, &secrets);
+        assert!(!e.contains("s3cr"), "a prefix of the password leaked: {e}");
+        let basic = base64::engine::general_purpose::STANDARD.encode(format!("acct-17:{password}"));
+        let body = format!("refused Authorization: Basic {basic} and key hdr-value");
+        let e = excerpt(&body, &secrets);
+        assert!(!e.contains(&basic[..8]) && !e.contains("hdr-value"), "{e}");
+        assert!(e.starts_with("refused Authorization: Basic ****"), "{e}");
     }
 }

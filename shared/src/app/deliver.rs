@@ -428,7 +428,7 @@ impl Deliverer {
             to: to.clone(),
             from,
             subject: job.message.title.clone(),
-            text: job.message.body.clone(),
+            text: job.message.email_text(),
             html: Some(job.message.html()),
         };
         sender.send(&email).await

@@ -98,6 +98,25 @@ fn object(required: &[&str], properties: Value) -> Value {
     })
 }
 
+/// The reserved header names as a case-insensitive alternation (`[Hh][Oo][Ss][Tt]|...`).
+fn reserved_headers() -> String {
+    crate::domain::header::RESERVED
+        .iter()
+        .map(|name| {
+            name.chars()
+                .map(|c| {
+                    if c.is_ascii_alphabetic() {
+                        format!("[{}{}]", c.to_ascii_uppercase(), c.to_ascii_lowercase())
+                    } else {
+                        c.to_string()
+                    }
+                })
+                .collect::<String>()
+        })
+        .collect::<Vec<_>>()
+        .join("|")
+}
+
 /// `smtps://` is always encrypted: `use_tls` may not be false with it.
 fn smtp_object(mut schema: Value) -> Value {
     schema["if"] = json!({"required": ["server_url"], "properties": {"server_url": {"pattern": "^[Ss][Mm][Tt][Pp][Ss]://"}}});
@@ -116,8 +135,8 @@ fn schemas() -> Value {
     });
     let email = json!({
         "type": "string", "format": "email", "maxLength": 254,
-        "pattern": r"^[A-Za-z0-9._%+-]+@([A-Za-z0-9-]+\.)+[A-Za-z]{2,}$",
-        "description": "A plain address, local@domain.",
+        "pattern": r"^(?=[^@]{1,64}@)[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*@([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}$",
+        "description": "A plain address, local@domain: ASCII, no quotes, comments or spaces (an internationalized domain as xn--).",
         "example": "ana@example.org",
     });
     let secret = json!({
@@ -174,8 +193,8 @@ fn schemas() -> Value {
                     "password": nullable(r("Secret")),
                     "http_header": nullable(json!({
                         "type": "string", "maxLength": 4096, "writeOnly": false,
-                        "pattern": format!(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+: *[^{BLANK}{CONTROL}][^\r\n\u0000-\u0008\u000b-\u001f\u007f-\u009f]*$"),
-                        "description": "One `Name: value` header sent with every request. `Name: ****` keeps the stored value."})),
+                        "pattern": format!(r"^(?!({}) *:)[!#$%&'*+.^_`|~0-9A-Za-z-]+: *[^{BLANK}{CONTROL}][^\r\n\u0000-\u0008\u000b-\u001f\u007f-\u009f]*$", reserved_headers()),
+                        "description": "One `Name: value` header sent with every request. `Name: ****` keeps the stored value. Not Host, Content-Length, Transfer-Encoding, Connection, Content-Type or Authorization."})),
                     "sender_number": r("SenderNumber"),
                 })),
             ],

@@ -68,6 +68,17 @@ pub enum DeliveryStatus {
 }
 
 /// Text made safe to put inside HTML elements and attribute values.
+/// Text as it may reach a provider: line ends as LF (CRLF and a bare CR each become one
+/// LF), and no C0 or C1 control characters but LF and tab (a NUL or bare CR went into
+/// 7bit email parts as they were, and SMS gateways differ on what they do with them).
+pub fn plain_text(s: &str) -> String {
+    s.replace("\r\n", "\n")
+        .replace('\r', "\n")
+        .chars()
+        .filter(|c| !c.is_control() || matches!(c, '\n' | '\t'))
+        .collect()
+}
+
 pub fn html_escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
@@ -126,20 +137,27 @@ pub struct Message {
 impl Message {
     /// The text of an SMS: `title: body`, or the body alone when there is no title.
     pub fn sms_text(&self) -> String {
-        if self.title.is_empty() {
+        let text = if self.title.is_empty() {
             self.body.clone()
         } else {
             format!("{}: {}", self.title, self.body)
-        }
+        };
+        plain_text(&text)
     }
 
-    /// An email's HTML part: the text, escaped, with line breaks kept.
+    /// An email's text part: [`plain_text`] with CRLF line ends, the only ones SMTP and
+    /// MIME allow.
+    pub fn email_text(&self) -> String {
+        plain_text(&self.body).replace('\n', "\r\n")
+    }
+
+    /// An email's HTML part: the text, cleaned and escaped, with line breaks kept.
     pub fn html(&self) -> String {
-        let esc = html_escape;
+        let esc = |s: &str| html_escape(&plain_text(s));
         format!(
             "<!doctype html><html><body><h2>{}</h2><p>{}</p></body></html>",
             esc(&self.title),
-            esc(&self.body).replace('\n', "<br>")
+            esc(&self.body).replace('\n', "<br>\r\n")
         )
     }
 }
@@ -196,4 +214,25 @@ pub struct DeliveryJob {
     pub destination: Destination,
     pub fallback: bool,
     pub message: Message,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn texts_reach_providers_without_controls_and_email_with_crlf_only() {
+        let m = Message {
+            title: "Fire\u{0}".into(),
+            body: "Engine 7\r\nto 12 Main\rSt.\u{7}\u{85}\u{1b}[31m\tnow\nok".into(),
+        };
+        assert_eq!(m.sms_text(), "Fire: Engine 7\nto 12 Main\nSt.[31m\tnow\nok");
+        let email = m.email_text();
+        assert_eq!(email, "Engine 7\r\nto 12 Main\r\nSt.[31m\tnow\r\nok");
+        assert!(
+            !email.replace("\r\n", "").contains(['\r', '\n']),
+            "CRLF only"
+        );
+        assert!(!m.html().contains('\u{0}'));
+    }
 }

@@ -23,7 +23,27 @@ impl EmailAddress {
             .without_domain_literal();
         let parsed = email_address::EmailAddress::parse_with_options(s, options)
             .map_err(|e| ValidationError::new(format!("is not an email address ({e})")))?;
-        Ok(Self(parsed.email().to_string()))
+        let email = parsed.email();
+        // RFC 5322 allows quoted local parts, comments and (with SMTPUTF8) any script;
+        // Flare takes plain ASCII local@domain only, so no address can carry a space, a
+        // quote, a control or a line separator into a header or an SMTP command.
+        let (local, domain) = email.rsplit_once('@').unwrap_or_default();
+        let atext = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+/=?^_`{|}~-".contains(c);
+        let dot_atom = local
+            .split('.')
+            .all(|atom| !atom.is_empty() && atom.chars().all(atext));
+        let ldh = domain.split('.').all(|label| {
+            !label.is_empty()
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        });
+        if !dot_atom || !ldh {
+            return Err(ValidationError::new(
+                "must be a plain address, local@domain: letters, digits and !#$%&'*+/=?^_`{|}~- in dot-separated parts before the @, an ASCII domain after it (IDN as xn--)",
+            ));
+        }
+        Ok(Self(email.to_string()))
     }
 
     pub fn as_str(&self) -> &str {
@@ -64,6 +84,7 @@ mod tests {
         assert_eq!(a.as_str(), "ana@example.org");
         assert_eq!(a.domain(), "example.org");
         assert!(EmailAddress::parse("alerts+dispatch@acme.example").is_ok());
+        assert!(EmailAddress::parse("o'brien.j_x-y{1}@xn--mnchen-3ya.example").is_ok());
     }
 
     #[test]
@@ -77,6 +98,16 @@ mod tests {
             "Ana <ana@example.org>",
             "ana@example.org\r\nBcc: x@evil.example",
             "ana@[127.0.0.1]",
+            "\"a b\"@example.org",
+            "\"ana\"@example.org",
+            "ana(comment)@example.org",
+            "an\u{2028}a@example.org",
+            "ana@exa\u{2028}mple.org",
+            "ana..silva@example.org",
+            ".ana@example.org",
+            "anä@example.org",
+            "ana@münchen.example",
+            "ana\u{0}@example.org",
         ] {
             assert!(EmailAddress::parse(bad).is_err(), "{bad:?} accepted");
         }

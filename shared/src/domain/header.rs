@@ -46,6 +46,25 @@ pub struct HttpHeader {
     pub value: SecretString,
 }
 
+/// Headers Flare sets itself (or the connection needs), which a gateway's custom header
+/// may not replace: a `Content-Length` of its own truncated the body and left the rest
+/// on the kept-alive connection; Basic auth comes from `username` and `password`.
+pub const RESERVED: [&str; 6] = [
+    "Host",
+    "Content-Length",
+    "Transfer-Encoding",
+    "Connection",
+    "Content-Type",
+    "Authorization",
+];
+
+impl HeaderName {
+    /// Whether this is one of [`RESERVED`] (header names are case-insensitive).
+    pub fn is_reserved(&self) -> bool {
+        RESERVED.iter().any(|r| r.eq_ignore_ascii_case(&self.0))
+    }
+}
+
 /// How a stored header value is shown: never the value itself.
 pub const MASK: &str = "****";
 
@@ -58,6 +77,12 @@ impl HttpHeader {
             .split_once(':')
             .ok_or_else(|| ValidationError::new("must be of the form `Name: value`"))?;
         let name = HeaderName::parse(name.trim())?;
+        if name.is_reserved() {
+            return Err(ValidationError::new(format!(
+                "may not set {}: Flare sets it (Basic auth comes from username and password)",
+                name.as_str()
+            )));
+        }
         let value = value.trim();
         if value.is_empty() {
             return Err(ValidationError::new("header value must not be empty"));

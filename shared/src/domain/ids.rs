@@ -8,6 +8,10 @@ fn check_id(s: &str, what: &str, max: usize) -> Result<(), ValidationError> {
     if s.is_empty() {
         return Err(ValidationError::new(format!("{what} must not be empty")));
     }
+    // They name the folder itself or its parent in a path or URL.
+    if s == "." || s == ".." {
+        return Err(ValidationError::new(format!("{what} may not be . or ..")));
+    }
     if s.len() > max {
         return Err(ValidationError::new(format!(
             "{what} must be at most {max} characters"
@@ -162,6 +166,12 @@ mod tests {
         assert!(UserId::parse("ana@example.org").is_ok());
         assert!(UserId::parse("").is_err());
         assert!(UserId::parse("a#b").is_err());
+        for dots in [".", ".."] {
+            assert!(UserId::parse(dots).is_err());
+            assert!(ControlCenterId::parse(dots).is_err());
+            assert!(DeviceId::parse(dots).is_err());
+        }
+        assert!(UserId::parse("a.b").is_ok() && UserId::parse("...").is_ok());
         assert!(UserId::parse("a/b").is_err());
         assert!(ControlCenterId::parse(&"x".repeat(65)).is_err());
     }

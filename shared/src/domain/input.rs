@@ -535,7 +535,19 @@ impl SmsSettingsUpdate {
                     }
                     None
                 }
-                None => None,
+                // The provider is bad: still name every other bad field, read as the
+                // gateway's would be.
+                None => {
+                    r.optional_with("url", |s| GatewayUrl::parse(s, policy));
+                    r.optional_with("format", GatewayFormat::parse);
+                    r.optional_with("username", |s| text(s, MAX_NAME, true));
+                    if let Some(Some(line)) = r.optional_str("http_header")
+                        && masked_header(line).is_none()
+                    {
+                        r.optional_with("http_header", HttpHeader::parse);
+                    }
+                    None
+                }
             };
             let provider = provider?;
             let sender = sender?;
@@ -592,6 +604,8 @@ fn masked_header(line: &str) -> Option<super::header::HeaderName> {
     (value.trim() == MASK)
         .then(|| super::header::HeaderName::parse(name.trim()).ok())
         .flatten()
+        // A reserved name is refused by the full parse, masked or not.
+        .filter(|n| !n.is_reserved())
 }
 
 fn secret_text(s: &str) -> Result<SecretString, ValidationError> {
@@ -624,40 +638,43 @@ impl EmailSettingsUpdate {
                 _ => Err("must be ses or smtp"),
             });
             let sender = r.optional_with("sender_email", EmailAddress::parse);
+            let smtp_object = |v: &Value, path: &str, errors: &mut FieldErrors| {
+                reject_unknown(
+                    v,
+                    path,
+                    errors,
+                    &["server_url", "port", "use_tls", "username", "password"],
+                );
+                object(v, path, errors, |s| {
+                    let url = s.required_str("server_url");
+                    let port = s.required_int("port");
+                    let use_tls = s.optional_bool("use_tls");
+                    let username = s.optional_with("username", |u| text(u, MAX_NAME, true));
+                    let password = s.optional_with("password", secret_text);
+                    let (url, port, use_tls) = (url?, port?, use_tls?.unwrap_or(true));
+                    let server = match SmtpServer::parse(url, port, use_tls, policy) {
+                        Ok(server) => Some(server),
+                        Err(e) => {
+                            s.errors.merge(path, e);
+                            None
+                        }
+                    };
+                    Some((server?, username?, password?))
+                })
+            };
             let smtp = match provider {
-                Some("smtp") => r
-                    .required_value("smtp", |v, path, errors| {
-                        reject_unknown(
-                            v,
-                            path,
-                            errors,
-                            &["server_url", "port", "use_tls", "username", "password"],
-                        );
-                        object(v, path, errors, |s| {
-                            let url = s.required_str("server_url");
-                            let port = s.required_int("port");
-                            let use_tls = s.optional_bool("use_tls");
-                            let username = s.optional_with("username", |u| text(u, MAX_NAME, true));
-                            let password = s.optional_with("password", secret_text);
-                            let (url, port, use_tls) = (url?, port?, use_tls?.unwrap_or(true));
-                            let server = match SmtpServer::parse(url, port, use_tls, policy) {
-                                Ok(server) => Some(server),
-                                Err(e) => {
-                                    s.errors.merge(path, e);
-                                    None
-                                }
-                            };
-                            Some((server?, username?, password?))
-                        })
-                    })
-                    .map(Some),
+                Some("smtp") => r.required_value("smtp", smtp_object).map(Some),
                 Some(_) => {
                     if r.has("smtp") {
                         r.error("smtp", "applies only to provider smtp");
                     }
                     Some(None)
                 }
-                None => None,
+                // The provider is bad: still name every bad field of `smtp`.
+                None => {
+                    r.optional_value("smtp", smtp_object);
+                    None
+                }
             };
             let (provider, sender, smtp) = (provider?, sender?, smtp?);
             let (provider, password) = match (provider, smtp) {
@@ -924,5 +941,44 @@ mod tests {
         assert!(m.control_center_id.is_none());
         let err = ManualSmsInput::parse(&json!({"text": ""})).unwrap_err();
         assert!(err.contains("user_id") && err.contains("text"));
+    }
+
+    #[test]
+    fn a_gateway_header_may_not_replace_what_flare_sets() {
+        for name in [
+            "Host",
+            "content-length",
+            "Transfer-Encoding",
+            "CONNECTION",
+            "Content-Type",
+            "Authorization",
+        ] {
+            for value in ["x", "****"] {
+                let body = json!({"provider": "http", "url": "https://sms.example.com/send",
+                    "sender_number": "ACME", "http_header": format!("{name}: {value}")});
+                let err =
+                    SmsSettingsUpdate::parse(&body, ControlCenterId::main(), AWS).unwrap_err();
+                assert!(err.contains("http_header"), "{name}: {value} accepted");
+            }
+        }
+        let ok = json!({"provider": "http", "url": "https://sms.example.com/send",
+            "sender_number": "ACME", "http_header": "X-Content-Type-Key: x"});
+        assert!(SmsSettingsUpdate::parse(&ok, ControlCenterId::main(), AWS).is_ok());
+    }
+
+    #[test]
+    fn a_bad_provider_does_not_hide_the_other_bad_fields() {
+        let body = json!({"provider": "carrier-pigeon", "sender_number": "TOO LONG SENDER",
+            "url": "ftp://x", "http_header": "no colon"});
+        let err = SmsSettingsUpdate::parse(&body, ControlCenterId::main(), AWS).unwrap_err();
+        for f in ["provider", "sender_number", "url", "http_header"] {
+            assert!(err.contains(f), "{f} missing: {err:?}");
+        }
+        let body = json!({"provider": "pigeon", "sender_email": "nope",
+            "smtp": {"server_url": "smtp.acme.example", "port": 0}});
+        let err = EmailSettingsUpdate::parse(&body, AWS).unwrap_err();
+        for f in ["provider", "sender_email", "smtp.port"] {
+            assert!(err.contains(f), "{f} missing: {err:?}");
+        }
     }
 }
