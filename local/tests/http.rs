@@ -637,6 +637,35 @@ async fn malformed_json_is_400_and_an_oversized_body_413() {
 }
 
 #[tokio::test]
+async fn concurrent_device_registrations_and_a_user_put_lose_nothing() {
+    let app = spawn_app(None).await;
+    let admin = token("acme", &["admin"], "u-admin");
+    let me = token("acme", &["responder"], "u-17");
+    assert_eq!(
+        app.json("PUT", "/v1/users/u-17", &admin, user_body())
+            .await
+            .0,
+        200
+    );
+    const N: usize = 60;
+    let registrations = futures::future::join_all((0..N).map(|i| {
+        let body = json!({"platform": "fcm", "token": format!("token-{i}")});
+        app.json("POST", "/v1/users/u-17/devices", &me, body)
+    }));
+    let put = app.json("PUT", "/v1/users/u-17", &admin, user_body());
+    let (answers, (put_status, _)) = tokio::join!(registrations, put);
+    assert_eq!(put_status, 200);
+    assert!(answers.iter().all(|(s, _)| *s == StatusCode::CREATED));
+    let (_, user) = app.get("/v1/users/u-17", &admin).await;
+    assert_eq!(
+        user["devices"].as_array().unwrap().len(),
+        N,
+        "every registration kept"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn settings_and_users_survive_a_restart() {
     let app = spawn_app(None).await;
     let admin = token("acme", &["admin", "dispatcher"], "u-admin");

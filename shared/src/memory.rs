@@ -204,6 +204,30 @@ impl Directory for MemoryDirectory {
         self.users
             .write(|u| u.remove(&key(org, id.as_str())).is_some())
     }
+    async fn update_user(
+        &self,
+        org: &OrgId,
+        id: &UserId,
+        change: &(dyn for<'u> Fn(&'u mut User) + Send + Sync),
+    ) -> StoreResult<Option<User>> {
+        // Under the lock: nothing can write in between.
+        self.users.write(|u| {
+            u.get_mut(&key(org, id.as_str())).map(|user| {
+                change(user);
+                user.clone()
+            })
+        })
+    }
+    async fn create_user(&self, org: &OrgId, user: &User) -> StoreResult<bool> {
+        self.users.write(|u| {
+            let k = key(org, user.user_id.as_str());
+            if u.contains_key(&k) {
+                return false;
+            }
+            u.insert(k, user.clone());
+            true
+        })
+    }
 }
 
 /// Secrets in memory, or in their own file (mode 0600) apart from the settings.

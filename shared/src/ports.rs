@@ -66,6 +66,18 @@ pub trait Directory: Send + Sync {
     async fn list_users(&self, org: &OrgId) -> StoreResult<Vec<User>>;
     async fn put_user(&self, org: &OrgId, user: &User) -> StoreResult<()>;
     async fn delete_user(&self, org: &OrgId, id: &UserId) -> StoreResult<bool>;
+    /// Changes a stored user as one step: `change` edits the user as stored, and the edit
+    /// is written only if nobody wrote the user in between; otherwise it runs again on the
+    /// fresh copy. So two device registrations at once both land (a read, change and
+    /// blind write lost one of them). `None` when there is no such user.
+    async fn update_user(
+        &self,
+        org: &OrgId,
+        id: &UserId,
+        change: &(dyn for<'u> Fn(&'u mut User) + Send + Sync),
+    ) -> StoreResult<Option<User>>;
+    /// Stores a user that does not exist yet; `false` (nothing written) when it does.
+    async fn create_user(&self, org: &OrgId, user: &User) -> StoreResult<bool>;
 }
 
 /// Which secret: each lives under a name scoped to its organization.

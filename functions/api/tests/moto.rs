@@ -416,3 +416,51 @@ fn uuid_like() -> u128 {
         .bytes()
         .fold(0u128, |a, b| a.wrapping_mul(31).wrapping_add(b as u128))
 }
+
+#[tokio::test]
+async fn concurrent_device_registrations_and_a_user_put_lose_nothing() {
+    let api = spawn_api().await;
+    assert_eq!(api.call(api.admin(event("put-user"))).await.0, 200);
+    const N: usize = 40;
+    let post = |i: usize| {
+        let ev = with(
+            event("post-device"),
+            "POST",
+            "/v1/users/u-17/devices",
+            Some(json!({"platform": "fcm", "token": format!("{}-{i}", api.org)})),
+        );
+        as_caller(ev, "u-17", &api.org, "[responder]")
+    };
+    // N registrations and, in the middle of them, the user's own PUT (which keeps
+    // devices): each read, changed and wrote the whole user, so some were lost.
+    let registrations = futures::future::join_all((0..N).map(|i| api.call(post(i))));
+    let put = api.call(api.admin(event("put-user")));
+    let (answers, (put_status, _)) = tokio::join!(registrations, put);
+    assert_eq!(put_status, 200);
+    let mut ids: Vec<String> = answers
+        .iter()
+        .map(|(s, b)| {
+            assert_eq!(*s, 201, "{b}");
+            b["device_id"].as_str().unwrap().to_string()
+        })
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), N, "one device per token");
+    let (_, user) = api
+        .call(as_caller(
+            event("get-user-self"),
+            "u-17",
+            &api.org,
+            "[responder]",
+        ))
+        .await;
+    let mut stored: Vec<String> = user["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["device_id"].as_str().unwrap().to_string())
+        .collect();
+    stored.sort();
+    assert_eq!(stored, ids, "every device answered 201 is stored");
+}

@@ -269,6 +269,11 @@ impl DynamoSettings {
     }
 }
 
+/// A user item's revision: a fresh random token on every write, which a conditional
+/// update checks so that it never overwrites a write it did not see.
+const REV: &str = "rev";
+/// How many times an update of a user retries after losing a race.
+const MAX_UPDATE_ATTEMPTS: u32 = 20;
 const SMS_PREFIX: &str = "SMS#";
 const EMAIL_SK: &str = "EMAIL";
 const COMMUNICATION_SK: &str = "COMMUNICATION";
@@ -365,9 +370,99 @@ impl Directory for DynamoDirectory {
         self.table.query_prefix(org_pk(org), USER_PREFIX).await
     }
     async fn put_user(&self, org: &OrgId, user: &User) -> StoreResult<()> {
+        // A fresh revision, so an update that read the user before this write retries.
+        let mut item = to_item(org_pk(org), format!("{USER_PREFIX}{}", user.user_id), user)?;
+        item.insert(
+            REV.into(),
+            AttributeValue::S(uuid::Uuid::new_v4().to_string()),
+        );
         self.table
-            .put(org_pk(org), format!("{USER_PREFIX}{}", user.user_id), user)
+            .client
+            .put_item()
+            .table_name(&self.table.name)
+            .set_item(Some(item))
+            .send()
             .await
+            .map_err(|e| store_error(e, "PutItem user"))?;
+        Ok(())
+    }
+    async fn update_user(
+        &self,
+        org: &OrgId,
+        id: &UserId,
+        change: &(dyn for<'u> Fn(&'u mut User) + Send + Sync),
+    ) -> StoreResult<Option<User>> {
+        let (pk, sk) = (org_pk(org), format!("{USER_PREFIX}{id}"));
+        for attempt in 0..MAX_UPDATE_ATTEMPTS {
+            let Some(mut item) = self
+                .table
+                .client
+                .get_item()
+                .table_name(&self.table.name)
+                .set_key(Some(key(pk.clone(), sk.clone())))
+                .consistent_read(true)
+                .send()
+                .await
+                .map_err(|e| store_error(e, "GetItem user"))?
+                .item
+            else {
+                return Ok(None);
+            };
+            let rev = item.remove(REV);
+            let mut user: User = from_item(item)?;
+            change(&mut user);
+            let mut next = to_item(pk.clone(), sk.clone(), &user)?;
+            next.insert(
+                REV.into(),
+                AttributeValue::S(uuid::Uuid::new_v4().to_string()),
+            );
+            let put = self
+                .table
+                .client
+                .put_item()
+                .table_name(&self.table.name)
+                .set_item(Some(next))
+                .expression_attribute_names("#rev", REV);
+            let put = match rev {
+                Some(rev) => put
+                    .condition_expression("#rev = :rev")
+                    .expression_attribute_values(":rev", rev),
+                None => {
+                    put.condition_expression("attribute_exists(pk) AND attribute_not_exists(#rev)")
+                }
+            };
+            match put.send().await {
+                Ok(_) => return Ok(Some(user)),
+                Err(e) if super::error_code(&e) == Some("ConditionalCheckFailedException") => {
+                    tokio::time::sleep(crate::batch::backoff(attempt)).await;
+                }
+                Err(e) => return Err(store_error(e, "PutItem user")),
+            }
+        }
+        Err(StoreError::Unavailable(anyhow::anyhow!(
+            "user {id} kept changing under {MAX_UPDATE_ATTEMPTS} updates in a row"
+        )))
+    }
+    async fn create_user(&self, org: &OrgId, user: &User) -> StoreResult<bool> {
+        let mut item = to_item(org_pk(org), format!("{USER_PREFIX}{}", user.user_id), user)?;
+        item.insert(
+            REV.into(),
+            AttributeValue::S(uuid::Uuid::new_v4().to_string()),
+        );
+        match self
+            .table
+            .client
+            .put_item()
+            .table_name(&self.table.name)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) if super::error_code(&e) == Some("ConditionalCheckFailedException") => Ok(false),
+            Err(e) => Err(store_error(e, "PutItem new user")),
+        }
     }
     async fn delete_user(&self, org: &OrgId, id: &UserId) -> StoreResult<bool> {
         self.table

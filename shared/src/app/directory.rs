@@ -60,24 +60,36 @@ pub async fn put_user(
 ) -> Result<Value, ApiError> {
     let id = path_user(id)?;
     let input = UserInput::parse(body)?;
-    // Devices have their own routes; a PUT keeps them.
-    let devices = svc
-        .directory
-        .get_user(org, &id)
-        .await?
-        .map(|u| u.devices)
-        .unwrap_or_default();
-    let user = User {
-        user_id: id,
-        name: input.name,
-        license: input.license,
-        is_virtual: input.is_virtual,
-        control_center_id: input.control_center_id,
-        contacts: input.contacts,
-        emergency_contacts: input.emergency_contacts,
-        devices,
+    // Devices have their own routes; a PUT keeps them, including one registered while
+    // the PUT runs (an update, not a read and a blind write).
+    let apply = |user: &mut User| {
+        user.name = input.name.clone();
+        user.license = input.license;
+        user.is_virtual = input.is_virtual;
+        user.control_center_id = input.control_center_id.clone();
+        user.contacts = input.contacts.clone();
+        user.emergency_contacts = input.emergency_contacts.clone();
     };
-    svc.directory.put_user(org, &user).await?;
+    let user = loop {
+        if let Some(user) = svc.directory.update_user(org, &id, &apply).await? {
+            break user;
+        }
+        let mut user = User {
+            user_id: id.clone(),
+            name: String::new(),
+            license: input.license,
+            is_virtual: false,
+            control_center_id: None,
+            contacts: Default::default(),
+            emergency_contacts: Vec::new(),
+            devices: Vec::new(),
+        };
+        apply(&mut user);
+        if svc.directory.create_user(org, &user).await? {
+            break user;
+        }
+        // Created by someone else in between: update theirs.
+    };
     tracing::info!(org_id = %org, user_id = %user.user_id, "user saved");
     Ok(view(&user))
 }
@@ -116,7 +128,7 @@ pub async fn add_device(
     let org = &claims.org_id;
     let id = UserId::parse(id).map_err(|_| ApiError::NotFound)?;
     let input = DeviceInput::parse(body)?;
-    let mut user = svc
+    let user = svc
         .directory
         .get_user(org, &id)
         .await?
@@ -138,9 +150,27 @@ pub async fn add_device(
         token: input.token,
         endpoint: Some(endpoint),
     };
-    let device_id = device.device_id.clone();
-    user.devices.push(device);
-    svc.directory.put_user(org, &user).await?;
+    // Added as one step with whatever else registered meanwhile; the same token
+    // registered meanwhile answers that device instead.
+    let updated = svc
+        .directory
+        .update_user(org, &id, &|u: &mut User| {
+            if !u
+                .devices
+                .iter()
+                .any(|d| d.platform == device.platform && d.token == device.token)
+            {
+                u.devices.push(device.clone());
+            }
+        })
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    let device_id = updated
+        .devices
+        .iter()
+        .find(|d| d.platform == device.platform && d.token == device.token)
+        .map(|d| d.device_id.clone())
+        .unwrap_or(device.device_id);
     tracing::info!(org_id = %org, user_id = %id, device_id = %device_id, platform = input.platform.as_str(), "device registered");
     Ok(json!({"device_id": device_id}))
 }
@@ -156,21 +186,26 @@ pub async fn delete_device(
     }
     let org = &claims.org_id;
     let id = UserId::parse(id).map_err(|_| ApiError::NotFound)?;
-    let mut user = svc
-        .directory
-        .get_user(org, &id)
+    let removed = std::sync::Mutex::new(None);
+    svc.directory
+        .update_user(org, &id, &|u: &mut User| {
+            let pos = u
+                .devices
+                .iter()
+                .position(|d| d.device_id.as_str() == device);
+            *removed.lock().unwrap_or_else(|e| e.into_inner()) = pos.map(|p| u.devices.remove(p));
+        })
         .await?
         .ok_or(ApiError::NotFound)?;
-    let pos = user
-        .devices
-        .iter()
-        .position(|d| d.device_id.as_str() == device)
+    let removed = removed
+        .into_inner()
+        .unwrap_or_else(|e| e.into_inner())
         .ok_or(ApiError::NotFound)?;
-    let removed = user.devices.remove(pos);
+    // The device is gone from the user first: a push never goes to an endpoint that is
+    // being deleted.
     if let Some(endpoint) = &removed.endpoint {
         svc.devices.unregister(endpoint).await?;
     }
-    svc.directory.put_user(org, &user).await?;
     tracing::info!(org_id = %org, user_id = %id, device_id = %removed.device_id, "device removed");
     Ok(())
 }
