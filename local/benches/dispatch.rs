@@ -28,6 +28,7 @@ async fn run(n: usize) -> Vec<Duration> {
                 provider: SmsProvider::Sns,
                 sender_number: None,
                 password_set: false,
+                secrets_rev: None,
             },
         )
         .await

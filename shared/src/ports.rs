@@ -107,6 +107,17 @@ pub trait SecretStore: Send + Sync {
     async fn put(&self, key: &SecretKey, value: &SecretString) -> StoreResult<()>;
     /// Deleting a missing secret is not an error.
     async fn delete(&self, key: &SecretKey) -> StoreResult<()>;
+    /// The secret as of the settings revision `rev` (their `secrets_rev`): a cache answers
+    /// from what it read under the same revision only, so a secret changed with its
+    /// settings is read afresh at once. By default, [`Self::get`].
+    async fn get_current(
+        &self,
+        key: &SecretKey,
+        rev: Option<&str>,
+    ) -> StoreResult<Option<SecretString>> {
+        let _ = rev;
+        self.get(key).await
+    }
 }
 
 /// The outcome of creating a notification: a replayed event finds it already there.

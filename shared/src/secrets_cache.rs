@@ -1,5 +1,7 @@
-//! A time-bounded cache in front of any secret store: a fan-out of thousands of jobs
-//! reads each provider secret once per TTL, and a changed password is used within it.
+//! A cache in front of any secret store: a fan-out of thousands of jobs reads each
+//! provider secret once. Entries hold the settings revision they were read under
+//! ([`SecretStore::get_current`]): settings saved with a changed secret carry a new
+//! revision, so the next send reads the new secret at once; the TTL bounds the rest.
 
 use crate::ports::{SecretKey, SecretStore, StoreResult};
 use async_trait::async_trait;
@@ -14,7 +16,13 @@ pub const MAX_TTL: Duration = Duration::from_secs(300);
 pub struct CachedSecrets {
     inner: Arc<dyn SecretStore>,
     ttl: Duration,
-    entries: Mutex<HashMap<SecretKey, (Instant, Option<SecretString>)>>,
+    entries: Mutex<HashMap<SecretKey, Entry>>,
+}
+
+struct Entry {
+    at: Instant,
+    rev: Option<String>,
+    value: Option<SecretString>,
 }
 
 impl CachedSecrets {
@@ -30,21 +38,37 @@ impl CachedSecrets {
 #[async_trait]
 impl SecretStore for CachedSecrets {
     async fn get(&self, key: &SecretKey) -> StoreResult<Option<SecretString>> {
-        if let Some((at, v)) = self
+        self.get_current(key, None).await
+    }
+
+    async fn get_current(
+        &self,
+        key: &SecretKey,
+        rev: Option<&str>,
+    ) -> StoreResult<Option<SecretString>> {
+        if let Some(e) = self
             .entries
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(key)
-            && at.elapsed() < self.ttl
+            && e.at.elapsed() < self.ttl
+            && e.rev.as_deref() == rev
         {
-            return Ok(v.clone());
+            return Ok(e.value.clone());
         }
-        let v = self.inner.get(key).await?;
+        let value = self.inner.get(key).await?;
         self.entries
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(key.clone(), (Instant::now(), v.clone()));
-        Ok(v)
+            .insert(
+                key.clone(),
+                Entry {
+                    at: Instant::now(),
+                    rev: rev.map(str::to_string),
+                    value: value.clone(),
+                },
+            );
+        Ok(value)
     }
 
     async fn put(&self, key: &SecretKey, value: &SecretString) -> StoreResult<()> {
@@ -115,5 +139,25 @@ mod tests {
             "two"
         );
         assert!(CachedSecrets::new(inner, Duration::from_secs(3600)).ttl <= MAX_TTL);
+    }
+
+    #[tokio::test]
+    async fn a_new_settings_revision_reads_the_secret_afresh_at_once() {
+        let inner = Arc::new(Counting(MemorySecrets::default(), AtomicUsize::new(0)));
+        let key = SecretKey::SmtpPassword(OrgId::parse("acme").unwrap());
+        inner.put(&key, &SecretString::from("one")).await.unwrap();
+        let cache = CachedSecrets::new(inner.clone(), MAX_TTL);
+        for _ in 0..100 {
+            let v = cache.get_current(&key, Some("r1")).await.unwrap();
+            assert_eq!(v.unwrap().expose_secret(), "one");
+        }
+        assert_eq!(inner.1.load(Ordering::SeqCst), 1);
+        // Saved elsewhere with its settings under revision r2: no waiting for the TTL.
+        inner.put(&key, &SecretString::from("two")).await.unwrap();
+        let v = cache.get_current(&key, Some("r2")).await.unwrap();
+        assert_eq!(v.unwrap().expose_secret(), "two");
+        let v = cache.get_current(&key, Some("r2")).await.unwrap();
+        assert_eq!(v.unwrap().expose_secret(), "two");
+        assert_eq!(inner.1.load(Ordering::SeqCst), 2);
     }
 }

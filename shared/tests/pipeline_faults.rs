@@ -91,6 +91,7 @@ async fn world() -> World {
         provider: SmsProvider::Sns,
         sender_number: None,
         password_set: false,
+        secrets_rev: None,
     };
     w.settings.put_sms(&w.org, &sms).await.unwrap();
     let comm = CommunicationSettings {

@@ -43,6 +43,7 @@ fn main() {
                             .unwrap(),
                             username: None,
                             password_set: false,
+                            secrets_rev: None,
                         },
                     },
                     sender_email: None,

@@ -75,6 +75,7 @@ pub async fn seed(stack: &AwsStack, n: usize) -> anyhow::Result<serde_json::Valu
                 provider: SmsProvider::Sns,
                 sender_number: Some(SenderId::parse("ACMEFIRE")?),
                 password_set: false,
+                secrets_rev: None,
             },
         )
         .await?;

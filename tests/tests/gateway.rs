@@ -46,6 +46,7 @@ async fn setup(url: &str, format: GatewayFormat, policy: EndpointPolicy) -> Gw {
                 }),
                 sender_number: Some(SenderId::parse("+15551234567").unwrap()),
                 password_set: true,
+                secrets_rev: None,
             },
         )
         .await

@@ -36,6 +36,7 @@ async fn sender(
                         server: SmtpServer::parse(server_url, port as i64, use_tls, LOCAL).unwrap(),
                         username: user.map(str::to_string),
                         password_set: true,
+                        secrets_rev: None,
                     },
                 },
                 sender_email: Some(EmailAddress::parse("alerts@acme.example").unwrap()),
@@ -211,4 +212,70 @@ async fn private_smtp_servers_are_refused_in_aws_mode() {
         "endpoint_not_allowed",
         "no plaintext in AWS mode"
     );
+}
+
+/// As the API saves them: a changed password goes to the secret store, then the settings
+/// with a new revision.
+async fn save_password(
+    settings: &MemorySettings,
+    store: &MemorySecrets,
+    org: &OrgId,
+    password: &str,
+) {
+    store
+        .put(
+            &SecretKey::SmtpPassword(org.clone()),
+            &SecretString::from(password.to_string()),
+        )
+        .await
+        .unwrap();
+    let mut email = settings.get_email(org).await.unwrap().unwrap();
+    if let EmailProvider::Smtp { smtp } = &mut email.provider {
+        smtp.secrets_rev = Some(unique("rev"));
+    }
+    settings.put_email(org, &email).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_changed_password_is_used_at_the_next_send_despite_the_cache_and_the_pool() {
+    use flare_shared::secrets_cache::{CachedSecrets, MAX_TTL};
+    let org = OrgId::parse(&unique("org")).unwrap();
+    let settings = Arc::new(MemorySettings::default());
+    let store = Arc::new(MemorySecrets::default());
+    settings
+        .put_email(
+            &org,
+            &EmailSettings {
+                provider: EmailProvider::Smtp {
+                    smtp: SmtpSettings {
+                        server: SmtpServer::parse("127.0.0.1", smtp().port as i64, true, LOCAL)
+                            .unwrap(),
+                        username: Some(smtp().user.clone()),
+                        password_set: true,
+                        secrets_rev: None,
+                    },
+                },
+                sender_email: Some(EmailAddress::parse("alerts@acme.example").unwrap()),
+            },
+        )
+        .await
+        .unwrap();
+    save_password(&settings, &store, &org, &smtp().password).await;
+    // In AWS another function's instance saves the settings: this one's cache never hears
+    // of it, only of the settings' new revision.
+    let cached = Arc::new(CachedSecrets::new(store.clone(), MAX_TTL));
+    let ca = std::fs::read(&smtp().ca_pem).unwrap();
+    let s = SmtpEmailSender::new(settings.clone(), cached, LOCAL).with_extra_root(ca);
+    s.send(&email(&org, &unique("first"))).await.unwrap();
+
+    // A wrong password now: the pooled, authenticated connection and the cached secret
+    // would both have let the next message through.
+    save_password(&settings, &store, &org, "not-the-password").await;
+    let e = s.send(&email(&org, &unique("stale"))).await.unwrap_err();
+    assert_eq!(e.reason(), "auth_failed", "the new password was used");
+
+    save_password(&settings, &store, &org, &smtp().password).await;
+    let back = unique("back");
+    s.send(&email(&org, &back)).await.unwrap();
+    assert_eq!(received(&back).len(), 1);
 }

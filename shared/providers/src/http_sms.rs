@@ -185,13 +185,19 @@ impl SmsSender for HttpSmsSender {
         let cc = settings.control_center_id.clone();
         let password = self
             .secrets
-            .get(&SecretKey::SmsPassword(m.org_id.clone(), cc.clone()))
+            .get_current(
+                &SecretKey::SmsPassword(m.org_id.clone(), cc.clone()),
+                settings.secrets_rev.as_deref(),
+            )
             .await
             .map_err(unavailable)?;
         let header_value = match &gw.header_name {
             Some(_) => self
                 .secrets
-                .get(&SecretKey::SmsHeaderValue(m.org_id.clone(), cc))
+                .get_current(
+                    &SecretKey::SmsHeaderValue(m.org_id.clone(), cc),
+                    settings.secrets_rev.as_deref(),
+                )
                 .await
                 .map_err(unavailable)?,
             None => None,

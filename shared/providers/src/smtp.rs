@@ -33,7 +33,9 @@ pub const SESSION_TIMEOUT: Duration = Duration::from_secs(20);
 /// Connections kept per server.
 pub const POOL_PER_SERVER: usize = 4;
 
-type PoolKey = (OrgId, String, u16, bool, Option<String>);
+/// Organization, host, port, TLS, user and the settings' secrets revision: a connection
+/// authenticated with a password that has since changed is never used again.
+type PoolKey = (OrgId, String, u16, bool, Option<String>, Option<String>);
 
 pub struct SmtpEmailSender {
     settings: Arc<dyn SettingsStore>,
@@ -229,6 +231,9 @@ impl SmtpEmailSender {
 
     async fn checkout(&self, key: &PoolKey) -> Option<AsyncSmtpConnection> {
         let mut pool = self.pool.lock().await;
+        // The organization's connections made under other settings (another server, user
+        // or password) are closed: they are never used again.
+        pool.retain(|k, _| k.0 != key.0 || k == key);
         let conns = pool.get_mut(key)?;
         while let Some(c) = conns.pop() {
             if !c.has_broken() {
@@ -275,7 +280,10 @@ impl EmailSender for SmtpEmailSender {
         let password = match &smtp.username {
             Some(_) => self
                 .secrets
-                .get(&SecretKey::SmtpPassword(m.org_id.clone()))
+                .get_current(
+                    &SecretKey::SmtpPassword(m.org_id.clone()),
+                    smtp.secrets_rev.as_deref(),
+                )
                 .await
                 .map_err(|e| transient(FailReason::SettingsUnavailable, e))?,
             None => None,
@@ -311,6 +319,7 @@ impl EmailSender for SmtpEmailSender {
             port,
             smtp.server.use_tls,
             smtp.username.clone(),
+            smtp.secrets_rev.clone(),
         );
         let send = async {
             // A pooled connection may have been closed by the server: one fresh try then.

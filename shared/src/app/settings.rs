@@ -105,6 +105,7 @@ pub async fn put_sms(
     )
     .await?;
     update.settings.password_set = password_set;
+    update.settings.secrets_rev = Some(uuid::Uuid::new_v4().to_string());
     svc.settings.put_sms(org, &update.settings).await?;
     tracing::info!(org_id = %org, control_center_id = %cc, provider = update.settings.provider_name().as_str(), "sms settings saved");
     Ok(update.settings.view())
@@ -155,6 +156,7 @@ pub async fn put_email(svc: &Services, org: &OrgId, body: &Value) -> Result<Valu
     .await?;
     if let EmailProvider::Smtp { smtp } = &mut update.settings.provider {
         smtp.password_set = password_set;
+        smtp.secrets_rev = Some(uuid::Uuid::new_v4().to_string());
     }
     svc.settings.put_email(org, &update.settings).await?;
     tracing::info!(org_id = %org, provider = update.settings.provider_name().as_str(), "email settings saved");

@@ -67,6 +67,11 @@ pub struct SmsSettings {
     /// Whether a password is in the secret store (GET answers this, never the password).
     #[serde(default)]
     pub password_set: bool,
+    /// A fresh token on every save: senders read the secrets under it, so a changed
+    /// password or header takes effect at the next send (a cached secret or a pooled
+    /// connection made with the old one is not used again).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secrets_rev: Option<String>,
 }
 
 impl SmsSettings {
@@ -135,6 +140,9 @@ pub struct SmtpSettings {
     pub username: Option<String>,
     #[serde(default)]
     pub password_set: bool,
+    /// As [`SmsSettings::secrets_rev`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secrets_rev: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -270,6 +278,7 @@ mod tests {
             provider: SmsProvider::Sns,
             sender_number: None,
             password_set: false,
+            secrets_rev: None,
         };
         let north = SmsSettings {
             control_center_id: ControlCenterId::parse("north").unwrap(),
@@ -297,6 +306,7 @@ mod tests {
                     .unwrap(),
                     username: None,
                     password_set: false,
+                    secrets_rev: None,
                 },
             },
             sender_email: None,
@@ -333,6 +343,7 @@ mod tests {
             }),
             sender_number: Some(SenderId::parse("+15551234567").unwrap()),
             password_set: true,
+            secrets_rev: None,
         };
         let v = s.view();
         assert_eq!(v["http_header"], "X-Api-Key: ****");
