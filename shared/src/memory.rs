@@ -347,7 +347,8 @@ impl DeliveryLog for MemoryDeliveryLog {
             .unwrap_or_default())
     }
 
-    async fn put_records(&self, org: &OrgId, records: &[DeliveryRecord]) -> StoreResult<()> {
+    async fn put_records(&self, n: &Notification, records: &[DeliveryRecord]) -> StoreResult<()> {
+        let org = &n.org_id;
         let mut entries = lock(&self.entries);
         for r in records {
             let e = entries

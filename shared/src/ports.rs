@@ -167,14 +167,20 @@ pub trait DeliveryLog: Send + Sync {
             .filter(|r| &r.recipient == recipient)
             .collect())
     }
-    /// Writes records that do not exist yet; existing ones are left as they are, so a
-    /// replayed event never resets a record that already moved on.
-    async fn put_records(&self, org: &OrgId, records: &[DeliveryRecord]) -> StoreResult<()>;
+    /// Writes records of `n` that do not exist yet; existing ones are left as they are,
+    /// so a replayed event never resets a record that already moved on. (`n` is the
+    /// notification they belong to: storage that expires items counts from its
+    /// `created_at`.)
+    async fn put_records(&self, n: &Notification, records: &[DeliveryRecord]) -> StoreResult<()>;
     /// Writes the first records of a notification this caller has just created
     /// ([`Created::New`]): none can exist yet, so an adapter may write them without the
     /// per-record check (DynamoDB: `BatchWriteItem`). By default, [`Self::put_records`].
-    async fn put_first_records(&self, org: &OrgId, records: &[DeliveryRecord]) -> StoreResult<()> {
-        self.put_records(org, records).await
+    async fn put_first_records(
+        &self,
+        n: &Notification,
+        records: &[DeliveryRecord],
+    ) -> StoreResult<()> {
+        self.put_records(n, records).await
     }
     /// Claims a pending record for one attempt (attempts + 1) until `lease` runs out.
     /// A record that is no longer pending, or is claimed by a live attempt, is not

@@ -102,7 +102,7 @@ pub async fn delivery_log(log: &dyn DeliveryLog, org: &OrgId) {
         record(&n, "u-2", sms, true),
         record(&n, "u-2", email, true),
     ];
-    log.put_first_records(org, &first).await.unwrap();
+    log.put_first_records(&n, &first).await.unwrap();
     let logged = log.get_notification(org, id).await.unwrap().unwrap();
     assert_eq!(logged.notification, n);
     assert_eq!(logged.records.len(), 4);
@@ -138,7 +138,7 @@ pub async fn delivery_log(log: &dyn DeliveryLog, org: &OrgId) {
     // A replay writes what is missing and never resets what moved on.
     let mut replayed = first.to_vec();
     replayed.push(record(&n, "u-3", sms, false));
-    log.put_records(org, &replayed).await.unwrap();
+    log.put_records(&n, &replayed).await.unwrap();
     let r = status(log, &n, "u-1", sms).await;
     assert_eq!(
         (r.status, r.attempts),
@@ -248,7 +248,7 @@ pub async fn delivery_log(log: &dyn DeliveryLog, org: &OrgId) {
     // no-op (the fallback was enqueued before the release).
     let n2 = notification(org);
     log.create_notification(&n2).await.unwrap();
-    log.put_first_records(org, &[record(&n2, "u-2", sms, true)])
+    log.put_first_records(&n2, &[record(&n2, "u-2", sms, true)])
         .await
         .unwrap();
     let claimed = log
@@ -263,7 +263,7 @@ pub async fn delivery_log(log: &dyn DeliveryLog, org: &OrgId) {
     );
 
     // One recipient's records, and no one else's (`u-2` is a prefix of `u-22`).
-    log.put_records(org, &[record(&n2, "u-22", sms, false)])
+    log.put_records(&n2, &[record(&n2, "u-22", sms, false)])
         .await
         .unwrap();
     let mine = log.recipient_records(org, id, &user("u-1")).await.unwrap();
@@ -306,7 +306,7 @@ pub async fn delivery_log(log: &dyn DeliveryLog, org: &OrgId) {
     let n3 = notification(org);
     log.create_notification(&n3).await.unwrap();
     log.put_first_records(
-        org,
+        &n3,
         &[
             record(&n3, "u-4", sms, true),
             record(&n3, "u-5", sms, false),

@@ -384,7 +384,7 @@ mod tests {
                 &serde_json::to_string(&job).unwrap(),
             ));
         }
-        log.put_records(&n.org_id, &records).await.unwrap();
+        log.put_records(&n, &records).await.unwrap();
         (log, n, messages)
     }
 

@@ -52,16 +52,22 @@ fn record_sk(recipient: &RecipientRef, channel: Channel) -> String {
     format!("R#{}#{}", recipient.key(), channel.as_str())
 }
 
-fn expires_at() -> AttributeValue {
-    n((chrono::Utc::now() + chrono::Duration::days(RETENTION_DAYS)).timestamp())
+/// When a notification's items expire (DynamoDB TTL): [`RETENTION_DAYS`] after the
+/// notification was created, for all of its items alike, whenever each was written; at
+/// least a day from now, so an event with an old `time` is not deleted on arrival.
+fn expires_at(created_at: chrono::DateTime<chrono::Utc>) -> i64 {
+    let by_creation = created_at + chrono::Duration::days(RETENTION_DAYS);
+    by_creation
+        .max(chrono::Utc::now() + chrono::Duration::days(1))
+        .timestamp()
 }
 
-fn encode<T: serde::Serialize>(pk: String, sk: String, v: &T) -> StoreResult<Item> {
+fn encode<T: serde::Serialize>(pk: String, sk: String, v: &T, expires: i64) -> StoreResult<Item> {
     let mut item: Item = serde_dynamo::to_item(v)
         .map_err(|e| StoreError::Failed(anyhow::Error::new(e).context("encoding log item")))?;
     item.insert("pk".into(), s(pk));
     item.insert("sk".into(), s(sk));
-    item.insert("expires_at".into(), expires_at());
+    item.insert("expires_at".into(), n(expires));
     Ok(item)
 }
 
@@ -138,6 +144,7 @@ impl DeliveryLog for DynamoDeliveryLog {
             notification_pk(&n.org_id, &n.notification_id),
             NOTIFICATION_SK.into(),
             n,
+            expires_at(n.created_at),
         )?;
         Ok(if self.put_if_absent(item, "PutItem notification").await? {
             Created::New
@@ -224,15 +231,17 @@ impl DeliveryLog for DynamoDeliveryLog {
     /// One conditional put per record (`attribute_not_exists`), a bounded number in
     /// flight: a delayed replay must never reset a record that moved on (a blind
     /// `BatchWriteItem` put would turn `sent` back into `pending` and send it again).
-    async fn put_records(&self, org: &OrgId, records: &[DeliveryRecord]) -> StoreResult<()> {
+    async fn put_records(&self, n: &Notification, records: &[DeliveryRecord]) -> StoreResult<()> {
         use futures::StreamExt;
+        let expires = expires_at(n.created_at);
         let items = records
             .iter()
             .map(|r| {
                 encode(
-                    notification_pk(org, &r.notification_id),
+                    notification_pk(&n.org_id, &r.notification_id),
                     record_sk(&r.recipient, r.channel),
                     r,
+                    expires,
                 )
             })
             .collect::<StoreResult<Vec<_>>>()?;
@@ -246,12 +255,18 @@ impl DeliveryLog for DynamoDeliveryLog {
     }
 
     /// The first write of a notification just created: `BatchWriteItem`, 25 at a time.
-    async fn put_first_records(&self, org: &OrgId, records: &[DeliveryRecord]) -> StoreResult<()> {
+    async fn put_first_records(
+        &self,
+        n: &Notification,
+        records: &[DeliveryRecord],
+    ) -> StoreResult<()> {
+        let expires = expires_at(n.created_at);
         batch_write(&self.client, &self.table, records, |r| {
             encode(
-                notification_pk(org, &r.notification_id),
+                notification_pk(&n.org_id, &r.notification_id),
                 record_sk(&r.recipient, r.channel),
                 r,
+                expires,
             )
         })
         .await
@@ -394,6 +409,22 @@ impl DeliveryLog for DynamoDeliveryLog {
     }
 
     async fn ack(&self, org: &OrgId, id: &NotificationId, user: &UserId) -> StoreResult<bool> {
+        // The ack expires with its notification: read when that is.
+        let expires = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(HashMap::from([
+                ("pk".to_string(), s(notification_pk(org, id))),
+                ("sk".to_string(), s(NOTIFICATION_SK)),
+            ])))
+            .projection_expression("expires_at")
+            .send()
+            .await
+            .map_err(|e| store_error(e, "GetItem notification expiry"))?
+            .item
+            .and_then(|i| i.get("expires_at")?.as_n().ok()?.parse().ok())
+            .unwrap_or_else(|| expires_at(chrono::Utc::now()));
         let item = encode(
             notification_pk(org, id),
             format!("ACK#{user}"),
@@ -401,6 +432,7 @@ impl DeliveryLog for DynamoDeliveryLog {
                 user_id: user.clone(),
                 at: chrono::Utc::now(),
             },
+            expires,
         )?;
         // The first ack's time is kept.
         self.put_if_absent(item, "PutItem ack").await?;

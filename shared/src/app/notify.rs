@@ -206,7 +206,7 @@ impl Notifier {
         let id = n.notification_id.clone();
         let (records, written) = match created {
             Created::New => {
-                self.log.put_first_records(&org, &planned).await?;
+                self.log.put_first_records(&n, &planned).await?;
                 let w = planned.len();
                 (planned, w)
             }
@@ -226,7 +226,7 @@ impl Notifier {
                     .filter(|r| !have.contains(&(r.recipient.key(), r.channel)))
                     .collect();
                 if !missing.is_empty() {
-                    self.log.put_records(&org, &missing).await?;
+                    self.log.put_records(&n, &missing).await?;
                 }
                 let w = missing.len();
                 (existing.into_iter().chain(missing).collect(), w)
