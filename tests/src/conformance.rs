@@ -15,7 +15,8 @@ fn user(id: &str) -> RecipientRef {
     RecipientRef::User(UserId::parse(id).unwrap())
 }
 
-fn notification(org: &OrgId) -> Notification {
+/// A dispatch notification of `org`, created now.
+pub fn notification(org: &OrgId) -> Notification {
     Notification {
         notification_id: NotificationId::generate(),
         org_id: org.clone(),
@@ -30,7 +31,8 @@ fn notification(org: &OrgId) -> Notification {
     }
 }
 
-fn record(n: &Notification, who: &str, channel: Channel, held: bool) -> DeliveryRecord {
+/// A pending record of `n` for user `who` (held behind push when `held`).
+pub fn record(n: &Notification, who: &str, channel: Channel, held: bool) -> DeliveryRecord {
     DeliveryRecord {
         notification_id: n.notification_id.clone(),
         recipient: user(who),

@@ -32,31 +32,10 @@ async fn a_notifications_items_all_expire_from_its_creation() {
     let org = OrgId::parse(&unique("org")).unwrap();
     let created_at = chrono::Utc::now() - chrono::Duration::days(10);
     let n = Notification {
-        notification_id: NotificationId::generate(),
-        org_id: org.clone(),
-        category: Category::Dispatch,
-        incident_id: None,
-        control_center_id: ControlCenterId::main(),
-        message: Message {
-            title: "Fire".into(),
-            body: "Engine 7.".into(),
-        },
         created_at,
+        ..conformance::notification(&org)
     };
-    let record = |who: &str| DeliveryRecord {
-        notification_id: n.notification_id.clone(),
-        recipient: RecipientRef::User(UserId::parse(who).unwrap()),
-        channel: Channel::Sms,
-        status: DeliveryStatus::Pending,
-        reason: None,
-        attempts: 0,
-        fallback: false,
-        provider: Some(Provider::Sns),
-        provider_message_id: None,
-        destination: None,
-        awaiting_push: false,
-        claimed_until: None,
-    };
+    let record = |who: &str| conformance::record(&n, who, Channel::Sms, false);
     log.create_notification(&n).await.unwrap();
     log.put_first_records(&n, &[record("u-1")]).await.unwrap();
     log.put_records(&n, &[record("u-2")]).await.unwrap();

@@ -28,20 +28,7 @@ async fn sender(
     let settings = Arc::new(MemorySettings::default());
     let secrets = Arc::new(MemorySecrets::default());
     settings
-        .put_email(
-            &org,
-            &EmailSettings {
-                provider: EmailProvider::Smtp {
-                    smtp: SmtpSettings {
-                        server: SmtpServer::parse(server_url, port as i64, use_tls, LOCAL).unwrap(),
-                        username: user.map(str::to_string),
-                        password_set: true,
-                        secrets_rev: None,
-                    },
-                },
-                sender_email: Some(EmailAddress::parse("alerts@acme.example").unwrap()),
-            },
-        )
+        .put_email(&org, &smtp_settings(server_url, port, use_tls, user))
         .await
         .unwrap();
     secrets
@@ -56,6 +43,21 @@ async fn sender(
         SmtpEmailSender::new(settings, secrets, policy).with_extra_root(ca),
         org,
     )
+}
+
+/// An organization's SMTP settings for the sink (the server is checked as locally).
+fn smtp_settings(server_url: &str, port: u16, use_tls: bool, user: Option<&str>) -> EmailSettings {
+    EmailSettings {
+        provider: EmailProvider::Smtp {
+            smtp: SmtpSettings {
+                server: SmtpServer::parse(server_url, port as i64, use_tls, LOCAL).unwrap(),
+                username: user.map(str::to_string),
+                password_set: true,
+                secrets_rev: None,
+            },
+        },
+        sender_email: Some(EmailAddress::parse("alerts@acme.example").unwrap()),
+    }
 }
 
 fn email(org: &OrgId, subject: &str) -> EmailMessage {
@@ -242,24 +244,8 @@ async fn a_changed_password_is_used_at_the_next_send_despite_the_cache_and_the_p
     let org = OrgId::parse(&unique("org")).unwrap();
     let settings = Arc::new(MemorySettings::default());
     let store = Arc::new(MemorySecrets::default());
-    settings
-        .put_email(
-            &org,
-            &EmailSettings {
-                provider: EmailProvider::Smtp {
-                    smtp: SmtpSettings {
-                        server: SmtpServer::parse("127.0.0.1", smtp().port as i64, true, LOCAL)
-                            .unwrap(),
-                        username: Some(smtp().user.clone()),
-                        password_set: true,
-                        secrets_rev: None,
-                    },
-                },
-                sender_email: Some(EmailAddress::parse("alerts@acme.example").unwrap()),
-            },
-        )
-        .await
-        .unwrap();
+    let sink = smtp_settings("127.0.0.1", smtp().port, true, Some(smtp().user.as_str()));
+    settings.put_email(&org, &sink).await.unwrap();
     save_password(&settings, &store, &org, &smtp().password).await;
     // In AWS another function's instance saves the settings: this one's cache never hears
     // of it, only of the settings' new revision.
