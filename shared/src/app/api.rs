@@ -160,18 +160,18 @@ async fn route(svc: &Services, req: ApiRequest) -> Result<ApiResponse, ApiError>
         Op::GetCommunication => ok(serde_json::json!(settings::communication(svc, org).await?)),
         Op::PutCommunication => ok(settings::put_communication(svc, org, &body()?).await?),
         Op::ListUsers => ok(directory::list_users(svc, org).await?),
-        Op::GetUser => ok(directory::get_user(svc, claims, p(0)).await?),
+        Op::GetUser => ok(directory::get_user(svc, org, p(0)).await?),
         Op::PutUser => ok(directory::put_user(svc, org, p(0), &body()?).await?),
         Op::DeleteUser => {
             directory::delete_user(svc, org, p(0)).await?;
             Ok(ApiResponse::no_content())
         }
         Op::AddDevice => {
-            let v = directory::add_device(svc, claims, p(0), &body()?).await?;
+            let v = directory::add_device(svc, org, p(0), &body()?).await?;
             Ok(ApiResponse::json(201, v))
         }
         Op::DeleteDevice => {
-            directory::delete_device(svc, claims, p(0), p(1)).await?;
+            directory::delete_device(svc, org, p(0), p(1)).await?;
             Ok(ApiResponse::no_content())
         }
         Op::GetNotification => ok(notifications::get(svc, org, p(0)).await?),

@@ -36,7 +36,7 @@ pub enum Op {
 pub enum Access {
     /// No token needed.
     Public,
-    /// Any valid token; the operation decides (for example "the user themself").
+    /// Any valid token; the operation decides from the data (a notification's recipient).
     Authenticated,
     /// Admin or dispatcher.
     Staff,
@@ -44,6 +44,8 @@ pub enum Access {
     Dispatcher,
     /// The user named by `{user_id}`, or an admin.
     SelfOrAdmin,
+    /// The user named by `{user_id}`, or staff.
+    SelfOrStaff,
 }
 
 impl Access {
@@ -55,6 +57,7 @@ impl Access {
             Access::Admin => claims.is_admin(),
             Access::Dispatcher => claims.has(Role::Dispatcher),
             Access::SelfOrAdmin => claims.is_admin() || path_user == Some(claims.sub.as_str()),
+            Access::SelfOrStaff => claims.is_staff() || path_user == Some(claims.sub.as_str()),
         }
     }
 
@@ -67,6 +70,7 @@ impl Access {
             Access::Admin => "Role: `admin`.",
             Access::Dispatcher => "Role: `dispatcher`.",
             Access::SelfOrAdmin => "Role: `admin`, or the user themself.",
+            Access::SelfOrStaff => "Roles: `admin` or `dispatcher`, or the user themself.",
         }
     }
 }
@@ -139,7 +143,7 @@ pub const ROUTES: &[Route] = &[
       "Change communication settings; fields left out keep their value"),
     r("GET", "/v1/users", Op::ListUsers, Staff, "listUsers", "directory",
       "Every user of the organization"),
-    r("GET", "/v1/users/{user_id}", Op::GetUser, Authenticated, "getUser", "directory",
+    r("GET", "/v1/users/{user_id}", Op::GetUser, SelfOrStaff, "getUser", "directory",
       "One user (staff, or the user themself)"),
     r("PUT", "/v1/users/{user_id}", Op::PutUser, Admin, "putUser", "directory",
       "Create or replace a user (devices are kept)"),
@@ -147,7 +151,7 @@ pub const ROUTES: &[Route] = &[
       "Delete a user and their devices"),
     r("POST", "/v1/users/{user_id}/devices", Op::AddDevice, SelfOrAdmin, "addDevice",
       "directory", "Register a mobile device for push"),
-    r("DELETE", "/v1/users/{user_id}/devices/{device_id}", Op::DeleteDevice, Authenticated,
+    r("DELETE", "/v1/users/{user_id}/devices/{device_id}", Op::DeleteDevice, SelfOrAdmin,
       "deleteDevice", "directory", "Remove a device (admin, or the user themself)"),
     r("GET", "/v1/notifications/{notification_id}", Op::GetNotification, Staff,
       "getNotification", "notifications", "A notification with every delivery"),
