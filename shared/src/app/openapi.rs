@@ -83,7 +83,8 @@ fn text(max: usize, description: &str) -> Value {
 fn id(max: usize, description: &str, example: &str) -> Value {
     json!({
         "type": "string",
-        "pattern": format!("^[A-Za-z0-9._@:-]{{1,{max}}}$"),
+        // Never `.` or `..` (they name a folder or its parent in a path).
+        "pattern": format!(r"^(?!\.\.?$)[A-Za-z0-9._@:-]{{1,{max}}}$"),
         "description": description,
         "example": example,
     })
