@@ -10,8 +10,30 @@ use serde::{Deserialize, Serialize};
 #[serde(try_from = "String", into = "String")]
 pub struct PhoneNumber(String);
 
+/// Numbers already parsed, by input: the `phonenumber` crate takes about 10 µs a
+/// number, and every record or user read back from storage or a queue parses its
+/// numbers again. Bounded (cleared when full), so memory stays flat.
+static PARSED: std::sync::LazyLock<
+    std::sync::RwLock<std::collections::HashMap<String, PhoneNumber>>,
+> = std::sync::LazyLock::new(Default::default);
+const PARSED_MAX: usize = 65_536;
+
 impl PhoneNumber {
     pub fn parse(input: &str) -> Result<Self, ValidationError> {
+        if let Some(p) = PARSED.read().ok().and_then(|m| m.get(input).cloned()) {
+            return Ok(p);
+        }
+        let parsed = Self::parse_uncached(input)?;
+        if let Ok(mut m) = PARSED.write() {
+            if m.len() >= PARSED_MAX {
+                m.clear();
+            }
+            m.insert(input.to_string(), parsed.clone());
+        }
+        Ok(parsed)
+    }
+
+    fn parse_uncached(input: &str) -> Result<Self, ValidationError> {
         no_line_breaks(input)?;
         let s = input.trim();
         if !s.starts_with('+') {
