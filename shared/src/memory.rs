@@ -2,9 +2,9 @@
 //! stand-ins for SNS, SES and SQS.
 
 use crate::domain::{
-    Channel, CommunicationSettings, ControlCenterId, DeliveryJob, DeliveryRecord, DeliveryStatus,
-    EmailSettings, Notification, NotificationId, OrgId, Platform, Provider, RecipientRef,
-    SmsSettings, User, UserId,
+    Channel, CommunicationSettings, ControlCenterId, DeliveryJob, DeliveryRecord, EmailSettings,
+    Notification, NotificationId, OrgId, Platform, Provider, RecipientRef, SmsSettings, User,
+    UserId,
 };
 use crate::ports::*;
 use anyhow::Context;
@@ -376,19 +376,10 @@ impl DeliveryLog for MemoryDeliveryLog {
         else {
             return Ok(Claim::Missing);
         };
-        if r.status != DeliveryStatus::Pending {
-            return Ok(Claim::AlreadyDone(r.status));
-        }
-        let now = chrono::Utc::now();
-        if r.claimed_until.is_some_and(|until| until > now) {
-            return Ok(Claim::InFlight);
-        }
-        r.attempts += 1;
-        r.awaiting_push = false;
-        r.claimed_until = Some(now + lease);
-        Ok(Claim::Claimed {
-            attempts: r.attempts,
-        })
+        let mut state = RecordState::of(r);
+        let claim = state.claim(chrono::Utc::now(), lease);
+        state.apply(r);
+        Ok(claim)
     }
 
     async fn finish(
@@ -406,53 +397,10 @@ impl DeliveryLog for MemoryDeliveryLog {
         else {
             return Ok(false);
         };
-        if r.status != DeliveryStatus::Pending {
-            return Ok(false);
-        }
-        match outcome {
-            Finish::Failed { attempt, .. } | Finish::Retry { attempt, .. }
-                if attempt != r.attempts =>
-            {
-                return Ok(false);
-            }
-            Finish::Sent {
-                provider,
-                provider_message_id,
-                ..
-            } => {
-                r.status = DeliveryStatus::Sent;
-                r.provider = Some(provider);
-                r.provider_message_id = provider_message_id;
-                r.reason = None;
-                r.claimed_until = None;
-            }
-            Finish::Failed { reason, .. } => {
-                r.status = DeliveryStatus::Failed;
-                r.reason = Some(reason);
-                r.claimed_until = None;
-            }
-            Finish::Retry { reason, .. } => {
-                r.reason = Some(reason);
-                r.claimed_until = None;
-            }
-            Finish::Abandon { .. } if r.claimed_until.is_some_and(|u| u > chrono::Utc::now()) => {
-                return Ok(false);
-            }
-            Finish::Abandon { reason } => {
-                r.status = DeliveryStatus::Failed;
-                r.reason = Some(reason);
-                r.awaiting_push = false;
-                r.claimed_until = None;
-            }
-            Finish::Release | Finish::SkipHeld { .. } if !r.awaiting_push => return Ok(false),
-            Finish::Release => r.awaiting_push = false,
-            Finish::SkipHeld { reason } => {
-                r.awaiting_push = false;
-                r.status = DeliveryStatus::Skipped;
-                r.reason = Some(reason);
-            }
-        }
-        Ok(true)
+        let mut state = RecordState::of(r);
+        let moved = state.finish(outcome, chrono::Utc::now());
+        state.apply(r);
+        Ok(moved)
     }
 
     async fn ack(&self, org: &OrgId, id: &NotificationId, user: &UserId) -> StoreResult<bool> {
@@ -499,7 +447,7 @@ impl JobQueue for MemoryQueue {
 }
 
 /// What a stand-in provider was handed.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct OutboxEntry {
     pub notification_id: NotificationId,
     pub channel: Channel,
@@ -510,30 +458,59 @@ pub struct OutboxEntry {
     pub body: String,
 }
 
+/// Where the stand-in providers keep what they were handed: in memory by default, in
+/// the local runner's database so the outbox survives a restart.
+#[async_trait]
+pub trait OutboxJournal: Send + Sync {
+    /// Appends `entry`; answers its sequence number (1, 2, ...), which makes the
+    /// provider message id.
+    async fn append(&self, entry: &OutboxEntry) -> anyhow::Result<u64>;
+    async fn entries(&self) -> anyhow::Result<Vec<OutboxEntry>>;
+}
+
+#[derive(Default)]
+struct MemoryJournal(Mutex<Vec<OutboxEntry>>);
+
+#[async_trait]
+impl OutboxJournal for MemoryJournal {
+    async fn append(&self, entry: &OutboxEntry) -> anyhow::Result<u64> {
+        let mut sent = lock(&self.0);
+        sent.push(entry.clone());
+        Ok(sent.len() as u64)
+    }
+    async fn entries(&self) -> anyhow::Result<Vec<OutboxEntry>> {
+        Ok(lock(&self.0).clone())
+    }
+}
+
 /// A stand-in provider for every channel: records what it was handed and answers
 /// scripted failures first (per destination), then success.
 pub struct MemoryOutbox {
     provider_for: fn(Channel) -> Provider,
-    sent: Mutex<Vec<OutboxEntry>>,
+    journal: std::sync::Arc<dyn OutboxJournal>,
     failures: Mutex<HashMap<String, VecDeque<SendError>>>,
 }
 
 impl Default for MemoryOutbox {
     fn default() -> Self {
+        Self::with_journal(std::sync::Arc::new(MemoryJournal::default()))
+    }
+}
+
+impl MemoryOutbox {
+    pub fn with_journal(journal: std::sync::Arc<dyn OutboxJournal>) -> Self {
         Self {
             provider_for: |c| match c {
                 Channel::Push | Channel::Sms => Provider::Sns,
                 Channel::Email => Provider::Ses,
             },
-            sent: Mutex::default(),
+            journal,
             failures: Mutex::default(),
         }
     }
-}
 
-impl MemoryOutbox {
-    pub fn entries(&self) -> Vec<OutboxEntry> {
-        lock(&self.sent).clone()
+    pub async fn entries(&self) -> anyhow::Result<Vec<OutboxEntry>> {
+        self.journal.entries().await
     }
 
     /// The next send to `to` (a phone, an address or an endpoint) fails with `err`.
@@ -544,20 +521,21 @@ impl MemoryOutbox {
             .push_back(err);
     }
 
-    fn record(&self, entry: OutboxEntry) -> Result<Receipt, SendError> {
-        if let Some(err) = lock(&self.failures)
+    async fn record(&self, entry: OutboxEntry) -> Result<Receipt, SendError> {
+        let scripted = lock(&self.failures)
             .get_mut(&entry.to)
-            .and_then(VecDeque::pop_front)
-        {
+            .and_then(VecDeque::pop_front);
+        if let Some(err) = scripted {
             return Err(err);
         }
-        let mut sent = lock(&self.sent);
-        let id = format!("{}-{}", entry.provider.as_str(), sent.len() + 1);
         let provider = entry.provider;
-        sent.push(entry);
+        // A stand-in that cannot record the send did not make it: the job retries.
+        let seq = self.journal.append(&entry).await.map_err(|e| {
+            SendError::transient(crate::domain::FailReason::ProviderUnavailable).with_source(e)
+        })?;
         Ok(Receipt {
             provider,
-            provider_message_id: Some(id),
+            provider_message_id: Some(format!("{}-{seq}", provider.as_str())),
         })
     }
 }
@@ -574,6 +552,7 @@ impl PushSender for MemoryOutbox {
             subject: Some(p.message.title.clone()),
             body: p.message.body.clone(),
         })
+        .await
     }
 }
 
@@ -589,6 +568,7 @@ impl SmsSender for MemoryOutbox {
             subject: None,
             body: m.text.clone(),
         })
+        .await
     }
 }
 
@@ -604,6 +584,7 @@ impl EmailSender for MemoryOutbox {
             subject: Some(m.subject.clone()),
             body: m.text.clone(),
         })
+        .await
     }
 }
 
@@ -703,7 +684,8 @@ mod tests {
         );
         let receipt = SmsSender::send(&outbox, &sms).await.unwrap();
         assert_eq!(receipt.provider, Provider::Sns);
-        assert_eq!(outbox.entries().len(), 1);
-        assert_eq!(outbox.entries()[0].body, "hello");
+        let entries = outbox.entries().await.unwrap();
+        assert_eq!(entries.len(), 1);
+        assert_eq!(entries[0].body, "hello");
     }
 }

@@ -249,6 +249,121 @@ pub enum Finish {
     },
 }
 
+/// The part of a record that claims and finishes change: adapters that store records
+/// whole (memory, SQLite) apply the rules below to it, and SQLite keeps it apart from
+/// the rest so a claim never decodes (and re-validates) a destination. DynamoDB says
+/// the same rules with condition expressions.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RecordState {
+    pub status: DeliveryStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub attempts: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<crate::domain::Provider>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider_message_id: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub awaiting_push: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claimed_until: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl RecordState {
+    pub fn of(r: &DeliveryRecord) -> Self {
+        Self {
+            status: r.status,
+            reason: r.reason.clone(),
+            attempts: r.attempts,
+            provider: r.provider,
+            provider_message_id: r.provider_message_id.clone(),
+            awaiting_push: r.awaiting_push,
+            claimed_until: r.claimed_until,
+        }
+    }
+
+    /// Puts this state on `r`.
+    pub fn apply(self, r: &mut DeliveryRecord) {
+        r.status = self.status;
+        r.reason = self.reason;
+        r.attempts = self.attempts;
+        r.provider = self.provider;
+        r.provider_message_id = self.provider_message_id;
+        r.awaiting_push = self.awaiting_push;
+        r.claimed_until = self.claimed_until;
+    }
+
+    /// What a claim does (see [`DeliveryLog::claim`]).
+    pub fn claim(
+        &mut self,
+        now: chrono::DateTime<chrono::Utc>,
+        lease: std::time::Duration,
+    ) -> Claim {
+        if self.status != DeliveryStatus::Pending {
+            return Claim::AlreadyDone(self.status);
+        }
+        if self.claimed_until.is_some_and(|until| until > now) {
+            return Claim::InFlight;
+        }
+        self.attempts += 1;
+        self.awaiting_push = false;
+        self.claimed_until = Some(now + lease);
+        Claim::Claimed {
+            attempts: self.attempts,
+        }
+    }
+
+    /// What [`DeliveryLog::finish`] does; whether the record moved.
+    pub fn finish(&mut self, outcome: Finish, now: chrono::DateTime<chrono::Utc>) -> bool {
+        let r = self;
+        if r.status != DeliveryStatus::Pending {
+            return false;
+        }
+        match outcome {
+            Finish::Failed { attempt, .. } | Finish::Retry { attempt, .. }
+                if attempt != r.attempts =>
+            {
+                return false;
+            }
+            Finish::Sent {
+                provider,
+                provider_message_id,
+                ..
+            } => {
+                r.status = DeliveryStatus::Sent;
+                r.provider = Some(provider);
+                r.provider_message_id = provider_message_id;
+                r.reason = None;
+                r.claimed_until = None;
+            }
+            Finish::Failed { reason, .. } => {
+                r.status = DeliveryStatus::Failed;
+                r.reason = Some(reason);
+                r.claimed_until = None;
+            }
+            Finish::Retry { reason, .. } => {
+                r.reason = Some(reason);
+                r.claimed_until = None;
+            }
+            Finish::Abandon { .. } if r.claimed_until.is_some_and(|u| u > now) => return false,
+            Finish::Abandon { reason } => {
+                r.status = DeliveryStatus::Failed;
+                r.reason = Some(reason);
+                r.awaiting_push = false;
+                r.claimed_until = None;
+            }
+            Finish::Release | Finish::SkipHeld { .. } if !r.awaiting_push => return false,
+            Finish::Release => r.awaiting_push = false,
+            Finish::SkipHeld { reason } => {
+                r.awaiting_push = false;
+                r.status = DeliveryStatus::Skipped;
+                r.reason = Some(reason);
+            }
+        }
+        true
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
     #[error("queue temporarily unavailable")]

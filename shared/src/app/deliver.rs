@@ -74,6 +74,52 @@ pub fn retry_delay(base: Duration, attempt: u32) -> Duration {
     (base * 2u32.pow(attempt.clamp(1, 6) - 1)).min(base * 30)
 }
 
+/// The jobs that carry on a notification's unfinished work (a restarted local runner
+/// has lost its queue): each pending record not held behind push, and the push job of
+/// a recipient whose push is done but whose held SMS and email were never resolved
+/// (its run finds push done and resolves them). With each job, the attempts its record
+/// has used. A record still held behind a pending push waits for that push's job.
+pub fn unfinished_jobs(logged: &crate::ports::Logged) -> Vec<(DeliveryJob, u32)> {
+    let template = JobTemplate::from(&logged.notification);
+    let job = |r: &crate::domain::DeliveryRecord| {
+        Some((
+            template.job(
+                &r.recipient,
+                r.channel,
+                r.provider?,
+                r.destination.as_ref()?,
+                r.fallback,
+            ),
+            r.attempts,
+        ))
+    };
+    let pending = |r: &&crate::domain::DeliveryRecord| r.status == DeliveryStatus::Pending;
+    let mut jobs: Vec<(DeliveryJob, u32)> = logged
+        .records
+        .iter()
+        .filter(pending)
+        .filter(|r| !r.awaiting_push)
+        .filter_map(job)
+        .collect();
+    let mut seen = std::collections::HashSet::new();
+    let pushes: Vec<&crate::domain::DeliveryRecord> = logged
+        .records
+        .iter()
+        .filter(pending)
+        .filter(|r| r.awaiting_push)
+        .filter_map(|held| {
+            logged.records.iter().find(|p| {
+                p.channel == Channel::Push
+                    && p.recipient == held.recipient
+                    && p.status != DeliveryStatus::Pending
+            })
+        })
+        .filter(|p| seen.insert(p.recipient.key()))
+        .collect();
+    jobs.extend(pushes.into_iter().filter_map(job));
+    jobs
+}
+
 impl Deliverer {
     /// Delivers one job. `final_attempt` turns a transient failure into a permanent one,
     /// so no record is left pending when the queue gives up on the job; `lease` is how
@@ -448,6 +494,69 @@ mod tests {
             retry_delay(base, 0),
             base,
             "a first attempt never waits less"
+        );
+    }
+
+    #[test]
+    fn unfinished_work_is_each_pending_record_and_the_push_behind_unresolved_held_ones() {
+        use crate::domain::*;
+        let org = OrgId::parse("acme").unwrap();
+        let n = Notification {
+            notification_id: NotificationId::parse("n-1").unwrap(),
+            org_id: org,
+            category: Category::Dispatch,
+            incident_id: None,
+            control_center_id: ControlCenterId::main(),
+            message: Message::default(),
+            created_at: chrono::Utc::now(),
+        };
+        let record = |who: &str, channel, status, held| {
+            let user = UserId::parse(who).unwrap();
+            DeliveryRecord {
+                notification_id: n.notification_id.clone(),
+                recipient: RecipientRef::User(user.clone()),
+                channel,
+                status,
+                reason: None,
+                attempts: 2,
+                fallback: false,
+                provider: Some(Provider::Sns),
+                provider_message_id: None,
+                destination: Some(Destination::Devices(user)),
+                awaiting_push: held,
+                claimed_until: None,
+            }
+        };
+        use DeliveryStatus::{Pending, Sent};
+        let logged = crate::ports::Logged {
+            notification: n.clone(),
+            records: vec![
+                // u-1: push pending, SMS and email held behind it: only the push job.
+                record("u-1", Channel::Push, Pending, false),
+                record("u-1", Channel::Sms, Pending, true),
+                record("u-1", Channel::Email, Pending, true),
+                // u-2: push sent, its held SMS and email never resolved: the push job
+                // once, which resolves both.
+                record("u-2", Channel::Sms, Pending, true),
+                record("u-2", Channel::Push, Sent, false),
+                record("u-2", Channel::Email, Pending, true),
+                // u-3: an SMS of its own, pending; its email sent.
+                record("u-3", Channel::Sms, Pending, false),
+                record("u-3", Channel::Email, Sent, false),
+            ],
+            acks: vec![],
+        };
+        let jobs: Vec<(String, Channel, u32)> = unfinished_jobs(&logged)
+            .into_iter()
+            .map(|(j, a)| (j.recipient.key(), j.channel, a))
+            .collect();
+        assert_eq!(
+            jobs,
+            [
+                ("user:u-1".to_string(), Channel::Push, 2),
+                ("user:u-3".to_string(), Channel::Sms, 2),
+                ("user:u-2".to_string(), Channel::Push, 2),
+            ]
         );
     }
 }
