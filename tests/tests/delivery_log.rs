@@ -13,6 +13,13 @@ async fn the_in_memory_log_keeps_every_promise() {
 }
 
 #[tokio::test]
+async fn the_sqlite_log_keeps_every_promise() {
+    let dir = flare_tests::TempDir::new("flare-sqlite-log").unwrap();
+    let log = flare_sqlite::Sqlite::open(&dir.path().join("flare.db")).unwrap();
+    conformance::delivery_log(&log, &OrgId::parse("acme").unwrap()).await;
+}
+
+#[tokio::test]
 async fn the_dynamodb_log_keeps_every_promise_on_moto() {
     let stack = AwsStack::create(moto()).await.unwrap();
     let log = DynamoDeliveryLog::new(flare_aws::dynamodb(&stack.sdk), &stack.tables.log);

@@ -1,0 +1,679 @@
+//! The local runner's storage: every port it keeps (settings, directory, secrets, the
+//! delivery log, the stand-in providers' outbox) in one SQLite database under
+//! `--data-dir`. Items are the same JSON the in-memory adapters hold; claims and
+//! finishes apply the same rules ([`RecordState`]), checked by the
+//! same conformance suite as the in-memory and DynamoDB logs.
+
+mod db;
+
+use anyhow::Context;
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use flare_shared::domain::{
+    Channel, CommunicationSettings, ControlCenterId, DeliveryRecord, DeliveryStatus, EmailSettings,
+    Notification, NotificationId, OrgId, RecipientRef, SmsSettings, User, UserId,
+};
+use flare_shared::memory::{OutboxEntry, OutboxJournal};
+use flare_shared::ports::*;
+use rusqlite::{Connection, OptionalExtension, params};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::path::Path;
+use std::sync::Arc;
+
+pub use db::Db;
+
+/// Every store over one database: clone the `Arc` into each port.
+#[derive(Clone)]
+pub struct Sqlite {
+    db: Arc<Db>,
+}
+
+/// Secrets are named as in Secrets Manager, under this prefix.
+const SECRET_PREFIX: &str = "flare";
+/// How often a user write is tried again when another write came in between.
+const UPDATE_TRIES: usize = 20;
+
+fn to_json<T: Serialize>(v: &T) -> anyhow::Result<String> {
+    serde_json::to_string(v).context("encoding a stored item")
+}
+
+fn from_json<T: DeserializeOwned>(s: &str) -> anyhow::Result<T> {
+    serde_json::from_str(s).context("decoding a stored item")
+}
+
+fn rows<T: DeserializeOwned>(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> anyhow::Result<Vec<T>> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    let bodies = stmt
+        .query_map(params, |r| r.get::<_, String>(0))?
+        .collect::<Result<Vec<_>, _>>()?;
+    bodies.iter().map(|b| from_json(b)).collect()
+}
+
+fn one<T: DeserializeOwned>(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> anyhow::Result<Option<T>> {
+    let body: Option<String> = conn
+        .prepare_cached(sql)?
+        .query_row(params, |r| r.get(0))
+        .optional()?;
+    body.as_deref().map(from_json).transpose()
+}
+
+/// A record is stored as written first (`body`) and its [`RecordState`] (`state`),
+/// the only part claims and finishes read and write.
+const RECORD_COLUMNS: &str = "state, body";
+
+fn records(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> anyhow::Result<Vec<DeliveryRecord>> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    let mut q = stmt.query(params)?;
+    let mut out = Vec::new();
+    while let Some(row) = q.next()? {
+        let mut r: DeliveryRecord = from_json(row.get_ref(1)?.as_str()?)?;
+        from_json::<RecordState>(row.get_ref(0)?.as_str()?)?.apply(&mut r);
+        out.push(r);
+    }
+    Ok(out)
+}
+
+impl Sqlite {
+    /// Opens (or creates) the database at `path`.
+    pub fn open(path: &Path) -> anyhow::Result<Self> {
+        Ok(Self {
+            db: Arc::new(Db::open(path)?),
+        })
+    }
+
+    /// Notifications that still have pending records, with all their records: the work
+    /// a restart resumes.
+    pub fn unfinished(&self) -> StoreResult<Vec<Logged>> {
+        let ids: Vec<(String, String)> = self.db.read(|c| {
+            let mut stmt = c.prepare(
+                "SELECT DISTINCT org, nid FROM records WHERE pending = 1 ORDER BY org, nid",
+            )?;
+            let ids = stmt
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(ids)
+        })?;
+        let mut out = Vec::new();
+        for (org, nid) in ids {
+            let logged = self.db.read(|c| logged(c, &org, &nid))?;
+            out.extend(logged);
+        }
+        Ok(out)
+    }
+
+    /// How many records of a notification are still pending (from the index that
+    /// holds only those).
+    pub fn pending_count(&self, org: &OrgId, id: &NotificationId) -> StoreResult<u64> {
+        self.db.read(|c| {
+            Ok(c.prepare_cached(
+                "SELECT count(*) FROM records WHERE org = ?1 AND nid = ?2 AND pending = 1",
+            )?
+            .query_row(params![org.as_str(), id.as_str()], |r| r.get::<_, i64>(0))?
+            .try_into()?)
+        })
+    }
+
+    /// Drops every claim: after a restart no attempt is alive, and a claim left by one
+    /// that died would hold its record until the lease ran out.
+    pub async fn release_claims(&self) -> StoreResult<usize> {
+        self.db
+            .write(|c| {
+                let mut claimed = Vec::new();
+                {
+                    let mut stmt = c.prepare(
+                        "SELECT org, nid, recipient, channel, state FROM records WHERE pending = 1",
+                    )?;
+                    let mut q = stmt.query([])?;
+                    while let Some(r) = q.next()? {
+                        let mut state: RecordState = from_json(r.get_ref(4)?.as_str()?)?;
+                        if state.claimed_until.take().is_some() {
+                            let key: [String; 4] = [r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?];
+                            claimed.push((key, to_json(&state)?));
+                        }
+                    }
+                }
+                for ([org, nid, recipient, channel], body) in &claimed {
+                    c.execute(
+                        "UPDATE records SET state = ?5 WHERE org = ?1 AND nid = ?2 AND recipient = ?3 AND channel = ?4",
+                        params![org, nid, recipient, channel, body],
+                    )?;
+                }
+                Ok(claimed.len())
+            })
+            .await
+    }
+}
+
+fn logged(c: &Connection, org: &str, nid: &str) -> anyhow::Result<Option<Logged>> {
+    let Some(notification) = one::<Notification>(
+        c,
+        "SELECT body FROM notifications WHERE org = ?1 AND id = ?2",
+        params![org, nid],
+    )?
+    else {
+        return Ok(None);
+    };
+    let records = records(
+        c,
+        &format!(
+            "SELECT {RECORD_COLUMNS} FROM records WHERE org = ?1 AND nid = ?2 ORDER BY recipient, channel"
+        ),
+        params![org, nid],
+    )?;
+    let mut stmt =
+        c.prepare_cached("SELECT user, at FROM acks WHERE org = ?1 AND nid = ?2 ORDER BY user")?;
+    let acks = stmt
+        .query_map(params![org, nid], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+        })?
+        .collect::<Result<Vec<_>, _>>()?
+        .into_iter()
+        .map(|(u, at)| {
+            Ok((
+                UserId::parse(&u).map_err(|e| anyhow::anyhow!("stored user id {u:?}: {e}"))?,
+                DateTime::parse_from_rfc3339(&at)
+                    .context("a stored acknowledgement time")?
+                    .with_timezone(&Utc),
+            ))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(Some(Logged {
+        notification,
+        records,
+        acks,
+    }))
+}
+
+// ---------------------------------------------------------------------------- settings
+
+const SMS: &str = "sms";
+const EMAIL: &str = "email";
+const COMMUNICATION: &str = "communication";
+
+impl Sqlite {
+    fn get_setting<T: DeserializeOwned>(
+        &self,
+        org: &OrgId,
+        kind: &str,
+        key: &str,
+    ) -> StoreResult<Option<T>> {
+        self.db.read(|c| {
+            one(
+                c,
+                "SELECT body FROM settings WHERE org = ?1 AND kind = ?2 AND key = ?3",
+                params![org.as_str(), kind, key],
+            )
+        })
+    }
+
+    async fn put_setting<T: Serialize>(
+        &self,
+        org: &OrgId,
+        kind: &'static str,
+        key: &str,
+        v: &T,
+    ) -> StoreResult<()> {
+        let (org, key, body) = (
+            org.to_string(),
+            key.to_string(),
+            to_json(v).map_err(StoreError::Failed)?,
+        );
+        self.db
+            .write(move |c| {
+                c.prepare_cached("INSERT OR REPLACE INTO settings (org, kind, key, body) VALUES (?1, ?2, ?3, ?4)")?
+                    .execute(params![org, kind, key, body])?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn delete_setting(
+        &self,
+        org: &OrgId,
+        kind: &'static str,
+        key: &str,
+    ) -> StoreResult<bool> {
+        let (org, key) = (org.to_string(), key.to_string());
+        self.db
+            .write(move |c| {
+                Ok(c.prepare_cached(
+                    "DELETE FROM settings WHERE org = ?1 AND kind = ?2 AND key = ?3",
+                )?
+                .execute(params![org, kind, key])?
+                    > 0)
+            })
+            .await
+    }
+}
+
+#[async_trait]
+impl SettingsStore for Sqlite {
+    async fn get_sms(&self, org: &OrgId, cc: &ControlCenterId) -> StoreResult<Option<SmsSettings>> {
+        self.get_setting(org, SMS, cc.as_str())
+    }
+    async fn list_sms(&self, org: &OrgId) -> StoreResult<Vec<SmsSettings>> {
+        self.db.read(|c| {
+            rows(
+                c,
+                "SELECT body FROM settings WHERE org = ?1 AND kind = ?2 ORDER BY key",
+                params![org.as_str(), SMS],
+            )
+        })
+    }
+    async fn put_sms(&self, org: &OrgId, v: &SmsSettings) -> StoreResult<()> {
+        self.put_setting(org, SMS, v.control_center_id.as_str(), v)
+            .await
+    }
+    async fn delete_sms(&self, org: &OrgId, cc: &ControlCenterId) -> StoreResult<bool> {
+        self.delete_setting(org, SMS, cc.as_str()).await
+    }
+    async fn get_email(&self, org: &OrgId) -> StoreResult<Option<EmailSettings>> {
+        self.get_setting(org, EMAIL, "")
+    }
+    async fn put_email(&self, org: &OrgId, v: &EmailSettings) -> StoreResult<()> {
+        self.put_setting(org, EMAIL, "", v).await
+    }
+    async fn delete_email(&self, org: &OrgId) -> StoreResult<bool> {
+        self.delete_setting(org, EMAIL, "").await
+    }
+    async fn get_communication(&self, org: &OrgId) -> StoreResult<Option<CommunicationSettings>> {
+        self.get_setting(org, COMMUNICATION, "")
+    }
+    async fn put_communication(&self, org: &OrgId, v: &CommunicationSettings) -> StoreResult<()> {
+        self.put_setting(org, COMMUNICATION, "", v).await
+    }
+}
+
+// ---------------------------------------------------------------------------- directory
+
+#[async_trait]
+impl Directory for Sqlite {
+    async fn get_user(&self, org: &OrgId, id: &UserId) -> StoreResult<Option<User>> {
+        self.db.read(|c| {
+            one(
+                c,
+                "SELECT body FROM users WHERE org = ?1 AND id = ?2",
+                params![org.as_str(), id.as_str()],
+            )
+        })
+    }
+    async fn get_users(&self, org: &OrgId, ids: &[UserId]) -> StoreResult<Vec<User>> {
+        self.db.read(|c| {
+            let mut out = Vec::with_capacity(ids.len());
+            for id in ids {
+                out.extend(one::<User>(
+                    c,
+                    "SELECT body FROM users WHERE org = ?1 AND id = ?2",
+                    params![org.as_str(), id.as_str()],
+                )?);
+            }
+            Ok(out)
+        })
+    }
+    async fn list_users(&self, org: &OrgId) -> StoreResult<Vec<User>> {
+        self.db.read(|c| {
+            rows(
+                c,
+                "SELECT body FROM users WHERE org = ?1 ORDER BY id",
+                params![org.as_str()],
+            )
+        })
+    }
+    async fn put_user(&self, org: &OrgId, user: &User) -> StoreResult<()> {
+        let (org, id) = (org.to_string(), user.user_id.to_string());
+        let body = to_json(user).map_err(StoreError::Failed)?;
+        self.db
+            .write(move |c| {
+                c.prepare_cached(
+                    "INSERT OR REPLACE INTO users (org, id, body) VALUES (?1, ?2, ?3)",
+                )?
+                .execute(params![org, id, body])?;
+                Ok(())
+            })
+            .await
+    }
+    async fn delete_user(&self, org: &OrgId, id: &UserId) -> StoreResult<bool> {
+        let (org, id) = (org.to_string(), id.to_string());
+        self.db
+            .write(move |c| {
+                Ok(
+                    c.prepare_cached("DELETE FROM users WHERE org = ?1 AND id = ?2")?
+                        .execute(params![org, id])?
+                        > 0,
+                )
+            })
+            .await
+    }
+    async fn update_user(
+        &self,
+        org: &OrgId,
+        id: &UserId,
+        change: &(dyn for<'u> Fn(&'u mut User) + Send + Sync),
+    ) -> StoreResult<Option<User>> {
+        // The change runs here, not on the writer: it is written only if the stored body
+        // is still the one it was made from, and made again from the new one otherwise.
+        for _ in 0..UPDATE_TRIES {
+            let before: Option<String> = self.db.read(|c| {
+                Ok(
+                    c.prepare_cached("SELECT body FROM users WHERE org = ?1 AND id = ?2")?
+                        .query_row(params![org.as_str(), id.as_str()], |r| r.get(0))
+                        .optional()?,
+                )
+            })?;
+            let Some(before) = before else {
+                return Ok(None);
+            };
+            let mut user: User = from_json(&before).map_err(StoreError::Failed)?;
+            change(&mut user);
+            let after = to_json(&user).map_err(StoreError::Failed)?;
+            let (o, i) = (org.to_string(), id.to_string());
+            let written = self
+                .db
+                .write(move |c| {
+                    Ok(c.prepare_cached(
+                        "UPDATE users SET body = ?3 WHERE org = ?1 AND id = ?2 AND body = ?4",
+                    )?
+                    .execute(params![o, i, after, before])?
+                        > 0)
+                })
+                .await?;
+            if written {
+                return Ok(Some(user));
+            }
+        }
+        Err(StoreError::Unavailable(anyhow::anyhow!(
+            "user {id} kept changing under {UPDATE_TRIES} tries"
+        )))
+    }
+    async fn create_user(&self, org: &OrgId, user: &User) -> StoreResult<bool> {
+        let (org, id) = (org.to_string(), user.user_id.to_string());
+        let body = to_json(user).map_err(StoreError::Failed)?;
+        self.db
+            .write(move |c| {
+                Ok(c.prepare_cached(
+                    "INSERT OR IGNORE INTO users (org, id, body) VALUES (?1, ?2, ?3)",
+                )?
+                .execute(params![org, id, body])?
+                    > 0)
+            })
+            .await
+    }
+}
+
+// ---------------------------------------------------------------------------- secrets
+
+#[async_trait]
+impl SecretStore for Sqlite {
+    async fn get(&self, k: &SecretKey) -> StoreResult<Option<SecretString>> {
+        let name = k.name(SECRET_PREFIX);
+        self.db.read(|c| {
+            Ok(
+                c.prepare_cached("SELECT value FROM secrets WHERE name = ?1")?
+                    .query_row(params![name], |r| r.get::<_, String>(0))
+                    .optional()?
+                    .map(SecretString::from),
+            )
+        })
+    }
+    async fn put(&self, k: &SecretKey, value: &SecretString) -> StoreResult<()> {
+        let (name, value) = (k.name(SECRET_PREFIX), value.expose_secret().to_string());
+        self.db
+            .write(move |c| {
+                c.prepare_cached("INSERT OR REPLACE INTO secrets (name, value) VALUES (?1, ?2)")?
+                    .execute(params![name, value])?;
+                Ok(())
+            })
+            .await
+    }
+    async fn delete(&self, k: &SecretKey) -> StoreResult<()> {
+        let name = k.name(SECRET_PREFIX);
+        self.db
+            .write(move |c| {
+                c.prepare_cached("DELETE FROM secrets WHERE name = ?1")?
+                    .execute(params![name])?;
+                Ok(())
+            })
+            .await
+    }
+}
+
+impl Sqlite {
+    /// Stores a secret under its full name (`flare/acme/smtp/password`), as an earlier
+    /// store kept it: for importing one.
+    pub async fn import_secret(&self, name: &str, value: SecretString) -> StoreResult<()> {
+        let (name, value) = (name.to_string(), value.expose_secret().to_string());
+        self.db
+            .write(move |c| {
+                c.prepare_cached("INSERT OR IGNORE INTO secrets (name, value) VALUES (?1, ?2)")?
+                    .execute(params![name, value])?;
+                Ok(())
+            })
+            .await
+    }
+}
+
+// ---------------------------------------------------------------------------- delivery log
+
+/// A record's key columns: (org, notification, recipient, channel).
+fn record_key(
+    org: &OrgId,
+    id: &NotificationId,
+    recipient: &RecipientRef,
+    channel: Channel,
+) -> [String; 4] {
+    [
+        org.to_string(),
+        id.to_string(),
+        recipient.key(),
+        channel.as_str().to_string(),
+    ]
+}
+
+/// Reads one record's state on the writer, lets `f` change it, and writes it back when
+/// `f` says it changed: the read and the write are one step, as a conditional update is.
+fn update_record<R>(
+    c: &Connection,
+    key: &[String; 4],
+    f: impl FnOnce(&mut RecordState) -> (R, bool),
+) -> anyhow::Result<Option<R>> {
+    let Some(mut state) = one::<RecordState>(
+        c,
+        "SELECT state FROM records WHERE org = ?1 AND nid = ?2 AND recipient = ?3 AND channel = ?4",
+        params![key[0], key[1], key[2], key[3]],
+    )?
+    else {
+        return Ok(None);
+    };
+    let (out, changed) = f(&mut state);
+    if changed {
+        c.prepare_cached(
+            "UPDATE records SET state = ?5, pending = ?6 WHERE org = ?1 AND nid = ?2 AND recipient = ?3 AND channel = ?4",
+        )?
+        .execute(params![
+            key[0],
+            key[1],
+            key[2],
+            key[3],
+            to_json(&state)?,
+            state.status == DeliveryStatus::Pending
+        ])?;
+    }
+    Ok(Some(out))
+}
+
+#[async_trait]
+impl DeliveryLog for Sqlite {
+    async fn create_notification(&self, n: &Notification) -> StoreResult<Created> {
+        let (org, id) = (n.org_id.to_string(), n.notification_id.to_string());
+        let body = to_json(n).map_err(StoreError::Failed)?;
+        self.db
+            .write(move |c| {
+                let new = c
+                    .prepare_cached(
+                        "INSERT OR IGNORE INTO notifications (org, id, body) VALUES (?1, ?2, ?3)",
+                    )?
+                    .execute(params![org, id, body])?
+                    > 0;
+                Ok(if new {
+                    Created::New
+                } else {
+                    Created::AlreadyExists
+                })
+            })
+            .await
+    }
+
+    async fn get_notification(
+        &self,
+        org: &OrgId,
+        id: &NotificationId,
+    ) -> StoreResult<Option<Logged>> {
+        self.db.read(|c| logged(c, org.as_str(), id.as_str()))
+    }
+
+    async fn recipient_records(
+        &self,
+        org: &OrgId,
+        id: &NotificationId,
+        recipient: &RecipientRef,
+    ) -> StoreResult<Vec<DeliveryRecord>> {
+        self.db.read(|c| {
+            records(
+                c,
+                &format!("SELECT {RECORD_COLUMNS} FROM records WHERE org = ?1 AND nid = ?2 AND recipient = ?3 ORDER BY channel"),
+                params![org.as_str(), id.as_str(), recipient.key()],
+            )
+        })
+    }
+
+    async fn put_records(&self, n: &Notification, records: &[DeliveryRecord]) -> StoreResult<()> {
+        let org = n.org_id.to_string();
+        let items = records
+            .iter()
+            .map(|r| {
+                Ok((
+                    r.notification_id.to_string(),
+                    r.recipient.key(),
+                    r.channel.as_str(),
+                    r.status == DeliveryStatus::Pending,
+                    to_json(&RecordState::of(r))?,
+                    to_json(r)?,
+                ))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()
+            .map_err(StoreError::Failed)?;
+        self.db
+            .write(move |c| {
+                let mut stmt = c.prepare_cached(
+                    "INSERT OR IGNORE INTO records (org, nid, recipient, channel, pending, state, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                )?;
+                for (nid, recipient, channel, pending, state, body) in &items {
+                    stmt.execute(params![org, nid, recipient, channel, pending, state, body])?;
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    async fn claim(
+        &self,
+        org: &OrgId,
+        id: &NotificationId,
+        recipient: &RecipientRef,
+        channel: Channel,
+        lease: std::time::Duration,
+    ) -> StoreResult<Claim> {
+        let key = record_key(org, id, recipient, channel);
+        self.db
+            .write(move |c| {
+                let claim = update_record(c, &key, |r| {
+                    let claim = r.claim(Utc::now(), lease);
+                    let changed = matches!(claim, Claim::Claimed { .. });
+                    (claim, changed)
+                })?;
+                Ok(claim.unwrap_or(Claim::Missing))
+            })
+            .await
+    }
+
+    async fn finish(
+        &self,
+        org: &OrgId,
+        id: &NotificationId,
+        recipient: &RecipientRef,
+        channel: Channel,
+        outcome: Finish,
+    ) -> StoreResult<bool> {
+        let key = record_key(org, id, recipient, channel);
+        self.db
+            .write(move |c| {
+                let moved = update_record(c, &key, |r| {
+                    let moved = r.finish(outcome, Utc::now());
+                    (moved, moved)
+                })?;
+                Ok(moved.unwrap_or(false))
+            })
+            .await
+    }
+
+    async fn ack(&self, org: &OrgId, id: &NotificationId, user: &UserId) -> StoreResult<bool> {
+        let (org, id, user) = (org.to_string(), id.to_string(), user.to_string());
+        self.db
+            .write(move |c| {
+                let exists = c
+                    .prepare_cached("SELECT 1 FROM notifications WHERE org = ?1 AND id = ?2")?
+                    .exists(params![org, id])?;
+                if exists {
+                    c.prepare_cached(
+                        "INSERT OR IGNORE INTO acks (org, nid, user, at) VALUES (?1, ?2, ?3, ?4)",
+                    )?
+                    .execute(params![
+                        org,
+                        id,
+                        user,
+                        Utc::now().to_rfc3339()
+                    ])?;
+                }
+                Ok(exists)
+            })
+            .await
+    }
+}
+
+// ---------------------------------------------------------------------------- outbox
+
+#[async_trait]
+impl OutboxJournal for Sqlite {
+    async fn append(&self, entry: &OutboxEntry) -> anyhow::Result<u64> {
+        let body = to_json(entry)?;
+        let seq = self
+            .db
+            .write(move |c| {
+                c.prepare_cached("INSERT INTO outbox (body) VALUES (?1)")?
+                    .execute(params![body])?;
+                Ok(c.last_insert_rowid())
+            })
+            .await?;
+        Ok(u64::try_from(seq)?)
+    }
+
+    async fn entries(&self) -> anyhow::Result<Vec<OutboxEntry>> {
+        Ok(self
+            .db
+            .read(|c| rows(c, "SELECT body FROM outbox ORDER BY seq", []))?)
+    }
+}
