@@ -40,7 +40,7 @@ pub async fn run() -> anyhow::Result<String> {
     let dir = std::env::temp_dir().join(format!("flare-demo-{}", uuid_like()));
     let mut cfg = LocalConfig::from_env(dir.clone())?;
     cfg.retry_base = Duration::from_millis(20);
-    let app = LocalApp::open(&cfg)?;
+    let app = LocalApp::open(&cfg).await?;
     let admin = [Role::Admin, Role::Dispatcher];
 
     call(

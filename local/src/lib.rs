@@ -15,12 +15,12 @@ use flare_shared::app::deliver::Deliverer;
 use flare_shared::app::notify::Notifier;
 use flare_shared::domain::EndpointPolicy;
 use flare_shared::domain::{EmailAddress, IncidentEvent, Provider};
-use flare_shared::memory::{
-    MemoryDeliveryLog, MemoryDevices, MemoryDirectory, MemoryOutbox, MemorySecrets, MemorySettings,
-};
+use flare_shared::memory::{MemoryDevices, MemoryOutbox};
+use flare_sqlite::Sqlite;
 use std::time::Duration;
 
 pub mod demo;
+mod legacy;
 pub mod pipeline;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use std::path::PathBuf;
@@ -61,28 +61,53 @@ impl LocalConfig {
     }
 }
 
+/// The database under the data directory.
+pub const DATABASE: &str = "flare.db";
+
+/// Puts back on the queue what was pending when the runner stopped: no attempt of a
+/// previous run is alive, so their claims go first (a message whose send was answered
+/// but not yet recorded goes again: the same window a crash leaves in AWS).
+async fn resume(db: &Sqlite, queue: &pipeline::LocalQueue) -> anyhow::Result<()> {
+    let released = db.release_claims().await?;
+    let mut jobs = Vec::new();
+    for logged in db.unfinished()? {
+        jobs.extend(flare_shared::app::deliver::unfinished_jobs(&logged));
+    }
+    if !jobs.is_empty() || released > 0 {
+        tracing::info!(
+            jobs = jobs.len(),
+            claims_released = released,
+            "resuming the work pending at the last stop"
+        );
+    }
+    queue.resume(jobs);
+    Ok(())
+}
+
 /// Everything the runner holds.
 pub struct LocalApp {
     pub services: Services,
     pub notifier: Notifier,
     /// What the SNS and SES stand-ins were handed.
     pub outbox: Arc<MemoryOutbox>,
+    /// The database behind every store.
+    pub db: Sqlite,
     decoding: DecodingKey,
 }
 
 impl LocalApp {
-    /// Opens (or creates) the data directory: `settings.json` and `users.json`, and the
-    /// secrets apart in `secrets.json` (mode 0600).
-    pub fn open(cfg: &LocalConfig) -> anyhow::Result<Self> {
+    /// Opens (or creates) the data directory and its database, `flare.db` (SQLite,
+    /// readable by its owner only: it holds the provider passwords), and resumes the
+    /// work that was pending when the runner last stopped.
+    pub async fn open(cfg: &LocalConfig) -> anyhow::Result<Self> {
         std::fs::create_dir_all(&cfg.data_dir)
             .with_context(|| format!("creating {}", cfg.data_dir.display()))?;
-        let d = &cfg.data_dir;
-        let settings: Arc<MemorySettings> =
-            Arc::new(MemorySettings::open(d.join("settings.json"))?);
-        let directory: Arc<MemoryDirectory> =
-            Arc::new(MemoryDirectory::open(d.join("users.json"))?);
-        let log = Arc::new(MemoryDeliveryLog::default());
-        let secrets: Arc<MemorySecrets> = Arc::new(MemorySecrets::open(d.join("secrets.json"))?);
+        let db = Sqlite::open(&cfg.data_dir.join(DATABASE))?;
+        legacy::import(&cfg.data_dir, &db).await?;
+        let settings = Arc::new(db.clone());
+        let directory = Arc::new(db.clone());
+        let secrets = Arc::new(db.clone());
+        let log = Arc::new(db.clone());
         let gateway = flare_providers::http_sms::HttpSmsSender::new(
             settings.clone(),
             secrets.clone(),
@@ -98,7 +123,7 @@ impl LocalApp {
                 std::fs::read(path).with_context(|| format!("reading {}", path.display()))?,
             );
         }
-        let outbox = Arc::new(MemoryOutbox::default());
+        let outbox = Arc::new(MemoryOutbox::with_journal(Arc::new(db.clone())));
         let deliverer = Deliverer {
             log: log.clone(),
             queue: None,
@@ -132,6 +157,7 @@ impl LocalApp {
         let (deliverer_sms, deliverer_email) = (deliverer.sms.clone(), deliverer.email.clone());
         // The workers' deliverer enqueues fallbacks on the same queue it drains.
         let queue = pipeline::LocalQueue::start_with(deliverer, cfg.retry_base);
+        resume(&db, &queue).await?;
         let services = Services {
             settings: settings.clone(),
             directory: directory.clone(),
@@ -154,6 +180,7 @@ impl LocalApp {
             services,
             notifier,
             outbox,
+            db,
             decoding: DecodingKey::from_secret(cfg.jwt_secret.as_bytes()),
         })
     }
@@ -227,19 +254,37 @@ async fn post_event(State(app): State<Arc<LocalApp>>, req: Request) -> Response 
     };
     let id = event.notification_id.clone();
     // As in AWS, a routing failure does not change what EventBridge was told.
-    if let Err(e) = app.notifier.route(&event).await {
-        tracing::error!(notification_id = %id, error = ?e, "local event not routed");
+    let replay = match app.notifier.route(&event).await {
+        Ok(routed) => routed.replay,
+        Err(flare_shared::app::notify::RouteError::UnknownOrganization(org)) => {
+            let e = serde_json::json!({"error": {
+                "code": "unknown_organization",
+                "message": format!("Flare knows nothing about the organization {org:?}: save its settings or users first"),
+                "fields": {"detail.org_id": "unknown organization"}}});
+            return (StatusCode::UNPROCESSABLE_ENTITY, axum::Json(e)).into_response();
+        }
+        Err(e) => {
+            tracing::error!(notification_id = %id, error = ?e, "local event not routed");
+            false
+        }
+    };
+    let mut body = serde_json::json!({"notification_id": id});
+    if replay {
+        body["replay"] = serde_json::json!(true);
     }
-    (
-        StatusCode::ACCEPTED,
-        axum::Json(serde_json::json!({"notification_id": id})),
-    )
-        .into_response()
+    (StatusCode::ACCEPTED, axum::Json(body)).into_response()
 }
 
 /// `GET /local/outbox`: every message handed to the SNS and SES stand-ins.
 async fn get_outbox(State(app): State<Arc<LocalApp>>) -> Response {
-    axum::Json(app.outbox.entries()).into_response()
+    match app.outbox.entries().await {
+        Ok(entries) => axum::Json(entries).into_response(),
+        Err(e) => {
+            tracing::error!(error = ?e, "outbox not read");
+            let e = flare_shared::app::error::ApiError::Internal(e);
+            to_response(ApiResponse::error(&e))
+        }
+    }
 }
 
 async fn any(State(app): State<Arc<LocalApp>>, req: Request) -> Response {

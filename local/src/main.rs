@@ -46,7 +46,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Serve { addr, data_dir } => {
             flare_runtime::init_tracing();
             let cfg = LocalConfig::from_env(data_dir)?;
-            let app = Arc::new(LocalApp::open(&cfg)?);
+            let app = Arc::new(LocalApp::open(&cfg).await?);
             let listener = tokio::net::TcpListener::bind(addr).await?;
             tracing::info!(addr = %listener.local_addr()?, data_dir = %cfg.data_dir.display(), "flare-local serving");
             flare_local::serve(listener, app, async {

@@ -43,6 +43,17 @@ impl LocalQueue {
         queue
     }
 
+    /// Queues jobs a previous run left unfinished, each with the attempts its record
+    /// has used (so a restart does not grant a job more attempts than the queue would).
+    pub fn resume(&self, jobs: Vec<(DeliveryJob, u32)>) {
+        for (job, used) in jobs {
+            let _ = self.send(Queued {
+                job,
+                attempt: (used + 1).min(MAX_ATTEMPTS),
+            });
+        }
+    }
+
     fn send(&self, q: Queued) -> Result<(), QueueError> {
         let i = match q.job.channel {
             Channel::Push => 0,

@@ -388,16 +388,45 @@ async fn secrets_appear_in_no_response_file_or_log_line() {
     let responses = serde_json::to_string(&seen).unwrap();
     assert!(responses.contains("X-Api-Key: ****") && responses.contains("password_set"));
     let dir = app.stop().await;
-    let settings_file = std::fs::read_to_string(dir.join("settings.json")).unwrap();
+    // The database: settings apart from secrets, and the file (with its WAL) readable by
+    // its owner only.
+    let db_path = dir.join(flare_local::DATABASE);
+    let db = rusqlite::Connection::open(&db_path).unwrap();
+    let all = |sql: &str| -> String {
+        let mut stmt = db.prepare(sql).unwrap();
+        let rows: Vec<String> = stmt
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        rows.join("\n")
+    };
+    let settings_file = all("SELECT body FROM settings UNION ALL SELECT body FROM users");
+    assert!(
+        settings_file.contains("X-Api-Key"),
+        "settings are in the database"
+    );
+    #[cfg(unix)]
+    for file in [db_path.clone(), db_path.with_extension("db-wal")] {
+        if !file.exists() {
+            continue; // the WAL is gone once the last connection closed
+        }
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{} is {mode:o}", file.display());
+    }
     let logs = logs();
     assert!(logs.contains("sms settings saved"), "logging is on: {logs}");
     for secret in [pw, hv, smtp_pw] {
         assert!(!responses.contains(secret), "{secret} in a response");
-        assert!(!settings_file.contains(secret), "{secret} in settings.json");
+        assert!(
+            !settings_file.contains(secret),
+            "{secret} in the settings table"
+        );
         assert!(!logs.contains(secret), "{secret} in a log line");
     }
-    let secrets_file = std::fs::read_to_string(dir.join("secrets.json")).unwrap();
-    assert!(secrets_file.contains(pw), "secrets are kept, apart");
+    let secrets_table = all("SELECT value FROM secrets");
+    assert!(secrets_table.contains(pw), "secrets are kept, apart");
 }
 
 #[tokio::test]

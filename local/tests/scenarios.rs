@@ -508,7 +508,7 @@ async fn test_sends_answer_the_providers_verdict() {
         (200, Some("sent"), Some("sns")),
         "north uses main's: {b}"
     );
-    let out = o.app.app.outbox.entries();
+    let out = o.app.app.outbox.entries().await.unwrap();
     assert!(
         out.iter()
             .any(|e| e.to == "+15557654321" && e.from.as_deref() == Some("ACMEFIRE"))

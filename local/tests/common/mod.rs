@@ -66,7 +66,7 @@ pub async fn spawn_app(dir: Option<&Path>) -> TestApp {
         retry_base: std::time::Duration::from_millis(20),
         smtp_extra_ca: Some(flare_tests::smtp().ca_pem.clone()),
     };
-    let app = Arc::new(LocalApp::open(&cfg).unwrap());
+    let app = Arc::new(LocalApp::open(&cfg).await.unwrap());
     let handle = app.clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
@@ -188,7 +188,12 @@ pub async fn serve_binary(dir: &Path, sub: &str) -> ServedBinary {
         .trim()
         .to_string();
     let port = flare_tests::free_port();
-    let log = std::fs::File::create(dir.join("serve.log")).unwrap();
+    // Appended: a restarted runner's log follows the first one's.
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("serve.log"))
+        .unwrap();
     let child = Command::new(bin)
         .args([
             "serve",

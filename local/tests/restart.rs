@@ -1,0 +1,203 @@
+//! `flare-local serve` killed mid-dispatch (SIGKILL, no shutdown) and started again over
+//! the same data directory: the notification, its deliveries, the outbox and the event's
+//! idempotency are still there, and the work that was pending carries on.
+
+mod common;
+
+use common::{ServedBinary, serve_binary};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+const USERS: usize = 10;
+/// Gateway requests answered at once; the rest hang past the kill.
+const ANSWERED: usize = 4;
+
+async fn call(
+    s: &ServedBinary,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    let mut req = flare_tests::http()
+        .request(method.parse().unwrap(), format!("{}{path}", s.base))
+        .bearer_auth(&s.token);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status();
+    let text = resp.text().await.unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+/// Each delivery's status by (user, channel).
+async fn statuses(s: &ServedBinary, id: &str) -> BTreeMap<(String, String), String> {
+    let (status, n) = call(s, "GET", &format!("/v1/notifications/{id}"), None).await;
+    assert_eq!(status, 200, "{n}");
+    let mut out = BTreeMap::new();
+    for r in n["recipients"].as_array().unwrap() {
+        for d in r["deliveries"].as_array().unwrap() {
+            out.insert(
+                (
+                    r["user_id"].as_str().unwrap_or_default().to_string(),
+                    d["channel"].as_str().unwrap().to_string(),
+                ),
+                d["status"].as_str().unwrap().to_string(),
+            );
+        }
+    }
+    out
+}
+
+fn count(st: &BTreeMap<(String, String), String>, channel: &str, status: &str) -> usize {
+    st.iter()
+        .filter(|((_, c), s)| c == channel && s.as_str() == status)
+        .count()
+}
+
+async fn until<F: std::future::Future<Output = bool>>(what: &str, mut check: impl FnMut() -> F) {
+    for _ in 0..300 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+fn phones(requests: &[Value]) -> BTreeMap<String, usize> {
+    let mut by = BTreeMap::new();
+    for r in requests {
+        // twilio format: To=%2B1415...
+        let body = r["body"].as_str().unwrap();
+        let to = url::form_urlencoded::parse(body.as_bytes())
+            .find(|(k, _)| k == "To")
+            .map(|(_, v)| v.into_owned())
+            .unwrap();
+        *by.entry(to).or_insert(0) += 1;
+    }
+    by
+}
+
+#[tokio::test]
+async fn a_runner_killed_mid_dispatch_keeps_its_data_and_finishes_the_work() {
+    let dir = flare_tests::TempDir::new("flare-restart").unwrap();
+    let gw = flare_tests::gateway();
+    let path = format!("/{}", flare_tests::unique("restart"));
+    let first = serve_binary(dir.path(), "u-admin").await;
+    assert_eq!(
+        call(
+            &first,
+            "PUT",
+            "/v1/settings/sms/main",
+            Some(
+                json!({"provider": "http", "url": format!("{}{path}", gw.url), "format": "twilio",
+                   "username": "acct-1", "password": "s3cret", "sender_number": "ACMEFIRE"})
+            )
+        )
+        .await
+        .0,
+        200
+    );
+    assert_eq!(
+        call(
+            &first,
+            "PUT",
+            "/v1/settings/communication",
+            Some(json!({"dispatch": "app_sms_email"}))
+        )
+        .await
+        .0,
+        200
+    );
+    let ids: Vec<String> = (1..=USERS).map(|i| format!("u-{i:02}")).collect();
+    for (i, id) in ids.iter().enumerate() {
+        let body = json!({"name": format!("Responder {i}"), "license": "basic_responder", "virtual": false,
+            "contacts": [{"kind": "mobile", "value": format!("+1415555{:04}", 100 + i), "primary": true},
+                         {"kind": "email", "value": format!("{id}@example.org"), "primary": true}]});
+        let path = format!("/v1/users/{id}");
+        assert_eq!(call(&first, "PUT", &path, Some(body)).await.0, 200);
+    }
+    // The first answers come at once; the others hang well past the kill (and under the
+    // sender's 10 s timeout, so no attempt times out before it).
+    let mut script = vec![json!({"status": 200}); ANSWERED];
+    script.extend(vec![json!({"hang": 6, "status": 200}); USERS - ANSWERED]);
+    gw.script(&path, json!(script)).await.unwrap();
+
+    let event = json!({
+        "id": flare_tests::unique("ev"), "detail-type": "Incident Dispatched",
+        "source": "flare.incidents", "time": "2026-11-27T10:00:00Z",
+        "detail": {"org_id": "acme", "control_center_id": "main", "incident_id": "inc-1",
+                   "recipient_ids": ids, "message": {"title": "Fire", "body": "Engine 7."}}});
+    let (s, b) = call(&first, "POST", "/local/events", Some(event.clone())).await;
+    assert_eq!(s, 202, "{b}");
+    assert!(b.get("replay").is_none(), "a first event is no replay: {b}");
+    let id = b["notification_id"].as_str().unwrap().to_string();
+
+    // Mid-dispatch: every email sent, four SMS sent, six in the gateway's hands.
+    until("the gateway to hold every SMS request", || async {
+        gw.requests_to(&path).await.unwrap().len() == USERS
+    })
+    .await;
+    until("emails and the answered SMS to be recorded", || async {
+        let st = statuses(&first, &id).await;
+        count(&st, "email", "sent") == USERS && count(&st, "sms", "sent") == ANSWERED
+    })
+    .await;
+    let before = statuses(&first, &id).await;
+    assert_eq!(count(&before, "sms", "pending"), USERS - ANSWERED);
+    let (_, outbox_before) = call(&first, "GET", "/local/outbox", None).await;
+    drop(first); // SIGKILL: no shutdown, no flush
+
+    let second = serve_binary(dir.path(), "u-admin").await;
+    until("the resumed work to settle", || async {
+        let st = statuses(&second, &id).await;
+        !st.is_empty() && st.values().all(|s| s != "pending")
+    })
+    .await;
+    let after = statuses(&second, &id).await;
+    assert_eq!(after.len(), before.len(), "every delivery kept");
+    assert_eq!(count(&after, "sms", "sent"), USERS, "{after:?}");
+    assert_eq!(count(&after, "email", "sent"), USERS, "{after:?}");
+
+    // The outbox (the SES stand-in's emails) survived, and nothing was sent again.
+    let (_, outbox_after) = call(&second, "GET", "/local/outbox", None).await;
+    assert_eq!(outbox_after, outbox_before);
+    let emails = outbox_after
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["notification_id"] == id.as_str())
+        .count();
+    assert_eq!(emails, USERS);
+
+    // At the gateway: the four answered before the kill once; the six that were in
+    // flight twice (their answer never reached the runner: the crash window).
+    let by_phone = phones(&gw.requests_to(&path).await.unwrap());
+    assert_eq!(by_phone.len(), USERS);
+    assert_eq!(
+        by_phone.values().filter(|n| **n == 1).count(),
+        ANSWERED,
+        "{by_phone:?}"
+    );
+    assert_eq!(
+        by_phone.values().filter(|n| **n == 2).count(),
+        USERS - ANSWERED,
+        "{by_phone:?}"
+    );
+
+    // The event's id is still known: a replay answers so and sends nothing.
+    let (s, b) = call(&second, "POST", "/local/events", Some(event)).await;
+    assert_eq!((s.as_u16(), &b["replay"]), (202, &json!(true)), "{b}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        gw.requests_to(&path).await.unwrap().len(),
+        USERS + USERS - ANSWERED
+    );
+    assert_eq!(
+        call(&second, "GET", "/local/outbox", None).await.1,
+        outbox_after
+    );
+}
