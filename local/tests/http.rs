@@ -752,3 +752,47 @@ async fn the_binary_serves_with_a_token_it_printed() {
     let _ = std::fs::remove_dir_all(&dir);
     assert_eq!(status, Some(StatusCode::OK));
 }
+
+/// Contract v1.1: user, device and control center ids are letters, digits, `-`, `_` and
+/// `.`. A user saved before that (an email address as id) can still be read and deleted.
+#[tokio::test]
+async fn path_ids_are_letters_digits_and_dashes_but_older_ones_still_read() {
+    let app = spawn_app(None).await;
+    let admin = token("acme", &["admin"], "u-admin");
+    for id in ["ana@example.org", "u:17"] {
+        let (s, b) = app
+            .json("PUT", &format!("/v1/users/{id}"), &admin, user_body())
+            .await;
+        assert_eq!(s, 400, "{b}");
+        assert!(b["error"]["fields"]["user_id"].is_string(), "{b}");
+    }
+    let (s, b) = app
+        .json(
+            "PUT",
+            &format!("/v1/settings/sms/{}", "n".repeat(128)),
+            &admin,
+            sms_body(),
+        )
+        .await;
+    assert_eq!(s, 200, "a 128-character control center: {b}");
+
+    let org = flare_shared::domain::OrgId::parse("acme").unwrap();
+    let mut old = flare_tests::fanout::responder(1, "endpoint/1".into());
+    old.user_id = flare_shared::domain::UserId::parse_existing("ana@example.org").unwrap();
+    app.app
+        .services
+        .directory
+        .put_user(&org, &old)
+        .await
+        .unwrap();
+    let (s, b) = app.get("/v1/users/ana@example.org", &admin).await;
+    assert_eq!(
+        (s.as_u16(), &b["user_id"]),
+        (200, &json!("ana@example.org")),
+        "{b}"
+    );
+    let (s, _) = app
+        .send("DELETE", "/v1/users/ana@example.org", Some(&admin), None)
+        .await;
+    assert_eq!(s, 204);
+}

@@ -30,7 +30,7 @@ fn path_user(raw: &str) -> Result<UserId, ApiError> {
 
 /// Who may call each of these is the route table's (`routes::Access`), checked before.
 pub async fn get_user(svc: &Services, org: &OrgId, id: &str) -> Result<Value, ApiError> {
-    let id = UserId::parse(id).map_err(|_| ApiError::NotFound)?;
+    let id = UserId::parse_existing(id).map_err(|_| ApiError::NotFound)?;
     let u = svc
         .directory
         .get_user(org, &id)
@@ -87,7 +87,7 @@ pub async fn put_user(
 }
 
 pub async fn delete_user(svc: &Services, org: &OrgId, id: &str) -> Result<(), ApiError> {
-    let id = UserId::parse(id).map_err(|_| ApiError::NotFound)?;
+    let id = UserId::parse_existing(id).map_err(|_| ApiError::NotFound)?;
     let user = svc
         .directory
         .get_user(org, &id)
@@ -110,7 +110,7 @@ pub async fn add_device(
     id: &str,
     body: &Value,
 ) -> Result<Value, ApiError> {
-    let id = UserId::parse(id).map_err(|_| ApiError::NotFound)?;
+    let id = UserId::parse_existing(id).map_err(|_| ApiError::NotFound)?;
     let input = DeviceInput::parse(body)?;
     let user = svc
         .directory
@@ -165,7 +165,7 @@ pub async fn delete_device(
     id: &str,
     device: &str,
 ) -> Result<(), ApiError> {
-    let id = UserId::parse(id).map_err(|_| ApiError::NotFound)?;
+    let id = UserId::parse_existing(id).map_err(|_| ApiError::NotFound)?;
     let removed = std::sync::Mutex::new(None);
     svc.directory
         .update_user(org, &id, &|u: &mut User| {

@@ -100,7 +100,7 @@ pub async fn ack(svc: &Services, claims: &Claims, id: &str) -> Result<(), ApiErr
         .get_notification(&claims.org_id, &id)
         .await?
         .ok_or(ApiError::NotFound)?;
-    let me = UserId::parse(&claims.sub).map_err(|_| ApiError::Forbidden)?;
+    let me = UserId::parse_existing(&claims.sub).map_err(|_| ApiError::Forbidden)?;
     if !logged
         .records
         .iter()

@@ -80,14 +80,22 @@ fn text(max: usize, description: &str) -> Value {
     })
 }
 
+/// A user, device or control center id.
 fn id(max: usize, description: &str, example: &str) -> Value {
     json!({
         "type": "string",
         // Never `.` or `..` (they name a folder or its parent in a path).
-        "pattern": format!(r"^(?!\.\.?$)[A-Za-z0-9._@:-]{{1,{max}}}$"),
+        "pattern": format!(r"^(?!\.\.?$)[A-Za-z0-9._-]{{1,{max}}}$"),
         "description": description,
         "example": example,
     })
+}
+
+/// An id another system made (a notification's is its event's): `@` and `:` too.
+fn foreign_id(max: usize, description: &str, example: &str) -> Value {
+    let mut v = id(max, description, example);
+    v["pattern"] = json!(format!(r"^(?!\.\.?$)[A-Za-z0-9._@:-]{{1,{max}}}$"));
+    v
 }
 
 fn object(required: &[&str], properties: Value) -> Value {
@@ -311,7 +319,7 @@ fn schemas() -> Value {
             "name": line(MAX_NAME, "The user's name."),
             "license": {"type": "string", "enum": licenses},
             "virtual": nullable(json!({"type": "boolean"})),
-            "control_center_id": nullable(id(64, "The user's control center.", "north")),
+            "control_center_id": nullable(id(128, "The user's control center.", "north")),
             "contacts": nullable(json!({
                 "type": "array", "items": r("Contact"),
                 "description": "At most one primary contact of each kind: SMS and email go only to the primary ones.",
@@ -366,7 +374,7 @@ fn schemas() -> Value {
         "ManualSmsInput": object(&["user_id", "text"], json!({
             "user_id": id(128, "The user: SMS goes to their primary mobile.", "u-17"),
             "text": text(MAX_SMS_TEXT, "The message."),
-            "control_center_id": nullable(id(64, "Whose SMS settings to use (default: the user's).", "north")),
+            "control_center_id": nullable(id(128, "Whose SMS settings to use (default: the user's).", "north")),
         })),
         "Accepted": {
             "type": "object", "required": ["notification_id"],
@@ -413,7 +421,7 @@ fn schemas() -> Value {
 fn parameter(name: &str) -> Value {
     let (schema, what) = match name {
         "control_center_id" => (
-            id(64, "", "main"),
+            id(128, "", "main"),
             "A control center; `main` is the organization's main one.",
         ),
         "user_id" => (id(128, "", "u-17"), "A user of the directory."),
@@ -422,7 +430,7 @@ fn parameter(name: &str) -> Value {
             "A device, as `POST .../devices` answered.",
         ),
         _ => (
-            id(128, "", "inc-1001-dispatch"),
+            foreign_id(128, "", "inc-1001-dispatch"),
             "A notification: the incident event's id.",
         ),
     };

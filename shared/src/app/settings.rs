@@ -43,7 +43,7 @@ pub fn parse_cc(raw: &str) -> Result<ControlCenterId, ApiError> {
 }
 
 pub async fn get_sms(svc: &Services, org: &OrgId, cc: &str) -> Result<Value, ApiError> {
-    let cc = ControlCenterId::parse(cc).map_err(|_| ApiError::NotFound)?;
+    let cc = ControlCenterId::parse_existing(cc).map_err(|_| ApiError::NotFound)?;
     let s = svc
         .settings
         .get_sms(org, &cc)
@@ -112,7 +112,7 @@ pub async fn put_sms(
 }
 
 pub async fn delete_sms(svc: &Services, org: &OrgId, cc: &str) -> Result<(), ApiError> {
-    let cc = ControlCenterId::parse(cc).map_err(|_| ApiError::NotFound)?;
+    let cc = ControlCenterId::parse_existing(cc).map_err(|_| ApiError::NotFound)?;
     let existed = svc.settings.delete_sms(org, &cc).await?;
     // The item goes first: settings never point at a deleted secret.
     svc.secrets

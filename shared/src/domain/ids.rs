@@ -1,10 +1,16 @@
 //! Identifiers. They end up in storage keys, queue messages and URLs, so each is a
-//! short run of letters, digits and `-_.@:` (no `#`, which the DynamoDB layout uses
-//! as a separator, and no `/`).
+//! short run of letters, digits and `-_.` (no `#`, which the DynamoDB layout uses as a
+//! separator, and no `/`). Ids Flare is handed by other systems (organizations from
+//! the identity provider, incidents and notifications from events) may also hold `@`
+//! and `:`; the ids the API names in its paths (users, devices, control centers) may not.
 
 use super::validation::ValidationError;
 
-fn check_id(s: &str, what: &str, max: usize) -> Result<(), ValidationError> {
+/// The characters an id may hold besides letters, digits, `-`, `_` and `.`.
+const PATH_ID: &[char] = &[];
+const FOREIGN_ID: &[char] = &['@', ':'];
+
+fn check_id(s: &str, what: &str, max: usize, extra: &[char]) -> Result<(), ValidationError> {
     if s.is_empty() {
         return Err(ValidationError::new(format!("{what} must not be empty")));
     }
@@ -19,17 +25,18 @@ fn check_id(s: &str, what: &str, max: usize) -> Result<(), ValidationError> {
     }
     if !s
         .chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '@' | ':'))
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') || extra.contains(&c))
     {
+        let extra: String = extra.iter().map(|c| format!(" {c}")).collect();
         return Err(ValidationError::new(format!(
-            "{what} may contain only letters, digits and - _ . @ :"
+            "{what} may contain only letters, digits and - _ .{extra}"
         )));
     }
     Ok(())
 }
 
 macro_rules! id_type {
-    ($(#[$doc:meta])* $name:ident, $what:literal, $max:literal) => {
+    ($(#[$doc:meta])* $name:ident, $what:literal, $max:literal, $extra:expr) => {
         $(#[$doc])*
         #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
         #[serde(try_from = "String", into = "String")]
@@ -37,7 +44,14 @@ macro_rules! id_type {
 
         impl $name {
             pub fn parse(s: &str) -> Result<Self, ValidationError> {
-                check_id(s, $what, $max)?;
+                check_id(s, $what, $max, $extra)?;
+                Ok(Self(s.to_string()))
+            }
+
+            /// An id that may name something stored before the API refused `@` and `:`
+            /// in path ids (to find, read or delete it), or one another system made.
+            pub fn parse_existing(s: &str) -> Result<Self, ValidationError> {
+                check_id(s, $what, $max, FOREIGN_ID)?;
                 Ok(Self(s.to_string()))
             }
 
@@ -49,7 +63,9 @@ macro_rules! id_type {
         impl TryFrom<String> for $name {
             type Error = ValidationError;
             fn try_from(s: String) -> Result<Self, Self::Error> {
-                check_id(&s, $what, $max)?;
+                // Read back from storage, queues and events: ids written before the API
+                // refused `@` and `:` in paths must still read.
+                check_id(&s, $what, $max, FOREIGN_ID)?;
                 Ok(Self(s))
             }
         }
@@ -77,27 +93,27 @@ macro_rules! id_type {
 
 id_type!(
     /// An organization: the tenant every read and write is scoped to.
-    OrgId, "organization id", 128
+    OrgId, "organization id", 128, FOREIGN_ID
 );
 id_type!(
     /// A user of the directory.
-    UserId, "user id", 128
+    UserId, "user id", 128, PATH_ID
 );
 id_type!(
     /// An incident of the dispatch platform.
-    IncidentId, "incident id", 128
+    IncidentId, "incident id", 128, FOREIGN_ID
 );
 id_type!(
     /// A notification: the incident event's id, so a replayed event is the same notification.
-    NotificationId, "notification id", 128
+    NotificationId, "notification id", 128, FOREIGN_ID
 );
 id_type!(
     /// A registered mobile device of a user.
-    DeviceId, "device id", 128
+    DeviceId, "device id", 128, PATH_ID
 );
 id_type!(
     /// A control center of an organization; `main` is the organization's main one.
-    ControlCenterId, "control center id", 64
+    ControlCenterId, "control center id", 128, PATH_ID
 );
 
 impl ControlCenterId {
@@ -163,7 +179,11 @@ mod tests {
     #[test]
     fn ids_refuse_separators_and_empty() {
         assert!(UserId::parse("u-17").is_ok());
-        assert!(UserId::parse("ana@example.org").is_ok());
+        // Not in a path any more (contract v1.1), but still read back where stored.
+        assert!(UserId::parse("ana@example.org").is_err());
+        assert!(UserId::parse("u:17").is_err());
+        assert!(serde_json::from_str::<UserId>("\"ana@example.org\"").is_ok());
+        assert!(OrgId::parse("tenant:acme").is_ok());
         assert!(UserId::parse("").is_err());
         assert!(UserId::parse("a#b").is_err());
         for dots in [".", ".."] {
@@ -173,7 +193,8 @@ mod tests {
         }
         assert!(UserId::parse("a.b").is_ok() && UserId::parse("...").is_ok());
         assert!(UserId::parse("a/b").is_err());
-        assert!(ControlCenterId::parse(&"x".repeat(65)).is_err());
+        assert!(ControlCenterId::parse(&"x".repeat(128)).is_ok());
+        assert!(ControlCenterId::parse(&"x".repeat(129)).is_err());
     }
 
     #[test]
