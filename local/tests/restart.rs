@@ -201,3 +201,64 @@ async fn a_runner_killed_mid_dispatch_keeps_its_data_and_finishes_the_work() {
         outbox_after
     );
 }
+
+/// A data directory from before the database (`settings.json`, `users.json`,
+/// `secrets.json`) is imported on first start: settings, users and passwords carry
+/// over, the old files are renamed (the secrets file, cleartext, removed).
+#[tokio::test]
+async fn data_kept_as_json_files_before_the_database_is_imported() {
+    let dir = flare_tests::TempDir::new("flare-legacy").unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(
+        data.join("settings.json"),
+        json!({"sms": {"acme/main": {"control_center_id": "main", "provider": "sns", "sender_number": "ACMEFIRE", "password_set": false}},
+               "email": {}, "communication": {"acme": {"dispatch": "app_sms_email", "incident_contacts": "app_only",
+                   "messages": "app_only", "distress": true, "dispatch_virtual_users": false, "manual_sms": true}}})
+        .to_string(),
+    )
+    .unwrap();
+    std::fs::write(
+        data.join("users.json"),
+        json!({"acme/u-17": {"user_id": "u-17", "name": "Ana Silva", "license": "basic_responder", "virtual": false,
+            "contacts": [{"kind": "mobile", "value": "+14155550100", "primary": true}]}})
+        .to_string(),
+    )
+    .unwrap();
+    std::fs::write(
+        data.join("secrets.json"),
+        json!({"flare/acme/smtp/password": "old-s3cret"}).to_string(),
+    )
+    .unwrap();
+    let served = serve_binary(dir.path(), "u-admin").await;
+    let (s, sms) = call(&served, "GET", "/v1/settings/sms/main", None).await;
+    assert_eq!(
+        (s.as_u16(), &sms["sender_number"]),
+        (200, &json!("ACMEFIRE")),
+        "{sms}"
+    );
+    let (_, comm) = call(&served, "GET", "/v1/settings/communication", None).await;
+    assert_eq!(comm["dispatch"], "app_sms_email", "{comm}");
+    let (s, user) = call(&served, "GET", "/v1/users/u-17", None).await;
+    assert_eq!(
+        (s.as_u16(), &user["name"]),
+        (200, &json!("Ana Silva")),
+        "{user}"
+    );
+    drop(served);
+    assert!(!data.join("settings.json").exists() && data.join("settings.json.imported").exists());
+    assert!(data.join("users.json.imported").exists());
+    assert!(
+        !data.join("secrets.json").exists(),
+        "the cleartext file is gone"
+    );
+    let db = rusqlite::Connection::open(data.join(flare_local::DATABASE)).unwrap();
+    let pw: String = db
+        .query_row(
+            "SELECT value FROM secrets WHERE name = 'flare/acme/smtp/password'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(pw, "old-s3cret");
+}

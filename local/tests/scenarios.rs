@@ -403,6 +403,34 @@ async fn manual_sms_goes_through_the_local_pipeline() {
     o.app.stop().await;
 }
 
+/// Contract v1.1: an organization Flare knows nothing about is 422
+/// `unknown_organization`, and nothing is recorded for it.
+#[tokio::test]
+async fn an_event_for_an_unknown_organization_is_refused() {
+    let o = org(json!({})).await;
+    let mut ev = incident("incident-dispatched");
+    ev["detail"]["org_id"] = json!("nobody");
+    let (s, b) = o
+        .app
+        .send("POST", "/local/events", None, Some(&ev.to_string()))
+        .await;
+    assert_eq!(
+        (s.as_u16(), b["error"]["code"].as_str()),
+        (422, Some("unknown_organization")),
+        "{b}"
+    );
+    let nobody = token("nobody", &["admin", "dispatcher"], "u-admin");
+    let (s, _) = o
+        .app
+        .get(
+            &format!("/v1/notifications/{}", ev["id"].as_str().unwrap()),
+            &nobody,
+        )
+        .await;
+    assert_eq!(s, 404);
+    o.app.stop().await;
+}
+
 #[tokio::test]
 async fn a_malformed_event_is_refused_with_every_bad_field() {
     let o = org(json!({})).await;
