@@ -22,6 +22,7 @@ use std::time::Duration;
 pub mod demo;
 mod legacy;
 pub mod pipeline;
+mod transport;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -328,7 +329,7 @@ pub async fn serve(
     app: Arc<LocalApp>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(app))
+    axum::serve(transport::JsonErrorListener(listener), router(app))
         .with_graceful_shutdown(shutdown)
         .await
 }

@@ -796,3 +796,36 @@ async fn path_ids_are_letters_digits_and_dashes_but_older_ones_still_read() {
         .await;
     assert_eq!(s, 204);
 }
+
+/// What hyper refuses before any route runs (a control byte in the path, a URI over
+/// 64 KiB) still answers with the contract's error body (v1.1).
+#[tokio::test]
+async fn transport_level_errors_have_the_contract_body() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = spawn_app(None).await;
+    let addr = app.base.trim_start_matches("http://").to_string();
+    let long = format!("/v1/users/{}", "a".repeat(70_000));
+    for (path, status, code) in [
+        (b"/v1/us\x01ers".to_vec(), "400", "bad_request"),
+        (b"/v1/users/a b\"c".to_vec(), "400", "bad_request"),
+        (long.into_bytes(), "414", "uri_too_long"),
+    ] {
+        let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let mut req = b"GET ".to_vec();
+        req.extend(&path);
+        req.extend(b" HTTP/1.1\r\nHost: flare\r\n\r\n");
+        s.write_all(&req).await.unwrap();
+        let mut out = Vec::new();
+        s.read_to_end(&mut out).await.unwrap();
+        let out = String::from_utf8(out).unwrap();
+        let (head, body) = out.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with(&format!("HTTP/1.1 {status} ")), "{head}");
+        assert!(
+            head.to_ascii_lowercase()
+                .contains("content-type: application/json")
+        );
+        let body: Value = serde_json::from_str(body).unwrap();
+        assert_eq!(body["error"]["code"], code, "{body}");
+        assert!(body["error"]["message"].is_string());
+    }
+}
