@@ -1,12 +1,17 @@
 //! The local runner end to end: one dispatch to N responders (each with a device, a
 //! primary mobile and email, under `app_then_sms_email`, so every push job resolves the
 //! SMS and email held behind it), timed from routing the event until no record is
-//! `pending`. Five runs per size, each a new notification; the median, min and max.
+//! `pending`. Five runs per size, each a new notification, all in one runner (as `serve` is); the
+//! median, min and max.
 //!
 //!     cargo bench -p flare-local --bench dispatch [-- 1000 3000]
 //!
 //! In process (no HTTP), with the SNS and SES stand-ins: what it measures is Flare's own
 //! work per notification (routing, the log, the queue and the workers), not a provider.
+//! Every write is committed to the runner's SQLite database (in the temporary folder)
+//! before it is answered, as in `serve`; the check for "nothing pending" counts pending
+//! records from the database's index (reading every record each time would measure the
+//! reads). After each size, the process's resident memory, now and at its peak.
 
 use flare_local::{LocalApp, LocalConfig};
 use flare_shared::domain::*;
@@ -14,7 +19,8 @@ use flare_tests::fanout::responder;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-async fn run(n: usize) -> Vec<Duration> {
+/// One runner (one database) for every size, as `serve` would be: `max` responders.
+async fn open(max: usize) -> (Arc<LocalApp>, std::path::PathBuf) {
     let dir = std::env::temp_dir().join(format!("flare-bench-{}", uuid::Uuid::new_v4()));
     let cfg = LocalConfig::from_env(dir.clone()).unwrap();
     let app = Arc::new(LocalApp::open(&cfg).await.unwrap());
@@ -37,17 +43,23 @@ async fn run(n: usize) -> Vec<Duration> {
         .put_communication(&org, &CommunicationSettings::default())
         .await
         .unwrap();
-    for i in 0..n {
+    for i in 0..max {
         s.directory
             .put_user(&org, &responder(i, format!("endpoint/{i}")))
             .await
             .unwrap();
     }
+    (app, dir)
+}
+
+async fn run(app: &LocalApp, n: usize, set: usize) -> Vec<Duration> {
+    let org = OrgId::parse("bench").unwrap();
+    let s = &app.services;
     let ids: Vec<String> = (0..n).map(|i| format!("u-{i:06}")).collect();
     let mut times = Vec::new();
     for run in 0..5 {
         let event = serde_json::json!({
-            "id": format!("bench-{n}-{run}"), "detail-type": "Incident Dispatched",
+            "id": format!("bench-{set}-{n}-{run}"), "detail-type": "Incident Dispatched",
             "source": "flare.incidents", "time": "2026-11-27T10:00:00Z",
             "detail": {"org_id": "bench", "control_center_id": "main", "incident_id": "inc-1",
                        "recipient_ids": ids, "message": {"title": "Fire", "body": "Engine 7."}}
@@ -75,7 +87,6 @@ async fn run(n: usize) -> Vec<Duration> {
                 .all(|r| r.status != DeliveryStatus::Pending)
         );
     }
-    let _ = std::fs::remove_dir_all(&dir);
     times
 }
 
@@ -93,9 +104,10 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
+    let (app, dir) = rt.block_on(open(sizes.iter().copied().max().unwrap_or(0)));
     let mut medians = Vec::new();
-    for n in sizes {
-        let mut t = rt.block_on(run(n));
+    for (set, n) in sizes.into_iter().enumerate() {
+        let mut t = rt.block_on(run(&app, n, set));
         t.sort();
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
         println!(
@@ -106,11 +118,33 @@ fn main() {
             t.len()
         );
         medians.push((n, t[t.len() / 2]));
+        if let (Some(now), Some(peak)) = (rss_kib("VmRSS:"), rss_kib("VmHWM:")) {
+            println!(
+                "  resident memory: {:.1} MiB now, {:.1} MiB at the peak so far",
+                now as f64 / 1024.0,
+                peak as f64 / 1024.0
+            );
+        }
     }
+    let _ = std::fs::remove_dir_all(&dir);
     if let [(n1, t1), (n2, t2), ..] = medians[..] {
         println!(
             "{n2} / {n1} responders: {:.2} times as long (median against median)",
             t2.as_secs_f64() / t1.as_secs_f64()
         );
     }
+}
+
+/// The process's resident set now (`VmRSS:`) or at its peak (`VmHWM:`), where Linux
+/// reports it.
+fn rss_kib(field: &str) -> Option<u64> {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix(field))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()
 }

@@ -48,11 +48,15 @@ PRAGMA user_version = 1;
 trait Work: Send {
     /// Runs; whether it succeeded (a failure is rolled back alone).
     fn run(&mut self, conn: &Connection) -> bool;
+    /// Writes with one statement at most: it needs no savepoint of its own, since a
+    /// statement that fails changes nothing.
+    fn single(&self) -> bool;
     fn answer(self: Box<Self>, commit: Result<(), &rusqlite::Error>);
 }
 
 struct Call<F, R> {
     f: Option<F>,
+    single: bool,
     out: Option<anyhow::Result<R>>,
     tx: oneshot::Sender<StoreResult<R>>,
 }
@@ -67,6 +71,10 @@ where
         let ok = out.is_ok();
         self.out = Some(out);
         ok
+    }
+
+    fn single(&self) -> bool {
+        self.single
     }
 
     fn answer(self: Box<Self>, commit: Result<(), &rusqlite::Error>) {
@@ -101,6 +109,8 @@ pub(crate) fn store_error(e: anyhow::Error) -> StoreError {
 pub struct Db {
     writer: mpsc::Sender<Box<dyn Work>>,
     reader: Mutex<Connection>,
+    /// Dropped with the database: the checkpointer then stops.
+    _checkpoints: mpsc::Sender<()>,
 }
 
 fn connect(path: &Path, flags: OpenFlags) -> anyhow::Result<Connection> {
@@ -134,9 +144,10 @@ impl Db {
             .with_context(|| format!("creating the tables of {}", path.display()))?;
         let reader = connect(path, OpenFlags::default())?;
         let checkpointer = connect(path, OpenFlags::default())?;
+        let (stop, stopped) = mpsc::channel();
         std::thread::Builder::new()
             .name("flare-sqlite-checkpoint".into())
-            .spawn(move || checkpoint_loop(checkpointer))
+            .spawn(move || checkpoint_loop(checkpointer, stopped))
             .context("starting the database checkpointer")?;
         let (tx, rx) = mpsc::channel::<Box<dyn Work>>();
         std::thread::Builder::new()
@@ -146,11 +157,31 @@ impl Db {
         Ok(Self {
             writer: tx,
             reader: Mutex::new(reader),
+            _checkpoints: stop,
         })
     }
 
-    /// Runs `f` in the writer's next transaction; answers after it is committed.
+    /// Runs `f` in the writer's next transaction; answers after it is committed. If
+    /// `f` fails, nothing it wrote stays.
     pub async fn write<R, F>(&self, f: F) -> StoreResult<R>
+    where
+        F: FnOnce(&Connection) -> anyhow::Result<R> + Send + 'static,
+        R: Send + 'static,
+    {
+        self.call(f, false).await
+    }
+
+    /// [`Self::write`] for an `f` that writes with one statement at most (it may read
+    /// before): cheaper, as it needs no savepoint.
+    pub async fn write_one<R, F>(&self, f: F) -> StoreResult<R>
+    where
+        F: FnOnce(&Connection) -> anyhow::Result<R> + Send + 'static,
+        R: Send + 'static,
+    {
+        self.call(f, true).await
+    }
+
+    async fn call<R, F>(&self, f: F, single: bool) -> StoreResult<R>
     where
         F: FnOnce(&Connection) -> anyhow::Result<R> + Send + 'static,
         R: Send + 'static,
@@ -159,6 +190,7 @@ impl Db {
         self.writer
             .send(Box::new(Call {
                 f: Some(f),
+                single,
                 out: None,
                 tx,
             }))
@@ -217,9 +249,8 @@ fn write_loop(conn: Connection, rx: mpsc::Receiver<Box<dyn Work>>) {
 /// (whose automatic checkpoints are off): a checkpoint syncs the file, and a commit that
 /// waits for that would hold up every caller of its group. PASSIVE never blocks the
 /// writer or readers.
-fn checkpoint_loop(conn: Connection) {
-    loop {
-        std::thread::sleep(CHECKPOINT_EVERY);
+fn checkpoint_loop(conn: Connection, stop: mpsc::Receiver<()>) {
+    while let Err(mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(CHECKPOINT_EVERY) {
         if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
             tracing::warn!(error = %e, "local database: checkpoint");
         }
@@ -229,6 +260,10 @@ fn checkpoint_loop(conn: Connection) {
 /// Runs one operation under its own savepoint: one that fails halfway leaves nothing
 /// behind and does not take the others of its group with it.
 fn run(conn: &Connection, w: &mut dyn Work) {
+    if w.single() {
+        w.run(conn);
+        return;
+    }
     let ok = exec(conn, "SAVEPOINT op").is_ok() && w.run(conn);
     let end = if ok {
         exec(conn, "RELEASE op")

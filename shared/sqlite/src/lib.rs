@@ -233,7 +233,7 @@ impl Sqlite {
             to_json(v).map_err(StoreError::Failed)?,
         );
         self.db
-            .write(move |c| {
+            .write_one(move |c| {
                 c.prepare_cached("INSERT OR REPLACE INTO settings (org, kind, key, body) VALUES (?1, ?2, ?3, ?4)")?
                     .execute(params![org, kind, key, body])?;
                 Ok(())
@@ -249,7 +249,7 @@ impl Sqlite {
     ) -> StoreResult<bool> {
         let (org, key) = (org.to_string(), key.to_string());
         self.db
-            .write(move |c| {
+            .write_one(move |c| {
                 Ok(c.prepare_cached(
                     "DELETE FROM settings WHERE org = ?1 AND kind = ?2 AND key = ?3",
                 )?
@@ -337,7 +337,7 @@ impl Directory for Sqlite {
         let (org, id) = (org.to_string(), user.user_id.to_string());
         let body = to_json(user).map_err(StoreError::Failed)?;
         self.db
-            .write(move |c| {
+            .write_one(move |c| {
                 c.prepare_cached(
                     "INSERT OR REPLACE INTO users (org, id, body) VALUES (?1, ?2, ?3)",
                 )?
@@ -349,7 +349,7 @@ impl Directory for Sqlite {
     async fn delete_user(&self, org: &OrgId, id: &UserId) -> StoreResult<bool> {
         let (org, id) = (org.to_string(), id.to_string());
         self.db
-            .write(move |c| {
+            .write_one(move |c| {
                 Ok(
                     c.prepare_cached("DELETE FROM users WHERE org = ?1 AND id = ?2")?
                         .execute(params![org, id])?
@@ -383,7 +383,7 @@ impl Directory for Sqlite {
             let (o, i) = (org.to_string(), id.to_string());
             let written = self
                 .db
-                .write(move |c| {
+                .write_one(move |c| {
                     Ok(c.prepare_cached(
                         "UPDATE users SET body = ?3 WHERE org = ?1 AND id = ?2 AND body = ?4",
                     )?
@@ -403,7 +403,7 @@ impl Directory for Sqlite {
         let (org, id) = (org.to_string(), user.user_id.to_string());
         let body = to_json(user).map_err(StoreError::Failed)?;
         self.db
-            .write(move |c| {
+            .write_one(move |c| {
                 Ok(c.prepare_cached(
                     "INSERT OR IGNORE INTO users (org, id, body) VALUES (?1, ?2, ?3)",
                 )?
@@ -432,7 +432,7 @@ impl SecretStore for Sqlite {
     async fn put(&self, k: &SecretKey, value: &SecretString) -> StoreResult<()> {
         let (name, value) = (k.name(SECRET_PREFIX), value.expose_secret().to_string());
         self.db
-            .write(move |c| {
+            .write_one(move |c| {
                 c.prepare_cached("INSERT OR REPLACE INTO secrets (name, value) VALUES (?1, ?2)")?
                     .execute(params![name, value])?;
                 Ok(())
@@ -442,7 +442,7 @@ impl SecretStore for Sqlite {
     async fn delete(&self, k: &SecretKey) -> StoreResult<()> {
         let name = k.name(SECRET_PREFIX);
         self.db
-            .write(move |c| {
+            .write_one(move |c| {
                 c.prepare_cached("DELETE FROM secrets WHERE name = ?1")?
                     .execute(params![name])?;
                 Ok(())
@@ -457,7 +457,7 @@ impl Sqlite {
     pub async fn import_secret(&self, name: &str, value: SecretString) -> StoreResult<()> {
         let (name, value) = (name.to_string(), value.expose_secret().to_string());
         self.db
-            .write(move |c| {
+            .write_one(move |c| {
                 c.prepare_cached("INSERT OR IGNORE INTO secrets (name, value) VALUES (?1, ?2)")?
                     .execute(params![name, value])?;
                 Ok(())
@@ -521,7 +521,7 @@ impl DeliveryLog for Sqlite {
         let (org, id) = (n.org_id.to_string(), n.notification_id.to_string());
         let body = to_json(n).map_err(StoreError::Failed)?;
         self.db
-            .write(move |c| {
+            .write_one(move |c| {
                 let new = c
                     .prepare_cached(
                         "INSERT OR IGNORE INTO notifications (org, id, body) VALUES (?1, ?2, ?3)",
@@ -599,7 +599,7 @@ impl DeliveryLog for Sqlite {
     ) -> StoreResult<Claim> {
         let key = record_key(org, id, recipient, channel);
         self.db
-            .write(move |c| {
+            .write_one(move |c| {
                 let claim = update_record(c, &key, |r| {
                     let claim = r.claim(Utc::now(), lease);
                     let changed = matches!(claim, Claim::Claimed { .. });
@@ -620,7 +620,7 @@ impl DeliveryLog for Sqlite {
     ) -> StoreResult<bool> {
         let key = record_key(org, id, recipient, channel);
         self.db
-            .write(move |c| {
+            .write_one(move |c| {
                 let moved = update_record(c, &key, |r| {
                     let moved = r.finish(outcome, Utc::now());
                     (moved, moved)
@@ -633,7 +633,7 @@ impl DeliveryLog for Sqlite {
     async fn ack(&self, org: &OrgId, id: &NotificationId, user: &UserId) -> StoreResult<bool> {
         let (org, id, user) = (org.to_string(), id.to_string(), user.to_string());
         self.db
-            .write(move |c| {
+            .write_one(move |c| {
                 let exists = c
                     .prepare_cached("SELECT 1 FROM notifications WHERE org = ?1 AND id = ?2")?
                     .exists(params![org, id])?;
@@ -662,7 +662,7 @@ impl OutboxJournal for Sqlite {
         let body = to_json(entry)?;
         let seq = self
             .db
-            .write(move |c| {
+            .write_one(move |c| {
                 c.prepare_cached("INSERT INTO outbox (body) VALUES (?1)")?
                     .execute(params![body])?;
                 Ok(c.last_insert_rowid())
@@ -675,5 +675,83 @@ impl OutboxJournal for Sqlite {
         Ok(self
             .db
             .read(|c| rows(c, "SELECT body FROM outbox ORDER BY seq", []))?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_db() -> (Sqlite, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!("flare-sqlite-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        (Sqlite::open(&dir.join("flare.db")).unwrap(), dir)
+    }
+
+    fn user(id: &str) -> User {
+        serde_json::from_value(serde_json::json!({
+            "user_id": id, "name": "", "license": "basic_responder", "virtual": false}))
+        .unwrap()
+    }
+
+    /// Forty changes at once to one user: each lands (none is lost to another's write).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_changes_to_a_user_all_land() {
+        let (db, dir) = temp_db();
+        let org = OrgId::parse("acme").unwrap();
+        db.put_user(&org, &user("u-1")).await.unwrap();
+        let id = UserId::parse("u-1").unwrap();
+        let tasks: Vec<_> = (0..40)
+            .map(|_| {
+                let (db, org, id) = (db.clone(), org.clone(), id.clone());
+                tokio::spawn(async move {
+                    db.update_user(&org, &id, &|u: &mut User| u.name.push('x'))
+                        .await
+                        .unwrap()
+                        .unwrap();
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let u = db.get_user(&org, &id).await.unwrap().unwrap();
+        assert_eq!(u.name.len(), 40);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// A write that fails leaves nothing behind and does not undo the others committed
+    /// with it; what was answered is on disk for the next open.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_failed_write_is_undone_alone_and_answered_writes_survive_a_reopen() {
+        let (db, dir) = temp_db();
+        let org = OrgId::parse("acme").unwrap();
+        let writes: Vec<_> = (0..200)
+            .map(|i| {
+                let (db, org) = (db.clone(), org.clone());
+                tokio::spawn(async move { db.put_user(&org, &user(&format!("u-{i}"))).await })
+            })
+            .collect();
+        let failing = db.db.write(|c| -> anyhow::Result<()> {
+            c.execute(
+                "INSERT INTO users (org, id, body) VALUES ('acme', 'half', '{}')",
+                [],
+            )?;
+            anyhow::bail!("fails after its first statement")
+        });
+        assert!(failing.await.is_err());
+        for w in writes {
+            w.await.unwrap().unwrap();
+        }
+        drop(db);
+        let db = Sqlite::open(&dir.join("flare.db")).unwrap();
+        assert_eq!(db.list_users(&org).await.unwrap().len(), 200);
+        assert!(
+            db.get_user(&org, &UserId::parse("half").unwrap())
+                .await
+                .unwrap()
+                .is_none()
+        );
+        std::fs::remove_dir_all(dir).unwrap();
     }
 }
