@@ -44,11 +44,36 @@ def serve_http(handler, port):
 
 
 # --------------------------------------------------------------------------- moto
+def _atomic_dynamodb_writes():
+    """DynamoDB checks a write's condition and writes as one step; moto's server runs
+    requests on threads and its backend takes no lock, so two conditional puts on the
+    same revision could both pass (a concurrency test lost 1 of 40 device
+    registrations that way). Each write runs under one lock here, as it would in AWS."""
+    import functools
+    import threading
+
+    from moto.dynamodb.models import DynamoDBBackend
+
+    lock = threading.RLock()
+
+    def locked(method):
+        @functools.wraps(method)
+        def wrapper(*args, **kwargs):
+            with lock:
+                return method(*args, **kwargs)
+
+        return wrapper
+
+    for name in ("put_item", "update_item", "delete_item", "transact_write_items"):
+        setattr(DynamoDBBackend, name, locked(getattr(DynamoDBBackend, name)))
+
+
 def run_moto(args):
     import logging
 
     from moto.server import ThreadedMotoServer
 
+    _atomic_dynamodb_writes()
     # One log line per request is noise here (and a burden on whoever reads stderr).
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=args.port, verbose=False)
