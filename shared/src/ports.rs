@@ -24,9 +24,38 @@ pub enum StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// Every setting of one organization, as one read gives them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AllSettings {
+    /// Per control center, in id order.
+    pub sms: Vec<SmsSettings>,
+    pub email: Option<EmailSettings>,
+    pub communication: Option<CommunicationSettings>,
+}
+
+impl AllSettings {
+    /// The SMS settings a control center sends with: its own, else `main`'s.
+    pub fn effective_sms(&self, cc: &ControlCenterId) -> Option<&SmsSettings> {
+        self.sms
+            .iter()
+            .find(|s| &s.control_center_id == cc)
+            .or_else(|| self.sms.iter().find(|s| s.control_center_id.is_main()))
+    }
+}
+
 /// Settings, per organization (SMS per control center, email, communication).
 #[async_trait]
 pub trait SettingsStore: Send + Sync {
+    /// Everything at once: the router and `GET /v1/settings` need all of it, and an
+    /// adapter can read it in one call (DynamoDB: one Query on the organization's
+    /// partition). By default, three reads.
+    async fn all(&self, org: &OrgId) -> StoreResult<AllSettings> {
+        Ok(AllSettings {
+            sms: self.list_sms(org).await?,
+            email: self.get_email(org).await?,
+            communication: self.get_communication(org).await?,
+        })
+    }
     async fn get_sms(&self, org: &OrgId, cc: &ControlCenterId) -> StoreResult<Option<SmsSettings>>;
     /// The SMS settings a control center sends with: its own, else `main`'s.
     async fn effective_sms(

@@ -168,9 +168,9 @@ pub async fn route_counted(
     })
 }
 
-/// The router's fixed calls: communication, SMS (own and main) and email settings,
-/// and creating the notification.
-pub const CONSTANT_CALLS: u64 = 5;
+/// The router's fixed calls: one Query for every setting of the organization, and
+/// creating the notification.
+pub const CONSTANT_CALLS: u64 = 2;
 
 /// Responder `u-<i>` (six digits) reachable on every channel: a basic responder with a
 /// device at `endpoint`, a primary mobile and a primary email.

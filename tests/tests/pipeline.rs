@@ -759,6 +759,10 @@ async fn a_fan_out_stays_within_five_percent_of_the_batching_floor() {
     assert_eq!((f.users, f.records, f.jobs), (250, 750, 750));
     // 3 BatchGetItem + 30 BatchWriteItem + 75 SendMessageBatch.
     assert_eq!(f.floor, 3 + 30 + 75);
+    // Every setting in one Query (it was a GetItem each for communication, the control
+    // center's SMS, main's SMS and email).
+    assert_eq!(f.calls.get("Query"), Some(&1), "{:?}", f.calls);
+    assert_eq!(f.calls.get("GetItem"), None, "{:?}", f.calls);
     assert!(
         f.total as f64 <= f.floor as f64 * 1.05 + CONSTANT_CALLS as f64,
         "{} calls against a floor of {}: {:?}",

@@ -11,7 +11,8 @@
 //! | directory | `ORG#{org}` | `USER#{id}`     | a user, with contacts and devices      |
 //!
 //! Access patterns: one item by key (GetItem); an organization's SMS settings or users
-//! (Query on `pk` with `begins_with(sk, ...)`); the recipients of an event (BatchGetItem,
+//! (Query on `pk` with `begins_with(sk, ...)`); every setting of an organization (one
+//! Query, `sk` between `COMMUNICATION` and `SMS$`); the recipients of an event (BatchGetItem,
 //! 100 keys a call). Every item is scoped by `pk`, so no read can cross organizations.
 //! Items are mapped with `serde_dynamo`; secrets are never fields of these types.
 
@@ -23,7 +24,7 @@ use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes};
 use flare_shared::domain::{
     CommunicationSettings, ControlCenterId, EmailSettings, OrgId, SmsSettings, User, UserId,
 };
-use flare_shared::ports::{Directory, SettingsStore, StoreError, StoreResult};
+use flare_shared::ports::{AllSettings, Directory, SettingsStore, StoreError, StoreResult};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::collections::HashMap;
@@ -132,6 +133,35 @@ impl Table {
             for item in page.items.unwrap_or_default() {
                 out.push(from_item(item)?);
             }
+            match page.last_evaluated_key {
+                Some(k) if !k.is_empty() => start = Some(k),
+                _ => return Ok(out),
+            }
+        }
+    }
+
+    /// Every item of `pk` whose sort key is between `from` and `to` (inclusive), raw,
+    /// following pages.
+    async fn query_between(&self, pk: String, from: &str, to: &str) -> StoreResult<Vec<Item>> {
+        let mut out = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let page = self
+                .client
+                .query()
+                .table_name(&self.name)
+                .key_condition_expression("#pk = :pk AND #sk BETWEEN :from AND :to")
+                .expression_attribute_names("#pk", PK)
+                .expression_attribute_names("#sk", SK)
+                .expression_attribute_values(":pk", AttributeValue::S(pk.clone()))
+                .expression_attribute_values(":from", AttributeValue::S(from.into()))
+                .expression_attribute_values(":to", AttributeValue::S(to.into()))
+                .set_exclusive_start_key(start.take())
+                .consistent_read(true)
+                .send()
+                .await
+                .map_err(|e| store_error(e, "Query"))?;
+            out.extend(page.items.unwrap_or_default());
             match page.last_evaluated_key {
                 Some(k) if !k.is_empty() => start = Some(k),
                 _ => return Ok(out),
@@ -281,6 +311,39 @@ const USER_PREFIX: &str = "USER#";
 
 #[async_trait]
 impl SettingsStore for DynamoSettings {
+    async fn all(&self, org: &OrgId) -> StoreResult<AllSettings> {
+        // The settings' sort keys sort together: `COMMUNICATION` < `EMAIL` < `SMS#...`,
+        // and below `SMS$` (`$` follows `#`); users (`USER#...`, when the directory
+        // shares the table) are past it. One Query reads them all.
+        let items = self
+            .table
+            .query_between(org_pk(org), COMMUNICATION_SK, "SMS$")
+            .await?;
+        let mut all = AllSettings::default();
+        for item in items {
+            let sk = item
+                .get(SK)
+                .and_then(|v| v.as_s().ok())
+                .cloned()
+                .unwrap_or_default();
+            match sk.as_str() {
+                COMMUNICATION_SK => all.communication = Some(from_item(item)?),
+                EMAIL_SK => all.email = Some(from_item(item)?),
+                s if s.starts_with(SMS_PREFIX) => all.sms.push(from_item(item)?),
+                _ => {}
+            }
+        }
+        Ok(all)
+    }
+    /// One Query (the control center's own settings, else `main`'s), not two GetItems.
+    async fn effective_sms(
+        &self,
+        org: &OrgId,
+        cc: &ControlCenterId,
+    ) -> StoreResult<Option<SmsSettings>> {
+        Ok(self.all(org).await?.effective_sms(cc).cloned())
+    }
+
     async fn get_sms(&self, org: &OrgId, cc: &ControlCenterId) -> StoreResult<Option<SmsSettings>> {
         self.table
             .get(org_pk(org), format!("{SMS_PREFIX}{cc}"))

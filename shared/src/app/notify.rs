@@ -14,7 +14,7 @@ use crate::domain::{
 /// How long an `Idempotency-Key` names the same manual SMS.
 pub const IDEMPOTENCY_WINDOW: chrono::TimeDelta = chrono::TimeDelta::hours(24);
 use crate::ports::{
-    Created, DeliveryLog, Directory, JobQueue, QueueError, SettingsStore, StoreError,
+    AllSettings, Created, DeliveryLog, Directory, JobQueue, QueueError, SettingsStore, StoreError,
 };
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -86,21 +86,22 @@ struct Providers {
 }
 
 impl Notifier {
-    async fn providers(&self, org: &OrgId, cc: &ControlCenterId) -> Result<Providers, StoreError> {
-        let sms = self.settings.effective_sms(org, cc).await?;
-        let email = self.settings.get_email(org).await?;
-        Ok(Providers {
-            known: sms.is_some() || email.is_some(),
+    fn providers(all: &AllSettings, cc: &ControlCenterId) -> Providers {
+        let sms = all.effective_sms(cc);
+        Providers {
+            known: sms.is_some() || all.email.is_some(),
             sms: sms.map(|s| s.provider_name()),
-            email: effective_email_provider(email.as_ref()),
-        })
+            email: effective_email_provider(all.email.as_ref()),
+        }
     }
 
     /// Routes one incident event.
     pub async fn route(&self, event: &IncidentEvent) -> Result<Routed, RouteError> {
         let org = &event.org_id;
-        let comm = self.settings.get_communication(org).await?;
-        let providers = self.providers(org, &event.control_center_id).await?;
+        // One read for every setting (DynamoDB: one Query).
+        let all = self.settings.all(org).await?;
+        let comm = all.communication;
+        let providers = Self::providers(&all, &event.control_center_id);
 
         // Recipients: users in the event's order; unknown ids are recorded, not dropped.
         let (user_ids, contacts, creator) = match &event.targets {
@@ -279,12 +280,8 @@ impl Notifier {
         input: ManualSmsInput,
         key: Option<&IdempotencyKey>,
     ) -> Result<NotificationId, ManualSmsError> {
-        let settings = self
-            .settings
-            .get_communication(org)
-            .await
-            .map_err(RouteError::from)?
-            .unwrap_or_default();
+        let all = self.settings.all(org).await.map_err(RouteError::from)?;
+        let settings = all.communication.unwrap_or_default();
         if !settings.manual_sms {
             return Err(ManualSmsError::Disabled);
         }
@@ -298,7 +295,7 @@ impl Notifier {
             .control_center_id
             .or_else(|| user.control_center_id.clone())
             .unwrap_or_else(ControlCenterId::main);
-        let providers = self.providers(org, &cc).await.map_err(RouteError::from)?;
+        let providers = Self::providers(&all, &cc);
         let mut notification_id = NotificationId::generate();
         let mut first = None;
         if let Some(key) = key {

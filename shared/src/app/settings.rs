@@ -194,8 +194,9 @@ pub async fn put_communication(
 }
 
 pub async fn all(svc: &Services, org: &OrgId) -> Result<Value, ApiError> {
-    let sms = list_sms(svc, org).await?;
-    let email = svc.settings.get_email(org).await?.map(|e| e.view());
-    let comm = communication(svc, org).await?;
+    let all = svc.settings.all(org).await?;
+    let sms: Vec<Value> = all.sms.iter().map(|s| s.view()).collect();
+    let email = all.email.map(|e| e.view());
+    let comm = all.communication.unwrap_or_default();
     Ok(json!({"sms": sms, "email": email, "communication": comm}))
 }

@@ -1,0 +1,75 @@
+//! Reading an organization's settings on DynamoDB (moto): everything in one Query, even
+//! when the directory shares the table.
+
+use flare_aws::dynamodb::{DynamoDirectory, DynamoSettings};
+use flare_shared::domain::*;
+use flare_shared::ports::{Directory, SettingsStore};
+use flare_tests::fanout::{CallCounter, responder};
+use flare_tests::stack::AwsStack;
+use flare_tests::{moto, unique};
+
+#[tokio::test]
+async fn every_setting_is_one_query_and_users_sharing_the_table_are_not_read() {
+    let stack = AwsStack::create(moto()).await.unwrap();
+    let counter = CallCounter::default();
+    let db = aws_sdk_dynamodb::Client::from_conf(
+        aws_sdk_dynamodb::config::Builder::from(&stack.sdk)
+            .interceptor(counter.clone())
+            .build(),
+    );
+    // One table for both, as the template allows.
+    let settings = DynamoSettings::new(db.clone(), &stack.tables.settings);
+    let directory = DynamoDirectory::new(db, &stack.tables.settings);
+    let org = OrgId::parse(&unique("org")).unwrap();
+    let sms = |cc: &str| SmsSettings {
+        control_center_id: ControlCenterId::parse(cc).unwrap(),
+        provider: SmsProvider::Sns,
+        sender_number: Some(SenderId::parse("ACMEFIRE").unwrap()),
+        password_set: false,
+        secrets_rev: None,
+    };
+    for cc in ["north", "main", "zulu"] {
+        settings.put_sms(&org, &sms(cc)).await.unwrap();
+    }
+    let comm = CommunicationSettings {
+        distress: true,
+        ..Default::default()
+    };
+    settings.put_communication(&org, &comm).await.unwrap();
+    directory
+        .put_user(&org, &responder(1, "endpoint/1".into()))
+        .await
+        .unwrap();
+    let before = counter.total();
+
+    let all = settings.all(&org).await.unwrap();
+    assert_eq!(counter.total() - before, 1, "{:?}", counter.counts());
+    assert_eq!(counter.counts().get("Query"), Some(&1));
+    let ccs: Vec<&str> = all
+        .sms
+        .iter()
+        .map(|s| s.control_center_id.as_str())
+        .collect();
+    assert_eq!(ccs, ["main", "north", "zulu"]);
+    assert_eq!(all.communication, Some(comm));
+    assert_eq!(all.email, None);
+    assert_eq!(
+        all.effective_sms(&ControlCenterId::parse("south").unwrap())
+            .map(|s| s.control_center_id.as_str()),
+        Some("main"),
+        "a control center without its own settings sends with main's"
+    );
+    // An SMS job's "own, else main's": one call too.
+    let before = counter.total();
+    let effective = settings
+        .effective_sms(&org, &ControlCenterId::parse("south").unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        effective.map(|s| s.control_center_id),
+        Some(ControlCenterId::main())
+    );
+    assert_eq!(counter.total() - before, 1, "{:?}", counter.counts());
+    // The same as the three reads it replaces.
+    assert_eq!(all.sms, settings.list_sms(&org).await.unwrap());
+}
