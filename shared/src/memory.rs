@@ -666,6 +666,7 @@ mod tests {
         let outbox = MemoryOutbox::default();
         let sms = SmsMessage {
             notification_id: NotificationId::parse("n-1").unwrap(),
+            delivery_id: None,
             org_id: OrgId::parse("acme").unwrap(),
             control_center_id: ControlCenterId::main(),
             to: crate::PhoneNumber::parse("+14155550100").unwrap(),

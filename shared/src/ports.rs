@@ -536,6 +536,11 @@ pub trait PushSender: Send + Sync {
 #[derive(Debug, Clone)]
 pub struct SmsMessage {
     pub notification_id: NotificationId,
+    /// The same for every attempt of one (recipient, channel) of a notification, and
+    /// different for every other ([`DeliveryJob::delivery_id`]): providers that take an
+    /// idempotency key get it, so one that was sent a repeat (a crash between its
+    /// answer and the `sent` write) can drop it. `None` for a test send.
+    pub delivery_id: Option<String>,
     pub org_id: OrgId,
     pub control_center_id: ControlCenterId,
     pub to: PhoneNumber,
@@ -551,6 +556,8 @@ pub trait SmsSender: Send + Sync {
 #[derive(Debug, Clone)]
 pub struct EmailMessage {
     pub notification_id: NotificationId,
+    /// As [`SmsMessage::delivery_id`]: the email's `Message-ID` over SMTP.
+    pub delivery_id: Option<String>,
     pub org_id: OrgId,
     pub to: EmailAddress,
     pub from: EmailAddress,

@@ -62,6 +62,7 @@ fn main() {
         for i in 0..N {
             let m = EmailMessage {
                 notification_id: NotificationId::parse("bench").unwrap(),
+                delivery_id: Some(format!("bench-{i}")),
                 org_id: org.clone(),
                 to: EmailAddress::parse("ana@example.org").unwrap(),
                 from: EmailAddress::parse("alerts@acme.example").unwrap(),

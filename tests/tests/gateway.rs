@@ -82,6 +82,7 @@ async fn setup(url: &str, format: GatewayFormat, policy: EndpointPolicy) -> Gw {
 fn sms(org: &OrgId) -> SmsMessage {
     SmsMessage {
         notification_id: NotificationId::parse("n-1").unwrap(),
+        delivery_id: Some("0b8e2f43-0000-4000-8000-000000000001".into()),
         org_id: org.clone(),
         control_center_id: ControlCenterId::main(),
         to: PhoneNumber::parse("+14155550100").unwrap(),
@@ -166,6 +167,23 @@ async fn a_5xx_or_429_is_transient_and_the_retry_is_sent() {
             .is_transient()
     );
     assert!(g.sender.send(&sms(&g.org)).await.is_ok());
+    // Every attempt of the delivery carries its id, so the gateway can drop a repeat.
+    let keys: Vec<_> = gateway()
+        .requests_to(&g.path)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r["headers"]["idempotency-key"].clone())
+        .collect();
+    assert_eq!(keys, vec![json!(sms(&g.org).delivery_id.unwrap()); 3]);
+    // A test send has no delivery: no key.
+    let test = SmsMessage {
+        delivery_id: None,
+        ..sms(&g.org)
+    };
+    g.sender.send(&test).await.unwrap();
+    let last = gateway().requests_to(&g.path).await.unwrap().pop().unwrap();
+    assert!(last["headers"].get("idempotency-key").is_none(), "{last}");
 }
 
 #[tokio::test]

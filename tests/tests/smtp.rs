@@ -63,6 +63,7 @@ fn smtp_settings(server_url: &str, port: u16, use_tls: bool, user: Option<&str>)
 fn email(org: &OrgId, subject: &str) -> EmailMessage {
     EmailMessage {
         notification_id: NotificationId::parse("n-1").unwrap(),
+        delivery_id: Some(format!("d-{}", subject.len())),
         org_id: org.clone(),
         to: EmailAddress::parse("ana@example.org").unwrap(),
         from: EmailAddress::parse("alerts@acme.example").unwrap(),
@@ -110,8 +111,16 @@ async fn starttls_with_auth() {
     )
     .await;
     let subject = unique("starttls");
-    s.send(&email(&org, &subject)).await.unwrap();
+    let message = email(&org, &subject);
+    s.send(&message).await.unwrap();
     let got = received(&subject);
+    // The delivery's id is the Message-ID (the same on every attempt of the delivery).
+    let data = got[0]["data"].as_str().unwrap();
+    let id = format!(
+        "Message-ID: <{}@acme.example>",
+        message.delivery_id.as_deref().unwrap()
+    );
+    assert!(data.contains(&id), "{data}");
     assert_eq!(
         (got[0]["tls"].as_bool(), got[0]["auth_user"].as_str()),
         (Some(true), Some("flare"))

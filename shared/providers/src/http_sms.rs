@@ -158,6 +158,9 @@ fn classify(e: reqwest::Error) -> SendError {
     SendError::transient(reason).with_source(e)
 }
 
+/// The header carrying the delivery's id (the name Stripe and the IETF draft use).
+pub const IDEMPOTENCY_HEADER: &str = "Idempotency-Key";
+
 #[async_trait]
 impl SmsSender for HttpSmsSender {
     async fn send(&self, m: &SmsMessage) -> Result<Receipt, SendError> {
@@ -229,6 +232,17 @@ impl SmsSender for HttpSmsSender {
                 .map_err(|_| SendError::permanent(FailReason::BadHeaderValue))?;
             v.set_sensitive(true);
             req = req.header(name.as_str(), v);
+        }
+        // The delivery's id, the same on every attempt: a gateway that dedupes on it drops
+        // a repeat sent after a crash between its answer and Flare's record of it. The
+        // organization's own header wins if it has this name.
+        if let Some(id) = &m.delivery_id
+            && !gw
+                .header_name
+                .as_ref()
+                .is_some_and(|n| n.as_str().eq_ignore_ascii_case(IDEMPOTENCY_HEADER))
+        {
+            req = req.header(IDEMPOTENCY_HEADER, id.as_str());
         }
         let resp = req.send().await.map_err(classify)?;
         let status = resp.status();

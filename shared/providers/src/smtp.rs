@@ -288,7 +288,14 @@ impl EmailSender for SmtpEmailSender {
                 .map_err(|e| transient(FailReason::SettingsUnavailable, e))?,
             None => None,
         };
+        // The delivery's id as the Message-ID, the same on every attempt: a repeat after
+        // a crash between the server's answer and Flare's record of it is recognisable.
+        let message_id = m
+            .delivery_id
+            .as_ref()
+            .map(|id| format!("<{id}@{}>", m.from.domain()));
         let email = lettre::Message::builder()
+            .message_id(message_id)
             .from(Mailbox::new(
                 None,
                 m.from

@@ -441,6 +441,7 @@ impl Deliverer {
             .map_err(|e| SendError::transient(FailReason::SettingsUnavailable).with_source(e))?;
         let sms = SmsMessage {
             notification_id: job.notification_id.clone(),
+            delivery_id: Some(job.delivery_id()),
             org_id: job.org_id.clone(),
             control_center_id: settings.as_ref().map_or_else(
                 || job.control_center_id.clone(),
@@ -470,6 +471,7 @@ impl Deliverer {
             .ok_or_else(|| SendError::permanent(FailReason::NoSenderAddress))?;
         let email = EmailMessage {
             notification_id: job.notification_id.clone(),
+            delivery_id: Some(job.delivery_id()),
             org_id: job.org_id.clone(),
             to: to.clone(),
             from,

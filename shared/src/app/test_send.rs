@@ -59,6 +59,7 @@ pub async fn sms(svc: &Services, org: &OrgId, cc: &str, body: &Value) -> Result<
         .ok_or_else(|| ApiError::ProviderFailed(FailReason::ProviderUnavailable.to_string()))?;
     let message = SmsMessage {
         notification_id: test_id(),
+        delivery_id: None,
         org_id: org.clone(),
         control_center_id: settings.control_center_id.clone(),
         to,
@@ -85,6 +86,7 @@ pub async fn email(svc: &Services, org: &OrgId, body: &Value) -> Result<Value, A
         .ok_or_else(|| ApiError::ProviderFailed(FailReason::NoSenderAddress.to_string()))?;
     let message = EmailMessage {
         notification_id: test_id(),
+        delivery_id: None,
         org_id: org.clone(),
         to,
         from,

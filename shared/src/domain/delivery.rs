@@ -216,9 +216,48 @@ pub struct DeliveryJob {
     pub message: Message,
 }
 
+impl DeliveryJob {
+    /// This delivery's id: a name-based UUID of the organization, the notification,
+    /// the recipient and the channel, so every attempt and every duplicate of the job has
+    /// the same one.
+    pub fn delivery_id(&self) -> String {
+        const NAMESPACE: uuid::Uuid = uuid::uuid!("0b8e2f43-5d7a-4c1e-9f3b-7a6d2e1c4b58");
+        // Length-prefixed parts: no two different tuples make the same name.
+        let parts = [
+            self.org_id.as_str().to_string(),
+            self.notification_id.as_str().to_string(),
+            self.recipient.key(),
+            self.channel.as_str().to_string(),
+        ];
+        let name: String = parts.iter().map(|p| format!("{}:{p};", p.len())).collect();
+        uuid::Uuid::new_v5(&NAMESPACE, name.as_bytes()).to_string()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_delivery_id_is_the_same_for_every_attempt_and_differs_per_recipient_and_channel() {
+        // The sample SQS batch's first job (events/sqs/sms-batch.json).
+        let batch: serde_json::Value =
+            serde_json::from_str(include_str!("../../../events/sqs/sms-batch.json")).unwrap();
+        let job: DeliveryJob =
+            serde_json::from_str(batch["Records"][0]["body"].as_str().unwrap()).unwrap();
+        assert_eq!(job.delivery_id(), job.clone().delivery_id());
+        let other_channel = DeliveryJob {
+            channel: Channel::Email,
+            ..job.clone()
+        };
+        let other_org = DeliveryJob {
+            org_id: crate::domain::OrgId::parse("globex").unwrap(),
+            ..job.clone()
+        };
+        assert_ne!(job.delivery_id(), other_channel.delivery_id());
+        assert_ne!(job.delivery_id(), other_org.delivery_id());
+        assert!(uuid::Uuid::parse_str(&job.delivery_id()).is_ok());
+    }
 
     #[test]
     fn texts_reach_providers_without_controls_and_email_with_crlf_only() {
