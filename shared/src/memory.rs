@@ -672,6 +672,7 @@ mod tests {
             to: crate::PhoneNumber::parse("+14155550100").unwrap(),
             from: None,
             text: "hello".into(),
+            settings: None,
         };
         outbox.fail_next(
             "+14155550100",

@@ -546,6 +546,10 @@ pub struct SmsMessage {
     pub to: PhoneNumber,
     pub from: Option<SenderId>,
     pub text: String,
+    /// The settings the caller read for this send (the control center's own, or
+    /// `main`'s), so a sender that needs them does not read them again. `None`: the
+    /// sender reads them itself.
+    pub settings: Option<SmsSettings>,
 }
 
 #[async_trait]
@@ -564,6 +568,8 @@ pub struct EmailMessage {
     pub subject: String,
     pub text: String,
     pub html: Option<String>,
+    /// As [`SmsMessage::settings`].
+    pub settings: Option<EmailSettings>,
 }
 
 #[async_trait]

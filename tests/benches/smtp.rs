@@ -69,6 +69,7 @@ fn main() {
                 subject: format!("Flare {i}"),
                 text: "Engine 7 to 12 Main St".into(),
                 html: Some("<p>Engine 7 to 12 Main St</p>".into()),
+                settings: None,
             };
             sender.send(&m).await.unwrap();
         }

@@ -88,6 +88,7 @@ fn sms(org: &OrgId) -> SmsMessage {
         to: PhoneNumber::parse("+14155550100").unwrap(),
         from: None,
         text: "Structure fire: 12 Main St".into(),
+        settings: None,
     }
 }
 

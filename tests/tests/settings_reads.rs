@@ -73,3 +73,95 @@ async fn every_setting_is_one_query_and_users_sharing_the_table_are_not_read() {
     // The same as the three reads it replaces.
     assert_eq!(all.sms, settings.list_sms(&org).await.unwrap());
 }
+
+/// An SMS job through the organization's own gateway reads the settings once: the
+/// delivery function's read is handed to the gateway sender (it read them again).
+#[tokio::test]
+async fn a_gateway_sms_job_reads_the_settings_once() {
+    use flare_providers::http_sms::HttpSmsSender;
+    use flare_shared::app::deliver::{Delivered, Deliverer};
+    use flare_shared::memory::{MemoryDeliveryLog, MemoryDirectory, MemorySecrets};
+    use flare_shared::ports::DeliveryLog;
+    use flare_tests::conformance;
+    use std::sync::Arc;
+
+    let stack = AwsStack::create(moto()).await.unwrap();
+    let counter = CallCounter::default();
+    let db = aws_sdk_dynamodb::Client::from_conf(
+        aws_sdk_dynamodb::config::Builder::from(&stack.sdk)
+            .interceptor(counter.clone())
+            .build(),
+    );
+    let settings = Arc::new(DynamoSettings::new(db, &stack.tables.settings));
+    let org = OrgId::parse(&unique("org")).unwrap();
+    let path = format!("/{}", unique("gw"));
+    let local = EndpointPolicy {
+        allow_private: true,
+    };
+    settings
+        .put_sms(
+            &org,
+            &SmsSettings {
+                control_center_id: ControlCenterId::main(),
+                provider: SmsProvider::Http(HttpGateway {
+                    url: GatewayUrl::parse(&format!("{}{path}", flare_tests::gateway().url), local)
+                        .unwrap(),
+                    format: GatewayFormat::Json,
+                    username: None,
+                    header_name: None,
+                }),
+                sender_number: Some(SenderId::parse("ACMEFIRE").unwrap()),
+                password_set: false,
+                secrets_rev: None,
+            },
+        )
+        .await
+        .unwrap();
+    let gateway =
+        HttpSmsSender::new(settings.clone(), Arc::new(MemorySecrets::default()), local).unwrap();
+    let log = Arc::new(MemoryDeliveryLog::default());
+    let deliverer = Deliverer {
+        log: log.clone(),
+        queue: None,
+        directory: Arc::new(MemoryDirectory::default()),
+        settings,
+        push: None,
+        sms: [(
+            Provider::Http,
+            Arc::new(gateway) as Arc<dyn flare_shared::ports::SmsSender>,
+        )]
+        .into(),
+        email: Default::default(),
+        default_sender: None,
+    };
+    let n = Notification {
+        control_center_id: ControlCenterId::parse("north").unwrap(),
+        ..conformance::notification(&org)
+    };
+    let record = DeliveryRecord {
+        provider: Some(Provider::Http),
+        ..conformance::record(&n, "u-1", Channel::Sms, false)
+    };
+    log.create_notification(&n).await.unwrap();
+    log.put_records(&n, std::slice::from_ref(&record))
+        .await
+        .unwrap();
+    let job = flare_shared::domain::routing::JobTemplate::from(&n).job(
+        &record.recipient,
+        Channel::Sms,
+        Provider::Http,
+        record.destination.as_ref().unwrap(),
+        false,
+    );
+    let before = counter.total();
+    let out = deliverer
+        .deliver(&job, false, std::time::Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert!(matches!(out, Delivered::Sent { .. }), "{out:?}");
+    // North has no settings of its own: main's, found by one Query, went to the gateway.
+    assert_eq!(counter.total() - before, 1, "{:?}", counter.counts());
+    let sent = flare_tests::gateway().requests_to(&path).await.unwrap();
+    assert_eq!(sent.len(), 1);
+    assert!(sent[0]["body"].as_str().unwrap().contains("ACMEFIRE"));
+}

@@ -70,6 +70,7 @@ fn email(org: &OrgId, subject: &str) -> EmailMessage {
         subject: subject.into(),
         text: "Engine 7 to 12 Main St".into(),
         html: Some("<p>Engine 7 to 12 Main St</p>".into()),
+        settings: None,
     }
 }
 

@@ -167,12 +167,16 @@ impl SmsSender for HttpSmsSender {
         let unavailable = |e: flare_shared::ports::StoreError| {
             SendError::transient(FailReason::SettingsUnavailable).with_source(e)
         };
-        let settings = self
-            .settings
-            .get_sms(&m.org_id, &m.control_center_id)
-            .await
-            .map_err(unavailable)?
-            .ok_or_else(|| SendError::permanent(FailReason::SmsNotConfigured))?;
+        // The caller's read when it made one for this control center; else our own.
+        let settings = match &m.settings {
+            Some(s) if s.control_center_id == m.control_center_id => s.clone(),
+            _ => self
+                .settings
+                .get_sms(&m.org_id, &m.control_center_id)
+                .await
+                .map_err(unavailable)?
+                .ok_or_else(|| SendError::permanent(FailReason::SmsNotConfigured))?,
+        };
         let SmsProvider::Http(gw) = &settings.provider else {
             return Err(SendError::permanent(FailReason::ProviderChanged));
         };

@@ -263,12 +263,16 @@ fn rustls_pemfile_certs(pem: &[u8]) -> Vec<rustls::pki_types::CertificateDer<'st
 #[async_trait]
 impl EmailSender for SmtpEmailSender {
     async fn send(&self, m: &EmailMessage) -> Result<Receipt, SendError> {
-        let settings = self
-            .settings
-            .get_email(&m.org_id)
-            .await
-            .map_err(|e| transient(FailReason::SettingsUnavailable, e))?
-            .ok_or_else(|| SendError::permanent(FailReason::SmtpNotConfigured))?;
+        // The caller's read when it made one; else our own.
+        let settings = match &m.settings {
+            Some(s) => s.clone(),
+            None => self
+                .settings
+                .get_email(&m.org_id)
+                .await
+                .map_err(|e| transient(FailReason::SettingsUnavailable, e))?
+                .ok_or_else(|| SendError::permanent(FailReason::SmtpNotConfigured))?,
+        };
         let EmailProvider::Smtp { smtp } = &settings.provider else {
             return Err(SendError::permanent(FailReason::ProviderChanged));
         };

@@ -448,8 +448,9 @@ impl Deliverer {
                 |s| s.control_center_id.clone(),
             ),
             to: to.clone(),
-            from: settings.and_then(|s| s.sender_number),
+            from: settings.as_ref().and_then(|s| s.sender_number.clone()),
             text: job.message.sms_text(),
+            settings,
         };
         sender.send(&sms).await
     }
@@ -478,6 +479,7 @@ impl Deliverer {
             subject: job.message.title.clone(),
             text: job.message.email_text(),
             html: Some(job.message.html()),
+            settings,
         };
         sender.send(&email).await
     }

@@ -68,6 +68,7 @@ pub async fn sms(svc: &Services, org: &OrgId, cc: &str, body: &Value) -> Result<
             "Flare test message: the SMS settings of control center {} work.",
             settings.control_center_id
         ),
+        settings: Some(settings.clone()),
     };
     verdict(sender.send(&message).await)
 }
@@ -93,6 +94,7 @@ pub async fn email(svc: &Services, org: &OrgId, body: &Value) -> Result<Value, A
         subject: "Flare test message".into(),
         text: "The outgoing email settings of your organization work.".into(),
         html: None,
+        settings: settings.clone(),
     };
     verdict(sender.send(&message).await)
 }
