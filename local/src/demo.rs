@@ -23,6 +23,7 @@ async fn call(app: &LocalApp, method: &str, path: &str, roles: &[Role], body: Va
             roles: roles.to_vec(),
         }),
         body: body.to_string().into_bytes(),
+        query: None,
         idempotency_key: None,
     };
     let r = api::handle(&app.services, req).await;

@@ -301,6 +301,7 @@ async fn any(State(app): State<Arc<LocalApp>>, req: Request) -> Response {
         path: parts.uri.path().to_string(),
         claims,
         body,
+        query: parts.uri.query().map(str::to_string),
         idempotency_key: parts
             .headers
             .get("idempotency-key")

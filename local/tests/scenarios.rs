@@ -680,3 +680,72 @@ async fn a_custom_smtp_server_is_used_for_real_with_starttls_and_auth() {
     );
     o.app.stop().await;
 }
+
+/// `GET /v1/notifications` (contract v1.1): newest first, counts by state, pages by
+/// cursor, staff only, and every bad query parameter named.
+#[tokio::test]
+async fn the_organizations_notifications_are_listed_newest_first_in_pages() {
+    let o = org(json!({"dispatch": "app_sms_email"})).await;
+    o.user(
+        "u-17",
+        "basic_responder",
+        Some("+14155550117"),
+        Some("u17@example.org"),
+        false,
+        false,
+    )
+    .await;
+    let mut ids = Vec::new();
+    // A notification is as old as its event's `time`.
+    for minute in 1..=3 {
+        let mut ev = incident("incident-dispatched");
+        ev["time"] = json!(format!("2026-11-27T10:0{minute}:00Z"));
+        let id = o.post(&ev).await;
+        o.settled(&id).await;
+        ids.push(id);
+    }
+    let (s, first) = o.app.get("/v1/notifications?limit=2", &o.admin).await;
+    assert_eq!(s, 200, "{first}");
+    let listed: Vec<&str> = first["notifications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["notification_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed, [ids[2].as_str(), ids[1].as_str()]);
+    // u-17: push skipped (no device), SMS and email sent; u-18 and u-19 unknown.
+    let counts = &first["notifications"][0]["counts"];
+    assert_eq!(
+        counts,
+        &json!({"pending": 0, "sent": 2, "failed": 0, "skipped": 7}),
+        "{first}"
+    );
+    assert_eq!(first["notifications"][0]["category"], "dispatch");
+    let cursor = first["next_cursor"].as_str().unwrap();
+    let (s, second) = o
+        .app
+        .get(
+            &format!("/v1/notifications?limit=2&cursor={cursor}"),
+            &o.admin,
+        )
+        .await;
+    assert_eq!(s, 200, "{second}");
+    assert_eq!(
+        second["notifications"][0]["notification_id"],
+        ids[0].as_str()
+    );
+    assert_eq!(second["notifications"].as_array().unwrap().len(), 1);
+    assert!(second["next_cursor"].is_null(), "{second}");
+
+    let (s, b) = o
+        .app
+        .get("/v1/notifications?limit=0&cursor=x&colour=red", &o.admin)
+        .await;
+    assert_eq!(s, 400, "{b}");
+    for field in ["limit", "cursor", "colour"] {
+        assert!(b["error"]["fields"][field].is_string(), "{field}: {b}");
+    }
+    let responder = token("acme", &["responder"], "u-17");
+    assert_eq!(o.app.get("/v1/notifications", &responder).await.0, 403);
+    o.app.stop().await;
+}

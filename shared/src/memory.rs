@@ -403,6 +403,36 @@ impl DeliveryLog for MemoryDeliveryLog {
         Ok(moved)
     }
 
+    async fn list_notifications(
+        &self,
+        org: &OrgId,
+        after: Option<&ListPosition>,
+        limit: usize,
+    ) -> StoreResult<Vec<NotificationSummary>> {
+        let entries = lock(&self.entries);
+        let mut out: Vec<(ListPosition, NotificationSummary)> = entries
+            .iter()
+            .filter(|((o, _), _)| o == org)
+            .filter_map(|(_, e)| {
+                let n = e.notification.clone()?;
+                let mut counts = StatusCounts::default();
+                for r in e.records.values() {
+                    counts.add(r.status);
+                }
+                Some((
+                    ListPosition::of(&n),
+                    NotificationSummary {
+                        notification: n,
+                        counts,
+                    },
+                ))
+            })
+            .filter(|(p, _)| after.is_none_or(|a| p < a))
+            .collect();
+        out.sort_by(|a, b| b.0.cmp(&a.0));
+        Ok(out.into_iter().take(limit).map(|(_, s)| s).collect())
+    }
+
     async fn ack(&self, org: &OrgId, id: &NotificationId, user: &UserId) -> StoreResult<bool> {
         let mut entries = lock(&self.entries);
         match entries.get_mut(&(org.clone(), id.clone())) {

@@ -234,6 +234,74 @@ pub trait DeliveryLog: Send + Sync {
     ) -> StoreResult<bool>;
     /// Records that the recipient acknowledged the notification.
     async fn ack(&self, org: &OrgId, id: &NotificationId, user: &UserId) -> StoreResult<bool>;
+    /// The organization's notifications newest first ([`ListPosition`] order), at most
+    /// `limit`, starting after `after`, each with its deliveries counted by state.
+    async fn list_notifications(
+        &self,
+        org: &OrgId,
+        after: Option<&ListPosition>,
+        limit: usize,
+    ) -> StoreResult<Vec<NotificationSummary>>;
+}
+
+/// How many deliveries of a notification are in each state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct StatusCounts {
+    pub pending: u64,
+    pub sent: u64,
+    pub failed: u64,
+    pub skipped: u64,
+}
+
+impl StatusCounts {
+    pub fn add(&mut self, status: DeliveryStatus) {
+        match status {
+            DeliveryStatus::Pending => self.pending += 1,
+            DeliveryStatus::Sent => self.sent += 1,
+            DeliveryStatus::Failed => self.failed += 1,
+            DeliveryStatus::Skipped => self.skipped += 1,
+        }
+    }
+}
+
+/// A notification as the organization's list shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotificationSummary {
+    pub notification: Notification,
+    pub counts: StatusCounts,
+}
+
+/// A place in an organization's notifications, newest first: by creation time (to the
+/// millisecond), then by id. A page starts after one (the list's cursor).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ListPosition {
+    pub created_ms: i64,
+    pub notification_id: NotificationId,
+}
+
+impl ListPosition {
+    pub fn of(n: &Notification) -> Self {
+        Self {
+            created_ms: n.created_at.timestamp_millis(),
+            notification_id: n.notification_id.clone(),
+        }
+    }
+
+    /// The cursor clients see: `<milliseconds>_<notification id>`.
+    pub fn cursor(&self) -> String {
+        format!("{}_{}", self.created_ms, self.notification_id)
+    }
+
+    pub fn parse_cursor(s: &str) -> Option<Self> {
+        let (ms, id) = s.split_once('_')?;
+        if ms.is_empty() || !ms.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        Some(Self {
+            created_ms: ms.parse().ok()?,
+            notification_id: NotificationId::parse_existing(id).ok()?,
+        })
+    }
 }
 
 /// A notification as the log holds it.

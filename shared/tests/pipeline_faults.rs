@@ -240,6 +240,7 @@ fn manual_sms(key: Option<&str>, user: &str) -> ApiRequest {
         body: serde_json::json!({"user_id": user, "text": "Report to base"})
             .to_string()
             .into_bytes(),
+        query: None,
         idempotency_key: key.map(str::to_string),
     }
 }

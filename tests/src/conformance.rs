@@ -372,4 +372,93 @@ pub async fn delivery_log(log: &dyn DeliveryLog, org: &OrgId) {
             .unwrap(),
         Claim::Missing
     );
+
+    list_notifications(
+        log,
+        &OrgId::parse(&format!("{}-list", org.as_str())).unwrap(),
+    )
+    .await;
+}
+
+/// The organization's list: newest first (then by id), pages that neither skip nor
+/// repeat, counts by state, nothing of another organization.
+async fn list_notifications(log: &dyn DeliveryLog, org: &OrgId) {
+    use flare_shared::ports::{ListPosition, StatusCounts};
+    let base = Utc::now() - chrono::Duration::hours(1);
+    let at = |secs: i64, id: &str| Notification {
+        notification_id: NotificationId::parse(id).unwrap(),
+        created_at: base + chrono::Duration::seconds(secs),
+        ..notification(org)
+    };
+    // Two at the same millisecond: the id orders them.
+    let all = [at(0, "n-a"), at(5, "n-b"), at(5, "n-c"), at(9, "n-d")];
+    for n in &all {
+        log.create_notification(n).await.unwrap();
+    }
+    let d = &all[3];
+    log.put_records(
+        d,
+        &[
+            record(d, "u-1", Channel::Push, false),
+            record(d, "u-1", Channel::Sms, true),
+            record(d, "u-2", Channel::Sms, false),
+        ],
+    )
+    .await
+    .unwrap();
+    let claim = log
+        .claim(org, &d.notification_id, &user("u-2"), Channel::Sms, LIVE)
+        .await
+        .unwrap();
+    assert_eq!(claim, Claim::Claimed { attempts: 1 });
+    log.finish(
+        org,
+        &d.notification_id,
+        &user("u-2"),
+        Channel::Sms,
+        Finish::Sent {
+            attempt: 1,
+            provider: flare_shared::domain::Provider::Sns,
+            provider_message_id: None,
+        },
+    )
+    .await
+    .unwrap();
+
+    let ids = |page: &[flare_shared::ports::NotificationSummary]| -> Vec<String> {
+        page.iter()
+            .map(|s| s.notification.notification_id.to_string())
+            .collect()
+    };
+    let first = log.list_notifications(org, None, 3).await.unwrap();
+    assert_eq!(ids(&first), ["n-d", "n-c", "n-b"]);
+    assert_eq!(
+        first[0].counts,
+        StatusCounts {
+            pending: 2,
+            sent: 1,
+            failed: 0,
+            skipped: 0
+        }
+    );
+    assert_eq!(first[1].counts, StatusCounts::default());
+    let after = ListPosition::of(&first[2].notification);
+    let second = log.list_notifications(org, Some(&after), 3).await.unwrap();
+    assert_eq!(ids(&second), ["n-a"]);
+    let last = ListPosition::of(&second[0].notification);
+    assert!(
+        log.list_notifications(org, Some(&last), 3)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // The cursor clients see names the same place.
+    assert_eq!(ListPosition::parse_cursor(&after.cursor()), Some(after));
+    let other = OrgId::parse(&format!("{}-none", org.as_str())).unwrap();
+    assert!(
+        log.list_notifications(&other, None, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }

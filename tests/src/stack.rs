@@ -35,9 +35,10 @@ impl AwsStack {
             directory: unique("directory"),
             log: unique("log"),
         };
-        for t in [&tables.settings, &tables.directory, &tables.log] {
+        for t in [&tables.settings, &tables.directory] {
             flare_aws::dynamodb::create_table(&db, t).await?;
         }
+        flare_aws::log::create_table(&db, &tables.log).await?;
         let sqs = aws::sqs(&sdk);
         let mut queues = HashMap::new();
         let mut dlqs = HashMap::new();

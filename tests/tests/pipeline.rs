@@ -111,9 +111,14 @@ fn incident(name: &str) -> Value {
 
 impl Pipeline {
     async fn api(&self, method: &str, path: &str, roles: &[Role], body: Value) -> (u16, Value) {
+        let (path, query) = match path.split_once('?') {
+            Some((p, q)) => (p, Some(q.to_string())),
+            None => (path, None),
+        };
         let req = ApiRequest {
             method: method.into(),
             path: path.into(),
+            query,
             claims: Some(Claims {
                 sub: "u-admin".into(),
                 org_id: OrgId::parse(&self.org).unwrap(),
@@ -704,6 +709,7 @@ async fn a_recipient_acknowledges_and_others_may_not() {
             roles: vec![Role::Responder],
         }),
         body: vec![],
+        query: None,
         idempotency_key: None,
     };
     assert_eq!(api::handle(&p.services, ack("u-99")).await.status, 403);
@@ -844,4 +850,52 @@ async fn custom_providers_deliver_through_the_aws_pipeline() {
         .filter(|m| m["rcpt_tos"][0] == to.as_str())
         .collect();
     assert_eq!(mail.len(), 1);
+}
+
+/// `GET /v1/notifications` on DynamoDB: the log's `newest` index pages the
+/// organization's notifications newest first; counts come from the records.
+#[tokio::test]
+async fn the_notification_list_pages_newest_first_on_dynamodb() {
+    let p = pipeline().await;
+    standard_org(&p, json!({"dispatch": "app_sms_email"})).await;
+    p.user("u-17", "basic_responder", Some("+14155550197"), None, false)
+        .await;
+    let mut ids = Vec::new();
+    for minute in 1..=3 {
+        let mut ev = p.event("incident-dispatched", &unique("list"));
+        ev["time"] = json!(format!("2026-11-27T10:0{minute}:00Z"));
+        p.route(&ev).await;
+        ids.push(ev["id"].as_str().unwrap().to_string());
+    }
+    p.drain().await;
+    let first = p
+        .admin("GET", "/v1/notifications?limit=2", Value::Null)
+        .await;
+    let listed: Vec<&str> = first["notifications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["notification_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed, [ids[2].as_str(), ids[1].as_str()], "{first}");
+    // u-17: push skipped (no device), SMS sent, email skipped (no address); u-18 and
+    // u-19 are not in the directory (3 skipped each).
+    assert_eq!(
+        first["notifications"][0]["counts"],
+        json!({"pending": 0, "sent": 1, "failed": 0, "skipped": 8}),
+        "{first}"
+    );
+    let cursor = first["next_cursor"].as_str().unwrap();
+    let second = p
+        .admin(
+            "GET",
+            &format!("/v1/notifications?limit=2&cursor={cursor}"),
+            Value::Null,
+        )
+        .await;
+    assert_eq!(
+        second["notifications"][0]["notification_id"],
+        ids[0].as_str()
+    );
+    assert!(second["next_cursor"].is_null(), "{second}");
 }

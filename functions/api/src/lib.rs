@@ -127,6 +127,7 @@ pub async fn handle(svc: &Services, req: Request) -> Result<Response<Body>, lamb
         path: req.raw_http_path().to_string(),
         claims: claims(&req),
         body: req.body().as_ref().to_vec(),
+        query: req.uri().query().map(str::to_string),
         idempotency_key: req
             .headers()
             .get("idempotency-key")

@@ -6,6 +6,10 @@
 //! | `ORG#{org}#N#{id}`        | `R#{recipient}#{channel}`| one delivery record           |
 //! | `ORG#{org}#N#{id}`        | `ACK#{user}`             | an acknowledgement            |
 //!
+//! The notification item also carries `org_index` (`ORG#{org}`) and `created_index`
+//! (creation time in milliseconds, 16 digits, `#`, the id): the sparse index
+//! [`NEWEST_INDEX`] on them lists an organization's notifications newest first.
+//!
 //! One partition per notification: reading it is one Query, and the organization in
 //! the key keeps every read scoped. Records are created with BatchWriteItem (25 a call);
 //! a claim is a conditional UpdateItem (`status = pending` and no live lease), so two
@@ -19,7 +23,10 @@ use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 use flare_shared::domain::{
     Channel, DeliveryRecord, Notification, NotificationId, OrgId, RecipientRef, UserId,
 };
-use flare_shared::ports::{Claim, Created, DeliveryLog, Finish, Logged, StoreError, StoreResult};
+use flare_shared::ports::{
+    Claim, Created, DeliveryLog, Finish, ListPosition, Logged, NotificationSummary, StatusCounts,
+    StoreError, StoreResult,
+};
 use std::collections::HashMap;
 
 type Item = HashMap<String, AttributeValue>;
@@ -28,6 +35,15 @@ type Item = HashMap<String, AttributeValue>;
 pub const RETENTION_DAYS: i64 = 90;
 
 const NOTIFICATION_SK: &str = "NOTIFICATION";
+/// The global secondary index listing an organization's notifications, newest first.
+pub const NEWEST_INDEX: &str = "newest";
+const ORG_INDEX: &str = "org_index";
+const CREATED_INDEX: &str = "created_index";
+
+/// The index's sort key of a place in the list: later sorts higher, then the id.
+fn created_index(p: &ListPosition) -> String {
+    format!("{:016}#{}", p.created_ms.max(0), p.notification_id)
+}
 const CONDITION_FAILED: &str = "ConditionalCheckFailedException";
 
 #[derive(Clone, Debug)]
@@ -72,7 +88,14 @@ fn encode<T: serde::Serialize>(pk: String, sk: String, v: &T, expires: i64) -> S
 }
 
 fn decode<T: serde::de::DeserializeOwned>(mut item: Item) -> StoreResult<T> {
-    for k in ["pk", "sk", "expires_at", "lease_ms"] {
+    for k in [
+        "pk",
+        "sk",
+        "expires_at",
+        "lease_ms",
+        ORG_INDEX,
+        CREATED_INDEX,
+    ] {
         item.remove(k);
     }
     serde_dynamo::from_item(item)
@@ -86,6 +109,41 @@ struct AckItem {
 }
 
 impl DynamoDeliveryLog {
+    /// A notification's deliveries counted by state: its records' `status` only.
+    async fn count(&self, n: &Notification) -> StoreResult<StatusCounts> {
+        let mut counts = StatusCounts::default();
+        let mut start: Option<Item> = None;
+        loop {
+            let page = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk AND begins_with(sk, :records)")
+                .expression_attribute_values(
+                    ":pk",
+                    s(notification_pk(&n.org_id, &n.notification_id)),
+                )
+                .expression_attribute_values(":records", s("R#"))
+                .projection_expression("#status")
+                .expression_attribute_names("#status", "status")
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| store_error(e, "Query record states"))?;
+            for item in page.items.unwrap_or_default() {
+                #[derive(serde::Deserialize)]
+                struct State {
+                    status: flare_shared::domain::DeliveryStatus,
+                }
+                counts.add(decode::<State>(item)?.status);
+            }
+            match page.last_evaluated_key {
+                Some(k) if !k.is_empty() => start = Some(k),
+                _ => return Ok(counts),
+            }
+        }
+    }
+
     pub fn new(client: Client, table: impl Into<String>) -> Self {
         Self {
             client,
@@ -140,12 +198,14 @@ impl DynamoDeliveryLog {
 #[async_trait]
 impl DeliveryLog for DynamoDeliveryLog {
     async fn create_notification(&self, n: &Notification) -> StoreResult<Created> {
-        let item = encode(
+        let mut item = encode(
             notification_pk(&n.org_id, &n.notification_id),
             NOTIFICATION_SK.into(),
             n,
             expires_at(n.created_at),
         )?;
+        item.insert(ORG_INDEX.into(), s(format!("ORG#{}", n.org_id)));
+        item.insert(CREATED_INDEX.into(), s(created_index(&ListPosition::of(n))));
         Ok(if self.put_if_absent(item, "PutItem notification").await? {
             Created::New
         } else {
@@ -408,6 +468,60 @@ impl DeliveryLog for DynamoDeliveryLog {
         }
     }
 
+    /// One Query on the index for the page (following its pages until `limit`
+    /// notifications are found), then one Query per notification for its records'
+    /// `status` only, a few at a time.
+    async fn list_notifications(
+        &self,
+        org: &OrgId,
+        after: Option<&ListPosition>,
+        limit: usize,
+    ) -> StoreResult<Vec<NotificationSummary>> {
+        use futures::{StreamExt, TryStreamExt};
+        let mut notifications: Vec<Notification> = Vec::new();
+        let mut start: Option<Item> = None;
+        while notifications.len() < limit {
+            let mut q = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(NEWEST_INDEX)
+                .expression_attribute_values(":org", s(format!("ORG#{org}")))
+                .scan_index_forward(false)
+                .limit((limit - notifications.len()) as i32)
+                .set_exclusive_start_key(start.take());
+            q = match after {
+                Some(a) => q
+                    .key_condition_expression("org_index = :org AND created_index < :after")
+                    .expression_attribute_values(":after", s(created_index(a))),
+                None => q.key_condition_expression("org_index = :org"),
+            };
+            let page = q
+                .send()
+                .await
+                .map_err(|e| store_error(e, "Query notifications index"))?;
+            for item in page.items.unwrap_or_default() {
+                notifications.push(decode(item)?);
+            }
+            match page.last_evaluated_key {
+                Some(k) if !k.is_empty() => start = Some(k),
+                _ => break,
+            }
+        }
+        notifications.truncate(limit);
+        futures::stream::iter(notifications)
+            .map(|n| async move {
+                let counts = self.count(&n).await?;
+                Ok::<_, StoreError>(NotificationSummary {
+                    notification: n,
+                    counts,
+                })
+            })
+            .buffered(8)
+            .try_collect()
+            .await
+    }
+
     async fn ack(&self, org: &OrgId, id: &NotificationId, user: &UserId) -> StoreResult<bool> {
         // The ack expires with its notification: read when that is.
         let expires = self
@@ -438,4 +552,50 @@ impl DeliveryLog for DynamoDeliveryLog {
         self.put_if_absent(item, "PutItem ack").await?;
         Ok(true)
     }
+}
+
+/// Creates a log table as the template does: `pk`/`sk` and the [`NEWEST_INDEX`] index
+/// (tests and tools; the template creates the deployed one).
+pub async fn create_table(client: &Client, name: &str) -> anyhow::Result<()> {
+    use aws_sdk_dynamodb::types::{
+        AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType,
+        Projection, ProjectionType, ScalarAttributeType,
+    };
+    let attr = |n: &str| {
+        AttributeDefinition::builder()
+            .attribute_name(n)
+            .attribute_type(ScalarAttributeType::S)
+            .build()
+    };
+    let key = |n: &str, t: KeyType| {
+        KeySchemaElement::builder()
+            .attribute_name(n)
+            .key_type(t)
+            .build()
+    };
+    client
+        .create_table()
+        .table_name(name)
+        .billing_mode(BillingMode::PayPerRequest)
+        .attribute_definitions(attr("pk")?)
+        .attribute_definitions(attr("sk")?)
+        .attribute_definitions(attr(ORG_INDEX)?)
+        .attribute_definitions(attr(CREATED_INDEX)?)
+        .key_schema(key("pk", KeyType::Hash)?)
+        .key_schema(key("sk", KeyType::Range)?)
+        .global_secondary_indexes(
+            GlobalSecondaryIndex::builder()
+                .index_name(NEWEST_INDEX)
+                .key_schema(key(ORG_INDEX, KeyType::Hash)?)
+                .key_schema(key(CREATED_INDEX, KeyType::Range)?)
+                .projection(
+                    Projection::builder()
+                        .projection_type(ProjectionType::All)
+                        .build(),
+                )
+                .build()?,
+        )
+        .send()
+        .await?;
+    Ok(())
 }

@@ -28,8 +28,9 @@ CREATE TABLE IF NOT EXISTS users (
 CREATE TABLE IF NOT EXISTS secrets (
     name TEXT NOT NULL PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS notifications (
-    org TEXT NOT NULL, id TEXT NOT NULL, body TEXT NOT NULL,
+    org TEXT NOT NULL, id TEXT NOT NULL, created_ms INTEGER NOT NULL, body TEXT NOT NULL,
     PRIMARY KEY (org, id)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS notifications_newest ON notifications (org, created_ms DESC, id DESC);
 CREATE TABLE IF NOT EXISTS records (
     org TEXT NOT NULL, nid TEXT NOT NULL, recipient TEXT NOT NULL, channel TEXT NOT NULL,
     pending INTEGER NOT NULL, state TEXT NOT NULL, body TEXT NOT NULL,

@@ -535,14 +535,15 @@ fn update_record<R>(
 impl DeliveryLog for Sqlite {
     async fn create_notification(&self, n: &Notification) -> StoreResult<Created> {
         let (org, id) = (n.org_id.to_string(), n.notification_id.to_string());
+        let created_ms = n.created_at.timestamp_millis();
         let body = to_json(n).map_err(StoreError::Failed)?;
         self.db
             .write_one(move |c| {
                 let new = c
                     .prepare_cached(
-                        "INSERT OR IGNORE INTO notifications (org, id, body) VALUES (?1, ?2, ?3)",
+                        "INSERT OR IGNORE INTO notifications (org, id, created_ms, body) VALUES (?1, ?2, ?3, ?4)",
                     )?
-                    .execute(params![org, id, body])?
+                    .execute(params![org, id, created_ms, body])?
                     > 0;
                 Ok(if new {
                     Created::New
@@ -644,6 +645,49 @@ impl DeliveryLog for Sqlite {
                 Ok(moved.unwrap_or(false))
             })
             .await
+    }
+
+    async fn list_notifications(
+        &self,
+        org: &OrgId,
+        after: Option<&ListPosition>,
+        limit: usize,
+    ) -> StoreResult<Vec<NotificationSummary>> {
+        self.db.read(|c| {
+            let (ms, id) = after.map_or((i64::MAX, String::new()), |a| {
+                (a.created_ms, a.notification_id.to_string())
+            });
+            // Newest first from the index; "after" a place is strictly older than it.
+            let notifications: Vec<Notification> = rows(
+                c,
+                "SELECT body FROM notifications WHERE org = ?1 AND (?4 = 0 OR (created_ms, id) < (?2, ?3)) ORDER BY created_ms DESC, id DESC LIMIT ?5",
+                params![org.as_str(), ms, id, after.is_some(), limit as i64],
+            )?;
+            let mut counted = c.prepare_cached(
+                "SELECT json_extract(state, '$.status'), count(*) FROM records WHERE org = ?1 AND nid = ?2 GROUP BY 1",
+            )?;
+            notifications
+                .into_iter()
+                .map(|n| {
+                    let mut counts = StatusCounts::default();
+                    let by_status = counted
+                        .query_map(params![org.as_str(), n.notification_id.as_str()], |r| {
+                            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+                        })?
+                        .collect::<Result<Vec<_>, _>>()?;
+                    for (status, k) in by_status {
+                        let status: DeliveryStatus = from_json(&format!("\"{status}\""))?;
+                        for _ in 0..k {
+                            counts.add(status);
+                        }
+                    }
+                    Ok(NotificationSummary {
+                        notification: n,
+                        counts,
+                    })
+                })
+                .collect()
+        })
     }
 
     async fn ack(&self, org: &OrgId, id: &NotificationId, user: &UserId) -> StoreResult<bool> {

@@ -20,6 +20,8 @@ pub struct ApiRequest {
     /// `None` when the request carried no valid token.
     pub claims: Option<Claims>,
     pub body: Vec<u8>,
+    /// The query string, as received (`limit=50&cursor=...`), if any.
+    pub query: Option<String>,
     /// The `Idempotency-Key` header, as sent (`POST /v1/messages/sms` honours it).
     pub idempotency_key: Option<String>,
 }
@@ -174,6 +176,7 @@ async fn route(svc: &Services, req: ApiRequest) -> Result<ApiResponse, ApiError>
             directory::delete_device(svc, org, p(0), p(1)).await?;
             Ok(ApiResponse::no_content())
         }
+        Op::ListNotifications => ok(notifications::list(svc, org, req.query.as_deref()).await?),
         Op::GetNotification => ok(notifications::get(svc, org, p(0)).await?),
         Op::AckNotification => {
             notifications::ack(svc, claims, p(0)).await?;

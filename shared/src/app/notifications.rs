@@ -8,7 +8,7 @@ use crate::domain::input::ManualSmsInput;
 use crate::domain::{
     Channel, DeliveryRecord, IdempotencyKey, NotificationId, OrgId, RecipientRef, UserId,
 };
-use crate::ports::Logged;
+use crate::ports::{ListPosition, Logged};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
@@ -80,6 +80,64 @@ pub fn view(l: &Logged) -> Value {
         "message": n.message,
         "recipients": recipients,
     })
+}
+
+/// How many notifications a page of `GET /v1/notifications` holds at most, and by
+/// default.
+pub const LIST_MAX: usize = 100;
+pub const LIST_DEFAULT: usize = 50;
+
+/// `GET /v1/notifications?limit=50&cursor=...`: newest first, with counts by state.
+pub async fn list(svc: &Services, org: &OrgId, query: Option<&str>) -> Result<Value, ApiError> {
+    let mut limit = LIST_DEFAULT;
+    let mut after = None;
+    let mut errors = crate::domain::FieldErrors::new();
+    for (name, value) in url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+        match name.as_ref() {
+            "limit" => match value.parse::<usize>() {
+                Ok(n) if (1..=LIST_MAX).contains(&n) => limit = n,
+                _ => errors.add(
+                    "limit",
+                    format!("must be a whole number from 1 to {LIST_MAX}"),
+                ),
+            },
+            "cursor" => match ListPosition::parse_cursor(&value) {
+                Some(p) => after = Some(p),
+                None => errors.add(
+                    "cursor",
+                    "is not a cursor this list answered (use next_cursor as it is)",
+                ),
+            },
+            other => errors.add(other, "unknown query parameter"),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(errors.into());
+    }
+    // One more than asked: whether there is a next page, without an empty last one.
+    let mut page = svc
+        .log
+        .list_notifications(org, after.as_ref(), limit + 1)
+        .await?;
+    let next = (page.len() > limit).then(|| {
+        page.truncate(limit);
+        page.last()
+            .map(|s| ListPosition::of(&s.notification).cursor())
+    });
+    let notifications: Vec<Value> = page
+        .iter()
+        .map(|s| {
+            let n = &s.notification;
+            json!({
+                "notification_id": n.notification_id,
+                "category": n.category,
+                "incident_id": n.incident_id,
+                "created_at": n.created_at,
+                "counts": s.counts,
+            })
+        })
+        .collect();
+    Ok(json!({"notifications": notifications, "next_cursor": next.flatten()}))
 }
 
 pub async fn get(svc: &Services, org: &OrgId, id: &str) -> Result<Value, ApiError> {

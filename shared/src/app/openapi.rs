@@ -380,6 +380,36 @@ fn schemas() -> Value {
             "type": "object", "required": ["notification_id"],
             "properties": {"notification_id": {"type": "string"}},
         },
+        "NotificationList": {
+            "type": "object",
+            "required": ["notifications", "next_cursor"],
+            "properties": {
+                "notifications": {"type": "array", "items": {
+                    "type": "object",
+                    "required": ["notification_id", "category", "created_at", "counts"],
+                    "properties": {
+                        "notification_id": {"type": "string"},
+                        "category": {"type": "string"},
+                        "incident_id": {"type": ["string", "null"]},
+                        "created_at": {"type": "string", "format": "date-time"},
+                        "counts": {
+                            "type": "object",
+                            "required": ["pending", "sent", "failed", "skipped"],
+                            "properties": {
+                                "pending": {"type": "integer", "minimum": 0},
+                                "sent": {"type": "integer", "minimum": 0},
+                                "failed": {"type": "integer", "minimum": 0},
+                                "skipped": {"type": "integer", "minimum": 0},
+                            },
+                        },
+                    },
+                }},
+                "next_cursor": {
+                    "type": ["string", "null"],
+                    "description": "Pass as `cursor` for the next page; null on the last page.",
+                },
+            },
+        },
         "Notification": {
             "type": "object",
             "required": ["notification_id", "category", "created_at", "recipients"],
@@ -499,6 +529,11 @@ fn success(op: Op) -> (&'static str, Option<Value>, &'static str) {
             Some(r("DeviceCreated")),
             "Registered (the same token again answers the same id).",
         ),
+        Op::ListNotifications => (
+            "200",
+            Some(r("NotificationList")),
+            "A page of notifications, newest first.",
+        ),
         Op::GetNotification => (
             "200",
             Some(r("Notification")),
@@ -520,7 +555,9 @@ fn success(op: Op) -> (&'static str, Option<Value>, &'static str) {
 /// The error answers a route can give.
 fn errors(route: &Route) -> Vec<(&'static str, &'static str)> {
     let mut out = Vec::new();
-    let validates = request_schema(route.op).is_some() || route.params().next().is_some();
+    let validates = request_schema(route.op).is_some()
+        || route.params().next().is_some()
+        || route.op == Op::ListNotifications;
     if validates {
         out.push((
             "400",
@@ -537,6 +574,7 @@ fn errors(route: &Route) -> Vec<(&'static str, &'static str)> {
             | Op::GetSettings
             | Op::ListSms
             | Op::ListUsers
+            | Op::ListNotifications
             | Op::GetCommunication
             | Op::PutCommunication
             | Op::DeleteEmail
@@ -572,6 +610,18 @@ fn operation(route: &Route, examples: &Map<String, Value>) -> Value {
         "tags": [route.tag],
     });
     let mut params: Vec<Value> = route.params().map(parameter).collect();
+    if route.op == Op::ListNotifications {
+        params.push(json!({
+            "name": "limit", "in": "query", "required": false,
+            "description": "How many notifications at most (default 50).",
+            "schema": {"type": "integer", "minimum": 1, "maximum": super::notifications::LIST_MAX, "default": super::notifications::LIST_DEFAULT},
+        }));
+        params.push(json!({
+            "name": "cursor", "in": "query", "required": false,
+            "description": "The `next_cursor` of the previous page, as it was.",
+            "schema": {"type": "string", "pattern": r"^[0-9]{1,15}_(?!\.\.?$)[A-Za-z0-9._@:-]{1,128}$", "example": "1796173200000_9f1c2d3e-0000-4000-8000-000000000001"},
+        }));
+    }
     if route.op == Op::ManualSms {
         params.push(json!({
             "name": "Idempotency-Key", "in": "header", "required": false,
