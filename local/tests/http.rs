@@ -791,6 +791,27 @@ async fn path_ids_are_letters_digits_and_dashes_but_older_ones_still_read() {
         (200, &json!("ana@example.org")),
         "{b}"
     );
+    // An event (another system's ids) still reaches them.
+    let mut ev: Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            flare_tests::workspace_root().join("events/incidents/incident-dispatched.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    ev["id"] = json!(flare_tests::unique("old-id"));
+    ev["detail"]["recipient_ids"] = json!(["ana@example.org"]);
+    let (s, b) = app
+        .send("POST", "/local/events", None, Some(&ev.to_string()))
+        .await;
+    assert_eq!(s, 202, "{b}");
+    let (_, n) = app
+        .get(
+            &format!("/v1/notifications/{}", ev["id"].as_str().unwrap()),
+            &token("acme", &["dispatcher"], "u-d"),
+        )
+        .await;
+    assert_eq!(n["recipients"][0]["user_id"], "ana@example.org", "{n}");
     let (s, _) = app
         .send("DELETE", "/v1/users/ana@example.org", Some(&admin), None)
         .await;

@@ -123,10 +123,12 @@ impl IncidentEvent {
         };
         let targets = match category {
             Category::Distress => r
-                .required_with("creator_id", UserId::parse)
+                // Ids in events are another system's: users stored with `@` or `:`
+                // (before path ids refused them) are still notified.
+                .required_with("creator_id", UserId::parse_existing)
                 .map(Targets::SosCreator),
             Category::IncidentContacts => {
-                let users = r.required_list("recipient_ids", string_item(UserId::parse));
+                let users = r.required_list("recipient_ids", string_item(UserId::parse_existing));
                 let contacts = r.optional_list("contacts", parse_external_contact);
                 match (users, contacts) {
                     (Some(users), Some(contacts)) => Some(Targets::UsersAndContacts {
@@ -137,7 +139,7 @@ impl IncidentEvent {
                 }
             }
             _ => r
-                .required_list("recipient_ids", string_item(UserId::parse))
+                .required_list("recipient_ids", string_item(UserId::parse_existing))
                 .map(|ids| Targets::Users(dedupe(ids))),
         };
         if !errors.is_empty() {

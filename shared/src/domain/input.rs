@@ -767,7 +767,7 @@ impl ManualSmsInput {
             &["user_id", "text", "control_center_id"],
         );
         let parsed = object(body, "", &mut errors, |r| {
-            let user_id = r.required_with("user_id", UserId::parse);
+            let user_id = r.required_with("user_id", UserId::parse_existing);
             let text = r.required_with("text", |s| text(s, MAX_SMS_TEXT, false));
             let cc = r.optional_with("control_center_id", ControlCenterId::parse);
             Some(ManualSmsInput {
