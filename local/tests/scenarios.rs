@@ -749,3 +749,40 @@ async fn the_organizations_notifications_are_listed_newest_first_in_pages() {
     assert_eq!(o.app.get("/v1/notifications", &responder).await.0, 403);
     o.app.stop().await;
 }
+
+/// Above 500 recipients `GET /v1/notifications/{id}` pages them (contract v1.1): 500,
+/// then the rest after `next_cursor`; every recipient once.
+#[tokio::test]
+async fn a_notification_to_more_than_500_recipients_is_read_in_pages() {
+    let o = org(json!({})).await;
+    let mut ev = incident("incident-dispatched");
+    let ids: Vec<String> = (0..501).map(|i| format!("u-{i:04}")).collect();
+    ev["detail"]["recipient_ids"] = json!(ids);
+    let id = o.post(&ev).await;
+    let (s, first) = o
+        .app
+        .get(&format!("/v1/notifications/{id}"), &o.admin)
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(first["recipients"].as_array().unwrap().len(), 500);
+    let cursor = first["next_cursor"].as_str().unwrap();
+    assert_eq!(cursor, "user:u-0499");
+    let (s, second) = o
+        .app
+        .get(&format!("/v1/notifications/{id}?cursor={cursor}"), &o.admin)
+        .await;
+    assert_eq!(s, 200, "{second}");
+    assert_eq!(second["recipients"].as_array().unwrap().len(), 1);
+    assert_eq!(second["recipients"][0]["user_id"], "u-0500");
+    assert!(second["next_cursor"].is_null());
+    let (s, b) = o
+        .app
+        .get(
+            &format!("/v1/notifications/{id}?cursor=nobody&x=1"),
+            &o.admin,
+        )
+        .await;
+    assert_eq!(s, 400, "{b}");
+    assert!(b["error"]["fields"]["cursor"].is_string() && b["error"]["fields"]["x"].is_string());
+    o.app.stop().await;
+}

@@ -234,6 +234,22 @@ pub trait DeliveryLog: Send + Sync {
     ) -> StoreResult<bool>;
     /// Records that the recipient acknowledged the notification.
     async fn ack(&self, org: &OrgId, id: &NotificationId, user: &UserId) -> StoreResult<bool>;
+    /// A notification with the records of at most `recipients` recipients, those after
+    /// the recipient key `after` in key order, and the key to continue after when more
+    /// follow. By default from [`Self::get_notification`]; an adapter that can read only
+    /// the page (DynamoDB) does.
+    async fn notification_page(
+        &self,
+        org: &OrgId,
+        id: &NotificationId,
+        after: Option<&str>,
+        recipients: usize,
+    ) -> StoreResult<Option<(Logged, Option<String>)>> {
+        Ok(self
+            .get_notification(org, id)
+            .await?
+            .map(|l| page_of(l, after, recipients)))
+    }
     /// The organization's notifications newest first ([`ListPosition`] order), at most
     /// `limit`, starting after `after`, each with its deliveries counted by state.
     async fn list_notifications(
@@ -302,6 +318,33 @@ impl ListPosition {
             notification_id: NotificationId::parse_existing(id).ok()?,
         })
     }
+}
+
+/// The records of `recipients` recipients after `after` (by recipient key), and the
+/// key to continue after when more follow.
+pub fn page_of(mut l: Logged, after: Option<&str>, recipients: usize) -> (Logged, Option<String>) {
+    let mut records: Vec<(String, DeliveryRecord)> = l
+        .records
+        .drain(..)
+        .map(|r| (r.recipient.key(), r))
+        .filter(|(k, _)| after.is_none_or(|a| k.as_str() > a))
+        .collect();
+    records.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut seen = 0;
+    let mut last: Option<String> = None;
+    let mut next = None;
+    for (k, r) in records {
+        if last.as_deref() != Some(k.as_str()) {
+            if seen == recipients {
+                next = last.clone();
+                break;
+            }
+            seen += 1;
+            last = Some(k);
+        }
+        l.records.push(r);
+    }
+    (l, next)
 }
 
 /// A notification as the log holds it.

@@ -378,6 +378,72 @@ pub async fn delivery_log(log: &dyn DeliveryLog, org: &OrgId) {
         &OrgId::parse(&format!("{}-list", org.as_str())).unwrap(),
     )
     .await;
+    notification_pages(
+        log,
+        &OrgId::parse(&format!("{}-page", org.as_str())).unwrap(),
+    )
+    .await;
+}
+
+/// A notification read a page of recipients at a time: every record once, in recipient
+/// order, the acks with each page, and no next page after the last.
+async fn notification_pages(log: &dyn DeliveryLog, org: &OrgId) {
+    let n = notification(org);
+    log.create_notification(&n).await.unwrap();
+    // `u-1` is a prefix of `u-12`: a page boundary must not confuse them.
+    let mut records = Vec::new();
+    for who in ["u-1", "u-12", "u-2"] {
+        for c in [Channel::Push, Channel::Sms] {
+            records.push(record(&n, who, c, false));
+        }
+    }
+    log.put_records(&n, &records).await.unwrap();
+    log.ack(
+        org,
+        &n.notification_id,
+        &flare_shared::domain::UserId::parse("u-12").unwrap(),
+    )
+    .await
+    .unwrap();
+    let mut after: Option<String> = None;
+    let mut seen: Vec<(String, usize)> = Vec::new();
+    for _ in 0..5 {
+        let (page, next) = log
+            .notification_page(org, &n.notification_id, after.as_deref(), 2)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(page.notification, n);
+        assert_eq!(page.acks.len(), 1);
+        let mut keys: Vec<String> = page.records.iter().map(|r| r.recipient.key()).collect();
+        keys.dedup();
+        for k in keys {
+            let count = page
+                .records
+                .iter()
+                .filter(|r| r.recipient.key() == k)
+                .count();
+            seen.push((k, count));
+        }
+        match next {
+            Some(k) => after = Some(k),
+            None => break,
+        }
+    }
+    assert_eq!(
+        seen,
+        [
+            ("user:u-1".to_string(), 2),
+            ("user:u-12".to_string(), 2),
+            ("user:u-2".to_string(), 2)
+        ]
+    );
+    assert!(
+        log.notification_page(org, &NotificationId::generate(), None, 2)
+            .await
+            .unwrap()
+            .is_none()
+    );
 }
 
 /// The organization's list: newest first (then by id), pages that neither skip nor

@@ -468,6 +468,88 @@ impl DeliveryLog for DynamoDeliveryLog {
         }
     }
 
+    /// The notification item, then its records from the one after `after` on (sort key
+    /// between `R#{after}#~` and `R$`: `~` follows every channel, `$` follows `#`) until
+    /// `recipients` recipients are read, then its acks: reads only the page.
+    async fn notification_page(
+        &self,
+        org: &OrgId,
+        id: &NotificationId,
+        after: Option<&str>,
+        recipients: usize,
+    ) -> StoreResult<Option<(Logged, Option<String>)>> {
+        let pk = notification_pk(org, id);
+        let key: Item = [
+            ("pk".to_string(), s(pk.clone())),
+            ("sk".to_string(), s(NOTIFICATION_SK)),
+        ]
+        .into();
+        let Some(item) = self.get_record(key).await? else {
+            return Ok(None);
+        };
+        let notification: Notification = decode(item)?;
+        let from = after.map_or_else(|| "R#".to_string(), |a| format!("R#{a}#~"));
+        let mut records: Vec<DeliveryRecord> = Vec::new();
+        let mut keys: Vec<String> = Vec::new();
+        let mut next = None;
+        let mut start: Option<Item> = None;
+        'pages: loop {
+            let page = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk AND sk BETWEEN :from AND :to")
+                .expression_attribute_values(":pk", s(pk.clone()))
+                .expression_attribute_values(":from", s(from.clone()))
+                .expression_attribute_values(":to", s("R$"))
+                .set_exclusive_start_key(start.take())
+                .consistent_read(true)
+                .send()
+                .await
+                .map_err(|e| store_error(e, "Query notification page"))?;
+            for item in page.items.unwrap_or_default() {
+                let r: DeliveryRecord = decode(item)?;
+                let k = r.recipient.key();
+                if keys.last() != Some(&k) {
+                    if keys.len() == recipients {
+                        next = keys.last().cloned();
+                        break 'pages;
+                    }
+                    keys.push(k);
+                }
+                records.push(r);
+            }
+            match page.last_evaluated_key {
+                Some(k) if !k.is_empty() => start = Some(k),
+                _ => break,
+            }
+        }
+        let acks = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk AND begins_with(sk, :acks)")
+            .expression_attribute_values(":pk", s(pk))
+            .expression_attribute_values(":acks", s("ACK#"))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| store_error(e, "Query acks"))?
+            .items
+            .unwrap_or_default()
+            .into_iter()
+            .map(|item| decode::<AckItem>(item).map(|a| (a.user_id, a.at)))
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok(Some((
+            Logged {
+                notification,
+                records,
+                acks,
+            },
+            next,
+        )))
+    }
+
     /// One Query on the index for the page (following its pages until `limit`
     /// notifications are found), then one Query per notification for its records'
     /// `status` only, a few at a time.

@@ -177,7 +177,7 @@ async fn route(svc: &Services, req: ApiRequest) -> Result<ApiResponse, ApiError>
             Ok(ApiResponse::no_content())
         }
         Op::ListNotifications => ok(notifications::list(svc, org, req.query.as_deref()).await?),
-        Op::GetNotification => ok(notifications::get(svc, org, p(0)).await?),
+        Op::GetNotification => ok(notifications::get(svc, org, p(0), req.query.as_deref()).await?),
         Op::AckNotification => {
             notifications::ack(svc, claims, p(0)).await?;
             Ok(ApiResponse::no_content())

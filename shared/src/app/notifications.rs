@@ -140,14 +140,53 @@ pub async fn list(svc: &Services, org: &OrgId, query: Option<&str>) -> Result<Va
     Ok(json!({"notifications": notifications, "next_cursor": next.flatten()}))
 }
 
-pub async fn get(svc: &Services, org: &OrgId, id: &str) -> Result<Value, ApiError> {
+/// How many recipients a page of `GET /v1/notifications/{id}` holds at most.
+pub const PAGE_RECIPIENTS: usize = 500;
+
+/// Whether `s` could be a recipient key a page answered (`user:u-17`, `contact:2`).
+fn recipient_cursor(s: &str) -> bool {
+    let rest = s
+        .strip_prefix("user:")
+        .or_else(|| s.strip_prefix("contact:"));
+    rest.is_some_and(|r| {
+        (1..=128).contains(&r.len())
+            && r.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.@:".contains(&b))
+    })
+}
+
+/// `GET /v1/notifications/{id}[?cursor=...]`: up to [`PAGE_RECIPIENTS`] recipients, and
+/// `next_cursor` when more follow.
+pub async fn get(
+    svc: &Services,
+    org: &OrgId,
+    id: &str,
+    query: Option<&str>,
+) -> Result<Value, ApiError> {
     let id = NotificationId::parse(id).map_err(|_| ApiError::NotFound)?;
-    let logged = svc
+    let mut after = None;
+    let mut errors = crate::domain::FieldErrors::new();
+    for (name, value) in url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+        match name.as_ref() {
+            "cursor" if recipient_cursor(&value) => after = Some(value.into_owned()),
+            "cursor" => errors.add(
+                "cursor",
+                "is not a cursor this notification answered (use next_cursor as it is)",
+            ),
+            other => errors.add(other, "unknown query parameter"),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(errors.into());
+    }
+    let (logged, next) = svc
         .log
-        .get_notification(org, &id)
+        .notification_page(org, &id, after.as_deref(), PAGE_RECIPIENTS)
         .await?
         .ok_or(ApiError::NotFound)?;
-    Ok(view(&logged))
+    let mut v = view(&logged);
+    v["next_cursor"] = json!(next);
+    Ok(v)
 }
 
 /// Only a user the notification was for may acknowledge it.

@@ -420,6 +420,10 @@ fn schemas() -> Value {
                 "control_center_id": {"type": ["string", "null"]},
                 "created_at": {"type": "string", "format": "date-time"},
                 "message": {"type": ["object", "null"]},
+                "next_cursor": {
+                    "type": ["string", "null"],
+                    "description": "More recipients follow: pass as `cursor`. Null on the last page.",
+                },
                 "recipients": {"type": "array", "items": {
                     "type": "object", "required": ["deliveries"],
                     "properties": {
@@ -620,6 +624,13 @@ fn operation(route: &Route, examples: &Map<String, Value>) -> Value {
             "name": "cursor", "in": "query", "required": false,
             "description": "The `next_cursor` of the previous page, as it was.",
             "schema": {"type": "string", "pattern": r"^[0-9]{1,15}_(?!\.\.?$)[A-Za-z0-9._@:-]{1,128}$", "example": "1796173200000_9f1c2d3e-0000-4000-8000-000000000001"},
+        }));
+    }
+    if route.op == Op::GetNotification {
+        params.push(json!({
+            "name": "cursor", "in": "query", "required": false,
+            "description": "The `next_cursor` of the previous page, as it was (a page holds at most 500 recipients).",
+            "schema": {"type": "string", "pattern": "^(user|contact):[A-Za-z0-9._@:-]{1,128}$", "example": "user:u-17"},
         }));
     }
     if route.op == Op::ManualSms {
