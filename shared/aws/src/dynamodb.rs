@@ -113,49 +113,42 @@ impl Table {
         pk: String,
         prefix: &str,
     ) -> StoreResult<Vec<T>> {
-        let mut out = Vec::new();
-        let mut start: Option<Item> = None;
-        loop {
-            let page = self
-                .client
-                .query()
-                .table_name(&self.name)
-                .key_condition_expression("#pk = :pk AND begins_with(#sk, :prefix)")
-                .expression_attribute_names("#pk", PK)
-                .expression_attribute_names("#sk", SK)
-                .expression_attribute_values(":pk", AttributeValue::S(pk.clone()))
-                .expression_attribute_values(":prefix", AttributeValue::S(prefix.into()))
-                .set_exclusive_start_key(start.take())
-                .consistent_read(true)
-                .send()
-                .await
-                .map_err(|e| store_error(e, "Query"))?;
-            for item in page.items.unwrap_or_default() {
-                out.push(from_item(item)?);
-            }
-            match page.last_evaluated_key {
-                Some(k) if !k.is_empty() => start = Some(k),
-                _ => return Ok(out),
-            }
-        }
+        self.query(pk, "begins_with(#sk, :a)", &[prefix])
+            .await?
+            .into_iter()
+            .map(from_item)
+            .collect()
     }
 
     /// Every item of `pk` whose sort key is between `from` and `to` (inclusive), raw,
     /// following pages.
     async fn query_between(&self, pk: String, from: &str, to: &str) -> StoreResult<Vec<Item>> {
+        self.query(pk, "#sk BETWEEN :a AND :b", &[from, to]).await
+    }
+
+    /// Every item of `pk` whose sort key meets `sk_condition` (over `#sk` and the values
+    /// `:a`, `:b`, ... in order), raw, following pages.
+    async fn query(
+        &self,
+        pk: String,
+        sk_condition: &str,
+        values: &[&str],
+    ) -> StoreResult<Vec<Item>> {
         let mut out = Vec::new();
         let mut start: Option<Item> = None;
         loop {
-            let page = self
+            let mut q = self
                 .client
                 .query()
                 .table_name(&self.name)
-                .key_condition_expression("#pk = :pk AND #sk BETWEEN :from AND :to")
+                .key_condition_expression(format!("#pk = :pk AND {sk_condition}"))
                 .expression_attribute_names("#pk", PK)
                 .expression_attribute_names("#sk", SK)
-                .expression_attribute_values(":pk", AttributeValue::S(pk.clone()))
-                .expression_attribute_values(":from", AttributeValue::S(from.into()))
-                .expression_attribute_values(":to", AttributeValue::S(to.into()))
+                .expression_attribute_values(":pk", AttributeValue::S(pk.clone()));
+            for (name, v) in [":a", ":b"].iter().zip(values) {
+                q = q.expression_attribute_values(*name, AttributeValue::S((*v).into()));
+            }
+            let page = q
                 .set_exclusive_start_key(start.take())
                 .consistent_read(true)
                 .send()
@@ -537,8 +530,23 @@ impl Directory for DynamoDirectory {
 /// Creates a table with this layout (tests and the local tooling; in AWS the SAM
 /// template creates them).
 pub async fn create_table(client: &Client, name: &str) -> anyhow::Result<()> {
+    create_table_with_index(client, name, None).await
+}
+
+/// A global secondary index: its name, partition key and sort key (strings,
+/// projecting every attribute).
+pub type Index<'a> = (&'a str, &'a str, &'a str);
+
+/// Creates a `pk`/`sk` table (tests and tools; the template creates the deployed ones),
+/// with `index` when given.
+pub async fn create_table_with_index(
+    client: &Client,
+    name: &str,
+    index: Option<Index<'_>>,
+) -> anyhow::Result<()> {
     use aws_sdk_dynamodb::types::{
-        AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+        AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType,
+        Projection, ProjectionType, ScalarAttributeType,
     };
     let attr = |n: &str| {
         AttributeDefinition::builder()
@@ -552,15 +560,31 @@ pub async fn create_table(client: &Client, name: &str) -> anyhow::Result<()> {
             .key_type(t)
             .build()
     };
-    client
+    let mut create = client
         .create_table()
         .table_name(name)
         .billing_mode(BillingMode::PayPerRequest)
         .attribute_definitions(attr(PK)?)
         .attribute_definitions(attr(SK)?)
         .key_schema(key(PK, KeyType::Hash)?)
-        .key_schema(key(SK, KeyType::Range)?)
-        .send()
-        .await?;
+        .key_schema(key(SK, KeyType::Range)?);
+    if let Some((index, hash, range)) = index {
+        create = create
+            .attribute_definitions(attr(hash)?)
+            .attribute_definitions(attr(range)?)
+            .global_secondary_indexes(
+                GlobalSecondaryIndex::builder()
+                    .index_name(index)
+                    .key_schema(key(hash, KeyType::Hash)?)
+                    .key_schema(key(range, KeyType::Range)?)
+                    .projection(
+                        Projection::builder()
+                            .projection_type(ProjectionType::All)
+                            .build(),
+                    )
+                    .build()?,
+            );
+    }
+    create.send().await?;
     Ok(())
 }

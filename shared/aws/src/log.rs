@@ -639,45 +639,10 @@ impl DeliveryLog for DynamoDeliveryLog {
 /// Creates a log table as the template does: `pk`/`sk` and the [`NEWEST_INDEX`] index
 /// (tests and tools; the template creates the deployed one).
 pub async fn create_table(client: &Client, name: &str) -> anyhow::Result<()> {
-    use aws_sdk_dynamodb::types::{
-        AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType,
-        Projection, ProjectionType, ScalarAttributeType,
-    };
-    let attr = |n: &str| {
-        AttributeDefinition::builder()
-            .attribute_name(n)
-            .attribute_type(ScalarAttributeType::S)
-            .build()
-    };
-    let key = |n: &str, t: KeyType| {
-        KeySchemaElement::builder()
-            .attribute_name(n)
-            .key_type(t)
-            .build()
-    };
-    client
-        .create_table()
-        .table_name(name)
-        .billing_mode(BillingMode::PayPerRequest)
-        .attribute_definitions(attr("pk")?)
-        .attribute_definitions(attr("sk")?)
-        .attribute_definitions(attr(ORG_INDEX)?)
-        .attribute_definitions(attr(CREATED_INDEX)?)
-        .key_schema(key("pk", KeyType::Hash)?)
-        .key_schema(key("sk", KeyType::Range)?)
-        .global_secondary_indexes(
-            GlobalSecondaryIndex::builder()
-                .index_name(NEWEST_INDEX)
-                .key_schema(key(ORG_INDEX, KeyType::Hash)?)
-                .key_schema(key(CREATED_INDEX, KeyType::Range)?)
-                .projection(
-                    Projection::builder()
-                        .projection_type(ProjectionType::All)
-                        .build(),
-                )
-                .build()?,
-        )
-        .send()
-        .await?;
-    Ok(())
+    super::dynamodb::create_table_with_index(
+        client,
+        name,
+        Some((NEWEST_INDEX, ORG_INDEX, CREATED_INDEX)),
+    )
+    .await
 }
