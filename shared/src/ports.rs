@@ -271,11 +271,15 @@ pub struct StatusCounts {
 
 impl StatusCounts {
     pub fn add(&mut self, status: DeliveryStatus) {
+        self.add_many(status, 1);
+    }
+
+    pub fn add_many(&mut self, status: DeliveryStatus, n: u64) {
         match status {
-            DeliveryStatus::Pending => self.pending += 1,
-            DeliveryStatus::Sent => self.sent += 1,
-            DeliveryStatus::Failed => self.failed += 1,
-            DeliveryStatus::Skipped => self.skipped += 1,
+            DeliveryStatus::Pending => self.pending += n,
+            DeliveryStatus::Sent => self.sent += n,
+            DeliveryStatus::Failed => self.failed += n,
+            DeliveryStatus::Skipped => self.skipped += n,
         }
     }
 }

@@ -19,6 +19,7 @@ use super::dynamodb::batch_write;
 use super::{error_code, store_error};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 use flare_shared::domain::{
     Channel, DeliveryRecord, Notification, NotificationId, OrgId, RecipientRef, UserId,
@@ -109,39 +110,82 @@ struct AckItem {
 }
 
 impl DynamoDeliveryLog {
-    /// A notification's deliveries counted by state: its records' `status` only.
-    async fn count(&self, n: &Notification) -> StoreResult<StatusCounts> {
-        let mut counts = StatusCounts::default();
+    /// Runs the Query `query` builds page after page (consistent reads), handing each
+    /// item to `each` until it answers `false` or the pages end.
+    async fn each_item(
+        &self,
+        what: &'static str,
+        query: impl Fn() -> QueryFluentBuilder,
+        mut each: impl FnMut(Item) -> StoreResult<bool>,
+    ) -> StoreResult<()> {
         let mut start: Option<Item> = None;
         loop {
-            let page = self
-                .client
-                .query()
+            let page = query()
                 .table_name(&self.table)
-                .key_condition_expression("pk = :pk AND begins_with(sk, :records)")
-                .expression_attribute_values(
-                    ":pk",
-                    s(notification_pk(&n.org_id, &n.notification_id)),
-                )
-                .expression_attribute_values(":records", s("R#"))
-                .projection_expression("#status")
-                .expression_attribute_names("#status", "status")
                 .set_exclusive_start_key(start.take())
                 .send()
                 .await
-                .map_err(|e| store_error(e, "Query record states"))?;
+                .map_err(|e| store_error(e, what))?;
             for item in page.items.unwrap_or_default() {
-                #[derive(serde::Deserialize)]
-                struct State {
-                    status: flare_shared::domain::DeliveryStatus,
+                if !each(item)? {
+                    return Ok(());
                 }
-                counts.add(decode::<State>(item)?.status);
             }
             match page.last_evaluated_key {
                 Some(k) if !k.is_empty() => start = Some(k),
-                _ => return Ok(counts),
+                _ => return Ok(()),
             }
         }
+    }
+
+    /// A Query of one notification's partition whose sort key starts with `prefix`.
+    fn partition(&self, pk: &str, prefix: &str) -> QueryFluentBuilder {
+        self.client
+            .query()
+            .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
+            .expression_attribute_values(":pk", s(pk))
+            .expression_attribute_values(":prefix", s(prefix))
+            .consistent_read(true)
+    }
+
+    /// A notification's deliveries counted by state: its records' `status` only.
+    async fn count(&self, n: &Notification) -> StoreResult<StatusCounts> {
+        #[derive(serde::Deserialize)]
+        struct State {
+            status: flare_shared::domain::DeliveryStatus,
+        }
+        let pk = notification_pk(&n.org_id, &n.notification_id);
+        let mut counts = StatusCounts::default();
+        self.each_item(
+            "Query record states",
+            || {
+                self.partition(&pk, "R#")
+                    .projection_expression("#status")
+                    .expression_attribute_names("#status", "status")
+            },
+            |item| {
+                counts.add(decode::<State>(item)?.status);
+                Ok(true)
+            },
+        )
+        .await?;
+        Ok(counts)
+    }
+
+    /// A notification's acknowledgements.
+    async fn acks(&self, pk: &str) -> StoreResult<Vec<(UserId, chrono::DateTime<chrono::Utc>)>> {
+        let mut acks = Vec::new();
+        self.each_item(
+            "Query acks",
+            || self.partition(pk, "ACK#"),
+            |item| {
+                let a: AckItem = decode(item)?;
+                acks.push((a.user_id, a.at));
+                Ok(true)
+            },
+        )
+        .await?;
+        Ok(acks)
     }
 
     pub fn new(client: Client, table: impl Into<String>) -> Self {
@@ -248,20 +292,16 @@ impl DeliveryLog for DynamoDeliveryLog {
         let mut notification = None;
         let mut records = Vec::new();
         let mut acks = Vec::new();
-        let mut start: Option<Item> = None;
-        loop {
-            let page = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("pk = :pk")
-                .expression_attribute_values(":pk", s(pk.clone()))
-                .set_exclusive_start_key(start.take())
-                .consistent_read(true)
-                .send()
-                .await
-                .map_err(|e| store_error(e, "Query notification"))?;
-            for item in page.items.unwrap_or_default() {
+        self.each_item(
+            "Query notification",
+            || {
+                self.client
+                    .query()
+                    .key_condition_expression("pk = :pk")
+                    .expression_attribute_values(":pk", s(pk.clone()))
+                    .consistent_read(true)
+            },
+            |item| {
                 let sk = item
                     .get("sk")
                     .and_then(|v| v.as_s().ok())
@@ -275,12 +315,10 @@ impl DeliveryLog for DynamoDeliveryLog {
                     let a: AckItem = decode(item)?;
                     acks.push((a.user_id, a.at));
                 }
-            }
-            match page.last_evaluated_key {
-                Some(k) if !k.is_empty() => start = Some(k),
-                _ => break,
-            }
-        }
+                Ok(true)
+            },
+        )
+        .await?;
         Ok(notification.map(|notification| Logged {
             notification,
             records,
@@ -492,54 +530,33 @@ impl DeliveryLog for DynamoDeliveryLog {
         let mut records: Vec<DeliveryRecord> = Vec::new();
         let mut keys: Vec<String> = Vec::new();
         let mut next = None;
-        let mut start: Option<Item> = None;
-        'pages: loop {
-            let page = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("pk = :pk AND sk BETWEEN :from AND :to")
-                .expression_attribute_values(":pk", s(pk.clone()))
-                .expression_attribute_values(":from", s(from.clone()))
-                .expression_attribute_values(":to", s("R$"))
-                .set_exclusive_start_key(start.take())
-                .consistent_read(true)
-                .send()
-                .await
-                .map_err(|e| store_error(e, "Query notification page"))?;
-            for item in page.items.unwrap_or_default() {
+        self.each_item(
+            "Query notification page",
+            || {
+                self.client
+                    .query()
+                    .key_condition_expression("pk = :pk AND sk BETWEEN :from AND :to")
+                    .expression_attribute_values(":pk", s(pk.clone()))
+                    .expression_attribute_values(":from", s(from.clone()))
+                    .expression_attribute_values(":to", s("R$"))
+                    .consistent_read(true)
+            },
+            |item| {
                 let r: DeliveryRecord = decode(item)?;
                 let k = r.recipient.key();
                 if keys.last() != Some(&k) {
                     if keys.len() == recipients {
                         next = keys.last().cloned();
-                        break 'pages;
+                        return Ok(false);
                     }
                     keys.push(k);
                 }
                 records.push(r);
-            }
-            match page.last_evaluated_key {
-                Some(k) if !k.is_empty() => start = Some(k),
-                _ => break,
-            }
-        }
-        let acks = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .key_condition_expression("pk = :pk AND begins_with(sk, :acks)")
-            .expression_attribute_values(":pk", s(pk))
-            .expression_attribute_values(":acks", s("ACK#"))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| store_error(e, "Query acks"))?
-            .items
-            .unwrap_or_default()
-            .into_iter()
-            .map(|item| decode::<AckItem>(item).map(|a| (a.user_id, a.at)))
-            .collect::<StoreResult<Vec<_>>>()?;
+                Ok(true)
+            },
+        )
+        .await?;
+        let acks = self.acks(&pk).await?;
         Ok(Some((
             Logged {
                 notification,
@@ -561,34 +578,31 @@ impl DeliveryLog for DynamoDeliveryLog {
     ) -> StoreResult<Vec<NotificationSummary>> {
         use futures::{StreamExt, TryStreamExt};
         let mut notifications: Vec<Notification> = Vec::new();
-        let mut start: Option<Item> = None;
-        while notifications.len() < limit {
-            let mut q = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .index_name(NEWEST_INDEX)
-                .expression_attribute_values(":org", s(format!("ORG#{org}")))
-                .scan_index_forward(false)
-                .limit((limit - notifications.len()) as i32)
-                .set_exclusive_start_key(start.take());
-            q = match after {
-                Some(a) => q
-                    .key_condition_expression("org_index = :org AND created_index < :after")
-                    .expression_attribute_values(":after", s(created_index(a))),
-                None => q.key_condition_expression("org_index = :org"),
-            };
-            let page = q
-                .send()
-                .await
-                .map_err(|e| store_error(e, "Query notifications index"))?;
-            for item in page.items.unwrap_or_default() {
-                notifications.push(decode(item)?);
-            }
-            match page.last_evaluated_key {
-                Some(k) if !k.is_empty() => start = Some(k),
-                _ => break,
-            }
+        if limit > 0 {
+            let org_index = s(format!("ORG#{org}"));
+            self.each_item(
+                "Query notifications index",
+                || {
+                    let q = self
+                        .client
+                        .query()
+                        .index_name(NEWEST_INDEX)
+                        .expression_attribute_values(":org", org_index.clone())
+                        .scan_index_forward(false)
+                        .limit(limit as i32);
+                    match after {
+                        Some(a) => q
+                            .key_condition_expression("org_index = :org AND created_index < :after")
+                            .expression_attribute_values(":after", s(created_index(a))),
+                        None => q.key_condition_expression("org_index = :org"),
+                    }
+                },
+                |item| {
+                    notifications.push(decode(item)?);
+                    Ok(notifications.len() < limit)
+                },
+            )
+            .await?;
         }
         notifications.truncate(limit);
         futures::stream::iter(notifications)

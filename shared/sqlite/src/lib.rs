@@ -676,10 +676,9 @@ impl DeliveryLog for Sqlite {
                         })?
                         .collect::<Result<Vec<_>, _>>()?;
                     for (status, k) in by_status {
-                        let status: DeliveryStatus = from_json(&format!("\"{status}\""))?;
-                        for _ in 0..k {
-                            counts.add(status);
-                        }
+                        let status: DeliveryStatus =
+                            serde_json::from_value(serde_json::Value::String(status))?;
+                        counts.add_many(status, u64::try_from(k)?);
                     }
                     Ok(NotificationSummary {
                         notification: n,
