@@ -144,6 +144,14 @@ def make_certs(directory):
     return paths
 
 
+def _count(mail_dir, counter):
+    """What the fault injection did so far, for the tests: counts.json beside the mail."""
+    tmp = os.path.join(mail_dir, "..", ".counts.tmp")
+    with open(tmp, "w") as f:
+        json.dump({"refused": counter["refused"], "hung": counter["hung"]}, f)
+    os.replace(tmp, os.path.join(mail_dir, "..", "counts.json"))
+
+
 def run_smtp(args):
     import ssl
     from aiosmtpd.controller import Controller
@@ -154,11 +162,31 @@ def run_smtp(args):
     certs = make_certs(args.dir)
     tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     tls.load_cert_chain(certs["cert"], certs["key"])
-    counter = {"n": 0}
+    counter = {"n": 0, "refused": 0, "hung": 0}
     lock = threading.Lock()
+    import asyncio
+    import random
+    chaos = random.Random(args.seed)
 
     class Sink:
         async def handle_DATA(self, server, session, envelope):
+            # Fault injection (--fail-rate, --hang-rate): a temporary refusal (SMTP's
+            # 5xx are permanent rejections, so a server error is a 4xx here), or a
+            # server that stops answering past the client's timeout and then drops
+            # the message. Neither keeps the message.
+            with lock:
+                r = chaos.random()
+            if r < args.hang_rate:
+                with lock:
+                    counter["hung"] += 1
+                _count(mail_dir, counter)
+                await asyncio.sleep(args.hang)
+                return "421 4.4.2 Injected hang: timed out"
+            if r < args.hang_rate + args.fail_rate:
+                with lock:
+                    counter["refused"] += 1
+                _count(mail_dir, counter)
+                return "451 4.3.0 Injected temporary failure"
             with lock:
                 counter["n"] += 1
                 n = counter["n"]
@@ -210,9 +238,12 @@ def run_gateway(args):
     was received (method, path, headers, body)."""
     from http.server import BaseHTTPRequestHandler
 
+    import random
+
     lock = threading.Lock()
     received = []
     scripts = {}
+    chaos = {}
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -247,6 +278,13 @@ def run_gateway(args):
                 with lock:
                     scripts.setdefault(spec["path"], []).extend(spec["responses"])
                 return self._reply(204)
+            if self.path == "/_chaos":
+                # {"path", "error_rate", "hang_rate", "hang", "seed"}: unscripted
+                # requests to `path` answer 500/503 or hang (then 504) at these rates.
+                spec = json.loads(body)
+                with lock:
+                    chaos[spec["path"]] = dict(spec, rng=random.Random(spec.get("seed", 1)))
+                return self._reply(204)
             return self._handle(body)
 
         def _handle(self, body):
@@ -257,13 +295,30 @@ def run_gateway(args):
                     "headers": {k.lower(): v for k, v in self.headers.items()},
                     "body": body.decode("utf-8", "replace"),
                 })
+                entry = received[-1]
                 n = len(received)
-                queue = scripts.get(self.path.split("?")[0]) or []
+                path = self.path.split("?")[0]
+                queue = scripts.get(path) or []
                 step = queue.pop(0) if queue else None
+                if step is None and path in chaos:
+                    c = chaos[path]
+                    r = c["rng"].random()
+                    if r < c.get("hang_rate", 0):
+                        step = {"hang": c.get("hang", 15), "status": 504}
+                    elif r < c.get("hang_rate", 0) + c.get("error_rate", 0):
+                        step = {"status": 500 if r * 1000 % 2 < 1 else 503}
+                # What the gateway did: its status, or "hang" (the client had gone).
+                entry["status"] = "hang" if step and "hang" in step else (
+                    step.get("status", 200) if step else 200)
             if step is None:
                 return self._reply(200, json.dumps({"id": f"gw-{n}"}).encode())
             if "hang" in step:
                 time.sleep(step["hang"])
+                if "status" in step:
+                    try:
+                        return self._reply(step["status"], b"{}")
+                    except OSError:
+                        return  # the client gave up long ago
             status = step.get("status", 200)
             extra = {"Location": step["location"]} if "location" in step else None
             payload = step.get("body", {})
@@ -319,6 +374,10 @@ def main():
     p.add_argument("--dir")
     p.add_argument("--user", default="flare")
     p.add_argument("--password", default="flare-test-password")
+    p.add_argument("--fail-rate", type=float, default=0.0)
+    p.add_argument("--hang-rate", type=float, default=0.0)
+    p.add_argument("--hang", type=float, default=30.0)
+    p.add_argument("--seed", type=int, default=1)
     args = p.parse_args()
     {"moto": run_moto, "smtp": run_smtp, "gateway": run_gateway,
      "sqs-sink": run_sqs_sink}[args.kind](args)

@@ -16,6 +16,7 @@
 
 pub mod app;
 pub mod domain;
+pub mod faults;
 pub mod memory;
 pub mod ports;
 pub mod secrets_cache;

@@ -22,6 +22,7 @@ pub use flare_aws::AwsOptions;
 
 pub mod conformance;
 pub mod fanout;
+pub mod faults;
 pub mod queues;
 pub mod runtime;
 pub mod stack;
@@ -197,6 +198,22 @@ impl Moto {
         flare_aws::sdk_config(self.aws_options()).await
     }
 
+    /// A configuration with DynamoDB on `dynamodb` and every other service on this
+    /// server. moto serves one request at a time on one core; a test heavy on both
+    /// DynamoDB and SQS runs twice as fast on two servers.
+    pub async fn split_sdk_config(&self, dynamodb: &Moto) -> flare_aws::SdkConfig {
+        let mut opts = self.aws_options();
+        opts.endpoint_url = None;
+        flare_aws::sdk_config(opts)
+            .await
+            .into_builder()
+            .service_config(SplitEndpoints {
+                dynamodb: dynamodb.url.clone(),
+                rest: self.url.clone(),
+            })
+            .build()
+    }
+
     /// moto's view of everything it holds (`GET /moto-api/data.json`). moto builds it
     /// by walking its state, which other tests may be changing at that moment ("changed
     /// size during iteration"): a failed read is tried again.
@@ -246,6 +263,27 @@ impl Moto {
     }
 }
 
+/// Each service's endpoint, as `AWS_ENDPOINT_URL_<SERVICE>` would give it (a client
+/// consults it when the shared configuration sets no endpoint in code).
+#[derive(Debug)]
+struct SplitEndpoints {
+    dynamodb: String,
+    rest: String,
+}
+
+impl aws_types::service_config::LoadServiceConfig for SplitEndpoints {
+    fn load_config(&self, key: aws_types::service_config::ServiceConfigKey<'_>) -> Option<String> {
+        if key.profile() != "endpoint_url" {
+            return None;
+        }
+        Some(if key.service_id() == "DynamoDB" {
+            self.dynamodb.clone()
+        } else {
+            self.rest.clone()
+        })
+    }
+}
+
 fn list(v: &serde_json::Value) -> Vec<serde_json::Value> {
     v.as_array().cloned().unwrap_or_default()
 }
@@ -277,23 +315,53 @@ impl SmtpSink {
     pub const PASSWORD: &'static str = "flare-test-password";
 
     pub fn start() -> anyhow::Result<Self> {
+        Self::start_with(&[])
+    }
+
+    /// A server of its own that refuses `fail_rate` of the messages with a temporary
+    /// error (451) and stops answering for `hang` on `hang_rate` of them (then 421);
+    /// neither is kept. [`Self::fault_counts`] says how many of each there were.
+    pub fn start_faulty(fail_rate: f64, hang_rate: f64, hang: Duration) -> anyhow::Result<Self> {
+        Self::start_with(&[
+            "--fail-rate".into(),
+            fail_rate.to_string(),
+            "--hang-rate".into(),
+            hang_rate.to_string(),
+            "--hang".into(),
+            hang.as_secs_f64().to_string(),
+        ])
+    }
+
+    /// `(refused, hung)` so far.
+    pub fn fault_counts(&self) -> (u64, u64) {
+        let path = self.mail_dir.join("..").join("counts.json");
+        let v: serde_json::Value = std::fs::read(path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        (
+            v["refused"].as_u64().unwrap_or(0),
+            v["hung"].as_u64().unwrap_or(0),
+        )
+    }
+
+    fn start_with(extra: &[String]) -> anyhow::Result<Self> {
         let dir = TempDir::new("smtp")?;
         let (port, tls_port) = (free_port(), free_port());
-        let process = ServerProcess::start(
-            "smtp",
-            &[
-                "--port".into(),
-                port.to_string(),
-                "--tls-port".into(),
-                tls_port.to_string(),
-                "--dir".into(),
-                dir.0.display().to_string(),
-                "--user".into(),
-                Self::USER.into(),
-                "--password".into(),
-                Self::PASSWORD.into(),
-            ],
-        )?;
+        let mut args: Vec<String> = extra.to_vec();
+        args.extend([
+            "--port".into(),
+            port.to_string(),
+            "--tls-port".into(),
+            tls_port.to_string(),
+            "--dir".into(),
+            dir.0.display().to_string(),
+            "--user".into(),
+            Self::USER.into(),
+            "--password".into(),
+            Self::PASSWORD.into(),
+        ]);
+        let process = ServerProcess::start("smtp", &args)?;
         Ok(Self {
             host: process.str("host"),
             ca_pem: process.str("ca").into(),
@@ -367,6 +435,26 @@ impl Gateway {
             .error_for_status()?
             .json()
             .await?)
+    }
+
+    /// Unscripted requests to `path` answer 500 or 503 at `error_rate` and hang for
+    /// `hang` (then 504) at `hang_rate`; each request's record carries its `status`
+    /// (`"hang"` for a hung one).
+    pub async fn faults(
+        &self,
+        path: &str,
+        error_rate: f64,
+        hang_rate: f64,
+        hang: Duration,
+    ) -> anyhow::Result<()> {
+        http()
+            .post(format!("{}/_chaos", self.url))
+            .json(&serde_json::json!({"path": path, "error_rate": error_rate,
+                "hang_rate": hang_rate, "hang": hang.as_secs_f64()}))
+            .send()
+            .await?
+            .error_for_status()?;
+        Ok(())
     }
 
     pub async fn requests_to(&self, path: &str) -> anyhow::Result<Vec<serde_json::Value>> {

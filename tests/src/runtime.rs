@@ -75,6 +75,11 @@ const ARM64_SYSROOT: &str = "/usr/aarch64-linux-gnu";
 const QEMU_FIX: &str = "apt-get install qemu-user libc6-arm64-cross libgcc-s1-arm64-cross (scripts/setup-arm64-emulation does this)";
 
 impl Deployed {
+    /// The function's packaged executable.
+    pub fn bootstrap(&self, name: &str) -> PathBuf {
+        self.dir.join(name).join("bootstrap")
+    }
+
     pub fn binary(&self, name: &str) -> Binary {
         let bootstrap = self.dir.join(name).join("bootstrap");
         match &self.qemu {

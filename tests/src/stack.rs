@@ -28,7 +28,18 @@ pub const MAX_RECEIVES: u32 = 5;
 
 impl AwsStack {
     pub async fn create(moto: &Moto) -> anyhow::Result<Self> {
-        let sdk = moto.sdk_config().await;
+        Self::create_with_visibility(moto, 0).await
+    }
+
+    /// A stack whose queues hide a received job for `visibility` seconds (0: redelivered
+    /// at once, as most tests want; the fault-injection test wants AWS's proportions,
+    /// a visibility longer than a crashed attempt's claim).
+    pub async fn create_with_visibility(moto: &Moto, visibility: u32) -> anyhow::Result<Self> {
+        Self::create_on(moto.sdk_config().await, visibility).await
+    }
+
+    /// The same on any SDK configuration (for example [`crate::split_sdk_config`]).
+    pub async fn create_on(sdk: SdkConfig, visibility: u32) -> anyhow::Result<Self> {
         let db = aws::dynamodb(&sdk);
         let tables = Tables {
             settings: unique("settings"),
@@ -67,10 +78,9 @@ impl AwsStack {
             let url = sqs
                 .create_queue()
                 .queue_name(unique(c.as_str()))
-                // Redelivered at once in tests: a failed job comes straight back.
                 .attributes(
                     aws_sdk_sqs::types::QueueAttributeName::VisibilityTimeout,
-                    "0",
+                    visibility.to_string(),
                 )
                 .attributes(
                     aws_sdk_sqs::types::QueueAttributeName::RedrivePolicy,
@@ -162,6 +172,21 @@ impl AwsStack {
                     == Some(token)
             })
             .and_then(|e| e.endpoint_arn().map(str::to_string))
+    }
+
+    /// Messages in a queue, visible or being handled.
+    pub async fn in_queue(&self, url: &str) -> anyhow::Result<u64> {
+        use aws_sdk_sqs::types::QueueAttributeName as A;
+        let out = aws::sqs(&self.sdk)
+            .get_queue_attributes()
+            .queue_url(url)
+            .attribute_names(A::ApproximateNumberOfMessages)
+            .attribute_names(A::ApproximateNumberOfMessagesNotVisible)
+            .send()
+            .await?;
+        let attrs = out.attributes.unwrap_or_default();
+        let n = |a: A| -> u64 { attrs.get(&a).and_then(|v| v.parse().ok()).unwrap_or(0) };
+        Ok(n(A::ApproximateNumberOfMessages) + n(A::ApproximateNumberOfMessagesNotVisible))
     }
 
     /// Messages waiting in a queue (visible now).

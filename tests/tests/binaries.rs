@@ -541,3 +541,26 @@ async fn a_function_missing_a_variable_stops_at_start_naming_it() {
         "an exited function answers nothing: {invoked:?}"
     );
 }
+
+/// The fault-injection points (`flare_shared::faults`) are compiled out of what is
+/// deployed: only the tests' dev-dependency turns the feature on, and without it the
+/// crash point's code (and its marker text) is not in the binary.
+#[test]
+fn the_deployed_binaries_contain_no_fault_injection() {
+    let deployed = runtime::deployed_binaries().unwrap_or_else(|e| panic!("{e:#}"));
+    let marker = flare_shared::faults::MARKER.as_bytes();
+    for name in runtime::FUNCTIONS {
+        let path = deployed.bootstrap(name);
+        let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert!(
+            bytes.len() > 1_000_000,
+            "{} is a real binary",
+            path.display()
+        );
+        assert!(
+            !bytes.windows(marker.len()).any(|w| w == marker),
+            "{} contains the fault-injection code",
+            path.display()
+        );
+    }
+}

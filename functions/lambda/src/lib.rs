@@ -68,7 +68,7 @@ impl DeliveryFunction {
         event: SqsEvent,
         deadline: std::time::SystemTime,
     ) -> SqsBatchResponse {
-        use futures::StreamExt;
+        use futures::{FutureExt, StreamExt};
         // The messages of a batch run side by side (one hung server must not hold up the
         // others, other organizations' jobs included), each cut off shortly before the
         // deadline, so the answer names what is unfinished instead of Lambda timing the
@@ -79,12 +79,23 @@ impl DeliveryFunction {
                     .duration_since(std::time::SystemTime::now())
                     .unwrap_or_default()
                     .saturating_sub(ANSWER_MARGIN);
-                let done =
-                    tokio::time::timeout(left, self.handle_one(&message, lease_for(left))).await;
-                let done = done.unwrap_or_else(|_| {
-                    tracing::warn!(message_id = ?message.message_id, "job not finished before the invocation's deadline: returned to the queue");
-                    false
-                });
+                // A panic (a bug, or an injected crash) ends this job's attempt alone:
+                // it is returned to the queue and the rest of the batch carries on.
+                let attempt = std::panic::AssertUnwindSafe(
+                    self.handle_one(&message, lease_for(left)),
+                )
+                .catch_unwind();
+                let done = match tokio::time::timeout(left, attempt).await {
+                    Ok(Ok(done)) => done,
+                    Ok(Err(_)) => {
+                        tracing::error!(message_id = ?message.message_id, "job panicked: returned to the queue");
+                        false
+                    }
+                    Err(_) => {
+                        tracing::warn!(message_id = ?message.message_id, "job not finished before the invocation's deadline: returned to the queue");
+                        false
+                    }
+                };
                 (message, done)
             })
             .buffer_unordered(BATCH_CONCURRENCY)
@@ -340,6 +351,54 @@ mod tests {
                 provider_message_id: Some(format!("m-{}", sms.to.as_str())),
             })
         }
+    }
+
+    /// SMS whose sender panics for one number (a bug in a provider) and sends the others.
+    struct PanicsFor(&'static str);
+
+    #[async_trait::async_trait]
+    impl SmsSender for PanicsFor {
+        async fn send(&self, sms: &SmsMessage) -> Result<Receipt, SendError> {
+            assert_ne!(sms.to.as_str(), self.0, "a provider bug");
+            Ok(Receipt {
+                provider: Provider::Sns,
+                provider_message_id: Some(format!("m-{}", sms.to.as_str())),
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_job_that_panics_is_returned_alone_and_the_rest_of_its_batch_is_delivered() {
+        let numbers = ["+14155550101", "+14155550102", "+14155550103"];
+        let (log, n, messages) = sms_jobs(&numbers).await;
+        let mut f = function();
+        f.deliverer.log = log.clone();
+        f.deliverer
+            .sms
+            .insert(Provider::Sns, Arc::new(PanicsFor(numbers[1])));
+        let mut event = SqsEvent::default();
+        event.records = messages;
+        let response = f.handle(event).await;
+        let failed: Vec<&str> = response
+            .batch_item_failures
+            .iter()
+            .map(|f| f.item_identifier.as_str())
+            .collect();
+        assert_eq!(failed, ["m-1"], "only the job that panicked is returned");
+        let logged = log
+            .get_notification(&n.org_id, &n.notification_id)
+            .await
+            .unwrap()
+            .unwrap();
+        let statuses: Vec<_> = logged.records.iter().map(|r| r.status).collect();
+        assert_eq!(
+            statuses
+                .iter()
+                .filter(|s| **s == DeliveryStatus::Sent)
+                .count(),
+            2,
+            "{statuses:?}"
+        );
     }
 
     /// A manual SMS notification with one pending SMS record per number, in a fresh

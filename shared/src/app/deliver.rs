@@ -250,6 +250,13 @@ impl Deliverer {
         );
         match result {
             Ok(receipt) => {
+                if crate::faults::crash_after_send(job) {
+                    // As if the process died here: nothing after this runs.
+                    panic!(
+                        "{}: injected crash between the provider's answer and the sent write",
+                        crate::faults::MARKER
+                    );
+                }
                 finish(Finish::Sent {
                     attempt: attempts,
                     provider: receipt.provider,
