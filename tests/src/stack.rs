@@ -58,6 +58,12 @@ impl AwsStack {
             let dlq = sqs
                 .create_queue()
                 .queue_name(unique(&format!("{}-dlq", c.as_str())))
+                // A job a dead-letter queue could not settle yet comes back as soon as
+                // its main queue's would (SQS's default is 30 s).
+                .attributes(
+                    aws_sdk_sqs::types::QueueAttributeName::VisibilityTimeout,
+                    visibility.to_string(),
+                )
                 .send()
                 .await?
                 .queue_url

@@ -70,3 +70,141 @@ async fn a_notifications_items_all_expire_from_its_creation() {
         "{expiries:?} != {expected}"
     );
 }
+
+/// The suite again with every notification's records spread over shards (one record's
+/// worth per shard, so even the suite's small notifications are sharded).
+#[tokio::test]
+async fn the_dynamodb_log_keeps_every_promise_with_its_records_sharded_on_moto() {
+    let stack = AwsStack::create(moto()).await.unwrap();
+    let db = flare_aws::dynamodb(&stack.sdk);
+    let log = DynamoDeliveryLog::new(db.clone(), &stack.tables.log).with_shard_records(1);
+    let org = OrgId::parse(&unique("org")).unwrap();
+    conformance::delivery_log(&log, &org).await;
+    let items = db
+        .scan()
+        .table_name(&stack.tables.log)
+        .send()
+        .await
+        .unwrap()
+        .items
+        .unwrap_or_default();
+    let pks: Vec<&str> = items
+        .iter()
+        .filter_map(|i| i.get("pk")?.as_s().ok().map(String::as_str))
+        .filter(|pk| pk.starts_with(&format!("ORG#{org}#")))
+        .collect();
+    assert!(
+        pks.iter().any(|pk| pk.contains("#S")),
+        "records in shard partitions: {pks:?}"
+    );
+}
+
+/// A big notification's records are spread over shards by its first write, and an
+/// instance that has never seen it (a delivery function's fresh instance) still finds
+/// each one: claims, finishes, a recipient's records, the whole notification, its pages
+/// and its counts; a replay puts nothing in the wrong partition.
+#[tokio::test]
+async fn an_instance_that_never_saw_a_sharded_notification_finds_its_records_on_moto() {
+    use flare_shared::domain::*;
+    use flare_shared::ports::{Claim, DeliveryLog, Finish};
+    let stack = AwsStack::create(moto()).await.unwrap();
+    let db = flare_aws::dynamodb(&stack.sdk);
+    let writer = DynamoDeliveryLog::new(db.clone(), &stack.tables.log).with_shard_records(4);
+    let org = OrgId::parse(&unique("org")).unwrap();
+    let n = conformance::notification(&org);
+    let records: Vec<_> = (0..20)
+        .map(|i| conformance::record(&n, &format!("u-{i}"), Channel::Sms, false))
+        .collect();
+    writer.create_notification(&n).await.unwrap();
+    writer.put_first_records(&n, &records).await.unwrap();
+    let id = &n.notification_id;
+    let pks: std::collections::HashSet<String> = db
+        .scan()
+        .table_name(&stack.tables.log)
+        .send()
+        .await
+        .unwrap()
+        .items
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|i| i.get("pk")?.as_s().ok().cloned())
+        .filter(|pk| pk.contains(&id.to_string()))
+        .collect();
+    // 20 records, 4 a shard: 5 shards, as many as the 20 recipients' hashes fill.
+    assert!(
+        pks.len() >= 3 && pks.iter().filter(|pk| pk.contains("#S")).count() == pks.len() - 1,
+        "the notification's partition and its shards: {pks:?}"
+    );
+
+    // Another instance: knows nothing about the layout.
+    let reader = DynamoDeliveryLog::new(db.clone(), &stack.tables.log);
+    let u = |i: usize| RecipientRef::User(UserId::parse(&format!("u-{i}")).unwrap());
+    let lease = std::time::Duration::from_secs(30);
+    assert!(matches!(
+        reader
+            .claim(&org, id, &u(3), Channel::Sms, lease)
+            .await
+            .unwrap(),
+        Claim::Claimed { attempts: 1 }
+    ));
+    let fresh = DynamoDeliveryLog::new(db.clone(), &stack.tables.log);
+    assert!(
+        fresh
+            .finish(
+                &org,
+                id,
+                &u(3),
+                Channel::Sms,
+                Finish::Sent {
+                    attempt: 1,
+                    provider: Provider::Sns,
+                    provider_message_id: None
+                }
+            )
+            .await
+            .unwrap(),
+        "a finish from a third instance finds the record"
+    );
+    let fresh = DynamoDeliveryLog::new(db.clone(), &stack.tables.log);
+    let mine = fresh.recipient_records(&org, id, &u(7)).await.unwrap();
+    assert_eq!(mine.len(), 1);
+    let fresh = DynamoDeliveryLog::new(db.clone(), &stack.tables.log);
+    let logged = fresh.get_notification(&org, id).await.unwrap().unwrap();
+    assert_eq!(logged.records.len(), 20);
+    assert_eq!(
+        logged
+            .records
+            .iter()
+            .filter(|r| r.status == DeliveryStatus::Sent)
+            .count(),
+        1
+    );
+    // Pages of 6 recipients over the shards: every recipient once, in key order.
+    let fresh = DynamoDeliveryLog::new(db.clone(), &stack.tables.log);
+    let mut seen = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let (page, next) = fresh
+            .notification_page(&org, id, after.as_deref(), 6)
+            .await
+            .unwrap()
+            .unwrap();
+        seen.extend(page.records.iter().map(|r| r.recipient.key()));
+        match next {
+            Some(n) => after = Some(n),
+            None => break,
+        }
+    }
+    let mut sorted = seen.clone();
+    sorted.sort();
+    assert_eq!(seen, sorted, "in key order across the shards");
+    assert_eq!(seen.len(), 20);
+    // A replay from yet another instance writes nothing new and nothing beside.
+    let fresh = DynamoDeliveryLog::new(db.clone(), &stack.tables.log);
+    fresh.put_records(&n, &records).await.unwrap();
+    let logged = fresh.get_notification(&org, id).await.unwrap().unwrap();
+    assert_eq!(logged.records.len(), 20);
+    let listed = fresh.list_notifications(&org, None, 10).await.unwrap();
+    assert_eq!(listed[0].counts.sent, 1, "{:?}", listed[0].counts);
+    assert_eq!(listed[0].counts.pending, 19, "{:?}", listed[0].counts);
+}

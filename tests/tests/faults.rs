@@ -10,10 +10,10 @@
 #[path = "support/faults.rs"]
 mod scenario;
 
-/// 300 recipients (900 records, about 650 job runs): moto, one request at a time,
+/// 200 recipients (600 records, about 450 job runs): moto, one request at a time,
 /// is the bottleneck; 500 take about 57 s on a 2-core machine (the benchmark runs
 /// bigger sizes). `FLARE_FAULTS_RECIPIENTS` sets another multiple of 100.
-const RECIPIENTS: usize = 300;
+const RECIPIENTS: usize = 200;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_dispatch_under_injected_faults_ends_with_nothing_pending_and_nothing_sent_twice() {

@@ -4,14 +4,27 @@
 //! |---------------------------|--------------------------|-------------------------------|
 //! | `ORG#{org}#N#{id}`        | `NOTIFICATION`           | the notification              |
 //! | `ORG#{org}#N#{id}`        | `R#{recipient}#{channel}`| one delivery record           |
+//! | `ORG#{org}#N#{id}#S{k}`   | `R#{recipient}#{channel}`| the same, in a sharded one    |
 //! | `ORG#{org}#N#{id}`        | `ACK#{user}`             | an acknowledgement            |
 //!
 //! The notification item also carries `org_index` (`ORG#{org}`) and `created_index`
 //! (creation time in milliseconds, 16 digits, `#`, the id): the sparse index
 //! [`NEWEST_INDEX`] on them lists an organization's notifications newest first.
 //!
-//! One partition per notification: reading it is one Query, and the organization in
-//! the key keeps every read scoped. Records are created with BatchWriteItem (25 a call);
+//! A notification of more than [`SHARD_RECORDS`] records (a dispatch to some 330
+//! recipients or more) spreads its records over `shards` partitions
+//! (`ORG#{org}#N#{id}#S{k}`, `k` a stable hash of the recipient, so one recipient's
+//! records share a partition): a cold dispatch to 10,000 people would otherwise write
+//! 30,000 items, and then every claim and finish, to one partition key, whose limit is
+//! 1,000 write units a second. The notification item says how many (`shards`, absent for
+//! one); only the first write of a notification chooses it. Reads of the whole
+//! notification fan out over the shards. A claim, finish or recipient read goes to the
+//! base partition unless this instance already knows the notification is sharded; when
+//! it finds nothing there it reads the notification's `shards` once and remembers it,
+//! so a notification that is not sharded (nearly all of them) costs nothing extra.
+//!
+//! Otherwise one partition per notification: reading it is one Query, and the
+//! organization in the key keeps every read scoped. Records are created with BatchWriteItem (25 a call);
 //! a claim is a conditional UpdateItem (`status = pending` and no live lease), so two
 //! attempts never both send. Every item carries `expires_at` for DynamoDB's TTL.
 
@@ -47,10 +60,64 @@ fn created_index(p: &ListPosition) -> String {
 }
 const CONDITION_FAILED: &str = "ConditionalCheckFailedException";
 
+/// Records per partition: a notification with more spreads them over several.
+pub const SHARD_RECORDS: usize = 1_000;
+/// At most this many record partitions per notification.
+pub const MAX_SHARDS: usize = 100;
+const SHARDS: &str = "shards";
+/// Notifications whose shard count an instance remembers (then it starts over).
+const SHARD_CACHE: usize = 10_000;
+
 #[derive(Clone, Debug)]
 pub struct DynamoDeliveryLog {
     client: Client,
     table: String,
+    records_per_shard: usize,
+    /// Base partition key -> shard count, for the notifications known to be sharded
+    /// (a count never changes once the records are written).
+    sharded: std::sync::Arc<std::sync::Mutex<HashMap<String, u32>>>,
+}
+
+/// How many partitions `records` records of a new notification go to.
+fn shard_count(records: usize, per_shard: usize) -> u32 {
+    records.div_ceil(per_shard.max(1)).clamp(1, MAX_SHARDS) as u32
+}
+
+/// A stable hash of the recipient (FNV-1a): the same shard on every instance, build and
+/// version, unlike the standard library's hasher.
+fn shard_of(recipient: &RecipientRef, shards: u32) -> u32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in recipient.key().bytes() {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    h % shards.max(1)
+}
+
+/// The partition of a recipient's records in a notification of `shards` partitions.
+fn record_pk(base: &str, recipient: &RecipientRef, shards: u32) -> String {
+    if shards <= 1 {
+        base.to_string()
+    } else {
+        format!("{base}#S{:02}", shard_of(recipient, shards))
+    }
+}
+
+/// A notification item's `shards` (1 when absent).
+fn item_shards(item: &Item) -> u32 {
+    item.get(SHARDS)
+        .and_then(|v| v.as_n().ok())
+        .and_then(|v| v.parse::<u32>().ok())
+        .unwrap_or(1)
+}
+
+/// Every record partition of a notification of `shards` partitions.
+fn record_pks(base: &str, shards: u32) -> Vec<String> {
+    if shards <= 1 {
+        vec![base.to_string()]
+    } else {
+        (0..shards).map(|k| format!("{base}#S{k:02}")).collect()
+    }
 }
 
 fn s(v: impl Into<String>) -> AttributeValue {
@@ -96,6 +163,7 @@ fn decode<T: serde::de::DeserializeOwned>(mut item: Item) -> StoreResult<T> {
         "lease_ms",
         ORG_INDEX,
         CREATED_INDEX,
+        SHARDS,
     ] {
         item.remove(k);
     }
@@ -148,28 +216,86 @@ impl DynamoDeliveryLog {
             .consistent_read(true)
     }
 
-    /// A notification's deliveries counted by state: its records' `status` only.
-    async fn count(&self, n: &Notification) -> StoreResult<StatusCounts> {
+    /// A notification's deliveries counted by state: its records' `status` only, in each
+    /// of its `shards` record partitions.
+    async fn count(&self, n: &Notification, shards: u32) -> StoreResult<StatusCounts> {
         #[derive(serde::Deserialize)]
         struct State {
             status: flare_shared::domain::DeliveryStatus,
         }
-        let pk = notification_pk(&n.org_id, &n.notification_id);
+        let base = notification_pk(&n.org_id, &n.notification_id);
         let mut counts = StatusCounts::default();
-        self.each_item(
-            "Query record states",
-            || {
-                self.partition(&pk, "R#")
-                    .projection_expression("#status")
-                    .expression_attribute_names("#status", "status")
-            },
-            |item| {
-                counts.add(decode::<State>(item)?.status);
-                Ok(true)
-            },
-        )
-        .await?;
+        for pk in record_pks(&base, shards) {
+            self.each_item(
+                "Query record states",
+                || {
+                    self.partition(&pk, "R#")
+                        .projection_expression("#status")
+                        .expression_attribute_names("#status", "status")
+                },
+                |item| {
+                    counts.add(decode::<State>(item)?.status);
+                    Ok(true)
+                },
+            )
+            .await?;
+        }
         Ok(counts)
+    }
+
+    /// A notification's record shards: what this instance remembers, else the
+    /// notification item's `shards` (remembered when there), else 1.
+    async fn shards(&self, base: &str) -> StoreResult<u32> {
+        if let Some(k) = self.known_shards(base) {
+            return Ok(k);
+        }
+        let item = self
+            .get_record(HashMap::from([
+                ("pk".to_string(), s(base)),
+                ("sk".to_string(), s(NOTIFICATION_SK)),
+            ]))
+            .await?;
+        let k = item.as_ref().map_or(1, item_shards);
+        if k > 1 {
+            self.remember_shards(base, k);
+        }
+        Ok(k)
+    }
+
+    fn known_shards(&self, base: &str) -> Option<u32> {
+        self.sharded
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(base)
+            .copied()
+    }
+
+    fn remember_shards(&self, base: &str, k: u32) {
+        let mut known = self.sharded.lock().unwrap_or_else(|e| e.into_inner());
+        if known.len() >= SHARD_CACHE {
+            known.clear();
+        }
+        known.insert(base.to_string(), k);
+    }
+
+    /// Where this instance would look for a recipient's records without any read: its
+    /// shard when the notification is known to be sharded, else the base partition.
+    fn likely_pk(&self, base: &str, recipient: &RecipientRef) -> (String, bool) {
+        match self.known_shards(base) {
+            Some(k) => (record_pk(base, recipient, k), true),
+            None => (base.to_string(), false),
+        }
+    }
+
+    /// After nothing was found at the base partition: the recipient's shard, when the
+    /// notification turns out to be sharded.
+    async fn shard_pk_after_miss(
+        &self,
+        base: &str,
+        recipient: &RecipientRef,
+    ) -> StoreResult<Option<String>> {
+        let k = self.shards(base).await?;
+        Ok((k > 1).then(|| record_pk(base, recipient, k)))
     }
 
     /// A notification's acknowledgements.
@@ -192,18 +318,20 @@ impl DynamoDeliveryLog {
         Self {
             client,
             table: table.into(),
+            records_per_shard: SHARD_RECORDS,
+            sharded: Default::default(),
         }
     }
 
-    fn key(
-        &self,
-        org: &OrgId,
-        id: &NotificationId,
-        recipient: &RecipientRef,
-        channel: Channel,
-    ) -> Item {
+    /// The same log with another shard size (tests shard tiny notifications with it).
+    pub fn with_shard_records(mut self, records_per_shard: usize) -> Self {
+        self.records_per_shard = records_per_shard.max(1);
+        self
+    }
+
+    fn key(pk: String, recipient: &RecipientRef, channel: Channel) -> Item {
         HashMap::from([
-            ("pk".to_string(), s(notification_pk(org, id))),
+            ("pk".to_string(), s(pk)),
             ("sk".to_string(), s(record_sk(recipient, channel))),
         ])
     }
@@ -265,22 +393,34 @@ impl DeliveryLog for DynamoDeliveryLog {
         id: &NotificationId,
         recipient: &RecipientRef,
     ) -> StoreResult<Vec<DeliveryRecord>> {
-        let out = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
-            .expression_attribute_values(":pk", s(notification_pk(org, id)))
-            .expression_attribute_values(":prefix", s(format!("R#{}#", recipient.key())))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| store_error(e, "Query recipient records"))?;
-        out.items
-            .unwrap_or_default()
-            .into_iter()
-            .map(decode)
-            .collect()
+        let base = notification_pk(org, id);
+        let query = |pk: String| async move {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
+                .expression_attribute_values(":pk", s(pk))
+                .expression_attribute_values(":prefix", s(format!("R#{}#", recipient.key())))
+                .consistent_read(true)
+                .send()
+                .await
+                .map_err(|e| store_error(e, "Query recipient records"))?;
+            out.items
+                .unwrap_or_default()
+                .into_iter()
+                .map(decode)
+                .collect::<StoreResult<Vec<DeliveryRecord>>>()
+        };
+        let (pk, known) = self.likely_pk(&base, recipient);
+        let records = query(pk).await?;
+        if records.is_empty()
+            && !known
+            && let Some(pk) = self.shard_pk_after_miss(&base, recipient).await?
+        {
+            return query(pk).await;
+        }
+        Ok(records)
     }
 
     async fn get_notification(
@@ -290,6 +430,7 @@ impl DeliveryLog for DynamoDeliveryLog {
     ) -> StoreResult<Option<Logged>> {
         let pk = notification_pk(org, id);
         let mut notification = None;
+        let mut shards = 1;
         let mut records = Vec::new();
         let mut acks = Vec::new();
         self.each_item(
@@ -308,6 +449,7 @@ impl DeliveryLog for DynamoDeliveryLog {
                     .cloned()
                     .unwrap_or_default();
                 if sk == NOTIFICATION_SK {
+                    shards = item_shards(&item);
                     notification = Some(decode::<Notification>(item)?);
                 } else if sk.starts_with("R#") {
                     records.push(decode::<DeliveryRecord>(item)?);
@@ -319,6 +461,20 @@ impl DeliveryLog for DynamoDeliveryLog {
             },
         )
         .await?;
+        if shards > 1 {
+            self.remember_shards(&pk, shards);
+            for shard in record_pks(&pk, shards) {
+                self.each_item(
+                    "Query notification shard",
+                    || self.partition(&shard, "R#"),
+                    |item| {
+                        records.push(decode::<DeliveryRecord>(item)?);
+                        Ok(true)
+                    },
+                )
+                .await?;
+            }
+        }
         Ok(notification.map(|notification| Logged {
             notification,
             records,
@@ -332,11 +488,14 @@ impl DeliveryLog for DynamoDeliveryLog {
     async fn put_records(&self, n: &Notification, records: &[DeliveryRecord]) -> StoreResult<()> {
         use futures::StreamExt;
         let expires = expires_at(n.created_at);
+        // A replay keeps the layout the first write chose (never chooses one itself).
+        let base = notification_pk(&n.org_id, &n.notification_id);
+        let shards = self.shards(&base).await?;
         let items = records
             .iter()
             .map(|r| {
                 encode(
-                    notification_pk(&n.org_id, &r.notification_id),
+                    record_pk(&base, &r.recipient, shards),
                     record_sk(&r.recipient, r.channel),
                     r,
                     expires,
@@ -359,9 +518,30 @@ impl DeliveryLog for DynamoDeliveryLog {
         records: &[DeliveryRecord],
     ) -> StoreResult<()> {
         let expires = expires_at(n.created_at);
+        let base = notification_pk(&n.org_id, &n.notification_id);
+        let shards = shard_count(records.len(), self.records_per_shard);
+        if shards > 1 {
+            // Said on the notification before any record is written, so whoever finds a
+            // record can find the others.
+            self.client
+                .update_item()
+                .table_name(&self.table)
+                .set_key(Some(HashMap::from([
+                    ("pk".to_string(), s(base.clone())),
+                    ("sk".to_string(), s(NOTIFICATION_SK)),
+                ])))
+                .update_expression("SET #shards = :shards")
+                .condition_expression("attribute_exists(pk)")
+                .expression_attribute_names("#shards", SHARDS)
+                .expression_attribute_values(":shards", AttributeValue::N(shards.to_string()))
+                .send()
+                .await
+                .map_err(|e| store_error(e, "UpdateItem notification shards"))?;
+            self.remember_shards(&base, shards);
+        }
         batch_write(&self.client, &self.table, records, |r| {
             encode(
-                notification_pk(&n.org_id, &r.notification_id),
+                record_pk(&base, &r.recipient, shards),
                 record_sk(&r.recipient, r.channel),
                 r,
                 expires,
@@ -378,9 +558,229 @@ impl DeliveryLog for DynamoDeliveryLog {
         channel: Channel,
         lease: std::time::Duration,
     ) -> StoreResult<Claim> {
+        let base = notification_pk(org, id);
+        let (pk, known) = self.likely_pk(&base, recipient);
+        let claim = self
+            .claim_at(Self::key(pk, recipient, channel), lease)
+            .await?;
+        if matches!(claim, Claim::Missing)
+            && !known
+            && let Some(pk) = self.shard_pk_after_miss(&base, recipient).await?
+        {
+            return self
+                .claim_at(Self::key(pk, recipient, channel), lease)
+                .await;
+        }
+        Ok(claim)
+    }
+
+    async fn finish(
+        &self,
+        org: &OrgId,
+        id: &NotificationId,
+        recipient: &RecipientRef,
+        channel: Channel,
+        outcome: Finish,
+    ) -> StoreResult<bool> {
+        let base = notification_pk(org, id);
+        let (pk, known) = self.likely_pk(&base, recipient);
+        let update = FinishUpdate::of(outcome);
+        if self
+            .finish_at(Self::key(pk, recipient, channel), &update)
+            .await?
+        {
+            return Ok(true);
+        }
+        // Not moved: done already, or (the layout not known here yet) in a shard.
+        if !known && let Some(pk) = self.shard_pk_after_miss(&base, recipient).await? {
+            return self
+                .finish_at(Self::key(pk, recipient, channel), &update)
+                .await;
+        }
+        Ok(false)
+    }
+
+    /// The notification item, then its records from the one after `after` on (sort key
+    /// between `R#{after}#~` and `R$`: `~` follows every channel, `$` follows `#`) until
+    /// `recipients` recipients are read, then its acks: reads only the page.
+    async fn notification_page(
+        &self,
+        org: &OrgId,
+        id: &NotificationId,
+        after: Option<&str>,
+        recipients: usize,
+    ) -> StoreResult<Option<(Logged, Option<String>)>> {
+        let pk = notification_pk(org, id);
+        let key: Item = [
+            ("pk".to_string(), s(pk.clone())),
+            ("sk".to_string(), s(NOTIFICATION_SK)),
+        ]
+        .into();
+        let Some(item) = self.get_record(key).await? else {
+            return Ok(None);
+        };
+        let shards = item_shards(&item);
+        if shards > 1 {
+            self.remember_shards(&pk, shards);
+        }
+        let notification: Notification = decode(item)?;
+        let from = after.map_or_else(|| "R#".to_string(), |a| format!("R#{a}#~"));
+        // From each partition, the records of at most `recipients + 1` recipients in key
+        // order (each recipient is in one partition); merged, the first `recipients` of
+        // them are the page, and one more means there is a next page.
+        let mut records: Vec<(String, DeliveryRecord)> = Vec::new();
+        for shard in record_pks(&pk, shards) {
+            let mut keys = 0;
+            let mut last: Option<String> = None;
+            self.each_item(
+                "Query notification page",
+                || {
+                    self.client
+                        .query()
+                        .key_condition_expression("pk = :pk AND sk BETWEEN :from AND :to")
+                        .expression_attribute_values(":pk", s(shard.clone()))
+                        .expression_attribute_values(":from", s(from.clone()))
+                        .expression_attribute_values(":to", s("R$"))
+                        .consistent_read(true)
+                },
+                |item| {
+                    let sk = item
+                        .get("sk")
+                        .and_then(|v| v.as_s().ok())
+                        .cloned()
+                        .unwrap_or_default();
+                    let r: DeliveryRecord = decode(item)?;
+                    let k = r.recipient.key();
+                    if last.as_ref() != Some(&k) {
+                        if keys > recipients {
+                            return Ok(false);
+                        }
+                        keys += 1;
+                        last = Some(k);
+                    }
+                    records.push((sk, r));
+                    Ok(true)
+                },
+            )
+            .await?;
+        }
+        records.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut page: Vec<DeliveryRecord> = Vec::new();
+        let mut keys: Vec<String> = Vec::new();
+        let mut next = None;
+        for (_, r) in records {
+            let k = r.recipient.key();
+            if keys.last() != Some(&k) {
+                if keys.len() == recipients {
+                    next = keys.last().cloned();
+                    break;
+                }
+                keys.push(k);
+            }
+            page.push(r);
+        }
+        let records = page;
+        let acks = self.acks(&pk).await?;
+        Ok(Some((
+            Logged {
+                notification,
+                records,
+                acks,
+            },
+            next,
+        )))
+    }
+
+    /// One Query on the index for the page (following its pages until `limit`
+    /// notifications are found), then one Query per notification for its records'
+    /// `status` only, a few at a time.
+    async fn list_notifications(
+        &self,
+        org: &OrgId,
+        after: Option<&ListPosition>,
+        limit: usize,
+    ) -> StoreResult<Vec<NotificationSummary>> {
+        use futures::{StreamExt, TryStreamExt};
+        // Each with its record partitions (the index projects the whole item).
+        let mut notifications: Vec<(Notification, u32)> = Vec::new();
+        if limit > 0 {
+            let org_index = s(format!("ORG#{org}"));
+            self.each_item(
+                "Query notifications index",
+                || {
+                    let q = self
+                        .client
+                        .query()
+                        .index_name(NEWEST_INDEX)
+                        .expression_attribute_values(":org", org_index.clone())
+                        .scan_index_forward(false)
+                        .limit(limit as i32);
+                    match after {
+                        Some(a) => q
+                            .key_condition_expression("org_index = :org AND created_index < :after")
+                            .expression_attribute_values(":after", s(created_index(a))),
+                        None => q.key_condition_expression("org_index = :org"),
+                    }
+                },
+                |item| {
+                    let shards = item_shards(&item);
+                    notifications.push((decode(item)?, shards));
+                    Ok(notifications.len() < limit)
+                },
+            )
+            .await?;
+        }
+        notifications.truncate(limit);
+        futures::stream::iter(notifications)
+            .map(|(n, shards)| async move {
+                let counts = self.count(&n, shards).await?;
+                Ok::<_, StoreError>(NotificationSummary {
+                    notification: n,
+                    counts,
+                })
+            })
+            .buffered(8)
+            .try_collect()
+            .await
+    }
+
+    async fn ack(&self, org: &OrgId, id: &NotificationId, user: &UserId) -> StoreResult<bool> {
+        // The ack expires with its notification: read when that is.
+        let expires = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(HashMap::from([
+                ("pk".to_string(), s(notification_pk(org, id))),
+                ("sk".to_string(), s(NOTIFICATION_SK)),
+            ])))
+            .projection_expression("expires_at")
+            .send()
+            .await
+            .map_err(|e| store_error(e, "GetItem notification expiry"))?
+            .item
+            .and_then(|i| i.get("expires_at")?.as_n().ok()?.parse().ok())
+            .unwrap_or_else(|| expires_at(chrono::Utc::now()));
+        let item = encode(
+            notification_pk(org, id),
+            format!("ACK#{user}"),
+            &AckItem {
+                user_id: user.clone(),
+                at: chrono::Utc::now(),
+            },
+            expires,
+        )?;
+        // The first ack's time is kept.
+        self.put_if_absent(item, "PutItem ack").await?;
+        Ok(true)
+    }
+}
+
+impl DynamoDeliveryLog {
+    /// The claim's conditional update on one record's key.
+    async fn claim_at(&self, key: Item, lease: std::time::Duration) -> StoreResult<Claim> {
         let now = chrono::Utc::now();
         let until = now + chrono::Duration::from_std(lease).unwrap_or_default();
-        let key = self.key(org, id, recipient, channel);
         let result = self
             .client
             .update_item()
@@ -429,17 +829,39 @@ impl DeliveryLog for DynamoDeliveryLog {
         }
     }
 
-    async fn finish(
-        &self,
-        org: &OrgId,
-        id: &NotificationId,
-        recipient: &RecipientRef,
-        channel: Channel,
-        outcome: Finish,
-    ) -> StoreResult<bool> {
-        let mut values: Vec<(&str, AttributeValue)> = vec![(":pending", s("pending"))];
+    /// A finish's conditional update on one record's key; whether it moved the record.
+    async fn finish_at(&self, key: Item, update: &FinishUpdate) -> StoreResult<bool> {
+        let mut req = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key))
+            .update_expression(update.expression.clone())
+            .condition_expression(update.condition.clone())
+            .expression_attribute_names("#status", "status");
+        for (k, v) in &update.values {
+            req = req.expression_attribute_values(*k, v.clone());
+        }
+        match req.send().await {
+            Ok(_) => Ok(true),
+            Err(e) if error_code(&e) == Some(CONDITION_FAILED) => Ok(false),
+            Err(e) => Err(store_error(e, "UpdateItem finish")),
+        }
+    }
+}
+
+/// A finish as a conditional update: its expression, its condition and their values.
+struct FinishUpdate {
+    expression: String,
+    condition: String,
+    values: Vec<(&'static str, AttributeValue)>,
+}
+
+impl FinishUpdate {
+    fn of(outcome: Finish) -> Self {
+        let mut values: Vec<(&'static str, AttributeValue)> = vec![(":pending", s("pending"))];
         let mut condition = "#status = :pending".to_string();
-        let update = match outcome {
+        let expression = match outcome {
             Finish::Sent {
                 provider,
                 provider_message_id,
@@ -488,165 +910,11 @@ impl DeliveryLog for DynamoDeliveryLog {
                 "SET #status = :skipped, reason = :reason REMOVE awaiting_push".to_string()
             }
         };
-        let mut req = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(self.key(org, id, recipient, channel)))
-            .update_expression(update)
-            .condition_expression(condition)
-            .expression_attribute_names("#status", "status");
-        for (k, v) in values {
-            req = req.expression_attribute_values(k, v);
+        Self {
+            expression,
+            condition,
+            values,
         }
-        match req.send().await {
-            Ok(_) => Ok(true),
-            Err(e) if error_code(&e) == Some(CONDITION_FAILED) => Ok(false),
-            Err(e) => Err(store_error(e, "UpdateItem finish")),
-        }
-    }
-
-    /// The notification item, then its records from the one after `after` on (sort key
-    /// between `R#{after}#~` and `R$`: `~` follows every channel, `$` follows `#`) until
-    /// `recipients` recipients are read, then its acks: reads only the page.
-    async fn notification_page(
-        &self,
-        org: &OrgId,
-        id: &NotificationId,
-        after: Option<&str>,
-        recipients: usize,
-    ) -> StoreResult<Option<(Logged, Option<String>)>> {
-        let pk = notification_pk(org, id);
-        let key: Item = [
-            ("pk".to_string(), s(pk.clone())),
-            ("sk".to_string(), s(NOTIFICATION_SK)),
-        ]
-        .into();
-        let Some(item) = self.get_record(key).await? else {
-            return Ok(None);
-        };
-        let notification: Notification = decode(item)?;
-        let from = after.map_or_else(|| "R#".to_string(), |a| format!("R#{a}#~"));
-        let mut records: Vec<DeliveryRecord> = Vec::new();
-        let mut keys: Vec<String> = Vec::new();
-        let mut next = None;
-        self.each_item(
-            "Query notification page",
-            || {
-                self.client
-                    .query()
-                    .key_condition_expression("pk = :pk AND sk BETWEEN :from AND :to")
-                    .expression_attribute_values(":pk", s(pk.clone()))
-                    .expression_attribute_values(":from", s(from.clone()))
-                    .expression_attribute_values(":to", s("R$"))
-                    .consistent_read(true)
-            },
-            |item| {
-                let r: DeliveryRecord = decode(item)?;
-                let k = r.recipient.key();
-                if keys.last() != Some(&k) {
-                    if keys.len() == recipients {
-                        next = keys.last().cloned();
-                        return Ok(false);
-                    }
-                    keys.push(k);
-                }
-                records.push(r);
-                Ok(true)
-            },
-        )
-        .await?;
-        let acks = self.acks(&pk).await?;
-        Ok(Some((
-            Logged {
-                notification,
-                records,
-                acks,
-            },
-            next,
-        )))
-    }
-
-    /// One Query on the index for the page (following its pages until `limit`
-    /// notifications are found), then one Query per notification for its records'
-    /// `status` only, a few at a time.
-    async fn list_notifications(
-        &self,
-        org: &OrgId,
-        after: Option<&ListPosition>,
-        limit: usize,
-    ) -> StoreResult<Vec<NotificationSummary>> {
-        use futures::{StreamExt, TryStreamExt};
-        let mut notifications: Vec<Notification> = Vec::new();
-        if limit > 0 {
-            let org_index = s(format!("ORG#{org}"));
-            self.each_item(
-                "Query notifications index",
-                || {
-                    let q = self
-                        .client
-                        .query()
-                        .index_name(NEWEST_INDEX)
-                        .expression_attribute_values(":org", org_index.clone())
-                        .scan_index_forward(false)
-                        .limit(limit as i32);
-                    match after {
-                        Some(a) => q
-                            .key_condition_expression("org_index = :org AND created_index < :after")
-                            .expression_attribute_values(":after", s(created_index(a))),
-                        None => q.key_condition_expression("org_index = :org"),
-                    }
-                },
-                |item| {
-                    notifications.push(decode(item)?);
-                    Ok(notifications.len() < limit)
-                },
-            )
-            .await?;
-        }
-        notifications.truncate(limit);
-        futures::stream::iter(notifications)
-            .map(|n| async move {
-                let counts = self.count(&n).await?;
-                Ok::<_, StoreError>(NotificationSummary {
-                    notification: n,
-                    counts,
-                })
-            })
-            .buffered(8)
-            .try_collect()
-            .await
-    }
-
-    async fn ack(&self, org: &OrgId, id: &NotificationId, user: &UserId) -> StoreResult<bool> {
-        // The ack expires with its notification: read when that is.
-        let expires = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .set_key(Some(HashMap::from([
-                ("pk".to_string(), s(notification_pk(org, id))),
-                ("sk".to_string(), s(NOTIFICATION_SK)),
-            ])))
-            .projection_expression("expires_at")
-            .send()
-            .await
-            .map_err(|e| store_error(e, "GetItem notification expiry"))?
-            .item
-            .and_then(|i| i.get("expires_at")?.as_n().ok()?.parse().ok())
-            .unwrap_or_else(|| expires_at(chrono::Utc::now()));
-        let item = encode(
-            notification_pk(org, id),
-            format!("ACK#{user}"),
-            &AckItem {
-                user_id: user.clone(),
-                at: chrono::Utc::now(),
-            },
-            expires,
-        )?;
-        // The first ack's time is kept.
-        self.put_if_absent(item, "PutItem ack").await?;
-        Ok(true)
     }
 }
 
