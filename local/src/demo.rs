@@ -17,7 +17,7 @@ async fn call(app: &LocalApp, method: &str, path: &str, roles: &[Role], body: Va
     let req = ApiRequest {
         method: method.into(),
         path: path.into(),
-        claims: Some(Claims {
+        claims: Ok(Claims {
             sub: "demo-admin".into(),
             org_id: OrgId::parse(ORG).expect("valid org"),
             roles: roles.to_vec(),

@@ -10,7 +10,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use flare_shared::app::Services;
 use flare_shared::app::api::{self, ApiRequest, ApiResponse, MAX_BODY};
-use flare_shared::app::auth::Claims;
+use flare_shared::app::auth::{AuthFailure, Claims, ClaimsError};
 use flare_shared::app::deliver::Deliverer;
 use flare_shared::app::notify::Notifier;
 use flare_shared::domain::EndpointPolicy;
@@ -186,17 +186,23 @@ impl LocalApp {
         })
     }
 
-    /// The caller's claims when the bearer token verifies; `None` otherwise.
-    pub fn claims(&self, headers: &HeaderMap) -> Option<Claims> {
+    /// The caller's claims when the bearer token verifies; otherwise which check failed.
+    pub fn claims(&self, headers: &HeaderMap) -> Result<Claims, AuthFailure> {
+        use jsonwebtoken::errors::ErrorKind;
         // Two Authorization headers: which one would a proxy in front have checked?
         if headers.get_all(header::AUTHORIZATION).iter().count() > 1 {
             tracing::info!("token refused: more than one Authorization header");
-            return None;
+            return Err(AuthFailure::TwoHeaders);
         }
-        let auth = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+        let auth = headers
+            .get(header::AUTHORIZATION)
+            .ok_or(AuthFailure::NoToken)?
+            .to_str()
+            .map_err(|_| AuthFailure::NotBearer)?;
         let token = auth
             .strip_prefix("Bearer ")
-            .or_else(|| auth.strip_prefix("bearer "))?;
+            .or_else(|| auth.strip_prefix("bearer "))
+            .ok_or(AuthFailure::NotBearer)?;
         let mut validation = Validation::new(Algorithm::HS256);
         validation.required_spec_claims = ["exp".to_string()].into();
         // `nbf` is honoured when present, and clocks may differ by at most 30 s (the
@@ -205,11 +211,27 @@ impl LocalApp {
         validation.leeway = 30;
         let data =
             jsonwebtoken::decode::<serde_json::Value>(token.trim(), &self.decoding, &validation)
-                .map_err(|e| tracing::info!(error = %e, "token refused"))
-                .ok()?;
-        Claims::from_json(&data.claims)
-            .map_err(|e| tracing::info!(error = %e, "token claims refused"))
-            .ok()
+                .map_err(|e| {
+                    tracing::info!(error = %e, "token refused");
+                    match e.kind() {
+                        ErrorKind::InvalidSignature => AuthFailure::BadSignature(
+                            " with this runner's key: it checks tokens with the secret in FLARE_LOCAL_JWT_SECRET, and `flare-local token` prints one it accepts",
+                        ),
+                        ErrorKind::ExpiredSignature => AuthFailure::Expired,
+                        ErrorKind::ImmatureSignature => AuthFailure::NotYetValid,
+                        ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => {
+                            AuthFailure::WrongAlgorithm
+                        }
+                        ErrorKind::MissingRequiredClaim(_) => {
+                            AuthFailure::Claims(ClaimsError::Missing("exp"))
+                        }
+                        _ => AuthFailure::NotAJwt,
+                    }
+                })?;
+        Claims::from_json(&data.claims).map_err(|e| {
+            tracing::info!(error = %e, "token claims refused");
+            AuthFailure::Claims(e)
+        })
     }
 }
 

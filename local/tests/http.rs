@@ -505,6 +505,12 @@ async fn responders_may_not_write_and_may_read_only_themselves() {
             (StatusCode::FORBIDDEN, Some("forbidden")),
             "{m} {p}"
         );
+        // A 403 names the role the route needs.
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains("needs the admin role"),
+            "{m} {p}: {message}"
+        );
     }
     for p in [
         "/v1/settings",
@@ -570,14 +576,17 @@ async fn missing_or_bad_tokens_answer_401() {
     );
     // alg "none" with the right claims must not pass.
     let none = "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.eyJzdWIiOiJ1Iiwib3JnX2lkIjoiYWNtZSIsInJvbGVzIjpbImFkbWluIl0sImV4cCI6NDEwMjQ0NDgwMH0.";
-    for t in [
-        None,
-        Some("garbage"),
-        Some(wrong_secret.as_str()),
-        Some(expired.as_str()),
-        Some(none),
-        Some(not_yet.as_str()),
-        Some(just_expired.as_str()),
+    let no_org = signed(json!({"sub": "u", "roles": ["admin"], "exp": now + 3600}));
+    // Each 401 says which check failed.
+    for (t, says) in [
+        (None, "no token"),
+        (Some("garbage"), "not a JWT"),
+        (Some(wrong_secret.as_str()), "signature does not verify"),
+        (Some(expired.as_str()), "expired"),
+        (Some(none), "not a JWT"),
+        (Some(not_yet.as_str()), "not valid yet"),
+        (Some(just_expired.as_str()), "expired"),
+        (Some(no_org.as_str()), "no `org_id` claim"),
     ] {
         let (s, body) = app.send("GET", "/v1/settings", t, None).await;
         assert_eq!(
@@ -585,7 +594,41 @@ async fn missing_or_bad_tokens_answer_401() {
             (StatusCode::UNAUTHORIZED, Some("unauthorized")),
             "{t:?}"
         );
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(
+            message.to_lowercase().contains(&says.to_lowercase()),
+            "{t:?}: {message}"
+        );
+        if let Some(t) = t {
+            assert!(!message.contains(t), "the message never quotes the token");
+        }
     }
+    let (_, body) = app
+        .send("GET", "/v1/settings", Some(&wrong_secret), None)
+        .await;
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("FLARE_LOCAL_JWT_SECRET"),
+        "{body}"
+    );
+    let r = app
+        .client
+        .get(format!("{}/v1/settings", app.base))
+        .header("authorization", "Basic dTpw")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let body: Value = r.json().await.unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("is not a bearer token"),
+        "{body}"
+    );
     // Two Authorization headers, even both valid: which one did a proxy check?
     let r = app
         .client
@@ -596,6 +639,14 @@ async fn missing_or_bad_tokens_answer_401() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let body: Value = r.json().await.unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("ore than one Authorization header"),
+        "{body}"
+    );
     app.stop().await;
 }
 

@@ -232,7 +232,7 @@ fn manual_sms(key: Option<&str>, user: &str) -> ApiRequest {
     ApiRequest {
         method: "POST".into(),
         path: "/v1/messages/sms".into(),
-        claims: Some(Claims {
+        claims: Ok(Claims {
             sub: "u-dispatch".into(),
             org_id: OrgId::parse("acme").unwrap(),
             roles: vec![Role::Dispatcher],

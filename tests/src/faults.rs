@@ -55,7 +55,7 @@ pub async fn configure_providers(
                 method: "PUT".into(),
                 path: path.into(),
                 query: None,
-                claims: Some(Claims {
+                claims: Ok(Claims {
                     sub: "u-admin".into(),
                     org_id: org.clone(),
                     roles: vec![Role::Admin],

@@ -119,7 +119,7 @@ impl Pipeline {
             method: method.into(),
             path: path.into(),
             query,
-            claims: Some(Claims {
+            claims: Ok(Claims {
                 sub: "u-admin".into(),
                 org_id: OrgId::parse(&self.org).unwrap(),
                 roles: roles.to_vec(),
@@ -703,7 +703,7 @@ async fn a_recipient_acknowledges_and_others_may_not() {
     let ack = |sub: &str| ApiRequest {
         method: "POST".into(),
         path: format!("/v1/notifications/{id}/ack"),
-        claims: Some(Claims {
+        claims: Ok(Claims {
             sub: sub.into(),
             org_id: OrgId::parse(&p.org).unwrap(),
             roles: vec![Role::Responder],

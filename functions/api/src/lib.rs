@@ -15,7 +15,7 @@ use flare_providers::smtp::SmtpEmailSender;
 use flare_runtime::{self as config, ConfigError};
 use flare_shared::app::Services;
 use flare_shared::app::api::{self, ApiRequest};
-use flare_shared::app::auth::Claims;
+use flare_shared::app::auth::{AuthFailure, Claims};
 use flare_shared::domain::EndpointPolicy;
 use flare_shared::domain::{Channel, Provider};
 use flare_shared::ports::{EmailSender, SmsSender};
@@ -109,15 +109,22 @@ impl Config {
     }
 }
 
-/// The JWT authorizer's claims from the request context; `None` without them.
-pub fn claims(req: &Request) -> Option<Claims> {
+/// The JWT authorizer's claims from the request context. API Gateway has already
+/// refused a missing, unsigned or expired token; what is left to fail here is a claim
+/// Flare needs that the identity provider did not put in.
+pub fn claims(req: &Request) -> Result<Claims, AuthFailure> {
     let RequestContext::ApiGatewayV2(ctx) = req.request_context() else {
-        return None;
+        return Err(AuthFailure::NoToken);
     };
-    let jwt = ctx.authorizer.as_ref()?.jwt.as_ref()?;
-    Claims::from_strings(|k| jwt.claims.get(k).cloned())
-        .map_err(|e| tracing::warn!(error = %e, "unusable JWT claims"))
-        .ok()
+    let jwt = ctx
+        .authorizer
+        .as_ref()
+        .and_then(|a| a.jwt.as_ref())
+        .ok_or(AuthFailure::NoToken)?;
+    Claims::from_strings(|k| jwt.claims.get(k).cloned()).map_err(|e| {
+        tracing::warn!(error = %e, "unusable JWT claims");
+        AuthFailure::from(e)
+    })
 }
 
 /// Converts, answers, converts back.

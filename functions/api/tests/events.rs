@@ -100,6 +100,7 @@ async fn a_responder_may_not_write_settings_or_read_others() {
         (s, body["error"]["code"].as_str()),
         (403, Some("forbidden"))
     );
+    assert_eq!(body["error"]["message"], "This needs the admin role");
     call(&svc, &event("put-user")).await;
     let other = as_caller(event("get-user-self"), "u-99", "acme", "[responder]");
     assert_eq!(call(&svc, &other).await.0, 403);
@@ -117,6 +118,18 @@ async fn requests_without_claims_are_refused_401() {
     assert_eq!(
         (s, body["error"]["code"].as_str()),
         (401, Some("unauthorized"))
+    );
+    // Claims the identity provider left out are named.
+    let mut no_org = as_caller(event("get-settings"), "u-17", "", "[admin]");
+    no_org["requestContext"]["authorizer"]["jwt"]["claims"]
+        .as_object_mut()
+        .unwrap()
+        .remove("org_id");
+    let (s, body) = call(&svc, &no_org).await;
+    assert_eq!(s, 401, "{body}");
+    assert_eq!(
+        body["error"]["message"], "The token has no `org_id` claim",
+        "{body}"
     );
 }
 

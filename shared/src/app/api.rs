@@ -3,7 +3,7 @@
 //! local runner converts axum requests after checking the JWT itself.
 
 use super::Services;
-use super::auth::Claims;
+use super::auth::{AuthFailure, Claims};
 use super::error::ApiError;
 use super::routes::{Access, Op, Resolved, resolve};
 use super::{directory, notifications, settings, test_send};
@@ -17,8 +17,8 @@ pub struct ApiRequest {
     pub method: String,
     /// The path, percent-encoded as received (`/v1/users/u-17`).
     pub path: String,
-    /// `None` when the request carried no valid token.
-    pub claims: Option<Claims>,
+    /// The verified token's claims, or why there are none.
+    pub claims: Result<Claims, AuthFailure>,
     pub body: Vec<u8>,
     /// The query string, as received (`limit=50&cursor=...`), if any.
     pub query: Option<String>,
@@ -124,7 +124,10 @@ async fn route(svc: &Services, req: ApiRequest) -> Result<ApiResponse, ApiError>
     }
     // Every other /v1 path needs a token first, as behind API Gateway's authorizer: an
     // anonymous caller learns nothing about which paths exist.
-    let claims = req.claims.as_ref().ok_or(ApiError::Unauthorized)?;
+    let claims = req
+        .claims
+        .as_ref()
+        .map_err(|f| ApiError::Unauthorized(f.clone()))?;
     let (route, params) = match resolved {
         Resolved::Found(r, p) => (r, p),
         Resolved::WrongMethod(allow) => return Err(ApiError::MethodNotAllowed(allow)),
@@ -135,7 +138,7 @@ async fn route(svc: &Services, req: ApiRequest) -> Result<ApiResponse, ApiError>
         .position(|p| p == "user_id")
         .map(|i| params[i].as_str());
     if !route.access.allows(claims, user_param) {
-        return Err(ApiError::Forbidden);
+        return Err(ApiError::Forbidden(route.access.needs()));
     }
     let org = &claims.org_id;
     let p = |i: usize| params[i].as_str();

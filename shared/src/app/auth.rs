@@ -31,11 +31,36 @@ pub struct Claims {
     pub roles: Vec<Role>,
 }
 
+/// Why a request's token was refused: the 401's message says which check failed (it
+/// never quotes the token).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthFailure {
+    #[error("no token: send the header `Authorization: Bearer <token>`")]
+    NoToken,
+    #[error("the Authorization header is not a bearer token (`Bearer <token>`)")]
+    NotBearer,
+    #[error("more than one Authorization header")]
+    TwoHeaders,
+    #[error("the bearer token is not a JWT")]
+    NotAJwt,
+    #[error("the token is signed with an algorithm this server does not accept (HS256 only)")]
+    WrongAlgorithm,
+    /// With a hint for where the key comes from (the local runner's secret).
+    #[error("the token's signature does not verify{0}")]
+    BadSignature(&'static str),
+    #[error("the token has expired")]
+    Expired,
+    #[error("the token is not valid yet (its nbf is in the future)")]
+    NotYetValid,
+    #[error("{0}")]
+    Claims(#[from] ClaimsError),
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ClaimsError {
-    #[error("the token has no {0} claim")]
+    #[error("the token has no `{0}` claim")]
     Missing(&'static str),
-    #[error("the token's {0} claim is malformed")]
+    #[error("the token's `{0}` claim is malformed")]
     Malformed(&'static str),
 }
 

@@ -8,10 +8,11 @@ use serde_json::{Value, json};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
-    #[error("authentication required")]
-    Unauthorized,
-    #[error("your role may not do this")]
-    Forbidden,
+    #[error("{0}")]
+    Unauthorized(#[from] crate::app::auth::AuthFailure),
+    /// What the caller would need (`this needs the admin role`).
+    #[error("{0}")]
+    Forbidden(&'static str),
     #[error("not found")]
     NotFound,
     /// A thing the body names does not exist (`no such user`).
@@ -72,8 +73,8 @@ impl From<FieldErrors> for ApiError {
 impl ApiError {
     pub fn status(&self) -> u16 {
         match self {
-            ApiError::Unauthorized => 401,
-            ApiError::Forbidden | ApiError::ManualSmsDisabled => 403,
+            ApiError::Unauthorized(_) => 401,
+            ApiError::Forbidden(_) | ApiError::ManualSmsDisabled => 403,
             ApiError::NotFound | ApiError::Missing(_) => 404,
             ApiError::MethodNotAllowed(_) => 405,
             ApiError::PayloadTooLarge => 413,
@@ -86,8 +87,8 @@ impl ApiError {
 
     pub fn code(&self) -> &'static str {
         match self {
-            ApiError::Unauthorized => "unauthorized",
-            ApiError::Forbidden => "forbidden",
+            ApiError::Unauthorized(_) => "unauthorized",
+            ApiError::Forbidden(_) => "forbidden",
             ApiError::NotFound | ApiError::Missing(_) => "not_found",
             ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::PayloadTooLarge => "payload_too_large",

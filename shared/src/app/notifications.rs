@@ -197,13 +197,15 @@ pub async fn ack(svc: &Services, claims: &Claims, id: &str) -> Result<(), ApiErr
         .get_notification(&claims.org_id, &id)
         .await?
         .ok_or(ApiError::NotFound)?;
-    let me = UserId::parse_existing(&claims.sub).map_err(|_| ApiError::Forbidden)?;
+    const ONLY_RECIPIENTS: &str = "only a recipient of this notification may acknowledge it";
+    let me =
+        UserId::parse_existing(&claims.sub).map_err(|_| ApiError::Forbidden(ONLY_RECIPIENTS))?;
     if !logged
         .records
         .iter()
         .any(|r| r.recipient == RecipientRef::User(me.clone()))
     {
-        return Err(ApiError::Forbidden);
+        return Err(ApiError::Forbidden(ONLY_RECIPIENTS));
     }
     svc.log.ack(&claims.org_id, &id, &me).await?;
     tracing::info!(notification_id = %id, user_id = %me, "notification acknowledged");

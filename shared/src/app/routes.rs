@@ -62,6 +62,18 @@ impl Access {
         }
     }
 
+    /// A 403's message: what the caller lacks.
+    pub fn needs(self) -> &'static str {
+        match self {
+            Access::Public | Access::Authenticated => "this is not open to you",
+            Access::Staff => "this needs the admin or dispatcher role",
+            Access::Admin => "this needs the admin role",
+            Access::Dispatcher => "this needs the dispatcher role",
+            Access::SelfOrAdmin => "this needs the admin role, or to be that user",
+            Access::SelfOrStaff => "this needs the admin or dispatcher role, or to be that user",
+        }
+    }
+
     /// For the document: who may call it, in words.
     pub fn describe(self) -> &'static str {
         match self {
