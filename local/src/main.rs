@@ -1,12 +1,23 @@
 use clap::{Parser, Subcommand};
 use flare_local::{LocalApp, LocalConfig};
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+const ENVIRONMENT: &str = "\
+Environment:
+  FLARE_LOCAL_JWT_SECRET         the HS256 secret `serve` checks tokens with and `token`
+                                 signs with (default: flare-local-dev)
+  FLARE_DEFAULT_SENDER           the address email goes from when an organization has
+                                 no email settings (default: flare@flare.localhost)
+  FLARE_ALLOW_PRIVATE_ENDPOINTS  `true` (the default here) lets SMS gateways and SMTP
+                                 servers be on private or loopback addresses; `false`
+                                 refuses them, as in AWS
+  FLARE_SMTP_EXTRA_CA            a PEM file of a private CA to trust for SMTP servers
+  RUST_LOG                       log filter (default: info), e.g. flare_shared=debug";
+
 /// Flare in one process: no AWS account, no Docker.
 #[derive(Parser)]
-#[command(name = "flare-local", version)]
+#[command(name = "flare-local", version, after_help = ENVIRONMENT)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -15,26 +26,33 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serve every /v1 route (and the /local routes) on one address.
+    #[command(after_help = ENVIRONMENT)]
     Serve {
+        /// The address to listen on: host:port (`localhost:8081`, `0.0.0.0:8080`).
         #[arg(long, default_value = "127.0.0.1:8080")]
-        addr: SocketAddr,
-        /// Where settings, users and secrets are kept across restarts.
+        addr: String,
+        /// Where the database (settings, users, secrets, notifications) is kept across
+        /// restarts.
         #[arg(long, default_value = ".flare-data")]
         data_dir: PathBuf,
     },
     /// Seed a demo organization, fire one of each event and a manual SMS, and print
     /// who was told on which channel, and why not.
     Demo,
-    /// Print a JWT that `serve` accepts.
+    /// Print a JWT that `serve` accepts (signed with FLARE_LOCAL_JWT_SECRET).
+    #[command(after_help = ENVIRONMENT)]
     Token {
+        /// The organization the token is for (its `org_id` claim).
         #[arg(long)]
         org: String,
-        /// Comma-separated: admin, dispatcher, responder.
-        #[arg(long, value_delimiter = ',', default_value = "admin")]
+        /// Comma-separated roles.
+        #[arg(long, value_delimiter = ',', default_value = "admin",
+              value_parser = ["admin", "dispatcher", "responder"])]
         roles: Vec<String>,
-        /// The caller's user id.
+        /// The caller's user id (its `sub` claim).
         #[arg(long, default_value = "local-user")]
         sub: String,
+        /// How long the token is valid, in hours.
         #[arg(long, default_value_t = 12)]
         ttl_hours: i64,
     },
@@ -47,7 +65,15 @@ async fn main() -> anyhow::Result<()> {
             flare_runtime::init_tracing();
             let cfg = LocalConfig::from_env(data_dir)?;
             let app = Arc::new(LocalApp::open(&cfg).await?);
-            let listener = tokio::net::TcpListener::bind(addr).await?;
+            let listener = match tokio::net::TcpListener::bind(&addr).await {
+                Ok(l) => l,
+                Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => anyhow::bail!(
+                    "{addr} is already in use (another flare-local?): stop it, or pick another address with --addr, e.g. --addr 127.0.0.1:8081"
+                ),
+                Err(e) => {
+                    return Err(anyhow::Error::new(e).context(format!("listening on {addr}")));
+                }
+            };
             tracing::info!(addr = %listener.local_addr()?, data_dir = %cfg.data_dir.display(), "flare-local serving");
             flare_local::serve(listener, app, async {
                 let _ = tokio::signal::ctrl_c().await;

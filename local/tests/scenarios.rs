@@ -451,6 +451,43 @@ async fn a_malformed_event_is_refused_with_every_bad_field() {
     );
     let (s, _) = o.app.send("POST", "/local/events", None, Some("{")).await;
     assert_eq!(s, 400);
+    // An event without an id is a named field, not "invalid JSON".
+    let mut no_id = ev.clone();
+    no_id.as_object_mut().unwrap().remove("id");
+    let (s, b) = o
+        .app
+        .send("POST", "/local/events", None, Some(&no_id.to_string()))
+        .await;
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (reqwest::StatusCode::BAD_REQUEST, Some("validation_failed")),
+        "{b}"
+    );
+    assert_eq!(b["error"]["fields"]["id"], "is required", "{b}");
+    // An unknown detail-type lists the four Flare takes.
+    let mut closed = ev.clone();
+    closed["detail-type"] = json!("Incident Closed");
+    let (s, b) = o
+        .app
+        .send("POST", "/local/events", None, Some(&closed.to_string()))
+        .await;
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (
+            reqwest::StatusCode::BAD_REQUEST,
+            Some("unknown_detail_type")
+        ),
+        "{b}"
+    );
+    let message = b["error"]["message"].as_str().unwrap();
+    for t in [
+        "Incident Dispatched",
+        "Incident Message Posted",
+        "Incident Contacts Notified",
+        "SOS Raised",
+    ] {
+        assert!(message.contains(t), "{message}");
+    }
     // Over 64 KiB: 413 with the contract's error body, as on every route.
     ev["detail"]["pad"] = json!("x".repeat(65 * 1024));
     let (s, b) = o

@@ -74,7 +74,12 @@ pub fn init_tracing() {
             .without_time() // CloudWatch stamps every line
             .try_init()
     } else {
-        builder.compact().try_init()
+        // Colour only on a terminal: a log written to a file or a pipe has no escapes.
+        use std::io::IsTerminal;
+        builder
+            .compact()
+            .with_ansi(std::io::stdout().is_terminal())
+            .try_init()
     };
     // Already initialised (tests): keep the first subscriber.
     let _ = result;

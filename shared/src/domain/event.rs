@@ -73,19 +73,32 @@ pub struct IncidentEvent {
 pub enum EventError {
     #[error("the event is not an EventBridge envelope: {0}")]
     Malformed(#[source] serde_json::Error),
-    #[error("unknown detail-type {0:?}")]
+    #[error("unknown detail-type {0:?}; Flare takes {accepted}", accepted = accepted_detail_types())]
     UnknownDetailType(String),
     #[error("invalid event detail: {0}")]
     InvalidDetail(FieldErrors),
 }
 
+/// The four detail-types, quoted, for an error message.
+fn accepted_detail_types() -> String {
+    DETAIL_TYPES
+        .iter()
+        .map(|(t, _)| format!("{t:?}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The envelope's fields are all optional here so that a missing one is a named
+/// validation error, not "invalid JSON".
 #[derive(Deserialize)]
 struct Envelope {
-    id: String,
-    #[serde(rename = "detail-type")]
-    detail_type: String,
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(rename = "detail-type", default)]
+    detail_type: Option<String>,
     #[serde(default)]
     time: Option<DateTime<Utc>>,
+    #[serde(default)]
     detail: serde_json::Value,
 }
 
@@ -97,14 +110,21 @@ impl IncidentEvent {
 
     pub fn from_value(v: serde_json::Value) -> Result<Self, EventError> {
         let env: Envelope = serde_json::from_value(v).map_err(EventError::Malformed)?;
+        let detail_type = env.detail_type.unwrap_or_default();
         let category = DETAIL_TYPES
             .iter()
-            .find(|(t, _)| *t == env.detail_type)
+            .find(|(t, _)| *t == detail_type)
             .map(|(_, c)| *c)
-            .ok_or_else(|| EventError::UnknownDetailType(env.detail_type.clone()))?;
+            .ok_or_else(|| EventError::UnknownDetailType(detail_type.clone()))?;
 
         let mut errors = FieldErrors::new();
-        let notification_id = errors.check("id", NotificationId::parse(&env.id));
+        let notification_id = match &env.id {
+            Some(id) => errors.check("id", NotificationId::parse(id)),
+            None => {
+                errors.add("id", "is required");
+                None
+            }
+        };
         let empty = serde_json::Map::new();
         let detail = match env.detail.as_object() {
             Some(d) => d,
@@ -268,6 +288,26 @@ mod tests {
         ] {
             assert!(f.contains(path), "{path} missing from {f:?}");
         }
+    }
+
+    #[test]
+    fn a_missing_id_is_a_named_field_and_an_unknown_detail_type_lists_the_four() {
+        let mut ev = envelope(
+            "Incident Dispatched",
+            json!({"org_id": "acme", "control_center_id": "main", "incident_id": "i",
+                   "recipient_ids": ["u-1"], "message": {"title": "t", "body": "b"}}),
+        );
+        ev.as_object_mut().unwrap().remove("id");
+        let err = IncidentEvent::from_value(ev).unwrap_err();
+        let EventError::InvalidDetail(f) = err else {
+            panic!("{err:?}")
+        };
+        assert!(f.contains("id"), "{f:?}");
+        let err = IncidentEvent::from_value(envelope("Incident Closed", json!({}))).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "unknown detail-type \"Incident Closed\"; Flare takes \"Incident Dispatched\", \"Incident Message Posted\", \"Incident Contacts Notified\", \"SOS Raised\""
+        );
     }
 
     #[test]
