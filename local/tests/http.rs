@@ -901,3 +901,44 @@ async fn transport_level_errors_have_the_contract_body() {
         assert!(body["error"]["message"].is_string());
     }
 }
+
+/// A 404 names what was not found.
+#[tokio::test]
+async fn a_404_names_what_was_not_found() {
+    let app = spawn_app(None).await;
+    let admin = token("acme", &["admin"], "u-admin");
+    let (s, _) = app
+        .json("PUT", "/v1/settings/sms/main", &admin, sms_body())
+        .await;
+    assert_eq!(s, 200);
+    for (path, says) in [
+        (
+            "/v1/settings/sms/north",
+            "No SMS settings for control center \"north\"; it sends with \"main\"'s",
+        ),
+        ("/v1/users/u-404", "No user \"u-404\""),
+        ("/v1/notifications/n-404", "No notification \"n-404\""),
+        (
+            "/v1/settings/email",
+            "No email settings: email goes from the default sender",
+        ),
+        (
+            "/v1/nothing",
+            "No such route (GET /v1/openapi.json lists them)",
+        ),
+    ] {
+        let (s, body) = app.get(path, &admin).await;
+        assert_eq!(
+            (s, body["error"]["code"].as_str()),
+            (StatusCode::NOT_FOUND, Some("not_found")),
+            "{path}"
+        );
+        assert_eq!(body["error"]["message"], says, "{path}");
+    }
+    let (s, body) = app
+        .send("DELETE", "/v1/users/u-404/devices/d-1", Some(&admin), None)
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert_eq!(body["error"]["message"], "No user \"u-404\"");
+    app.stop().await;
+}

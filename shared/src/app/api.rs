@@ -114,7 +114,9 @@ async fn route(svc: &Services, req: ApiRequest) -> Result<ApiResponse, ApiError>
     let segs = segments(&req.path);
     let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
     if segs.first() != Some(&"v1") {
-        return Err(ApiError::NotFound);
+        return Err(ApiError::not_found(
+            "no such route (GET /v1/openapi.json lists them)",
+        ));
     }
     let resolved = resolve(&req.method, &segs);
     if let Resolved::Found(r, _) = &resolved
@@ -131,7 +133,11 @@ async fn route(svc: &Services, req: ApiRequest) -> Result<ApiResponse, ApiError>
     let (route, params) = match resolved {
         Resolved::Found(r, p) => (r, p),
         Resolved::WrongMethod(allow) => return Err(ApiError::MethodNotAllowed(allow)),
-        Resolved::NotFound => return Err(ApiError::NotFound),
+        Resolved::NotFound => {
+            return Err(ApiError::not_found(
+                "no such route (GET /v1/openapi.json lists them)",
+            ));
+        }
     };
     let user_param = route
         .params()

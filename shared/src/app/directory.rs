@@ -30,12 +30,12 @@ fn path_user(raw: &str) -> Result<UserId, ApiError> {
 
 /// Who may call each of these is the route table's (`routes::Access`), checked before.
 pub async fn get_user(svc: &Services, org: &OrgId, id: &str) -> Result<Value, ApiError> {
-    let id = UserId::parse_existing(id).map_err(|_| ApiError::NotFound)?;
+    let id = UserId::parse_existing(id).map_err(|_| ApiError::not_found("no user with that id"))?;
     let u = svc
         .directory
         .get_user(org, &id)
         .await?
-        .ok_or(ApiError::NotFound)?;
+        .ok_or_else(|| ApiError::not_found(format!("no user \"{id}\"")))?;
     Ok(view(&u))
 }
 
@@ -87,12 +87,12 @@ pub async fn put_user(
 }
 
 pub async fn delete_user(svc: &Services, org: &OrgId, id: &str) -> Result<(), ApiError> {
-    let id = UserId::parse_existing(id).map_err(|_| ApiError::NotFound)?;
+    let id = UserId::parse_existing(id).map_err(|_| ApiError::not_found("no user with that id"))?;
     let user = svc
         .directory
         .get_user(org, &id)
         .await?
-        .ok_or(ApiError::NotFound)?;
+        .ok_or_else(|| ApiError::not_found(format!("no user \"{id}\"")))?;
     for d in &user.devices {
         if let Some(endpoint) = &d.endpoint {
             svc.devices.unregister(endpoint).await?;
@@ -110,13 +110,13 @@ pub async fn add_device(
     id: &str,
     body: &Value,
 ) -> Result<Value, ApiError> {
-    let id = UserId::parse_existing(id).map_err(|_| ApiError::NotFound)?;
+    let id = UserId::parse_existing(id).map_err(|_| ApiError::not_found("no user with that id"))?;
     let input = DeviceInput::parse(body)?;
     let user = svc
         .directory
         .get_user(org, &id)
         .await?
-        .ok_or(ApiError::NotFound)?;
+        .ok_or_else(|| ApiError::not_found(format!("no user \"{id}\"")))?;
     if let Some(d) = user
         .devices
         .iter()
@@ -148,7 +148,7 @@ pub async fn add_device(
             }
         })
         .await?
-        .ok_or(ApiError::NotFound)?;
+        .ok_or_else(|| ApiError::not_found(format!("no user \"{id}\"")))?;
     let device_id = updated
         .devices
         .iter()
@@ -165,7 +165,7 @@ pub async fn delete_device(
     id: &str,
     device: &str,
 ) -> Result<(), ApiError> {
-    let id = UserId::parse_existing(id).map_err(|_| ApiError::NotFound)?;
+    let id = UserId::parse_existing(id).map_err(|_| ApiError::not_found("no user with that id"))?;
     let removed = std::sync::Mutex::new(None);
     svc.directory
         .update_user(org, &id, &|u: &mut User| {
@@ -176,11 +176,11 @@ pub async fn delete_device(
             *removed.lock().unwrap_or_else(|e| e.into_inner()) = pos.map(|p| u.devices.remove(p));
         })
         .await?
-        .ok_or(ApiError::NotFound)?;
+        .ok_or_else(|| ApiError::not_found(format!("no user \"{id}\"")))?;
     let removed = removed
         .into_inner()
         .unwrap_or_else(|e| e.into_inner())
-        .ok_or(ApiError::NotFound)?;
+        .ok_or_else(|| ApiError::not_found(format!("user \"{id}\" has no such device")))?;
     // The device is gone from the user first: a push never goes to an endpoint that is
     // being deleted.
     if let Some(endpoint) = &removed.endpoint {

@@ -13,8 +13,9 @@ pub enum ApiError {
     /// What the caller would need (`this needs the admin role`).
     #[error("{0}")]
     Forbidden(&'static str),
-    #[error("not found")]
-    NotFound,
+    /// What was not found, in words (`no user "u-17"`).
+    #[error("{0}")]
+    NotFound(String),
     /// A thing the body names does not exist (`no such user`).
     #[error("no such {0}")]
     Missing(&'static str),
@@ -71,11 +72,16 @@ impl From<FieldErrors> for ApiError {
 }
 
 impl ApiError {
+    /// A 404 saying what was not found.
+    pub fn not_found(what: impl Into<String>) -> Self {
+        ApiError::NotFound(what.into())
+    }
+
     pub fn status(&self) -> u16 {
         match self {
             ApiError::Unauthorized(_) => 401,
             ApiError::Forbidden(_) | ApiError::ManualSmsDisabled => 403,
-            ApiError::NotFound | ApiError::Missing(_) => 404,
+            ApiError::NotFound(_) | ApiError::Missing(_) => 404,
             ApiError::MethodNotAllowed(_) => 405,
             ApiError::PayloadTooLarge => 413,
             ApiError::InvalidJson(_) | ApiError::Validation(_) => 400,
@@ -89,7 +95,7 @@ impl ApiError {
         match self {
             ApiError::Unauthorized(_) => "unauthorized",
             ApiError::Forbidden(_) => "forbidden",
-            ApiError::NotFound | ApiError::Missing(_) => "not_found",
+            ApiError::NotFound(_) | ApiError::Missing(_) => "not_found",
             ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::PayloadTooLarge => "payload_too_large",
             ApiError::InvalidJson(_) => "invalid_json",

@@ -163,7 +163,8 @@ pub async fn get(
     id: &str,
     query: Option<&str>,
 ) -> Result<Value, ApiError> {
-    let id = NotificationId::parse(id).map_err(|_| ApiError::NotFound)?;
+    let id = NotificationId::parse(id)
+        .map_err(|_| ApiError::not_found("no notification with that id"))?;
     let mut after = None;
     let mut errors = crate::domain::FieldErrors::new();
     for (name, value) in url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
@@ -183,7 +184,7 @@ pub async fn get(
         .log
         .notification_page(org, &id, after.as_deref(), PAGE_RECIPIENTS)
         .await?
-        .ok_or(ApiError::NotFound)?;
+        .ok_or_else(|| ApiError::not_found(format!("no notification \"{id}\"")))?;
     let mut v = view(&logged);
     v["next_cursor"] = json!(next);
     Ok(v)
@@ -191,12 +192,13 @@ pub async fn get(
 
 /// Only a user the notification was for may acknowledge it.
 pub async fn ack(svc: &Services, claims: &Claims, id: &str) -> Result<(), ApiError> {
-    let id = NotificationId::parse(id).map_err(|_| ApiError::NotFound)?;
+    let id = NotificationId::parse(id)
+        .map_err(|_| ApiError::not_found("no notification with that id"))?;
     let logged = svc
         .log
         .get_notification(&claims.org_id, &id)
         .await?
-        .ok_or(ApiError::NotFound)?;
+        .ok_or_else(|| ApiError::not_found(format!("no notification \"{id}\"")))?;
     const ONLY_RECIPIENTS: &str = "only a recipient of this notification may acknowledge it";
     let me =
         UserId::parse_existing(&claims.sub).map_err(|_| ApiError::Forbidden(ONLY_RECIPIENTS))?;

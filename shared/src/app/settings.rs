@@ -43,12 +43,16 @@ pub fn parse_cc(raw: &str) -> Result<ControlCenterId, ApiError> {
 }
 
 pub async fn get_sms(svc: &Services, org: &OrgId, cc: &str) -> Result<Value, ApiError> {
-    let cc = ControlCenterId::parse_existing(cc).map_err(|_| ApiError::NotFound)?;
-    let s = svc
-        .settings
-        .get_sms(org, &cc)
-        .await?
-        .ok_or(ApiError::NotFound)?;
+    let cc = ControlCenterId::parse_existing(cc)
+        .map_err(|_| ApiError::not_found("no control center with that id"))?;
+    let Some(s) = svc.settings.get_sms(org, &cc).await? else {
+        let main = ControlCenterId::main();
+        let mut what = format!("no SMS settings for control center \"{cc}\"");
+        if cc != main && svc.settings.get_sms(org, &main).await?.is_some() {
+            what.push_str(&format!("; it sends with \"{main}\"'s"));
+        }
+        return Err(ApiError::not_found(what));
+    };
     Ok(s.view())
 }
 
@@ -112,7 +116,8 @@ pub async fn put_sms(
 }
 
 pub async fn delete_sms(svc: &Services, org: &OrgId, cc: &str) -> Result<(), ApiError> {
-    let cc = ControlCenterId::parse_existing(cc).map_err(|_| ApiError::NotFound)?;
+    let cc = ControlCenterId::parse_existing(cc)
+        .map_err(|_| ApiError::not_found("no control center with that id"))?;
     let existed = svc.settings.delete_sms(org, &cc).await?;
     // The item goes first: settings never point at a deleted secret.
     svc.secrets
@@ -125,16 +130,16 @@ pub async fn delete_sms(svc: &Services, org: &OrgId, cc: &str) -> Result<(), Api
         tracing::info!(org_id = %org, control_center_id = %cc, "sms settings deleted");
         Ok(())
     } else {
-        Err(ApiError::NotFound)
+        Err(ApiError::not_found(format!(
+            "no SMS settings for control center \"{cc}\""
+        )))
     }
 }
 
 pub async fn get_email(svc: &Services, org: &OrgId) -> Result<Value, ApiError> {
-    let s = svc
-        .settings
-        .get_email(org)
-        .await?
-        .ok_or(ApiError::NotFound)?;
+    let s = svc.settings.get_email(org).await?.ok_or_else(|| {
+        ApiError::not_found("no email settings: email goes from the default sender")
+    })?;
     Ok(s.view())
 }
 

@@ -47,11 +47,11 @@ fn parse_to<T>(
 pub async fn sms(svc: &Services, org: &OrgId, cc: &str, body: &Value) -> Result<Value, ApiError> {
     let cc = parse_cc(cc)?;
     let to: PhoneNumber = parse_to(body, PhoneNumber::parse)?;
-    let settings = svc
-        .settings
-        .effective_sms(org, &cc)
-        .await?
-        .ok_or(ApiError::NotFound)?;
+    let settings = svc.settings.effective_sms(org, &cc).await?.ok_or_else(|| {
+        ApiError::not_found(format!(
+            "no SMS settings for control center \"{cc}\" nor for \"main\""
+        ))
+    })?;
     let provider = settings.provider_name();
     let sender = svc
         .sms_senders
