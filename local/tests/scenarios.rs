@@ -263,6 +263,35 @@ async fn messages_incident_contacts_and_sos_follow_their_settings() {
     let out = o.outbox(&id).await;
     assert_eq!(sent_to(&out, "sms"), ["+351912345678"]);
     assert_eq!(sent_to(&out, "email"), ["rui@family.example"]);
+
+    // An SOS that tells no one says why, on its creator.
+    let (s, b) = o
+        .app
+        .json(
+            "PUT",
+            "/v1/users/u-19",
+            &o.admin,
+            json!({"name": "User 19", "license": "basic_responder", "virtual": false,
+                   "contacts": [], "emergency_contacts": []}),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    for (creator, reason) in [("u-19", "no_emergency_contacts"), ("u-99", "unknown_user")] {
+        let mut ev = incident("sos-raised");
+        ev["detail"]["creator_id"] = json!(creator);
+        let id = o.post(&ev).await;
+        let n = o.settled(&id).await;
+        assert_eq!(n["recipients"].as_array().unwrap().len(), 1, "{n}");
+        for channel in ["push", "sms", "email"] {
+            let d = &deliveries(&n, creator)[channel];
+            assert_eq!(
+                (d["status"].as_str(), d["reason"].as_str()),
+                (Some("skipped"), Some(reason)),
+                "{n}"
+            );
+        }
+        assert!(o.outbox(&id).await.is_empty());
+    }
     o.app.stop().await;
 }
 

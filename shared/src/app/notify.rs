@@ -169,6 +169,17 @@ impl Notifier {
         );
         let mut plans = routing::plan(&ctx, &recipients).recipients;
         plans.extend(unknown);
+        // An SOS that tells no one says why, on its creator: not in the directory, or
+        // without emergency contacts.
+        if let Some(c) = &creator {
+            match creator_user {
+                None => plans.push(routing::unknown_user(c)),
+                Some(u) if u.emergency_contacts.is_empty() => {
+                    plans.push(routing::no_emergency_contacts(c))
+                }
+                Some(_) => {}
+            }
+        }
         // The directory's answer is not needed past planning: free it before the writes.
         drop(recipients);
         drop(by_id);

@@ -25,6 +25,9 @@ pub enum SkipReason {
     ManualSmsDisabled,
     /// The event named a user the directory does not have.
     UnknownUser,
+    /// An SOS whose creator has no emergency contacts: recorded on the creator, so the
+    /// notification says why no one was told.
+    NoEmergencyContacts,
 }
 
 impl SkipReason {
@@ -43,6 +46,7 @@ impl SkipReason {
         SkipReason::DistressDisabled,
         SkipReason::ManualSmsDisabled,
         SkipReason::UnknownUser,
+        SkipReason::NoEmergencyContacts,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -60,6 +64,7 @@ impl SkipReason {
             SkipReason::DistressDisabled => "distress_disabled",
             SkipReason::ManualSmsDisabled => "manual_sms_disabled",
             SkipReason::UnknownUser => "unknown_user",
+            SkipReason::NoEmergencyContacts => "no_emergency_contacts",
         }
     }
 }

@@ -328,6 +328,16 @@ pub fn unknown_user(id: &super::ids::UserId) -> RecipientPlan {
     }
 }
 
+/// The plan of an SOS creator who has no emergency contacts: no one is told, and the
+/// notification says so on the creator (every channel skipped).
+pub fn no_emergency_contacts(id: &super::ids::UserId) -> RecipientPlan {
+    let d = |channel| skip(channel, false, SkipReason::NoEmergencyContacts);
+    RecipientPlan {
+        recipient: RecipientRef::User(id.clone()),
+        deliveries: [d(Channel::Push), d(Channel::Sms), d(Channel::Email)],
+    }
+}
+
 /// How push ended for a recipient.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PushOutcome {
