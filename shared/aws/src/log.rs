@@ -132,6 +132,14 @@ pub fn notification_pk(org: &OrgId, id: &NotificationId) -> String {
     format!("ORG#{org}#N#{id}")
 }
 
+/// The key of a notification's own item in its partition `base`.
+fn notification_key(base: &str) -> Item {
+    HashMap::from([
+        ("pk".to_string(), s(base)),
+        ("sk".to_string(), s(NOTIFICATION_SK)),
+    ])
+}
+
 fn record_sk(recipient: &RecipientRef, channel: Channel) -> String {
     format!("R#{}#{}", recipient.key(), channel.as_str())
 }
@@ -249,12 +257,7 @@ impl DynamoDeliveryLog {
         if let Some(k) = self.known_shards(base) {
             return Ok(k);
         }
-        let item = self
-            .get_record(HashMap::from([
-                ("pk".to_string(), s(base)),
-                ("sk".to_string(), s(NOTIFICATION_SK)),
-            ]))
-            .await?;
+        let item = self.get_record(notification_key(base)).await?;
         let k = item.as_ref().map_or(1, item_shards);
         if k > 1 {
             self.remember_shards(base, k);
@@ -526,10 +529,7 @@ impl DeliveryLog for DynamoDeliveryLog {
             self.client
                 .update_item()
                 .table_name(&self.table)
-                .set_key(Some(HashMap::from([
-                    ("pk".to_string(), s(base.clone())),
-                    ("sk".to_string(), s(NOTIFICATION_SK)),
-                ])))
+                .set_key(Some(notification_key(&base)))
                 .update_expression("SET #shards = :shards")
                 .condition_expression("attribute_exists(pk)")
                 .expression_attribute_names("#shards", SHARDS)
@@ -611,11 +611,7 @@ impl DeliveryLog for DynamoDeliveryLog {
         recipients: usize,
     ) -> StoreResult<Option<(Logged, Option<String>)>> {
         let pk = notification_pk(org, id);
-        let key: Item = [
-            ("pk".to_string(), s(pk.clone())),
-            ("sk".to_string(), s(NOTIFICATION_SK)),
-        ]
-        .into();
+        let key = notification_key(&pk);
         let Some(item) = self.get_record(key).await? else {
             return Ok(None);
         };
@@ -750,10 +746,7 @@ impl DeliveryLog for DynamoDeliveryLog {
             .client
             .get_item()
             .table_name(&self.table)
-            .set_key(Some(HashMap::from([
-                ("pk".to_string(), s(notification_pk(org, id))),
-                ("sk".to_string(), s(NOTIFICATION_SK)),
-            ])))
+            .set_key(Some(notification_key(&notification_pk(org, id))))
             .projection_expression("expires_at")
             .send()
             .await

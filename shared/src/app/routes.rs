@@ -238,6 +238,19 @@ pub fn resolve(method: &str, segs: &[&str]) -> Resolved {
 mod tests {
     use super::*;
 
+    /// docs/api.md is the reference a client team reads: every route the API serves is
+    /// in it (as `METHOD /path`), so the two cannot drift.
+    #[test]
+    fn docs_api_names_every_route() {
+        let page = include_str!("../../../docs/api.md");
+        let missing: Vec<String> = ROUTES
+            .iter()
+            .map(|r| format!("`{} {}", r.method, r.path))
+            .filter(|r| !page.contains(r.as_str()))
+            .collect();
+        assert!(missing.is_empty(), "not in docs/api.md: {missing:?}");
+    }
+
     #[test]
     fn routes_resolve_with_their_parameters_and_other_methods_are_listed() {
         let Resolved::Found(r, p) = resolve("POST", &["v1", "settings", "email", "test"]) else {
