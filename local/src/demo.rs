@@ -191,47 +191,120 @@ pub async fn run() -> anyhow::Result<String> {
     ));
 
     let mut out = String::new();
+    let mut reasons_seen: Vec<String> = Vec::new();
+    let mut totals: std::collections::BTreeMap<String, usize> = Default::default();
     for (title, id) in routed {
-        let n = settled(&app, &id).await?;
+        let (n, logged) = settled(&app, &id).await?;
         writeln!(out, "\n== {title}")?;
         writeln!(
             out,
-            "{:<34} {:<6} {:<8} {:<9} reason / provider",
-            "recipient", "chan", "status", "fallback"
+            "{:<34} {:<6} {:<8} {:<9} {:<26} reason / provider",
+            "recipient", "chan", "status", "fallback", "to"
         )?;
         for r in n["recipients"].as_array().into_iter().flatten() {
-            let who = match r["user_id"].as_str() {
+            let user = r["user_id"].as_str();
+            let contact = r["contact"]["name"].as_str();
+            let who = match user {
                 Some(u) => people
                     .iter()
                     .find(|p| p.0 == u)
                     .map_or(u.to_string(), |p| p.1.to_string()),
-                None => format!(
-                    "{} (not a user)",
-                    r["contact"]["name"].as_str().unwrap_or("?")
-                ),
+                None => format!("{} (not a user)", contact.unwrap_or("?")),
             };
             for d in r["deliveries"].as_array().into_iter().flatten() {
-                let why = d["reason"]
-                    .as_str()
-                    .map(str::to_string)
-                    .unwrap_or_else(|| format!("via {}", d["provider"].as_str().unwrap_or("-")));
+                let status = d["status"].as_str().unwrap_or("");
+                let channel = d["channel"].as_str().unwrap_or("");
+                // Only what was attempted went somewhere, or went as a fallback.
+                let attempted = matches!(status, "sent" | "failed" | "delivered");
+                let to = if attempted {
+                    destination(&logged, user, contact, channel)
+                } else {
+                    String::new()
+                };
+                let why = match d["reason"].as_str() {
+                    Some(reason) => {
+                        let code = reason.split(':').next().unwrap_or(reason).to_string();
+                        if !reasons_seen.contains(&code) {
+                            reasons_seen.push(code);
+                        }
+                        reason.to_string()
+                    }
+                    None => format!("via {}", d["provider"].as_str().unwrap_or("-")),
+                };
+                *totals.entry(status.to_string()).or_default() += 1;
                 writeln!(
                     out,
-                    "{:<34} {:<6} {:<8} {:<9} {}",
+                    "{:<34} {:<6} {:<8} {:<9} {:<26} {}",
                     who,
-                    d["channel"].as_str().unwrap_or(""),
-                    d["status"].as_str().unwrap_or(""),
-                    if d["fallback"] == true { "yes" } else { "" },
+                    channel,
+                    status,
+                    if attempted && d["fallback"] == true {
+                        "yes"
+                    } else {
+                        ""
+                    },
+                    to,
                     why
                 )?;
             }
         }
     }
+    writeln!(out, "\n== Reasons shown above")?;
+    for code in &reasons_seen {
+        writeln!(out, "{code:<26} {}", reason_meaning(code))?;
+    }
+    let summary: Vec<String> = totals.iter().map(|(s, n)| format!("{n} {s}")).collect();
+    writeln!(
+        out,
+        "\n== Summary: {} deliveries: {}",
+        totals.values().sum::<usize>(),
+        summary.join(", ")
+    )?;
     let _ = std::fs::remove_dir_all(dir);
     Ok(out)
 }
 
-async fn settled(app: &LocalApp, id: &NotificationId) -> anyhow::Result<Value> {
+/// Where a delivery went: the number, the address, or "app" for push.
+fn destination(
+    logged: &flare_shared::ports::Logged,
+    user: Option<&str>,
+    contact: Option<&str>,
+    channel: &str,
+) -> String {
+    use flare_shared::domain::{Destination, RecipientRef};
+    logged
+        .records
+        .iter()
+        .find(|r| {
+            r.channel.as_str() == channel
+                && match &r.recipient {
+                    RecipientRef::User(u) => Some(u.as_str()) == user,
+                    RecipientRef::Contact { contact: c, .. } => Some(c.name.as_str()) == contact,
+                }
+        })
+        .and_then(|r| r.destination.as_ref())
+        .map_or_else(String::new, |d| match d {
+            Destination::Devices(_) => "app".to_string(),
+            Destination::Phone(p) => p.as_str().to_string(),
+            Destination::Email(e) => e.as_str().to_string(),
+        })
+}
+
+/// One sentence for a reason code, from the reason reference (docs/reasons.md), so the
+/// demo's legend says what the documentation says.
+fn reason_meaning(code: &str) -> String {
+    let page = include_str!("../../docs/reasons.md");
+    let cell = format!("| `{code}` |");
+    page.lines()
+        .find_map(|l| l.strip_prefix(&cell))
+        .map(|rest| rest.trim().trim_end_matches('|').trim().to_string())
+        .unwrap_or_else(|| "see docs/reasons.md".to_string())
+}
+
+async fn settled(
+    app: &LocalApp,
+    id: &NotificationId,
+) -> anyhow::Result<(Value, flare_shared::ports::Logged)> {
     let org = OrgId::parse(ORG)?;
     for _ in 0..500 {
         if let Some(l) = app.services.log.get_notification(&org, id).await?
@@ -239,7 +312,7 @@ async fn settled(app: &LocalApp, id: &NotificationId) -> anyhow::Result<Value> {
                 .iter()
                 .all(|r| r.status != flare_shared::domain::DeliveryStatus::Pending)
         {
-            return Ok(flare_shared::app::notifications::view(&l));
+            return Ok((flare_shared::app::notifications::view(&l), l));
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }

@@ -1,3 +1,4 @@
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 use flare_local::{LocalApp, LocalConfig};
 use std::path::PathBuf;
@@ -64,8 +65,19 @@ async fn main() -> anyhow::Result<()> {
         Command::Serve { addr, data_dir } => {
             flare_runtime::init_tracing();
             let cfg = LocalConfig::from_env(data_dir)?;
-            let app = Arc::new(LocalApp::open(&cfg).await?);
-            let listener = match tokio::net::TcpListener::bind(&addr).await {
+            // One address, IPv4 first (`localhost` is then 127.0.0.1, as curl tries it):
+            // a busy port is an error, never a quiet fall-through to another address.
+            let resolved: Vec<std::net::SocketAddr> = tokio::net::lookup_host(&addr)
+                .await
+                .with_context(|| format!("--addr {addr}: not a host:port this machine resolves"))?
+                .collect();
+            let bind_to = resolved
+                .iter()
+                .find(|a| a.is_ipv4())
+                .or(resolved.first())
+                .copied()
+                .with_context(|| format!("--addr {addr} resolves to no address"))?;
+            let listener = match tokio::net::TcpListener::bind(bind_to).await {
                 Ok(l) => l,
                 Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => anyhow::bail!(
                     "{addr} is already in use (another flare-local?): stop it, or pick another address with --addr, e.g. --addr 127.0.0.1:8081"
@@ -74,6 +86,7 @@ async fn main() -> anyhow::Result<()> {
                     return Err(anyhow::Error::new(e).context(format!("listening on {addr}")));
                 }
             };
+            let app = Arc::new(LocalApp::open(&cfg).await?);
             tracing::info!(addr = %listener.local_addr()?, data_dir = %cfg.data_dir.display(), "flare-local serving");
             flare_local::serve(listener, app, async {
                 let _ = tokio::signal::ctrl_c().await;

@@ -84,12 +84,31 @@ fn serve_takes_a_host_name_says_when_the_port_is_busy_and_logs_plain_text_to_a_p
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(up, "serve --addr {addr} listens");
-    let second = bin()
+    // Never waits on a second server that did start: killed after 20 s, and failed.
+    let mut second = bin()
         .args(["serve", "--addr", &addr, "--data-dir"])
         .arg(dir.join("b"))
-        .output()
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
         .unwrap();
-    assert!(!second.status.success());
+    let mut exited = None;
+    for _ in 0..400 {
+        if let Some(status) = second.try_wait().unwrap() {
+            exited = Some(status);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    if exited.is_none() {
+        let _ = second.kill();
+        let _ = first.kill();
+    }
+    let second = second.wait_with_output().unwrap();
+    assert!(
+        exited.is_some_and(|s| !s.success()),
+        "a second serve on {addr} exits with an error"
+    );
     let err = String::from_utf8_lossy(&second.stderr);
     assert!(
         err.contains(&format!("{addr} is already in use")) && err.contains("--addr"),
