@@ -154,6 +154,9 @@ impl LocalApp {
             ]
             .into(),
             default_sender: Some(cfg.default_sender.clone()),
+            // CloudWatch's metrics have no local counterpart: `/local/outbox` and the
+            // notification view show the same facts.
+            metrics: Arc::new(flare_shared::ports::NoMetrics),
         };
         let (deliverer_sms, deliverer_email) = (deliverer.sms.clone(), deliverer.email.clone());
         // The workers' deliverer enqueues fallbacks on the same queue it drains.
@@ -170,12 +173,14 @@ impl LocalApp {
             sms_senders: deliverer_sms,
             email_senders: deliverer_email,
             default_sender: Some(cfg.default_sender.clone()),
+            metrics: Arc::new(flare_shared::ports::NoMetrics),
         };
         let notifier = Notifier {
             settings,
             directory,
             log,
             queue: Arc::new(queue),
+            metrics: Arc::new(flare_shared::ports::NoMetrics),
         };
         Ok(Self {
             services,

@@ -721,3 +721,24 @@ mod tests {
         assert_eq!(entries[0].body, "hello");
     }
 }
+
+/// What the pipeline counted (tests).
+#[derive(Debug, Default)]
+pub struct MemoryMetrics {
+    pub deliveries: Mutex<Vec<crate::ports::DeliveryMetric>>,
+    /// Per new notification: its category and recipients.
+    pub notifications: Mutex<Vec<(crate::domain::Category, usize)>>,
+    pub acknowledgements: Mutex<Vec<crate::domain::Category>>,
+}
+
+impl crate::ports::Metrics for MemoryMetrics {
+    fn delivery(&self, metric: &crate::ports::DeliveryMetric) {
+        lock(&self.deliveries).push(metric.clone());
+    }
+    fn notification(&self, category: crate::domain::Category, recipients: usize) {
+        lock(&self.notifications).push((category, recipients));
+    }
+    fn acknowledged(&self, category: crate::domain::Category) {
+        lock(&self.acknowledgements).push(category);
+    }
+}

@@ -11,10 +11,12 @@ use flare_shared::app::api::{self, ApiRequest};
 use flare_shared::app::auth::{Claims, Role};
 use flare_shared::app::deliver::{DeliverError, Delivered, Deliverer, lease_for};
 use flare_shared::app::notify::{Notifier, RouteError};
-use flare_shared::memory::{MemoryDeliveryLog, MemoryDirectory, MemoryQueue, MemorySettings};
+use flare_shared::memory::{
+    MemoryDeliveryLog, MemoryDirectory, MemoryMetrics, MemoryQueue, MemorySettings,
+};
 use flare_shared::ports::{
-    DeliveryLog, Directory, JobQueue, PushMessage, PushSender, QueueError, Receipt, SendError,
-    SettingsStore, SmsMessage, SmsSender,
+    DeliveryLog, DeliveryMetric, Directory, JobQueue, Outcome, PushMessage, PushSender, QueueError,
+    Receipt, SendError, SettingsStore, SmsMessage, SmsSender,
 };
 use flare_shared::*;
 use std::sync::Arc;
@@ -76,6 +78,7 @@ struct World {
     settings: Arc<MemorySettings>,
     directory: Arc<MemoryDirectory>,
     log: Arc<MemoryDeliveryLog>,
+    metrics: Arc<MemoryMetrics>,
     org: OrgId,
 }
 
@@ -84,6 +87,7 @@ async fn world() -> World {
         settings: Arc::new(MemorySettings::default()),
         directory: Arc::new(MemoryDirectory::default()),
         log: Arc::new(MemoryDeliveryLog::default()),
+        metrics: Arc::new(MemoryMetrics::default()),
         org: OrgId::parse("acme").unwrap(),
     };
     let sms = SmsSettings {
@@ -113,6 +117,7 @@ impl World {
             directory: self.directory.clone(),
             log: self.log.clone(),
             queue,
+            metrics: self.metrics.clone(),
         }
     }
 
@@ -126,6 +131,7 @@ impl World {
             sms: Default::default(),
             email: Default::default(),
             default_sender: None,
+            metrics: self.metrics.clone(),
         }
     }
 
@@ -377,5 +383,54 @@ async fn a_dead_lettered_job_waits_while_a_live_attempt_holds_its_record() {
     assert!(
         mine.iter().all(|r| r.status == DeliveryStatus::Pending),
         "{mine:?}"
+    );
+}
+
+#[tokio::test]
+async fn each_final_outcome_is_counted_once_however_often_its_job_runs() {
+    let w = world().await;
+    let queue = Arc::new(MemoryQueue::default());
+    let event = dispatch();
+    let notifier = w.notifier(queue.clone());
+    notifier.route(&event).await.unwrap();
+    notifier.route(&event).await.unwrap(); // a replay counts nothing new
+    let skipped_at_routing = w
+        .records(&event.notification_id)
+        .await
+        .iter()
+        .filter(|r| r.status == DeliveryStatus::Skipped)
+        .count();
+    assert!(
+        skipped_at_routing > 0,
+        "u-18 and u-19 are not in the directory"
+    );
+    assert_eq!(
+        *w.metrics.notifications.lock().unwrap(),
+        vec![(Category::Dispatch, 3)]
+    );
+
+    let push_job = queue.pop(Channel::Push).unwrap();
+    let mut deliverer = w.deliverer(queue.clone());
+    let sms = Arc::new(CountingSms::default());
+    deliverer.sms.insert(Provider::Sns, sms.clone());
+    for _ in 0..2 {
+        deliverer.deliver(&push_job, false, LEASE).await.unwrap();
+    }
+    let sms_job = queue.pop(Channel::Sms).expect("the fallback SMS");
+    for _ in 0..2 {
+        deliverer.deliver(&sms_job, false, LEASE).await.unwrap();
+    }
+    assert_eq!(sms.sent.load(Ordering::SeqCst), 1);
+
+    let counted = w.metrics.deliveries.lock().unwrap().clone();
+    let of = |outcome| counted.iter().filter(|m| m.outcome == outcome).count();
+    assert_eq!(of(Outcome::Skipped), skipped_at_routing, "{counted:?}");
+    assert_eq!(of(Outcome::Failed), 1, "the push, once: {counted:?}");
+    assert_eq!(of(Outcome::Sent), 1, "the SMS, once: {counted:?}");
+    let sent = counted.iter().find(|m| m.outcome == Outcome::Sent).unwrap();
+    let since_event = (chrono::Utc::now() - event.time.unwrap()).to_std().unwrap();
+    assert!(
+        matches!(sent, DeliveryMetric { channel: Channel::Sms, provider: Some(Provider::Sns), fallback: true, latency: Some(l), .. } if *l <= since_event),
+        "{sent:?}"
     );
 }

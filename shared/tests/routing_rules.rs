@@ -463,6 +463,7 @@ fn jobs_are_made_for_planned_deliveries_only() {
             title: "t".into(),
             body: "b".into(),
         },
+        created_at: None,
     };
     let jobs = r.jobs(&t);
     assert_eq!(jobs.len(), 1, "held SMS and email wait for push");

@@ -150,6 +150,7 @@ pub async fn route_counted(
         directory: Arc::new(DynamoDirectory::new(db.clone(), &tables.directory)),
         log: Arc::new(DynamoDeliveryLog::new(db, &tables.log)),
         queue: Arc::new(SqsQueue::new(sqs, queues.clone())),
+        metrics: Arc::new(flare_shared::ports::NoMetrics),
     };
     let ev = IncidentEvent::from_value(event.clone())?;
     let users = match &ev.targets {

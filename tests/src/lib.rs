@@ -21,6 +21,7 @@ use std::time::Duration;
 pub use flare_aws::AwsOptions;
 
 pub mod conformance;
+pub mod emf;
 pub mod fanout;
 pub mod faults;
 pub mod queues;

@@ -8,7 +8,7 @@ use flare_aws as aws;
 use flare_shared::domain::Channel;
 use flare_tests::runtime::{self, LambdaProcess};
 use flare_tests::stack::{AwsStack, DEFAULT_SENDER};
-use flare_tests::{moto, workspace_root};
+use flare_tests::{emf, moto, workspace_root};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 
@@ -463,6 +463,95 @@ async fn a_dispatch_whose_push_fails_falls_back_to_sms_and_email_once() {
     }
     assert_eq!(delivery(&n, "u-18", "sms")["reason"], "unknown_user");
 
+    // ---- The metrics: every EMF line is one CloudWatch accepts, and they count what
+    // the notification view shows.
+    let metrics = |f: &str| -> Vec<Value> {
+        d.f(f)
+            .log()
+            .lines()
+            .filter(|l| emf::is_emf(l))
+            .map(|l| emf::check(l).unwrap_or_else(|e| panic!("{f}: {e}: {l}")))
+            .collect()
+    };
+    let router = metrics("flare-router");
+    let recipients: Vec<&Value> = router
+        .iter()
+        .filter(|m| m.get("Recipients").is_some())
+        .collect();
+    assert_eq!(recipients.len(), 1, "the replay is not counted: {router:?}");
+    assert_eq!(
+        (
+            recipients[0]["Recipients"].as_f64(),
+            recipients[0]["Category"].as_str()
+        ),
+        (Some(3.0), Some("dispatch"))
+    );
+    let skipped_records = n["recipients"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|r| r["deliveries"].as_array().into_iter().flatten())
+        .filter(|x| x["status"] == "skipped")
+        .count();
+    let skipped = router.iter().filter(|m| m.get("Skipped").is_some()).count();
+    assert!(skipped > 0);
+    assert_eq!(
+        skipped, skipped_records,
+        "one Skipped per skipped record: {router:?}"
+    );
+    let push = metrics("flare-push");
+    assert_eq!(push.len(), 1, "{push:?}");
+    assert_eq!(
+        (
+            push[0]["Failed"].as_f64(),
+            push[0]["Channel"].as_str(),
+            push[0]["Provider"].as_str()
+        ),
+        (Some(1.0), Some("push"), Some("sns"))
+    );
+    let sms = metrics("flare-sms");
+    assert_eq!(
+        sms.len(),
+        1,
+        "the duplicate job sent nothing and counted nothing: {sms:?}"
+    );
+    assert_eq!(
+        (
+            sms[0]["Sent"].as_f64(),
+            sms[0]["Fallback"].as_f64(),
+            sms[0]["Channel"].as_str()
+        ),
+        (Some(1.0), Some(1.0), Some("sms"))
+    );
+    // The sample job carries its event's time (a day before now, or more).
+    let latency = sms[0]["DeliveryLatencyMs"].as_f64().unwrap_or_default();
+    assert!(latency > 3_600_000.0, "{:?}", sms[0]);
+    let email = metrics("flare-email");
+    assert_eq!(email.len(), 1, "{email:?}");
+    assert_eq!(
+        (email[0]["Sent"].as_f64(), email[0]["Provider"].as_str()),
+        (Some(1.0), Some("ses"))
+    );
+
+    // ---- Each delivery line names the job's fields once, at the JSON line's top level.
+    for f in ["flare-push", "flare-sms", "flare-email"] {
+        let log = d.f(f).log();
+        let lines: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("\"message\":\"delivery "))
+            .collect();
+        assert!(!lines.is_empty(), "{f}: no delivery line:\n{log}");
+        for line in lines {
+            for field in ["notification_id", "channel", "recipient", "attempts"] {
+                assert_eq!(
+                    line.matches(&format!("\"{field}\":")).count(),
+                    1,
+                    "{f}: {field} once: {line}"
+                );
+            }
+        }
+    }
+
     d.assert_logs_clean();
 }
 
@@ -562,5 +651,27 @@ fn the_deployed_binaries_contain_no_fault_injection() {
             "{} contains the fault-injection code",
             path.display()
         );
+    }
+}
+
+#[test]
+fn the_emf_checker_passes_the_specifications_example_and_refuses_broken_documents() {
+    let ok = r#"{"_aws":{"Timestamp":1574109732004,"CloudWatchMetrics":[{"Namespace":"lambda-function-metrics","Dimensions":[["functionVersion"]],"Metrics":[{"Name":"time","Unit":"Milliseconds","StorageResolution":60}]}]},"functionVersion":"$LATEST","time":100,"requestId":"989ffbf8"}"#;
+    assert!(emf::check(ok).is_ok(), "{:?}", emf::check(ok));
+    for (broken, why) in [
+        (ok.replace("1574109732004", "\"now\""), "timestamp"),
+        (ok.replace(r#""time":100"#, r#""time":"100""#), "value"),
+        (
+            ok.replace(r#""functionVersion":"$LATEST","#, ""),
+            "dimension",
+        ),
+        (ok.replace("Milliseconds", "Millis"), "unit"),
+        (
+            ok.replace(r#""StorageResolution":60"#, r#""StorageResolution":5"#),
+            "resolution",
+        ),
+        (ok.replace("lambda-function-metrics", ""), "namespace"),
+    ] {
+        assert!(emf::check(&broken).is_err(), "{why}: {broken}");
     }
 }

@@ -47,10 +47,12 @@ async fn pipeline() -> Pipeline {
             allow_private: true,
         },
         default_sender: None,
+        metrics_namespace: None,
     };
     let router = flare_router::Config {
         tables: stack.tables.clone(),
         queues: stack.queues.clone(),
+        metrics_namespace: None,
     };
     let cfg = |channel| DeliveryConfig {
         channel,
@@ -59,6 +61,7 @@ async fn pipeline() -> Pipeline {
         secret_prefix: stack.secret_prefix.clone(),
         max_receives: flare_tests::stack::MAX_RECEIVES,
         dead_letter_queue: stack.dlq_arns[&channel].clone(),
+        metrics_namespace: None,
     };
     let (p, s, e) = (cfg(Channel::Push), cfg(Channel::Sms), cfg(Channel::Email));
     let sender = EmailAddress::parse("flare@flare.example").unwrap();

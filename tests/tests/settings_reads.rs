@@ -134,6 +134,7 @@ async fn a_gateway_sms_job_reads_the_settings_once() {
         .into(),
         email: Default::default(),
         default_sender: None,
+        metrics: Arc::new(flare_shared::ports::NoMetrics),
     };
     let n = Notification {
         control_center_id: ControlCenterId::parse("north").unwrap(),

@@ -38,6 +38,8 @@ pub struct Config {
     pub policy: EndpointPolicy,
     /// `FLARE_DEFAULT_SENDER`, for email test sends without a sender of the org's own.
     pub default_sender: Option<flare_shared::domain::EmailAddress>,
+    /// `FLARE_METRICS_NAMESPACE` (default `Flare`); None counts nothing (tests).
+    pub metrics_namespace: Option<String>,
 }
 
 impl Config {
@@ -63,6 +65,7 @@ impl Config {
             secret_prefix: config::optional(Self::SECRET_PREFIX, "flare"),
             platform_apps: PlatformApps::from_env(),
             policy: flare_runtime::endpoint_policy(false)?,
+            metrics_namespace: flare_runtime::emf::namespace_from_env().into(),
             default_sender: match config::required(flare_aws::wiring::DEFAULT_SENDER) {
                 Ok(_) => Some(flare_aws::wiring::default_sender()?),
                 Err(_) => None,
@@ -90,6 +93,7 @@ impl Config {
             secrets,
             devices: Arc::new(SnsDevices::new(aws::sns(sdk), self.platform_apps.clone())),
             policy: self.policy,
+            metrics: flare_runtime::emf::metrics(self.metrics_namespace.as_deref()),
             sms_senders: HashMap::from([
                 (
                     Provider::Sns,

@@ -31,6 +31,7 @@ async fn spawn_api() -> TestApi {
         platform_apps: stack.platform_apps.clone(),
         policy: EndpointPolicy::default(),
         default_sender: None,
+        metrics_namespace: None,
     };
     TestApi {
         svc: config.services(&stack.sdk).unwrap(),

@@ -201,6 +201,8 @@ pub struct DeliveryConfig {
     pub max_receives: u32,
     /// `FLARE_<CHANNEL>_DLQ_ARN`: this channel's dead-letter queue, an event source too.
     pub dead_letter_queue: String,
+    /// `FLARE_METRICS_NAMESPACE` (default `Flare`); None counts nothing (tests).
+    pub metrics_namespace: Option<String>,
 }
 
 impl DeliveryConfig {
@@ -218,6 +220,7 @@ impl DeliveryConfig {
             tables: flare_aws::wiring::Tables::from_env()?,
             queues: flare_aws::wiring::queue_urls(&channels)?,
             secret_prefix: config::optional("FLARE_SECRET_PREFIX", "flare"),
+            metrics_namespace: config::emf::namespace_from_env().into(),
             dead_letter_queue: config::required(flare_aws::wiring::dead_letter_env(channel))?,
             max_receives: {
                 let raw = config::optional(MAX_RECEIVES_ENV, &DEFAULT_MAX_RECEIVES.to_string());
@@ -252,6 +255,7 @@ impl DeliveryConfig {
             sms: Default::default(),
             email: Default::default(),
             default_sender: None,
+            metrics: config::emf::metrics(self.metrics_namespace.as_deref()),
         }
     }
 
@@ -327,6 +331,7 @@ mod tests {
             sms: Default::default(),
             email: Default::default(),
             default_sender: None,
+            metrics: Arc::new(flare_shared::ports::NoMetrics),
         })
     }
 

@@ -17,6 +17,8 @@ use std::sync::Arc;
 pub struct Config {
     pub tables: Tables,
     pub queues: HashMap<Channel, String>,
+    /// `FLARE_METRICS_NAMESPACE` (default `Flare`); None counts nothing (tests).
+    pub metrics_namespace: Option<String>,
 }
 
 impl Config {
@@ -24,6 +26,7 @@ impl Config {
         Ok(Self {
             tables: Tables::from_env()?,
             queues: queue_urls(&Channel::ALL)?,
+            metrics_namespace: flare_runtime::emf::namespace_from_env().into(),
         })
     }
 
@@ -34,6 +37,7 @@ impl Config {
             directory: Arc::new(DynamoDirectory::new(db.clone(), &self.tables.directory)),
             log: Arc::new(DynamoDeliveryLog::new(db, &self.tables.log)),
             queue: Arc::new(SqsQueue::new(aws::sqs(sdk), self.queues.clone())),
+            metrics: flare_runtime::emf::metrics(self.metrics_namespace.as_deref()),
         }
     }
 }

@@ -1,5 +1,8 @@
 //! What every binary shares and the domain must not know about: configuration from the
-//! environment (failing fast with the variable's name) and the tracing subscriber.
+//! environment (failing fast with the variable's name), the tracing subscriber and the
+//! metrics (CloudWatch embedded metric format).
+
+pub mod emf;
 
 use flare_shared::domain::EndpointPolicy;
 
@@ -63,26 +66,46 @@ pub fn parse_endpoint_policy(
 /// elsewhere. `RUST_LOG` filters; the default is `info`.
 pub fn init_tracing() {
     use tracing_subscriber::EnvFilter;
+    use tracing_subscriber::prelude::*;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false);
     let result = if std::env::var_os("AWS_LAMBDA_FUNCTION_NAME").is_some() {
-        builder
-            .json()
-            .flatten_event(true)
-            .without_time() // CloudWatch stamps every line
+        tracing_subscriber::registry()
+            .with(filter)
+            .with(json_layer(std::io::stdout))
             .try_init()
+            .map_err(|e| e.to_string())
     } else {
         // Colour only on a terminal: a log written to a file or a pipe has no escapes.
         use std::io::IsTerminal;
-        builder
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_target(false)
             .compact()
             .with_ansi(std::io::stdout().is_terminal())
             .try_init()
+            .map_err(|e| e.to_string())
     };
     // Already initialised (tests): keep the first subscriber.
     let _ = result;
+}
+
+/// One flat JSON object per line: the event's fields and those of the spans it is in
+/// (a delivery's notification, channel and recipient), each named once at the top
+/// level, where CloudWatch Logs Insights and metric filters find them (`$.message`,
+/// `$.notification_id`).
+pub fn json_layer<S, W>(writer: W) -> impl tracing_subscriber::Layer<S>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    json_subscriber::layer()
+        .with_writer(writer)
+        .flatten_event(true)
+        .with_current_span(false)
+        .with_span_list(false)
+        .flatten_span_list_on_top_level(true)
+        .with_target(false)
+        .without_time() // CloudWatch stamps every line
 }
 
 #[cfg(test)]

@@ -8,13 +8,14 @@ use crate::domain::{
     Channel, DeliveryJob, DeliveryStatus, Destination, EmailAddress, FailReason, Provider,
 };
 use crate::ports::{
-    Claim, DeliveryLog, Directory, EmailMessage, EmailSender, Finish, JobQueue, PushMessage,
-    PushSender, QueueError, SendError, SettingsStore, SmsMessage, SmsSender, StoreError,
+    Claim, DeliveryLog, DeliveryMetric, Directory, EmailMessage, EmailSender, Finish, JobQueue,
+    Metrics, Outcome, PushMessage, PushSender, QueueError, SendError, SettingsStore, SmsMessage,
+    SmsSender, StoreError,
 };
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
-use tracing::Instrument;
+use tracing::{Instrument, Span};
 
 /// How long a claim outlives the attempt's own deadline. The lease is derived from the
 /// deadline (the Lambda invocation's), so a crashed attempt's record can be claimed again
@@ -39,6 +40,19 @@ pub struct Deliverer {
     pub email: HashMap<Provider, Arc<dyn EmailSender>>,
     /// The default account email goes from (`FLARE_DEFAULT_SENDER`).
     pub default_sender: Option<EmailAddress>,
+    pub metrics: Arc<dyn Metrics>,
+}
+
+/// The span every line about one job is logged in: it names the job's fields, so the
+/// lines inside name only their own.
+fn job_span(job: &DeliveryJob) -> Span {
+    tracing::info_span!(
+        "deliver",
+        notification_id = %job.notification_id,
+        channel = job.channel.as_str(),
+        recipient = %job.recipient.key(),
+        attempts = tracing::field::Empty,
+    )
 }
 
 /// How a job ended.
@@ -130,6 +144,19 @@ impl Deliverer {
         final_attempt: bool,
         lease: Duration,
     ) -> Result<Delivered, DeliverError> {
+        let span = job_span(job);
+        self.claim_and_attempt(job, final_attempt, lease, span.clone())
+            .instrument(span)
+            .await
+    }
+
+    async fn claim_and_attempt(
+        &self,
+        job: &DeliveryJob,
+        final_attempt: bool,
+        lease: Duration,
+        span: Span,
+    ) -> Result<Delivered, DeliverError> {
         let claim = self
             .log
             .claim(
@@ -142,13 +169,11 @@ impl Deliverer {
             .await?;
         match claim {
             Claim::Claimed { attempts } => {
-                let span = tracing::info_span!("deliver", notification_id = %job.notification_id, channel = job.channel.as_str(), recipient = %job.recipient.key(), attempts);
-                self.attempt(job, attempts, final_attempt)
-                    .instrument(span)
-                    .await
+                span.record("attempts", attempts);
+                self.attempt(job, attempts, final_attempt).await
             }
             Claim::AlreadyDone(status) => {
-                tracing::info!(notification_id = %job.notification_id, channel = job.channel.as_str(), recipient = %job.recipient.key(), status = ?status, "duplicate job: already done, nothing sent");
+                tracing::info!(status = ?status, "duplicate job: already done, nothing sent");
                 self.after_done(job, status).await?;
                 Ok(Delivered::AlreadyDone(status))
             }
@@ -156,7 +181,7 @@ impl Deliverer {
                 reason: "another attempt holds the claim".into(),
             }),
             Claim::Missing => {
-                tracing::warn!(notification_id = %job.notification_id, channel = job.channel.as_str(), recipient = %job.recipient.key(), "job without a delivery record: dropped");
+                tracing::warn!("job without a delivery record: dropped");
                 Ok(Delivered::NoRecord)
             }
         }
@@ -186,6 +211,10 @@ impl Deliverer {
     /// so nothing stays `pending`. `Err(Retry)` while a live attempt still holds the
     /// record: the dead-letter queue hands the job over again later.
     pub async fn abandon(&self, job: &DeliveryJob) -> Result<Delivered, DeliverError> {
+        self.abandon_job(job).instrument(job_span(job)).await
+    }
+
+    async fn abandon_job(&self, job: &DeliveryJob) -> Result<Delivered, DeliverError> {
         let reason = wire_reason(FailReason::GaveUp, Some(FailReason::DeadLetter.as_str()));
         let moved = self
             .log
@@ -200,8 +229,9 @@ impl Deliverer {
             )
             .await?;
         if moved {
-            // The message the failure metric counts.
-            tracing::warn!(notification_id = %job.notification_id, channel = job.channel.as_str(), recipient = %job.recipient.key(), reason = %reason, "delivery failed");
+            // The message the failure alarm's log filter counts.
+            tracing::warn!(reason = %reason, "delivery failed");
+            self.count(job, Some(job.provider), Outcome::Failed);
             self.after_done(job, DeliveryStatus::Failed).await?;
             return Ok(Delivered::Failed { reason });
         }
@@ -243,11 +273,6 @@ impl Deliverer {
                 outcome,
             )
         };
-        let fields = (
-            job.notification_id.as_str(),
-            job.channel.as_str(),
-            job.recipient.key(),
-        );
         match result {
             Ok(receipt) => {
                 if crate::faults::crash_after_send(job) {
@@ -257,13 +282,20 @@ impl Deliverer {
                         crate::faults::MARKER
                     );
                 }
-                finish(Finish::Sent {
+                let moved = finish(Finish::Sent {
                     attempt: attempts,
                     provider: receipt.provider,
                     provider_message_id: receipt.provider_message_id.clone(),
                 })
                 .await?;
-                tracing::info!(notification_id = fields.0, channel = fields.1, recipient = %fields.2, provider = receipt.provider.as_str(), attempts, fallback = job.fallback, "delivery sent");
+                tracing::info!(
+                    provider = receipt.provider.as_str(),
+                    fallback = job.fallback,
+                    "delivery sent"
+                );
+                if moved {
+                    self.count(job, Some(receipt.provider), Outcome::Sent);
+                }
                 if job.channel == Channel::Push {
                     self.resolve_held(job, PushOutcome::Sent).await?;
                 }
@@ -277,7 +309,7 @@ impl Deliverer {
                     reason: e.reason(),
                 })
                 .await?;
-                tracing::warn!(notification_id = fields.0, channel = fields.1, recipient = %fields.2, attempts, reason = %e.reason(), "delivery failed, will retry");
+                tracing::warn!(reason = %e.reason(), "delivery failed, will retry");
                 Err(DeliverError::Retry { reason: e.reason() })
             }
             Err(e) => {
@@ -286,12 +318,15 @@ impl Deliverer {
                 } else {
                     e.reason()
                 };
-                finish(Finish::Failed {
+                let moved = finish(Finish::Failed {
                     attempt: attempts,
                     reason: reason.clone(),
                 })
                 .await?;
-                tracing::warn!(notification_id = fields.0, channel = fields.1, recipient = %fields.2, attempts, reason = %reason, error = ?e, "delivery failed");
+                tracing::warn!(reason = %reason, error = ?e, "delivery failed");
+                if moved {
+                    self.count(job, Some(job.provider), Outcome::Failed);
+                }
                 if job.channel == Channel::Push {
                     self.resolve_held(job, PushOutcome::FailedOnEveryDevice)
                         .await?;
@@ -349,13 +384,23 @@ impl Deliverer {
                     jobs.push(template.job(&job.recipient, d.channel, *provider, destination, true))
                 }
                 Action::Skip(r) => {
-                    finish(
+                    let moved = finish(
                         d.channel,
                         Finish::SkipHeld {
                             reason: r.as_str().to_string(),
                         },
                     )
                     .await?;
+                    if moved {
+                        let provider = held.iter().find(|h| h.channel == d.channel);
+                        self.metrics.delivery(&DeliveryMetric {
+                            channel: d.channel,
+                            provider: provider.map(|h| h.provider),
+                            outcome: Outcome::Skipped,
+                            fallback: false,
+                            latency: None,
+                        });
+                    }
                 }
                 Action::AwaitPush { .. } => {}
             }
@@ -373,8 +418,26 @@ impl Deliverer {
             // False when the fallback job already claimed it: that is fine.
             finish(j.channel, Finish::Release).await?;
         }
-        tracing::info!(notification_id = %job.notification_id, recipient = %job.recipient.key(), fallbacks = jobs.len(), "push failed on every device: fallback enqueued");
+        tracing::info!(
+            fallbacks = jobs.len(),
+            "push failed on every device: fallback enqueued"
+        );
         Ok(())
+    }
+
+    /// Counts a job's final outcome.
+    fn count(&self, job: &DeliveryJob, provider: Option<Provider>, outcome: Outcome) {
+        let latency = match (outcome, job.created_at) {
+            (Outcome::Sent, Some(at)) => (chrono::Utc::now() - at).to_std().ok(),
+            _ => None,
+        };
+        self.metrics.delivery(&DeliveryMetric {
+            channel: job.channel,
+            provider,
+            outcome,
+            fallback: job.fallback,
+            latency,
+        });
     }
 
     async fn send_push(&self, job: &DeliveryJob) -> Result<crate::ports::Receipt, SendError> {
@@ -414,7 +477,7 @@ impl Deliverer {
             match sender.send(&push).await {
                 Ok(r) => ids.extend(r.provider_message_id),
                 Err(e) => {
-                    tracing::warn!(notification_id = %job.notification_id, device_id = %d.device_id, reason = %e.reason(), "push to a device failed");
+                    tracing::warn!(device_id = %d.device_id, reason = %e.reason(), "push to a device failed");
                     any_transient |= e.is_transient();
                     last_err = Some(e);
                 }

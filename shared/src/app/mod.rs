@@ -37,6 +37,7 @@ pub struct Services {
     pub email_senders: HashMap<Provider, Arc<dyn EmailSender>>,
     /// The default account (`FLARE_DEFAULT_SENDER`).
     pub default_sender: Option<EmailAddress>,
+    pub metrics: Arc<dyn crate::ports::Metrics>,
 }
 
 impl Services {
@@ -54,6 +55,7 @@ impl Services {
             sms_senders: HashMap::new(),
             email_senders: HashMap::new(),
             default_sender: None,
+            metrics: Arc::new(MemoryMetrics::default()),
         }
     }
 }

@@ -209,7 +209,9 @@ pub async fn ack(svc: &Services, claims: &Claims, id: &str) -> Result<(), ApiErr
     {
         return Err(ApiError::Forbidden(ONLY_RECIPIENTS));
     }
-    svc.log.ack(&claims.org_id, &id, &me).await?;
+    if svc.log.ack(&claims.org_id, &id, &me).await? {
+        svc.metrics.acknowledged(logged.notification.category);
+    }
     tracing::info!(notification_id = %id, user_id = %me, "notification acknowledged");
     Ok(())
 }
@@ -236,6 +238,7 @@ pub async fn manual_sms(
         directory: svc.directory.clone(),
         log: svc.log.clone(),
         queue: svc.queue.clone(),
+        metrics: svc.metrics.clone(),
     };
     match notifier.manual_sms(org, input, key.as_ref()).await {
         Ok(id) => Ok(json!({"notification_id": id})),

@@ -14,7 +14,8 @@ use crate::domain::{
 /// How long an `Idempotency-Key` names the same manual SMS.
 pub const IDEMPOTENCY_WINDOW: chrono::TimeDelta = chrono::TimeDelta::hours(24);
 use crate::ports::{
-    AllSettings, Created, DeliveryLog, Directory, JobQueue, QueueError, SettingsStore, StoreError,
+    AllSettings, Created, DeliveryLog, DeliveryMetric, Directory, JobQueue, Metrics, Outcome,
+    QueueError, SettingsStore, StoreError,
 };
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -25,6 +26,7 @@ pub struct Notifier {
     pub directory: Arc<dyn Directory>,
     pub log: Arc<dyn DeliveryLog>,
     pub queue: Arc<dyn JobQueue>,
+    pub metrics: Arc<dyn Metrics>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -244,6 +246,29 @@ impl Notifier {
                 (existing.into_iter().chain(missing).collect(), w)
             }
         };
+        if created == Created::New {
+            self.metrics.notification(n.category, recipients);
+        }
+        // What routing decided is final at once (skipped, or failed before a send): counted
+        // when its record is first written.
+        let newly_written = match created {
+            Created::New => &records[..],
+            Created::AlreadyExists => &records[records.len() - written..],
+        };
+        for r in newly_written {
+            let outcome = match r.status {
+                DeliveryStatus::Skipped => Outcome::Skipped,
+                DeliveryStatus::Failed => Outcome::Failed,
+                _ => continue,
+            };
+            self.metrics.delivery(&DeliveryMetric {
+                channel: r.channel,
+                provider: r.provider,
+                outcome,
+                fallback: r.fallback,
+                latency: None,
+            });
+        }
         let template = JobTemplate::from(&n);
         let jobs: Vec<DeliveryJob> = records
             .iter()

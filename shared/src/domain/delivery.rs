@@ -214,6 +214,10 @@ pub struct DeliveryJob {
     pub destination: Destination,
     pub fallback: bool,
     pub message: Message,
+    /// The event's time, for the delivery latency metric (absent in jobs queued before
+    /// it was added).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<DateTime<Utc>>,
 }
 
 impl DeliveryJob {

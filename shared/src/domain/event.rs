@@ -20,6 +20,14 @@ pub enum Category {
 }
 
 impl Category {
+    pub const ALL: [Category; 5] = [
+        Category::Dispatch,
+        Category::IncidentContacts,
+        Category::Messages,
+        Category::Distress,
+        Category::ManualSms,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Category::Dispatch => "dispatch",

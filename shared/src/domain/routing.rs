@@ -474,6 +474,8 @@ pub struct JobTemplate {
     pub control_center_id: super::ids::ControlCenterId,
     pub category: Category,
     pub message: super::delivery::Message,
+    /// The event's time (the notification's `created_at`).
+    pub created_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl From<&Notification> for JobTemplate {
@@ -484,6 +486,7 @@ impl From<&Notification> for JobTemplate {
             control_center_id: n.control_center_id.clone(),
             category: n.category,
             message: n.message.clone(),
+            created_at: Some(n.created_at),
         }
     }
 }
@@ -497,6 +500,7 @@ impl From<&DeliveryJob> for JobTemplate {
             control_center_id: j.control_center_id.clone(),
             category: j.category,
             message: j.message.clone(),
+            created_at: j.created_at,
         }
     }
 }
@@ -521,6 +525,7 @@ impl JobTemplate {
             destination: destination.clone(),
             fallback,
             message: self.message.clone(),
+            created_at: self.created_at,
         }
     }
 }

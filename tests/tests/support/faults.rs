@@ -147,6 +147,7 @@ pub async fn run(recipients: usize) -> anyhow::Result<Report> {
             allow_private: true,
         },
         default_sender: None,
+        metrics_namespace: None,
     }
     .services(sdk)?;
     flare_tests::faults::configure_providers(
@@ -168,6 +169,7 @@ pub async fn run(recipients: usize) -> anyhow::Result<Report> {
         secret_prefix: stack.secret_prefix.clone(),
         max_receives: flare_tests::stack::MAX_RECEIVES,
         dead_letter_queue: stack.dlq_arns[&channel].clone(),
+        metrics_namespace: None,
     };
     let (p, s, e) = (cfg(Channel::Push), cfg(Channel::Sms), cfg(Channel::Email));
     let mut functions = HashMap::new();
@@ -233,6 +235,7 @@ pub async fn run(recipients: usize) -> anyhow::Result<Report> {
     let notifier = flare_router::Config {
         tables: world.stack.tables.clone(),
         queues: world.stack.queues.clone(),
+        metrics_namespace: None,
     }
     .notifier(&world.stack.sdk);
     let routed = flare_router::handle(
