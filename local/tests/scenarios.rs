@@ -154,6 +154,98 @@ fn sent_to(outbox: &[Value], channel: &str) -> Vec<String> {
 }
 
 #[tokio::test]
+async fn a_receipt_or_an_ack_marks_the_sent_push_delivered_and_strangers_get_404() {
+    let o = org(json!({"dispatch": "app_then_sms_email"})).await;
+    o.user(
+        "u-17",
+        "basic_responder",
+        Some("+14155550117"),
+        Some("u17@acme.example"),
+        false,
+        true,
+    )
+    .await;
+    let id = o.post(&incident("incident-dispatched")).await;
+    o.settled(&id).await;
+    let path = format!("/v1/notifications/{id}/receipt");
+    let ana = token("acme", &["responder"], "u-17");
+    for (caller, why) in [
+        (token("acme", &["responder"], "u-99"), "not a recipient"),
+        (
+            token("globex", &["responder"], "u-17"),
+            "another organization",
+        ),
+    ] {
+        let (s, body) = o.app.send("POST", &path, Some(&caller), None).await;
+        assert_eq!(
+            (s.as_u16(), body["error"]["code"].as_str()),
+            (404, Some("not_found")),
+            "{why}: {body}"
+        );
+    }
+    let (s, body) = o
+        .app
+        .json("POST", &path, &ana, json!({"devic_id": "d-1"}))
+        .await;
+    assert_eq!(s, 400, "{body}");
+    assert_eq!(body["error"]["fields"]["devic_id"], "unknown field");
+    assert_eq!(
+        deliveries(&o.settled(&id).await, "u-17")["push"]["status"],
+        "sent",
+        "nothing changed"
+    );
+
+    let (s, _) = o.app.send("POST", &path, Some(&ana), None).await;
+    assert_eq!(s, 204);
+    let n = o.settled(&id).await;
+    let push = deliveries(&n, "u-17")["push"].clone();
+    assert_eq!(push["status"], "delivered", "{push}");
+    assert!(push["delivered_at"].is_string());
+    // Idempotent: the first receipt's time stays.
+    let (s, _) = o.app.json("POST", &path, &ana, json!({})).await;
+    assert_eq!(s, 204);
+    let again = o.settled(&id).await;
+    assert_eq!(
+        deliveries(&again, "u-17")["push"]["delivered_at"],
+        push["delivered_at"]
+    );
+    let (s, list) = o.app.get("/v1/notifications", &o.admin).await;
+    assert_eq!(s, 200);
+    let counts = &list["notifications"][0]["counts"];
+    assert_eq!(
+        (counts["delivered"].as_u64(), counts["sent"].as_u64()),
+        (Some(1), Some(0)),
+        "{list}"
+    );
+
+    // An acknowledgement is a receipt too.
+    let id2 = o.post(&incident("incident-dispatched")).await;
+    o.settled(&id2).await;
+    let (s, _) = o
+        .app
+        .send(
+            "POST",
+            &format!("/v1/notifications/{id2}/ack"),
+            Some(&ana),
+            None,
+        )
+        .await;
+    assert_eq!(s, 204);
+    let n2 = o.settled(&id2).await;
+    assert_eq!(deliveries(&n2, "u-17")["push"]["status"], "delivered");
+    let me = n2["recipients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["user_id"] == "u-17")
+        .unwrap();
+    assert!(
+        me["acknowledged_at"].is_string() && me["delivered_at"].is_string(),
+        "{me}"
+    );
+}
+
+#[tokio::test]
 async fn a_dispatch_reaches_each_responder_on_the_right_channels() {
     let o = org(json!({"dispatch": "app_then_sms_email", "dispatch_virtual_users": true})).await;
     o.user(
@@ -783,7 +875,7 @@ async fn the_organizations_notifications_are_listed_newest_first_in_pages() {
     let counts = &first["notifications"][0]["counts"];
     assert_eq!(
         counts,
-        &json!({"pending": 0, "sent": 2, "failed": 0, "skipped": 7}),
+        &json!({"pending": 0, "sent": 2, "failed": 0, "skipped": 7, "delivered": 0}),
         "{first}"
     );
     assert_eq!(first["notifications"][0]["category"], "dispatch");

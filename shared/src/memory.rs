@@ -436,10 +436,13 @@ impl DeliveryLog for MemoryDeliveryLog {
     async fn ack(&self, org: &OrgId, id: &NotificationId, user: &UserId) -> StoreResult<bool> {
         let mut entries = lock(&self.entries);
         match entries.get_mut(&(org.clone(), id.clone())) {
-            Some(e) if e.notification.is_some() => {
-                e.acks.entry(user.clone()).or_insert_with(chrono::Utc::now);
-                Ok(true)
-            }
+            Some(e) if e.notification.is_some() => match e.acks.entry(user.clone()) {
+                std::collections::btree_map::Entry::Vacant(v) => {
+                    v.insert(chrono::Utc::now());
+                    Ok(true)
+                }
+                std::collections::btree_map::Entry::Occupied(_) => Ok(false),
+            },
             _ => Ok(false),
         }
     }

@@ -232,7 +232,8 @@ pub trait DeliveryLog: Send + Sync {
         channel: Channel,
         outcome: Finish,
     ) -> StoreResult<bool>;
-    /// Records that the recipient acknowledged the notification.
+    /// Records that the recipient acknowledged the notification; whether this was their
+    /// first acknowledgement (false for a repeat, or no such notification).
     async fn ack(&self, org: &OrgId, id: &NotificationId, user: &UserId) -> StoreResult<bool>;
     /// A notification with the records of at most `recipients` recipients, those after
     /// the recipient key `after` in key order, and the key to continue after when more
@@ -267,6 +268,7 @@ pub struct StatusCounts {
     pub sent: u64,
     pub failed: u64,
     pub skipped: u64,
+    pub delivered: u64,
 }
 
 impl StatusCounts {
@@ -280,6 +282,7 @@ impl StatusCounts {
             DeliveryStatus::Sent => self.sent += n,
             DeliveryStatus::Failed => self.failed += n,
             DeliveryStatus::Skipped => self.skipped += n,
+            DeliveryStatus::Delivered => self.delivered += n,
         }
     }
 }
@@ -391,6 +394,11 @@ pub enum Finish {
     SkipHeld {
         reason: String,
     },
+    /// A receipt: a `sent` record becomes `delivered` (only from `sent`, so the first
+    /// receipt's time is kept and a failed or skipped record never moves).
+    Delivered {
+        at: chrono::DateTime<chrono::Utc>,
+    },
 }
 
 /// The part of a record that claims and finishes change: adapters that store records
@@ -411,6 +419,8 @@ pub struct RecordState {
     pub awaiting_push: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub claimed_until: Option<chrono::DateTime<chrono::Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivered_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl RecordState {
@@ -423,6 +433,7 @@ impl RecordState {
             provider_message_id: r.provider_message_id.clone(),
             awaiting_push: r.awaiting_push,
             claimed_until: r.claimed_until,
+            delivered_at: r.delivered_at,
         }
     }
 
@@ -435,6 +446,7 @@ impl RecordState {
         r.provider_message_id = self.provider_message_id;
         r.awaiting_push = self.awaiting_push;
         r.claimed_until = self.claimed_until;
+        r.delivered_at = self.delivered_at;
     }
 
     /// What a claim does (see [`DeliveryLog::claim`]).
@@ -460,10 +472,20 @@ impl RecordState {
     /// What [`DeliveryLog::finish`] does; whether the record moved.
     pub fn finish(&mut self, outcome: Finish, now: chrono::DateTime<chrono::Utc>) -> bool {
         let r = self;
+        if let Finish::Delivered { at } = outcome {
+            // Only a receipt moves a record on from `sent`, and only the first one.
+            if r.status != DeliveryStatus::Sent {
+                return false;
+            }
+            r.status = DeliveryStatus::Delivered;
+            r.delivered_at = Some(at);
+            return true;
+        }
         if r.status != DeliveryStatus::Pending {
             return false;
         }
         match outcome {
+            Finish::Delivered { .. } => return false,
             Finish::Failed { attempt, .. } | Finish::Retry { attempt, .. }
                 if attempt != r.attempts =>
             {
@@ -726,6 +748,8 @@ pub enum Outcome {
     Sent,
     Failed,
     Skipped,
+    /// A receipt said a sent delivery arrived.
+    Delivered,
 }
 
 impl Outcome {
@@ -735,6 +759,7 @@ impl Outcome {
             Outcome::Sent => "Sent",
             Outcome::Failed => "Failed",
             Outcome::Skipped => "Skipped",
+            Outcome::Delivered => "Delivered",
         }
     }
 }

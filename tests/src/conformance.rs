@@ -48,6 +48,7 @@ pub fn record(n: &Notification, who: &str, channel: Channel, held: bool) -> Deli
         )),
         awaiting_push: held,
         claimed_until: None,
+        delivered_at: None,
     }
 }
 
@@ -303,6 +304,34 @@ pub async fn delivery_log(log: &dyn DeliveryLog, org: &OrgId) {
         Claim::AlreadyDone(DeliveryStatus::Failed)
     );
 
+    // Receipts: only a sent record becomes delivered, once, keeping the first time.
+    let first = chrono::DateTime::parse_from_rfc3339("2026-11-27T10:00:00Z")
+        .unwrap()
+        .to_utc();
+    let delivered = |at| Finish::Delivered { at };
+    assert!(finish("u-1", push, delivered(first)).await);
+    assert!(
+        !finish("u-1", push, delivered(first + chrono::Duration::seconds(5))).await,
+        "a second receipt changes nothing"
+    );
+    let r = status(log, &n, "u-1", push).await;
+    assert_eq!(
+        (r.status, r.delivered_at),
+        (DeliveryStatus::Delivered, Some(first))
+    );
+    assert_eq!(
+        claim("u-1", push).await,
+        Claim::AlreadyDone(DeliveryStatus::Delivered)
+    );
+    assert!(
+        !finish("u-3", sms, delivered(first)).await,
+        "failed stays failed"
+    );
+    assert!(
+        !finish("u-9", push, delivered(first)).await,
+        "no such record"
+    );
+
     // Abandoning a dead-lettered job: a pending record ends failed, held or not and on
     // whatever attempt, but never under a live attempt's claim; a done one stays done.
     let n3 = notification(org);
@@ -353,11 +382,17 @@ pub async fn delivery_log(log: &dyn DeliveryLog, org: &OrgId) {
     assert!(!on3("u-6", abandon()).await, "once");
     assert!(!on3("u-9", abandon()).await, "no such record");
 
-    // Acks.
+    // Acks: the first one counts, and its time is kept.
     assert!(
         log.ack(org, id, &UserId::parse("u-1").unwrap())
             .await
             .unwrap()
+    );
+    assert!(
+        !log.ack(org, id, &UserId::parse("u-1").unwrap())
+            .await
+            .unwrap(),
+        "a repeated ack"
     );
     let logged = log.get_notification(org, id).await.unwrap().unwrap();
     assert_eq!(logged.acks.len(), 1);
@@ -468,6 +503,7 @@ async fn list_notifications(log: &dyn DeliveryLog, org: &OrgId) {
             record(d, "u-1", Channel::Push, false),
             record(d, "u-1", Channel::Sms, true),
             record(d, "u-2", Channel::Sms, false),
+            record(d, "u-3", Channel::Push, false),
         ],
     )
     .await
@@ -490,6 +526,25 @@ async fn list_notifications(log: &dyn DeliveryLog, org: &OrgId) {
     )
     .await
     .unwrap();
+    // u-3's push: sent, then a receipt.
+    let u3 = user("u-3");
+    log.claim(org, &d.notification_id, &u3, Channel::Push, LIVE)
+        .await
+        .unwrap();
+    for outcome in [
+        Finish::Sent {
+            attempt: 1,
+            provider: flare_shared::domain::Provider::Sns,
+            provider_message_id: None,
+        },
+        Finish::Delivered { at: Utc::now() },
+    ] {
+        assert!(
+            log.finish(org, &d.notification_id, &u3, Channel::Push, outcome)
+                .await
+                .unwrap()
+        );
+    }
 
     let ids = |page: &[flare_shared::ports::NotificationSummary]| -> Vec<String> {
         page.iter()
@@ -504,7 +559,8 @@ async fn list_notifications(log: &dyn DeliveryLog, org: &OrgId) {
             pending: 2,
             sent: 1,
             failed: 0,
-            skipped: 0
+            skipped: 0,
+            delivered: 1,
         }
     );
     assert_eq!(first[1].counts, StatusCounts::default());

@@ -728,6 +728,74 @@ async fn a_recipient_acknowledges_and_others_may_not() {
 }
 
 #[tokio::test]
+async fn a_receipt_marks_the_sent_push_delivered_once_and_only_for_its_recipient() {
+    let p = pipeline().await;
+    standard_org(&p, json!({"dispatch": "app_then_sms_email"})).await;
+    p.user("u-17", "basic_responder", Some("+14155550196"), None, false)
+        .await;
+    p.device("u-17").await;
+    let ev = p.event("incident-dispatched", &unique("receipt"));
+    p.route(&ev).await;
+    p.drain().await;
+    let id = ev["id"].as_str().unwrap();
+    assert_eq!(
+        deliveries(&p.notification(id).await, "u-17")["push"]["status"],
+        "sent"
+    );
+    let receipt = |sub: &str, org: &str, body: &str| ApiRequest {
+        method: "POST".into(),
+        path: format!("/v1/notifications/{id}/receipt"),
+        claims: Ok(Claims {
+            sub: sub.into(),
+            org_id: OrgId::parse(org).unwrap(),
+            roles: vec![Role::Responder],
+        }),
+        body: body.as_bytes().to_vec(),
+        query: None,
+        idempotency_key: None,
+    };
+    let other_org = unique("other");
+    for (who, org) in [("u-99", p.org.as_str()), ("u-17", other_org.as_str())] {
+        let r = api::handle(&p.services, receipt(who, org, "")).await;
+        assert_eq!(r.status, 404, "{who} of {org}");
+    }
+    assert_eq!(
+        deliveries(&p.notification(id).await, "u-17")["push"]["status"],
+        "sent",
+        "nothing changed"
+    );
+    let r = api::handle(
+        &p.services,
+        receipt("u-17", &p.org, r#"{"device_id": "d-1"}"#),
+    )
+    .await;
+    assert_eq!(r.status, 204);
+    let n = p.notification(id).await;
+    let push = deliveries(&n, "u-17")["push"].clone();
+    assert_eq!(push["status"], "delivered", "{push}");
+    let at = push["delivered_at"].as_str().unwrap().to_string();
+    let me = n["recipients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["user_id"] == "u-17")
+        .unwrap();
+    assert_eq!(me["delivered_at"].as_str(), Some(at.as_str()));
+    // Again (an app retrying): 204, and the first time is kept.
+    assert_eq!(
+        api::handle(&p.services, receipt("u-17", &p.org, ""))
+            .await
+            .status,
+        204
+    );
+    let again = p.notification(id).await;
+    assert_eq!(
+        deliveries(&again, "u-17")["push"]["delivered_at"].as_str(),
+        Some(at.as_str())
+    );
+}
+
+#[tokio::test]
 async fn malformed_events_and_unknown_organizations_are_dropped_not_retried() {
     let p = pipeline().await;
     let mut bad = incident("incident-dispatched");
@@ -885,7 +953,7 @@ async fn the_notification_list_pages_newest_first_on_dynamodb() {
     // u-19 are not in the directory (3 skipped each).
     assert_eq!(
         first["notifications"][0]["counts"],
-        json!({"pending": 0, "sent": 1, "failed": 0, "skipped": 8}),
+        json!({"pending": 0, "sent": 1, "failed": 0, "skipped": 8, "delivered": 0}),
         "{first}"
     );
     let cursor = first["next_cursor"].as_str().unwrap();

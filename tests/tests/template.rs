@@ -261,6 +261,7 @@ fn the_dashboard_graphs_the_metrics_the_functions_emit() {
     for c in [Channel::Sms, Channel::Email] {
         assert!(has("Fallback", "Channel", c.as_str()), "fallbacks of {c:?}");
     }
+    assert!(has("Delivered", "Channel", "push"), "push receipts");
     for c in Category::ALL {
         for metric in [emf::RECIPIENTS, emf::ACKNOWLEDGED] {
             assert!(has(metric, "Category", c.as_str()), "{metric} of {c:?}");

@@ -441,6 +441,7 @@ mod tests {
                 destination: Some(to.clone()),
                 awaiting_push: false,
                 claimed_until: None,
+                delivered_at: None,
             });
             let job = JobTemplate::from(&n).job(&user, Channel::Sms, Provider::Sns, &to, false);
             messages.push(message(

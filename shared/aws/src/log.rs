@@ -764,8 +764,7 @@ impl DeliveryLog for DynamoDeliveryLog {
             expires,
         )?;
         // The first ack's time is kept.
-        self.put_if_absent(item, "PutItem ack").await?;
-        Ok(true)
+        self.put_if_absent(item, "PutItem ack").await
     }
 }
 
@@ -901,6 +900,13 @@ impl FinishUpdate {
                 values.push((":reason", s(reason)));
                 condition.push_str(" AND awaiting_push = :true");
                 "SET #status = :skipped, reason = :reason REMOVE awaiting_push".to_string()
+            }
+            Finish::Delivered { at } => {
+                values = vec![(":sent", s("sent"))];
+                condition = "#status = :sent".to_string();
+                values.push((":delivered", s("delivered")));
+                values.push((":at", s(at.to_rfc3339())));
+                "SET #status = :delivered, delivered_at = :at".to_string()
             }
         };
         Self {

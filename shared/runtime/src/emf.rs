@@ -23,8 +23,14 @@ pub fn namespace_from_env() -> String {
 }
 
 /// The names of every metric Flare emits (the dashboard and alarms use these).
-pub const DELIVERY_METRICS: [&str; 5] =
-    ["Sent", "Failed", "Skipped", "Fallback", "DeliveryLatencyMs"];
+pub const DELIVERY_METRICS: [&str; 6] = [
+    "Sent",
+    "Failed",
+    "Skipped",
+    "Delivered",
+    "Fallback",
+    "DeliveryLatencyMs",
+];
 pub const RECIPIENTS: &str = "Recipients";
 pub const ACKNOWLEDGED: &str = "Acknowledged";
 
@@ -103,7 +109,7 @@ pub const NO_PROVIDER: &str = "none";
 /// The EMF line of one delivery's outcome.
 pub fn delivery_line(namespace: &str, m: &DeliveryMetric, timestamp_ms: u64) -> Value {
     let mut values: Vec<(&str, &str, f64)> = vec![(m.outcome.as_str(), "Count", 1.0)];
-    if m.fallback && m.outcome != Outcome::Skipped {
+    if m.fallback && matches!(m.outcome, Outcome::Sent | Outcome::Failed) {
         values.push(("Fallback", "Count", 1.0));
     }
     if let Some(latency) = m.latency {

@@ -696,18 +696,15 @@ impl DeliveryLog for Sqlite {
                 let exists = c
                     .prepare_cached("SELECT 1 FROM notifications WHERE org = ?1 AND id = ?2")?
                     .exists(params![org, id])?;
-                if exists {
-                    c.prepare_cached(
+                if !exists {
+                    return Ok(false);
+                }
+                let inserted = c
+                    .prepare_cached(
                         "INSERT OR IGNORE INTO acks (org, nid, user, at) VALUES (?1, ?2, ?3, ?4)",
                     )?
-                    .execute(params![
-                        org,
-                        id,
-                        user,
-                        Utc::now().to_rfc3339()
-                    ])?;
-                }
-                Ok(exists)
+                    .execute(params![org, id, user, Utc::now().to_rfc3339()])?;
+                Ok(inserted == 1)
             })
             .await
     }

@@ -191,6 +191,16 @@ async fn route(svc: &Services, req: ApiRequest) -> Result<ApiResponse, ApiError>
             notifications::ack(svc, claims, p(0)).await?;
             Ok(ApiResponse::no_content())
         }
+        Op::ReceiptNotification => {
+            // The body is optional.
+            let b = if req.body.is_empty() {
+                Value::Null
+            } else {
+                body()?
+            };
+            notifications::receipt(svc, claims, p(0), &b).await?;
+            Ok(ApiResponse::no_content())
+        }
         Op::ManualSms => {
             let key = req.idempotency_key.as_deref();
             let v = notifications::manual_sms(svc, org, &body()?, key).await?;

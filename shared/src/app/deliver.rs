@@ -195,7 +195,7 @@ impl Deliverer {
     ) -> Result<(), DeliverError> {
         if job.channel == Channel::Push {
             let outcome = match status {
-                DeliveryStatus::Sent => Some(PushOutcome::Sent),
+                DeliveryStatus::Sent | DeliveryStatus::Delivered => Some(PushOutcome::Sent),
                 DeliveryStatus::Failed => Some(PushOutcome::FailedOnEveryDevice),
                 _ => None,
             };
@@ -599,6 +599,7 @@ mod tests {
                 destination: Some(Destination::Devices(user)),
                 awaiting_push: held,
                 claimed_until: None,
+                delivered_at: None,
             }
         };
         use DeliveryStatus::{Pending, Sent};

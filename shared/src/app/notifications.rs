@@ -1,14 +1,15 @@
-//! The notifications API: a notification with every delivery, acks, manual SMS.
+//! The notifications API: a notification with every delivery, receipts, acks, manual SMS.
 
 use super::Services;
 use super::auth::Claims;
 use super::error::ApiError;
 use super::notify::{ManualSmsError, Notifier, RouteError};
-use crate::domain::input::ManualSmsInput;
+use crate::domain::input::{ManualSmsInput, ReceiptInput};
+use crate::domain::reason::SkipReason;
 use crate::domain::{
     Channel, DeliveryRecord, IdempotencyKey, NotificationId, OrgId, RecipientRef, UserId,
 };
-use crate::ports::{ListPosition, Logged};
+use crate::ports::{Finish, ListPosition, Logged};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
@@ -36,6 +37,9 @@ fn delivery_view(r: &DeliveryRecord) -> Value {
     if let Some(id) = &r.provider_message_id {
         v["provider_message_id"] = json!(id);
     }
+    if let Some(at) = r.delivered_at {
+        v["delivered_at"] = json!(at);
+    }
     v
 }
 
@@ -62,6 +66,10 @@ pub fn view(l: &Logged) -> Value {
         .map(|(who, mut list)| {
             list.sort_by_key(|r| Channel::ALL.iter().position(|c| *c == r.channel));
             let mut v = recipient_view(who);
+            // The recipient was reached when their app said so (push `delivered`).
+            if let Some(at) = list.iter().filter_map(|r| r.delivered_at).min() {
+                v["delivered_at"] = json!(at);
+            }
             v["deliveries"] = Value::Array(list.into_iter().map(delivery_view).collect());
             if let RecipientRef::User(id) = who
                 && let Some(at) = acks.get(id)
@@ -190,6 +198,73 @@ pub async fn get(
     Ok(v)
 }
 
+/// `POST /v1/notifications/{id}/receipt`: the recipient's app says the notification
+/// reached the device. Idempotent (the first receipt's time is kept). A caller the
+/// notification was not for gets the same 404 as for a notification that does not
+/// exist, so a receipt tells nobody which notifications exist.
+pub async fn receipt(
+    svc: &Services,
+    claims: &Claims,
+    id: &str,
+    body: &Value,
+) -> Result<(), ApiError> {
+    let input = ReceiptInput::parse(body)?;
+    let not_found = || ApiError::not_found(format!("no notification \"{id}\" for you"));
+    let id = NotificationId::parse(id).map_err(|_| not_found())?;
+    let me = UserId::parse_existing(&claims.sub).map_err(|_| not_found())?;
+    let records = svc
+        .log
+        .recipient_records(&claims.org_id, &id, &RecipientRef::User(me.clone()))
+        .await?;
+    if records.is_empty() {
+        return Err(not_found());
+    }
+    let first = receive(svc, &claims.org_id, &id, &me).await?;
+    let device_id = input.device_id.as_ref().map(ToString::to_string);
+    tracing::info!(notification_id = %id, user_id = %me, device_id, first, "receipt");
+    Ok(())
+}
+
+/// A receipt's effect: push `sent` becomes `delivered`, and SMS and email still held
+/// behind push end `skipped` (`push_delivered`). Answers whether push moved.
+async fn receive(
+    svc: &Services,
+    org: &OrgId,
+    id: &NotificationId,
+    me: &UserId,
+) -> Result<bool, ApiError> {
+    let who = RecipientRef::User(me.clone());
+    let at = chrono::Utc::now();
+    let moved = svc
+        .log
+        .finish(org, id, &who, Channel::Push, Finish::Delivered { at })
+        .await?;
+    if moved {
+        svc.metrics.delivery(&crate::ports::DeliveryMetric {
+            channel: Channel::Push,
+            provider: Some(crate::domain::Provider::Sns),
+            outcome: crate::ports::Outcome::Delivered,
+            fallback: false,
+            latency: None,
+        });
+    }
+    for channel in [Channel::Sms, Channel::Email] {
+        // Only while held: a delivery already released or sent is not touched.
+        svc.log
+            .finish(
+                org,
+                id,
+                &who,
+                channel,
+                Finish::SkipHeld {
+                    reason: SkipReason::PushDelivered.as_str().to_string(),
+                },
+            )
+            .await?;
+    }
+    Ok(moved)
+}
+
 /// Only a user the notification was for may acknowledge it.
 pub async fn ack(svc: &Services, claims: &Claims, id: &str) -> Result<(), ApiError> {
     let id = NotificationId::parse(id)
@@ -212,6 +287,8 @@ pub async fn ack(svc: &Services, claims: &Claims, id: &str) -> Result<(), ApiErr
     if svc.log.ack(&claims.org_id, &id, &me).await? {
         svc.metrics.acknowledged(logged.notification.category);
     }
+    // An acknowledgement says the notification reached the person: a receipt too.
+    receive(svc, &claims.org_id, &id, &me).await?;
     tracing::info!(notification_id = %id, user_id = %me, "notification acknowledged");
     Ok(())
 }

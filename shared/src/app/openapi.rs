@@ -376,6 +376,9 @@ fn schemas() -> Value {
             "text": text(MAX_SMS_TEXT, "The message."),
             "control_center_id": nullable(id(128, "Whose SMS settings to use (default: the user's).", "north")),
         })),
+        "ReceiptInput": object(&[], json!({
+            "device_id": id(128, "The device the notification reached.", "3f2b8c1e-0d4a-4c55-9a34-2f1d3e6b7a90"),
+        })),
         "Accepted": {
             "type": "object", "required": ["notification_id"],
             "properties": {"notification_id": {"type": "string"}},
@@ -394,12 +397,13 @@ fn schemas() -> Value {
                         "created_at": {"type": "string", "format": "date-time"},
                         "counts": {
                             "type": "object",
-                            "required": ["pending", "sent", "failed", "skipped"],
+                            "required": ["pending", "sent", "failed", "skipped", "delivered"],
                             "properties": {
                                 "pending": {"type": "integer", "minimum": 0},
                                 "sent": {"type": "integer", "minimum": 0},
                                 "failed": {"type": "integer", "minimum": 0},
                                 "skipped": {"type": "integer", "minimum": 0},
+                                "delivered": {"type": "integer", "minimum": 0},
                             },
                         },
                     },
@@ -429,12 +433,13 @@ fn schemas() -> Value {
                     "properties": {
                         "user_id": {"type": "string"},
                         "contact": {"type": "string"},
-                        "acknowledged_at": {"type": "string"},
+                        "acknowledged_at": {"type": "string", "format": "date-time"},
+                        "delivered_at": {"type": "string", "format": "date-time", "description": "When the recipient's app confirmed the push."},
                         "deliveries": {"type": "array", "items": {
                             "type": "object", "required": ["channel", "status", "attempts", "fallback"],
                             "properties": {
                                 "channel": {"type": "string", "enum": ["push", "sms", "email"]},
-                                "status": {"type": "string"},
+                                "status": {"type": "string", "enum": ["pending", "sent", "failed", "skipped", "delivered"]},
                                 "attempts": {"type": "integer", "minimum": 0},
                                 "fallback": {"type": "boolean"},
                                 "reason": {"type": "string", "description": format!(
@@ -442,6 +447,7 @@ fn schemas() -> Value {
                                     SkipReason::ALL.iter().take(3).map(|s| s.as_str()).collect::<Vec<_>>().join(", "))},
                                 "provider": {"type": "string"},
                                 "provider_message_id": {"type": "string"},
+                                "delivered_at": {"type": "string", "format": "date-time"},
                             },
                         }},
                     },
@@ -484,6 +490,7 @@ fn request_schema(op: Op) -> Option<&'static str> {
         Op::PutUser => "UserInput",
         Op::AddDevice => "DeviceInput",
         Op::ManualSms => "ManualSmsInput",
+        Op::ReceiptNotification => "ReceiptInput",
         _ => return None,
     })
 }
@@ -552,7 +559,8 @@ fn success(op: Op) -> (&'static str, Option<Value>, &'static str) {
         | Op::DeleteEmail
         | Op::DeleteUser
         | Op::DeleteDevice
-        | Op::AckNotification => ("204", None, "Done."),
+        | Op::AckNotification
+        | Op::ReceiptNotification => ("204", None, "Done."),
     }
 }
 
@@ -651,7 +659,9 @@ fn operation(route: &Route, examples: &Map<String, Value>) -> Value {
         if let Some(example) = examples.get(&format!("{} {}", route.method, route.path)) {
             media["example"] = example.clone();
         }
-        op["requestBody"] = json!({"required": true, "content": {"application/json": media}});
+        // A receipt may come without a body.
+        let required = route.op != Op::ReceiptNotification;
+        op["requestBody"] = json!({"required": required, "content": {"application/json": media}});
     }
     let mut responses = Map::new();
     let (status, schema, what) = success(route.op);

@@ -29,6 +29,7 @@ pub enum Op {
     ListNotifications,
     GetNotification,
     AckNotification,
+    ReceiptNotification,
     ManualSms,
 }
 
@@ -173,6 +174,9 @@ pub const ROUTES: &[Route] = &[
     r("POST", "/v1/notifications/{notification_id}/ack", Op::AckNotification, Authenticated,
       "ackNotification", "notifications",
       "Acknowledge a notification (a user it was for)"),
+    r("POST", "/v1/notifications/{notification_id}/receipt", Op::ReceiptNotification,
+      Authenticated, "receiptNotification", "notifications",
+      "The recipient's app says the notification reached the device"),
     r("POST", "/v1/messages/sms", Op::ManualSms, Dispatcher, "sendManualSms",
       "notifications", "Send a manual SMS to a user's primary mobile"),
 ];

@@ -65,6 +65,9 @@ pub enum DeliveryStatus {
     Failed,
     /// Never attempted, with a reason.
     Skipped,
+    /// Sent, and a receipt says it reached the recipient (push: the app's receipt or
+    /// acknowledgement), with `delivered_at`.
+    Delivered,
 }
 
 /// Text made safe to put inside HTML elements and attribute values.
@@ -199,6 +202,9 @@ pub struct DeliveryRecord {
     /// Until when an attempt holds this record (set by a claim, cleared when it ends).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub claimed_until: Option<DateTime<Utc>>,
+    /// When a receipt said it reached the recipient (`delivered`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivered_at: Option<DateTime<Utc>>,
 }
 
 /// One delivery to carry out, as queued for a channel's delivery function.

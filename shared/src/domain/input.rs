@@ -783,6 +783,33 @@ impl ManualSmsInput {
     }
 }
 
+/// `POST /v1/notifications/{id}/receipt`: the body is optional; it may name the device.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ReceiptInput {
+    pub device_id: Option<crate::domain::DeviceId>,
+}
+
+impl ReceiptInput {
+    /// An empty body (`null`) is a receipt without a device.
+    pub fn parse(body: &Value) -> Result<Self, FieldErrors> {
+        if body.is_null() {
+            return Ok(Self::default());
+        }
+        let mut errors = FieldErrors::new();
+        reject_unknown(body, "", &mut errors, &["device_id"]);
+        let parsed = object(body, "", &mut errors, |r| {
+            let device_id = r.optional_with("device_id", crate::domain::DeviceId::parse);
+            Some(ReceiptInput {
+                device_id: device_id?,
+            })
+        });
+        match parsed {
+            Some(m) if errors.is_empty() => Ok(m),
+            _ => Err(errors),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -28,6 +28,9 @@ pub enum SkipReason {
     /// An SOS whose creator has no emergency contacts: recorded on the creator, so the
     /// notification says why no one was told.
     NoEmergencyContacts,
+    /// The recipient's app confirmed the push (a receipt or an acknowledgement) while
+    /// SMS and email still waited behind it.
+    PushDelivered,
 }
 
 impl SkipReason {
@@ -47,6 +50,7 @@ impl SkipReason {
         SkipReason::ManualSmsDisabled,
         SkipReason::UnknownUser,
         SkipReason::NoEmergencyContacts,
+        SkipReason::PushDelivered,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -65,6 +69,7 @@ impl SkipReason {
             SkipReason::ManualSmsDisabled => "manual_sms_disabled",
             SkipReason::UnknownUser => "unknown_user",
             SkipReason::NoEmergencyContacts => "no_emergency_contacts",
+            SkipReason::PushDelivered => "push_delivered",
         }
     }
 }

@@ -440,6 +440,7 @@ impl RecipientPlan {
                     destination,
                     awaiting_push,
                     claimed_until: None,
+                    delivered_at: None,
                 }
             })
             .collect()
