@@ -280,6 +280,15 @@ async fn a_dispatch_reaches_each_responder_on_the_right_channels() {
     assert_eq!(deliveries(&n, "u-17")["push"]["status"], "sent");
     assert_eq!(deliveries(&n, "u-17")["sms"]["reason"], "push_sent");
     assert_eq!(deliveries(&n, "u-18")["sms"]["fallback"], true);
+    assert_eq!(
+        deliveries(&n, "u-18")["sms"]["fallback_reason"],
+        "push_not_possible"
+    );
+    assert!(
+        deliveries(&n, "u-17")["sms"]
+            .get("fallback_reason")
+            .is_none()
+    );
     assert_eq!(deliveries(&n, "u-19")["push"]["reason"], "virtual_user");
     let out = o.outbox(&id).await;
     assert_eq!(sent_to(&out, "push"), ["local:fcm:tok-u-17"]);
@@ -450,6 +459,7 @@ async fn transient_failures_are_retried_and_permanent_push_failures_fall_back() 
         ),
         (Some("sent"), Some(3), Some(true))
     );
+    assert_eq!(d["sms"]["fallback_reason"], "push_failed");
     assert_eq!(d["email"]["status"], "sent");
     let out = o.outbox(&id).await;
     assert_eq!(

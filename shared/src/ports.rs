@@ -384,7 +384,9 @@ pub enum Finish {
         reason: String,
     },
     /// A delivery held behind push is released to be sent as fallback (only while held).
-    Release,
+    Release {
+        fallback_reason: crate::domain::reason::FallbackReason,
+    },
     /// The job is dead-lettered: a record still pending ends failed, whatever attempt
     /// it is on and whether or not it is held, unless a live attempt holds its claim.
     Abandon {
@@ -421,6 +423,8 @@ pub struct RecordState {
     pub claimed_until: Option<chrono::DateTime<chrono::Utc>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delivered_at: Option<chrono::DateTime<chrono::Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback_reason: Option<crate::domain::reason::FallbackReason>,
 }
 
 impl RecordState {
@@ -434,6 +438,7 @@ impl RecordState {
             awaiting_push: r.awaiting_push,
             claimed_until: r.claimed_until,
             delivered_at: r.delivered_at,
+            fallback_reason: r.fallback_reason,
         }
     }
 
@@ -447,6 +452,7 @@ impl RecordState {
         r.awaiting_push = self.awaiting_push;
         r.claimed_until = self.claimed_until;
         r.delivered_at = self.delivered_at;
+        r.fallback_reason = self.fallback_reason;
     }
 
     /// What a claim does (see [`DeliveryLog::claim`]).
@@ -518,8 +524,11 @@ impl RecordState {
                 r.awaiting_push = false;
                 r.claimed_until = None;
             }
-            Finish::Release | Finish::SkipHeld { .. } if !r.awaiting_push => return false,
-            Finish::Release => r.awaiting_push = false,
+            Finish::Release { .. } | Finish::SkipHeld { .. } if !r.awaiting_push => return false,
+            Finish::Release { fallback_reason } => {
+                r.awaiting_push = false;
+                r.fallback_reason = Some(fallback_reason);
+            }
             Finish::SkipHeld { reason } => {
                 r.awaiting_push = false;
                 r.status = DeliveryStatus::Skipped;
@@ -658,11 +667,24 @@ impl SendError {
 #[derive(Debug, Clone)]
 pub struct PushMessage {
     pub notification_id: NotificationId,
+    /// Whom it is for: the app calls back (receipt, ack) as this user.
+    pub recipient: UserId,
+    /// Decides the urgency it is sent with.
+    pub category: crate::domain::Category,
     pub device_id: DeviceId,
     /// The provider's handle for the device (an SNS endpoint ARN).
     pub endpoint: String,
     pub platform: crate::domain::Platform,
     pub message: Message,
+}
+
+impl PushMessage {
+    /// Dispatch, distress and manual messages interrupt (high priority, time-sensitive);
+    /// messages and incident contacts do not.
+    pub fn is_urgent(&self) -> bool {
+        use crate::domain::Category::*;
+        matches!(self.category, Dispatch | Distress | ManualSms)
+    }
 }
 
 #[async_trait]

@@ -226,6 +226,40 @@ fn app_then_sms_email_falls_back_at_once_when_push_is_not_possible() {
 }
 
 #[test]
+fn a_fallback_sent_at_once_records_that_push_was_not_possible() {
+    use flare_shared::domain::reason::FallbackReason;
+    let id = NotificationId::parse("n-1").unwrap();
+    let no_app = with_contacts(user("u", License::PassiveReporter), true, true);
+    let r = plan_user(
+        Category::Dispatch,
+        &settings(Method::AppThenSmsEmail),
+        &no_app,
+    );
+    let why = |r: &routing::RecipientPlan, c: Channel| {
+        r.records(&id)
+            .into_iter()
+            .find(|rec| rec.channel == c)
+            .and_then(|rec| rec.fallback_reason)
+    };
+    assert_eq!(why(&r, Channel::Sms), Some(FallbackReason::PushNotPossible));
+    assert_eq!(
+        why(&r, Channel::Email),
+        Some(FallbackReason::PushNotPossible)
+    );
+    assert_eq!(why(&r, Channel::Push), None);
+    // Held behind a push that is possible: no reason until push fails.
+    let r = plan_user(
+        Category::Dispatch,
+        &settings(Method::AppThenSmsEmail),
+        &responder("u"),
+    );
+    assert_eq!(why(&r, Channel::Sms), None);
+    // Not a fallback at all.
+    let r = plan_user(Category::Dispatch, &settings(Method::AppSmsEmail), &no_app);
+    assert_eq!(why(&r, Channel::Sms), None);
+}
+
+#[test]
 fn app_then_sms_email_sends_fallback_when_push_fails_on_every_device() {
     let r = plan_user(
         Category::Dispatch,

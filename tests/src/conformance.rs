@@ -49,6 +49,7 @@ pub fn record(n: &Notification, who: &str, channel: Channel, held: bool) -> Deli
         awaiting_push: held,
         claimed_until: None,
         delivered_at: None,
+        fallback_reason: None,
     }
 }
 
@@ -226,10 +227,20 @@ pub async fn delivery_log(log: &dyn DeliveryLog, org: &OrgId) {
     );
 
     // Held deliveries move only while held.
-    assert!(!finish("u-1", sms, Finish::Release).await, "not held");
-    assert!(finish("u-2", sms, Finish::Release).await);
-    assert!(!finish("u-2", sms, Finish::Release).await, "released once");
-    assert!(!status(log, &n, "u-2", sms).await.awaiting_push);
+    let release = || Finish::Release {
+        fallback_reason: flare_shared::domain::reason::FallbackReason::PushFailed,
+    };
+    assert!(!finish("u-1", sms, release()).await, "not held");
+    assert!(finish("u-2", sms, release()).await);
+    assert!(!finish("u-2", sms, release()).await, "released once");
+    let released = status(log, &n, "u-2", sms).await;
+    assert_eq!(
+        (released.awaiting_push, released.fallback_reason),
+        (
+            false,
+            Some(flare_shared::domain::reason::FallbackReason::PushFailed)
+        )
+    );
     let skip = || Finish::SkipHeld {
         reason: "push_sent".into(),
     };
@@ -260,7 +271,7 @@ pub async fn delivery_log(log: &dyn DeliveryLog, org: &OrgId) {
         .unwrap();
     assert_eq!(claimed, Claim::Claimed { attempts: 1 });
     assert!(
-        !log.finish(org, &n2.notification_id, &user("u-2"), sms, Finish::Release)
+        !log.finish(org, &n2.notification_id, &user("u-2"), sms, release())
             .await
             .unwrap()
     );

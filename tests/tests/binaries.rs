@@ -456,8 +456,12 @@ async fn a_dispatch_whose_push_fails_falls_back_to_sms_and_email_once() {
     for ch in ["sms", "email"] {
         let x = delivery(&n, "u-17", ch);
         assert_eq!(
-            (x["status"].as_str(), x["fallback"].as_bool()),
-            (Some("sent"), Some(true)),
+            (
+                x["status"].as_str(),
+                x["fallback"].as_bool(),
+                x["fallback_reason"].as_str()
+            ),
+            (Some("sent"), Some(true), Some("push_failed")),
             "{x}"
         );
     }

@@ -328,6 +328,14 @@ async fn a_dispatch_reaches_each_responder_on_the_right_channels() {
         pushed.to_string().contains(&text),
         "push reached u-17's device"
     );
+    // What the app needs to confirm it, and a dispatch's urgency.
+    for part in [
+        format!("/v1/notifications/{id}/receipt"),
+        "time-sensitive".to_string(),
+        "fcmV1Message".to_string(),
+    ] {
+        assert!(pushed.to_string().contains(&part), "{part} in {pushed}");
+    }
     let u18 = deliveries(&n, "u-18");
     assert_eq!(u18["push"]["reason"], "not_licensed_for_app");
     assert_eq!(

@@ -442,6 +442,7 @@ mod tests {
                 awaiting_push: false,
                 claimed_until: None,
                 delivered_at: None,
+                fallback_reason: None,
             });
             let job = JobTemplate::from(&n).job(&user, Channel::Sms, Provider::Sns, &to, false);
             messages.push(message(

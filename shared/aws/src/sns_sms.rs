@@ -19,7 +19,8 @@ impl SnsSmsSender {
     }
 }
 
-fn attr(v: &str) -> Result<MessageAttributeValue, SendError> {
+/// A `String` message attribute.
+pub(crate) fn string_attribute(v: &str) -> Result<MessageAttributeValue, SendError> {
     MessageAttributeValue::builder()
         .data_type("String")
         .string_value(v)
@@ -36,13 +37,16 @@ impl SmsSender for SnsSmsSender {
             .publish()
             .phone_number(m.to.as_str())
             .message(&m.text)
-            .message_attributes("AWS.SNS.SMS.SMSType", attr("Transactional")?);
+            .message_attributes("AWS.SNS.SMS.SMSType", string_attribute("Transactional")?);
         match &m.from {
             Some(SenderId::Alphanumeric(id)) => {
-                req = req.message_attributes("AWS.SNS.SMS.SenderID", attr(id)?);
+                req = req.message_attributes("AWS.SNS.SMS.SenderID", string_attribute(id)?);
             }
             Some(SenderId::Number(n)) => {
-                req = req.message_attributes("AWS.MM.SMS.OriginationNumber", attr(n.as_str())?);
+                req = req.message_attributes(
+                    "AWS.MM.SMS.OriginationNumber",
+                    string_attribute(n.as_str())?,
+                );
             }
             None => {}
         }

@@ -1,7 +1,7 @@
 //! Carrying out one delivery job: claim its record, call the channel's sender, record
 //! the outcome; after push, resolve the SMS and email held behind it.
 
-use crate::domain::reason::wire_reason;
+use crate::domain::reason::{FallbackReason, wire_reason};
 use crate::domain::routing::{Action, HeldDelivery, JobTemplate, PushOutcome, after_push};
 use crate::domain::settings::effective_sender;
 use crate::domain::{
@@ -416,7 +416,13 @@ impl Deliverer {
         queue.enqueue(&jobs).await?;
         for j in &jobs {
             // False when the fallback job already claimed it: that is fine.
-            finish(j.channel, Finish::Release).await?;
+            finish(
+                j.channel,
+                Finish::Release {
+                    fallback_reason: FallbackReason::PushFailed,
+                },
+            )
+            .await?;
         }
         tracing::info!(
             fallbacks = jobs.len(),
@@ -469,6 +475,8 @@ impl Deliverer {
         for d in devices {
             let push = PushMessage {
                 notification_id: job.notification_id.clone(),
+                recipient: user_id.clone(),
+                category: job.category,
                 device_id: d.device_id.clone(),
                 endpoint: d.endpoint.clone().unwrap_or_default(),
                 platform: d.platform,
@@ -600,6 +608,7 @@ mod tests {
                 awaiting_push: held,
                 claimed_until: None,
                 delivered_at: None,
+                fallback_reason: None,
             }
         };
         use DeliveryStatus::{Pending, Sent};

@@ -40,6 +40,9 @@ fn delivery_view(r: &DeliveryRecord) -> Value {
     if let Some(at) = r.delivered_at {
         v["delivered_at"] = json!(at);
     }
+    if let Some(why) = r.fallback_reason {
+        v["fallback_reason"] = json!(why);
+    }
     v
 }
 

@@ -448,6 +448,7 @@ fn schemas() -> Value {
                                 "provider": {"type": "string"},
                                 "provider_message_id": {"type": "string"},
                                 "delivered_at": {"type": "string", "format": "date-time"},
+                                "fallback_reason": {"type": "string", "enum": ["push_not_possible", "push_failed"]},
                             },
                         }},
                     },

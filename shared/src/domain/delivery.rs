@@ -205,6 +205,9 @@ pub struct DeliveryRecord {
     /// When a receipt said it reached the recipient (`delivered`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delivered_at: Option<DateTime<Utc>>,
+    /// Why it went as the fallback of push (set when it is sent as one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback_reason: Option<super::reason::FallbackReason>,
 }
 
 /// One delivery to carry out, as queued for a channel's delivery function.

@@ -74,6 +74,28 @@ impl SkipReason {
     }
 }
 
+/// Why SMS and email went as the fallback of push (`fallback_reason`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FallbackReason {
+    /// Push was not possible for the recipient (no app, no device, ...): at once.
+    PushNotPossible,
+    /// Push failed on every device.
+    PushFailed,
+}
+
+impl FallbackReason {
+    pub const ALL: &'static [FallbackReason] =
+        &[FallbackReason::PushNotPossible, FallbackReason::PushFailed];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FallbackReason::PushNotPossible => "push_not_possible",
+            FallbackReason::PushFailed => "push_failed",
+        }
+    }
+}
+
 impl std::fmt::Display for SkipReason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
@@ -217,7 +239,8 @@ mod docs {
         let codes = SkipReason::ALL
             .iter()
             .map(|r| r.as_str())
-            .chain(FailReason::ALL.iter().map(|r| r.as_str()));
+            .chain(FailReason::ALL.iter().map(|r| r.as_str()))
+            .chain(FallbackReason::ALL.iter().map(|r| r.as_str()));
         for code in codes {
             assert!(
                 page.contains(&format!("| `{code}` |")),

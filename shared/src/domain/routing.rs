@@ -438,6 +438,9 @@ impl RecipientPlan {
                     provider,
                     provider_message_id: None,
                     destination,
+                    // Sent at once as a fallback: push was not possible.
+                    fallback_reason: (d.fallback && matches!(d.action, Action::Send { .. }))
+                        .then_some(super::reason::FallbackReason::PushNotPossible),
                     awaiting_push,
                     claimed_until: None,
                     delivered_at: None,
