@@ -434,3 +434,70 @@ async fn each_final_outcome_is_counted_once_however_often_its_job_runs() {
         "{sent:?}"
     );
 }
+
+/// Push that every device takes.
+struct OkPush;
+
+#[async_trait]
+impl PushSender for OkPush {
+    async fn send(&self, _: &PushMessage) -> Result<Receipt, SendError> {
+        Ok(Receipt {
+            provider: Provider::Sns,
+            provider_message_id: Some("m-1".into()),
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_receipt_is_counted_once_and_so_is_the_first_ack() {
+    let w = world().await;
+    let (event, push_job) = w.dispatched().await;
+    let queue = Arc::new(MemoryQueue::default());
+    let mut deliverer = w.deliverer(queue.clone());
+    deliverer.push = Some(Arc::new(OkPush));
+    deliverer.deliver(&push_job, false, LEASE).await.unwrap();
+
+    let mut svc = Services::in_memory(EndpointPolicy::default());
+    svc.log = w.log.clone();
+    svc.metrics = w.metrics.clone();
+    let call = |op: &str| ApiRequest {
+        method: "POST".into(),
+        path: format!("/v1/notifications/{}/{op}", event.notification_id),
+        claims: Ok(Claims {
+            sub: "u-17".into(),
+            org_id: w.org.clone(),
+            roles: vec![Role::Responder],
+        }),
+        body: vec![],
+        query: None,
+        idempotency_key: None,
+    };
+    for op in ["receipt", "receipt", "ack", "ack"] {
+        assert_eq!(api::handle(&svc, call(op)).await.status, 204, "{op}");
+    }
+    let delivered: Vec<DeliveryMetric> = w
+        .metrics
+        .deliveries
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|m| m.outcome == Outcome::Delivered)
+        .cloned()
+        .collect();
+    assert_eq!(delivered.len(), 1, "{delivered:?}");
+    assert_eq!(
+        (delivered[0].channel, delivered[0].provider),
+        (Channel::Push, Some(Provider::Sns))
+    );
+    assert_eq!(
+        *w.metrics.acknowledgements.lock().unwrap(),
+        vec![Category::Dispatch]
+    );
+    let push = w
+        .records(&event.notification_id)
+        .await
+        .into_iter()
+        .find(|r| r.recipient == push_job.recipient && r.channel == Channel::Push)
+        .unwrap();
+    assert_eq!(push.status, DeliveryStatus::Delivered);
+}
