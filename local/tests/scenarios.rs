@@ -45,6 +45,22 @@ async fn org(comm: Value) -> Org {
     Org { app, admin }
 }
 
+/// An organization under "SMS/Email if Mobile App Fails" with one responder, u-17, who
+/// has the app (a device), a primary mobile and a primary email.
+async fn org_with_responder() -> Org {
+    let o = org(json!({"dispatch": "app_then_sms_email"})).await;
+    o.user(
+        "u-17",
+        "basic_responder",
+        Some("+14155550117"),
+        Some("u17@acme.example"),
+        false,
+        true,
+    )
+    .await;
+    o
+}
+
 impl Org {
     async fn user(
         &self,
@@ -128,14 +144,17 @@ impl Org {
     }
 }
 
-fn deliveries(n: &Value, user: &str) -> HashMap<String, Value> {
-    let r = n["recipients"]
+fn recipient<'a>(n: &'a Value, user: &str) -> &'a Value {
+    n["recipients"]
         .as_array()
         .unwrap()
         .iter()
         .find(|r| r["user_id"] == user)
-        .unwrap_or_else(|| panic!("{user} not in {n}"));
-    r["deliveries"]
+        .unwrap_or_else(|| panic!("{user} not in {n}"))
+}
+
+fn deliveries(n: &Value, user: &str) -> HashMap<String, Value> {
+    recipient(n, user)["deliveries"]
         .as_array()
         .unwrap()
         .iter()
@@ -155,16 +174,7 @@ fn sent_to(outbox: &[Value], channel: &str) -> Vec<String> {
 
 #[tokio::test]
 async fn a_receipt_or_an_ack_marks_the_sent_push_delivered_and_strangers_get_404() {
-    let o = org(json!({"dispatch": "app_then_sms_email"})).await;
-    o.user(
-        "u-17",
-        "basic_responder",
-        Some("+14155550117"),
-        Some("u17@acme.example"),
-        false,
-        true,
-    )
-    .await;
+    let o = org_with_responder().await;
     let id = o.post(&incident("incident-dispatched")).await;
     o.settled(&id).await;
     let path = format!("/v1/notifications/{id}/receipt");
@@ -233,12 +243,7 @@ async fn a_receipt_or_an_ack_marks_the_sent_push_delivered_and_strangers_get_404
     assert_eq!(s, 204);
     let n2 = o.settled(&id2).await;
     assert_eq!(deliveries(&n2, "u-17")["push"]["status"], "delivered");
-    let me = n2["recipients"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["user_id"] == "u-17")
-        .unwrap();
+    let me = recipient(&n2, "u-17");
     assert!(
         me["acknowledged_at"].is_string() && me["delivered_at"].is_string(),
         "{me}"
@@ -421,16 +426,7 @@ async fn the_same_event_three_times_is_delivered_once() {
 
 #[tokio::test]
 async fn transient_failures_are_retried_and_permanent_push_failures_fall_back() {
-    let o = org(json!({"dispatch": "app_then_sms_email"})).await;
-    o.user(
-        "u-17",
-        "basic_responder",
-        Some("+14155550117"),
-        Some("u17@acme.example"),
-        false,
-        true,
-    )
-    .await;
+    let o = org_with_responder().await;
     let outbox = &o.app.app.outbox;
     outbox.fail_next(
         "local:fcm:tok-u-17",

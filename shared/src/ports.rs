@@ -383,10 +383,14 @@ pub enum Finish {
         attempt: u32,
         reason: String,
     },
-    /// A delivery held behind push is released to be sent as fallback (only while held).
-    Release {
+    /// A delivery held behind push will go as its fallback, for this reason: recorded
+    /// while it is still held, before its job exists, so the job can never finish first
+    /// (only while held; it stays held).
+    WillFallBack {
         fallback_reason: crate::domain::reason::FallbackReason,
     },
+    /// A delivery held behind push is released to be sent as fallback (only while held).
+    Release,
     /// The job is dead-lettered: a record still pending ends failed, whatever attempt
     /// it is on and whether or not it is held, unless a live attempt holds its claim.
     Abandon {
@@ -524,11 +528,15 @@ impl RecordState {
                 r.awaiting_push = false;
                 r.claimed_until = None;
             }
-            Finish::Release { .. } | Finish::SkipHeld { .. } if !r.awaiting_push => return false,
-            Finish::Release { fallback_reason } => {
-                r.awaiting_push = false;
+            Finish::WillFallBack { .. } | Finish::Release | Finish::SkipHeld { .. }
+                if !r.awaiting_push =>
+            {
+                return false;
+            }
+            Finish::WillFallBack { fallback_reason } => {
                 r.fallback_reason = Some(fallback_reason);
             }
+            Finish::Release => r.awaiting_push = false,
             Finish::SkipHeld { reason } => {
                 r.awaiting_push = false;
                 r.status = DeliveryStatus::Skipped;

@@ -501,3 +501,53 @@ async fn a_receipt_is_counted_once_and_so_is_the_first_ack() {
         .unwrap();
     assert_eq!(push.status, DeliveryStatus::Delivered);
 }
+
+/// A queue whose worker is faster than the enqueuer: each job is claimed and sent
+/// before `enqueue` returns.
+struct InstantWorker {
+    log: Arc<MemoryDeliveryLog>,
+}
+
+#[async_trait]
+impl JobQueue for InstantWorker {
+    async fn enqueue(&self, jobs: &[DeliveryJob]) -> Result<(), QueueError> {
+        for j in jobs {
+            let log = &self.log;
+            let (org, id, who) = (&j.org_id, &j.notification_id, &j.recipient);
+            log.claim(org, id, who, j.channel, LEASE).await.unwrap();
+            let sent = flare_shared::ports::Finish::Sent {
+                attempt: 1,
+                provider: j.provider,
+                provider_message_id: None,
+            };
+            assert!(log.finish(org, id, who, j.channel, sent).await.unwrap());
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_fallback_sent_before_its_release_still_says_why() {
+    let w = world().await;
+    let (event, push_job) = w.dispatched().await;
+    let worker = Arc::new(InstantWorker { log: w.log.clone() });
+    let deliverer = w.deliverer(worker); // push fails on every device
+    deliverer.deliver(&push_job, false, LEASE).await.unwrap();
+    let fallbacks: Vec<_> = w
+        .records(&event.notification_id)
+        .await
+        .into_iter()
+        .filter(|r| r.recipient == push_job.recipient && r.channel != Channel::Push)
+        .collect();
+    assert_eq!(fallbacks.len(), 2);
+    for r in fallbacks {
+        assert_eq!(
+            (r.status, r.fallback_reason),
+            (
+                DeliveryStatus::Sent,
+                Some(flare_shared::domain::reason::FallbackReason::PushFailed)
+            ),
+            "{r:?}"
+        );
+    }
+}

@@ -227,9 +227,21 @@ pub async fn delivery_log(log: &dyn DeliveryLog, org: &OrgId) {
     );
 
     // Held deliveries move only while held.
-    let release = || Finish::Release {
+    let release = || Finish::Release;
+    let will_fall_back = || Finish::WillFallBack {
         fallback_reason: flare_shared::domain::reason::FallbackReason::PushFailed,
     };
+    assert!(!finish("u-1", sms, will_fall_back()).await, "not held");
+    assert!(finish("u-2", sms, will_fall_back()).await);
+    let marked = status(log, &n, "u-2", sms).await;
+    assert_eq!(
+        (marked.awaiting_push, marked.fallback_reason),
+        (
+            true,
+            Some(flare_shared::domain::reason::FallbackReason::PushFailed)
+        ),
+        "still held, its reason recorded"
+    );
     assert!(!finish("u-1", sms, release()).await, "not held");
     assert!(finish("u-2", sms, release()).await);
     assert!(!finish("u-2", sms, release()).await, "released once");

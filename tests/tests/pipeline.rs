@@ -702,6 +702,30 @@ async fn manual_sms_is_refused_while_off_and_sent_while_on() {
     assert_eq!(deliveries(&n, "u-17")["email"]["reason"], "not_in_method");
 }
 
+/// A POST by the responder `sub` of `org`, as a recipient's app sends it.
+fn responder_post(org: &str, sub: &str, path: String, body: &str) -> ApiRequest {
+    ApiRequest {
+        method: "POST".into(),
+        path,
+        claims: Ok(Claims {
+            sub: sub.into(),
+            org_id: OrgId::parse(org).unwrap(),
+            roles: vec![Role::Responder],
+        }),
+        body: body.as_bytes().to_vec(),
+        query: None,
+        idempotency_key: None,
+    }
+}
+
+/// One recipient of a notification view.
+fn recipient<'a>(n: &'a Value, user: &str) -> &'a Value {
+    n["recipients"]
+        .as_array()
+        .and_then(|rs| rs.iter().find(|r| r["user_id"] == user))
+        .unwrap_or_else(|| panic!("{user} is not a recipient of {n}"))
+}
+
 #[tokio::test]
 async fn a_recipient_acknowledges_and_others_may_not() {
     let p = pipeline().await;
@@ -711,28 +735,11 @@ async fn a_recipient_acknowledges_and_others_may_not() {
     let ev = p.event("incident-dispatched", &unique("ack"));
     p.route(&ev).await;
     let id = ev["id"].as_str().unwrap();
-    let ack = |sub: &str| ApiRequest {
-        method: "POST".into(),
-        path: format!("/v1/notifications/{id}/ack"),
-        claims: Ok(Claims {
-            sub: sub.into(),
-            org_id: OrgId::parse(&p.org).unwrap(),
-            roles: vec![Role::Responder],
-        }),
-        body: vec![],
-        query: None,
-        idempotency_key: None,
-    };
+    let ack = |sub: &str| responder_post(&p.org, sub, format!("/v1/notifications/{id}/ack"), "");
     assert_eq!(api::handle(&p.services, ack("u-99")).await.status, 403);
     assert_eq!(api::handle(&p.services, ack("u-17")).await.status, 204);
     let n = p.notification(id).await;
-    let r = n["recipients"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["user_id"] == "u-17")
-        .unwrap();
-    assert!(r["acknowledged_at"].is_string());
+    assert!(recipient(&n, "u-17")["acknowledged_at"].is_string());
 }
 
 #[tokio::test]
@@ -750,17 +757,8 @@ async fn a_receipt_marks_the_sent_push_delivered_once_and_only_for_its_recipient
         deliveries(&p.notification(id).await, "u-17")["push"]["status"],
         "sent"
     );
-    let receipt = |sub: &str, org: &str, body: &str| ApiRequest {
-        method: "POST".into(),
-        path: format!("/v1/notifications/{id}/receipt"),
-        claims: Ok(Claims {
-            sub: sub.into(),
-            org_id: OrgId::parse(org).unwrap(),
-            roles: vec![Role::Responder],
-        }),
-        body: body.as_bytes().to_vec(),
-        query: None,
-        idempotency_key: None,
+    let receipt = |sub: &str, org: &str, body: &str| {
+        responder_post(org, sub, format!("/v1/notifications/{id}/receipt"), body)
     };
     let other_org = unique("other");
     for (who, org) in [("u-99", p.org.as_str()), ("u-17", other_org.as_str())] {
@@ -782,13 +780,10 @@ async fn a_receipt_marks_the_sent_push_delivered_once_and_only_for_its_recipient
     let push = deliveries(&n, "u-17")["push"].clone();
     assert_eq!(push["status"], "delivered", "{push}");
     let at = push["delivered_at"].as_str().unwrap().to_string();
-    let me = n["recipients"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["user_id"] == "u-17")
-        .unwrap();
-    assert_eq!(me["delivered_at"].as_str(), Some(at.as_str()));
+    assert_eq!(
+        recipient(&n, "u-17")["delivered_at"].as_str(),
+        Some(at.as_str())
+    );
     // Again (an app retrying): 204, and the first time is kept.
     assert_eq!(
         api::handle(&p.services, receipt("u-17", &p.org, ""))

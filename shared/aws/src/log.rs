@@ -889,11 +889,16 @@ impl FinishUpdate {
                 values.push((":reason", s(reason)));
                 "SET #status = :failed, reason = :reason REMOVE awaiting_push, lease_ms, claimed_until".to_string()
             }
-            Finish::Release { fallback_reason } => {
+            Finish::WillFallBack { fallback_reason } => {
                 values.push((":true", AttributeValue::Bool(true)));
                 condition.push_str(" AND awaiting_push = :true");
                 values.push((":why", s(fallback_reason.as_str())));
-                "SET fallback_reason = :why REMOVE awaiting_push".to_string()
+                "SET fallback_reason = :why".to_string()
+            }
+            Finish::Release => {
+                values.push((":true", AttributeValue::Bool(true)));
+                condition.push_str(" AND awaiting_push = :true");
+                "REMOVE awaiting_push".to_string()
             }
             Finish::SkipHeld { reason } => {
                 values.push((":true", AttributeValue::Bool(true)));

@@ -337,10 +337,12 @@ impl Deliverer {
     }
 
     /// After push: held SMS and email end `push_sent`, or are enqueued as fallback and
-    /// then released. Enqueued first: a failed enqueue or a crash in between leaves them
-    /// held, so the push job's retry (which finds push done) enqueues them again, and a
-    /// duplicate job is harmless (its claim finds the record done or in flight). Each
-    /// record moves only while held, so running this twice is harmless too.
+    /// then released. Their `fallback_reason` is written while they are still held, so a
+    /// fallback job that runs at once cannot finish first. Enqueued before released: a
+    /// failed enqueue or a crash in between leaves them held, so the push job's retry
+    /// (which finds push done) enqueues them again, and a duplicate job is harmless (its
+    /// claim finds the record done or in flight). Each record moves only while held, so
+    /// running this twice is harmless too.
     async fn resolve_held(
         &self,
         job: &DeliveryJob,
@@ -413,16 +415,19 @@ impl Deliverer {
                 "no queue for fallback deliveries"
             )))
         })?;
-        queue.enqueue(&jobs).await?;
         for j in &jobs {
-            // False when the fallback job already claimed it: that is fine.
             finish(
                 j.channel,
-                Finish::Release {
+                Finish::WillFallBack {
                     fallback_reason: FallbackReason::PushFailed,
                 },
             )
             .await?;
+        }
+        queue.enqueue(&jobs).await?;
+        for j in &jobs {
+            // False when the fallback job already claimed it: that is fine.
+            finish(j.channel, Finish::Release).await?;
         }
         tracing::info!(
             fallbacks = jobs.len(),
