@@ -104,6 +104,14 @@ fn record_pk(base: &str, recipient: &RecipientRef, shards: u32) -> String {
 }
 
 /// A notification item's `shards` (1 when absent).
+/// An item's sort key (empty when it has none).
+fn item_sk(item: &Item) -> String {
+    item.get("sk")
+        .and_then(|v| v.as_s().ok())
+        .cloned()
+        .unwrap_or_default()
+}
+
 fn item_shards(item: &Item) -> u32 {
     item.get(SHARDS)
         .and_then(|v| v.as_n().ok())
@@ -446,11 +454,7 @@ impl DeliveryLog for DynamoDeliveryLog {
                     .consistent_read(true)
             },
             |item| {
-                let sk = item
-                    .get("sk")
-                    .and_then(|v| v.as_s().ok())
-                    .cloned()
-                    .unwrap_or_default();
+                let sk = item_sk(&item);
                 if sk == NOTIFICATION_SK {
                     shards = item_shards(&item);
                     notification = Some(decode::<Notification>(item)?);
@@ -640,11 +644,7 @@ impl DeliveryLog for DynamoDeliveryLog {
                         .consistent_read(true)
                 },
                 |item| {
-                    let sk = item
-                        .get("sk")
-                        .and_then(|v| v.as_s().ok())
-                        .cloned()
-                        .unwrap_or_default();
+                    let sk = item_sk(&item);
                     let r: DeliveryRecord = decode(item)?;
                     let k = r.recipient.key();
                     if last.as_ref() != Some(&k) {
