@@ -49,19 +49,24 @@ async fn org(comm: Value) -> Org {
 /// has the app (a device), a primary mobile and a primary email.
 async fn org_with_responder() -> Org {
     let o = org(json!({"dispatch": "app_then_sms_email"})).await;
-    o.user(
-        "u-17",
-        "basic_responder",
-        Some("+14155550117"),
-        Some("u17@acme.example"),
-        false,
-        true,
-    )
-    .await;
+    o.responder_u17().await;
     o
 }
 
 impl Org {
+    /// u-17: a responder with the app (a device), a primary mobile and a primary email.
+    async fn responder_u17(&self) {
+        self.user(
+            "u-17",
+            "basic_responder",
+            Some("+14155550117"),
+            Some("u17@acme.example"),
+            false,
+            true,
+        )
+        .await;
+    }
+
     async fn user(
         &self,
         id: &str,
@@ -253,15 +258,7 @@ async fn a_receipt_or_an_ack_marks_the_sent_push_delivered_and_strangers_get_404
 #[tokio::test]
 async fn a_dispatch_reaches_each_responder_on_the_right_channels() {
     let o = org(json!({"dispatch": "app_then_sms_email", "dispatch_virtual_users": true})).await;
-    o.user(
-        "u-17",
-        "basic_responder",
-        Some("+14155550117"),
-        Some("u17@acme.example"),
-        false,
-        true,
-    )
-    .await;
+    o.responder_u17().await;
     o.user(
         "u-18",
         "passive_reporter",
@@ -329,15 +326,7 @@ async fn messages_incident_contacts_and_sos_follow_their_settings() {
         json!({"messages": "app_only", "incident_contacts": "app_sms_email", "distress": true}),
     )
     .await;
-    o.user(
-        "u-17",
-        "basic_responder",
-        Some("+14155550117"),
-        Some("u17@acme.example"),
-        false,
-        true,
-    )
-    .await;
+    o.responder_u17().await;
     o.user(
         "u-18",
         "basic_responder",
@@ -404,15 +393,7 @@ async fn messages_incident_contacts_and_sos_follow_their_settings() {
 #[tokio::test]
 async fn the_same_event_three_times_is_delivered_once() {
     let o = org(json!({"dispatch": "app_sms_email"})).await;
-    o.user(
-        "u-17",
-        "basic_responder",
-        Some("+14155550117"),
-        Some("u17@acme.example"),
-        false,
-        true,
-    )
-    .await;
+    o.responder_u17().await;
     let ev = incident("incident-dispatched");
     let id = o.post(&ev).await;
     o.post(&ev).await;
