@@ -13,12 +13,26 @@ use std::time::Duration;
 
 const ORG: &str = "demo-fire-rescue";
 
+/// The demo's app fallback window (the default is 60 s).
+const FALLBACK_WINDOW_SECONDS: u32 = 2;
+
 async fn call(app: &LocalApp, method: &str, path: &str, roles: &[Role], body: Value) -> Value {
+    call_as(app, "demo-admin", method, path, roles, body).await
+}
+
+async fn call_as(
+    app: &LocalApp,
+    sub: &str,
+    method: &str,
+    path: &str,
+    roles: &[Role],
+    body: Value,
+) -> Value {
     let req = ApiRequest {
         method: method.into(),
         path: path.into(),
         claims: Ok(Claims {
-            sub: "demo-admin".into(),
+            sub: sub.into(),
             org_id: OrgId::parse(ORG).expect("valid org"),
             roles: roles.to_vec(),
         }),
@@ -54,7 +68,9 @@ pub async fn run() -> anyhow::Result<String> {
     .await;
     call(&app, "PUT", "/v1/settings/communication", &admin, json!({
         "dispatch": "app_then_sms_email", "incident_contacts": "app_sms_email", "messages": "app_only",
-        "distress": true, "dispatch_virtual_users": true, "manual_sms": true})).await;
+        "distress": true, "dispatch_virtual_users": true, "manual_sms": true,
+        // A short window, so the demo shows a silent phone's fallback without a wait.
+        "app_fallback_seconds": FALLBACK_WINDOW_SECONDS})).await;
     let people = [
         (
             "ana",
@@ -86,6 +102,15 @@ pub async fn run() -> anyhow::Result<String> {
         (
             "di",
             "Di (responder, phone off)",
+            "basic_responder",
+            false,
+            true,
+            true,
+            true,
+        ),
+        (
+            "gus",
+            "Gus (responder, phone silent)",
             "basic_responder",
             false,
             true,
@@ -143,7 +168,7 @@ pub async fn run() -> anyhow::Result<String> {
         SendError::permanent(FailReason::EndpointDisabled),
     );
 
-    let everyone = json!(["ana", "bo", "cy", "di", "ed", "fi"]);
+    let everyone = json!(["ana", "bo", "cy", "di", "gus", "ed", "fi"]);
     let base = |msg: (&str, &str)| {
         json!({"org_id": ORG, "control_center_id": "north", "incident_id": "inc-1",
         "message": {"title": msg.0, "body": msg.1}})
@@ -152,7 +177,8 @@ pub async fn run() -> anyhow::Result<String> {
     let mut d = base(("Structure fire", "12 Main St, smoke showing"));
     d["recipient_ids"] = everyone.clone();
     ids.push((
-        "Incident Dispatched (dispatch: app_then_sms_email, virtual users on)",
+        "Incident Dispatched (dispatch: app_then_sms_email with a 2 s app fallback window, \
+         virtual users on; Ana's app confirms receipt, Gus's phone stays silent)",
         event("demo-dispatch", "Incident Dispatched", d),
     ));
     let mut d = base(("Update", "Second alarm"));
@@ -177,6 +203,19 @@ pub async fn run() -> anyhow::Result<String> {
         app.notifier.route(&ev).await?;
         routed.push((title.to_string(), ev.notification_id));
     }
+    // Ana's app confirms the dispatch's push once it arrives: her SMS and email, held
+    // for the window, are not sent.
+    let dispatch = &routed[0].1;
+    push_sent(&app, dispatch, "ana").await?;
+    call_as(
+        &app,
+        "ana",
+        "POST",
+        &format!("/v1/notifications/{dispatch}/receipt"),
+        &[Role::Responder],
+        json!({}),
+    )
+    .await;
     let sms = call(
         &app,
         "POST",
@@ -229,7 +268,18 @@ pub async fn run() -> anyhow::Result<String> {
                         }
                         reason.to_string()
                     }
-                    None => format!("via {}", d["provider"].as_str().unwrap_or("-")),
+                    None => {
+                        let via = format!("via {}", d["provider"].as_str().unwrap_or("-"));
+                        match d["fallback_reason"].as_str() {
+                            Some(code) if attempted => {
+                                if !reasons_seen.iter().any(|c| c == code) {
+                                    reasons_seen.push(code.to_string());
+                                }
+                                format!("{via}, {code}")
+                            }
+                            _ => via,
+                        }
+                    }
                 };
                 *totals.entry(status.to_string()).or_default() += 1;
                 writeln!(
@@ -299,6 +349,24 @@ fn reason_meaning(code: &str) -> String {
         .find_map(|l| l.strip_prefix(&cell))
         .map(|rest| rest.trim().trim_end_matches('|').trim().to_string())
         .unwrap_or_else(|| "see docs/reasons.md".to_string())
+}
+
+/// Waits until `user`'s push of notification `id` has been sent.
+async fn push_sent(app: &LocalApp, id: &NotificationId, user: &str) -> anyhow::Result<()> {
+    use flare_shared::domain::{Channel, DeliveryStatus, RecipientRef, UserId};
+    let org = OrgId::parse(ORG)?;
+    let who = RecipientRef::User(UserId::parse(user)?);
+    for _ in 0..500 {
+        let records = app.services.log.recipient_records(&org, id, &who).await?;
+        if records
+            .iter()
+            .any(|r| r.channel == Channel::Push && r.status == DeliveryStatus::Sent)
+        {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    anyhow::bail!("{user}'s push of {id} was not sent")
 }
 
 async fn settled(

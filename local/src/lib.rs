@@ -71,17 +71,21 @@ pub const DATABASE: &str = "flare.db";
 async fn resume(db: &Sqlite, queue: &pipeline::LocalQueue) -> anyhow::Result<()> {
     let released = db.release_claims().await?;
     let mut jobs = Vec::new();
+    let mut checks = Vec::new();
     for logged in db.unfinished()? {
         jobs.extend(flare_shared::app::deliver::unfinished_jobs(&logged));
+        checks.extend(flare_shared::app::deliver::unfinished_check(&logged));
     }
-    if !jobs.is_empty() || released > 0 {
+    if !jobs.is_empty() || !checks.is_empty() || released > 0 {
         tracing::info!(
             jobs = jobs.len(),
+            checks = checks.len(),
             claims_released = released,
             "resuming the work pending at the last stop"
         );
     }
     queue.resume(jobs);
+    queue.resume_checks(checks);
     Ok(())
 }
 

@@ -2,7 +2,7 @@
 //! functions do in AWS, with the same claims, retries with backoff and fallback.
 
 use flare_shared::app::deliver::{DeliverError, Deliverer, lease_for, retry_delay};
-use flare_shared::domain::{Channel, DeliveryJob};
+use flare_shared::domain::{Channel, CheckJob, DeliveryJob};
 use flare_shared::ports::{JobQueue, QueueError};
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,6 +24,8 @@ struct Queued {
 #[derive(Clone)]
 pub struct LocalQueue {
     senders: Arc<[mpsc::UnboundedSender<Queued>; 3]>,
+    /// Checks whose time has come (each waits out its delay in its own task first).
+    checks: mpsc::UnboundedSender<CheckJob>,
 }
 
 impl LocalQueue {
@@ -33,14 +35,34 @@ impl LocalQueue {
         let (push_tx, push_rx) = mpsc::unbounded_channel();
         let (sms_tx, sms_rx) = mpsc::unbounded_channel();
         let (email_tx, email_rx) = mpsc::unbounded_channel();
+        let (checks_tx, checks_rx) = mpsc::unbounded_channel();
         let queue = Self {
             senders: Arc::new([push_tx, sms_tx, email_tx]),
+            checks: checks_tx,
         };
         deliverer.queue = Some(Arc::new(queue.clone()));
         for rx in [push_rx, sms_rx, email_rx] {
             tokio::spawn(worker(rx, deliverer.clone(), queue.clone(), retry_base));
         }
+        tokio::spawn(check_worker(checks_rx, deliverer, queue.clone(), retry_base));
         queue
+    }
+
+    /// Runs a previous run's timers: each check at its time (at once when it is past).
+    pub fn resume_checks(&self, checks: Vec<(CheckJob, chrono::DateTime<chrono::Utc>)>) {
+        for (check, at) in checks {
+            let delay = (at - chrono::Utc::now()).to_std().unwrap_or_default();
+            self.after(check, delay);
+        }
+    }
+
+    /// Hands `check` to the check worker once `delay` has passed.
+    fn after(&self, check: CheckJob, delay: Duration) {
+        let tx = self.checks.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let _ = tx.send(check);
+        });
     }
 
     /// Queues jobs a previous run left unfinished, each with the attempts its record
@@ -83,6 +105,37 @@ impl JobQueue for LocalQueue {
             }
         }
         Ok(())
+    }
+
+    /// A timer in this process: the check runs when `delay` has passed. A restart
+    /// loses the timer but not the check: `resume` finds the held records and
+    /// schedules it again from their stored window.
+    async fn schedule(&self, check: &CheckJob, delay: Duration) -> Result<(), QueueError> {
+        self.after(check.clone(), delay);
+        Ok(())
+    }
+}
+
+/// Runs the checks whose time has come, each in its own task; a check that fails
+/// (storage) runs again after `retry_base`, as SQS would redeliver it.
+async fn check_worker(
+    mut rx: mpsc::UnboundedReceiver<CheckJob>,
+    deliverer: Deliverer,
+    queue: LocalQueue,
+    retry_base: Duration,
+) {
+    while let Some(check) = rx.recv().await {
+        let deliverer = deliverer.clone();
+        let queue = queue.clone();
+        tokio::spawn(async move {
+            if let Err(e) = deliverer
+                .check_and_reschedule(&check, chrono::Utc::now())
+                .await
+            {
+                tracing::warn!(notification_id = %check.notification_id, error = ?e, "check failed: running it again");
+                queue.after(check, retry_base);
+            }
+        });
     }
 }
 

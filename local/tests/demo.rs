@@ -4,7 +4,9 @@
 async fn the_demo_shows_every_routing_rule() {
     let out = flare_local::demo::run().await.unwrap();
     for needle in [
-        "push_sent",
+        "push_delivered",
+        "no_app_receipt",
+        "push_failed",
         "not_licensed_for_app",
         "virtual_user",
         "endpoint_disabled",
@@ -30,6 +32,37 @@ async fn the_demo_shows_every_routing_rule() {
         "{out}"
     );
     assert!(!out.contains("pending"), "everything settles: {out}");
+    // The window's two stories, on the dispatch (the first table): Ana's app confirmed
+    // the push, so her SMS and email were not sent; Gus's phone stayed silent, so both
+    // went as fallback when the window ended.
+    let dispatch: Vec<&str> = out
+        .split("\n== ")
+        .nth(1)
+        .expect("the dispatch's table")
+        .lines()
+        .collect();
+    let line = |who: &str, channel: &str| -> String {
+        dispatch
+            .iter()
+            .find(|l| l.starts_with(who) && l.split_whitespace().any(|w| w == channel))
+            .unwrap_or_else(|| panic!("no {who} {channel} line: {out}"))
+            .to_string()
+    };
+    assert!(line("Ana", "push").contains("delivered"), "{out}");
+    for channel in ["sms", "email"] {
+        let ana = line("Ana", channel);
+        assert!(
+            ana.contains("skipped") && ana.contains("push_delivered"),
+            "{ana}"
+        );
+        let gus = line("Gus", channel);
+        assert!(
+            gus.contains("sent") && gus.contains("yes") && gus.contains("no_app_receipt"),
+            "{gus}"
+        );
+    }
+    assert!(line("Gus", "push").contains("sent"), "{out}");
+    assert!(line("Di", "sms").contains("push_failed"), "{out}");
     // Where each attempted delivery went.
     assert!(
         out.lines().any(|l| l.starts_with("Di")
@@ -50,7 +83,7 @@ async fn the_demo_shows_every_routing_rule() {
         .nth(1)
         .expect("a legend");
     assert!(
-        legend.contains("push_sent") && legend.contains("push was accepted"),
+        legend.contains("no_app_receipt") && legend.contains("did not confirm it"),
         "{legend}"
     );
     assert!(

@@ -22,7 +22,12 @@ struct Org {
     admin: String,
 }
 
-async fn org(comm: Value) -> Org {
+/// The v1 scenarios run without a fallback window (push accepted is enough) unless
+/// `comm` sets one.
+async fn org(mut comm: Value) -> Org {
+    if comm.get("app_fallback_seconds").is_none() {
+        comm["app_fallback_seconds"] = json!(0);
+    }
     let app = spawn_app(None).await;
     let admin = token("acme", &["admin", "dispatcher"], "u-admin");
     assert_eq!(

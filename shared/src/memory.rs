@@ -452,6 +452,7 @@ impl DeliveryLog for MemoryDeliveryLog {
 #[derive(Default)]
 pub struct MemoryQueue {
     queues: Mutex<HashMap<Channel, VecDeque<DeliveryJob>>>,
+    checks: Mutex<Vec<(crate::domain::CheckJob, std::time::Duration)>>,
 }
 
 impl MemoryQueue {
@@ -466,6 +467,12 @@ impl MemoryQueue {
     pub fn is_empty(&self) -> bool {
         lock(&self.queues).values().all(VecDeque::is_empty)
     }
+
+    /// The checks scheduled since the last call, with their delays (the caller runs
+    /// them, at whatever time it pretends it is).
+    pub fn take_checks(&self) -> Vec<(crate::domain::CheckJob, std::time::Duration)> {
+        std::mem::take(&mut *lock(&self.checks))
+    }
 }
 
 #[async_trait]
@@ -475,6 +482,15 @@ impl JobQueue for MemoryQueue {
         for j in jobs {
             q.entry(j.channel).or_default().push_back(j.clone());
         }
+        Ok(())
+    }
+
+    async fn schedule(
+        &self,
+        check: &crate::domain::CheckJob,
+        delay: std::time::Duration,
+    ) -> Result<(), QueueError> {
+        lock(&self.checks).push((check.clone(), delay));
         Ok(())
     }
 }

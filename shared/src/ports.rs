@@ -3,8 +3,10 @@
 //! in a signature here.
 
 use crate::domain::reason::wire_reason;
+use std::time::Duration;
+
 use crate::domain::{
-    Channel, CommunicationSettings, ControlCenterId, DeliveryJob, DeliveryRecord, DeliveryStatus,
+    CheckJob, Channel, CommunicationSettings, ControlCenterId, DeliveryJob, DeliveryRecord, DeliveryStatus,
     DeviceId, EmailAddress, EmailSettings, FailReason, Message, Notification, NotificationId,
     OrgId, PhoneNumber, Provider, RecipientRef, SenderId, SmsSettings, User, UserId,
 };
@@ -391,6 +393,11 @@ pub enum Finish {
     },
     /// A delivery held behind push is released to be sent as fallback (only while held).
     Release,
+    /// A delivery held behind a sent push waits for the app's receipt until `until`
+    /// (only while held, and only the first time: the window never moves).
+    Wait {
+        until: chrono::DateTime<chrono::Utc>,
+    },
     /// The job is dead-lettered: a record still pending ends failed, whatever attempt
     /// it is on and whether or not it is held, unless a live attempt holds its claim.
     Abandon {
@@ -429,6 +436,8 @@ pub struct RecordState {
     pub delivered_at: Option<chrono::DateTime<chrono::Utc>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fallback_reason: Option<crate::domain::reason::FallbackReason>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl RecordState {
@@ -443,6 +452,7 @@ impl RecordState {
             claimed_until: r.claimed_until,
             delivered_at: r.delivered_at,
             fallback_reason: r.fallback_reason,
+            fallback_at: r.fallback_at,
         }
     }
 
@@ -457,6 +467,7 @@ impl RecordState {
         r.claimed_until = self.claimed_until;
         r.delivered_at = self.delivered_at;
         r.fallback_reason = self.fallback_reason;
+        r.fallback_at = self.fallback_at;
     }
 
     /// What a claim does (see [`DeliveryLog::claim`]).
@@ -528,11 +539,17 @@ impl RecordState {
                 r.awaiting_push = false;
                 r.claimed_until = None;
             }
-            Finish::WillFallBack { .. } | Finish::Release | Finish::SkipHeld { .. }
+            Finish::WillFallBack { .. }
+            | Finish::Release
+            | Finish::SkipHeld { .. }
+            | Finish::Wait { .. }
                 if !r.awaiting_push =>
             {
                 return false;
             }
+            // The window is set once: a repeated push run does not move it.
+            Finish::Wait { .. } if r.fallback_at.is_some() => return false,
+            Finish::Wait { until } => r.fallback_at = Some(until),
             Finish::WillFallBack { fallback_reason } => {
                 r.fallback_reason = Some(fallback_reason);
             }
@@ -559,7 +576,14 @@ pub enum QueueError {
 #[async_trait]
 pub trait JobQueue: Send + Sync {
     async fn enqueue(&self, jobs: &[DeliveryJob]) -> Result<(), QueueError>;
+
+    /// Runs `check` after `delay` (at most [`MAX_CHECK_DELAY`]; a longer wait is made of
+    /// several checks, each finding it is not yet time and scheduling the next).
+    async fn schedule(&self, check: &CheckJob, delay: Duration) -> Result<(), QueueError>;
 }
+
+/// The longest a check is delayed in one go: SQS's largest `DelaySeconds`.
+pub const MAX_CHECK_DELAY: Duration = Duration::from_secs(900);
 
 /// A provider's answer to one send.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -50,6 +50,8 @@ fn comm_settings() -> impl Strategy<Value = CommunicationSettings> {
                     distress,
                     dispatch_virtual_users,
                     manual_sms,
+                    // The plan does not depend on the window.
+                    app_fallback_seconds: 60,
                 }
             },
         )

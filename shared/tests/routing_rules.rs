@@ -498,6 +498,7 @@ fn jobs_are_made_for_planned_deliveries_only() {
             body: "b".into(),
         },
         created_at: None,
+        app_fallback_seconds: None,
     };
     let jobs = r.jobs(&t);
     assert_eq!(jobs.len(), 1, "held SMS and email wait for push");

@@ -28,6 +28,7 @@ pub fn notification(org: &OrgId) -> Notification {
             body: "Engine 7 to 12 Main St.".into(),
         },
         created_at: Utc::now(),
+        app_fallback_seconds: None,
     }
 }
 
@@ -50,6 +51,7 @@ pub fn record(n: &Notification, who: &str, channel: Channel, held: bool) -> Deli
         claimed_until: None,
         delivered_at: None,
         fallback_reason: None,
+        fallback_at: None,
     }
 }
 
@@ -231,6 +233,22 @@ pub async fn delivery_log(log: &dyn DeliveryLog, org: &OrgId) {
     let will_fall_back = || Finish::WillFallBack {
         fallback_reason: flare_shared::domain::reason::FallbackReason::PushFailed,
     };
+    // A held record's window is written once: a repeated push run does not move it.
+    let end = chrono::DateTime::from_timestamp_millis(Utc::now().timestamp_millis() + 60_000)
+        .unwrap();
+    let wait = |until| Finish::Wait { until };
+    assert!(!finish("u-1", sms, wait(end)).await, "not held");
+    assert!(finish("u-2", sms, wait(end)).await);
+    assert!(
+        !finish("u-2", sms, wait(end + chrono::Duration::seconds(5))).await,
+        "the window never moves"
+    );
+    let waiting = status(log, &n, "u-2", sms).await;
+    assert_eq!(
+        (waiting.status, waiting.awaiting_push, waiting.fallback_at),
+        (DeliveryStatus::Pending, true, Some(end)),
+        "still held and pending, with its window's end"
+    );
     assert!(!finish("u-1", sms, will_fall_back()).await, "not held");
     assert!(finish("u-2", sms, will_fall_back()).await);
     let marked = status(log, &n, "u-2", sms).await;

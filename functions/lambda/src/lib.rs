@@ -4,7 +4,7 @@
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 use flare_runtime as config;
 use flare_shared::app::deliver::{DeliverError, Deliverer, lease_for, retry_delay};
-use flare_shared::domain::DeliveryJob;
+use flare_shared::domain::{CheckJob, DeliveryJob, QueuedWork};
 use std::sync::Arc;
 
 /// After this many receives a transient failure is final (the queue's redrive policy
@@ -131,8 +131,9 @@ impl DeliveryFunction {
             .get("ApproximateReceiveCount")
             .and_then(|c| c.parse().ok())
             .unwrap_or(1);
-        let job: DeliveryJob = match message.body.as_deref().map(serde_json::from_str) {
-            Some(Ok(job)) => job,
+        let job: DeliveryJob = match message.body.as_deref().map(QueuedWork::parse) {
+            Some(Ok(QueuedWork::Job(job))) => *job,
+            Some(Ok(QueuedWork::Check(check))) => return self.check(&check, message).await,
             Some(Err(e)) => {
                 // A poison message: let the redrive policy move it to the dead-letter queue.
                 tracing::error!(message_id = ?message.message_id, receives, error = %e, "job is not valid JSON for a delivery job");
@@ -164,15 +165,40 @@ impl DeliveryFunction {
 }
 
 impl DeliveryFunction {
+    /// A timer's check (push queue): run it and schedule the next one it asks for. A
+    /// failed check is returned to the queue like a failed job, and one that keeps
+    /// failing reaches the dead-letter queue, whose alarm an operator sees.
+    async fn check(&self, check: &CheckJob, message: &SqsMessage) -> bool {
+        match self
+            .deliverer
+            .check_and_reschedule(check, chrono::Utc::now())
+            .await
+        {
+            Ok(_) => true,
+            Err(e) => {
+                if let (Some(delay), Some(handle)) = (&self.delay, &message.receipt_handle) {
+                    delay.delay(handle, RETRY_BASE.as_secs() as i32).await;
+                }
+                tracing::error!(notification_id = %check.notification_id, error = ?e, "check failed; it will run again");
+                false
+            }
+        }
+    }
+
     /// A job from the dead-letter queue: end what it left pending. A message that is not
     /// a job stays there (an operator has to see it); so does a job whose record a live
     /// attempt still holds, until that attempt is over.
     async fn give_up(&self, message: &SqsMessage) -> bool {
-        let Some(Ok(job)) = message
+        let work = message
             .body
             .as_deref()
-            .map(serde_json::from_str::<DeliveryJob>)
-        else {
+            .map(QueuedWork::parse);
+        // A dead-lettered check is run once more: what it waits for must not stay
+        // pending because its timer failed.
+        if let Some(Ok(QueuedWork::Check(check))) = &work {
+            return self.check(check, message).await;
+        }
+        let Some(Ok(QueuedWork::Job(job))) = work else {
             tracing::error!(message_id = ?message.message_id, "dead-lettered message is not a delivery job: left in the dead-letter queue");
             return false;
         };
@@ -421,6 +447,7 @@ mod tests {
                 body: "Report to base".into(),
             },
             created_at: chrono::Utc::now(),
+            app_fallback_seconds: None,
         };
         log.create_notification(&n).await.unwrap();
         let mut records = Vec::new();
@@ -443,6 +470,7 @@ mod tests {
                 claimed_until: None,
                 delivered_at: None,
                 fallback_reason: None,
+                fallback_at: None,
             });
             let job = JobTemplate::from(&n).job(&user, Channel::Sms, Provider::Sns, &to, false);
             messages.push(message(

@@ -895,6 +895,12 @@ impl FinishUpdate {
                 values.push((":why", s(fallback_reason.as_str())));
                 "SET fallback_reason = :why".to_string()
             }
+            Finish::Wait { until } => {
+                values.push((":true", AttributeValue::Bool(true)));
+                condition.push_str(" AND awaiting_push = :true AND attribute_not_exists(fallback_at)");
+                values.push((":until", s(until.to_rfc3339())));
+                "SET fallback_at = :until".to_string()
+            }
             Finish::Release => {
                 values.push((":true", AttributeValue::Bool(true)));
                 condition.push_str(" AND awaiting_push = :true");

@@ -5,8 +5,8 @@ use crate::batch::{Round, batch_concurrency, until_processed};
 use async_trait::async_trait;
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
-use flare_shared::domain::{Channel, DeliveryJob};
-use flare_shared::ports::{JobQueue, QueueError};
+use flare_shared::domain::{Channel, CheckJob, DeliveryJob};
+use flare_shared::ports::{JobQueue, MAX_CHECK_DELAY, QueueError};
 use std::collections::HashMap;
 
 /// SendMessageBatch's limit per call.
@@ -121,5 +121,58 @@ impl JobQueue for SqsQueue {
             .try_collect::<Vec<()>>()
             .await?;
         Ok(())
+    }
+
+    /// A delayed message on the push queue (`DelaySeconds`, whole seconds rounded up so
+    /// a check never fires before its time).
+    async fn schedule(
+        &self,
+        check: &CheckJob,
+        delay: std::time::Duration,
+    ) -> Result<(), QueueError> {
+        let url = self.urls.get(&Channel::Push).ok_or_else(|| {
+            QueueError::Failed(anyhow::anyhow!("no queue configured for push (checks)"))
+        })?;
+        let body = serde_json::to_string(check).map_err(|e| QueueError::Failed(e.into()))?;
+        let delay = delay_seconds(delay);
+        self.client
+            .send_message()
+            .queue_url(url)
+            .message_body(body)
+            .delay_seconds(delay)
+            .send()
+            .await
+            .map_err(|e| {
+                let transient = crate::is_transient(&e);
+                let err = anyhow::Error::new(e).context("SendMessage (delayed check)");
+                if transient {
+                    QueueError::Unavailable(err)
+                } else {
+                    QueueError::Failed(err)
+                }
+            })?;
+        Ok(())
+    }
+}
+
+/// SQS's `DelaySeconds` for a wait: whole seconds, rounded up, at most 900.
+pub fn delay_seconds(delay: std::time::Duration) -> i32 {
+    let d = delay.min(MAX_CHECK_DELAY);
+    let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
+    secs as i32
+}
+
+#[cfg(test)]
+mod delay_tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn a_delay_rounds_up_to_whole_seconds_and_stops_at_900() {
+        assert_eq!(delay_seconds(Duration::ZERO), 0);
+        assert_eq!(delay_seconds(Duration::from_millis(1)), 1);
+        assert_eq!(delay_seconds(Duration::from_millis(60_000)), 60);
+        assert_eq!(delay_seconds(Duration::from_millis(60_001)), 61);
+        assert_eq!(delay_seconds(Duration::from_secs(3600)), 900);
     }
 }

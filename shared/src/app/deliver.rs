@@ -2,11 +2,15 @@
 //! the outcome; after push, resolve the SMS and email held behind it.
 
 use crate::domain::reason::{FallbackReason, wire_reason};
-use crate::domain::routing::{Action, HeldDelivery, JobTemplate, PushOutcome, after_push};
+use crate::domain::routing::{
+    Action, HeldDelivery, JobTemplate, PushOutcome, WindowStep, after_push, window_step,
+};
 use crate::domain::settings::effective_sender;
 use crate::domain::{
-    Channel, DeliveryJob, DeliveryStatus, Destination, EmailAddress, FailReason, Provider,
+    Channel, CheckJob, CheckKind, DeliveryJob, DeliveryRecord, DeliveryStatus, Destination,
+    EmailAddress, FailReason, Provider,
 };
+use futures::StreamExt;
 use crate::ports::{
     Claim, DeliveryLog, DeliveryMetric, Directory, EmailMessage, EmailSender, Finish, JobQueue,
     Metrics, Outcome, PushMessage, PushSender, QueueError, SendError, SettingsStore, SmsMessage,
@@ -53,6 +57,20 @@ fn job_span(job: &DeliveryJob) -> Span {
         recipient = %job.recipient.key(),
         attempts = tracing::field::Empty,
     )
+}
+
+/// How many window writes a check runs at once.
+const CHECK_CONCURRENCY: usize = 16;
+
+/// What a timer check did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Checked {
+    /// Held deliveries sent as fallback now.
+    pub fallbacks: usize,
+    /// Held deliveries skipped (the app confirmed the push).
+    pub skipped: usize,
+    /// When something is still waiting: when to check again.
+    pub next: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// How a job ended.
@@ -132,6 +150,38 @@ pub fn unfinished_jobs(logged: &crate::ports::Logged) -> Vec<(DeliveryJob, u32)>
         .collect();
     jobs.extend(pushes.into_iter().filter_map(job));
     jobs
+}
+
+/// The timer a notification's held SMS and email wait on, when a previous run left it
+/// running: due at the earliest stored window end, or now when a held record has none
+/// yet (the check then finds out what it waits for).
+pub fn unfinished_check(
+    logged: &crate::ports::Logged,
+) -> Option<(CheckJob, chrono::DateTime<chrono::Utc>)> {
+    logged.notification.app_fallback_seconds?;
+    let held: Vec<&DeliveryRecord> = logged
+        .records
+        .iter()
+        .filter(|r| r.awaiting_push && r.status == DeliveryStatus::Pending)
+        .collect();
+    if held.is_empty() {
+        return None;
+    }
+    let now = chrono::Utc::now();
+    let at = held
+        .iter()
+        .map(|r| r.fallback_at.unwrap_or(now))
+        .min()
+        .unwrap_or(now);
+    let n = &logged.notification;
+    Some((
+        CheckJob {
+            check: CheckKind::AppFallback,
+            org_id: n.org_id.clone(),
+            notification_id: n.notification_id.clone(),
+        },
+        at,
+    ))
 }
 
 impl Deliverer {
@@ -366,6 +416,29 @@ impl Deliverer {
         if held.is_empty() {
             return Ok(());
         }
+        if outcome == PushOutcome::Sent
+            && let Some(window) = job.app_fallback_seconds
+        {
+            // The window starts now; a repeated run keeps the first one's end.
+            let until = chrono::Utc::now() + chrono::TimeDelta::seconds(window.into());
+            for h in &held {
+                self.log
+                    .finish(
+                        &job.org_id,
+                        &job.notification_id,
+                        &job.recipient,
+                        h.channel,
+                        Finish::Wait { until },
+                    )
+                    .await?;
+            }
+            tracing::info!(
+                window_seconds = window,
+                fallback_at = %until,
+                "push sent: SMS and email wait for the app's receipt"
+            );
+            return Ok(());
+        }
         let template = JobTemplate::from(job);
         let finish = |channel, outcome| {
             self.log.finish(
@@ -410,30 +483,207 @@ impl Deliverer {
         if jobs.is_empty() {
             return Ok(());
         }
-        let queue = self.queue.as_ref().ok_or_else(|| {
-            DeliverError::Queue(QueueError::Failed(anyhow::anyhow!(
-                "no queue for fallback deliveries"
-            )))
-        })?;
-        for j in &jobs {
-            finish(
-                j.channel,
-                Finish::WillFallBack {
-                    fallback_reason: FallbackReason::PushFailed,
-                },
-            )
-            .await?;
-        }
-        queue.enqueue(&jobs).await?;
-        for j in &jobs {
-            // False when the fallback job already claimed it: that is fine.
-            finish(j.channel, Finish::Release).await?;
-        }
+        let jobs: Vec<_> = jobs
+            .into_iter()
+            .map(|j| (j, FallbackReason::PushFailed))
+            .collect();
+        self.fall_back(&jobs).await?;
         tracing::info!(
             fallbacks = jobs.len(),
             "push failed on every device: fallback enqueued"
         );
         Ok(())
+    }
+
+    fn queue(&self) -> Result<&Arc<dyn JobQueue>, DeliverError> {
+        self.queue.as_ref().ok_or_else(|| {
+            DeliverError::Queue(QueueError::Failed(anyhow::anyhow!(
+                "no queue for fallback deliveries"
+            )))
+        })
+    }
+
+    /// Sends held deliveries as fallback: each one's reason is written while it is still
+    /// held, then all are enqueued at once, then released. See [`Self::resolve_held`]
+    /// for why this order is safe to repeat.
+    async fn fall_back(
+        &self,
+        jobs: &[(DeliveryJob, FallbackReason)],
+    ) -> Result<(), DeliverError> {
+        let queue = self.queue()?;
+        let marked: Vec<bool> = self
+            .each(jobs, |(j, why)| {
+                self.finish_job(
+                    j,
+                    Finish::WillFallBack {
+                        fallback_reason: *why,
+                    },
+                )
+            })
+            .await?;
+        // A record no longer held (a receipt skipped it, or another run released it)
+        // is not enqueued again.
+        let go: Vec<DeliveryJob> = jobs
+            .iter()
+            .zip(marked)
+            .filter(|(_, held)| *held)
+            .map(|((j, _), _)| j.clone())
+            .collect();
+        if go.is_empty() {
+            return Ok(());
+        }
+        queue.enqueue(&go).await?;
+        // False when the fallback job already claimed it: that is fine.
+        self.each(&go, |j| self.finish_job(j, Finish::Release))
+            .await?;
+        Ok(())
+    }
+
+    async fn finish_job(&self, j: &DeliveryJob, outcome: Finish) -> Result<bool, StoreError> {
+        self.log
+            .finish(
+                &j.org_id,
+                &j.notification_id,
+                &j.recipient,
+                j.channel,
+                outcome,
+            )
+            .await
+    }
+
+    /// Runs `f` on every item, a few at a time (a window check may cover thousands of
+    /// recipients), keeping the items' order in the answers.
+    async fn each<'a, T: Sync, R, F, Fut>(
+        &self,
+        items: &'a [T],
+        f: F,
+    ) -> Result<Vec<R>, DeliverError>
+    where
+        F: Fn(&'a T) -> Fut,
+        Fut: std::future::Future<Output = Result<R, StoreError>> + 'a,
+    {
+        // The futures are made before they are streamed: a stream that maps with `f`
+        // itself is not `Send` for every lifetime, which spawning needs.
+        let futures: Vec<Fut> = items.iter().map(f).collect();
+        futures::stream::iter(futures)
+            .buffered(CHECK_CONCURRENCY)
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .map(|r| r.map_err(DeliverError::from))
+            .collect()
+    }
+
+    /// Runs a notification's timer check at `now`: every recipient whose SMS and email
+    /// are still held behind push gets the window rule ([`window_step`]). Answers when to
+    /// check again, if anything is still waiting. Idempotent: each record moves only
+    /// while held, so a check that runs twice, late, or after a receipt sends nothing
+    /// twice and nothing a receipt stopped.
+    pub async fn check(
+        &self,
+        check: &CheckJob,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Checked, DeliverError> {
+        let span = tracing::info_span!(
+            "check",
+            notification_id = %check.notification_id,
+            check = ?check.check,
+        );
+        self.run_check(check, now).instrument(span).await
+    }
+
+    async fn run_check(
+        &self,
+        check: &CheckJob,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Checked, DeliverError> {
+        let CheckKind::AppFallback = check.check;
+        let Some(logged) = self
+            .log
+            .get_notification(&check.org_id, &check.notification_id)
+            .await?
+        else {
+            tracing::warn!("check of an unknown notification: dropped");
+            return Ok(Checked::default());
+        };
+        let window = chrono::TimeDelta::seconds(
+            logged.notification.app_fallback_seconds.unwrap_or(0).into(),
+        );
+        let template = JobTemplate::from(&logged.notification);
+        let mut pushes: HashMap<String, &DeliveryRecord> = HashMap::new();
+        for r in logged.records.iter().filter(|r| r.channel == Channel::Push) {
+            pushes.insert(r.recipient.key(), r);
+        }
+        let mut fall_back = Vec::new();
+        let mut skip = Vec::new();
+        let mut next: Option<chrono::DateTime<chrono::Utc>> = None;
+        for held in logged
+            .records
+            .iter()
+            .filter(|r| r.awaiting_push && r.status == DeliveryStatus::Pending)
+        {
+            let push = pushes.get(&held.recipient.key());
+            let step = match push {
+                Some(p) => window_step(p.status, held.fallback_at, window, now),
+                None => WindowStep::FallBack(FallbackReason::PushNotPossible),
+            };
+            match step {
+                WindowStep::FallBack(why) => {
+                    let (Some(provider), Some(destination)) =
+                        (held.provider, held.destination.as_ref())
+                    else {
+                        continue;
+                    };
+                    let job =
+                        template.job(&held.recipient, held.channel, provider, destination, true);
+                    fall_back.push((job, why));
+                }
+                WindowStep::Skip(reason) => skip.push((held, reason)),
+                WindowStep::WaitUntil(at) => next = Some(next.map_or(at, |n| n.min(at))),
+            }
+        }
+        let skipped: Vec<bool> = self
+            .each(&skip, |(r, reason)| {
+                self.log.finish(
+                    &check.org_id,
+                    &check.notification_id,
+                    &r.recipient,
+                    r.channel,
+                    Finish::SkipHeld {
+                        reason: reason.as_str().to_string(),
+                    },
+                )
+            })
+            .await?;
+        self.fall_back(&fall_back).await?;
+        let checked = Checked {
+            fallbacks: fall_back.len(),
+            skipped: skipped.into_iter().filter(|m| *m).count(),
+            next,
+        };
+        tracing::info!(
+            fallbacks = checked.fallbacks,
+            skipped = checked.skipped,
+            next_check = ?checked.next,
+            "window check"
+        );
+        Ok(checked)
+    }
+
+    /// Runs a check and schedules the next one it asks for (SQS: a delayed message).
+    pub async fn check_and_reschedule(
+        &self,
+        check: &CheckJob,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Checked, DeliverError> {
+        let checked = self.check(check, now).await?;
+        if let Some(at) = checked.next {
+            let delay = (at - now).to_std().unwrap_or_default();
+            self.queue()?
+                .schedule(check, delay.min(crate::ports::MAX_CHECK_DELAY))
+                .await?;
+        }
+        Ok(checked)
     }
 
     /// Counts a job's final outcome.
@@ -596,6 +846,7 @@ mod tests {
             control_center_id: ControlCenterId::main(),
             message: Message::default(),
             created_at: chrono::Utc::now(),
+            app_fallback_seconds: None,
         };
         let record = |who: &str, channel, status, held| {
             let user = UserId::parse(who).unwrap();
@@ -614,6 +865,7 @@ mod tests {
                 claimed_until: None,
                 delivered_at: None,
                 fallback_reason: None,
+                fallback_at: None,
             }
         };
         use DeliveryStatus::{Pending, Sent};

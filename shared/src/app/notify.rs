@@ -6,7 +6,7 @@ use crate::domain::input::ManualSmsInput;
 use crate::domain::routing::{self, JobTemplate, Recipient, RecipientPlan, RoutingContext};
 use crate::domain::settings::effective_email_provider;
 use crate::domain::{
-    Category, ControlCenterId, DeliveryJob, DeliveryRecord, DeliveryStatus, IdempotencyKey,
+    Category, CheckJob, CheckKind, ControlCenterId, DeliveryJob, DeliveryRecord, DeliveryStatus, IdempotencyKey,
     IncidentEvent, Message, Notification, NotificationId, OrgId, Provider, RecipientRef, Targets,
     User, UserId,
 };
@@ -144,6 +144,7 @@ impl Notifier {
             control_center_id: event.control_center_id.clone(),
             message,
             created_at: event.time.unwrap_or_else(chrono::Utc::now),
+            app_fallback_seconds: None,
         };
         let settings = comm.unwrap_or_default();
         let ctx = RoutingContext {
@@ -151,6 +152,10 @@ impl Notifier {
             settings: &settings,
             sms_provider: providers.sms,
             email_provider: providers.email,
+        };
+        let notification = Notification {
+            app_fallback_seconds: routing::fallback_window(&ctx),
+            ..notification
         };
         let mut recipients = Vec::new();
         let mut unknown = Vec::new();
@@ -286,6 +291,22 @@ impl Notifier {
         if !jobs.is_empty() {
             self.queue.enqueue(&jobs).await?;
         }
+        // One timer for the whole notification, not one per recipient: when it fires,
+        // every recipient whose push was sent without a receipt in time gets SMS and
+        // email (a push sent later makes the check look again).
+        let held = records
+            .iter()
+            .any(|r| r.status == DeliveryStatus::Pending && r.awaiting_push);
+        if let (Some(window), true) = (n.app_fallback_seconds, held) {
+            let check = CheckJob {
+                check: CheckKind::AppFallback,
+                org_id: org.clone(),
+                notification_id: id.clone(),
+            };
+            self.queue
+                .schedule(&check, std::time::Duration::from_secs(window.into()))
+                .await?;
+        }
         let routed = Routed {
             notification_id: id,
             replay: created == Created::AlreadyExists,
@@ -367,6 +388,8 @@ impl Notifier {
                 body: input.text,
             },
             created_at: chrono::Utc::now(),
+            // Manual SMS holds nothing behind push.
+            app_fallback_seconds: None,
         });
         let ctx = RoutingContext {
             category: Category::ManualSms,

@@ -176,6 +176,10 @@ pub struct Notification {
     pub control_center_id: ControlCenterId,
     pub message: Message,
     pub created_at: DateTime<Utc>,
+    /// The fallback window its held SMS and email wait for the app's receipt, in
+    /// seconds, when there is one (the settings' `app_fallback_seconds` at routing time).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_fallback_seconds: Option<u32>,
 }
 
 /// The record of one (recipient, channel) of a notification.
@@ -208,6 +212,10 @@ pub struct DeliveryRecord {
     /// Why it went as the fallback of push (set when it is sent as one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fallback_reason: Option<super::reason::FallbackReason>,
+    /// Held behind a push that was sent: when the fallback window ends, if no receipt
+    /// has come by then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback_at: Option<DateTime<Utc>>,
 }
 
 /// One delivery to carry out, as queued for a channel's delivery function.
@@ -227,6 +235,50 @@ pub struct DeliveryJob {
     /// it was added).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created_at: Option<DateTime<Utc>>,
+    /// Push jobs only: the notification's fallback window (seconds), which starts when
+    /// this push is sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_fallback_seconds: Option<u32>,
+}
+
+/// What a [`CheckJob`] looks at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckKind {
+    /// SMS and email held behind a sent push: has the fallback window ended without
+    /// the app's receipt?
+    AppFallback,
+}
+
+/// A timer of one notification, queued with a delay on the push queue beside the push
+/// jobs: one per notification, not one per recipient. Running it twice, late, or after
+/// a receipt sends nothing it should not (each record moves only while held).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckJob {
+    pub check: CheckKind,
+    pub org_id: OrgId,
+    pub notification_id: NotificationId,
+}
+
+/// A message on a delivery queue: a job, or (push queue only) a timer's check.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum QueuedWork {
+    Check(CheckJob),
+    Job(Box<DeliveryJob>),
+}
+
+impl QueuedWork {
+    /// A queue message's body: a check has a `check` field no job has. Parsed as the one
+    /// it is, so a bad job's error names its field (serde's untagged errors do not).
+    pub fn parse(body: &str) -> Result<Self, serde_json::Error> {
+        let v: serde_json::Value = serde_json::from_str(body)?;
+        if v.get("check").is_some() {
+            serde_json::from_value(v).map(QueuedWork::Check)
+        } else {
+            serde_json::from_value(v).map(|j| QueuedWork::Job(Box::new(j)))
+        }
+    }
 }
 
 impl DeliveryJob {

@@ -10,8 +10,8 @@ use super::ids::{ControlCenterId, UserId};
 use super::license::License;
 use super::phone::{PhoneNumber, SenderId};
 use super::settings::{
-    CommunicationSettings, EmailProvider, EmailSettings, GatewayFormat, HttpGateway, Method,
-    SmsProvider, SmsSettings, SmtpSettings,
+    CommunicationSettings, EmailProvider, EmailSettings, GatewayFormat, HttpGateway,
+    MAX_APP_FALLBACK_SECONDS, Method, SmsProvider, SmsSettings, SmtpSettings,
 };
 use super::user::Platform;
 use super::validation::{FieldErrors, ValidationError};
@@ -116,6 +116,14 @@ impl<'a, 'e> Reader<'a, 'e> {
                 self.error(key, "must be true or false");
                 None
             }
+        }
+    }
+
+    /// `Some(None)` when absent or null; `None` when present and not a whole number.
+    pub fn optional_int(&mut self, key: &str) -> Option<Option<i64>> {
+        match self.present(key) {
+            None => Some(None),
+            Some(_) => self.required_int(key).map(Some),
         }
     }
 
@@ -725,6 +733,7 @@ pub fn parse_communication(
             "distress",
             "dispatch_virtual_users",
             "manual_sms",
+            "app_fallback_seconds",
         ],
     );
     let parsed = object(body, "", &mut errors, |r| {
@@ -734,6 +743,19 @@ pub fn parse_communication(
         let distress = r.optional_bool("distress");
         let virtual_users = r.optional_bool("dispatch_virtual_users");
         let manual_sms = r.optional_bool("manual_sms");
+        let window = match r.optional_int("app_fallback_seconds")? {
+            None => None,
+            Some(n) => match u32::try_from(n) {
+                Ok(n) if n <= MAX_APP_FALLBACK_SECONDS => Some(n),
+                _ => {
+                    r.error(
+                        "app_fallback_seconds",
+                        format!("must be a whole number from 0 to {MAX_APP_FALLBACK_SECONDS}"),
+                    );
+                    return None;
+                }
+            },
+        };
         Some(CommunicationSettings {
             dispatch: dispatch?.unwrap_or(current.dispatch),
             incident_contacts: incident_contacts?.unwrap_or(current.incident_contacts),
@@ -741,6 +763,7 @@ pub fn parse_communication(
             distress: distress?.unwrap_or(current.distress),
             dispatch_virtual_users: virtual_users?.unwrap_or(current.dispatch_virtual_users),
             manual_sms: manual_sms?.unwrap_or(current.manual_sms),
+            app_fallback_seconds: window.unwrap_or(current.app_fallback_seconds),
         })
     });
     match parsed {
@@ -915,6 +938,25 @@ mod tests {
         let err = parse_communication(&json!({"dispatch": "fax", "distress": "yes"}), current)
             .unwrap_err();
         assert!(err.contains("dispatch") && err.contains("distress"));
+    }
+
+    #[test]
+    fn the_app_fallback_window_is_0_to_900_seconds_and_kept_when_left_out() {
+        let current = CommunicationSettings::default();
+        assert_eq!(current.app_fallback_seconds, 60);
+        let c = parse_communication(&json!({"app_fallback_seconds": 5}), current).unwrap();
+        assert_eq!(c.app_fallback_seconds, 5);
+        let kept = parse_communication(&json!({"distress": true}), c).unwrap();
+        assert_eq!(kept.app_fallback_seconds, 5);
+        for ok in [0, 900] {
+            let c = parse_communication(&json!({"app_fallback_seconds": ok}), current).unwrap();
+            assert_eq!(c.app_fallback_seconds, ok);
+        }
+        for bad in [json!(-1), json!(901), json!(1.5), json!("60"), json!(true)] {
+            let err = parse_communication(&json!({"app_fallback_seconds": bad}), current)
+                .unwrap_err();
+            assert!(err.contains("app_fallback_seconds"), "{bad}: {err:?}");
+        }
     }
 
     #[test]

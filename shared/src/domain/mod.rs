@@ -18,7 +18,7 @@ pub mod validation;
 
 pub use contact::{Contact, ContactKind, Contacts, ExternalContact};
 pub use delivery::{
-    Channel, DeliveryJob, DeliveryRecord, DeliveryStatus, Destination, Message, Notification,
+    Channel, CheckJob, CheckKind, QueuedWork, DeliveryJob, DeliveryRecord, DeliveryStatus, Destination, Message, Notification,
     Provider, RecipientRef, SkipReason,
 };
 pub use email::EmailAddress;

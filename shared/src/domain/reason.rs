@@ -82,16 +82,22 @@ pub enum FallbackReason {
     PushNotPossible,
     /// Push failed on every device.
     PushFailed,
+    /// Push was sent but the app did not confirm it within the window.
+    NoAppReceipt,
 }
 
 impl FallbackReason {
-    pub const ALL: &'static [FallbackReason] =
-        &[FallbackReason::PushNotPossible, FallbackReason::PushFailed];
+    pub const ALL: &'static [FallbackReason] = &[
+        FallbackReason::PushNotPossible,
+        FallbackReason::PushFailed,
+        FallbackReason::NoAppReceipt,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             FallbackReason::PushNotPossible => "push_not_possible",
             FallbackReason::PushFailed => "push_failed",
+            FallbackReason::NoAppReceipt => "no_app_receipt",
         }
     }
 }

@@ -11,6 +11,7 @@ use super::email::EmailAddress;
 use super::event::Category;
 use super::ids::NotificationId;
 use super::phone::PhoneNumber;
+use super::reason::FallbackReason;
 use super::settings::{CommunicationSettings, Method};
 use super::user::User;
 
@@ -170,6 +171,12 @@ pub fn push_possible(user: &User) -> Result<(), SkipReason> {
     } else {
         Ok(())
     }
+}
+
+/// The fallback window of the notification being planned (see
+/// [`CommunicationSettings::fallback_window`]).
+pub fn fallback_window(ctx: &RoutingContext) -> Option<u32> {
+    ctx.settings.fallback_window(method_of(ctx))
 }
 
 fn method_of(ctx: &RoutingContext) -> Method {
@@ -373,6 +380,44 @@ pub fn after_push(held: &[HeldDelivery], outcome: PushOutcome) -> Vec<PlannedDel
         .collect()
 }
 
+/// What a window check does with a recipient's SMS and email still held behind push.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WindowStep {
+    /// Send them now as fallback, for this reason.
+    FallBack(FallbackReason),
+    /// The app confirmed the push: they end skipped with this reason.
+    Skip(SkipReason),
+    /// Not yet: look again at this time.
+    WaitUntil(chrono::DateTime<chrono::Utc>),
+}
+
+/// The window rule: held SMS and email go as fallback (`no_app_receipt`) only once the
+/// window of a sent push has ended with no receipt; a delivered push (a receipt) skips
+/// them (`push_delivered`), a failed one sends them (`push_failed`). While push is still
+/// in flight, or sent but its window not yet written, look again one window later: by
+/// then the push's own run has written the window or failed.
+pub fn window_step(
+    push: DeliveryStatus,
+    fallback_at: Option<chrono::DateTime<chrono::Utc>>,
+    window: chrono::TimeDelta,
+    now: chrono::DateTime<chrono::Utc>,
+) -> WindowStep {
+    match (push, fallback_at) {
+        (DeliveryStatus::Delivered, _) => WindowStep::Skip(SkipReason::PushDelivered),
+        (DeliveryStatus::Failed, _) => WindowStep::FallBack(FallbackReason::PushFailed),
+        (DeliveryStatus::Sent, Some(at)) if at <= now => {
+            WindowStep::FallBack(FallbackReason::NoAppReceipt)
+        }
+        (DeliveryStatus::Sent, Some(at)) => WindowStep::WaitUntil(at),
+        // A push that was never attempted holds nothing back (routing sent them at once);
+        // a held record beside one is a stale hold: release it.
+        (DeliveryStatus::Skipped, _) => WindowStep::FallBack(FallbackReason::PushNotPossible),
+        (DeliveryStatus::Pending, _) | (DeliveryStatus::Sent, None) => {
+            WindowStep::WaitUntil(now + window)
+        }
+    }
+}
+
 impl RecipientPlan {
     /// The deliveries held behind push, for [`after_push`].
     pub fn held(&self) -> Vec<HeldDelivery> {
@@ -444,6 +489,7 @@ impl RecipientPlan {
                     awaiting_push,
                     claimed_until: None,
                     delivered_at: None,
+                    fallback_at: None,
                 }
             })
             .collect()
@@ -480,6 +526,8 @@ pub struct JobTemplate {
     pub message: super::delivery::Message,
     /// The event's time (the notification's `created_at`).
     pub created_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// The notification's fallback window, for its push jobs.
+    pub app_fallback_seconds: Option<u32>,
 }
 
 impl From<&Notification> for JobTemplate {
@@ -491,6 +539,7 @@ impl From<&Notification> for JobTemplate {
             category: n.category,
             message: n.message.clone(),
             created_at: Some(n.created_at),
+            app_fallback_seconds: n.app_fallback_seconds,
         }
     }
 }
@@ -505,6 +554,7 @@ impl From<&DeliveryJob> for JobTemplate {
             category: j.category,
             message: j.message.clone(),
             created_at: j.created_at,
+            app_fallback_seconds: j.app_fallback_seconds,
         }
     }
 }
@@ -530,6 +580,9 @@ impl JobTemplate {
             fallback,
             message: self.message.clone(),
             created_at: self.created_at,
+            app_fallback_seconds: self
+                .app_fallback_seconds
+                .filter(|_| channel == Channel::Push),
         }
     }
 }

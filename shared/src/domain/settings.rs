@@ -235,6 +235,29 @@ pub struct CommunicationSettings {
     pub dispatch_virtual_users: bool,
     /// Manual SMS by a dispatcher.
     pub manual_sms: bool,
+    /// Under `app_then_sms_email`: how long SMS and email wait, once push is sent, for
+    /// the app's receipt before they go as fallback. 0: push accepted is enough (v1).
+    /// Settings saved before the field existed get the default.
+    #[serde(default = "default_app_fallback_seconds")]
+    pub app_fallback_seconds: u32,
+}
+
+/// [`CommunicationSettings::app_fallback_seconds`] before an organization sets it.
+pub const DEFAULT_APP_FALLBACK_SECONDS: u32 = 60;
+/// The longest fallback window: one SQS message delay.
+pub const MAX_APP_FALLBACK_SECONDS: u32 = 900;
+
+fn default_app_fallback_seconds() -> u32 {
+    DEFAULT_APP_FALLBACK_SECONDS
+}
+
+impl CommunicationSettings {
+    /// The fallback window of a category's notifications: `None` unless its method
+    /// holds SMS and email behind push and the window is on.
+    pub fn fallback_window(&self, method: Method) -> Option<u32> {
+        (method == Method::AppThenSmsEmail && self.app_fallback_seconds > 0)
+            .then_some(self.app_fallback_seconds)
+    }
 }
 
 impl Default for CommunicationSettings {
@@ -246,6 +269,7 @@ impl Default for CommunicationSettings {
             distress: false,
             dispatch_virtual_users: false,
             manual_sms: false,
+            app_fallback_seconds: DEFAULT_APP_FALLBACK_SECONDS,
         }
     }
 }
@@ -266,7 +290,8 @@ mod tests {
                 "messages": "app_then_sms_email",
                 "distress": false,
                 "dispatch_virtual_users": false,
-                "manual_sms": false
+                "manual_sms": false,
+                "app_fallback_seconds": 60
             })
         );
     }
