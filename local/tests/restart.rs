@@ -262,3 +262,88 @@ async fn data_kept_as_json_files_before_the_database_is_imported() {
         .unwrap();
     assert_eq!(pw, "old-s3cret");
 }
+
+/// The fallback window's timer lives in the runner's memory; its end is stored on the
+/// held records. Killed while a window is open and started again, the runner sends the
+/// fallback when the stored window ends: not at once, not never.
+#[tokio::test]
+async fn a_runner_killed_while_a_fallback_window_is_open_sends_the_fallback_when_it_ends() {
+    const WINDOW: u64 = 2;
+    let dir = flare_tests::TempDir::new("flare-restart-window").unwrap();
+    let first = serve_binary(dir.path(), "u-admin").await;
+    for (path, body) in [
+        (
+            "/v1/settings/sms/main",
+            json!({"provider": "sns", "sender_number": "ACMEFIRE"}),
+        ),
+        (
+            "/v1/settings/communication",
+            json!({"dispatch": "app_then_sms_email", "app_fallback_seconds": WINDOW}),
+        ),
+        (
+            "/v1/users/u-17",
+            json!({"name": "Ana", "license": "basic_responder", "virtual": false,
+                   "contacts": [{"kind": "mobile", "value": "+14155550117", "primary": true},
+                                {"kind": "email", "value": "ana@example.org", "primary": true}]}),
+        ),
+    ] {
+        let (s, b) = call(&first, "PUT", path, Some(body)).await;
+        assert_eq!(s, 200, "{path}: {b}");
+    }
+    let (s, _) = call(
+        &first,
+        "POST",
+        "/v1/users/u-17/devices",
+        Some(json!({"platform": "fcm", "token": "tok-17"})),
+    )
+    .await;
+    assert_eq!(s, 201);
+    let event = json!({
+        "id": flare_tests::unique("ev"), "detail-type": "Incident Dispatched",
+        "source": "flare.incidents", "time": "2026-11-27T10:00:00Z",
+        "detail": {"org_id": "acme", "control_center_id": "main", "incident_id": "inc-1",
+                   "recipient_ids": ["u-17"], "message": {"title": "Fire", "body": "Engine 7."}}});
+    let (s, b) = call(&first, "POST", "/local/events", Some(event)).await;
+    assert_eq!(s, 202, "{b}");
+    let id = b["notification_id"].as_str().unwrap().to_string();
+    until("u-17's push to be sent", || async {
+        statuses(&first, &id)
+            .await
+            .get(&("u-17".into(), "push".into()))
+            .is_some_and(|s| s == "sent")
+    })
+    .await;
+    let sent_at = std::time::Instant::now();
+    let held = statuses(&first, &id).await;
+    assert_eq!(count(&held, "sms", "pending"), 1, "{held:?}");
+    drop(first); // SIGKILL while the window is open
+
+    let second = serve_binary(dir.path(), "u-admin").await;
+    let st = statuses(&second, &id).await;
+    if sent_at.elapsed() < Duration::from_millis(WINDOW * 1000 - 300) {
+        assert_eq!(count(&st, "sms", "pending"), 1, "still waiting: {st:?}");
+    }
+    until("the fallback to go when the window ends", || async {
+        let st = statuses(&second, &id).await;
+        count(&st, "sms", "sent") == 1 && count(&st, "email", "sent") == 1
+    })
+    .await;
+    assert!(sent_at.elapsed() >= Duration::from_secs(WINDOW));
+    let (_, n) = call(&second, "GET", &format!("/v1/notifications/{id}"), None).await;
+    let deliveries = n["recipients"][0]["deliveries"].as_array().unwrap();
+    for d in deliveries.iter().filter(|d| d["channel"] != "push") {
+        assert_eq!(d["fallback_reason"], "no_app_receipt", "{d}");
+    }
+    let (_, outbox) = call(&second, "GET", "/local/outbox", None).await;
+    let mine: Vec<&Value> = outbox
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["notification_id"] == id.as_str())
+        .collect();
+    assert_eq!(
+        mine.iter().filter(|e| e["channel"] == "sms").count(),
+        1,
+        "sent once: {mine:?}"
+    );
+}

@@ -936,3 +936,126 @@ async fn a_notification_to_more_than_500_recipients_is_read_in_pages() {
     assert!(b["error"]["fields"]["cursor"].is_string() && b["error"]["fields"]["x"].is_string());
     o.app.stop().await;
 }
+
+/// The app fallback window in the runner: u-17's SMS and email wait `window` seconds
+/// after her push is sent.
+async fn org_with_window(window: u32) -> Org {
+    let o = org(json!({"dispatch": "app_then_sms_email", "app_fallback_seconds": window})).await;
+    o.responder_u17().await;
+    o
+}
+
+impl Org {
+    /// Waits until u-17's push is sent; answers the notification then.
+    async fn push_sent(&self, id: &str) -> Value {
+        for _ in 0..400 {
+            let (_, n) = self
+                .app
+                .get(&format!("/v1/notifications/{id}"), &self.admin)
+                .await;
+            if deliveries(&n, "u-17")["push"]["status"] == "sent" {
+                return n;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("u-17's push of {id} was not sent");
+    }
+}
+
+#[tokio::test]
+async fn without_a_receipt_sms_and_email_go_as_fallback_when_the_window_ends() {
+    let o = org_with_window(1).await;
+    let id = o.post(&incident("incident-dispatched")).await;
+    let started = std::time::Instant::now();
+    let n = o.push_sent(&id).await;
+    for channel in ["sms", "email"] {
+        let d = &deliveries(&n, "u-17")[channel];
+        assert_eq!(d["status"], "pending", "held in the window: {d}");
+    }
+    assert!(o.outbox(&id).await.iter().all(|e| e["channel"] == "push"));
+    let n = o.settled(&id).await;
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "nothing went before the window ended"
+    );
+    let got = deliveries(&n, "u-17");
+    assert_eq!(got["push"]["status"], "sent");
+    for channel in ["sms", "email"] {
+        let d = &got[channel];
+        assert_eq!(
+            (&d["status"], &d["fallback"], &d["fallback_reason"]),
+            (&json!("sent"), &json!(true), &json!("no_app_receipt")),
+            "{d}"
+        );
+    }
+    let sent: Vec<String> = o
+        .outbox(&id)
+        .await
+        .iter()
+        .map(|e| e["channel"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(sent.iter().filter(|c| *c == "sms").count(), 1, "{sent:?}");
+    assert_eq!(sent.iter().filter(|c| *c == "email").count(), 1, "{sent:?}");
+}
+
+#[tokio::test]
+async fn a_receipt_in_the_window_means_no_sms_or_email_ever() {
+    let o = org_with_window(1).await;
+    let id = o.post(&incident("incident-dispatched")).await;
+    o.push_sent(&id).await;
+    let path = format!("/v1/notifications/{id}/receipt");
+    // Strangers change nothing, and are told there is no such notification for them.
+    for stranger in [
+        token("acme", &["responder"], "u-99"),
+        token("globex", &["responder"], "u-17"),
+    ] {
+        let (s, _) = o.app.send("POST", &path, Some(&stranger), None).await;
+        assert_eq!(s, 404);
+    }
+    let ana = token("acme", &["responder"], "u-17");
+    let (s, _) = o
+        .app
+        .json("POST", &path, &ana, json!({"device_id": "d-1"}))
+        .await;
+    assert_eq!(s, 204);
+    let n = o.settled(&id).await;
+    let got = deliveries(&n, "u-17");
+    assert_eq!(got["push"]["status"], "delivered");
+    assert!(recipient(&n, "u-17")["delivered_at"].is_string(), "{n}");
+    for channel in ["sms", "email"] {
+        assert_eq!(
+            (&got[channel]["status"], &got[channel]["reason"]),
+            (&json!("skipped"), &json!("push_delivered"))
+        );
+    }
+    // Past the window's end: the timer fired and sent nothing.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        o.outbox(&id).await.iter().all(|e| e["channel"] == "push"),
+        "no SMS or email"
+    );
+    assert_eq!(deliveries(&o.settled(&id).await, "u-17"), got);
+}
+
+#[tokio::test]
+async fn a_receipt_after_the_window_marks_push_delivered_and_the_fallback_stands() {
+    let o = org_with_window(1).await;
+    let id = o.post(&incident("incident-dispatched")).await;
+    let before = deliveries(&o.settled(&id).await, "u-17");
+    assert_eq!(before["sms"]["fallback_reason"], "no_app_receipt");
+    let ana = token("acme", &["responder"], "u-17");
+    let (s, _) = o
+        .app
+        .send(
+            "POST",
+            &format!("/v1/notifications/{id}/receipt"),
+            Some(&ana),
+            None,
+        )
+        .await;
+    assert_eq!(s, 204);
+    let after = deliveries(&o.settled(&id).await, "u-17");
+    assert_eq!(after["push"]["status"], "delivered");
+    assert_eq!(after["sms"], before["sms"]);
+    assert_eq!(after["email"], before["email"]);
+}

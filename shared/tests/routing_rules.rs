@@ -504,3 +504,82 @@ fn jobs_are_made_for_planned_deliveries_only() {
     assert_eq!(jobs.len(), 1, "held SMS and email wait for push");
     assert_eq!(jobs[0].channel, Channel::Push);
 }
+
+// The app fallback window (`app_fallback_seconds`): what a window check does with SMS
+// and email held behind push.
+mod window {
+    use super::*;
+    use chrono::{TimeDelta, Utc};
+    use flare_shared::domain::reason::FallbackReason;
+    use flare_shared::domain::routing::{WindowStep, window_step};
+
+    const W: TimeDelta = TimeDelta::seconds(60);
+
+    #[test]
+    fn the_window_applies_only_under_app_then_sms_email_and_when_above_0() {
+        let mut s = settings(Method::AppThenSmsEmail);
+        s.app_fallback_seconds = 60;
+        assert_eq!(s.fallback_window(Method::AppThenSmsEmail), Some(60));
+        assert_eq!(s.fallback_window(Method::AppSmsEmail), None);
+        assert_eq!(s.fallback_window(Method::AppOnly), None);
+        s.app_fallback_seconds = 0;
+        assert_eq!(s.fallback_window(Method::AppThenSmsEmail), None);
+    }
+
+    #[test]
+    fn a_sent_push_inside_its_window_waits_until_the_window_ends() {
+        let now = Utc::now();
+        let end = now + TimeDelta::seconds(5);
+        assert_eq!(
+            window_step(DeliveryStatus::Sent, Some(end), W, now),
+            WindowStep::WaitUntil(end)
+        );
+    }
+
+    #[test]
+    fn a_sent_push_without_a_receipt_by_the_window_end_sends_them_no_app_receipt() {
+        let now = Utc::now();
+        for end in [now, now - TimeDelta::hours(2)] {
+            assert_eq!(
+                window_step(DeliveryStatus::Sent, Some(end), W, now),
+                WindowStep::FallBack(FallbackReason::NoAppReceipt)
+            );
+        }
+    }
+
+    #[test]
+    fn a_push_the_app_confirmed_skips_them_push_delivered_even_after_the_window() {
+        let now = Utc::now();
+        for end in [None, Some(now + W), Some(now - W)] {
+            assert_eq!(
+                window_step(DeliveryStatus::Delivered, end, W, now),
+                WindowStep::Skip(SkipReason::PushDelivered)
+            );
+        }
+    }
+
+    #[test]
+    fn a_push_that_failed_on_every_device_sends_them_at_once_push_failed() {
+        let now = Utc::now();
+        assert_eq!(
+            window_step(DeliveryStatus::Failed, Some(now + W), W, now),
+            WindowStep::FallBack(FallbackReason::PushFailed)
+        );
+    }
+
+    #[test]
+    fn a_push_still_in_flight_or_without_its_window_looks_again_one_window_later() {
+        let now = Utc::now();
+        for (push, end) in [
+            (DeliveryStatus::Pending, None),
+            (DeliveryStatus::Pending, Some(now - W)),
+            (DeliveryStatus::Sent, None),
+        ] {
+            assert_eq!(
+                window_step(push, end, W, now),
+                WindowStep::WaitUntil(now + W),
+                "{push:?} {end:?}"
+            );
+        }
+    }
+}

@@ -130,6 +130,20 @@ fn each_delivery_function_settles_its_own_dead_letter_queue() {
     }
 }
 
+/// The fallback window's checks are delayed messages on the push queue: the router
+/// sends the first, the push function the next ones.
+#[test]
+fn the_router_and_the_push_function_may_send_to_the_push_queue() {
+    let t = template();
+    let push_queue = json!({"SQSSendMessagePolicy": {"QueueName": {"Fn::GetAtt": ["PushQueue", "QueueName"]}}});
+    for function in ["RouterFunction", "PushFunction"] {
+        let policies = t["Resources"][function]["Properties"]["Policies"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{function} has policies"));
+        assert!(policies.contains(&push_queue), "{function}: {policies:?}");
+    }
+}
+
 fn resources_of<'a>(t: &'a Value, kind: &str) -> Vec<(&'a String, &'a Value)> {
     t["Resources"]
         .as_object()

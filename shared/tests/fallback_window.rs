@@ -1,0 +1,457 @@
+//! The app fallback window, on the in-memory adapters with the clock in the test's hands:
+//! a check runs at whatever time the test says it is. Each rule is one test; the
+//! properties at the end try many orders of receipts and checks.
+
+mod common;
+
+use async_trait::async_trait;
+use chrono::{DateTime, TimeDelta, Utc};
+use common::responder;
+use flare_shared::app::Services;
+use flare_shared::app::api::{self, ApiRequest};
+use flare_shared::app::auth::{Claims, Role};
+use flare_shared::app::deliver::{Checked, Deliverer, lease_for, unfinished_check};
+use flare_shared::app::notify::Notifier;
+use flare_shared::domain::reason::FallbackReason;
+use flare_shared::memory::{
+    MemoryDeliveryLog, MemoryDirectory, MemoryMetrics, MemoryQueue, MemorySettings,
+};
+use flare_shared::ports::{
+    DeliveryLog, Directory, PushMessage, PushSender, Receipt, SendError, SettingsStore,
+};
+use flare_shared::*;
+use proptest::prelude::*;
+use std::sync::Arc;
+use std::time::Duration;
+
+const WINDOW: u32 = 60;
+const LEASE: Duration = lease_for(Duration::from_secs(20));
+
+/// Push that every device takes.
+struct OkPush;
+
+#[async_trait]
+impl PushSender for OkPush {
+    async fn send(&self, _: &PushMessage) -> Result<Receipt, SendError> {
+        Ok(Receipt {
+            provider: Provider::Sns,
+            provider_message_id: Some("m-1".into()),
+        })
+    }
+}
+
+/// A dispatch to u-17 (and whoever else is in the sample event) under
+/// `app_then_sms_email` with a [`WINDOW`]-second window, routed; its push job not run yet.
+struct Window {
+    org: OrgId,
+    id: NotificationId,
+    log: Arc<MemoryDeliveryLog>,
+    queue: Arc<MemoryQueue>,
+    deliverer: Deliverer,
+    services: Services,
+    push_job: DeliveryJob,
+    /// The checks the router scheduled, with their delays.
+    scheduled: Vec<(CheckJob, Duration)>,
+}
+
+async fn routed(window: u32, users: &[&str]) -> Window {
+    let org = OrgId::parse("acme").unwrap();
+    let settings = Arc::new(MemorySettings::default());
+    let directory = Arc::new(MemoryDirectory::default());
+    let log = Arc::new(MemoryDeliveryLog::default());
+    let metrics = Arc::new(MemoryMetrics::default());
+    let queue = Arc::new(MemoryQueue::default());
+    let sms = SmsSettings {
+        control_center_id: ControlCenterId::main(),
+        provider: SmsProvider::Sns,
+        sender_number: None,
+        password_set: false,
+        secrets_rev: None,
+    };
+    settings.put_sms(&org, &sms).await.unwrap();
+    let comm = CommunicationSettings {
+        app_fallback_seconds: window,
+        ..Default::default()
+    };
+    settings.put_communication(&org, &comm).await.unwrap();
+    for u in users {
+        directory.put_user(&org, &responder(u)).await.unwrap();
+    }
+    let mut event = dispatch();
+    event.targets = Targets::Users(users.iter().map(|u| UserId::parse(u).unwrap()).collect());
+    let notifier = Notifier {
+        settings: settings.clone(),
+        directory: directory.clone(),
+        log: log.clone(),
+        queue: queue.clone(),
+        metrics: metrics.clone(),
+    };
+    notifier.route(&event).await.unwrap();
+    let push_job = queue.pop(Channel::Push).expect("a push job");
+    let scheduled = queue.take_checks();
+    let deliverer = Deliverer {
+        log: log.clone(),
+        queue: Some(queue.clone()),
+        directory: directory.clone(),
+        settings: settings.clone(),
+        push: Some(Arc::new(OkPush)),
+        sms: Default::default(),
+        email: Default::default(),
+        default_sender: None,
+        metrics: metrics.clone(),
+    };
+    let mut services = Services::in_memory(EndpointPolicy::default());
+    services.log = log.clone();
+    Window {
+        org,
+        id: event.notification_id,
+        log,
+        queue,
+        deliverer,
+        services,
+        push_job,
+        scheduled,
+    }
+}
+
+fn dispatch() -> IncidentEvent {
+    let raw = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../events/incidents/incident-dispatched.json"
+    ))
+    .unwrap();
+    IncidentEvent::from_json(&raw).unwrap()
+}
+
+fn u17() -> RecipientRef {
+    RecipientRef::User(UserId::parse("u-17").unwrap())
+}
+
+impl Window {
+    /// Runs u-17's push job (sent); answers when the window ends.
+    async fn push_sent(&self) -> DateTime<Utc> {
+        self.deliverer
+            .deliver(&self.push_job, false, LEASE)
+            .await
+            .unwrap();
+        let held = self.held().await;
+        assert_eq!(held.len(), 2, "SMS and email held: {held:?}");
+        let end = held[0].fallback_at.expect("the window's end is recorded");
+        assert!(held.iter().all(|r| r.awaiting_push
+            && r.status == DeliveryStatus::Pending
+            && r.fallback_at == Some(end)));
+        end
+    }
+
+    fn check(&self) -> CheckJob {
+        CheckJob {
+            check: CheckKind::AppFallback,
+            org_id: self.org.clone(),
+            notification_id: self.id.clone(),
+        }
+    }
+
+    async fn check_at(&self, now: DateTime<Utc>) -> Checked {
+        self.deliverer.check(&self.check(), now).await.unwrap()
+    }
+
+    async fn receipt(&self, sub: &str) -> u16 {
+        let req = ApiRequest {
+            method: "POST".into(),
+            path: format!("/v1/notifications/{}/receipt", self.id),
+            claims: Ok(Claims {
+                sub: sub.into(),
+                org_id: self.org.clone(),
+                roles: vec![Role::Responder],
+            }),
+            body: vec![],
+            query: None,
+            idempotency_key: None,
+        };
+        api::handle(&self.services, req).await.status
+    }
+
+    /// u-17's SMS and email records.
+    async fn held(&self) -> Vec<DeliveryRecord> {
+        self.records(Channel::Sms)
+            .await
+            .into_iter()
+            .chain(self.records(Channel::Email).await)
+            .collect()
+    }
+
+    async fn records(&self, channel: Channel) -> Vec<DeliveryRecord> {
+        self.log
+            .recipient_records(&self.org, &self.id, &u17())
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|r| r.channel == channel)
+            .collect()
+    }
+
+    /// The fallback jobs enqueued so far (SMS and email), taken off the queue.
+    fn take_fallbacks(&self) -> Vec<DeliveryJob> {
+        let mut jobs = Vec::new();
+        for c in [Channel::Sms, Channel::Email] {
+            while let Some(j) = self.queue.pop(c) {
+                jobs.push(j);
+            }
+        }
+        jobs
+    }
+}
+
+#[tokio::test]
+async fn the_router_schedules_one_check_per_notification_after_the_window() {
+    let w = routed(WINDOW, &["u-17", "u-18", "u-19"]).await;
+    assert_eq!(
+        w.scheduled,
+        [(w.check(), Duration::from_secs(WINDOW.into()))],
+        "one timer for three recipients"
+    );
+    assert_eq!(w.push_job.app_fallback_seconds, Some(WINDOW));
+}
+
+#[tokio::test]
+async fn a_window_of_0_holds_nothing_and_schedules_nothing() {
+    let w = routed(0, &["u-17"]).await;
+    assert!(w.scheduled.is_empty());
+    w.deliverer
+        .deliver(&w.push_job, false, LEASE)
+        .await
+        .unwrap();
+    for r in w.held().await {
+        assert_eq!(
+            (r.status, r.reason.as_deref()),
+            (DeliveryStatus::Skipped, Some("push_sent")),
+            "v1: push accepted is enough"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_window_starts_when_push_is_sent() {
+    let w = routed(WINDOW, &["u-17"]).await;
+    let before = Utc::now();
+    let end = w.push_sent().await;
+    let after = Utc::now();
+    let window = TimeDelta::seconds(WINDOW.into());
+    assert!(before + window <= end && end <= after + window, "{end}");
+    // A repeated push run (a duplicate job) does not move it.
+    w.deliverer
+        .deliver(&w.push_job, false, LEASE)
+        .await
+        .unwrap();
+    assert!(w.held().await.iter().all(|r| r.fallback_at == Some(end)));
+}
+
+#[tokio::test]
+async fn before_the_window_ends_a_check_sends_nothing_and_looks_again_at_its_end() {
+    let w = routed(WINDOW, &["u-17"]).await;
+    let end = w.push_sent().await;
+    let checked = w.check_at(end - TimeDelta::milliseconds(1)).await;
+    assert_eq!(
+        checked,
+        Checked {
+            fallbacks: 0,
+            skipped: 0,
+            next: Some(end)
+        }
+    );
+    assert!(w.take_fallbacks().is_empty());
+}
+
+#[tokio::test]
+async fn no_receipt_by_the_window_end_sends_sms_and_email_as_fallback_no_app_receipt() {
+    let w = routed(WINDOW, &["u-17"]).await;
+    let end = w.push_sent().await;
+    let checked = w.check_at(end).await;
+    assert_eq!((checked.fallbacks, checked.next), (2, None));
+    let jobs = w.take_fallbacks();
+    assert_eq!(jobs.len(), 2);
+    assert!(jobs.iter().all(|j| j.fallback && j.recipient == u17()));
+    for r in w.held().await {
+        assert_eq!(
+            (r.awaiting_push, r.fallback, r.fallback_reason),
+            (false, true, Some(FallbackReason::NoAppReceipt)),
+            "{r:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_receipt_in_the_window_skips_sms_and_email_push_delivered() {
+    let w = routed(WINDOW, &["u-17"]).await;
+    let end = w.push_sent().await;
+    assert_eq!(w.receipt("u-17").await, 204);
+    for r in w.held().await {
+        assert_eq!(
+            (r.status, r.reason.as_deref()),
+            (DeliveryStatus::Skipped, Some("push_delivered"))
+        );
+    }
+    assert_eq!(
+        w.records(Channel::Push).await[0].status,
+        DeliveryStatus::Delivered
+    );
+    // The timer still fires: it finds nothing held.
+    assert_eq!(w.check_at(end).await, Checked::default());
+    assert!(w.take_fallbacks().is_empty());
+}
+
+#[tokio::test]
+async fn a_receipt_after_the_window_marks_push_delivered_and_changes_nothing_else() {
+    let w = routed(WINDOW, &["u-17"]).await;
+    let end = w.push_sent().await;
+    w.check_at(end).await;
+    let before = w.held().await;
+    assert_eq!(w.receipt("u-17").await, 204);
+    assert_eq!(w.held().await, before, "the fallback stands");
+    assert_eq!(
+        w.records(Channel::Push).await[0].status,
+        DeliveryStatus::Delivered
+    );
+}
+
+#[tokio::test]
+async fn a_receipt_from_someone_who_is_not_a_recipient_is_404_and_changes_nothing() {
+    let w = routed(WINDOW, &["u-17"]).await;
+    w.push_sent().await;
+    let before = w.held().await;
+    assert_eq!(w.receipt("u-99").await, 404);
+    assert_eq!(w.held().await, before);
+}
+
+#[tokio::test]
+async fn a_check_while_push_is_in_flight_looks_again_a_window_later() {
+    let w = routed(WINDOW, &["u-17"]).await;
+    let now = Utc::now();
+    let checked = w.check_at(now).await;
+    assert_eq!(
+        checked.next,
+        Some(now + TimeDelta::seconds(WINDOW.into()))
+    );
+    assert_eq!(checked.fallbacks, 0);
+    assert!(w.take_fallbacks().is_empty());
+}
+
+#[tokio::test]
+async fn a_restarted_runner_finds_the_timer_of_held_records() {
+    let w = routed(WINDOW, &["u-17"]).await;
+    let end = w.push_sent().await;
+    let logged = w.log.get_notification(&w.org, &w.id).await.unwrap().unwrap();
+    assert_eq!(unfinished_check(&logged), Some((w.check(), end)));
+    w.check_at(end).await;
+    let logged = w.log.get_notification(&w.org, &w.id).await.unwrap().unwrap();
+    assert_eq!(unfinished_check(&logged), None, "nothing waits any more");
+}
+
+#[tokio::test]
+async fn a_check_asks_to_run_again_through_the_queue_with_the_time_left() {
+    let w = routed(WINDOW, &["u-17"]).await;
+    let end = w.push_sent().await;
+    let now = end - TimeDelta::seconds(7);
+    w.deliverer
+        .check_and_reschedule(&w.check(), now)
+        .await
+        .unwrap();
+    assert_eq!(
+        w.queue.take_checks(),
+        [(w.check(), Duration::from_secs(7))]
+    );
+}
+
+/// One step of a run: a check at an offset (ms) from the window's end, or u-17's receipt.
+#[derive(Debug, Clone)]
+enum Step {
+    Check(i64),
+    Receipt,
+}
+
+fn steps() -> impl Strategy<Value = Vec<Step>> {
+    prop::collection::vec(
+        prop_oneof![
+            4 => (-(WINDOW as i64) * 1000..(WINDOW as i64) * 2000).prop_map(Step::Check),
+            1 => Just(Step::Receipt),
+        ],
+        1..8,
+    )
+}
+
+fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    /// Checks run at times in order (a receipt happens at the time of the step before
+    /// it): when the receipt came before any check at or past the window's end, no SMS
+    /// or email was ever enqueued.
+    #[test]
+    fn no_sms_or_email_is_ever_sent_to_a_recipient_whose_receipt_arrived_before_the_window_ended(
+        mut steps in steps()
+    ) {
+        // Time moves forward: sort the checks, keeping each receipt where it falls.
+        let mut last = i64::MIN;
+        for s in &mut steps {
+            if let Step::Check(at) = s {
+                *at = (*at).max(last);
+                last = *at;
+            }
+        }
+        block_on(async {
+            let w = routed(WINDOW, &["u-17"]).await;
+            let end = w.push_sent().await;
+            let mut window_over = false;
+            let mut receipt_in_time = false;
+            let mut sent = 0;
+            for s in &steps {
+                match s {
+                    Step::Check(at) => {
+                        window_over |= *at >= 0;
+                        w.check_at(end + TimeDelta::milliseconds(*at)).await;
+                        sent += w.take_fallbacks().len();
+                    }
+                    Step::Receipt => {
+                        receipt_in_time |= !window_over;
+                        prop_assert_eq!(w.receipt("u-17").await, 204);
+                    }
+                }
+            }
+            if receipt_in_time {
+                prop_assert_eq!(sent, 0, "{:?}", steps);
+            } else if window_over {
+                prop_assert_eq!(sent, 2, "{:?}", steps);
+            }
+            Ok(())
+        })?;
+    }
+
+    /// However often and however late the check runs after the window's end, SMS and
+    /// email are enqueued exactly once each.
+    #[test]
+    fn every_check_job_is_idempotent(lates in prop::collection::vec(0i64..3_600_000, 1..6)) {
+        block_on(async {
+            let w = routed(WINDOW, &["u-17"]).await;
+            let end = w.push_sent().await;
+            let mut jobs = Vec::new();
+            for late in &lates {
+                w.check_at(end + TimeDelta::milliseconds(*late)).await;
+                jobs.extend(w.take_fallbacks());
+            }
+            let mut channels: Vec<&str> = jobs.iter().map(|j| j.channel.as_str()).collect();
+            channels.sort();
+            prop_assert_eq!(channels, ["email", "sms"]);
+            for r in w.held().await {
+                prop_assert_eq!(r.fallback_reason, Some(FallbackReason::NoAppReceipt));
+                prop_assert!(!r.awaiting_push);
+            }
+            Ok(())
+        })?;
+    }
+}
