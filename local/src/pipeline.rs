@@ -26,6 +26,8 @@ pub struct LocalQueue {
     senders: Arc<[mpsc::UnboundedSender<Queued>; 3]>,
     /// Checks whose time has come (each waits out its delay in its own task first).
     checks: mpsc::UnboundedSender<CheckJob>,
+    /// How many checks were scheduled (a delayed SQS message each, in AWS).
+    scheduled: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl LocalQueue {
@@ -39,12 +41,18 @@ impl LocalQueue {
         let queue = Self {
             senders: Arc::new([push_tx, sms_tx, email_tx]),
             checks: checks_tx,
+            scheduled: Default::default(),
         };
         deliverer.queue = Some(Arc::new(queue.clone()));
         for rx in [push_rx, sms_rx, email_rx] {
             tokio::spawn(worker(rx, deliverer.clone(), queue.clone(), retry_base));
         }
-        tokio::spawn(check_worker(checks_rx, deliverer, queue.clone(), retry_base));
+        tokio::spawn(check_worker(
+            checks_rx,
+            deliverer,
+            queue.clone(),
+            retry_base,
+        ));
         queue
     }
 
@@ -56,8 +64,15 @@ impl LocalQueue {
         }
     }
 
+    /// How many checks were scheduled since the start (retries of failed ones included).
+    pub fn checks_scheduled(&self) -> u64 {
+        self.scheduled.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Hands `check` to the check worker once `delay` has passed.
     fn after(&self, check: CheckJob, delay: Duration) {
+        self.scheduled
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let tx = self.checks.clone();
         tokio::spawn(async move {
             tokio::time::sleep(delay).await;

@@ -6,9 +6,10 @@ use crate::domain::reason::wire_reason;
 use std::time::Duration;
 
 use crate::domain::{
-    CheckJob, Channel, CommunicationSettings, ControlCenterId, DeliveryJob, DeliveryRecord, DeliveryStatus,
-    DeviceId, EmailAddress, EmailSettings, FailReason, Message, Notification, NotificationId,
-    OrgId, PhoneNumber, Provider, RecipientRef, SenderId, SmsSettings, User, UserId,
+    Channel, CheckJob, CommunicationSettings, ControlCenterId, DeliveryJob, DeliveryRecord,
+    DeliveryStatus, DeviceId, EmailAddress, EmailSettings, FailReason, Message, Notification,
+    NotificationId, OrgId, PhoneNumber, Provider, RecipientRef, SenderId, SmsSettings, User,
+    UserId,
 };
 use async_trait::async_trait;
 use secrecy::SecretString;

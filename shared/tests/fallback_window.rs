@@ -328,10 +328,7 @@ async fn a_check_while_push_is_in_flight_looks_again_a_window_later() {
     let w = routed(WINDOW, &["u-17"]).await;
     let now = Utc::now();
     let checked = w.check_at(now).await;
-    assert_eq!(
-        checked.next,
-        Some(now + TimeDelta::seconds(WINDOW.into()))
-    );
+    assert_eq!(checked.next, Some(now + TimeDelta::seconds(WINDOW.into())));
     assert_eq!(checked.fallbacks, 0);
     assert!(w.take_fallbacks().is_empty());
 }
@@ -340,10 +337,20 @@ async fn a_check_while_push_is_in_flight_looks_again_a_window_later() {
 async fn a_restarted_runner_finds_the_timer_of_held_records() {
     let w = routed(WINDOW, &["u-17"]).await;
     let end = w.push_sent().await;
-    let logged = w.log.get_notification(&w.org, &w.id).await.unwrap().unwrap();
+    let logged = w
+        .log
+        .get_notification(&w.org, &w.id)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(unfinished_check(&logged), Some((w.check(), end)));
     w.check_at(end).await;
-    let logged = w.log.get_notification(&w.org, &w.id).await.unwrap().unwrap();
+    let logged = w
+        .log
+        .get_notification(&w.org, &w.id)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(unfinished_check(&logged), None, "nothing waits any more");
 }
 
@@ -356,10 +363,7 @@ async fn a_check_asks_to_run_again_through_the_queue_with_the_time_left() {
         .check_and_reschedule(&w.check(), now)
         .await
         .unwrap();
-    assert_eq!(
-        w.queue.take_checks(),
-        [(w.check(), Duration::from_secs(7))]
-    );
+    assert_eq!(w.queue.take_checks(), [(w.check(), Duration::from_secs(7))]);
 }
 
 /// One step of a run: a check at an offset (ms) from the window's end, or u-17's receipt.

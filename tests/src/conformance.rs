@@ -234,8 +234,8 @@ pub async fn delivery_log(log: &dyn DeliveryLog, org: &OrgId) {
         fallback_reason: flare_shared::domain::reason::FallbackReason::PushFailed,
     };
     // A held record's window is written once: a repeated push run does not move it.
-    let end = chrono::DateTime::from_timestamp_millis(Utc::now().timestamp_millis() + 60_000)
-        .unwrap();
+    let end =
+        chrono::DateTime::from_timestamp_millis(Utc::now().timestamp_millis() + 60_000).unwrap();
     let wait = |until| Finish::Wait { until };
     assert!(!finish("u-1", sms, wait(end)).await, "not held");
     assert!(finish("u-2", sms, wait(end)).await);

@@ -46,7 +46,8 @@ pub async fn configure_providers(
         ),
         (
             "/v1/settings/communication",
-            json!({"dispatch": "app_then_sms_email"}),
+            // No fallback window: the faults are the providers' (push accepted is enough).
+            json!({"dispatch": "app_then_sms_email", "app_fallback_seconds": 0}),
         ),
     ] {
         let r = api::handle(

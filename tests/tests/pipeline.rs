@@ -262,7 +262,12 @@ fn no_pending(n: &Value) {
     }
 }
 
-async fn standard_org(p: &Pipeline, comm: Value) {
+/// SMS through SNS, and `comm`; the v1 scenarios run without a fallback window (push
+/// accepted is enough) unless `comm` sets one.
+async fn standard_org(p: &Pipeline, mut comm: Value) {
+    if comm.get("app_fallback_seconds").is_none() {
+        comm["app_fallback_seconds"] = json!(0);
+    }
     p.admin(
         "PUT",
         "/v1/settings/sms/main",
@@ -972,4 +977,159 @@ async fn the_notification_list_pages_newest_first_on_dynamodb() {
         ids[0].as_str()
     );
     assert!(second["next_cursor"].is_null(), "{second}");
+}
+
+/// The app fallback window on moto: the router's check is a delayed SQS message (moto
+/// honours `DelaySeconds`), handled by the push function like Lambda would.
+mod window {
+    use super::*;
+
+    const WINDOW: u64 = 1;
+
+    /// u-17 (device, mobile, email) under `app_then_sms_email` with a 1 s window; a
+    /// dispatch routed and drained: push sent, SMS and email held. Answers the
+    /// notification id and the dispatch's text.
+    async fn dispatched(p: &Pipeline, mobile: &str) -> (String, String) {
+        standard_org(
+            p,
+            json!({"dispatch": "app_then_sms_email", "app_fallback_seconds": WINDOW}),
+        )
+        .await;
+        p.user(
+            "u-17",
+            "basic_responder",
+            Some(mobile),
+            Some("u17@acme.example"),
+            false,
+        )
+        .await;
+        p.device("u-17").await;
+        let text = unique("window");
+        let ev = p.event("incident-dispatched", &text);
+        p.route(&ev).await;
+        p.drain().await;
+        let id = ev["id"].as_str().unwrap().to_string();
+        let got = deliveries(&p.notification(&id).await, "u-17");
+        assert_eq!(got["push"]["status"], "sent");
+        for channel in ["sms", "email"] {
+            assert_eq!(got[channel]["status"], "pending", "held: {}", got[channel]);
+        }
+        (id, text)
+    }
+
+    impl Pipeline {
+        /// Drains the queues until nothing of `id` is pending (delayed checks included).
+        async fn settle(&self, id: &str) -> Value {
+            for _ in 0..60 {
+                self.drain().await;
+                let n = self.notification(id).await;
+                let pending = n["recipients"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .flat_map(|r| r["deliveries"].as_array().unwrap())
+                    .any(|d| d["status"] == "pending");
+                if !pending {
+                    return n;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            }
+            panic!("{id} still pending");
+        }
+
+        fn receipt(&self, sub: &str, org: &str, id: &str) -> ApiRequest {
+            responder_post(org, sub, format!("/v1/notifications/{id}/receipt"), "")
+        }
+    }
+
+    #[tokio::test]
+    async fn without_a_receipt_sms_and_email_go_as_fallback_when_the_window_ends() {
+        let p = pipeline().await;
+        let (id, text) = dispatched(&p, "+14155550181").await;
+        let n = p.settle(&id).await;
+        let got = deliveries(&n, "u-17");
+        for channel in ["sms", "email"] {
+            let d = &got[channel];
+            assert_eq!(
+                (&d["status"], &d["fallback"], &d["fallback_reason"]),
+                (&json!("sent"), &json!(true), &json!("no_app_receipt")),
+                "{d}"
+            );
+        }
+        assert_eq!(p.sms_with(&text).await.len(), 1);
+        assert_eq!(p.email_with(&text).await.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_receipt_in_the_window_means_no_sms_or_email_and_strangers_get_404() {
+        let p = pipeline().await;
+        let (id, text) = dispatched(&p, "+14155550182").await;
+        let other_org = unique("other");
+        for (who, org) in [("u-99", p.org.as_str()), ("u-17", other_org.as_str())] {
+            let r = api::handle(&p.services, p.receipt(who, org, &id)).await;
+            assert_eq!(r.status, 404, "{who} of {org}");
+        }
+        let r = api::handle(&p.services, p.receipt("u-17", &p.org, &id)).await;
+        assert_eq!(r.status, 204);
+        let n = p.settle(&id).await;
+        let got = deliveries(&n, "u-17");
+        assert_eq!(got["push"]["status"], "delivered");
+        for channel in ["sms", "email"] {
+            assert_eq!(
+                (&got[channel]["status"], &got[channel]["reason"]),
+                (&json!("skipped"), &json!("push_delivered"))
+            );
+        }
+        // Past the window's end, with its check run: still nothing sent.
+        tokio::time::sleep(std::time::Duration::from_millis(WINDOW * 1000 + 500)).await;
+        p.drain().await;
+        assert_eq!(deliveries(&p.notification(&id).await, "u-17"), got);
+        assert!(p.sms_with(&text).await.is_empty());
+        assert!(p.email_with(&text).await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_receipt_after_the_window_marks_push_delivered_and_the_fallback_stands() {
+        let p = pipeline().await;
+        let (id, text) = dispatched(&p, "+14155550183").await;
+        let before = deliveries(&p.settle(&id).await, "u-17");
+        assert_eq!(before["sms"]["fallback_reason"], "no_app_receipt");
+        let r = api::handle(&p.services, p.receipt("u-17", &p.org, &id)).await;
+        assert_eq!(r.status, 204);
+        let after = deliveries(&p.notification(&id).await, "u-17");
+        assert_eq!(after["push"]["status"], "delivered");
+        assert_eq!(
+            (&after["sms"], &after["email"]),
+            (&before["sms"], &before["email"])
+        );
+        assert_eq!(p.sms_with(&text).await.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_check_delivered_three_times_sends_once() {
+        let p = pipeline().await;
+        let (id, text) = dispatched(&p, "+14155550184").await;
+        // Two more copies of the router's check, due when it is.
+        let check = json!({"check": "app_fallback", "org_id": p.org, "notification_id": id});
+        let sqs = aws::sqs(&p.stack.sdk);
+        for _ in 0..2 {
+            sqs.send_message()
+                .queue_url(&p.stack.queues[&Channel::Push])
+                .message_body(check.to_string())
+                .delay_seconds(WINDOW as i32)
+                .send()
+                .await
+                .unwrap();
+        }
+        let n = p.settle(&id).await;
+        // Late copies (and a late drain) find nothing held.
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        p.drain().await;
+        assert_eq!(
+            deliveries(&n, "u-17")["sms"]["fallback_reason"],
+            "no_app_receipt"
+        );
+        assert_eq!(p.sms_with(&text).await.len(), 1, "one SMS");
+        assert_eq!(p.email_with(&text).await.len(), 1, "one email");
+    }
 }

@@ -135,7 +135,8 @@ fn each_delivery_function_settles_its_own_dead_letter_queue() {
 #[test]
 fn the_router_and_the_push_function_may_send_to_the_push_queue() {
     let t = template();
-    let push_queue = json!({"SQSSendMessagePolicy": {"QueueName": {"Fn::GetAtt": ["PushQueue", "QueueName"]}}});
+    let push_queue =
+        json!({"SQSSendMessagePolicy": {"QueueName": {"Fn::GetAtt": ["PushQueue", "QueueName"]}}});
     for function in ["RouterFunction", "PushFunction"] {
         let policies = t["Resources"][function]["Properties"]["Policies"]
             .as_array()

@@ -189,10 +189,7 @@ impl DeliveryFunction {
     /// a job stays there (an operator has to see it); so does a job whose record a live
     /// attempt still holds, until that attempt is over.
     async fn give_up(&self, message: &SqsMessage) -> bool {
-        let work = message
-            .body
-            .as_deref()
-            .map(QueuedWork::parse);
+        let work = message.body.as_deref().map(QueuedWork::parse);
         // A dead-lettered check is run once more: what it waits for must not stay
         // pending because its timer failed.
         if let Some(Ok(QueuedWork::Check(check))) = &work {

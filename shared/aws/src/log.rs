@@ -897,7 +897,8 @@ impl FinishUpdate {
             }
             Finish::Wait { until } => {
                 values.push((":true", AttributeValue::Bool(true)));
-                condition.push_str(" AND awaiting_push = :true AND attribute_not_exists(fallback_at)");
+                condition
+                    .push_str(" AND awaiting_push = :true AND attribute_not_exists(fallback_at)");
                 values.push((":until", s(until.to_rfc3339())));
                 "SET fallback_at = :until".to_string()
             }

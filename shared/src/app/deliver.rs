@@ -10,12 +10,12 @@ use crate::domain::{
     Channel, CheckJob, CheckKind, DeliveryJob, DeliveryRecord, DeliveryStatus, Destination,
     EmailAddress, FailReason, Provider,
 };
-use futures::StreamExt;
 use crate::ports::{
     Claim, DeliveryLog, DeliveryMetric, Directory, EmailMessage, EmailSender, Finish, JobQueue,
     Metrics, Outcome, PushMessage, PushSender, QueueError, SendError, SettingsStore, SmsMessage,
     SmsSender, StoreError,
 };
+use futures::StreamExt;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -506,10 +506,7 @@ impl Deliverer {
     /// Sends held deliveries as fallback: each one's reason is written while it is still
     /// held, then all are enqueued at once, then released. See [`Self::resolve_held`]
     /// for why this order is safe to repeat.
-    async fn fall_back(
-        &self,
-        jobs: &[(DeliveryJob, FallbackReason)],
-    ) -> Result<(), DeliverError> {
+    async fn fall_back(&self, jobs: &[(DeliveryJob, FallbackReason)]) -> Result<(), DeliverError> {
         let queue = self.queue()?;
         let marked: Vec<bool> = self
             .each(jobs, |(j, why)| {

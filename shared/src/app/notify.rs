@@ -6,9 +6,9 @@ use crate::domain::input::ManualSmsInput;
 use crate::domain::routing::{self, JobTemplate, Recipient, RecipientPlan, RoutingContext};
 use crate::domain::settings::effective_email_provider;
 use crate::domain::{
-    Category, CheckJob, CheckKind, ControlCenterId, DeliveryJob, DeliveryRecord, DeliveryStatus, IdempotencyKey,
-    IncidentEvent, Message, Notification, NotificationId, OrgId, Provider, RecipientRef, Targets,
-    User, UserId,
+    Category, CheckJob, CheckKind, ControlCenterId, DeliveryJob, DeliveryRecord, DeliveryStatus,
+    IdempotencyKey, IncidentEvent, Message, Notification, NotificationId, OrgId, Provider,
+    RecipientRef, Targets, User, UserId,
 };
 
 /// How long an `Idempotency-Key` names the same manual SMS.

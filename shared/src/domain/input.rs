@@ -953,8 +953,8 @@ mod tests {
             assert_eq!(c.app_fallback_seconds, ok);
         }
         for bad in [json!(-1), json!(901), json!(1.5), json!("60"), json!(true)] {
-            let err = parse_communication(&json!({"app_fallback_seconds": bad}), current)
-                .unwrap_err();
+            let err =
+                parse_communication(&json!({"app_fallback_seconds": bad}), current).unwrap_err();
             assert!(err.contains("app_fallback_seconds"), "{bad}: {err:?}");
         }
     }

@@ -18,8 +18,8 @@ pub mod validation;
 
 pub use contact::{Contact, ContactKind, Contacts, ExternalContact};
 pub use delivery::{
-    Channel, CheckJob, CheckKind, QueuedWork, DeliveryJob, DeliveryRecord, DeliveryStatus, Destination, Message, Notification,
-    Provider, RecipientRef, SkipReason,
+    Channel, CheckJob, CheckKind, DeliveryJob, DeliveryRecord, DeliveryStatus, Destination,
+    Message, Notification, Provider, QueuedWork, RecipientRef, SkipReason,
 };
 pub use email::EmailAddress;
 pub use endpoint::{EndpointPolicy, GatewayUrl, SmtpSecurity, SmtpServer};
