@@ -7,6 +7,8 @@
 
 use super::routes::{Access, Op, ROUTES, Route};
 use crate::domain::input::{MAX_NAME, MAX_SMS_TEXT};
+use crate::domain::reason::FallbackReason;
+use crate::domain::settings::MAX_APP_FALLBACK_SECONDS;
 use crate::domain::{License, SkipReason};
 use serde_json::{Map, Value, json};
 use std::sync::OnceLock;
@@ -155,6 +157,8 @@ fn schemas() -> Value {
     });
     let methods =
         json!({"type": "string", "enum": ["app_only", "app_then_sms_email", "app_sms_email"]});
+    let window = json!({"type": "integer", "minimum": 0, "maximum": MAX_APP_FALLBACK_SECONDS,
+        "description": "Under app_then_sms_email: seconds SMS and email wait, once push is sent, for the app's receipt (0: push accepted is enough)."});
     let licenses: Vec<&str> = License::ALL.iter().map(|l| l.as_str()).collect();
     let sms_shared = |provider: &str| json!({"const": provider});
     json!({
@@ -270,15 +274,17 @@ fn schemas() -> Value {
             "distress": nullable(json!({"type": "boolean"})),
             "dispatch_virtual_users": nullable(json!({"type": "boolean"})),
             "manual_sms": nullable(json!({"type": "boolean"})),
+            "app_fallback_seconds": nullable(window.clone()),
         })),
         "CommunicationSettings": {
             "type": "object",
-            "required": ["dispatch", "incident_contacts", "messages", "distress", "dispatch_virtual_users", "manual_sms"],
+            "required": ["dispatch", "incident_contacts", "messages", "distress", "dispatch_virtual_users", "manual_sms", "app_fallback_seconds"],
             "properties": {
                 "dispatch": methods.clone(), "incident_contacts": methods.clone(),
                 "messages": methods,
                 "distress": {"type": "boolean"}, "dispatch_virtual_users": {"type": "boolean"},
                 "manual_sms": {"type": "boolean"},
+                "app_fallback_seconds": window,
             },
         },
         "AllSettings": {
@@ -448,7 +454,7 @@ fn schemas() -> Value {
                                 "provider": {"type": "string"},
                                 "provider_message_id": {"type": "string"},
                                 "delivered_at": {"type": "string", "format": "date-time"},
-                                "fallback_reason": {"type": "string", "enum": ["push_not_possible", "push_failed"]},
+                                "fallback_reason": {"type": "string", "enum": FallbackReason::ALL.iter().map(|r| r.as_str()).collect::<Vec<_>>()},
                             },
                         }},
                     },
