@@ -965,8 +965,9 @@ impl Org {
 #[tokio::test]
 async fn without_a_receipt_sms_and_email_go_as_fallback_when_the_window_ends() {
     let o = org_with_window(1).await;
-    let id = o.post(&incident("incident-dispatched")).await;
+    // The window starts when push is sent, after this.
     let started = std::time::Instant::now();
+    let id = o.post(&incident("incident-dispatched")).await;
     let n = o.push_sent(&id).await;
     for channel in ["sms", "email"] {
         let d = &deliveries(&n, "u-17")[channel];

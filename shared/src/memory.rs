@@ -275,7 +275,7 @@ impl SecretStore for MemorySecrets {
     }
 }
 
-type RecordKey = (String, Channel);
+type RecordKey = (String, crate::domain::Slot);
 
 #[derive(Default)]
 struct LogEntry {
@@ -339,9 +339,12 @@ impl DeliveryLog for MemoryDeliveryLog {
         Ok(entries
             .get(&(org.clone(), id.clone()))
             .map(|e| {
-                Channel::ALL
-                    .iter()
-                    .filter_map(|c| e.records.get(&(key.clone(), *c)).cloned())
+                // The recipient's records are one run of the key order.
+                let first = crate::domain::Slot::from(Channel::Push);
+                e.records
+                    .range((key.clone(), first)..)
+                    .take_while(|((k, _), _)| *k == key)
+                    .map(|(_, r)| r.clone())
                     .collect()
             })
             .unwrap_or_default())
@@ -355,7 +358,7 @@ impl DeliveryLog for MemoryDeliveryLog {
                 .entry((org.clone(), r.notification_id.clone()))
                 .or_default();
             e.records
-                .entry((r.recipient.key(), r.channel))
+                .entry((r.recipient.key(), r.slot()))
                 .or_insert_with(|| r.clone());
         }
         Ok(())
@@ -366,13 +369,13 @@ impl DeliveryLog for MemoryDeliveryLog {
         org: &OrgId,
         id: &NotificationId,
         recipient: &RecipientRef,
-        channel: Channel,
+        slot: crate::domain::Slot,
         lease: std::time::Duration,
     ) -> StoreResult<Claim> {
         let mut entries = lock(&self.entries);
         let Some(r) = entries
             .get_mut(&(org.clone(), id.clone()))
-            .and_then(|e| e.records.get_mut(&(recipient.key(), channel)))
+            .and_then(|e| e.records.get_mut(&(recipient.key(), slot)))
         else {
             return Ok(Claim::Missing);
         };
@@ -387,13 +390,13 @@ impl DeliveryLog for MemoryDeliveryLog {
         org: &OrgId,
         id: &NotificationId,
         recipient: &RecipientRef,
-        channel: Channel,
+        slot: crate::domain::Slot,
         outcome: Finish,
     ) -> StoreResult<bool> {
         let mut entries = lock(&self.entries);
         let Some(r) = entries
             .get_mut(&(org.clone(), id.clone()))
-            .and_then(|e| e.records.get_mut(&(recipient.key(), channel)))
+            .and_then(|e| e.records.get_mut(&(recipient.key(), slot)))
         else {
             return Ok(false);
         };

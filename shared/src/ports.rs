@@ -8,7 +8,7 @@ use std::time::Duration;
 use crate::domain::{
     Channel, CheckJob, CommunicationSettings, ControlCenterId, DeliveryJob, DeliveryRecord,
     DeliveryStatus, DeviceId, EmailAddress, EmailSettings, FailReason, Message, Notification,
-    NotificationId, OrgId, PhoneNumber, Provider, RecipientRef, SenderId, SmsSettings, User,
+    NotificationId, OrgId, PhoneNumber, Provider, RecipientRef, SenderId, Slot, SmsSettings, User,
     UserId,
 };
 use async_trait::async_trait;
@@ -222,7 +222,7 @@ pub trait DeliveryLog: Send + Sync {
         org: &OrgId,
         id: &NotificationId,
         recipient: &RecipientRef,
-        channel: Channel,
+        slot: Slot,
         lease: std::time::Duration,
     ) -> StoreResult<Claim>;
     /// Moves a record on (see [`Finish`]); answers whether it moved. Only pending
@@ -232,7 +232,7 @@ pub trait DeliveryLog: Send + Sync {
         org: &OrgId,
         id: &NotificationId,
         recipient: &RecipientRef,
-        channel: Channel,
+        slot: Slot,
         outcome: Finish,
     ) -> StoreResult<bool>;
     /// Records that the recipient acknowledged the notification; whether this was their

@@ -332,7 +332,7 @@ async fn a_dead_lettered_push_job_fails_its_record_and_its_fallback_goes_out() {
     // Every attempt crashed after its claim (the lease ran out each time), so no attempt
     // finished the record, and the job used up its receives.
     w.log
-        .claim(org, id, who, Channel::Push, Duration::ZERO)
+        .claim(org, id, who, Channel::Push.into(), Duration::ZERO)
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(5)).await;
@@ -370,7 +370,7 @@ async fn a_dead_lettered_job_waits_while_a_live_attempt_holds_its_record() {
             &w.org,
             &event.notification_id,
             &push_job.recipient,
-            Channel::Push,
+            Channel::Push.into(),
             LEASE,
         )
         .await
@@ -518,13 +518,19 @@ impl JobQueue for InstantWorker {
         for j in jobs {
             let log = &self.log;
             let (org, id, who) = (&j.org_id, &j.notification_id, &j.recipient);
-            log.claim(org, id, who, j.channel, LEASE).await.unwrap();
+            log.claim(org, id, who, j.channel.into(), LEASE)
+                .await
+                .unwrap();
             let sent = flare_shared::ports::Finish::Sent {
                 attempt: 1,
                 provider: j.provider,
                 provider_message_id: None,
             };
-            assert!(log.finish(org, id, who, j.channel, sent).await.unwrap());
+            assert!(
+                log.finish(org, id, who, j.channel.into(), sent)
+                    .await
+                    .unwrap()
+            );
         }
         Ok(())
     }

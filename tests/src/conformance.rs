@@ -52,6 +52,7 @@ pub fn record(n: &Notification, who: &str, channel: Channel, held: bool) -> Deli
         delivered_at: None,
         fallback_reason: None,
         fallback_at: None,
+        cycle: 0,
     }
 }
 
@@ -60,7 +61,13 @@ const LIVE: Duration = Duration::from_secs(60);
 /// A lease that has run out by the time anyone looks (DynamoDB compares milliseconds).
 async fn expired_claim(log: &dyn DeliveryLog, n: &Notification, who: &str, c: Channel) -> Claim {
     let claim = log
-        .claim(&n.org_id, &n.notification_id, &user(who), c, Duration::ZERO)
+        .claim(
+            &n.org_id,
+            &n.notification_id,
+            &user(who),
+            c.into(),
+            Duration::ZERO,
+        )
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(5)).await;
@@ -90,10 +97,14 @@ pub async fn delivery_log(log: &dyn DeliveryLog, org: &OrgId) {
         Channel::Email,
     );
     let finish = |who: &'static str, c: Channel, outcome: Finish| async move {
-        log.finish(org, id, &user(who), c, outcome).await.unwrap()
+        log.finish(org, id, &user(who), c.into(), outcome)
+            .await
+            .unwrap()
     };
     let claim = |who: &'static str, c: Channel| async move {
-        log.claim(org, id, &user(who), c, LIVE).await.unwrap()
+        log.claim(org, id, &user(who), c.into(), LIVE)
+            .await
+            .unwrap()
     };
 
     // Creating is idempotent on the id.
@@ -296,14 +307,20 @@ pub async fn delivery_log(log: &dyn DeliveryLog, org: &OrgId) {
         .await
         .unwrap();
     let claimed = log
-        .claim(org, &n2.notification_id, &user("u-2"), sms, LIVE)
+        .claim(org, &n2.notification_id, &user("u-2"), sms.into(), LIVE)
         .await
         .unwrap();
     assert_eq!(claimed, Claim::Claimed { attempts: 1 });
     assert!(
-        !log.finish(org, &n2.notification_id, &user("u-2"), sms, release())
-            .await
-            .unwrap()
+        !log.finish(
+            org,
+            &n2.notification_id,
+            &user("u-2"),
+            sms.into(),
+            release()
+        )
+        .await
+        .unwrap()
     );
 
     // One recipient's records, and no one else's (`u-2` is a prefix of `u-22`).
@@ -392,7 +409,7 @@ pub async fn delivery_log(log: &dyn DeliveryLog, org: &OrgId) {
     };
     let id3 = &n3.notification_id;
     let on3 = |who: &'static str, outcome: Finish| async move {
-        log.finish(org, id3, &user(who), sms, outcome)
+        log.finish(org, id3, &user(who), sms.into(), outcome)
             .await
             .unwrap()
     };
@@ -403,7 +420,7 @@ pub async fn delivery_log(log: &dyn DeliveryLog, org: &OrgId) {
         (DeliveryStatus::Failed, Some("gave_up: dead_letter"), false)
     );
     let live = log
-        .claim(org, &n3.notification_id, &user("u-5"), sms, LIVE)
+        .claim(org, &n3.notification_id, &user("u-5"), sms.into(), LIVE)
         .await
         .unwrap();
     assert_eq!(live, Claim::Claimed { attempts: 1 });
@@ -443,7 +460,7 @@ pub async fn delivery_log(log: &dyn DeliveryLog, org: &OrgId) {
     let other = OrgId::parse(&format!("{}-other", org.as_str())).unwrap();
     assert!(log.get_notification(&other, id).await.unwrap().is_none());
     assert_eq!(
-        log.claim(&other, id, &user("u-3"), sms, LIVE)
+        log.claim(&other, id, &user("u-3"), sms.into(), LIVE)
             .await
             .unwrap(),
         Claim::Missing
@@ -550,7 +567,13 @@ async fn list_notifications(log: &dyn DeliveryLog, org: &OrgId) {
     .await
     .unwrap();
     let claim = log
-        .claim(org, &d.notification_id, &user("u-2"), Channel::Sms, LIVE)
+        .claim(
+            org,
+            &d.notification_id,
+            &user("u-2"),
+            Channel::Sms.into(),
+            LIVE,
+        )
         .await
         .unwrap();
     assert_eq!(claim, Claim::Claimed { attempts: 1 });
@@ -558,7 +581,7 @@ async fn list_notifications(log: &dyn DeliveryLog, org: &OrgId) {
         org,
         &d.notification_id,
         &user("u-2"),
-        Channel::Sms,
+        Channel::Sms.into(),
         Finish::Sent {
             attempt: 1,
             provider: flare_shared::domain::Provider::Sns,
@@ -569,7 +592,7 @@ async fn list_notifications(log: &dyn DeliveryLog, org: &OrgId) {
     .unwrap();
     // u-3's push: sent, then a receipt.
     let u3 = user("u-3");
-    log.claim(org, &d.notification_id, &u3, Channel::Push, LIVE)
+    log.claim(org, &d.notification_id, &u3, Channel::Push.into(), LIVE)
         .await
         .unwrap();
     for outcome in [
@@ -581,7 +604,7 @@ async fn list_notifications(log: &dyn DeliveryLog, org: &OrgId) {
         Finish::Delivered { at: Utc::now() },
     ] {
         assert!(
-            log.finish(org, &d.notification_id, &u3, Channel::Push, outcome)
+            log.finish(org, &d.notification_id, &u3, Channel::Push.into(), outcome)
                 .await
                 .unwrap()
         );

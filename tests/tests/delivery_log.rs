@@ -142,7 +142,7 @@ async fn an_instance_that_never_saw_a_sharded_notification_finds_its_records_on_
     let lease = std::time::Duration::from_secs(30);
     assert!(matches!(
         reader
-            .claim(&org, id, &u(3), Channel::Sms, lease)
+            .claim(&org, id, &u(3), Channel::Sms.into(), lease)
             .await
             .unwrap(),
         Claim::Claimed { attempts: 1 }
@@ -154,7 +154,7 @@ async fn an_instance_that_never_saw_a_sharded_notification_finds_its_records_on_
                 &org,
                 id,
                 &u(3),
-                Channel::Sms,
+                Channel::Sms.into(),
                 Finish::Sent {
                     attempt: 1,
                     provider: Provider::Sns,

@@ -468,6 +468,7 @@ mod tests {
                 delivered_at: None,
                 fallback_reason: None,
                 fallback_at: None,
+                cycle: 0,
             });
             let job = JobTemplate::from(&n).job(&user, Channel::Sms, Provider::Sns, &to, false);
             messages.push(message(

@@ -35,7 +35,7 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 use flare_shared::domain::{
-    Channel, DeliveryRecord, Notification, NotificationId, OrgId, RecipientRef, UserId,
+    DeliveryRecord, Notification, NotificationId, OrgId, RecipientRef, Slot, UserId,
 };
 use flare_shared::ports::{
     Claim, Created, DeliveryLog, Finish, ListPosition, Logged, NotificationSummary, StatusCounts,
@@ -148,8 +148,8 @@ fn notification_key(base: &str) -> Item {
     ])
 }
 
-fn record_sk(recipient: &RecipientRef, channel: Channel) -> String {
-    format!("R#{}#{}", recipient.key(), channel.as_str())
+fn record_sk(recipient: &RecipientRef, slot: Slot) -> String {
+    format!("R#{}#{}", recipient.key(), slot.key())
 }
 
 /// When a notification's items expire (DynamoDB TTL): [`RETENTION_DAYS`] after the
@@ -340,10 +340,10 @@ impl DynamoDeliveryLog {
         self
     }
 
-    fn key(pk: String, recipient: &RecipientRef, channel: Channel) -> Item {
+    fn key(pk: String, recipient: &RecipientRef, slot: Slot) -> Item {
         HashMap::from([
             ("pk".to_string(), s(pk)),
-            ("sk".to_string(), s(record_sk(recipient, channel))),
+            ("sk".to_string(), s(record_sk(recipient, slot))),
         ])
     }
 
@@ -503,7 +503,7 @@ impl DeliveryLog for DynamoDeliveryLog {
             .map(|r| {
                 encode(
                     record_pk(&base, &r.recipient, shards),
-                    record_sk(&r.recipient, r.channel),
+                    record_sk(&r.recipient, r.slot()),
                     r,
                     expires,
                 )
@@ -546,7 +546,7 @@ impl DeliveryLog for DynamoDeliveryLog {
         batch_write(&self.client, &self.table, records, |r| {
             encode(
                 record_pk(&base, &r.recipient, shards),
-                record_sk(&r.recipient, r.channel),
+                record_sk(&r.recipient, r.slot()),
                 r,
                 expires,
             )
@@ -559,21 +559,17 @@ impl DeliveryLog for DynamoDeliveryLog {
         org: &OrgId,
         id: &NotificationId,
         recipient: &RecipientRef,
-        channel: Channel,
+        slot: Slot,
         lease: std::time::Duration,
     ) -> StoreResult<Claim> {
         let base = notification_pk(org, id);
         let (pk, known) = self.likely_pk(&base, recipient);
-        let claim = self
-            .claim_at(Self::key(pk, recipient, channel), lease)
-            .await?;
+        let claim = self.claim_at(Self::key(pk, recipient, slot), lease).await?;
         if matches!(claim, Claim::Missing)
             && !known
             && let Some(pk) = self.shard_pk_after_miss(&base, recipient).await?
         {
-            return self
-                .claim_at(Self::key(pk, recipient, channel), lease)
-                .await;
+            return self.claim_at(Self::key(pk, recipient, slot), lease).await;
         }
         Ok(claim)
     }
@@ -583,14 +579,14 @@ impl DeliveryLog for DynamoDeliveryLog {
         org: &OrgId,
         id: &NotificationId,
         recipient: &RecipientRef,
-        channel: Channel,
+        slot: Slot,
         outcome: Finish,
     ) -> StoreResult<bool> {
         let base = notification_pk(org, id);
         let (pk, known) = self.likely_pk(&base, recipient);
         let update = FinishUpdate::of(outcome);
         if self
-            .finish_at(Self::key(pk, recipient, channel), &update)
+            .finish_at(Self::key(pk, recipient, slot), &update)
             .await?
         {
             return Ok(true);
@@ -598,7 +594,7 @@ impl DeliveryLog for DynamoDeliveryLog {
         // Not moved: done already, or (the layout not known here yet) in a shard.
         if !known && let Some(pk) = self.shard_pk_after_miss(&base, recipient).await? {
             return self
-                .finish_at(Self::key(pk, recipient, channel), &update)
+                .finish_at(Self::key(pk, recipient, slot), &update)
                 .await;
         }
         Ok(false)

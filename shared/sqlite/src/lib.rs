@@ -10,8 +10,8 @@ use anyhow::Context;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use flare_shared::domain::{
-    Channel, CommunicationSettings, ControlCenterId, DeliveryRecord, DeliveryStatus, EmailSettings,
-    Notification, NotificationId, OrgId, RecipientRef, SmsSettings, User, UserId,
+    CommunicationSettings, ControlCenterId, DeliveryRecord, DeliveryStatus, EmailSettings,
+    Notification, NotificationId, OrgId, RecipientRef, Slot, SmsSettings, User, UserId,
 };
 use flare_shared::memory::{OutboxEntry, OutboxJournal};
 use flare_shared::ports::*;
@@ -489,14 +489,9 @@ fn record_key(
     org: &OrgId,
     id: &NotificationId,
     recipient: &RecipientRef,
-    channel: Channel,
+    slot: Slot,
 ) -> [String; 4] {
-    [
-        org.to_string(),
-        id.to_string(),
-        recipient.key(),
-        channel.as_str().to_string(),
-    ]
+    [org.to_string(), id.to_string(), recipient.key(), slot.key()]
 }
 
 /// Reads one record's state on the writer, lets `f` change it, and writes it back when
@@ -585,7 +580,7 @@ impl DeliveryLog for Sqlite {
                 Ok((
                     r.notification_id.to_string(),
                     r.recipient.key(),
-                    r.channel.as_str(),
+                    r.slot().key(),
                     r.status == DeliveryStatus::Pending,
                     to_json(&RecordState::of(r))?,
                     to_json(r)?,
@@ -611,10 +606,10 @@ impl DeliveryLog for Sqlite {
         org: &OrgId,
         id: &NotificationId,
         recipient: &RecipientRef,
-        channel: Channel,
+        slot: Slot,
         lease: std::time::Duration,
     ) -> StoreResult<Claim> {
-        let key = record_key(org, id, recipient, channel);
+        let key = record_key(org, id, recipient, slot);
         self.db
             .write_one(move |c| {
                 let claim = update_record(c, &key, |r| {
@@ -632,10 +627,10 @@ impl DeliveryLog for Sqlite {
         org: &OrgId,
         id: &NotificationId,
         recipient: &RecipientRef,
-        channel: Channel,
+        slot: Slot,
         outcome: Finish,
     ) -> StoreResult<bool> {
-        let key = record_key(org, id, recipient, channel);
+        let key = record_key(org, id, recipient, slot);
         self.db
             .write_one(move |c| {
                 let moved = update_record(c, &key, |r| {

@@ -114,16 +114,15 @@ pub fn retry_delay(base: Duration, attempt: u32) -> Duration {
 pub fn unfinished_jobs(logged: &crate::ports::Logged) -> Vec<(DeliveryJob, u32)> {
     let template = JobTemplate::from(&logged.notification);
     let job = |r: &crate::domain::DeliveryRecord| {
-        Some((
-            template.job(
-                &r.recipient,
-                r.channel,
-                r.provider?,
-                r.destination.as_ref()?,
-                r.fallback,
-            ),
-            r.attempts,
-        ))
+        let mut job = template.job(
+            &r.recipient,
+            r.channel,
+            r.provider?,
+            r.destination.as_ref()?,
+            r.fallback,
+        );
+        job.cycle = r.cycle;
+        Some((job, r.attempts))
     };
     let pending = |r: &&crate::domain::DeliveryRecord| r.status == DeliveryStatus::Pending;
     let mut jobs: Vec<(DeliveryJob, u32)> = logged
@@ -142,6 +141,7 @@ pub fn unfinished_jobs(logged: &crate::ports::Logged) -> Vec<(DeliveryJob, u32)>
         .filter_map(|held| {
             logged.records.iter().find(|p| {
                 p.channel == Channel::Push
+                    && p.cycle == 0
                     && p.recipient == held.recipient
                     && p.status != DeliveryStatus::Pending
             })
@@ -213,7 +213,7 @@ impl Deliverer {
                 &job.org_id,
                 &job.notification_id,
                 &job.recipient,
-                job.channel,
+                job.slot(),
                 lease,
             )
             .await?;
@@ -272,7 +272,7 @@ impl Deliverer {
                 &job.org_id,
                 &job.notification_id,
                 &job.recipient,
-                job.channel,
+                job.slot(),
                 Finish::Abandon {
                     reason: reason.clone(),
                 },
@@ -319,7 +319,7 @@ impl Deliverer {
                 &job.org_id,
                 &job.notification_id,
                 &job.recipient,
-                job.channel,
+                job.slot(),
                 outcome,
             )
         };
@@ -427,7 +427,7 @@ impl Deliverer {
                         &job.org_id,
                         &job.notification_id,
                         &job.recipient,
-                        h.channel,
+                        h.channel.into(),
                         Finish::Wait { until },
                     )
                     .await?;
@@ -460,7 +460,7 @@ impl Deliverer {
                 }
                 Action::Skip(r) => {
                     let moved = finish(
-                        d.channel,
+                        d.channel.into(),
                         Finish::SkipHeld {
                             reason: r.as_str().to_string(),
                         },
@@ -542,7 +542,7 @@ impl Deliverer {
                 &j.org_id,
                 &j.notification_id,
                 &j.recipient,
-                j.channel,
+                j.slot(),
                 outcome,
             )
             .await
@@ -608,7 +608,13 @@ impl Deliverer {
         );
         let template = JobTemplate::from(&logged.notification);
         let mut pushes: HashMap<String, &DeliveryRecord> = HashMap::new();
-        for r in logged.records.iter().filter(|r| r.channel == Channel::Push) {
+        // Only the notification's own push holds anything back (escalation cycles send
+        // on every channel at once).
+        for r in logged
+            .records
+            .iter()
+            .filter(|r| r.channel == Channel::Push && r.cycle == 0)
+        {
             pushes.insert(r.recipient.key(), r);
         }
         let mut fall_back = Vec::new();
@@ -645,7 +651,7 @@ impl Deliverer {
                     &check.org_id,
                     &check.notification_id,
                     &r.recipient,
-                    r.channel,
+                    r.slot(),
                     Finish::SkipHeld {
                         reason: reason.as_str().to_string(),
                     },
@@ -863,6 +869,7 @@ mod tests {
                 delivered_at: None,
                 fallback_reason: None,
                 fallback_at: None,
+                cycle: 0,
             }
         };
         use DeliveryStatus::{Pending, Sent};

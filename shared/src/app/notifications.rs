@@ -27,6 +27,7 @@ fn delivery_view(r: &DeliveryRecord) -> Value {
         "status": r.status,
         "attempts": r.attempts,
         "fallback": r.fallback,
+        "cycle": r.cycle,
     });
     if let Some(reason) = &r.reason {
         v["reason"] = json!(reason);
@@ -67,7 +68,7 @@ pub fn view(l: &Logged) -> Value {
     let recipients: Vec<Value> = groups
         .into_iter()
         .map(|(who, mut list)| {
-            list.sort_by_key(|r| Channel::ALL.iter().position(|c| *c == r.channel));
+            list.sort_by_key(|r| (r.cycle, Channel::ALL.iter().position(|c| *c == r.channel)));
             let mut v = recipient_view(who);
             // The recipient was reached when their app said so (push `delivered`).
             if let Some(at) = list.iter().filter_map(|r| r.delivered_at).min() {
@@ -240,7 +241,13 @@ async fn receive(
     let at = chrono::Utc::now();
     let moved = svc
         .log
-        .finish(org, id, &who, Channel::Push, Finish::Delivered { at })
+        .finish(
+            org,
+            id,
+            &who,
+            Channel::Push.into(),
+            Finish::Delivered { at },
+        )
         .await?;
     if moved {
         svc.metrics.delivery(&crate::ports::DeliveryMetric {
@@ -258,7 +265,7 @@ async fn receive(
                 org,
                 id,
                 &who,
-                channel,
+                channel.into(),
                 Finish::SkipHeld {
                     reason: SkipReason::PushDelivered.as_str().to_string(),
                 },

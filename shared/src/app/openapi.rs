@@ -442,12 +442,13 @@ fn schemas() -> Value {
                         "acknowledged_at": {"type": "string", "format": "date-time"},
                         "delivered_at": {"type": "string", "format": "date-time", "description": "When the recipient's app confirmed the push."},
                         "deliveries": {"type": "array", "items": {
-                            "type": "object", "required": ["channel", "status", "attempts", "fallback"],
+                            "type": "object", "required": ["channel", "status", "attempts", "fallback", "cycle"],
                             "properties": {
                                 "channel": {"type": "string", "enum": ["push", "sms", "email"]},
                                 "status": {"type": "string", "enum": ["pending", "sent", "failed", "skipped", "delivered"]},
                                 "attempts": {"type": "integer", "minimum": 0},
                                 "fallback": {"type": "boolean"},
+                                "cycle": {"type": "integer", "minimum": 0, "description": "0 for the notification itself; 1, 2, ... for dispatch escalation cycles."},
                                 "reason": {"type": "string", "description": format!(
                                     "Why it was skipped or failed; see docs/reasons.md (for example {}).",
                                     SkipReason::ALL.iter().take(3).map(|s| s.as_str()).collect::<Vec<_>>().join(", "))},

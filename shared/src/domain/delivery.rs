@@ -165,6 +165,31 @@ impl Message {
     }
 }
 
+/// Which of a recipient's records: a channel in a cycle (0: the notification itself;
+/// 1, 2, ...: the cycles of dispatch escalation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Slot {
+    pub channel: Channel,
+    pub cycle: u32,
+}
+
+impl From<Channel> for Slot {
+    fn from(channel: Channel) -> Self {
+        Self { channel, cycle: 0 }
+    }
+}
+
+impl Slot {
+    /// Its part of a record's key: the channel, and `#<cycle>` after it from cycle 1 on
+    /// (so every record written before cycles existed keeps its key).
+    pub fn key(&self) -> String {
+        match self.cycle {
+            0 => self.channel.as_str().to_string(),
+            c => format!("{}#{c}", self.channel.as_str()),
+        }
+    }
+}
+
 /// One notification: one incident event, or one manual SMS.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Notification {
@@ -216,6 +241,22 @@ pub struct DeliveryRecord {
     /// has come by then.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fallback_at: Option<DateTime<Utc>>,
+    /// 0 for the notification itself; 1, 2, ... for dispatch escalation cycles.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub cycle: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+impl DeliveryRecord {
+    pub fn slot(&self) -> Slot {
+        Slot {
+            channel: self.channel,
+            cycle: self.cycle,
+        }
+    }
 }
 
 /// One delivery to carry out, as queued for a channel's delivery function.
@@ -239,6 +280,9 @@ pub struct DeliveryJob {
     /// this push is sent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub app_fallback_seconds: Option<u32>,
+    /// The escalation cycle it belongs to (0: the notification itself).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub cycle: u32,
 }
 
 /// What a [`CheckJob`] looks at.
@@ -282,6 +326,13 @@ impl QueuedWork {
 }
 
 impl DeliveryJob {
+    pub fn slot(&self) -> Slot {
+        Slot {
+            channel: self.channel,
+            cycle: self.cycle,
+        }
+    }
+
     /// This delivery's id: a name-based UUID of the organization, the notification,
     /// the recipient and the channel, so every attempt and every duplicate of the job has
     /// the same one.
@@ -292,7 +343,7 @@ impl DeliveryJob {
             self.org_id.as_str().to_string(),
             self.notification_id.as_str().to_string(),
             self.recipient.key(),
-            self.channel.as_str().to_string(),
+            self.slot().key(),
         ];
         let name: String = parts.iter().map(|p| format!("{}:{p};", p.len())).collect();
         uuid::Uuid::new_v5(&NAMESPACE, name.as_bytes()).to_string()

@@ -19,7 +19,7 @@ pub mod validation;
 pub use contact::{Contact, ContactKind, Contacts, ExternalContact};
 pub use delivery::{
     Channel, CheckJob, CheckKind, DeliveryJob, DeliveryRecord, DeliveryStatus, Destination,
-    Message, Notification, Provider, QueuedWork, RecipientRef, SkipReason,
+    Message, Notification, Provider, QueuedWork, RecipientRef, SkipReason, Slot,
 };
 pub use email::EmailAddress;
 pub use endpoint::{EndpointPolicy, GatewayUrl, SmtpSecurity, SmtpServer};

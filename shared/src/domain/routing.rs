@@ -490,6 +490,7 @@ impl RecipientPlan {
                     claimed_until: None,
                     delivered_at: None,
                     fallback_at: None,
+                    cycle: 0,
                 }
             })
             .collect()
@@ -583,6 +584,7 @@ impl JobTemplate {
             app_fallback_seconds: self
                 .app_fallback_seconds
                 .filter(|_| channel == Channel::Push),
+            cycle: 0,
         }
     }
 }
