@@ -74,7 +74,7 @@ async fn resume(db: &Sqlite, queue: &pipeline::LocalQueue) -> anyhow::Result<()>
     let mut checks = Vec::new();
     for logged in db.unfinished()? {
         jobs.extend(flare_shared::app::deliver::unfinished_jobs(&logged));
-        checks.extend(flare_shared::app::deliver::unfinished_check(&logged));
+        checks.extend(flare_shared::app::deliver::unfinished_checks(&logged));
     }
     if !jobs.is_empty() || !checks.is_empty() || released > 0 {
         tracing::info!(

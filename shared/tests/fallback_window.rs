@@ -10,7 +10,7 @@ use common::responder;
 use flare_shared::app::Services;
 use flare_shared::app::api::{self, ApiRequest};
 use flare_shared::app::auth::{Claims, Role};
-use flare_shared::app::deliver::{Checked, Deliverer, lease_for, unfinished_check};
+use flare_shared::app::deliver::{Checked, Deliverer, lease_for, unfinished_checks};
 use flare_shared::app::notify::Notifier;
 use flare_shared::domain::reason::FallbackReason;
 use flare_shared::memory::{
@@ -148,6 +148,7 @@ impl Window {
             check: CheckKind::AppFallback,
             org_id: self.org.clone(),
             notification_id: self.id.clone(),
+            cycle: 0,
         }
     }
 
@@ -254,9 +255,8 @@ async fn before_the_window_ends_a_check_sends_nothing_and_looks_again_at_its_end
     assert_eq!(
         checked,
         Checked {
-            fallbacks: 0,
-            skipped: 0,
-            next: Some(end)
+            next: Some(end),
+            ..Checked::default()
         }
     );
     assert!(w.take_fallbacks().is_empty());
@@ -343,7 +343,7 @@ async fn a_restarted_runner_finds_the_timer_of_held_records() {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(unfinished_check(&logged), Some((w.check(), end)));
+    assert_eq!(unfinished_checks(&logged), [(w.check(), end)]);
     w.check_at(end).await;
     let logged = w
         .log
@@ -351,7 +351,7 @@ async fn a_restarted_runner_finds_the_timer_of_held_records() {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(unfinished_check(&logged), None, "nothing waits any more");
+    assert_eq!(unfinished_checks(&logged), [], "nothing waits any more");
 }
 
 #[tokio::test]

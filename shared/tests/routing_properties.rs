@@ -52,6 +52,7 @@ fn comm_settings() -> impl Strategy<Value = CommunicationSettings> {
                     manual_sms,
                     // The plan does not depend on the window.
                     app_fallback_seconds: 60,
+                    dispatch_escalation: None,
                 }
             },
         )

@@ -29,6 +29,7 @@ pub fn notification(org: &OrgId) -> Notification {
         },
         created_at: Utc::now(),
         app_fallback_seconds: None,
+        escalation: None,
     }
 }
 

@@ -203,7 +203,7 @@ async fn communication_settings_default_then_persist() {
         body,
         json!({"dispatch": "app_then_sms_email", "incident_contacts": "app_then_sms_email",
         "messages": "app_then_sms_email", "distress": false, "dispatch_virtual_users": false, "manual_sms": false,
-        "app_fallback_seconds": 60})
+        "app_fallback_seconds": 60, "dispatch_escalation": null})
     );
     assert_eq!(
         api.call(api.admin(event("put-communication-settings")))

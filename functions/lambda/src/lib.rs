@@ -445,6 +445,7 @@ mod tests {
             },
             created_at: chrono::Utc::now(),
             app_fallback_seconds: None,
+            escalation: None,
         };
         log.create_notification(&n).await.unwrap();
         let mut records = Vec::new();

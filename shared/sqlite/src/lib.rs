@@ -105,13 +105,17 @@ impl Sqlite {
     /// Notifications that still have pending records, with all their records: the work
     /// a restart resumes.
     pub fn unfinished(&self) -> StoreResult<Vec<Logged>> {
-        let ids: Vec<(String, String)> = self.db.read(|c| {
+        let ids: std::collections::BTreeSet<(String, String)> = self.db.read(|c| {
+            // Pending records, and escalations (whose timers are not records): the caller
+            // decides what is still due.
             let mut stmt = c.prepare(
-                "SELECT DISTINCT org, nid FROM records WHERE pending = 1 ORDER BY org, nid",
+                "SELECT DISTINCT org, nid FROM records WHERE pending = 1
+                 UNION SELECT org, id FROM notifications
+                   WHERE json_extract(body, '$.escalation') IS NOT NULL",
             )?;
             let ids = stmt
                 .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-                .collect::<Result<Vec<_>, _>>()?;
+                .collect::<Result<_, _>>()?;
             Ok(ids)
         })?;
         let mut out = Vec::new();

@@ -69,8 +69,12 @@ pub struct Checked {
     pub fallbacks: usize,
     /// Held deliveries skipped (the app confirmed the push).
     pub skipped: usize,
-    /// When something is still waiting: when to check again.
+    /// When something is still waiting: when to run this check again.
     pub next: Option<chrono::DateTime<chrono::Utc>>,
+    /// Recipients notified again by an escalation cycle.
+    pub escalated: usize,
+    /// The next escalation cycle's check and when it is due.
+    pub follow_up: Option<(CheckJob, chrono::DateTime<chrono::Utc>)>,
 }
 
 /// How a job ended.
@@ -152,10 +156,56 @@ pub fn unfinished_jobs(logged: &crate::ports::Logged) -> Vec<(DeliveryJob, u32)>
     jobs
 }
 
+/// The timers a previous run left running (a restarted local runner has lost them):
+/// the fallback window's ([`unfinished_window`]) and the next escalation cycle's, due
+/// when its plan says (at once when that has passed), while anyone has not acknowledged.
+pub fn unfinished_checks(
+    logged: &crate::ports::Logged,
+) -> Vec<(CheckJob, chrono::DateTime<chrono::Utc>)> {
+    let mut checks: Vec<_> = unfinished_window(logged).into_iter().collect();
+    let n = &logged.notification;
+    if let Some(plan) = n.escalation {
+        let next = logged.records.iter().map(|r| r.cycle).max().unwrap_or(0) + 1;
+        // A cycle overdue by more than its interval (the runner was down that long) is
+        // not started late: a dispatch that old is no longer news worth waking someone.
+        let stale = chrono::Utc::now()
+            > plan.due(next) + chrono::TimeDelta::seconds(plan.after_seconds.into());
+        if next <= plan.cycles && !stale && !unacknowledged(logged).is_empty() {
+            checks.push((
+                CheckJob {
+                    check: CheckKind::Escalation,
+                    org_id: n.org_id.clone(),
+                    notification_id: n.notification_id.clone(),
+                    cycle: next,
+                },
+                plan.due(next),
+            ));
+        }
+    }
+    checks
+}
+
+/// The users a notification was for (cycle 0) who have not acknowledged it.
+fn unacknowledged(logged: &crate::ports::Logged) -> Vec<crate::domain::UserId> {
+    let acked: std::collections::HashSet<&crate::domain::UserId> =
+        logged.acks.iter().map(|(u, _)| u).collect();
+    let mut seen = std::collections::HashSet::new();
+    logged
+        .records
+        .iter()
+        .filter(|r| r.cycle == 0)
+        .filter_map(|r| match &r.recipient {
+            crate::domain::RecipientRef::User(u) if !acked.contains(u) => Some(u.clone()),
+            _ => None,
+        })
+        .filter(|u| seen.insert(u.clone()))
+        .collect()
+}
+
 /// The timer a notification's held SMS and email wait on, when a previous run left it
 /// running: due at the earliest stored window end, or now when a held record has none
 /// yet (the check then finds out what it waits for).
-pub fn unfinished_check(
+pub fn unfinished_window(
     logged: &crate::ports::Logged,
 ) -> Option<(CheckJob, chrono::DateTime<chrono::Utc>)> {
     logged.notification.app_fallback_seconds?;
@@ -179,6 +229,7 @@ pub fn unfinished_check(
             check: CheckKind::AppFallback,
             org_id: n.org_id.clone(),
             notification_id: n.notification_id.clone(),
+            cycle: 0,
         },
         at,
     ))
@@ -243,7 +294,8 @@ impl Deliverer {
         job: &DeliveryJob,
         status: DeliveryStatus,
     ) -> Result<(), DeliverError> {
-        if job.channel == Channel::Push {
+        // Only the notification's own push (cycle 0) holds SMS and email back.
+        if job.channel == Channel::Push && job.cycle == 0 {
             let outcome = match status {
                 DeliveryStatus::Sent | DeliveryStatus::Delivered => Some(PushOutcome::Sent),
                 DeliveryStatus::Failed => Some(PushOutcome::FailedOnEveryDevice),
@@ -346,7 +398,7 @@ impl Deliverer {
                 if moved {
                     self.count(job, Some(receipt.provider), Outcome::Sent);
                 }
-                if job.channel == Channel::Push {
+                if job.channel == Channel::Push && job.cycle == 0 {
                     self.resolve_held(job, PushOutcome::Sent).await?;
                 }
                 Ok(Delivered::Sent {
@@ -377,7 +429,7 @@ impl Deliverer {
                 if moved {
                     self.count(job, Some(job.provider), Outcome::Failed);
                 }
-                if job.channel == Channel::Push {
+                if job.channel == Channel::Push && job.cycle == 0 {
                     self.resolve_held(job, PushOutcome::FailedOnEveryDevice)
                         .await?;
                 }
@@ -594,7 +646,6 @@ impl Deliverer {
         check: &CheckJob,
         now: chrono::DateTime<chrono::Utc>,
     ) -> Result<Checked, DeliverError> {
-        let CheckKind::AppFallback = check.check;
         let Some(logged) = self
             .log
             .get_notification(&check.org_id, &check.notification_id)
@@ -603,6 +654,9 @@ impl Deliverer {
             tracing::warn!("check of an unknown notification: dropped");
             return Ok(Checked::default());
         };
+        if check.check == CheckKind::Escalation {
+            return self.escalate(check, &logged, now).await;
+        }
         let window = chrono::TimeDelta::seconds(
             logged.notification.app_fallback_seconds.unwrap_or(0).into(),
         );
@@ -663,6 +717,7 @@ impl Deliverer {
             fallbacks: fall_back.len(),
             skipped: skipped.into_iter().filter(|m| *m).count(),
             next,
+            ..Checked::default()
         };
         tracing::info!(
             fallbacks = checked.fallbacks,
@@ -673,17 +728,106 @@ impl Deliverer {
         Ok(checked)
     }
 
-    /// Runs a check and schedules the next one it asks for (SQS: a delayed message).
+    /// Escalation cycle `check.cycle`: everyone the notification was for who has not
+    /// acknowledged is notified again on every channel they can be reached on (as
+    /// `app_sms_email` would: the licence, primary-contact and provider rules still
+    /// apply), in records of that cycle; then the next cycle's timer is set. Before the
+    /// cycle is due (an early or repeated timer) nothing happens but a new timer.
+    /// Idempotent: records are written only where none exist, and a repeated job finds
+    /// its record claimed or sent.
+    async fn escalate(
+        &self,
+        check: &CheckJob,
+        logged: &crate::ports::Logged,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Checked, DeliverError> {
+        use crate::domain::routing::{self, Recipient, RoutingContext};
+        let n = &logged.notification;
+        let Some(plan) = n.escalation else {
+            return Ok(Checked::default());
+        };
+        let cycle = check.cycle;
+        if cycle == 0 || cycle > plan.cycles {
+            return Ok(Checked::default());
+        }
+        if now < plan.due(cycle) {
+            return Ok(Checked {
+                next: Some(plan.due(cycle)),
+                ..Checked::default()
+            });
+        }
+        let users = unacknowledged(logged);
+        if users.is_empty() {
+            tracing::info!(cycle, "escalation stopped: everyone acknowledged");
+            return Ok(Checked::default());
+        }
+        let all = self.settings.all(&n.org_id).await?;
+        let providers = super::notify::Providers::of(&all, &n.control_center_id);
+        let mut settings = all.communication.unwrap_or_default();
+        settings.dispatch = crate::domain::Method::AppSmsEmail;
+        let ctx = RoutingContext {
+            category: n.category,
+            settings: &settings,
+            sms_provider: providers.sms,
+            email_provider: providers.email,
+        };
+        let found = self.directory.get_users(&n.org_id, &users).await?;
+        let recipients: Vec<Recipient> = found.iter().map(Recipient::User).collect();
+        let plans = routing::plan(&ctx, &recipients).recipients;
+        let template = JobTemplate::from(n);
+        let mut records = Vec::new();
+        let mut jobs = Vec::new();
+        for p in &plans {
+            records.extend(p.records(&n.notification_id).into_iter().map(|mut r| {
+                r.cycle = cycle;
+                r
+            }));
+            jobs.extend(p.jobs(&template).into_iter().map(|mut j| {
+                j.cycle = cycle;
+                // An escalation's push waits for nothing and holds nothing back.
+                j.app_fallback_seconds = None;
+                j
+            }));
+        }
+        self.log.put_records(n, &records).await?;
+        if !jobs.is_empty() {
+            self.queue()?.enqueue(&jobs).await?;
+        }
+        tracing::info!(
+            cycle,
+            recipients = plans.len(),
+            jobs = jobs.len(),
+            "escalation cycle started"
+        );
+        let follow_up = (cycle < plan.cycles).then(|| {
+            (
+                CheckJob {
+                    cycle: cycle + 1,
+                    ..check.clone()
+                },
+                plan.due(cycle + 1),
+            )
+        });
+        Ok(Checked {
+            escalated: plans.len(),
+            follow_up,
+            ..Checked::default()
+        })
+    }
+
+    /// Runs a check and schedules what it asks for (SQS: delayed messages): itself
+    /// again when it was early, the next escalation cycle when one follows.
     pub async fn check_and_reschedule(
         &self,
         check: &CheckJob,
         now: chrono::DateTime<chrono::Utc>,
     ) -> Result<Checked, DeliverError> {
         let checked = self.check(check, now).await?;
-        if let Some(at) = checked.next {
-            let delay = (at - now).to_std().unwrap_or_default();
+        let again = checked.next.map(|at| (check.clone(), at));
+        for (next, at) in again.iter().chain(checked.follow_up.iter()) {
+            let delay = (*at - now).to_std().unwrap_or_default();
             self.queue()?
-                .schedule(check, delay.min(crate::ports::MAX_CHECK_DELAY))
+                .schedule(next, delay.min(crate::ports::MAX_CHECK_DELAY))
                 .await?;
         }
         Ok(checked)
@@ -850,6 +994,7 @@ mod tests {
             message: Message::default(),
             created_at: chrono::Utc::now(),
             app_fallback_seconds: None,
+            escalation: None,
         };
         let record = |who: &str, channel, status, held| {
             let user = UserId::parse(who).unwrap();

@@ -7,8 +7,8 @@ use crate::domain::routing::{self, JobTemplate, Recipient, RecipientPlan, Routin
 use crate::domain::settings::effective_email_provider;
 use crate::domain::{
     Category, CheckJob, CheckKind, ControlCenterId, DeliveryJob, DeliveryRecord, DeliveryStatus,
-    IdempotencyKey, IncidentEvent, Message, Notification, NotificationId, OrgId, Provider,
-    RecipientRef, Targets, User, UserId,
+    EscalationPlan, IdempotencyKey, IncidentEvent, Message, Notification, NotificationId, OrgId,
+    Provider, RecipientRef, Targets, User, UserId,
 };
 
 /// How long an `Idempotency-Key` names the same manual SMS.
@@ -81,20 +81,26 @@ pub struct Routed {
 }
 
 /// The effective providers of a notification's control center.
-struct Providers {
-    sms: Option<Provider>,
-    email: Provider,
+pub(crate) struct Providers {
+    pub sms: Option<Provider>,
+    pub email: Provider,
     known: bool,
 }
 
-impl Notifier {
-    fn providers(all: &AllSettings, cc: &ControlCenterId) -> Providers {
+impl Providers {
+    pub(crate) fn of(all: &AllSettings, cc: &ControlCenterId) -> Providers {
         let sms = all.effective_sms(cc);
         Providers {
             known: sms.is_some() || all.email.is_some(),
             sms: sms.map(|s| s.provider_name()),
             email: effective_email_provider(all.email.as_ref()),
         }
+    }
+}
+
+impl Notifier {
+    fn providers(all: &AllSettings, cc: &ControlCenterId) -> Providers {
+        Providers::of(all, cc)
     }
 
     /// Routes one incident event.
@@ -145,6 +151,7 @@ impl Notifier {
             message,
             created_at: event.time.unwrap_or_else(chrono::Utc::now),
             app_fallback_seconds: None,
+            escalation: None,
         };
         let settings = comm.unwrap_or_default();
         let ctx = RoutingContext {
@@ -155,6 +162,14 @@ impl Notifier {
         };
         let notification = Notification {
             app_fallback_seconds: routing::fallback_window(&ctx),
+            escalation: settings
+                .dispatch_escalation
+                .filter(|_| event.category == Category::Dispatch)
+                .map(|e| EscalationPlan {
+                    after_seconds: e.after_seconds,
+                    cycles: e.cycles,
+                    started_at: chrono::Utc::now(),
+                }),
             ..notification
         };
         let mut recipients = Vec::new();
@@ -302,10 +317,23 @@ impl Notifier {
                 check: CheckKind::AppFallback,
                 org_id: org.clone(),
                 notification_id: id.clone(),
+                cycle: 0,
             };
             self.queue
                 .schedule(&check, std::time::Duration::from_secs(window.into()))
                 .await?;
+        }
+        // Escalation: one timer per notification too, for its first cycle; each cycle
+        // sets the next one's.
+        if let Some(e) = n.escalation {
+            let check = CheckJob {
+                check: CheckKind::Escalation,
+                org_id: org.clone(),
+                notification_id: id.clone(),
+                cycle: 1,
+            };
+            let delay = (e.due(1) - chrono::Utc::now()).to_std().unwrap_or_default();
+            self.queue.schedule(&check, delay).await?;
         }
         let routed = Routed {
             notification_id: id,
@@ -388,8 +416,9 @@ impl Notifier {
                 body: input.text,
             },
             created_at: chrono::Utc::now(),
-            // Manual SMS holds nothing behind push.
+            // Manual SMS holds nothing behind push and is not escalated.
             app_fallback_seconds: None,
+            escalation: None,
         });
         let ctx = RoutingContext {
             category: Category::ManualSms,

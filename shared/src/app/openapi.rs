@@ -9,7 +9,7 @@ use super::routes::{Access, Op, ROUTES, Route};
 use crate::domain::input::{MAX_NAME, MAX_SMS_TEXT};
 use crate::domain::reason::FallbackReason;
 use crate::domain::settings::MAX_APP_FALLBACK_SECONDS;
-use crate::domain::{License, SkipReason};
+use crate::domain::{Escalation, License, SkipReason};
 use serde_json::{Map, Value, json};
 use std::sync::OnceLock;
 
@@ -275,16 +275,25 @@ fn schemas() -> Value {
             "dispatch_virtual_users": nullable(json!({"type": "boolean"})),
             "manual_sms": nullable(json!({"type": "boolean"})),
             "app_fallback_seconds": nullable(window.clone()),
+            "dispatch_escalation": {"anyOf": [r("Escalation"), {"type": "null"}],
+                "description": "null turns escalation off; left out, it keeps its value."},
+        })),
+        "Escalation": object(&["after_seconds", "cycles"], json!({
+            "after_seconds": {"type": "integer", "minimum": 1, "maximum": Escalation::MAX_AFTER_SECONDS,
+                "description": "Seconds after the previous cycle started."},
+            "cycles": {"type": "integer", "minimum": 1, "maximum": Escalation::MAX_CYCLES,
+                "description": "How many more times, at most."},
         })),
         "CommunicationSettings": {
             "type": "object",
-            "required": ["dispatch", "incident_contacts", "messages", "distress", "dispatch_virtual_users", "manual_sms", "app_fallback_seconds"],
+            "required": ["dispatch", "incident_contacts", "messages", "distress", "dispatch_virtual_users", "manual_sms", "app_fallback_seconds", "dispatch_escalation"],
             "properties": {
                 "dispatch": methods.clone(), "incident_contacts": methods.clone(),
                 "messages": methods,
                 "distress": {"type": "boolean"}, "dispatch_virtual_users": {"type": "boolean"},
                 "manual_sms": {"type": "boolean"},
                 "app_fallback_seconds": window,
+                "dispatch_escalation": {"anyOf": [r("Escalation"), {"type": "null"}]},
             },
         },
         "AllSettings": {

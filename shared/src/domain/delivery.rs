@@ -205,6 +205,27 @@ pub struct Notification {
     /// seconds, when there is one (the settings' `app_fallback_seconds` at routing time).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub app_fallback_seconds: Option<u32>,
+    /// Dispatch escalation, when the settings had it on at routing time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub escalation: Option<EscalationPlan>,
+}
+
+/// A notification's escalation: cycle `c` (1, 2, ...) is due `c * after_seconds` after
+/// `started_at` (when it was routed), so every cycle starts `after_seconds` after the
+/// previous one, also after a restart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EscalationPlan {
+    pub after_seconds: u32,
+    pub cycles: u32,
+    pub started_at: DateTime<Utc>,
+}
+
+impl EscalationPlan {
+    /// When cycle `cycle` is due.
+    pub fn due(&self, cycle: u32) -> DateTime<Utc> {
+        self.started_at
+            + chrono::TimeDelta::seconds(i64::from(self.after_seconds) * i64::from(cycle))
+    }
 }
 
 /// The record of one (recipient, channel) of a notification.
@@ -292,6 +313,9 @@ pub enum CheckKind {
     /// SMS and email held behind a sent push: has the fallback window ended without
     /// the app's receipt?
     AppFallback,
+    /// Dispatch escalation: notify again, in cycle `cycle`, everyone who has not
+    /// acknowledged.
+    Escalation,
 }
 
 /// A timer of one notification, queued with a delay on the push queue beside the push
@@ -302,6 +326,9 @@ pub struct CheckJob {
     pub check: CheckKind,
     pub org_id: OrgId,
     pub notification_id: NotificationId,
+    /// The escalation cycle it starts (escalation checks only).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub cycle: u32,
 }
 
 /// A message on a delivery queue: a job, or (push queue only) a timer's check.

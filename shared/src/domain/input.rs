@@ -10,7 +10,7 @@ use super::ids::{ControlCenterId, UserId};
 use super::license::License;
 use super::phone::{PhoneNumber, SenderId};
 use super::settings::{
-    CommunicationSettings, EmailProvider, EmailSettings, GatewayFormat, HttpGateway,
+    CommunicationSettings, EmailProvider, EmailSettings, Escalation, GatewayFormat, HttpGateway,
     MAX_APP_FALLBACK_SECONDS, Method, SmsProvider, SmsSettings, SmtpSettings,
 };
 use super::user::Platform;
@@ -734,8 +734,15 @@ pub fn parse_communication(
             "dispatch_virtual_users",
             "manual_sms",
             "app_fallback_seconds",
+            "dispatch_escalation",
         ],
     );
+    // `null` turns escalation off; left out, it keeps its value.
+    let escalation = match body.get("dispatch_escalation") {
+        None => Some(current.dispatch_escalation),
+        Some(Value::Null) => Some(None),
+        Some(v) => parse_escalation(v, &mut errors).map(Some),
+    };
     let parsed = object(body, "", &mut errors, |r| {
         let dispatch = r.optional_with("dispatch", Method::parse);
         let incident_contacts = r.optional_with("incident_contacts", Method::parse);
@@ -764,12 +771,35 @@ pub fn parse_communication(
             dispatch_virtual_users: virtual_users?.unwrap_or(current.dispatch_virtual_users),
             manual_sms: manual_sms?.unwrap_or(current.manual_sms),
             app_fallback_seconds: window.unwrap_or(current.app_fallback_seconds),
+            dispatch_escalation: escalation?,
         })
     });
     match parsed {
         Some(c) if errors.is_empty() => Ok(c),
         _ => Err(errors),
     }
+}
+
+/// `dispatch_escalation`: `{"after_seconds": 1..3600, "cycles": 1..5}`.
+fn parse_escalation(v: &Value, errors: &mut FieldErrors) -> Option<Escalation> {
+    const PATH: &str = "dispatch_escalation";
+    reject_unknown(v, PATH, errors, &["after_seconds", "cycles"]);
+    object(v, PATH, errors, |r| {
+        let mut whole = |key: &str, max: u32| match r.required_int(key) {
+            Some(n) if (1..=i64::from(max)).contains(&n) => Some(n as u32),
+            Some(_) => {
+                r.error(key, format!("must be a whole number from 1 to {max}"));
+                None
+            }
+            None => None,
+        };
+        let after_seconds = whole("after_seconds", Escalation::MAX_AFTER_SECONDS);
+        let cycles = whole("cycles", Escalation::MAX_CYCLES);
+        Some(Escalation {
+            after_seconds: after_seconds?,
+            cycles: cycles?,
+        })
+    })
 }
 
 /// The body of `POST /v1/messages/sms`.
@@ -938,6 +968,49 @@ mod tests {
         let err = parse_communication(&json!({"dispatch": "fax", "distress": "yes"}), current)
             .unwrap_err();
         assert!(err.contains("dispatch") && err.contains("distress"));
+    }
+
+    #[test]
+    fn dispatch_escalation_is_off_by_default_kept_when_left_out_and_null_turns_it_off() {
+        let current = CommunicationSettings::default();
+        assert_eq!(current.dispatch_escalation, None);
+        let on = parse_communication(
+            &json!({"dispatch_escalation": {"after_seconds": 120, "cycles": 3}}),
+            current,
+        )
+        .unwrap();
+        let want = Escalation {
+            after_seconds: 120,
+            cycles: 3,
+        };
+        assert_eq!(on.dispatch_escalation, Some(want));
+        let kept = parse_communication(&json!({"distress": true}), on).unwrap();
+        assert_eq!(kept.dispatch_escalation, Some(want));
+        let off = parse_communication(&json!({"dispatch_escalation": null}), on).unwrap();
+        assert_eq!(off.dispatch_escalation, None);
+        for (bad, field) in [
+            (
+                json!({"after_seconds": 0, "cycles": 1}),
+                "dispatch_escalation.after_seconds",
+            ),
+            (
+                json!({"after_seconds": 3601, "cycles": 1}),
+                "dispatch_escalation.after_seconds",
+            ),
+            (
+                json!({"after_seconds": 60, "cycles": 6}),
+                "dispatch_escalation.cycles",
+            ),
+            (json!({"after_seconds": 60}), "dispatch_escalation.cycles"),
+            (
+                json!({"after_seconds": 60, "cycles": 1, "every": 2}),
+                "dispatch_escalation.every",
+            ),
+            (json!(true), "dispatch_escalation"),
+        ] {
+            let err = parse_communication(&json!({"dispatch_escalation": bad}), on).unwrap_err();
+            assert!(err.contains(field), "{bad}: {err:?}");
+        }
     }
 
     #[test]

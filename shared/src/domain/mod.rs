@@ -19,7 +19,7 @@ pub mod validation;
 pub use contact::{Contact, ContactKind, Contacts, ExternalContact};
 pub use delivery::{
     Channel, CheckJob, CheckKind, DeliveryJob, DeliveryRecord, DeliveryStatus, Destination,
-    Message, Notification, Provider, QueuedWork, RecipientRef, SkipReason, Slot,
+    EscalationPlan, Message, Notification, Provider, QueuedWork, RecipientRef, SkipReason, Slot,
 };
 pub use email::EmailAddress;
 pub use endpoint::{EndpointPolicy, GatewayUrl, SmtpSecurity, SmtpServer};
@@ -32,8 +32,8 @@ pub use license::License;
 pub use phone::{PhoneNumber, SenderId};
 pub use reason::FailReason;
 pub use settings::{
-    CommunicationSettings, EmailProvider, EmailSettings, GatewayFormat, HttpGateway, Method,
-    SmsProvider, SmsSettings, SmtpSettings,
+    CommunicationSettings, EmailProvider, EmailSettings, Escalation, GatewayFormat, HttpGateway,
+    Method, SmsProvider, SmsSettings, SmtpSettings,
 };
 pub use user::{Device, Platform, User};
 pub use validation::{FieldErrors, ValidationError};

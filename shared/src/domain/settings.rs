@@ -240,6 +240,23 @@ pub struct CommunicationSettings {
     /// Settings saved before the field existed get the default.
     #[serde(default = "default_app_fallback_seconds")]
     pub app_fallback_seconds: u32,
+    /// Dispatch escalation: off (`None`, the default) or how often and how many times a
+    /// dispatch recipient who has not acknowledged is notified again.
+    #[serde(default)]
+    pub dispatch_escalation: Option<Escalation>,
+}
+
+/// `dispatch_escalation`: a recipient who has not acknowledged `after_seconds` after the
+/// previous cycle started is notified again on every channel, up to `cycles` more times.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Escalation {
+    pub after_seconds: u32,
+    pub cycles: u32,
+}
+
+impl Escalation {
+    pub const MAX_AFTER_SECONDS: u32 = 3600;
+    pub const MAX_CYCLES: u32 = 5;
 }
 
 /// [`CommunicationSettings::app_fallback_seconds`] before an organization sets it.
@@ -270,6 +287,7 @@ impl Default for CommunicationSettings {
             dispatch_virtual_users: false,
             manual_sms: false,
             app_fallback_seconds: DEFAULT_APP_FALLBACK_SECONDS,
+            dispatch_escalation: None,
         }
     }
 }
@@ -291,7 +309,8 @@ mod tests {
                 "distress": false,
                 "dispatch_virtual_users": false,
                 "manual_sms": false,
-                "app_fallback_seconds": 60
+                "app_fallback_seconds": 60,
+                "dispatch_escalation": null
             })
         );
     }

@@ -79,6 +79,7 @@ pub fn settings(method: Method) -> CommunicationSettings {
         manual_sms: true,
         // No window: push accepted is enough (the window has tests of its own).
         app_fallback_seconds: 0,
+        dispatch_escalation: None,
     }
 }
 

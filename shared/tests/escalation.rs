@@ -1,0 +1,388 @@
+//! Dispatch escalation on the in-memory adapters, with the clock in the test's hands:
+//! each cycle's check runs at whatever time the test says it is.
+
+mod common;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use common::responder;
+use flare_shared::app::Services;
+use flare_shared::app::api::{self, ApiRequest};
+use flare_shared::app::auth::{Claims, Role};
+use flare_shared::app::deliver::{Checked, Deliverer, unfinished_checks};
+use flare_shared::app::notify::Notifier;
+use flare_shared::memory::{
+    MemoryDeliveryLog, MemoryDirectory, MemoryMetrics, MemoryQueue, MemorySettings,
+};
+use flare_shared::ports::{DeliveryLog, Directory, SettingsStore};
+use flare_shared::*;
+use proptest::prelude::*;
+use std::sync::Arc;
+use std::time::Duration;
+
+const AFTER: u32 = 10;
+const CYCLES: u32 = 3;
+
+struct Escalating {
+    org: OrgId,
+    id: NotificationId,
+    log: Arc<MemoryDeliveryLog>,
+    queue: Arc<MemoryQueue>,
+    deliverer: Deliverer,
+    services: Services,
+    /// The checks the router scheduled, with their delays.
+    scheduled: Vec<(CheckJob, Duration)>,
+    /// When the notification was routed (its escalation's start).
+    started_at: DateTime<Utc>,
+}
+
+/// A notification of `category` to u-17 and u-18 (device, mobile and email each) under
+/// `app_only` (escalation uses every channel whatever the method) with escalation on;
+/// the router's jobs taken off the queue.
+async fn routed(category: &str) -> Escalating {
+    let org = OrgId::parse("acme").unwrap();
+    let settings = Arc::new(MemorySettings::default());
+    let directory = Arc::new(MemoryDirectory::default());
+    let log = Arc::new(MemoryDeliveryLog::default());
+    let metrics = Arc::new(MemoryMetrics::default());
+    let queue = Arc::new(MemoryQueue::default());
+    let sms = SmsSettings {
+        control_center_id: ControlCenterId::main(),
+        provider: SmsProvider::Sns,
+        sender_number: None,
+        password_set: false,
+        secrets_rev: None,
+    };
+    settings.put_sms(&org, &sms).await.unwrap();
+    let comm = CommunicationSettings {
+        dispatch: Method::AppOnly,
+        messages: Method::AppOnly,
+        dispatch_escalation: Some(Escalation {
+            after_seconds: AFTER,
+            cycles: CYCLES,
+        }),
+        ..Default::default()
+    };
+    settings.put_communication(&org, &comm).await.unwrap();
+    for u in ["u-17", "u-18"] {
+        directory.put_user(&org, &responder(u)).await.unwrap();
+    }
+    let raw = std::fs::read(format!(
+        "{}/../events/incidents/{category}.json",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap();
+    let mut event = IncidentEvent::from_json(&raw).unwrap();
+    event.targets = Targets::Users(vec![
+        UserId::parse("u-17").unwrap(),
+        UserId::parse("u-18").unwrap(),
+    ]);
+    let notifier = Notifier {
+        settings: settings.clone(),
+        directory: directory.clone(),
+        log: log.clone(),
+        queue: queue.clone(),
+        metrics: metrics.clone(),
+    };
+    let before = Utc::now();
+    notifier.route(&event).await.unwrap();
+    let scheduled = queue.take_checks();
+    while queue.pop(Channel::Push).is_some() {}
+    let logged = log
+        .get_notification(&org, &event.notification_id)
+        .await
+        .unwrap()
+        .unwrap();
+    let started_at = match logged.notification.escalation {
+        Some(plan) => {
+            assert!(plan.started_at >= before);
+            plan.started_at
+        }
+        None => before,
+    };
+    let deliverer = Deliverer {
+        log: log.clone(),
+        queue: Some(queue.clone()),
+        directory: directory.clone(),
+        settings: settings.clone(),
+        push: None,
+        sms: Default::default(),
+        email: Default::default(),
+        default_sender: None,
+        metrics: metrics.clone(),
+    };
+    let mut services = Services::in_memory(EndpointPolicy::default());
+    services.log = log.clone();
+    Escalating {
+        org,
+        id: event.notification_id,
+        log,
+        queue,
+        deliverer,
+        services,
+        scheduled,
+        started_at,
+    }
+}
+
+impl Escalating {
+    fn check(&self, cycle: u32) -> CheckJob {
+        CheckJob {
+            check: CheckKind::Escalation,
+            org_id: self.org.clone(),
+            notification_id: self.id.clone(),
+            cycle,
+        }
+    }
+
+    fn due(&self, cycle: u32) -> DateTime<Utc> {
+        self.started_at + TimeDelta::seconds(i64::from(AFTER * cycle))
+    }
+
+    async fn run(&self, cycle: u32, at: DateTime<Utc>) -> Checked {
+        self.deliverer.check(&self.check(cycle), at).await.unwrap()
+    }
+
+    /// The jobs enqueued since the last call: (user, channel, cycle).
+    fn take_jobs(&self) -> Vec<(String, Channel, u32)> {
+        let mut jobs = Vec::new();
+        for c in Channel::ALL {
+            while let Some(j) = self.queue.pop(c) {
+                jobs.push((j.recipient.key(), j.channel, j.cycle));
+            }
+        }
+        jobs.sort_by_key(|(u, c, n)| (u.clone(), c.as_str(), *n));
+        jobs
+    }
+
+    async fn ack(&self, user: &str) {
+        let req = ApiRequest {
+            method: "POST".into(),
+            path: format!("/v1/notifications/{}/ack", self.id),
+            claims: Ok(Claims {
+                sub: user.into(),
+                org_id: self.org.clone(),
+                roles: vec![Role::Responder],
+            }),
+            body: vec![],
+            query: None,
+            idempotency_key: None,
+        };
+        assert_eq!(api::handle(&self.services, req).await.status, 204);
+    }
+
+    async fn cycles_of(&self, user: &str) -> Vec<u32> {
+        let who = RecipientRef::User(UserId::parse(user).unwrap());
+        let mut cycles: Vec<u32> = self
+            .log
+            .recipient_records(&self.org, &self.id, &who)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.cycle)
+            .collect();
+        cycles.sort();
+        cycles.dedup();
+        cycles
+    }
+}
+
+fn every_channel(cycle: u32, users: &[&str]) -> Vec<(String, Channel, u32)> {
+    let mut want = Vec::new();
+    for u in users {
+        for c in Channel::ALL {
+            want.push((format!("user:{u}"), c, cycle));
+        }
+    }
+    want.sort_by_key(|(u, c, n)| (u.clone(), c.as_str(), *n));
+    want
+}
+
+#[tokio::test]
+async fn the_router_sets_one_timer_for_the_first_cycle_after_seconds_after_routing() {
+    let e = routed("incident-dispatched").await;
+    assert_eq!(e.scheduled.len(), 1, "{:?}", e.scheduled);
+    let (check, delay) = &e.scheduled[0];
+    assert_eq!(*check, e.check(1));
+    assert!(
+        *delay <= Duration::from_secs(AFTER.into())
+            && *delay > Duration::from_secs((AFTER - 1).into()),
+        "{delay:?}"
+    );
+}
+
+#[tokio::test]
+async fn only_dispatches_are_escalated() {
+    let e = routed("incident-message-posted").await;
+    assert!(e.scheduled.is_empty(), "{:?}", e.scheduled);
+    let logged = e
+        .log
+        .get_notification(&e.org, &e.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(logged.notification.escalation, None);
+}
+
+#[tokio::test]
+async fn a_cycle_checked_before_it_is_due_only_sets_its_timer_again() {
+    let e = routed("incident-dispatched").await;
+    let checked = e.run(1, e.due(1) - TimeDelta::milliseconds(1)).await;
+    assert_eq!(
+        checked,
+        Checked {
+            next: Some(e.due(1)),
+            ..Checked::default()
+        }
+    );
+    assert!(e.take_jobs().is_empty());
+}
+
+#[tokio::test]
+async fn each_cycle_notifies_everyone_who_has_not_acknowledged_on_every_channel() {
+    let e = routed("incident-dispatched").await;
+    let checked = e.run(1, e.due(1)).await;
+    assert_eq!(checked.escalated, 2);
+    assert_eq!(checked.follow_up, Some((e.check(2), e.due(2))));
+    // Under app_only the first notification was push only; the cycle is everything.
+    assert_eq!(e.take_jobs(), every_channel(1, &["u-17", "u-18"]));
+    assert_eq!(e.cycles_of("u-17").await, [0, 1]);
+}
+
+#[tokio::test]
+async fn an_ack_stops_every_later_cycle() {
+    let e = routed("incident-dispatched").await;
+    e.ack("u-17").await;
+    e.run(1, e.due(1)).await;
+    assert_eq!(e.take_jobs(), every_channel(1, &["u-18"]));
+    assert_eq!(
+        e.cycles_of("u-17").await,
+        [0],
+        "a cycle not started is not listed"
+    );
+    e.ack("u-18").await;
+    let checked = e.run(2, e.due(2)).await;
+    assert_eq!(
+        checked,
+        Checked::default(),
+        "no one left: no cycle, no timer"
+    );
+    assert!(e.take_jobs().is_empty());
+    assert_eq!(e.cycles_of("u-18").await, [0, 1]);
+}
+
+#[tokio::test]
+async fn the_last_cycle_sets_no_timer_and_a_cycle_past_the_last_does_nothing() {
+    let e = routed("incident-dispatched").await;
+    let checked = e.run(CYCLES, e.due(CYCLES)).await;
+    assert_eq!(checked.follow_up, None);
+    e.take_jobs();
+    assert_eq!(
+        e.run(CYCLES + 1, e.due(CYCLES + 1)).await,
+        Checked::default()
+    );
+    assert!(e.take_jobs().is_empty());
+}
+
+#[tokio::test]
+async fn a_cycle_run_twice_writes_its_records_once_and_its_jobs_are_the_same_deliveries() {
+    let e = routed("incident-dispatched").await;
+    e.run(1, e.due(1)).await;
+    let first = e
+        .log
+        .get_notification(&e.org, &e.id)
+        .await
+        .unwrap()
+        .unwrap();
+    let mut ids_first: Vec<String> = Vec::new();
+    for c in Channel::ALL {
+        while let Some(j) = e.queue.pop(c) {
+            ids_first.push(j.delivery_id());
+        }
+    }
+    e.run(1, e.due(1) + TimeDelta::seconds(3)).await;
+    let again = e
+        .log
+        .get_notification(&e.org, &e.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.records, again.records);
+    let mut ids_again: Vec<String> = Vec::new();
+    for c in Channel::ALL {
+        while let Some(j) = e.queue.pop(c) {
+            ids_again.push(j.delivery_id());
+        }
+    }
+    ids_first.sort();
+    ids_again.sort();
+    assert_eq!(ids_first, ids_again, "a repeat job claims the same record");
+}
+
+#[tokio::test]
+async fn a_restarted_runner_sets_the_next_cycles_timer_from_the_plan() {
+    let e = routed("incident-dispatched").await;
+    e.run(1, e.due(1)).await;
+    let logged = e
+        .log
+        .get_notification(&e.org, &e.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(unfinished_checks(&logged), [(e.check(2), e.due(2))]);
+    e.ack("u-17").await;
+    e.ack("u-18").await;
+    let logged = e
+        .log
+        .get_notification(&e.org, &e.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(unfinished_checks(&logged), [], "everyone acknowledged");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Each user acknowledges before some cycle (or never); every cycle's check runs
+    /// when due, some twice: a user is never sent anything in a cycle after their ack.
+    #[test]
+    fn after_an_ack_no_later_cycle_sends_anything(
+        ack_before in prop::collection::vec(prop::option::of(1u32..=CYCLES), 2),
+        twice in prop::collection::vec(any::<bool>(), CYCLES as usize),
+    ) {
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        rt.block_on(async {
+            let e = routed("incident-dispatched").await;
+            let users = ["u-17", "u-18"];
+            let mut sent = Vec::new();
+            for cycle in 1..=CYCLES {
+                for (u, ack) in users.iter().zip(&ack_before) {
+                    if *ack == Some(cycle) {
+                        e.ack(u).await;
+                    }
+                }
+                e.run(cycle, e.due(cycle)).await;
+                if twice[cycle as usize - 1] {
+                    e.run(cycle, e.due(cycle) + TimeDelta::seconds(1)).await;
+                }
+                sent.extend(e.take_jobs());
+            }
+            for (u, ack) in users.iter().zip(&ack_before) {
+                let key = format!("user:{u}");
+                let last = ack.map_or(CYCLES, |a| a - 1);
+                for (who, _, cycle) in &sent {
+                    if *who == key {
+                        prop_assert!(*cycle <= last, "{} sent in cycle {} after its ack before {:?}", u, cycle, ack);
+                    }
+                }
+                // Before the ack, every cycle reached them on every channel.
+                for cycle in 1..=last {
+                    for c in Channel::ALL {
+                        prop_assert!(sent.contains(&(key.clone(), c, cycle)), "{} {:?} cycle {}", u, c, cycle);
+                    }
+                }
+            }
+            Ok(())
+        })?;
+    }
+}
