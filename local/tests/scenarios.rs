@@ -1060,3 +1060,105 @@ async fn a_receipt_after_the_window_marks_push_delivered_and_the_fallback_stands
     assert_eq!(after["sms"], before["sms"]);
     assert_eq!(after["email"], before["email"]);
 }
+
+/// Dispatch escalation in the runner: every `after` seconds, twice, for u-17 under
+/// `app_only`.
+async fn org_escalating(after: u32) -> Org {
+    let o = org(json!({"dispatch": "app_only",
+                       "dispatch_escalation": {"after_seconds": after, "cycles": 2}}))
+    .await;
+    o.responder_u17().await;
+    o
+}
+
+/// u-17's deliveries as (cycle, channel, status), in the view's order.
+fn by_cycle(n: &Value) -> Vec<(u64, String, String)> {
+    recipient(n, "u-17")["deliveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["cycle"].as_u64().unwrap(),
+                d["channel"].as_str().unwrap().to_string(),
+                d["status"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn without_an_ack_each_escalation_cycle_reaches_every_channel() {
+    let o = org_escalating(1).await;
+    let started = std::time::Instant::now();
+    let id = o.post(&incident("incident-dispatched")).await;
+    let mut n = Value::Null;
+    for _ in 0..200 {
+        let (_, now) = o
+            .app
+            .get(&format!("/v1/notifications/{id}"), &o.admin)
+            .await;
+        n = now;
+        let d = by_cycle(&n);
+        if d.len() == 9 && d.iter().all(|(_, _, s)| s != "pending") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "the second cycle starts 2 s after routing"
+    );
+    let got = by_cycle(&n);
+    assert_eq!(got.len(), 9, "{n}");
+    for (cycle, channel, status) in &got {
+        let want = if *cycle == 0 && channel != "push" {
+            "skipped"
+        } else {
+            "sent"
+        };
+        assert_eq!(status, want, "{cycle} {channel}: {n}");
+    }
+    let sms = o
+        .outbox(&id)
+        .await
+        .iter()
+        .filter(|e| e["channel"] == "sms")
+        .count();
+    assert_eq!(sms, 2, "one SMS per cycle");
+}
+
+#[tokio::test]
+async fn an_ack_stops_every_later_escalation_cycle() {
+    // 2 s apart: the ack lands well between the cycles even on a busy machine.
+    let o = org_escalating(2).await;
+    let id = o.post(&incident("incident-dispatched")).await;
+    // After the first cycle, u-17 acknowledges: the second never starts.
+    for _ in 0..300 {
+        let (_, n) = o
+            .app
+            .get(&format!("/v1/notifications/{id}"), &o.admin)
+            .await;
+        if by_cycle(&n).iter().any(|(c, _, s)| *c == 1 && s == "sent") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let ana = token("acme", &["responder"], "u-17");
+    let (s, _) = o
+        .app
+        .send(
+            "POST",
+            &format!("/v1/notifications/{id}/ack"),
+            Some(&ana),
+            None,
+        )
+        .await;
+    assert_eq!(s, 204);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let n = o.settled(&id).await;
+    let cycles: Vec<u64> = by_cycle(&n).iter().map(|(c, _, _)| *c).collect();
+    assert!(cycles.contains(&1), "{n}");
+    assert!(!cycles.contains(&2), "no cycle after the ack: {n}");
+    assert!(recipient(&n, "u-17")["acknowledged_at"].is_string());
+}

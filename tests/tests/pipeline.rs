@@ -1133,3 +1133,107 @@ mod window {
         assert_eq!(p.email_with(&text).await.len(), 1, "one email");
     }
 }
+
+/// Dispatch escalation on moto: each cycle's timer is a delayed SQS message on the push
+/// queue, handled by the push function.
+mod escalation {
+    use super::*;
+
+    /// u-17 (device, mobile, email) under `app_only` with escalation every 1 s, twice;
+    /// a dispatch routed and drained. Answers the notification id and its text.
+    async fn dispatched(p: &Pipeline, mobile: &str) -> (String, String) {
+        standard_org(
+            p,
+            json!({"dispatch": "app_only",
+                   "dispatch_escalation": {"after_seconds": 1, "cycles": 2}}),
+        )
+        .await;
+        p.user(
+            "u-17",
+            "basic_responder",
+            Some(mobile),
+            Some("u17@acme.example"),
+            false,
+        )
+        .await;
+        p.device("u-17").await;
+        let text = unique("escalate");
+        let ev = p.event("incident-dispatched", &text);
+        p.route(&ev).await;
+        p.drain().await;
+        (ev["id"].as_str().unwrap().to_string(), text)
+    }
+
+    /// u-17's deliveries as (cycle, channel, status), in the view's order.
+    fn by_cycle(n: &Value) -> Vec<(u64, String, String)> {
+        recipient(n, "u-17")["deliveries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| {
+                (
+                    d["cycle"].as_u64().unwrap(),
+                    d["channel"].as_str().unwrap().to_string(),
+                    d["status"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    }
+
+    /// Drains until `done` holds for the notification (timers included).
+    async fn until(p: &Pipeline, id: &str, done: impl Fn(&Value) -> bool) -> Value {
+        for _ in 0..60 {
+            p.drain().await;
+            let n = p.notification(id).await;
+            if done(&n) {
+                return n;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        }
+        panic!("{id} never got there: {}", p.notification(id).await);
+    }
+
+    #[tokio::test]
+    async fn without_an_ack_every_cycle_reaches_every_channel() {
+        let p = pipeline().await;
+        let (id, text) = dispatched(&p, "+14155550191").await;
+        let n = until(&p, &id, |n| {
+            let d = by_cycle(n);
+            d.len() == 9 && d.iter().all(|(_, _, s)| s != "pending")
+        })
+        .await;
+        let mut want = vec![
+            (0, "push".to_string(), "sent".to_string()),
+            (0, "sms".into(), "skipped".into()),
+            (0, "email".into(), "skipped".into()),
+        ];
+        for cycle in 1..=2 {
+            for c in ["push", "sms", "email"] {
+                want.push((cycle, c.into(), "sent".into()));
+            }
+        }
+        assert_eq!(by_cycle(&n), want);
+        assert_eq!(p.sms_with(&text).await.len(), 2, "one SMS per cycle");
+        assert_eq!(p.email_with(&text).await.len(), 2, "one email per cycle");
+    }
+
+    #[tokio::test]
+    async fn an_ack_before_the_first_cycle_stops_them_all() {
+        let p = pipeline().await;
+        let (id, text) = dispatched(&p, "+14155550192").await;
+        let ack = responder_post(&p.org, "u-17", format!("/v1/notifications/{id}/ack"), "");
+        assert_eq!(api::handle(&p.services, ack).await.status, 204);
+        // Past both cycles' times, with their timers run.
+        tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+        p.drain().await;
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        p.drain().await;
+        let n = p.notification(&id).await;
+        assert!(
+            by_cycle(&n).iter().all(|(cycle, _, _)| *cycle == 0),
+            "no cycle started: {n}"
+        );
+        assert!(recipient(&n, "u-17")["acknowledged_at"].is_string());
+        assert!(p.sms_with(&text).await.is_empty());
+    }
+}
