@@ -15,6 +15,8 @@ const ORG: &str = "demo-fire-rescue";
 
 /// The demo's app fallback window (the default is 60 s).
 const FALLBACK_WINDOW_SECONDS: u32 = 2;
+/// The demo's escalation interval: past the window, so each story stays apart.
+const ESCALATION_SECONDS: u32 = 3;
 
 async fn call(app: &LocalApp, method: &str, path: &str, roles: &[Role], body: Value) -> Value {
     call_as(app, "demo-admin", method, path, roles, body).await
@@ -111,6 +113,15 @@ pub async fn run() -> anyhow::Result<String> {
         (
             "gus",
             "Gus (responder, phone silent)",
+            "basic_responder",
+            false,
+            true,
+            true,
+            true,
+        ),
+        (
+            "hal",
+            "Hal (responder, asleep)",
             "basic_responder",
             false,
             true,
@@ -216,6 +227,51 @@ pub async fn run() -> anyhow::Result<String> {
         json!({}),
     )
     .await;
+
+    // Escalation, switched on for the next dispatch (a notification keeps the settings
+    // it was routed with): Hal sleeps through the push and the fallback, is notified
+    // again on every channel, and acknowledges; the later cycles never start.
+    call(
+        &app,
+        "PUT",
+        "/v1/settings/communication",
+        &admin,
+        json!({
+        "dispatch_escalation": {"after_seconds": ESCALATION_SECONDS, "cycles": 3}}),
+    )
+    .await;
+    let mut d = base(("Rescue", "Person trapped, 4 Elm St"));
+    d["recipient_ids"] = json!(["hal"]);
+    let ev = flare_shared::domain::IncidentEvent::from_value(event(
+        "demo-escalation",
+        "Incident Dispatched",
+        d,
+    ))?;
+    app.notifier.route(&ev).await?;
+    let escalated = ev.notification_id.clone();
+    let started = std::time::Instant::now();
+    cycle_sent(&app, &escalated, "hal", 1).await?;
+    call_as(
+        &app,
+        "hal",
+        "POST",
+        &format!("/v1/notifications/{escalated}/ack"),
+        &[Role::Responder],
+        json!({}),
+    )
+    .await;
+    // Past the second cycle's time: it did not start.
+    let second =
+        Duration::from_secs(u64::from(2 * ESCALATION_SECONDS)) + Duration::from_millis(300);
+    tokio::time::sleep(second.saturating_sub(started.elapsed())).await;
+    routed.push((
+        format!(
+            "Incident Dispatched to Hal (escalation every {ESCALATION_SECONDS} s, up to 3 cycles; \
+             Hal acknowledges after cycle 1, so cycles 2 and 3 never start)"
+        ),
+        escalated,
+    ));
+
     let sms = call(
         &app,
         "POST",
@@ -237,8 +293,8 @@ pub async fn run() -> anyhow::Result<String> {
         writeln!(out, "\n== {title}")?;
         writeln!(
             out,
-            "{:<34} {:<6} {:<8} {:<9} {:<26} reason / provider",
-            "recipient", "chan", "status", "fallback", "to"
+            "{:<34} {:<6} {:<5} {:<9} {:<9} {:<26} reason / provider",
+            "recipient", "chan", "cycle", "status", "fallback", "to"
         )?;
         for r in n["recipients"].as_array().into_iter().flatten() {
             let user = r["user_id"].as_str();
@@ -284,9 +340,10 @@ pub async fn run() -> anyhow::Result<String> {
                 *totals.entry(status.to_string()).or_default() += 1;
                 writeln!(
                     out,
-                    "{:<34} {:<6} {:<8} {:<9} {:<26} {}",
+                    "{:<34} {:<6} {:<5} {:<9} {:<9} {:<26} {}",
                     who,
                     channel,
+                    d["cycle"].as_u64().unwrap_or(0),
                     status,
                     if attempted && d["fallback"] == true {
                         "yes"
@@ -296,6 +353,9 @@ pub async fn run() -> anyhow::Result<String> {
                     to,
                     why
                 )?;
+            }
+            if let Some(at) = r["acknowledged_at"].as_str() {
+                writeln!(out, "{who:<34} acknowledged at {at}")?;
             }
         }
     }
@@ -349,6 +409,27 @@ fn reason_meaning(code: &str) -> String {
         .find_map(|l| l.strip_prefix(&cell))
         .map(|rest| rest.trim().trim_end_matches('|').trim().to_string())
         .unwrap_or_else(|| "see docs/reasons.md".to_string())
+}
+
+/// Waits until `user`'s deliveries of escalation cycle `cycle` are all done.
+async fn cycle_sent(
+    app: &LocalApp,
+    id: &NotificationId,
+    user: &str,
+    cycle: u32,
+) -> anyhow::Result<()> {
+    use flare_shared::domain::{DeliveryStatus, RecipientRef, UserId};
+    let org = OrgId::parse(ORG)?;
+    let who = RecipientRef::User(UserId::parse(user)?);
+    for _ in 0..1000 {
+        let records = app.services.log.recipient_records(&org, id, &who).await?;
+        let of_cycle: Vec<_> = records.iter().filter(|r| r.cycle == cycle).collect();
+        if !of_cycle.is_empty() && of_cycle.iter().all(|r| r.status != DeliveryStatus::Pending) {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    anyhow::bail!("{user}'s escalation cycle {cycle} of {id} was not sent")
 }
 
 /// Waits until `user`'s push of notification `id` has been sent.

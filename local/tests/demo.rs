@@ -62,6 +62,26 @@ async fn the_demo_shows_every_routing_rule() {
         );
     }
     assert!(line("Gus", "push").contains("sent"), "{out}");
+    // The escalation story: Hal is notified again on every channel in cycle 1, then
+    // acknowledges, and no later cycle starts.
+    let hal: Vec<&str> = out
+        .split("\n== ")
+        .find(|t| t.starts_with("Incident Dispatched to Hal"))
+        .expect("the escalation's table")
+        .lines()
+        .filter(|l| l.starts_with("Hal"))
+        .collect();
+    let cycle = |n: &str| -> Vec<&str> {
+        hal.iter()
+            .filter(|l| l.split_whitespace().nth(4) == Some(n))
+            .copied()
+            .collect()
+    };
+    let first = cycle("1");
+    assert_eq!(first.len(), 3, "{out}");
+    assert!(first.iter().all(|l| l.contains(" sent ")), "{out}");
+    assert!(cycle("2").is_empty() && cycle("3").is_empty(), "{out}");
+    assert!(hal.iter().any(|l| l.contains("acknowledged at")), "{out}");
     assert!(line("Di", "sms").contains("push_failed"), "{out}");
     // Where each attempted delivery went.
     assert!(
