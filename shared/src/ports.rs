@@ -408,6 +408,12 @@ pub enum Finish {
     SkipHeld {
         reason: String,
     },
+    /// A pending record no attempt holds ends skipped with `reason` (an escalation
+    /// cycle's delivery after the recipient acknowledged); one a live attempt holds is
+    /// left to it.
+    Cancel {
+        reason: String,
+    },
     /// A receipt: a `sent` record becomes `delivered` (only from `sent`, so the first
     /// receipt's time is kept and a failed or skipped record never moves).
     Delivered {
@@ -536,6 +542,13 @@ impl RecordState {
             Finish::Abandon { .. } if r.claimed_until.is_some_and(|u| u > now) => return false,
             Finish::Abandon { reason } => {
                 r.status = DeliveryStatus::Failed;
+                r.reason = Some(reason);
+                r.awaiting_push = false;
+                r.claimed_until = None;
+            }
+            Finish::Cancel { .. } if r.claimed_until.is_some_and(|u| u > now) => return false,
+            Finish::Cancel { reason } => {
+                r.status = DeliveryStatus::Skipped;
                 r.reason = Some(reason);
                 r.awaiting_push = false;
                 r.claimed_until = None;

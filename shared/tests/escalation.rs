@@ -23,6 +23,8 @@ const AFTER: u32 = 10;
 const CYCLES: u32 = 3;
 
 struct Escalating {
+    notifier: Notifier,
+    event: IncidentEvent,
     org: OrgId,
     id: NotificationId,
     log: Arc<MemoryDeliveryLog>,
@@ -39,6 +41,10 @@ struct Escalating {
 /// `app_only` (escalation uses every channel whatever the method) with escalation on;
 /// the router's jobs taken off the queue.
 async fn routed(category: &str) -> Escalating {
+    routed_with(category, Method::AppOnly, 0).await
+}
+
+async fn routed_with(category: &str, method: Method, window: u32) -> Escalating {
     let org = OrgId::parse("acme").unwrap();
     let settings = Arc::new(MemorySettings::default());
     let directory = Arc::new(MemoryDirectory::default());
@@ -54,8 +60,9 @@ async fn routed(category: &str) -> Escalating {
     };
     settings.put_sms(&org, &sms).await.unwrap();
     let comm = CommunicationSettings {
-        dispatch: Method::AppOnly,
-        messages: Method::AppOnly,
+        dispatch: method,
+        messages: method,
+        app_fallback_seconds: window,
         dispatch_escalation: Some(Escalation {
             after_seconds: AFTER,
             cycles: CYCLES,
@@ -92,6 +99,7 @@ async fn routed(category: &str) -> Escalating {
         .await
         .unwrap()
         .unwrap();
+    let notifier_for_replay = notifier;
     let started_at = match logged.notification.escalation {
         Some(plan) => {
             assert!(plan.started_at >= before);
@@ -113,6 +121,8 @@ async fn routed(category: &str) -> Escalating {
     let mut services = Services::in_memory(EndpointPolicy::default());
     services.log = log.clone();
     Escalating {
+        notifier: notifier_for_replay,
+        event: event.clone(),
         org,
         id: event.notification_id,
         log,
@@ -338,6 +348,82 @@ async fn a_restarted_runner_sets_the_next_cycles_timer_from_the_plan() {
         .unwrap()
         .unwrap();
     assert_eq!(unfinished_checks(&logged), [], "everyone acknowledged");
+}
+
+#[tokio::test]
+async fn an_ack_cancels_what_a_started_cycle_has_not_sent_yet() {
+    let e = routed("incident-dispatched").await;
+    e.run(1, e.due(1)).await;
+    let jobs: Vec<DeliveryJob> = Channel::ALL
+        .iter()
+        .flat_map(|c| std::iter::from_fn(|| e.queue.pop(*c)))
+        .collect();
+    e.ack("u-17").await;
+    let who = RecipientRef::User(UserId::parse("u-17").unwrap());
+    for r in e
+        .log
+        .recipient_records(&e.org, &e.id, &who)
+        .await
+        .unwrap()
+        .iter()
+        .filter(|r| r.cycle == 1)
+    {
+        assert_eq!(
+            (r.status, r.reason.as_deref()),
+            (DeliveryStatus::Skipped, Some("acknowledged")),
+            "{r:?}"
+        );
+    }
+    // Its queued jobs find their records done: nothing is sent.
+    for j in jobs.iter().filter(|j| j.recipient == who) {
+        let done = e
+            .deliverer
+            .deliver(j, false, std::time::Duration::from_secs(30))
+            .await
+            .unwrap();
+        assert!(
+            matches!(done, flare_shared::app::deliver::Delivered::AlreadyDone(_)),
+            "{done:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_cycle_ends_the_fallback_still_held_by_the_window_as_escalated() {
+    // The window (60 s) outlasts the escalation interval (10 s): the cycle's SMS and
+    // email stand in for the held ones, which are not sent as well.
+    let e = routed_with("incident-dispatched", Method::AppThenSmsEmail, 60).await;
+    e.run(1, e.due(1)).await;
+    let who = RecipientRef::User(UserId::parse("u-17").unwrap());
+    let records = e.log.recipient_records(&e.org, &e.id, &who).await.unwrap();
+    for r in records
+        .iter()
+        .filter(|r| r.cycle == 0 && r.channel != Channel::Push)
+    {
+        assert_eq!(
+            (r.status, r.reason.as_deref(), r.awaiting_push),
+            (DeliveryStatus::Skipped, Some("escalated"), false),
+            "{r:?}"
+        );
+    }
+    assert_eq!(e.take_jobs(), every_channel(1, &["u-17", "u-18"]));
+}
+
+#[tokio::test]
+async fn a_replay_after_a_cycle_started_queues_only_the_first_notifications_work() {
+    let e = routed("incident-dispatched").await;
+    e.run(1, e.due(1)).await;
+    e.take_jobs();
+    let replay = e.notifier.route(&e.event).await.unwrap();
+    assert!(replay.replay);
+    assert!(
+        e.take_jobs().iter().all(|(_, _, cycle)| *cycle == 0),
+        "cycle 1's jobs have their own timer"
+    );
+    assert!(
+        e.queue.take_checks().is_empty(),
+        "the running escalation is not started a second time"
+    );
 }
 
 proptest! {

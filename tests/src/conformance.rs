@@ -84,7 +84,7 @@ async fn status(log: &dyn DeliveryLog, n: &Notification, who: &str, c: Channel) 
     logged
         .records
         .into_iter()
-        .find(|r| r.recipient == user(who) && r.channel == c)
+        .find(|r| r.recipient == user(who) && r.channel == c && r.cycle == 0)
         .expect("the record")
 }
 
@@ -440,6 +440,74 @@ pub async fn delivery_log(log: &dyn DeliveryLog, org: &OrgId) {
     );
     assert!(!on3("u-6", abandon()).await, "once");
     assert!(!on3("u-9", abandon()).await, "no such record");
+
+    // Escalation cycles: a record per (recipient, channel, cycle), each moved on its own;
+    // a cancel skips a pending one no live attempt holds, once.
+    let n4 = notification(org);
+    log.create_notification(&n4).await.unwrap();
+    let cycle1 = |who| DeliveryRecord {
+        cycle: 1,
+        ..record(&n4, who, sms, false)
+    };
+    log.put_first_records(
+        &n4,
+        &[record(&n4, "u-7", sms, false), cycle1("u-7"), cycle1("u-8")],
+    )
+    .await
+    .unwrap();
+    let id4 = &n4.notification_id;
+    let slot1 = flare_shared::domain::Slot {
+        channel: sms,
+        cycle: 1,
+    };
+    let cancel = || Finish::Cancel {
+        reason: "acknowledged".into(),
+    };
+    let claimed = log
+        .claim(org, id4, &user("u-8"), slot1, LIVE)
+        .await
+        .unwrap();
+    assert_eq!(claimed, Claim::Claimed { attempts: 1 });
+    assert!(
+        !log.finish(org, id4, &user("u-8"), slot1, cancel())
+            .await
+            .unwrap(),
+        "a live claim"
+    );
+    assert!(
+        log.finish(org, id4, &user("u-7"), slot1, cancel())
+            .await
+            .unwrap()
+    );
+    assert!(
+        !log.finish(org, id4, &user("u-7"), slot1, cancel())
+            .await
+            .unwrap(),
+        "once"
+    );
+    let mut u7 = log.recipient_records(org, id4, &user("u-7")).await.unwrap();
+    u7.sort_by_key(|r| r.cycle);
+    let states: Vec<_> = u7
+        .iter()
+        .map(|r| (r.cycle, r.status, r.reason.as_deref()))
+        .collect();
+    assert_eq!(
+        states,
+        [
+            (0, DeliveryStatus::Pending, None),
+            (1, DeliveryStatus::Skipped, Some("acknowledged"))
+        ],
+        "cycle 0 untouched"
+    );
+    // A replay's put of the same records leaves each one as it is.
+    log.put_records(&n4, &[cycle1("u-7")]).await.unwrap();
+    let again = log.recipient_records(org, id4, &user("u-7")).await.unwrap();
+    assert_eq!(again.len(), 2);
+    assert!(
+        again
+            .iter()
+            .any(|r| r.cycle == 1 && r.status == DeliveryStatus::Skipped)
+    );
 
     // Acks: the first one counts, and its time is kept.
     assert!(

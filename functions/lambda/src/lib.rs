@@ -133,7 +133,7 @@ impl DeliveryFunction {
             .unwrap_or(1);
         let job: DeliveryJob = match message.body.as_deref().map(QueuedWork::parse) {
             Some(Ok(QueuedWork::Job(job))) => *job,
-            Some(Ok(QueuedWork::Check(check))) => return self.check(&check, message).await,
+            Some(Ok(QueuedWork::Check(check))) => return self.check(&check, message, true).await,
             Some(Err(e)) => {
                 // A poison message: let the redrive policy move it to the dead-letter queue.
                 tracing::error!(message_id = ?message.message_id, receives, error = %e, "job is not valid JSON for a delivery job");
@@ -168,7 +168,7 @@ impl DeliveryFunction {
     /// A timer's check (push queue): run it and schedule the next one it asks for. A
     /// failed check is returned to the queue like a failed job, and one that keeps
     /// failing reaches the dead-letter queue, whose alarm an operator sees.
-    async fn check(&self, check: &CheckJob, message: &SqsMessage) -> bool {
+    async fn check(&self, check: &CheckJob, message: &SqsMessage, backoff: bool) -> bool {
         match self
             .deliverer
             .check_and_reschedule(check, chrono::Utc::now())
@@ -176,7 +176,11 @@ impl DeliveryFunction {
         {
             Ok(_) => true,
             Err(e) => {
-                if let (Some(delay), Some(handle)) = (&self.delay, &message.receipt_handle) {
+                // Backoff on the push queue only (a dead-letter message's handle is not
+                // one of that queue's).
+                if let (true, Some(delay), Some(handle)) =
+                    (backoff, &self.delay, &message.receipt_handle)
+                {
                     delay.delay(handle, RETRY_BASE.as_secs() as i32).await;
                 }
                 tracing::error!(notification_id = %check.notification_id, error = ?e, "check failed; it will run again");
@@ -193,7 +197,7 @@ impl DeliveryFunction {
         // A dead-lettered check is run once more: what it waits for must not stay
         // pending because its timer failed.
         if let Some(Ok(QueuedWork::Check(check))) = &work {
-            return self.check(check, message).await;
+            return self.check(check, message, false).await;
         }
         let Some(Ok(QueuedWork::Job(job))) = work else {
             tracing::error!(message_id = ?message.message_id, "dead-lettered message is not a delivery job: left in the dead-letter queue");

@@ -885,6 +885,13 @@ impl FinishUpdate {
                 values.push((":reason", s(reason)));
                 "SET #status = :failed, reason = :reason REMOVE awaiting_push, lease_ms, claimed_until".to_string()
             }
+            Finish::Cancel { reason } => {
+                values.push((":now", n(chrono::Utc::now().timestamp_millis())));
+                condition.push_str(" AND (attribute_not_exists(lease_ms) OR lease_ms < :now)");
+                values.push((":skipped", s("skipped")));
+                values.push((":reason", s(reason)));
+                "SET #status = :skipped, reason = :reason REMOVE awaiting_push, lease_ms, claimed_until".to_string()
+            }
             Finish::WillFallBack { fallback_reason } => {
                 values.push((":true", AttributeValue::Bool(true)));
                 condition.push_str(" AND awaiting_push = :true");

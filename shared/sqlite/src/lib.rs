@@ -102,8 +102,9 @@ impl Sqlite {
         })
     }
 
-    /// Notifications that still have pending records, with all their records: the work
-    /// a restart resumes.
+    /// Notifications that still have pending records, or an escalation started in the
+    /// last 6 hours (its timers are not records), with all their records: the work a
+    /// restart resumes.
     pub fn unfinished(&self) -> StoreResult<Vec<Logged>> {
         let ids: std::collections::BTreeSet<(String, String)> = self.db.read(|c| {
             // Pending records, and escalations (whose timers are not records): the caller
@@ -111,10 +112,13 @@ impl Sqlite {
             let mut stmt = c.prepare(
                 "SELECT DISTINCT org, nid FROM records WHERE pending = 1
                  UNION SELECT org, id FROM notifications
-                   WHERE json_extract(body, '$.escalation') IS NOT NULL",
+                   WHERE json_extract(body, '$.escalation.started_at') > ?1",
             )?;
+            // An escalation ends at most 5 cycles of an hour after it started.
+            let since = (chrono::Utc::now() - chrono::TimeDelta::hours(6))
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
             let ids = stmt
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .query_map([since], |r| Ok((r.get(0)?, r.get(1)?)))?
                 .collect::<Result<_, _>>()?;
             Ok(ids)
         })?;

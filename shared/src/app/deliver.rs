@@ -8,7 +8,7 @@ use crate::domain::routing::{
 use crate::domain::settings::effective_sender;
 use crate::domain::{
     Channel, CheckJob, CheckKind, DeliveryJob, DeliveryRecord, DeliveryStatus, Destination,
-    EmailAddress, FailReason, Provider,
+    EmailAddress, FailReason, Provider, RecipientRef, Slot,
 };
 use crate::ports::{
     Claim, DeliveryLog, DeliveryMetric, Directory, EmailMessage, EmailSender, Finish, JobQueue,
@@ -342,7 +342,7 @@ impl Deliverer {
             .recipient_records(&job.org_id, &job.notification_id, &job.recipient)
             .await?
             .into_iter()
-            .find(|r| r.channel == job.channel);
+            .find(|r| r.slot() == job.slot());
         match record {
             None => Ok(Delivered::NoRecord),
             Some(r) if r.status == DeliveryStatus::Pending => Err(DeliverError::Retry {
@@ -657,9 +657,11 @@ impl Deliverer {
         if check.check == CheckKind::Escalation {
             return self.escalate(check, &logged, now).await;
         }
-        let window = chrono::TimeDelta::seconds(
-            logged.notification.app_fallback_seconds.unwrap_or(0).into(),
-        );
+        // Without a window the push job resolves what it holds back itself.
+        let Some(window) = logged.notification.app_fallback_seconds.filter(|w| *w > 0) else {
+            return Ok(Checked::default());
+        };
+        let window = chrono::TimeDelta::seconds(window.into());
         let template = JobTemplate::from(&logged.notification);
         let mut pushes: HashMap<String, &DeliveryRecord> = HashMap::new();
         // Only the notification's own push holds anything back (escalation cycles send
@@ -789,7 +791,58 @@ impl Deliverer {
                 j
             }));
         }
+        // Held SMS and email of cycle 0 would repeat what this cycle sends: they end
+        // `escalated` (only while still held).
+        let held: Vec<(RecipientRef, Slot)> = logged
+            .records
+            .iter()
+            .filter(|r| r.cycle == 0 && r.awaiting_push && r.status == DeliveryStatus::Pending)
+            .filter(|r| jobs.iter().any(|j| j.recipient == r.recipient))
+            .map(|r| (r.recipient.clone(), r.slot()))
+            .collect();
+        self.each(&held, |(who, slot)| {
+            self.log.finish(
+                &n.org_id,
+                &n.notification_id,
+                who,
+                *slot,
+                Finish::SkipHeld {
+                    reason: crate::domain::SkipReason::Escalated.as_str().to_string(),
+                },
+            )
+        })
+        .await?;
         self.log.put_records(n, &records).await?;
+        // An ack that landed while this cycle was being written: its records did not
+        // exist when the ack looked, so they are cancelled here, and not enqueued.
+        let acked_now: std::collections::HashSet<String> = self
+            .log
+            .get_notification(&n.org_id, &n.notification_id)
+            .await?
+            .map(|l| {
+                l.acks
+                    .into_iter()
+                    .map(|(u, _)| RecipientRef::User(u).key())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let late: Vec<&DeliveryRecord> = records
+            .iter()
+            .filter(|r| acked_now.contains(&r.recipient.key()))
+            .collect();
+        self.each(&late, |r| {
+            self.log.finish(
+                &n.org_id,
+                &n.notification_id,
+                &r.recipient,
+                r.slot(),
+                Finish::Cancel {
+                    reason: crate::domain::SkipReason::Acknowledged.as_str().to_string(),
+                },
+            )
+        })
+        .await?;
+        jobs.retain(|j| !acked_now.contains(&j.recipient.key()));
         if !jobs.is_empty() {
             self.queue()?.enqueue(&jobs).await?;
         }

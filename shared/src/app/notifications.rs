@@ -299,6 +299,29 @@ pub async fn ack(svc: &Services, claims: &Claims, id: &str) -> Result<(), ApiErr
     }
     // An acknowledgement says the notification reached the person: a receipt too.
     receive(svc, &claims.org_id, &id, &me).await?;
+    // And it stops escalation at once: what a started cycle has not sent yet is not
+    // sent (read after the ack is written, so a cycle starting meanwhile either sees
+    // the ack or has its records here).
+    let who = RecipientRef::User(me.clone());
+    for r in svc
+        .log
+        .recipient_records(&claims.org_id, &id, &who)
+        .await?
+        .into_iter()
+        .filter(|r| r.cycle > 0 && r.status == crate::domain::DeliveryStatus::Pending)
+    {
+        svc.log
+            .finish(
+                &claims.org_id,
+                &id,
+                &who,
+                r.slot(),
+                Finish::Cancel {
+                    reason: SkipReason::Acknowledged.as_str().to_string(),
+                },
+            )
+            .await?;
+    }
     tracing::info!(notification_id = %id, user_id = %me, "notification acknowledged");
     Ok(())
 }

@@ -238,6 +238,7 @@ impl Notifier {
     ) -> Result<Routed, RouteError> {
         let org = n.org_id.clone();
         let id = n.notification_id.clone();
+        let mut n = n;
         let (records, written) = match created {
             Created::New => {
                 self.log.put_first_records(&n, &planned).await?;
@@ -245,19 +246,22 @@ impl Notifier {
                 (planned, w)
             }
             Created::AlreadyExists => {
-                let existing = self
-                    .log
-                    .get_notification(&org, &id)
-                    .await?
-                    .map(|l| l.records)
-                    .unwrap_or_default();
-                let have: HashSet<(String, crate::domain::Channel)> = existing
+                let (stored, existing) = match self.log.get_notification(&org, &id).await? {
+                    Some(l) => (Some(l.notification), l.records),
+                    None => (None, Vec::new()),
+                };
+                // The notification as first routed: its window and escalation are those
+                // of the settings then, not now (they may have changed since).
+                if let Some(stored) = stored {
+                    n = stored;
+                }
+                let have: HashSet<(String, crate::domain::Slot)> = existing
                     .iter()
-                    .map(|r| (r.recipient.key(), r.channel))
+                    .map(|r| (r.recipient.key(), r.slot()))
                     .collect();
                 let missing: Vec<DeliveryRecord> = planned
                     .into_iter()
-                    .filter(|r| !have.contains(&(r.recipient.key(), r.channel)))
+                    .filter(|r| !have.contains(&(r.recipient.key(), r.slot())))
                     .collect();
                 if !missing.is_empty() {
                     self.log.put_records(&n, &missing).await?;
@@ -290,9 +294,10 @@ impl Notifier {
             });
         }
         let template = JobTemplate::from(&n);
+        // Escalation cycles' records (a replay finds them) have their own timers.
         let jobs: Vec<DeliveryJob> = records
             .iter()
-            .filter(|r| r.status == DeliveryStatus::Pending && !r.awaiting_push)
+            .filter(|r| r.status == DeliveryStatus::Pending && !r.awaiting_push && r.cycle == 0)
             .filter_map(|r| {
                 Some(template.job(
                     &r.recipient,
@@ -324,8 +329,9 @@ impl Notifier {
                 .await?;
         }
         // Escalation: one timer per notification too, for its first cycle; each cycle
-        // sets the next one's.
-        if let Some(e) = n.escalation {
+        // sets the next one's (a replay after a cycle started leaves that chain alone).
+        let escalating = records.iter().any(|r| r.cycle > 0);
+        if let (Some(e), false) = (n.escalation, escalating) {
             let check = CheckJob {
                 check: CheckKind::Escalation,
                 org_id: org.clone(),

@@ -31,6 +31,11 @@ pub enum SkipReason {
     /// The recipient's app confirmed the push (a receipt or an acknowledgement) while
     /// SMS and email still waited behind it.
     PushDelivered,
+    /// A dispatch escalation cycle notified the recipient again on every channel while
+    /// SMS and email still waited for the app's receipt: they went with that cycle.
+    Escalated,
+    /// The recipient acknowledged before this escalation cycle's delivery was sent.
+    Acknowledged,
 }
 
 impl SkipReason {
@@ -51,6 +56,8 @@ impl SkipReason {
         SkipReason::UnknownUser,
         SkipReason::NoEmergencyContacts,
         SkipReason::PushDelivered,
+        SkipReason::Escalated,
+        SkipReason::Acknowledged,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -70,6 +77,8 @@ impl SkipReason {
             SkipReason::UnknownUser => "unknown_user",
             SkipReason::NoEmergencyContacts => "no_emergency_contacts",
             SkipReason::PushDelivered => "push_delivered",
+            SkipReason::Escalated => "escalated",
+            SkipReason::Acknowledged => "acknowledged",
         }
     }
 }
