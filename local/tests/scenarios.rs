@@ -1162,3 +1162,48 @@ async fn an_ack_stops_every_later_escalation_cycle() {
     assert!(!cycles.contains(&2), "no cycle after the ack: {n}");
     assert!(recipient(&n, "u-17")["acknowledged_at"].is_string());
 }
+
+#[tokio::test]
+async fn a_window_check_that_fires_three_times_sends_once() {
+    let o = org_with_window(1).await;
+    let id = o.post(&incident("incident-dispatched")).await;
+    o.push_sent(&id).await;
+    // Two more timers for the same check, as a redelivered SQS message would be.
+    let check = flare_shared::domain::CheckJob {
+        check: flare_shared::domain::CheckKind::AppFallback,
+        org_id: flare_shared::domain::OrgId::parse("acme").unwrap(),
+        notification_id: flare_shared::domain::NotificationId::parse(&id).unwrap(),
+        cycle: 0,
+    };
+    for delay_ms in [1000, 1100] {
+        o.app
+            .app
+            .notifier
+            .queue
+            .schedule(&check, Duration::from_millis(delay_ms))
+            .await
+            .unwrap();
+    }
+    let n = o.settled(&id).await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(
+        deliveries(&n, "u-17")["sms"]["fallback_reason"],
+        "no_app_receipt"
+    );
+    let channels: Vec<String> = o
+        .outbox(&id)
+        .await
+        .iter()
+        .map(|e| e["channel"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        channels.iter().filter(|c| *c == "sms").count(),
+        1,
+        "{channels:?}"
+    );
+    assert_eq!(
+        channels.iter().filter(|c| *c == "email").count(),
+        1,
+        "{channels:?}"
+    );
+}
