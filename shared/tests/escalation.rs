@@ -4,16 +4,10 @@
 mod common;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use common::responder;
-use flare_shared::app::Services;
-use flare_shared::app::api::{self, ApiRequest};
-use flare_shared::app::auth::{Claims, Role};
+use common::MemoryWorld;
 use flare_shared::app::deliver::{Checked, Deliverer, unfinished_checks};
 use flare_shared::app::notify::Notifier;
-use flare_shared::memory::{
-    MemoryDeliveryLog, MemoryDirectory, MemoryMetrics, MemoryQueue, MemorySettings,
-};
-use flare_shared::ports::{DeliveryLog, Directory, SettingsStore};
+use flare_shared::ports::DeliveryLog;
 use flare_shared::*;
 use proptest::prelude::*;
 use std::sync::Arc;
@@ -23,14 +17,14 @@ const AFTER: u32 = 10;
 const CYCLES: u32 = 3;
 
 struct Escalating {
+    world: MemoryWorld,
     notifier: Notifier,
     event: IncidentEvent,
     org: OrgId,
     id: NotificationId,
-    log: Arc<MemoryDeliveryLog>,
-    queue: Arc<MemoryQueue>,
+    log: Arc<flare_shared::memory::MemoryDeliveryLog>,
+    queue: Arc<flare_shared::memory::MemoryQueue>,
     deliverer: Deliverer,
-    services: Services,
     /// The checks the router scheduled, with their delays.
     scheduled: Vec<(CheckJob, Duration)>,
     /// When the notification was routed (its escalation's start).
@@ -45,20 +39,6 @@ async fn routed(category: &str) -> Escalating {
 }
 
 async fn routed_with(category: &str, method: Method, window: u32) -> Escalating {
-    let org = OrgId::parse("acme").unwrap();
-    let settings = Arc::new(MemorySettings::default());
-    let directory = Arc::new(MemoryDirectory::default());
-    let log = Arc::new(MemoryDeliveryLog::default());
-    let metrics = Arc::new(MemoryMetrics::default());
-    let queue = Arc::new(MemoryQueue::default());
-    let sms = SmsSettings {
-        control_center_id: ControlCenterId::main(),
-        provider: SmsProvider::Sns,
-        sender_number: None,
-        password_set: false,
-        secrets_rev: None,
-    };
-    settings.put_sms(&org, &sms).await.unwrap();
     let comm = CommunicationSettings {
         dispatch: method,
         messages: method,
@@ -69,37 +49,20 @@ async fn routed_with(category: &str, method: Method, window: u32) -> Escalating 
         }),
         ..Default::default()
     };
-    settings.put_communication(&org, &comm).await.unwrap();
-    for u in ["u-17", "u-18"] {
-        directory.put_user(&org, &responder(u)).await.unwrap();
-    }
-    let raw = std::fs::read(format!(
-        "{}/../events/incidents/{category}.json",
-        env!("CARGO_MANIFEST_DIR")
-    ))
-    .unwrap();
-    let mut event = IncidentEvent::from_json(&raw).unwrap();
-    event.targets = Targets::Users(vec![
-        UserId::parse("u-17").unwrap(),
-        UserId::parse("u-18").unwrap(),
-    ]);
-    let notifier = Notifier {
-        settings: settings.clone(),
-        directory: directory.clone(),
-        log: log.clone(),
-        queue: queue.clone(),
-        metrics: metrics.clone(),
-    };
+    let users = ["u-17", "u-18"];
+    let world = MemoryWorld::new(comm, &users).await;
+    let event = MemoryWorld::incident(category, &users);
+    let notifier = world.notifier();
     let before = Utc::now();
     notifier.route(&event).await.unwrap();
-    let scheduled = queue.take_checks();
-    while queue.pop(Channel::Push).is_some() {}
-    let logged = log
-        .get_notification(&org, &event.notification_id)
+    let scheduled = world.queue.take_checks();
+    while world.queue.pop(Channel::Push).is_some() {}
+    let logged = world
+        .log
+        .get_notification(&world.org, &event.notification_id)
         .await
         .unwrap()
         .unwrap();
-    let notifier_for_replay = notifier;
     let started_at = match logged.notification.escalation {
         Some(plan) => {
             assert!(plan.started_at >= before);
@@ -107,30 +70,17 @@ async fn routed_with(category: &str, method: Method, window: u32) -> Escalating 
         }
         None => before,
     };
-    let deliverer = Deliverer {
-        log: log.clone(),
-        queue: Some(queue.clone()),
-        directory: directory.clone(),
-        settings: settings.clone(),
-        push: None,
-        sms: Default::default(),
-        email: Default::default(),
-        default_sender: None,
-        metrics: metrics.clone(),
-    };
-    let mut services = Services::in_memory(EndpointPolicy::default());
-    services.log = log.clone();
     Escalating {
-        notifier: notifier_for_replay,
+        notifier,
         event: event.clone(),
-        org,
+        org: world.org.clone(),
         id: event.notification_id,
-        log,
-        queue,
-        deliverer,
-        services,
+        log: world.log.clone(),
+        queue: world.queue.clone(),
+        deliverer: world.deliverer(None),
         scheduled,
         started_at,
+        world,
     }
 }
 
@@ -165,19 +115,7 @@ impl Escalating {
     }
 
     async fn ack(&self, user: &str) {
-        let req = ApiRequest {
-            method: "POST".into(),
-            path: format!("/v1/notifications/{}/ack", self.id),
-            claims: Ok(Claims {
-                sub: user.into(),
-                org_id: self.org.clone(),
-                roles: vec![Role::Responder],
-            }),
-            body: vec![],
-            query: None,
-            idempotency_key: None,
-        };
-        assert_eq!(api::handle(&self.services, req).await.status, 204);
+        assert_eq!(self.world.recipient_post(user, &self.id, "ack").await, 204);
     }
 
     async fn cycles_of(&self, user: &str) -> Vec<u32> {

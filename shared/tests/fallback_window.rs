@@ -6,19 +6,10 @@ mod common;
 
 use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
-use common::responder;
-use flare_shared::app::Services;
-use flare_shared::app::api::{self, ApiRequest};
-use flare_shared::app::auth::{Claims, Role};
+use common::MemoryWorld;
 use flare_shared::app::deliver::{Checked, Deliverer, lease_for, unfinished_checks};
-use flare_shared::app::notify::Notifier;
 use flare_shared::domain::reason::FallbackReason;
-use flare_shared::memory::{
-    MemoryDeliveryLog, MemoryDirectory, MemoryMetrics, MemoryQueue, MemorySettings,
-};
-use flare_shared::ports::{
-    DeliveryLog, Directory, PushMessage, PushSender, Receipt, SendError, SettingsStore,
-};
+use flare_shared::ports::{DeliveryLog, PushMessage, PushSender, Receipt, SendError};
 use flare_shared::*;
 use proptest::prelude::*;
 use std::sync::Arc;
@@ -40,87 +31,40 @@ impl PushSender for OkPush {
     }
 }
 
-/// A dispatch to u-17 (and whoever else is in the sample event) under
-/// `app_then_sms_email` with a [`WINDOW`]-second window, routed; its push job not run yet.
+/// A dispatch to `users` under `app_then_sms_email` with a `window`-second window,
+/// routed; u-17's push job not run yet.
 struct Window {
+    world: MemoryWorld,
     org: OrgId,
     id: NotificationId,
-    log: Arc<MemoryDeliveryLog>,
-    queue: Arc<MemoryQueue>,
+    log: Arc<flare_shared::memory::MemoryDeliveryLog>,
+    queue: Arc<flare_shared::memory::MemoryQueue>,
     deliverer: Deliverer,
-    services: Services,
     push_job: DeliveryJob,
     /// The checks the router scheduled, with their delays.
     scheduled: Vec<(CheckJob, Duration)>,
 }
 
 async fn routed(window: u32, users: &[&str]) -> Window {
-    let org = OrgId::parse("acme").unwrap();
-    let settings = Arc::new(MemorySettings::default());
-    let directory = Arc::new(MemoryDirectory::default());
-    let log = Arc::new(MemoryDeliveryLog::default());
-    let metrics = Arc::new(MemoryMetrics::default());
-    let queue = Arc::new(MemoryQueue::default());
-    let sms = SmsSettings {
-        control_center_id: ControlCenterId::main(),
-        provider: SmsProvider::Sns,
-        sender_number: None,
-        password_set: false,
-        secrets_rev: None,
-    };
-    settings.put_sms(&org, &sms).await.unwrap();
     let comm = CommunicationSettings {
         app_fallback_seconds: window,
         ..Default::default()
     };
-    settings.put_communication(&org, &comm).await.unwrap();
-    for u in users {
-        directory.put_user(&org, &responder(u)).await.unwrap();
-    }
-    let mut event = dispatch();
-    event.targets = Targets::Users(users.iter().map(|u| UserId::parse(u).unwrap()).collect());
-    let notifier = Notifier {
-        settings: settings.clone(),
-        directory: directory.clone(),
-        log: log.clone(),
-        queue: queue.clone(),
-        metrics: metrics.clone(),
-    };
-    notifier.route(&event).await.unwrap();
-    let push_job = queue.pop(Channel::Push).expect("a push job");
-    let scheduled = queue.take_checks();
-    let deliverer = Deliverer {
-        log: log.clone(),
-        queue: Some(queue.clone()),
-        directory: directory.clone(),
-        settings: settings.clone(),
-        push: Some(Arc::new(OkPush)),
-        sms: Default::default(),
-        email: Default::default(),
-        default_sender: None,
-        metrics: metrics.clone(),
-    };
-    let mut services = Services::in_memory(EndpointPolicy::default());
-    services.log = log.clone();
+    let world = MemoryWorld::new(comm, users).await;
+    let event = MemoryWorld::incident("incident-dispatched", users);
+    world.notifier().route(&event).await.unwrap();
+    let push_job = world.queue.pop(Channel::Push).expect("a push job");
+    let scheduled = world.queue.take_checks();
     Window {
-        org,
+        org: world.org.clone(),
         id: event.notification_id,
-        log,
-        queue,
-        deliverer,
-        services,
+        log: world.log.clone(),
+        queue: world.queue.clone(),
+        deliverer: world.deliverer(Some(Arc::new(OkPush))),
         push_job,
         scheduled,
+        world,
     }
-}
-
-fn dispatch() -> IncidentEvent {
-    let raw = std::fs::read(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../events/incidents/incident-dispatched.json"
-    ))
-    .unwrap();
-    IncidentEvent::from_json(&raw).unwrap()
 }
 
 fn u17() -> RecipientRef {
@@ -157,19 +101,7 @@ impl Window {
     }
 
     async fn receipt(&self, sub: &str) -> u16 {
-        let req = ApiRequest {
-            method: "POST".into(),
-            path: format!("/v1/notifications/{}/receipt", self.id),
-            claims: Ok(Claims {
-                sub: sub.into(),
-                org_id: self.org.clone(),
-                roles: vec![Role::Responder],
-            }),
-            body: vec![],
-            query: None,
-            idempotency_key: None,
-        };
-        api::handle(&self.services, req).await.status
+        self.world.recipient_post(sub, &self.id, "receipt").await
     }
 
     /// u-17's SMS and email records.

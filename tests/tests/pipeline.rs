@@ -179,6 +179,20 @@ impl Pipeline {
         .unwrap();
     }
 
+    /// Drains the queues, delayed messages included as they come due, until `done`
+    /// holds for notification `id` (15 s at most).
+    async fn until(&self, id: &str, done: impl Fn(&Value) -> bool) -> Value {
+        for _ in 0..60 {
+            self.drain().await;
+            let n = self.notification(id).await;
+            if done(&n) {
+                return n;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        }
+        panic!("{id} never got there: {}", self.notification(id).await);
+    }
+
     async fn notification(&self, id: &str) -> Value {
         self.admin("GET", &format!("/v1/notifications/{id}"), Value::Null)
             .await
@@ -1020,21 +1034,15 @@ mod window {
     impl Pipeline {
         /// Drains the queues until nothing of `id` is pending (delayed checks included).
         async fn settle(&self, id: &str) -> Value {
-            for _ in 0..60 {
-                self.drain().await;
-                let n = self.notification(id).await;
-                let pending = n["recipients"]
+            self.until(id, |n| {
+                !n["recipients"]
                     .as_array()
                     .unwrap()
                     .iter()
                     .flat_map(|r| r["deliveries"].as_array().unwrap())
-                    .any(|d| d["status"] == "pending");
-                if !pending {
-                    return n;
-                }
-                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
-            }
-            panic!("{id} still pending");
+                    .any(|d| d["status"] == "pending")
+            })
+            .await
         }
 
         fn receipt(&self, sub: &str, org: &str, id: &str) -> ApiRequest {
@@ -1180,28 +1188,16 @@ mod escalation {
             .collect()
     }
 
-    /// Drains until `done` holds for the notification (timers included).
-    async fn until(p: &Pipeline, id: &str, done: impl Fn(&Value) -> bool) -> Value {
-        for _ in 0..60 {
-            p.drain().await;
-            let n = p.notification(id).await;
-            if done(&n) {
-                return n;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
-        }
-        panic!("{id} never got there: {}", p.notification(id).await);
-    }
-
     #[tokio::test]
     async fn without_an_ack_every_cycle_reaches_every_channel() {
         let p = pipeline().await;
         let (id, text) = dispatched(&p, "+14155550191").await;
-        let n = until(&p, &id, |n| {
-            let d = by_cycle(n);
-            d.len() == 9 && d.iter().all(|(_, _, s)| s != "pending")
-        })
-        .await;
+        let n = p
+            .until(&id, |n| {
+                let d = by_cycle(n);
+                d.len() == 9 && d.iter().all(|(_, _, s)| s != "pending")
+            })
+            .await;
         let mut want = vec![
             (0, "push".to_string(), "sent".to_string()),
             (0, "sms".into(), "skipped".into()),

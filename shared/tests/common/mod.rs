@@ -99,3 +99,109 @@ pub fn is_sent_now(r: &RecipientPlan, c: Channel) -> bool {
 pub fn is_held(r: &RecipientPlan, c: Channel) -> bool {
     matches!(r.get(c).action, Action::AwaitPush { .. })
 }
+
+/// One organization on the in-memory adapters, for the tests that route and deliver:
+/// SMS through SNS for `main`, the given communication settings, responders (device,
+/// primary mobile and email each), and a sample incident routed to them.
+pub struct MemoryWorld {
+    pub org: OrgId,
+    pub settings: std::sync::Arc<flare_shared::memory::MemorySettings>,
+    pub directory: std::sync::Arc<flare_shared::memory::MemoryDirectory>,
+    pub log: std::sync::Arc<flare_shared::memory::MemoryDeliveryLog>,
+    pub metrics: std::sync::Arc<flare_shared::memory::MemoryMetrics>,
+    pub queue: std::sync::Arc<flare_shared::memory::MemoryQueue>,
+}
+
+impl MemoryWorld {
+    pub async fn new(comm: CommunicationSettings, users: &[&str]) -> Self {
+        use flare_shared::ports::{Directory, SettingsStore};
+        let w = MemoryWorld {
+            org: OrgId::parse("acme").unwrap(),
+            settings: Default::default(),
+            directory: Default::default(),
+            log: Default::default(),
+            metrics: Default::default(),
+            queue: Default::default(),
+        };
+        let sms = SmsSettings {
+            control_center_id: ControlCenterId::main(),
+            provider: SmsProvider::Sns,
+            sender_number: None,
+            password_set: false,
+            secrets_rev: None,
+        };
+        w.settings.put_sms(&w.org, &sms).await.unwrap();
+        w.settings.put_communication(&w.org, &comm).await.unwrap();
+        for u in users {
+            w.directory.put_user(&w.org, &responder(u)).await.unwrap();
+        }
+        w
+    }
+
+    /// The sample event `events/incidents/<name>.json`, for `users`.
+    pub fn incident(name: &str, users: &[&str]) -> IncidentEvent {
+        let raw = std::fs::read(format!(
+            "{}/../events/incidents/{name}.json",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap();
+        let mut event = IncidentEvent::from_json(&raw).unwrap();
+        event.targets = Targets::Users(users.iter().map(|u| UserId::parse(u).unwrap()).collect());
+        event
+    }
+
+    pub fn notifier(&self) -> flare_shared::app::notify::Notifier {
+        flare_shared::app::notify::Notifier {
+            settings: self.settings.clone(),
+            directory: self.directory.clone(),
+            log: self.log.clone(),
+            queue: self.queue.clone(),
+            metrics: self.metrics.clone(),
+        }
+    }
+
+    /// A deliverer on the world's queue, with `push` and no SMS or email sender.
+    pub fn deliverer(
+        &self,
+        push: Option<std::sync::Arc<dyn flare_shared::ports::PushSender>>,
+    ) -> flare_shared::app::deliver::Deliverer {
+        flare_shared::app::deliver::Deliverer {
+            log: self.log.clone(),
+            queue: Some(self.queue.clone()),
+            directory: self.directory.clone(),
+            settings: self.settings.clone(),
+            push,
+            sms: Default::default(),
+            email: Default::default(),
+            default_sender: None,
+            metrics: self.metrics.clone(),
+        }
+    }
+
+    /// The API over the world's log.
+    pub fn services(&self) -> flare_shared::app::Services {
+        let mut services = flare_shared::app::Services::in_memory(EndpointPolicy::default());
+        services.log = self.log.clone();
+        services
+    }
+
+    /// `POST /v1/notifications/{id}/{op}` (`receipt`, `ack`) by the responder `sub`:
+    /// the status it answers.
+    pub async fn recipient_post(&self, sub: &str, id: &NotificationId, op: &str) -> u16 {
+        use flare_shared::app::api::{self, ApiRequest};
+        use flare_shared::app::auth::{Claims, Role};
+        let req = ApiRequest {
+            method: "POST".into(),
+            path: format!("/v1/notifications/{id}/{op}"),
+            claims: Ok(Claims {
+                sub: sub.into(),
+                org_id: self.org.clone(),
+                roles: vec![Role::Responder],
+            }),
+            body: vec![],
+            query: None,
+            idempotency_key: None,
+        };
+        api::handle(&self.services(), req).await.status
+    }
+}
