@@ -1073,18 +1073,7 @@ async fn org_escalating(after: u32) -> Org {
 
 /// u-17's deliveries as (cycle, channel, status), in the view's order.
 fn by_cycle(n: &Value) -> Vec<(u64, String, String)> {
-    recipient(n, "u-17")["deliveries"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| {
-            (
-                d["cycle"].as_u64().unwrap(),
-                d["channel"].as_str().unwrap().to_string(),
-                d["status"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect()
+    flare_tests::deliveries_by_cycle(n, "u-17")
 }
 
 #[tokio::test]

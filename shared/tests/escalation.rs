@@ -85,6 +85,23 @@ async fn routed_with(category: &str, method: Method, window: u32) -> Escalating 
 }
 
 impl Escalating {
+    /// The notification with every record, as stored now.
+    async fn logged(&self) -> flare_shared::ports::Logged {
+        self.log
+            .get_notification(&self.org, &self.id)
+            .await
+            .unwrap()
+            .unwrap()
+    }
+
+    /// Every job enqueued since the last call, taken off the queue.
+    fn pop_all(&self) -> Vec<DeliveryJob> {
+        Channel::ALL
+            .iter()
+            .flat_map(|c| std::iter::from_fn(|| self.queue.pop(*c)))
+            .collect()
+    }
+
     fn check(&self, cycle: u32) -> CheckJob {
         CheckJob {
             check: CheckKind::Escalation,
@@ -104,12 +121,11 @@ impl Escalating {
 
     /// The jobs enqueued since the last call: (user, channel, cycle).
     fn take_jobs(&self) -> Vec<(String, Channel, u32)> {
-        let mut jobs = Vec::new();
-        for c in Channel::ALL {
-            while let Some(j) = self.queue.pop(c) {
-                jobs.push((j.recipient.key(), j.channel, j.cycle));
-            }
-        }
+        let mut jobs: Vec<_> = self
+            .pop_all()
+            .into_iter()
+            .map(|j| (j.recipient.key(), j.channel, j.cycle))
+            .collect();
         jobs.sort_by_key(|(u, c, n)| (u.clone(), c.as_str(), *n));
         jobs
     }
@@ -162,12 +178,7 @@ async fn the_router_sets_one_timer_for_the_first_cycle_after_seconds_after_routi
 async fn only_dispatches_are_escalated() {
     let e = routed("incident-message-posted").await;
     assert!(e.scheduled.is_empty(), "{:?}", e.scheduled);
-    let logged = e
-        .log
-        .get_notification(&e.org, &e.id)
-        .await
-        .unwrap()
-        .unwrap();
+    let logged = e.logged().await;
     assert_eq!(logged.notification.escalation, None);
 }
 
@@ -235,32 +246,12 @@ async fn the_last_cycle_sets_no_timer_and_a_cycle_past_the_last_does_nothing() {
 async fn a_cycle_run_twice_writes_its_records_once_and_its_jobs_are_the_same_deliveries() {
     let e = routed("incident-dispatched").await;
     e.run(1, e.due(1)).await;
-    let first = e
-        .log
-        .get_notification(&e.org, &e.id)
-        .await
-        .unwrap()
-        .unwrap();
-    let mut ids_first: Vec<String> = Vec::new();
-    for c in Channel::ALL {
-        while let Some(j) = e.queue.pop(c) {
-            ids_first.push(j.delivery_id());
-        }
-    }
+    let first = e.logged().await;
+    let mut ids_first: Vec<String> = e.pop_all().iter().map(|j| j.delivery_id()).collect();
     e.run(1, e.due(1) + TimeDelta::seconds(3)).await;
-    let again = e
-        .log
-        .get_notification(&e.org, &e.id)
-        .await
-        .unwrap()
-        .unwrap();
+    let again = e.logged().await;
     assert_eq!(first.records, again.records);
-    let mut ids_again: Vec<String> = Vec::new();
-    for c in Channel::ALL {
-        while let Some(j) = e.queue.pop(c) {
-            ids_again.push(j.delivery_id());
-        }
-    }
+    let mut ids_again: Vec<String> = e.pop_all().iter().map(|j| j.delivery_id()).collect();
     ids_first.sort();
     ids_again.sort();
     assert_eq!(ids_first, ids_again, "a repeat job claims the same record");
@@ -270,21 +261,11 @@ async fn a_cycle_run_twice_writes_its_records_once_and_its_jobs_are_the_same_del
 async fn a_restarted_runner_sets_the_next_cycles_timer_from_the_plan() {
     let e = routed("incident-dispatched").await;
     e.run(1, e.due(1)).await;
-    let logged = e
-        .log
-        .get_notification(&e.org, &e.id)
-        .await
-        .unwrap()
-        .unwrap();
+    let logged = e.logged().await;
     assert_eq!(unfinished_checks(&logged), [(e.check(2), e.due(2))]);
     e.ack("u-17").await;
     e.ack("u-18").await;
-    let logged = e
-        .log
-        .get_notification(&e.org, &e.id)
-        .await
-        .unwrap()
-        .unwrap();
+    let logged = e.logged().await;
     assert_eq!(unfinished_checks(&logged), [], "everyone acknowledged");
 }
 
@@ -292,10 +273,7 @@ async fn a_restarted_runner_sets_the_next_cycles_timer_from_the_plan() {
 async fn an_ack_cancels_what_a_started_cycle_has_not_sent_yet() {
     let e = routed("incident-dispatched").await;
     e.run(1, e.due(1)).await;
-    let jobs: Vec<DeliveryJob> = Channel::ALL
-        .iter()
-        .flat_map(|c| std::iter::from_fn(|| e.queue.pop(*c)))
-        .collect();
+    let jobs = e.pop_all();
     e.ack("u-17").await;
     let who = RecipientRef::User(UserId::parse("u-17").unwrap());
     for r in e

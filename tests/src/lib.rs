@@ -480,6 +480,27 @@ pub fn http() -> reqwest::Client {
         .expect("an HTTP client")
 }
 
+/// A user's deliveries in a notification view (`GET /v1/notifications/{id}`) as
+/// (cycle, channel, status), in the view's order.
+pub fn deliveries_by_cycle(n: &serde_json::Value, user: &str) -> Vec<(u64, String, String)> {
+    let who = n["recipients"]
+        .as_array()
+        .and_then(|rs| rs.iter().find(|r| r["user_id"] == user))
+        .unwrap_or_else(|| panic!("{user} is not a recipient of {n}"));
+    who["deliveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["cycle"].as_u64().unwrap(),
+                d["channel"].as_str().unwrap().to_string(),
+                d["status"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
 /// A name no other test uses (moto state is shared by every test of a binary).
 pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{}", uuid::Uuid::new_v4().simple())

@@ -179,6 +179,26 @@ impl Pipeline {
         .unwrap();
     }
 
+    /// Under `comm`, u-17 (a device, `mobile` and an email) and a dispatch to them with a
+    /// text of its own, routed and drained; answers its id and text.
+    async fn dispatch_to_u17(&self, comm: Value, mobile: &str) -> (String, String) {
+        standard_org(self, comm).await;
+        self.user(
+            "u-17",
+            "basic_responder",
+            Some(mobile),
+            Some("u17@acme.example"),
+            false,
+        )
+        .await;
+        self.device("u-17").await;
+        let text = unique("dispatch");
+        let ev = self.event("incident-dispatched", &text);
+        self.route(&ev).await;
+        self.drain().await;
+        (ev["id"].as_str().unwrap().to_string(), text)
+    }
+
     /// Drains the queues, delayed messages included as they come due, until `done`
     /// holds for notification `id` (15 s at most).
     async fn until(&self, id: &str, done: impl Fn(&Value) -> bool) -> Value {
@@ -1004,25 +1024,12 @@ mod window {
     /// dispatch routed and drained: push sent, SMS and email held. Answers the
     /// notification id and the dispatch's text.
     async fn dispatched(p: &Pipeline, mobile: &str) -> (String, String) {
-        standard_org(
-            p,
-            json!({"dispatch": "app_then_sms_email", "app_fallback_seconds": WINDOW}),
-        )
-        .await;
-        p.user(
-            "u-17",
-            "basic_responder",
-            Some(mobile),
-            Some("u17@acme.example"),
-            false,
-        )
-        .await;
-        p.device("u-17").await;
-        let text = unique("window");
-        let ev = p.event("incident-dispatched", &text);
-        p.route(&ev).await;
-        p.drain().await;
-        let id = ev["id"].as_str().unwrap().to_string();
+        let (id, text) = p
+            .dispatch_to_u17(
+                json!({"dispatch": "app_then_sms_email", "app_fallback_seconds": WINDOW}),
+                mobile,
+            )
+            .await;
         let got = deliveries(&p.notification(&id).await, "u-17");
         assert_eq!(got["push"]["status"], "sent");
         for channel in ["sms", "email"] {
@@ -1150,42 +1157,17 @@ mod escalation {
     /// u-17 (device, mobile, email) under `app_only` with escalation every 1 s, twice;
     /// a dispatch routed and drained. Answers the notification id and its text.
     async fn dispatched(p: &Pipeline, mobile: &str) -> (String, String) {
-        standard_org(
-            p,
+        p.dispatch_to_u17(
             json!({"dispatch": "app_only",
                    "dispatch_escalation": {"after_seconds": 1, "cycles": 2}}),
+            mobile,
         )
-        .await;
-        p.user(
-            "u-17",
-            "basic_responder",
-            Some(mobile),
-            Some("u17@acme.example"),
-            false,
-        )
-        .await;
-        p.device("u-17").await;
-        let text = unique("escalate");
-        let ev = p.event("incident-dispatched", &text);
-        p.route(&ev).await;
-        p.drain().await;
-        (ev["id"].as_str().unwrap().to_string(), text)
+        .await
     }
 
     /// u-17's deliveries as (cycle, channel, status), in the view's order.
     fn by_cycle(n: &Value) -> Vec<(u64, String, String)> {
-        recipient(n, "u-17")["deliveries"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|d| {
-                (
-                    d["cycle"].as_u64().unwrap(),
-                    d["channel"].as_str().unwrap().to_string(),
-                    d["status"].as_str().unwrap().to_string(),
-                )
-            })
-            .collect()
+        flare_tests::deliveries_by_cycle(n, "u-17")
     }
 
     #[tokio::test]
