@@ -13,51 +13,24 @@
 //! records from the database's index (reading every record each time would measure the
 //! reads). After each size, the process's resident memory, now and at its peak.
 
-use flare_local::{LocalApp, LocalConfig};
+#[path = "support.rs"]
+mod support;
+
+use flare_local::LocalApp;
 use flare_shared::domain::*;
-use flare_tests::fanout::responder;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// One runner (one database) for every size, as `serve` would be: `max` responders.
 async fn open(max: usize) -> (Arc<LocalApp>, std::path::PathBuf) {
-    let dir = std::env::temp_dir().join(format!("flare-bench-{}", uuid::Uuid::new_v4()));
-    let cfg = LocalConfig::from_env(dir.clone()).unwrap();
-    let app = Arc::new(LocalApp::open(&cfg).await.unwrap());
-    let org = OrgId::parse("bench").unwrap();
-    let s = &app.services;
-    s.settings
-        .put_sms(
-            &org,
-            &SmsSettings {
-                control_center_id: ControlCenterId::main(),
-                provider: SmsProvider::Sns,
-                sender_number: None,
-                password_set: false,
-                secrets_rev: None,
-            },
-        )
-        .await
-        .unwrap();
-    s.settings
-        .put_communication(
-            &org,
-            // No fallback window: push accepted resolves the held SMS and email at once
-            // (the window has its own benchmark, `--bench window`).
-            &CommunicationSettings {
-                app_fallback_seconds: 0,
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
-    for i in 0..max {
-        s.directory
-            .put_user(&org, &responder(i, format!("endpoint/{i}")))
-            .await
-            .unwrap();
-    }
-    (app, dir)
+    // No fallback window: push accepted resolves the held SMS and email at once (the
+    // window has its own benchmark, `--bench window`).
+    let comm = CommunicationSettings {
+        app_fallback_seconds: 0,
+        ..Default::default()
+    };
+    let (app, cfg) = support::open(comm, max).await;
+    (Arc::new(app), cfg.data_dir)
 }
 
 async fn run(app: &LocalApp, n: usize, set: usize) -> Vec<Duration> {

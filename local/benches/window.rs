@@ -12,7 +12,9 @@
 //! not a provider's). Three runs, each a new notification, in one runner.
 
 use flare_local::pipeline::LocalQueue;
-use flare_local::{LocalApp, LocalConfig};
+#[path = "support.rs"]
+mod support;
+
 use flare_shared::app::deliver::Deliverer;
 use flare_shared::app::notify::Notifier;
 use flare_shared::domain::*;
@@ -20,7 +22,6 @@ use flare_shared::ports::{
     EmailMessage, EmailSender, NoMetrics, PushMessage, PushSender, Receipt, SendError, SmsMessage,
     SmsSender,
 };
-use flare_tests::fanout::responder;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -81,40 +82,13 @@ fn main() {
 }
 
 async fn bench(n: usize) {
-    let dir = std::env::temp_dir().join(format!("flare-bench-{}", uuid::Uuid::new_v4()));
-    let cfg = LocalConfig::from_env(dir.clone()).unwrap();
-    let app = LocalApp::open(&cfg).await.unwrap();
+    let comm = CommunicationSettings {
+        app_fallback_seconds: WINDOW,
+        ..Default::default()
+    };
+    let (app, cfg) = support::open(comm, n).await;
     let org = OrgId::parse("bench").unwrap();
     let s = &app.services;
-    s.settings
-        .put_sms(
-            &org,
-            &SmsSettings {
-                control_center_id: ControlCenterId::main(),
-                provider: SmsProvider::Sns,
-                sender_number: None,
-                password_set: false,
-                secrets_rev: None,
-            },
-        )
-        .await
-        .unwrap();
-    s.settings
-        .put_communication(
-            &org,
-            &CommunicationSettings {
-                app_fallback_seconds: WINDOW,
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
-    for i in 0..n {
-        s.directory
-            .put_user(&org, &responder(i, format!("endpoint/{i}")))
-            .await
-            .unwrap();
-    }
     let watch = Arc::new(Stopwatch::default());
     let deliverer = Deliverer {
         log: s.log.clone(),
@@ -196,5 +170,5 @@ async fn bench(n: usize) {
             queue.checks_scheduled() - checks_before,
         );
     }
-    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&cfg.data_dir);
 }

@@ -54,15 +54,7 @@ impl SqsQueue {
                 .set_entries(Some(entries.clone()))
                 .send()
                 .await
-                .map_err(|e| {
-                    let transient = crate::is_transient(&e);
-                    let err = anyhow::Error::new(e).context("SendMessageBatch");
-                    if transient {
-                        QueueError::Unavailable(err)
-                    } else {
-                        QueueError::Failed(err)
-                    }
-                })?;
+                .map_err(|e| queue_error(e, "SendMessageBatch"))?;
             let failed = out.failed();
             if let Some(f) = failed.iter().find(|f| f.sender_fault()) {
                 return Err(QueueError::Failed(anyhow::anyhow!(
@@ -142,16 +134,25 @@ impl JobQueue for SqsQueue {
             .delay_seconds(delay)
             .send()
             .await
-            .map_err(|e| {
-                let transient = crate::is_transient(&e);
-                let err = anyhow::Error::new(e).context("SendMessage (delayed check)");
-                if transient {
-                    QueueError::Unavailable(err)
-                } else {
-                    QueueError::Failed(err)
-                }
-            })?;
+            .map_err(|e| queue_error(e, "SendMessage (delayed check)"))?;
         Ok(())
+    }
+}
+
+/// An SQS call's error, kept whole: `Unavailable` when retrying may help.
+fn queue_error<E>(
+    e: crate::SdkError<E, aws_smithy_runtime_api::http::Response>,
+    call: &'static str,
+) -> QueueError
+where
+    E: crate::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    let transient = crate::is_transient(&e);
+    let err = anyhow::Error::new(e).context(call);
+    if transient {
+        QueueError::Unavailable(err)
+    } else {
+        QueueError::Failed(err)
     }
 }
 

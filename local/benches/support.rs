@@ -1,0 +1,37 @@
+//! What the local runner's benchmarks share.
+
+use flare_local::{LocalApp, LocalConfig};
+use flare_shared::domain::*;
+use flare_tests::fanout::responder;
+
+/// A runner over a new temporary folder (answered, to remove after), its organization
+/// `bench` with SMS through SNS, `comm`, and `n` responders `u-000000`, ... (a device, a
+/// primary mobile and email each).
+pub async fn open(comm: CommunicationSettings, n: usize) -> (LocalApp, LocalConfig) {
+    let dir = std::env::temp_dir().join(format!("flare-bench-{}", uuid::Uuid::new_v4()));
+    let cfg = LocalConfig::from_env(dir).unwrap();
+    let app = LocalApp::open(&cfg).await.unwrap();
+    let org = OrgId::parse("bench").unwrap();
+    let s = &app.services;
+    s.settings
+        .put_sms(
+            &org,
+            &SmsSettings {
+                control_center_id: ControlCenterId::main(),
+                provider: SmsProvider::Sns,
+                sender_number: None,
+                password_set: false,
+                secrets_rev: None,
+            },
+        )
+        .await
+        .unwrap();
+    s.settings.put_communication(&org, &comm).await.unwrap();
+    for i in 0..n {
+        s.directory
+            .put_user(&org, &responder(i, format!("endpoint/{i}")))
+            .await
+            .unwrap();
+    }
+    (app, cfg)
+}
