@@ -55,18 +55,23 @@ impl Intercept for CallCounter {
 /// An organization with `n` users (each reachable on every channel) and a dispatch
 /// event for all of them, under `app_sms_email`.
 pub async fn seed(stack: &AwsStack, n: usize) -> anyhow::Result<serde_json::Value> {
+    let comm = CommunicationSettings {
+        dispatch: Method::AppSmsEmail,
+        ..Default::default()
+    };
+    seed_with(stack, n, &comm).await
+}
+
+/// [`seed`] under other communication settings.
+pub async fn seed_with(
+    stack: &AwsStack,
+    n: usize,
+    comm: &CommunicationSettings,
+) -> anyhow::Result<serde_json::Value> {
     let org = OrgId::parse(&unique("fanout"))?;
     let db = flare_aws::dynamodb(&stack.sdk);
     let settings = DynamoSettings::new(db.clone(), &stack.tables.settings);
-    settings
-        .put_communication(
-            &org,
-            &CommunicationSettings {
-                dispatch: Method::AppSmsEmail,
-                ..Default::default()
-            },
-        )
-        .await?;
+    settings.put_communication(&org, comm).await?;
     settings
         .put_sms(
             &org,
@@ -117,15 +122,12 @@ impl Fanout {
     }
 }
 
-/// Routes the event with counted DynamoDB and SQS clients (the router's own adapters).
-pub async fn route_counted(
+/// DynamoDB and SQS clients that count every call with `counter`, patient with moto.
+pub fn counted_clients(
     sdk: &flare_aws::SdkConfig,
     sqs_endpoint: Option<&str>,
-    tables: &flare_aws::wiring::Tables,
-    queues: &std::collections::HashMap<Channel, String>,
-    event: &serde_json::Value,
-) -> anyhow::Result<Fanout> {
-    let counter = CallCounter::default();
+    counter: &CallCounter,
+) -> (aws_sdk_dynamodb::Client, aws_sdk_sqs::Client) {
     // moto answers one call at a time: queued calls need more than AWS's latency budget.
     // An attempt moto never answers is retried (and counted: the interceptor sees attempts).
     let patient = aws_smithy_types::timeout::TimeoutConfig::builder()
@@ -144,7 +146,19 @@ pub async fn route_counted(
     if let Some(url) = sqs_endpoint {
         sqs = sqs.endpoint_url(url);
     }
-    let sqs = aws_sdk_sqs::Client::from_conf(sqs.build());
+    (db, aws_sdk_sqs::Client::from_conf(sqs.build()))
+}
+
+/// Routes the event with counted DynamoDB and SQS clients (the router's own adapters).
+pub async fn route_counted(
+    sdk: &flare_aws::SdkConfig,
+    sqs_endpoint: Option<&str>,
+    tables: &flare_aws::wiring::Tables,
+    queues: &std::collections::HashMap<Channel, String>,
+    event: &serde_json::Value,
+) -> anyhow::Result<Fanout> {
+    let counter = CallCounter::default();
+    let (db, sqs) = counted_clients(sdk, sqs_endpoint, &counter);
     let notifier = Notifier {
         settings: Arc::new(DynamoSettings::new(db.clone(), &tables.settings)),
         directory: Arc::new(DynamoDirectory::new(db.clone(), &tables.directory)),
