@@ -391,3 +391,32 @@ proptest! {
         })?;
     }
 }
+
+#[tokio::test]
+async fn a_check_over_a_huge_notification_moves_a_bounded_batch_and_carries_on_at_once() {
+    use flare_shared::app::deliver::CHECK_BATCH;
+    // Enough recipients that their held SMS and email exceed one batch.
+    let names: Vec<String> = (0..CHECK_BATCH / 2 + 50)
+        .map(|i| format!("u-{i:04}"))
+        .collect();
+    let users: Vec<&str> = names.iter().map(String::as_str).collect();
+    let w = routed(WINDOW, &users).await;
+    let mut pushes = vec![w.push_job.clone()];
+    while let Some(j) = w.queue.pop(Channel::Push) {
+        pushes.push(j);
+    }
+    for j in &pushes {
+        w.deliverer.deliver(j, false, LEASE).await.unwrap();
+    }
+    let after = Utc::now() + TimeDelta::seconds(i64::from(WINDOW) + 1);
+    let first = w.check_at(after).await;
+    assert_eq!(first.fallbacks, CHECK_BATCH);
+    assert_eq!(first.next, Some(after), "the rest at once");
+    let second = w.check_at(after).await;
+    assert_eq!(
+        (second.fallbacks, second.next),
+        (2 * users.len() - CHECK_BATCH, None)
+    );
+    let jobs = w.take_fallbacks();
+    assert_eq!(jobs.len(), 2 * users.len(), "each held delivery once");
+}
