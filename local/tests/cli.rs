@@ -74,10 +74,23 @@ fn serve_takes_a_host_name_says_when_the_port_is_busy_and_logs_plain_text_to_a_p
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // Up when it answers (a 401: no token).
+    // Up when it answers HTTP (a 401: no token). A TCP connect alone is not enough: the
+    // port is bound before the runner has opened its data and logged that it serves.
+    let answers = || -> bool {
+        use std::io::{Read, Write};
+        let Ok(mut c) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+            return false;
+        };
+        let _ = c.set_read_timeout(Some(Duration::from_millis(500)));
+        if c.write_all(b"GET /v1/settings HTTP/1.0\r\n\r\n").is_err() {
+            return false;
+        }
+        let mut head = [0u8; 12];
+        c.read_exact(&mut head).is_ok() && head.starts_with(b"HTTP/1.")
+    };
     let mut up = false;
     for _ in 0..100 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+        if answers() {
             up = true;
             break;
         }
