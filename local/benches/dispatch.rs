@@ -39,13 +39,7 @@ async fn run(app: &LocalApp, n: usize, set: usize) -> Vec<Duration> {
     let ids: Vec<String> = (0..n).map(|i| format!("u-{i:06}")).collect();
     let mut times = Vec::new();
     for run in 0..5 {
-        let event = serde_json::json!({
-            "id": format!("bench-{set}-{n}-{run}"), "detail-type": "Incident Dispatched",
-            "source": "flare.incidents", "time": "2026-11-27T10:00:00Z",
-            "detail": {"org_id": "bench", "control_center_id": "main", "incident_id": "inc-1",
-                       "recipient_ids": ids, "message": {"title": "Fire", "body": "Engine 7."}}
-        });
-        let event = IncidentEvent::from_value(event).unwrap();
+        let event = support::dispatch(&format!("bench-{set}-{n}-{run}"), &ids);
         let start = Instant::now();
         app.notifier.route(&event).await.unwrap();
         // The database's count of pending records (an index holds only those): reading

@@ -4,6 +4,17 @@ use flare_local::{LocalApp, LocalConfig};
 use flare_shared::domain::*;
 use flare_tests::fanout::responder;
 
+/// A dispatch (event id `id`) of organization `bench` to `recipients`.
+pub fn dispatch(id: &str, recipients: &[String]) -> IncidentEvent {
+    IncidentEvent::from_value(serde_json::json!({
+        "id": id, "detail-type": "Incident Dispatched",
+        "source": "flare.incidents", "time": "2026-11-27T10:00:00Z",
+        "detail": {"org_id": "bench", "control_center_id": "main", "incident_id": "inc-1",
+                   "recipient_ids": recipients, "message": {"title": "Fire", "body": "Engine 7."}}
+    }))
+    .unwrap()
+}
+
 /// A runner over a new temporary folder (answered, to remove after), its organization
 /// `bench` with SMS through SNS, `comm`, and `n` responders `u-000000`, ... (a device, a
 /// primary mobile and email each).

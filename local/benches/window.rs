@@ -116,13 +116,7 @@ async fn bench(n: usize) {
     for run in 0..RUNS {
         watch.handed.lock().unwrap().clear();
         let checks_before = queue.checks_scheduled();
-        let event = serde_json::json!({
-            "id": format!("bench-window-{run}"), "detail-type": "Incident Dispatched",
-            "source": "flare.incidents", "time": "2026-11-27T10:00:00Z",
-            "detail": {"org_id": "bench", "control_center_id": "main", "incident_id": "inc-1",
-                       "recipient_ids": ids, "message": {"title": "Fire", "body": "Engine 7."}}
-        });
-        let event = IncidentEvent::from_value(event).unwrap();
+        let event = support::dispatch(&format!("bench-window-{run}"), &ids);
         notifier.route(&event).await.unwrap();
         while app.db.pending_count(&org, &event.notification_id).unwrap() > 0 {
             tokio::time::sleep(Duration::from_millis(5)).await;

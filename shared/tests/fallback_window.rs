@@ -4,12 +4,11 @@
 
 mod common;
 
-use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
-use common::MemoryWorld;
+use common::{MemoryWorld, OkPush};
 use flare_shared::app::deliver::{Checked, Deliverer, lease_for, unfinished_checks};
 use flare_shared::domain::reason::FallbackReason;
-use flare_shared::ports::{DeliveryLog, PushMessage, PushSender, Receipt, SendError};
+use flare_shared::ports::DeliveryLog;
 use flare_shared::*;
 use proptest::prelude::*;
 use std::sync::Arc;
@@ -17,19 +16,6 @@ use std::time::Duration;
 
 const WINDOW: u32 = 60;
 const LEASE: Duration = lease_for(Duration::from_secs(20));
-
-/// Push that every device takes.
-struct OkPush;
-
-#[async_trait]
-impl PushSender for OkPush {
-    async fn send(&self, _: &PushMessage) -> Result<Receipt, SendError> {
-        Ok(Receipt {
-            provider: Provider::Sns,
-            provider_message_id: Some("m-1".into()),
-        })
-    }
-}
 
 /// A dispatch to `users` under `app_then_sms_email` with a `window`-second window,
 /// routed; u-17's push job not run yet.
@@ -72,6 +58,15 @@ fn u17() -> RecipientRef {
 }
 
 impl Window {
+    /// The notification with every record, as stored now.
+    async fn logged(&self) -> flare_shared::ports::Logged {
+        self.log
+            .get_notification(&self.org, &self.id)
+            .await
+            .unwrap()
+            .unwrap()
+    }
+
     /// Runs u-17's push job (sent); answers when the window ends.
     async fn push_sent(&self) -> DateTime<Utc> {
         self.deliverer
@@ -269,20 +264,10 @@ async fn a_check_while_push_is_in_flight_looks_again_a_window_later() {
 async fn a_restarted_runner_finds_the_timer_of_held_records() {
     let w = routed(WINDOW, &["u-17"]).await;
     let end = w.push_sent().await;
-    let logged = w
-        .log
-        .get_notification(&w.org, &w.id)
-        .await
-        .unwrap()
-        .unwrap();
+    let logged = w.logged().await;
     assert_eq!(unfinished_checks(&logged), [(w.check(), end)]);
     w.check_at(end).await;
-    let logged = w
-        .log
-        .get_notification(&w.org, &w.id)
-        .await
-        .unwrap()
-        .unwrap();
+    let logged = w.logged().await;
     assert_eq!(unfinished_checks(&logged), [], "nothing waits any more");
 }
 

@@ -5,7 +5,7 @@
 mod common;
 
 use async_trait::async_trait;
-use common::responder;
+use common::{OkPush, responder, sns_for_main};
 use flare_shared::app::Services;
 use flare_shared::app::api::{self, ApiRequest};
 use flare_shared::app::auth::{Claims, Role};
@@ -94,14 +94,7 @@ async fn world() -> World {
         metrics: Arc::new(MemoryMetrics::default()),
         org: OrgId::parse("acme").unwrap(),
     };
-    let sms = SmsSettings {
-        control_center_id: ControlCenterId::main(),
-        provider: SmsProvider::Sns,
-        sender_number: None,
-        password_set: false,
-        secrets_rev: None,
-    };
-    w.settings.put_sms(&w.org, &sms).await.unwrap();
+    w.settings.put_sms(&w.org, &sns_for_main()).await.unwrap();
     let comm = CommunicationSettings {
         manual_sms: true,
         ..Default::default()
@@ -437,19 +430,6 @@ async fn each_final_outcome_is_counted_once_however_often_its_job_runs() {
         matches!(sent, DeliveryMetric { channel: Channel::Sms, provider: Some(Provider::Sns), fallback: true, latency: Some(l), .. } if *l <= since_event),
         "{sent:?}"
     );
-}
-
-/// Push that every device takes.
-struct OkPush;
-
-#[async_trait]
-impl PushSender for OkPush {
-    async fn send(&self, _: &PushMessage) -> Result<Receipt, SendError> {
-        Ok(Receipt {
-            provider: Provider::Sns,
-            provider_message_id: Some("m-1".into()),
-        })
-    }
 }
 
 #[tokio::test]

@@ -100,6 +100,33 @@ pub fn is_held(r: &RecipientPlan, c: Channel) -> bool {
     matches!(r.get(c).action, Action::AwaitPush { .. })
 }
 
+/// SMS settings of `main` that send through SNS.
+pub fn sns_for_main() -> SmsSettings {
+    SmsSettings {
+        control_center_id: ControlCenterId::main(),
+        provider: SmsProvider::Sns,
+        sender_number: None,
+        password_set: false,
+        secrets_rev: None,
+    }
+}
+
+/// Push that every device takes.
+pub struct OkPush;
+
+#[async_trait::async_trait]
+impl flare_shared::ports::PushSender for OkPush {
+    async fn send(
+        &self,
+        _: &flare_shared::ports::PushMessage,
+    ) -> Result<flare_shared::ports::Receipt, flare_shared::ports::SendError> {
+        Ok(flare_shared::ports::Receipt {
+            provider: Provider::Sns,
+            provider_message_id: Some("m-1".into()),
+        })
+    }
+}
+
 /// One organization on the in-memory adapters, for the tests that route and deliver:
 /// SMS through SNS for `main`, the given communication settings, responders (device,
 /// primary mobile and email each), and a sample incident routed to them.
@@ -123,14 +150,7 @@ impl MemoryWorld {
             metrics: Default::default(),
             queue: Default::default(),
         };
-        let sms = SmsSettings {
-            control_center_id: ControlCenterId::main(),
-            provider: SmsProvider::Sns,
-            sender_number: None,
-            password_set: false,
-            secrets_rev: None,
-        };
-        w.settings.put_sms(&w.org, &sms).await.unwrap();
+        w.settings.put_sms(&w.org, &sns_for_main()).await.unwrap();
         w.settings.put_communication(&w.org, &comm).await.unwrap();
         for u in users {
             w.directory.put_user(&w.org, &responder(u)).await.unwrap();
