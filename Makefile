@@ -1,5 +1,5 @@
 # `sam build` (BuildMethod: makefile, built in source: see samconfig.toml) runs
-# `make build-<LogicalId>` once per function with ARTIFACTS_DIR set. All five binaries
+# `make build-<LogicalId>` once per function with ARTIFACTS_DIR set. All six binaries
 # come from one cargo invocation (scripts/cargo-lambdas); after the first function it
 # is a no-op, so each target only copies its bootstrap.
 
@@ -8,9 +8,10 @@ build-RouterFunction: BIN = flare-router
 build-PushFunction: BIN = flare-push
 build-SmsFunction: BIN = flare-sms
 build-EmailFunction: BIN = flare-email
+build-ReceiptsFunction: BIN = flare-receipts
 
-build-ApiFunction build-RouterFunction build-PushFunction build-SmsFunction build-EmailFunction:
+build-ApiFunction build-RouterFunction build-PushFunction build-SmsFunction build-EmailFunction build-ReceiptsFunction:
 	scripts/cargo-lambdas --quiet
 	cp target/lambda/$(BIN)/bootstrap $(ARTIFACTS_DIR)/bootstrap
 
-.PHONY: build-ApiFunction build-RouterFunction build-PushFunction build-SmsFunction build-EmailFunction
+.PHONY: build-ApiFunction build-RouterFunction build-PushFunction build-SmsFunction build-EmailFunction build-ReceiptsFunction

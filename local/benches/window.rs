@@ -100,6 +100,7 @@ async fn bench(n: usize) {
         email: HashMap::from([(Provider::Ses, watch.clone() as Arc<dyn EmailSender>)]),
         default_sender: Some(cfg.default_sender.clone()),
         metrics: Arc::new(NoMetrics),
+        failover: None,
     };
     let queue = LocalQueue::start_with(deliverer, Duration::from_millis(200));
     let notifier = Notifier {

@@ -41,6 +41,8 @@ async fn call_as(
         body: body.to_string().into_bytes(),
         query: None,
         idempotency_key: None,
+        headers: Vec::new(),
+        url: None,
     };
     let r = api::handle(&app.services, req).await;
     assert!(r.status < 300, "{method} {path}: {} {:?}", r.status, r.body);

@@ -12,8 +12,10 @@ use flare_shared::app::Services;
 use flare_shared::app::api::{self, ApiRequest, ApiResponse, MAX_BODY};
 use flare_shared::app::auth::{AuthFailure, Claims, ClaimsError};
 use flare_shared::app::deliver::Deliverer;
+use flare_shared::app::failover::Failover;
 use flare_shared::app::notify::Notifier;
 use flare_shared::domain::EndpointPolicy;
+use flare_shared::domain::health::CircuitPolicy;
 use flare_shared::domain::{EmailAddress, IncidentEvent, Provider};
 use flare_shared::memory::{MemoryDevices, MemoryOutbox};
 use flare_sqlite::Sqlite;
@@ -42,6 +44,9 @@ pub struct LocalConfig {
     pub retry_base: Duration,
     /// A private CA to trust for SMTP servers (`FLARE_SMTP_EXTRA_CA`, a PEM file).
     pub smtp_extra_ca: Option<PathBuf>,
+    /// When a failing custom provider's circuit opens, and for how long
+    /// (`FLARE_CIRCUIT_*`).
+    pub circuit: CircuitPolicy,
 }
 
 impl LocalConfig {
@@ -58,6 +63,7 @@ impl LocalConfig {
                 .unwrap_or_else(|_| EmailAddress::parse(DEFAULT_SENDER).expect("valid default")),
             retry_base: Duration::from_millis(200),
             smtp_extra_ca: std::env::var_os("FLARE_SMTP_EXTRA_CA").map(PathBuf::from),
+            circuit: flare_runtime::circuit_policy()?,
         })
     }
 }
@@ -129,6 +135,9 @@ impl LocalApp {
             );
         }
         let outbox = Arc::new(MemoryOutbox::with_journal(Arc::new(db.clone())));
+        // One process is every instance: the circuit's state lives in memory (a
+        // restart starts every provider healthy).
+        let health = Arc::new(flare_shared::memory::MemoryHealth::default());
         let deliverer = Deliverer {
             log: log.clone(),
             queue: None,
@@ -161,6 +170,10 @@ impl LocalApp {
             // CloudWatch's metrics have no local counterpart: `/local/outbox` and the
             // notification view show the same facts.
             metrics: Arc::new(flare_shared::ports::NoMetrics),
+            failover: Some(Failover {
+                health: health.clone(),
+                policy: cfg.circuit,
+            }),
         };
         let (deliverer_sms, deliverer_email) = (deliverer.sms.clone(), deliverer.email.clone());
         // The workers' deliverer enqueues fallbacks on the same queue it drains.
@@ -178,6 +191,7 @@ impl LocalApp {
             email_senders: deliverer_email,
             default_sender: Some(cfg.default_sender.clone()),
             metrics: Arc::new(flare_shared::ports::NoMetrics),
+            health: Some(health),
         };
         let notifier = Notifier {
             settings,
@@ -250,6 +264,10 @@ pub fn router(app: Arc<LocalApp>) -> axum::Router {
     axum::Router::new()
         .route("/local/events", axum::routing::post(post_event))
         .route("/local/outbox", axum::routing::get(get_outbox))
+        .route(
+            "/local/provider-events",
+            axum::routing::post(post_provider_event),
+        )
         .fallback(any)
         .with_state(app)
 }
@@ -307,6 +325,38 @@ async fn post_event(State(app): State<Arc<LocalApp>>, req: Request) -> Response 
     (StatusCode::ACCEPTED, axum::Json(body)).into_response()
 }
 
+/// `POST /local/provider-events`: what AWS would hand the receipts function (an SES
+/// event as EventBridge delivers it, or a CloudWatch Logs subscription payload of SNS
+/// SMS status lines), applied through the same code. 200 with what it did; 400 for an
+/// event Flare cannot read.
+async fn post_provider_event(State(app): State<Arc<LocalApp>>, req: Request) -> Response {
+    let body = match axum::body::to_bytes(req.into_body(), MAX_BODY).await {
+        Ok(b) => b,
+        Err(_) => {
+            let e = flare_shared::app::error::ApiError::PayloadTooLarge;
+            return to_response(ApiResponse::error(&e));
+        }
+    };
+    let event: serde_json::Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => {
+            let e = flare_shared::app::error::ApiError::InvalidJson(e);
+            return to_response(ApiResponse::error(&e));
+        }
+    };
+    let receipts = flare_shared::app::receipts::Receipts::new(app.services.log.clone());
+    match flare_runtime::provider_events::apply(&receipts, event).await {
+        Ok(sum) => axum::Json(serde_json::json!(sum)).into_response(),
+        Err(flare_runtime::provider_events::ProviderEventError::Malformed(m)) => {
+            let body = serde_json::json!({"error": {"code": "validation_failed", "message": m, "fields": {"body": "not a provider event Flare reads"}}});
+            (StatusCode::BAD_REQUEST, axum::Json(body)).into_response()
+        }
+        Err(flare_runtime::provider_events::ProviderEventError::Store(e)) => {
+            to_response(ApiResponse::error(&e.into()))
+        }
+    }
+}
+
 /// `GET /local/outbox`: every message handed to the SNS and SES stand-ins.
 async fn get_outbox(State(app): State<Arc<LocalApp>>) -> Response {
     match app.outbox.entries().await {
@@ -337,6 +387,24 @@ async fn any(State(app): State<Arc<LocalApp>>, req: Request) -> Response {
             .headers
             .get("idempotency-key")
             .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()),
+        headers: api::KEPT_HEADERS
+            .iter()
+            .filter_map(|name| {
+                let v = parts.headers.get(*name)?;
+                Some((
+                    name.to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                ))
+            })
+            .collect(),
+        // The runner speaks plain HTTP: the URL a gateway called, as Twilio signs it.
+        url: parts.headers.get(header::HOST).map(|h| {
+            format!(
+                "http://{}{}",
+                String::from_utf8_lossy(h.as_bytes()),
+                parts.uri.path_and_query().map_or("/", |p| p.as_str())
+            )
+        }),
     };
     to_response(api::handle(&app.services, request).await)
 }

@@ -867,7 +867,7 @@ async fn the_organizations_notifications_are_listed_newest_first_in_pages() {
     let counts = &first["notifications"][0]["counts"];
     assert_eq!(
         counts,
-        &json!({"pending": 0, "sent": 2, "failed": 0, "skipped": 7, "delivered": 0}),
+        &json!({"pending": 0, "sent": 2, "failed": 0, "skipped": 7, "delivered": 0, "undelivered": 0}),
         "{first}"
     );
     assert_eq!(first["notifications"][0]["category"], "dispatch");
@@ -1195,4 +1195,588 @@ async fn a_window_check_that_fires_three_times_sends_once() {
         1,
         "{channels:?}"
     );
+}
+
+// ---------------------------------------------------------------- provider receipts
+
+/// An SES event as EventBridge delivers it, for the message SES answered `message_id`.
+fn ses_event(kind: &str, message_id: &str) -> Value {
+    let mut ev: Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            flare_tests::workspace_root().join("events/receipts/ses-bounce.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    ev["detail"]["eventType"] = json!(kind);
+    ev["detail"]["mail"]["messageId"] = json!(message_id);
+    ev
+}
+
+/// A CloudWatch Logs subscription payload (base64 of gzip) of SNS SMS status lines.
+fn sns_status_payload(lines: &[(&str, &str, &str)]) -> Value {
+    use std::io::Write;
+    let events: Vec<Value> = lines
+        .iter()
+        .enumerate()
+        .map(|(i, (id, status, response))| {
+            let line = json!({"notification": {"messageId": id, "timestamp": "2026-11-27 10:00:01.100"},
+                "delivery": {"destination": "+14155550118", "providerResponse": response}, "status": status});
+            json!({"id": i.to_string(), "timestamp": 1796205601100u64, "message": line.to_string()})
+        })
+        .collect();
+    let data = json!({"messageType": "DATA_MESSAGE", "owner": "123456789012",
+        "logGroup": "sns/us-east-1/123456789012/DirectPublishToPhoneNumber", "logStream": "s",
+        "subscriptionFilters": ["flare"], "logEvents": events});
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(data.to_string().as_bytes()).unwrap();
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(gz.finish().unwrap());
+    json!({"awslogs": {"data": b64}})
+}
+
+impl Org {
+    async fn provider_event(&self, ev: &Value) -> Value {
+        let (s, b) = self
+            .app
+            .send(
+                "POST",
+                "/local/provider-events",
+                None,
+                Some(&ev.to_string()),
+            )
+            .await;
+        assert_eq!(s, 200, "{b}");
+        b
+    }
+
+    /// The provider message id the stand-in gave the notification's message to `to`.
+    async fn message_id(&self, id: &str, to: &str) -> String {
+        self.outbox(id)
+            .await
+            .iter()
+            .find(|e| e["to"] == to)
+            .and_then(|e| e["provider_message_id"].as_str())
+            .unwrap_or_else(|| panic!("no outbox entry to {to} with a provider_message_id"))
+            .to_string()
+    }
+}
+
+#[tokio::test]
+async fn ses_and_sns_receipts_move_sent_deliveries_to_delivered_or_undelivered() {
+    let o = org(json!({"dispatch": "app_sms_email"})).await;
+    o.user(
+        "u-18",
+        "passive_reporter",
+        Some("+14155550118"),
+        Some("u18@acme.example"),
+        false,
+        false,
+    )
+    .await;
+    o.user(
+        "u-19",
+        "passive_reporter",
+        Some("+14155550119"),
+        Some("u19@acme.example"),
+        false,
+        false,
+    )
+    .await;
+    let id = o.post(&incident("incident-dispatched")).await;
+    o.settled(&id).await;
+    let (sms18, mail18) = (
+        o.message_id(&id, "+14155550118").await,
+        o.message_id(&id, "u18@acme.example").await,
+    );
+    let (sms19, mail19) = (
+        o.message_id(&id, "+14155550119").await,
+        o.message_id(&id, "u19@acme.example").await,
+    );
+
+    let sum = o.provider_event(&ses_event("Delivery", &mail18)).await;
+    assert_eq!(sum["applied"], 1, "{sum}");
+    let mut bounce = ses_event("Bounce", &mail19);
+    bounce["detail"]["bounce"]["bouncedRecipients"][0]["diagnosticCode"] =
+        json!("smtp; 550 5.1.1 no such user");
+    o.provider_event(&bounce).await;
+    let sum = o
+        .provider_event(&sns_status_payload(&[
+            (
+                &sms18,
+                "SUCCESS",
+                "Message has been accepted by phone carrier",
+            ),
+            (&sms19, "FAILURE", "Phone carrier has blocked this message"),
+            ("not-ours", "SUCCESS", ""),
+        ]))
+        .await;
+    assert_eq!(
+        (sum["applied"].as_u64(), sum["unknown"].as_u64()),
+        (Some(2), Some(1)),
+        "{sum}"
+    );
+    // A complaint keeps the status; a late bounce after delivery changes nothing.
+    o.provider_event(&ses_event("Complaint", &mail18)).await;
+    let sum = o.provider_event(&ses_event("Bounce", &mail18)).await;
+    assert_eq!(sum["unchanged"], 1, "the first final receipt wins: {sum}");
+    // A transient bounce and a delivery delay change nothing at all.
+    let mut soft = ses_event("Bounce", &mail19);
+    soft["detail"]["bounce"]["bounceType"] = json!("Transient");
+    assert_eq!(o.provider_event(&soft).await["ignored"], 1);
+
+    let (_, n) = o
+        .app
+        .get(&format!("/v1/notifications/{id}"), &o.admin)
+        .await;
+    let (d18, d19) = (deliveries(&n, "u-18"), deliveries(&n, "u-19"));
+    assert_eq!(d18["email"]["status"], "delivered", "{n}");
+    assert!(d18["email"]["delivered_at"].is_string());
+    assert_eq!(d18["email"]["complaint"], true);
+    assert_eq!(d18["sms"]["status"], "delivered");
+    assert_eq!(
+        (
+            d19["email"]["status"].as_str(),
+            d19["email"]["reason"].as_str(),
+            d19["email"]["detail"].as_str()
+        ),
+        (
+            Some("undelivered"),
+            Some("bounced"),
+            Some("smtp; 550 5.1.1 no such user")
+        )
+    );
+    assert_eq!(
+        (
+            d19["sms"]["status"].as_str(),
+            d19["sms"]["reason"].as_str(),
+            d19["sms"]["detail"].as_str()
+        ),
+        (
+            Some("undelivered"),
+            Some("carrier_failed"),
+            Some("Phone carrier has blocked this message")
+        )
+    );
+    let (_, list) = o.app.get("/v1/notifications", &o.admin).await;
+    assert_eq!(
+        list["notifications"][0]["counts"]["undelivered"], 2,
+        "{list}"
+    );
+    // Something Flare cannot read is a 400.
+    let (s, _) = o
+        .app
+        .send(
+            "POST",
+            "/local/provider-events",
+            None,
+            Some(r#"{"source": "aws.sns"}"#),
+        )
+        .await;
+    assert_eq!(s, 400);
+    o.app.stop().await;
+}
+
+#[tokio::test]
+async fn a_receipt_never_moves_a_failed_delivery() {
+    let o = org(json!({"dispatch": "app_sms_email"})).await;
+    o.user(
+        "u-18",
+        "passive_reporter",
+        Some("+14155550118"),
+        None,
+        false,
+        false,
+    )
+    .await;
+    // The stand-in refuses it: failed, never sent, so no message id to match; a
+    // receipt naming another delivery's id for it finds nothing to move either.
+    o.app.app.outbox.fail_next(
+        "+14155550118",
+        SendError::permanent(FailReason::InvalidNumber),
+    );
+    let id = o.post(&incident("incident-dispatched")).await;
+    let n = o.settled(&id).await;
+    assert_eq!(deliveries(&n, "u-18")["sms"]["status"], "failed");
+    let sum = o
+        .provider_event(&sns_status_payload(&[("sns-never-sent", "SUCCESS", "")]))
+        .await;
+    assert_eq!(sum["unknown"], 1);
+    let n = o.settled(&id).await;
+    assert_eq!(deliveries(&n, "u-18")["sms"]["status"], "failed");
+    o.app.stop().await;
+}
+
+/// Posts a gateway callback signed (or not) as `format` signs with `key`.
+async fn callback(
+    o: &Org,
+    org_id: &str,
+    cc: &str,
+    format: flare_shared::domain::GatewayFormat,
+    key: &str,
+    body: &str,
+) -> u16 {
+    use flare_shared::domain::GatewayFormat::*;
+    use flare_shared::domain::receipt::{sign, signature_header};
+    let path = format!("/v1/receipts/sms/{org_id}/{cc}");
+    let url = format!("{}{path}", o.app.base);
+    let sig = sign(format, key.as_bytes(), &url, body.as_bytes());
+    let content_type = match format {
+        Json => "application/json",
+        Form | Twilio => "application/x-www-form-urlencoded",
+    };
+    o.app
+        .client
+        .post(&url)
+        .header("content-type", content_type)
+        .header(signature_header(format), sig)
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+async fn http_gateway(o: &Org, cc: &str, format: &str, extra: Value) -> String {
+    let gw = flare_tests::gateway();
+    let path = format!("/{}", uuid());
+    let mut body = json!({"provider": "http", "url": format!("{}{path}", gw.url), "format": format,
+        "password": "s3cret", "sender_number": "ACMEFIRE"});
+    for (k, v) in extra.as_object().unwrap() {
+        body[k] = v.clone();
+    }
+    let (s, b) = o
+        .app
+        .json("PUT", &format!("/v1/settings/sms/{cc}"), &o.admin, body)
+        .await;
+    assert_eq!(s, 200, "{b}");
+    path
+}
+
+#[tokio::test]
+async fn gateway_callbacks_are_verified_applied_once_and_scoped_to_their_organization() {
+    use flare_shared::domain::GatewayFormat;
+    let o = org(json!({"dispatch": "app_sms_email"})).await;
+    let gw = flare_tests::gateway();
+    for (i, format) in [
+        GatewayFormat::Json,
+        GatewayFormat::Form,
+        GatewayFormat::Twilio,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let name = match format {
+            GatewayFormat::Json => "json",
+            GatewayFormat::Form => "form",
+            GatewayFormat::Twilio => "twilio",
+        };
+        let path = http_gateway(&o, "main", name, json!({})).await;
+        let sid = format!("SM-{}", uuid());
+        gw.script(&path, json!([{"status": 200, "body": {"sid": sid}}]))
+            .await
+            .unwrap();
+        let user = format!("u-2{i}");
+        o.user(
+            &user,
+            "passive_reporter",
+            Some(&format!("+1415555012{i}")),
+            None,
+            false,
+            false,
+        )
+        .await;
+        let mut ev = incident("incident-dispatched");
+        ev["detail"]["recipient_ids"] = json!([user]);
+        let id = o.post(&ev).await;
+        let n = o.settled(&id).await;
+        assert_eq!(
+            deliveries(&n, &user)["sms"]["provider_message_id"],
+            sid.as_str(),
+            "{n}"
+        );
+        let body = match format {
+            GatewayFormat::Json => json!({"message_id": sid, "status": "delivered"}).to_string(),
+            GatewayFormat::Form => format!("message_id={sid}&status=delivered"),
+            GatewayFormat::Twilio => {
+                format!("MessageSid={sid}&MessageStatus=delivered&AccountSid=AC1")
+            }
+        };
+        // A bad signature (another key) changes nothing.
+        assert_eq!(
+            callback(&o, "acme", "main", format, "wrong", &body).await,
+            401,
+            "{name}"
+        );
+        let n = o.settled(&id).await;
+        assert_eq!(deliveries(&n, &user)["sms"]["status"], "sent");
+        assert_eq!(
+            callback(&o, "acme", "main", format, "s3cret", &body).await,
+            204,
+            "{name}"
+        );
+        assert_eq!(
+            callback(&o, "acme", "main", format, "s3cret", &body).await,
+            204,
+            "a replay"
+        );
+        let n = o.settled(&id).await;
+        assert_eq!(
+            deliveries(&n, &user)["sms"]["status"],
+            "delivered",
+            "{name}: {n}"
+        );
+        let unknown = body.replace(&sid, "SM-unknown");
+        assert_eq!(
+            callback(&o, "acme", "main", format, "s3cret", &unknown).await,
+            404,
+            "{name}"
+        );
+        if format == GatewayFormat::Twilio {
+            // Twilio reports steps that are not final: accepted, nothing changes.
+            let sent = body.replace("delivered", "sent");
+            assert_eq!(
+                callback(&o, "acme", "main", format, "s3cret", &sent).await,
+                204
+            );
+        }
+    }
+    // Another organization with its own gateway and password cannot reach acme's
+    // deliveries, even signing correctly with its own key.
+    let other = token("other", &["admin"], "u-admin");
+    let (s, _) = o
+        .app
+        .json("PUT", "/v1/settings/sms/main", &other, json!({"provider": "http",
+            "url": format!("{}/other", gw.url), "format": "json", "password": "other-key", "sender_number": "OTHER"}))
+        .await;
+    assert_eq!(s, 200);
+    let path = http_gateway(&o, "north", "json", json!({})).await;
+    let sid = format!("SM-{}", uuid());
+    gw.script(&path, json!([{"status": 200, "body": {"id": sid}}]))
+        .await
+        .unwrap();
+    o.user(
+        "u-30",
+        "passive_reporter",
+        Some("+14155550130"),
+        None,
+        false,
+        false,
+    )
+    .await;
+    let mut ev = incident("incident-dispatched");
+    ev["detail"]["recipient_ids"] = json!(["u-30"]);
+    ev["detail"]["control_center_id"] = json!("north");
+    let id = o.post(&ev).await;
+    o.settled(&id).await;
+    let body = json!({"message_id": sid, "status": "undelivered", "error": "absent subscriber"})
+        .to_string();
+    assert_eq!(
+        callback(&o, "other", "main", GatewayFormat::Json, "other-key", &body).await,
+        404
+    );
+    // Signed as main's gateway (now a twilio one) does: main's gateway did not send it.
+    let as_main = format!("MessageSid={sid}&MessageStatus=undelivered");
+    assert_eq!(
+        callback(
+            &o,
+            "acme",
+            "main",
+            GatewayFormat::Twilio,
+            "s3cret",
+            &as_main
+        )
+        .await,
+        404
+    );
+    assert_eq!(
+        callback(&o, "acme", "north", GatewayFormat::Json, "s3cret", &body).await,
+        204
+    );
+    let n = o.settled(&id).await;
+    let d = deliveries(&n, "u-30");
+    assert_eq!(
+        (d["sms"]["status"].as_str(), d["sms"]["detail"].as_str()),
+        (Some("undelivered"), Some("absent subscriber"))
+    );
+    // A control center with no gateway of its own cannot be signed for.
+    assert_eq!(
+        callback(&o, "acme", "south", GatewayFormat::Json, "s3cret", &body).await,
+        401
+    );
+    o.app.stop().await;
+}
+
+// ---------------------------------------------------------------- failover
+
+#[tokio::test]
+async fn a_failing_gateway_fails_over_to_sns_and_its_circuit_opens_and_closes() {
+    let o = org(json!({"dispatch": "app_sms_email"})).await;
+    let gw = flare_tests::gateway();
+    let path = http_gateway(&o, "main", "json", json!({"failover": "sns"})).await;
+    let (_, v) = o.app.get("/v1/settings/sms/main", &o.admin).await;
+    assert_eq!(
+        (v["failover"].as_str(), v["health"]["state"].as_str()),
+        (Some("sns"), Some("ok")),
+        "{v}"
+    );
+    // A 400 is permanent: SNS at once.
+    gw.script(&path, json!([{"status": 400, "body": "unknown sender"}]))
+        .await
+        .unwrap();
+    o.user(
+        "u-18",
+        "passive_reporter",
+        Some("+14155550118"),
+        None,
+        false,
+        false,
+    )
+    .await;
+    let mut ev = incident("incident-dispatched");
+    ev["detail"]["recipient_ids"] = json!(["u-18"]);
+    let id = o.post(&ev).await;
+    let n = o.settled(&id).await;
+    let d = deliveries(&n, "u-18");
+    assert_eq!(
+        (
+            d["sms"]["status"].as_str(),
+            d["sms"]["provider"].as_str(),
+            d["sms"]["failover_from"].as_str()
+        ),
+        (Some("sent"), Some("sns"), Some("http")),
+        "{n}"
+    );
+    assert_eq!(sent_to(&o.outbox(&id).await, "sms"), ["+14155550118"]);
+    // A gateway that keeps answering 503: retried, then SNS once the circuit opens
+    // (the 400 and four 503s are five failures in a row) or on the last attempt.
+    gw.script(
+        &path,
+        json!([{"status": 503}, {"status": 503}, {"status": 503}, {"status": 503}]),
+    )
+    .await
+    .unwrap();
+    let mut ev = incident("incident-dispatched");
+    ev["detail"]["recipient_ids"] = json!(["u-18"]);
+    let id = o.post(&ev).await;
+    let n = o.settled(&id).await;
+    let d = deliveries(&n, "u-18");
+    assert_eq!(
+        (
+            d["sms"]["provider"].as_str(),
+            d["sms"]["failover_from"].as_str()
+        ),
+        (Some("sns"), Some("http")),
+        "{n}"
+    );
+    // Five failures in a row: the circuit is open, and the next SMS does not even try
+    // the gateway.
+    let (_, v) = o.app.get("/v1/settings/sms/main", &o.admin).await;
+    assert_eq!(v["health"]["state"], "open", "{v}");
+    assert!(
+        v["health"]["consecutive_failures"].as_u64().unwrap() >= 5,
+        "{v}"
+    );
+    assert!(
+        v["health"]["last_error"].as_str().unwrap().contains("503"),
+        "{v}"
+    );
+    assert!(!v.to_string().contains("s3cret"));
+    let before = gw.requests_to(&path).await.unwrap().len();
+    let mut ev = incident("incident-dispatched");
+    ev["detail"]["recipient_ids"] = json!(["u-18"]);
+    let id = o.post(&ev).await;
+    let n = o.settled(&id).await;
+    assert_eq!(deliveries(&n, "u-18")["sms"]["failover_from"], "http");
+    assert_eq!(
+        gw.requests_to(&path).await.unwrap().len(),
+        before,
+        "not tried while open"
+    );
+    // The test runner opens it for 2 s: after that the gateway is tried again, and a
+    // success closes it.
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    gw.script(&path, json!([{"status": 200, "body": {"id": "m-ok"}}]))
+        .await
+        .unwrap();
+    let mut ev = incident("incident-dispatched");
+    ev["detail"]["recipient_ids"] = json!(["u-18"]);
+    let id = o.post(&ev).await;
+    let n = o.settled(&id).await;
+    let d = deliveries(&n, "u-18");
+    assert_eq!(
+        (d["sms"]["provider"].as_str(), d["sms"].get("failover_from")),
+        (Some("http"), None),
+        "{n}"
+    );
+    let (_, v) = o.app.get("/v1/settings/sms/main", &o.admin).await;
+    assert_eq!(
+        (
+            v["health"]["state"].as_str(),
+            v["health"]["consecutive_failures"].as_u64()
+        ),
+        (Some("ok"), Some(0)),
+        "{v}"
+    );
+    assert!(v["health"]["last_success_at"].is_string());
+    o.app.stop().await;
+}
+
+#[tokio::test]
+async fn an_smtp_server_that_refuses_auth_fails_over_to_ses() {
+    let o = org(json!({"dispatch": "app_sms_email"})).await;
+    let smtp = flare_tests::smtp();
+    let (s, b) = o
+        .app
+        .json(
+            "PUT",
+            "/v1/settings/email",
+            &o.admin,
+            json!({"provider": "smtp", "sender_email": "alerts@acme.example", "failover": "ses",
+                   "smtp": {"server_url": "127.0.0.1", "port": smtp.port, "username": smtp.user,
+                            "password": "not-the-password", "use_tls": true}}),
+        )
+        .await;
+    assert_eq!(
+        (s.as_u16(), b["failover"].as_str()),
+        (200, Some("ses")),
+        "{b}"
+    );
+    let to = format!("{}@acme.example", uuid());
+    o.user("u-18", "passive_reporter", None, Some(&to), false, false)
+        .await;
+    let id = o.post(&incident("incident-dispatched")).await;
+    let n = o.settled(&id).await;
+    let d = deliveries(&n, "u-18");
+    assert_eq!(
+        (
+            d["email"]["status"].as_str(),
+            d["email"]["provider"].as_str(),
+            d["email"]["failover_from"].as_str()
+        ),
+        (Some("sent"), Some("ses"), Some("smtp")),
+        "{n}"
+    );
+    let out = o.outbox(&id).await;
+    let mail = out
+        .iter()
+        .find(|e| e["to"] == to.as_str())
+        .expect("sent by the SES stand-in");
+    assert_eq!(mail["from"], "alerts@acme.example");
+    let (_, v) = o.app.get("/v1/settings/email", &o.admin).await;
+    assert_eq!(v["health"]["state"], "failing", "{v}");
+    assert!(!v.to_string().contains("not-the-password"), "{v}");
+    // Without failover the same refusal fails the delivery, as before.
+    let (s, _) = o
+        .app
+        .json(
+            "PUT",
+            "/v1/settings/email",
+            &o.admin,
+            json!({"provider": "ses", "failover": "ses"}),
+        )
+        .await;
+    assert_eq!(s, 400, "failover applies only to smtp");
+    o.app.stop().await;
 }

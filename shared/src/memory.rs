@@ -1,6 +1,7 @@
 //! In-memory adapters for every port: the unit tests' doubles, and the local runner's
 //! stand-ins for SNS, SES and SQS.
 
+use crate::domain::receipt::ReceiptKey;
 use crate::domain::{
     Channel, CommunicationSettings, ControlCenterId, DeliveryJob, DeliveryRecord, EmailSettings,
     Notification, NotificationId, OrgId, Platform, Provider, RecipientRef, SmsSettings, User,
@@ -288,6 +289,8 @@ struct LogEntry {
 #[derive(Default)]
 pub struct MemoryDeliveryLog {
     entries: Mutex<HashMap<(OrgId, NotificationId), LogEntry>>,
+    /// Receipt key → the record it names.
+    receipts: Mutex<HashMap<String, (OrgId, NotificationId, String, crate::domain::Slot)>>,
 }
 
 impl MemoryDeliveryLog {
@@ -402,8 +405,37 @@ impl DeliveryLog for MemoryDeliveryLog {
         };
         let mut state = RecordState::of(r);
         let moved = state.finish(outcome, chrono::Utc::now());
+        if moved && let Some(k) = state.receipt_key.take() {
+            lock(&self.receipts).insert(k, (org.clone(), id.clone(), recipient.key(), slot));
+        }
         state.apply(r);
         Ok(moved)
+    }
+
+    async fn receipt(&self, key: &ReceiptKey, outcome: Finish) -> StoreResult<ReceiptMatch> {
+        let Some((org, id, recipient, slot)) = lock(&self.receipts).get(key.as_str()).cloned()
+        else {
+            return Ok(ReceiptMatch::Unknown);
+        };
+        let mut entries = lock(&self.entries);
+        let Some(r) = entries
+            .get_mut(&(org.clone(), id.clone()))
+            .and_then(|e| e.records.get_mut(&(recipient.clone(), slot)))
+        else {
+            return Ok(ReceiptMatch::Unknown);
+        };
+        let mut state = RecordState::of(r);
+        let moved = state.finish(outcome, chrono::Utc::now());
+        state.apply(r);
+        Ok(ReceiptMatch::Found {
+            target: ReceiptTarget {
+                org_id: org,
+                notification_id: id,
+                recipient,
+                channel: slot.channel,
+            },
+            moved,
+        })
     }
 
     async fn list_notifications(
@@ -508,6 +540,9 @@ pub struct OutboxEntry {
     pub from: Option<String>,
     pub subject: Option<String>,
     pub body: String,
+    /// The id the stand-in answered (what a provider's receipt names).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider_message_id: Option<String>,
 }
 
 /// Where the stand-in providers keep what they were handed: in memory by default, in
@@ -573,7 +608,7 @@ impl MemoryOutbox {
             .push_back(err);
     }
 
-    async fn record(&self, entry: OutboxEntry) -> Result<Receipt, SendError> {
+    async fn record(&self, mut entry: OutboxEntry) -> Result<Receipt, SendError> {
         let scripted = lock(&self.failures)
             .get_mut(&entry.to)
             .and_then(VecDeque::pop_front);
@@ -581,13 +616,16 @@ impl MemoryOutbox {
             return Err(err);
         }
         let provider = entry.provider;
+        // Unique, as SNS's and SES's are: a receipt names exactly one message.
+        let id = format!("{}-{}", provider.as_str(), uuid::Uuid::new_v4().simple());
+        entry.provider_message_id = Some(id.clone());
         // A stand-in that cannot record the send did not make it: the job retries.
-        let seq = self.journal.append(&entry).await.map_err(|e| {
+        self.journal.append(&entry).await.map_err(|e| {
             SendError::transient(crate::domain::FailReason::ProviderUnavailable).with_source(e)
         })?;
         Ok(Receipt {
             provider,
-            provider_message_id: Some(format!("{}-{seq}", provider.as_str())),
+            provider_message_id: Some(id),
         })
     }
 }
@@ -603,6 +641,7 @@ impl PushSender for MemoryOutbox {
             from: None,
             subject: Some(p.message.title.clone()),
             body: p.message.body.clone(),
+            provider_message_id: None,
         })
         .await
     }
@@ -619,6 +658,7 @@ impl SmsSender for MemoryOutbox {
             from: m.from.as_ref().map(|f| f.to_string()),
             subject: None,
             body: m.text.clone(),
+            provider_message_id: None,
         })
         .await
     }
@@ -635,6 +675,7 @@ impl EmailSender for MemoryOutbox {
             from: Some(m.from.to_string()),
             subject: Some(m.subject.clone()),
             body: m.text.clone(),
+            provider_message_id: None,
         })
         .await
     }
@@ -762,5 +803,39 @@ impl crate::ports::Metrics for MemoryMetrics {
     }
     fn acknowledged(&self, category: crate::domain::Category) {
         lock(&self.acknowledgements).push(category);
+    }
+}
+
+/// Providers' health in memory (the local runner: one process is every instance).
+#[derive(Default)]
+pub struct MemoryHealth {
+    items: Mutex<HashMap<(OrgId, String), crate::domain::health::ProviderHealth>>,
+}
+
+#[async_trait]
+impl HealthStore for MemoryHealth {
+    async fn get(
+        &self,
+        org: &OrgId,
+        scope: &crate::domain::health::HealthScope,
+    ) -> StoreResult<crate::domain::health::ProviderHealth> {
+        Ok(lock(&self.items)
+            .get(&(org.clone(), scope.key()))
+            .cloned()
+            .unwrap_or_default())
+    }
+
+    async fn update(
+        &self,
+        org: &OrgId,
+        scope: &crate::domain::health::HealthScope,
+        change: &(
+             dyn for<'h> Fn(&'h mut crate::domain::health::ProviderHealth) -> bool + Send + Sync
+         ),
+    ) -> StoreResult<crate::domain::health::ProviderHealth> {
+        let mut items = lock(&self.items);
+        let h = items.entry((org.clone(), scope.key())).or_default();
+        change(h);
+        Ok(h.clone())
     }
 }

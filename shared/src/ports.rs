@@ -5,6 +5,7 @@
 use crate::domain::reason::wire_reason;
 use std::time::Duration;
 
+use crate::domain::receipt::ReceiptKey;
 use crate::domain::{
     Channel, CheckJob, CommunicationSettings, ControlCenterId, DeliveryJob, DeliveryRecord,
     DeliveryStatus, DeviceId, EmailAddress, EmailSettings, FailReason, Message, Notification,
@@ -254,6 +255,11 @@ pub trait DeliveryLog: Send + Sync {
             .await?
             .map(|l| page_of(l, after, recipients)))
     }
+    /// Applies a provider's receipt to the delivery `key` names (`outcome` is
+    /// [`Finish::Delivered`], [`Finish::Undelivered`] or [`Finish::Complaint`]): one
+    /// lookup and one conditional write. [`ReceiptMatch::Unknown`] when no delivery
+    /// was sent under that key (or it has expired).
+    async fn receipt(&self, key: &ReceiptKey, outcome: Finish) -> StoreResult<ReceiptMatch>;
     /// The organization's notifications newest first ([`ListPosition`] order), at most
     /// `limit`, starting after `after`, each with its deliveries counted by state.
     async fn list_notifications(
@@ -264,6 +270,26 @@ pub trait DeliveryLog: Send + Sync {
     ) -> StoreResult<Vec<NotificationSummary>>;
 }
 
+/// What a provider's receipt found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReceiptMatch {
+    /// No delivery was sent under the key.
+    Unknown,
+    /// The delivery it names; `moved` is false for a repeat, or a receipt that may not
+    /// move it (the delivery already has a final receipt, or is failed or skipped).
+    Found { target: ReceiptTarget, moved: bool },
+}
+
+/// The delivery a receipt key names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceiptTarget {
+    pub org_id: OrgId,
+    pub notification_id: NotificationId,
+    /// The recipient's key ([`RecipientRef::key`]).
+    pub recipient: String,
+    pub channel: Channel,
+}
+
 /// How many deliveries of a notification are in each state.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct StatusCounts {
@@ -272,6 +298,7 @@ pub struct StatusCounts {
     pub failed: u64,
     pub skipped: u64,
     pub delivered: u64,
+    pub undelivered: u64,
 }
 
 impl StatusCounts {
@@ -286,6 +313,7 @@ impl StatusCounts {
             DeliveryStatus::Failed => self.failed += n,
             DeliveryStatus::Skipped => self.skipped += n,
             DeliveryStatus::Delivered => self.delivered += n,
+            DeliveryStatus::Undelivered => self.undelivered += n,
         }
     }
 }
@@ -376,6 +404,10 @@ pub enum Finish {
         attempt: u32,
         provider: Provider,
         provider_message_id: Option<String>,
+        /// Where the provider's receipts find this delivery (see [`ReceiptKey`]).
+        receipt_key: Option<ReceiptKey>,
+        /// Sent by the failover provider, standing in for this one.
+        failover_from: Option<Provider>,
     },
     Failed {
         attempt: u32,
@@ -419,6 +451,15 @@ pub enum Finish {
     Delivered {
         at: chrono::DateTime<chrono::Utc>,
     },
+    /// A provider's receipt says a `sent` record never arrived (only from `sent`: the
+    /// first final receipt wins).
+    Undelivered {
+        reason: String,
+        detail: Option<String>,
+    },
+    /// The recipient complained about a sent email: `complaint` is set, the status stays
+    /// (only on a `sent` or `delivered` record, and only once).
+    Complaint,
 }
 
 /// The part of a record that claims and finishes change: adapters that store records
@@ -445,6 +486,15 @@ pub struct RecordState {
     pub fallback_reason: Option<crate::domain::reason::FallbackReason>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fallback_at: Option<chrono::DateTime<chrono::Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failover_from: Option<crate::domain::Provider>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub complaint: bool,
+    /// Where receipts find the record (kept beside the state, so an adapter can index it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receipt_key: Option<String>,
 }
 
 impl RecordState {
@@ -460,6 +510,10 @@ impl RecordState {
             delivered_at: r.delivered_at,
             fallback_reason: r.fallback_reason,
             fallback_at: r.fallback_at,
+            failover_from: r.failover_from,
+            detail: r.detail.clone(),
+            complaint: r.complaint,
+            receipt_key: None,
         }
     }
 
@@ -475,6 +529,9 @@ impl RecordState {
         r.delivered_at = self.delivered_at;
         r.fallback_reason = self.fallback_reason;
         r.fallback_at = self.fallback_at;
+        r.failover_from = self.failover_from;
+        r.detail = self.detail;
+        r.complaint = self.complaint;
     }
 
     /// What a claim does (see [`DeliveryLog::claim`]).
@@ -500,20 +557,42 @@ impl RecordState {
     /// What [`DeliveryLog::finish`] does; whether the record moved.
     pub fn finish(&mut self, outcome: Finish, now: chrono::DateTime<chrono::Utc>) -> bool {
         let r = self;
-        if let Finish::Delivered { at } = outcome {
+        match outcome {
             // Only a receipt moves a record on from `sent`, and only the first one.
-            if r.status != DeliveryStatus::Sent {
-                return false;
+            Finish::Delivered { at } => {
+                if r.status != DeliveryStatus::Sent {
+                    return false;
+                }
+                r.status = DeliveryStatus::Delivered;
+                r.delivered_at = Some(at);
+                return true;
             }
-            r.status = DeliveryStatus::Delivered;
-            r.delivered_at = Some(at);
-            return true;
+            Finish::Undelivered { reason, detail } => {
+                if r.status != DeliveryStatus::Sent {
+                    return false;
+                }
+                r.status = DeliveryStatus::Undelivered;
+                r.reason = Some(reason);
+                r.detail = detail;
+                return true;
+            }
+            Finish::Complaint => {
+                let sent = matches!(r.status, DeliveryStatus::Sent | DeliveryStatus::Delivered);
+                if !sent || r.complaint {
+                    return false;
+                }
+                r.complaint = true;
+                return true;
+            }
+            _ => {}
         }
         if r.status != DeliveryStatus::Pending {
             return false;
         }
         match outcome {
-            Finish::Delivered { .. } => return false,
+            Finish::Delivered { .. } | Finish::Undelivered { .. } | Finish::Complaint => {
+                return false;
+            }
             Finish::Failed { attempt, .. } | Finish::Retry { attempt, .. }
                 if attempt != r.attempts =>
             {
@@ -522,11 +601,15 @@ impl RecordState {
             Finish::Sent {
                 provider,
                 provider_message_id,
+                receipt_key,
+                failover_from,
                 ..
             } => {
                 r.status = DeliveryStatus::Sent;
                 r.provider = Some(provider);
                 r.provider_message_id = provider_message_id;
+                r.receipt_key = receipt_key.map(|k| k.as_str().to_string());
+                r.failover_from = failover_from;
                 r.reason = None;
                 r.claimed_until = None;
             }
@@ -576,6 +659,28 @@ impl RecordState {
         }
         true
     }
+}
+
+/// Custom providers' health, where every instance sees it (the circuit's state).
+#[async_trait]
+pub trait HealthStore: Send + Sync {
+    /// The provider's health; the default (healthy) when nothing is stored.
+    async fn get(
+        &self,
+        org: &OrgId,
+        scope: &crate::domain::health::HealthScope,
+    ) -> StoreResult<crate::domain::health::ProviderHealth>;
+    /// Changes it as one step: `change` edits the stored health and answers whether to
+    /// write it; the write happens only if nobody wrote in between (else `change` runs
+    /// again on the fresh copy). Answers the health as it is now.
+    async fn update(
+        &self,
+        org: &OrgId,
+        scope: &crate::domain::health::HealthScope,
+        change: &(
+             dyn for<'h> Fn(&'h mut crate::domain::health::ProviderHealth) -> bool + Send + Sync
+         ),
+    ) -> StoreResult<crate::domain::health::ProviderHealth>;
 }
 
 #[derive(Debug, thiserror::Error)]

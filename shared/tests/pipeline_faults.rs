@@ -129,6 +129,7 @@ impl World {
             email: Default::default(),
             default_sender: None,
             metrics: self.metrics.clone(),
+            failover: None,
         }
     }
 
@@ -245,6 +246,8 @@ fn manual_sms(key: Option<&str>, user: &str) -> ApiRequest {
             .into_bytes(),
         query: None,
         idempotency_key: key.map(str::to_string),
+        headers: Vec::new(),
+        url: None,
     }
 }
 
@@ -455,6 +458,8 @@ async fn a_receipt_is_counted_once_and_so_is_the_first_ack() {
         body: vec![],
         query: None,
         idempotency_key: None,
+        headers: Vec::new(),
+        url: None,
     };
     for op in ["receipt", "receipt", "ack", "ack"] {
         assert_eq!(api::handle(&svc, call(op)).await.status, 204, "{op}");
@@ -505,6 +510,8 @@ impl JobQueue for InstantWorker {
                 attempt: 1,
                 provider: j.provider,
                 provider_message_id: None,
+                receipt_key: None,
+                failover_from: None,
             };
             assert!(
                 log.finish(org, id, who, j.channel.into(), sent)

@@ -44,6 +44,7 @@ fn main() {
                             username: None,
                             password_set: false,
                             secrets_rev: None,
+                            failover_ses: false,
                         },
                     },
                     sender_email: None,

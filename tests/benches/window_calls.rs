@@ -74,6 +74,7 @@ async fn run(stack: &AwsStack, n: usize, window: u32) -> Counted {
         email: Default::default(),
         default_sender: None,
         metrics: Arc::new(NoMetrics),
+        failover: None,
     };
     // The push function's side: receive (not counted), handle, delete (not counted),
     // until nothing is held any more.

@@ -54,6 +54,9 @@ pub fn record(n: &Notification, who: &str, channel: Channel, held: bool) -> Deli
         fallback_reason: None,
         fallback_at: None,
         cycle: 0,
+        failover_from: None,
+        detail: None,
+        complaint: false,
     }
 }
 
@@ -137,6 +140,8 @@ pub async fn delivery_log(log: &dyn DeliveryLog, org: &OrgId) {
         attempt: 1,
         provider: Provider::Sns,
         provider_message_id: Some("m-1".into()),
+        receipt_key: None,
+        failover_from: None,
     };
     assert!(finish("u-1", sms, sent.clone()).await);
     assert!(
@@ -233,6 +238,8 @@ pub async fn delivery_log(log: &dyn DeliveryLog, org: &OrgId) {
         attempt: 2,
         provider: Provider::Sns,
         provider_message_id: None,
+        receipt_key: None,
+        failover_from: None,
     };
     assert!(finish("u-1", push, stale_sent).await);
     assert_eq!(
@@ -655,6 +662,8 @@ async fn list_notifications(log: &dyn DeliveryLog, org: &OrgId) {
             attempt: 1,
             provider: flare_shared::domain::Provider::Sns,
             provider_message_id: None,
+            receipt_key: None,
+            failover_from: None,
         },
     )
     .await
@@ -669,6 +678,8 @@ async fn list_notifications(log: &dyn DeliveryLog, org: &OrgId) {
             attempt: 1,
             provider: flare_shared::domain::Provider::Sns,
             provider_message_id: None,
+            receipt_key: None,
+            failover_from: None,
         },
         Finish::Delivered { at: Utc::now() },
     ] {
@@ -694,6 +705,7 @@ async fn list_notifications(log: &dyn DeliveryLog, org: &OrgId) {
             failed: 0,
             skipped: 0,
             delivered: 1,
+            undelivered: 0,
         }
     );
     assert_eq!(first[1].counts, StatusCounts::default());

@@ -63,6 +63,8 @@ pub async fn configure_providers(
                 }),
                 body: body.to_string().into_bytes(),
                 idempotency_key: None,
+                headers: Vec::new(),
+                url: None,
             },
         )
         .await;

@@ -24,12 +24,13 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, oneshot};
 
 /// The function binaries, as `template.yaml` names them.
-pub const FUNCTIONS: [&str; 5] = [
+pub const FUNCTIONS: [&str; 6] = [
     "flare-api",
     "flare-router",
     "flare-push",
     "flare-sms",
     "flare-email",
+    "flare-receipts",
 ];
 
 /// How long one invocation may take (the template's router timeout).

@@ -148,6 +148,8 @@ impl AwsStack {
             "FLARE_SECRET_PREFIX" => Some(self.secret_prefix.clone()),
             wiring::DEFAULT_SENDER => Some(DEFAULT_SENDER.to_string()),
             "FLARE_MAX_RECEIVES" => Some(MAX_RECEIVES.to_string()),
+            // moto takes any configuration set name (it reports no events).
+            "FLARE_SES_CONFIGURATION_SET" => Some("flare-receipts".to_string()),
             flare_runtime::emf::NAMESPACE_VARIABLE => Some("Flare/test".to_string()),
             PlatformApps::ENV_FCM => self.platform_apps.fcm.clone(),
             PlatformApps::ENV_APNS => self.platform_apps.apns.clone(),

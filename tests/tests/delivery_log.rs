@@ -158,7 +158,9 @@ async fn an_instance_that_never_saw_a_sharded_notification_finds_its_records_on_
                 Finish::Sent {
                     attempt: 1,
                     provider: Provider::Sns,
-                    provider_message_id: None
+                    provider_message_id: None,
+                    receipt_key: None,
+                    failover_from: None,
                 }
             )
             .await

@@ -62,6 +62,7 @@ async fn pipeline() -> Pipeline {
         max_receives: flare_tests::stack::MAX_RECEIVES,
         dead_letter_queue: stack.dlq_arns[&channel].clone(),
         metrics_namespace: None,
+        circuit: Default::default(),
     };
     let (p, s, e) = (cfg(Channel::Push), cfg(Channel::Sms), cfg(Channel::Email));
     let sender = EmailAddress::parse("flare@flare.example").unwrap();
@@ -133,6 +134,8 @@ impl Pipeline {
                 body.to_string().into_bytes()
             },
             idempotency_key: None,
+            headers: Vec::new(),
+            url: None,
         };
         let r = api::handle(&self.services, req).await;
         (r.status, r.body.unwrap_or(Value::Null))
@@ -754,6 +757,8 @@ fn responder_post(org: &str, sub: &str, path: String, body: &str) -> ApiRequest 
         body: body.as_bytes().to_vec(),
         query: None,
         idempotency_key: None,
+        headers: Vec::new(),
+        url: None,
     }
 }
 

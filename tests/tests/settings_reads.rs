@@ -110,6 +110,7 @@ async fn a_gateway_sms_job_reads_the_settings_once() {
                     format: GatewayFormat::Json,
                     username: None,
                     header_name: None,
+                    failover_sns: false,
                 }),
                 sender_number: Some(SenderId::parse("ACMEFIRE").unwrap()),
                 password_set: false,
@@ -135,6 +136,7 @@ async fn a_gateway_sms_job_reads_the_settings_once() {
         email: Default::default(),
         default_sender: None,
         metrics: Arc::new(flare_shared::ports::NoMetrics),
+        failover: None,
     };
     let n = Notification {
         control_center_id: ControlCenterId::parse("north").unwrap(),

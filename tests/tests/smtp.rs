@@ -54,6 +54,7 @@ fn smtp_settings(server_url: &str, port: u16, use_tls: bool, user: Option<&str>)
                 username: user.map(str::to_string),
                 password_set: true,
                 secrets_rev: None,
+                failover_ses: false,
             },
         },
         sender_email: Some(EmailAddress::parse("alerts@acme.example").unwrap()),

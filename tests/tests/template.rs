@@ -4,6 +4,7 @@
 
 use flare_tests::{FIX, python, workspace_root};
 use serde_json::{Value, json};
+use std::collections::HashMap;
 use std::process::Command;
 
 /// Decoded once per test binary (cfn-lint takes a few seconds to start).
@@ -103,6 +104,47 @@ fn the_api_description_needs_no_token_and_everything_else_does() {
 }
 
 #[test]
+fn a_custom_gateways_sms_receipts_need_no_token_and_only_they_and_the_description_skip_it() {
+    let t = template();
+    let events = &t["Resources"]["ApiFunction"]["Properties"]["Events"];
+    let receipts = &events["SmsReceipts"];
+    assert_eq!(receipts["Type"], "HttpApi");
+    assert_eq!(
+        receipts["Properties"],
+        json!({
+            "ApiId": {"Ref": "HttpApi"},
+            "Path": "/v1/receipts/sms/{org_id}/{control_center_id}",
+            "Method": "POST",
+            "Auth": {"Authorizer": "NONE"}
+        })
+    );
+    assert_eq!(events["V1"]["Properties"]["Path"], "/v1/{proxy+}");
+    assert!(events["V1"]["Properties"]["Auth"].is_null());
+    let mut open: Vec<&str> = events
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(_, e)| !e["Properties"]["Auth"].is_null())
+        .map(|(n, _)| n.as_str())
+        .collect();
+    open.sort();
+    assert_eq!(open, ["OpenApi", "SmsReceipts"], "routes without the JWT");
+    // The API is the only function behind the HTTP API.
+    for (name, f) in resources_of(t, "AWS::Serverless::Function") {
+        if name == "ApiFunction" {
+            continue;
+        }
+        let http = f["Properties"]["Events"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter(|(_, e)| e["Type"] == "HttpApi")
+            .count();
+        assert_eq!(http, 0, "{name} has an HTTP API route");
+    }
+}
+
+#[test]
 fn each_delivery_function_settles_its_own_dead_letter_queue() {
     let t = template();
     for (function, channel) in [
@@ -182,8 +224,10 @@ fn every_function_logs_to_its_own_group_kept_for_the_retention_parameter() {
         t["Parameters"]["LogRetentionDays"]["Default"].as_u64(),
         Some(30)
     );
-    let functions = resources_of(t, "AWS::Serverless::Function");
-    assert_eq!(functions.len(), 5);
+    let mut functions = resources_of(t, "AWS::Serverless::Function");
+    assert_eq!(functions.len(), 6);
+    // The custom resource's inline function too.
+    functions.extend(resources_of(t, "AWS::Lambda::Function"));
     for (name, f) in functions {
         let props = &f["Properties"];
         let group = props["LoggingConfig"]["LogGroup"]["Ref"]
@@ -313,4 +357,391 @@ fn the_dashboard_graphs_the_metrics_the_functions_emit() {
             "{alarm}"
         );
     }
+}
+
+#[test]
+fn every_function_is_built_by_make_from_the_one_cargo_invocation() {
+    let t = template();
+    let root = workspace_root();
+    let read = |path: &str| {
+        std::fs::read_to_string(root.join(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
+    };
+    let makefile = read("Makefile");
+    let cargo_lambdas = read("scripts/cargo-lambdas");
+    let build_lambdas = read("scripts/build-lambdas");
+    // `build-<LogicalId>: BIN = <binary>`
+    let binaries: HashMap<&str, &str> = makefile
+        .lines()
+        .filter_map(|l| l.strip_prefix("build-")?.split_once(": BIN = "))
+        .collect();
+    let words = |line: Option<&str>| -> Vec<String> {
+        line.unwrap_or_default()
+            .split_whitespace()
+            .map(|w| w.trim_end_matches([':', ';']).to_string())
+            .collect()
+    };
+    let rule = words(
+        makefile
+            .lines()
+            .find(|l| l.starts_with("build-") && l.ends_with(':')),
+    );
+    let phony = words(makefile.lines().find(|l| l.starts_with(".PHONY:")));
+    let tokens: Vec<&str> = cargo_lambdas.split_whitespace().collect();
+    let packages: Vec<&str> = tokens
+        .windows(2)
+        .filter(|w| w[0] == "-p")
+        .map(|w| w[1])
+        .collect();
+    let checked = words(build_lambdas.lines().find(|l| l.starts_with("for fn in ")));
+
+    let functions = resources_of(t, "AWS::Serverless::Function");
+    assert_eq!(
+        functions.len(),
+        binaries.len(),
+        "one Makefile binary per function"
+    );
+    for (name, f) in functions {
+        assert_eq!(f["Metadata"]["BuildMethod"], "makefile", "{name}");
+        assert_eq!(f["Properties"]["CodeUri"], ".", "{name}");
+        let binary = binaries
+            .get(name.as_str())
+            .unwrap_or_else(|| panic!("the Makefile has no 'build-{name}: BIN = ...' line"));
+        let target = format!("build-{name}");
+        assert!(rule.contains(&target), "{target} is not a rule: {rule:?}");
+        assert!(phony.contains(&target), "{target} is not .PHONY: {phony:?}");
+        assert!(
+            packages.contains(binary),
+            "scripts/cargo-lambdas does not build {binary}: {packages:?}"
+        );
+        assert!(
+            checked.contains(name),
+            "scripts/build-lambdas does not check {name}: {checked:?}"
+        );
+    }
+    assert_eq!(binaries.get("ReceiptsFunction"), Some(&"flare-receipts"));
+}
+
+/// The SES event types the configuration set publishes, and the detail-type of each on
+/// EventBridge.
+const SES_RECEIPT_EVENTS: [(&str, &str); 5] = [
+    ("delivery", "Email Delivered"),
+    ("bounce", "Email Bounced"),
+    ("complaint", "Email Complaint Received"),
+    ("reject", "Email Rejected"),
+    ("renderingFailure", "Email Rendering Failed"),
+];
+
+fn sorted_strings(v: &Value) -> Vec<&str> {
+    let mut out: Vec<&str> = v
+        .as_array()
+        .unwrap_or_else(|| panic!("not a list: {v}"))
+        .iter()
+        .map(|s| s.as_str().unwrap_or_else(|| panic!("not a string: {s}")))
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn the_configuration_set_publishes_the_receipt_events_to_the_default_bus() {
+    let t = template();
+    assert_eq!(
+        t["Resources"]["SesConfigurationSet"]["Type"],
+        "AWS::SES::ConfigurationSet"
+    );
+    let d = &t["Resources"]["SesEventDestination"];
+    assert_eq!(d["Type"], "AWS::SES::ConfigurationSetEventDestination");
+    assert_eq!(
+        d["Properties"]["ConfigurationSetName"],
+        json!({"Ref": "SesConfigurationSet"})
+    );
+    let dest = &d["Properties"]["EventDestination"];
+    assert_eq!(dest["Enabled"], true);
+    let mut want: Vec<&str> = SES_RECEIPT_EVENTS.iter().map(|(kind, _)| *kind).collect();
+    want.sort();
+    assert_eq!(sorted_strings(&dest["MatchingEventTypes"]), want);
+    // SES publishes to the default bus only.
+    assert_eq!(
+        dest["EventBridgeDestination"]["EventBusArn"],
+        json!({"Fn::Sub": "arn:${AWS::Partition}:events:${AWS::Region}:${AWS::AccountId}:event-bus/default"})
+    );
+    for other in [
+        "CloudWatchDestination",
+        "KinesisFirehoseDestination",
+        "SnsDestination",
+    ] {
+        assert!(dest[other].is_null(), "{other}");
+    }
+}
+
+#[test]
+fn the_email_function_sends_with_the_configuration_set() {
+    let t = template();
+    let props = &t["Resources"]["EmailFunction"]["Properties"];
+    assert_eq!(
+        props["Environment"]["Variables"]["FLARE_SES_CONFIGURATION_SET"],
+        json!({"Ref": "SesConfigurationSet"})
+    );
+    assert!(
+        t["Globals"]["Function"]["Environment"]["Variables"]["FLARE_SES_CONFIGURATION_SET"]
+            .is_null(),
+        "the email function's own variable"
+    );
+    // SES authorizes a send against the configuration set it names, too.
+    let send = props["Policies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["Statement"].as_array())
+        .flatten()
+        .find(|s| s["Action"] == json!(["ses:SendEmail"]))
+        .expect("the email function may send with SES");
+    let resources = send["Resource"].as_array().expect("a list of resources");
+    assert!(
+        resources.contains(&json!({"Fn::Sub": "arn:${AWS::Partition}:ses:${AWS::Region}:${AWS::AccountId}:configuration-set/${SesConfigurationSet}"})),
+        "{resources:?}"
+    );
+}
+
+#[test]
+fn the_receipts_function_hears_the_ses_events_of_the_stacks_configuration_set() {
+    let t = template();
+    let f = &t["Resources"]["ReceiptsFunction"];
+    assert_eq!(f["Type"], "AWS::Serverless::Function");
+    let rule = &f["Properties"]["Events"]["SesEvents"];
+    assert_eq!(rule["Type"], "EventBridgeRule");
+    let p = &rule["Properties"];
+    assert!(
+        p["EventBusName"].is_null(),
+        "the default bus, where SES publishes"
+    );
+    assert_eq!(p["Pattern"]["source"], json!(["aws.ses"]));
+    let mut want: Vec<&str> = SES_RECEIPT_EVENTS.iter().map(|(_, kind)| *kind).collect();
+    want.sort();
+    assert_eq!(sorted_strings(&p["Pattern"]["detail-type"]), want);
+    assert_eq!(
+        p["Pattern"]["detail"]["mail"]["tags"]["ses:configuration-set"],
+        json!([{"Ref": "SesConfigurationSet"}]),
+        "only this stack's emails"
+    );
+    // What EventBridge cannot hand over waits in an alarmed queue.
+    let dlq = json!({"Fn::GetAtt": ["ReceiptsDeadLetterQueue", "Arn"]});
+    assert_eq!(p["DeadLetterConfig"]["Arn"], dlq);
+    assert!(p["RetryPolicy"]["MaximumRetryAttempts"].as_u64().is_some());
+    let policy = &t["Resources"]["ReceiptsDeadLetterQueuePolicy"]["Properties"];
+    assert_eq!(
+        policy["Queues"],
+        json!([{"Ref": "ReceiptsDeadLetterQueue"}])
+    );
+    let statement = &policy["PolicyDocument"]["Statement"][0];
+    assert_eq!(
+        (
+            &statement["Principal"]["Service"],
+            &statement["Action"],
+            &statement["Resource"]
+        ),
+        (
+            &json!("events.amazonaws.com"),
+            &json!("sqs:SendMessage"),
+            &dlq
+        )
+    );
+    let depth = json!({"Fn::GetAtt": ["ReceiptsDeadLetterQueue", "QueueName"]});
+    assert!(
+        resources_of(t, "AWS::CloudWatch::Alarm")
+            .iter()
+            .any(|(_, a)| a["Properties"]["Dimensions"][0]["Value"] == depth),
+        "no alarm on the receipts dead-letter queue"
+    );
+    // It finds delivery records by the log table's receipts index and updates them.
+    let policies = f["Properties"]["Policies"].as_array().unwrap();
+    assert!(
+        policies.contains(&json!({"DynamoDBCrudPolicy": {"TableName": {"Ref": "LogTable"}}})),
+        "{policies:?}"
+    );
+}
+
+#[test]
+fn the_log_table_finds_a_delivery_by_its_receipt_key() {
+    let t = template();
+    let table = &t["Resources"]["LogTable"]["Properties"];
+    assert!(
+        table["AttributeDefinitions"]
+            .as_array()
+            .unwrap()
+            .contains(&json!({"AttributeName": "receipt_key", "AttributeType": "S"}))
+    );
+    let index = table["GlobalSecondaryIndexes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["IndexName"] == flare_aws::log::RECEIPTS_INDEX)
+        .expect("the index receipts are matched by");
+    assert_eq!(
+        index["KeySchema"],
+        json!([{"AttributeName": "receipt_key", "KeyType": "HASH"}])
+    );
+    assert_eq!(index["Projection"], json!({"ProjectionType": "KEYS_ONLY"}));
+    assert_eq!(table["BillingMode"], "PAY_PER_REQUEST");
+    assert!(index["ProvisionedThroughput"].is_null());
+}
+
+/// SNS writes each SMS's delivery status to two log groups once the account's
+/// `DeliveryStatusIAMRole` is set; the stack creates them, subscribes the receipts
+/// function and sets the role, all under one condition.
+#[test]
+fn the_receipts_function_reads_sns_sms_delivery_status_logs_unless_turned_off() {
+    let t = template();
+    let on = "SmsDeliveryStatusLoggingOn";
+    let param = &t["Parameters"]["SmsDeliveryStatusLogging"];
+    assert_eq!(param["Default"], "true");
+    assert_eq!(param["AllowedValues"], json!(["true", "false"]));
+    assert_eq!(
+        t["Conditions"][on],
+        json!({"Fn::Equals": [{"Ref": "SmsDeliveryStatusLogging"}, "true"]})
+    );
+    let conditional = |name: &str| {
+        let r = &t["Resources"][name];
+        assert!(!r.is_null(), "no resource {name}");
+        assert_eq!(r["Condition"], on, "{name}");
+        r
+    };
+    let mut subscriptions = Vec::new();
+    for (group, name) in [
+        (
+            "SmsDeliveryLogGroup",
+            "sns/${AWS::Region}/${AWS::AccountId}/DirectPublishToPhoneNumber",
+        ),
+        (
+            "SmsDeliveryFailureLogGroup",
+            "sns/${AWS::Region}/${AWS::AccountId}/DirectPublishToPhoneNumber/Failure",
+        ),
+    ] {
+        let g = conditional(group);
+        assert_eq!(g["Type"], "AWS::Logs::LogGroup");
+        assert_eq!(g["Properties"]["LogGroupName"], json!({"Fn::Sub": name}));
+        assert_eq!(
+            g["Properties"]["RetentionInDays"],
+            json!({"Ref": "LogRetentionDays"}),
+            "{group}"
+        );
+        let subs: Vec<(&String, &Value)> = resources_of(t, "AWS::Logs::SubscriptionFilter")
+            .into_iter()
+            .filter(|(_, s)| s["Properties"]["LogGroupName"] == json!({"Ref": group}))
+            .collect();
+        assert_eq!(subs.len(), 1, "{group}: one subscription");
+        let (sub_name, sub) = subs[0];
+        conditional(sub_name);
+        assert_eq!(
+            sub["Properties"]["DestinationArn"],
+            json!({"Fn::GetAtt": ["ReceiptsFunction", "Arn"]}),
+            "{sub_name}"
+        );
+        assert_eq!(
+            sub["Properties"]["FilterPattern"], "",
+            "{sub_name}: every line"
+        );
+        // CloudWatch Logs may invoke the function for this group, before the filter is made.
+        let permission = sub["DependsOn"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{sub_name} depends on its permission"));
+        let perm = conditional(permission);
+        assert_eq!(perm["Type"], "AWS::Lambda::Permission");
+        assert_eq!(
+            (
+                &perm["Properties"]["Action"],
+                &perm["Properties"]["FunctionName"],
+                &perm["Properties"]["Principal"],
+                &perm["Properties"]["SourceArn"]
+            ),
+            (
+                &json!("lambda:InvokeFunction"),
+                &json!({"Ref": "ReceiptsFunction"}),
+                &json!("logs.amazonaws.com"),
+                &json!({"Fn::GetAtt": [group, "Arn"]})
+            ),
+            "{permission}"
+        );
+        subscriptions.push(sub_name.as_str());
+    }
+
+    // The custom resource sets the account's SMS attributes after the subscriptions
+    // exist (and unsets them before they go).
+    let status = conditional("SmsDeliveryStatus");
+    assert_eq!(status["Type"], "Custom::SmsDeliveryStatus");
+    let depends = sorted_strings(&status["DependsOn"]);
+    subscriptions.sort();
+    assert_eq!(depends, subscriptions);
+    assert_eq!(
+        status["Properties"]["RoleArn"],
+        json!({"Fn::GetAtt": ["SmsDeliveryStatusRole", "Arn"]})
+    );
+    let setter_name = status["Properties"]["ServiceToken"]["Fn::GetAtt"][0]
+        .as_str()
+        .expect("ServiceToken is a function's Arn");
+    let setter = conditional(setter_name);
+    assert_eq!(setter["Type"], "AWS::Lambda::Function");
+    assert_eq!(setter["Properties"]["Runtime"], "python3.12");
+    let code = setter["Properties"]["Code"]["ZipFile"]
+        .as_str()
+        .expect("inline code");
+    for needle in [
+        "set_sms_attributes",
+        r#""DeliveryStatusIAMRole": role"#,
+        r#""DeliveryStatusSuccessSamplingRate": "100""#,
+        r#"{"DeliveryStatusIAMRole": ""}"#,
+        r#"event["ResponseURL"]"#,
+    ] {
+        assert!(code.contains(needle), "the setter's code lacks {needle}");
+    }
+
+    // SNS assumes this role to write the logs.
+    let role = conditional("SmsDeliveryStatusRole");
+    let trust = &role["Properties"]["AssumeRolePolicyDocument"]["Statement"][0];
+    assert_eq!(trust["Principal"]["Service"], "sns.amazonaws.com");
+    assert_eq!(trust["Action"], "sts:AssumeRole");
+    let logs = &role["Properties"]["Policies"][0]["PolicyDocument"]["Statement"][0];
+    assert_eq!(
+        sorted_strings(&logs["Action"]),
+        [
+            "logs:CreateLogGroup",
+            "logs:CreateLogStream",
+            "logs:PutLogEvents",
+            "logs:PutMetricFilter",
+            "logs:PutRetentionPolicy"
+        ]
+    );
+
+    // The setter may set the attributes and hand SNS that role.
+    let setter_role = setter["Properties"]["Role"]["Fn::GetAtt"][0]
+        .as_str()
+        .expect("the setter's role is the stack's");
+    let statements: Vec<&Value> = conditional(setter_role)["Properties"]["Policies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["PolicyDocument"]["Statement"].as_array())
+        .flatten()
+        .collect();
+    let allows = |action: &str, resource: &Value| {
+        statements.iter().any(|s| {
+            s["Effect"] == "Allow"
+                && (s["Action"] == action
+                    || s["Action"]
+                        .as_array()
+                        .is_some_and(|a| a.iter().any(|x| x == action)))
+                && s["Resource"] == *resource
+        })
+    };
+    assert!(
+        allows("sns:SetSMSAttributes", &json!("*")),
+        "{statements:?}"
+    );
+    assert!(
+        allows(
+            "iam:PassRole",
+            &json!({"Fn::GetAtt": ["SmsDeliveryStatusRole", "Arn"]})
+        ),
+        "{statements:?}"
+    );
 }

@@ -109,6 +109,10 @@ impl Config {
                 (Provider::Smtp, Arc::new(smtp) as Arc<dyn EmailSender>),
             ]),
             default_sender: self.default_sender.clone(),
+            health: Some(Arc::new(flare_aws::health::DynamoHealth::new(
+                aws::dynamodb(sdk),
+                &self.log_table,
+            ))),
         })
     }
 }
@@ -143,6 +147,29 @@ pub async fn handle(svc: &Services, req: Request) -> Result<Response<Body>, lamb
             .headers()
             .get("idempotency-key")
             .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()),
+        headers: api::KEPT_HEADERS
+            .iter()
+            .filter_map(|name| {
+                let v = req.headers().get(*name)?;
+                Some((
+                    name.to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                ))
+            })
+            .collect(),
+        // API Gateway is https only; the host is the one the caller used.
+        url: req.headers().get("host").map(|h| {
+            let query = req
+                .uri()
+                .query()
+                .map(|q| format!("?{q}"))
+                .unwrap_or_default();
+            format!(
+                "https://{}{}{query}",
+                String::from_utf8_lossy(h.as_bytes()),
+                req.raw_http_path()
+            )
+        }),
     };
     let resp = api::handle(svc, request).await;
     let body = match resp.body {

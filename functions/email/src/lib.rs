@@ -12,6 +12,10 @@ use std::sync::Arc;
 
 pub const CHANNEL: flare_shared::domain::Channel = flare_shared::domain::Channel::Email;
 
+/// The SES configuration set every send names (its events are the email receipts);
+/// unset, SES reports nothing and email stays `sent`.
+pub const SES_CONFIGURATION_SET: &str = "FLARE_SES_CONFIGURATION_SET";
+
 /// The deliverer with SES and the SMTP sender (secrets through a cache of at most 5
 /// minutes; connections kept within the warm instance).
 pub fn deliverer(
@@ -21,10 +25,10 @@ pub fn deliverer(
     policy: EndpointPolicy,
 ) -> Deliverer {
     let mut d = config.deliverer(sdk);
-    d.email.insert(
-        Provider::Ses,
-        Arc::new(SesEmailSender::new(aws::sesv2(sdk))),
-    );
+    let configuration_set = flare_runtime::optional(SES_CONFIGURATION_SET, "");
+    let ses = SesEmailSender::new(aws::sesv2(sdk))
+        .with_configuration_set(Some(configuration_set).filter(|s| !s.is_empty()));
+    d.email.insert(Provider::Ses, Arc::new(ses));
     let secrets = SecretsManagerStore::new(aws::secretsmanager(sdk), &config.secret_prefix);
     let cached = Arc::new(CachedSecrets::new(Arc::new(secrets), MAX_TTL));
     d.email.insert(

@@ -230,6 +230,8 @@ pub struct DeliveryConfig {
     pub dead_letter_queue: String,
     /// `FLARE_METRICS_NAMESPACE` (default `Flare`); None counts nothing (tests).
     pub metrics_namespace: Option<String>,
+    /// When a failing custom provider's circuit opens (`FLARE_CIRCUIT_*`).
+    pub circuit: flare_shared::domain::health::CircuitPolicy,
 }
 
 impl DeliveryConfig {
@@ -249,6 +251,7 @@ impl DeliveryConfig {
             secret_prefix: config::optional("FLARE_SECRET_PREFIX", "flare"),
             metrics_namespace: config::emf::namespace_from_env().into(),
             dead_letter_queue: config::required(flare_aws::wiring::dead_letter_env(channel))?,
+            circuit: config::circuit_policy()?,
             max_receives: {
                 let raw = config::optional(MAX_RECEIVES_ENV, &DEFAULT_MAX_RECEIVES.to_string());
                 match raw.parse::<u32>() {
@@ -277,12 +280,23 @@ impl DeliveryConfig {
                 self.queues.clone(),
             ))),
             directory: Arc::new(DynamoDirectory::new(db.clone(), &self.tables.directory)),
-            settings: Arc::new(DynamoSettings::new(db, &self.tables.settings)),
+            settings: Arc::new(DynamoSettings::new(db.clone(), &self.tables.settings)),
             push: None,
             sms: Default::default(),
             email: Default::default(),
             default_sender: None,
             metrics: config::emf::metrics(self.metrics_namespace.as_deref()),
+            // SMS and email track their custom providers' health (and fail over) in
+            // the log table, where every instance sees it; push has no second provider.
+            failover: (self.channel != flare_shared::domain::Channel::Push).then(|| {
+                flare_shared::app::failover::Failover {
+                    health: Arc::new(flare_aws::health::DynamoHealth::new(
+                        db.clone(),
+                        &self.tables.log,
+                    )),
+                    policy: self.circuit,
+                }
+            }),
         }
     }
 
@@ -359,6 +373,7 @@ mod tests {
             email: Default::default(),
             default_sender: None,
             metrics: Arc::new(flare_shared::ports::NoMetrics),
+            failover: None,
         })
     }
 
@@ -474,6 +489,9 @@ mod tests {
                 fallback_reason: None,
                 fallback_at: None,
                 cycle: 0,
+                failover_from: None,
+                detail: None,
+                complaint: false,
             });
             let job = JobTemplate::from(&n).job(&user, Channel::Sms, Provider::Sns, &to, false);
             messages.push(message(

@@ -65,6 +65,11 @@ pub async fn spawn_app(dir: Option<&Path>) -> TestApp {
         default_sender: flare_shared::domain::EmailAddress::parse("flare@flare.example").unwrap(),
         retry_base: std::time::Duration::from_millis(20),
         smtp_extra_ca: Some(flare_tests::smtp().ca_pem.clone()),
+        // The contract's 5 failures, but a circuit open for 2 s so a test sees it close.
+        circuit: flare_shared::domain::health::CircuitPolicy {
+            open_for: std::time::Duration::from_secs(2),
+            ..Default::default()
+        },
     };
     let app = Arc::new(LocalApp::open(&cfg).await.unwrap());
     let handle = app.clone();

@@ -530,7 +530,7 @@ impl Directory for DynamoDirectory {
 /// Creates a table with this layout (tests and the local tooling; in AWS the SAM
 /// template creates them).
 pub async fn create_table(client: &Client, name: &str) -> anyhow::Result<()> {
-    create_table_with_index(client, name, None).await
+    create_table_with_index(client, name, None, None).await
 }
 
 /// A global secondary index: its name, partition key and sort key (strings,
@@ -538,11 +538,13 @@ pub async fn create_table(client: &Client, name: &str) -> anyhow::Result<()> {
 pub type Index<'a> = (&'a str, &'a str, &'a str);
 
 /// Creates a `pk`/`sk` table (tests and tools; the template creates the deployed ones),
-/// with `index` when given.
+/// with `index` when given, and `keys_only` (a keys-only index on one string attribute:
+/// its name and partition key) when given.
 pub async fn create_table_with_index(
     client: &Client,
     name: &str,
     index: Option<Index<'_>>,
+    keys_only: Option<(&str, &str)>,
 ) -> anyhow::Result<()> {
     use aws_sdk_dynamodb::types::{
         AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType,
@@ -580,6 +582,21 @@ pub async fn create_table_with_index(
                     .projection(
                         Projection::builder()
                             .projection_type(ProjectionType::All)
+                            .build(),
+                    )
+                    .build()?,
+            );
+    }
+    if let Some((index, hash)) = keys_only {
+        create = create
+            .attribute_definitions(attr(hash)?)
+            .global_secondary_indexes(
+                GlobalSecondaryIndex::builder()
+                    .index_name(index)
+                    .key_schema(key(hash, KeyType::Hash)?)
+                    .projection(
+                        Projection::builder()
+                            .projection_type(ProjectionType::KeysOnly)
                             .build(),
                     )
                     .build()?,

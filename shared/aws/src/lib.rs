@@ -90,6 +90,8 @@ pub mod batch;
 #[cfg(feature = "dynamodb")]
 pub mod dynamodb;
 #[cfg(feature = "dynamodb")]
+pub mod health;
+#[cfg(feature = "dynamodb")]
 pub mod log;
 #[cfg(feature = "secretsmanager")]
 pub mod secrets;

@@ -7,6 +7,11 @@
 //! | `ORG#{org}#N#{id}#S{k}`   | `R#{recipient}#{channel}`| the same, in a sharded one    |
 //! | `ORG#{org}#N#{id}`        | `ACK#{user}`             | an acknowledgement            |
 //!
+//! A sent record whose provider sends receipts also carries `receipt_key`
+//! ([`ReceiptKey`]: `sns#{id}`, `ses#{id}`, `http#{org}#{cc}#{id}`): the sparse,
+//! keys-only index [`RECEIPTS_INDEX`] on it finds the record a receipt is about with one
+//! Query, and the record's TTL is the lookup's (it is the same item).
+//!
 //! The notification item also carries `org_index` (`ORG#{org}`) and `created_index`
 //! (creation time in milliseconds, 16 digits, `#`, the id): the sparse index
 //! [`NEWEST_INDEX`] on them lists an organization's notifications newest first.
@@ -34,12 +39,13 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
+use flare_shared::domain::receipt::ReceiptKey;
 use flare_shared::domain::{
     DeliveryRecord, Notification, NotificationId, OrgId, RecipientRef, Slot, UserId,
 };
 use flare_shared::ports::{
-    Claim, Created, DeliveryLog, Finish, ListPosition, Logged, NotificationSummary, StatusCounts,
-    StoreError, StoreResult,
+    Claim, Created, DeliveryLog, Finish, ListPosition, Logged, NotificationSummary, ReceiptMatch,
+    ReceiptTarget, StatusCounts, StoreError, StoreResult,
 };
 use std::collections::HashMap;
 
@@ -51,6 +57,9 @@ pub const RETENTION_DAYS: i64 = 90;
 const NOTIFICATION_SK: &str = "NOTIFICATION";
 /// The global secondary index listing an organization's notifications, newest first.
 pub const NEWEST_INDEX: &str = "newest";
+/// The index receipts find their record by (see the module's documentation).
+pub const RECEIPTS_INDEX: &str = "receipts";
+const RECEIPT_KEY: &str = "receipt_key";
 const ORG_INDEX: &str = "org_index";
 const CREATED_INDEX: &str = "created_index";
 
@@ -152,6 +161,23 @@ fn record_sk(recipient: &RecipientRef, slot: Slot) -> String {
     format!("R#{}#{}", recipient.key(), slot.key())
 }
 
+/// The delivery a record's key names: `ORG#{org}#N#{id}[#S{k}]` and
+/// `R#{recipient}#{channel}[#{cycle}]`.
+fn receipt_target(pk: &str, sk: &str) -> Option<ReceiptTarget> {
+    let rest = pk.strip_prefix("ORG#")?;
+    let (org, rest) = rest.split_once("#N#")?;
+    let id = rest.split_once("#S").map_or(rest, |(id, _)| id);
+    let rest = sk.strip_prefix("R#")?;
+    // The recipient key (`user:u-1`, `contact:2`) has no `#`; the slot follows it.
+    let (recipient, slot) = rest.split_once('#')?;
+    Some(ReceiptTarget {
+        org_id: OrgId::parse(org).ok()?,
+        notification_id: NotificationId::parse_existing(id).ok()?,
+        recipient: recipient.to_string(),
+        channel: Slot::parse_key(slot)?.channel,
+    })
+}
+
 /// When a notification's items expire (DynamoDB TTL): [`RETENTION_DAYS`] after the
 /// notification was created, for all of its items alike, whenever each was written; at
 /// least a day from now, so an event with an old `time` is not deleted on arrival.
@@ -177,6 +203,7 @@ fn decode<T: serde::de::DeserializeOwned>(mut item: Item) -> StoreResult<T> {
         "sk",
         "expires_at",
         "lease_ms",
+        RECEIPT_KEY,
         ORG_INDEX,
         CREATED_INDEX,
         SHARDS,
@@ -686,6 +713,42 @@ impl DeliveryLog for DynamoDeliveryLog {
     /// One Query on the index for the page (following its pages until `limit`
     /// notifications are found), then one Query per notification for its records'
     /// `status` only, a few at a time.
+    async fn receipt(&self, key: &ReceiptKey, outcome: Finish) -> StoreResult<ReceiptMatch> {
+        // One Query on the keys-only index, one conditional update: a receipt costs two
+        // calls. The index is eventually consistent: a receipt that outruns its record's
+        // `sent` write by less than the index's lag is not found (see the receipts
+        // function, which looks again once).
+        let found = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(RECEIPTS_INDEX)
+            .key_condition_expression("#rk = :rk")
+            .expression_attribute_names("#rk", RECEIPT_KEY)
+            .expression_attribute_values(":rk", s(key.as_str()))
+            .limit(1)
+            .send()
+            .await
+            .map_err(|e| store_error(e, "Query receipts index"))?;
+        let Some(item) = found.items.unwrap_or_default().into_iter().next() else {
+            return Ok(ReceiptMatch::Unknown);
+        };
+        let text = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).cloned();
+        let (Some(pk), Some(sk)) = (text("pk"), text("sk")) else {
+            return Ok(ReceiptMatch::Unknown);
+        };
+        let target = receipt_target(&pk, &sk).ok_or_else(|| {
+            StoreError::Failed(anyhow::anyhow!(
+                "a receipt index entry with an unexpected key: {pk} {sk}"
+            ))
+        })?;
+        let mut key_item = Item::new();
+        key_item.insert("pk".into(), s(pk));
+        key_item.insert("sk".into(), s(sk));
+        let moved = self.finish_at(key_item, &FinishUpdate::of(outcome)).await?;
+        Ok(ReceiptMatch::Found { target, moved })
+    }
+
     async fn list_notifications(
         &self,
         org: &OrgId,
@@ -853,17 +916,26 @@ impl FinishUpdate {
             Finish::Sent {
                 provider,
                 provider_message_id,
+                receipt_key,
+                failover_from,
                 ..
             } => {
                 values.push((":sent", s("sent")));
                 values.push((":provider", s(provider.as_str())));
-                match provider_message_id {
-                    Some(mid) => {
-                        values.push((":mid", s(mid)));
-                        "SET #status = :sent, provider = :provider, provider_message_id = :mid REMOVE lease_ms, claimed_until, reason".to_string()
-                    }
-                    None => "SET #status = :sent, provider = :provider REMOVE lease_ms, claimed_until, reason".to_string(),
+                let mut set = "SET #status = :sent, provider = :provider".to_string();
+                if let Some(mid) = provider_message_id {
+                    values.push((":mid", s(mid)));
+                    set.push_str(", provider_message_id = :mid");
                 }
+                if let Some(k) = receipt_key {
+                    values.push((":rk", s(k.as_str())));
+                    set.push_str(", receipt_key = :rk");
+                }
+                if let Some(from) = failover_from {
+                    values.push((":from", s(from.as_str())));
+                    set.push_str(", failover_from = :from");
+                }
+                set + " REMOVE lease_ms, claimed_until, reason"
             }
             Finish::Failed { attempt, reason } => {
                 values.push((":attempt", n(attempt.into())));
@@ -924,6 +996,30 @@ impl FinishUpdate {
                 values.push((":at", s(at.to_rfc3339())));
                 "SET #status = :delivered, delivered_at = :at".to_string()
             }
+            Finish::Undelivered { reason, detail } => {
+                values = vec![(":sent", s("sent"))];
+                condition = "#status = :sent".to_string();
+                values.push((":undelivered", s("undelivered")));
+                values.push((":reason", s(reason)));
+                match detail {
+                    Some(d) => {
+                        values.push((":detail", s(d)));
+                        "SET #status = :undelivered, reason = :reason, detail = :detail".to_string()
+                    }
+                    None => "SET #status = :undelivered, reason = :reason".to_string(),
+                }
+            }
+            Finish::Complaint => {
+                values = vec![
+                    (":sent", s("sent")),
+                    (":delivered", s("delivered")),
+                    (":true", AttributeValue::Bool(true)),
+                ];
+                condition =
+                    "(#status = :sent OR #status = :delivered) AND attribute_not_exists(complaint)"
+                        .to_string();
+                "SET complaint = :true".to_string()
+            }
         };
         Self {
             expression,
@@ -940,6 +1036,7 @@ pub async fn create_table(client: &Client, name: &str) -> anyhow::Result<()> {
         client,
         name,
         Some((NEWEST_INDEX, ORG_INDEX, CREATED_INDEX)),
+        Some((RECEIPTS_INDEX, RECEIPT_KEY)),
     )
     .await
 }

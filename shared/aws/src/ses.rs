@@ -10,11 +10,22 @@ use flare_shared::ports::{EmailMessage, EmailSender, Receipt, SendError};
 #[derive(Clone, Debug)]
 pub struct SesEmailSender {
     client: Client,
+    /// Every send names it, so SES reports the message's fate (delivery, bounce,
+    /// complaint) to the receipts function.
+    configuration_set: Option<String>,
 }
 
 impl SesEmailSender {
     pub fn new(client: Client) -> Self {
-        Self { client }
+        Self {
+            client,
+            configuration_set: None,
+        }
+    }
+
+    pub fn with_configuration_set(mut self, name: Option<String>) -> Self {
+        self.configuration_set = name;
+        self
     }
 }
 
@@ -43,6 +54,7 @@ impl EmailSender for SesEmailSender {
             .from_email_address(m.from.as_str())
             .destination(Destination::builder().to_addresses(m.to.as_str()).build())
             .content(EmailContent::builder().simple(message).build())
+            .set_configuration_set_name(self.configuration_set.clone())
             .send()
             .await
         {

@@ -36,6 +36,8 @@ CREATE TABLE IF NOT EXISTS records (
     pending INTEGER NOT NULL, state TEXT NOT NULL, body TEXT NOT NULL,
     PRIMARY KEY (org, nid, recipient, channel)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS records_pending ON records (org, nid) WHERE pending = 1;
+CREATE INDEX IF NOT EXISTS records_receipt ON records (json_extract(state, '$.receipt_key'))
+    WHERE json_extract(state, '$.receipt_key') IS NOT NULL;
 CREATE TABLE IF NOT EXISTS acks (
     org TEXT NOT NULL, nid TEXT NOT NULL, user TEXT NOT NULL, at TEXT NOT NULL,
     PRIMARY KEY (org, nid, user)) WITHOUT ROWID;

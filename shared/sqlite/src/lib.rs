@@ -650,6 +650,47 @@ impl DeliveryLog for Sqlite {
             .await
     }
 
+    async fn receipt(
+        &self,
+        key: &flare_shared::domain::receipt::ReceiptKey,
+        outcome: Finish,
+    ) -> StoreResult<ReceiptMatch> {
+        let key = key.as_str().to_string();
+        self.db
+            .write_one(move |c| {
+                // The partial index on the state's receipt key finds it.
+                let found = c
+                    .prepare_cached(
+                        "SELECT org, nid, recipient, channel FROM records WHERE json_extract(state, '$.receipt_key') = ?1",
+                    )?
+                    .query_row(params![key], |r| {
+                        Ok([r.get(0)?, r.get(1)?, r.get(2)?, r.get::<_, String>(3)?])
+                    })
+                    .optional()?;
+                let Some(k) = found else {
+                    return Ok(ReceiptMatch::Unknown);
+                };
+                let slot = Slot::parse_key(&k[3]).context("a stored record's channel")?;
+                let moved = update_record(c, &k, |r| {
+                    let moved = r.finish(outcome, Utc::now());
+                    (moved, moved)
+                })?
+                .unwrap_or(false);
+                let [org, nid, recipient, _] = k;
+                Ok(ReceiptMatch::Found {
+                    target: ReceiptTarget {
+                        org_id: OrgId::parse(&org).context("a stored org id")?,
+                        notification_id: NotificationId::parse_existing(&nid)
+                            .context("a stored notification id")?,
+                        recipient,
+                        channel: slot.channel,
+                    },
+                    moved,
+                })
+            })
+            .await
+    }
+
     async fn list_notifications(
         &self,
         org: &OrgId,

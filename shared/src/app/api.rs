@@ -24,7 +24,16 @@ pub struct ApiRequest {
     pub query: Option<String>,
     /// The `Idempotency-Key` header, as sent (`POST /v1/messages/sms` honours it).
     pub idempotency_key: Option<String>,
+    /// The headers a gateway's signed callback needs (`content-type` and the signature
+    /// headers), names in lower case; other routes ignore them.
+    pub headers: Vec<(String, String)>,
+    /// The full URL as the caller requested it (`https://host/v1/...?...`): Twilio signs
+    /// it. `None` where the transport cannot say.
+    pub url: Option<String>,
 }
+
+/// The request headers [`ApiRequest::headers`] keeps.
+pub const KEPT_HEADERS: &[&str] = &["content-type", "x-flare-signature", "x-twilio-signature"];
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ApiResponse {
@@ -119,9 +128,28 @@ async fn route(svc: &Services, req: ApiRequest) -> Result<ApiResponse, ApiError>
         ));
     }
     let resolved = resolve(&req.method, &segs);
-    if let Resolved::Found(r, _) = &resolved
+    if let Resolved::Found(r, params) = &resolved
         && r.access == Access::Public
     {
+        if r.op == Op::GatewayReceipt {
+            if req.body.len() > MAX_BODY {
+                return Err(ApiError::PayloadTooLarge);
+            }
+            let header = |name: &str| {
+                req.headers
+                    .iter()
+                    .find(|(n, _)| n.eq_ignore_ascii_case(name))
+                    .map(|(_, v)| v.clone())
+            };
+            let url = req.url.clone().unwrap_or_else(|| req.path.clone());
+            let callback = super::receipts::Callback {
+                url: &url,
+                header: &header,
+                body: &req.body,
+            };
+            super::receipts::gateway_callback(svc, &params[0], &params[1], callback).await?;
+            return Ok(ApiResponse::no_content());
+        }
         return Ok(ApiResponse::json(200, super::openapi::document().clone()));
     }
     // Every other /v1 path needs a token first, as behind API Gateway's authorizer: an
@@ -151,7 +179,7 @@ async fn route(svc: &Services, req: ApiRequest) -> Result<ApiResponse, ApiError>
     let body = || body_json(&req.body);
     let ok = |v: Value| Ok(ApiResponse::json(200, v));
     match route.op {
-        Op::OpenApi => unreachable!("public, answered above"),
+        Op::OpenApi | Op::GatewayReceipt => unreachable!("public, answered above"),
         Op::GetSettings => ok(settings::all(svc, org).await?),
         Op::ListSms => ok(settings::list_sms(svc, org).await?),
         Op::GetSms => ok(settings::get_sms(svc, org, p(0)).await?),

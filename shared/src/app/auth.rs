@@ -54,6 +54,9 @@ pub enum AuthFailure {
     NotYetValid,
     #[error("{0}")]
     Claims(#[from] ClaimsError),
+    /// A gateway's status callback whose signature does not verify.
+    #[error("the callback's signature does not verify with the gateway's stored password")]
+    CallbackSignature,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

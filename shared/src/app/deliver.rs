@@ -1,7 +1,10 @@
 //! Carrying out one delivery job: claim its record, call the channel's sender, record
 //! the outcome; after push, resolve the SMS and email held behind it.
 
+use super::failover::Accepted;
+use crate::domain::health::HealthScope;
 use crate::domain::reason::{FallbackReason, wire_reason};
+use crate::domain::receipt::ReceiptKey;
 use crate::domain::routing::{
     Action, HeldDelivery, JobTemplate, PushOutcome, WindowStep, after_push, window_step,
 };
@@ -10,6 +13,7 @@ use crate::domain::{
     Channel, CheckJob, CheckKind, DeliveryJob, DeliveryRecord, DeliveryStatus, Destination,
     EmailAddress, FailReason, Provider, RecipientRef, Slot,
 };
+use crate::domain::{EmailSettings, SmsSettings};
 use crate::ports::{
     Claim, DeliveryLog, DeliveryMetric, Directory, EmailMessage, EmailSender, Finish, JobQueue,
     Metrics, Outcome, PushMessage, PushSender, QueueError, SendError, SettingsStore, SmsMessage,
@@ -45,6 +49,9 @@ pub struct Deliverer {
     /// The default account email goes from (`FLARE_DEFAULT_SENDER`).
     pub default_sender: Option<EmailAddress>,
     pub metrics: Arc<dyn Metrics>,
+    /// Custom providers' health and failover (SMS and email functions); `None`: a
+    /// provider's failures are not tracked and nothing fails over.
+    pub failover: Option<super::failover::Failover>,
 }
 
 /// The span every line about one job is logged in: it names the job's fields, so the
@@ -367,9 +374,9 @@ impl Deliverer {
         final_attempt: bool,
     ) -> Result<Delivered, DeliverError> {
         let result = match job.channel {
-            Channel::Push => self.send_push(job).await,
-            Channel::Sms => self.send_sms(job).await,
-            Channel::Email => self.send_email(job).await,
+            Channel::Push => self.send_push(job).await.map(Accepted::direct),
+            Channel::Sms => self.send_sms(job, final_attempt).await,
+            Channel::Email => self.send_email(job, final_attempt).await,
         };
         let finish = |outcome| {
             self.log.finish(
@@ -381,7 +388,11 @@ impl Deliverer {
             )
         };
         match result {
-            Ok(receipt) => {
+            Ok(Accepted {
+                receipt,
+                failover_from,
+                receipt_key,
+            }) => {
                 if crate::faults::crash_after_send(job) {
                     // As if the process died here: nothing after this runs.
                     panic!(
@@ -393,10 +404,13 @@ impl Deliverer {
                     attempt: attempts,
                     provider: receipt.provider,
                     provider_message_id: receipt.provider_message_id.clone(),
+                    receipt_key,
+                    failover_from,
                 })
                 .await?;
                 tracing::info!(
                     provider = receipt.provider.as_str(),
+                    failover_from = failover_from.map(Provider::as_str),
                     fallback = job.fallback,
                     "delivery sent"
                 );
@@ -972,7 +986,11 @@ impl Deliverer {
         }
     }
 
-    async fn send_sms(&self, job: &DeliveryJob) -> Result<crate::ports::Receipt, SendError> {
+    async fn send_sms(
+        &self,
+        job: &DeliveryJob,
+        final_attempt: bool,
+    ) -> Result<Accepted, SendError> {
         let Destination::Phone(to) = &job.destination else {
             return Err(SendError::permanent(FailReason::BadDestination));
         };
@@ -998,10 +1016,46 @@ impl Deliverer {
             text: job.message.sms_text(),
             settings,
         };
-        sender.send(&sms).await
+        let secondary = sms
+            .settings
+            .as_ref()
+            .and_then(SmsSettings::failover)
+            .and_then(|p| self.sms.get(&p));
+        let mut accepted = match (&self.failover, secondary) {
+            (Some(f), Some(secondary)) if job.provider == Provider::Http => {
+                let scope = HealthScope::Sms(sms.control_center_id.clone());
+                f.send(
+                    &job.org_id,
+                    &scope,
+                    job.provider,
+                    final_attempt,
+                    sender.send(&sms),
+                    || secondary.send(&sms),
+                )
+                .await?
+            }
+            _ => Accepted::direct(sender.send(&sms).await?),
+        };
+        accepted.receipt_key = accepted
+            .receipt
+            .provider_message_id
+            .as_deref()
+            .and_then(|id| {
+                ReceiptKey::new(
+                    accepted.receipt.provider,
+                    &job.org_id,
+                    &sms.control_center_id,
+                    id,
+                )
+            });
+        Ok(accepted)
     }
 
-    async fn send_email(&self, job: &DeliveryJob) -> Result<crate::ports::Receipt, SendError> {
+    async fn send_email(
+        &self,
+        job: &DeliveryJob,
+        final_attempt: bool,
+    ) -> Result<Accepted, SendError> {
         let Destination::Email(to) = &job.destination else {
             return Err(SendError::permanent(FailReason::BadDestination));
         };
@@ -1027,7 +1081,54 @@ impl Deliverer {
             html: Some(job.message.html()),
             settings,
         };
-        sender.send(&email).await
+        let secondary = email
+            .settings
+            .as_ref()
+            .and_then(EmailSettings::failover)
+            .and_then(|p| self.email.get(&p));
+        let mut accepted = match (&self.failover, secondary) {
+            (Some(f), Some(secondary)) if job.provider == Provider::Smtp => {
+                // SES sends from the organization's address where it may; where it
+                // refuses that sender, from the default account.
+                let via_secondary = || async {
+                    match secondary.send(&email).await {
+                        Err(e) if !e.is_transient() => match &self.default_sender {
+                            Some(d) if d != &email.from => {
+                                tracing::info!(reason = %e.reason(), "the failover provider refused the sender: from the default account");
+                                let mut m = email.clone();
+                                m.from = d.clone();
+                                secondary.send(&m).await
+                            }
+                            _ => Err(e),
+                        },
+                        r => r,
+                    }
+                };
+                f.send(
+                    &job.org_id,
+                    &HealthScope::Email,
+                    job.provider,
+                    final_attempt,
+                    sender.send(&email),
+                    via_secondary,
+                )
+                .await?
+            }
+            _ => Accepted::direct(sender.send(&email).await?),
+        };
+        accepted.receipt_key = accepted
+            .receipt
+            .provider_message_id
+            .as_deref()
+            .and_then(|id| {
+                ReceiptKey::new(
+                    accepted.receipt.provider,
+                    &job.org_id,
+                    &job.control_center_id,
+                    id,
+                )
+            });
+        Ok(accepted)
     }
 }
 
@@ -1081,6 +1182,9 @@ mod tests {
                 fallback_reason: None,
                 fallback_at: None,
                 cycle: 0,
+                failover_from: None,
+                detail: None,
+                complaint: false,
             }
         };
         use DeliveryStatus::{Pending, Sent};

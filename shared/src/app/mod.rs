@@ -7,9 +7,11 @@ pub mod auth;
 pub mod deliver;
 pub mod directory;
 pub mod error;
+pub mod failover;
 pub mod notifications;
 pub mod notify;
 pub mod openapi;
+pub mod receipts;
 pub mod routes;
 pub mod settings;
 pub mod test_send;
@@ -38,6 +40,8 @@ pub struct Services {
     /// The default account (`FLARE_DEFAULT_SENDER`).
     pub default_sender: Option<EmailAddress>,
     pub metrics: Arc<dyn crate::ports::Metrics>,
+    /// Custom providers' health (the settings views show it); `None`: always healthy.
+    pub health: Option<Arc<dyn crate::ports::HealthStore>>,
 }
 
 impl Services {
@@ -56,6 +60,7 @@ impl Services {
             email_senders: HashMap::new(),
             default_sender: None,
             metrics: Arc::new(MemoryMetrics::default()),
+            health: Some(Arc::new(MemoryHealth::default())),
         }
     }
 }

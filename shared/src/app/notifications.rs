@@ -44,6 +44,15 @@ fn delivery_view(r: &DeliveryRecord) -> Value {
     if let Some(why) = r.fallback_reason {
         v["fallback_reason"] = json!(why);
     }
+    if let Some(from) = r.failover_from {
+        v["failover_from"] = json!(from);
+    }
+    if let Some(d) = &r.detail {
+        v["detail"] = json!(d);
+    }
+    if r.complaint {
+        v["complaint"] = json!(true);
+    }
     v
 }
 

@@ -194,7 +194,7 @@ fn schemas() -> Value {
                     "sender_number": nullable(r("SenderNumber")),
                     "url": {"type": "null"}, "format": {"type": "null"},
                     "username": {"type": "null"}, "password": {"type": "null"},
-                    "http_header": {"type": "null"},
+                    "http_header": {"type": "null"}, "failover": {"type": "null"},
                 })),
                 object(&["provider", "url", "sender_number"], json!({
                     "provider": sms_shared("http"),
@@ -209,6 +209,8 @@ fn schemas() -> Value {
                         "pattern": format!(r"^(?!({}) *:)[!#$%&'*+.^_`|~0-9A-Za-z-]+: *[^{BLANK}{CONTROL}][^\r\n\u0000-\u0008\u000b-\u001f\u007f-\u009f]*$", reserved_headers()),
                         "description": "One `Name: value` header sent with every request. `Name: ****` keeps the stored value. Not Host, Content-Length, Transfer-Encoding, Connection, Content-Type or Authorization."})),
                     "sender_number": r("SenderNumber"),
+                    "failover": nullable(json!({"const": "sns",
+                        "description": "When the gateway fails (permanently, on the last attempt, or while its circuit is open), SMS go through Amazon SNS."})),
                 })),
             ],
         },
@@ -224,6 +226,19 @@ fn schemas() -> Value {
                 "format": {"type": "string", "enum": ["json", "form", "twilio"]},
                 "username": {"type": "string"},
                 "http_header": {"type": "string", "description": "`Name: ****`: the value is never answered."},
+                "failover": {"const": "sns"},
+                "health": r("ProviderHealth"),
+            },
+        },
+        "ProviderHealth": {
+            "type": "object",
+            "description": "A custom provider's health, shown when failover is on: `open` means it is not tried until its circuit's time is up.",
+            "required": ["state", "consecutive_failures", "last_error", "last_success_at"],
+            "properties": {
+                "state": {"type": "string", "enum": ["ok", "failing", "open"]},
+                "consecutive_failures": {"type": "integer", "minimum": 0},
+                "last_error": {"type": ["string", "null"]},
+                "last_success_at": {"type": ["string", "null"], "format": "date-time"},
             },
         },
         "EmailSettingsInput": {
@@ -231,11 +246,13 @@ fn schemas() -> Value {
                 object(&["provider"], json!({
                     "provider": {"const": "ses"},
                     "sender_email": nullable(r("EmailAddress")),
-                    "smtp": {"type": "null"},
+                    "smtp": {"type": "null"}, "failover": {"type": "null"},
                 })),
                 object(&["provider", "smtp"], json!({
                     "provider": {"const": "smtp"},
                     "sender_email": nullable(r("EmailAddress")),
+                    "failover": nullable(json!({"const": "ses",
+                        "description": "When the SMTP server fails, email goes through Amazon SES."})),
                     "smtp": smtp_object(object(&["server_url", "port"], json!({
                         "server_url": {"type": "string", "maxLength": 253,
                             "pattern": format!("^([Ss][Mm][Tt][Pp][Ss]?://)?({HOST}|{IPV4})$"),
@@ -254,6 +271,8 @@ fn schemas() -> Value {
             "properties": {
                 "provider": {"type": "string", "enum": ["ses", "smtp"]},
                 "sender_email": {"type": ["string", "null"]},
+                "failover": {"const": "ses"},
+                "health": r("ProviderHealth"),
                 "smtp": {
                     "type": "object",
                     "required": ["server_url", "port", "use_tls", "password_set"],
@@ -412,13 +431,14 @@ fn schemas() -> Value {
                         "created_at": {"type": "string", "format": "date-time"},
                         "counts": {
                             "type": "object",
-                            "required": ["pending", "sent", "failed", "skipped", "delivered"],
+                            "required": ["pending", "sent", "failed", "skipped", "delivered", "undelivered"],
                             "properties": {
                                 "pending": {"type": "integer", "minimum": 0},
                                 "sent": {"type": "integer", "minimum": 0},
                                 "failed": {"type": "integer", "minimum": 0},
                                 "skipped": {"type": "integer", "minimum": 0},
                                 "delivered": {"type": "integer", "minimum": 0},
+                                "undelivered": {"type": "integer", "minimum": 0},
                             },
                         },
                     },
@@ -454,7 +474,7 @@ fn schemas() -> Value {
                             "type": "object", "required": ["channel", "status", "attempts", "fallback", "cycle"],
                             "properties": {
                                 "channel": {"type": "string", "enum": ["push", "sms", "email"]},
-                                "status": {"type": "string", "enum": ["pending", "sent", "failed", "skipped", "delivered"]},
+                                "status": {"type": "string", "enum": ["pending", "sent", "failed", "skipped", "delivered", "undelivered"]},
                                 "attempts": {"type": "integer", "minimum": 0},
                                 "fallback": {"type": "boolean"},
                                 "cycle": {"type": "integer", "minimum": 0, "description": "0 for the notification itself; 1, 2, ... for dispatch escalation cycles."},
@@ -464,6 +484,9 @@ fn schemas() -> Value {
                                 "provider": {"type": "string"},
                                 "provider_message_id": {"type": "string"},
                                 "delivered_at": {"type": "string", "format": "date-time"},
+                                "failover_from": {"type": "string", "description": "Sent by the failover provider, standing in for this one."},
+                                "detail": {"type": "string", "description": "What the provider's receipt said (an undelivered delivery's bounce or carrier response)."},
+                                "complaint": {"type": "boolean", "description": "The recipient reported the email as spam."},
                                 "fallback_reason": {"type": "string", "enum": FallbackReason::ALL.iter().map(|r| r.as_str()).collect::<Vec<_>>()},
                             },
                         }},
@@ -482,6 +505,10 @@ fn parameter(name: &str) -> Value {
             "A control center; `main` is the organization's main one.",
         ),
         "user_id" => (id(128, "", "u-17"), "A user of the directory."),
+        "org_id" => (
+            id(128, "", "acme"),
+            "The organization whose gateway sends the callback.",
+        ),
         "device_id" => (
             id(128, "", "3f2b8c1e-0d4a-4c55-9a34-2f1d3e6b7a90"),
             "A device, as `POST .../devices` answered.",
@@ -578,6 +605,11 @@ fn success(op: Op) -> (&'static str, Option<Value>, &'static str) {
         | Op::DeleteDevice
         | Op::AckNotification
         | Op::ReceiptNotification => ("204", None, "Done."),
+        Op::GatewayReceipt => (
+            "204",
+            None,
+            "Applied, a repeat, or a status that is not final (nothing changes).",
+        ),
     }
 }
 
@@ -596,6 +628,15 @@ fn errors(route: &Route) -> Vec<(&'static str, &'static str)> {
     if route.access != Access::Public {
         out.push(("401", "No token, or a bad one."));
         out.push(("403", "The caller's role may not do this."));
+    }
+    if route.op == Op::GatewayReceipt {
+        out.push((
+            "401",
+            "The signature is missing or does not verify (or the control center has no gateway).",
+        ));
+        out.push(("404", "No delivery was sent with this message id."));
+        out.push(("413", "The body is larger than 64 KiB."));
+        return out;
     }
     let finds = !matches!(
         route.op,
@@ -670,6 +711,23 @@ fn operation(route: &Route, examples: &Map<String, Value>) -> Value {
     }
     if route.access == Access::Public {
         op["security"] = json!([]);
+    }
+    if route.op == Op::GatewayReceipt {
+        let fields = json!({"type": "object", "properties": {
+            "message_id": {"type": "string"},
+            "status": {"type": "string", "enum": ["delivered", "undelivered"]},
+            "error": {"type": "string"},
+            "MessageSid": {"type": "string"},
+            "MessageStatus": {"type": "string"},
+            "ErrorCode": {"type": "string"},
+        }});
+        op["description"] = json!(
+            "No token: `json` and `form` gateways sign with `X-Flare-Signature: sha256=<hex HMAC-SHA256 of the raw body>`, `twilio` ones with `X-Twilio-Signature` (as Twilio signs status callbacks), keyed with the control center's stored gateway password."
+        );
+        op["requestBody"] = json!({"required": true, "content": {
+            "application/json": {"schema": fields},
+            "application/x-www-form-urlencoded": {"schema": fields},
+        }});
     }
     if let Some(schema) = request_schema(route.op) {
         let mut media = json!({"schema": r(schema)});

@@ -31,6 +31,7 @@ pub enum Op {
     AckNotification,
     ReceiptNotification,
     ManualSms,
+    GatewayReceipt,
 }
 
 /// Who may call a route (checked before the body is read).
@@ -179,6 +180,9 @@ pub const ROUTES: &[Route] = &[
       "The recipient's app says the notification reached the device"),
     r("POST", "/v1/messages/sms", Op::ManualSms, Dispatcher, "sendManualSms",
       "notifications", "Send a manual SMS to a user's primary mobile"),
+    r("POST", "/v1/receipts/sms/{org_id}/{control_center_id}", Op::GatewayReceipt, Public,
+      "gatewayReceipt", "receipts",
+      "A custom SMS gateway's status callback, signed with the gateway's stored password"),
 ];
 
 /// What a method and path resolve to.

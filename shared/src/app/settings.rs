@@ -3,6 +3,7 @@
 
 use super::Services;
 use super::error::ApiError;
+use crate::domain::health::HealthScope;
 use crate::domain::input::{
     EmailSettingsUpdate, SecretChange, SmsSettingsUpdate, parse_communication,
 };
@@ -53,12 +54,38 @@ pub async fn get_sms(svc: &Services, org: &OrgId, cc: &str) -> Result<Value, Api
         }
         return Err(ApiError::not_found(what));
     };
-    Ok(s.view())
+    sms_view(svc, org, &s).await
+}
+
+/// The stored view, with the provider's `health` when it has a failover.
+async fn sms_view(
+    svc: &Services,
+    org: &OrgId,
+    s: &crate::domain::SmsSettings,
+) -> Result<Value, ApiError> {
+    let mut v = s.view();
+    if s.failover().is_some() {
+        let scope = HealthScope::Sms(s.control_center_id.clone());
+        v["health"] = health(svc, org, &scope).await?;
+    }
+    Ok(v)
+}
+
+async fn health(svc: &Services, org: &OrgId, scope: &HealthScope) -> Result<Value, ApiError> {
+    let h = match &svc.health {
+        Some(store) => store.get(org, scope).await?,
+        None => Default::default(),
+    };
+    Ok(h.view(chrono::Utc::now()))
 }
 
 pub async fn list_sms(svc: &Services, org: &OrgId) -> Result<Value, ApiError> {
     let all = svc.settings.list_sms(org).await?;
-    Ok(Value::Array(all.iter().map(|s| s.view()).collect()))
+    let mut out = Vec::with_capacity(all.len());
+    for s in &all {
+        out.push(sms_view(svc, org, s).await?);
+    }
+    Ok(Value::Array(out))
 }
 
 pub async fn put_sms(
@@ -140,7 +167,11 @@ pub async fn get_email(svc: &Services, org: &OrgId) -> Result<Value, ApiError> {
     let s = svc.settings.get_email(org).await?.ok_or_else(|| {
         ApiError::not_found("no email settings: email goes from the default sender")
     })?;
-    Ok(s.view())
+    let mut v = s.view();
+    if s.failover().is_some() {
+        v["health"] = health(svc, org, &HealthScope::Email).await?;
+    }
+    Ok(v)
 }
 
 pub async fn put_email(svc: &Services, org: &OrgId, body: &Value) -> Result<Value, ApiError> {

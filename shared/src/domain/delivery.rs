@@ -68,6 +68,9 @@ pub enum DeliveryStatus {
     /// Sent, and a receipt says it reached the recipient (push: the app's receipt or
     /// acknowledgement), with `delivered_at`.
     Delivered,
+    /// Sent, and the provider's receipt says it never arrived (a bounce, a carrier
+    /// failure), with `reason` and the provider's `detail`.
+    Undelivered,
 }
 
 /// Text made safe to put inside HTML elements and attribute values.
@@ -188,6 +191,15 @@ impl Slot {
             c => format!("{}#{c}", self.channel.as_str()),
         }
     }
+    /// A key [`Self::key`] made.
+    pub fn parse_key(s: &str) -> Option<Self> {
+        let (channel, cycle) = match s.split_once('#') {
+            Some((c, n)) => (c, n.parse().ok()?),
+            None => (s, 0),
+        };
+        let channel = Channel::ALL.into_iter().find(|c| c.as_str() == channel)?;
+        Some(Self { channel, cycle })
+    }
 }
 
 /// One notification: one incident event, or one manual SMS.
@@ -265,6 +277,16 @@ pub struct DeliveryRecord {
     /// 0 for the notification itself; 1, 2, ... for dispatch escalation cycles.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub cycle: u32,
+    /// Sent through the failover provider: the primary it stood in for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failover_from: Option<Provider>,
+    /// What the provider's receipt said (an `undelivered` record's bounce diagnostic or
+    /// carrier response).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// The recipient reported the email as spam (the status stays what it was).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub complaint: bool,
 }
 
 fn is_zero(n: &u32) -> bool {

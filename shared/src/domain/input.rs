@@ -502,6 +502,7 @@ impl SmsSettingsUpdate {
                 "password",
                 "sender_number",
                 "http_header",
+                "failover",
             ],
         );
         let parsed = object(body, "", &mut errors, |r| {
@@ -512,6 +513,10 @@ impl SmsSettingsUpdate {
             });
             let sender = r.optional_with("sender_number", SenderId::parse);
             let password = r.optional_with("password", secret_text);
+            let failover = r.optional_with("failover", |s| match s {
+                "sns" => Ok(true),
+                _ => Err(ValidationError::new("must be sns (or left out)")),
+            });
             let http = match provider {
                 Some("http") => {
                     let url = r.required_with("url", |s| GatewayUrl::parse(s, policy));
@@ -536,7 +541,14 @@ impl SmsSettingsUpdate {
                     Some((url, format, username, header))
                 }
                 Some(_) => {
-                    for key in ["url", "format", "username", "http_header", "password"] {
+                    for key in [
+                        "url",
+                        "format",
+                        "username",
+                        "http_header",
+                        "password",
+                        "failover",
+                    ] {
                         if r.has(key) {
                             r.error(key, "applies only to provider http");
                         }
@@ -560,6 +572,7 @@ impl SmsSettingsUpdate {
             let provider = provider?;
             let sender = sender?;
             let password = password?;
+            let failover_sns = failover?.unwrap_or(false);
             let (provider, header_value) = match (provider, http) {
                 ("http", Some((url, format, username, header))) => {
                     let header = header?;
@@ -573,6 +586,7 @@ impl SmsSettingsUpdate {
                             format: format?,
                             username: username?,
                             header_name: header.map(|(n, _)| n),
+                            failover_sns,
                         }),
                         header_value,
                     )
@@ -639,7 +653,12 @@ pub struct EmailSettingsUpdate {
 impl EmailSettingsUpdate {
     pub fn parse(body: &Value, policy: EndpointPolicy) -> Result<Self, FieldErrors> {
         let mut errors = FieldErrors::new();
-        reject_unknown(body, "", &mut errors, &["provider", "sender_email", "smtp"]);
+        reject_unknown(
+            body,
+            "",
+            &mut errors,
+            &["provider", "sender_email", "smtp", "failover"],
+        );
         let parsed = object(body, "", &mut errors, |r| {
             let provider = r.required_with("provider", |s| match s {
                 "ses" => Ok("ses"),
@@ -647,6 +666,10 @@ impl EmailSettingsUpdate {
                 _ => Err("must be ses or smtp"),
             });
             let sender = r.optional_with("sender_email", EmailAddress::parse);
+            let failover = r.optional_with("failover", |s| match s {
+                "ses" => Ok(true),
+                _ => Err(ValidationError::new("must be ses (or left out)")),
+            });
             let smtp_object = |v: &Value, path: &str, errors: &mut FieldErrors| {
                 reject_unknown(
                     v,
@@ -677,6 +700,9 @@ impl EmailSettingsUpdate {
                     if r.has("smtp") {
                         r.error("smtp", "applies only to provider smtp");
                     }
+                    if r.has("failover") {
+                        r.error("failover", "applies only to provider smtp");
+                    }
                     Some(None)
                 }
                 // The provider is bad: still name every bad field of `smtp`.
@@ -686,6 +712,7 @@ impl EmailSettingsUpdate {
                 }
             };
             let (provider, sender, smtp) = (provider?, sender?, smtp?);
+            let failover_ses = failover?.unwrap_or(false);
             let (provider, password) = match (provider, smtp) {
                 ("smtp", Some((server, username, password))) => (
                     EmailProvider::Smtp {
@@ -694,6 +721,7 @@ impl EmailSettingsUpdate {
                             username,
                             password_set: false,
                             secrets_rev: None,
+                            failover_ses,
                         },
                     },
                     password.map(SecretChange::Set).unwrap_or_default(),

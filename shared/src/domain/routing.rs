@@ -404,7 +404,10 @@ pub fn window_step(
 ) -> WindowStep {
     match (push, fallback_at) {
         (DeliveryStatus::Delivered, _) => WindowStep::Skip(SkipReason::PushDelivered),
-        (DeliveryStatus::Failed, _) => WindowStep::FallBack(FallbackReason::PushFailed),
+        // A push a provider's receipt says never arrived failed as surely.
+        (DeliveryStatus::Failed | DeliveryStatus::Undelivered, _) => {
+            WindowStep::FallBack(FallbackReason::PushFailed)
+        }
         (DeliveryStatus::Sent, Some(at)) if at <= now => {
             WindowStep::FallBack(FallbackReason::NoAppReceipt)
         }
@@ -491,6 +494,9 @@ impl RecipientPlan {
                     delivered_at: None,
                     fallback_at: None,
                     cycle: 0,
+                    failover_from: None,
+                    detail: None,
+                    complaint: false,
                 }
             })
             .collect()

@@ -45,6 +45,9 @@ pub struct HttpGateway {
     /// The custom header's name; its value is in the secret store.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub header_name: Option<HeaderName>,
+    /// `failover: "sns"`: when the gateway fails, SMS go through Amazon SNS.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub failover_sns: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -101,8 +104,19 @@ impl SmsSettings {
             if let Some(h) = &g.header_name {
                 v["http_header"] = serde_json::json!(HttpHeader::masked(h));
             }
+            if g.failover_sns {
+                v["failover"] = serde_json::json!("sns");
+            }
         }
         v
+    }
+
+    /// The provider SMS go through when this one fails, if any.
+    pub fn failover(&self) -> Option<super::Provider> {
+        match &self.provider {
+            SmsProvider::Http(g) if g.failover_sns => Some(super::Provider::Sns),
+            _ => None,
+        }
     }
 }
 
@@ -143,6 +157,9 @@ pub struct SmtpSettings {
     /// As [`SmsSettings::secrets_rev`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secrets_rev: Option<String>,
+    /// `failover: "ses"`: when the server fails, email goes through Amazon SES.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub failover_ses: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -186,8 +203,19 @@ impl EmailSettings {
                 "use_tls": smtp.server.use_tls,
                 "password_set": smtp.password_set,
             });
+            if smtp.failover_ses {
+                v["failover"] = serde_json::json!("ses");
+            }
         }
         v
+    }
+
+    /// The provider email goes through when this one fails, if any.
+    pub fn failover(&self) -> Option<super::Provider> {
+        match &self.provider {
+            EmailProvider::Smtp { smtp } if smtp.failover_ses => Some(super::Provider::Ses),
+            _ => None,
+        }
     }
 }
 
@@ -351,6 +379,7 @@ mod tests {
                     username: None,
                     password_set: false,
                     secrets_rev: None,
+                    failover_ses: false,
                 },
             },
             sender_email: None,
@@ -384,6 +413,7 @@ mod tests {
                 format: GatewayFormat::Json,
                 username: Some("acct-17".into()),
                 header_name: Some(HeaderName::parse("X-Api-Key").unwrap()),
+                failover_sns: false,
             }),
             sender_number: Some(SenderId::parse("+15551234567").unwrap()),
             password_set: true,

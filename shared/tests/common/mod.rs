@@ -195,6 +195,7 @@ impl MemoryWorld {
             email: Default::default(),
             default_sender: None,
             metrics: self.metrics.clone(),
+            failover: None,
         }
     }
 
@@ -221,6 +222,8 @@ impl MemoryWorld {
             body: vec![],
             query: None,
             idempotency_key: None,
+            headers: Vec::new(),
+            url: None,
         };
         api::handle(&self.services(), req).await.status
     }

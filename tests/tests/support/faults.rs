@@ -170,6 +170,7 @@ pub async fn run(recipients: usize) -> anyhow::Result<Report> {
         max_receives: flare_tests::stack::MAX_RECEIVES,
         dead_letter_queue: stack.dlq_arns[&channel].clone(),
         metrics_namespace: None,
+        circuit: Default::default(),
     };
     let (p, s, e) = (cfg(Channel::Push), cfg(Channel::Sms), cfg(Channel::Email));
     let mut functions = HashMap::new();

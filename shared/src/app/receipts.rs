@@ -1,0 +1,225 @@
+//! Provider receipts: SES events, SNS SMS delivery status lines and custom gateways'
+//! status callbacks move a `sent` delivery to `delivered` or `undelivered` (or mark an
+//! email complaint). The receipts function and the local runner's
+//! `POST /local/provider-events` call [`Receipts`]; the API's
+//! `POST /v1/receipts/sms/{org_id}/{control_center_id}` calls [`gateway_callback`].
+
+use super::Services;
+use super::auth::AuthFailure;
+use super::error::ApiError;
+use crate::domain::receipt::{
+    ProviderReceipt, ReceiptParseError, ReceiptStatus, parse_gateway_callback, parse_ses_event,
+    parse_sns_sms_status, signature_header, verify_signature,
+};
+use crate::domain::{ControlCenterId, FieldErrors, OrgId, SmsProvider};
+use crate::ports::{DeliveryLog, Finish, ReceiptMatch, SecretKey, StoreError};
+use secrecy::ExposeSecret;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Applies receipts to the delivery log.
+#[derive(Clone)]
+pub struct Receipts {
+    pub log: Arc<dyn DeliveryLog>,
+    /// A receipt whose delivery is not found is looked up once more after this long
+    /// (AWS: the log's receipt index is eventually consistent, and a fast receipt can
+    /// outrun it); `None`: not again.
+    pub retry_unknown_after: Option<Duration>,
+}
+
+/// What a batch of receipts did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ReceiptSummary {
+    /// Deliveries the receipts moved.
+    pub applied: usize,
+    /// Receipts for deliveries that already had one (or are failed or skipped).
+    pub unchanged: usize,
+    /// Receipts that named no delivery Flare sent: logged and dropped.
+    pub unknown: usize,
+    /// Events that change nothing (a delivery delay, a transient bounce).
+    pub ignored: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReceiptError {
+    #[error("malformed provider event")]
+    Malformed(#[from] ReceiptParseError),
+    #[error("storage failed")]
+    Store(#[from] StoreError),
+}
+
+/// What a receipt asks of its delivery.
+pub fn finish_of(r: &ProviderReceipt) -> Finish {
+    match &r.status {
+        ReceiptStatus::Delivered => Finish::Delivered { at: r.at },
+        ReceiptStatus::Undelivered { reason, detail } => Finish::Undelivered {
+            reason: reason.clone(),
+            detail: detail.clone(),
+        },
+        ReceiptStatus::Complaint => Finish::Complaint,
+    }
+}
+
+impl Receipts {
+    pub fn new(log: Arc<dyn DeliveryLog>) -> Self {
+        Self {
+            log,
+            retry_unknown_after: None,
+        }
+    }
+
+    /// Applies one receipt: one lookup and one conditional write.
+    pub async fn apply(&self, r: &ProviderReceipt) -> Result<ReceiptMatch, StoreError> {
+        let mut found = self.log.receipt(&r.key, finish_of(r)).await?;
+        if found == ReceiptMatch::Unknown
+            && let Some(wait) = self.retry_unknown_after
+        {
+            tokio::time::sleep(wait).await;
+            found = self.log.receipt(&r.key, finish_of(r)).await?;
+        }
+        let status = match &r.status {
+            ReceiptStatus::Delivered => "delivered",
+            ReceiptStatus::Undelivered { .. } => "undelivered",
+            ReceiptStatus::Complaint => "complaint",
+        };
+        match &found {
+            ReceiptMatch::Unknown => {
+                tracing::warn!(receipt_key = %r.key, status, "receipt for no known delivery: dropped");
+            }
+            ReceiptMatch::Found { target, moved } => tracing::info!(
+                notification_id = %target.notification_id,
+                channel = target.channel.as_str(),
+                recipient = %target.recipient,
+                status,
+                moved,
+                "provider receipt"
+            ),
+        }
+        Ok(found)
+    }
+
+    async fn apply_all(
+        &self,
+        receipts: Vec<Option<ProviderReceipt>>,
+    ) -> Result<ReceiptSummary, StoreError> {
+        let mut sum = ReceiptSummary::default();
+        for r in receipts {
+            let Some(r) = r else {
+                sum.ignored += 1;
+                continue;
+            };
+            match self.apply(&r).await? {
+                ReceiptMatch::Unknown => sum.unknown += 1,
+                ReceiptMatch::Found { moved: true, .. } => sum.applied += 1,
+                ReceiptMatch::Found { moved: false, .. } => sum.unchanged += 1,
+            }
+        }
+        Ok(sum)
+    }
+
+    /// An SES event as EventBridge delivers it.
+    pub async fn ses_event(
+        &self,
+        event: &serde_json::Value,
+    ) -> Result<ReceiptSummary, ReceiptError> {
+        let r = parse_ses_event(event)?;
+        Ok(self.apply_all(vec![r]).await?)
+    }
+
+    /// The lines of SNS's SMS delivery status log (a CloudWatch Logs subscription
+    /// delivers them in batches). A line Flare cannot read is logged and skipped: one
+    /// bad line must not make the batch (and every good line in it) retry forever.
+    pub async fn sns_sms_lines<'a>(
+        &self,
+        lines: impl IntoIterator<Item = &'a str>,
+    ) -> Result<ReceiptSummary, ReceiptError> {
+        let mut parsed = Vec::new();
+        let mut bad = 0;
+        for line in lines {
+            match parse_sns_sms_status(line) {
+                Ok(r) => parsed.push(Some(r)),
+                Err(e) => {
+                    bad += 1;
+                    tracing::warn!(error = %e, "unreadable SNS SMS status line: skipped");
+                }
+            }
+        }
+        let mut sum = self.apply_all(parsed).await?;
+        sum.ignored += bad;
+        Ok(sum)
+    }
+}
+
+/// A gateway's status callback as the API received it.
+#[derive(Clone, Copy)]
+pub struct Callback<'a> {
+    /// The full URL the gateway called (Twilio signs it).
+    pub url: &'a str,
+    /// A request header by (lower-case) name.
+    pub header: &'a (dyn Fn(&str) -> Option<String> + Sync),
+    pub body: &'a [u8],
+}
+
+/// `POST /v1/receipts/sms/{org_id}/{control_center_id}`: no token; the signature made
+/// with the control center's stored gateway password is the authentication. Anything
+/// that cannot be verified (no such settings, no password, a bad signature) is one 401,
+/// so the route tells a stranger nothing. An unknown message id is a 404, a repeat 204.
+pub async fn gateway_callback(
+    svc: &Services,
+    org: &str,
+    cc: &str,
+    callback: Callback<'_>,
+) -> Result<(), ApiError> {
+    let unverified = || ApiError::Unauthorized(AuthFailure::CallbackSignature);
+    let (Ok(org), Ok(cc)) = (OrgId::parse(org), ControlCenterId::parse(cc)) else {
+        return Err(unverified());
+    };
+    let Some(settings) = svc.settings.get_sms(&org, &cc).await? else {
+        return Err(unverified());
+    };
+    let SmsProvider::Http(gateway) = &settings.provider else {
+        return Err(unverified());
+    };
+    let key = SecretKey::SmsPassword(org.clone(), cc.clone());
+    let Some(password) = svc
+        .secrets
+        .get_current(&key, settings.secrets_rev.as_deref())
+        .await?
+    else {
+        return Err(unverified());
+    };
+    let signature = (callback.header)(signature_header(gateway.format)).unwrap_or_default();
+    let signed = verify_signature(
+        gateway.format,
+        password.expose_secret().as_bytes(),
+        callback.url,
+        callback.body,
+        &signature,
+    );
+    if !signed {
+        tracing::warn!(org_id = %org, control_center_id = %cc, "gateway callback with a bad signature: refused");
+        return Err(unverified());
+    }
+    let content_type = (callback.header)("content-type");
+    let receipt = parse_gateway_callback(
+        gateway.format,
+        &org,
+        &cc,
+        content_type.as_deref(),
+        callback.body,
+    )
+    .map_err(|e| {
+        let mut f = FieldErrors::new();
+        f.add("body", e.to_string());
+        ApiError::Validation(f)
+    })?;
+    let Some(receipt) = receipt else {
+        return Ok(());
+    };
+    match Receipts::new(svc.log.clone()).apply(&receipt).await? {
+        ReceiptMatch::Unknown => Err(ApiError::not_found(
+            "no delivery was sent with this message id",
+        )),
+        ReceiptMatch::Found { .. } => Ok(()),
+    }
+}

@@ -1,0 +1,529 @@
+//! Provider receipts: what SES, SNS and custom SMS gateways report after they accepted a
+//! message, read into one shape ([`ProviderReceipt`]) and matched to the delivery by
+//! the provider's message id ([`ReceiptKey`]). Pure: parsing and signature checks only.
+
+use super::delivery::Provider;
+use super::ids::{ControlCenterId, OrgId};
+use super::settings::GatewayFormat;
+use chrono::{DateTime, Utc};
+use hmac::{Hmac, Mac};
+use serde_json::Value;
+
+/// Finds a delivery from a receipt: the provider, the provider's message id and, for an
+/// organization's own gateway (whose ids are only unique to it), the organization and
+/// control center whose settings sent it. So a gateway callback signed for one
+/// organization can only ever name that organization's deliveries.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ReceiptKey(String);
+
+impl ReceiptKey {
+    /// The key of a message `provider` accepted with id `message_id`; `None` for
+    /// providers that send no receipts (SMTP).
+    pub fn new(
+        provider: Provider,
+        org: &OrgId,
+        cc: &ControlCenterId,
+        message_id: &str,
+    ) -> Option<Self> {
+        match provider {
+            Provider::Sns | Provider::Ses => Some(Self::global(provider, message_id)),
+            Provider::Http => Some(Self(format!("http#{org}#{cc}#{message_id}"))),
+            Provider::Smtp => None,
+        }
+    }
+
+    /// SNS and SES message ids are unique across AWS.
+    pub fn global(provider: Provider, message_id: &str) -> Self {
+        Self(format!("{}#{message_id}", provider.as_str()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// A stored key, as read back.
+    pub fn from_stored(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+}
+
+impl std::fmt::Display for ReceiptKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// What a receipt says about a sent message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReceiptStatus {
+    /// It reached the recipient (the phone, the mailbox).
+    Delivered,
+    /// It never will: `reason` (`bounced`, `rejected`, `carrier_failed`, or the
+    /// provider's own word) and what the provider said.
+    Undelivered {
+        reason: String,
+        detail: Option<String>,
+    },
+    /// The recipient marked the email as spam: the status stays, `complaint` is added.
+    Complaint,
+}
+
+/// One receipt, ready to match.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProviderReceipt {
+    pub key: ReceiptKey,
+    pub status: ReceiptStatus,
+    /// When the provider saw it happen.
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ReceiptParseError {
+    #[error("not a receipt Flare reads: {0}")]
+    Malformed(&'static str),
+}
+
+use ReceiptParseError::Malformed;
+
+/// Provider text kept on a record: one line, at most 300 characters.
+fn detail(s: &str) -> Option<String> {
+    let one_line: String = s
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    let t = one_line.trim();
+    (!t.is_empty()).then(|| t.chars().take(300).collect())
+}
+
+fn time(v: Option<&Value>) -> Option<DateTime<Utc>> {
+    let s = v?.as_str()?;
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .ok()
+        // SNS writes `2016-06-28 00:40:34.558` (UTC).
+        .or_else(|| {
+            chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S%.f")
+                .ok()
+                .map(|t| t.and_utc())
+        })
+}
+
+/// An SES event as EventBridge delivers it (`detail` is SES's event record).
+/// `Ok(None)`: an event that changes nothing (a delivery delay, a transient bounce, a
+/// send or open event).
+pub fn parse_ses_event(event: &Value) -> Result<Option<ProviderReceipt>, ReceiptParseError> {
+    // EventBridge wraps the record in `detail`; SNS and Firehose destinations do not.
+    let d = event.get("detail").unwrap_or(event);
+    let kind = d
+        .get("eventType")
+        .or_else(|| d.get("notificationType"))
+        .and_then(Value::as_str)
+        .ok_or(Malformed("an SES event has an eventType"))?;
+    let mail = d.get("mail").ok_or(Malformed("an SES event has mail"))?;
+    let message_id = mail
+        .get("messageId")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .ok_or(Malformed("an SES event has mail.messageId"))?;
+    let part = |name: &str| d.get(name).unwrap_or(&Value::Null);
+    let at_of = |v: &Value| {
+        time(v.get("timestamp"))
+            .or_else(|| time(event.get("time")))
+            .unwrap_or_else(Utc::now)
+    };
+    let (status, at) = match kind {
+        "Delivery" => (ReceiptStatus::Delivered, at_of(part("delivery"))),
+        "Bounce" => {
+            let b = part("bounce");
+            if b.get("bounceType").and_then(Value::as_str) != Some("Permanent") {
+                return Ok(None);
+            }
+            let diagnostic = b
+                .get("bouncedRecipients")
+                .and_then(Value::as_array)
+                .and_then(|r| r.iter().find_map(|r| r.get("diagnosticCode")?.as_str()))
+                .or_else(|| b.get("bounceSubType").and_then(Value::as_str))
+                .and_then(detail);
+            (
+                ReceiptStatus::Undelivered {
+                    reason: "bounced".into(),
+                    detail: diagnostic,
+                },
+                at_of(b),
+            )
+        }
+        "Reject" => (
+            ReceiptStatus::Undelivered {
+                reason: "rejected".into(),
+                detail: part("reject")
+                    .get("reason")
+                    .and_then(Value::as_str)
+                    .and_then(detail),
+            },
+            at_of(&Value::Null),
+        ),
+        "Rendering Failure" | "RenderingFailure" => (
+            ReceiptStatus::Undelivered {
+                reason: "rendering_failed".into(),
+                detail: part("failure")
+                    .get("errorMessage")
+                    .and_then(Value::as_str)
+                    .and_then(detail),
+            },
+            at_of(&Value::Null),
+        ),
+        "Complaint" => (ReceiptStatus::Complaint, at_of(part("complaint"))),
+        _ => return Ok(None),
+    };
+    Ok(Some(ProviderReceipt {
+        key: ReceiptKey::global(Provider::Ses, message_id),
+        status,
+        at,
+    }))
+}
+
+/// One line of SNS's SMS delivery status log (CloudWatch Logs), as SNS writes it:
+/// `{"notification": {"messageId", "timestamp"}, "delivery": {"providerResponse", ...},
+/// "status": "SUCCESS" | "FAILURE"}`.
+pub fn parse_sns_sms_status(line: &str) -> Result<ProviderReceipt, ReceiptParseError> {
+    let v: Value =
+        serde_json::from_str(line).map_err(|_| Malformed("an SNS SMS status line is JSON"))?;
+    let n = v
+        .get("notification")
+        .ok_or(Malformed("an SNS SMS status line has notification"))?;
+    let message_id = n
+        .get("messageId")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .ok_or(Malformed(
+            "an SNS SMS status line has notification.messageId",
+        ))?;
+    let response = v
+        .get("delivery")
+        .and_then(|d| d.get("providerResponse"))
+        .and_then(Value::as_str)
+        .and_then(detail);
+    let status = match v.get("status").and_then(Value::as_str) {
+        Some("SUCCESS") => ReceiptStatus::Delivered,
+        Some("FAILURE") => ReceiptStatus::Undelivered {
+            reason: "carrier_failed".into(),
+            detail: response,
+        },
+        _ => return Err(Malformed("an SNS SMS status is SUCCESS or FAILURE")),
+    };
+    Ok(ProviderReceipt {
+        key: ReceiptKey::global(Provider::Sns, message_id),
+        status,
+        at: time(n.get("timestamp")).unwrap_or_else(Utc::now),
+    })
+}
+
+/// A custom gateway's status callback, read once its signature has been checked.
+/// `Ok(None)`: a status that is not final (Twilio's `queued`, `sent`, ...).
+pub fn parse_gateway_callback(
+    format: GatewayFormat,
+    org: &OrgId,
+    cc: &ControlCenterId,
+    content_type: Option<&str>,
+    body: &[u8],
+) -> Result<Option<ProviderReceipt>, ReceiptParseError> {
+    let fields: Vec<(String, String)> = if format != GatewayFormat::Twilio
+        && content_type.is_some_and(|c| c.to_ascii_lowercase().contains("json"))
+        || (format == GatewayFormat::Json && content_type.is_none())
+    {
+        let v: Value =
+            serde_json::from_slice(body).map_err(|_| Malformed("the callback is JSON"))?;
+        let obj = v
+            .as_object()
+            .ok_or(Malformed("the callback is an object"))?;
+        obj.iter()
+            .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+            .collect()
+    } else {
+        url::form_urlencoded::parse(body).into_owned().collect()
+    };
+    let get = |k: &str| fields.iter().find(|(f, _)| f == k).map(|(_, v)| v.as_str());
+    let (id, status, error) = match format {
+        GatewayFormat::Twilio => (
+            get("MessageSid"),
+            get("MessageStatus").or_else(|| get("SmsStatus")),
+            get("ErrorCode"),
+        ),
+        GatewayFormat::Json | GatewayFormat::Form => {
+            (get("message_id"), get("status"), get("error"))
+        }
+    };
+    let id = id
+        .filter(|s| !s.is_empty())
+        .ok_or(Malformed("the callback names the message"))?;
+    let status = match status.ok_or(Malformed("the callback has a status"))? {
+        "delivered" => ReceiptStatus::Delivered,
+        "undelivered" | "failed" => ReceiptStatus::Undelivered {
+            reason: "carrier_failed".into(),
+            detail: error.and_then(detail),
+        },
+        // Twilio reports every step; only the last one says anything Flare records.
+        "queued" | "accepted" | "sending" | "sent" | "scheduled" | "read"
+            if format == GatewayFormat::Twilio =>
+        {
+            return Ok(None);
+        }
+        _ => return Err(Malformed("the status is delivered or undelivered")),
+    };
+    Ok(Some(ProviderReceipt {
+        key: ReceiptKey::new(Provider::Http, org, cc, id).expect("http has receipts"),
+        status,
+        at: Utc::now(),
+    }))
+}
+
+/// The header a gateway of `format` signs its callbacks with.
+pub fn signature_header(format: GatewayFormat) -> &'static str {
+    match format {
+        GatewayFormat::Twilio => "x-twilio-signature",
+        GatewayFormat::Json | GatewayFormat::Form => "x-flare-signature",
+    }
+}
+
+/// Whether a callback's signature is the one its gateway's `key` (the stored gateway
+/// password) makes, compared in constant time. `twilio`: base64 of HMAC-SHA1 over the
+/// full URL followed by each form field's name and value, sorted by name, as Twilio
+/// signs. `json` and `form`: `sha256=` and the hex HMAC-SHA256 of the raw body.
+pub fn verify_signature(
+    format: GatewayFormat,
+    key: &[u8],
+    url: &str,
+    body: &[u8],
+    signature: &str,
+) -> bool {
+    match format {
+        GatewayFormat::Twilio => {
+            use base64::Engine;
+            let Ok(sig) = base64::engine::general_purpose::STANDARD.decode(signature.trim()) else {
+                return false;
+            };
+            let mut mac = Hmac::<sha1::Sha1>::new_from_slice(key).expect("any key length");
+            mac.update(twilio_payload(url, body).as_bytes());
+            mac.verify_slice(&sig).is_ok()
+        }
+        GatewayFormat::Json | GatewayFormat::Form => {
+            let Some(hex) = signature.trim().strip_prefix("sha256=") else {
+                return false;
+            };
+            let Some(sig) = from_hex(hex) else {
+                return false;
+            };
+            let mut mac = Hmac::<sha2::Sha256>::new_from_slice(key).expect("any key length");
+            mac.update(body);
+            mac.verify_slice(&sig).is_ok()
+        }
+    }
+}
+
+/// What a gateway signs: for tests and the demo, which play the gateway.
+pub fn sign(format: GatewayFormat, key: &[u8], url: &str, body: &[u8]) -> String {
+    match format {
+        GatewayFormat::Twilio => {
+            use base64::Engine;
+            let mut mac = Hmac::<sha1::Sha1>::new_from_slice(key).expect("any key length");
+            mac.update(twilio_payload(url, body).as_bytes());
+            base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+        }
+        GatewayFormat::Json | GatewayFormat::Form => {
+            let mut mac = Hmac::<sha2::Sha256>::new_from_slice(key).expect("any key length");
+            mac.update(body);
+            let bytes = mac.finalize().into_bytes();
+            format!(
+                "sha256={}",
+                bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
+            )
+        }
+    }
+}
+
+fn twilio_payload(url: &str, body: &[u8]) -> String {
+    let mut fields: Vec<(String, String)> =
+        url::form_urlencoded::parse(body).into_owned().collect();
+    fields.sort();
+    let mut s = url.to_string();
+    for (k, v) in fields {
+        s.push_str(&k);
+        s.push_str(&v);
+    }
+    s
+}
+
+fn from_hex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn org() -> OrgId {
+        OrgId::parse("acme").unwrap()
+    }
+
+    fn main_cc() -> ControlCenterId {
+        ControlCenterId::main()
+    }
+
+    #[test]
+    fn ses_delivery_bounce_complaint_reject_and_the_events_that_change_nothing() {
+        let ev = |detail: Value| json!({"source": "aws.ses", "time": "2026-11-27T10:00:00Z", "detail": detail});
+        let mail = json!({"messageId": "m-1"});
+        let r = parse_ses_event(&ev(json!({"eventType": "Delivery", "mail": mail, "delivery": {"timestamp": "2026-11-27T10:00:02Z"}})))
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.key.as_str(), "ses#m-1");
+        assert_eq!(r.status, ReceiptStatus::Delivered);
+        assert_eq!(r.at.to_rfc3339(), "2026-11-27T10:00:02+00:00");
+        let r = parse_ses_event(&ev(json!({"eventType": "Bounce", "mail": mail, "bounce": {"bounceType": "Permanent", "bouncedRecipients": [{"diagnosticCode": "smtp; 550 5.1.1 user unknown"}]}})))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            r.status,
+            ReceiptStatus::Undelivered {
+                reason: "bounced".into(),
+                detail: Some("smtp; 550 5.1.1 user unknown".into())
+            }
+        );
+        assert_eq!(
+            parse_ses_event(&ev(
+                json!({"eventType": "Bounce", "mail": mail, "bounce": {"bounceType": "Transient"}})
+            )),
+            Ok(None)
+        );
+        assert_eq!(
+            parse_ses_event(&ev(json!({"eventType": "DeliveryDelay", "mail": mail}))),
+            Ok(None)
+        );
+        let r = parse_ses_event(&ev(
+            json!({"eventType": "Complaint", "mail": mail, "complaint": {}}),
+        ))
+        .unwrap()
+        .unwrap();
+        assert_eq!(r.status, ReceiptStatus::Complaint);
+        let r = parse_ses_event(&ev(
+            json!({"eventType": "Reject", "mail": mail, "reject": {"reason": "Bad content"}}),
+        ))
+        .unwrap()
+        .unwrap();
+        assert!(
+            matches!(r.status, ReceiptStatus::Undelivered { ref reason, .. } if reason == "rejected")
+        );
+        assert!(parse_ses_event(&ev(json!({"eventType": "Delivery"}))).is_err());
+    }
+
+    #[test]
+    fn sns_sms_status_lines() {
+        let ok = r#"{"notification":{"messageId":"abc","timestamp":"2016-06-28 00:40:34.558"},"delivery":{"providerResponse":"Message has been accepted by phone carrier"},"status":"SUCCESS"}"#;
+        let r = parse_sns_sms_status(ok).unwrap();
+        assert_eq!(r.key.as_str(), "sns#abc");
+        assert_eq!(r.status, ReceiptStatus::Delivered);
+        assert_eq!(r.at.to_rfc3339(), "2016-06-28T00:40:34.558+00:00");
+        let bad = r#"{"notification":{"messageId":"abc"},"delivery":{"providerResponse":"Phone is currently unreachable"},"status":"FAILURE"}"#;
+        assert_eq!(
+            parse_sns_sms_status(bad).unwrap().status,
+            ReceiptStatus::Undelivered {
+                reason: "carrier_failed".into(),
+                detail: Some("Phone is currently unreachable".into())
+            }
+        );
+        assert!(parse_sns_sms_status("not json").is_err());
+    }
+
+    #[test]
+    fn gateway_callbacks_in_each_format_are_scoped_to_their_organization() {
+        let r = parse_gateway_callback(
+            GatewayFormat::Json,
+            &org(),
+            &main_cc(),
+            Some("application/json"),
+            br#"{"message_id": "g-1", "status": "undelivered", "error": "absent subscriber"}"#,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(r.key.as_str(), "http#acme#main#g-1");
+        assert_eq!(
+            r.status,
+            ReceiptStatus::Undelivered {
+                reason: "carrier_failed".into(),
+                detail: Some("absent subscriber".into())
+            }
+        );
+        let r = parse_gateway_callback(
+            GatewayFormat::Form,
+            &org(),
+            &main_cc(),
+            Some("application/x-www-form-urlencoded"),
+            b"message_id=g-2&status=delivered",
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(r.status, ReceiptStatus::Delivered);
+        let twilio = |status: &str| {
+            parse_gateway_callback(
+                GatewayFormat::Twilio,
+                &org(),
+                &main_cc(),
+                None,
+                format!("MessageSid=SM1&MessageStatus={status}").as_bytes(),
+            )
+        };
+        assert_eq!(
+            twilio("delivered").unwrap().unwrap().status,
+            ReceiptStatus::Delivered
+        );
+        assert_eq!(twilio("sent"), Ok(None));
+        assert!(twilio("bogus").is_err());
+    }
+
+    #[test]
+    fn signatures_verify_only_with_the_right_key_url_and_body() {
+        let url = "https://api.example/v1/receipts/sms/acme/main";
+        for format in [
+            GatewayFormat::Json,
+            GatewayFormat::Form,
+            GatewayFormat::Twilio,
+        ] {
+            let body = b"MessageSid=SM1&MessageStatus=delivered&AccountSid=AC1";
+            let sig = sign(format, b"s3cret", url, body);
+            assert!(verify_signature(format, b"s3cret", url, body, &sig));
+            assert!(!verify_signature(format, b"other", url, body, &sig));
+            assert!(!verify_signature(
+                format,
+                b"s3cret",
+                url,
+                b"MessageSid=SM2",
+                &sig
+            ));
+            assert!(!verify_signature(format, b"s3cret", url, body, ""));
+        }
+        // Twilio signs the URL too.
+        let body = b"MessageSid=SM1&MessageStatus=delivered";
+        let sig = sign(GatewayFormat::Twilio, b"k", url, body);
+        assert!(!verify_signature(
+            GatewayFormat::Twilio,
+            b"k",
+            "https://evil.example/",
+            body,
+            &sig
+        ));
+        // Twilio's own documented example.
+        let url = "https://mycompany.com/myapp.php?foo=1&bar=2";
+        let body = b"CallSid=CA1234567890ABCDE&Caller=%2B14158675310&Digits=1234&From=%2B14158675310&To=%2B18005551212";
+        assert_eq!(
+            sign(GatewayFormat::Twilio, b"12345", url, body),
+            "GvWf1cFY/Q7PnoempGyD5oXAezc="
+        );
+    }
+}
