@@ -729,3 +729,246 @@ async fn list_notifications(log: &dyn DeliveryLog, org: &OrgId) {
             .is_empty()
     );
 }
+
+/// Provider receipts: found by their key alone (one lookup, one conditional write),
+/// applied once, never to a failed or unsent delivery; a complaint keeps the status.
+pub async fn receipts(log: &dyn DeliveryLog, org: &OrgId) {
+    use flare_shared::domain::receipt::ReceiptKey;
+    use flare_shared::ports::{ReceiptMatch, ReceiptTarget};
+    let n = notification(org);
+    let id = &n.notification_id;
+    log.create_notification(&n).await.unwrap();
+    let records = [
+        record(&n, "u-1", Channel::Sms, false),
+        record(&n, "u-2", Channel::Email, false),
+        record(&n, "u-3", Channel::Sms, false),
+    ];
+    log.put_first_records(&n, &records).await.unwrap();
+    let key = |k: &str| ReceiptKey::from_stored(format!("{k}-{id}"));
+    let send = |who: &'static str, c: Channel, provider, k: Option<ReceiptKey>, from| async move {
+        log.claim(org, id, &user(who), c.into(), LIVE)
+            .await
+            .unwrap();
+        assert!(
+            log.finish(
+                org,
+                id,
+                &user(who),
+                c.into(),
+                Finish::Sent {
+                    attempt: 1,
+                    provider,
+                    provider_message_id: Some(format!("m-{who}")),
+                    receipt_key: k,
+                    failover_from: from,
+                }
+            )
+            .await
+            .unwrap()
+        );
+    };
+    send(
+        "u-1",
+        Channel::Sms,
+        Provider::Sns,
+        Some(key("sns#1")),
+        Some(Provider::Http),
+    )
+    .await;
+    send(
+        "u-2",
+        Channel::Email,
+        Provider::Ses,
+        Some(key("ses#2")),
+        None,
+    )
+    .await;
+    // u-3's SMS failed: it was never sent, so no receipt can name it.
+    log.claim(org, id, &user("u-3"), Channel::Sms.into(), LIVE)
+        .await
+        .unwrap();
+    log.finish(
+        org,
+        id,
+        &user("u-3"),
+        Channel::Sms.into(),
+        Finish::Failed {
+            attempt: 1,
+            reason: "invalid_number".into(),
+        },
+    )
+    .await
+    .unwrap();
+
+    let target = |who: &str, channel| ReceiptTarget {
+        org_id: org.clone(),
+        notification_id: id.clone(),
+        recipient: format!("user:{who}"),
+        channel,
+    };
+    let at = Utc::now();
+    let delivered = Finish::Delivered { at };
+    assert_eq!(
+        log.receipt(&key("sns#1"), delivered.clone()).await.unwrap(),
+        ReceiptMatch::Found {
+            target: target("u-1", Channel::Sms),
+            moved: true
+        }
+    );
+    assert_eq!(
+        log.receipt(&key("sns#1"), delivered.clone()).await.unwrap(),
+        ReceiptMatch::Found {
+            target: target("u-1", Channel::Sms),
+            moved: false
+        },
+        "a repeat changes nothing"
+    );
+    let bounced = Finish::Undelivered {
+        reason: "bounced".into(),
+        detail: Some("smtp; 550 5.1.1 user unknown".into()),
+    };
+    assert_eq!(
+        log.receipt(&key("sns#1"), bounced.clone()).await.unwrap(),
+        ReceiptMatch::Found {
+            target: target("u-1", Channel::Sms),
+            moved: false
+        },
+        "the first final receipt wins"
+    );
+    assert_eq!(
+        log.receipt(&key("ses#2"), bounced).await.unwrap(),
+        ReceiptMatch::Found {
+            target: target("u-2", Channel::Email),
+            moved: true
+        }
+    );
+    // A complaint marks a sent or delivered email, once; an undelivered one stays.
+    assert_eq!(
+        log.receipt(&key("ses#2"), Finish::Complaint).await.unwrap(),
+        ReceiptMatch::Found {
+            target: target("u-2", Channel::Email),
+            moved: false
+        }
+    );
+    assert_eq!(
+        log.receipt(&key("sns#1"), Finish::Complaint).await.unwrap(),
+        ReceiptMatch::Found {
+            target: target("u-1", Channel::Sms),
+            moved: true
+        }
+    );
+    assert_eq!(
+        log.receipt(&key("sns#unknown"), delivered.clone())
+            .await
+            .unwrap(),
+        ReceiptMatch::Unknown
+    );
+    // Another organization's key space is its own.
+    assert_eq!(
+        log.receipt(
+            &ReceiptKey::from_stored(format!("http#other#main#{id}")),
+            delivered
+        )
+        .await
+        .unwrap(),
+        ReceiptMatch::Unknown
+    );
+
+    let logged = log.get_notification(org, id).await.unwrap().unwrap();
+    let rec = |who: &str| {
+        logged
+            .records
+            .iter()
+            .find(|r| r.recipient == user(who))
+            .unwrap()
+            .clone()
+    };
+    let (u1, u2, u3) = (rec("u-1"), rec("u-2"), rec("u-3"));
+    assert_eq!(
+        (
+            u1.status,
+            u1.delivered_at.map(|t| t.timestamp()),
+            u1.complaint,
+            u1.failover_from
+        ),
+        (
+            DeliveryStatus::Delivered,
+            Some(at.timestamp()),
+            true,
+            Some(Provider::Http)
+        )
+    );
+    assert_eq!(
+        (
+            u2.status,
+            u2.reason.as_deref(),
+            u2.detail.as_deref(),
+            u2.complaint
+        ),
+        (
+            DeliveryStatus::Undelivered,
+            Some("bounced"),
+            Some("smtp; 550 5.1.1 user unknown"),
+            false
+        )
+    );
+    assert_eq!(u3.status, DeliveryStatus::Failed);
+    let page = log.list_notifications(org, None, 10).await.unwrap();
+    let counts = page
+        .iter()
+        .find(|s| &s.notification.notification_id == id)
+        .unwrap()
+        .counts;
+    assert_eq!(
+        (counts.delivered, counts.undelivered, counts.failed),
+        (1, 1, 1)
+    );
+}
+
+/// What every [`HealthStore`](flare_shared::ports::HealthStore) promises: healthy by
+/// default, changes applied as one step each (concurrent failures all count).
+pub async fn health_store(store: &dyn flare_shared::ports::HealthStore, org: &OrgId) {
+    use flare_shared::domain::health::{CircuitPolicy, HealthScope, HealthState};
+    let scope = HealthScope::Sms(ControlCenterId::main());
+    let now = Utc::now();
+    assert_eq!(
+        store.get(org, &scope).await.unwrap().state(now),
+        HealthState::Ok
+    );
+    let policy = CircuitPolicy::default();
+    let fail = |_| async {
+        store
+            .update(org, &scope, &|h| {
+                h.failed(now, "gateway_status: 503", &policy);
+                true
+            })
+            .await
+            .unwrap()
+    };
+    tokio::join!(fail(0), fail(1), fail(2), fail(3), fail(4));
+    let h = store.get(org, &scope).await.unwrap();
+    assert_eq!(
+        (h.consecutive_failures, h.state(now)),
+        (5, HealthState::Open)
+    );
+    assert_eq!(h.last_error.as_deref(), Some("gateway_status: 503"));
+    // Scoped: email and another organization are untouched.
+    assert_eq!(
+        store
+            .get(org, &HealthScope::Email)
+            .await
+            .unwrap()
+            .consecutive_failures,
+        0
+    );
+    let later = now + chrono::TimeDelta::seconds(61);
+    let h = store
+        .update(org, &scope, &|h| h.succeeded(later))
+        .await
+        .unwrap();
+    assert_eq!(
+        (h.state(later), h.last_success_at.map(|t| t.timestamp())),
+        (HealthState::Ok, Some(later.timestamp()))
+    );
+    assert_eq!(store.get(org, &scope).await.unwrap(), h);
+}

@@ -19,7 +19,7 @@ struct Deployment {
     functions: HashMap<&'static str, LambdaProcess>,
 }
 
-/// A stack on moto and the five function binaries, each started with exactly the
+/// A stack on moto and the six function binaries, each started with exactly the
 /// variables `template.yaml` gives it (a variable a binary needs and the template lacks
 /// fails here), plus what Lambda itself provides (region, credentials) and moto's URL.
 async fn deploy() -> Deployment {
@@ -678,4 +678,107 @@ fn the_emf_checker_passes_the_specifications_example_and_refuses_broken_document
     ] {
         assert!(emf::check(&broken).is_err(), "{why}: {broken}");
     }
+}
+
+/// events/receipts through the release binaries: the SES and SNS samples through
+/// `flare-receipts` (one moves a sent email it matches to `delivered`, the others name
+/// nothing Flare sent and are dropped), and the signed Twilio callback through
+/// `flare-api`, which verifies it with the control center's stored gateway password.
+#[tokio::test]
+async fn receipt_samples_reach_their_deliveries() {
+    use flare_aws::log::DynamoDeliveryLog;
+    use flare_shared::domain::receipt::ReceiptKey;
+    use flare_shared::domain::*;
+    use flare_shared::ports::{DeliveryLog, Finish};
+    let d = deploy().await;
+    // A sent email whose SES message id is the sample's, as the email function records it.
+    let log = DynamoDeliveryLog::new(aws::dynamodb(&d.stack.sdk), &d.stack.tables.log);
+    let org = OrgId::parse("acme").unwrap();
+    let n = flare_tests::conformance::notification(&org);
+    let mut record = flare_tests::conformance::record(&n, "u-17", Channel::Email, false);
+    record.destination = Some(Destination::Email(
+        EmailAddress::parse("ana@example.org").unwrap(),
+    ));
+    record.provider = Some(Provider::Ses);
+    log.create_notification(&n).await.unwrap();
+    log.put_first_records(&n, &[record.clone()]).await.unwrap();
+    let who = record.recipient.clone();
+    let lease = std::time::Duration::from_secs(60);
+    log.claim(&org, &n.notification_id, &who, record.slot(), lease)
+        .await
+        .unwrap();
+    let ses_delivery = sample("receipts/ses-delivery.json");
+    let mid = ses_delivery["detail"]["mail"]["messageId"]
+        .as_str()
+        .unwrap();
+    assert!(
+        log.finish(
+            &org,
+            &n.notification_id,
+            &who,
+            record.slot(),
+            Finish::Sent {
+                attempt: 1,
+                provider: Provider::Ses,
+                provider_message_id: Some(mid.to_string()),
+                receipt_key: Some(ReceiptKey::global(Provider::Ses, mid)),
+                failover_from: None,
+            }
+        )
+        .await
+        .unwrap()
+    );
+
+    let receipts = d.f("flare-receipts");
+    let out = receipts.call(&ses_delivery).await;
+    assert_eq!(out["applied"], 1, "{out}");
+    let stored = log
+        .get_notification(&org, &n.notification_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.records[0].status, DeliveryStatus::Delivered);
+    assert_eq!(
+        receipts.call(&ses_delivery).await["unchanged"],
+        1,
+        "a repeat"
+    );
+    // The bounce and the SNS lines name messages this stack never sent.
+    assert_eq!(
+        receipts.call(&sample("receipts/ses-bounce.json")).await["unknown"],
+        1
+    );
+    let out = receipts.call(&sample("receipts/sns-sms-status.json")).await;
+    assert_eq!(
+        out["unknown"], 2,
+        "both lines decoded from the gzip payload: {out}"
+    );
+
+    // The Twilio callback: north's gateway signs with its stored password `s3cret`.
+    let put = with(
+        sample("api/put-sms-settings.json"),
+        "PUT",
+        "/v1/settings/sms/north",
+        Some(
+            json!({"provider": "http", "url": "https://sms.example.com/send", "format": "twilio",
+                    "password": "s3cret", "sender_number": "+15551234567"}),
+        ),
+    );
+    assert_eq!(d.api(&put).await.0, 200);
+    let callback = sample("receipts/twilio-callback.json");
+    let (s, body) = d.api(&callback).await;
+    assert_eq!(s, 404, "verified, and no delivery has this sid: {body}");
+    let mut forged = callback.clone();
+    forged["body"] = json!(
+        callback["body"]
+            .as_str()
+            .unwrap()
+            .replace("undelivered", "delivered")
+    );
+    let (s, body) = d.api(&forged).await;
+    assert_eq!(
+        (s, body["error"]["code"].as_str()),
+        (401, Some("unauthorized")),
+        "{body}"
+    );
 }

@@ -10,6 +10,9 @@ use flare_tests::{conformance, moto, unique};
 async fn the_in_memory_log_keeps_every_promise() {
     let log = MemoryDeliveryLog::default();
     conformance::delivery_log(&log, &OrgId::parse("acme").unwrap()).await;
+    conformance::receipts(&log, &OrgId::parse("acme").unwrap()).await;
+    let health = flare_shared::memory::MemoryHealth::default();
+    conformance::health_store(&health, &OrgId::parse("acme").unwrap()).await;
 }
 
 #[tokio::test]
@@ -17,13 +20,20 @@ async fn the_sqlite_log_keeps_every_promise() {
     let dir = flare_tests::TempDir::new("flare-sqlite-log").unwrap();
     let log = flare_sqlite::Sqlite::open(&dir.path().join("flare.db")).unwrap();
     conformance::delivery_log(&log, &OrgId::parse("acme").unwrap()).await;
+    conformance::receipts(&log, &OrgId::parse("acme").unwrap()).await;
 }
 
 #[tokio::test]
 async fn the_dynamodb_log_keeps_every_promise_on_moto() {
     let stack = AwsStack::create(moto()).await.unwrap();
     let log = DynamoDeliveryLog::new(flare_aws::dynamodb(&stack.sdk), &stack.tables.log);
-    conformance::delivery_log(&log, &OrgId::parse(&unique("org")).unwrap()).await;
+    let org = OrgId::parse(&unique("org")).unwrap();
+    conformance::delivery_log(&log, &org).await;
+    // The receipts index (keys only, on `receipt_key`) as the template declares it.
+    conformance::receipts(&log, &org).await;
+    let health =
+        flare_aws::health::DynamoHealth::new(flare_aws::dynamodb(&stack.sdk), &stack.tables.log);
+    conformance::health_store(&health, &org).await;
 }
 
 /// Every item of a notification (the notification, its records written first or by a

@@ -97,11 +97,11 @@ impl HealthStore for DynamoHealth {
                 .client
                 .put_item()
                 .table_name(&self.table)
-                .set_item(Some(item))
-                .expression_attribute_names("#rev", REV);
+                .set_item(Some(item));
             let put = match rev {
                 Some(rev) => put
                     .condition_expression("#rev = :rev")
+                    .expression_attribute_names("#rev", REV)
                     .expression_attribute_values(":rev", rev),
                 None => put.condition_expression("attribute_not_exists(pk)"),
             };

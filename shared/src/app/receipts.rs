@@ -70,13 +70,7 @@ impl Receipts {
 
     /// Applies one receipt: one lookup and one conditional write.
     pub async fn apply(&self, r: &ProviderReceipt) -> Result<ReceiptMatch, StoreError> {
-        let mut found = self.log.receipt(&r.key, finish_of(r)).await?;
-        if found == ReceiptMatch::Unknown
-            && let Some(wait) = self.retry_unknown_after
-        {
-            tokio::time::sleep(wait).await;
-            found = self.log.receipt(&r.key, finish_of(r)).await?;
-        }
+        let found = self.log.receipt(&r.key, finish_of(r)).await?;
         let status = match &r.status {
             ReceiptStatus::Delivered => "delivered",
             ReceiptStatus::Undelivered { .. } => "undelivered",
@@ -103,17 +97,32 @@ impl Receipts {
         receipts: Vec<Option<ProviderReceipt>>,
     ) -> Result<ReceiptSummary, StoreError> {
         let mut sum = ReceiptSummary::default();
+        let mut unknown = Vec::new();
         for r in receipts {
             let Some(r) = r else {
                 sum.ignored += 1;
                 continue;
             };
             match self.apply(&r).await? {
-                ReceiptMatch::Unknown => sum.unknown += 1,
+                ReceiptMatch::Unknown => unknown.push(r),
                 ReceiptMatch::Found { moved: true, .. } => sum.applied += 1,
                 ReceiptMatch::Found { moved: false, .. } => sum.unchanged += 1,
             }
         }
+        // One wait for the whole batch, however many were not found.
+        if !unknown.is_empty()
+            && let Some(wait) = self.retry_unknown_after
+        {
+            tokio::time::sleep(wait).await;
+            for r in std::mem::take(&mut unknown) {
+                match self.apply(&r).await? {
+                    ReceiptMatch::Unknown => unknown.push(r),
+                    ReceiptMatch::Found { moved: true, .. } => sum.applied += 1,
+                    ReceiptMatch::Found { moved: false, .. } => sum.unchanged += 1,
+                }
+            }
+        }
+        sum.unknown = unknown.len();
         Ok(sum)
     }
 
