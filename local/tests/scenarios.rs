@@ -1213,28 +1213,6 @@ fn ses_event(kind: &str, message_id: &str) -> Value {
     ev
 }
 
-/// A CloudWatch Logs subscription payload (base64 of gzip) of SNS SMS status lines.
-fn sns_status_payload(lines: &[(&str, &str, &str)]) -> Value {
-    use std::io::Write;
-    let events: Vec<Value> = lines
-        .iter()
-        .enumerate()
-        .map(|(i, (id, status, response))| {
-            let line = json!({"notification": {"messageId": id, "timestamp": "2026-11-27 10:00:01.100"},
-                "delivery": {"destination": "+14155550118", "providerResponse": response}, "status": status});
-            json!({"id": i.to_string(), "timestamp": 1796205601100u64, "message": line.to_string()})
-        })
-        .collect();
-    let data = json!({"messageType": "DATA_MESSAGE", "owner": "123456789012",
-        "logGroup": "sns/us-east-1/123456789012/DirectPublishToPhoneNumber", "logStream": "s",
-        "subscriptionFilters": ["flare"], "logEvents": events});
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    gz.write_all(data.to_string().as_bytes()).unwrap();
-    use base64::Engine;
-    let b64 = base64::engine::general_purpose::STANDARD.encode(gz.finish().unwrap());
-    json!({"awslogs": {"data": b64}})
-}
-
 impl Org {
     async fn provider_event(&self, ev: &Value) -> Value {
         let (s, b) = self
@@ -1301,7 +1279,7 @@ async fn ses_and_sns_receipts_move_sent_deliveries_to_delivered_or_undelivered()
         json!("smtp; 550 5.1.1 no such user");
     o.provider_event(&bounce).await;
     let sum = o
-        .provider_event(&sns_status_payload(&[
+        .provider_event(&flare_tests::sns_status_payload(&[
             (
                 &sms18,
                 "SUCCESS",
@@ -1399,7 +1377,11 @@ async fn a_receipt_never_moves_a_failed_delivery() {
     let n = o.settled(&id).await;
     assert_eq!(deliveries(&n, "u-18")["sms"]["status"], "failed");
     let sum = o
-        .provider_event(&sns_status_payload(&[("sns-never-sent", "SUCCESS", "")]))
+        .provider_event(&flare_tests::sns_status_payload(&[(
+            "sns-never-sent",
+            "SUCCESS",
+            "",
+        )]))
         .await;
     assert_eq!(sum["unknown"], 1);
     let n = o.settled(&id).await;

@@ -526,3 +526,32 @@ impl Drop for TempDir {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// A CloudWatch Logs subscription payload (`{"awslogs": {"data": base64 of gzip}}`), as
+/// Lambda receives it, of SNS SMS delivery status lines: `(message id, "SUCCESS" or
+/// "FAILURE", provider response)` each.
+pub fn sns_status_payload(lines: &[(&str, &str, &str)]) -> serde_json::Value {
+    use base64::Engine;
+    use std::io::Write;
+    let events: Vec<serde_json::Value> = lines
+        .iter()
+        .enumerate()
+        .map(|(i, (id, status, response))| {
+            let line = serde_json::json!({
+                "notification": {"messageId": id, "timestamp": "2026-11-27 10:00:01.100"},
+                "delivery": {"destination": "+14155550118", "providerResponse": response,
+                             "smsType": "Transactional", "dwellTimeMs": 412},
+                "status": status});
+            serde_json::json!({"id": i.to_string(), "timestamp": 1796205601100u64 + i as u64,
+                               "message": line.to_string()})
+        })
+        .collect();
+    let data = serde_json::json!({"messageType": "DATA_MESSAGE", "owner": "123456789012",
+        "logGroup": "sns/us-east-1/123456789012/DirectPublishToPhoneNumber",
+        "logStream": "stream", "subscriptionFilters": ["flare-receipts"], "logEvents": events});
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(data.to_string().as_bytes())
+        .expect("writing to memory");
+    let bytes = gz.finish().expect("writing to memory");
+    serde_json::json!({"awslogs": {"data": base64::engine::general_purpose::STANDARD.encode(bytes)}})
+}

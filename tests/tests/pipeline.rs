@@ -62,7 +62,11 @@ async fn pipeline() -> Pipeline {
         max_receives: flare_tests::stack::MAX_RECEIVES,
         dead_letter_queue: stack.dlq_arns[&channel].clone(),
         metrics_namespace: None,
-        circuit: Default::default(),
+        // The contract's 5 failures in 5 minutes, open for 2 s so a test sees it close.
+        circuit: flare_shared::domain::health::CircuitPolicy {
+            open_for: std::time::Duration::from_secs(2),
+            ..Default::default()
+        },
     };
     let (p, s, e) = (cfg(Channel::Push), cfg(Channel::Sms), cfg(Channel::Email));
     let sender = EmailAddress::parse("flare@flare.example").unwrap();
@@ -1218,5 +1222,236 @@ mod escalation {
         );
         assert!(recipient(&n, "u-17")["acknowledged_at"].is_string());
         assert!(p.sms_with(&text).await.is_empty());
+    }
+}
+
+/// Provider receipts and failover on moto: the receipts function's handler over the
+/// DynamoDB log (its receipts index), and the SMS function failing over to SNS with its
+/// circuit kept in DynamoDB.
+mod receipts {
+    use super::*;
+
+    fn sample(name: &str) -> Value {
+        let path = workspace_root().join(format!("events/receipts/{name}.json"));
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+    }
+
+    async fn receive(p: &Pipeline, event: Value) -> Value {
+        let config = flare_receipts::Config {
+            log_table: p.stack.tables.log.clone(),
+        };
+        let receipts = config.receipts(&p.stack.sdk);
+        let event = lambda_runtime::LambdaEvent::new(event, lambda_runtime::Context::default());
+        flare_receipts::handle(&receipts, event).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn ses_events_and_sns_status_logs_move_sent_deliveries() {
+        let p = pipeline().await;
+        standard_org(&p, json!({"dispatch": "app_sms_email"})).await;
+        p.user(
+            "u-18",
+            "passive_reporter",
+            Some("+14155550118"),
+            Some("u18@acme.example"),
+            false,
+        )
+        .await;
+        p.user(
+            "u-19",
+            "passive_reporter",
+            Some("+14155550119"),
+            Some("u19@acme.example"),
+            false,
+        )
+        .await;
+        let ev = p.event("incident-dispatched", &unique("receipts"));
+        p.route(&ev).await;
+        let id = ev["id"].as_str().unwrap();
+        let n = p
+            .until(id, |n| {
+                n["recipients"].as_array().unwrap().iter().all(|r| {
+                    r["deliveries"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .all(|d| d["status"] != "pending")
+                })
+            })
+            .await;
+        let mid = |user: &str, channel: &str| {
+            deliveries(&n, user)[channel]["provider_message_id"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{user} {channel}: no message id in {n}"))
+                .to_string()
+        };
+        // Shaped as EventBridge delivers them, for the messages moto's SES accepted.
+        let mut delivery = sample("ses-delivery");
+        delivery["detail"]["mail"]["messageId"] = json!(mid("u-18", "email"));
+        assert_eq!(receive(&p, delivery).await["applied"], 1);
+        let mut bounce = sample("ses-bounce");
+        bounce["detail"]["mail"]["messageId"] = json!(mid("u-19", "email"));
+        assert_eq!(receive(&p, bounce.clone()).await["applied"], 1);
+        assert_eq!(receive(&p, bounce).await["unchanged"], 1, "a repeat");
+        let logs = flare_tests::sns_status_payload(&[
+            (
+                &mid("u-18", "sms"),
+                "SUCCESS",
+                "Message has been accepted by phone carrier",
+            ),
+            (
+                &mid("u-19", "sms"),
+                "FAILURE",
+                "Unknown error attempting to reach phone",
+            ),
+        ]);
+        assert_eq!(receive(&p, logs).await["applied"], 2);
+        let n = p.notification(id).await;
+        let (d18, d19) = (deliveries(&n, "u-18"), deliveries(&n, "u-19"));
+        assert_eq!(
+            (
+                d18["email"]["status"].as_str(),
+                d18["sms"]["status"].as_str()
+            ),
+            (Some("delivered"), Some("delivered")),
+            "{n}"
+        );
+        assert_eq!(
+            (
+                d19["email"]["status"].as_str(),
+                d19["email"]["reason"].as_str(),
+                d19["email"]["detail"].as_str()
+            ),
+            (
+                Some("undelivered"),
+                Some("bounced"),
+                Some("smtp; 550 5.1.1 user unknown")
+            )
+        );
+        assert_eq!(
+            (
+                d19["sms"]["status"].as_str(),
+                d19["sms"]["reason"].as_str(),
+                d19["sms"]["detail"].as_str()
+            ),
+            (
+                Some("undelivered"),
+                Some("carrier_failed"),
+                Some("Unknown error attempting to reach phone")
+            )
+        );
+        // A payload that is not a provider event is dropped, not retried forever.
+        let out = receive(&p, json!({"source": "aws.sns"})).await;
+        assert!(out["dropped"].is_string(), "{out}");
+    }
+
+    #[tokio::test]
+    async fn a_refusing_gateway_fails_over_to_sns_and_its_circuit_opens_for_every_instance() {
+        let p = pipeline().await;
+        standard_org(&p, json!({"dispatch": "app_sms_email"})).await;
+        let gw = flare_tests::gateway();
+        let path = format!("/{}", unique("gw"));
+        p.admin(
+            "PUT",
+            "/v1/settings/sms/main",
+            json!({"provider": "http", "format": "json",
+            "url": format!("{}{path}", gw.url), "password": "s3cret", "sender_number": "ACMEFIRE",
+            "failover": "sns"}),
+        )
+        .await;
+        gw.script(&path, json!([{"status": 400, "body": "no"}, {"status": 400, "body": "no"},
+            {"status": 400, "body": "no"}, {"status": 400, "body": "no"}, {"status": 400, "body": "no"}]))
+            .await
+            .unwrap();
+        let users: Vec<String> = (0..5).map(|i| format!("u-4{i}")).collect();
+        for (i, u) in users.iter().enumerate() {
+            p.user(
+                u,
+                "passive_reporter",
+                Some(&format!("+1415555014{i}")),
+                None,
+                false,
+            )
+            .await;
+        }
+        let text = unique("outage");
+        let ev = p.event("incident-dispatched", &text);
+        let mut ev = ev;
+        ev["detail"]["recipient_ids"] = json!(users);
+        p.route(&ev).await;
+        let id = ev["id"].as_str().unwrap();
+        let n = p
+            .until(id, |n| {
+                n["recipients"].as_array().unwrap().iter().all(|r| {
+                    r["deliveries"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .all(|d| d["status"] != "pending")
+                })
+            })
+            .await;
+        for u in &users {
+            let d = deliveries(&n, u);
+            assert_eq!(
+                (
+                    d["sms"]["status"].as_str(),
+                    d["sms"]["provider"].as_str(),
+                    d["sms"]["failover_from"].as_str()
+                ),
+                (Some("sent"), Some("sns"), Some("http")),
+                "{n}"
+            );
+        }
+        assert_eq!(
+            p.sms_with(&text).await.len(),
+            5,
+            "each once, through SNS on moto"
+        );
+        let v = p.admin("GET", "/v1/settings/sms/main", Value::Null).await;
+        assert_eq!(
+            (
+                v["health"]["state"].as_str(),
+                v["health"]["consecutive_failures"].as_u64()
+            ),
+            (Some("open"), Some(5)),
+            "{v}"
+        );
+        assert!(
+            v["health"]["last_error"]
+                .as_str()
+                .unwrap()
+                .starts_with("gateway_rejected: 400"),
+            "{v}"
+        );
+        // While open (in DynamoDB, where every instance reads it) the gateway is not tried.
+        let before = gw.requests_to(&path).await.unwrap().len();
+        let ev2 = {
+            let mut e = p.event("incident-dispatched", &unique("open"));
+            e["detail"]["recipient_ids"] = json!(["u-40"]);
+            e
+        };
+        p.route(&ev2).await;
+        p.until(ev2["id"].as_str().unwrap(), |n| {
+            deliveries(n, "u-40")["sms"]["status"] == "sent"
+        })
+        .await;
+        assert_eq!(gw.requests_to(&path).await.unwrap().len(), before);
+        // After the open time the gateway is tried again; its success closes the circuit.
+        tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+        let ev3 = {
+            let mut e = p.event("incident-dispatched", &unique("closed"));
+            e["detail"]["recipient_ids"] = json!(["u-41"]);
+            e
+        };
+        p.route(&ev3).await;
+        let n = p
+            .until(ev3["id"].as_str().unwrap(), |n| {
+                deliveries(n, "u-41")["sms"]["status"] == "sent"
+            })
+            .await;
+        assert_eq!(deliveries(&n, "u-41")["sms"]["provider"], "http", "{n}");
+        let v = p.admin("GET", "/v1/settings/sms/main", Value::Null).await;
+        assert_eq!(v["health"]["state"], "ok", "{v}");
     }
 }
