@@ -274,6 +274,57 @@ pub async fn run() -> anyhow::Result<String> {
         escalated,
     ));
 
+    // The South control center's own SMS gateway is down (nothing listens on the
+    // discard port): its SMS fails over to SNS. Then the providers report back: SNS
+    // says Bo's SMS reached the phone, SES that Bo's email bounced.
+    call(
+        &app,
+        "PUT",
+        "/v1/settings/sms/south",
+        &admin,
+        json!({"provider": "http", "url": "http://127.0.0.1:9/send", "password": "demo-gateway-key",
+               "sender_number": "FLARESOUTH", "failover": "sns"}),
+    )
+    .await;
+    let mut d = base(("Gas leak", "3 Harbour Rd, evacuate"));
+    d["control_center_id"] = json!("south");
+    d["recipient_ids"] = json!(["bo"]);
+    let ev = flare_shared::domain::IncidentEvent::from_value(event(
+        "demo-failover",
+        "Incident Dispatched",
+        d,
+    ))?;
+    app.notifier.route(&ev).await?;
+    let south = ev.notification_id.clone();
+    let (_, logged) = settled(&app, &south).await?;
+    let message_id = |channel: flare_shared::domain::Channel| {
+        logged
+            .records
+            .iter()
+            .find(|r| r.channel == channel)
+            .and_then(|r| r.provider_message_id.clone())
+            .unwrap_or_default()
+    };
+    let receipts = flare_shared::app::receipts::Receipts::new(app.services.log.clone());
+    let sns_line = json!({"notification": {"messageId": message_id(flare_shared::domain::Channel::Sms),
+        "timestamp": "2026-11-26 21:00:04.100"}, "delivery": {"providerResponse":
+        "Message has been accepted by phone carrier"}, "status": "SUCCESS"});
+    receipts
+        .sns_sms_lines([sns_line.to_string().as_str()])
+        .await?;
+    receipts
+        .ses_event(&json!({"source": "aws.ses", "detail-type": "Email Bounced", "detail": {
+            "eventType": "Bounce", "mail": {"messageId": message_id(flare_shared::domain::Channel::Email)},
+            "bounce": {"bounceType": "Permanent", "bouncedRecipients": [
+                {"emailAddress": "bo@demo.example", "diagnosticCode": "smtp; 550 5.1.1 mailbox unavailable"}]}}}))
+        .await?;
+    routed.push((
+        "Incident Dispatched from South (its own SMS gateway is down: the SMS fails over to \
+         SNS, which reports it delivered; SES reports Bo's email bounced)"
+            .into(),
+        south,
+    ));
+
     let sms = call(
         &app,
         "POST",
@@ -295,7 +346,7 @@ pub async fn run() -> anyhow::Result<String> {
         writeln!(out, "\n== {title}")?;
         writeln!(
             out,
-            "{:<34} {:<6} {:<5} {:<9} {:<9} {:<26} reason / provider",
+            "{:<34} {:<6} {:<5} {:<11} {:<9} {:<26} reason / provider",
             "recipient", "chan", "cycle", "status", "fallback", "to"
         )?;
         for r in n["recipients"].as_array().into_iter().flatten() {
@@ -312,7 +363,7 @@ pub async fn run() -> anyhow::Result<String> {
                 let status = d["status"].as_str().unwrap_or("");
                 let channel = d["channel"].as_str().unwrap_or("");
                 // Only what was attempted went somewhere, or went as a fallback.
-                let attempted = matches!(status, "sent" | "failed" | "delivered");
+                let attempted = matches!(status, "sent" | "failed" | "delivered" | "undelivered");
                 let to = if attempted {
                     destination(&logged, user, contact, channel)
                 } else {
@@ -324,10 +375,16 @@ pub async fn run() -> anyhow::Result<String> {
                         if !reasons_seen.contains(&code) {
                             reasons_seen.push(code);
                         }
-                        reason.to_string()
+                        match d["detail"].as_str() {
+                            Some(detail) => format!("{reason} ({detail})"),
+                            None => reason.to_string(),
+                        }
                     }
                     None => {
-                        let via = format!("via {}", d["provider"].as_str().unwrap_or("-"));
+                        let mut via = format!("via {}", d["provider"].as_str().unwrap_or("-"));
+                        if let Some(from) = d["failover_from"].as_str() {
+                            via.push_str(&format!(" (failover from {from})"));
+                        }
                         match d["fallback_reason"].as_str() {
                             Some(code) if attempted => {
                                 if !reasons_seen.iter().any(|c| c == code) {
@@ -342,7 +399,7 @@ pub async fn run() -> anyhow::Result<String> {
                 *totals.entry(status.to_string()).or_default() += 1;
                 writeln!(
                     out,
-                    "{:<34} {:<6} {:<5} {:<9} {:<9} {:<26} {}",
+                    "{:<34} {:<6} {:<5} {:<11} {:<9} {:<26} {}",
                     who,
                     channel,
                     d["cycle"].as_u64().unwrap_or(0),

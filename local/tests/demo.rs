@@ -16,6 +16,9 @@ async fn the_demo_shows_every_routing_rule() {
         "not_in_method",
         "no_app",
         "== SOS Raised",
+        "== Incident Dispatched from South",
+        "via sns (failover from http)",
+        "bounced (smtp; 550 5.1.1 mailbox unavailable)",
         "== Manual SMS to Bo",
     ] {
         assert!(
