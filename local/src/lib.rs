@@ -192,6 +192,7 @@ impl LocalApp {
             default_sender: Some(cfg.default_sender.clone()),
             metrics: Arc::new(flare_shared::ports::NoMetrics),
             health: Some(health),
+            receipt_retry: None,
         };
         let notifier = Notifier {
             settings,
@@ -397,10 +398,15 @@ async fn any(State(app): State<Arc<LocalApp>>, req: Request) -> Response {
                 ))
             })
             .collect(),
-        // The runner speaks plain HTTP: the URL a gateway called, as Twilio signs it.
+        // The URL a gateway called, as Twilio signs it: plain HTTP, unless a proxy in
+        // front (a tunnel for a real gateway's callbacks) says it took https.
         url: parts.headers.get(header::HOST).map(|h| {
+            let scheme = match parts.headers.get("x-forwarded-proto").map(|p| p.as_bytes()) {
+                Some(b"https") => "https",
+                _ => "http",
+            };
             format!(
-                "http://{}{}",
+                "{scheme}://{}{}",
                 String::from_utf8_lossy(h.as_bytes()),
                 parts.uri.path_and_query().map_or("/", |p| p.as_str())
             )

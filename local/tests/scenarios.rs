@@ -1441,6 +1441,7 @@ async fn gateway_callbacks_are_verified_applied_once_and_scoped_to_their_organiz
     use flare_shared::domain::GatewayFormat;
     let o = org(json!({"dispatch": "app_sms_email"})).await;
     let gw = flare_tests::gateway();
+    let mut path_of_main = String::new();
     for (i, format) in [
         GatewayFormat::Json,
         GatewayFormat::Form,
@@ -1455,6 +1456,7 @@ async fn gateway_callbacks_are_verified_applied_once_and_scoped_to_their_organiz
             GatewayFormat::Twilio => "twilio",
         };
         let path = http_gateway(&o, "main", name, json!({})).await;
+        path_of_main = path.clone();
         let sid = format!("SM-{}", uuid());
         gw.script(&path, json!([{"status": 200, "body": {"sid": sid}}]))
             .await
@@ -1582,7 +1584,38 @@ async fn gateway_callbacks_are_verified_applied_once_and_scoped_to_their_organiz
         (d["sms"]["status"].as_str(), d["sms"]["detail"].as_str()),
         (Some("undelivered"), Some("absent subscriber"))
     );
-    // A control center with no gateway of its own cannot be signed for.
+    // A control center with no settings of its own sends through main's gateway (a
+    // twilio one by now), and its callbacks are verified and keyed as main's.
+    let sid = format!("SM-{}", uuid());
+    gw.script(
+        &path_of_main,
+        json!([{"status": 200, "body": {"sid": sid}}]),
+    )
+    .await
+    .unwrap();
+    let mut ev = incident("incident-dispatched");
+    ev["detail"]["recipient_ids"] = json!(["u-30"]);
+    ev["detail"]["control_center_id"] = json!("east");
+    let id = o.post(&ev).await;
+    o.settled(&id).await;
+    let body = format!("MessageSid={sid}&MessageStatus=delivered");
+    assert_eq!(
+        callback(&o, "acme", "east", GatewayFormat::Twilio, "s3cret", &body).await,
+        204
+    );
+    let n = o.settled(&id).await;
+    assert_eq!(deliveries(&n, "u-30")["sms"]["status"], "delivered", "{n}");
+    // A control center with no gateway at all (south: SNS) cannot be signed for.
+    let (s, _) = o
+        .app
+        .json(
+            "PUT",
+            "/v1/settings/sms/south",
+            &o.admin,
+            json!({"provider": "sns"}),
+        )
+        .await;
+    assert_eq!(s, 200);
     assert_eq!(
         callback(&o, "acme", "south", GatewayFormat::Json, "s3cret", &body).await,
         401
@@ -1749,6 +1782,33 @@ async fn an_smtp_server_that_refuses_auth_fails_over_to_ses() {
     let (_, v) = o.app.get("/v1/settings/email", &o.admin).await;
     assert_eq!(v["health"]["state"], "failing", "{v}");
     assert!(!v.to_string().contains("not-the-password"), "{v}");
+    // Corrected settings start healthy, and the next email goes through the server.
+    let (s, v) = o
+        .app
+        .json(
+            "PUT",
+            "/v1/settings/email",
+            &o.admin,
+            json!({"provider": "smtp", "sender_email": "alerts@acme.example", "failover": "ses",
+                   "smtp": {"server_url": "127.0.0.1", "port": smtp.port, "username": smtp.user,
+                            "password": smtp.password, "use_tls": true}}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let (_, v) = o.app.get("/v1/settings/email", &o.admin).await;
+    assert_eq!(
+        (
+            v["health"]["state"].as_str(),
+            v["health"]["last_error"].as_str()
+        ),
+        (Some("ok"), None),
+        "{v}"
+    );
+    let mut ev = incident("incident-dispatched");
+    ev["detail"]["recipient_ids"] = json!(["u-18"]);
+    let id = o.post(&ev).await;
+    let n = o.settled(&id).await;
+    assert_eq!(deliveries(&n, "u-18")["email"]["provider"], "smtp", "{n}");
     // Without failover the same refusal fails the delivery, as before.
     let (s, _) = o
         .app

@@ -290,7 +290,8 @@ struct LogEntry {
 pub struct MemoryDeliveryLog {
     entries: Mutex<HashMap<(OrgId, NotificationId), LogEntry>>,
     /// Receipt key → the record it names.
-    receipts: Mutex<HashMap<String, (OrgId, NotificationId, String, crate::domain::Slot)>>,
+    #[allow(clippy::type_complexity)]
+    receipts: Mutex<HashMap<String, Vec<(OrgId, NotificationId, String, crate::domain::Slot)>>>,
 }
 
 impl MemoryDeliveryLog {
@@ -406,14 +407,23 @@ impl DeliveryLog for MemoryDeliveryLog {
         let mut state = RecordState::of(r);
         let moved = state.finish(outcome, chrono::Utc::now());
         if moved && let Some(k) = state.receipt_key.take() {
-            lock(&self.receipts).insert(k, (org.clone(), id.clone(), recipient.key(), slot));
+            lock(&self.receipts).entry(k).or_default().push((
+                org.clone(),
+                id.clone(),
+                recipient.key(),
+                slot,
+            ));
         }
         state.apply(r);
         Ok(moved)
     }
 
     async fn receipt(&self, key: &ReceiptKey, outcome: Finish) -> StoreResult<ReceiptMatch> {
-        let Some((org, id, recipient, slot)) = lock(&self.receipts).get(key.as_str()).cloned()
+        // A key two deliveries share (a gateway that reuses its ids) names neither.
+        let Some((org, id, recipient, slot)) = lock(&self.receipts)
+            .get(key.as_str())
+            .filter(|all| all.len() == 1)
+            .and_then(|all| all.first().cloned())
         else {
             return Ok(ReceiptMatch::Unknown);
         };

@@ -258,7 +258,8 @@ pub trait DeliveryLog: Send + Sync {
     /// Applies a provider's receipt to the delivery `key` names (`outcome` is
     /// [`Finish::Delivered`], [`Finish::Undelivered`] or [`Finish::Complaint`]): one
     /// lookup and one conditional write. [`ReceiptMatch::Unknown`] when no delivery
-    /// was sent under that key (or it has expired).
+    /// was sent under that key (or it has expired), or more than one was (a gateway that
+    /// reuses its message ids): a receipt never moves a delivery it may not be about.
     async fn receipt(&self, key: &ReceiptKey, outcome: Finish) -> StoreResult<ReceiptMatch>;
     /// The organization's notifications newest first ([`ListPosition`] order), at most
     /// `limit`, starting after `after`, each with its deliveries counted by state.

@@ -6,7 +6,7 @@
 use chrono::Utc;
 use flare_shared::domain::{
     Category, Channel, ControlCenterId, DeliveryRecord, DeliveryStatus, Destination, Message,
-    Notification, NotificationId, OrgId, PhoneNumber, Provider, RecipientRef, UserId,
+    Notification, NotificationId, OrgId, PhoneNumber, Provider, RecipientRef, Slot, UserId,
 };
 use flare_shared::ports::{Claim, Created, DeliveryLog, Finish};
 use std::time::Duration;
@@ -742,6 +742,13 @@ pub async fn receipts(log: &dyn DeliveryLog, org: &OrgId) {
         record(&n, "u-1", Channel::Sms, false),
         record(&n, "u-2", Channel::Email, false),
         record(&n, "u-3", Channel::Sms, false),
+        record(&n, "u-4", Channel::Sms, false),
+        record(&n, "u-5", Channel::Sms, false),
+        // An escalation cycle's SMS (its key `sms#1`).
+        DeliveryRecord {
+            cycle: 1,
+            ..record(&n, "u-6", Channel::Sms, false)
+        },
     ];
     log.put_first_records(&n, &records).await.unwrap();
     let key = |k: &str| ReceiptKey::from_stored(format!("{k}-{id}"));
@@ -783,6 +790,36 @@ pub async fn receipts(log: &dyn DeliveryLog, org: &OrgId) {
         None,
     )
     .await;
+    let cycle1 = Slot {
+        channel: Channel::Sms,
+        cycle: 1,
+    };
+    log.claim(org, id, &user("u-6"), cycle1, LIVE)
+        .await
+        .unwrap();
+    let sent = Finish::Sent {
+        attempt: 1,
+        provider: Provider::Sns,
+        provider_message_id: Some("m-u-6".into()),
+        receipt_key: Some(key("sns#6")),
+        failover_from: None,
+    };
+    assert!(
+        log.finish(org, id, &user("u-6"), cycle1, sent)
+            .await
+            .unwrap()
+    );
+    // u-4 and u-5: a gateway that answered the same id for both.
+    for who in ["u-4", "u-5"] {
+        send(
+            who,
+            Channel::Sms,
+            Provider::Http,
+            Some(key("http#same")),
+            None,
+        )
+        .await;
+    }
     // u-3's SMS failed: it was never sent, so no receipt can name it.
     log.claim(org, id, &user("u-3"), Channel::Sms.into(), LIVE)
         .await
@@ -863,6 +900,21 @@ pub async fn receipts(log: &dyn DeliveryLog, org: &OrgId) {
             .unwrap(),
         ReceiptMatch::Unknown
     );
+    assert_eq!(
+        log.receipt(&key("sns#6"), delivered.clone()).await.unwrap(),
+        ReceiptMatch::Found {
+            target: target("u-6", Channel::Sms),
+            moved: true
+        },
+        "an escalation cycle's delivery"
+    );
+    assert_eq!(
+        log.receipt(&key("http#same"), delivered.clone())
+            .await
+            .unwrap(),
+        ReceiptMatch::Unknown,
+        "a key two deliveries share moves neither"
+    );
     // Another organization's key space is its own.
     assert_eq!(
         log.receipt(
@@ -913,6 +965,10 @@ pub async fn receipts(log: &dyn DeliveryLog, org: &OrgId) {
         )
     );
     assert_eq!(u3.status, DeliveryStatus::Failed);
+    assert_eq!(
+        (rec("u-4").status, rec("u-5").status),
+        (DeliveryStatus::Sent, DeliveryStatus::Sent)
+    );
     let page = log.list_notifications(org, None, 10).await.unwrap();
     let counts = page
         .iter()
@@ -921,7 +977,7 @@ pub async fn receipts(log: &dyn DeliveryLog, org: &OrgId) {
         .counts;
     assert_eq!(
         (counts.delivered, counts.undelivered, counts.failed),
-        (1, 1, 1)
+        (2, 1, 1)
     );
 }
 

@@ -528,6 +528,11 @@ fn the_receipts_function_hears_the_ses_events_of_the_stacks_configuration_set() 
     let dlq = json!({"Fn::GetAtt": ["ReceiptsDeadLetterQueue", "Arn"]});
     assert_eq!(p["DeadLetterConfig"]["Arn"], dlq);
     assert!(p["RetryPolicy"]["MaximumRetryAttempts"].as_u64().is_some());
+    // ... and so does an event the function itself failed on (an async invocation).
+    assert_eq!(
+        f["Properties"]["DeadLetterQueue"],
+        json!({"Type": "SQS", "TargetArn": dlq})
+    );
     let policy = &t["Resources"]["ReceiptsDeadLetterQueuePolicy"]["Properties"];
     assert_eq!(
         policy["Queues"],

@@ -113,6 +113,8 @@ impl Config {
                 aws::dynamodb(sdk),
                 &self.log_table,
             ))),
+            // A gateway's callback can outrun the receipts index by a moment.
+            receipt_retry: Some(std::time::Duration::from_secs(1)),
         })
     }
 }

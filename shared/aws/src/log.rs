@@ -726,13 +726,16 @@ impl DeliveryLog for DynamoDeliveryLog {
             .key_condition_expression("#rk = :rk")
             .expression_attribute_names("#rk", RECEIPT_KEY)
             .expression_attribute_values(":rk", s(key.as_str()))
-            .limit(1)
+            .limit(2)
             .send()
             .await
             .map_err(|e| store_error(e, "Query receipts index"))?;
-        let Some(item) = found.items.unwrap_or_default().into_iter().next() else {
+        let mut items = found.items.unwrap_or_default();
+        // A key two deliveries share (a gateway that reuses its ids) names neither.
+        if items.len() != 1 {
             return Ok(ReceiptMatch::Unknown);
-        };
+        }
+        let item = items.remove(0);
         let text = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).cloned();
         let (Some(pk), Some(sk)) = (text("pk"), text("sk")) else {
             return Ok(ReceiptMatch::Unknown);

@@ -659,17 +659,19 @@ impl DeliveryLog for Sqlite {
         self.db
             .write_one(move |c| {
                 // The partial index on the state's receipt key finds it.
-                let found = c
+                let mut found = c
                     .prepare_cached(
-                        "SELECT org, nid, recipient, channel FROM records WHERE json_extract(state, '$.receipt_key') = ?1",
+                        "SELECT org, nid, recipient, channel FROM records WHERE json_extract(state, '$.receipt_key') = ?1 LIMIT 2",
                     )?
-                    .query_row(params![key], |r| {
+                    .query_map(params![key], |r| {
                         Ok([r.get(0)?, r.get(1)?, r.get(2)?, r.get::<_, String>(3)?])
-                    })
-                    .optional()?;
-                let Some(k) = found else {
+                    })?
+                    .collect::<Result<Vec<_>, _>>()?;
+                // A key two deliveries share (a gateway that reuses its ids) names neither.
+                if found.len() != 1 {
                     return Ok(ReceiptMatch::Unknown);
-                };
+                }
+                let k = found.remove(0);
                 let slot = Slot::parse_key(&k[3]).context("a stored record's channel")?;
                 let moved = update_record(c, &k, |r| {
                     let moved = r.finish(outcome, Utc::now());

@@ -42,6 +42,9 @@ pub struct Services {
     pub metrics: Arc<dyn crate::ports::Metrics>,
     /// Custom providers' health (the settings views show it); `None`: always healthy.
     pub health: Option<Arc<dyn crate::ports::HealthStore>>,
+    /// A gateway callback whose delivery is not found looks once more after this long
+    /// (AWS: the log's receipt index is eventually consistent); `None`: answers at once.
+    pub receipt_retry: Option<std::time::Duration>,
 }
 
 impl Services {
@@ -61,6 +64,7 @@ impl Services {
             default_sender: None,
             metrics: Arc::new(MemoryMetrics::default()),
             health: Some(Arc::new(MemoryHealth::default())),
+            receipt_retry: None,
         }
     }
 }

@@ -92,6 +92,19 @@ impl Receipts {
         Ok(found)
     }
 
+    /// [`Self::apply`], looking once more after [`Self::retry_unknown_after`] when the
+    /// delivery is not found (one receipt: a gateway's callback).
+    pub async fn apply_patiently(&self, r: &ProviderReceipt) -> Result<ReceiptMatch, StoreError> {
+        let found = self.apply(r).await?;
+        match (found, self.retry_unknown_after) {
+            (ReceiptMatch::Unknown, Some(wait)) => {
+                tokio::time::sleep(wait).await;
+                self.apply(r).await
+            }
+            (found, _) => Ok(found),
+        }
+    }
+
     async fn apply_all(
         &self,
         receipts: Vec<Option<ProviderReceipt>>,
@@ -183,9 +196,12 @@ pub async fn gateway_callback(
     let (Ok(org), Ok(cc)) = (OrgId::parse(org), ControlCenterId::parse(cc)) else {
         return Err(unverified());
     };
-    let Some(settings) = svc.settings.get_sms(&org, &cc).await? else {
+    // A control center without settings of its own sends through main's gateway, and
+    // its deliveries are keyed by main: a callback naming it is verified as main's.
+    let Some(settings) = svc.settings.effective_sms(&org, &cc).await? else {
         return Err(unverified());
     };
+    let cc = settings.control_center_id.clone();
     let SmsProvider::Http(gateway) = &settings.provider else {
         return Err(unverified());
     };
@@ -225,7 +241,11 @@ pub async fn gateway_callback(
     let Some(receipt) = receipt else {
         return Ok(());
     };
-    match Receipts::new(svc.log.clone()).apply(&receipt).await? {
+    let receipts = Receipts {
+        log: svc.log.clone(),
+        retry_unknown_after: svc.receipt_retry,
+    };
+    match receipts.apply_patiently(&receipt).await? {
         ReceiptMatch::Unknown => Err(ApiError::not_found(
             "no delivery was sent with this message id",
         )),

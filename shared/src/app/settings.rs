@@ -71,6 +71,21 @@ async fn sms_view(
     Ok(v)
 }
 
+/// Changed settings start healthy: a corrected gateway is tried at once, not after the
+/// old one's open circuit, and its view does not show the old one's errors.
+async fn reset_health(svc: &Services, org: &OrgId, scope: &HealthScope) -> Result<(), ApiError> {
+    if let Some(store) = &svc.health {
+        store
+            .update(org, scope, &|h| {
+                let changed = *h != Default::default();
+                *h = Default::default();
+                changed
+            })
+            .await?;
+    }
+    Ok(())
+}
+
 async fn health(svc: &Services, org: &OrgId, scope: &HealthScope) -> Result<Value, ApiError> {
     let h = match &svc.health {
         Some(store) => store.get(org, scope).await?,
@@ -138,6 +153,7 @@ pub async fn put_sms(
     update.settings.password_set = password_set;
     update.settings.secrets_rev = Some(uuid::Uuid::new_v4().to_string());
     svc.settings.put_sms(org, &update.settings).await?;
+    reset_health(svc, org, &HealthScope::Sms(cc.clone())).await?;
     tracing::info!(org_id = %org, control_center_id = %cc, provider = update.settings.provider_name().as_str(), "sms settings saved");
     Ok(update.settings.view())
 }
@@ -146,6 +162,7 @@ pub async fn delete_sms(svc: &Services, org: &OrgId, cc: &str) -> Result<(), Api
     let cc = ControlCenterId::parse_existing(cc)
         .map_err(|_| ApiError::not_found("no control center with that id"))?;
     let existed = svc.settings.delete_sms(org, &cc).await?;
+    reset_health(svc, org, &HealthScope::Sms(cc.clone())).await?;
     // The item goes first: settings never point at a deleted secret.
     svc.secrets
         .delete(&SecretKey::SmsPassword(org.clone(), cc.clone()))
@@ -195,6 +212,7 @@ pub async fn put_email(svc: &Services, org: &OrgId, body: &Value) -> Result<Valu
         smtp.secrets_rev = Some(uuid::Uuid::new_v4().to_string());
     }
     svc.settings.put_email(org, &update.settings).await?;
+    reset_health(svc, org, &HealthScope::Email).await?;
     tracing::info!(org_id = %org, provider = update.settings.provider_name().as_str(), "email settings saved");
     Ok(update.settings.view())
 }
@@ -202,6 +220,7 @@ pub async fn put_email(svc: &Services, org: &OrgId, body: &Value) -> Result<Valu
 /// Back to the default account; answers 204 whether or not settings existed.
 pub async fn delete_email(svc: &Services, org: &OrgId) -> Result<(), ApiError> {
     svc.settings.delete_email(org).await?;
+    reset_health(svc, org, &HealthScope::Email).await?;
     svc.secrets
         .delete(&SecretKey::SmtpPassword(org.clone()))
         .await?;

@@ -96,13 +96,18 @@ impl ProviderHealth {
 
     /// One more failure; whether the circuit opened with it.
     pub fn failed(&mut self, now: DateTime<Utc>, error: &str, policy: &CircuitPolicy) -> bool {
-        // A run that began too long ago, and never opened the circuit, starts again.
-        let stale = self
-            .failing_since
-            .is_none_or(|since| now - since > delta(policy.within));
-        if self.consecutive_failures == 0 || (stale && self.open_until.is_none()) {
+        // A run that began too long ago starts again: one that never opened the
+        // circuit, or whose circuit closed longer than `within` ago (a failure hours
+        // after an outage is not the outage going on).
+        let within = delta(policy.within);
+        let stale = match self.open_until {
+            None => self.failing_since.is_none_or(|since| now - since > within),
+            Some(until) => now - until > within,
+        };
+        if self.consecutive_failures == 0 || stale {
             self.consecutive_failures = 0;
             self.failing_since = Some(now);
+            self.open_until = None;
         }
         self.consecutive_failures += 1;
         self.last_error = Some(error.chars().take(300).collect());
@@ -186,6 +191,22 @@ mod tests {
         }
         h.succeeded(at(5));
         assert!(!h.failed(at(6), "x", &p));
+    }
+
+    #[test]
+    fn a_failure_long_after_an_outage_starts_a_new_run() {
+        let p = CircuitPolicy::default();
+        let mut h = ProviderHealth::default();
+        for i in 0..5 {
+            h.failed(at(i), "x", &p);
+        }
+        assert!(h.is_open(at(10)));
+        // Closed at 64 s; a failure an hour later, with no send in between, is one.
+        assert!(!h.failed(at(3600), "x", &p));
+        assert_eq!(
+            (h.consecutive_failures, h.state(at(3600))),
+            (1, HealthState::Failing)
+        );
     }
 
     #[test]

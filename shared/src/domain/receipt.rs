@@ -27,14 +27,14 @@ impl ReceiptKey {
     ) -> Option<Self> {
         match provider {
             Provider::Sns | Provider::Ses => Some(Self::global(provider, message_id)),
-            Provider::Http => Some(Self(format!("http#{org}#{cc}#{message_id}"))),
+            Provider::Http => Some(Self(format!("http#{org}#{cc}#{}", bounded(message_id)))),
             Provider::Smtp => None,
         }
     }
 
     /// SNS and SES message ids are unique across AWS.
     pub fn global(provider: Provider, message_id: &str) -> Self {
-        Self(format!("{}#{message_id}", provider.as_str()))
+        Self(format!("{}#{}", provider.as_str(), bounded(message_id)))
     }
 
     pub fn as_str(&self) -> &str {
@@ -45,6 +45,27 @@ impl ReceiptKey {
     pub fn from_stored(s: impl Into<String>) -> Self {
         Self(s.into())
     }
+}
+
+/// Longest message id kept as it is in a key; a longer one (a gateway may answer
+/// anything) is replaced by its SHA-256, the same on the send and the receipt side, so a
+/// key always fits an index key (DynamoDB allows 2,048 bytes) and a write of a sent
+/// delivery never fails on it.
+const MAX_ID_IN_KEY: usize = 128;
+
+fn bounded(id: &str) -> String {
+    if id.len() <= MAX_ID_IN_KEY {
+        return id.to_string();
+    }
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(id.as_bytes());
+    format!(
+        "sha256:{}",
+        digest
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    )
 }
 
 impl std::fmt::Display for ReceiptKey {
@@ -236,8 +257,13 @@ pub fn parse_gateway_callback(
         let obj = v
             .as_object()
             .ok_or(Malformed("the callback is an object"))?;
+        // A gateway may number its messages: `42` is the id `"42"`, as on the send side.
         obj.iter()
-            .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+            .filter_map(|(k, v)| match v {
+                Value::String(s) => Some((k.clone(), s.clone())),
+                Value::Number(n) => Some((k.clone(), n.to_string())),
+                _ => None,
+            })
             .collect()
     } else {
         url::form_urlencoded::parse(body).into_owned().collect()
@@ -421,6 +447,27 @@ mod tests {
             matches!(r.status, ReceiptStatus::Undelivered { ref reason, .. } if reason == "rejected")
         );
         assert!(parse_ses_event(&ev(json!({"eventType": "Delivery"}))).is_err());
+    }
+
+    #[test]
+    fn keys_stay_short_and_numbered_ids_match() {
+        let long = "x".repeat(5000);
+        let k = ReceiptKey::new(Provider::Http, &org(), &main_cc(), &long).unwrap();
+        assert!(k.as_str().len() < 200, "{k}");
+        assert_eq!(
+            Some(k),
+            ReceiptKey::new(Provider::Http, &org(), &main_cc(), &long)
+        );
+        let r = parse_gateway_callback(
+            GatewayFormat::Json,
+            &org(),
+            &main_cc(),
+            Some("application/json"),
+            br#"{"message_id": 42, "status": "delivered"}"#,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(r.key.as_str(), "http#acme#main#42");
     }
 
     #[test]
