@@ -220,6 +220,20 @@ impl Pipeline {
         panic!("{id} never got there: {}", self.notification(id).await);
     }
 
+    /// Drains until no delivery of notification `id` is pending.
+    async fn settled(&self, id: &str) -> Value {
+        self.until(id, |n| {
+            n["recipients"].as_array().unwrap().iter().all(|r| {
+                r["deliveries"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .all(|d| d["status"] != "pending")
+            })
+        })
+        .await
+    }
+
     async fn notification(&self, id: &str) -> Value {
         self.admin("GET", &format!("/v1/notifications/{id}"), Value::Null)
             .await
@@ -1004,7 +1018,7 @@ async fn the_notification_list_pages_newest_first_on_dynamodb() {
     // u-19 are not in the directory (3 skipped each).
     assert_eq!(
         first["notifications"][0]["counts"],
-        json!({"pending": 0, "sent": 1, "failed": 0, "skipped": 8, "delivered": 0}),
+        json!({"pending": 0, "sent": 1, "failed": 0, "skipped": 8, "delivered": 0, "undelivered": 0}),
         "{first}"
     );
     let cursor = first["next_cursor"].as_str().unwrap();
@@ -1268,17 +1282,7 @@ mod receipts {
         let ev = p.event("incident-dispatched", &unique("receipts"));
         p.route(&ev).await;
         let id = ev["id"].as_str().unwrap();
-        let n = p
-            .until(id, |n| {
-                n["recipients"].as_array().unwrap().iter().all(|r| {
-                    r["deliveries"]
-                        .as_array()
-                        .unwrap()
-                        .iter()
-                        .all(|d| d["status"] != "pending")
-                })
-            })
-            .await;
+        let n = p.settled(id).await;
         let mid = |user: &str, channel: &str| {
             deliveries(&n, user)[channel]["provider_message_id"]
                 .as_str()
@@ -1380,17 +1384,7 @@ mod receipts {
         ev["detail"]["recipient_ids"] = json!(users);
         p.route(&ev).await;
         let id = ev["id"].as_str().unwrap();
-        let n = p
-            .until(id, |n| {
-                n["recipients"].as_array().unwrap().iter().all(|r| {
-                    r["deliveries"]
-                        .as_array()
-                        .unwrap()
-                        .iter()
-                        .all(|d| d["status"] != "pending")
-                })
-            })
-            .await;
+        let n = p.settled(id).await;
         for u in &users {
             let d = deliveries(&n, u);
             assert_eq!(
@@ -1453,5 +1447,72 @@ mod receipts {
         assert_eq!(deliveries(&n, "u-41")["sms"]["provider"], "http", "{n}");
         let v = p.admin("GET", "/v1/settings/sms/main", Value::Null).await;
         assert_eq!(v["health"]["state"], "ok", "{v}");
+    }
+
+    #[tokio::test]
+    async fn a_signed_gateway_callback_finds_its_sms_in_dynamodb() {
+        use flare_shared::domain::GatewayFormat;
+        use flare_shared::domain::receipt::sign;
+        let p = pipeline().await;
+        standard_org(&p, json!({"dispatch": "app_sms_email"})).await;
+        let gw = flare_tests::gateway();
+        let path = format!("/{}", unique("gw"));
+        p.admin(
+            "PUT",
+            "/v1/settings/sms/main",
+            json!({"provider": "http", "format": "json",
+            "url": format!("{}{path}", gw.url), "password": "s3cret", "sender_number": "ACMEFIRE"}),
+        )
+        .await;
+        let sid = unique("sid");
+        gw.script(&path, json!([{"status": 200, "body": {"message_id": sid}}]))
+            .await
+            .unwrap();
+        p.user(
+            "u-50",
+            "passive_reporter",
+            Some("+14155550150"),
+            None,
+            false,
+        )
+        .await;
+        let mut ev = p.event("incident-dispatched", &unique("callback"));
+        ev["detail"]["recipient_ids"] = json!(["u-50"]);
+        p.route(&ev).await;
+        let id = ev["id"].as_str().unwrap();
+        p.settled(id).await;
+        let callback = |body: String, key: &str| {
+            let url = format!("https://api.flare.example/v1/receipts/sms/{}/main", p.org);
+            let sig = sign(GatewayFormat::Json, key.as_bytes(), &url, body.as_bytes());
+            ApiRequest {
+                method: "POST".into(),
+                path: format!("/v1/receipts/sms/{}/main", p.org),
+                query: None,
+                claims: Err(flare_shared::app::auth::AuthFailure::NoToken),
+                body: body.into_bytes(),
+                idempotency_key: None,
+                headers: vec![
+                    ("content-type".into(), "application/json".into()),
+                    ("x-flare-signature".into(), sig),
+                ],
+                url: Some(url),
+            }
+        };
+        let body =
+            json!({"message_id": sid, "status": "undelivered", "error": "absent subscriber"})
+                .to_string();
+        let r = api::handle(&p.services, callback(body.clone(), "wrong")).await;
+        assert_eq!(r.status, 401);
+        let r = api::handle(&p.services, callback(body.clone(), "s3cret")).await;
+        assert_eq!(r.status, 204, "{:?}", r.body);
+        let r = api::handle(&p.services, callback(body, "s3cret")).await;
+        assert_eq!(r.status, 204, "a replay");
+        let n = p.notification(id).await;
+        let d = deliveries(&n, "u-50");
+        assert_eq!(
+            (d["sms"]["status"].as_str(), d["sms"]["detail"].as_str()),
+            (Some("undelivered"), Some("absent subscriber")),
+            "{n}"
+        );
     }
 }

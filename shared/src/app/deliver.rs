@@ -4,7 +4,6 @@
 use super::failover::Accepted;
 use crate::domain::health::HealthScope;
 use crate::domain::reason::{FallbackReason, wire_reason};
-use crate::domain::receipt::ReceiptKey;
 use crate::domain::routing::{
     Action, HeldDelivery, JobTemplate, PushOutcome, WindowStep, after_push, window_step,
 };
@@ -1021,7 +1020,7 @@ impl Deliverer {
             .as_ref()
             .and_then(SmsSettings::failover)
             .and_then(|p| self.sms.get(&p));
-        let mut accepted = match (&self.failover, secondary) {
+        let accepted = match (&self.failover, secondary) {
             (Some(f), Some(secondary)) if job.provider == Provider::Http => {
                 let scope = HealthScope::Sms(sms.control_center_id.clone());
                 f.send(
@@ -1036,19 +1035,7 @@ impl Deliverer {
             }
             _ => Accepted::direct(sender.send(&sms).await?),
         };
-        accepted.receipt_key = accepted
-            .receipt
-            .provider_message_id
-            .as_deref()
-            .and_then(|id| {
-                ReceiptKey::new(
-                    accepted.receipt.provider,
-                    &job.org_id,
-                    &sms.control_center_id,
-                    id,
-                )
-            });
-        Ok(accepted)
+        Ok(accepted.keyed(&job.org_id, &sms.control_center_id))
     }
 
     async fn send_email(
@@ -1086,7 +1073,7 @@ impl Deliverer {
             .as_ref()
             .and_then(EmailSettings::failover)
             .and_then(|p| self.email.get(&p));
-        let mut accepted = match (&self.failover, secondary) {
+        let accepted = match (&self.failover, secondary) {
             (Some(f), Some(secondary)) if job.provider == Provider::Smtp => {
                 // SES sends from the organization's address where it may; where it
                 // refuses that sender, from the default account.
@@ -1116,19 +1103,7 @@ impl Deliverer {
             }
             _ => Accepted::direct(sender.send(&email).await?),
         };
-        accepted.receipt_key = accepted
-            .receipt
-            .provider_message_id
-            .as_deref()
-            .and_then(|id| {
-                ReceiptKey::new(
-                    accepted.receipt.provider,
-                    &job.org_id,
-                    &job.control_center_id,
-                    id,
-                )
-            });
-        Ok(accepted)
+        Ok(accepted.keyed(&job.org_id, &job.control_center_id))
     }
 }
 

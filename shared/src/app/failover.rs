@@ -34,6 +34,15 @@ impl Accepted {
             receipt_key: None,
         }
     }
+
+    /// With the key its provider's receipts will name it by (sent for `org` with the
+    /// settings of control center `cc`).
+    pub fn keyed(mut self, org: &OrgId, cc: &crate::domain::ControlCenterId) -> Self {
+        self.receipt_key = self.receipt.provider_message_id.as_deref().and_then(|id| {
+            crate::domain::receipt::ReceiptKey::new(self.receipt.provider, org, cc, id)
+        });
+        self
+    }
 }
 
 impl Failover {
