@@ -51,6 +51,7 @@ fn main() {
                         username: None,
                         header_name: None,
                         failover_sns: true,
+                        max_per_second: None,
                     }),
                     sender_number: Some(SenderId::parse("FLARE").unwrap()),
                     password_set: false,

@@ -101,6 +101,7 @@ async fn bench(n: usize) {
         default_sender: Some(cfg.default_sender.clone()),
         metrics: Arc::new(NoMetrics),
         failover: None,
+        pacer: None,
     };
     let queue = LocalQueue::start_with(deliverer, Duration::from_millis(200));
     let notifier = Notifier {

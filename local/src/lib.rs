@@ -174,6 +174,8 @@ impl LocalApp {
                 health: health.clone(),
                 policy: cfg.circuit,
             }),
+            // One process: the gateways' pace is kept in memory.
+            pacer: Some(Arc::new(flare_shared::memory::MemoryPacer::default())),
         };
         let (deliverer_sms, deliverer_email) = (deliverer.sms.clone(), deliverer.email.clone());
         // The workers' deliverer enqueues fallbacks on the same queue it drains.

@@ -2,7 +2,7 @@
 //! functions do in AWS, with the same claims, retries with backoff and fallback.
 
 use flare_shared::app::deliver::{DeliverError, Deliverer, lease_for, retry_delay};
-use flare_shared::domain::{Channel, CheckJob, DeliveryJob};
+use flare_shared::domain::{Channel, CheckJob, DeliveryJob, Lane};
 use flare_shared::ports::{JobQueue, QueueError};
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,10 +20,12 @@ struct Queued {
     attempt: u32,
 }
 
-/// One in-process queue per channel.
+/// Two in-process queues per channel, one per lane: each channel's worker takes urgent
+/// work first (as the urgent lane's own queue and reserved concurrency do in AWS).
 #[derive(Clone)]
 pub struct LocalQueue {
-    senders: Arc<[mpsc::UnboundedSender<Queued>; 3]>,
+    /// By channel (push, SMS, email), then lane (urgent, normal).
+    senders: Arc<[[mpsc::UnboundedSender<Queued>; 2]; 3]>,
     /// Checks whose time has come (each waits out its delay in its own task first).
     checks: mpsc::UnboundedSender<CheckJob>,
     /// How many checks were scheduled (a delayed SQS message each, in AWS).
@@ -34,9 +36,14 @@ impl LocalQueue {
     /// The queue and its workers: each job runs in its own task, retried with
     /// exponential backoff (`retry_base`, doubling, capped at 30 times it).
     pub fn start_with(mut deliverer: Deliverer, retry_base: Duration) -> Self {
-        let (push_tx, push_rx) = mpsc::unbounded_channel();
-        let (sms_tx, sms_rx) = mpsc::unbounded_channel();
-        let (email_tx, email_rx) = mpsc::unbounded_channel();
+        let lanes = || {
+            let (urgent_tx, urgent_rx) = mpsc::unbounded_channel();
+            let (normal_tx, normal_rx) = mpsc::unbounded_channel();
+            ([urgent_tx, normal_tx], (urgent_rx, normal_rx))
+        };
+        let (push_tx, push_rx) = lanes();
+        let (sms_tx, sms_rx) = lanes();
+        let (email_tx, email_rx) = lanes();
         let (checks_tx, checks_rx) = mpsc::unbounded_channel();
         let queue = Self {
             senders: Arc::new([push_tx, sms_tx, email_tx]),
@@ -97,7 +104,11 @@ impl LocalQueue {
             Channel::Sms => 1,
             Channel::Email => 2,
         };
-        self.senders[i]
+        let lane = match q.job.lane() {
+            Lane::Urgent => 0,
+            Lane::Normal => 1,
+        };
+        self.senders[i][lane]
             .send(q)
             .map_err(|_| QueueError::Failed(anyhow::anyhow!("local queue closed")))
     }
@@ -159,15 +170,26 @@ async fn check_worker(
 pub const CONCURRENCY: usize = 256;
 
 async fn worker(
-    mut rx: mpsc::UnboundedReceiver<Queued>,
+    (mut urgent, mut normal): (
+        mpsc::UnboundedReceiver<Queued>,
+        mpsc::UnboundedReceiver<Queued>,
+    ),
     deliverer: Deliverer,
     queue: LocalQueue,
     retry_base: Duration,
 ) {
     let running = Arc::new(tokio::sync::Semaphore::new(CONCURRENCY));
-    while let Some(q) = rx.recv().await {
+    loop {
+        // A slot first, then the job: whenever one frees, an urgent job waiting takes
+        // it before any normal one (biased: the urgent lane is always looked at first).
         let Ok(permit) = running.clone().acquire_owned().await else {
             return;
+        };
+        let q = tokio::select! {
+            biased;
+            Some(q) = urgent.recv() => q,
+            Some(q) = normal.recv() => q,
+            else => return,
         };
         let deliverer = deliverer.clone();
         let queue = queue.clone();

@@ -1822,3 +1822,247 @@ async fn an_smtp_server_that_refuses_auth_fails_over_to_ses() {
     assert_eq!(s, 400, "failover applies only to smtp");
     o.app.stop().await;
 }
+
+// ---------------------------------------------------------------- lanes and pacing
+
+/// The most requests `reqs` (gateway records) hold in any one second.
+fn busiest_second(reqs: &[Value]) -> usize {
+    let mut at: Vec<f64> = reqs.iter().map(|r| r["at"].as_f64().unwrap()).collect();
+    at.sort_by(f64::total_cmp);
+    (0..at.len())
+        .map(|i| at[i..].iter().take_while(|t| **t < at[i] + 1.0).count())
+        .max()
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn a_dispatch_never_waits_behind_a_paced_bulk_message() {
+    let o = org(json!({"dispatch": "app_sms_email", "messages": "app_sms_email"})).await;
+    let gw = flare_tests::gateway();
+    let rate = 20;
+    let path = http_gateway(&o, "main", "json", json!({"max_per_second": rate})).await;
+    let (_, v) = o.app.get("/v1/settings/sms/main", &o.admin).await;
+    assert_eq!(v["max_per_second"], rate, "{v}");
+    let bulk: Vec<String> = (0..60).map(|i| format!("u-b{i:02}")).collect();
+    for (i, u) in bulk.iter().enumerate() {
+        o.user(
+            u,
+            "passive_reporter",
+            Some(&format!("+1415556{i:04}")),
+            None,
+            false,
+            false,
+        )
+        .await;
+    }
+    o.user(
+        "u-d1",
+        "passive_reporter",
+        Some("+14155569999"),
+        None,
+        false,
+        false,
+    )
+    .await;
+    let mut message = incident("incident-message-posted");
+    message["detail"]["recipient_ids"] = json!(bulk);
+    let bulk_id = o.post(&message).await;
+    // The bulk message is being paced out (60 at 20 a second: three seconds).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut dispatch = incident("incident-dispatched");
+    dispatch["detail"]["recipient_ids"] = json!(["u-d1"]);
+    let posted = chrono::Utc::now().timestamp_millis() as f64 / 1000.0;
+    let dispatch_id = o.post(&dispatch).await;
+    let n = o.settled(&dispatch_id).await;
+    assert_eq!(deliveries(&n, "u-d1")["sms"]["status"], "sent", "{n}");
+    let reqs = gw.requests_to(&path).await.unwrap();
+    let at = |phone: &str| {
+        reqs.iter()
+            .find(|r| r["body"].as_str().unwrap().contains(phone))
+            .map(|r| r["at"].as_f64().unwrap())
+    };
+    let waited = at("+14155569999").unwrap() - posted;
+    let bulk_sent = reqs.len() - 1;
+    assert!(
+        waited < 1.0,
+        "the dispatch SMS reached the gateway {waited:.3} s after the event"
+    );
+    assert!(
+        bulk_sent < 60,
+        "the bulk message was still going out: {bulk_sent} sent"
+    );
+    let n = o.settled(&bulk_id).await;
+    for u in &bulk {
+        assert_eq!(deliveries(&n, u)["sms"]["status"], "sent", "{u}: {n}");
+    }
+    let reqs = gw.requests_to(&path).await.unwrap();
+    assert_eq!(reqs.len(), 61);
+    assert!(
+        busiest_second(&reqs) <= rate as usize,
+        "{} in one second",
+        busiest_second(&reqs)
+    );
+    // max_per_second is http's only, and 1 to 1,000.
+    for (body, field) in [
+        (
+            json!({"provider": "sns", "max_per_second": 5}),
+            "max_per_second",
+        ),
+        (
+            json!({"provider": "http", "url": format!("{}{path}", gw.url), "sender_number": "ACME", "max_per_second": 0}),
+            "max_per_second",
+        ),
+    ] {
+        let (s, b) = o
+            .app
+            .json("PUT", "/v1/settings/sms/north", &o.admin, body)
+            .await;
+        assert_eq!(s, 400, "{b}");
+        assert!(b["error"]["fields"][field].is_string(), "{b}");
+    }
+    o.app.stop().await;
+}
+
+#[tokio::test]
+async fn a_gateway_that_answers_429_slows_flare_down_and_nothing_fails() {
+    let o = org(json!({"messages": "app_sms_email"})).await;
+    let gw = flare_tests::gateway();
+    let path = http_gateway(&o, "main", "json", json!({})).await;
+    let slow_down = json!({"status": 429, "headers": {"Retry-After": "1"}});
+    gw.script(
+        &path,
+        json!([
+            slow_down, slow_down, slow_down, slow_down, slow_down, slow_down
+        ]),
+    )
+    .await
+    .unwrap();
+    let users: Vec<String> = (0..8).map(|i| format!("u-t{i}")).collect();
+    for (i, u) in users.iter().enumerate() {
+        o.user(
+            u,
+            "passive_reporter",
+            Some(&format!("+1415557{i:04}")),
+            None,
+            false,
+            false,
+        )
+        .await;
+    }
+    let mut message = incident("incident-message-posted");
+    message["detail"]["recipient_ids"] = json!(users);
+    let id = o.post(&message).await;
+    let n = o.settled(&id).await;
+    for u in &users {
+        let d = deliveries(&n, u);
+        assert_eq!(
+            (d["sms"]["status"].as_str(), d["sms"]["attempts"].as_u64()),
+            (Some("sent"), Some(1)),
+            "a 429 spends no attempt: {n}"
+        );
+    }
+    let reqs = gw.requests_to(&path).await.unwrap();
+    assert_eq!(reqs.iter().filter(|r| r["status"] == 429).count(), 6);
+    // The pause was honoured: the requests that went after the last 429 went at least
+    // the second it asked for after it (those already in flight when it came back aside).
+    let last_429 = reqs
+        .iter()
+        .filter(|r| r["status"] == 429)
+        .map(|r| r["at"].as_f64().unwrap())
+        .fold(0.0, f64::max);
+    let last_ok = reqs
+        .iter()
+        .map(|r| r["at"].as_f64().unwrap())
+        .fold(0.0, f64::max);
+    assert!(
+        last_ok - last_429 >= 0.95,
+        "the last SMS went {:.3} s after the last 429",
+        last_ok - last_429
+    );
+    o.app.stop().await;
+}
+
+#[tokio::test]
+async fn urgent_email_goes_before_a_bulk_message_to_the_same_smtp_server() {
+    let o = org(json!({"dispatch": "app_sms_email", "messages": "app_sms_email"})).await;
+    let smtp = flare_tests::smtp();
+    let (s, b) = o
+        .app
+        .json(
+            "PUT",
+            "/v1/settings/email",
+            &o.admin,
+            json!({"provider": "smtp", "sender_email": "alerts@acme.example",
+                   "smtp": {"server_url": "127.0.0.1", "port": smtp.port, "username": smtp.user,
+                            "password": smtp.password, "use_tls": true}}),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let tag = uuid();
+    let bulk: Vec<String> = (0..600).map(|i| format!("u-m{i:03}")).collect();
+    for u in &bulk {
+        o.user(
+            u,
+            "passive_reporter",
+            None,
+            Some(&format!("{u}-{tag}@acme.example")),
+            false,
+            false,
+        )
+        .await;
+    }
+    o.user(
+        "u-d2",
+        "passive_reporter",
+        None,
+        Some(&format!("urgent-{tag}@acme.example")),
+        false,
+        false,
+    )
+    .await;
+    let mut message = incident("incident-message-posted");
+    message["detail"]["recipient_ids"] = json!(bulk);
+    let bulk_id = o.post(&message).await;
+    let mut dispatch = incident("incident-dispatched");
+    dispatch["detail"]["recipient_ids"] = json!(["u-d2"]);
+    let dispatch_id = o.post(&dispatch).await;
+    o.settled(&dispatch_id).await;
+    // More than a page of recipients: the list's counts say when none is pending.
+    let mut counts = Value::Null;
+    for _ in 0..400 {
+        let (_, list) = o.app.get("/v1/notifications", &o.admin).await;
+        counts = list["notifications"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["notification_id"] == bulk_id.as_str())
+            .unwrap()["counts"]
+            .clone();
+        if counts["pending"] == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(
+        (counts["sent"].as_u64(), counts["pending"].as_u64()),
+        (Some(600), Some(0)),
+        "{counts}"
+    );
+    // The order the server received them in: posted after all 600 bulk jobs were
+    // queued, the dispatch's email overtook every one still waiting for a slot (up to
+    // 256 jobs of a channel run at once, and those already running finish first).
+    let got: Vec<String> = smtp
+        .messages()
+        .unwrap()
+        .into_iter()
+        .filter_map(|m| m["rcpt_tos"][0].as_str().map(str::to_string))
+        .filter(|to| to.ends_with(&format!("{tag}@acme.example")))
+        .collect();
+    assert_eq!(got.len(), 601);
+    let position = got.iter().position(|to| to.starts_with("urgent-")).unwrap();
+    assert!(
+        position < 450,
+        "the dispatch's email was number {position} of 601"
+    );
+    o.app.stop().await;
+}

@@ -233,7 +233,8 @@ def run_gateway(args):
     """An HTTP SMS gateway: records every request; answers from a per-path script.
 
     POST /_script {"path": "/send", "responses": [{"status": 500}, {"status": 200,
-    "body": {...}}, {"hang": 5}, {"status": 302, "location": "..."}]} queues answers for a
+    "body": {...}}, {"hang": 5}, {"status": 302, "location": "..."},
+    {"status": 429, "headers": {"Retry-After": "1"}}]} queues answers for a
     path; with no script a path answers 200 {"id": "gw-<n>"}. GET /_requests lists what
     was received (method, path, headers, body)."""
     from http.server import BaseHTTPRequestHandler
@@ -290,6 +291,9 @@ def run_gateway(args):
         def _handle(self, body):
             with lock:
                 received.append({
+                    # When it arrived (seconds since the epoch): the pacing tests count
+                    # requests per second at the gateway.
+                    "at": time.time(),
                     "method": self.command,
                     "path": self.path,
                     "headers": {k.lower(): v for k, v in self.headers.items()},
@@ -321,6 +325,8 @@ def run_gateway(args):
                         return  # the client gave up long ago
             status = step.get("status", 200)
             extra = {"Location": step["location"]} if "location" in step else None
+            if "headers" in step:
+                extra = dict(extra or {}, **step["headers"])
             payload = step.get("body", {})
             data = payload.encode() if isinstance(payload, str) else json.dumps(payload).encode()
             return self._reply(status, data, extra=extra)

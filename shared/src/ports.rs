@@ -705,6 +705,18 @@ pub trait JobQueue: Send + Sync {
 /// The longest a check is delayed in one go: SQS's largest `DelaySeconds`.
 pub const MAX_CHECK_DELAY: Duration = Duration::from_secs(900);
 
+/// Paces sends to a provider that may take only so many requests a second (an HTTP
+/// gateway's `max_per_second`): across every concurrent delivery, urgent ones first.
+#[async_trait]
+pub trait Pacer: Send + Sync {
+    /// Waits until one more request to `provider` keeps it at `per_second` or under
+    /// in any second; urgent callers are let through before normal ones that wait.
+    async fn acquire(&self, provider: &str, per_second: u32, lane: crate::domain::Lane);
+    /// The provider asked for a pause (a 429's `Retry-After`): nobody sends to it
+    /// before `for_` has passed.
+    fn pause(&self, provider: &str, for_: Duration);
+}
+
 /// A provider's answer to one send.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Receipt {
@@ -723,6 +735,9 @@ pub enum SendError {
         detail: Option<String>,
         #[source]
         source: Option<anyhow::Error>,
+        /// The provider asked to be left alone this long (a 429's `Retry-After`): the
+        /// send waits and goes again instead of spending an attempt.
+        retry_after: Option<Duration>,
     },
     /// Invalid number, disabled endpoint, rejected sender, bad credentials: give up.
     #[error("permanent failure: {}", wire_reason(*.code, .detail.as_deref()))]
@@ -740,6 +755,25 @@ impl SendError {
             code,
             detail: None,
             source: None,
+            retry_after: None,
+        }
+    }
+
+    /// A provider's "slow down" (HTTP 429), with how long it asked for.
+    pub fn throttled(code: FailReason, retry_after: Duration) -> Self {
+        Self::Transient {
+            code,
+            detail: None,
+            source: None,
+            retry_after: Some(retry_after),
+        }
+    }
+
+    /// How long the provider asked to be left alone, when it did.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            SendError::Transient { retry_after, .. } => *retry_after,
+            SendError::Permanent { .. } => None,
         }
     }
 
@@ -791,6 +825,7 @@ impl SendError {
                 code,
                 detail,
                 source,
+                retry_after: None,
             },
             transient => transient,
         }

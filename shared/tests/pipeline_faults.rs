@@ -130,6 +130,7 @@ impl World {
             default_sender: None,
             metrics: self.metrics.clone(),
             failover: None,
+            pacer: None,
         }
     }
 

@@ -75,6 +75,7 @@ async fn run(stack: &AwsStack, n: usize, window: u32) -> Counted {
         default_sender: None,
         metrics: Arc::new(NoMetrics),
         failover: None,
+        pacer: None,
     };
     // The push function's side: receive (not counted), handle, delete (not counted),
     // until nothing is held any more.

@@ -44,6 +44,7 @@ async fn setup(url: &str, format: GatewayFormat, policy: EndpointPolicy) -> Gw {
                     username: Some("acct-17".into()),
                     header_name: Some(HeaderName::parse("X-Api-Key").unwrap()),
                     failover_sns: false,
+                    max_per_second: None,
                 }),
                 sender_number: Some(SenderId::parse("+15551234567").unwrap()),
                 password_set: true,

@@ -111,6 +111,7 @@ async fn a_gateway_sms_job_reads_the_settings_once() {
                     username: None,
                     header_name: None,
                     failover_sns: false,
+                    max_per_second: None,
                 }),
                 sender_number: Some(SenderId::parse("ACMEFIRE").unwrap()),
                 password_set: false,
@@ -137,6 +138,7 @@ async fn a_gateway_sms_job_reads_the_settings_once() {
         default_sender: None,
         metrics: Arc::new(flare_shared::ports::NoMetrics),
         failover: None,
+        pacer: None,
     };
     let n = Notification {
         control_center_id: ControlCenterId::parse("north").unwrap(),

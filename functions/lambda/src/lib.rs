@@ -297,6 +297,7 @@ impl DeliveryConfig {
                     policy: self.circuit,
                 }
             }),
+            pacer: None,
         }
     }
 
@@ -374,6 +375,7 @@ mod tests {
             default_sender: None,
             metrics: Arc::new(flare_shared::ports::NoMetrics),
             failover: None,
+            pacer: None,
         })
     }
 

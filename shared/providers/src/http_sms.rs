@@ -92,6 +92,21 @@ fn not_allowed() -> SendError {
 }
 
 /// The gateway's own id for the message, when its JSON answer has one.
+/// A 429's `Retry-After`: whole seconds, or an HTTP date; 1 s when it says neither, and
+/// at most a minute (a gateway's "come back tomorrow" is not a pace).
+fn retry_after(v: Option<&reqwest::header::HeaderValue>) -> std::time::Duration {
+    let max = std::time::Duration::from_secs(60);
+    let text = v.and_then(|v| v.to_str().ok()).map(str::trim).unwrap_or("");
+    if let Ok(secs) = text.parse::<u64>() {
+        return std::time::Duration::from_secs(secs).min(max);
+    }
+    if let Ok(at) = chrono::DateTime::parse_from_rfc2822(text) {
+        let left = at.with_timezone(&chrono::Utc) - chrono::Utc::now();
+        return left.to_std().unwrap_or_default().min(max);
+    }
+    std::time::Duration::from_secs(1)
+}
+
 fn message_id(body: &str) -> Option<String> {
     let v: serde_json::Value = serde_json::from_str(body).ok()?;
     ["id", "sid", "message_id", "messageId", "MessageId"]
@@ -250,6 +265,10 @@ impl SmsSender for HttpSmsSender {
         }
         let resp = req.send().await.map_err(classify)?;
         let status = resp.status();
+        if status.as_u16() == 429 {
+            let wait = retry_after(resp.headers().get(reqwest::header::RETRY_AFTER));
+            return Err(SendError::throttled(FailReason::GatewayStatus, wait).with_detail("429"));
+        }
         let body = resp.text().await.unwrap_or_default();
         let secrets = secret_forms(
             gw.username.as_deref(),
@@ -276,6 +295,22 @@ impl SmsSender for HttpSmsSender {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retry_after_is_seconds_or_a_date_and_bounded() {
+        use reqwest::header::HeaderValue;
+        let s = |v: &str| retry_after(Some(&HeaderValue::from_str(v).unwrap()));
+        assert_eq!(s("2"), std::time::Duration::from_secs(2));
+        assert_eq!(s("86400"), std::time::Duration::from_secs(60));
+        assert_eq!(s("soon"), std::time::Duration::from_secs(1));
+        assert_eq!(retry_after(None), std::time::Duration::from_secs(1));
+        let later = (chrono::Utc::now() + chrono::TimeDelta::seconds(5)).to_rfc2822();
+        assert!(s(&later) <= std::time::Duration::from_secs(5));
+        assert_eq!(
+            s("Wed, 21 Oct 2015 07:28:00 GMT"),
+            std::time::Duration::ZERO
+        );
+    }
 
     #[test]
     fn message_ids_are_found_under_the_usual_names() {

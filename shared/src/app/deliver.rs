@@ -51,6 +51,8 @@ pub struct Deliverer {
     /// Custom providers' health and failover (SMS and email functions); `None`: a
     /// provider's failures are not tracked and nothing fails over.
     pub failover: Option<super::failover::Failover>,
+    /// Paces gateways that set `max_per_second`; `None`: nothing is paced.
+    pub pacer: Option<Arc<dyn crate::ports::Pacer>>,
 }
 
 /// The span every line about one job is logged in: it names the job's fields, so the
@@ -60,10 +62,15 @@ fn job_span(job: &DeliveryJob) -> Span {
         "deliver",
         notification_id = %job.notification_id,
         channel = job.channel.as_str(),
+        lane = job.lane().as_str(),
         recipient = %job.recipient.key(),
         attempts = tracing::field::Empty,
     )
 }
+
+/// How long one attempt waits at most for gateways that answer 429 before it counts as a
+/// failed attempt (half the delivery functions' 20 s timeout).
+pub const THROTTLE_BUDGET: Duration = Duration::from_secs(10);
 
 /// How many window writes a check runs at once.
 const CHECK_CONCURRENCY: usize = 16;
@@ -1020,6 +1027,7 @@ impl Deliverer {
             .as_ref()
             .and_then(SmsSettings::failover)
             .and_then(|p| self.sms.get(&p));
+        let primary = self.paced(job, &sms, sender.as_ref());
         let accepted = match (&self.failover, secondary) {
             (Some(f), Some(secondary)) if job.provider == Provider::Http => {
                 let scope = HealthScope::Sms(sms.control_center_id.clone());
@@ -1028,14 +1036,56 @@ impl Deliverer {
                     &scope,
                     job.provider,
                     final_attempt,
-                    sender.send(&sms),
+                    primary,
                     || secondary.send(&sms),
                 )
                 .await?
             }
-            _ => Accepted::direct(sender.send(&sms).await?),
+            _ => Accepted::direct(primary.await?),
         };
         Ok(accepted.keyed(&job.org_id, &sms.control_center_id))
+    }
+
+    /// Sends through an HTTP gateway at its pace (`max_per_second`, urgent lanes first),
+    /// and waits out its "slow down" (a 429's `Retry-After`, for every sender to it)
+    /// and tries again, instead of spending an attempt, for up to [`THROTTLE_BUDGET`].
+    async fn paced(
+        &self,
+        job: &DeliveryJob,
+        sms: &SmsMessage,
+        sender: &dyn SmsSender,
+    ) -> Result<crate::ports::Receipt, SendError> {
+        let gateway = match sms.settings.as_ref().map(|s| &s.provider) {
+            Some(crate::domain::SmsProvider::Http(g)) if job.provider == Provider::Http => g,
+            _ => return sender.send(sms).await,
+        };
+        let key = format!("http#{}#{}", sms.org_id, sms.control_center_id);
+        let mut waited = Duration::ZERO;
+        loop {
+            // Without a pace of its own a gateway is still held by a 429's pause.
+            if let Some(pacer) = &self.pacer {
+                let rate = gateway.max_per_second.unwrap_or(u32::MAX);
+                pacer.acquire(&key, rate, job.lane()).await;
+            }
+            match sender.send(sms).await {
+                Err(e)
+                    if e.retry_after()
+                        .is_some_and(|d| waited + d <= THROTTLE_BUDGET) =>
+                {
+                    let d = e.retry_after().unwrap_or_default();
+                    if let Some(pacer) = &self.pacer {
+                        pacer.pause(&key, d);
+                    }
+                    tracing::info!(
+                        wait_ms = d.as_millis() as u64,
+                        "the gateway asked to slow down: waiting"
+                    );
+                    tokio::time::sleep(d).await;
+                    waited += d;
+                }
+                other => return other,
+            }
+        }
     }
 
     async fn send_email(

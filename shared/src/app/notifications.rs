@@ -95,6 +95,8 @@ pub fn view(l: &Logged) -> Value {
     json!({
         "notification_id": n.notification_id,
         "category": n.category,
+        // Which queue its deliveries wait in: urgent ones go first.
+        "lane": n.category.lane(),
         "incident_id": n.incident_id,
         "control_center_id": n.control_center_id,
         "created_at": n.created_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),

@@ -8,7 +8,7 @@
 use super::routes::{Access, Op, ROUTES, Route};
 use crate::domain::input::{MAX_NAME, MAX_SMS_TEXT};
 use crate::domain::reason::FallbackReason;
-use crate::domain::settings::MAX_APP_FALLBACK_SECONDS;
+use crate::domain::settings::{MAX_APP_FALLBACK_SECONDS, MAX_PER_SECOND};
 use crate::domain::{Escalation, License, SkipReason};
 use serde_json::{Map, Value, json};
 use std::sync::OnceLock;
@@ -194,7 +194,7 @@ fn schemas() -> Value {
                     "sender_number": nullable(r("SenderNumber")),
                     "url": {"type": "null"}, "format": {"type": "null"},
                     "username": {"type": "null"}, "password": {"type": "null"},
-                    "http_header": {"type": "null"}, "failover": {"type": "null"},
+                    "http_header": {"type": "null"}, "failover": {"type": "null"}, "max_per_second": {"type": "null"},
                 })),
                 object(&["provider", "url", "sender_number"], json!({
                     "provider": sms_shared("http"),
@@ -209,6 +209,8 @@ fn schemas() -> Value {
                         "pattern": format!(r"^(?!({}) *:)[!#$%&'*+.^_`|~0-9A-Za-z-]+: *[^{BLANK}{CONTROL}][^\r\n\u0000-\u0008\u000b-\u001f\u007f-\u009f]*$", reserved_headers()),
                         "description": "One `Name: value` header sent with every request. `Name: ****` keeps the stored value. Not Host, Content-Length, Transfer-Encoding, Connection, Content-Type or Authorization."})),
                     "sender_number": r("SenderNumber"),
+                    "max_per_second": nullable(json!({"type": "integer", "minimum": 1, "maximum": MAX_PER_SECOND,
+                        "description": "Flare never sends the gateway more requests than this in any second; urgent notifications get them first."})),
                     "failover": nullable(json!({"const": "sns",
                         "description": "When the gateway fails (permanently, on the last attempt, or while its circuit is open), SMS go through Amazon SNS."})),
                 })),
@@ -227,6 +229,7 @@ fn schemas() -> Value {
                 "username": {"type": "string"},
                 "http_header": {"type": "string", "description": "`Name: ****`: the value is never answered."},
                 "failover": {"const": "sns"},
+                "max_per_second": {"type": "integer"},
                 "health": r("ProviderHealth"),
             },
         },
@@ -455,6 +458,8 @@ fn schemas() -> Value {
             "properties": {
                 "notification_id": {"type": "string"},
                 "category": {"type": "string"},
+                "lane": {"type": "string", "enum": ["urgent", "normal"],
+                    "description": "Dispatch, distress and manual SMS (and their fallbacks and escalations) go first."},
                 "incident_id": {"type": ["string", "null"]},
                 "control_center_id": {"type": ["string", "null"]},
                 "created_at": {"type": "string", "format": "date-time"},

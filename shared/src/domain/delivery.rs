@@ -375,6 +375,11 @@ impl QueuedWork {
 }
 
 impl DeliveryJob {
+    /// The lane it travels in (its category's: fallbacks and escalations keep it).
+    pub fn lane(&self) -> super::event::Lane {
+        self.category.lane()
+    }
+
     pub fn slot(&self) -> Slot {
         Slot {
             channel: self.channel,

@@ -37,6 +37,35 @@ impl Category {
             Category::ManualSms => "manual_sms",
         }
     }
+
+    /// The lane its deliveries travel in: a dispatch, an SOS and a dispatcher's manual
+    /// SMS (and so their fallbacks and escalations, which keep the category) go before
+    /// messages and incident contacts, which may be sent to thousands at once.
+    pub fn lane(self) -> Lane {
+        match self {
+            Category::Dispatch | Category::Distress | Category::ManualSms => Lane::Urgent,
+            Category::Messages | Category::IncidentContacts => Lane::Normal,
+        }
+    }
+}
+
+/// Which of a channel's two queues a delivery waits in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Lane {
+    Urgent,
+    Normal,
+}
+
+impl Lane {
+    pub const ALL: [Lane; 2] = [Lane::Urgent, Lane::Normal];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Lane::Urgent => "urgent",
+            Lane::Normal => "normal",
+        }
+    }
 }
 
 /// The detail-types Flare takes, with their categories.

@@ -11,7 +11,7 @@ use super::license::License;
 use super::phone::{PhoneNumber, SenderId};
 use super::settings::{
     CommunicationSettings, EmailProvider, EmailSettings, Escalation, GatewayFormat, HttpGateway,
-    MAX_APP_FALLBACK_SECONDS, Method, SmsProvider, SmsSettings, SmtpSettings,
+    MAX_APP_FALLBACK_SECONDS, MAX_PER_SECOND, Method, SmsProvider, SmsSettings, SmtpSettings,
 };
 use super::user::Platform;
 use super::validation::{FieldErrors, ValidationError};
@@ -503,6 +503,7 @@ impl SmsSettingsUpdate {
                 "sender_number",
                 "http_header",
                 "failover",
+                "max_per_second",
             ],
         );
         let parsed = object(body, "", &mut errors, |r| {
@@ -517,6 +518,20 @@ impl SmsSettingsUpdate {
                 "sns" => Ok(true),
                 _ => Err(ValidationError::new("must be sns (or left out)")),
             });
+            let pace = match r.optional_int("max_per_second") {
+                None => None,
+                Some(None) => Some(None),
+                Some(Some(n)) => match u32::try_from(n) {
+                    Ok(n) if (1..=MAX_PER_SECOND).contains(&n) => Some(Some(n)),
+                    _ => {
+                        r.error(
+                            "max_per_second",
+                            format!("must be a whole number from 1 to {MAX_PER_SECOND}"),
+                        );
+                        None
+                    }
+                },
+            };
             let http = match provider {
                 Some("http") => {
                     let url = r.required_with("url", |s| GatewayUrl::parse(s, policy));
@@ -548,6 +563,7 @@ impl SmsSettingsUpdate {
                         "http_header",
                         "password",
                         "failover",
+                        "max_per_second",
                     ] {
                         if r.has(key) {
                             r.error(key, "applies only to provider http");
@@ -573,6 +589,7 @@ impl SmsSettingsUpdate {
             let sender = sender?;
             let password = password?;
             let failover_sns = failover?.unwrap_or(false);
+            let max_per_second = pace?;
             let (provider, header_value) = match (provider, http) {
                 ("http", Some((url, format, username, header))) => {
                     let header = header?;
@@ -587,6 +604,7 @@ impl SmsSettingsUpdate {
                             username: username?,
                             header_name: header.map(|(n, _)| n),
                             failover_sns,
+                            max_per_second,
                         }),
                         header_value,
                     )

@@ -25,7 +25,7 @@ pub use delivery::{
 };
 pub use email::EmailAddress;
 pub use endpoint::{EndpointPolicy, GatewayUrl, SmtpSecurity, SmtpServer};
-pub use event::{Category, EventError, IncidentEvent, Targets};
+pub use event::{Category, EventError, IncidentEvent, Lane, Targets};
 pub use header::{HeaderName, HttpHeader};
 pub use ids::{
     ControlCenterId, DeviceId, IdempotencyKey, IncidentId, NotificationId, OrgId, UserId,

@@ -48,6 +48,9 @@ pub struct HttpGateway {
     /// `failover: "sns"`: when the gateway fails, SMS go through Amazon SNS.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub failover_sns: bool,
+    /// At most this many requests in any second (1 to 1,000), urgent ones first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_per_second: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -106,6 +109,9 @@ impl SmsSettings {
             }
             if g.failover_sns {
                 v["failover"] = serde_json::json!("sns");
+            }
+            if let Some(n) = g.max_per_second {
+                v["max_per_second"] = serde_json::json!(n);
             }
         }
         v
@@ -292,6 +298,9 @@ pub const DEFAULT_APP_FALLBACK_SECONDS: u32 = 60;
 /// The longest fallback window: one SQS message delay.
 pub const MAX_APP_FALLBACK_SECONDS: u32 = 900;
 
+/// The most requests a second an HTTP gateway's `max_per_second` may allow.
+pub const MAX_PER_SECOND: u32 = 1000;
+
 fn default_app_fallback_seconds() -> u32 {
     DEFAULT_APP_FALLBACK_SECONDS
 }
@@ -414,6 +423,7 @@ mod tests {
                 username: Some("acct-17".into()),
                 header_name: Some(HeaderName::parse("X-Api-Key").unwrap()),
                 failover_sns: false,
+                max_per_second: None,
             }),
             sender_number: Some(SenderId::parse("+15551234567").unwrap()),
             password_set: true,

@@ -196,6 +196,7 @@ impl MemoryWorld {
             default_sender: None,
             metrics: self.metrics.clone(),
             failover: None,
+            pacer: None,
         }
     }
 
