@@ -28,5 +28,9 @@ pub fn deliverer(
         Provider::Http,
         Arc::new(HttpSmsSender::new(d.settings.clone(), cached, policy)?),
     );
+    // A gateway's max_per_second and a 429's pause, kept per warm instance: the pace
+    // across instances (a shared token bucket) is not built yet, so SmsMaxConcurrency
+    // instances may together send up to that many times the limit.
+    d.pacer = Some(Arc::new(flare_shared::memory::MemoryPacer::default()));
     Ok(d)
 }
