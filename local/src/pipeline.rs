@@ -169,6 +169,9 @@ async fn check_worker(
 /// AWS): a 10,000-recipient send must not open 10,000 connections to one SMTP server.
 pub const CONCURRENCY: usize = 256;
 
+/// Of a channel's slots, how many only urgent jobs may take.
+pub const URGENT_RESERVED: usize = 64;
+
 async fn worker(
     (mut urgent, mut normal): (
         mpsc::UnboundedReceiver<Queued>,
@@ -179,17 +182,29 @@ async fn worker(
     retry_base: Duration,
 ) {
     let running = Arc::new(tokio::sync::Semaphore::new(CONCURRENCY));
+    // Normal jobs may hold all slots but URGENT_RESERVED (the urgent lane's reserved
+    // concurrency, in AWS): bulk work waiting on a gateway's pace or a 429 can never
+    // take the slots an urgent job needs, whoever's gateway it is.
+    let normal_slots = Arc::new(tokio::sync::Semaphore::new(CONCURRENCY - URGENT_RESERVED));
     loop {
         // A slot first, then the job: whenever one frees, an urgent job waiting takes
         // it before any normal one (biased: the urgent lane is always looked at first).
         let Ok(permit) = running.clone().acquire_owned().await else {
             return;
         };
-        let q = tokio::select! {
-            biased;
-            Some(q) = urgent.recv() => q,
-            Some(q) = normal.recv() => q,
-            else => return,
+        let mut normal_permit = normal_slots.clone().try_acquire_owned().ok();
+        let (q, normal_permit) = loop {
+            tokio::select! {
+                biased;
+                Some(q) = urgent.recv() => break (q, None),
+                Some(q) = normal.recv(), if normal_permit.is_some() => {
+                    break (q, normal_permit.take());
+                }
+                p = normal_slots.clone().acquire_owned(), if normal_permit.is_none() => {
+                    normal_permit = p.ok();
+                }
+                else => return,
+            }
         };
         let deliverer = deliverer.clone();
         let queue = queue.clone();
@@ -198,6 +213,7 @@ async fn worker(
             let outcome = deliverer.deliver(&q.job, last, LEASE).await;
             // Waiting for a retry holds no slot.
             drop(permit);
+            drop(normal_permit);
             match outcome {
                 Ok(_) => {}
                 Err(e) if !last => {

