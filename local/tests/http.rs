@@ -316,6 +316,20 @@ async fn every_field_is_validated_and_named() {
             "{field} not named for {body}: {resp}"
         );
     }
+    // A receipt's body is optional, but `null` is not an object.
+    let (s, resp) = app
+        .send(
+            "POST",
+            "/v1/notifications/n-1/receipt",
+            Some(&admin),
+            Some("null"),
+        )
+        .await;
+    assert_eq!(
+        (s.as_u16(), resp["error"]["fields"]["body"].is_string()),
+        (400, true),
+        "{resp}"
+    );
     // Several bad fields are all named at once.
     let (_, resp) = app
         .json(

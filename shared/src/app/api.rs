@@ -220,11 +220,19 @@ async fn route(svc: &Services, req: ApiRequest) -> Result<ApiResponse, ApiError>
             Ok(ApiResponse::no_content())
         }
         Op::ReceiptNotification => {
-            // The body is optional.
+            // The body is optional; one that is sent is an object (`null` is not "no
+            // body": schemathesis found it answered 204).
             let b = if req.body.is_empty() {
                 Value::Null
             } else {
-                body()?
+                match body()? {
+                    Value::Null => {
+                        let mut f = crate::domain::FieldErrors::new();
+                        f.add("body", "must be an object, or left out");
+                        return Err(ApiError::Validation(f));
+                    }
+                    v => v,
+                }
             };
             notifications::receipt(svc, claims, p(0), &b).await?;
             Ok(ApiResponse::no_content())
