@@ -40,33 +40,7 @@ fn main() {
         let org = OrgId::parse("bench").unwrap();
         let gw = flare_tests::gateway();
         let path = format!("/{}", uuid::Uuid::new_v4());
-        app.services
-            .settings
-            .put_sms(
-                &org,
-                &SmsSettings {
-                    control_center_id: ControlCenterId::main(),
-                    provider: SmsProvider::Http(HttpGateway {
-                        url: GatewayUrl::parse(
-                            &format!("{}{path}", gw.url),
-                            EndpointPolicy {
-                                allow_private: true,
-                            },
-                        )
-                        .unwrap(),
-                        format: GatewayFormat::Json,
-                        username: None,
-                        header_name: None,
-                        failover_sns: false,
-                        max_per_second: Some(rate),
-                    }),
-                    sender_number: Some(SenderId::parse("FLARE").unwrap()),
-                    password_set: false,
-                    secrets_rev: None,
-                },
-            )
-            .await
-            .unwrap();
+        support::use_gateway(&app, &format!("{}{path}", gw.url), false, Some(rate)).await;
         let bulk: Vec<String> = (0..n).map(|i| format!("u-{i:06}")).collect();
         let message = IncidentEvent::from_value(serde_json::json!({
             "id": "bulk-1", "detail-type": "Incident Message Posted",

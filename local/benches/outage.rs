@@ -38,28 +38,7 @@ fn main() {
         let org = OrgId::parse("bench").unwrap();
         let gw = flare_tests::gateway();
         let path = format!("/{}", uuid::Uuid::new_v4());
-        app.services
-            .settings
-            .put_sms(
-                &org,
-                &SmsSettings {
-                    control_center_id: ControlCenterId::main(),
-                    provider: SmsProvider::Http(HttpGateway {
-                        url: GatewayUrl::parse(&format!("{}{path}", gw.url), EndpointPolicy { allow_private: true })
-                            .unwrap(),
-                        format: GatewayFormat::Json,
-                        username: None,
-                        header_name: None,
-                        failover_sns: true,
-                        max_per_second: None,
-                    }),
-                    sender_number: Some(SenderId::parse("FLARE").unwrap()),
-                    password_set: false,
-                    secrets_rev: None,
-                },
-            )
-            .await
-            .unwrap();
+        support::use_gateway(&app, &format!("{}{path}", gw.url), true, None).await;
         gw.faults(&path, 1.0, 0.0, Duration::ZERO).await.unwrap();
         let health = app.services.health.clone().expect("the runner tracks health");
         let scope = HealthScope::Sms(ControlCenterId::main());

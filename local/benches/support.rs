@@ -46,3 +46,36 @@ pub async fn open(comm: CommunicationSettings, n: usize) -> (LocalApp, LocalConf
     }
     (app, cfg)
 }
+
+/// Points organization `bench`'s main control center at the HTTP gateway `url` (json),
+/// with `failover` to SNS and a pace of `max_per_second`.
+#[allow(dead_code)] // Not every benchmark that includes this file uses a gateway.
+pub async fn use_gateway(app: &LocalApp, url: &str, failover: bool, max_per_second: Option<u32>) {
+    let gateway = HttpGateway {
+        url: GatewayUrl::parse(
+            url,
+            EndpointPolicy {
+                allow_private: true,
+            },
+        )
+        .unwrap(),
+        format: GatewayFormat::Json,
+        username: None,
+        header_name: None,
+        failover_sns: failover,
+        max_per_second,
+    };
+    let settings = SmsSettings {
+        control_center_id: ControlCenterId::main(),
+        provider: SmsProvider::Http(gateway),
+        sender_number: Some(SenderId::parse("FLARE").unwrap()),
+        password_set: false,
+        secrets_rev: None,
+    };
+    let org = OrgId::parse("bench").unwrap();
+    app.services
+        .settings
+        .put_sms(&org, &settings)
+        .await
+        .unwrap();
+}
