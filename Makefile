@@ -8,10 +8,14 @@ build-RouterFunction: BIN = flare-router
 build-PushFunction: BIN = flare-push
 build-SmsFunction: BIN = flare-sms
 build-EmailFunction: BIN = flare-email
+# Each channel's urgent lane runs the same binary as its normal lane.
+build-PushUrgentFunction: BIN = flare-push
+build-SmsUrgentFunction: BIN = flare-sms
+build-EmailUrgentFunction: BIN = flare-email
 build-ReceiptsFunction: BIN = flare-receipts
 
-build-ApiFunction build-RouterFunction build-PushFunction build-SmsFunction build-EmailFunction build-ReceiptsFunction:
+build-ApiFunction build-RouterFunction build-PushFunction build-SmsFunction build-EmailFunction build-ReceiptsFunction build-PushUrgentFunction build-SmsUrgentFunction build-EmailUrgentFunction:
 	scripts/cargo-lambdas --quiet
 	cp target/lambda/$(BIN)/bootstrap $(ARTIFACTS_DIR)/bootstrap
 
-.PHONY: build-ApiFunction build-RouterFunction build-PushFunction build-SmsFunction build-EmailFunction build-ReceiptsFunction
+.PHONY: build-ApiFunction build-RouterFunction build-PushFunction build-SmsFunction build-EmailFunction build-ReceiptsFunction build-PushUrgentFunction build-SmsUrgentFunction build-EmailUrgentFunction

@@ -102,6 +102,7 @@ async fn bench(n: usize) {
         metrics: Arc::new(NoMetrics),
         failover: None,
         pacer: None,
+        sns_per_second: None,
     };
     let queue = LocalQueue::start_with(deliverer, Duration::from_millis(200));
     let notifier = Notifier {

@@ -929,7 +929,7 @@ impl Pacer for MemoryPacer {
         }
     }
 
-    fn pause(&self, provider: &str, for_: std::time::Duration) {
+    async fn pause(&self, provider: &str, for_: std::time::Duration) {
         let until = tokio::time::Instant::now() + for_;
         let mut all = lock(&self.providers);
         let p = all.entry(provider.to_string()).or_default();

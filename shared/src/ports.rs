@@ -714,8 +714,11 @@ pub trait Pacer: Send + Sync {
     async fn acquire(&self, provider: &str, per_second: u32, lane: crate::domain::Lane);
     /// The provider asked for a pause (a 429's `Retry-After`): nobody sends to it
     /// before `for_` has passed.
-    fn pause(&self, provider: &str, for_: Duration);
+    async fn pause(&self, provider: &str, for_: Duration);
 }
+
+/// The rate of a provider with no pace of its own (only a 429's pause holds it).
+pub const UNPACED: u32 = u32::MAX;
 
 /// A provider's answer to one send.
 #[derive(Debug, Clone, PartialEq, Eq)]

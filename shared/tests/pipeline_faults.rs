@@ -131,6 +131,7 @@ impl World {
             metrics: self.metrics.clone(),
             failover: None,
             pacer: None,
+            sns_per_second: None,
         }
     }
 

@@ -39,8 +39,18 @@ fn child(rt: &tokio::runtime::Runtime, job: &std::path::Path) {
             directory: job["tables"]["directory"].as_str().unwrap().into(),
             log: job["tables"]["log"].as_str().unwrap().into(),
         };
-        let queues: HashMap<flare_shared::domain::Channel, String> =
+        // Keyed "channel/lane" (JSON keys are strings).
+        let queues: HashMap<String, String> =
             serde_json::from_value(job["queues"].clone()).unwrap();
+        let queues: flare_aws::sqs::QueueUrls = queues
+            .into_iter()
+            .map(|(k, u)| {
+                let (c, l) = k.split_once('/').unwrap();
+                let c = serde_json::from_value(json!(c)).unwrap();
+                let l = serde_json::from_value(json!(l)).unwrap();
+                ((c, l), u)
+            })
+            .collect();
         let start = std::time::Instant::now();
         let f = route_counted(&sdk, job["sqs"].as_str(), &tables, &queues, &job["event"])
             .await
@@ -89,7 +99,7 @@ fn main() {
         let queues: HashMap<String, String> = stack
             .queues
             .iter()
-            .map(|(c, u)| (c.as_str().to_string(), u.clone()))
+            .map(|((c, l), u)| (format!("{}/{}", c.as_str(), l.as_str()), u.clone()))
             .collect();
         let sqs = (n > SINK_ABOVE).then(|| sink_url.clone());
         let spec = json!({

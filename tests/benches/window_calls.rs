@@ -76,11 +76,13 @@ async fn run(stack: &AwsStack, n: usize, window: u32) -> Counted {
         metrics: Arc::new(NoMetrics),
         failover: None,
         pacer: None,
+        sns_per_second: None,
     };
     // The push function's side: receive (not counted), handle, delete (not counted),
     // until nothing is held any more.
     let plain = flare_aws::sqs(sdk);
-    let push_queue = &stack.queues[&Channel::Push];
+    // A dispatch's timers wait in the urgent lane.
+    let push_queue = &stack.queues[&(Channel::Push, Lane::Urgent)];
     let uncounted_log = DynamoDeliveryLog::new(flare_aws::dynamodb(sdk), &tables.log);
     let mut checks_run = 0;
     for _ in 0..400 {

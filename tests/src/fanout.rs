@@ -154,7 +154,7 @@ pub async fn route_counted(
     sdk: &flare_aws::SdkConfig,
     sqs_endpoint: Option<&str>,
     tables: &flare_aws::wiring::Tables,
-    queues: &std::collections::HashMap<Channel, String>,
+    queues: &flare_aws::sqs::QueueUrls,
     event: &serde_json::Value,
 ) -> anyhow::Result<Fanout> {
     let counter = CallCounter::default();

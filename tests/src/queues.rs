@@ -1,17 +1,33 @@
-//! What Lambda's SQS event source mapping does, for tests: receive a batch from each
-//! channel's queue, hand it to that channel's delivery function as an SQS event, and
-//! delete the messages the function did not report as failed.
+//! What Lambda's SQS event source mappings do, for tests: receive a batch from each
+//! channel's queues (the urgent lane's first), hand it to that channel's delivery
+//! function as an SQS event, and delete the messages the function did not report as
+//! failed.
 
 use anyhow::bail;
 use aws_sdk_sqs::types::{Message, MessageSystemAttributeName};
+use flare_aws::sqs::QueueUrls;
 use flare_aws::{self as aws, SdkConfig};
-use flare_shared::domain::Channel;
+use flare_shared::domain::{Channel, Lane};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::future::Future;
 
+/// The ARN of the queue at `url` (moto's URLs end in account id and name).
+pub fn queue_arn(url: &str) -> String {
+    let mut parts = url.rsplit('/');
+    let name = parts.next().unwrap_or_default();
+    let account = parts.next().unwrap_or_default();
+    format!("arn:aws:sqs:us-east-1:{account}:{name}")
+}
+
 /// The SQS event Lambda would hand a function for `messages`.
 pub fn sqs_event(messages: &[Message]) -> Value {
+    sqs_event_from(messages, None)
+}
+
+/// The same, saying which queue (`eventSourceARN`) the messages came from.
+pub fn sqs_event_from(messages: &[Message], queue_url: Option<&str>) -> Value {
+    let source = queue_url.map(queue_arn);
     let records: Vec<Value> = messages
         .iter()
         .map(|m| {
@@ -26,7 +42,7 @@ pub fn sqs_event(messages: &[Message]) -> Value {
             json!({"messageId": m.message_id(), "receiptHandle": m.receipt_handle(),
                    "body": m.body(), "attributes": attrs, "messageAttributes": {},
                    "md5OfBody": m.md5_of_body(), "eventSource": "aws:sqs",
-                   "awsRegion": "us-east-1"})
+                   "eventSourceARN": source, "awsRegion": "us-east-1"})
         })
         .collect();
     json!({ "Records": records })
@@ -34,11 +50,7 @@ pub fn sqs_event(messages: &[Message]) -> Value {
 
 /// Until every queue is empty: each batch to `invoke(channel, event)`, which answers the
 /// message ids to redeliver (the `batchItemFailures`).
-pub async fn drain<F, Fut>(
-    sdk: &SdkConfig,
-    queues: &HashMap<Channel, String>,
-    mut invoke: F,
-) -> anyhow::Result<()>
+pub async fn drain<F, Fut>(sdk: &SdkConfig, queues: &QueueUrls, mut invoke: F) -> anyhow::Result<()>
 where
     F: FnMut(Channel, Value) -> Fut,
     Fut: Future<Output = Vec<String>>,
@@ -46,8 +58,11 @@ where
     let sqs = aws::sqs(sdk);
     for _round in 0..40 {
         let mut any = false;
-        for channel in Channel::ALL {
-            let url = &queues[&channel];
+        for (lane, channel) in Lane::ALL
+            .into_iter()
+            .flat_map(|l| Channel::ALL.map(|c| (l, c)))
+        {
+            let url = &queues[&(channel, lane)];
             let out = sqs
                 .receive_message()
                 .queue_url(url)
@@ -60,7 +75,7 @@ where
                 continue;
             }
             any = true;
-            let failed = invoke(channel, sqs_event(&messages)).await;
+            let failed = invoke(channel, sqs_event_from(&messages, Some(url))).await;
             for m in &messages {
                 if !failed.iter().any(|f| Some(f.as_str()) == m.message_id()) {
                     sqs.delete_message()

@@ -3,18 +3,20 @@
 
 use crate::{Moto, unique};
 use flare_aws::sns_devices::PlatformApps;
+use flare_aws::sqs::QueueUrls;
 use flare_aws::wiring::Tables;
 use flare_aws::{self as aws, SdkConfig};
-use flare_shared::domain::Channel;
+use flare_shared::domain::{Channel, Lane};
 use std::collections::HashMap;
 
 pub struct AwsStack {
     pub sdk: SdkConfig,
     pub tables: Tables,
-    pub queues: HashMap<Channel, String>,
-    pub dlqs: HashMap<Channel, String>,
+    /// Each channel's two lanes' queues.
+    pub queues: QueueUrls,
+    pub dlqs: QueueUrls,
     /// The dead-letter queues' ARNs (the delivery functions' `FLARE_<CHANNEL>_DLQ_ARN`).
-    pub dlq_arns: HashMap<Channel, String>,
+    pub dlq_arns: QueueUrls,
     pub platform_apps: PlatformApps,
     pub secret_prefix: String,
 }
@@ -54,10 +56,14 @@ impl AwsStack {
         let mut queues = HashMap::new();
         let mut dlqs = HashMap::new();
         let mut dlq_arns = HashMap::new();
-        for c in Channel::ALL {
+        for (c, lane) in Channel::ALL
+            .into_iter()
+            .flat_map(|c| Lane::ALL.map(|l| (c, l)))
+        {
+            let name = format!("{}-{}", c.as_str(), lane.as_str());
             let dlq = sqs
                 .create_queue()
-                .queue_name(unique(&format!("{}-dlq", c.as_str())))
+                .queue_name(unique(&format!("{name}-dlq")))
                 // A job a dead-letter queue could not settle yet comes back as soon as
                 // its main queue's would (SQS's default is 30 s).
                 .attributes(
@@ -83,7 +89,7 @@ impl AwsStack {
             let redrive = serde_json::json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": MAX_RECEIVES}).to_string();
             let url = sqs
                 .create_queue()
-                .queue_name(unique(c.as_str()))
+                .queue_name(unique(&name))
                 .attributes(
                     aws_sdk_sqs::types::QueueAttributeName::VisibilityTimeout,
                     visibility.to_string(),
@@ -96,9 +102,9 @@ impl AwsStack {
                 .await?
                 .queue_url
                 .unwrap_or_default();
-            queues.insert(c, url);
-            dlqs.insert(c, dlq);
-            dlq_arns.insert(c, dlq_arn);
+            queues.insert((c, lane), url);
+            dlqs.insert((c, lane), dlq);
+            dlq_arns.insert((c, lane), dlq_arn);
         }
         let sns = aws::sns(&sdk);
         let mut platform_apps = PlatformApps::default();
@@ -132,14 +138,20 @@ impl AwsStack {
     /// (`None` for a name the stack does not know).
     pub fn env_value(&self, name: &str) -> Option<String> {
         use flare_aws::wiring;
-        if let Some(c) = Channel::ALL.iter().find(|c| wiring::queue_env(**c) == name) {
-            return self.queues.get(c).cloned();
+        let lanes = || {
+            Channel::ALL
+                .into_iter()
+                .flat_map(|c| Lane::ALL.map(|l| (c, l)))
+        };
+        if let Some(k) = lanes().find(|(c, l)| wiring::queue_env(*c, *l) == name) {
+            return self.queues.get(&k).cloned();
         }
+        // The normal lane's function's (the urgent one's is set per function).
         if let Some(c) = Channel::ALL
             .iter()
             .find(|c| wiring::dead_letter_env(**c) == name)
         {
-            return self.dlq_arns.get(c).cloned();
+            return self.dlq_arns.get(&(*c, Lane::Normal)).cloned();
         }
         match name {
             wiring::SETTINGS_TABLE => Some(self.tables.settings.clone()),
@@ -148,6 +160,8 @@ impl AwsStack {
             "FLARE_SECRET_PREFIX" => Some(self.secret_prefix.clone()),
             wiring::DEFAULT_SENDER => Some(DEFAULT_SENDER.to_string()),
             "FLARE_MAX_RECEIVES" => Some(MAX_RECEIVES.to_string()),
+            // SNS paced as a new account's (the binaries keep it through the log table).
+            "FLARE_SNS_SMS_PER_SECOND" => Some("20".to_string()),
             // moto takes any configuration set name (it reports no events).
             "FLARE_SES_CONFIGURATION_SET" => Some("flare-receipts".to_string()),
             flare_runtime::emf::NAMESPACE_VARIABLE => Some("Flare/test".to_string()),

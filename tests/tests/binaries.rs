@@ -5,7 +5,7 @@
 //! written, jobs queued, SMS and email sent.
 
 use flare_aws as aws;
-use flare_shared::domain::Channel;
+use flare_shared::domain::{Channel, Lane};
 use flare_tests::runtime::{self, LambdaProcess};
 use flare_tests::stack::{AwsStack, DEFAULT_SENDER};
 use flare_tests::{emf, moto, workspace_root};
@@ -135,8 +135,13 @@ impl Deployment {
         self.f("flare-router").call(ev).await
     }
 
+    /// Both lanes' jobs of a channel.
     async fn depth(&self, c: Channel) -> u64 {
-        self.stack.depth(&self.stack.queues[&c]).await.unwrap()
+        let mut n = 0;
+        for l in Lane::ALL {
+            n += self.stack.depth(&self.stack.queues[&(c, l)]).await.unwrap();
+        }
+        n
     }
 
     /// What Lambda's SQS event source mapping does, with the real binaries.

@@ -8,7 +8,7 @@ use flare_shared::app::Services;
 use flare_shared::app::api::{self, ApiRequest};
 use flare_shared::app::auth::{Claims, Role};
 use flare_shared::app::notify::Notifier;
-use flare_shared::domain::{Channel, EmailAddress, EndpointPolicy, OrgId};
+use flare_shared::domain::{Channel, EmailAddress, EndpointPolicy, Lane, OrgId};
 use flare_tests::stack::AwsStack;
 use flare_tests::{moto, unique, workspace_root};
 use serde_json::{Value, json};
@@ -23,7 +23,13 @@ struct Pipeline {
 }
 
 async fn pipeline() -> Pipeline {
-    let stack = AwsStack::create(moto()).await.unwrap();
+    pipeline_on(moto()).await
+}
+
+/// The same on a moto server of the test's own (a timing test, away from the load the
+/// other tests put on the shared one).
+async fn pipeline_on(moto: &flare_tests::Moto) -> Pipeline {
+    let stack = AwsStack::create(moto).await.unwrap();
     let sdk = &stack.sdk;
     let ses = aws::sesv2(sdk);
     for domain in ["flare.example", "acme.example"] {
@@ -54,21 +60,39 @@ async fn pipeline() -> Pipeline {
         queues: stack.queues.clone(),
         metrics_namespace: None,
     };
+    let functions = delivery_functions(&stack);
+    Pipeline {
+        services: api.services(sdk).unwrap(),
+        notifier: router.notifier(sdk),
+        functions,
+        org: unique("org"),
+        stack,
+    }
+}
+
+/// The three delivery functions on `stack`, as one warm instance of each: a function
+/// built again is another instance (its own caches and pacer).
+fn delivery_functions(stack: &AwsStack) -> HashMap<Channel, DeliveryFunction> {
     let cfg = |channel| DeliveryConfig {
         channel,
         tables: stack.tables.clone(),
         queues: stack.queues.clone(),
         secret_prefix: stack.secret_prefix.clone(),
         max_receives: flare_tests::stack::MAX_RECEIVES,
-        dead_letter_queue: stack.dlq_arns[&channel].clone(),
+        dead_letter_queues: Lane::ALL
+            .iter()
+            .map(|l| stack.dlq_arns[&(channel, *l)].clone())
+            .collect(),
         metrics_namespace: None,
         // The contract's 5 failures in 5 minutes, open for 2 s so a test sees it close.
         circuit: flare_shared::domain::health::CircuitPolicy {
             open_for: std::time::Duration::from_secs(2),
             ..Default::default()
         },
+        sns_per_second: None,
     };
     let (p, s, e) = (cfg(Channel::Push), cfg(Channel::Sms), cfg(Channel::Email));
+    let sdk = &stack.sdk;
     let sender = EmailAddress::parse("flare@flare.example").unwrap();
     let mut functions = HashMap::new();
     functions.insert(
@@ -103,13 +127,7 @@ async fn pipeline() -> Pipeline {
             ),
         ),
     );
-    Pipeline {
-        services: api.services(sdk).unwrap(),
-        notifier: router.notifier(sdk),
-        functions,
-        org: unique("org"),
-        stack,
-    }
+    functions
 }
 
 fn incident(name: &str) -> Value {
@@ -619,7 +637,7 @@ async fn a_job_delivered_twice_sends_once() {
     let sqs = aws::sqs(&p.stack.sdk);
     let out = sqs
         .receive_message()
-        .queue_url(&p.stack.queues[&Channel::Sms])
+        .queue_url(&p.stack.queues[&(Channel::Sms, Lane::Urgent)])
         .max_number_of_messages(10)
         .send()
         .await
@@ -646,7 +664,7 @@ async fn a_poison_job_lands_in_the_dead_letter_queue_and_the_rest_of_its_batch_i
     )
     .await;
     let sqs = aws::sqs(&p.stack.sdk);
-    let url = &p.stack.queues[&Channel::Sms];
+    let url = &p.stack.queues[&(Channel::Sms, Lane::Normal)];
     sqs.send_message()
         .queue_url(url)
         .message_body("{\"not\": \"a job\"")
@@ -662,7 +680,10 @@ async fn a_poison_job_lands_in_the_dead_letter_queue_and_the_rest_of_its_batch_i
         "the good job was delivered"
     );
     assert_eq!(
-        p.stack.depth(&p.stack.dlqs[&Channel::Sms]).await.unwrap(),
+        p.stack
+            .depth(&p.stack.dlqs[&(Channel::Sms, Lane::Normal)])
+            .await
+            .unwrap(),
         1,
         "the poison job is in the DLQ"
     );
@@ -1152,7 +1173,7 @@ mod window {
         let sqs = aws::sqs(&p.stack.sdk);
         for _ in 0..2 {
             sqs.send_message()
-                .queue_url(&p.stack.queues[&Channel::Push])
+                .queue_url(&p.stack.queues[&(Channel::Push, Lane::Normal)])
                 .message_body(check.to_string())
                 .delay_seconds(WINDOW as i32)
                 .send()
@@ -1513,6 +1534,398 @@ mod receipts {
             (d["sms"]["status"].as_str(), d["sms"]["detail"].as_str()),
             (Some("undelivered"), Some("absent subscriber")),
             "{n}"
+        );
+    }
+}
+
+/// Lanes and pacing on AWS: each channel's lanes are their own queues, polled by their
+/// own functions' instances as Lambda's event source mappings would; a paced gateway's
+/// schedule is shared by every instance through the log table.
+mod lanes {
+    use super::*;
+    use flare_aws::pacer::DynamoPacer;
+    use flare_shared::ports::Pacer;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::{Duration, Instant};
+
+    /// Lambda's event source mappings, running: `instances[lane]` warm instances per
+    /// channel lane, each a function of its own, polling its lane's queue until stopped.
+    struct Lambdas {
+        stop: Arc<AtomicBool>,
+        tasks: Vec<tokio::task::JoinHandle<()>>,
+    }
+
+    impl Lambdas {
+        fn start(stack: &AwsStack, urgent: usize, normal: usize) -> Self {
+            let stop = Arc::new(AtomicBool::new(false));
+            let mut tasks = Vec::new();
+            for (lane, count) in [(Lane::Urgent, urgent), (Lane::Normal, normal)] {
+                for _ in 0..count {
+                    let functions = delivery_functions(stack);
+                    for c in Channel::ALL {
+                        let f = functions[&c].clone();
+                        let url = stack.queues[&(c, lane)].clone();
+                        let sqs = aws::sqs(&stack.sdk);
+                        let stop = stop.clone();
+                        tasks.push(tokio::spawn(async move {
+                            while !stop.load(Ordering::SeqCst) {
+                                let out = sqs
+                                    .receive_message()
+                                    .queue_url(&url)
+                                    .max_number_of_messages(10)
+                                    .message_system_attribute_names(
+                                        aws_sdk_sqs::types::MessageSystemAttributeName::All,
+                                    )
+                                    .send()
+                                    .await
+                                    .unwrap();
+                                let messages = out.messages.unwrap_or_default();
+                                if messages.is_empty() {
+                                    // moto answers one request at a time: idle pollers
+                                    // must leave it to the work.
+                                    tokio::time::sleep(Duration::from_millis(200)).await;
+                                    continue;
+                                }
+                                let event: SqsEvent = serde_json::from_value(
+                                    flare_tests::queues::sqs_event_from(&messages, Some(&url)),
+                                )
+                                .unwrap();
+                                let failed: Vec<String> = f
+                                    .handle(event)
+                                    .await
+                                    .batch_item_failures
+                                    .into_iter()
+                                    .map(|f| f.item_identifier)
+                                    .collect();
+                                for m in &messages {
+                                    if !failed.iter().any(|f| Some(f.as_str()) == m.message_id()) {
+                                        sqs.delete_message()
+                                            .queue_url(&url)
+                                            .receipt_handle(m.receipt_handle().unwrap_or_default())
+                                            .send()
+                                            .await
+                                            .unwrap();
+                                    }
+                                }
+                            }
+                        }));
+                    }
+                }
+            }
+            Self { stop, tasks }
+        }
+
+        async fn stop(self) {
+            self.stop.store(true, Ordering::SeqCst);
+            for t in self.tasks {
+                t.await.unwrap();
+            }
+        }
+    }
+
+    /// Polls notification `id` until nothing is pending (60 s at most).
+    async fn settled(p: &Pipeline, id: &str) -> Value {
+        for _ in 0..240 {
+            let n = p.notification(id).await;
+            let pending = n["recipients"].as_array().unwrap().iter().any(|r| {
+                r["deliveries"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|d| d["status"] == "pending")
+            });
+            if !pending {
+                return n;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        panic!("{id} still pending: {}", p.notification(id).await);
+    }
+
+    /// The most requests `reqs` (gateway records) hold in any one second.
+    fn busiest_second(reqs: &[Value]) -> usize {
+        let mut at: Vec<f64> = reqs.iter().map(|r| r["at"].as_f64().unwrap()).collect();
+        at.sort_by(f64::total_cmp);
+        (0..at.len())
+            .map(|i| at[i..].iter().take_while(|t| **t < at[i] + 1.0).count())
+            .max()
+            .unwrap_or(0)
+    }
+
+    async fn sms_only_users(p: &Pipeline, prefix: &str, count: usize, base: usize) -> Vec<String> {
+        let mut users = Vec::new();
+        for i in 0..count {
+            let u = format!("u-{prefix}{i:03}");
+            let phone = format!("+1415{:07}", base + i);
+            p.user(&u, "passive_reporter", Some(&phone), None, false)
+                .await;
+            users.push(u);
+        }
+        users
+    }
+
+    /// Three instances pacing one provider at 20 a second through the table: no second
+    /// holds more than 20 starts, and an urgent send asked for in the middle of the bulk
+    /// one starts within a second, while the bulk one is still going.
+    #[tokio::test]
+    async fn instances_share_one_pace_and_urgent_sends_book_ahead_of_the_horizon() {
+        let own = flare_tests::Moto::start().unwrap();
+        let stack = AwsStack::create(&own).await.unwrap();
+        let pacers: Vec<Arc<DynamoPacer>> = (0..3)
+            .map(|_| {
+                Arc::new(DynamoPacer::new(
+                    aws::dynamodb(&stack.sdk),
+                    &stack.tables.log,
+                ))
+            })
+            .collect();
+        let provider = unique("http#org#main");
+        let rate = 20;
+        let started = Instant::now();
+        let mut bulk = Vec::new();
+        for i in 0..60 {
+            let pacer = pacers[i % 3].clone();
+            let provider = provider.clone();
+            bulk.push(tokio::spawn(async move {
+                pacer.acquire(&provider, rate, Lane::Normal).await;
+                started.elapsed().as_secs_f64()
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        let asked = Instant::now();
+        pacers[1].acquire(&provider, rate, Lane::Urgent).await;
+        let urgent_wait = asked.elapsed();
+        let urgent_at = started.elapsed().as_secs_f64();
+        let mut at = Vec::new();
+        for b in bulk {
+            at.push(b.await.unwrap());
+        }
+        let bulk_after = at.iter().filter(|t| **t > urgent_at).count();
+        assert!(
+            bulk_after > 10,
+            "the bulk sends were still going: {bulk_after} after"
+        );
+        at.push(urgent_at);
+        at.sort_by(f64::total_cmp);
+        let busiest = (0..at.len())
+            .map(|i| at[i..].iter().take_while(|t| **t < at[i] + 1.0).count())
+            .max()
+            .unwrap();
+        // The slots are 5% longer than the rate's; a wake-up this loaded machine makes
+        // late may still crowd one more into a second (the gateway tests tolerate it too).
+        assert!(
+            busiest <= rate as usize + 1,
+            "{busiest} starts in one second"
+        );
+        // 61 starts at 20 a second (slots 5% longer): about three seconds.
+        let span = at.last().unwrap() - at.first().unwrap();
+        assert!(span >= 2.9, "61 starts in {span:.2} s");
+        // By design at most the horizon and a slot; moto (one request at a time, shared
+        // with the other tests) adds its round trips: the bound is a second.
+        assert!(
+            urgent_wait < Duration::from_secs(1),
+            "the urgent send waited {urgent_wait:?}"
+        );
+    }
+
+    /// A 429's pause holds every instance: a send booked after it starts after it.
+    #[tokio::test]
+    async fn a_pause_holds_every_instance() {
+        let stack = AwsStack::create(moto()).await.unwrap();
+        let a = DynamoPacer::new(aws::dynamodb(&stack.sdk), &stack.tables.log);
+        let b = DynamoPacer::new(aws::dynamodb(&stack.sdk), &stack.tables.log);
+        let provider = unique("http#org#main");
+        a.acquire(&provider, 50, Lane::Normal).await;
+        b.acquire(&provider, 50, Lane::Normal).await;
+        let paused = Instant::now();
+        a.pause(&provider, Duration::from_millis(800)).await;
+        b.acquire(&provider, 50, Lane::Urgent).await;
+        assert!(
+            paused.elapsed() >= Duration::from_millis(780),
+            "another instance sent {:?} into an 800 ms pause",
+            paused.elapsed()
+        );
+    }
+
+    /// The scenario on AWS: a bulk message through a gateway limited to R a
+    /// second, then a dispatch; two bulk instances and one urgent instance.
+    #[tokio::test]
+    async fn a_dispatch_never_waits_behind_a_paced_bulk_message_on_aws() {
+        let own = flare_tests::Moto::start().unwrap();
+        let p = pipeline_on(&own).await;
+        standard_org(
+            &p,
+            json!({"dispatch": "app_sms_email", "messages": "app_sms_email"}),
+        )
+        .await;
+        let gw = flare_tests::gateway();
+        let path = format!("/{}", unique("paced"));
+        let rate = 10;
+        p.admin(
+            "PUT",
+            "/v1/settings/sms/main",
+            json!({"provider": "http", "url": format!("{}{path}", gw.url), "format": "json",
+                   "sender_number": "ACMEFIRE", "max_per_second": rate}),
+        )
+        .await;
+        let bulk = sms_only_users(&p, "b", 40, 5_550_000).await;
+        p.user(
+            "u-d1",
+            "passive_reporter",
+            Some("+14155569999"),
+            None,
+            false,
+        )
+        .await;
+        let mut message = p.event("incident-message-posted", &unique("bulk"));
+        message["detail"]["recipient_ids"] = json!(bulk);
+        let lambdas = Lambdas::start(&p.stack, 1, 2);
+        p.route(&message).await;
+        // The bulk message is being paced out (40 at 10 a second: four seconds).
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let mut dispatch = p.event("incident-dispatched", &unique("dispatch"));
+        dispatch["detail"]["recipient_ids"] = json!(["u-d1"]);
+        let posted = chrono::Utc::now().timestamp_millis() as f64 / 1000.0;
+        p.route(&dispatch).await;
+        let n = settled(&p, dispatch["id"].as_str().unwrap()).await;
+        assert_eq!(deliveries(&n, "u-d1")["sms"]["status"], "sent", "{n}");
+        let n = settled(&p, message["id"].as_str().unwrap()).await;
+        lambdas.stop().await;
+        for u in &bulk {
+            assert_eq!(deliveries(&n, u)["sms"]["status"], "sent", "{u}: {n}");
+        }
+        let reqs = gw.requests_to(&path).await.unwrap();
+        assert_eq!(reqs.len(), 41);
+        let at_dispatch = reqs
+            .iter()
+            .find(|r| r["body"].as_str().unwrap().contains("+14155569999"))
+            .map(|r| r["at"].as_f64().unwrap())
+            .unwrap();
+        let waited = at_dispatch - posted;
+        assert!(
+            waited < 1.0,
+            "the dispatch SMS reached the gateway {waited:.3} s after the event"
+        );
+        let bulk_after = reqs
+            .iter()
+            .filter(|r| r["at"].as_f64().unwrap() > at_dispatch)
+            .count();
+        assert!(
+            bulk_after > 0,
+            "the bulk message was over before the dispatch"
+        );
+        // One more than the rate tolerated: the gateway is a Python process noting each
+        // arrival on a loaded machine (unpaced, the two instances send 20 at once).
+        let busiest = busiest_second(&reqs);
+        assert!(busiest <= rate + 1, "{busiest} in one second");
+    }
+
+    /// A gateway answering 429 with `Retry-After: 1` for a while: the SMS functions
+    /// wait instead of spending attempts, and nothing ends failed.
+    #[tokio::test]
+    async fn a_gateway_that_answers_429_slows_every_instance_down_and_nothing_fails() {
+        // Its own moto: the pollers' load stays off the other tests' server.
+        let own = flare_tests::Moto::start().unwrap();
+        let p = pipeline_on(&own).await;
+        standard_org(&p, json!({"messages": "app_sms_email"})).await;
+        let gw = flare_tests::gateway();
+        let path = format!("/{}", unique("slow"));
+        p.admin(
+            "PUT",
+            "/v1/settings/sms/main",
+            json!({"provider": "http", "url": format!("{}{path}", gw.url), "format": "json",
+                   "sender_number": "ACMEFIRE", "max_per_second": 50}),
+        )
+        .await;
+        let slow_down = json!({"status": 429, "headers": {"Retry-After": "1"}});
+        gw.script(&path, json!([slow_down, slow_down, slow_down, slow_down]))
+            .await
+            .unwrap();
+        let users = sms_only_users(&p, "t", 12, 5_570_000).await;
+        let mut message = p.event("incident-message-posted", &unique("slow"));
+        message["detail"]["recipient_ids"] = json!(users);
+        let lambdas = Lambdas::start(&p.stack, 1, 2);
+        p.route(&message).await;
+        let n = settled(&p, message["id"].as_str().unwrap()).await;
+        lambdas.stop().await;
+        for u in &users {
+            let d = deliveries(&n, u);
+            assert_eq!(
+                (d["sms"]["status"].as_str(), d["sms"]["attempts"].as_u64()),
+                (Some("sent"), Some(1)),
+                "a 429 spends no attempt: {n}"
+            );
+        }
+        let reqs = gw.requests_to(&path).await.unwrap();
+        assert_eq!(reqs.iter().filter(|r| r["status"] == 429).count(), 4);
+        assert_eq!(reqs.iter().filter(|r| r["status"] != 429).count(), 12);
+    }
+
+    /// Email has lanes too: a dispatch's email goes to the SMTP server while a bulk
+    /// message's are still going out.
+    #[tokio::test]
+    async fn urgent_email_goes_before_a_bulk_message_on_aws() {
+        // Its own moto: the pollers' load stays off the other tests' server.
+        let own = flare_tests::Moto::start().unwrap();
+        let p = pipeline_on(&own).await;
+        standard_org(
+            &p,
+            json!({"dispatch": "app_sms_email", "messages": "app_sms_email"}),
+        )
+        .await;
+        let smtp = flare_tests::smtp();
+        p.admin(
+            "PUT",
+            "/v1/settings/email",
+            json!({"provider": "smtp", "sender_email": "alerts@acme.example",
+                   "smtp": {"server_url": "127.0.0.1", "port": smtp.port, "use_tls": false}}),
+        )
+        .await;
+        let tag = unique("lanes");
+        let mut bulk = Vec::new();
+        for i in 0..60 {
+            let u = format!("u-m{i:03}");
+            p.user(
+                &u,
+                "passive_reporter",
+                None,
+                Some(&format!("{u}-{tag}@acme.example")),
+                false,
+            )
+            .await;
+            bulk.push(u);
+        }
+        let urgent_to = format!("urgent-{tag}@acme.example");
+        p.user("u-d2", "passive_reporter", None, Some(&urgent_to), false)
+            .await;
+        let mut message = p.event("incident-message-posted", &unique("bulk"));
+        message["detail"]["recipient_ids"] = json!(bulk);
+        let mut dispatch = p.event("incident-dispatched", &unique("dispatch"));
+        dispatch["detail"]["recipient_ids"] = json!(["u-d2"]);
+        // Both queued before any instance runs: the bulk jobs are ahead of the dispatch.
+        p.route(&message).await;
+        p.route(&dispatch).await;
+        let lambdas = Lambdas::start(&p.stack, 1, 1);
+        settled(&p, dispatch["id"].as_str().unwrap()).await;
+        let n = settled(&p, message["id"].as_str().unwrap()).await;
+        lambdas.stop().await;
+        for u in &bulk {
+            assert_eq!(deliveries(&n, u)["email"]["status"], "sent", "{u}: {n}");
+        }
+        let got: Vec<String> = smtp
+            .messages()
+            .unwrap()
+            .into_iter()
+            .filter_map(|m| m["rcpt_tos"][0].as_str().map(str::to_string))
+            .filter(|to| to.contains(&tag))
+            .collect();
+        assert_eq!(got.len(), 61);
+        let place = got.iter().position(|to| *to == urgent_to).unwrap();
+        assert!(
+            place < 30,
+            "the dispatch's email was number {} of 61 at the server",
+            place + 1
         );
     }
 }

@@ -139,6 +139,7 @@ async fn a_gateway_sms_job_reads_the_settings_once() {
         metrics: Arc::new(flare_shared::ports::NoMetrics),
         failover: None,
         pacer: None,
+        sns_per_second: None,
     };
     let n = Notification {
         control_center_id: ControlCenterId::parse("north").unwrap(),

@@ -151,6 +151,9 @@ fn each_delivery_function_settles_its_own_dead_letter_queue() {
         ("PushFunction", flare_shared::domain::Channel::Push),
         ("SmsFunction", flare_shared::domain::Channel::Sms),
         ("EmailFunction", flare_shared::domain::Channel::Email),
+        ("PushUrgentFunction", flare_shared::domain::Channel::Push),
+        ("SmsUrgentFunction", flare_shared::domain::Channel::Sms),
+        ("EmailUrgentFunction", flare_shared::domain::Channel::Email),
     ] {
         let props = &t["Resources"][function]["Properties"];
         let dlq = format!(
@@ -168,6 +171,105 @@ fn each_delivery_function_settles_its_own_dead_letter_queue() {
         assert_eq!(
             source["FunctionResponseTypes"],
             json!(["ReportBatchItemFailures"])
+        );
+    }
+}
+
+/// Each channel has two lanes, each its own queue with its own dead-letter queue and
+/// function; the urgent one's concurrency is reserved (unless the account cannot), and
+/// every function that enqueues may send to both lanes' queues and knows their URLs.
+#[test]
+fn each_channel_has_an_urgent_lane_with_reserved_concurrency() {
+    use flare_shared::domain::{Channel, Lane};
+    let t = template();
+    let r = &t["Resources"];
+    let globals = &t["Globals"]["Function"]["Environment"]["Variables"];
+    for (c, name) in [
+        (Channel::Push, "Push"),
+        (Channel::Sms, "Sms"),
+        (Channel::Email, "Email"),
+    ] {
+        for (lane, infix) in [(Lane::Normal, ""), (Lane::Urgent, "Urgent")] {
+            let queue = format!("{name}{infix}Queue");
+            let dlq = format!("{name}{infix}DeadLetterQueue");
+            let function = format!("{name}{infix}Function");
+            assert_eq!(r[&queue]["Type"], "AWS::SQS::Queue", "{queue}");
+            assert_eq!(
+                r[&queue]["Properties"]["RedrivePolicy"]["deadLetterTargetArn"],
+                json!({"Fn::GetAtt": [dlq, "Arn"]}),
+                "{queue}"
+            );
+            let jobs = &r[&function]["Properties"]["Events"]["Jobs"]["Properties"];
+            assert_eq!(
+                jobs["Queue"],
+                json!({"Fn::GetAtt": [queue, "Arn"]}),
+                "{function}"
+            );
+            assert_eq!(
+                globals[flare_aws::wiring::queue_env(c, lane)],
+                json!({"Ref": queue}),
+                "{function}"
+            );
+            // Both lanes' functions may delay a retry on either queue.
+            let statements = &r[&function]["Properties"]["Policies"];
+            assert!(
+                statements
+                    .to_string()
+                    .contains(&format!("{{\"Fn::GetAtt\":[\"{queue}\",\"Arn\"]}}")),
+                "{function}: {statements}"
+            );
+            let reserved = &r[&function]["Properties"]["ReservedConcurrentExecutions"];
+            let limit = &jobs["ScalingConfig"]["MaximumConcurrency"];
+            match lane {
+                Lane::Urgent => {
+                    assert_eq!(
+                        *reserved,
+                        json!({"Fn::If": ["ReserveUrgent", {"Ref": "UrgentConcurrency"}, {"Ref": "AWS::NoValue"}]}),
+                        "{function}"
+                    );
+                    assert_eq!(*limit, json!({"Ref": "UrgentConcurrency"}), "{function}");
+                }
+                Lane::Normal => {
+                    assert!(reserved.is_null(), "{function}");
+                    assert_eq!(*limit, json!({"Ref": format!("{name}MaxConcurrency")}));
+                }
+            }
+        }
+    }
+    // The router (and the push functions, for fallbacks and timers) send to every
+    // lane; the API sends a dispatcher's manual SMS to the urgent one.
+    for function in ["RouterFunction", "PushFunction", "PushUrgentFunction"] {
+        let policies = &r[function]["Properties"]["Policies"];
+        for queue in ["Push", "Sms", "Email"]
+            .iter()
+            .flat_map(|c| [format!("{c}Queue"), format!("{c}UrgentQueue")])
+        {
+            let send = json!({"SQSSendMessagePolicy": {"QueueName": {"Fn::GetAtt": [queue, "QueueName"]}}});
+            assert!(
+                policies.as_array().unwrap().contains(&send),
+                "{function} cannot send to {queue}"
+            );
+        }
+    }
+    let api = &r["ApiFunction"]["Properties"]["Policies"];
+    assert!(api.as_array().unwrap().contains(
+        &json!({"SQSSendMessagePolicy": {"QueueName": {"Fn::GetAtt": ["SmsUrgentQueue", "QueueName"]}}})
+    ));
+    assert_eq!(
+        r["SmsFunction"]["Properties"]["Environment"]["Variables"]["FLARE_SNS_SMS_PER_SECOND"],
+        json!({"Ref": "SnsSmsPerSecond"})
+    );
+    assert_eq!(
+        r["SmsUrgentFunction"]["Properties"]["Environment"]["Variables"]["FLARE_SNS_SMS_PER_SECOND"],
+        json!({"Ref": "SnsSmsPerSecond"})
+    );
+    for c in ["Push", "Sms", "Email"] {
+        let alarm = &r[format!("{c}UrgentBacklogAlarm")]["Properties"];
+        assert_eq!(alarm["MetricName"], "ApproximateAgeOfOldestMessage", "{c}");
+        let alarm = &r[format!("{c}UrgentDeadLetterAlarm")]["Properties"];
+        assert_eq!(
+            alarm["Dimensions"][0]["Value"],
+            json!({"Fn::GetAtt": [format!("{c}UrgentDeadLetterQueue"), "QueueName"]})
         );
     }
 }
@@ -225,7 +327,7 @@ fn every_function_logs_to_its_own_group_kept_for_the_retention_parameter() {
         Some(30)
     );
     let mut functions = resources_of(t, "AWS::Serverless::Function");
-    assert_eq!(functions.len(), 6);
+    assert_eq!(functions.len(), 9);
     // The custom resource's inline function too.
     functions.extend(resources_of(t, "AWS::Lambda::Function"));
     for (name, f) in functions {

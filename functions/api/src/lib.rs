@@ -7,7 +7,7 @@ use flare_aws::secrets::SecretsManagerStore;
 use flare_aws::ses::SesEmailSender;
 use flare_aws::sns_devices::{PlatformApps, SnsDevices};
 use flare_aws::sns_sms::SnsSmsSender;
-use flare_aws::sqs::SqsQueue;
+use flare_aws::sqs::{QueueUrls, SqsQueue};
 use flare_aws::wiring::{LOG_TABLE, queue_env};
 use flare_aws::{self as aws, SdkConfig};
 use flare_providers::http_sms::HttpSmsSender;
@@ -17,7 +17,7 @@ use flare_shared::app::Services;
 use flare_shared::app::api::{self, ApiRequest};
 use flare_shared::app::auth::{AuthFailure, Claims};
 use flare_shared::domain::EndpointPolicy;
-use flare_shared::domain::{Channel, Provider};
+use flare_shared::domain::{Channel, Lane, Provider};
 use flare_shared::ports::{EmailSender, SmsSender};
 use flare_shared::secrets_cache::{CachedSecrets, MAX_TTL};
 use lambda_http::request::RequestContext;
@@ -32,7 +32,7 @@ pub struct Config {
     pub directory_table: String,
     pub log_table: String,
     /// Manual SMS needs the SMS queue; the others are optional here.
-    pub queues: HashMap<Channel, String>,
+    pub queues: QueueUrls,
     pub secret_prefix: String,
     pub platform_apps: PlatformApps,
     pub policy: EndpointPolicy,
@@ -52,12 +52,22 @@ impl Config {
             settings_table: config::required(Self::SETTINGS_TABLE)?,
             directory_table: config::required(Self::DIRECTORY_TABLE)?,
             log_table: config::required(LOG_TABLE)?,
+            // A dispatcher's manual SMS is urgent: that queue is required; the others
+            // are taken when given.
             queues: {
-                let mut q =
-                    HashMap::from([(Channel::Sms, config::required(queue_env(Channel::Sms))?)]);
-                for c in [Channel::Push, Channel::Email] {
-                    if let Ok(url) = config::required(queue_env(c)) {
-                        q.insert(c, url);
+                let urgent_sms = (Channel::Sms, Lane::Urgent);
+                let mut q = QueueUrls::from([(
+                    urgent_sms,
+                    config::required(queue_env(Channel::Sms, Lane::Urgent))?,
+                )]);
+                for (c, l) in Channel::ALL
+                    .into_iter()
+                    .flat_map(|c| Lane::ALL.map(|l| (c, l)))
+                {
+                    if let (false, Ok(url)) =
+                        ((c, l) == urgent_sms, config::required(queue_env(c, l)))
+                    {
+                        q.insert((c, l), url);
                     }
                 }
                 q

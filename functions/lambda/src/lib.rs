@@ -12,6 +12,8 @@ use std::sync::Arc;
 /// template's `MaxReceives` parameter, as `FLARE_MAX_RECEIVES` and `maxReceiveCount`).
 pub const DEFAULT_MAX_RECEIVES: u32 = 5;
 pub const MAX_RECEIVES_ENV: &str = "FLARE_MAX_RECEIVES";
+/// The account's SNS SMS rate the SMS functions keep (`SnsSmsPerSecond` in the template).
+pub const SNS_SMS_PER_SECOND_ENV: &str = "FLARE_SNS_SMS_PER_SECOND";
 
 /// The delivery functions' `Timeout` in `template.yaml` (a test keeps them equal).
 pub const FUNCTION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
@@ -29,7 +31,8 @@ pub const RETRY_BASE: std::time::Duration = std::time::Duration::from_secs(10);
 /// Delays a failed job's next delivery (SQS ChangeMessageVisibility in AWS).
 #[async_trait::async_trait]
 pub trait RetryDelay: Send + Sync {
-    async fn delay(&self, receipt_handle: &str, seconds: i32);
+    /// `source` is the queue the message came from (its `eventSourceARN`).
+    async fn delay(&self, source: Option<&str>, receipt_handle: &str, seconds: i32);
 }
 
 #[derive(Clone)]
@@ -37,9 +40,10 @@ pub struct DeliveryFunction {
     pub deliverer: Deliverer,
     pub max_receives: u32,
     pub delay: Option<Arc<dyn RetryDelay>>,
-    /// The ARN of this channel's dead-letter queue, which is also an event source:
-    /// its messages are jobs to give up on ([`Deliverer::abandon`]).
-    pub dead_letter_queue: Option<String>,
+    /// The ARNs of this channel's dead-letter queues (in AWS, the one of the function's
+    /// lane), which are also event sources: their messages are jobs to give up on
+    /// ([`Deliverer::abandon`]).
+    pub dead_letter_queues: Vec<String>,
 }
 
 impl DeliveryFunction {
@@ -48,7 +52,7 @@ impl DeliveryFunction {
             deliverer,
             max_receives: DEFAULT_MAX_RECEIVES,
             delay: None,
-            dead_letter_queue: None,
+            dead_letter_queues: Vec::new(),
         }
     }
 
@@ -121,8 +125,10 @@ impl DeliveryFunction {
 
     /// True when the message is done with (delivered, failed for good, or a duplicate).
     async fn handle_one(&self, message: &SqsMessage, lease: std::time::Duration) -> bool {
-        if self.dead_letter_queue.is_some()
-            && message.event_source_arn.as_deref() == self.dead_letter_queue.as_deref()
+        if message
+            .event_source_arn
+            .as_ref()
+            .is_some_and(|arn| self.dead_letter_queues.contains(arn))
         {
             return self.give_up(message).await;
         }
@@ -151,7 +157,8 @@ impl DeliveryFunction {
                 if let (Some(delay), Some(handle)) = (&self.delay, &message.receipt_handle) {
                     // 10 s, 20 s, 40 s, ... capped at 5 minutes.
                     let wait = retry_delay(RETRY_BASE, receives);
-                    delay.delay(handle, wait.as_secs() as i32).await;
+                    let source = message.event_source_arn.as_deref();
+                    delay.delay(source, handle, wait.as_secs() as i32).await;
                 }
                 tracing::warn!(notification_id = %job.notification_id, channel = job.channel.as_str(), recipient = %job.recipient.key(), receives, reason = %reason, "job returned to the queue");
                 false
@@ -181,7 +188,10 @@ impl DeliveryFunction {
                 if let (true, Some(delay), Some(handle)) =
                     (backoff, &self.delay, &message.receipt_handle)
                 {
-                    delay.delay(handle, RETRY_BASE.as_secs() as i32).await;
+                    let source = message.event_source_arn.as_deref();
+                    delay
+                        .delay(source, handle, RETRY_BASE.as_secs() as i32)
+                        .await;
                 }
                 tracing::error!(notification_id = %check.notification_id, error = ?e, "check failed; it will run again");
                 false
@@ -221,17 +231,21 @@ impl DeliveryFunction {
 pub struct DeliveryConfig {
     pub channel: flare_shared::domain::Channel,
     pub tables: flare_aws::wiring::Tables,
-    pub queues: std::collections::HashMap<flare_shared::domain::Channel, String>,
+    pub queues: flare_aws::sqs::QueueUrls,
     /// Where provider secrets are (`FLARE_SECRET_PREFIX`, default `flare`).
     pub secret_prefix: String,
     /// `FLARE_MAX_RECEIVES` (default 5): a whole number from 1 to 1000.
     pub max_receives: u32,
-    /// `FLARE_<CHANNEL>_DLQ_ARN`: this channel's dead-letter queue, an event source too.
-    pub dead_letter_queue: String,
+    /// `FLARE_<CHANNEL>_DLQ_ARN`: the dead-letter queue of this function's lane, an
+    /// event source too (tests, where one function takes both lanes, give both).
+    pub dead_letter_queues: Vec<String>,
     /// `FLARE_METRICS_NAMESPACE` (default `Flare`); None counts nothing (tests).
     pub metrics_namespace: Option<String>,
     /// When a failing custom provider's circuit opens (`FLARE_CIRCUIT_*`).
     pub circuit: flare_shared::domain::health::CircuitPolicy,
+    /// `FLARE_SNS_SMS_PER_SECOND`: the account's SNS SMS rate, which the SMS functions
+    /// keep together (unset or 0: not paced).
+    pub sns_per_second: Option<u32>,
 }
 
 impl DeliveryConfig {
@@ -250,8 +264,23 @@ impl DeliveryConfig {
             queues: flare_aws::wiring::queue_urls(&channels)?,
             secret_prefix: config::optional("FLARE_SECRET_PREFIX", "flare"),
             metrics_namespace: config::emf::namespace_from_env().into(),
-            dead_letter_queue: config::required(flare_aws::wiring::dead_letter_env(channel))?,
+            dead_letter_queues: vec![config::required(flare_aws::wiring::dead_letter_env(
+                channel,
+            ))?],
             circuit: config::circuit_policy()?,
+            sns_per_second: {
+                let raw = config::optional(SNS_SMS_PER_SECOND_ENV, "0");
+                match raw.parse::<u32>() {
+                    Ok(0) => None,
+                    Ok(n) if n <= 10_000 => Some(n),
+                    _ => {
+                        return Err(config::ConfigError::Invalid {
+                            name: SNS_SMS_PER_SECOND_ENV,
+                            reason: "must be a whole number from 0 to 10000".into(),
+                        });
+                    }
+                }
+            },
             max_receives: {
                 let raw = config::optional(MAX_RECEIVES_ENV, &DEFAULT_MAX_RECEIVES.to_string());
                 match raw.parse::<u32>() {
@@ -298,6 +327,7 @@ impl DeliveryConfig {
                 }
             }),
             pacer: None,
+            sns_per_second: None,
         }
     }
 
@@ -305,30 +335,53 @@ impl DeliveryConfig {
     pub fn function(&self, sdk: &flare_aws::SdkConfig, deliverer: Deliverer) -> DeliveryFunction {
         let mut f = DeliveryFunction::new(deliverer);
         f.max_receives = self.max_receives;
-        f.dead_letter_queue = Some(self.dead_letter_queue.clone());
-        if let Some(url) = self.queues.get(&self.channel) {
+        f.dead_letter_queues = self.dead_letter_queues.clone();
+        let own: Vec<String> = flare_shared::domain::Lane::ALL
+            .iter()
+            .filter_map(|l| self.queues.get(&(self.channel, *l)).cloned())
+            .collect();
+        if !own.is_empty() {
             f.delay = Some(Arc::new(SqsDelay {
                 client: flare_aws::sqs(sdk),
-                queue_url: url.clone(),
+                queue_urls: own,
             }));
         }
         f
     }
 }
 
-/// Backoff through the message's visibility timeout.
+/// Backoff through the message's visibility timeout, on the queue it came from.
 pub struct SqsDelay {
     pub client: flare_aws::SqsClient,
-    pub queue_url: String,
+    /// The channel's queues (both lanes); the first is taken for a message that does
+    /// not say where it came from.
+    pub queue_urls: Vec<String>,
+}
+
+impl SqsDelay {
+    /// The URL of the queue an ARN names: a queue's URL and ARN both end in its name.
+    fn url_of(&self, source: Option<&str>) -> Option<&str> {
+        let name = source.and_then(|arn| arn.rsplit(':').next());
+        name.and_then(|n| {
+            self.queue_urls
+                .iter()
+                .find(|u| u.rsplit('/').next() == Some(n))
+        })
+        .or(self.queue_urls.first())
+        .map(String::as_str)
+    }
 }
 
 #[async_trait::async_trait]
 impl RetryDelay for SqsDelay {
-    async fn delay(&self, receipt_handle: &str, seconds: i32) {
+    async fn delay(&self, source: Option<&str>, receipt_handle: &str, seconds: i32) {
+        let Some(url) = self.url_of(source) else {
+            return;
+        };
         if let Err(e) = self
             .client
             .change_message_visibility()
-            .queue_url(&self.queue_url)
+            .queue_url(url)
             .receipt_handle(receipt_handle)
             .visibility_timeout(seconds)
             .send()
@@ -376,6 +429,7 @@ mod tests {
             metrics: Arc::new(flare_shared::ports::NoMetrics),
             failover: None,
             pacer: None,
+            sns_per_second: None,
         })
     }
 
@@ -551,7 +605,7 @@ mod tests {
         let dlq = "arn:aws:sqs:us-east-1:123456789012:flare-sms-dlq";
         let mut f = function();
         f.deliverer.log = log.clone();
-        f.dead_letter_queue = Some(dlq.into());
+        f.dead_letter_queues = vec![dlq.into()];
         let mut from_dlq = messages.remove(0);
         from_dlq.event_source_arn = Some(dlq.into());
         let mut poison = message(Some("d-2"), "not a job");

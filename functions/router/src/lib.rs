@@ -3,20 +3,19 @@
 
 use flare_aws::dynamodb::{DynamoDirectory, DynamoSettings};
 use flare_aws::log::DynamoDeliveryLog;
-use flare_aws::sqs::SqsQueue;
+use flare_aws::sqs::{QueueUrls, SqsQueue};
 use flare_aws::wiring::{Tables, queue_urls};
 use flare_aws::{self as aws, SdkConfig};
 use flare_runtime::ConfigError;
 use flare_shared::app::notify::Notifier;
 use flare_shared::domain::{Channel, IncidentEvent};
 use lambda_runtime::LambdaEvent;
-use std::collections::HashMap;
 use std::sync::Arc;
 
 #[derive(Debug, Clone)]
 pub struct Config {
     pub tables: Tables,
-    pub queues: HashMap<Channel, String>,
+    pub queues: QueueUrls,
     /// `FLARE_METRICS_NAMESPACE` (default `Flare`); None counts nothing (tests).
     pub metrics_namespace: Option<String>,
 }

@@ -28,9 +28,12 @@ pub fn deliverer(
         Provider::Http,
         Arc::new(HttpSmsSender::new(d.settings.clone(), cached, policy)?),
     );
-    // A gateway's max_per_second and a 429's pause, kept per warm instance: the pace
-    // across instances (a shared token bucket) is not built yet, so SmsMaxConcurrency
-    // instances may together send up to that many times the limit.
-    d.pacer = Some(Arc::new(flare_shared::memory::MemoryPacer::default()));
+    // A gateway's max_per_second and SNS's account rate, kept across every instance of
+    // both lanes' functions by a schedule in the log table.
+    d.pacer = Some(Arc::new(flare_aws::pacer::DynamoPacer::new(
+        aws::dynamodb(sdk),
+        &config.tables.log,
+    )));
+    d.sns_per_second = config.sns_per_second;
     Ok(d)
 }

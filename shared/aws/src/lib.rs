@@ -93,6 +93,8 @@ pub mod dynamodb;
 pub mod health;
 #[cfg(feature = "dynamodb")]
 pub mod log;
+#[cfg(feature = "dynamodb")]
+pub mod pacer;
 #[cfg(feature = "secretsmanager")]
 pub mod secrets;
 #[cfg(feature = "sesv2")]

@@ -1,25 +1,28 @@
-//! The job queues: one SQS queue per channel, sent to with SendMessageBatch (10 a call),
-//! retrying the entries SQS failed on its side.
+//! The job queues: two SQS queues per channel, urgent and normal, sent to with
+//! SendMessageBatch (10 a call), retrying the entries SQS failed on its side.
 
 use crate::batch::{Round, batch_concurrency, until_processed};
 use async_trait::async_trait;
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
-use flare_shared::domain::{Channel, CheckJob, DeliveryJob};
+use flare_shared::domain::{Channel, CheckJob, DeliveryJob, Lane};
 use flare_shared::ports::{JobQueue, MAX_CHECK_DELAY, QueueError};
 use std::collections::HashMap;
 
 /// SendMessageBatch's limit per call.
 pub const BATCH_SEND_MAX: usize = 10;
 
+/// The queue URL of each channel's lane.
+pub type QueueUrls = HashMap<(Channel, Lane), String>;
+
 #[derive(Clone, Debug)]
 pub struct SqsQueue {
     client: Client,
-    urls: HashMap<Channel, String>,
+    urls: QueueUrls,
 }
 
 impl SqsQueue {
-    pub fn new(client: Client, urls: HashMap<Channel, String>) -> Self {
+    pub fn new(client: Client, urls: QueueUrls) -> Self {
         Self { client, urls }
     }
 }
@@ -83,15 +86,25 @@ impl JobQueue for SqsQueue {
     async fn enqueue(&self, jobs: &[DeliveryJob]) -> Result<(), QueueError> {
         use futures::{StreamExt, TryStreamExt};
         let mut groups: Vec<(&str, Vec<&DeliveryJob>)> = Vec::new();
-        for c in Channel::ALL {
-            let these: Vec<&DeliveryJob> = jobs.iter().filter(|j| j.channel == c).collect();
-            if these.is_empty() {
-                continue;
+        // Urgent lanes first: their jobs are sent before a bulk send's.
+        for lane in Lane::ALL {
+            for c in Channel::ALL {
+                let these: Vec<&DeliveryJob> = jobs
+                    .iter()
+                    .filter(|j| j.channel == c && j.lane() == lane)
+                    .collect();
+                if these.is_empty() {
+                    continue;
+                }
+                let url = self.urls.get(&(c, lane)).ok_or_else(|| {
+                    QueueError::Failed(anyhow::anyhow!(
+                        "no queue configured for {} ({} lane)",
+                        c.as_str(),
+                        lane.as_str()
+                    ))
+                })?;
+                groups.push((url.as_str(), these));
             }
-            let url = self.urls.get(&c).ok_or_else(|| {
-                QueueError::Failed(anyhow::anyhow!("no queue configured for {}", c.as_str()))
-            })?;
-            groups.push((url.as_str(), these));
         }
         let groups = &groups;
         let mut calls: Vec<(usize, usize)> = Vec::new();
@@ -115,15 +128,18 @@ impl JobQueue for SqsQueue {
         Ok(())
     }
 
-    /// A delayed message on the push queue (`DelaySeconds`, whole seconds rounded up so
-    /// a check never fires before its time).
+    /// A delayed message on its lane's push queue (`DelaySeconds`, whole seconds rounded
+    /// up so a check never fires before its time).
     async fn schedule(
         &self,
         check: &CheckJob,
         delay: std::time::Duration,
     ) -> Result<(), QueueError> {
-        let url = self.urls.get(&Channel::Push).ok_or_else(|| {
-            QueueError::Failed(anyhow::anyhow!("no queue configured for push (checks)"))
+        let url = self.urls.get(&(Channel::Push, check.lane)).ok_or_else(|| {
+            QueueError::Failed(anyhow::anyhow!(
+                "no queue configured for push ({} lane, checks)",
+                check.lane.as_str()
+            ))
         })?;
         let body = serde_json::to_string(check).map_err(|e| QueueError::Failed(e.into()))?;
         let delay = delay_seconds(delay);

@@ -1,26 +1,30 @@
 //! The functions' AWS wiring from their environment, in one place so every function
 //! names the same variables and fails fast naming the missing one.
 
+use crate::sqs::QueueUrls;
 use flare_runtime::{self as config, ConfigError};
-use flare_shared::domain::{Channel, EmailAddress};
-use std::collections::HashMap;
+use flare_shared::domain::{Channel, EmailAddress, Lane};
 
 pub const SETTINGS_TABLE: &str = "FLARE_SETTINGS_TABLE";
 pub const DIRECTORY_TABLE: &str = "FLARE_DIRECTORY_TABLE";
 pub const LOG_TABLE: &str = "FLARE_LOG_TABLE";
 pub const DEFAULT_SENDER: &str = "FLARE_DEFAULT_SENDER";
 
-/// The queue URL variable of a channel.
-pub fn queue_env(channel: Channel) -> &'static str {
-    match channel {
-        Channel::Push => "FLARE_PUSH_QUEUE_URL",
-        Channel::Sms => "FLARE_SMS_QUEUE_URL",
-        Channel::Email => "FLARE_EMAIL_QUEUE_URL",
+/// The queue URL variable of a channel's lane.
+pub fn queue_env(channel: Channel, lane: Lane) -> &'static str {
+    match (channel, lane) {
+        (Channel::Push, Lane::Normal) => "FLARE_PUSH_QUEUE_URL",
+        (Channel::Sms, Lane::Normal) => "FLARE_SMS_QUEUE_URL",
+        (Channel::Email, Lane::Normal) => "FLARE_EMAIL_QUEUE_URL",
+        (Channel::Push, Lane::Urgent) => "FLARE_PUSH_URGENT_QUEUE_URL",
+        (Channel::Sms, Lane::Urgent) => "FLARE_SMS_URGENT_QUEUE_URL",
+        (Channel::Email, Lane::Urgent) => "FLARE_EMAIL_URGENT_QUEUE_URL",
     }
 }
 
-/// The dead-letter queue ARN variable of a channel's delivery function: messages from
-/// that queue are jobs to give up on (their records end `gave_up: dead_letter`).
+/// The dead-letter queue ARN variable of a channel's delivery function (each lane's
+/// function is given its own lane's): messages from that queue are jobs to give up on
+/// (their records end `gave_up: dead_letter`).
 pub fn dead_letter_env(channel: Channel) -> &'static str {
     match channel {
         Channel::Push => "FLARE_PUSH_DLQ_ARN",
@@ -46,11 +50,12 @@ impl Tables {
     }
 }
 
-/// The URLs of the queues of `channels`, each required.
-pub fn queue_urls(channels: &[Channel]) -> Result<HashMap<Channel, String>, ConfigError> {
+/// The URLs of both lanes' queues of `channels`, each required.
+pub fn queue_urls(channels: &[Channel]) -> Result<QueueUrls, ConfigError> {
     channels
         .iter()
-        .map(|c| Ok((*c, config::required(queue_env(*c))?)))
+        .flat_map(|c| Lane::ALL.map(|l| (*c, l)))
+        .map(|(c, l)| Ok(((c, l), config::required(queue_env(c, l))?)))
         .collect()
 }
 

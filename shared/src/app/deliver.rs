@@ -51,8 +51,11 @@ pub struct Deliverer {
     /// Custom providers' health and failover (SMS and email functions); `None`: a
     /// provider's failures are not tracked and nothing fails over.
     pub failover: Option<super::failover::Failover>,
-    /// Paces gateways that set `max_per_second`; `None`: nothing is paced.
+    /// Paces gateways that set `max_per_second`, and SNS SMS at `sns_per_second`;
+    /// `None`: nothing is paced.
     pub pacer: Option<Arc<dyn crate::ports::Pacer>>,
+    /// The account's SNS SMS rate (messages a second); `None`: SNS is not paced.
+    pub sns_per_second: Option<u32>,
 }
 
 /// The span every line about one job is logged in: it names the job's fields, so the
@@ -198,6 +201,7 @@ pub fn unfinished_checks(
                     org_id: n.org_id.clone(),
                     notification_id: n.notification_id.clone(),
                     cycle: next,
+                    lane: n.category.lane(),
                 },
                 plan.due(next),
             ));
@@ -251,6 +255,7 @@ pub fn unfinished_window(
             org_id: n.org_id.clone(),
             notification_id: n.notification_id.clone(),
             cycle: 0,
+            lane: n.category.lane(),
         },
         at,
     ))
@@ -1029,10 +1034,10 @@ impl Deliverer {
             .settings
             .as_ref()
             .and_then(SmsSettings::failover)
-            .and_then(|p| self.sms.get(&p));
-        let primary = self.paced(job, &sms, sender.as_ref());
+            .and_then(|p| Some((p, self.sms.get(&p)?)));
+        let primary = self.paced(job, &sms, job.provider, sender.as_ref());
         let accepted = match (&self.failover, secondary) {
-            (Some(f), Some(secondary)) if job.provider == Provider::Http => {
+            (Some(f), Some((second, secondary))) if job.provider == Provider::Http => {
                 let scope = HealthScope::Sms(sms.control_center_id.clone());
                 f.send(
                     &job.org_id,
@@ -1040,7 +1045,7 @@ impl Deliverer {
                     job.provider,
                     final_attempt,
                     primary,
-                    || secondary.send(&sms),
+                    || self.paced(job, &sms, second, secondary.as_ref()),
                 )
                 .await?
             }
@@ -1049,42 +1054,49 @@ impl Deliverer {
         Ok(accepted.keyed(&job.org_id, &sms.control_center_id))
     }
 
-    /// Sends through an HTTP gateway at its pace (`max_per_second`, urgent lanes first),
-    /// and waits out its "slow down" (a 429's `Retry-After`, for every sender to it)
-    /// and tries again, instead of spending an attempt, for up to [`THROTTLE_BUDGET`].
+    /// The pace an SMS through `provider` keeps: an HTTP gateway's `max_per_second`
+    /// (one without is still held by a 429's pause), SNS's account rate when set.
+    fn sms_pace(&self, sms: &SmsMessage, provider: Provider) -> Option<(String, u32)> {
+        match (provider, sms.settings.as_ref().map(|s| &s.provider)) {
+            (Provider::Http, Some(crate::domain::SmsProvider::Http(g))) => Some((
+                format!("http#{}#{}", sms.org_id, sms.control_center_id),
+                g.max_per_second.unwrap_or(crate::ports::UNPACED),
+            )),
+            (Provider::Sns, _) => self.sns_per_second.map(|r| ("sns".to_string(), r)),
+            _ => None,
+        }
+    }
+
+    /// Sends at the provider's pace (urgent lanes first), and waits out its "slow down"
+    /// (a 429's `Retry-After`, for every sender to it) and tries again, instead of
+    /// spending an attempt, for up to [`THROTTLE_BUDGET`].
     async fn paced(
         &self,
         job: &DeliveryJob,
         sms: &SmsMessage,
+        provider: Provider,
         sender: &dyn SmsSender,
     ) -> Result<crate::ports::Receipt, SendError> {
-        let gateway = match sms.settings.as_ref().map(|s| &s.provider) {
-            Some(crate::domain::SmsProvider::Http(g)) if job.provider == Provider::Http => g,
-            _ => return sender.send(sms).await,
+        let (Some(pacer), Some((key, rate))) = (&self.pacer, self.sms_pace(sms, provider)) else {
+            return sender.send(sms).await;
         };
-        let key = format!("http#{}#{}", sms.org_id, sms.control_center_id);
         let mut waited = Duration::ZERO;
         loop {
-            // Without a pace of its own a gateway is still held by a 429's pause.
-            if let Some(pacer) = &self.pacer {
-                let rate = gateway.max_per_second.unwrap_or(u32::MAX);
-                pacer.acquire(&key, rate, job.lane()).await;
-            }
+            pacer.acquire(&key, rate, job.lane()).await;
             match sender.send(sms).await {
                 Err(e) if e.retry_after().is_some() => {
                     // `Retry-After: 0` (or a date gone by) is still a refusal: a short
-                    // wait at least, so a gateway that keeps refusing is not hammered.
+                    // wait at least, so a provider that keeps refusing is not hammered.
                     let d = e.retry_after().unwrap_or_default().max(MIN_THROTTLE_WAIT);
                     // Every sender to it holds off, also when this one gives up.
-                    if let Some(pacer) = &self.pacer {
-                        pacer.pause(&key, d);
-                    }
+                    pacer.pause(&key, d).await;
                     if waited + d > THROTTLE_BUDGET {
                         return Err(e);
                     }
                     tracing::info!(
+                        provider = provider.as_str(),
                         wait_ms = d.as_millis() as u64,
-                        "the gateway asked to slow down: waiting"
+                        "the provider asked to slow down: waiting"
                     );
                     tokio::time::sleep(d).await;
                     waited += d;

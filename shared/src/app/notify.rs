@@ -323,6 +323,7 @@ impl Notifier {
                 org_id: org.clone(),
                 notification_id: id.clone(),
                 cycle: 0,
+                lane: n.category.lane(),
             };
             self.queue
                 .schedule(&check, std::time::Duration::from_secs(window.into()))
@@ -337,6 +338,7 @@ impl Notifier {
                 org_id: org.clone(),
                 notification_id: id.clone(),
                 cycle: 1,
+                lane: n.category.lane(),
             };
             let delay = (e.due(1) - chrono::Utc::now()).to_std().unwrap_or_default();
             self.queue.schedule(&check, delay).await?;

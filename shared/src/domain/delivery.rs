@@ -351,6 +351,14 @@ pub struct CheckJob {
     /// The escalation cycle it starts (escalation checks only).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub cycle: u32,
+    /// The notification's lane: its timer waits in that lane's push queue, so an
+    /// urgent notification's fallback or escalation never waits behind bulk pushes.
+    #[serde(default, skip_serializing_if = "is_normal")]
+    pub lane: crate::domain::Lane,
+}
+
+fn is_normal(lane: &crate::domain::Lane) -> bool {
+    *lane == crate::domain::Lane::Normal
 }
 
 /// A message on a delivery queue: a job, or (push queue only) a timer's check.

@@ -50,10 +50,14 @@ impl Category {
 }
 
 /// Which of a channel's two queues a delivery waits in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Lane {
     Urgent,
+    /// Also what a message queued before lanes existed is read as.
+    #[default]
     Normal,
 }
 

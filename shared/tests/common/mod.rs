@@ -197,6 +197,7 @@ impl MemoryWorld {
             metrics: self.metrics.clone(),
             failover: None,
             pacer: None,
+            sns_per_second: None,
         }
     }
 

@@ -19,7 +19,9 @@
 use aws_lambda_events::event::sqs::SqsEvent;
 use flare_aws as aws;
 use flare_lambda::{DeliveryConfig, DeliveryFunction, RetryDelay};
-use flare_shared::domain::{Channel, DeliveryJob, DeliveryStatus, EmailAddress, EndpointPolicy};
+use flare_shared::domain::{
+    Channel, DeliveryJob, DeliveryStatus, EmailAddress, EndpointPolicy, Lane,
+};
 use flare_shared::ports::DeliveryLog;
 use flare_shared::{NotificationId, OrgId};
 use flare_tests::faults::{crash_slots, index_of};
@@ -94,7 +96,7 @@ struct ScaledDelay {
 
 #[async_trait::async_trait]
 impl RetryDelay for ScaledDelay {
-    async fn delay(&self, receipt_handle: &str, _seconds: i32) {
+    async fn delay(&self, _source: Option<&str>, receipt_handle: &str, _seconds: i32) {
         let _ = self
             .client
             .change_message_visibility()
@@ -168,9 +170,13 @@ pub async fn run(recipients: usize) -> anyhow::Result<Report> {
         queues: stack.queues.clone(),
         secret_prefix: stack.secret_prefix.clone(),
         max_receives: flare_tests::stack::MAX_RECEIVES,
-        dead_letter_queue: stack.dlq_arns[&channel].clone(),
+        dead_letter_queues: Lane::ALL
+            .iter()
+            .map(|l| stack.dlq_arns[&(channel, *l)].clone())
+            .collect(),
         metrics_namespace: None,
         circuit: Default::default(),
+        sns_per_second: None,
     };
     let (p, s, e) = (cfg(Channel::Push), cfg(Channel::Sms), cfg(Channel::Email));
     let mut functions = HashMap::new();
@@ -190,7 +196,8 @@ pub async fn run(recipients: usize) -> anyhow::Result<Report> {
     for (channel, f) in functions.iter_mut() {
         f.delay = Some(Arc::new(ScaledDelay {
             client: aws::sqs(sdk),
-            url: stack.queues[channel].clone(),
+            // A dispatch's jobs are all in the urgent lane.
+            url: stack.queues[&(*channel, Lane::Urgent)].clone(),
         }));
     }
     let world = Arc::new(World {
@@ -551,9 +558,9 @@ async fn poll(
     use std::hash::{Hash, Hasher};
     let sqs = aws::sqs(&world.stack.sdk);
     let url = if dead {
-        &world.stack.dlqs[&channel]
+        &world.stack.dlqs[&(channel, Lane::Urgent)]
     } else {
-        &world.stack.queues[&channel]
+        &world.stack.queues[&(channel, Lane::Urgent)]
     };
     while !stop.load(Ordering::SeqCst) {
         let out = sqs
@@ -595,7 +602,7 @@ async fn poll(
         let mut event = flare_tests::queues::sqs_event(&messages);
         if dead {
             for r in event["Records"].as_array_mut().into_iter().flatten() {
-                r["eventSourceARN"] = json!(world.stack.dlq_arns[&channel]);
+                r["eventSourceARN"] = json!(world.stack.dlq_arns[&(channel, Lane::Urgent)]);
             }
         }
         let event: SqsEvent = serde_json::from_value(event)?;
@@ -680,8 +687,9 @@ async fn dump(world: &World, log: &flare_aws::log::DynamoDeliveryLog, id: &Notif
                     _ => vec![],
                 };
                 eprintln!(
-                    "{kind} {}: receives {receives:?} job {:?} records {records:?}",
-                    channel.as_str(),
+                    "{kind} {} {}: receives {receives:?} job {:?} records {records:?}",
+                    channel.0.as_str(),
+                    channel.1.as_str(),
                     job.as_ref()
                         .map(|j| (j.recipient.key(), j.channel, j.fallback)),
                 );

@@ -1,0 +1,345 @@
+//! A provider's pace kept across every warm instance: a shared schedule in the delivery
+//! log table, one small item per provider (`PACE#{provider}`), whose `tat` is the time
+//! (Unix microseconds) the provider's next free send slot starts (the "theoretical
+//! arrival time" of the generic cell rate algorithm). An instance books `n` slots in
+//! one conditional UpdateItem, moving `tat` on by `n` slots, and sends in each slot as
+//! its time comes, so together the instances never send more than the rate.
+//!
+//! - Cost: one UpdateItem books the slots of every send waiting in the instance (up to
+//!   [`MAX_BOOKING`]), plus a failed conditional write when another instance moved the
+//!   schedule first; `cargo bench -p flare-tests --bench pacing` measures it.
+//! - Urgent first: the normal lane's bookings end at most [`NORMAL_HORIZON`] ahead;
+//!   when the schedule is further out it waits and books again. The urgent lane books at the end
+//!   of the schedule whatever its length, so a dispatch's SMS waits at most about the
+//!   horizon behind a bulk send. In an instance, urgent sends take booked slots first.
+//! - A 429's pause moves `tat` to the end of the pause, for every instance.
+//! - Storage unreachable: the instance paces alone (in memory) rather than hold
+//!   emergency messages; a provider with no pace of its own is held only by pauses,
+//!   which each instance keeps in memory (reading the item before every unpaced send
+//!   would cost a read per message).
+//!
+//! Slots are set by the instances' clocks (Lambda's are NTP-synchronised to
+//! milliseconds); slots are 5% longer than the rate's, as in the local runner.
+
+use crate::error_code;
+use async_trait::async_trait;
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
+use flare_shared::domain::Lane;
+use flare_shared::memory::{MemoryPacer, PACE_SLACK, pace_interval};
+use flare_shared::ports::{Pacer, UNPACED};
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex as StdMutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// How far ahead the normal lane may book: an urgent send waits about this long at most
+/// behind a bulk send's booked slots.
+pub const NORMAL_HORIZON: Duration = Duration::from_millis(300);
+/// The most slots one booking takes (an SQS batch's jobs).
+pub const MAX_BOOKING: usize = 10;
+/// How long an idle provider's item is kept.
+const ITEM_TTL_SECONDS: i64 = 24 * 3600;
+/// A normal send looks again this often while urgent sends of its instance wait.
+const YIELD: Duration = Duration::from_millis(2);
+/// A booking that kept losing races gives up on the shared schedule for this send.
+const MAX_BOOKING_ROUNDS: u32 = 200;
+
+pub struct DynamoPacer {
+    client: Client,
+    table: String,
+    providers: StdMutex<HashMap<String, Arc<Schedule>>>,
+    /// What an instance does when the table cannot be reached.
+    local: MemoryPacer,
+}
+
+/// One provider's slots booked by this instance.
+#[derive(Default)]
+struct Schedule {
+    booked: tokio::sync::Mutex<Booked>,
+    waiting: AtomicUsize,
+    urgent_waiting: AtomicUsize,
+}
+
+#[derive(Default)]
+struct Booked {
+    /// Start times (Unix microseconds) of the slots this instance holds, earliest first.
+    slots: VecDeque<u64>,
+    /// The shared `tat` last seen: which update to try first.
+    seen_tat: u64,
+    /// A pause this instance knows of (Unix microseconds).
+    paused_until: u64,
+}
+
+/// Counted while it waits, uncounted however the wait ends.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn new(n: &'a AtomicUsize) -> Self {
+        n.fetch_add(1, Ordering::SeqCst);
+        Self(n)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// What a booking attempt came to.
+enum Booking {
+    /// The first of the booked slots starts then (Unix microseconds).
+    Booked(u64),
+    /// The normal lane's horizon is full: look again after this.
+    Full(Duration),
+}
+
+fn now_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_micros() as u64
+}
+
+fn until(micros: u64) -> Duration {
+    Duration::from_micros(micros.saturating_sub(now_micros()))
+}
+
+fn n(v: u64) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+fn tat_of(item: Option<&HashMap<String, AttributeValue>>) -> Option<u64> {
+    match item?.get("tat")? {
+        AttributeValue::N(v) => v.parse().ok(),
+        _ => None,
+    }
+}
+
+impl DynamoPacer {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        Self {
+            client,
+            table: table.into(),
+            providers: StdMutex::default(),
+            local: MemoryPacer::default(),
+        }
+    }
+
+    fn schedule(&self, provider: &str) -> Arc<Schedule> {
+        let mut all = self
+            .providers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        all.entry(provider.to_string()).or_default().clone()
+    }
+
+    fn key(provider: &str) -> HashMap<String, AttributeValue> {
+        HashMap::from([
+            ("pk".into(), AttributeValue::S(format!("PACE#{provider}"))),
+            ("sk".into(), AttributeValue::S("pace".into())),
+        ])
+    }
+
+    fn expires() -> AttributeValue {
+        AttributeValue::N((chrono::Utc::now().timestamp() + ITEM_TTL_SECONDS).to_string())
+    }
+
+    /// Books `count` slots of `interval` for `lane`: one conditional UpdateItem when
+    /// the schedule is as last seen, two when another instance changed it.
+    async fn book(
+        &self,
+        provider: &str,
+        booked: &mut Booked,
+        count: usize,
+        interval: u64,
+        lane: Lane,
+    ) -> anyhow::Result<Booking> {
+        use anyhow::Context;
+        let cost = interval * count as u64;
+        for _ in 0..2 {
+            let now = now_micros().max(booked.paused_until);
+            if booked.seen_tat <= now {
+                // Idle: the schedule restarts now.
+                let out = self
+                    .client
+                    .update_item()
+                    .table_name(&self.table)
+                    .set_key(Some(Self::key(provider)))
+                    .update_expression("SET tat = :end, expires_at = :exp")
+                    .condition_expression("attribute_not_exists(tat) OR tat <= :now")
+                    .expression_attribute_values(":end", n(now + cost))
+                    .expression_attribute_values(":now", n(now))
+                    .expression_attribute_values(":exp", Self::expires())
+                    .return_values_on_condition_check_failure(
+                        ReturnValuesOnConditionCheckFailure::AllOld,
+                    )
+                    .send()
+                    .await;
+                match out {
+                    Ok(_) => {
+                        booked.seen_tat = now + cost;
+                        return Ok(Booking::Booked(now));
+                    }
+                    Err(e) if error_code(&e) == Some("ConditionalCheckFailedException") => {
+                        let item = e.as_service_error().and_then(|s| match s {
+                            aws_sdk_dynamodb::operation::update_item::UpdateItemError::ConditionalCheckFailedException(c) => c.item(),
+                            _ => None,
+                        });
+                        booked.seen_tat = tat_of(item).unwrap_or(now + 1);
+                        continue;
+                    }
+                    Err(e) => return Err(anyhow::Error::new(e).context("UpdateItem pace (idle)")),
+                }
+            }
+            // Busy: after the last booked slot; for the normal lane only while the
+            // booking ends within the horizon.
+            let limit = now + (NORMAL_HORIZON.as_micros() as u64).saturating_sub(cost);
+            let condition = match lane {
+                Lane::Urgent => "tat > :now",
+                Lane::Normal => "tat > :now AND tat <= :limit",
+            };
+            let mut update = self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .set_key(Some(Self::key(provider)))
+                .update_expression("SET tat = tat + :cost, expires_at = :exp")
+                .condition_expression(condition)
+                .expression_attribute_values(":cost", n(cost))
+                .expression_attribute_values(":now", n(now))
+                .expression_attribute_values(":exp", Self::expires())
+                .return_values(ReturnValue::UpdatedNew)
+                .return_values_on_condition_check_failure(
+                    ReturnValuesOnConditionCheckFailure::AllOld,
+                );
+            if lane == Lane::Normal {
+                update = update.expression_attribute_values(":limit", n(limit));
+            }
+            match update.send().await {
+                Ok(out) => {
+                    let tat = tat_of(out.attributes.as_ref())
+                        .context("UpdateItem pace answered no tat")?;
+                    booked.seen_tat = tat;
+                    return Ok(Booking::Booked(tat - cost));
+                }
+                Err(e) if error_code(&e) == Some("ConditionalCheckFailedException") => {
+                    let item = e.as_service_error().and_then(|s| match s {
+                        aws_sdk_dynamodb::operation::update_item::UpdateItemError::ConditionalCheckFailedException(c) => c.item(),
+                        _ => None,
+                    });
+                    let tat = tat_of(item).unwrap_or(0);
+                    booked.seen_tat = tat;
+                    if tat > limit {
+                        // Normal lane, horizon full: look again when it has room.
+                        return Ok(Booking::Full(Duration::from_micros(tat - limit)));
+                    }
+                }
+                Err(e) => return Err(anyhow::Error::new(e).context("UpdateItem pace (busy)")),
+            }
+        }
+        Ok(Booking::Full(Duration::ZERO))
+    }
+}
+
+#[async_trait]
+impl Pacer for DynamoPacer {
+    async fn acquire(&self, provider: &str, per_second: u32, lane: Lane) {
+        if per_second == UNPACED {
+            return self.local.acquire(provider, per_second, lane).await;
+        }
+        let interval = pace_interval(per_second).as_micros() as u64;
+        let schedule = self.schedule(provider);
+        let _waiting = Waiting::new(&schedule.waiting);
+        let _urgent = (lane == Lane::Urgent).then(|| Waiting::new(&schedule.urgent_waiting));
+        for _ in 0..MAX_BOOKING_ROUNDS {
+            let wait = {
+                let mut booked = schedule.booked.lock().await;
+                let now = now_micros();
+                // A slot missed by more than the slack is given up: sending in it late
+                // could crowd the next instance's slot.
+                let slack = PACE_SLACK.as_micros() as u64;
+                while booked
+                    .slots
+                    .front()
+                    .is_some_and(|s| s + slack < now || *s < booked.paused_until)
+                {
+                    booked.slots.pop_front();
+                }
+                if let Some(slot) = booked.slots.pop_front() {
+                    drop(booked);
+                    tokio::time::sleep(until(slot)).await;
+                    return;
+                }
+                if lane == Lane::Normal && schedule.urgent_waiting.load(Ordering::SeqCst) > 0 {
+                    YIELD
+                } else {
+                    // Every send of this instance waiting for the provider, in one booking
+                    // (the normal lane's no longer than its horizon).
+                    let most = match lane {
+                        Lane::Urgent => MAX_BOOKING,
+                        Lane::Normal => {
+                            let fits = NORMAL_HORIZON.as_micros() as u64 / interval.max(1);
+                            (fits as usize).clamp(1, MAX_BOOKING)
+                        }
+                    };
+                    let count = schedule.waiting.load(Ordering::SeqCst).clamp(1, most);
+                    match self
+                        .book(provider, &mut booked, count, interval, lane)
+                        .await
+                    {
+                        Ok(Booking::Booked(start)) => {
+                            booked
+                                .slots
+                                .extend((0..count as u64).map(|i| start + i * interval));
+                            continue;
+                        }
+                        Ok(Booking::Full(d)) => d.max(YIELD),
+                        Err(e) => {
+                            tracing::warn!(provider, error = ?e, "the shared pace is unreachable: pacing this instance alone");
+                            drop(booked);
+                            return self.local.acquire(provider, per_second, lane).await;
+                        }
+                    }
+                }
+            };
+            tokio::time::sleep(wait).await;
+        }
+        tracing::warn!(
+            provider,
+            "no slot booked after {MAX_BOOKING_ROUNDS} rounds: pacing this instance alone"
+        );
+        self.local.acquire(provider, per_second, lane).await
+    }
+
+    async fn pause(&self, provider: &str, for_: Duration) {
+        self.local.pause(provider, for_).await;
+        let end = now_micros() + for_.as_micros() as u64;
+        {
+            let schedule = self.schedule(provider);
+            let mut booked = schedule.booked.lock().await;
+            booked.paused_until = booked.paused_until.max(end);
+            booked.seen_tat = booked.seen_tat.max(end);
+        }
+        let out = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(provider)))
+            .update_expression("SET tat = :end, expires_at = :exp")
+            .condition_expression("attribute_not_exists(tat) OR tat < :end")
+            .expression_attribute_values(":end", n(end))
+            .expression_attribute_values(":exp", Self::expires())
+            .send()
+            .await;
+        match out {
+            Ok(_) => {}
+            // Already paused as long or booked further out.
+            Err(e) if error_code(&e) == Some("ConditionalCheckFailedException") => {}
+            Err(e) => {
+                tracing::warn!(provider, error = ?e, "could not share the provider's pause")
+            }
+        }
+    }
+}
