@@ -69,6 +69,9 @@ struct Booked {
     seen_tat: u64,
     /// A pause this instance knows of (Unix microseconds).
     paused_until: u64,
+    /// The normal lane found the horizon full: its sends wait until then before this
+    /// instance asks again (one write per look, not one per waiting send).
+    normal_not_before: u64,
 }
 
 /// Counted while it waits, uncounted however the wait ends.
@@ -232,8 +235,13 @@ impl DynamoPacer {
                     let tat = tat_of(item).unwrap_or(0);
                     booked.seen_tat = tat;
                     if tat > limit {
-                        // Normal lane, horizon full: look again when it has room.
-                        return Ok(Booking::Full(Duration::from_micros(tat - limit)));
+                        // Normal lane, horizon full: look again when it has room, each
+                        // instance at a random point of a third of the horizon after,
+                        // so they do not all race (each lost race is a write too).
+                        let spread = NORMAL_HORIZON.as_micros() as u64 / 3;
+                        let jitter =
+                            (uuid::Uuid::new_v4().as_u128() % u128::from(spread.max(1))) as u64;
+                        return Ok(Booking::Full(Duration::from_micros(tat - limit + jitter)));
                     }
                 }
                 Err(e) => return Err(anyhow::Error::new(e).context("UpdateItem pace (busy)")),
@@ -274,6 +282,8 @@ impl Pacer for DynamoPacer {
                 }
                 if lane == Lane::Normal && schedule.urgent_waiting.load(Ordering::SeqCst) > 0 {
                     YIELD
+                } else if lane == Lane::Normal && booked.normal_not_before > now {
+                    Duration::from_micros(booked.normal_not_before - now)
                 } else {
                     // Every send of this instance waiting for the provider, in one booking
                     // (the normal lane's no longer than its horizon).
@@ -295,7 +305,13 @@ impl Pacer for DynamoPacer {
                                 .extend((0..count as u64).map(|i| start + i * interval));
                             continue;
                         }
-                        Ok(Booking::Full(d)) => d.max(YIELD),
+                        Ok(Booking::Full(d)) => {
+                            let d = d.max(YIELD);
+                            if lane == Lane::Normal {
+                                booked.normal_not_before = now_micros() + d.as_micros() as u64;
+                            }
+                            d
+                        }
                         Err(e) => {
                             tracing::warn!(provider, error = ?e, "the shared pace is unreachable: pacing this instance alone");
                             drop(booked);
