@@ -103,6 +103,7 @@ async fn bench(n: usize) {
         failover: None,
         pacer: None,
         sns_per_second: None,
+        max_pace_wait: None,
     };
     let queue = LocalQueue::start_with(deliverer, Duration::from_millis(200));
     let notifier = Notifier {

@@ -177,6 +177,7 @@ impl LocalApp {
             // One process: the gateways' pace is kept in memory.
             pacer: Some(Arc::new(flare_shared::memory::MemoryPacer::default())),
             sns_per_second: None,
+            max_pace_wait: None,
         };
         let (deliverer_sms, deliverer_email) = (deliverer.sms.clone(), deliverer.email.clone());
         // The workers' deliverer enqueues fallbacks on the same queue it drains.

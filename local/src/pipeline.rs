@@ -216,6 +216,12 @@ async fn worker(
             drop(normal_permit);
             match outcome {
                 Ok(_) => {}
+                // Not a failed attempt: back in its lane after the delay (the runner
+                // sets no pace wait limit, so this is for completeness).
+                Err(DeliverError::Postpone { after }) => {
+                    tokio::time::sleep(after).await;
+                    let _ = queue.send(q);
+                }
                 Err(e) if !last => {
                     let reason = match &e {
                         DeliverError::Retry { reason } => reason.clone(),

@@ -419,6 +419,13 @@ pub enum Finish {
         attempt: u32,
         reason: String,
     },
+    /// The attempt never reached the provider (its pace had no moment for it in time):
+    /// stays pending, the claim is dropped and not counted (`attempts` back to
+    /// `attempt - 1`).
+    Postpone {
+        attempt: u32,
+        reason: String,
+    },
     /// A delivery held behind push will go as its fallback, for this reason: recorded
     /// while it is still held, before its job exists, so the job can never finish first
     /// (only while held; it stays held).
@@ -594,7 +601,9 @@ impl RecordState {
             Finish::Delivered { .. } | Finish::Undelivered { .. } | Finish::Complaint => {
                 return false;
             }
-            Finish::Failed { attempt, .. } | Finish::Retry { attempt, .. }
+            Finish::Failed { attempt, .. }
+            | Finish::Retry { attempt, .. }
+            | Finish::Postpone { attempt, .. }
                 if attempt != r.attempts =>
             {
                 return false;
@@ -622,6 +631,11 @@ impl RecordState {
             Finish::Retry { reason, .. } => {
                 r.reason = Some(reason);
                 r.claimed_until = None;
+            }
+            Finish::Postpone { reason, .. } => {
+                r.reason = Some(reason);
+                r.claimed_until = None;
+                r.attempts = r.attempts.saturating_sub(1);
             }
             Finish::Abandon { .. } if r.claimed_until.is_some_and(|u| u > now) => return false,
             Finish::Abandon { reason } => {
@@ -700,6 +714,13 @@ pub trait JobQueue: Send + Sync {
     /// Runs `check` after `delay` (at most [`MAX_CHECK_DELAY`]; a longer wait is made of
     /// several checks, each finding it is not yet time and scheduling the next).
     async fn schedule(&self, check: &CheckJob, delay: Duration) -> Result<(), QueueError>;
+
+    /// Queues `job` again, at the end of its lane, after `delay` (a postponed job: a new
+    /// message, so its receives start again). By default at once.
+    async fn postpone(&self, job: &DeliveryJob, delay: Duration) -> Result<(), QueueError> {
+        let _ = delay;
+        self.enqueue(std::slice::from_ref(job)).await
+    }
 }
 
 /// The longest a check is delayed in one go: SQS's largest `DelaySeconds`.
@@ -760,6 +781,12 @@ impl SendError {
             source: None,
             retry_after: None,
         }
+    }
+
+    /// The provider's pace gave no moment for this send within the wait allowed: it
+    /// is postponed (queued again), not failed and not retried as an attempt.
+    pub fn paced() -> Self {
+        Self::transient(FailReason::Paced)
     }
 
     /// A provider's "slow down" (HTTP 429), with how long it asked for.

@@ -132,6 +132,7 @@ impl World {
             failover: None,
             pacer: None,
             sns_per_second: None,
+            max_pace_wait: None,
         }
     }
 

@@ -234,6 +234,31 @@ pub async fn delivery_log(log: &dyn DeliveryLog, org: &OrgId) {
         Claim::Claimed { attempts: 3 },
         "free after a retry"
     );
+    // A postponed attempt (the provider's pace had no moment for it) is not counted:
+    // only the latest attempt's, and the next claim is attempt 3 again.
+    let stale_postpone = Finish::Postpone {
+        attempt: 2,
+        reason: "paced".into(),
+    };
+    assert!(!finish("u-1", push, stale_postpone).await);
+    let postpone = Finish::Postpone {
+        attempt: 3,
+        reason: "paced".into(),
+    };
+    assert!(
+        finish("u-1", push, postpone).await,
+        "the latest attempt's postponement"
+    );
+    let r = status(log, &n, "u-1", push).await;
+    assert_eq!(
+        (r.status, r.reason.as_deref(), r.attempts),
+        (DeliveryStatus::Pending, Some("paced"), 2)
+    );
+    assert_eq!(
+        claim("u-1", push).await,
+        Claim::Claimed { attempts: 3 },
+        "free after a postponement, its claim not counted"
+    );
     let stale_sent = Finish::Sent {
         attempt: 2,
         provider: Provider::Sns,

@@ -224,10 +224,19 @@ fn each_channel_has_an_urgent_lane_with_reserved_concurrency() {
                 Lane::Urgent => {
                     assert_eq!(
                         *reserved,
-                        json!({"Fn::If": ["ReserveUrgent", {"Ref": "UrgentConcurrency"}, {"Ref": "AWS::NoValue"}]}),
+                        json!({"Fn::If": ["ReserveUrgent", {"Ref": "UrgentReservedConcurrency"}, {"Ref": "AWS::NoValue"}]}),
                         "{function}"
                     );
                     assert_eq!(*limit, json!({"Ref": "UrgentConcurrency"}), "{function}");
+                    // Its dead-letter queue's source is bounded too, within the reserve
+                    // (the parameter's default leaves room for both).
+                    let dead = &r[&function]["Properties"]["Events"]["DeadLetters"]["Properties"];
+                    assert_eq!(dead["ScalingConfig"]["MaximumConcurrency"], 2, "{function}");
+                    let p = &t["Parameters"];
+                    assert!(
+                        p["UrgentReservedConcurrency"]["Default"].as_u64().unwrap()
+                            >= p["UrgentConcurrency"]["Default"].as_u64().unwrap() + 2
+                    );
                 }
                 Lane::Normal => {
                     assert!(reserved.is_null(), "{function}");

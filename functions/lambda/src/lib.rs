@@ -24,6 +24,9 @@ pub const BATCH_CONCURRENCY: usize = 10;
 /// How long before the invocation's deadline unfinished jobs are cut off, so the
 /// function can still answer which ones to redeliver.
 pub const ANSWER_MARGIN: std::time::Duration = std::time::Duration::from_secs(1);
+/// How long a send waits for its provider's pace and 429 pauses before its job is
+/// postponed: with a gateway's 10 s for the send itself, the invocation ends in time.
+pub const MAX_PACE_WAIT: std::time::Duration = std::time::Duration::from_secs(8);
 
 /// The first retry's delay; later ones double ([`retry_delay`]).
 pub const RETRY_BASE: std::time::Duration = std::time::Duration::from_secs(10);
@@ -153,6 +156,23 @@ impl DeliveryFunction {
         let final_attempt = receives >= self.max_receives;
         match self.deliverer.deliver(&job, final_attempt, lease).await {
             Ok(_) => true,
+            Err(DeliverError::Postpone { after }) => {
+                // A new message at the end of its lane: this one's receives are not
+                // spent waiting for a pace that a long backlog holds.
+                let Some(queue) = &self.deliverer.queue else {
+                    return false;
+                };
+                match queue.postpone(&job, after).await {
+                    Ok(()) => {
+                        tracing::info!(notification_id = %job.notification_id, channel = job.channel.as_str(), recipient = %job.recipient.key(), receives, "job postponed: the provider's pace is full");
+                        true
+                    }
+                    Err(e) => {
+                        tracing::warn!(notification_id = %job.notification_id, channel = job.channel.as_str(), recipient = %job.recipient.key(), error = ?e, "job not postponed: returned to the queue");
+                        false
+                    }
+                }
+            }
             Err(DeliverError::Retry { reason }) => {
                 if let (Some(delay), Some(handle)) = (&self.delay, &message.receipt_handle) {
                     // 10 s, 20 s, 40 s, ... capped at 5 minutes.
@@ -246,6 +266,9 @@ pub struct DeliveryConfig {
     /// `FLARE_SNS_SMS_PER_SECOND`: the account's SNS SMS rate, which the SMS functions
     /// keep together (unset or 0: not paced).
     pub sns_per_second: Option<u32>,
+    /// How long a send waits for its provider's pace before its job is postponed
+    /// ([`MAX_PACE_WAIT`]; tests shorten it).
+    pub max_pace_wait: std::time::Duration,
 }
 
 impl DeliveryConfig {
@@ -268,6 +291,7 @@ impl DeliveryConfig {
                 channel,
             ))?],
             circuit: config::circuit_policy()?,
+            max_pace_wait: MAX_PACE_WAIT,
             sns_per_second: {
                 let raw = config::optional(SNS_SMS_PER_SECOND_ENV, "0");
                 match raw.parse::<u32>() {
@@ -328,6 +352,7 @@ impl DeliveryConfig {
             }),
             pacer: None,
             sns_per_second: None,
+            max_pace_wait: Some(self.max_pace_wait),
         }
     }
 
@@ -430,6 +455,7 @@ mod tests {
             failover: None,
             pacer: None,
             sns_per_second: None,
+            max_pace_wait: None,
         })
     }
 
@@ -467,6 +493,76 @@ mod tests {
                 provider: Provider::Sns,
                 provider_message_id: Some(format!("m-{}", sms.to.as_str())),
             })
+        }
+    }
+
+    /// A pace that never has a free moment (a backlog far longer than the wait allowed).
+    struct Full;
+
+    #[async_trait::async_trait]
+    impl flare_shared::ports::Pacer for Full {
+        async fn acquire(&self, _: &str, _: u32, _: flare_shared::domain::Lane) {
+            std::future::pending::<()>().await
+        }
+        async fn pause(&self, _: &str, _: std::time::Duration) {}
+    }
+
+    #[tokio::test]
+    async fn a_job_the_pace_has_no_moment_for_is_postponed_without_spending_a_receive() {
+        let numbers = ["+14155550111", "+14155550112"];
+        let (log, n, messages) = sms_jobs(&numbers).await;
+        let queue = Arc::new(flare_shared::memory::MemoryQueue::default());
+        let mut f = function();
+        f.deliverer.log = log.clone();
+        f.deliverer.queue = Some(queue.clone());
+        f.deliverer.pacer = Some(Arc::new(Full));
+        f.deliverer.sns_per_second = Some(20);
+        f.deliverer.max_pace_wait = Some(std::time::Duration::from_millis(50));
+        f.deliverer
+            .sms
+            .insert(Provider::Sns, Arc::new(HangsFor("+10000000000")));
+        let mut event = SqsEvent::default();
+        // The last receive: a transient failure now would be final.
+        event.records = messages
+            .into_iter()
+            .map(|mut m| {
+                m.attributes
+                    .insert("ApproximateReceiveCount".into(), "5".into());
+                m
+            })
+            .collect();
+        let response = f.handle(event).await;
+        assert!(
+            response.batch_item_failures.is_empty(),
+            "postponed jobs are done with: {:?}",
+            response.batch_item_failures
+        );
+        let mut again = Vec::new();
+        while let Some(job) = queue.pop(Channel::Sms) {
+            again.push(job);
+        }
+        assert_eq!(again.len(), 2, "each job queued again, as a new message");
+        let logged = log
+            .get_notification(&n.org_id, &n.notification_id)
+            .await
+            .unwrap()
+            .unwrap();
+        for r in &logged.records {
+            assert_eq!(r.status, DeliveryStatus::Pending, "{r:?}");
+        }
+        // With the pace free again, the postponed jobs go (their claims were dropped).
+        f.deliverer.pacer = Some(Arc::new(flare_shared::memory::MemoryPacer::default()));
+        f.deliverer.max_pace_wait = Some(std::time::Duration::from_secs(1));
+        for job in &again {
+            let sent = f
+                .deliverer
+                .deliver(job, false, std::time::Duration::from_secs(30))
+                .await
+                .unwrap();
+            assert!(
+                matches!(sent, flare_shared::app::deliver::Delivered::Sent { .. }),
+                "{sent:?}"
+            );
         }
     }
 

@@ -953,6 +953,14 @@ impl FinishUpdate {
                 values.push((":reason", s(reason)));
                 "SET reason = :reason REMOVE lease_ms, claimed_until".to_string()
             }
+            Finish::Postpone { attempt, reason } => {
+                values.push((":attempt", n(attempt.into())));
+                condition.push_str(" AND attempts = :attempt");
+                values.push((":reason", s(reason)));
+                values.push((":one", n(1)));
+                "SET reason = :reason, attempts = attempts - :one REMOVE lease_ms, claimed_until"
+                    .to_string()
+            }
             Finish::Abandon { reason } => {
                 values.push((":now", n(chrono::Utc::now().timestamp_millis())));
                 condition.push_str(" AND (attribute_not_exists(lease_ms) OR lease_ms < :now)");

@@ -9,14 +9,19 @@
 //!   [`MAX_BOOKING`]), plus a failed conditional write when another instance moved the
 //!   schedule first; `cargo bench -p flare-tests --bench pacing` measures it.
 //! - Urgent first: the normal lane's bookings end at most [`NORMAL_HORIZON`] ahead;
-//!   when the schedule is further out it waits and books again. The urgent lane books at the end
-//!   of the schedule whatever its length, so a dispatch's SMS waits at most about the
-//!   horizon behind a bulk send. In an instance, urgent sends take booked slots first.
-//! - A 429's pause moves `tat` to the end of the pause, for every instance.
+//!   when the schedule is further out it waits and books again. The urgent lane books at
+//!   the end of the schedule whatever its length, so a dispatch's SMS waits at most about
+//!   the horizon behind a bulk send. (In AWS each function runs one lane, so an
+//!   instance's booked slots are all of one lane.)
+//! - A 429's pause moves `tat` to the end of the pause: no instance books a slot in it,
+//!   and this instance drops its booked slots inside it; slots other instances booked
+//!   before it (at most the horizon's worth of bulk sends, or an urgent booking) still
+//!   go. A provider with no pace of its own is held by a pause only in the instance that
+//!   got the 429 (reading the item before every unpaced send would cost a read a
+//!   message).
 //! - Storage unreachable: the instance paces alone (in memory) rather than hold
-//!   emergency messages; a provider with no pace of its own is held only by pauses,
-//!   which each instance keeps in memory (reading the item before every unpaced send
-//!   would cost a read per message).
+//!   emergency messages, so while DynamoDB fails the instances together may send up to
+//!   their number times the rate.
 //!
 //! Slots are set by the instances' clocks (Lambda's are NTP-synchronised to
 //! milliseconds); slots are 5% longer than the rate's, as in the local runner.
@@ -29,7 +34,7 @@ use flare_shared::domain::Lane;
 use flare_shared::memory::{MemoryPacer, PACE_SLACK, pace_interval};
 use flare_shared::ports::{Pacer, UNPACED};
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -59,6 +64,9 @@ struct Schedule {
     booked: tokio::sync::Mutex<Booked>,
     waiting: AtomicUsize,
     urgent_waiting: AtomicUsize,
+    /// A pause this instance knows of (Unix microseconds): read without the lock by a
+    /// send about to go in its slot.
+    paused_until: AtomicU64,
 }
 
 #[derive(Default)]
@@ -67,8 +75,6 @@ struct Booked {
     slots: VecDeque<u64>,
     /// The shared `tat` last seen: which update to try first.
     seen_tat: u64,
-    /// A pause this instance knows of (Unix microseconds).
-    paused_until: u64,
     /// The normal lane found the horizon full: its sends wait until then before this
     /// instance asks again (one write per look, not one per waiting send).
     normal_not_before: u64,
@@ -154,6 +160,7 @@ impl DynamoPacer {
     async fn book(
         &self,
         provider: &str,
+        paused_until: u64,
         booked: &mut Booked,
         count: usize,
         interval: u64,
@@ -162,7 +169,7 @@ impl DynamoPacer {
         use anyhow::Context;
         let cost = interval * count as u64;
         for _ in 0..2 {
-            let now = now_micros().max(booked.paused_until);
+            let now = now_micros().max(paused_until);
             if booked.seen_tat <= now {
                 // Idle: the schedule restarts now.
                 let out = self
@@ -259,26 +266,36 @@ impl Pacer for DynamoPacer {
         }
         let interval = pace_interval(per_second).as_micros() as u64;
         let schedule = self.schedule(provider);
-        let _waiting = Waiting::new(&schedule.waiting);
-        let _urgent = (lane == Lane::Urgent).then(|| Waiting::new(&schedule.urgent_waiting));
+        let mut waiting = Some(Waiting::new(&schedule.waiting));
+        let mut urgent = (lane == Lane::Urgent).then(|| Waiting::new(&schedule.urgent_waiting));
+        // A slot may be used a little late: up to half of it (the next starts on time,
+        // and slots are 5% longer than the rate's), and at least the local slack.
+        let slack = (interval / 2).max(PACE_SLACK.as_micros() as u64);
         for _ in 0..MAX_BOOKING_ROUNDS {
             let wait = {
                 let mut booked = schedule.booked.lock().await;
                 let now = now_micros();
                 // A slot missed by more than the slack is given up: sending in it late
-                // could crowd the next instance's slot.
-                let slack = PACE_SLACK.as_micros() as u64;
-                while booked
-                    .slots
-                    .front()
-                    .is_some_and(|s| s + slack < now || *s < booked.paused_until)
-                {
+                // could crowd the next one's send.
+                while booked.slots.front().is_some_and(|s| {
+                    s + slack < now || *s < schedule.paused_until.load(Ordering::SeqCst)
+                }) {
                     booked.slots.pop_front();
                 }
                 if let Some(slot) = booked.slots.pop_front() {
                     drop(booked);
+                    // Holding a slot is no longer waiting for one: the next booking is
+                    // for the sends that still need theirs.
+                    drop(waiting.take());
+                    drop(urgent.take());
                     tokio::time::sleep(until(slot)).await;
-                    return;
+                    // A pause that began meanwhile (this instance's 429) voids the slot.
+                    if slot >= schedule.paused_until.load(Ordering::SeqCst) {
+                        return;
+                    }
+                    waiting = Some(Waiting::new(&schedule.waiting));
+                    urgent = (lane == Lane::Urgent).then(|| Waiting::new(&schedule.urgent_waiting));
+                    continue;
                 }
                 if lane == Lane::Normal && schedule.urgent_waiting.load(Ordering::SeqCst) > 0 {
                     YIELD
@@ -296,7 +313,14 @@ impl Pacer for DynamoPacer {
                     };
                     let count = schedule.waiting.load(Ordering::SeqCst).clamp(1, most);
                     match self
-                        .book(provider, &mut booked, count, interval, lane)
+                        .book(
+                            provider,
+                            schedule.paused_until.load(Ordering::SeqCst),
+                            &mut booked,
+                            count,
+                            interval,
+                            lane,
+                        )
                         .await
                     {
                         Ok(Booking::Booked(start)) => {
@@ -335,7 +359,7 @@ impl Pacer for DynamoPacer {
         {
             let schedule = self.schedule(provider);
             let mut booked = schedule.booked.lock().await;
-            booked.paused_until = booked.paused_until.max(end);
+            schedule.paused_until.fetch_max(end, Ordering::SeqCst);
             booked.seen_tat = booked.seen_tat.max(end);
         }
         let out = self

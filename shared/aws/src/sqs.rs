@@ -7,13 +7,11 @@ use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use flare_shared::domain::{Channel, CheckJob, DeliveryJob, Lane};
 use flare_shared::ports::{JobQueue, MAX_CHECK_DELAY, QueueError};
-use std::collections::HashMap;
 
 /// SendMessageBatch's limit per call.
 pub const BATCH_SEND_MAX: usize = 10;
 
-/// The queue URL of each channel's lane.
-pub type QueueUrls = HashMap<(Channel, Lane), String>;
+pub use crate::wiring::QueueUrls;
 
 #[derive(Clone, Debug)]
 pub struct SqsQueue {
@@ -125,6 +123,31 @@ impl JobQueue for SqsQueue {
             .buffer_unordered(batch_concurrency())
             .try_collect::<Vec<()>>()
             .await?;
+        Ok(())
+    }
+
+    /// A new message for `job` on its lane's queue, `DelaySeconds` (rounded up) later.
+    async fn postpone(
+        &self,
+        job: &DeliveryJob,
+        delay: std::time::Duration,
+    ) -> Result<(), QueueError> {
+        let url = self.urls.get(&(job.channel, job.lane())).ok_or_else(|| {
+            QueueError::Failed(anyhow::anyhow!(
+                "no queue configured for {} ({} lane)",
+                job.channel.as_str(),
+                job.lane().as_str()
+            ))
+        })?;
+        let body = serde_json::to_string(job).map_err(|e| QueueError::Failed(e.into()))?;
+        self.client
+            .send_message()
+            .queue_url(url)
+            .message_body(body)
+            .delay_seconds(delay_seconds(delay))
+            .send()
+            .await
+            .map_err(|e| queue_error(e, "SendMessage (postponed job)"))?;
         Ok(())
     }
 

@@ -1,9 +1,12 @@
 //! The functions' AWS wiring from their environment, in one place so every function
 //! names the same variables and fails fast naming the missing one.
 
-use crate::sqs::QueueUrls;
 use flare_runtime::{self as config, ConfigError};
 use flare_shared::domain::{Channel, EmailAddress, Lane};
+use std::collections::HashMap;
+
+/// The queue URL of each channel's lane.
+pub type QueueUrls = HashMap<(Channel, Lane), String>;
 
 pub const SETTINGS_TABLE: &str = "FLARE_SETTINGS_TABLE";
 pub const DIRECTORY_TABLE: &str = "FLARE_DIRECTORY_TABLE";

@@ -56,6 +56,10 @@ pub struct Deliverer {
     pub pacer: Option<Arc<dyn crate::ports::Pacer>>,
     /// The account's SNS SMS rate (messages a second); `None`: SNS is not paced.
     pub sns_per_second: Option<u32>,
+    /// How long a send may wait for its provider's pace before the job is postponed
+    /// ([`DeliverError::Postpone`]); `None`: as long as it takes (the local runner,
+    /// whose jobs have no deadline). A Lambda invocation must end in time.
+    pub max_pace_wait: Option<Duration>,
 }
 
 /// The span every line about one job is logged in: it names the job's fields, so the
@@ -70,6 +74,9 @@ fn job_span(job: &DeliveryJob) -> Span {
         attempts = tracing::field::Empty,
     )
 }
+
+/// How long a postponed job waits in its queue before it is taken again.
+pub const POSTPONE_DELAY: Duration = Duration::from_secs(1);
 
 /// How long one attempt waits at most for gateways that answer 429 before it counts as a
 /// failed attempt (half the delivery functions' 20 s timeout).
@@ -125,6 +132,10 @@ pub enum DeliverError {
     Store(#[from] StoreError),
     #[error("enqueuing the fallback failed")]
     Queue(#[from] QueueError),
+    /// The provider's pace had no moment for the send in time: queue the job again
+    /// (a new message) after `after`; no attempt is spent and the claim is dropped.
+    #[error("postponed: the provider's pace is full")]
+    Postpone { after: Duration },
 }
 
 /// How long a transient failure waits before attempt `attempt + 1`: `base`, doubling with
@@ -436,6 +447,18 @@ impl Deliverer {
                 }
                 Ok(Delivered::Sent {
                     provider_message_id: receipt.provider_message_id,
+                })
+            }
+            // Before the final-attempt rule: waiting for the pace is no failure.
+            Err(e) if e.code() == FailReason::Paced => {
+                finish(Finish::Postpone {
+                    attempt: attempts,
+                    reason: e.reason(),
+                })
+                .await?;
+                tracing::info!("no moment free at the provider's pace in time: postponed");
+                Err(DeliverError::Postpone {
+                    after: POSTPONE_DELAY,
                 })
             }
             Err(e) if e.is_transient() && !final_attempt => {
@@ -897,6 +920,8 @@ impl Deliverer {
             (
                 CheckJob {
                     cycle: cycle + 1,
+                    // The notification's own (a timer queued before lanes has none).
+                    lane: n.category.lane(),
                     ..check.clone()
                 },
                 plan.due(cycle + 1),
@@ -1082,7 +1107,18 @@ impl Deliverer {
         };
         let mut waited = Duration::ZERO;
         loop {
-            pacer.acquire(&key, rate, job.lane()).await;
+            let slot = pacer.acquire(&key, rate, job.lane());
+            match self.max_pace_wait {
+                Some(limit) => {
+                    let left = limit.saturating_sub(waited);
+                    let started = tokio::time::Instant::now();
+                    if left.is_zero() || tokio::time::timeout(left, slot).await.is_err() {
+                        return Err(SendError::paced());
+                    }
+                    waited += started.elapsed();
+                }
+                None => slot.await,
+            }
             match sender.send(sms).await {
                 Err(e) if e.retry_after().is_some() => {
                     // `Retry-After: 0` (or a date gone by) is still a refusal: a short
@@ -1090,7 +1126,8 @@ impl Deliverer {
                     let d = e.retry_after().unwrap_or_default().max(MIN_THROTTLE_WAIT);
                     // Every sender to it holds off, also when this one gives up.
                     pacer.pause(&key, d).await;
-                    if waited + d > THROTTLE_BUDGET {
+                    let budget = THROTTLE_BUDGET.min(self.max_pace_wait.unwrap_or(THROTTLE_BUDGET));
+                    if waited + d > budget {
                         return Err(e);
                     }
                     tracing::info!(

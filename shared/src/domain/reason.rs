@@ -146,6 +146,10 @@ fail_reasons! {
     /// The job reached its dead-letter queue with the record unfinished (after
     /// `gave_up: `): its attempts crashed, timed out or found the record held.
     DeadLetter = "dead_letter",
+    /// The provider's pace had no free moment for the send in time (a long backlog
+    /// at a paced gateway): the job goes back to the end of its queue, spending no
+    /// attempt; seen only on a pending delivery.
+    Paced = "paced",
     /// No sender is configured for the record's provider.
     ProviderUnavailable = "provider_unavailable",
     /// The record's destination does not suit its channel.

@@ -198,6 +198,7 @@ impl MemoryWorld {
             failover: None,
             pacer: None,
             sns_per_second: None,
+            max_pace_wait: None,
         }
     }
 

@@ -177,6 +177,7 @@ pub async fn run(recipients: usize) -> anyhow::Result<Report> {
         metrics_namespace: None,
         circuit: Default::default(),
         sns_per_second: None,
+        max_pace_wait: flare_lambda::MAX_PACE_WAIT,
     };
     let (p, s, e) = (cfg(Channel::Push), cfg(Channel::Sms), cfg(Channel::Email));
     let mut functions = HashMap::new();
