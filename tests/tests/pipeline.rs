@@ -1678,6 +1678,29 @@ mod lanes {
             .unwrap_or(0)
     }
 
+    /// A pipeline on a moto server of its own (the pollers' load, and a timing test,
+    /// stay away from the other tests' server), under `comm`, whose main control center
+    /// sends through the test gateway at `path`, limited to `rate` a second.
+    async fn paced_gateway_org(
+        comm: Value,
+        tag: &str,
+        rate: u32,
+    ) -> (flare_tests::Moto, Pipeline, String) {
+        let own = flare_tests::Moto::start().unwrap();
+        let p = pipeline_on(&own).await;
+        standard_org(&p, comm).await;
+        let gw = flare_tests::gateway();
+        let path = format!("/{}", unique(tag));
+        p.admin(
+            "PUT",
+            "/v1/settings/sms/main",
+            json!({"provider": "http", "url": format!("{}{path}", gw.url), "format": "json",
+                   "sender_number": "ACMEFIRE", "max_per_second": rate}),
+        )
+        .await;
+        (own, p, path)
+    }
+
     async fn sms_only_users(p: &Pipeline, prefix: &str, count: usize, base: usize) -> Vec<String> {
         let mut users = Vec::new();
         for i in 0..count {
@@ -1779,23 +1802,10 @@ mod lanes {
     /// second, then a dispatch; two bulk instances and one urgent instance.
     #[tokio::test]
     async fn a_dispatch_never_waits_behind_a_paced_bulk_message_on_aws() {
-        let own = flare_tests::Moto::start().unwrap();
-        let p = pipeline_on(&own).await;
-        standard_org(
-            &p,
-            json!({"dispatch": "app_sms_email", "messages": "app_sms_email"}),
-        )
-        .await;
-        let gw = flare_tests::gateway();
-        let path = format!("/{}", unique("paced"));
         let rate = 10;
-        p.admin(
-            "PUT",
-            "/v1/settings/sms/main",
-            json!({"provider": "http", "url": format!("{}{path}", gw.url), "format": "json",
-                   "sender_number": "ACMEFIRE", "max_per_second": rate}),
-        )
-        .await;
+        let comm = json!({"dispatch": "app_sms_email", "messages": "app_sms_email"});
+        let (_own, p, path) = paced_gateway_org(comm, "paced", rate).await;
+        let gw = flare_tests::gateway();
         let bulk = sms_only_users(&p, "b", 40, 5_550_000).await;
         p.user(
             "u-d1",
@@ -1845,7 +1855,7 @@ mod lanes {
         // One more than the rate tolerated: the gateway is a Python process noting each
         // arrival on a loaded machine (unpaced, the two instances send 20 at once).
         let busiest = busiest_second(&reqs);
-        assert!(busiest <= rate + 1, "{busiest} in one second");
+        assert!(busiest <= rate as usize + 1, "{busiest} in one second");
     }
 
     /// A backlog longer than a send may wait for (a slow gateway, two bulk instances of
@@ -1853,19 +1863,10 @@ mod lanes {
     /// again as new messages, and every SMS still ends `sent` on the gateway's pace.
     #[tokio::test]
     async fn jobs_a_slow_gateways_pace_cannot_take_in_time_are_postponed_and_all_sent() {
-        let own = flare_tests::Moto::start().unwrap();
-        let p = pipeline_on(&own).await;
-        standard_org(&p, json!({"messages": "app_sms_email"})).await;
-        let gw = flare_tests::gateway();
-        let path = format!("/{}", unique("slowpace"));
         let rate = 5;
-        p.admin(
-            "PUT",
-            "/v1/settings/sms/main",
-            json!({"provider": "http", "url": format!("{}{path}", gw.url), "format": "json",
-                   "sender_number": "ACMEFIRE", "max_per_second": rate}),
-        )
-        .await;
+        let comm = json!({"messages": "app_sms_email"});
+        let (_own, p, path) = paced_gateway_org(comm, "slowpace", rate).await;
+        let gw = flare_tests::gateway();
         let users = sms_only_users(&p, "s", 25, 5_580_000).await;
         let mut message = p.event("incident-message-posted", &unique("slowpace"));
         message["detail"]["recipient_ids"] = json!(users);
@@ -1896,26 +1897,16 @@ mod lanes {
         let reqs = gw.requests_to(&path).await.unwrap();
         assert_eq!(reqs.len(), 25, "each SMS once");
         let busiest = busiest_second(&reqs);
-        assert!(busiest <= rate + 1, "{busiest} in one second");
+        assert!(busiest <= rate as usize + 1, "{busiest} in one second");
     }
 
     /// A gateway answering 429 with `Retry-After: 1` for a while: the SMS functions
     /// wait instead of spending attempts, and nothing ends failed.
     #[tokio::test]
     async fn a_gateway_that_answers_429_slows_every_instance_down_and_nothing_fails() {
-        // Its own moto: the pollers' load stays off the other tests' server.
-        let own = flare_tests::Moto::start().unwrap();
-        let p = pipeline_on(&own).await;
-        standard_org(&p, json!({"messages": "app_sms_email"})).await;
+        let comm = json!({"messages": "app_sms_email"});
+        let (_own, p, path) = paced_gateway_org(comm, "slow", 50).await;
         let gw = flare_tests::gateway();
-        let path = format!("/{}", unique("slow"));
-        p.admin(
-            "PUT",
-            "/v1/settings/sms/main",
-            json!({"provider": "http", "url": format!("{}{path}", gw.url), "format": "json",
-                   "sender_number": "ACMEFIRE", "max_per_second": 50}),
-        )
-        .await;
         let slow_down = json!({"status": 429, "headers": {"Retry-After": "1"}});
         gw.script(&path, json!([slow_down, slow_down, slow_down, slow_down]))
             .await

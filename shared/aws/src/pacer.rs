@@ -5,9 +5,11 @@
 //! one conditional UpdateItem, moving `tat` on by `n` slots, and sends in each slot as
 //! its time comes, so together the instances never send more than the rate.
 //!
-//! - Cost: one UpdateItem books the slots of every send waiting in the instance (up to
-//!   [`MAX_BOOKING`]), plus a failed conditional write when another instance moved the
-//!   schedule first; `cargo bench -p flare-tests --bench pacing` measures it.
+//! - Cost: one UpdateItem books the slots of every send waiting in the instance, or as
+//!   many as it took in the last horizon when that is more (a steady bulk stream), up
+//!   to [`MAX_BOOKING`]; plus a failed conditional write when another instance moved the
+//!   schedule first; `cargo bench -p flare-tests --bench pacing` measures it. A slot
+//!   nobody takes (the end of a stream) is given up after half a slot.
 //! - Urgent first: the normal lane's bookings end at most [`NORMAL_HORIZON`] ahead;
 //!   when the schedule is further out it waits and books again. The urgent lane books at
 //!   the end of the schedule whatever its length, so a dispatch's SMS waits at most about
@@ -78,6 +80,9 @@ struct Booked {
     /// The normal lane found the horizon full: its sends wait until then before this
     /// instance asks again (one write per look, not one per waiting send).
     normal_not_before: u64,
+    /// When this instance's recent slots were taken (the last horizon's): the demand a
+    /// booking provides for, besides the sends waiting now.
+    taken: VecDeque<u64>,
 }
 
 /// Counted while it waits, uncounted however the wait ends.
@@ -119,6 +124,20 @@ fn n(v: u64) -> AttributeValue {
     AttributeValue::N(v.to_string())
 }
 
+/// The `tat` of the item a failed conditional update found (it asks for the old item).
+fn failed_tat(
+    e: &crate::SdkError<
+        aws_sdk_dynamodb::operation::update_item::UpdateItemError,
+        aws_smithy_runtime_api::http::Response,
+    >,
+) -> Option<u64> {
+    use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+    match e.as_service_error()? {
+        UpdateItemError::ConditionalCheckFailedException(c) => tat_of(c.item()),
+        _ => None,
+    }
+}
+
 fn tat_of(item: Option<&HashMap<String, AttributeValue>>) -> Option<u64> {
     match item?.get("tat")? {
         AttributeValue::N(v) => v.parse().ok(),
@@ -151,6 +170,37 @@ impl DynamoPacer {
         ])
     }
 
+    /// `tat` set to `end` where it is missing or `condition` (over `:now` / `:end`)
+    /// holds; the old item comes back when it does not.
+    async fn set_tat(
+        &self,
+        provider: &str,
+        end: u64,
+        condition: &str,
+        now: u64,
+    ) -> Result<
+        aws_sdk_dynamodb::operation::update_item::UpdateItemOutput,
+        crate::SdkError<
+            aws_sdk_dynamodb::operation::update_item::UpdateItemError,
+            aws_smithy_runtime_api::http::Response,
+        >,
+    > {
+        let mut update = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(provider)))
+            .update_expression("SET tat = :end, expires_at = :exp")
+            .condition_expression(format!("attribute_not_exists(tat) OR {condition}"))
+            .expression_attribute_values(":end", n(end))
+            .expression_attribute_values(":exp", Self::expires())
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+        if condition.contains(":now") {
+            update = update.expression_attribute_values(":now", n(now));
+        }
+        update.send().await
+    }
+
     fn expires() -> AttributeValue {
         AttributeValue::N((chrono::Utc::now().timestamp() + ITEM_TTL_SECONDS).to_string())
     }
@@ -172,32 +222,14 @@ impl DynamoPacer {
             let now = now_micros().max(paused_until);
             if booked.seen_tat <= now {
                 // Idle: the schedule restarts now.
-                let out = self
-                    .client
-                    .update_item()
-                    .table_name(&self.table)
-                    .set_key(Some(Self::key(provider)))
-                    .update_expression("SET tat = :end, expires_at = :exp")
-                    .condition_expression("attribute_not_exists(tat) OR tat <= :now")
-                    .expression_attribute_values(":end", n(now + cost))
-                    .expression_attribute_values(":now", n(now))
-                    .expression_attribute_values(":exp", Self::expires())
-                    .return_values_on_condition_check_failure(
-                        ReturnValuesOnConditionCheckFailure::AllOld,
-                    )
-                    .send()
-                    .await;
+                let out = self.set_tat(provider, now + cost, "tat <= :now", now).await;
                 match out {
                     Ok(_) => {
                         booked.seen_tat = now + cost;
                         return Ok(Booking::Booked(now));
                     }
                     Err(e) if error_code(&e) == Some("ConditionalCheckFailedException") => {
-                        let item = e.as_service_error().and_then(|s| match s {
-                            aws_sdk_dynamodb::operation::update_item::UpdateItemError::ConditionalCheckFailedException(c) => c.item(),
-                            _ => None,
-                        });
-                        booked.seen_tat = tat_of(item).unwrap_or(now + 1);
+                        booked.seen_tat = failed_tat(&e).unwrap_or(now + 1);
                         continue;
                     }
                     Err(e) => return Err(anyhow::Error::new(e).context("UpdateItem pace (idle)")),
@@ -235,11 +267,7 @@ impl DynamoPacer {
                     return Ok(Booking::Booked(tat - cost));
                 }
                 Err(e) if error_code(&e) == Some("ConditionalCheckFailedException") => {
-                    let item = e.as_service_error().and_then(|s| match s {
-                        aws_sdk_dynamodb::operation::update_item::UpdateItemError::ConditionalCheckFailedException(c) => c.item(),
-                        _ => None,
-                    });
-                    let tat = tat_of(item).unwrap_or(0);
+                    let tat = failed_tat(&e).unwrap_or(0);
                     booked.seen_tat = tat;
                     if tat > limit {
                         // Normal lane, horizon full: look again when it has room, each
@@ -282,7 +310,12 @@ impl Pacer for DynamoPacer {
                 }) {
                     booked.slots.pop_front();
                 }
+                let recent = now.saturating_sub(NORMAL_HORIZON.as_micros() as u64);
+                while booked.taken.front().is_some_and(|t| *t < recent) {
+                    booked.taken.pop_front();
+                }
                 if let Some(slot) = booked.slots.pop_front() {
+                    booked.taken.push_back(now);
                     drop(booked);
                     // Holding a slot is no longer waiting for one: the next booking is
                     // for the sends that still need theirs.
@@ -311,7 +344,13 @@ impl Pacer for DynamoPacer {
                             (fits as usize).clamp(1, MAX_BOOKING)
                         }
                     };
-                    let count = schedule.waiting.load(Ordering::SeqCst).clamp(1, most);
+                    // A steady stream of sends (a bulk send draining) gets a booking's
+                    // worth at once, not one write per send; a lone send books one.
+                    let demand = schedule
+                        .waiting
+                        .load(Ordering::SeqCst)
+                        .max(booked.taken.len());
+                    let count = demand.clamp(1, most);
                     match self
                         .book(
                             provider,
@@ -362,17 +401,7 @@ impl Pacer for DynamoPacer {
             schedule.paused_until.fetch_max(end, Ordering::SeqCst);
             booked.seen_tat = booked.seen_tat.max(end);
         }
-        let out = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(Self::key(provider)))
-            .update_expression("SET tat = :end, expires_at = :exp")
-            .condition_expression("attribute_not_exists(tat) OR tat < :end")
-            .expression_attribute_values(":end", n(end))
-            .expression_attribute_values(":exp", Self::expires())
-            .send()
-            .await;
+        let out = self.set_tat(provider, end, "tat < :end", 0).await;
         match out {
             Ok(_) => {}
             // Already paused as long or booked further out.
