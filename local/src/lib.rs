@@ -273,8 +273,41 @@ pub fn router(app: Arc<LocalApp>) -> axum::Router {
             "/local/provider-events",
             axum::routing::post(post_provider_event),
         )
+        // The admin console: the page at `/` and `/console/`, its files beside it.
+        .route("/", axum::routing::get(console_file))
+        .route("/console", axum::routing::get(console_root))
+        .route("/console/", axum::routing::get(console_file))
+        .route("/console/{file}", axum::routing::get(console_file))
+        .route("/app.js", axum::routing::get(console_file))
+        .route("/console.css", axum::routing::get(console_file))
         .fallback(any)
         .with_state(app)
+}
+
+/// A console file, by the last segment of the path (`/`, `/console/` and
+/// `/console/index.html` are the page).
+async fn console_file(uri: axum::http::Uri) -> Response {
+    let name = uri.path().rsplit('/').next().unwrap_or_default();
+    match flare_console::asset(name) {
+        Some(a) => {
+            let mut r = Response::new(axum::body::Body::from(a.body));
+            let h = r.headers_mut();
+            h.insert(
+                axum::http::header::CONTENT_TYPE,
+                axum::http::HeaderValue::from_static(a.content_type),
+            );
+            for (k, v) in flare_console::HEADERS {
+                h.insert(k, axum::http::HeaderValue::from_static(v));
+            }
+            r
+        }
+        None => axum::http::StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
+/// `/console` without its slash: the page's relative links need it.
+async fn console_root() -> Response {
+    axum::response::Redirect::permanent("/console/").into_response()
 }
 
 /// `POST /local/events`: an EventBridge event, routed now; deliveries continue in the
