@@ -464,7 +464,6 @@ async function loadNotifications() {
       tr.append(
         cell(when(n.created_at)),
         cell(n.category),
-        cell(n.lane || ""),
         cell(n.incident_id || ""),
         cell(c.sent ?? 0),
         cell(c.delivered ?? 0),

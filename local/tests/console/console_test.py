@@ -1,0 +1,317 @@
+"""The admin console in a real browser (Chromium and chromedriver from Debian's packages,
+driven over WebDriver with Selenium), against `flare-local serve` and the real HTTP
+gateway and SMTP sinks the Rust test (local/tests/console.rs) starts. Elements are found
+by their label text, as a person finds them. Reads its set-up as JSON on stdin; prints
+one line per check; exits non-zero on the first failure, saying what it saw."""
+
+import json
+import sys
+import time
+import urllib.request
+
+from selenium import webdriver
+from selenium.common.exceptions import TimeoutException
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.support.ui import Select, WebDriverWait
+
+CFG = json.load(sys.stdin)
+BASE = CFG["base"]
+SECRET = "s3cret-" + CFG["tag"]
+
+
+def browser():
+    o = webdriver.ChromeOptions()
+    o.binary_location = CFG["chromium"]
+    for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+              "--window-size=1280,1100"):
+        o.add_argument(a)
+    # Every request the page makes, with its body: a stored password must go in none but
+    # the PUT that sets it.
+    o.set_capability("goog:loggingPrefs", {"performance": "ALL"})
+    return webdriver.Chrome(service=Service(CFG["chromedriver"]), options=o)
+
+
+D = browser()
+
+
+def wait(cond, what, timeout=10):
+    try:
+        return WebDriverWait(D, timeout, poll_frequency=0.1).until(lambda d: cond())
+    except TimeoutException:
+        raise AssertionError(f"timed out waiting for {what}")
+
+
+def by_label(text):
+    """The control a visible <label> with exactly this text is for."""
+    labels = [l for l in D.find_elements(By.XPATH, f'//label[normalize-space()="{text}"]') if l.is_displayed()]
+    assert labels, f"no visible label reads {text!r}"
+    return D.find_element(By.ID, labels[0].get_attribute("for"))
+
+
+def button(text, within=None):
+    root = D.find_element(By.CSS_SELECTOR, within) if within else D
+    found = [b for b in root.find_elements(By.XPATH, f'.//button[normalize-space()="{text}"]') if b.is_displayed()]
+    assert found, f"no visible button reads {text!r}"
+    return found[0]
+
+
+def tab(name):
+    D.find_element(By.XPATH, f'//*[@role="tab"][normalize-space()="{name}"]').click()
+
+
+def text_of(element_id):
+    return D.find_element(By.ID, element_id).text
+
+
+def fill(label, value):
+    el = by_label(label)
+    el.clear()
+    el.send_keys(value)
+
+
+def sign_in(token):
+    D.get(BASE + "/")
+    fill("Token", token)
+    button("Sign in").click()
+
+
+def signed_in():
+    return D.find_element(By.ID, "console").is_displayed()
+
+
+def requests_made():
+    """Every request the page sent since the last call: (method, url, body)."""
+    out = []
+    for entry in D.get_log("performance"):
+        m = json.loads(entry["message"])["message"]
+        if m.get("method") == "Network.requestWillBeSent":
+            r = m["params"]["request"]
+            out.append((r["method"], r["url"], r.get("postData", "")))
+    return out
+
+
+def check(name, fn):
+    started = time.monotonic()
+    fn()
+    print(f"ok - {name} ({time.monotonic() - started:.1f} s)", flush=True)
+
+
+# ------------------------------------------------------------------ the checks
+
+def bad_token():
+    sign_in("not-a-token")
+    wait(lambda: text_of("sign-in-message") != "", "the sign-in message")
+    msg = text_of("sign-in-message")
+    assert "not accepted" in msg, msg
+    assert not signed_in()
+
+
+def good_token():
+    sign_in(CFG["admin"])
+    wait(signed_in, "the console after signing in")
+    assert "acme" in text_of("who"), text_of("who")
+    requests_made()  # from here on, every request is looked at
+
+
+def keyboard_tabs():
+    D.find_element(By.XPATH, '//*[@role="tab"][normalize-space()="Outgoing SMS"]').send_keys(Keys.ARROW_RIGHT)
+    wait(lambda: D.find_element(By.ID, "panel-email").is_displayed(), "the email tab by the arrow key")
+    assert D.switch_to.active_element.text == "Outgoing Email"
+    D.switch_to.active_element.send_keys(Keys.ARROW_LEFT)
+    wait(lambda: D.find_element(By.ID, "panel-sms").is_displayed(), "the SMS tab by the arrow key")
+
+
+def validation_error_beside_its_field():
+    tab("Outgoing SMS")
+    Select(by_label("Control Center")).select_by_value("main")
+    Select(by_label("Provider")).select_by_visible_text("HTTP gateway")
+    assert by_label("Gateway URL").is_displayed()
+    fill("Gateway URL", CFG["gateway_url"])
+    fill("Username", "acct-17")
+    fill("Password", SECRET)
+    fill("Http Header", "X-Api-Key: hdr-" + CFG["tag"])
+    fill("Sender number", "not a number!")
+    button("Save", "#sms-form").click()
+    wait(lambda: "Not saved" in text_of("sms-message"), "the save to be refused")
+    err = D.find_element(By.CSS_SELECTOR, '[data-error-for="sender_number"]')
+    assert err.text, "no error beside Sender number"
+    assert by_label("Sender number").get_attribute("aria-invalid") == "true"
+    # Nothing typed is lost.
+    assert by_label("Gateway URL").get_attribute("value") == CFG["gateway_url"]
+    assert by_label("Password").get_attribute("value") == SECRET
+    assert by_label("Username").get_attribute("value") == "acct-17"
+
+
+def save_sms_for_main():
+    fill("Sender number", "ACMEFIRE")
+    button("Save", "#sms-form").click()
+    wait(lambda: "Saved" in text_of("sms-message"), "the SMS settings to be saved")
+    assert "set" in text_of("sms-password-state")
+    assert by_label("Password").get_attribute("value") == ""
+    assert by_label("Http Header").get_attribute("value") == "X-Api-Key: ****"
+
+
+def save_sms_for_a_new_control_center():
+    fill("New control center", "north")
+    button("Add control center").click()
+    wait(lambda: Select(by_label("Control Center")).first_selected_option.get_attribute("value") == "north", "north selected")
+    assert "main's settings" in text_of("sms-origin"), text_of("sms-origin")
+    Select(by_label("Provider")).select_by_visible_text("Amazon SNS")
+    assert not by_label_visible("Gateway URL"), "a gateway field shown for SNS"
+    fill("Sender number", "+15551230000")
+    button("Save", "#sms-form").click()
+    wait(lambda: "Saved the SMS settings of north" in text_of("sms-message"), "north saved")
+
+
+def by_label_visible(text):
+    return any(l.is_displayed() for l in D.find_elements(By.XPATH, f'//label[normalize-space()="{text}"]'))
+
+
+def reload_and_see_them():
+    D.refresh()
+    wait(signed_in, "the console after a reload (the token kept for the session)")
+    Select(by_label("Control Center")).select_by_value("main")
+    assert Select(by_label("Provider")).first_selected_option.text == "HTTP gateway"
+    assert by_label("Gateway URL").get_attribute("value") == CFG["gateway_url"]
+    assert by_label("Sender number").get_attribute("value") == "ACMEFIRE"
+    Select(by_label("Control Center")).select_by_value("north")
+    assert Select(by_label("Provider")).first_selected_option.text == "Amazon SNS"
+    assert by_label("Sender number").get_attribute("value") == "+15551230000"
+    Select(by_label("Control Center")).select_by_value("main")
+
+
+def password_never_in_the_page_or_other_requests():
+    assert SECRET not in D.page_source
+    # The saves that set it (the one refused for the sender number, and the one that
+    # stored it) carry it; no read, test send or other save does.
+    carrying = [(m, u) for m, u, body in requests_made() if SECRET in body or SECRET in u]
+    puts = [(m, u) for m, u in carrying if m == "PUT" and u.endswith("/v1/settings/sms/main")]
+    assert carrying == puts and len(puts) == 2, f"requests carrying the password: {carrying}"
+
+
+def test_send_success_and_failure():
+    tab("Outgoing SMS")
+    fill("To", "+14155550100")
+    button("Send test", "#sms-test").click()
+    wait(lambda: text_of("sms-test-result") != "" and "Working" not in text_of("sms-test-result"), "the test send's answer")
+    assert "Sent through http" in text_of("sms-test-result"), text_of("sms-test-result")
+    post(CFG["gateway_script"], {"path": CFG["gateway_path"], "responses": [{"status": 400, "body": {"error": "bad number"}}]})
+    button("Send test", "#sms-test").click()
+    wait(lambda: "Sent through" not in text_of("sms-test-result") and "Working" not in text_of("sms-test-result"), "the failed test send's answer")
+    assert "bad number" in text_of("sms-test-result") or "400" in text_of("sms-test-result"), text_of("sms-test-result")
+    # Email through the SMTP sink, then through a port nobody listens on.
+    tab("Outgoing Email")
+    Select(by_label("Provider")).select_by_visible_text("SMTP server")
+    fill("Sender Email Address", "alerts@acme.example")
+    fill("SMTP Server URL", "127.0.0.1")
+    fill("SMTP Server Port", str(CFG["smtp_port"]))
+    fill("SMTP Username", CFG["smtp_user"])
+    fill("SMTP User Password", CFG["smtp_password"])
+    button("Save", "#email-form").click()
+    wait(lambda: "Saved" in text_of("email-message"), "the email settings to be saved")
+    fill("To", f"console-{CFG['tag']}@acme.example")
+    button("Send test", "#email-test").click()
+    wait(lambda: text_of("email-test-result") not in ("", "Working…"), "the email test's answer")
+    assert "Sent through smtp" in text_of("email-test-result"), text_of("email-test-result")
+    fill("SMTP Server Port", str(CFG["closed_port"]))
+    button("Save", "#email-form").click()
+    wait(lambda: "Saved" in text_of("email-message"), "the broken email settings to be saved")
+    button("Send test", "#email-test").click()
+    wait(lambda: text_of("email-test-result") not in ("", "Working…") and "Sent through" not in text_of("email-test-result"), "the failed email test's answer")
+    assert "HTTP 502" in text_of("email-test-result") or "smtp" in text_of("email-test-result").lower(), text_of("email-test-result")
+
+
+def communication_saved_and_read_back():
+    tab("Communication")
+    Select(by_label("Dispatch")).select_by_visible_text("Mobile App, SMS and Email")
+    Select(by_label("Messages")).select_by_visible_text("Via the Mobile App Only")
+    if not by_label("Manual SMS").is_selected():
+        by_label("Manual SMS").click()
+    fill("App fallback (seconds)", "45")
+    button("Save", "#communication-form").click()
+    wait(lambda: "Saved" in text_of("communication-message"), "the communication settings to be saved")
+    D.refresh()
+    wait(signed_in, "the console after a reload")
+    tab("Communication")
+    assert Select(by_label("Dispatch")).first_selected_option.text == "Mobile App, SMS and Email"
+    assert Select(by_label("Messages")).first_selected_option.text == "Via the Mobile App Only"
+    assert by_label("Manual SMS").is_selected()
+    assert by_label("App fallback (seconds)").get_attribute("value") == "45"
+
+
+def a_notification_reaches_no_pending():
+    # Email back through the sink, so every channel can finish.
+    tab("Outgoing Email")
+    fill("SMTP Server Port", str(CFG["smtp_port"]))
+    button("Save", "#email-form").click()
+    wait(lambda: "Saved" in text_of("email-message"), "the email settings to be saved again")
+    answer = post(BASE + "/local/events", CFG["event"])
+    tab("Notifications")
+    wait(lambda: len(D.find_elements(By.CSS_SELECTOR, "#notifications-list tbody tr")) > 0, "the notification in the list")
+    D.find_element(By.XPATH, f'//button[@aria-label="Show notification {answer["notification_id"]}"]').click()
+    wait(lambda: "Nothing is pending" in text_of("notification-summary"), "no delivery pending", timeout=20)
+    rows = {}
+    for tr in D.find_elements(By.CSS_SELECTOR, "#notification-deliveries tbody tr"):
+        cells = [td.text for td in tr.find_elements(By.TAG_NAME, "td")]
+        rows[(cells[0], cells[1])] = cells
+    sms = rows[("u-console", "sms")]
+    email = rows[("u-console", "email")]
+    push = rows[("u-console", "push")]
+    assert sms[2] == "✓ sent" and sms[5] == "http", sms
+    assert email[2] == "✓ sent" and email[5] == "smtp", email
+    assert push[2] == "– skipped" and push[3] == "no_device", push
+
+
+def a_dispatcher_sees_but_cannot_save():
+    button("Sign out").click()
+    sign_in(CFG["dispatcher"])
+    wait(signed_in, "the dispatcher's console")
+    tab("Outgoing SMS")
+    assert by_label("Sender number").get_attribute("value") == "ACMEFIRE"
+    fill("Sender number", "ACMEFIRE2")
+    button("Save", "#sms-form").click()
+    wait(lambda: "role" in text_of("sms-message"), "the refusal")
+    assert "administrator" in text_of("sms-message"), text_of("sms-message")
+    assert by_label("Sender number").get_attribute("value") == "ACMEFIRE2"
+
+
+def post(url, body):
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
+                                 headers={"Content-Type": "application/json",
+                                          "Authorization": "Bearer " + CFG["admin"]})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        text = r.read()
+        return json.loads(text) if text else None
+
+
+def screenshots():
+    for name in ("Outgoing SMS", "Outgoing Email", "Communication", "Notifications"):
+        tab(name)
+        D.execute_script("window.scrollTo(0, 0)")
+        time.sleep(0.2)
+        D.save_screenshot(f"{CFG['screenshots']}/console-{name.lower().replace(' ', '-')}.png")
+
+
+try:
+    check("a bad token is refused with a sentence", bad_token)
+    check("a printed token signs in", good_token)
+    check("the tabs work from the keyboard", keyboard_tabs)
+    check("a validation error is shown beside its field, nothing typed lost", validation_error_beside_its_field)
+    check("SMS settings saved for main", save_sms_for_main)
+    check("SMS settings saved for a new control center", save_sms_for_a_new_control_center)
+    check("after a reload both are shown", reload_and_see_them)
+    check("test sends: SMS and email, success and failure", test_send_success_and_failure)
+    check("the password is in no page and no request but its PUT", password_never_in_the_page_or_other_requests)
+    check("communication settings saved and read back", communication_saved_and_read_back)
+    check("an incident's notification reaches no pending in the Notifications view", a_notification_reaches_no_pending)
+    if CFG.get("screenshots"):
+        check("screenshots", screenshots)
+    check("a dispatcher sees the settings but cannot save them", a_dispatcher_sees_but_cannot_save)
+except AssertionError as e:
+    print(f"not ok - {e}", flush=True)
+    print(f"page URL {D.current_url}; visible text:\n{D.find_element(By.TAG_NAME, 'body').text}", flush=True)
+    sys.exit(1)
+finally:
+    D.quit()
