@@ -128,7 +128,21 @@ fn a_custom_gateways_sms_receipts_need_no_token_and_only_they_and_the_descriptio
         .map(|(n, _)| n.as_str())
         .collect();
     open.sort();
-    assert_eq!(open, ["OpenApi", "SmsReceipts"], "routes without the JWT");
+    assert_eq!(
+        open,
+        ["Console", "ConsoleFiles", "OpenApi", "SmsReceipts"],
+        "routes without the JWT"
+    );
+    for (event, path) in [
+        ("Console", "/console"),
+        ("ConsoleFiles", "/console/{proxy+}"),
+    ] {
+        let p = &events[event]["Properties"];
+        assert_eq!(
+            (p["Path"].as_str(), p["Method"].as_str()),
+            (Some(path), Some("GET"))
+        );
+    }
     // The API is the only function behind the HTTP API.
     for (name, f) in resources_of(t, "AWS::Serverless::Function") {
         if name == "ApiFunction" {

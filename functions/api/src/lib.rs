@@ -147,8 +147,44 @@ pub fn claims(req: &Request) -> Result<Claims, AuthFailure> {
     })
 }
 
+/// The admin console's files under `/console/` (no token: the page signs in itself and
+/// calls the `/v1` routes with the token); `None` for any other path.
+pub fn console(path: &str) -> Option<Response<Body>> {
+    let rest = path.strip_prefix("/console")?;
+    if rest.is_empty() {
+        // The page's relative links need the slash.
+        return Response::builder()
+            .status(308)
+            .header("location", "/console/")
+            .body(Body::Empty)
+            .ok();
+    }
+    let mut builder = Response::builder();
+    let body = match rest.strip_prefix('/').and_then(flare_console::asset) {
+        Some(a) => {
+            builder = builder.status(200).header("content-type", a.content_type);
+            Body::Binary(a.body.to_vec())
+        }
+        None => {
+            builder = builder
+                .status(404)
+                .header("content-type", "text/plain; charset=utf-8");
+            Body::Text("not found".into())
+        }
+    };
+    for (k, v) in flare_console::HEADERS {
+        builder = builder.header(k, v);
+    }
+    builder.body(body).ok()
+}
+
 /// Converts, answers, converts back.
 pub async fn handle(svc: &Services, req: Request) -> Result<Response<Body>, lambda_http::Error> {
+    if req.method() == lambda_http::http::Method::GET
+        && let Some(page) = console(req.raw_http_path())
+    {
+        return Ok(page);
+    }
     let request = ApiRequest {
         method: req.method().as_str().to_string(),
         path: req.raw_http_path().to_string(),

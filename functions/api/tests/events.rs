@@ -222,3 +222,53 @@ async fn the_openapi_document_is_served_without_claims() {
     assert_eq!(body["openapi"], "3.1.0");
     assert!(body["paths"]["/v1/settings/sms/{control_center_id}"]["put"].is_object());
 }
+
+/// The console's files, as API Gateway hands the function `GET /console/...` (a route
+/// without the JWT authorizer): the page, its module and style sheet with a same-origin
+/// content security policy, the bare path redirected to the slash, anything else 404.
+#[tokio::test]
+async fn the_console_is_served_without_a_token() {
+    let ev = event("get-console");
+    assert!(ev["requestContext"]["authorizer"].is_null());
+    let serve = |ev: &serde_json::Value| {
+        let req = lambda_http::request::from_str(&ev.to_string()).expect("an API Gateway v2 event");
+        async move { flare_api::handle(&services(), req).await.expect("answers") }
+    };
+    let page = serve(&ev).await;
+    assert_eq!(page.status(), 200);
+    assert!(
+        page.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    let csp = page.headers()["content-security-policy"].to_str().unwrap();
+    assert!(csp.contains("connect-src 'self'"), "{csp}");
+    let html = match page.body() {
+        lambda_http::Body::Binary(b) => String::from_utf8(b.clone()).unwrap(),
+        other => panic!("{other:?}"),
+    };
+    assert!(html.contains(">Outgoing SMS<"));
+    for (path, status, kind) in [
+        ("/console/app.js", 200, Some("text/javascript")),
+        ("/console/console.css", 200, Some("text/css")),
+        ("/console/index.html", 200, Some("text/html")),
+        ("/console/../Cargo.toml", 404, None),
+        ("/console/secrets", 404, None),
+    ] {
+        let r = serve(&with(ev.clone(), "GET", path, None)).await;
+        assert_eq!(r.status(), status, "{path}");
+        if let Some(kind) = kind {
+            assert!(
+                r.headers()["content-type"]
+                    .to_str()
+                    .unwrap()
+                    .starts_with(kind),
+                "{path}"
+            );
+        }
+    }
+    let bare = serve(&with(ev.clone(), "GET", "/console", None)).await;
+    assert_eq!(bare.status(), 308);
+    assert_eq!(bare.headers()["location"], "/console/");
+}
