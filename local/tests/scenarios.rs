@@ -779,9 +779,7 @@ async fn a_custom_smtp_server_is_used_for_real_with_starttls_and_auth() {
             "PUT",
             "/v1/settings/email",
             &o.admin,
-            json!({"provider": "smtp", "sender_email": "alerts@acme.example",
-                   "smtp": {"server_url": "127.0.0.1", "port": smtp.port, "username": smtp.user,
-                            "password": smtp.password, "use_tls": true}}),
+            smtp_sink_settings(&smtp.password, json!({})),
         )
         .await;
     assert_eq!(s, 200, "{b}");
@@ -1421,6 +1419,19 @@ async fn callback(
         .as_u16()
 }
 
+/// Email settings for the harness's SMTP server (STARTTLS and AUTH as its user, with
+/// `password`), sending from alerts@acme.example; `extra` adds or replaces fields.
+fn smtp_sink_settings(password: &str, extra: Value) -> Value {
+    let smtp = flare_tests::smtp();
+    let mut body = json!({"provider": "smtp", "sender_email": "alerts@acme.example",
+        "smtp": {"server_url": "127.0.0.1", "port": smtp.port, "username": smtp.user,
+                 "password": password, "use_tls": true}});
+    for (k, v) in extra.as_object().unwrap() {
+        body[k] = v.clone();
+    }
+    body
+}
+
 async fn http_gateway(o: &Org, cc: &str, format: &str, extra: Value) -> String {
     let gw = flare_tests::gateway();
     let path = format!("/{}", uuid());
@@ -1749,9 +1760,7 @@ async fn an_smtp_server_that_refuses_auth_fails_over_to_ses() {
             "PUT",
             "/v1/settings/email",
             &o.admin,
-            json!({"provider": "smtp", "sender_email": "alerts@acme.example", "failover": "ses",
-                   "smtp": {"server_url": "127.0.0.1", "port": smtp.port, "username": smtp.user,
-                            "password": "not-the-password", "use_tls": true}}),
+            smtp_sink_settings("not-the-password", json!({"failover": "ses"})),
         )
         .await;
     assert_eq!(
@@ -1790,9 +1799,7 @@ async fn an_smtp_server_that_refuses_auth_fails_over_to_ses() {
             "PUT",
             "/v1/settings/email",
             &o.admin,
-            json!({"provider": "smtp", "sender_email": "alerts@acme.example", "failover": "ses",
-                   "smtp": {"server_url": "127.0.0.1", "port": smtp.port, "username": smtp.user,
-                            "password": smtp.password, "use_tls": true}}),
+            smtp_sink_settings(&smtp.password, json!({"failover": "ses"})),
         )
         .await;
     assert_eq!(s, 200, "{v}");
@@ -1994,9 +2001,7 @@ async fn urgent_email_goes_before_a_bulk_message_to_the_same_smtp_server() {
             "PUT",
             "/v1/settings/email",
             &o.admin,
-            json!({"provider": "smtp", "sender_email": "alerts@acme.example",
-                   "smtp": {"server_url": "127.0.0.1", "port": smtp.port, "username": smtp.user,
-                            "password": smtp.password, "use_tls": true}}),
+            smtp_sink_settings(&smtp.password, json!({})),
         )
         .await;
     assert_eq!(s, 200, "{b}");
