@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Test servers for Flare's integration tests, one per process.
 
-    serve.py moto     --port N
+    serve.py moto     --port N [--iam]
     serve.py smtp     --port N --tls-port M --dir DIR --user U --password P
     serve.py gateway  --port N
 
@@ -68,17 +68,54 @@ def _atomic_dynamodb_writes():
         setattr(DynamoDBBackend, name, locked(getattr(DynamoDBBackend, name)))
 
 
+# --iam: the requests that create the admin user before access control starts.
+_ADMIN_SETUP_REQUESTS = 3
+
+
+def _iam_admin(url):
+    """Creates the IAM user `flare-test-admin` (Allow */*) and its access key with the
+    requests moto leaves unchecked, then proves the next request is checked."""
+    import boto3
+    import botocore.exceptions
+
+    def client(service):
+        return boto3.client(service, endpoint_url=url, region_name="us-east-1",
+                            aws_access_key_id="testing", aws_secret_access_key="testing")
+
+    iam = client("iam")
+    iam.create_user(UserName="flare-test-admin")
+    iam.put_user_policy(UserName="flare-test-admin", PolicyName="admin", PolicyDocument=json.dumps(
+        {"Version": "2012-10-17",
+         "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}))
+    key = iam.create_access_key(UserName="flare-test-admin")["AccessKey"]
+    try:
+        client("sts").get_caller_identity()
+        sys.exit("moto --iam: a request with unknown credentials was not refused")
+    except botocore.exceptions.ClientError:
+        pass
+    return {"access_key_id": key["AccessKeyId"], "secret_access_key": key["SecretAccessKey"]}
+
+
 def run_moto(args):
     import logging
 
+    if args.iam:
+        # moto reads this once, when it is imported: the first N requests skip access
+        # control (the admin user's creation below), every later one is checked.
+        os.environ["INITIAL_NO_AUTH_ACTION_COUNT"] = str(_ADMIN_SETUP_REQUESTS)
     from moto.server import ThreadedMotoServer
 
     _atomic_dynamodb_writes()
+    if args.iam:
+        import moto_iam  # beside this file
+
+        moto_iam.check_resources()
     # One log line per request is noise here (and a burden on whoever reads stderr).
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=args.port, verbose=False)
     server.start()
-    ready(url=f"http://127.0.0.1:{args.port}")
+    url = f"http://127.0.0.1:{args.port}"
+    ready(url=url, **(_iam_admin(url) if args.iam else {}))
     wait_for_stdin_eof()
     server.stop()
 
@@ -384,6 +421,8 @@ def main():
     p.add_argument("--hang-rate", type=float, default=0.0)
     p.add_argument("--hang", type=float, default=30.0)
     p.add_argument("--seed", type=int, default=1)
+    # moto: IAM access control on; READY adds the admin's access_key_id, secret_access_key.
+    p.add_argument("--iam", action="store_true")
     args = p.parse_args()
     {"moto": run_moto, "smtp": run_smtp, "gateway": run_gateway,
      "sqs-sink": run_sqs_sink}[args.kind](args)

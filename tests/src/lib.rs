@@ -174,6 +174,9 @@ fn shared<T>(cell: &'static OnceLock<T>, start: impl FnOnce() -> anyhow::Result<
 pub struct Moto {
     pub process: ServerProcess,
     pub url: String,
+    /// The access key and secret the tests sign with: moto's throwaway ones, or, on a
+    /// server enforcing IAM ([`Moto::start_with_iam`]), an administrator's.
+    pub credentials: (String, String),
 }
 
 static MOTO: OnceLock<Moto> = OnceLock::new();
@@ -187,12 +190,36 @@ impl Moto {
     pub fn start() -> anyhow::Result<Self> {
         let process = ServerProcess::start("moto", &["--port".into(), free_port().to_string()])?;
         let url = process.str("url");
-        Ok(Self { process, url })
+        Ok(Self {
+            process,
+            url,
+            credentials: ("testing".into(), "testing".into()),
+        })
+    }
+
+    /// A server of its own that checks every request against IAM, as AWS does: the
+    /// tests sign as an administrator, a function binary with its own role's
+    /// credentials ([`crate::stack::AwsStack::roles`]).
+    pub fn start_with_iam() -> anyhow::Result<Self> {
+        let port = free_port().to_string();
+        let process = ServerProcess::start("moto", &["--port".into(), port, "--iam".into()])?;
+        let url = process.str("url");
+        let credentials = (
+            process.str("access_key_id"),
+            process.str("secret_access_key"),
+        );
+        Ok(Self {
+            process,
+            url,
+            credentials,
+        })
     }
 
     /// Options for [`flare_aws::sdk_config`] pointing every client at moto.
     pub fn aws_options(&self) -> AwsOptions {
-        AwsOptions::local(&self.url)
+        let mut opts = AwsOptions::local(&self.url);
+        opts.static_credentials = Some(self.credentials.clone());
+        opts
     }
 
     pub async fn sdk_config(&self) -> flare_aws::SdkConfig {

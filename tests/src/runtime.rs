@@ -382,17 +382,42 @@ impl LambdaProcess {
         }
     }
 
-    /// The response to `event`; fails on a reported error.
+    /// The response to `event`; fails on a reported error, and on any call of the
+    /// function IAM refused (on a moto enforcing it), naming the function and the action.
     pub async fn call(&self, event: &Value) -> Value {
-        self.invoke(event)
-            .await
-            .unwrap_or_else(|e| panic!("{e:#}"))
-            .response()
+        let answer = self.invoke(event).await.unwrap_or_else(|e| panic!("{e:#}"));
+        let refused = self.iam_refusals();
+        assert!(
+            refused.is_empty(),
+            "{}: IAM refused calls its role in template.yaml does not allow:\n{}",
+            self.name,
+            refused.join("\n")
+        );
+        answer.response()
     }
 
     /// Everything the function printed so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// What IAM refused the function so far: "... assumed-role/<role of the function>/...
+    /// is not authorized to perform: <action> on resource: <arn>", one line each.
+    pub fn iam_refusals(&self) -> Vec<String> {
+        let log = self.log();
+        let mut found: Vec<String> = log
+            .match_indices("is not authorized to perform")
+            .map(|(i, _)| {
+                let start = log[..i].rfind("User: ").unwrap_or(i);
+                let end = log[i..]
+                    .find(['"', '\n', '\\'])
+                    .map_or(log.len(), |e| i + e);
+                log[start..end].to_string()
+            })
+            .collect();
+        found.sort();
+        found.dedup();
+        found
     }
 
     /// Fails, with the log, when the process exited or reported an init error.

@@ -25,6 +25,44 @@ pub struct AwsStack {
 /// tests that send email).
 pub const DEFAULT_SENDER: &str = "flare@flare.example";
 
+/// moto's account.
+pub const ACCOUNT: &str = "123456789012";
+
+/// The configuration set the functions name (`FLARE_SES_CONFIGURATION_SET`; moto takes
+/// any name and reports no events).
+pub const SES_CONFIGURATION_SET: &str = "flare-receipts";
+
+/// An assumed role's temporary credentials.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct RoleCredentials {
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    pub session_token: String,
+    pub role_name: String,
+}
+
+impl RoleCredentials {
+    /// The variables Lambda gives a function running as its role.
+    pub fn env(&self) -> [(String, String); 3] {
+        [
+            ("AWS_ACCESS_KEY_ID".into(), self.access_key_id.clone()),
+            (
+                "AWS_SECRET_ACCESS_KEY".into(),
+                self.secret_access_key.clone(),
+            ),
+            ("AWS_SESSION_TOKEN".into(), self.session_token.clone()),
+        ]
+    }
+}
+
+fn capitalized(s: &str) -> String {
+    let mut c = s.chars();
+    c.next()
+        .map(|f| f.to_uppercase().chain(c).collect())
+        .unwrap_or_default()
+}
+
 /// How many receives before a job goes to its dead-letter queue (as in template.yaml).
 pub const MAX_RECEIVES: u32 = 5;
 
@@ -162,14 +200,114 @@ impl AwsStack {
             "FLARE_MAX_RECEIVES" => Some(MAX_RECEIVES.to_string()),
             // SNS paced as a new account's (the binaries keep it through the log table).
             "FLARE_SNS_SMS_PER_SECOND" => Some("20".to_string()),
-            // moto takes any configuration set name (it reports no events).
-            "FLARE_SES_CONFIGURATION_SET" => Some("flare-receipts".to_string()),
+            "FLARE_SES_CONFIGURATION_SET" => Some(SES_CONFIGURATION_SET.to_string()),
             flare_runtime::emf::NAMESPACE_VARIABLE => Some("Flare/test".to_string()),
             PlatformApps::ENV_FCM => self.platform_apps.fcm.clone(),
             PlatformApps::ENV_APNS => self.platform_apps.apns.clone(),
             PlatformApps::ENV_APNS_SANDBOX => self.platform_apps.apns_sandbox.clone(),
             _ => None,
         }
+    }
+
+    /// What `template.yaml`'s resources are on this stack, for
+    /// `scripts/harness/template_roles.py --resources`: each logical id's `Ref` and the
+    /// attributes the policies read (`Arn`, `QueueName`).
+    pub fn resources(&self) -> serde_json::Value {
+        use serde_json::json;
+        let arn =
+            |service: &str, rest: &str| format!("arn:aws:{service}:us-east-1:{ACCOUNT}:{rest}");
+        let mut map = serde_json::Map::new();
+        for (id, name) in [
+            ("SettingsTable", &self.tables.settings),
+            ("DirectoryTable", &self.tables.directory),
+            ("LogTable", &self.tables.log),
+        ] {
+            map.insert(
+                id.into(),
+                json!({"Ref": name, "Arn": arn("dynamodb", &format!("table/{name}"))}),
+            );
+        }
+        for c in Channel::ALL {
+            for lane in Lane::ALL {
+                let base = format!(
+                    "{}{}",
+                    capitalized(c.as_str()),
+                    if lane == Lane::Urgent { "Urgent" } else { "" }
+                );
+                for (id, url) in [
+                    (format!("{base}Queue"), &self.queues[&(c, lane)]),
+                    (format!("{base}DeadLetterQueue"), &self.dlqs[&(c, lane)]),
+                ] {
+                    let name = url.rsplit('/').next().unwrap_or_default();
+                    map.insert(
+                        id,
+                        json!({"Ref": url, "QueueName": name, "Arn": arn("sqs", name)}),
+                    );
+                }
+            }
+        }
+        map.insert(
+            "SesConfigurationSet".into(),
+            json!({"Ref": SES_CONFIGURATION_SET}),
+        );
+        serde_json::Value::Object(map)
+    }
+
+    /// Each function's role as the template deploys it (`ids`: their logical ids), made
+    /// on `moto` (a server enforcing IAM) and assumed: its credentials by logical id.
+    /// `drop` removes actions from them (`"SmsFunction:sqs:SendMessage"`), to prove a
+    /// test needs them.
+    pub fn roles(
+        &self,
+        moto: &Moto,
+        ids: &[&str],
+        drop: &[&str],
+    ) -> anyhow::Result<HashMap<String, RoleCredentials>> {
+        use anyhow::Context;
+        let root = crate::workspace_root();
+        let mut cmd = std::process::Command::new(crate::python());
+        cmd.arg(root.join("scripts/harness/template_roles.py"))
+            .arg(root.join("template.yaml"))
+            .arg("--resources")
+            .arg(self.resources().to_string())
+            .args(["--endpoint-url", &moto.url])
+            .args(["--access-key-id", &moto.credentials.0])
+            .args(["--secret-access-key", &moto.credentials.1]);
+        for (name, value) in [
+            ("SecretPrefix", Some(self.secret_prefix.as_str())),
+            ("DefaultSender", Some(DEFAULT_SENDER)),
+            (
+                "FcmPlatformApplicationArn",
+                self.platform_apps.fcm.as_deref(),
+            ),
+            (
+                "ApnsPlatformApplicationArn",
+                self.platform_apps.apns.as_deref(),
+            ),
+            (
+                "ApnsSandboxPlatformApplicationArn",
+                self.platform_apps.apns_sandbox.as_deref(),
+            ),
+        ] {
+            cmd.arg("--param")
+                .arg(format!("{name}={}", value.unwrap_or_default()));
+        }
+        for id in ids {
+            cmd.args(["--function", id]);
+        }
+        for d in drop {
+            cmd.args(["--drop", d]);
+        }
+        let out = cmd
+            .output()
+            .with_context(|| format!("running template_roles.py.\n  Fix: {}", crate::FIX))?;
+        anyhow::ensure!(
+            out.status.success(),
+            "template_roles.py failed: {}\n  Fix: {}",
+            String::from_utf8_lossy(&out.stderr),
+            crate::FIX
+        );
+        serde_json::from_slice(&out.stdout).context("template_roles.py printed no JSON")
     }
 
     /// The secret `{prefix}/{rest}`; `None` when it does not exist.

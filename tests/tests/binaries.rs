@@ -8,7 +8,7 @@ use flare_aws as aws;
 use flare_shared::domain::{Channel, Lane};
 use flare_tests::runtime::{self, LambdaProcess};
 use flare_tests::stack::{AwsStack, DEFAULT_SENDER};
-use flare_tests::{emf, moto, workspace_root};
+use flare_tests::{Moto, emf, workspace_root};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 
@@ -19,10 +19,39 @@ struct Deployment {
     functions: HashMap<&'static str, LambdaProcess>,
 }
 
+/// This test binary's moto server: IAM enforced, as in AWS. The tests sign as an
+/// administrator; each function binary signs with its own role's credentials, the role
+/// `template.yaml` gives it (after the SAM transform), so a call its role does not allow
+/// is refused here as it would be in AWS, and fails the test that made it
+/// ([`LambdaProcess::call`] names the function and the action).
+fn moto() -> &'static Moto {
+    static MOTO: std::sync::OnceLock<Moto> = std::sync::OnceLock::new();
+    MOTO.get_or_init(|| Moto::start_with_iam().unwrap_or_else(|e| panic!("{e:#}")))
+}
+
+/// The function each binary runs as (its lane's own for the delivery binaries: the
+/// urgent lanes' roles are held to theirs by the template tests).
+const ROLES: [(&str, &str); 6] = [
+    ("flare-api", "ApiFunction"),
+    ("flare-router", "RouterFunction"),
+    ("flare-push", "PushFunction"),
+    ("flare-sms", "SmsFunction"),
+    ("flare-email", "EmailFunction"),
+    ("flare-receipts", "ReceiptsFunction"),
+];
+
 /// A stack on moto and the six function binaries, each started with exactly the
 /// variables `template.yaml` gives it (a variable a binary needs and the template lacks
-/// fails here), plus what Lambda itself provides (region, credentials) and moto's URL.
+/// fails here), plus what Lambda itself provides (region, its role's credentials) and
+/// moto's URL.
 async fn deploy() -> Deployment {
+    deploy_without(&[]).await
+}
+
+/// The same, with `drop` taken out of the roles (`"SmsFunction:sqs:SendMessage"`);
+/// `FLARE_TEST_IAM_DROP` (comma-separated, same form) takes more out of every test's,
+/// to show which tests an action is needed by.
+async fn deploy_without(drop: &[&str]) -> Deployment {
     let stack = AwsStack::create(moto()).await.unwrap();
     let ses = aws::sesv2(&stack.sdk);
     let _ = ses
@@ -40,8 +69,20 @@ async fn deploy() -> Deployment {
         built, expected,
         "template.yaml builds exactly the function binaries"
     );
+    let extra = std::env::var("FLARE_TEST_IAM_DROP").unwrap_or_default();
+    let mut drop: Vec<&str> = drop.to_vec();
+    drop.extend(extra.split(',').filter(|d| !d.is_empty()));
+    let ids: Vec<&str> = ROLES.iter().map(|(_, id)| *id).collect();
+    let roles = stack
+        .roles(moto(), &ids, &drop)
+        .unwrap_or_else(|e| panic!("{e:#}"));
     let mut functions = HashMap::new();
     for name in runtime::FUNCTIONS {
+        let id = ROLES
+            .iter()
+            .find(|(b, _)| *b == name)
+            .map(|(_, id)| *id)
+            .unwrap_or_else(|| panic!("{name} runs as no function of the template"));
         let names = template
             .get(name)
             .unwrap_or_else(|| panic!("template.yaml has no function built as {name}"));
@@ -58,11 +99,10 @@ async fn deploy() -> Deployment {
             [
                 ("AWS_ENDPOINT_URL", moto().url.as_str()),
                 ("AWS_REGION", "us-east-1"),
-                ("AWS_ACCESS_KEY_ID", "testing"),
-                ("AWS_SECRET_ACCESS_KEY", "testing"),
             ]
             .map(|(k, v)| (k.to_string(), v.to_string())),
         );
+        env.extend(roles[id].env());
         let f = LambdaProcess::start(&deployed.binary(name), &env)
             .await
             .unwrap_or_else(|e| panic!("{e:#}"));
@@ -93,6 +133,17 @@ fn with(mut ev: Value, method: &str, path: &str, body: Option<Value>) -> Value {
         }
     }
     ev
+}
+
+/// A failing test shows what each function logged.
+impl Drop for Deployment {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            for (name, f) in &self.functions {
+                eprintln!("---- {name} logged:\n{}", f.log());
+            }
+        }
+    }
 }
 
 impl Deployment {
@@ -208,6 +259,14 @@ impl Deployment {
 
     /// No secret in any function's output, and every line is JSON (CloudWatch).
     fn assert_logs_clean(&self) {
+        for (name, f) in &self.functions {
+            let refused = f.iam_refusals();
+            assert!(
+                refused.is_empty(),
+                "{name}: IAM refused calls its role in template.yaml does not allow:\n{}",
+                refused.join("\n")
+            );
+        }
         let logs = self.logs();
         assert!(!logs.contains("s3cret") && !logs.contains("abc123"));
         for line in logs.lines() {
@@ -786,4 +845,75 @@ async fn receipt_samples_reach_their_deliveries() {
         (401, Some("unauthorized")),
         "{body}"
     );
+}
+
+/// The IAM check bites: a router whose role lacks `dynamodb:PutItem` on the log table
+/// cannot record a notification, and the refusal names its role and the action.
+#[tokio::test]
+async fn a_role_without_an_action_its_function_needs_is_refused() {
+    let d = deploy_without(&["RouterFunction:dynamodb:PutItem"]).await;
+    d.incident_org().await;
+    let answer = d
+        .f("flare-router")
+        .invoke(&sample("incidents/incident-dispatched.json"))
+        .await
+        .unwrap();
+    let refused = d.f("flare-router").iam_refusals();
+    assert!(
+        refused
+            .iter()
+            .any(|r| r.contains("RouterFunction") && r.contains("dynamodb:PutItem")),
+        "no refusal of dynamodb:PutItem to the router's role: {refused:?}\n{answer:?}\n{}",
+        d.f("flare-router").log()
+    );
+    assert_eq!(d.depth(Channel::Sms).await, 0, "nothing queued");
+}
+
+/// A job SNS's shared pace has no moment for within the 8 s an invocation may wait is
+/// postponed: queued again on its lane's queue (`sqs:SendMessage`, which the SMS
+/// functions' roles must allow), not failed and not returned to spend a receive.
+#[tokio::test]
+async fn a_job_the_pace_cannot_take_in_time_is_postponed_to_its_queue() {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    let d = deploy().await;
+    d.incident_org().await;
+    d.route(&sample("incidents/incident-dispatched.json")).await;
+    let resp = d.f("flare-push").call(&sample("sqs/push-batch.json")).await;
+    assert_eq!(resp, json!({"batchItemFailures": []}));
+    assert_eq!(d.depth(Channel::Sms).await, 1, "the fallback SMS queued");
+    // Every instance's SNS schedule is booked a minute ahead.
+    let minute_ahead = (chrono::Utc::now() + chrono::TimeDelta::seconds(60))
+        .timestamp_micros()
+        .to_string();
+    aws::dynamodb(&d.stack.sdk)
+        .put_item()
+        .table_name(&d.stack.tables.log)
+        .item("pk", AttributeValue::S("PACE#sns".into()))
+        .item("sk", AttributeValue::S("pace".into()))
+        .item("tat", AttributeValue::N(minute_ahead))
+        .send()
+        .await
+        .unwrap();
+    let resp = d.f("flare-sms").call(&sample("sqs/sms-batch.json")).await;
+    assert_eq!(
+        resp,
+        json!({"batchItemFailures": []}),
+        "done with, as postponed"
+    );
+    // Postponed a second (`DelaySeconds`): visible after it.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert_eq!(
+        d.depth(Channel::Sms).await,
+        2,
+        "the postponed job queued again beside the original"
+    );
+    let n = d.notification(DISPATCH_ID).await;
+    let sms = delivery(&n, "u-17", "sms");
+    assert_eq!(
+        (sms["status"].as_str(), sms["reason"].as_str()),
+        (Some("pending"), Some("paced")),
+        "{n}"
+    );
+    assert_eq!(sms_to("+14155550100", "Engine 7 to 12 Main St").await, 0);
+    d.assert_logs_clean();
 }
