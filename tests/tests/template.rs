@@ -733,31 +733,44 @@ fn the_receipts_function_reads_sns_sms_delivery_status_logs_unless_turned_off() 
         r
     };
     let mut subscriptions = Vec::new();
-    for (group, name) in [
-        (
-            "SmsDeliveryLogGroup",
-            "sns/${AWS::Region}/${AWS::AccountId}/DirectPublishToPhoneNumber",
-        ),
-        (
-            "SmsDeliveryFailureLogGroup",
-            "sns/${AWS::Region}/${AWS::AccountId}/DirectPublishToPhoneNumber/Failure",
-        ),
+    // The account's two groups are made where missing and reused where they exist (a
+    // second stack in the account and region deploys with the defaults): by a custom
+    // resource, not as the stack's own AWS::Logs::LogGroup (which would fail on a second
+    // stack), kept for the retention parameter.
+    assert!(
+        resources_of(t, "AWS::Logs::LogGroup").iter().all(|(_, g)| {
+            !g["Properties"]["LogGroupName"]
+                .to_string()
+                .contains("DirectPublishToPhoneNumber")
+        }),
+        "the SMS delivery status log groups are not the stack's own"
+    );
+    let made = conditional("SmsDeliveryLogGroups");
+    assert_eq!(made["Type"], "Custom::SmsDeliveryLogGroups");
+    assert_eq!(
+        made["Properties"]["RetentionInDays"],
+        json!({"Ref": "LogRetentionDays"})
+    );
+    for name in [
+        "sns/${AWS::Region}/${AWS::AccountId}/DirectPublishToPhoneNumber",
+        "sns/${AWS::Region}/${AWS::AccountId}/DirectPublishToPhoneNumber/Failure",
     ] {
-        let g = conditional(group);
-        assert_eq!(g["Type"], "AWS::Logs::LogGroup");
-        assert_eq!(g["Properties"]["LogGroupName"], json!({"Fn::Sub": name}));
-        assert_eq!(
-            g["Properties"]["RetentionInDays"],
-            json!({"Ref": "LogRetentionDays"}),
-            "{group}"
+        let group = json!({"Fn::Sub": name});
+        assert!(
+            items(&made["Properties"]["LogGroups"]).contains(&&group),
+            "{name} is made where missing"
         );
         let subs: Vec<(&String, &Value)> = resources_of(t, "AWS::Logs::SubscriptionFilter")
             .into_iter()
-            .filter(|(_, s)| s["Properties"]["LogGroupName"] == json!({"Ref": group}))
+            .filter(|(_, s)| s["Properties"]["LogGroupName"] == group)
             .collect();
-        assert_eq!(subs.len(), 1, "{group}: one subscription");
+        assert_eq!(subs.len(), 1, "{name}: one subscription");
         let (sub_name, sub) = subs[0];
         conditional(sub_name);
+        assert!(
+            items(&sub["DependsOn"]).contains(&&json!("SmsDeliveryLogGroups")),
+            "{sub_name} waits for its group"
+        );
         assert_eq!(
             sub["Properties"]["DestinationArn"],
             json!({"Fn::GetAtt": ["ReceiptsFunction", "Arn"]}),
@@ -768,8 +781,10 @@ fn the_receipts_function_reads_sns_sms_delivery_status_logs_unless_turned_off() 
             "{sub_name}: every line"
         );
         // CloudWatch Logs may invoke the function for this group, before the filter is made.
-        let permission = sub["DependsOn"]
-            .as_str()
+        let permission = items(&sub["DependsOn"])
+            .into_iter()
+            .filter_map(Value::as_str)
+            .find(|d| *d != "SmsDeliveryLogGroups")
             .unwrap_or_else(|| panic!("{sub_name} depends on its permission"));
         let perm = conditional(permission);
         assert_eq!(perm["Type"], "AWS::Lambda::Permission");
@@ -784,7 +799,9 @@ fn the_receipts_function_reads_sns_sms_delivery_status_logs_unless_turned_off() 
                 &json!("lambda:InvokeFunction"),
                 &json!({"Ref": "ReceiptsFunction"}),
                 &json!("logs.amazonaws.com"),
-                &json!({"Fn::GetAtt": [group, "Arn"]})
+                &json!({"Fn::Sub": format!(
+                    "arn:${{AWS::Partition}}:logs:${{AWS::Region}}:${{AWS::AccountId}}:log-group:{name}:*"
+                )})
             ),
             "{permission}"
         );
@@ -817,6 +834,9 @@ fn the_receipts_function_reads_sns_sms_delivery_status_logs_unless_turned_off() 
         r#""DeliveryStatusSuccessSamplingRate": "100""#,
         r#"{"DeliveryStatusIAMRole": ""}"#,
         r#"event["ResponseURL"]"#,
+        // The log groups: made where missing, an existing one reused.
+        "logs.create_log_group(logGroupName=name)",
+        "except logs.exceptions.ResourceAlreadyExistsException:",
     ] {
         assert!(code.contains(needle), "the setter's code lacks {needle}");
     }
