@@ -64,6 +64,7 @@ pub async fn use_gateway(app: &LocalApp, url: &str, failover: bool, max_per_seco
         header_name: None,
         failover_sns: failover,
         max_per_second,
+        failover_sender_number: None,
     };
     let settings = SmsSettings {
         control_center_id: ControlCenterId::main(),

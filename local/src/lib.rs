@@ -186,6 +186,7 @@ impl LocalApp {
         let services = Services {
             settings: settings.clone(),
             directory: directory.clone(),
+            secret_reads: secrets.clone(),
             secrets,
             devices: Arc::new(MemoryDevices::default()),
             log: log.clone(),

@@ -122,7 +122,12 @@ impl Org {
 
     /// Waits until no delivery of the notification is pending.
     async fn settled(&self, id: &str) -> Value {
-        for _ in 0..400 {
+        self.settled_within(id, Duration::from_secs(10)).await
+    }
+
+    /// Like [`Org::settled`], polling for up to `limit`.
+    async fn settled_within(&self, id: &str, limit: Duration) -> Value {
+        for _ in 0..limit.as_millis() / 25 {
             let (s, n) = self
                 .app
                 .get(&format!("/v1/notifications/{id}"), &self.admin)
@@ -1677,10 +1682,11 @@ async fn a_failing_gateway_fails_over_to_sns_and_its_circuit_opens_and_closes() 
     );
     assert_eq!(sent_to(&o.outbox(&id).await, "sms"), ["+14155550118"]);
     // A gateway that keeps answering 503: retried, then SNS once the circuit opens
-    // (the 400 and four 503s are five failures in a row) or on the last attempt.
+    // (five 503s are five failures in a row; the 400 refused one message and says
+    // nothing of the gateway) or on the last attempt.
     gw.script(
         &path,
-        json!([{"status": 503}, {"status": 503}, {"status": 503}, {"status": 503}]),
+        json!([{"status": 503}, {"status": 503}, {"status": 503}, {"status": 503}, {"status": 503}]),
     )
     .await
     .unwrap();
@@ -2070,6 +2076,190 @@ async fn urgent_email_goes_before_a_bulk_message_to_the_same_smtp_server() {
     assert!(
         position < 450,
         "the dispatch's email was number {position} of 601"
+    );
+    o.app.stop().await;
+}
+
+/// `n` responders `u-<tag>0`, ... with a primary mobile each (no app).
+async fn texters(o: &Org, tag: &str, n: usize) -> Vec<String> {
+    let users: Vec<String> = (0..n).map(|i| format!("u-{tag}{i}")).collect();
+    for (i, u) in users.iter().enumerate() {
+        o.user(
+            u,
+            "passive_reporter",
+            Some(&format!("+1415556{i:04}")),
+            None,
+            false,
+            false,
+        )
+        .await;
+    }
+    users
+}
+
+#[tokio::test]
+async fn a_gateway_refusing_numbers_does_not_open_its_circuit() {
+    let o = org(json!({"messages": "app_sms_email"})).await;
+    let gw = flare_tests::gateway();
+    let path = http_gateway(&o, "main", "json", json!({"failover": "sns"})).await;
+    let refused = json!({"status": 400, "body": "unknown number"});
+    gw.script(&path, json!(vec![refused; 7])).await.unwrap();
+    let users = texters(&o, "r", 7).await;
+    // One at a time, so the refusals are seven in a row.
+    for u in &users {
+        let mut message = incident("incident-message-posted");
+        message["detail"]["recipient_ids"] = json!([u]);
+        let id = o.post(&message).await;
+        let n = o.settled(&id).await;
+        let d = deliveries(&n, u);
+        assert_eq!(
+            (
+                d["sms"]["provider"].as_str(),
+                d["sms"]["failover_from"].as_str()
+            ),
+            (Some("sns"), Some("http")),
+            "a refused message may still fail over: {n}"
+        );
+    }
+    let (_, v) = o.app.get("/v1/settings/sms/main", &o.admin).await;
+    assert_eq!(
+        (
+            v["health"]["state"].as_str(),
+            v["health"]["consecutive_failures"].as_u64()
+        ),
+        (Some("ok"), Some(0)),
+        "{v}"
+    );
+    // The next message goes through the gateway.
+    let mut message = incident("incident-message-posted");
+    message["detail"]["recipient_ids"] = json!([users[0]]);
+    let id = o.post(&message).await;
+    let n = o.settled(&id).await;
+    let d = deliveries(&n, &users[0]);
+    assert_eq!(
+        (d["sms"]["provider"].as_str(), d["sms"].get("failover_from")),
+        (Some("http"), None),
+        "{n}"
+    );
+    assert_eq!(gw.requests_to(&path).await.unwrap().len(), 8);
+    o.app.stop().await;
+}
+
+#[tokio::test]
+async fn a_paced_bulk_send_stays_on_its_gateway_and_the_gateway_stays_healthy() {
+    let o = org(json!({"messages": "app_sms_email"})).await;
+    let gw = flare_tests::gateway();
+    let path = http_gateway(
+        &o,
+        "main",
+        "json",
+        json!({"failover": "sns", "max_per_second": 5}),
+    )
+    .await;
+    let users = texters(&o, "p", 60).await;
+    let mut message = incident("incident-message-posted");
+    message["detail"]["recipient_ids"] = json!(users);
+    let id = o.post(&message).await;
+    let n = o.settled_within(&id, Duration::from_secs(40)).await;
+    for u in &users {
+        let d = deliveries(&n, u);
+        assert_eq!(
+            (
+                d["sms"]["status"].as_str(),
+                d["sms"]["provider"].as_str(),
+                d["sms"].get("failover_from")
+            ),
+            (Some("sent"), Some("http"), None),
+            "{n}"
+        );
+    }
+    assert_eq!(gw.requests_to(&path).await.unwrap().len(), 60);
+    let (_, v) = o.app.get("/v1/settings/sms/main", &o.admin).await;
+    assert_eq!(v["health"]["state"], "ok", "{v}");
+    o.app.stop().await;
+}
+
+#[tokio::test]
+async fn a_429_asking_for_longer_than_an_attempt_waits_postpones_without_an_attempt() {
+    let o = org(json!({"dispatch": "app_sms_email"})).await;
+    let gw = flare_tests::gateway();
+    let path = http_gateway(&o, "main", "json", json!({"failover": "sns"})).await;
+    gw.script(
+        &path,
+        json!([{"status": 429, "headers": {"Retry-After": "12"}}]),
+    )
+    .await
+    .unwrap();
+    let users = texters(&o, "w", 1).await;
+    let mut dispatch = incident("incident-dispatched");
+    dispatch["detail"]["recipient_ids"] = json!(users);
+    let id = o.post(&dispatch).await;
+    let n = o.settled_within(&id, Duration::from_secs(30)).await;
+    let d = deliveries(&n, &users[0]);
+    assert_eq!(
+        (
+            d["sms"]["status"].as_str(),
+            d["sms"]["provider"].as_str(),
+            d["sms"]["attempts"].as_u64()
+        ),
+        (Some("sent"), Some("http"), Some(1)),
+        "{n}"
+    );
+    let reqs = gw.requests_to(&path).await.unwrap();
+    assert_eq!(reqs.len(), 2, "{reqs:?}");
+    let gap = reqs[1]["at"].as_f64().unwrap() - reqs[0]["at"].as_f64().unwrap();
+    assert!(gap >= 11.9, "sent again {gap:.3} s after the 429");
+    let (_, v) = o.app.get("/v1/settings/sms/main", &o.admin).await;
+    assert_eq!(v["health"]["state"], "ok", "a 429 is no failure: {v}");
+    o.app.stop().await;
+}
+
+#[tokio::test]
+async fn sms_failed_over_to_sns_go_as_the_account_not_as_the_gateways_number() {
+    let o = org(json!({"messages": "app_sms_email"})).await;
+    let gw = flare_tests::gateway();
+    let users = texters(&o, "f", 1).await;
+    let refused = json!([{"status": 400, "body": "no"}]);
+    let mut froms = Vec::new();
+    for extra in [
+        json!({"failover": "sns", "sender_number": "+15551234567"}),
+        json!({"failover": "sns", "sender_number": "+15551234567",
+               "failover_sender_number": "+15557654321"}),
+        json!({"failover": "sns", "sender_number": "ACMEFIRE"}),
+    ] {
+        let path = http_gateway(&o, "main", "json", extra).await;
+        gw.script(&path, refused.clone()).await.unwrap();
+        let mut message = incident("incident-message-posted");
+        message["detail"]["recipient_ids"] = json!(users);
+        let id = o.post(&message).await;
+        let n = o.settled(&id).await;
+        assert_eq!(deliveries(&n, &users[0])["sms"]["failover_from"], "http");
+        let outbox = o.outbox(&id).await;
+        assert_eq!(outbox.len(), 1, "{outbox:?}");
+        froms.push(outbox[0]["from"].clone());
+    }
+    // The account's default for the gateway's own number; the number set for
+    // failover; a sender id is the sender's name, kept.
+    assert_eq!(
+        froms,
+        [Value::Null, json!("+15557654321"), json!("ACMEFIRE")]
+    );
+    let (_, v) = o.app.get("/v1/settings/sms/main", &o.admin).await;
+    assert!(v.get("failover_sender_number").is_none(), "{v}");
+    let (s, b) = o
+        .app
+        .json(
+            "PUT",
+            "/v1/settings/sms/main",
+            &o.admin,
+            json!({"provider": "http", "url": format!("{}/x", gw.url), "password": "s3cret",
+                   "sender_number": "ACMEFIRE", "failover_sender_number": "+15557654321"}),
+        )
+        .await;
+    assert_eq!(s, 400, "{b}");
+    assert!(
+        b["error"]["fields"]["failover_sender_number"].is_string(),
+        "{b}"
     );
     o.app.stop().await;
 }

@@ -878,6 +878,21 @@ impl SendError {
     pub fn is_transient(&self) -> bool {
         matches!(self, SendError::Transient { .. })
     }
+
+    /// What the failure says of the provider (see [`FailureKind`]): a "slow down" with
+    /// a `Retry-After` is throttling whatever its code.
+    pub fn kind(&self) -> crate::domain::FailureKind {
+        if self.retry_after().is_some() {
+            return crate::domain::FailureKind::Throttled;
+        }
+        self.code().kind()
+    }
+
+    /// Whether a later attempt may succeed: transient, and not a "slow down" (that
+    /// postpones the job instead of spending an attempt).
+    pub fn retries(&self) -> bool {
+        self.is_transient() && self.kind() != crate::domain::FailureKind::Throttled
+    }
 }
 
 /// One push to one device.

@@ -406,3 +406,33 @@ async fn a_check_over_a_huge_notification_moves_a_bounded_batch_and_carries_on_a
     let jobs = w.take_fallbacks();
     assert_eq!(jobs.len(), 2 * users.len(), "each held delivery once");
 }
+
+/// The deliveries each path ends are counted once, whichever path ends them.
+fn counted(w: &Window, outcome: flare_shared::ports::Outcome) -> Vec<Channel> {
+    let mut c: Vec<Channel> = w
+        .world
+        .metrics
+        .deliveries
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|m| m.outcome == outcome)
+        .map(|m| m.channel)
+        .collect();
+    c.sort_by_key(|c| c.as_str());
+    c
+}
+
+#[tokio::test]
+async fn a_receipt_counts_push_delivered_and_its_held_sms_and_email_skipped_once() {
+    use flare_shared::ports::Outcome;
+    let w = routed(WINDOW, &["u-17"]).await;
+    w.push_sent().await;
+    assert_eq!(w.receipt("u-17").await, 204);
+    assert_eq!(w.receipt("u-17").await, 204, "a repeat counts nothing");
+    assert_eq!(counted(&w, Outcome::Delivered), [Channel::Push]);
+    assert_eq!(
+        counted(&w, Outcome::Skipped),
+        [Channel::Email, Channel::Sms]
+    );
+}

@@ -1044,7 +1044,7 @@ pub async fn health_store(store: &dyn flare_shared::ports::HealthStore, org: &Or
     );
     let later = now + chrono::TimeDelta::seconds(61);
     let h = store
-        .update(org, &scope, &|h| h.succeeded(later))
+        .update(org, &scope, &|h| h.succeeded(later, later))
         .await
         .unwrap();
     assert_eq!(

@@ -45,6 +45,7 @@ async fn setup(url: &str, format: GatewayFormat, policy: EndpointPolicy) -> Gw {
                     header_name: Some(HeaderName::parse("X-Api-Key").unwrap()),
                     failover_sns: false,
                     max_per_second: None,
+                    failover_sender_number: None,
                 }),
                 sender_number: Some(SenderId::parse("+15551234567").unwrap()),
                 password_set: true,

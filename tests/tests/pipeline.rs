@@ -1284,6 +1284,7 @@ mod receipts {
     async fn receive(p: &Pipeline, event: Value) -> Value {
         let config = flare_receipts::Config {
             log_table: p.stack.tables.log.clone(),
+            metrics_namespace: None,
         };
         let receipts = config.receipts(&p.stack.sdk);
         let event = lambda_runtime::LambdaEvent::new(event, lambda_runtime::Context::default());
@@ -1380,10 +1381,10 @@ mod receipts {
         assert!(out["dropped"].is_string(), "{out}");
     }
 
-    #[tokio::test]
-    async fn a_refusing_gateway_fails_over_to_sns_and_its_circuit_opens_for_every_instance() {
-        let p = pipeline().await;
-        standard_org(&p, json!({"dispatch": "app_sms_email"})).await;
+    /// The gateway of `p`'s main control center at a path of its own, failing over to
+    /// SNS; `users` with a mobile each.
+    async fn failover_gateway(p: &Pipeline, users: &[String], base: usize) -> String {
+        standard_org(p, json!({"dispatch": "app_sms_email"})).await;
         let gw = flare_tests::gateway();
         let path = format!("/{}", unique("gw"));
         p.admin(
@@ -1394,45 +1395,39 @@ mod receipts {
             "failover": "sns"}),
         )
         .await;
-        gw.script(&path, json!([{"status": 400, "body": "no"}, {"status": 400, "body": "no"},
-            {"status": 400, "body": "no"}, {"status": 400, "body": "no"}, {"status": 400, "body": "no"}]))
-            .await
-            .unwrap();
-        let users: Vec<String> = (0..5).map(|i| format!("u-4{i}")).collect();
         for (i, u) in users.iter().enumerate() {
             p.user(
                 u,
                 "passive_reporter",
-                Some(&format!("+1415555014{i}")),
+                Some(&format!("+1415{:07}", base + i)),
                 None,
                 false,
             )
             .await;
         }
+        path
+    }
+
+    fn dispatch_to(p: &Pipeline, users: &[String], text: &str) -> Value {
+        let mut e = p.event("incident-dispatched", text);
+        e["detail"]["recipient_ids"] = json!(users);
+        e
+    }
+
+    #[tokio::test]
+    async fn a_failing_gateway_fails_over_to_sns_and_its_circuit_opens_for_every_instance() {
+        let p = pipeline().await;
+        let users: Vec<String> = (0..5).map(|i| format!("u-4{i}")).collect();
+        let path = failover_gateway(&p, &users, 5_550_140).await;
+        let gw = flare_tests::gateway();
+        let unavailable = json!({"status": 503});
+        gw.script(&path, json!(vec![unavailable; 5])).await.unwrap();
         let text = unique("outage");
-        let ev = p.event("incident-dispatched", &text);
-        let mut ev = ev;
-        ev["detail"]["recipient_ids"] = json!(users);
+        let ev = dispatch_to(&p, &users, &text);
         p.route(&ev).await;
-        let id = ev["id"].as_str().unwrap();
-        let n = p.settled(id).await;
-        for u in &users {
-            let d = deliveries(&n, u);
-            assert_eq!(
-                (
-                    d["sms"]["status"].as_str(),
-                    d["sms"]["provider"].as_str(),
-                    d["sms"]["failover_from"].as_str()
-                ),
-                (Some("sent"), Some("sns"), Some("http")),
-                "{n}"
-            );
-        }
-        assert_eq!(
-            p.sms_with(&text).await.len(),
-            5,
-            "each once, through SNS on moto"
-        );
+        // The first attempts: five 503s in a row open the circuit; the fifth SMS goes
+        // through SNS at once, the four before it are retried after their backoff.
+        p.drain().await;
         let v = p.admin("GET", "/v1/settings/sms/main", Value::Null).await;
         assert_eq!(
             (
@@ -1446,29 +1441,27 @@ mod receipts {
             v["health"]["last_error"]
                 .as_str()
                 .unwrap()
-                .starts_with("gateway_rejected: 400"),
+                .starts_with("gateway_status: 503"),
             "{v}"
         );
         // While open (in DynamoDB, where every instance reads it) the gateway is not tried.
         let before = gw.requests_to(&path).await.unwrap().len();
-        let ev2 = {
-            let mut e = p.event("incident-dispatched", &unique("open"));
-            e["detail"]["recipient_ids"] = json!(["u-40"]);
-            e
-        };
+        let ev2 = dispatch_to(&p, &users[..1], &unique("open"));
         p.route(&ev2).await;
-        p.until(ev2["id"].as_str().unwrap(), |n| {
-            deliveries(n, "u-40")["sms"]["status"] == "sent"
-        })
-        .await;
+        let n = p
+            .until(ev2["id"].as_str().unwrap(), |n| {
+                deliveries(n, "u-40")["sms"]["status"] == "sent"
+            })
+            .await;
+        assert_eq!(
+            deliveries(&n, "u-40")["sms"]["failover_from"],
+            "http",
+            "{n}"
+        );
         assert_eq!(gw.requests_to(&path).await.unwrap().len(), before);
         // After the open time the gateway is tried again; its success closes the circuit.
         tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
-        let ev3 = {
-            let mut e = p.event("incident-dispatched", &unique("closed"));
-            e["detail"]["recipient_ids"] = json!(["u-41"]);
-            e
-        };
+        let ev3 = dispatch_to(&p, &users[1..2], &unique("closed"));
         p.route(&ev3).await;
         let n = p
             .until(ev3["id"].as_str().unwrap(), |n| {
@@ -1478,6 +1471,64 @@ mod receipts {
         assert_eq!(deliveries(&n, "u-41")["sms"]["provider"], "http", "{n}");
         let v = p.admin("GET", "/v1/settings/sms/main", Value::Null).await;
         assert_eq!(v["health"]["state"], "ok", "{v}");
+        // The outage's retries all went, each once.
+        let n = p.settled(ev["id"].as_str().unwrap()).await;
+        for u in &users {
+            assert_eq!(deliveries(&n, u)["sms"]["status"], "sent", "{n}");
+        }
+        let by_sns = p.sms_with(&text).await.len();
+        let by_gateway = gw
+            .requests_to(&path)
+            .await
+            .unwrap()
+            .iter()
+            .filter(|r| r["status"] == 200 && r["body"].as_str().unwrap().contains(&text))
+            .count();
+        assert_eq!(by_sns + by_gateway, 5, "each once");
+    }
+
+    #[tokio::test]
+    async fn a_gateway_refusing_numbers_does_not_open_its_circuit_on_aws() {
+        let p = pipeline().await;
+        let users: Vec<String> = (0..7).map(|i| format!("u-5{i}")).collect();
+        let path = failover_gateway(&p, &users, 5_550_150).await;
+        let gw = flare_tests::gateway();
+        let refused = json!({"status": 400, "body": "unknown number"});
+        gw.script(&path, json!(vec![refused; 7])).await.unwrap();
+        // One at a time: seven refusals in a row.
+        for u in &users {
+            let ev = dispatch_to(&p, std::slice::from_ref(u), &unique("refused"));
+            p.route(&ev).await;
+            let n = p.settled(ev["id"].as_str().unwrap()).await;
+            let d = deliveries(&n, u);
+            assert_eq!(
+                (
+                    d["sms"]["provider"].as_str(),
+                    d["sms"]["failover_from"].as_str()
+                ),
+                (Some("sns"), Some("http")),
+                "a refused message may still fail over: {n}"
+            );
+        }
+        let v = p.admin("GET", "/v1/settings/sms/main", Value::Null).await;
+        assert_eq!(
+            (
+                v["health"]["state"].as_str(),
+                v["health"]["consecutive_failures"].as_u64()
+            ),
+            (Some("ok"), Some(0)),
+            "{v}"
+        );
+        let ev = dispatch_to(&p, &users[..1], &unique("next"));
+        p.route(&ev).await;
+        let n = p.settled(ev["id"].as_str().unwrap()).await;
+        let d = deliveries(&n, "u-50");
+        assert_eq!(
+            (d["sms"]["provider"].as_str(), d["sms"].get("failover_from")),
+            (Some("http"), None),
+            "{n}"
+        );
+        assert_eq!(gw.requests_to(&path).await.unwrap().len(), 8);
     }
 
     #[tokio::test]
@@ -1686,18 +1737,26 @@ mod lanes {
         tag: &str,
         rate: u32,
     ) -> (flare_tests::Moto, Pipeline, String) {
+        gateway_org_with(comm, tag, json!({"max_per_second": rate})).await
+    }
+
+    /// The same with more gateway settings (`extra` adds or replaces fields).
+    async fn gateway_org_with(
+        comm: Value,
+        tag: &str,
+        extra: Value,
+    ) -> (flare_tests::Moto, Pipeline, String) {
         let own = flare_tests::Moto::start().unwrap();
         let p = pipeline_on(&own).await;
         standard_org(&p, comm).await;
         let gw = flare_tests::gateway();
         let path = format!("/{}", unique(tag));
-        p.admin(
-            "PUT",
-            "/v1/settings/sms/main",
-            json!({"provider": "http", "url": format!("{}{path}", gw.url), "format": "json",
-                   "sender_number": "ACMEFIRE", "max_per_second": rate}),
-        )
-        .await;
+        let mut body = json!({"provider": "http", "url": format!("{}{path}", gw.url),
+            "format": "json", "password": "s3cret", "sender_number": "ACMEFIRE"});
+        for (k, v) in extra.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        p.admin("PUT", "/v1/settings/sms/main", body).await;
         (own, p, path)
     }
 
@@ -1777,6 +1836,48 @@ mod lanes {
         let span = at.last().unwrap() - at.first().unwrap();
         assert!(span >= 2.9, "61 starts in {span:.2} s");
         eprintln!("the urgent send waited {urgent_wait:?}");
+    }
+
+    /// At 3 a second or less one slot is longer than the normal lane's horizon: a normal
+    /// send still books a busy schedule, right after the slot booked before it, instead
+    /// of waiting for the schedule to run empty.
+    #[tokio::test]
+    async fn a_slow_pace_lets_the_normal_lane_book_a_busy_schedule() {
+        let stack = AwsStack::create(moto()).await.unwrap();
+        let a = DynamoPacer::new(aws::dynamodb(&stack.sdk), &stack.tables.log);
+        let b = DynamoPacer::new(aws::dynamodb(&stack.sdk), &stack.tables.log);
+        let provider = unique("http#org#main");
+        let tat = || async {
+            let item = aws::dynamodb(&stack.sdk)
+                .get_item()
+                .table_name(&stack.tables.log)
+                .key(
+                    "pk",
+                    aws_sdk_dynamodb::types::AttributeValue::S(format!("PACE#{provider}")),
+                )
+                .key(
+                    "sk",
+                    aws_sdk_dynamodb::types::AttributeValue::S("pace".into()),
+                )
+                .consistent_read(true)
+                .send()
+                .await
+                .unwrap()
+                .item
+                .unwrap();
+            item["tat"].as_n().unwrap().parse::<u64>().unwrap()
+        };
+        let interval = flare_shared::memory::pace_interval(3).as_micros() as u64;
+        // The schedule was empty: a's slot starts now.
+        a.acquire(&provider, 3, Lane::Normal).await;
+        let first = tat().await;
+        // Busy with a's slot: b's starts where a's ends.
+        b.acquire(&provider, 3, Lane::Normal).await;
+        assert_eq!(
+            tat().await - first,
+            interval,
+            "b booked the slot after a's, not one after the schedule ran empty"
+        );
     }
 
     /// A 429's pause holds every instance: a send booked after it starts after it.
@@ -1996,5 +2097,81 @@ mod lanes {
             "the dispatch's email was number {} of 61 at the server",
             place + 1
         );
+    }
+
+    /// Our own pace is no failure of the gateway: a bulk send postponed again and again
+    /// by a gateway's `max_per_second` never fails over and leaves it healthy.
+    #[tokio::test]
+    async fn a_paced_bulk_send_with_failover_stays_on_its_gateway_on_aws() {
+        let comm = json!({"messages": "app_sms_email"});
+        let extra = json!({"failover": "sns", "max_per_second": 5});
+        let (_own, p, path) = gateway_org_with(comm, "pacedfo", extra).await;
+        let gw = flare_tests::gateway();
+        let users = sms_only_users(&p, "q", 60, 5_590_000).await;
+        let mut message = p.event("incident-message-posted", &unique("pacedfo"));
+        message["detail"]["recipient_ids"] = json!(users);
+        // 20 jobs in flight at 5 a second, 1 s allowed to wait: most are postponed.
+        let lambdas = Lambdas::start_waiting(&p.stack, 1, 2, Duration::from_secs(1));
+        p.route(&message).await;
+        let n = settled(&p, message["id"].as_str().unwrap()).await;
+        lambdas.stop().await;
+        for u in &users {
+            let d = &deliveries(&n, u)["sms"];
+            assert_eq!(
+                (
+                    d["status"].as_str(),
+                    d["provider"].as_str(),
+                    d.get("failover_from")
+                ),
+                (Some("sent"), Some("http"), None),
+                "{u}: {n}"
+            );
+        }
+        assert_eq!(gw.requests_to(&path).await.unwrap().len(), 60);
+        let v = p.admin("GET", "/v1/settings/sms/main", Value::Null).await;
+        assert_eq!(
+            (
+                v["health"]["state"].as_str(),
+                v["health"]["consecutive_failures"].as_u64()
+            ),
+            (Some("ok"), Some(0)),
+            "{v}"
+        );
+    }
+
+    /// A 429 asking for longer than an invocation may wait postpones the job on its
+    /// queue for that long: no attempt spent, no failover, sent when the gateway said.
+    #[tokio::test]
+    async fn a_long_retry_after_postpones_the_job_and_spends_no_attempt_on_aws() {
+        let comm = json!({"dispatch": "app_sms_email"});
+        let (_own, p, path) = gateway_org_with(comm, "longwait", json!({"failover": "sns"})).await;
+        let gw = flare_tests::gateway();
+        gw.script(
+            &path,
+            json!([{"status": 429, "headers": {"Retry-After": "12"}}]),
+        )
+        .await
+        .unwrap();
+        let users = sms_only_users(&p, "w", 1, 5_591_000).await;
+        let mut dispatch = p.event("incident-dispatched", &unique("longwait"));
+        dispatch["detail"]["recipient_ids"] = json!(users);
+        let lambdas = Lambdas::start(&p.stack, 1, 1);
+        p.route(&dispatch).await;
+        let n = settled(&p, dispatch["id"].as_str().unwrap()).await;
+        lambdas.stop().await;
+        let d = &deliveries(&n, &users[0])["sms"];
+        assert_eq!(
+            (
+                d["status"].as_str(),
+                d["provider"].as_str(),
+                d["attempts"].as_u64()
+            ),
+            (Some("sent"), Some("http"), Some(1)),
+            "{n}"
+        );
+        let reqs = gw.requests_to(&path).await.unwrap();
+        assert_eq!(reqs.len(), 2, "{reqs:?}");
+        let gap = reqs[1]["at"].as_f64().unwrap() - reqs[0]["at"].as_f64().unwrap();
+        assert!(gap >= 11.9, "sent again {gap:.3} s after the 429");
     }
 }

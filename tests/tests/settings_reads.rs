@@ -112,6 +112,7 @@ async fn a_gateway_sms_job_reads_the_settings_once() {
                     header_name: None,
                     failover_sns: false,
                     max_per_second: None,
+                    failover_sender_number: None,
                 }),
                 sender_number: Some(SenderId::parse("ACMEFIRE").unwrap()),
                 password_set: false,

@@ -94,13 +94,14 @@ impl Config {
         ));
         let cached = Arc::new(CachedSecrets::new(secrets.clone(), MAX_TTL));
         let gateway = HttpSmsSender::new(settings.clone(), cached.clone(), self.policy)?;
-        let smtp = SmtpEmailSender::new(settings.clone(), cached, self.policy);
+        let smtp = SmtpEmailSender::new(settings.clone(), cached.clone(), self.policy);
         Ok(Services {
             settings,
             directory: Arc::new(DynamoDirectory::new(db.clone(), &self.directory_table)),
             log: Arc::new(DynamoDeliveryLog::new(db, &self.log_table)),
             queue: Arc::new(SqsQueue::new(aws::sqs(sdk), self.queues.clone())),
             secrets,
+            secret_reads: cached,
             devices: Arc::new(SnsDevices::new(aws::sns(sdk), self.platform_apps.clone())),
             policy: self.policy,
             metrics: flare_runtime::emf::metrics(self.metrics_namespace.as_deref()),

@@ -275,3 +275,69 @@ async fn the_console_is_served_without_a_token() {
     assert_eq!(bare.status(), 308);
     assert_eq!(bare.headers()["location"], "/console/");
 }
+
+/// A secret store that counts its reads.
+#[derive(Default)]
+struct CountedSecrets {
+    inner: flare_shared::memory::MemorySecrets,
+    reads: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl flare_shared::ports::SecretStore for CountedSecrets {
+    async fn get(
+        &self,
+        key: &flare_shared::ports::SecretKey,
+    ) -> flare_shared::ports::StoreResult<Option<secrecy::SecretString>> {
+        self.reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.get(key).await
+    }
+    async fn put(
+        &self,
+        key: &flare_shared::ports::SecretKey,
+        value: &secrecy::SecretString,
+    ) -> flare_shared::ports::StoreResult<()> {
+        self.inner.put(key, value).await
+    }
+    async fn delete(
+        &self,
+        key: &flare_shared::ports::SecretKey,
+    ) -> flare_shared::ports::StoreResult<()> {
+        self.inner.delete(key).await
+    }
+}
+
+/// The public callback route verifies through the senders' cache (as the API function
+/// wires it): a flood of junk reads the store once, not once a request.
+#[tokio::test]
+async fn a_flood_of_unsigned_gateway_callbacks_reads_the_password_once() {
+    use flare_shared::secrets_cache::{CachedSecrets, MAX_TTL};
+    use std::sync::Arc;
+    let store = Arc::new(CountedSecrets::default());
+    let mut svc = services();
+    svc.secrets = store.clone();
+    svc.secret_reads = Arc::new(CachedSecrets::new(store.clone(), MAX_TTL));
+    let mut put = event("put-sms-settings");
+    put["rawPath"] = json!("/v1/settings/sms/north");
+    put["requestContext"]["http"]["path"] = json!("/v1/settings/sms/north");
+    put["pathParameters"]["control_center_id"] = json!("north");
+    let mut body: serde_json::Value = serde_json::from_str(put["body"].as_str().unwrap()).unwrap();
+    body["format"] = json!("twilio");
+    put["body"] = json!(body.to_string());
+    let (s, b) = call(&svc, &put).await;
+    assert_eq!(s, 200, "{b}");
+    let before = store.reads.load(std::sync::atomic::Ordering::SeqCst);
+    for i in 0..50 {
+        let path = flare_tests::workspace_root().join("events/receipts/twilio-callback.json");
+        let mut junk: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        junk["headers"]["x-twilio-signature"] = json!(format!("junk{i}"));
+        let (s, b) = call(&svc, &junk).await;
+        assert_eq!(s, 401, "{b}");
+    }
+    assert_eq!(
+        store.reads.load(std::sync::atomic::Ordering::SeqCst) - before,
+        1,
+        "one read of the stored password for 50 callbacks"
+    );
+}

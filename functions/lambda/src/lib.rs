@@ -153,6 +153,8 @@ impl DeliveryFunction {
                 return false;
             }
         };
+        // A postponed job's new message counts on from where its earlier ones left off.
+        let receives = receives.saturating_add(job.spent_receives);
         let final_attempt = receives >= self.max_receives;
         match self.deliverer.deliver(&job, final_attempt, lease).await {
             Ok(_) => true,
@@ -162,6 +164,9 @@ impl DeliveryFunction {
                 let Some(queue) = &self.deliverer.queue else {
                     return false;
                 };
+                // This receive spent no attempt; the ones before it did.
+                let mut job = job;
+                job.spent_receives = receives.saturating_sub(1);
                 match queue.postpone(&job, after).await {
                     Ok(()) => {
                         tracing::info!(notification_id = %job.notification_id, channel = job.channel.as_str(), recipient = %job.recipient.key(), receives, "job postponed: the provider's pace is full");
@@ -542,6 +547,10 @@ mod tests {
             again.push(job);
         }
         assert_eq!(again.len(), 2, "each job queued again, as a new message");
+        assert!(
+            again.iter().all(|j| j.spent_receives == 4),
+            "each carries the receives spent before this one: {again:?}"
+        );
         let logged = log
             .get_notification(&n.org_id, &n.notification_id)
             .await
@@ -564,6 +573,57 @@ mod tests {
                 "{sent:?}"
             );
         }
+    }
+
+    /// SMS that always fails for a moment (a gateway's 503).
+    struct Unavailable;
+
+    #[async_trait::async_trait]
+    impl SmsSender for Unavailable {
+        async fn send(&self, _: &SmsMessage) -> Result<Receipt, SendError> {
+            Err(SendError::transient(
+                flare_shared::domain::FailReason::GatewayStatus,
+            ))
+        }
+    }
+
+    /// A postponed job's new message counts on from the receives its earlier ones
+    /// spent: on its first receive after four spent, a failure is final, not retried.
+    #[tokio::test]
+    async fn a_postponed_job_keeps_the_receives_its_earlier_messages_spent() {
+        let (log, n, messages) = sms_jobs(&["+14155550121"]).await;
+        let mut f = function();
+        f.deliverer.log = log.clone();
+        f.deliverer.sms.insert(Provider::Sns, Arc::new(Unavailable));
+        let mut event = SqsEvent::default();
+        event.records = messages
+            .into_iter()
+            .map(|mut m| {
+                let mut job: DeliveryJob =
+                    serde_json::from_str(m.body.as_deref().unwrap()).unwrap();
+                job.spent_receives = DEFAULT_MAX_RECEIVES - 1;
+                m.body = Some(serde_json::to_string(&job).unwrap());
+                m.attributes
+                    .insert("ApproximateReceiveCount".into(), "1".into());
+                m
+            })
+            .collect();
+        let response = f.handle(event).await;
+        assert!(response.batch_item_failures.is_empty(), "final: done with");
+        let logged = log
+            .get_notification(&n.org_id, &n.notification_id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(logged.records[0].status, DeliveryStatus::Failed);
+        assert!(
+            logged.records[0]
+                .reason
+                .as_deref()
+                .is_some_and(|r| r.starts_with("gave_up")),
+            "{:?}",
+            logged.records[0]
+        );
     }
 
     #[tokio::test]

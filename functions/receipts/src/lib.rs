@@ -19,12 +19,15 @@ pub const RETRY_UNKNOWN_AFTER: Duration = Duration::from_secs(2);
 #[derive(Debug, Clone)]
 pub struct Config {
     pub log_table: String,
+    /// Where the deliveries receipts move to `delivered` are counted (EMF).
+    pub metrics_namespace: Option<String>,
 }
 
 impl Config {
     pub fn from_env() -> Result<Self, ConfigError> {
         Ok(Self {
             log_table: flare_runtime::required(LOG_TABLE)?,
+            metrics_namespace: flare_runtime::emf::namespace_from_env().into(),
         })
     }
 
@@ -33,6 +36,7 @@ impl Config {
         Receipts {
             log: Arc::new(log),
             retry_unknown_after: Some(RETRY_UNKNOWN_AFTER),
+            metrics: flare_runtime::emf::metrics(self.metrics_namespace.as_deref()),
         }
     }
 }

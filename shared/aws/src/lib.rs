@@ -138,6 +138,23 @@ pub fn is_transient<E: ProvideErrorMetadata>(
     }
 }
 
+/// An AWS "slow down" (`Throttling`, `ThrottlingException`, SES's `TooManyRequests`):
+/// not a failure of the service, the send waits and tries again.
+pub fn is_throttling<E: ProvideErrorMetadata>(
+    err: &SdkError<E, aws_smithy_runtime_api::http::Response>,
+) -> bool {
+    match err {
+        SdkError::ServiceError(e) => {
+            let code = e.err().code().unwrap_or_default();
+            code.contains("Throttl") || code == "TooManyRequestsException"
+        }
+        _ => false,
+    }
+}
+
+/// How long a throttled send waits before it goes again (AWS names no time).
+pub const THROTTLE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// The service's error code, for logs and mapping.
 pub fn error_code<E: ProvideErrorMetadata>(
     err: &SdkError<E, aws_smithy_runtime_api::http::Response>,

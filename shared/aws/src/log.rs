@@ -112,7 +112,6 @@ fn record_pk(base: &str, recipient: &RecipientRef, shards: u32) -> String {
     }
 }
 
-/// A notification item's `shards` (1 when absent).
 /// An item's sort key (empty when it has none).
 fn item_sk(item: &Item) -> String {
     item.get("sk")
@@ -121,6 +120,7 @@ fn item_sk(item: &Item) -> String {
         .unwrap_or_default()
 }
 
+/// A notification item's `shards` (1 when absent).
 fn item_shards(item: &Item) -> u32 {
     item.get(SHARDS)
         .and_then(|v| v.as_n().ok())

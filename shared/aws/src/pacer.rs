@@ -236,8 +236,16 @@ impl DynamoPacer {
                 }
             }
             // Busy: after the last booked slot; for the normal lane only while the
-            // booking ends within the horizon.
-            let limit = now + (NORMAL_HORIZON.as_micros() as u64).saturating_sub(cost);
+            // booking ends within the horizon, or, where one slot is longer than the
+            // horizon (3 a second or less), starts within it: else that lane could only
+            // ever book a schedule that has run empty.
+            let horizon = NORMAL_HORIZON.as_micros() as u64;
+            let limit = now
+                + if cost >= horizon {
+                    horizon
+                } else {
+                    horizon - cost
+                };
             let condition = match lane {
                 Lane::Urgent => "tat > :now",
                 Lane::Normal => "tat > :now AND tat <= :limit",

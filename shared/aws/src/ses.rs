@@ -1,6 +1,6 @@
 //! Email through Amazon SES v2, with text and HTML parts.
 
-use super::{error_code, is_transient};
+use super::{THROTTLE_WAIT, error_code, is_throttling, is_transient};
 use async_trait::async_trait;
 use aws_sdk_sesv2::Client;
 use aws_sdk_sesv2::types::{Body, Content, Destination, EmailContent, Message};
@@ -62,6 +62,12 @@ impl EmailSender for SesEmailSender {
                 provider: Provider::Ses,
                 provider_message_id: out.message_id,
             }),
+            Err(e) if is_throttling(&e) => Err(SendError::throttled(
+                FailReason::SesUnavailable,
+                THROTTLE_WAIT,
+            )
+            .with_detail("throttled")
+            .with_source(anyhow::Error::new(e).context("SES SendEmail"))),
             Err(e) => {
                 let code = error_code(&e).unwrap_or_default().to_string();
                 let transient = is_transient(&e)

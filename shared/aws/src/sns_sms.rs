@@ -1,7 +1,7 @@
 //! SMS through Amazon SNS: transactional, from the control center's sender id or
 //! origination number.
 
-use super::{error_code, is_transient};
+use super::{THROTTLE_WAIT, error_code, is_throttling, is_transient};
 use async_trait::async_trait;
 use aws_sdk_sns::Client;
 use aws_sdk_sns::types::MessageAttributeValue;
@@ -55,6 +55,12 @@ impl SmsSender for SnsSmsSender {
                 provider: Provider::Sns,
                 provider_message_id: out.message_id,
             }),
+            Err(e) if is_throttling(&e) => Err(SendError::throttled(
+                FailReason::SnsUnavailable,
+                THROTTLE_WAIT,
+            )
+            .with_detail("throttled")
+            .with_source(anyhow::Error::new(e).context("SNS Publish SMS"))),
             Err(e) => {
                 let transient = is_transient(&e);
                 let reason = match error_code(&e) {

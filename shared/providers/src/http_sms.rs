@@ -286,6 +286,12 @@ impl SmsSender for HttpSmsSender {
             }
             429 | 500..=599 => Err(SendError::transient(FailReason::GatewayStatus)
                 .with_detail(status.as_u16().to_string())),
+            // Refusals of every request, not of this message: they count toward the
+            // gateway's circuit.
+            401 | 403 | 404 | 405 | 407 | 410 => Err(SendError::permanent(
+                FailReason::GatewayMisconfigured,
+            )
+            .with_detail(format!("{} {}", status.as_u16(), excerpt(&body, &secrets)))),
             code => Err(SendError::permanent(FailReason::GatewayRejected)
                 .with_detail(format!("{code} {}", excerpt(&body, &secrets)))),
         }

@@ -1,6 +1,7 @@
 //! Carrying out one delivery job: claim its record, call the channel's sender, record
 //! the outcome; after push, resolve the SMS and email held behind it.
 
+use super::ended;
 use super::failover::Accepted;
 use crate::domain::health::HealthScope;
 use crate::domain::reason::{FallbackReason, wire_reason};
@@ -10,7 +11,7 @@ use crate::domain::routing::{
 use crate::domain::settings::effective_sender;
 use crate::domain::{
     Channel, CheckJob, CheckKind, DeliveryJob, DeliveryRecord, DeliveryStatus, Destination,
-    EmailAddress, FailReason, Provider, RecipientRef, Slot,
+    EmailAddress, FailReason, FailureKind, Provider, RecipientRef,
 };
 use crate::domain::{EmailSettings, SmsSettings};
 use crate::ports::{
@@ -38,7 +39,8 @@ pub const fn lease_for(remaining: Duration) -> Duration {
 #[derive(Clone)]
 pub struct Deliverer {
     pub log: Arc<dyn DeliveryLog>,
-    /// Where fallback deliveries are enqueued (push function only).
+    /// Where fallback deliveries are enqueued (push), and where a postponed job goes
+    /// again (every delivery function).
     pub queue: Option<Arc<dyn JobQueue>>,
     pub directory: Arc<dyn Directory>,
     pub settings: Arc<dyn SettingsStore>,
@@ -78,8 +80,17 @@ fn job_span(job: &DeliveryJob) -> Span {
 /// How long a postponed job waits in its queue before it is taken again.
 pub const POSTPONE_DELAY: Duration = Duration::from_secs(1);
 
-/// How long one attempt waits at most for gateways that answer 429 before it counts as a
-/// failed attempt (half the delivery functions' 20 s timeout).
+/// How long a postponed job waits: what the provider asked for (a 429's `Retry-After`),
+/// at least [`POSTPONE_DELAY`] and at most SQS's longest delay.
+pub fn postpone_delay(retry_after: Option<Duration>) -> Duration {
+    retry_after
+        .unwrap_or(POSTPONE_DELAY)
+        .clamp(POSTPONE_DELAY, crate::ports::MAX_CHECK_DELAY)
+}
+
+/// How long one attempt waits at most for a provider that answers 429 before its job is
+/// postponed for what the provider asked (half the delivery functions' 20 s timeout;
+/// [`Deliverer::max_pace_wait`] lowers it in Lambda).
 pub const THROTTLE_BUDGET: Duration = Duration::from_secs(10);
 
 /// The shortest wait after a 429, whatever its `Retry-After` says.
@@ -449,19 +460,24 @@ impl Deliverer {
                     provider_message_id: receipt.provider_message_id,
                 })
             }
-            // Before the final-attempt rule: waiting for the pace is no failure.
-            Err(e) if e.code() == FailReason::Paced => {
+            // Before the final-attempt rule: waiting for the pace, or for a provider
+            // that asked to slow down for longer than an attempt may wait, is no
+            // failure and spends no attempt.
+            Err(e) if e.kind() == FailureKind::Throttled => {
                 finish(Finish::Postpone {
                     attempt: attempts,
                     reason: e.reason(),
                 })
                 .await?;
-                tracing::info!("no moment free at the provider's pace in time: postponed");
-                Err(DeliverError::Postpone {
-                    after: POSTPONE_DELAY,
-                })
+                let after = postpone_delay(e.retry_after());
+                tracing::info!(
+                    reason = %e.reason(),
+                    after_ms = after.as_millis() as u64,
+                    "no moment free at the provider in time: postponed"
+                );
+                Err(DeliverError::Postpone { after })
             }
-            Err(e) if e.is_transient() && !final_attempt => {
+            Err(e) if e.retries() && !final_attempt => {
                 finish(Finish::Retry {
                     attempt: attempts,
                     reason: e.reason(),
@@ -548,15 +564,6 @@ impl Deliverer {
             return Ok(());
         }
         let template = JobTemplate::from(job);
-        let finish = |channel, outcome| {
-            self.log.finish(
-                &job.org_id,
-                &job.notification_id,
-                &job.recipient,
-                channel,
-                outcome,
-            )
-        };
         let mut jobs = Vec::new();
         for d in after_push(&held, outcome) {
             match &d.action {
@@ -567,23 +574,20 @@ impl Deliverer {
                     jobs.push(template.job(&job.recipient, d.channel, *provider, destination, true))
                 }
                 Action::Skip(r) => {
-                    let moved = finish(
+                    let provider = held.iter().find(|h| h.channel == d.channel);
+                    ended::finish(
+                        self.log.as_ref(),
+                        self.metrics.as_ref(),
+                        &job.org_id,
+                        &job.notification_id,
+                        &job.recipient,
                         d.channel.into(),
+                        provider.map(|h| h.provider),
                         Finish::SkipHeld {
                             reason: r.as_str().to_string(),
                         },
                     )
                     .await?;
-                    if moved {
-                        let provider = held.iter().find(|h| h.channel == d.channel);
-                        self.metrics.delivery(&DeliveryMetric {
-                            channel: d.channel,
-                            provider: provider.map(|h| h.provider),
-                            outcome: Outcome::Skipped,
-                            fallback: false,
-                            latency: None,
-                        });
-                    }
                 }
                 Action::AwaitPush { .. } => {}
             }
@@ -767,11 +771,14 @@ impl Deliverer {
         }
         let skipped: Vec<bool> = self
             .each(&skip, |(r, reason)| {
-                self.log.finish(
+                ended::finish(
+                    self.log.as_ref(),
+                    self.metrics.as_ref(),
                     &check.org_id,
                     &check.notification_id,
                     &r.recipient,
                     r.slot(),
+                    r.provider,
                     Finish::SkipHeld {
                         reason: reason.as_str().to_string(),
                     },
@@ -857,19 +864,21 @@ impl Deliverer {
         }
         // Held SMS and email of cycle 0 would repeat what this cycle sends: they end
         // `escalated` (only while still held).
-        let held: Vec<(RecipientRef, Slot)> = logged
+        let held: Vec<&DeliveryRecord> = logged
             .records
             .iter()
             .filter(|r| r.cycle == 0 && r.awaiting_push && r.status == DeliveryStatus::Pending)
             .filter(|r| jobs.iter().any(|j| j.recipient == r.recipient))
-            .map(|r| (r.recipient.clone(), r.slot()))
             .collect();
-        self.each(&held, |(who, slot)| {
-            self.log.finish(
+        self.each(&held, |r| {
+            ended::finish(
+                self.log.as_ref(),
+                self.metrics.as_ref(),
                 &n.org_id,
                 &n.notification_id,
-                who,
-                *slot,
+                &r.recipient,
+                r.slot(),
+                r.provider,
                 Finish::SkipHeld {
                     reason: crate::domain::SkipReason::Escalated.as_str().to_string(),
                 },
@@ -895,11 +904,14 @@ impl Deliverer {
             .filter(|r| acked_now.contains(&r.recipient.key()))
             .collect();
         self.each(&late, |r| {
-            self.log.finish(
+            ended::finish(
+                self.log.as_ref(),
+                self.metrics.as_ref(),
                 &n.org_id,
                 &n.notification_id,
                 &r.recipient,
                 r.slot(),
+                r.provider,
                 Finish::Cancel {
                     reason: crate::domain::SkipReason::Acknowledged.as_str().to_string(),
                 },
@@ -1064,13 +1076,18 @@ impl Deliverer {
         let accepted = match (&self.failover, secondary) {
             (Some(f), Some((second, secondary))) if job.provider == Provider::Http => {
                 let scope = HealthScope::Sms(sms.control_center_id.clone());
+                // SNS sends as the account, never as the gateway's number.
+                let over = SmsMessage {
+                    from: sms.settings.as_ref().and_then(SmsSettings::failover_sender),
+                    ..sms.clone()
+                };
                 f.send(
                     &job.org_id,
                     &scope,
                     job.provider,
                     final_attempt,
                     primary,
-                    || self.paced(job, &sms, second, secondary.as_ref()),
+                    || self.paced(job, &over, second, secondary.as_ref()),
                 )
                 .await?
             }

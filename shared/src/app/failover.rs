@@ -4,9 +4,10 @@
 //! attempt, or while its circuit is open ([`crate::domain::health`]); the circuit's
 //! state is read and written through a [`HealthStore`] every instance shares.
 
-use crate::domain::health::{CircuitPolicy, HealthScope, ProviderHealth};
-use crate::domain::{OrgId, Provider};
+use crate::domain::health::{CircuitPolicy, HealthScope, ProviderHealth, Route};
+use crate::domain::{FailureKind, OrgId, Provider};
 use crate::ports::{HealthStore, Receipt, SendError};
+use chrono::{DateTime, Utc};
 use std::future::Future;
 use std::sync::Arc;
 
@@ -55,8 +56,12 @@ impl Failover {
 
     /// Sends through `primary_send` (the provider `primary`) unless its circuit is open,
     /// falling over to `secondary_send` as the module says; records the primary's
-    /// outcome. A health store that cannot be read or written never stops a send: the
-    /// circuit is then treated as closed, and the failure logged.
+    /// outcome by what it says of the provider ([`FailureKind`]): only a provider that
+    /// is down counts toward its circuit; a "slow down" and our own faults never fail
+    /// over early, a refusal of this one message fails it over without counting. A
+    /// half-open circuit lets one send probe the primary. A health store that cannot be
+    /// read or written never stops a send: the circuit is then treated as closed, and
+    /// the failure logged.
     pub async fn send<P, S, SF>(
         &self,
         org: &OrgId,
@@ -71,66 +76,113 @@ impl Failover {
         S: FnOnce() -> SF,
         SF: Future<Output = Result<Receipt, SendError>>,
     {
-        let now = chrono::Utc::now();
-        let health = match self.health.get(org, scope).await {
-            Ok(h) => h,
-            Err(e) => {
-                tracing::warn!(error = ?e, "provider health unreadable: trying the primary");
-                ProviderHealth::default()
-            }
-        };
         let over = |receipt| Accepted {
             receipt,
             failover_from: Some(primary),
             receipt_key: None,
         };
-        if health.is_open(now) {
+        let started = chrono::Utc::now();
+        let Some(mut known) = self.may_try(org, scope, started).await else {
             tracing::info!(
                 primary = primary.as_str(),
                 "the primary's circuit is open: sending through the failover provider"
             );
             return secondary_send().await.map(over);
-        }
+        };
         let result = primary_send.await;
         // The send may have waited (a gateway's pace, a 429): its outcome is now.
         let now = chrono::Utc::now();
-        match result {
+        let e = match result {
             Ok(receipt) => {
-                let mut known = health;
-                if known.succeeded(now)
-                    && let Err(e) = self.health.update(org, scope, &|h| h.succeeded(now)).await
-                {
-                    tracing::warn!(error = ?e, "recording the provider's success failed");
+                // A provider known healthy needs no write (a fan-out costs reads only).
+                if known.succeeded(started, now) {
+                    self.record(org, scope, &|h| h.succeeded(started, now))
+                        .await;
                 }
-                Ok(Accepted::direct(receipt))
+                return Ok(Accepted::direct(receipt));
             }
+            Err(e) => e,
+        };
+        let kind = e.kind();
+        let open = match kind {
+            FailureKind::ProviderDown => {
+                let (reason, policy) = (e.reason(), self.policy);
+                self.record(org, scope, &|h| {
+                    h.failed(now, &reason, &policy);
+                    true
+                })
+                .await
+                .is_some_and(|h| h.is_open(now))
+            }
+            // A refusal says the provider is up; our pace and our faults say nothing.
+            FailureKind::Refused | FailureKind::Throttled | FailureKind::Ours => false,
+        };
+        let give_up = !e.is_transient() || final_attempt || open;
+        if kind == FailureKind::Throttled
+            || (kind == FailureKind::Ours && !final_attempt)
+            || !give_up
+        {
+            return Err(e);
+        }
+        tracing::warn!(
+            primary = primary.as_str(),
+            reason = %e.reason(),
+            circuit_open = open,
+            "the primary failed: sending through the failover provider"
+        );
+        secondary_send().await.map(over)
+    }
+
+    /// The primary's health when a send starting `now` may try it (its circuit is
+    /// closed, or half-open and this send took the one probe); `None`: it may not.
+    async fn may_try(
+        &self,
+        org: &OrgId,
+        scope: &HealthScope,
+        now: DateTime<Utc>,
+    ) -> Option<ProviderHealth> {
+        let health = match self.health.get(org, scope).await {
+            Ok(h) => h,
             Err(e) => {
-                let reason = e.reason();
+                tracing::warn!(error = ?e, "provider health unreadable: trying the primary");
+                return Some(ProviderHealth::default());
+            }
+        };
+        match health.route(now, &self.policy) {
+            Route::Primary => Some(health),
+            Route::Secondary => None,
+            Route::Probe => {
+                let id = uuid::Uuid::new_v4().to_string();
                 let policy = self.policy;
-                let after = self
+                match self
                     .health
-                    .update(org, scope, &|h| {
-                        h.failed(now, &reason, &policy);
-                        true
-                    })
-                    .await;
-                let open = match after {
-                    Ok(h) => h.is_open(now),
-                    Err(store) => {
-                        tracing::warn!(error = ?store, "recording the provider's failure failed");
-                        false
+                    .update(org, scope, &|h| h.claim_probe(&id, now, &policy))
+                    .await
+                {
+                    Ok(h) if h.probe.as_deref() == Some(id.as_str()) => Some(h),
+                    Ok(_) => None,
+                    Err(e) => {
+                        tracing::warn!(error = ?e, "taking the circuit's probe failed: trying the primary");
+                        Some(health)
                     }
-                };
-                if e.is_transient() && !final_attempt && !open {
-                    return Err(e);
                 }
-                tracing::warn!(
-                    primary = primary.as_str(),
-                    reason = %reason,
-                    circuit_open = open,
-                    "the primary failed: sending through the failover provider"
-                );
-                secondary_send().await.map(over)
+            }
+        }
+    }
+
+    /// Writes a change of the provider's health; the health after it, `None` (logged)
+    /// when the store failed.
+    async fn record(
+        &self,
+        org: &OrgId,
+        scope: &HealthScope,
+        change: &(dyn for<'h> Fn(&'h mut ProviderHealth) -> bool + Send + Sync),
+    ) -> Option<ProviderHealth> {
+        match self.health.update(org, scope, change).await {
+            Ok(h) => Some(h),
+            Err(e) => {
+                tracing::warn!(error = ?e, "recording the provider's health failed");
+                None
             }
         }
     }

@@ -6,6 +6,7 @@ pub mod api;
 pub mod auth;
 pub mod deliver;
 pub mod directory;
+pub mod ended;
 pub mod error;
 pub mod failover;
 pub mod notifications;
@@ -30,6 +31,10 @@ pub struct Services {
     pub settings: Arc<dyn SettingsStore>,
     pub directory: Arc<dyn Directory>,
     pub secrets: Arc<dyn SecretStore>,
+    /// Where secrets are read to send or to verify a gateway's callback: the senders'
+    /// cache in AWS, so a flood of junk callbacks reads Secrets Manager once per settings
+    /// revision, not once a request.
+    pub secret_reads: Arc<dyn SecretStore>,
     pub devices: Arc<dyn DeviceRegistry>,
     pub log: Arc<dyn DeliveryLog>,
     pub queue: Arc<dyn JobQueue>,
@@ -51,10 +56,12 @@ impl Services {
     /// Everything in memory (tests).
     pub fn in_memory(policy: EndpointPolicy) -> Self {
         use crate::memory::*;
+        let secrets: Arc<MemorySecrets> = Arc::new(MemorySecrets::default());
         Self {
             settings: Arc::new(MemorySettings::default()),
             directory: Arc::new(MemoryDirectory::default()),
-            secrets: Arc::new(MemorySecrets::default()),
+            secret_reads: secrets.clone(),
+            secrets,
             devices: Arc::new(MemoryDevices::default()),
             log: Arc::new(MemoryDeliveryLog::default()),
             queue: Arc::new(MemoryQueue::default()),

@@ -250,38 +250,33 @@ async fn receive(
 ) -> Result<bool, ApiError> {
     let who = RecipientRef::User(me.clone());
     let at = chrono::Utc::now();
-    let moved = svc
-        .log
-        .finish(
+    let (log, metrics) = (svc.log.as_ref(), svc.metrics.as_ref());
+    let moved = super::ended::finish(
+        log,
+        metrics,
+        org,
+        id,
+        &who,
+        Channel::Push.into(),
+        Some(crate::domain::Provider::Sns),
+        Finish::Delivered { at },
+    )
+    .await?;
+    for channel in [Channel::Sms, Channel::Email] {
+        // Only while held: a delivery already released or sent is not touched.
+        super::ended::finish(
+            log,
+            metrics,
             org,
             id,
             &who,
-            Channel::Push.into(),
-            Finish::Delivered { at },
+            channel.into(),
+            None,
+            Finish::SkipHeld {
+                reason: SkipReason::PushDelivered.as_str().to_string(),
+            },
         )
         .await?;
-    if moved {
-        svc.metrics.delivery(&crate::ports::DeliveryMetric {
-            channel: Channel::Push,
-            provider: Some(crate::domain::Provider::Sns),
-            outcome: crate::ports::Outcome::Delivered,
-            fallback: false,
-            latency: None,
-        });
-    }
-    for channel in [Channel::Sms, Channel::Email] {
-        // Only while held: a delivery already released or sent is not touched.
-        svc.log
-            .finish(
-                org,
-                id,
-                &who,
-                channel.into(),
-                Finish::SkipHeld {
-                    reason: SkipReason::PushDelivered.as_str().to_string(),
-                },
-            )
-            .await?;
     }
     Ok(moved)
 }
@@ -321,17 +316,19 @@ pub async fn ack(svc: &Services, claims: &Claims, id: &str) -> Result<(), ApiErr
         .into_iter()
         .filter(|r| r.cycle > 0 && r.status == crate::domain::DeliveryStatus::Pending)
     {
-        svc.log
-            .finish(
-                &claims.org_id,
-                &id,
-                &who,
-                r.slot(),
-                Finish::Cancel {
-                    reason: SkipReason::Acknowledged.as_str().to_string(),
-                },
-            )
-            .await?;
+        super::ended::finish(
+            svc.log.as_ref(),
+            svc.metrics.as_ref(),
+            &claims.org_id,
+            &id,
+            &who,
+            r.slot(),
+            r.provider,
+            Finish::Cancel {
+                reason: SkipReason::Acknowledged.as_str().to_string(),
+            },
+        )
+        .await?;
     }
     tracing::info!(notification_id = %id, user_id = %me, "notification acknowledged");
     Ok(())

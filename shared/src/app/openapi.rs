@@ -109,6 +109,15 @@ fn object(required: &[&str], properties: Value) -> Value {
     })
 }
 
+/// A gateway's settings name a failover sender only with failover to SNS.
+fn failover_sender_rule(mut http: Value) -> Value {
+    http["if"] = json!({"required": ["failover_sender_number"],
+        "properties": {"failover_sender_number": {"type": "string"}}});
+    http["then"] = json!({"required": ["failover"],
+        "properties": {"failover": {"const": "sns"}}});
+    http
+}
+
 /// The reserved header names as a case-insensitive alternation (`[Hh][Oo][Ss][Tt]|...`).
 fn reserved_headers() -> String {
     crate::domain::header::RESERVED
@@ -195,8 +204,9 @@ fn schemas() -> Value {
                     "url": {"type": "null"}, "format": {"type": "null"},
                     "username": {"type": "null"}, "password": {"type": "null"},
                     "http_header": {"type": "null"}, "failover": {"type": "null"}, "max_per_second": {"type": "null"},
+                    "failover_sender_number": {"type": "null"},
                 })),
-                object(&["provider", "url", "sender_number"], json!({
+                failover_sender_rule(object(&["provider", "url", "sender_number"], json!({
                     "provider": sms_shared("http"),
                     "url": {"type": "string", "format": "uri", "maxLength": 2048,
                             "pattern": format!("^https?://({HOST}|{IPV4})(:[1-9][0-9]{{0,3}})?(/[A-Za-z0-9._~-]*)*$"),
@@ -213,7 +223,9 @@ fn schemas() -> Value {
                         "description": "Flare never sends the gateway more requests than this in any second; urgent notifications get them first."})),
                     "failover": nullable(json!({"const": "sns",
                         "description": "When the gateway fails (permanently, on the last attempt, or while its circuit is open), SMS go through Amazon SNS."})),
-                })),
+                    "failover_sender_number": nullable(json!({"allOf": [r("SenderNumber")],
+                        "description": "Only with failover sns: who SMS sent through SNS instead of the gateway are from (an origination number or sender id the AWS account owns). Without it, an alphanumeric sender_number is kept and a phone number is not (SNS sends only from numbers the account owns): the account's default."})),
+                }))),
             ],
         },
         "SmsSettings": {
@@ -229,6 +241,7 @@ fn schemas() -> Value {
                 "username": {"type": "string"},
                 "http_header": {"type": "string", "description": "`Name: ****`: the value is never answered."},
                 "failover": {"const": "sns"},
+                "failover_sender_number": {"type": "string"},
                 "max_per_second": {"type": "integer"},
                 "health": r("ProviderHealth"),
             },

@@ -12,7 +12,7 @@ use crate::domain::receipt::{
     parse_sns_sms_status, signature_header, verify_signature,
 };
 use crate::domain::{ControlCenterId, FieldErrors, OrgId, SmsProvider};
-use crate::ports::{DeliveryLog, Finish, ReceiptMatch, SecretKey, StoreError};
+use crate::ports::{DeliveryLog, Finish, Metrics, ReceiptMatch, SecretKey, StoreError};
 use secrecy::ExposeSecret;
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,7 +25,15 @@ pub struct Receipts {
     /// (AWS: the log's receipt index is eventually consistent, and a fast receipt can
     /// outrun it); `None`: not again.
     pub retry_unknown_after: Option<Duration>,
+    /// Counts the deliveries receipts move to `delivered`.
+    pub metrics: Arc<dyn Metrics>,
 }
+
+/// How many receipts of a batch are applied at once: a CloudWatch Logs batch of SNS
+/// status lines may hold thousands, each one lookup and one conditional write (a few
+/// milliseconds each in DynamoDB), so at this many at once a large batch ends in
+/// seconds, well inside the function's 20 s.
+pub const RECEIPT_CONCURRENCY: usize = 16;
 
 /// What a batch of receipts did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
@@ -65,12 +73,22 @@ impl Receipts {
         Self {
             log,
             retry_unknown_after: None,
+            metrics: Arc::new(crate::ports::NoMetrics),
         }
     }
 
     /// Applies one receipt: one lookup and one conditional write.
     pub async fn apply(&self, r: &ProviderReceipt) -> Result<ReceiptMatch, StoreError> {
-        let found = self.log.receipt(&r.key, finish_of(r)).await?;
+        let finish = finish_of(r);
+        let found = self.log.receipt(&r.key, finish.clone()).await?;
+        if let ReceiptMatch::Found {
+            target,
+            moved: true,
+        } = &found
+            && let Some(m) = super::ended::metric_of(target.channel, r.key.provider(), &finish)
+        {
+            self.metrics.delivery(&m);
+        }
         let status = match &r.status {
             ReceiptStatus::Delivered => "delivered",
             ReceiptStatus::Undelivered { .. } => "undelivered",
@@ -109,34 +127,48 @@ impl Receipts {
         &self,
         receipts: Vec<Option<ProviderReceipt>>,
     ) -> Result<ReceiptSummary, StoreError> {
+        let receipts_len = receipts.len();
         let mut sum = ReceiptSummary::default();
-        let mut unknown = Vec::new();
-        for r in receipts {
-            let Some(r) = r else {
-                sum.ignored += 1;
-                continue;
-            };
-            match self.apply(&r).await? {
-                ReceiptMatch::Unknown => unknown.push(r),
-                ReceiptMatch::Found { moved: true, .. } => sum.applied += 1,
-                ReceiptMatch::Found { moved: false, .. } => sum.unchanged += 1,
-            }
-        }
+        let receipts: Vec<ProviderReceipt> = receipts.into_iter().flatten().collect();
+        sum.ignored = receipts_len - receipts.len();
+        let mut unknown = self.apply_each(receipts, &mut sum).await?;
         // One wait for the whole batch, however many were not found.
         if !unknown.is_empty()
             && let Some(wait) = self.retry_unknown_after
         {
             tokio::time::sleep(wait).await;
-            for r in std::mem::take(&mut unknown) {
-                match self.apply(&r).await? {
-                    ReceiptMatch::Unknown => unknown.push(r),
-                    ReceiptMatch::Found { moved: true, .. } => sum.applied += 1,
-                    ReceiptMatch::Found { moved: false, .. } => sum.unchanged += 1,
-                }
-            }
+            unknown = self.apply_each(unknown, &mut sum).await?;
         }
         sum.unknown = unknown.len();
         Ok(sum)
+    }
+
+    /// Applies `receipts`, [`RECEIPT_CONCURRENCY`] at a time, counting what they did in
+    /// `sum`; answers those whose delivery was not found.
+    async fn apply_each(
+        &self,
+        receipts: Vec<ProviderReceipt>,
+        sum: &mut ReceiptSummary,
+    ) -> Result<Vec<ProviderReceipt>, StoreError> {
+        use futures::StreamExt;
+        let results: Vec<(ProviderReceipt, Result<ReceiptMatch, StoreError>)> =
+            futures::stream::iter(receipts)
+                .map(|r| async move {
+                    let found = self.apply(&r).await;
+                    (r, found)
+                })
+                .buffer_unordered(RECEIPT_CONCURRENCY)
+                .collect()
+                .await;
+        let mut unknown = Vec::new();
+        for (r, found) in results {
+            match found? {
+                ReceiptMatch::Unknown => unknown.push(r),
+                ReceiptMatch::Found { moved: true, .. } => sum.applied += 1,
+                ReceiptMatch::Found { moved: false, .. } => sum.unchanged += 1,
+            }
+        }
+        Ok(unknown)
     }
 
     /// An SES event as EventBridge delivers it.
@@ -207,7 +239,7 @@ pub async fn gateway_callback(
     };
     let key = SecretKey::SmsPassword(org.clone(), cc.clone());
     let Some(password) = svc
-        .secrets
+        .secret_reads
         .get_current(&key, settings.secrets_rev.as_deref())
         .await?
     else {
@@ -244,11 +276,113 @@ pub async fn gateway_callback(
     let receipts = Receipts {
         log: svc.log.clone(),
         retry_unknown_after: svc.receipt_retry,
+        metrics: svc.metrics.clone(),
     };
     match receipts.apply_patiently(&receipt).await? {
         ReceiptMatch::Unknown => Err(ApiError::not_found(
             "no delivery was sent with this message id",
         )),
         ReceiptMatch::Found { .. } => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::receipt::{ReceiptKey, ReceiptStatus};
+    use crate::domain::{
+        DeliveryRecord, Notification, NotificationId, OrgId, Provider, RecipientRef, Slot, UserId,
+    };
+    use crate::ports::{Claim, Created, ListPosition, Logged, NotificationSummary, StoreResult};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A log whose receipt lookups take a moment and count how many run at once; it
+    /// knows no delivery.
+    #[derive(Default)]
+    struct SlowReceipts {
+        now: AtomicUsize,
+        most: AtomicUsize,
+    }
+
+    fn unused<T>() -> StoreResult<T> {
+        Err(StoreError::Failed(anyhow::anyhow!("not used by this test")))
+    }
+
+    #[async_trait::async_trait]
+    impl DeliveryLog for SlowReceipts {
+        async fn create_notification(&self, _: &Notification) -> StoreResult<Created> {
+            unused()
+        }
+        async fn get_notification(
+            &self,
+            _: &OrgId,
+            _: &NotificationId,
+        ) -> StoreResult<Option<Logged>> {
+            unused()
+        }
+        async fn put_records(&self, _: &Notification, _: &[DeliveryRecord]) -> StoreResult<()> {
+            unused()
+        }
+        async fn claim(
+            &self,
+            _: &OrgId,
+            _: &NotificationId,
+            _: &RecipientRef,
+            _: Slot,
+            _: Duration,
+        ) -> StoreResult<Claim> {
+            unused()
+        }
+        async fn finish(
+            &self,
+            _: &OrgId,
+            _: &NotificationId,
+            _: &RecipientRef,
+            _: Slot,
+            _: Finish,
+        ) -> StoreResult<bool> {
+            unused()
+        }
+        async fn ack(&self, _: &OrgId, _: &NotificationId, _: &UserId) -> StoreResult<bool> {
+            unused()
+        }
+        async fn receipt(&self, _: &ReceiptKey, _: Finish) -> StoreResult<ReceiptMatch> {
+            let now = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+            self.most.fetch_max(now, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            self.now.fetch_sub(1, Ordering::SeqCst);
+            Ok(ReceiptMatch::Unknown)
+        }
+        async fn list_notifications(
+            &self,
+            _: &OrgId,
+            _: Option<&ListPosition>,
+            _: usize,
+        ) -> StoreResult<Vec<NotificationSummary>> {
+            unused()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_batch_of_receipts_is_applied_concurrently_within_a_bound() {
+        let log = Arc::new(SlowReceipts::default());
+        let receipts = Receipts::new(log.clone());
+        let batch: Vec<Option<ProviderReceipt>> = (0..100)
+            .map(|i| {
+                Some(ProviderReceipt {
+                    key: ReceiptKey::global(Provider::Sns, &format!("m-{i}")),
+                    status: ReceiptStatus::Delivered,
+                    at: chrono::Utc::now(),
+                })
+            })
+            .chain([None])
+            .collect();
+        let sum = receipts.apply_all(batch).await.unwrap();
+        assert_eq!((sum.unknown, sum.ignored), (100, 1));
+        let most = log.most.load(Ordering::SeqCst);
+        assert!(
+            (2..=RECEIPT_CONCURRENCY).contains(&most),
+            "{most} receipts were applied at once"
+        );
     }
 }

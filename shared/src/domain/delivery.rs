@@ -326,6 +326,11 @@ pub struct DeliveryJob {
     /// The escalation cycle it belongs to (0: the notification itself).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub cycle: u32,
+    /// Receives its earlier messages spent before it was postponed (a postponed job is
+    /// a new message, whose receives count from 1 again): with them it keeps its
+    /// attempts and backoff.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub spent_receives: u32,
 }
 
 /// What a [`CheckJob`] looks at.

@@ -73,7 +73,33 @@ pub struct ProviderHealth {
     pub last_error: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_success_at: Option<DateTime<Utc>>,
+    /// When the circuit last opened: a success of a send that started before then says
+    /// nothing of the provider now, and does not close it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub opened_at: Option<DateTime<Utc>>,
+    /// Half-open: the one send let through to try the provider again (its id), and
+    /// until when it holds that right (a probe that crashed lets another try after).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe_until: Option<DateTime<Utc>>,
 }
+
+/// How a send goes, by the circuit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// Closed: through the provider.
+    Primary,
+    /// Half-open: one send may try the provider again (claim it with
+    /// [`ProviderHealth::claim_probe`]); every other goes through the failover provider.
+    Probe,
+    /// Open, or another send is probing: through the failover provider.
+    Secondary,
+}
+
+/// How long a half-open circuit's probe holds its right to try the provider (a send
+/// waits for the provider's pace for 8 s at most and takes 10 s at most).
+pub const PROBE_LEASE: Duration = Duration::from_secs(30);
 
 fn delta(d: Duration) -> TimeDelta {
     TimeDelta::from_std(d).unwrap_or(TimeDelta::MAX)
@@ -82,6 +108,37 @@ fn delta(d: Duration) -> TimeDelta {
 impl ProviderHealth {
     pub fn is_open(&self, now: DateTime<Utc>) -> bool {
         self.open_until.is_some_and(|u| u > now)
+    }
+
+    /// The circuit's time is up but nothing has closed it yet: the next send is a probe.
+    fn half_open(&self, now: DateTime<Utc>, policy: &CircuitPolicy) -> bool {
+        self.open_until
+            .is_some_and(|u| u <= now && now - u <= delta(policy.within))
+            && self.consecutive_failures >= policy.failures
+    }
+
+    /// How a send starting `now` goes.
+    pub fn route(&self, now: DateTime<Utc>, policy: &CircuitPolicy) -> Route {
+        if self.is_open(now) {
+            Route::Secondary
+        } else if !self.half_open(now, policy) {
+            Route::Primary
+        } else if self.probe_until.is_some_and(|u| u > now) {
+            Route::Secondary
+        } else {
+            Route::Probe
+        }
+    }
+
+    /// Takes the half-open circuit's one probe for `id`; false (nothing to write) when
+    /// the circuit is not half-open or another send holds the probe.
+    pub fn claim_probe(&mut self, id: &str, now: DateTime<Utc>, policy: &CircuitPolicy) -> bool {
+        if self.route(now, policy) != Route::Probe {
+            return false;
+        }
+        self.probe = Some(id.to_string());
+        self.probe_until = Some(now + delta(PROBE_LEASE));
+        true
     }
 
     pub fn state(&self, now: DateTime<Utc>) -> HealthState {
@@ -111,15 +168,23 @@ impl ProviderHealth {
         }
         self.consecutive_failures += 1;
         self.last_error = Some(error.chars().take(300).collect());
+        self.probe = None;
+        self.probe_until = None;
         if self.consecutive_failures >= policy.failures && !self.is_open(now) {
             self.open_until = Some(now + delta(policy.open_for));
+            self.opened_at = Some(now);
             return true;
         }
         false
     }
 
-    /// A success; whether anything worth storing changed (see [`SUCCESS_REFRESH`]).
-    pub fn succeeded(&mut self, now: DateTime<Utc>) -> bool {
+    /// A success of a send that started at `started`; whether anything worth storing
+    /// changed (see [`SUCCESS_REFRESH`]). One that started before the circuit last
+    /// opened changes nothing: the provider may have broken since.
+    pub fn succeeded(&mut self, started: DateTime<Utc>, now: DateTime<Utc>) -> bool {
+        if self.opened_at.is_some_and(|o| started < o) {
+            return false;
+        }
         let was_clean = self.consecutive_failures == 0 && self.open_until.is_none();
         let fresh = self
             .last_success_at
@@ -127,6 +192,9 @@ impl ProviderHealth {
         self.consecutive_failures = 0;
         self.failing_since = None;
         self.open_until = None;
+        self.opened_at = None;
+        self.probe = None;
+        self.probe_until = None;
         if was_clean && fresh {
             return false;
         }
@@ -169,7 +237,7 @@ mod tests {
         assert!(h.failed(at(65), "gateway_unavailable: 503", &p));
         assert!(h.is_open(at(100)));
         // A success closes it.
-        assert!(h.succeeded(at(130)));
+        assert!(h.succeeded(at(130), at(130)));
         assert_eq!(h.state(at(130)), HealthState::Ok);
         assert_eq!(h.last_error.as_deref(), Some("gateway_unavailable: 503"));
     }
@@ -189,7 +257,7 @@ mod tests {
         for i in 0..4 {
             h.failed(at(i), "x", &p);
         }
-        h.succeeded(at(5));
+        h.succeeded(at(5), at(5));
         assert!(!h.failed(at(6), "x", &p));
     }
 
@@ -210,12 +278,55 @@ mod tests {
     }
 
     #[test]
+    fn a_half_open_circuit_lets_one_probe_through_at_a_time() {
+        let p = CircuitPolicy::default();
+        let mut h = ProviderHealth::default();
+        for i in 0..5 {
+            h.failed(at(i), "x", &p);
+        }
+        assert_eq!(h.route(at(10), &p), Route::Secondary);
+        // Time is up: the first send probes, the others go around it meanwhile.
+        assert_eq!(h.route(at(65), &p), Route::Probe);
+        assert!(h.claim_probe("a", at(65), &p));
+        assert!(!h.claim_probe("b", at(65), &p));
+        assert_eq!(h.route(at(66), &p), Route::Secondary);
+        // A probe that never reported back lets another try after its lease.
+        assert!(h.claim_probe("b", at(96), &p));
+        assert_eq!(h.probe.as_deref(), Some("b"));
+        // The probe's success closes the circuit.
+        assert!(h.succeeded(at(96), at(97)));
+        assert_eq!(h.route(at(98), &p), Route::Primary);
+        // A probe's failure opens it again at once.
+        for i in 0..5 {
+            h.failed(at(100 + i), "x", &p);
+        }
+        assert!(h.claim_probe("c", at(170), &p));
+        assert!(h.failed(at(171), "x", &p));
+        assert_eq!(h.route(at(172), &p), Route::Secondary);
+    }
+
+    #[test]
+    fn a_success_that_started_before_the_circuit_opened_does_not_close_it() {
+        let p = CircuitPolicy::default();
+        let mut h = ProviderHealth::default();
+        for i in 0..5 {
+            h.failed(at(10 + i), "x", &p);
+        }
+        // A slow send that began at 5 s ends well at 20 s: the circuit stays open.
+        assert!(!h.succeeded(at(5), at(20)));
+        assert_eq!(h.state(at(20)), HealthState::Open);
+        // One that began after it opened closes it.
+        assert!(h.succeeded(at(15), at(21)));
+        assert_eq!(h.state(at(21)), HealthState::Ok);
+    }
+
+    #[test]
     fn a_healthy_provider_needs_a_write_at_most_once_a_minute() {
         let mut h = ProviderHealth::default();
-        assert!(h.succeeded(at(0)));
-        assert!(!h.succeeded(at(30)));
-        assert!(h.succeeded(at(61)));
+        assert!(h.succeeded(at(0), at(0)));
+        assert!(!h.succeeded(at(30), at(30)));
+        assert!(h.succeeded(at(61), at(61)));
         h.failed(at(62), "x", &CircuitPolicy::default());
-        assert!(h.succeeded(at(63)));
+        assert!(h.succeeded(at(63), at(63)));
     }
 }

@@ -503,6 +503,7 @@ impl SmsSettingsUpdate {
                 "sender_number",
                 "http_header",
                 "failover",
+                "failover_sender_number",
                 "max_per_second",
             ],
         );
@@ -518,6 +519,7 @@ impl SmsSettingsUpdate {
                 "sns" => Ok(true),
                 _ => Err(ValidationError::new("must be sns (or left out)")),
             });
+            let failover_sender = r.optional_with("failover_sender_number", SenderId::parse);
             let pace = match r.optional_int("max_per_second") {
                 None => None,
                 Some(None) => Some(None),
@@ -563,6 +565,7 @@ impl SmsSettingsUpdate {
                         "http_header",
                         "password",
                         "failover",
+                        "failover_sender_number",
                         "max_per_second",
                     ] {
                         if r.has(key) {
@@ -589,6 +592,10 @@ impl SmsSettingsUpdate {
             let sender = sender?;
             let password = password?;
             let failover_sns = failover?.unwrap_or(false);
+            let failover_sender_number = failover_sender?;
+            if failover_sender_number.is_some() && !failover_sns && provider == "http" {
+                r.error("failover_sender_number", "applies only with failover sns");
+            }
             let max_per_second = pace?;
             let (provider, header_value) = match (provider, http) {
                 ("http", Some((url, format, username, header))) => {
@@ -605,6 +612,7 @@ impl SmsSettingsUpdate {
                             header_name: header.map(|(n, _)| n),
                             failover_sns,
                             max_per_second,
+                            failover_sender_number,
                         }),
                         header_value,
                     )

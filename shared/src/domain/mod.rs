@@ -32,7 +32,7 @@ pub use ids::{
 };
 pub use license::License;
 pub use phone::{PhoneNumber, SenderId};
-pub use reason::FailReason;
+pub use reason::{FailReason, FailureKind};
 pub use settings::{
     CommunicationSettings, EmailProvider, EmailSettings, Escalation, GatewayFormat, HttpGateway,
     Method, SmsProvider, SmsSettings, SmtpSettings,

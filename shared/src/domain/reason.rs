@@ -187,6 +187,9 @@ fail_reasons! {
     GatewayRedirected = "gateway_redirected",
     GatewayStatus = "gateway_status",
     GatewayRejected = "gateway_rejected",
+    /// The gateway refuses every request (401, 403, 404, 405, 407, 410): its
+    /// credentials, URL or method are wrong, whatever the message.
+    GatewayMisconfigured = "gateway_misconfigured",
     GatewayTimeout = "gateway_timeout",
     GatewayUnreachable = "gateway_unreachable",
     GatewayError = "gateway_error",
@@ -207,6 +210,50 @@ fail_reasons! {
     BadFrom = "bad_from",
     BadTo = "bad_to",
     BadMessage = "bad_message",
+}
+
+/// What a failed send says, one classification for retries, the circuit and failover
+/// alike.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// The provider is down or refuses everyone (5xx, timeouts, refused connections, bad
+    /// credentials): retried while it is transient; counts toward its circuit.
+    ProviderDown,
+    /// The provider refused this one message (a bad number, an opted-out one, a 4xx about
+    /// the content): not retried; never counts toward the circuit, may still fail over.
+    Refused,
+    /// "Slow down" (HTTP 429, SNS or SES throttling, our own pace): the send waits or its
+    /// job is postponed; never a failure, never an attempt.
+    Throttled,
+    /// Our own fault (settings, secrets, the directory, the log, our configuration):
+    /// retried; never counts against the provider.
+    Ours,
+}
+
+impl FailReason {
+    /// The kind of failure this code is, for a failure that is not a "slow down" (a
+    /// send error with a `Retry-After` is [`FailureKind::Throttled`] whatever its code).
+    pub const fn kind(self) -> FailureKind {
+        use FailReason::*;
+        match self {
+            Paced => FailureKind::Throttled,
+            GaveUp | DeadLetter | ProviderUnavailable | NoSenderAddress | DirectoryUnavailable
+            | SettingsUnavailable | ProviderChanged | SmsNotConfigured | SmtpNotConfigured
+            | HeaderValueMissing | BadHeaderValue | BadAttribute | TlsConfig | BadExtraRoot => {
+                FailureKind::Ours
+            }
+            BadDestination | NoDevice | EndpointDisabled | EndpointNotFound | InvalidParameter
+            | InvalidNumber | OptedOut | SnsRejected | SesRejected | MessageRejected
+            | BadContent | GatewayRejected | SmtpRejected | BadFrom | BadTo | BadMessage => {
+                FailureKind::Refused
+            }
+            EndpointNotAllowed | SnsUnavailable | SenderNotVerified | SesUnavailable
+            | SendingPaused | GatewayRedirected | GatewayStatus | GatewayMisconfigured
+            | GatewayTimeout | GatewayUnreachable | GatewayError | AuthFailed | SmtpDeferred
+            | SmtpConnection | SmtpUnresolvable | SmtpUnreachable | SmtpSocket | SmtpTimeout
+            | StarttlsUnavailable | TlsFailed | BadServerName => FailureKind::ProviderDown,
+        }
+    }
 }
 
 impl fmt::Display for FailReason {
@@ -234,6 +281,36 @@ mod tests {
             let s = r.as_str();
             assert!(seen.insert(s), "{s} twice");
             assert!(s.chars().all(|c| c.is_ascii_lowercase() || c == '_'), "{s}");
+        }
+    }
+
+    #[test]
+    fn a_provider_is_blamed_only_for_what_says_it_is_down() {
+        // Our pace, our storage and one message's refusal say nothing of the provider.
+        assert_eq!(FailReason::Paced.kind(), FailureKind::Throttled);
+        for ours in [
+            FailReason::SettingsUnavailable,
+            FailReason::DirectoryUnavailable,
+        ] {
+            assert_eq!(ours.kind(), FailureKind::Ours);
+        }
+        for refused in [
+            FailReason::InvalidNumber,
+            FailReason::OptedOut,
+            FailReason::GatewayRejected,
+            FailReason::SmtpRejected,
+        ] {
+            assert_eq!(refused.kind(), FailureKind::Refused);
+        }
+        for down in [
+            FailReason::GatewayStatus,
+            FailReason::GatewayTimeout,
+            FailReason::GatewayUnreachable,
+            FailReason::GatewayMisconfigured,
+            FailReason::AuthFailed,
+            FailReason::SmtpConnection,
+        ] {
+            assert_eq!(down.kind(), FailureKind::ProviderDown);
         }
     }
 

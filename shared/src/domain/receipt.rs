@@ -37,6 +37,14 @@ impl ReceiptKey {
         Self(format!("{}#{}", provider.as_str(), bounded(message_id)))
     }
 
+    /// The provider that accepted the message (the key's first part).
+    pub fn provider(&self) -> Option<Provider> {
+        let name = self.0.split('#').next()?;
+        [Provider::Sns, Provider::Ses, Provider::Http, Provider::Smtp]
+            .into_iter()
+            .find(|p| p.as_str() == name)
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -288,6 +296,14 @@ pub fn parse_gateway_callback(
             reason: "carrier_failed".into(),
             detail: error.and_then(detail),
         },
+        // Twilio's final words short of delivery: a scheduled message called off, and one
+        // of which only some segments arrived (not the whole text: not delivered).
+        word @ ("canceled" | "partially_delivered") if format == GatewayFormat::Twilio => {
+            ReceiptStatus::Undelivered {
+                reason: word.into(),
+                detail: error.and_then(detail),
+            }
+        }
         // Twilio reports every step; only the last one says anything Flare records.
         "queued" | "accepted" | "sending" | "sent" | "scheduled" | "read"
             if format == GatewayFormat::Twilio =>
@@ -532,6 +548,16 @@ mod tests {
         );
         assert_eq!(twilio("sent"), Ok(None));
         assert!(twilio("bogus").is_err());
+        for word in ["canceled", "partially_delivered"] {
+            assert_eq!(
+                twilio(word).unwrap().unwrap().status,
+                ReceiptStatus::Undelivered {
+                    reason: word.into(),
+                    detail: None
+                },
+                "{word}"
+            );
+        }
     }
 
     #[test]

@@ -591,6 +591,7 @@ impl JobTemplate {
                 .app_fallback_seconds
                 .filter(|_| channel == Channel::Push),
             cycle: 0,
+            spent_receives: 0,
         }
     }
 }

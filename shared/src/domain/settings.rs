@@ -51,6 +51,10 @@ pub struct HttpGateway {
     /// At most this many requests in any second (1 to 1,000), urgent ones first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_per_second: Option<u32>,
+    /// Who SMS failed over to SNS are from (an origination number or sender id the
+    /// AWS account owns); `None`: see [`SmsSettings::failover_sender`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failover_sender_number: Option<SenderId>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -113,8 +117,28 @@ impl SmsSettings {
             if let Some(n) = g.max_per_second {
                 v["max_per_second"] = serde_json::json!(n);
             }
+            if let Some(f) = &g.failover_sender_number {
+                v["failover_sender_number"] = serde_json::json!(f);
+            }
         }
         v
+    }
+
+    /// Who an SMS that failed over to SNS is from: `failover_sender_number` when set;
+    /// else an alphanumeric `sender_number` (SNS sends it as the sender id); never the
+    /// gateway's own number, which SNS refuses as an origination number the account
+    /// does not own: then `None`, the account's default.
+    pub fn failover_sender(&self) -> Option<SenderId> {
+        match &self.provider {
+            SmsProvider::Http(HttpGateway {
+                failover_sender_number: Some(f),
+                ..
+            }) => Some(f.clone()),
+            _ => match &self.sender_number {
+                Some(id @ SenderId::Alphanumeric(_)) => Some(id.clone()),
+                _ => None,
+            },
+        }
     }
 
     /// The provider SMS go through when this one fails, if any.
@@ -424,6 +448,7 @@ mod tests {
                 header_name: Some(HeaderName::parse("X-Api-Key").unwrap()),
                 failover_sns: false,
                 max_per_second: None,
+                failover_sender_number: None,
             }),
             sender_number: Some(SenderId::parse("+15551234567").unwrap()),
             password_set: true,

@@ -206,6 +206,7 @@ impl MemoryWorld {
     pub fn services(&self) -> flare_shared::app::Services {
         let mut services = flare_shared::app::Services::in_memory(EndpointPolicy::default());
         services.log = self.log.clone();
+        services.metrics = self.metrics.clone();
         services
     }
 
