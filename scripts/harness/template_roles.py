@@ -138,11 +138,28 @@ class Resolver:
         return {k: r for k, r in ((k, self.resolve(x)) for k, x in v.items()) if r is not NO_VALUE}
 
 
-def managed_policy(arn):
-    """An AWS managed policy's document, from the copy moto ships."""
+# The AWS managed policies the transform names, when read from --transformed (importing
+# moto for them takes longer than the rest of this script).
+SAVED_MANAGED = {}
+
+
+def managed_policies_named_in(out):
+    """The managed policies `out` names, from the copies moto ships: {name: policy}."""
     from moto.iam.aws_managed_policies import aws_managed_policies_data
 
-    policies = json.loads(aws_managed_policies_data)
+    text = json.dumps(out)
+    return {name: p for name, p in json.loads(aws_managed_policies_data).items()
+            if f"/{name}" in text}
+
+
+def managed_policy(arn):
+    """An AWS managed policy's document, from the copy moto ships."""
+    if SAVED_MANAGED:
+        policies = SAVED_MANAGED
+    else:
+        from moto.iam.aws_managed_policies import aws_managed_policies_data
+
+        policies = json.loads(aws_managed_policies_data)
     name = arn.rsplit("/", 1)[-1]
     if ":iam::aws:policy/" not in arn or name not in policies:
         sys.exit(f"template_roles: {arn} is not an AWS managed policy moto knows")
@@ -251,14 +268,31 @@ def main():
     p.add_argument("--access-key-id")
     p.add_argument("--secret-access-key")
     p.add_argument("--role-prefix", help="role names are PREFIX+LogicalId (default: flare-<random>-)")
+    p.add_argument("--save-transformed", metavar="FILE",
+                   help="only write the template and its SAM transform to FILE, for --transformed")
+    p.add_argument("--transformed", metavar="FILE",
+                   help="the template and its transform from --save-transformed (the transform "
+                        "takes seconds; parameter values are applied after it, so one serves all)")
     args = p.parse_args()
+    if args.save_transformed:
+        template, out = transform(args.template, {}, args.region)
+        with open(args.save_transformed, "w") as f:
+            json.dump({"template": template, "transformed": out,
+                       "managed": managed_policies_named_in(out)}, f, default=str)
+        return
 
     raw = args.resources
     if not raw.lstrip().startswith("{"):
         raw = sys.stdin.read() if raw == "-" else open(raw).read()
     resources = json.loads(raw)
     given = dict(kv.split("=", 1) for kv in args.param)
-    template, out = transform(args.template, given, args.region)
+    if args.transformed:
+        with open(args.transformed) as f:
+            saved = json.load(f)
+        template, out = saved["template"], saved["transformed"]
+        SAVED_MANAGED.update(saved["managed"])
+    else:
+        template, out = transform(args.template, {}, args.region)
     params = {k: str(v["Default"]) for k, v in template.get("Parameters", {}).items() if "Default" in v}
     params.update(given)
     china = args.region.startswith("cn-")

@@ -25,6 +25,37 @@ pub struct AwsStack {
 /// tests that send email).
 pub const DEFAULT_SENDER: &str = "flare@flare.example";
 
+/// The template and its SAM transform, made once per test binary (the transform takes
+/// seconds; each stack's roles are resolved from it in a fraction of one).
+fn transformed() -> anyhow::Result<std::path::PathBuf> {
+    static DONE: std::sync::OnceLock<Result<std::path::PathBuf, String>> =
+        std::sync::OnceLock::new();
+    DONE.get_or_init(|| {
+        let root = crate::workspace_root();
+        let path = std::env::temp_dir().join(format!(
+            "flare-template-transformed-{}.json",
+            std::process::id()
+        ));
+        let out = std::process::Command::new(crate::python())
+            .arg(root.join("scripts/harness/template_roles.py"))
+            .arg(root.join("template.yaml"))
+            .arg("--save-transformed")
+            .arg(&path)
+            .output()
+            .map_err(|e| format!("running template_roles.py: {e}\n  Fix: {}", crate::FIX))?;
+        if !out.status.success() {
+            return Err(format!(
+                "template_roles.py --save-transformed failed: {}\n  Fix: {}",
+                String::from_utf8_lossy(&out.stderr),
+                crate::FIX
+            ));
+        }
+        Ok(path)
+    })
+    .clone()
+    .map_err(|e| anyhow::anyhow!(e))
+}
+
 /// moto's account.
 pub const ACCOUNT: &str = "123456789012";
 
@@ -268,6 +299,8 @@ impl AwsStack {
         let mut cmd = std::process::Command::new(crate::python());
         cmd.arg(root.join("scripts/harness/template_roles.py"))
             .arg(root.join("template.yaml"))
+            .arg("--transformed")
+            .arg(transformed()?)
             .arg("--resources")
             .arg(self.resources().to_string())
             .args(["--endpoint-url", &moto.url])

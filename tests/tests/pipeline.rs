@@ -829,7 +829,8 @@ async fn a_recipient_acknowledges_and_others_may_not() {
     p.route(&ev).await;
     let id = ev["id"].as_str().unwrap();
     let ack = |sub: &str| responder_post(&p.org, sub, format!("/v1/notifications/{id}/ack"), "");
-    assert_eq!(api::handle(&p.services, ack("u-99")).await.status, 403);
+    // Not a recipient: 404, as a missing notification (no existence leak).
+    assert_eq!(api::handle(&p.services, ack("u-99")).await.status, 404);
     assert_eq!(api::handle(&p.services, ack("u-17")).await.status, 204);
     let n = p.notification(id).await;
     assert!(recipient(&n, "u-17")["acknowledged_at"].is_string());
@@ -1747,7 +1748,19 @@ mod lanes {
         extra: Value,
     ) -> (flare_tests::Moto, Pipeline, String) {
         let own = flare_tests::Moto::start().unwrap();
-        let p = pipeline_on(&own).await;
+        let (p, path) = gateway_org_on(&own, comm, tag, extra).await;
+        (own, p, path)
+    }
+
+    /// The same on `moto` (the shared server, for a test whose figures no load can
+    /// change: the pollers are its only extra load).
+    async fn gateway_org_on(
+        moto: &flare_tests::Moto,
+        comm: Value,
+        tag: &str,
+        extra: Value,
+    ) -> (Pipeline, String) {
+        let p = pipeline_on(moto).await;
         standard_org(&p, comm).await;
         let gw = flare_tests::gateway();
         let path = format!("/{}", unique(tag));
@@ -1757,7 +1770,7 @@ mod lanes {
             body[k] = v.clone();
         }
         p.admin("PUT", "/v1/settings/sms/main", body).await;
-        (own, p, path)
+        (p, path)
     }
 
     async fn sms_only_users(p: &Pipeline, prefix: &str, count: usize, base: usize) -> Vec<String> {
@@ -2105,7 +2118,7 @@ mod lanes {
     async fn a_paced_bulk_send_with_failover_stays_on_its_gateway_on_aws() {
         let comm = json!({"messages": "app_sms_email"});
         let extra = json!({"failover": "sns", "max_per_second": 5});
-        let (_own, p, path) = gateway_org_with(comm, "pacedfo", extra).await;
+        let (p, path) = gateway_org_on(moto(), comm, "pacedfo", extra).await;
         let gw = flare_tests::gateway();
         let users = sms_only_users(&p, "q", 60, 5_590_000).await;
         let mut message = p.event("incident-message-posted", &unique("pacedfo"));
@@ -2144,7 +2157,7 @@ mod lanes {
     #[tokio::test]
     async fn a_long_retry_after_postpones_the_job_and_spends_no_attempt_on_aws() {
         let comm = json!({"dispatch": "app_sms_email"});
-        let (_own, p, path) = gateway_org_with(comm, "longwait", json!({"failover": "sns"})).await;
+        let (p, path) = gateway_org_on(moto(), comm, "longwait", json!({"failover": "sns"})).await;
         let gw = flare_tests::gateway();
         gw.script(
             &path,
