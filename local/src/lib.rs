@@ -104,6 +104,47 @@ pub struct LocalApp {
     /// The database behind every store.
     pub db: Sqlite,
     decoding: DecodingKey,
+    /// Held while the app lives: one runner per data directory ([`lock_data_dir`]).
+    _lock: std::fs::File,
+}
+
+/// The lock file in a data directory.
+pub const LOCK_FILE: &str = "serve.lock";
+
+/// Takes the data directory for this process alone: a second runner on it would take
+/// over the first one's claims and send their messages again. The lock (an exclusive
+/// `flock` on `serve.lock`) goes with the process, however it ends; the file names the
+/// process holding it, for the refusal.
+pub fn lock_data_dir(dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
+    use std::io::{Read, Seek, Write};
+    let path = dir.join(LOCK_FILE);
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            anyhow::bail!(
+                "the data directory {} is in use by another flare-local serve (process {}): \
+                 one runner per data directory; stop it, or pass another --data-dir",
+                dir.display(),
+                holder.trim()
+            );
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            return Err(e).with_context(|| format!("locking {}", path.display()));
+        }
+    }
+    file.set_len(0)?;
+    file.rewind()?;
+    write!(file, "{}", std::process::id())?;
+    Ok(file)
 }
 
 impl LocalApp {
@@ -113,6 +154,7 @@ impl LocalApp {
     pub async fn open(cfg: &LocalConfig) -> anyhow::Result<Self> {
         std::fs::create_dir_all(&cfg.data_dir)
             .with_context(|| format!("creating {}", cfg.data_dir.display()))?;
+        let lock = lock_data_dir(&cfg.data_dir)?;
         let db = Sqlite::open(&cfg.data_dir.join(DATABASE))?;
         legacy::import(&cfg.data_dir, &db).await?;
         let settings = Arc::new(db.clone());
@@ -212,6 +254,7 @@ impl LocalApp {
             outbox,
             db,
             decoding: DecodingKey::from_secret(cfg.jwt_secret.as_bytes()),
+            _lock: lock,
         })
     }
 
@@ -389,6 +432,11 @@ async fn post_provider_event(State(app): State<Arc<LocalApp>>, req: Request) -> 
         Err(flare_runtime::provider_events::ProviderEventError::Malformed(m)) => {
             let body = serde_json::json!({"error": {"code": "validation_failed", "message": m, "fields": {"body": "not a provider event Flare reads"}}});
             (StatusCode::BAD_REQUEST, axum::Json(body)).into_response()
+        }
+        Err(flare_runtime::provider_events::ProviderEventError::TooLarge(m)) => {
+            tracing::warn!(reason = %m, "provider event refused: too large");
+            let body = serde_json::json!({"error": {"code": "payload_too_large", "message": format!("the provider event is {m}")}});
+            (StatusCode::PAYLOAD_TOO_LARGE, axum::Json(body)).into_response()
         }
         Err(flare_runtime::provider_events::ProviderEventError::Store(e)) => {
             to_response(ApiResponse::error(&e.into()))

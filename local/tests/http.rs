@@ -956,3 +956,148 @@ async fn a_404_names_what_was_not_found() {
     assert_eq!(body["error"]["message"], "No user \"u-404\"");
     app.stop().await;
 }
+
+/// `/local/provider-events` takes no token, so what it inflates is bounded: a gzip bomb
+/// (16 MB of spaces in 16 KB) and a payload of more lines than CloudWatch Logs batches
+/// are 413, before anything is read into memory past 1 MiB.
+#[tokio::test]
+async fn provider_events_refuse_what_inflates_beyond_what_aws_sends() {
+    let app = spawn_app(None).await;
+    let bomb = flare_tests::awslogs_payload(&vec![b' '; 16 * 1024 * 1024]).to_string();
+    assert!(
+        bomb.len() < 64 * 1024,
+        "within the body limit: {}",
+        bomb.len()
+    );
+    let (s, b) = app
+        .send("POST", "/local/provider-events", None, Some(&bomb))
+        .await;
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (StatusCode::PAYLOAD_TOO_LARGE, Some("payload_too_large")),
+        "{b}"
+    );
+    let events: Vec<Value> = (0..10_001)
+        .map(|i| json!({"id": i.to_string(), "timestamp": 0, "message": "x"}))
+        .collect();
+    let many = json!({"messageType": "DATA_MESSAGE", "owner": "1", "logGroup": "g",
+        "logStream": "s", "subscriptionFilters": [], "logEvents": events});
+    let many = flare_tests::awslogs_payload(many.to_string().as_bytes()).to_string();
+    let (s, b) = app
+        .send("POST", "/local/provider-events", None, Some(&many))
+        .await;
+    assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE, "{b}");
+    // Within the bounds, junk lines are skipped and counted, not an error.
+    let events: Vec<Value> = (0..100)
+        .map(|i| json!({"id": i.to_string(), "timestamp": 0, "message": "junk"}))
+        .collect();
+    let junk = json!({"messageType": "DATA_MESSAGE", "owner": "1", "logGroup": "g",
+        "logStream": "s", "subscriptionFilters": [], "logEvents": events});
+    let junk = flare_tests::awslogs_payload(junk.to_string().as_bytes()).to_string();
+    let (s, b) = app
+        .send("POST", "/local/provider-events", None, Some(&junk))
+        .await;
+    assert_eq!(
+        (s, b["ignored"].as_u64()),
+        (StatusCode::OK, Some(100)),
+        "{b}"
+    );
+    app.stop().await;
+}
+
+/// A stored password or header value goes only to the endpoint it was saved for: moving
+/// the gateway (scheme, host or port) or its username, or the SMTP server, its port, TLS
+/// or username, without sending the secret again is a 400 naming it; sent again, it saves.
+#[tokio::test]
+async fn a_stored_secret_is_not_sent_to_a_new_endpoint_without_being_entered_again() {
+    let app = spawn_app(None).await;
+    let admin = token("acme", &["admin", "dispatcher"], "u-admin");
+    let gateway = json!({"provider": "http", "url": "https://sms.example.com/send", "format": "json",
+        "username": "acct", "password": "s3cret-pw", "sender_number": "ACME",
+        "http_header": "X-Api-Key: abc123"});
+    let (s, b) = app
+        .json("PUT", "/v1/settings/sms/main", &admin, gateway.clone())
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let kept = |changes: Value| {
+        let mut body = gateway.clone();
+        body.as_object_mut().unwrap().remove("password");
+        body["http_header"] = json!("X-Api-Key: ****");
+        for (k, v) in changes.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        body
+    };
+    // The same endpoint keeps both.
+    let (s, b) = app
+        .json(
+            "PUT",
+            "/v1/settings/sms/main",
+            &admin,
+            kept(json!({"format": "form"})),
+        )
+        .await;
+    assert_eq!(
+        (s, b["password_set"].as_bool()),
+        (StatusCode::OK, Some(true)),
+        "{b}"
+    );
+    for moved in [
+        json!({"url": "https://evil.example.net/send"}),
+        json!({"url": "http://sms.example.com/send"}),
+        json!({"url": "https://sms.example.com:8443/send"}),
+        json!({"username": "other"}),
+    ] {
+        let (s, b) = app
+            .json("PUT", "/v1/settings/sms/main", &admin, kept(moved.clone()))
+            .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{moved}: {b}");
+        assert!(b["error"]["fields"]["password"].is_string(), "{moved}: {b}");
+        assert!(
+            b["error"]["fields"]["http_header"].is_string(),
+            "{moved}: {b}"
+        );
+        assert!(!b.to_string().contains("s3cret-pw") && !b.to_string().contains("abc123"));
+    }
+    // Entered again, the move saves.
+    let mut again = kept(json!({"url": "https://sms2.example.com/send"}));
+    again["password"] = json!("n3w-secret");
+    again["http_header"] = json!("X-Api-Key: def456");
+    let (s, b) = app
+        .json("PUT", "/v1/settings/sms/main", &admin, again)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    // SMTP: the server, the port, TLS or the user.
+    let smtp = json!({"provider": "smtp", "sender_email": "alerts@acme.example",
+        "smtp": {"server_url": "smtp.acme.example", "port": 587, "username": "alerts",
+                 "password": "smtp-pw-1", "use_tls": true}});
+    let (s, b) = app
+        .json("PUT", "/v1/settings/email", &admin, smtp.clone())
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    for (field, value) in [
+        ("server_url", json!("smtp.evil.example")),
+        ("port", json!(2525)),
+        ("use_tls", json!(false)),
+        ("username", json!("someone")),
+    ] {
+        let mut body = smtp.clone();
+        body["smtp"].as_object_mut().unwrap().remove("password");
+        body["smtp"][field] = value;
+        let (s, b) = app.json("PUT", "/v1/settings/email", &admin, body).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{field}: {b}");
+        assert!(
+            b["error"]["fields"]["smtp.password"].is_string(),
+            "{field}: {b}"
+        );
+    }
+    let mut same = smtp.clone();
+    same["smtp"].as_object_mut().unwrap().remove("password");
+    let (s, b) = app.json("PUT", "/v1/settings/email", &admin, same).await;
+    assert_eq!(
+        (s, b["smtp"]["password_set"].as_bool()),
+        (StatusCode::OK, Some(true)),
+        "{b}"
+    );
+    app.stop().await;
+}

@@ -349,3 +349,32 @@ async fn a_runner_killed_while_a_fallback_window_is_open_sends_the_fallback_when
         "sent once: {mine:?}"
     );
 }
+
+/// One runner per data directory: a second `serve` on it refuses to start, naming the
+/// directory and the process that holds it (it would release the first one's claims and
+/// send their messages again).
+#[tokio::test]
+async fn a_second_runner_on_the_same_data_directory_refuses_to_start() {
+    let dir = flare_tests::TempDir::new("flare-lock").unwrap();
+    let first = serve_binary(dir.path(), "u-admin").await;
+    let data = dir.path().join("data");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_flare-local"))
+        .args(["serve", "--addr", "127.0.0.1:0", "--data-dir"])
+        .arg(&data)
+        .env("FLARE_LOCAL_JWT_SECRET", "x")
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "a second runner started");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains(&data.display().to_string()) && said.contains(&first.pid().to_string()),
+        "the refusal names the directory and the process: {said}"
+    );
+    // The first one still answers.
+    let resp = flare_tests::http()
+        .get(format!("{}/v1/openapi.json", first.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+}

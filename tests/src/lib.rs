@@ -558,8 +558,6 @@ impl Drop for TempDir {
 /// Lambda receives it, of SNS SMS delivery status lines: `(message id, "SUCCESS" or
 /// "FAILURE", provider response)` each.
 pub fn sns_status_payload(lines: &[(&str, &str, &str)]) -> serde_json::Value {
-    use base64::Engine;
-    use std::io::Write;
     let events: Vec<serde_json::Value> = lines
         .iter()
         .enumerate()
@@ -576,9 +574,15 @@ pub fn sns_status_payload(lines: &[(&str, &str, &str)]) -> serde_json::Value {
     let data = serde_json::json!({"messageType": "DATA_MESSAGE", "owner": "123456789012",
         "logGroup": "sns/us-east-1/123456789012/DirectPublishToPhoneNumber",
         "logStream": "stream", "subscriptionFilters": ["flare-receipts"], "logEvents": events});
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    gz.write_all(data.to_string().as_bytes())
-        .expect("writing to memory");
+    awslogs_payload(data.to_string().as_bytes())
+}
+
+/// A CloudWatch Logs subscription payload whose `data` inflates to `inflated`.
+pub fn awslogs_payload(inflated: &[u8]) -> serde_json::Value {
+    use base64::Engine;
+    use std::io::Write;
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    gz.write_all(inflated).expect("writing to memory");
     let bytes = gz.finish().expect("writing to memory");
     serde_json::json!({"awslogs": {"data": base64::engine::general_purpose::STANDARD.encode(bytes)}})
 }

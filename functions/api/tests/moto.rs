@@ -95,17 +95,23 @@ async fn sms_secrets_live_in_secrets_manager_and_never_in_dynamodb() {
     assert_eq!(body["http_header"], "X-Api-Key: ****");
     assert_eq!(body["password_set"], true);
 
-    // A PUT without password, with the masked header, keeps both stored secrets.
-    let keep = with(
-        event("put-sms-settings"),
-        "PUT",
-        "/v1/settings/sms/main",
-        Some(
-            json!({"provider": "http", "url": "https://sms2.example.com/send", "format": "twilio",
-                    "username": "acct-17", "sender_number": "ACMEFIRE", "http_header": "X-Api-Key: ****"}),
-        ),
-    );
-    let (s, body) = api.call(api.admin(keep)).await;
+    // A PUT without password, with the masked header, keeps both stored secrets for the
+    // same gateway; moved to another host it must send them again (v1.2).
+    let keep = |url: &str| {
+        with(
+            event("put-sms-settings"),
+            "PUT",
+            "/v1/settings/sms/main",
+            Some(json!({"provider": "http", "url": url, "format": "twilio",
+                        "username": "acct-17", "sender_number": "ACMEFIRE", "http_header": "X-Api-Key: ****"})),
+        )
+    };
+    let (s, body) = api
+        .call(api.admin(keep("https://sms2.example.com/send")))
+        .await;
+    assert_eq!(s, 400, "{body}");
+    assert!(body["error"]["fields"]["password"].is_string(), "{body}");
+    let (s, body) = api.call(api.admin(keep(SAMPLE_GATEWAY))).await;
     assert_eq!(s, 200, "{body}");
     assert_eq!(body["password_set"], true);
     assert_eq!(
@@ -466,3 +472,6 @@ async fn concurrent_device_registrations_and_a_user_put_lose_nothing() {
     stored.sort();
     assert_eq!(stored, ids, "every device answered 201 is stored");
 }
+
+/// The gateway URL of `events/api/put-sms-settings.json`.
+const SAMPLE_GATEWAY: &str = "https://sms.example.com/send";

@@ -49,7 +49,7 @@ pub async fn handle(
 ) -> Result<serde_json::Value, lambda_runtime::Error> {
     match provider_events::apply(receipts, event.payload).await {
         Ok(sum) => Ok(summary(sum)),
-        Err(ProviderEventError::Malformed(e)) => {
+        Err(ProviderEventError::Malformed(e) | ProviderEventError::TooLarge(e)) => {
             tracing::error!(error = %e, "unreadable provider event: dropped");
             Ok(serde_json::json!({"dropped": e.to_string()}))
         }

@@ -163,6 +163,12 @@ pub struct ServedBinary {
     child: std::process::Child,
 }
 
+impl ServedBinary {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
 impl Drop for ServedBinary {
     fn drop(&mut self) {
         let _ = self.child.kill();

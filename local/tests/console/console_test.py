@@ -215,7 +215,13 @@ def test_send_success_and_failure():
     button("Send test", "#email-test").click()
     wait(lambda: text_of("email-test-result") not in ("", "Working…"), "the email test's answer")
     assert "Sent through smtp" in text_of("email-test-result"), text_of("email-test-result")
+    # Another server (a port): the stored password is not sent to it unless entered again.
     fill("SMTP Server Port", str(CFG["closed_port"]))
+    button("Save", "#email-form").click()
+    wait(lambda: "Not saved" in text_of("email-message"), "the move without the password refused")
+    err = D.find_element(By.CSS_SELECTOR, '[data-error-for="smtp.password"]')
+    assert "re-enter the password" in err.text, err.text
+    fill("SMTP User Password", CFG["smtp_password"])
     button("Save", "#email-form").click()
     wait(lambda: "Saved" in text_of("email-message"), "the broken email settings to be saved")
     button("Send test", "#email-test").click()
@@ -245,6 +251,8 @@ def a_notification_reaches_no_pending():
     # Email back through the sink, so every channel can finish.
     tab("Outgoing Email")
     fill("SMTP Server Port", str(CFG["smtp_port"]))
+    # Another server again: the password with it.
+    fill("SMTP User Password", CFG["smtp_password"])
     button("Save", "#email-form").click()
     wait(lambda: "Saved" in text_of("email-message"), "the email settings to be saved again")
     answer = post(BASE + "/local/events", CFG["event"])

@@ -3,9 +3,16 @@
 //! payload (`{"awslogs": {"data": <base64 of gzip>}}`) of SNS SMS delivery status lines.
 //! The local runner's `POST /local/provider-events` takes the same.
 
-use aws_lambda_events::event::cloudwatch_logs::LogsEvent;
+use aws_lambda_events::event::cloudwatch_logs::LogData;
 use flare_shared::app::receipts::{ReceiptError, ReceiptSummary, Receipts};
 use serde_json::Value;
+
+/// The most a CloudWatch Logs payload may inflate to: CloudWatch Logs sends at most 1 MB
+/// of log events a batch, so more is not from it (a gzip bomb inflates 1,000-fold).
+pub const MAX_INFLATED: usize = 1024 * 1024;
+
+/// The most log lines one payload may hold (CloudWatch Logs batches hold 10,000 at most).
+pub const MAX_LINES: usize = 10_000;
 
 #[derive(Debug)]
 pub enum ProviderEvent {
@@ -18,6 +25,9 @@ pub enum ProviderEvent {
 pub enum ProviderEventError {
     #[error("not a provider event Flare reads: {0}")]
     Malformed(String),
+    /// Larger than any provider sends ([`MAX_INFLATED`], [`MAX_LINES`]).
+    #[error("too large: {0}")]
+    TooLarge(String),
     #[error("storage failed")]
     Store(#[source] flare_shared::ports::StoreError),
 }
@@ -32,21 +42,21 @@ impl From<ReceiptError> for ProviderEventError {
 }
 
 pub fn decode(event: Value) -> Result<ProviderEvent, ProviderEventError> {
-    if event.get("awslogs").is_some() {
-        // Its decoder borrows from the text, so it reads from a string, not a Value.
-        let text = event.to_string();
-        let logs: LogsEvent = serde_json::from_str(&text).map_err(|e| {
-            ProviderEventError::Malformed(format!(
-                "a CloudWatch Logs payload that does not decode: {e}"
-            ))
+    if let Some(logs) = event.get("awslogs") {
+        let data = logs["data"].as_str().ok_or_else(|| {
+            ProviderEventError::Malformed("a CloudWatch Logs payload without data".into())
         })?;
-        let lines = logs
-            .aws_logs
-            .data
+        let lines: Vec<String> = logs_data(data)?
             .log_events
             .into_iter()
             .map(|l| l.message)
             .collect();
+        if lines.len() > MAX_LINES {
+            return Err(ProviderEventError::TooLarge(format!(
+                "{} log lines in one payload (at most {MAX_LINES})",
+                lines.len()
+            )));
+        }
         return Ok(ProviderEvent::SnsSmsStatus(lines));
     }
     if event.get("source").and_then(Value::as_str) == Some("aws.ses") {
@@ -55,6 +65,32 @@ pub fn decode(event: Value) -> Result<ProviderEvent, ProviderEventError> {
     Err(ProviderEventError::Malformed(
         "neither an SES event (source aws.ses) nor a CloudWatch Logs payload (awslogs)".into(),
     ))
+}
+
+/// A CloudWatch Logs payload's `data` (base64 of gzip of JSON), inflated to at most
+/// [`MAX_INFLATED`] bytes.
+fn logs_data(data: &str) -> Result<LogData, ProviderEventError> {
+    use base64::Engine;
+    use std::io::Read;
+    let malformed = |what: String| ProviderEventError::Malformed(what);
+    let gzip = base64::engine::general_purpose::STANDARD
+        .decode(data)
+        .map_err(|e| malformed(format!("CloudWatch Logs data that is not base64: {e}")))?;
+    let mut json = Vec::new();
+    flate2::read::GzDecoder::new(&gzip[..])
+        .take(MAX_INFLATED as u64 + 1)
+        .read_to_end(&mut json)
+        .map_err(|e| malformed(format!("CloudWatch Logs data that is not gzip: {e}")))?;
+    if json.len() > MAX_INFLATED {
+        return Err(ProviderEventError::TooLarge(format!(
+            "CloudWatch Logs data inflating beyond {MAX_INFLATED} bytes"
+        )));
+    }
+    serde_json::from_slice(&json).map_err(|e| {
+        malformed(format!(
+            "a CloudWatch Logs payload that does not decode: {e}"
+        ))
+    })
 }
 
 /// Decodes `event` and applies its receipts.

@@ -281,24 +281,23 @@ async fn receive(
     Ok(moved)
 }
 
-/// Only a user the notification was for may acknowledge it.
+/// Only a user the notification was for may acknowledge it; to anyone else it is not
+/// there (404, as a missing one: the answer does not tell whether it exists).
 pub async fn ack(svc: &Services, claims: &Claims, id: &str) -> Result<(), ApiError> {
-    let id = NotificationId::parse(id)
-        .map_err(|_| ApiError::not_found("no notification with that id"))?;
+    let not_found = || ApiError::not_found("no such notification for you");
+    let id = NotificationId::parse(id).map_err(|_| not_found())?;
     let logged = svc
         .log
         .get_notification(&claims.org_id, &id)
         .await?
-        .ok_or_else(|| ApiError::not_found(format!("no notification \"{id}\"")))?;
-    const ONLY_RECIPIENTS: &str = "only a recipient of this notification may acknowledge it";
-    let me =
-        UserId::parse_existing(&claims.sub).map_err(|_| ApiError::Forbidden(ONLY_RECIPIENTS))?;
+        .ok_or_else(not_found)?;
+    let me = UserId::parse_existing(&claims.sub).map_err(|_| not_found())?;
     if !logged
         .records
         .iter()
         .any(|r| r.recipient == RecipientRef::User(me.clone()))
     {
-        return Err(ApiError::Forbidden(ONLY_RECIPIENTS));
+        return Err(not_found());
     }
     if svc.log.ack(&claims.org_id, &id, &me).await? {
         svc.metrics.acknowledged(logged.notification.category);

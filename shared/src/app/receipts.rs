@@ -189,14 +189,20 @@ impl Receipts {
     ) -> Result<ReceiptSummary, ReceiptError> {
         let mut parsed = Vec::new();
         let mut bad = 0;
+        let mut first_error = None;
         for line in lines {
             match parse_sns_sms_status(line) {
                 Ok(r) => parsed.push(Some(r)),
                 Err(e) => {
                     bad += 1;
-                    tracing::warn!(error = %e, "unreadable SNS SMS status line: skipped");
+                    first_error.get_or_insert(e);
                 }
             }
+        }
+        // One line for the batch, however many lines were bad (a junk batch must not
+        // write a warning per line).
+        if let Some(e) = first_error {
+            tracing::warn!(lines = bad, first_error = %e, "unreadable SNS SMS status lines: skipped");
         }
         let mut sum = self.apply_all(parsed).await?;
         sum.ignored += bad;

@@ -7,11 +7,14 @@ use crate::domain::health::HealthScope;
 use crate::domain::input::{
     EmailSettingsUpdate, SecretChange, SmsSettingsUpdate, parse_communication,
 };
+use crate::domain::settings::{gateway_secrets_moved, smtp_secret_moved};
 use crate::domain::{
     CommunicationSettings, ControlCenterId, EmailProvider, FieldErrors, OrgId, SmsProvider,
 };
 use crate::ports::SecretKey;
 use serde_json::{Value, json};
+
+const MOVED_PASSWORD: &str = "re-enter the password for the new server address or username: a stored password goes only where it was saved for";
 
 /// Applies a secret change; answers whether a secret is stored afterwards.
 async fn apply_secret(
@@ -135,6 +138,23 @@ pub async fn put_sms(
         }
     }
     let header_stored = stored_header.is_some();
+    if let Some(old) = &existing
+        && gateway_secrets_moved(old, &update.settings)
+    {
+        let mut f = FieldErrors::new();
+        if stored_password && matches!(update.password, SecretChange::Keep) {
+            f.add("password", MOVED_PASSWORD);
+        }
+        if header_stored && matches!(update.header_value, SecretChange::Keep) {
+            f.add(
+                "http_header",
+                "re-enter the header value for the new gateway address or username: a stored value goes only where it was saved for",
+            );
+        }
+        if !f.is_empty() {
+            return Err(f.into());
+        }
+    }
     // Secrets first: a settings item never points at a secret that is not there yet.
     let password_set = apply_secret(
         svc,
@@ -193,13 +213,24 @@ pub async fn get_email(svc: &Services, org: &OrgId) -> Result<Value, ApiError> {
 
 pub async fn put_email(svc: &Services, org: &OrgId, body: &Value) -> Result<Value, ApiError> {
     let mut update = EmailSettingsUpdate::parse(body, svc.policy)?;
-    let stored = match svc.settings.get_email(org).await? {
-        Some(e) => match e.provider {
+    let existing = svc.settings.get_email(org).await?;
+    let stored = match &existing {
+        Some(e) => match &e.provider {
             EmailProvider::Smtp { smtp } => smtp.password_set,
             EmailProvider::Ses => false,
         },
         None => false,
     };
+    if stored
+        && matches!(update.password, SecretChange::Keep)
+        && existing
+            .as_ref()
+            .is_some_and(|old| smtp_secret_moved(old, &update.settings))
+    {
+        let mut f = FieldErrors::new();
+        f.add("smtp.password", MOVED_PASSWORD);
+        return Err(f.into());
+    }
     let password_set = apply_secret(
         svc,
         SecretKey::SmtpPassword(org.clone()),

@@ -150,6 +150,29 @@ impl SmsSettings {
     }
 }
 
+/// Whether `new` sends a gateway's stored secrets anywhere `old` did not: another origin
+/// (scheme, host or port) or another Basic-auth user. A stored password or header value
+/// goes only to the endpoint it was saved for, so such a change must send them again.
+pub fn gateway_secrets_moved(old: &SmsSettings, new: &SmsSettings) -> bool {
+    match (&old.provider, &new.provider) {
+        (SmsProvider::Http(a), SmsProvider::Http(b)) => {
+            a.url.url().origin() != b.url.url().origin() || a.username != b.username
+        }
+        _ => false,
+    }
+}
+
+/// The same for an SMTP server's stored password: another host, port, TLS setting or user.
+pub fn smtp_secret_moved(old: &EmailSettings, new: &EmailSettings) -> bool {
+    match (&old.provider, &new.provider) {
+        (EmailProvider::Smtp { smtp: a }, EmailProvider::Smtp { smtp: b }) => {
+            (&a.server.host, a.server.port, a.server.use_tls, &a.username)
+                != (&b.server.host, b.server.port, b.server.use_tls, &b.username)
+        }
+        _ => false,
+    }
+}
+
 /// The SMS settings that apply to a control center: its own, else `main`'s.
 pub fn effective_sms<'a>(
     own: Option<&'a SmsSettings>,
