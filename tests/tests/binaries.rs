@@ -916,3 +916,57 @@ async fn a_job_the_pace_cannot_take_in_time_is_postponed_to_its_queue() {
     );
     d.assert_logs_clean();
 }
+
+/// A job whose record another attempt holds is returned for a retry with its backoff:
+/// the function delays its message (`sqs:ChangeMessageVisibility` on the job's own queue,
+/// which its role must allow) instead of letting it come back at once.
+#[tokio::test]
+async fn a_job_held_by_another_attempt_is_delayed_on_its_queue() {
+    use flare_shared::domain::{NotificationId, OrgId, RecipientRef, Slot, UserId};
+    use flare_shared::ports::DeliveryLog;
+    let d = deploy().await;
+    d.incident_org().await;
+    d.route(&sample("incidents/incident-dispatched.json")).await;
+    let resp = d.f("flare-push").call(&sample("sqs/push-batch.json")).await;
+    assert_eq!(resp, json!({"batchItemFailures": []}));
+    // Another attempt holds the SMS record for a minute.
+    let log =
+        flare_aws::log::DynamoDeliveryLog::new(aws::dynamodb(&d.stack.sdk), &d.stack.tables.log);
+    log.claim(
+        &OrgId::parse("acme").unwrap(),
+        &NotificationId::parse(DISPATCH_ID).unwrap(),
+        &RecipientRef::User(UserId::parse("u-17").unwrap()),
+        Slot {
+            channel: Channel::Sms,
+            cycle: 0,
+        },
+        std::time::Duration::from_secs(60),
+    )
+    .await
+    .unwrap();
+    // The fallback job as Lambda's event source mapping hands it over: a real message,
+    // its receipt handle and its queue's ARN.
+    let url = d.stack.queues[&(Channel::Sms, Lane::Urgent)].clone();
+    let received = aws::sqs(&d.stack.sdk)
+        .receive_message()
+        .queue_url(&url)
+        .max_number_of_messages(10)
+        .message_system_attribute_names(aws_sdk_sqs::types::MessageSystemAttributeName::All)
+        .send()
+        .await
+        .unwrap()
+        .messages
+        .unwrap_or_default();
+    assert_eq!(received.len(), 1, "the fallback SMS job");
+    let event = flare_tests::queues::sqs_event_from(&received, Some(&url));
+    let resp = d.f("flare-sms").call(&event).await;
+    assert_eq!(
+        resp["batchItemFailures"][0]["itemIdentifier"].as_str(),
+        received[0].message_id(),
+        "returned for a retry: {resp}"
+    );
+    // Delayed (10 s, the first retry's backoff): not visible again at once.
+    assert_eq!(d.stack.depth(&url).await.unwrap(), 0);
+    assert_eq!(d.stack.in_queue(&url).await.unwrap(), 1);
+    d.assert_logs_clean();
+}

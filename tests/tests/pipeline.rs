@@ -1671,12 +1671,22 @@ mod lanes {
                                     .collect();
                                 for m in &messages {
                                     if !failed.iter().any(|f| Some(f.as_str()) == m.message_id()) {
-                                        sqs.delete_message()
+                                        // These queues hide nothing (visibility 0): a job
+                                        // still being handled is handed to another instance
+                                        // too (its claim keeps it from going twice), and that
+                                        // receive voids this handle. Lambda's event source
+                                        // mapping lives with that; so does this one.
+                                        let deleted = sqs
+                                            .delete_message()
                                             .queue_url(&url)
                                             .receipt_handle(m.receipt_handle().unwrap_or_default())
                                             .send()
-                                            .await
-                                            .unwrap();
+                                            .await;
+                                        if let Err(e) = deleted {
+                                            eprintln!(
+                                                "delete of a job received again meanwhile: {e}"
+                                            );
+                                        }
                                     }
                                 }
                             }
