@@ -32,7 +32,7 @@ pub async fn open(comm: CommunicationSettings, n: usize) -> (LocalApp, LocalConf
                 provider: SmsProvider::Sns,
                 sender_number: None,
                 password_set: false,
-                secrets_rev: None,
+                secrets_at: None,
             },
         )
         .await
@@ -71,7 +71,7 @@ pub async fn use_gateway(app: &LocalApp, url: &str, failover: bool, max_per_seco
         provider: SmsProvider::Http(gateway),
         sender_number: Some(SenderId::parse("FLARE").unwrap()),
         password_set: false,
-        secrets_rev: None,
+        secrets_at: None,
     };
     let org = OrgId::parse("bench").unwrap();
     app.services

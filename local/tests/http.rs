@@ -1101,3 +1101,167 @@ async fn a_stored_secret_is_not_sent_to_a_new_endpoint_without_being_entered_aga
     );
     app.stop().await;
 }
+
+/// Settings saved whole (issue 27): 20 saves racing deletes and saves that keep the
+/// stored secrets, 50 times over. After each round the username, password and header
+/// value stored belong to one save, `password_set` is true exactly when a password is
+/// stored, and no secret is left over beside the ones the settings name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn racing_saves_and_deletes_leave_one_saves_settings_and_secrets() {
+    let app = spawn_app(None).await;
+    let admin = token("acme", &["admin"], "u-admin");
+    let db = rusqlite::Connection::open(app.dir.join(flare_local::DATABASE)).unwrap();
+    let secrets_under = |prefix: &str| -> Vec<(String, String)> {
+        let mut stmt = db
+            .prepare("SELECT name, value FROM secrets WHERE name LIKE ?1 ORDER BY name")
+            .unwrap();
+        stmt.query_map([format!("{prefix}%")], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    };
+    let sms = |i: usize, round: usize| {
+        json!({"provider": "http", "url": "https://sms.example.com/send", "format": "json",
+            "sender_number": "+15551234567", "username": format!("user{i}"), "password": format!("pass{i}-{round}"),
+            "http_header": format!("X-Api-Key: key{i}-{round}")})
+    };
+    let email = |i: usize, round: usize| {
+        json!({"provider": "smtp", "sender_email": "alerts@acme.example",
+            "smtp": {"server_url": "smtp.acme.example", "port": 587,
+                     "username": format!("user{i}"), "password": format!("pass{i}-{round}"),
+                     "use_tls": true}})
+    };
+    let (mut saved, mut deleted, mut kept) = (0, 0, 0);
+    for round in 0..50 {
+        let mut calls = Vec::new();
+        for i in 0..20 {
+            calls.push(("PUT", "/v1/settings/sms/main", Some(sms(i, round))));
+        }
+        for i in 0..3 {
+            // Keeps whatever is stored, if the stored username is this one's.
+            let mut keep = sms(i, round);
+            keep.as_object_mut().unwrap().remove("password");
+            keep["http_header"] = json!("X-Api-Key: ****");
+            keep["format"] = json!("form");
+            calls.push(("PUT", "/v1/settings/sms/main", Some(keep)));
+        }
+        for _ in 0..5 {
+            calls.push(("DELETE", "/v1/settings/sms/main", None));
+        }
+        for i in 0..8 {
+            calls.push(("PUT", "/v1/settings/email", Some(email(i, round))));
+        }
+        for _ in 0..3 {
+            calls.push(("DELETE", "/v1/settings/email", None));
+        }
+        // Every order: the calls start together, shuffled by round.
+        let n = calls.len();
+        calls.rotate_left(round % n);
+        let bodies: Vec<Option<String>> = calls
+            .iter()
+            .map(|(_, _, b)| b.as_ref().map(Value::to_string))
+            .collect();
+        let answers = futures::future::join_all(
+            calls
+                .iter()
+                .zip(&bodies)
+                .map(|((m, p, _), b)| app.send(m, p, Some(&admin), b.as_deref())),
+        )
+        .await;
+        for ((method, path, body), (s, b)) in calls.iter().zip(&answers) {
+            let keeping = body
+                .as_ref()
+                .is_some_and(|b| b.get("password").is_none() && b.get("smtp").is_none());
+            let fine = match (*method, s.as_u16()) {
+                ("PUT", 200) => {
+                    saved += 1;
+                    kept += usize::from(keeping);
+                    true
+                }
+                // A keep with nothing (or someone else's) to keep.
+                ("PUT", 400) => keeping,
+                ("DELETE", 204) => {
+                    deleted += 1;
+                    true
+                }
+                ("DELETE", 404) => *path == "/v1/settings/sms/main",
+                _ => false,
+            };
+            assert!(
+                fine,
+                "round {round}: {method} {path} {body:?} answered {s}: {b}"
+            );
+        }
+        // SMS: one save's username, password and header, and no other secret.
+        let stored = app
+            .app
+            .services
+            .settings
+            .get_sms(
+                &flare_shared::domain::OrgId::parse("acme").unwrap(),
+                &flare_shared::domain::ControlCenterId::main(),
+            )
+            .await
+            .unwrap();
+        let left = secrets_under("flare/acme/sms/main/");
+        match stored {
+            None => assert!(left.is_empty(), "round {round}: {left:?}"),
+            Some(s) => {
+                let at = s.secrets_at.clone().expect("saved at a revision");
+                let user = match &s.provider {
+                    flare_shared::domain::SmsProvider::Http(g) => g.username.clone().unwrap(),
+                    other => panic!("{other:?}"),
+                };
+                let i = user.trim_start_matches("user");
+                assert!(s.password_set, "round {round}");
+                assert_eq!(
+                    left.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(),
+                    [
+                        format!("flare/acme/sms/main/header-value/{at}"),
+                        format!("flare/acme/sms/main/password/{at}"),
+                    ],
+                    "round {round}: only the secrets the settings name"
+                );
+                let (header, password) = (&left[0].1, &left[1].1);
+                let from_round = password.rsplit('-').next().unwrap();
+                assert_eq!(
+                    (password.clone(), header.clone()),
+                    (
+                        format!("pass{i}-{from_round}"),
+                        format!("key{i}-{from_round}")
+                    ),
+                    "round {round}: {user}'s password and header"
+                );
+            }
+        }
+        // Email: the same.
+        let stored = app
+            .app
+            .services
+            .settings
+            .get_email(&flare_shared::domain::OrgId::parse("acme").unwrap())
+            .await
+            .unwrap();
+        let left = secrets_under("flare/acme/smtp/");
+        match stored {
+            None => assert!(left.is_empty(), "round {round}: {left:?}"),
+            Some(e) => {
+                let flare_shared::domain::EmailProvider::Smtp { smtp } = &e.provider else {
+                    panic!("{e:?}")
+                };
+                let at = smtp.secrets_at.clone().unwrap();
+                assert!(smtp.password_set);
+                assert_eq!(left.len(), 1, "round {round}: {left:?}");
+                assert_eq!(left[0].0, format!("flare/acme/smtp/password/{at}"));
+                let i = smtp.username.as_deref().unwrap().trim_start_matches("user");
+                assert!(left[0].1.starts_with(&format!("pass{i}-")), "round {round}");
+            }
+        }
+    }
+    // The mix really raced: saves, deletes and keeps all landed.
+    assert!(
+        saved > 1000 && deleted > 50 && kept > 0,
+        "{saved} {deleted} {kept}"
+    );
+    app.stop().await;
+}

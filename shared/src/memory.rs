@@ -134,9 +134,33 @@ impl SettingsStore for MemorySettings {
                 .insert(key(org, v.control_center_id.as_str()), v.clone());
         })
     }
-    async fn delete_sms(&self, org: &OrgId, cc: &ControlCenterId) -> StoreResult<bool> {
-        self.inner
-            .write(|s| s.sms.remove(&key(org, cc.as_str())).is_some())
+    async fn put_sms_if(
+        &self,
+        org: &OrgId,
+        v: &SmsSettings,
+        expect: Expect<'_>,
+    ) -> StoreResult<bool> {
+        let k = key(org, v.control_center_id.as_str());
+        self.inner.write(|s| {
+            let stored = s.sms.get(&k).map(|o| o.secrets_at.as_deref());
+            let ok = expect.matches(stored);
+            if ok {
+                s.sms.insert(k, v.clone());
+            }
+            ok
+        })
+    }
+    async fn delete_sms(
+        &self,
+        org: &OrgId,
+        cc: &ControlCenterId,
+        at: Option<&str>,
+    ) -> StoreResult<bool> {
+        let k = key(org, cc.as_str());
+        self.inner.write(|s| {
+            let stored = s.sms.get(&k).map(|o| o.secrets_at.as_deref());
+            Expect::At(at).matches(stored) && s.sms.remove(&k).is_some()
+        })
     }
     async fn get_email(&self, org: &OrgId) -> StoreResult<Option<EmailSettings>> {
         Ok(self.inner.read(|s| s.email.get(org.as_str()).cloned()))
@@ -146,8 +170,26 @@ impl SettingsStore for MemorySettings {
             s.email.insert(org.to_string(), v.clone());
         })
     }
-    async fn delete_email(&self, org: &OrgId) -> StoreResult<bool> {
-        self.inner.write(|s| s.email.remove(org.as_str()).is_some())
+    async fn put_email_if(
+        &self,
+        org: &OrgId,
+        v: &EmailSettings,
+        expect: Expect<'_>,
+    ) -> StoreResult<bool> {
+        self.inner.write(|s| {
+            let stored = s.email.get(org.as_str()).map(EmailSettings::secrets_at);
+            let ok = expect.matches(stored);
+            if ok {
+                s.email.insert(org.to_string(), v.clone());
+            }
+            ok
+        })
+    }
+    async fn delete_email(&self, org: &OrgId, at: Option<&str>) -> StoreResult<bool> {
+        self.inner.write(|s| {
+            let stored = s.email.get(org.as_str()).map(EmailSettings::secrets_at);
+            Expect::At(at).matches(stored) && s.email.remove(org.as_str()).is_some()
+        })
     }
     async fn get_communication(&self, org: &OrgId) -> StoreResult<Option<CommunicationSettings>> {
         Ok(self
@@ -744,7 +786,7 @@ mod tests {
             let secrets = MemorySecrets::open(dir.join("secrets.json")).unwrap();
             secrets
                 .put(
-                    &SecretKey::SmtpPassword(org.clone()),
+                    &SecretKey::SmtpPassword(org.clone(), None),
                     &SecretString::from("s3cret"),
                 )
                 .await
@@ -756,7 +798,7 @@ mod tests {
         assert!(!settings_file.contains("s3cret"));
         let secrets = MemorySecrets::open(dir.join("secrets.json")).unwrap();
         let got = secrets
-            .get(&SecretKey::SmtpPassword(org))
+            .get(&SecretKey::SmtpPassword(org, None))
             .await
             .unwrap()
             .unwrap();

@@ -74,12 +74,36 @@ pub trait SettingsStore: Send + Sync {
         }
     }
     async fn list_sms(&self, org: &OrgId) -> StoreResult<Vec<SmsSettings>>;
+    /// Unconditional (seeding and tests); the API saves with [`Self::put_sms_if`].
     async fn put_sms(&self, org: &OrgId, settings: &SmsSettings) -> StoreResult<()>;
-    /// True when something was deleted.
-    async fn delete_sms(&self, org: &OrgId, cc: &ControlCenterId) -> StoreResult<bool>;
+    /// Saves only over what `expect` says is stored; `false` (nothing written) when
+    /// another save or delete came first.
+    async fn put_sms_if(
+        &self,
+        org: &OrgId,
+        settings: &SmsSettings,
+        expect: Expect<'_>,
+    ) -> StoreResult<bool>;
+    /// Deletes the settings saved at secrets revision `at`; `false` when there are none,
+    /// or they were saved again since.
+    async fn delete_sms(
+        &self,
+        org: &OrgId,
+        cc: &ControlCenterId,
+        at: Option<&str>,
+    ) -> StoreResult<bool>;
     async fn get_email(&self, org: &OrgId) -> StoreResult<Option<EmailSettings>>;
+    /// Unconditional (seeding and tests); the API saves with [`Self::put_email_if`].
     async fn put_email(&self, org: &OrgId, settings: &EmailSettings) -> StoreResult<()>;
-    async fn delete_email(&self, org: &OrgId) -> StoreResult<bool>;
+    /// As [`Self::put_sms_if`].
+    async fn put_email_if(
+        &self,
+        org: &OrgId,
+        settings: &EmailSettings,
+        expect: Expect<'_>,
+    ) -> StoreResult<bool>;
+    /// As [`Self::delete_sms`].
+    async fn delete_email(&self, org: &OrgId, at: Option<&str>) -> StoreResult<bool>;
     /// `None` before the first save (callers then use the defaults).
     async fn get_communication(&self, org: &OrgId) -> StoreResult<Option<CommunicationSettings>>;
     async fn put_communication(
@@ -87,6 +111,26 @@ pub trait SettingsStore: Send + Sync {
         org: &OrgId,
         settings: &CommunicationSettings,
     ) -> StoreResult<()>;
+}
+
+/// What a conditional settings write expects to find stored: nothing, or settings saved
+/// at this secrets revision (`At(None)`: saved without one). Saves and deletes apply
+/// only over what they read, so a username never ends up beside another save's password.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expect<'a> {
+    Absent,
+    At(Option<&'a str>),
+}
+
+impl Expect<'_> {
+    /// Whether `stored` (its secrets revision, if any) is what was expected.
+    pub fn matches(&self, stored: Option<Option<&str>>) -> bool {
+        match (self, stored) {
+            (Expect::Absent, None) => true,
+            (Expect::At(want), Some(have)) => *want == have,
+            _ => false,
+        }
+    }
 }
 
 /// The people Flare notifies.
@@ -113,23 +157,41 @@ pub trait Directory: Send + Sync {
     async fn create_user(&self, org: &OrgId, user: &User) -> StoreResult<bool>;
 }
 
-/// Which secret: each lives under a name scoped to its organization.
+/// Which secret: each lives under a name scoped to its organization, and ends with the
+/// revision of the settings save that wrote it (`flare/acme/sms/north/password/<rev>`).
+/// A save writes its secrets under a fresh revision and the settings item names it, so
+/// settings and secrets change together; a secret is never rewritten in place.
+/// Settings saved before revisions (`None`) have their secrets under the plain name.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum SecretKey {
-    SmsPassword(OrgId, ControlCenterId),
-    SmsHeaderValue(OrgId, ControlCenterId),
-    SmtpPassword(OrgId),
+    SmsPassword(OrgId, ControlCenterId, Option<String>),
+    SmsHeaderValue(OrgId, ControlCenterId, Option<String>),
+    SmtpPassword(OrgId, Option<String>),
 }
 
 impl SecretKey {
-    /// The secret's name under a prefix (`flare/acme/sms/north/password`): the prefix
-    /// lets IAM confine Flare to its own secrets.
+    /// The secret's name under a prefix (`flare/acme/sms/north/password/<rev>`): the
+    /// prefix lets IAM confine Flare to its own secrets.
     pub fn name(&self, prefix: &str) -> String {
         let prefix = prefix.trim_end_matches('/');
+        let (mut name, rev) = match self {
+            SecretKey::SmsPassword(o, c, r) => (format!("{prefix}/{o}/sms/{c}/password"), r),
+            SecretKey::SmsHeaderValue(o, c, r) => (format!("{prefix}/{o}/sms/{c}/header-value"), r),
+            SecretKey::SmtpPassword(o, r) => (format!("{prefix}/{o}/smtp/password"), r),
+        };
+        if let Some(rev) = rev {
+            name.push('/');
+            name.push_str(rev);
+        }
+        name
+    }
+
+    /// Whether the name ends with a settings revision (written once, never changed).
+    pub fn is_versioned(&self) -> bool {
         match self {
-            SecretKey::SmsPassword(o, c) => format!("{prefix}/{o}/sms/{c}/password"),
-            SecretKey::SmsHeaderValue(o, c) => format!("{prefix}/{o}/sms/{c}/header-value"),
-            SecretKey::SmtpPassword(o) => format!("{prefix}/{o}/smtp/password"),
+            SecretKey::SmsPassword(_, _, r)
+            | SecretKey::SmsHeaderValue(_, _, r)
+            | SecretKey::SmtpPassword(_, r) => r.is_some(),
         }
     }
 }
@@ -140,17 +202,6 @@ pub trait SecretStore: Send + Sync {
     async fn put(&self, key: &SecretKey, value: &SecretString) -> StoreResult<()>;
     /// Deleting a missing secret is not an error.
     async fn delete(&self, key: &SecretKey) -> StoreResult<()>;
-    /// The secret as of the settings revision `rev` (their `secrets_rev`): a cache answers
-    /// from what it read under the same revision only, so a secret changed with its
-    /// settings is read afresh at once. By default, [`Self::get`].
-    async fn get_current(
-        &self,
-        key: &SecretKey,
-        rev: Option<&str>,
-    ) -> StoreResult<Option<SecretString>> {
-        let _ = rev;
-        self.get(key).await
-    }
 }
 
 /// The outcome of creating a notification: a replayed event finds it already there.
@@ -1060,15 +1111,15 @@ mod tests {
         let org = OrgId::parse("acme").unwrap();
         let cc = ControlCenterId::parse("north").unwrap();
         assert_eq!(
-            SecretKey::SmsPassword(org.clone(), cc.clone()).name("flare/"),
+            SecretKey::SmsPassword(org.clone(), cc.clone(), None).name("flare/"),
             "flare/acme/sms/north/password"
         );
         assert_eq!(
-            SecretKey::SmsHeaderValue(org.clone(), cc).name("flare"),
-            "flare/acme/sms/north/header-value"
+            SecretKey::SmsHeaderValue(org.clone(), cc, Some("r7".into())).name("flare"),
+            "flare/acme/sms/north/header-value/r7"
         );
         assert_eq!(
-            SecretKey::SmtpPassword(org).name("flare"),
+            SecretKey::SmtpPassword(org, None).name("flare"),
             "flare/acme/smtp/password"
         );
     }

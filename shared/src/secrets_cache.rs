@@ -1,7 +1,7 @@
 //! A cache in front of any secret store: a fan-out of thousands of jobs reads each
-//! provider secret once. Entries hold the settings revision they were read under
-//! ([`SecretStore::get_current`]): settings saved with a changed secret carry a new
-//! revision, so the next send reads the new secret at once; the TTL bounds the rest.
+//! provider secret once. Settings saved with a changed secret name a new revision and
+//! so a new secret ([`SecretKey`]), which the next send reads at once; the TTL bounds
+//! the rest (secrets under a plain name, from before revisions) and the cache's size.
 
 use crate::ports::{SecretKey, SecretStore, StoreResult};
 use async_trait::async_trait;
@@ -21,7 +21,6 @@ pub struct CachedSecrets {
 
 struct Entry {
     at: Instant,
-    rev: Option<String>,
     value: Option<SecretString>,
 }
 
@@ -38,23 +37,13 @@ impl CachedSecrets {
 #[async_trait]
 impl SecretStore for CachedSecrets {
     async fn get(&self, key: &SecretKey) -> StoreResult<Option<SecretString>> {
-        self.get_current(key, None).await
-    }
-
-    async fn get_current(
-        &self,
-        key: &SecretKey,
-        rev: Option<&str>,
-    ) -> StoreResult<Option<SecretString>> {
-        if let Some(e) = self
-            .entries
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(key)
-            && e.at.elapsed() < self.ttl
-            && e.rev.as_deref() == rev
-        {
-            return Ok(e.value.clone());
+        let cached = {
+            let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+            entries.retain(|_, e| e.at.elapsed() < self.ttl);
+            entries.get(key).map(|e| e.value.clone())
+        };
+        if let Some(value) = cached {
+            return Ok(value);
         }
         let value = self.inner.get(key).await?;
         self.entries
@@ -64,7 +53,6 @@ impl SecretStore for CachedSecrets {
                 key.clone(),
                 Entry {
                     at: Instant::now(),
-                    rev: rev.map(str::to_string),
                     value: value.clone(),
                 },
             );
@@ -117,7 +105,7 @@ mod tests {
     #[tokio::test]
     async fn a_secret_is_read_once_per_ttl_and_a_change_is_seen_after_it() {
         let inner = Arc::new(Counting(MemorySecrets::default(), AtomicUsize::new(0)));
-        let key = SecretKey::SmtpPassword(OrgId::parse("acme").unwrap());
+        let key = SecretKey::SmtpPassword(OrgId::parse("acme").unwrap(), None);
         inner.put(&key, &SecretString::from("one")).await.unwrap();
         let cache = CachedSecrets::new(inner.clone(), Duration::from_millis(100));
         for _ in 0..1000 {
@@ -144,19 +132,21 @@ mod tests {
     #[tokio::test]
     async fn a_new_settings_revision_reads_the_secret_afresh_at_once() {
         let inner = Arc::new(Counting(MemorySecrets::default(), AtomicUsize::new(0)));
-        let key = SecretKey::SmtpPassword(OrgId::parse("acme").unwrap());
-        inner.put(&key, &SecretString::from("one")).await.unwrap();
+        let org = OrgId::parse("acme").unwrap();
+        let r1 = SecretKey::SmtpPassword(org.clone(), Some("r1".into()));
+        inner.put(&r1, &SecretString::from("one")).await.unwrap();
         let cache = CachedSecrets::new(inner.clone(), MAX_TTL);
         for _ in 0..100 {
-            let v = cache.get_current(&key, Some("r1")).await.unwrap();
+            let v = cache.get(&r1).await.unwrap();
             assert_eq!(v.unwrap().expose_secret(), "one");
         }
         assert_eq!(inner.1.load(Ordering::SeqCst), 1);
         // Saved elsewhere with its settings under revision r2: no waiting for the TTL.
-        inner.put(&key, &SecretString::from("two")).await.unwrap();
-        let v = cache.get_current(&key, Some("r2")).await.unwrap();
+        let r2 = SecretKey::SmtpPassword(org, Some("r2".into()));
+        inner.put(&r2, &SecretString::from("two")).await.unwrap();
+        let v = cache.get(&r2).await.unwrap();
         assert_eq!(v.unwrap().expose_secret(), "two");
-        let v = cache.get_current(&key, Some("r2")).await.unwrap();
+        let v = cache.get(&r2).await.unwrap();
         assert_eq!(v.unwrap().expose_secret(), "two");
         assert_eq!(inner.1.load(Ordering::SeqCst), 2);
     }

@@ -43,7 +43,7 @@ fn main() {
                             .unwrap(),
                             username: None,
                             password_set: false,
-                            secrets_rev: None,
+                            secrets_at: None,
                             failover_ses: false,
                         },
                     },

@@ -80,7 +80,7 @@ pub async fn seed_with(
                 provider: SmsProvider::Sns,
                 sender_number: Some(SenderId::parse("ACMEFIRE")?),
                 password_set: false,
-                secrets_rev: None,
+                secrets_at: None,
             },
         )
         .await?;

@@ -348,6 +348,12 @@ impl AwsStack {
         read_secret(&self.sdk, &format!("{}/{rest}", self.secret_prefix)).await
     }
 
+    /// The values of every secret named `{prefix}/{rest}/...` (one per settings revision;
+    /// a save leaves exactly one), in no set order.
+    pub async fn secrets_under(&self, rest: &str) -> Vec<String> {
+        secrets_under(&self.sdk, &format!("{}/{rest}", self.secret_prefix)).await
+    }
+
     /// The ARN of the FCM platform endpoint registered for a device `token`.
     pub async fn fcm_endpoint(&self, token: &str) -> Option<String> {
         let app = self.platform_apps.fcm.clone()?;
@@ -404,6 +410,32 @@ impl AwsStack {
 
 /// A secret's value; `None` when it does not exist. Any other failure panics, so a
 /// broken connection never passes for a deleted secret.
+/// The values of every secret named `{name}/...`: a settings secret's revisions.
+pub async fn secrets_under(sdk: &SdkConfig, name: &str) -> Vec<String> {
+    let prefix = format!("{name}/");
+    let out = aws::secretsmanager(sdk)
+        .list_secrets()
+        .filters(
+            aws_sdk_secretsmanager::types::Filter::builder()
+                .key(aws_sdk_secretsmanager::types::FilterNameStringType::Name)
+                .values(&prefix)
+                .build(),
+        )
+        .max_results(100)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("ListSecrets {prefix}: {e:?}"));
+    let mut values = Vec::new();
+    for s in out.secret_list() {
+        if let Some(name) = s.name().filter(|n| n.starts_with(&prefix))
+            && let Some(v) = read_secret(sdk, name).await
+        {
+            values.push(v);
+        }
+    }
+    values
+}
+
 pub async fn read_secret(sdk: &SdkConfig, name: &str) -> Option<String> {
     match aws::secretsmanager(sdk)
         .get_secret_value()

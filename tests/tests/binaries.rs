@@ -332,15 +332,12 @@ async fn settings_samples_keep_their_secrets_in_secrets_manager_only() {
         (Some("X-Api-Key: ****"), Some(true))
     );
     assert_eq!(
-        d.stack.secret("acme/sms/main/password").await.as_deref(),
-        Some("s3cret")
+        d.stack.secrets_under("acme/sms/main/password").await,
+        ["s3cret"]
     );
     assert_eq!(
-        d.stack
-            .secret("acme/sms/main/header-value")
-            .await
-            .as_deref(),
-        Some("abc123")
+        d.stack.secrets_under("acme/sms/main/header-value").await,
+        ["abc123"]
     );
     let (s, body) = d.sample_api("get-sms-settings").await;
     assert_eq!(
@@ -355,8 +352,8 @@ async fn settings_samples_keep_their_secrets_in_secrets_manager_only() {
         (200, Some(true))
     );
     assert_eq!(
-        d.stack.secret("acme/smtp/password").await.as_deref(),
-        Some("s3cret")
+        d.stack.secrets_under("acme/smtp/password").await,
+        ["s3cret"]
     );
     let (s, body) = d.sample_api("get-email-settings").await;
     assert_eq!((s, body["provider"].as_str()), (200, Some("smtp")));
@@ -389,8 +386,18 @@ async fn settings_samples_keep_their_secrets_in_secrets_manager_only() {
     );
     let (s, _) = d.sample_api("delete-sms-settings").await;
     assert_eq!(s, 204);
-    assert_eq!(d.stack.secret("acme/sms/main/password").await, None);
-    assert_eq!(d.stack.secret("acme/sms/main/header-value").await, None);
+    assert!(
+        d.stack
+            .secrets_under("acme/sms/main/password")
+            .await
+            .is_empty()
+    );
+    assert!(
+        d.stack
+            .secrets_under("acme/sms/main/header-value")
+            .await
+            .is_empty()
+    );
     let (s, body) = d.sample_api("get-sms-settings").await;
     assert_eq!(
         (s, body["error"]["code"].as_str()),
@@ -398,7 +405,7 @@ async fn settings_samples_keep_their_secrets_in_secrets_manager_only() {
     );
     let (s, _) = d.sample_api("delete-email-settings").await;
     assert_eq!(s, 204);
-    assert_eq!(d.stack.secret("acme/smtp/password").await, None);
+    assert!(d.stack.secrets_under("acme/smtp/password").await.is_empty());
 
     d.assert_logs_clean();
 }

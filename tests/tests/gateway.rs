@@ -49,21 +49,21 @@ async fn setup(url: &str, format: GatewayFormat, policy: EndpointPolicy) -> Gw {
                 }),
                 sender_number: Some(SenderId::parse("+15551234567").unwrap()),
                 password_set: true,
-                secrets_rev: None,
+                secrets_at: None,
             },
         )
         .await
         .unwrap();
     secrets
         .put(
-            &SecretKey::SmsPassword(org.clone(), cc.clone()),
+            &SecretKey::SmsPassword(org.clone(), cc.clone(), None),
             &SecretString::from("s3cret"),
         )
         .await
         .unwrap();
     secrets
         .put(
-            &SecretKey::SmsHeaderValue(org.clone(), cc),
+            &SecretKey::SmsHeaderValue(org.clone(), cc, None),
             &SecretString::from("abc123"),
         )
         .await

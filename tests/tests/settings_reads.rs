@@ -32,7 +32,7 @@ async fn every_setting_is_one_query_and_users_sharing_the_table_are_not_read() {
         provider: SmsProvider::Sns,
         sender_number: Some(SenderId::parse("ACMEFIRE").unwrap()),
         password_set: false,
-        secrets_rev: None,
+        secrets_at: None,
     };
     for cc in ["north", "main", "zulu"] {
         settings.put_sms(&org, &sms(cc)).await.unwrap();
@@ -116,7 +116,7 @@ async fn a_gateway_sms_job_reads_the_settings_once() {
                 }),
                 sender_number: Some(SenderId::parse("ACMEFIRE").unwrap()),
                 password_set: false,
-                secrets_rev: None,
+                secrets_at: None,
             },
         )
         .await

@@ -33,7 +33,7 @@ async fn sender(
         .unwrap();
     secrets
         .put(
-            &SecretKey::SmtpPassword(org.clone()),
+            &SecretKey::SmtpPassword(org.clone(), None),
             &SecretString::from(password.to_string()),
         )
         .await
@@ -53,7 +53,7 @@ fn smtp_settings(server_url: &str, port: u16, use_tls: bool, user: Option<&str>)
                 server: SmtpServer::parse(server_url, port as i64, use_tls, LOCAL).unwrap(),
                 username: user.map(str::to_string),
                 password_set: true,
-                secrets_rev: None,
+                secrets_at: None,
                 failover_ses: false,
             },
         },
@@ -227,24 +227,25 @@ async fn private_smtp_servers_are_refused_in_aws_mode() {
     );
 }
 
-/// As the API saves them: a changed password goes to the secret store, then the settings
-/// with a new revision.
+/// As the API saves them: a changed password goes to the secret store under a new
+/// revision, then the settings naming it.
 async fn save_password(
     settings: &MemorySettings,
     store: &MemorySecrets,
     org: &OrgId,
     password: &str,
 ) {
+    let rev = unique("rev");
     store
         .put(
-            &SecretKey::SmtpPassword(org.clone()),
+            &SecretKey::SmtpPassword(org.clone(), Some(rev.clone())),
             &SecretString::from(password.to_string()),
         )
         .await
         .unwrap();
     let mut email = settings.get_email(org).await.unwrap().unwrap();
     if let EmailProvider::Smtp { smtp } = &mut email.provider {
-        smtp.secrets_rev = Some(unique("rev"));
+        smtp.secrets_at = Some(rev);
     }
     settings.put_email(org, &email).await.unwrap();
 }

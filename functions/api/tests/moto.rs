@@ -50,9 +50,12 @@ impl TestApi {
         call(&self.svc, &ev).await
     }
 
+    /// The secret a save left under `rest` (`sms/main/password`): at most one revision.
     async fn secret(&self, rest: &str) -> Option<String> {
         let name = format!("{}/{}/{rest}", self.config.secret_prefix, self.org);
-        flare_tests::stack::read_secret(&self.sdk, &name).await
+        let mut all = flare_tests::stack::secrets_under(&self.sdk, &name).await;
+        assert!(all.len() <= 1, "one revision of {name} at most: {all:?}");
+        all.pop()
     }
 
     /// Every attribute of every item in both tables, as text.
@@ -475,3 +478,99 @@ async fn concurrent_device_registrations_and_a_user_put_lose_nothing() {
 
 /// The gateway URL of `events/api/put-sms-settings.json`.
 const SAMPLE_GATEWAY: &str = "https://sms.example.com/send";
+
+/// Settings saved whole on DynamoDB and Secrets Manager (conditional writes on the
+/// item's `secrets_at`): saves racing deletes and keeps leave one save's username,
+/// password and header, and no secret of another revision.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn racing_saves_and_deletes_leave_one_saves_settings_and_secrets() {
+    let api = spawn_api().await;
+    let sms = |i: usize, keep: bool| {
+        let mut b = json!({"provider": "http", "url": "https://sms.example.com/send",
+            "format": "json", "sender_number": "+15551234567",
+            "username": format!("user{i}"), "password": format!("pass{i}"),
+            "http_header": format!("X-Api-Key: key{i}")});
+        if keep {
+            b.as_object_mut().unwrap().remove("password");
+            b["http_header"] = json!("X-Api-Key: ****");
+        }
+        with(
+            event("put-sms-settings"),
+            "PUT",
+            "/v1/settings/sms/main",
+            Some(b),
+        )
+    };
+    let email = |i: usize| {
+        with(
+            event("put-email-settings"),
+            "PUT",
+            "/v1/settings/email",
+            Some(
+                json!({"provider": "smtp", "sender_email": "alerts@acme.example",
+                "smtp": {"server_url": "smtp.acme.example", "port": 587,
+                         "username": format!("user{i}"), "password": format!("pass{i}"),
+                         "use_tls": true}}),
+            ),
+        )
+    };
+    let mut landed = (0, 0);
+    for round in 0..4 {
+        let mut calls: Vec<Value> = (0..8).map(|i| sms(i, false)).collect();
+        calls.extend((0..2).map(|i| sms(i, true)));
+        calls.extend((0..2).map(|_| event("delete-sms-settings")));
+        calls.extend((0..4).map(email));
+        calls.push(event("delete-email-settings"));
+        calls.rotate_left(round * 3);
+        let answers =
+            futures::future::join_all(calls.into_iter().map(|c| api.call(api.admin(c)))).await;
+        for (s, b) in &answers {
+            assert!([200, 204, 400, 404].contains(s), "round {round}: {s} {b}");
+            if *s == 400 {
+                // Only a keep with nothing (or another user's secret) to keep.
+                assert!(
+                    b["error"]["fields"]["http_header"].is_string()
+                        || b["error"]["fields"]["password"].is_string(),
+                    "{b}"
+                );
+            }
+            landed.0 += usize::from(*s == 200);
+            landed.1 += usize::from(*s == 204);
+        }
+        let (s, got) = api.call(api.admin(event("get-sms-settings"))).await;
+        let (password, header) = (
+            api.secret("sms/main/password").await,
+            api.secret("sms/main/header-value").await,
+        );
+        match s {
+            404 => assert_eq!((password, header), (None, None), "round {round}"),
+            200 => {
+                let i = got["username"].as_str().unwrap().trim_start_matches("user");
+                assert_eq!(got["password_set"], true, "round {round}");
+                assert_eq!(
+                    (password.as_deref(), header.as_deref()),
+                    (
+                        Some(format!("pass{i}").as_str()),
+                        Some(format!("key{i}").as_str())
+                    ),
+                    "round {round}"
+                );
+            }
+            other => panic!("{other}: {got}"),
+        }
+        let (s, got) = api.call(api.admin(event("get-email-settings"))).await;
+        let password = api.secret("smtp/password").await;
+        match s {
+            404 => assert_eq!(password, None, "round {round}"),
+            200 => {
+                let i = got["smtp"]["username"]
+                    .as_str()
+                    .unwrap()
+                    .trim_start_matches("user");
+                assert_eq!(password, Some(format!("pass{i}")), "round {round}");
+            }
+            other => panic!("{other}: {got}"),
+        }
+    }
+    assert!(landed.0 > 10 && landed.1 > 0, "{landed:?}");
+}

@@ -24,7 +24,7 @@ use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes};
 use flare_shared::domain::{
     CommunicationSettings, ControlCenterId, EmailSettings, OrgId, SmsSettings, User, UserId,
 };
-use flare_shared::ports::{AllSettings, Directory, SettingsStore, StoreError, StoreResult};
+use flare_shared::ports::{AllSettings, Directory, Expect, SettingsStore, StoreError, StoreResult};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::collections::HashMap;
@@ -91,6 +91,52 @@ impl Table {
             .await
             .map_err(|e| store_error(e, "PutItem"))?;
         Ok(())
+    }
+
+    /// Puts only over the item `expect` names, its secrets revision at `rev` (a
+    /// document path, `#r` or `#s.#r`); `false` when the condition failed.
+    async fn put_if<T: Serialize>(
+        &self,
+        (pk, sk): (String, String),
+        value: &T,
+        rev: Rev,
+        expect: Expect<'_>,
+    ) -> StoreResult<bool> {
+        let req = self
+            .client
+            .put_item()
+            .table_name(&self.name)
+            .set_item(Some(to_item(pk, sk, value)?));
+        let req = match expect {
+            Expect::Absent => req
+                .condition_expression("attribute_not_exists(#pk)")
+                .expression_attribute_names("#pk", PK),
+            Expect::At(at) => rev.condition(at, req),
+        };
+        match req.send().await {
+            Ok(_) => Ok(true),
+            Err(e) if super::error_code(&e) == Some("ConditionalCheckFailedException") => Ok(false),
+            Err(e) => Err(store_error(e, "PutItem")),
+        }
+    }
+
+    /// Deletes the item saved at secrets revision `at`; `false` when there is none.
+    async fn delete_if(
+        &self,
+        (pk, sk): (String, String),
+        rev: Rev,
+        at: Option<&str>,
+    ) -> StoreResult<bool> {
+        let req = self
+            .client
+            .delete_item()
+            .table_name(&self.name)
+            .set_key(Some(key(pk, sk)));
+        match rev.condition(at, req).send().await {
+            Ok(_) => Ok(true),
+            Err(e) if super::error_code(&e) == Some("ConditionalCheckFailedException") => Ok(false),
+            Err(e) => Err(store_error(e, "DeleteItem")),
+        }
     }
 
     /// Deletes; answers whether the item existed.
@@ -298,6 +344,66 @@ const REV: &str = "rev";
 /// How many times an update of a user retries after losing a race.
 const MAX_UPDATE_ATTEMPTS: u32 = 20;
 const SMS_PREFIX: &str = "SMS#";
+
+/// Where a settings item keeps its secrets revision (`SmsSettings::secrets_at`).
+#[derive(Clone, Copy)]
+enum Rev {
+    Sms,
+    Email,
+}
+
+/// A put or delete request that takes a condition.
+trait Conditional: Sized {
+    fn condition_expression(self, e: impl Into<String>) -> Self;
+    fn expression_attribute_names(self, k: impl Into<String>, v: impl Into<String>) -> Self;
+    fn expression_attribute_values(self, k: impl Into<String>, v: AttributeValue) -> Self;
+}
+
+macro_rules! conditional {
+    ($t:ty) => {
+        impl Conditional for $t {
+            fn condition_expression(self, e: impl Into<String>) -> Self {
+                self.condition_expression(e)
+            }
+            fn expression_attribute_names(
+                self,
+                k: impl Into<String>,
+                v: impl Into<String>,
+            ) -> Self {
+                self.expression_attribute_names(k, v)
+            }
+            fn expression_attribute_values(self, k: impl Into<String>, v: AttributeValue) -> Self {
+                self.expression_attribute_values(k, v)
+            }
+        }
+    };
+}
+conditional!(aws_sdk_dynamodb::operation::put_item::builders::PutItemFluentBuilder);
+conditional!(aws_sdk_dynamodb::operation::delete_item::builders::DeleteItemFluentBuilder);
+
+impl Rev {
+    /// The item exists and was saved at `at` (`None`: without a revision).
+    fn condition<R: Conditional>(self, at: Option<&str>, req: R) -> R {
+        let path = match self {
+            Rev::Sms => "#r",
+            Rev::Email => "#s.#r",
+        };
+        let mut req = req
+            .expression_attribute_names("#pk", PK)
+            .expression_attribute_names("#r", "secrets_at");
+        if let Rev::Email = self {
+            req = req.expression_attribute_names("#s", "smtp");
+        }
+        match at {
+            Some(at) => req
+                .condition_expression(format!("attribute_exists(#pk) AND {path} = :r"))
+                .expression_attribute_values(":r", AttributeValue::S(at.to_string())),
+            None => req.condition_expression(format!(
+                "attribute_exists(#pk) AND attribute_not_exists({path})"
+            )),
+        }
+    }
+}
 const EMAIL_SK: &str = "EMAIL";
 const COMMUNICATION_SK: &str = "COMMUNICATION";
 const USER_PREFIX: &str = "USER#";
@@ -354,10 +460,23 @@ impl SettingsStore for DynamoSettings {
             )
             .await
     }
-    async fn delete_sms(&self, org: &OrgId, cc: &ControlCenterId) -> StoreResult<bool> {
-        self.table
-            .delete(org_pk(org), format!("{SMS_PREFIX}{cc}"))
-            .await
+    async fn put_sms_if(
+        &self,
+        org: &OrgId,
+        s: &SmsSettings,
+        expect: Expect<'_>,
+    ) -> StoreResult<bool> {
+        let key = (org_pk(org), format!("{SMS_PREFIX}{}", s.control_center_id));
+        self.table.put_if(key, s, Rev::Sms, expect).await
+    }
+    async fn delete_sms(
+        &self,
+        org: &OrgId,
+        cc: &ControlCenterId,
+        at: Option<&str>,
+    ) -> StoreResult<bool> {
+        let key = (org_pk(org), format!("{SMS_PREFIX}{cc}"));
+        self.table.delete_if(key, Rev::Sms, at).await
     }
     async fn get_email(&self, org: &OrgId) -> StoreResult<Option<EmailSettings>> {
         self.table.get(org_pk(org), EMAIL_SK.into()).await
@@ -365,8 +484,18 @@ impl SettingsStore for DynamoSettings {
     async fn put_email(&self, org: &OrgId, s: &EmailSettings) -> StoreResult<()> {
         self.table.put(org_pk(org), EMAIL_SK.into(), s).await
     }
-    async fn delete_email(&self, org: &OrgId) -> StoreResult<bool> {
-        self.table.delete(org_pk(org), EMAIL_SK.into()).await
+    async fn put_email_if(
+        &self,
+        org: &OrgId,
+        s: &EmailSettings,
+        expect: Expect<'_>,
+    ) -> StoreResult<bool> {
+        let key = (org_pk(org), EMAIL_SK.into());
+        self.table.put_if(key, s, Rev::Email, expect).await
+    }
+    async fn delete_email(&self, org: &OrgId, at: Option<&str>) -> StoreResult<bool> {
+        let key = (org_pk(org), EMAIL_SK.into());
+        self.table.delete_if(key, Rev::Email, at).await
     }
     async fn get_communication(&self, org: &OrgId) -> StoreResult<Option<CommunicationSettings>> {
         self.table.get(org_pk(org), COMMUNICATION_SK.into()).await

@@ -46,6 +46,30 @@ impl SecretStore for SecretsManagerStore {
 
     async fn put(&self, key: &SecretKey, value: &SecretString) -> StoreResult<()> {
         let name = self.name(key);
+        // A revision's secret is new: create it in one call (the plain name, from before
+        // revisions, usually exists).
+        if key.is_versioned() {
+            return match self
+                .client
+                .create_secret()
+                .name(&name)
+                .secret_string(value.expose_secret())
+                .send()
+                .await
+            {
+                Ok(_) => Ok(()),
+                Err(e) if error_code(&e) == Some("ResourceExistsException") => self
+                    .client
+                    .put_secret_value()
+                    .secret_id(&name)
+                    .secret_string(value.expose_secret())
+                    .send()
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| store_error(e, "PutSecretValue")),
+                Err(e) => Err(store_error(e, "CreateSecret")),
+            };
+        }
         match self
             .client
             .put_secret_value()

@@ -207,19 +207,21 @@ impl SmsSender for HttpSmsSender {
         let cc = settings.control_center_id.clone();
         let password = self
             .secrets
-            .get_current(
-                &SecretKey::SmsPassword(m.org_id.clone(), cc.clone()),
-                settings.secrets_rev.as_deref(),
-            )
+            .get(&SecretKey::SmsPassword(
+                m.org_id.clone(),
+                cc.clone(),
+                settings.secrets_at.clone(),
+            ))
             .await
             .map_err(unavailable)?;
         let header_value = match &gw.header_name {
             Some(_) => self
                 .secrets
-                .get_current(
-                    &SecretKey::SmsHeaderValue(m.org_id.clone(), cc),
-                    settings.secrets_rev.as_deref(),
-                )
+                .get(&SecretKey::SmsHeaderValue(
+                    m.org_id.clone(),
+                    cc,
+                    settings.secrets_at.clone(),
+                ))
                 .await
                 .map_err(unavailable)?,
             None => None,

@@ -284,10 +284,10 @@ impl EmailSender for SmtpEmailSender {
         let password = match &smtp.username {
             Some(_) => self
                 .secrets
-                .get_current(
-                    &SecretKey::SmtpPassword(m.org_id.clone()),
-                    smtp.secrets_rev.as_deref(),
-                )
+                .get(&SecretKey::SmtpPassword(
+                    m.org_id.clone(),
+                    smtp.secrets_at.clone(),
+                ))
                 .await
                 .map_err(|e| transient(FailReason::SettingsUnavailable, e))?,
             None => None,
@@ -330,7 +330,7 @@ impl EmailSender for SmtpEmailSender {
             port,
             smtp.server.use_tls,
             smtp.username.clone(),
-            smtp.secrets_rev.clone(),
+            smtp.secrets_at.clone(),
         );
         let send = async {
             // A pooled connection may have been closed by the server: one fresh try then.

@@ -215,6 +215,57 @@ fn logged(c: &Connection, org: &str, nid: &str) -> anyhow::Result<Option<Logged>
 
 // ---------------------------------------------------------------------------- settings
 
+/// Where each kind keeps its secrets revision in the stored JSON.
+const SMS_REV: &str = "$.secrets_at";
+const EMAIL_REV: &str = "$.smtp.secrets_at";
+
+/// The stored setting's secrets revision: `None` when there is no such setting.
+fn stored_rev(
+    c: &rusqlite::Connection,
+    (org, kind, key, rev): (&str, &str, &str, &str),
+) -> anyhow::Result<Option<Option<String>>> {
+    Ok(c.prepare_cached(
+        "SELECT json_extract(body, ?4) FROM settings WHERE org = ?1 AND kind = ?2 AND key = ?3",
+    )?
+    .query_row(params![org, kind, key, rev], |r| {
+        r.get::<_, Option<String>>(0)
+    })
+    .optional()?)
+}
+
+fn delete_setting(
+    c: &rusqlite::Connection,
+    org: &str,
+    kind: &str,
+    key: &str,
+) -> anyhow::Result<bool> {
+    Ok(
+        c.prepare_cached("DELETE FROM settings WHERE org = ?1 AND kind = ?2 AND key = ?3")?
+            .execute(params![org, kind, key])?
+            > 0,
+    )
+}
+
+/// [`Expect`] owned, to cross to the writer thread.
+enum OwnedExpect {
+    Absent,
+    At(Option<String>),
+}
+
+fn owned(e: Expect<'_>) -> OwnedExpect {
+    match e {
+        Expect::Absent => OwnedExpect::Absent,
+        Expect::At(at) => OwnedExpect::At(at.map(str::to_string)),
+    }
+}
+
+fn borrowed(e: &OwnedExpect) -> Expect<'_> {
+    match e {
+        OwnedExpect::Absent => Expect::Absent,
+        OwnedExpect::At(at) => Expect::At(at.as_deref()),
+    }
+}
+
 const SMS: &str = "sms";
 const EMAIL: &str = "email";
 const COMMUNICATION: &str = "communication";
@@ -256,20 +307,49 @@ impl Sqlite {
             .await
     }
 
-    async fn delete_setting(
+    /// Writes `v` only over what `expect` says is stored, its secrets revision read at
+    /// `rev` (a JSON path) in the same call on the one writer, so nothing comes between.
+    async fn put_setting_if<T: Serialize>(
         &self,
         org: &OrgId,
-        kind: &'static str,
-        key: &str,
+        (kind, key, rev): (&'static str, &str, &'static str),
+        v: &T,
+        expect: Expect<'_>,
     ) -> StoreResult<bool> {
-        let (org, key) = (org.to_string(), key.to_string());
+        let (org, key, body) = (
+            org.to_string(),
+            key.to_string(),
+            to_json(v).map_err(StoreError::Failed)?,
+        );
+        let expect = owned(expect);
         self.db
             .write_one(move |c| {
-                Ok(c.prepare_cached(
-                    "DELETE FROM settings WHERE org = ?1 AND kind = ?2 AND key = ?3",
-                )?
-                .execute(params![org, kind, key])?
-                    > 0)
+                let stored = stored_rev(c, (&org, kind, &key, rev))?;
+                if !borrowed(&expect).matches(stored.as_ref().map(Option::as_deref)) {
+                    return Ok(false);
+                }
+                c.prepare_cached("INSERT OR REPLACE INTO settings (org, kind, key, body) VALUES (?1, ?2, ?3, ?4)")?
+                    .execute(params![org, kind, key, body])?;
+                Ok(true)
+            })
+            .await
+    }
+
+    /// Deletes the setting saved at secrets revision `at` (read at the JSON path `rev`).
+    async fn delete_setting_if(
+        &self,
+        org: &OrgId,
+        (kind, key, rev): (&'static str, &str, &'static str),
+        at: Option<&str>,
+    ) -> StoreResult<bool> {
+        let (org, key, at) = (org.to_string(), key.to_string(), at.map(str::to_string));
+        self.db
+            .write_one(move |c| {
+                let stored = stored_rev(c, (&org, kind, &key, rev))?;
+                if !Expect::At(at.as_deref()).matches(stored.as_ref().map(Option::as_deref)) {
+                    return Ok(false);
+                }
+                self::delete_setting(c, &org, kind, &key)
             })
             .await
     }
@@ -293,8 +373,23 @@ impl SettingsStore for Sqlite {
         self.put_setting(org, SMS, v.control_center_id.as_str(), v)
             .await
     }
-    async fn delete_sms(&self, org: &OrgId, cc: &ControlCenterId) -> StoreResult<bool> {
-        self.delete_setting(org, SMS, cc.as_str()).await
+    async fn put_sms_if(
+        &self,
+        org: &OrgId,
+        v: &SmsSettings,
+        expect: Expect<'_>,
+    ) -> StoreResult<bool> {
+        let at = (SMS, v.control_center_id.as_str(), SMS_REV);
+        self.put_setting_if(org, at, v, expect).await
+    }
+    async fn delete_sms(
+        &self,
+        org: &OrgId,
+        cc: &ControlCenterId,
+        at: Option<&str>,
+    ) -> StoreResult<bool> {
+        self.delete_setting_if(org, (SMS, cc.as_str(), SMS_REV), at)
+            .await
     }
     async fn get_email(&self, org: &OrgId) -> StoreResult<Option<EmailSettings>> {
         self.get_setting(org, EMAIL, "")
@@ -302,8 +397,18 @@ impl SettingsStore for Sqlite {
     async fn put_email(&self, org: &OrgId, v: &EmailSettings) -> StoreResult<()> {
         self.put_setting(org, EMAIL, "", v).await
     }
-    async fn delete_email(&self, org: &OrgId) -> StoreResult<bool> {
-        self.delete_setting(org, EMAIL, "").await
+    async fn put_email_if(
+        &self,
+        org: &OrgId,
+        v: &EmailSettings,
+        expect: Expect<'_>,
+    ) -> StoreResult<bool> {
+        self.put_setting_if(org, (EMAIL, "", EMAIL_REV), v, expect)
+            .await
+    }
+    async fn delete_email(&self, org: &OrgId, at: Option<&str>) -> StoreResult<bool> {
+        self.delete_setting_if(org, (EMAIL, "", EMAIL_REV), at)
+            .await
     }
     async fn get_communication(&self, org: &OrgId) -> StoreResult<Option<CommunicationSettings>> {
         self.get_setting(org, COMMUNICATION, "")

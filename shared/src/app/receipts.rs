@@ -243,12 +243,8 @@ pub async fn gateway_callback(
     let SmsProvider::Http(gateway) = &settings.provider else {
         return Err(unverified());
     };
-    let key = SecretKey::SmsPassword(org.clone(), cc.clone());
-    let Some(password) = svc
-        .secret_reads
-        .get_current(&key, settings.secrets_rev.as_deref())
-        .await?
-    else {
+    let key = SecretKey::SmsPassword(org.clone(), cc.clone(), settings.secrets_at.clone());
+    let Some(password) = svc.secret_reads.get(&key).await? else {
         return Err(unverified());
     };
     let signature = (callback.header)(signature_header(gateway.format)).unwrap_or_default();

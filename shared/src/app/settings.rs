@@ -1,5 +1,11 @@
-//! Settings operations: secrets go to the secret store before the settings item is
-//! written, a PUT without a password keeps the stored one, a DELETE deletes the secrets.
+//! Settings operations. A save is whole: it writes its secrets under a fresh revision,
+//! then the settings item naming that revision, but only over the item it read (a
+//! conditional write); if another save or delete came first it removes what it wrote
+//! and runs again on what is stored now. Secrets of the replaced revision go after the
+//! item that named them. So after any mix of concurrent saves and deletes the stored
+//! username, password and header value belong to one save, and `password_set` is true
+//! exactly when a password is stored. A PUT without a password keeps the stored one (it
+//! is copied to the new revision); a DELETE deletes the secrets.
 
 use super::Services;
 use super::error::ApiError;
@@ -11,31 +17,56 @@ use crate::domain::settings::{gateway_secrets_moved, smtp_secret_moved};
 use crate::domain::{
     CommunicationSettings, ControlCenterId, EmailProvider, FieldErrors, OrgId, SmsProvider,
 };
-use crate::ports::SecretKey;
+use crate::ports::{Expect, SecretKey};
 use serde_json::{Value, json};
 
 const MOVED_PASSWORD: &str = "re-enter the password for the new server address or username: a stored password goes only where it was saved for";
 
-/// Applies a secret change; answers whether a secret is stored afterwards.
-async fn apply_secret(
+/// How often a save or delete runs again after another came first. Each retry waits a
+/// few random milliseconds, so 20 saves at once all land well within this.
+const ATTEMPTS: u32 = 50;
+
+/// Writes a secret a save sets or keeps under its new revision (`to`); a kept value is
+/// copied from the revision it was saved under (`from`). Answers whether one is stored.
+async fn write_secret(
     svc: &Services,
-    key: SecretKey,
+    from: SecretKey,
+    to: &SecretKey,
     change: SecretChange,
     stored: bool,
 ) -> Result<bool, ApiError> {
-    match change {
-        SecretChange::Set(value) => {
-            svc.secrets.put(&key, &value).await?;
-            Ok(true)
-        }
-        SecretChange::Keep => Ok(stored),
-        SecretChange::Clear => {
-            if stored {
-                svc.secrets.delete(&key).await?;
-            }
-            Ok(false)
-        }
+    let value = match change {
+        SecretChange::Set(value) => value,
+        SecretChange::Keep if stored => match svc.secrets.get(&from).await? {
+            Some(value) => value,
+            None => return Ok(false),
+        },
+        SecretChange::Keep | SecretChange::Clear => return Ok(false),
+    };
+    svc.secrets.put(to, &value).await?;
+    Ok(true)
+}
+
+async fn delete_secrets(svc: &Services, keys: &[SecretKey]) -> Result<(), ApiError> {
+    for key in keys {
+        svc.secrets.delete(key).await?;
     }
+    Ok(())
+}
+
+/// A short random pause before running a save again, so racing saves spread out.
+async fn back_off(attempt: u32) {
+    let jitter = u64::from(uuid::Uuid::new_v4().as_bytes()[0]) % 8;
+    tokio::time::sleep(std::time::Duration::from_millis(
+        1 + jitter + u64::from(attempt.min(10)),
+    ))
+    .await;
+}
+
+fn conflict(what: &str) -> ApiError {
+    ApiError::Unavailable(anyhow::anyhow!(
+        "{what}: another save kept coming first ({ATTEMPTS} attempts)"
+    ))
 }
 
 pub fn parse_cc(raw: &str) -> Result<ControlCenterId, ApiError> {
@@ -113,8 +144,26 @@ pub async fn put_sms(
     body: &Value,
 ) -> Result<Value, ApiError> {
     let cc = parse_cc(cc)?;
-    let mut update = SmsSettingsUpdate::parse(body, cc.clone(), svc.policy)?;
-    let existing = svc.settings.get_sms(org, &cc).await?;
+    let update = SmsSettingsUpdate::parse(body, cc.clone(), svc.policy)?;
+    for attempt in 0..ATTEMPTS {
+        if let Some(saved) = try_put_sms(svc, org, &cc, update.clone()).await? {
+            reset_health(svc, org, &HealthScope::Sms(cc.clone())).await?;
+            tracing::info!(org_id = %org, control_center_id = %cc, provider = saved.provider_name().as_str(), attempt, "sms settings saved");
+            return Ok(saved.view());
+        }
+        back_off(attempt).await;
+    }
+    Err(conflict("saving SMS settings"))
+}
+
+/// One attempt at a save; `None` when another save or delete came first.
+async fn try_put_sms(
+    svc: &Services,
+    org: &OrgId,
+    cc: &ControlCenterId,
+    mut update: SmsSettingsUpdate,
+) -> Result<Option<crate::domain::SmsSettings>, ApiError> {
+    let existing = svc.settings.get_sms(org, cc).await?;
     let (stored_header, stored_password) = match &existing {
         Some(e) => match &e.provider {
             SmsProvider::Http(g) => (g.header_name.clone(), e.password_set),
@@ -155,49 +204,78 @@ pub async fn put_sms(
             return Err(f.into());
         }
     }
-    // Secrets first: a settings item never points at a secret that is not there yet.
-    let password_set = apply_secret(
-        svc,
-        SecretKey::SmsPassword(org.clone(), cc.clone()),
-        std::mem::take(&mut update.password),
-        stored_password,
-    )
-    .await?;
-    apply_secret(
-        svc,
-        SecretKey::SmsHeaderValue(org.clone(), cc.clone()),
-        std::mem::take(&mut update.header_value),
-        header_stored,
-    )
-    .await?;
-    update.settings.password_set = password_set;
-    update.settings.secrets_rev = Some(uuid::Uuid::new_v4().to_string());
-    svc.settings.put_sms(org, &update.settings).await?;
-    reset_health(svc, org, &HealthScope::Sms(cc.clone())).await?;
-    tracing::info!(org_id = %org, control_center_id = %cc, provider = update.settings.provider_name().as_str(), "sms settings saved");
-    Ok(update.settings.view())
+    let old_at = existing.as_ref().and_then(|e| e.secrets_at.clone());
+    let at = Some(uuid::Uuid::new_v4().to_string());
+    let password =
+        |at: &Option<String>| SecretKey::SmsPassword(org.clone(), cc.clone(), at.clone());
+    let header =
+        |at: &Option<String>| SecretKey::SmsHeaderValue(org.clone(), cc.clone(), at.clone());
+    let written = [password(&at), header(&at)];
+    // Secrets first: a settings item never names a secret that is not there yet.
+    let saved = async {
+        let change = std::mem::take(&mut update.password);
+        update.settings.password_set =
+            write_secret(svc, password(&old_at), &written[0], change, stored_password).await?;
+        let change = std::mem::take(&mut update.header_value);
+        write_secret(svc, header(&old_at), &written[1], change, header_stored).await?;
+        update.settings.secrets_at = at.clone();
+        let expect = match &existing {
+            Some(e) => Expect::At(e.secrets_at.as_deref()),
+            None => Expect::Absent,
+        };
+        Ok::<_, ApiError>(
+            svc.settings
+                .put_sms_if(org, &update.settings, expect)
+                .await?,
+        )
+    }
+    .await;
+    match saved {
+        Ok(true) => {
+            if existing.is_some() {
+                delete_secrets(svc, &[password(&old_at), header(&old_at)]).await?;
+            }
+            Ok(Some(update.settings))
+        }
+        // Nothing names what this attempt wrote: remove it, whatever went wrong.
+        Ok(false) => {
+            delete_secrets(svc, &written).await?;
+            Ok(None)
+        }
+        Err(e) => {
+            let _ = delete_secrets(svc, &written).await;
+            Err(e)
+        }
+    }
 }
 
 pub async fn delete_sms(svc: &Services, org: &OrgId, cc: &str) -> Result<(), ApiError> {
     let cc = ControlCenterId::parse_existing(cc)
         .map_err(|_| ApiError::not_found("no control center with that id"))?;
-    let existed = svc.settings.delete_sms(org, &cc).await?;
-    reset_health(svc, org, &HealthScope::Sms(cc.clone())).await?;
-    // The item goes first: settings never point at a deleted secret.
-    svc.secrets
-        .delete(&SecretKey::SmsPassword(org.clone(), cc.clone()))
-        .await?;
-    svc.secrets
-        .delete(&SecretKey::SmsHeaderValue(org.clone(), cc.clone()))
-        .await?;
-    if existed {
-        tracing::info!(org_id = %org, control_center_id = %cc, "sms settings deleted");
-        Ok(())
-    } else {
-        Err(ApiError::not_found(format!(
-            "no SMS settings for control center \"{cc}\""
-        )))
+    for attempt in 0..ATTEMPTS {
+        let Some(existing) = svc.settings.get_sms(org, &cc).await? else {
+            return Err(ApiError::not_found(format!(
+                "no SMS settings for control center \"{cc}\""
+            )));
+        };
+        let at = existing.secrets_at;
+        if svc.settings.delete_sms(org, &cc, at.as_deref()).await? {
+            reset_health(svc, org, &HealthScope::Sms(cc.clone())).await?;
+            // The item goes first: settings never name a deleted secret.
+            delete_secrets(
+                svc,
+                &[
+                    SecretKey::SmsPassword(org.clone(), cc.clone(), at.clone()),
+                    SecretKey::SmsHeaderValue(org.clone(), cc.clone(), at),
+                ],
+            )
+            .await?;
+            tracing::info!(org_id = %org, control_center_id = %cc, "sms settings deleted");
+            return Ok(());
+        }
+        back_off(attempt).await;
     }
+    Err(conflict("deleting SMS settings"))
 }
 
 pub async fn get_email(svc: &Services, org: &OrgId) -> Result<Value, ApiError> {
@@ -212,7 +290,24 @@ pub async fn get_email(svc: &Services, org: &OrgId) -> Result<Value, ApiError> {
 }
 
 pub async fn put_email(svc: &Services, org: &OrgId, body: &Value) -> Result<Value, ApiError> {
-    let mut update = EmailSettingsUpdate::parse(body, svc.policy)?;
+    let update = EmailSettingsUpdate::parse(body, svc.policy)?;
+    for attempt in 0..ATTEMPTS {
+        if let Some(saved) = try_put_email(svc, org, update.clone()).await? {
+            reset_health(svc, org, &HealthScope::Email).await?;
+            tracing::info!(org_id = %org, provider = saved.provider_name().as_str(), attempt, "email settings saved");
+            return Ok(saved.view());
+        }
+        back_off(attempt).await;
+    }
+    Err(conflict("saving email settings"))
+}
+
+/// As [`try_put_sms`].
+async fn try_put_email(
+    svc: &Services,
+    org: &OrgId,
+    mut update: EmailSettingsUpdate,
+) -> Result<Option<crate::domain::EmailSettings>, ApiError> {
     let existing = svc.settings.get_email(org).await?;
     let stored = match &existing {
         Some(e) => match &e.provider {
@@ -231,32 +326,66 @@ pub async fn put_email(svc: &Services, org: &OrgId, body: &Value) -> Result<Valu
         f.add("smtp.password", MOVED_PASSWORD);
         return Err(f.into());
     }
-    let password_set = apply_secret(
-        svc,
-        SecretKey::SmtpPassword(org.clone()),
-        std::mem::take(&mut update.password),
-        stored,
-    )
-    .await?;
-    if let EmailProvider::Smtp { smtp } = &mut update.settings.provider {
-        smtp.password_set = password_set;
-        smtp.secrets_rev = Some(uuid::Uuid::new_v4().to_string());
+    let old_at = existing
+        .as_ref()
+        .and_then(|e| e.secrets_at().map(str::to_string));
+    let at = Some(uuid::Uuid::new_v4().to_string());
+    let written = SecretKey::SmtpPassword(org.clone(), at.clone());
+    let old = SecretKey::SmtpPassword(org.clone(), old_at);
+    let saved = async {
+        let change = std::mem::take(&mut update.password);
+        let password_set = write_secret(svc, old.clone(), &written, change, stored).await?;
+        if let EmailProvider::Smtp { smtp } = &mut update.settings.provider {
+            smtp.password_set = password_set;
+            smtp.secrets_at = at.clone();
+        }
+        let expect = match &existing {
+            Some(e) => Expect::At(e.secrets_at()),
+            None => Expect::Absent,
+        };
+        Ok::<_, ApiError>(
+            svc.settings
+                .put_email_if(org, &update.settings, expect)
+                .await?,
+        )
     }
-    svc.settings.put_email(org, &update.settings).await?;
-    reset_health(svc, org, &HealthScope::Email).await?;
-    tracing::info!(org_id = %org, provider = update.settings.provider_name().as_str(), "email settings saved");
-    Ok(update.settings.view())
+    .await;
+    match saved {
+        Ok(true) => {
+            if existing.is_some() {
+                delete_secrets(svc, &[old]).await?;
+            }
+            Ok(Some(update.settings))
+        }
+        Ok(false) => {
+            delete_secrets(svc, &[written]).await?;
+            Ok(None)
+        }
+        Err(e) => {
+            let _ = delete_secrets(svc, &[written]).await;
+            Err(e)
+        }
+    }
 }
 
 /// Back to the default account; answers 204 whether or not settings existed.
 pub async fn delete_email(svc: &Services, org: &OrgId) -> Result<(), ApiError> {
-    svc.settings.delete_email(org).await?;
-    reset_health(svc, org, &HealthScope::Email).await?;
-    svc.secrets
-        .delete(&SecretKey::SmtpPassword(org.clone()))
-        .await?;
-    tracing::info!(org_id = %org, "email settings deleted");
-    Ok(())
+    for attempt in 0..ATTEMPTS {
+        let Some(existing) = svc.settings.get_email(org).await? else {
+            return Ok(());
+        };
+        let at = existing.secrets_at().map(str::to_string);
+        if svc.settings.delete_email(org, at.as_deref()).await? {
+            reset_health(svc, org, &HealthScope::Email).await?;
+            svc.secrets
+                .delete(&SecretKey::SmtpPassword(org.clone(), at))
+                .await?;
+            tracing::info!(org_id = %org, "email settings deleted");
+            return Ok(());
+        }
+        back_off(attempt).await;
+    }
+    Err(conflict("deleting email settings"))
 }
 
 pub async fn communication(svc: &Services, org: &OrgId) -> Result<CommunicationSettings, ApiError> {

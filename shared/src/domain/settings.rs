@@ -77,11 +77,14 @@ pub struct SmsSettings {
     /// Whether a password is in the secret store (GET answers this, never the password).
     #[serde(default)]
     pub password_set: bool,
-    /// A fresh token on every save: senders read the secrets under it, so a changed
-    /// password or header takes effect at the next send (a cached secret or a pooled
-    /// connection made with the old one is not used again).
+    /// The revision of the save that wrote these settings, fresh on every save: their
+    /// secrets are stored under it (`SecretKey`), so settings and secrets change together
+    /// and a changed password takes effect at the next send (no cached secret or pooled
+    /// connection of the old one is used again). A save or delete applies only over the
+    /// revision it read. `None`: saved before revisions; the secrets are under their plain
+    /// names (the field was `secrets_rev` then, and is read as absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub secrets_rev: Option<String>,
+    pub secrets_at: Option<String>,
 }
 
 impl SmsSettings {
@@ -207,9 +210,9 @@ pub struct SmtpSettings {
     pub username: Option<String>,
     #[serde(default)]
     pub password_set: bool,
-    /// As [`SmsSettings::secrets_rev`].
+    /// As [`SmsSettings::secrets_at`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub secrets_rev: Option<String>,
+    pub secrets_at: Option<String>,
     /// `failover: "ses"`: when the server fails, email goes through Amazon SES.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub failover_ses: bool,
@@ -236,6 +239,14 @@ pub struct EmailSettings {
 }
 
 impl EmailSettings {
+    /// The SMTP server's [`SmsSettings::secrets_at`]; SES has no secrets.
+    pub fn secrets_at(&self) -> Option<&str> {
+        match &self.provider {
+            EmailProvider::Smtp { smtp } => smtp.secrets_at.as_deref(),
+            EmailProvider::Ses => None,
+        }
+    }
+
     pub fn provider_name(&self) -> super::Provider {
         match self.provider {
             EmailProvider::Ses => super::Provider::Ses,
@@ -406,7 +417,7 @@ mod tests {
             provider: SmsProvider::Sns,
             sender_number: None,
             password_set: false,
-            secrets_rev: None,
+            secrets_at: None,
         };
         let north = SmsSettings {
             control_center_id: ControlCenterId::parse("north").unwrap(),
@@ -434,7 +445,7 @@ mod tests {
                     .unwrap(),
                     username: None,
                     password_set: false,
-                    secrets_rev: None,
+                    secrets_at: None,
                     failover_ses: false,
                 },
             },
@@ -475,7 +486,7 @@ mod tests {
             }),
             sender_number: Some(SenderId::parse("+15551234567").unwrap()),
             password_set: true,
-            secrets_rev: None,
+            secrets_at: None,
         };
         let v = s.view();
         assert_eq!(v["http_header"], "X-Api-Key: ****");

@@ -107,7 +107,7 @@ pub fn sns_for_main() -> SmsSettings {
         provider: SmsProvider::Sns,
         sender_number: None,
         password_set: false,
-        secrets_rev: None,
+        secrets_at: None,
     }
 }
 
