@@ -9,14 +9,14 @@ use serde_json::{Value, json};
 
 fn sms_body() -> Value {
     json!({"provider": "http", "url": "https://sms.example.com/send", "format": "json",
-        "username": "acct-17", "password": "s3cret", "sender_number": "+15551234567",
+        "username": "acct-17", "password": "s3cret-pw", "sender_number": "+15551234567",
         "http_header": "X-Api-Key: abc123"})
 }
 
 fn email_body() -> Value {
     json!({"provider": "smtp", "sender_email": "alerts@acme.example",
         "smtp": {"server_url": "smtp.acme.example", "port": 587, "username": "alerts",
-                 "password": "s3cret", "use_tls": true}})
+                 "password": "s3cret-pw", "use_tls": true}})
 }
 
 fn user_body() -> Value {
@@ -1122,7 +1122,7 @@ async fn racing_saves_and_deletes_leave_one_saves_settings_and_secrets() {
     };
     let sms = |i: usize, round: usize| {
         json!({"provider": "http", "url": "https://sms.example.com/send", "format": "json",
-            "sender_number": "+15551234567", "username": format!("user{i}"), "password": format!("pass{i}-{round}"),
+            "sender_number": "+15551234567", "username": format!("user{i}"), "password": format!("password{i}-{round}"),
             "http_header": format!("X-Api-Key: key{i}-{round}")})
     };
     let email = |i: usize, round: usize| {
@@ -1227,7 +1227,7 @@ async fn racing_saves_and_deletes_leave_one_saves_settings_and_secrets() {
                 assert_eq!(
                     (password.clone(), header.clone()),
                     (
-                        format!("pass{i}-{from_round}"),
+                        format!("password{i}-{from_round}"),
                         format!("key{i}-{from_round}")
                     ),
                     "round {round}: {user}'s password and header"

@@ -202,3 +202,245 @@ async fn schemathesis_finds_no_failure_against_flare_local_serve() {
     );
     println!("{stdout}");
 }
+
+/// Text checked as sent (issue 27): every refused character class, at the start, inside
+/// and at the end of every name, username, sender id and header value, and phone numbers
+/// with formatting, are a 400 naming the field; the published schema refuses each of them
+/// too, and accepts the valid bodies the server accepts.
+#[tokio::test]
+async fn text_is_checked_as_sent_and_the_schema_says_exactly_that() {
+    let app = spawn_app(None).await;
+    let admin = token("acme", &["admin"], "u-admin");
+    let doc = app
+        .client
+        .get(format!("{}/v1/openapi.json", app.base))
+        .send()
+        .await
+        .unwrap();
+    let doc: Value = doc.json().await.unwrap();
+    let user = serde_json::json!({"name": "Ana Silva", "license": "basic_responder",
+        "control_center_id": "north",
+        "contacts": [{"kind": "mobile", "value": "+14155550100", "primary": true}],
+        "emergency_contacts": [{"name": "Rui Silva", "mobile": "+351912345678"}]});
+    let sms = serde_json::json!({"provider": "http", "url": "https://sms.example.com/send",
+        "username": "acct-17", "password": "s3cret-pw", "sender_number": "ACMEFIRE",
+        "http_header": "X-Api-Key: abc123"});
+    let email = serde_json::json!({"provider": "smtp", "sender_email": "alerts@acme.example",
+        "smtp": {"server_url": "smtp.acme.example", "port": 587, "username": "alerts",
+                 "password": "pw", "use_tls": true}});
+    // (route, schema, valid body, JSON pointer of the field, the field's name in errors)
+    let fields = [
+        ("/v1/users/u-text", "UserInput", &user, "/name", "name"),
+        (
+            "/v1/users/u-text",
+            "UserInput",
+            &user,
+            "/emergency_contacts/0/name",
+            "emergency_contacts[0].name",
+        ),
+        (
+            "/v1/settings/sms/main",
+            "SmsSettingsInput",
+            &sms,
+            "/username",
+            "username",
+        ),
+        (
+            "/v1/settings/email",
+            "EmailSettingsInput",
+            &email,
+            "/smtp/username",
+            "smtp.username",
+        ),
+    ];
+    let hidden = [
+        '\t',
+        '\u{0}',
+        '\u{1b}',
+        '\u{7f}',
+        '\u{85}',
+        '\u{9b}',
+        '\u{2028}',
+        '\u{202e}',
+        '\u{2066}',
+        '\u{200f}',
+        '\u{200b}',
+        '\u{200d}',
+        '\u{2060}',
+        '\u{feff}',
+        '\u{ad}',
+        '\u{ffff}',
+        '\u{fdd0}',
+        '\u{1fffe}',
+        '\u{e0041}',
+        '\u{e007f}',
+    ];
+    let mut cases: Vec<(&str, &str, Value, String, bool)> = Vec::new();
+    let with = |base: &Value, pointer: &str, v: Value| {
+        let mut b = base.clone();
+        *b.pointer_mut(pointer).unwrap() = v;
+        b
+    };
+    for (route, schema, base, pointer, field) in fields {
+        cases.push((route, schema, (*base).clone(), field.to_string(), true));
+        for c in hidden {
+            for v in [format!("{c}Ana"), format!("A{c}na"), format!("Ana{c}")] {
+                cases.push((
+                    route,
+                    schema,
+                    with(base, pointer, v.into()),
+                    field.to_string(),
+                    false,
+                ));
+            }
+        }
+        for v in [" Ana", "Ana ", "\u{a0}Ana", "Ana\u{3000}"] {
+            cases.push((
+                route,
+                schema,
+                with(base, pointer, v.into()),
+                field.to_string(),
+                false,
+            ));
+        }
+    }
+    for c in hidden {
+        for v in [
+            format!("X-Api-Key: {c}abc"),
+            format!("X-Api-Key: a{c}bc"),
+            format!("X-Api-Key: abc{c}"),
+        ] {
+            cases.push((
+                "/v1/settings/sms/main",
+                "SmsSettingsInput",
+                with(&sms, "/http_header", v.into()),
+                "http_header".into(),
+                false,
+            ));
+        }
+    }
+    for v in ["X-Api-Key: abc ", "X-Api-Key : abc", " X-Api-Key: abc"] {
+        cases.push((
+            "/v1/settings/sms/main",
+            "SmsSettingsInput",
+            with(&sms, "/http_header", v.into()),
+            "http_header".into(),
+            false,
+        ));
+    }
+    for v in [
+        " ACME",
+        "ACME ",
+        "AC\u{200b}ME",
+        "+1 555 123 4567",
+        " +15551234567",
+    ] {
+        cases.push((
+            "/v1/settings/sms/main",
+            "SmsSettingsInput",
+            with(&sms, "/sender_number", v.into()),
+            "sender_number".into(),
+            false,
+        ));
+    }
+    for v in [
+        "+1 415 555 0100",
+        "+1-415-555-0100",
+        "+1 (415) 5550100",
+        "+14155550100 ",
+        "\u{202e}+14155550100",
+    ] {
+        cases.push((
+            "/v1/users/u-text",
+            "UserInput",
+            with(&user, "/contacts/0/value", v.into()),
+            "contacts[0].value".into(),
+            false,
+        ));
+        cases.push((
+            "/v1/users/u-text",
+            "UserInput",
+            with(&user, "/emergency_contacts/0/mobile", v.into()),
+            "emergency_contacts[0].mobile".into(),
+            false,
+        ));
+    }
+    for v in ["short", "1234567", "       "] {
+        cases.push((
+            "/v1/settings/sms/main",
+            "SmsSettingsInput",
+            with(&sms, "/password", v.into()),
+            "password".into(),
+            false,
+        ));
+    }
+    cases.push((
+        "/v1/settings/sms/main",
+        "SmsSettingsInput",
+        with(&sms, "/password", "12345678".into()),
+        "password".into(),
+        true,
+    ));
+    cases.push((
+        "/v1/users/u-text",
+        "UserInput",
+        with(&user, "/name", "José Ñúñez 李 ❤️".into()),
+        "name".into(),
+        true,
+    ));
+
+    // The server's verdicts.
+    for (route, _, body, field, ok) in &cases {
+        let (s, b) = app.json("PUT", route, &admin, body.clone()).await;
+        if *ok {
+            assert_eq!(s, StatusCode::OK, "{body}: {b}");
+        } else {
+            assert_eq!(s, StatusCode::BAD_REQUEST, "{body}: {b}");
+            assert!(
+                b["error"]["fields"][field.as_str()].is_string(),
+                "{field} named for {body}: {b}"
+            );
+        }
+    }
+    // The schema's, by the jsonschema package schemathesis validates with.
+    let script = r##"
+import json, sys, jsonschema
+doc, cases = json.load(sys.stdin)
+out = []
+for schema, body in cases:
+    root = dict(doc); root["$ref"] = "#/components/schemas/" + schema
+    out.append(jsonschema.Draft202012Validator(root).is_valid(body))
+print(json.dumps(out))
+"##;
+    let input = serde_json::json!([
+        doc,
+        cases
+            .iter()
+            .map(|(_, schema, body, _, _)| serde_json::json!([schema, body]))
+            .collect::<Vec<_>>()
+    ]);
+    let mut child = Command::new(flare_tests::python())
+        .args(["-c", script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("the test virtualenv's python");
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.to_string().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "the schema check ran.\n  Fix: {}",
+        flare_tests::FIX
+    );
+    let verdicts: Vec<bool> = serde_json::from_slice(&out.stdout).unwrap();
+    for ((_, schema, body, field, ok), valid) in cases.iter().zip(verdicts) {
+        assert_eq!(valid, *ok, "the {schema} schema on {field} of {body}");
+    }
+    app.stop().await;
+}

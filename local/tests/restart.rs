@@ -94,7 +94,7 @@ async fn a_runner_killed_mid_dispatch_keeps_its_data_and_finishes_the_work() {
             "/v1/settings/sms/main",
             Some(
                 json!({"provider": "http", "url": format!("{}{path}", gw.url), "format": "twilio",
-                   "username": "acct-1", "password": "s3cret", "sender_number": "ACMEFIRE"})
+                   "username": "acct-1", "password": "s3cret-pw", "sender_number": "ACMEFIRE"})
             )
         )
         .await

@@ -634,7 +634,7 @@ async fn a_custom_http_gateway_is_called_for_real_and_retried_after_a_5xx() {
             "/v1/settings/sms/main",
             &o.admin,
             json!({"provider": "http", "url": format!("{}{path}", gw.url), "format": "twilio",
-                   "username": "acct-17", "password": "s3cret", "sender_number": "ACMEFIRE",
+                   "username": "acct-17", "password": "s3cret-pw", "sender_number": "ACMEFIRE",
                    "http_header": "X-Api-Key: abc123"}),
         )
         .await;
@@ -699,7 +699,7 @@ async fn test_sends_answer_the_providers_verdict() {
 
     let gw = flare_tests::gateway();
     let path = format!("/{}", uuid());
-    o.app.json("PUT", "/v1/settings/sms/north", &o.admin, json!({"provider": "http", "url": format!("{}{path}", gw.url), "sender_number": "ACMEFIRE", "password": "s3cret"})).await;
+    o.app.json("PUT", "/v1/settings/sms/north", &o.admin, json!({"provider": "http", "url": format!("{}{path}", gw.url), "sender_number": "ACMEFIRE", "password": "s3cret-pw"})).await;
     gw.script(&path, json!([{"status": 200, "body": {"sid": "SM1"}}, {"status": 401, "body": "bad credentials"}])).await.unwrap();
     let (s, b) = o
         .app
@@ -1441,7 +1441,7 @@ async fn http_gateway(o: &Org, cc: &str, format: &str, extra: Value) -> String {
     let gw = flare_tests::gateway();
     let path = format!("/{}", uuid());
     let mut body = json!({"provider": "http", "url": format!("{}{path}", gw.url), "format": format,
-        "password": "s3cret", "sender_number": "ACMEFIRE"});
+        "password": "s3cret-pw", "sender_number": "ACMEFIRE"});
     for (k, v) in extra.as_object().unwrap() {
         body[k] = v.clone();
     }
@@ -1513,12 +1513,12 @@ async fn gateway_callbacks_are_verified_applied_once_and_scoped_to_their_organiz
         let n = o.settled(&id).await;
         assert_eq!(deliveries(&n, &user)["sms"]["status"], "sent");
         assert_eq!(
-            callback(&o, "acme", "main", format, "s3cret", &body).await,
+            callback(&o, "acme", "main", format, "s3cret-pw", &body).await,
             204,
             "{name}"
         );
         assert_eq!(
-            callback(&o, "acme", "main", format, "s3cret", &body).await,
+            callback(&o, "acme", "main", format, "s3cret-pw", &body).await,
             204,
             "a replay"
         );
@@ -1530,7 +1530,7 @@ async fn gateway_callbacks_are_verified_applied_once_and_scoped_to_their_organiz
         );
         let unknown = body.replace(&sid, "SM-unknown");
         assert_eq!(
-            callback(&o, "acme", "main", format, "s3cret", &unknown).await,
+            callback(&o, "acme", "main", format, "s3cret-pw", &unknown).await,
             404,
             "{name}"
         );
@@ -1538,7 +1538,7 @@ async fn gateway_callbacks_are_verified_applied_once_and_scoped_to_their_organiz
             // Twilio reports steps that are not final: accepted, nothing changes.
             let sent = body.replace("delivered", "sent");
             assert_eq!(
-                callback(&o, "acme", "main", format, "s3cret", &sent).await,
+                callback(&o, "acme", "main", format, "s3cret-pw", &sent).await,
                 204
             );
         }
@@ -1585,14 +1585,14 @@ async fn gateway_callbacks_are_verified_applied_once_and_scoped_to_their_organiz
             "acme",
             "main",
             GatewayFormat::Twilio,
-            "s3cret",
+            "s3cret-pw",
             &as_main
         )
         .await,
         404
     );
     assert_eq!(
-        callback(&o, "acme", "north", GatewayFormat::Json, "s3cret", &body).await,
+        callback(&o, "acme", "north", GatewayFormat::Json, "s3cret-pw", &body).await,
         204
     );
     let n = o.settled(&id).await;
@@ -1617,7 +1617,15 @@ async fn gateway_callbacks_are_verified_applied_once_and_scoped_to_their_organiz
     o.settled(&id).await;
     let body = format!("MessageSid={sid}&MessageStatus=delivered");
     assert_eq!(
-        callback(&o, "acme", "east", GatewayFormat::Twilio, "s3cret", &body).await,
+        callback(
+            &o,
+            "acme",
+            "east",
+            GatewayFormat::Twilio,
+            "s3cret-pw",
+            &body
+        )
+        .await,
         204
     );
     let n = o.settled(&id).await;
@@ -1634,7 +1642,7 @@ async fn gateway_callbacks_are_verified_applied_once_and_scoped_to_their_organiz
         .await;
     assert_eq!(s, 200);
     assert_eq!(
-        callback(&o, "acme", "south", GatewayFormat::Json, "s3cret", &body).await,
+        callback(&o, "acme", "south", GatewayFormat::Json, "s3cret-pw", &body).await,
         401
     );
     o.app.stop().await;
@@ -1715,7 +1723,7 @@ async fn a_failing_gateway_fails_over_to_sns_and_its_circuit_opens_and_closes() 
         v["health"]["last_error"].as_str().unwrap().contains("503"),
         "{v}"
     );
-    assert!(!v.to_string().contains("s3cret"));
+    assert!(!v.to_string().contains("s3cret-pw"));
     let before = gw.requests_to(&path).await.unwrap().len();
     let mut ev = incident("incident-dispatched");
     ev["detail"]["recipient_ids"] = json!(["u-18"]);
@@ -2252,7 +2260,7 @@ async fn sms_failed_over_to_sns_go_as_the_account_not_as_the_gateways_number() {
             "PUT",
             "/v1/settings/sms/main",
             &o.admin,
-            json!({"provider": "http", "url": format!("{}/x", gw.url), "password": "s3cret",
+            json!({"provider": "http", "url": format!("{}/x", gw.url), "password": "s3cret-pw",
                    "sender_number": "ACMEFIRE", "failover_sender_number": "+15557654321"}),
         )
         .await;

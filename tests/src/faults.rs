@@ -37,7 +37,7 @@ pub async fn configure_providers(
         (
             "/v1/settings/sms/main",
             json!({"provider": "http", "url": gateway_url, "format": "json",
-                   "username": "acct", "password": "s3cret", "sender_number": "ACMEFIRE"}),
+                   "username": "acct", "password": "s3cret-pw", "sender_number": "ACMEFIRE"}),
         ),
         (
             "/v1/settings/email",

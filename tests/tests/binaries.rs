@@ -268,7 +268,7 @@ impl Deployment {
             );
         }
         let logs = self.logs();
-        assert!(!logs.contains("s3cret") && !logs.contains("abc123"));
+        assert!(!logs.contains("s3cret-pw") && !logs.contains("abc123"));
         for line in logs.lines() {
             assert!(
                 serde_json::from_str::<Value>(line).is_ok(),
@@ -333,7 +333,7 @@ async fn settings_samples_keep_their_secrets_in_secrets_manager_only() {
     );
     assert_eq!(
         d.stack.secrets_under("acme/sms/main/password").await,
-        ["s3cret"]
+        ["s3cret-pw"]
     );
     assert_eq!(
         d.stack.secrets_under("acme/sms/main/header-value").await,
@@ -353,7 +353,7 @@ async fn settings_samples_keep_their_secrets_in_secrets_manager_only() {
     );
     assert_eq!(
         d.stack.secrets_under("acme/smtp/password").await,
-        ["s3cret"]
+        ["s3cret-pw"]
     );
     let (s, body) = d.sample_api("get-email-settings").await;
     assert_eq!((s, body["provider"].as_str()), (200, Some("smtp")));
@@ -381,7 +381,7 @@ async fn settings_samples_keep_their_secrets_in_secrets_manager_only() {
         "{settings_items}"
     );
     assert!(
-        !settings_items.contains("s3cret") && !settings_items.contains("abc123"),
+        !settings_items.contains("s3cret-pw") && !settings_items.contains("abc123"),
         "no secret in a settings item"
     );
     let (s, _) = d.sample_api("delete-sms-settings").await;
@@ -832,7 +832,7 @@ async fn receipt_samples_reach_their_deliveries() {
         "/v1/settings/sms/north",
         Some(
             json!({"provider": "http", "url": "https://sms.example.com/send", "format": "twilio",
-                    "password": "s3cret", "sender_number": "+15551234567"}),
+                    "password": "s3cret-pw", "sender_number": "+15551234567"}),
         ),
     );
     assert_eq!(d.api(&put).await.0, 200);

@@ -955,7 +955,7 @@ async fn custom_providers_deliver_through_the_aws_pipeline() {
         "PUT",
         "/v1/settings/sms/main",
         json!({"provider": "http", "url": format!("{}{path}", gw.url), "format": "json",
-               "username": "acct-17", "password": "s3cret", "sender_number": "ACMEFIRE",
+               "username": "acct-17", "password": "s3cret-pw", "sender_number": "ACMEFIRE",
                "http_header": "X-Api-Key: abc123"}),
     )
     .await;
@@ -1392,7 +1392,7 @@ mod receipts {
             "PUT",
             "/v1/settings/sms/main",
             json!({"provider": "http", "format": "json",
-            "url": format!("{}{path}", gw.url), "password": "s3cret", "sender_number": "ACMEFIRE",
+            "url": format!("{}{path}", gw.url), "password": "s3cret-pw", "sender_number": "ACMEFIRE",
             "failover": "sns"}),
         )
         .await;
@@ -1544,7 +1544,7 @@ mod receipts {
             "PUT",
             "/v1/settings/sms/main",
             json!({"provider": "http", "format": "json",
-            "url": format!("{}{path}", gw.url), "password": "s3cret", "sender_number": "ACMEFIRE"}),
+            "url": format!("{}{path}", gw.url), "password": "s3cret-pw", "sender_number": "ACMEFIRE"}),
         )
         .await;
         let sid = unique("sid");
@@ -1586,9 +1586,9 @@ mod receipts {
                 .to_string();
         let r = api::handle(&p.services, callback(body.clone(), "wrong")).await;
         assert_eq!(r.status, 401);
-        let r = api::handle(&p.services, callback(body.clone(), "s3cret")).await;
+        let r = api::handle(&p.services, callback(body.clone(), "s3cret-pw")).await;
         assert_eq!(r.status, 204, "{:?}", r.body);
-        let r = api::handle(&p.services, callback(body, "s3cret")).await;
+        let r = api::handle(&p.services, callback(body, "s3cret-pw")).await;
         assert_eq!(r.status, 204, "a replay");
         let n = p.notification(id).await;
         let d = deliveries(&n, "u-50");
@@ -1774,7 +1774,7 @@ mod lanes {
         let gw = flare_tests::gateway();
         let path = format!("/{}", unique(tag));
         let mut body = json!({"provider": "http", "url": format!("{}{path}", gw.url),
-            "format": "json", "password": "s3cret", "sender_number": "ACMEFIRE"});
+            "format": "json", "password": "s3cret-pw", "sender_number": "ACMEFIRE"});
         for (k, v) in extra.as_object().unwrap() {
             body[k] = v.clone();
         }

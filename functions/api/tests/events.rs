@@ -48,7 +48,7 @@ async fn settings_events_answer_as_the_contract_says() {
     assert_eq!(body["sms"][0]["control_center_id"], "main");
     assert_eq!(body["email"]["sender_email"], "alerts@acme.example");
     assert_eq!(body["communication"]["distress"], true);
-    assert!(!body.to_string().contains("s3cret") && !body.to_string().contains("abc123"));
+    assert!(!body.to_string().contains("s3cret-pw") && !body.to_string().contains("abc123"));
 
     let (s, _) = call(&svc, &event("delete-sms-settings")).await;
     assert_eq!(s, 204);

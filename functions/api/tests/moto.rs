@@ -77,7 +77,7 @@ async fn sms_secrets_live_in_secrets_manager_and_never_in_dynamodb() {
     assert_eq!(s, 200, "{body}");
     assert_eq!(
         api.secret("sms/main/password").await.as_deref(),
-        Some("s3cret")
+        Some("s3cret-pw")
     );
     assert_eq!(
         api.secret("sms/main/header-value").await.as_deref(),
@@ -89,7 +89,7 @@ async fn sms_secrets_live_in_secrets_manager_and_never_in_dynamodb() {
         "the header name is configuration: {items}"
     );
     assert!(
-        !items.contains("s3cret") && !items.contains("abc123"),
+        !items.contains("s3cret-pw") && !items.contains("abc123"),
         "{items}"
     );
 
@@ -119,7 +119,7 @@ async fn sms_secrets_live_in_secrets_manager_and_never_in_dynamodb() {
     assert_eq!(body["password_set"], true);
     assert_eq!(
         api.secret("sms/main/password").await.as_deref(),
-        Some("s3cret")
+        Some("s3cret-pw")
     );
     assert_eq!(
         api.secret("sms/main/header-value").await.as_deref(),
@@ -170,8 +170,11 @@ async fn email_settings_keep_their_password_in_secrets_manager() {
     let api = spawn_api().await;
     let (s, body) = api.call(api.admin(event("put-email-settings"))).await;
     assert_eq!(s, 200, "{body}");
-    assert_eq!(api.secret("smtp/password").await.as_deref(), Some("s3cret"));
-    assert!(!api.scan_all().await.contains("s3cret"));
+    assert_eq!(
+        api.secret("smtp/password").await.as_deref(),
+        Some("s3cret-pw")
+    );
+    assert!(!api.scan_all().await.contains("s3cret-pw"));
     let (s, body) = api.call(api.admin(event("get-email-settings"))).await;
     assert_eq!(
         (s, body["smtp"]["server_url"].as_str()),
@@ -488,7 +491,7 @@ async fn racing_saves_and_deletes_leave_one_saves_settings_and_secrets() {
     let sms = |i: usize, keep: bool| {
         let mut b = json!({"provider": "http", "url": "https://sms.example.com/send",
             "format": "json", "sender_number": "+15551234567",
-            "username": format!("user{i}"), "password": format!("pass{i}"),
+            "username": format!("user{i}"), "password": format!("password{i}"),
             "http_header": format!("X-Api-Key: key{i}")});
         if keep {
             b.as_object_mut().unwrap().remove("password");
@@ -550,7 +553,7 @@ async fn racing_saves_and_deletes_leave_one_saves_settings_and_secrets() {
                 assert_eq!(
                     (password.as_deref(), header.as_deref()),
                     (
-                        Some(format!("pass{i}").as_str()),
+                        Some(format!("password{i}").as_str()),
                         Some(format!("key{i}").as_str())
                     ),
                     "round {round}"

@@ -6,7 +6,7 @@
 //! `events/api/`.
 
 use super::routes::{Access, Op, ROUTES, Route};
-use crate::domain::input::{MAX_NAME, MAX_SMS_TEXT};
+use crate::domain::input::{MAX_NAME, MAX_SMS_TEXT, MIN_GATEWAY_PASSWORD};
 use crate::domain::reason::FallbackReason;
 use crate::domain::settings::{MAX_APP_FALLBACK_SECONDS, MAX_PER_SECOND};
 use crate::domain::{Escalation, License, SkipReason};
@@ -63,13 +63,15 @@ fn nullable(schema: Value) -> Value {
     json!({"anyOf": [schema, {"type": "null"}]})
 }
 
-/// One line of free text: at most `max` characters, something besides blanks, no
-/// control characters.
+/// A name or username as sent: 1 to `max` characters, no blank at either end, nothing
+/// `domain::text::hidden` refuses (control, bidirectional, zero-width and invisible,
+/// noncharacters, tags).
 fn line(max: usize, description: &str) -> Value {
+    let hidden = crate::domain::text::hidden_class();
     json!({
         "type": "string", "minLength": 1, "maxLength": max,
-        "pattern": format!("^[^{CONTROL}]*[^{BLANK}{CONTROL}][^{CONTROL}]*$"),
-        "description": description,
+        "pattern": format!("^[^{BLANK}{hidden}]([^{hidden}]*[^{BLANK}{hidden}])?$"),
+        "description": format!("{description} Taken as sent: no blank at either end, no control, bidirectional, zero-width or invisible characters, noncharacters or tag characters."),
     })
 }
 
@@ -196,6 +198,10 @@ fn schemas() -> Value {
             "example": "+15551234567",
         },
         "Secret": secret,
+        "GatewayPassword": {
+            "allOf": [r("Secret")], "minLength": MIN_GATEWAY_PASSWORD,
+            "description": "At least 8 characters: it is also the key the gateway's delivery callbacks are signed with.",
+        },
         "SmsSettingsInput": {
             "oneOf": [
                 object(&["provider"], json!({
@@ -213,11 +219,11 @@ fn schemas() -> Value {
                             "description": "https; plain http only where private endpoints are allowed."},
                     "format": nullable(json!({"type": "string", "enum": ["json", "form", "twilio"]})),
                     "username": nullable(line(MAX_NAME, "Sent as HTTP Basic auth.")),
-                    "password": nullable(r("Secret")),
+                    "password": nullable(r("GatewayPassword")),
                     "http_header": nullable(json!({
                         "type": "string", "maxLength": 4096, "writeOnly": false,
-                        "pattern": format!(r"^(?!({}) *:)[!#$%&'*+.^_`|~0-9A-Za-z-]+: *[^{BLANK}{CONTROL}][^\r\n\u0000-\u0008\u000b-\u001f\u007f-\u009f]*$", reserved_headers()),
-                        "description": "One `Name: value` header sent with every request. `Name: ****` keeps the stored value. Not Host, Content-Length, Transfer-Encoding, Connection, Content-Type or Authorization."})),
+                        "pattern": format!(r"^(?!({}):)[!#$%&'*+.^_`|~0-9A-Za-z-]+: *[^{BLANK}{hidden}]([^{hidden}]*[^{BLANK}{hidden}])?$", reserved_headers(), hidden = crate::domain::text::hidden_class()),
+                        "description": "One `Name: value` header sent with every request, as sent: the name right before the colon, spaces after it, then a value with no blank at its end and no control, bidirectional, zero-width or invisible characters, noncharacters or tag characters. `Name: ****` keeps the stored value. Not Host, Content-Length, Transfer-Encoding, Connection, Content-Type or Authorization."})),
                     "sender_number": r("SenderNumber"),
                     "max_per_second": nullable(json!({"type": "integer", "minimum": 1, "maximum": MAX_PER_SECOND,
                         "description": "Flare never sends the gateway more requests than this in any second; urgent notifications get them first."})),

@@ -76,20 +76,23 @@ impl HttpHeader {
         let (name, value) = line
             .split_once(':')
             .ok_or_else(|| ValidationError::new("must be of the form `Name: value`"))?;
-        let name = HeaderName::parse(name.trim())?;
+        // As sent: `Name: value`, the blanks after the colon being the separator.
+        let name = HeaderName::parse(name)?;
         if name.is_reserved() {
             return Err(ValidationError::new(format!(
                 "may not set {}: Flare sets it (Basic auth comes from username and password)",
                 name.as_str()
             )));
         }
-        let value = value.trim();
+        let value = value.trim_start_matches(' ');
         if value.is_empty() {
             return Err(ValidationError::new("header value must not be empty"));
         }
-        if value.chars().any(|c| c.is_control() && c != '\t') {
+        super::text::check_visible(value)
+            .map_err(|e| ValidationError::new(format!("header value {e}")))?;
+        if value.trim() != value {
             return Err(ValidationError::new(
-                "header value must not contain control characters",
+                "header value must not start or end with a blank",
             ));
         }
         Ok(Self {
@@ -128,6 +131,14 @@ mod tests {
             "X-Api-Key: abc\r\nX-Evil: 1",
             "X-Api-Key: a\nb",
             "X-Api-Key: a\u{0}b",
+            // As sent: no blank around the name, none trailing, no tab, nothing hidden.
+            " X-Api-Key: abc",
+            "X-Api-Key : abc",
+            "X-Api-Key: abc ",
+            "X-Api-Key: a\tb",
+            "X-Api-Key:\tabc",
+            "X-Api-Key: abc\u{200B}",
+            "X-Api-Key: \u{202E}cba",
         ] {
             assert!(HttpHeader::parse(bad).is_err(), "{bad:?} accepted");
         }

@@ -13,6 +13,7 @@ use super::settings::{
     CommunicationSettings, EmailProvider, EmailSettings, Escalation, GatewayFormat, HttpGateway,
     MAX_APP_FALLBACK_SECONDS, MAX_PER_SECOND, Method, SmsProvider, SmsSettings, SmtpSettings,
 };
+use super::text::visible_line;
 use super::user::Platform;
 use super::validation::{FieldErrors, ValidationError};
 use secrecy::SecretString;
@@ -314,7 +315,7 @@ pub fn parse_external_contact(
     errors: &mut FieldErrors,
 ) -> Option<ExternalContact> {
     object(v, path, errors, |r| {
-        let name = r.required_with("name", |s| text(s, MAX_NAME, true));
+        let name = r.required_with("name", |s| visible_line(s, MAX_NAME));
         let mobile = r.optional_with("mobile", PhoneNumber::parse);
         let email = r.optional_with("email", EmailAddress::parse);
         if matches!(mobile, Some(None)) && matches!(email, Some(None)) {
@@ -391,7 +392,7 @@ impl UserInput {
             ],
         );
         let parsed = object(body, "", &mut errors, |r| {
-            let name = r.required_with("name", |s| text(s, MAX_NAME, true));
+            let name = r.required_with("name", |s| visible_line(s, MAX_NAME));
             let license = r.required_with("license", License::parse);
             let is_virtual = r.optional_bool("virtual");
             let cc = r.optional_with("control_center_id", ControlCenterId::parse);
@@ -514,7 +515,7 @@ impl SmsSettingsUpdate {
                 _ => Err("must be sns or http"),
             });
             let sender = r.optional_with("sender_number", SenderId::parse);
-            let password = r.optional_with("password", secret_text);
+            let password = r.optional_with("password", gateway_password);
             let failover = r.optional_with("failover", |s| match s {
                 "sns" => Ok(true),
                 _ => Err(ValidationError::new("must be sns (or left out)")),
@@ -540,7 +541,7 @@ impl SmsSettingsUpdate {
                     let format = r
                         .optional_with("format", GatewayFormat::parse)
                         .map(|f| f.unwrap_or(GatewayFormat::Json));
-                    let username = r.optional_with("username", |s| text(s, MAX_NAME, true));
+                    let username = r.optional_with("username", |s| visible_line(s, MAX_NAME));
                     let header = r.optional_str("http_header");
                     let header = match header {
                         Some(Some(line)) => match masked_header(line) {
@@ -579,7 +580,7 @@ impl SmsSettingsUpdate {
                 None => {
                     r.optional_with("url", |s| GatewayUrl::parse(s, policy));
                     r.optional_with("format", GatewayFormat::parse);
-                    r.optional_with("username", |s| text(s, MAX_NAME, true));
+                    r.optional_with("username", |s| visible_line(s, MAX_NAME));
                     if let Some(Some(line)) = r.optional_str("http_header")
                         && masked_header(line).is_none()
                     {
@@ -657,6 +658,19 @@ fn masked_header(line: &str) -> Option<super::header::HeaderName> {
         .filter(|n| !n.is_reserved())
 }
 
+/// The shortest gateway password: it is also the key callbacks are signed with.
+pub const MIN_GATEWAY_PASSWORD: usize = 8;
+
+fn gateway_password(s: &str) -> Result<SecretString, ValidationError> {
+    let secret = secret_text(s)?;
+    if s.chars().count() < MIN_GATEWAY_PASSWORD {
+        return Err(ValidationError::new(format!(
+            "must be at least {MIN_GATEWAY_PASSWORD} characters: it signs the gateway's delivery callbacks"
+        )));
+    }
+    Ok(secret)
+}
+
 fn secret_text(s: &str) -> Result<SecretString, ValidationError> {
     if s.is_empty() {
         return Err(ValidationError::new("must not be empty"));
@@ -707,7 +721,7 @@ impl EmailSettingsUpdate {
                     let url = s.required_str("server_url");
                     let port = s.required_int("port");
                     let use_tls = s.optional_bool("use_tls");
-                    let username = s.optional_with("username", |u| text(u, MAX_NAME, true));
+                    let username = s.optional_with("username", |u| visible_line(u, MAX_NAME));
                     let password = s.optional_with("password", secret_text);
                     let (url, port, use_tls) = (url?, port?, use_tls?.unwrap_or(true));
                     let server = match SmtpServer::parse(url, port, use_tls, policy) {
@@ -931,16 +945,16 @@ mod tests {
     fn the_contracts_sms_example_parses_with_its_secrets_apart() {
         let body = json!({
             "provider": "http", "url": "https://sms.example.com/send", "format": "json",
-            "username": "acct-17", "password": "s3cret", "sender_number": "+15551234567",
+            "username": "acct-17", "password": "s3cret-pw", "sender_number": "+15551234567",
             "http_header": "X-Api-Key: abc123"
         });
         let u = SmsSettingsUpdate::parse(&body, ControlCenterId::main(), AWS).unwrap();
         let stored = serde_json::to_string(&u.settings).unwrap();
         assert!(
-            !stored.contains("s3cret") && !stored.contains("abc123"),
+            !stored.contains("s3cret-pw") && !stored.contains("abc123"),
             "{stored}"
         );
-        assert!(matches!(&u.password, SecretChange::Set(p) if p.expose_secret() == "s3cret"));
+        assert!(matches!(&u.password, SecretChange::Set(p) if p.expose_secret() == "s3cret-pw"));
         assert!(matches!(&u.header_value, SecretChange::Set(v) if v.expose_secret() == "abc123"));
         assert_eq!(u.settings.view()["http_header"], "X-Api-Key: ****");
     }
@@ -980,12 +994,12 @@ mod tests {
     fn the_contracts_email_example_parses() {
         let body = json!({"provider": "smtp", "sender_email": "alerts@acme.example",
             "smtp": {"server_url": "smtp.acme.example", "port": 587, "username": "alerts",
-                     "password": "s3cret", "use_tls": true}});
+                     "password": "s3cret-pw", "use_tls": true}});
         let u = EmailSettingsUpdate::parse(&body, AWS).unwrap();
         assert!(
             !serde_json::to_string(&u.settings)
                 .unwrap()
-                .contains("s3cret")
+                .contains("s3cret-pw")
         );
         assert_eq!(u.settings.view()["smtp"]["port"], 587);
         assert_eq!(u.settings.view()["smtp"]["password_set"], false);

@@ -15,6 +15,7 @@ pub mod reason;
 pub mod receipt;
 pub mod routing;
 pub mod settings;
+pub mod text;
 pub mod user;
 pub mod validation;
 

@@ -33,21 +33,22 @@ impl PhoneNumber {
         Ok(parsed)
     }
 
+    /// E.164 as sent: `+`, then digits only. A number that reads differently once
+    /// formatting is removed (spaces, a national trunk 0) is refused, not rewritten, so
+    /// what is stored and matched is what the caller wrote.
     fn parse_uncached(input: &str) -> Result<Self, ValidationError> {
         no_line_breaks(input)?;
-        let s = input.trim();
+        let s = input;
         if !s.starts_with('+') {
             return Err(ValidationError::new(
                 "must be in international E.164 form, starting with + and the country code",
             ));
         }
-        // Letters would be read as a vanity number (1-800-FLOWERS): refuse them.
-        if !s[1..]
-            .chars()
-            .all(|c| c.is_ascii_digit() || matches!(c, ' ' | '-' | '.' | '(' | ')'))
-        {
+        // Letters would be read as a vanity number (1-800-FLOWERS): refuse them; so are
+        // spaces and punctuation (E.164 as sent).
+        if !s[1..].chars().all(|c| c.is_ascii_digit()) {
             return Err(ValidationError::new(
-                "may contain only digits after the + (spaces, dots, dashes and brackets are ignored)",
+                "must be E.164 as sent: + and digits only, no spaces or punctuation (+14155550100)",
             ));
         }
         let parsed = phonenumber::parse(None, s).map_err(|e| {
@@ -62,6 +63,11 @@ impl PhoneNumber {
             return Err(ValidationError::new(
                 "must have between 8 and 15 digits after the +",
             ));
+        }
+        if e164 != s {
+            return Err(ValidationError::new(format!(
+                "must be E.164 as sent: this number is {e164} (no national 0 after the country code)"
+            )));
         }
         Ok(Self(e164))
     }
@@ -102,7 +108,7 @@ pub enum SenderId {
 impl SenderId {
     pub fn parse(input: &str) -> Result<Self, ValidationError> {
         no_line_breaks(input)?;
-        let s = input.trim();
+        let s = input;
         if s.starts_with('+') {
             return PhoneNumber::parse(s).map(SenderId::Number);
         }
@@ -152,7 +158,7 @@ mod tests {
             "+14155550100"
         );
         assert_eq!(
-            PhoneNumber::parse(" +351 912 345 678 ").unwrap().as_str(),
+            PhoneNumber::parse("+351912345678").unwrap().as_str(),
             "+351912345678"
         );
         // Fictional 555 ranges are what operators test with; they must be accepted.
@@ -172,6 +178,13 @@ mod tests {
             "+1415555010a",
             "+14155550100\r\n",
             "call me",
+            // E.164 as sent: no formatting, no surrounding blanks, no trunk 0.
+            "+1 415 555 0100",
+            " +14155550100",
+            "+14155550100 ",
+            "+1-415-555-0100",
+            "+1(415)5550100",
+            "+4407911123456",
         ] {
             assert!(PhoneNumber::parse(bad).is_err(), "{bad:?} accepted");
         }
@@ -189,6 +202,9 @@ mod tests {
         assert!(SenderId::parse("ABCDEFGHIJKL").is_err());
         assert!(SenderId::parse("ACME FIRE").is_err());
         assert!(SenderId::parse("ACME\r\nX").is_err());
+        assert!(SenderId::parse(" ACME").is_err());
+        assert!(SenderId::parse("ACME ").is_err());
+        assert!(SenderId::parse(" +15551234567").is_err());
         assert!(SenderId::parse("").is_err());
     }
 }
