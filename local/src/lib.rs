@@ -24,6 +24,7 @@ use std::time::Duration;
 pub mod demo;
 mod legacy;
 pub mod pipeline;
+pub mod server;
 mod transport;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use std::path::PathBuf;
@@ -360,6 +361,7 @@ async fn post_event(State(app): State<Arc<LocalApp>>, req: Request) -> Response 
     // The same 64 KiB limit, and the same error body, as the API's routes.
     let body = match axum::body::to_bytes(req.into_body(), MAX_BODY).await {
         Ok(b) => b,
+        Err(e) if server::timed_out(&e) => return body_timed_out(),
         Err(_) => {
             let e = flare_shared::app::error::ApiError::PayloadTooLarge;
             return to_response(ApiResponse::error(&e));
@@ -414,6 +416,7 @@ async fn post_event(State(app): State<Arc<LocalApp>>, req: Request) -> Response 
 async fn post_provider_event(State(app): State<Arc<LocalApp>>, req: Request) -> Response {
     let body = match axum::body::to_bytes(req.into_body(), MAX_BODY).await {
         Ok(b) => b,
+        Err(e) if server::timed_out(&e) => return body_timed_out(),
         Err(_) => {
             let e = flare_shared::app::error::ApiError::PayloadTooLarge;
             return to_response(ApiResponse::error(&e));
@@ -462,6 +465,7 @@ async fn any(State(app): State<Arc<LocalApp>>, req: Request) -> Response {
     // Read at most one byte past the limit: enough to answer 413 as the Lambda would.
     let body = match axum::body::to_bytes(body, MAX_BODY + 1).await {
         Ok(b) => b.to_vec(),
+        Err(e) if server::timed_out(&e) => return body_timed_out(),
         Err(_) => vec![0; MAX_BODY + 1],
     };
     let request = ApiRequest {
@@ -515,15 +519,36 @@ fn to_response(r: ApiResponse) -> Response {
     resp
 }
 
-/// Serves until `shutdown` completes.
+/// 408: the body did not arrive within [`server::BODY_READ_TIMEOUT`].
+fn body_timed_out() -> Response {
+    let body = serde_json::json!({"error": {"code": "request_timeout", "message": format!(
+        "The request's body did not arrive within {} s.", server::BODY_READ_TIMEOUT.as_secs()
+    )}});
+    let mut resp = (StatusCode::REQUEST_TIMEOUT, axum::Json(body)).into_response();
+    resp.headers_mut().insert(
+        header::CONNECTION,
+        header::HeaderValue::from_static("close"),
+    );
+    resp
+}
+
+/// Serves until `shutdown` completes, under the default [`server::Limits`].
 pub async fn serve(
     listener: tokio::net::TcpListener,
     app: Arc<LocalApp>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(transport::JsonErrorListener(listener), router(app))
-        .with_graceful_shutdown(shutdown)
-        .await
+    serve_with(listener, app, server::Limits::default(), shutdown).await
+}
+
+/// [`serve`] under other limits (tests use small ones).
+pub async fn serve_with(
+    listener: tokio::net::TcpListener,
+    app: Arc<LocalApp>,
+    limits: server::Limits,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    server::serve(listener, router(app), limits, shutdown).await
 }
 
 /// A token `serve` accepts: HS256 with `sub`, `org_id`, `roles`, `iat` and `exp`.

@@ -9,35 +9,22 @@ use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
-/// A listener whose connections answer transport errors with a JSON body.
-pub struct JsonErrorListener(pub TcpListener);
-
-impl axum::serve::Listener for JsonErrorListener {
-    type Io = JsonErrors;
-    type Addr = std::net::SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        let (io, addr) = axum::serve::Listener::accept(&mut self.0).await;
-        (
-            JsonErrors {
-                inner: io,
-                replacing: None,
-            },
-            addr,
-        )
-    }
-
-    fn local_addr(&self) -> io::Result<Self::Addr> {
-        self.0.local_addr()
-    }
-}
-
+/// A connection's stream, its transport errors answered with a JSON body.
 pub struct JsonErrors {
     inner: TcpStream,
     /// A replacement being written: its bytes and how many are out.
     replacing: Option<(Vec<u8>, usize)>,
+}
+
+impl JsonErrors {
+    pub fn new(inner: TcpStream) -> Self {
+        Self {
+            inner,
+            replacing: None,
+        }
+    }
 }
 
 /// hyper's own answer to a request it could not parse, turned into the contract's body;

@@ -1265,3 +1265,146 @@ async fn racing_saves_and_deletes_leave_one_saves_settings_and_secrets() {
     );
     app.stop().await;
 }
+
+/// Raises this process's open-file limit to what the tests below need (up to the hard
+/// limit), as a server facing a network would be configured.
+fn enough_file_descriptors(want: u64) {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit read and write only the struct given.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim), 0);
+        if lim.rlim_cur < want {
+            lim.rlim_cur = want.min(lim.rlim_max);
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
+
+/// A connection that sent part of a request head and then nothing more.
+async fn half_open(addr: &str) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"POST /v1/settings/sms/main HTTP/1.1\r\nHost: flare\r\nX-Slow: ")
+        .await
+        .unwrap();
+    s
+}
+
+/// Whether the server closed `s` (EOF or reset) within `within`.
+async fn closed_within(mut s: tokio::net::TcpStream, within: std::time::Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 1024];
+    matches!(
+        tokio::time::timeout(within, async {
+            loop {
+                match s.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await,
+        Ok(())
+    )
+}
+
+/// A runner that can face a network (issue 27): 2,000 half-sent requests against a cap
+/// of 500 connections. The oldest give way to new ones at the cap, a normal request is
+/// answered meanwhile, and the server closes every one of them by the header-read
+/// timeout (10 s, the default).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn half_sent_requests_are_closed_and_never_starve_a_real_one() {
+    enough_file_descriptors(8192);
+    let limits = flare_local::server::Limits {
+        max_connections: 500,
+        ..Default::default()
+    };
+    assert_eq!(limits.header_read, std::time::Duration::from_secs(10));
+    let app = spawn_app_with(None, limits).await;
+    let addr = app.base.trim_start_matches("http://").to_string();
+    let mut slow = Vec::new();
+    for _ in 0..2000 {
+        slow.push(half_open(&addr).await);
+    }
+    // A real request, on a fresh connection, while they hang.
+    let admin = token("acme", &["admin"], "u-admin");
+    let fresh = flare_tests::http();
+    let r = fresh
+        .get(format!("{}/v1/settings", app.base))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::OK,
+        "answered despite 2,000 half-sent requests"
+    );
+    // Every half-sent request is closed: the oldest gave way at the cap, the rest by the
+    // header-read timeout. (The bound is twice the timeout: this machine is shared.)
+    let closed = futures::future::join_all(
+        slow.into_iter()
+            .map(|s| closed_within(s, 2 * limits.header_read)),
+    )
+    .await;
+    let open = closed.iter().filter(|c| !**c).count();
+    assert_eq!(open, 0, "{open} of 2,000 half-sent requests still open");
+    // And the server still answers.
+    let (s, _) = app.get("/v1/settings", &admin).await;
+    assert_eq!(s, StatusCode::OK);
+    app.stop().await;
+}
+
+/// A body that stops arriving is a 408 `request_timeout` once the body timeout runs out;
+/// with every connection busy, a new one is a 503 saying so.
+#[tokio::test]
+async fn a_stalled_body_is_408_and_a_full_house_is_503() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let limits = flare_local::server::Limits {
+        body_read: std::time::Duration::from_secs(1),
+        max_connections: 4,
+        ..Default::default()
+    };
+    let app = spawn_app_with(None, limits).await;
+    let addr = app.base.trim_start_matches("http://").to_string();
+    let admin = token("acme", &["admin"], "u-admin");
+    let mut busy = Vec::new();
+    for _ in 0..4 {
+        let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let head = format!(
+            "PUT /v1/settings/communication HTTP/1.1\r\nHost: flare\r\nAuthorization: Bearer {admin}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"distress\""
+        );
+        s.write_all(head.as_bytes()).await.unwrap();
+        busy.push(s);
+    }
+    // Let the server take the four heads: they are busy now, not waiting for one.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let r = flare_tests::http()
+        .get(format!("{}/v1/settings", app.base))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let b: Value = r.json().await.unwrap();
+    assert_eq!(b["error"]["code"], "unavailable", "{b}");
+    assert!(
+        b["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("at most 4"),
+        "{b}"
+    );
+    for mut s in busy {
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        assert!(out.starts_with("HTTP/1.1 408"), "{out}");
+        assert!(out.contains("\"request_timeout\""), "{out}");
+    }
+    // Freed: answered again.
+    assert_eq!(app.get("/v1/settings", &admin).await.0, StatusCode::OK);
+    app.stop().await;
+}

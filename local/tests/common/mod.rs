@@ -52,6 +52,11 @@ pub struct TestApp {
 
 /// Starts the runner in-process on a free port, over `dir` (a new one when `None`).
 pub async fn spawn_app(dir: Option<&Path>) -> TestApp {
+    spawn_app_with(dir, flare_local::server::Limits::default()).await
+}
+
+/// [`spawn_app`] with the server's timeouts and connection cap set.
+pub async fn spawn_app_with(dir: Option<&Path>, limits: flare_local::server::Limits) -> TestApp {
     LOGS.get_or_init(init_logs);
     let dir = dir
         .map(Path::to_path_buf)
@@ -77,7 +82,7 @@ pub async fn spawn_app(dir: Option<&Path>) -> TestApp {
     let base = format!("http://{}", listener.local_addr().unwrap());
     let (tx, rx) = tokio::sync::oneshot::channel();
     let task = tokio::spawn(async move {
-        flare_local::serve(listener, app, async {
+        flare_local::serve_with(listener, app, limits, async {
             let _ = rx.await;
         })
         .await
