@@ -325,8 +325,16 @@ pub fn router(app: Arc<LocalApp>) -> axum::Router {
         .route("/console/{file}", axum::routing::get(console_file))
         .route("/app.js", axum::routing::get(console_file))
         .route("/console.css", axum::routing::get(console_file))
+        // A known path with another method: the contract's body (axum adds `Allow`).
+        .method_not_allowed_fallback(method_not_allowed)
         .fallback(any)
         .with_state(app)
+}
+
+async fn method_not_allowed() -> Response {
+    let body = serde_json::json!({"error": {"code": "method_not_allowed",
+        "message": "Method not allowed here; the Allow header lists the ones this path takes."}});
+    (StatusCode::METHOD_NOT_ALLOWED, axum::Json(body)).into_response()
 }
 
 /// A console file, by the last segment of the path (`/`, `/console/` and
@@ -346,7 +354,11 @@ async fn console_file(uri: axum::http::Uri) -> Response {
             }
             r
         }
-        None => axum::http::StatusCode::NOT_FOUND.into_response(),
+        None => {
+            let body = serde_json::json!({"error": {"code": "not_found",
+                "message": "No such console file."}});
+            (StatusCode::NOT_FOUND, axum::Json(body)).into_response()
+        }
     }
 }
 
@@ -393,7 +405,7 @@ async fn post_event(State(app): State<Arc<LocalApp>>, req: Request) -> Response 
         Err(flare_shared::app::notify::RouteError::UnknownOrganization(org)) => {
             let e = serde_json::json!({"error": {
                 "code": "unknown_organization",
-                "message": format!("Flare knows nothing about the organization {org:?}: save its settings or users first"),
+                "message": format!("Flare knows nothing about the organization \"{org}\": save its settings or users first"),
                 "fields": {"detail.org_id": "unknown organization"}}});
             return (StatusCode::UNPROCESSABLE_ENTITY, axum::Json(e)).into_response();
         }

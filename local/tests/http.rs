@@ -1137,9 +1137,15 @@ async fn racing_saves_and_deletes_leave_one_saves_settings_and_secrets() {
         for i in 0..20 {
             calls.push(("PUT", "/v1/settings/sms/main", Some(sms(i, round))));
         }
-        for i in 0..3 {
-            // Keeps whatever is stored, if the stored username is this one's.
-            let mut keep = sms(i, round);
+        // user0's settings to start from, so the keeps below (user0's) have something to
+        // keep until another save lands.
+        let (s, b) = app
+            .json("PUT", "/v1/settings/sms/main", &admin, sms(0, round))
+            .await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+        for _ in 0..3 {
+            // Keeps whatever is stored, if the stored username is still user0.
+            let mut keep = sms(0, round);
             keep.as_object_mut().unwrap().remove("password");
             keep["http_header"] = json!("X-Api-Key: ****");
             keep["format"] = json!("form");
@@ -1406,5 +1412,185 @@ async fn a_stalled_body_is_408_and_a_full_house_is_503() {
     }
     // Freed: answered again.
     assert_eq!(app.get("/v1/settings", &admin).await.0, StatusCode::OK);
+    app.stop().await;
+}
+
+/// The smaller findings of issue 27's probe, each answered as the contract says.
+#[tokio::test]
+async fn framework_answers_acks_ids_and_queries_are_the_contracts() {
+    let app = spawn_app(None).await;
+    let admin = token("acme", &["admin", "dispatcher"], "u-admin");
+    let raw = |method: &'static str, path: &'static str| {
+        let req = app
+            .client
+            .request(method.parse().unwrap(), format!("{}{path}", app.base));
+        async move {
+            let r = req.send().await.unwrap();
+            let allow = r
+                .headers()
+                .get("allow")
+                .map(|v| v.to_str().unwrap().to_string());
+            let status = r.status();
+            let body: Value = r.json().await.unwrap();
+            (
+                status,
+                body["error"]["code"].as_str().map(str::to_string),
+                allow,
+            )
+        }
+    };
+    // A known path with another method: 405 with Allow, on /local and /console too.
+    for (method, path, allowed) in [
+        ("DELETE", "/local/events", "POST"),
+        ("GET", "/local/provider-events", "POST"),
+        ("POST", "/local/outbox", "GET"),
+        ("PUT", "/console/", "GET"),
+        ("DELETE", "/console/app.js", "GET"),
+    ] {
+        let (s, code, allow) = raw(method, path).await;
+        assert_eq!(
+            (s, code.as_deref()),
+            (StatusCode::METHOD_NOT_ALLOWED, Some("method_not_allowed")),
+            "{method} {path}"
+        );
+        assert!(
+            allow.unwrap_or_default().contains(allowed),
+            "{method} {path}"
+        );
+    }
+    // An unknown path: 404 not_found.
+    let (s, b) = app.get("/v1/nothing", &admin).await;
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("not_found"))
+    );
+    for path in ["/console/lib.rs", "/local/nothing", "/nothing"] {
+        let (s, code, _) = raw("GET", path).await;
+        assert_eq!(
+            (s, code.as_deref()),
+            (StatusCode::NOT_FOUND, Some("not_found")),
+            "{path}"
+        );
+    }
+    // /ack: no body (or {}); junk is 400, more than 64 KiB is 413.
+    let ack = |body: Option<String>| {
+        let admin = admin.clone();
+        let app = &app;
+        async move {
+            app.send(
+                "POST",
+                "/v1/notifications/n-missing/ack",
+                Some(&admin),
+                body.as_deref(),
+            )
+            .await
+        }
+    };
+    assert_eq!(ack(None).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(ack(Some("{}".into())).await.0, StatusCode::NOT_FOUND);
+    let (s, b) = ack(Some("junk".into())).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
+    let (s, b) = ack(Some(r#"{"x": 1}"#.into())).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
+    assert!(b["error"]["fields"]["body"].is_string(), "{b}");
+    let (s, b) = ack(Some(format!("\"{}\"", "a".repeat(70 * 1024)))).await;
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (StatusCode::PAYLOAD_TOO_LARGE, Some("payload_too_large"))
+    );
+    // A 404 does not echo what was sent as an id.
+    for path in [
+        "/v1/notifications/%3Cscript%3Ex/receipt",
+        "/v1/notifications/%3Cscript%3Ex/ack",
+    ] {
+        let (s, b) = app.send("POST", path, Some(&admin), None).await;
+        assert_eq!(s, StatusCode::NOT_FOUND, "{path}: {b}");
+        assert!(!b.to_string().contains("script"), "{path}: {b}");
+    }
+    let (s, b) = app
+        .send("GET", "/v1/users/%3Cscript%3E", Some(&admin), None)
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert!(!b.to_string().contains("script"), "{b}");
+    // 422 names the organization as sent, not as a Rust value.
+    let mut event: Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            flare_tests::workspace_root().join("events/incidents/incident-dispatched.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    event["id"] = json!(uuid());
+    event["detail"]["org_id"] = json!("nobody-knows");
+    let (s, b) = app
+        .send("POST", "/local/events", None, Some(&event.to_string()))
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
+    let message = b["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("\"nobody-knows\"") && !message.contains("OrgId"),
+        "{message}"
+    );
+    // A query parameter given twice is named, not silently resolved.
+    let (s, b) = app.get("/v1/notifications?limit=5&limit=50", &admin).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
+    assert!(b["error"]["fields"]["limit"].is_string(), "{b}");
+    app.stop().await;
+}
+
+/// A gateway callback that cannot be verified is the same 401, with the same one
+/// warning, whether the control center has a gateway (a bad signature), sends through
+/// SNS, or has no settings: the answer tells a stranger nothing, and each path does the
+/// same work (a secret read and a signature check).
+#[tokio::test]
+async fn unverifiable_gateway_callbacks_are_one_401_whatever_is_behind_them() {
+    let app = spawn_app(None).await;
+    let admin = token("acme", &["admin"], "u-admin");
+    let (s, b) = app
+        .json("PUT", "/v1/settings/sms/main", &admin, sms_body())
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let (s, b) = app
+        .json(
+            "PUT",
+            "/v1/settings/sms/north",
+            &admin,
+            json!({"provider": "sns", "sender_number": "ACMEFIRE"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let mut answers = Vec::new();
+    for path in [
+        "/v1/receipts/sms/acme/main",
+        "/v1/receipts/sms/acme/north",
+        "/v1/receipts/sms/nobody/main",
+    ] {
+        let before = logs().matches("gateway callback not verified").count();
+        let r = app
+            .client
+            .post(format!("{}{path}", app.base))
+            .header("content-type", "application/json")
+            .header("x-flare-signature", "sha256=00")
+            .body(r#"{"id": "m-1", "status": "delivered"}"#)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status();
+        let headers: Vec<String> = r
+            .headers()
+            .keys()
+            .filter(|k| *k != "date")
+            .map(|k| k.to_string())
+            .collect();
+        let body = r.text().await.unwrap();
+        answers.push((status, headers, body));
+        let after = logs().matches("gateway callback not verified").count();
+        assert_eq!(after - before, 1, "{path}: one warning");
+    }
+    assert_eq!(answers[0].0, StatusCode::UNAUTHORIZED);
+    assert!(
+        answers.windows(2).all(|w| w[0] == w[1]),
+        "the same answer: {answers:?}"
+    );
     app.stop().await;
 }

@@ -365,7 +365,7 @@ async fn text_is_checked_as_sent_and_the_schema_says_exactly_that() {
             false,
         ));
     }
-    for v in ["short", "1234567", "       "] {
+    for v in ["short", "1234567", "       ", "        "] {
         cases.push((
             "/v1/settings/sms/main",
             "SmsSettingsInput",

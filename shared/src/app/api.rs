@@ -120,6 +120,10 @@ fn body_json(body: &[u8]) -> Result<Value, ApiError> {
 }
 
 async fn route(svc: &Services, req: ApiRequest) -> Result<ApiResponse, ApiError> {
+    // Every route, those that take no body included.
+    if req.body.len() > MAX_BODY {
+        return Err(ApiError::PayloadTooLarge);
+    }
     let segs = segments(&req.path);
     let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
     if segs.first() != Some(&"v1") {
@@ -216,6 +220,12 @@ async fn route(svc: &Services, req: ApiRequest) -> Result<ApiResponse, ApiError>
         Op::ListNotifications => ok(notifications::list(svc, org, req.query.as_deref()).await?),
         Op::GetNotification => ok(notifications::get(svc, org, p(0), req.query.as_deref()).await?),
         Op::AckNotification => {
+            // No body, or an empty object: anything else is a mistake worth saying.
+            if !req.body.iter().all(u8::is_ascii_whitespace) && body()? != serde_json::json!({}) {
+                let mut f = crate::domain::FieldErrors::new();
+                f.add("body", "takes no body (or {})");
+                return Err(ApiError::Validation(f));
+            }
             notifications::ack(svc, claims, p(0)).await?;
             Ok(ApiResponse::no_content())
         }

@@ -105,6 +105,24 @@ pub fn view(l: &Logged) -> Value {
     })
 }
 
+/// A query's parameters; one given more than once is an error naming it (which of the
+/// values was meant cannot be known).
+fn query_params<'q>(
+    query: Option<&'q str>,
+    errors: &mut crate::domain::FieldErrors,
+) -> Vec<(std::borrow::Cow<'q, str>, std::borrow::Cow<'q, str>)> {
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    for (name, value) in url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+        if seen.insert(name.clone()) {
+            out.push((name, value));
+        } else {
+            errors.add(name.as_ref(), "is given more than once");
+        }
+    }
+    out
+}
+
 /// How many notifications a page of `GET /v1/notifications` holds at most, and by
 /// default.
 pub const LIST_MAX: usize = 100;
@@ -115,7 +133,7 @@ pub async fn list(svc: &Services, org: &OrgId, query: Option<&str>) -> Result<Va
     let mut limit = LIST_DEFAULT;
     let mut after = None;
     let mut errors = crate::domain::FieldErrors::new();
-    for (name, value) in url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+    for (name, value) in query_params(query, &mut errors) {
         match name.as_ref() {
             "limit" => match value.parse::<usize>() {
                 Ok(n) if (1..=LIST_MAX).contains(&n) => limit = n,
@@ -190,7 +208,7 @@ pub async fn get(
         .map_err(|_| ApiError::not_found("no notification with that id"))?;
     let mut after = None;
     let mut errors = crate::domain::FieldErrors::new();
-    for (name, value) in url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+    for (name, value) in query_params(query, &mut errors) {
         match name.as_ref() {
             "cursor" if recipient_cursor(&value) => after = Some(value.into_owned()),
             "cursor" => errors.add(
@@ -224,7 +242,8 @@ pub async fn receipt(
     body: &Value,
 ) -> Result<(), ApiError> {
     let input = ReceiptInput::parse(body)?;
-    let not_found = || ApiError::not_found(format!("no notification \"{id}\" for you"));
+    // The id is not echoed: it may be anything a caller sent.
+    let not_found = || ApiError::not_found("no such notification for you");
     let id = NotificationId::parse(id).map_err(|_| not_found())?;
     let me = UserId::parse_existing(&claims.sub).map_err(|_| not_found())?;
     let records = svc

@@ -200,7 +200,8 @@ fn schemas() -> Value {
         "Secret": secret,
         "GatewayPassword": {
             "allOf": [r("Secret")], "minLength": MIN_GATEWAY_PASSWORD,
-            "description": "At least 8 characters: it is also the key the gateway's delivery callbacks are signed with.",
+            "pattern": format!("[^{BLANK}]"),
+            "description": "At least 8 characters, not all blank: it is also the key the gateway's delivery callbacks are signed with.",
         },
         "SmsSettingsInput": {
             "oneOf": [

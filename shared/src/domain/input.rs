@@ -663,6 +663,9 @@ pub const MIN_GATEWAY_PASSWORD: usize = 8;
 
 fn gateway_password(s: &str) -> Result<SecretString, ValidationError> {
     let secret = secret_text(s)?;
+    if s.trim().is_empty() {
+        return Err(ValidationError::new("must not be blank"));
+    }
     if s.chars().count() < MIN_GATEWAY_PASSWORD {
         return Err(ValidationError::new(format!(
             "must be at least {MIN_GATEWAY_PASSWORD} characters: it signs the gateway's delivery callbacks"
