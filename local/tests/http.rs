@@ -1147,6 +1147,17 @@ async fn racing_saves_and_deletes_leave_one_saves_settings_and_secrets() {
             .json("PUT", "/v1/settings/sms/main", &admin, sms(0, round))
             .await;
         assert_eq!(s, StatusCode::OK, "{b}");
+        // A keep on its own: the secrets copied to the new revision.
+        let mut keep = sms(0, round);
+        keep.as_object_mut().unwrap().remove("password");
+        keep["http_header"] = json!("X-Api-Key: ****");
+        let (s, b) = app.json("PUT", "/v1/settings/sms/main", &admin, keep).await;
+        assert_eq!(
+            (s, b["password_set"].as_bool()),
+            (StatusCode::OK, Some(true)),
+            "{b}"
+        );
+        kept += 1;
         for _ in 0..3 {
             // Keeps whatever is stored, if the stored username is still user0.
             let mut keep = sms(0, round);

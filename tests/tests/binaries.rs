@@ -825,7 +825,7 @@ async fn receipt_samples_reach_their_deliveries() {
         "both lines decoded from the gzip payload: {out}"
     );
 
-    // The Twilio callback: north's gateway signs with its stored password `s3cret`.
+    // The Twilio callback: north's gateway signs with its stored password `s3cret-pw`.
     let put = with(
         sample("api/put-sms-settings.json"),
         "PUT",

@@ -1009,7 +1009,7 @@ async fn custom_providers_deliver_through_the_aws_pipeline() {
     );
     assert_eq!(
         reqs[0]["headers"]["authorization"],
-        "Basic YWNjdC0xNzpzM2NyZXQ="
+        "Basic YWNjdC0xNzpzM2NyZXQtcHc="
     );
     let mail: Vec<_> = smtp
         .messages()
