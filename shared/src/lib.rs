@@ -1,7 +1,8 @@
-//! Flare's domain crate.
+//! Flare's ports and application layer.
 //!
-//! - [`domain`]: validated types parsed once at the edge, settings, incident events and
-//!   the routing policy as pure functions. Nothing here knows about Lambda or AWS.
+//! - [`domain`]: the `flare-domain` crate (shared/domain), re-exported: validated types
+//!   parsed once at the edge, settings, incident events and the routing policy as pure
+//!   functions. The compiler keeps it apart: it depends on nothing here, nor on tokio.
 //! - [`ports`]: one trait per outside concern (settings store, directory, secret store,
 //!   delivery log, job queue, one sender per channel).
 //! - [`memory`]: in-memory adapters for every port (unit tests, the local runner).
@@ -15,10 +16,10 @@
 #![recursion_limit = "512"]
 
 pub mod app;
-pub mod domain;
+pub use flare_domain as domain;
 pub mod faults;
 pub mod memory;
 pub mod ports;
 pub mod secrets_cache;
 
-pub use domain::*;
+pub use flare_domain::*;

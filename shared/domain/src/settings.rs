@@ -390,7 +390,7 @@ impl Default for CommunicationSettings {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::EndpointPolicy;
+    use crate::EndpointPolicy;
 
     #[test]
     fn communication_defaults_are_app_then_sms_email_and_boxes_off() {

@@ -359,11 +359,11 @@ pub struct CheckJob {
     /// The notification's lane: its timer waits in that lane's push queue, so an
     /// urgent notification's fallback or escalation never waits behind bulk pushes.
     #[serde(default, skip_serializing_if = "is_normal")]
-    pub lane: crate::domain::Lane,
+    pub lane: crate::Lane,
 }
 
-fn is_normal(lane: &crate::domain::Lane) -> bool {
-    *lane == crate::domain::Lane::Normal
+fn is_normal(lane: &crate::Lane) -> bool {
+    *lane == crate::Lane::Normal
 }
 
 /// A message on a delivery queue: a job, or (push queue only) a timer's check.
@@ -434,7 +434,7 @@ mod tests {
             ..job.clone()
         };
         let other_org = DeliveryJob {
-            org_id: crate::domain::OrgId::parse("globex").unwrap(),
+            org_id: crate::OrgId::parse("globex").unwrap(),
             ..job.clone()
         };
         assert_ne!(job.delivery_id(), other_channel.delivery_id());

@@ -910,7 +910,7 @@ impl ManualSmsInput {
 /// `POST /v1/notifications/{id}/receipt`: the body is optional; it may name the device.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ReceiptInput {
-    pub device_id: Option<crate::domain::DeviceId>,
+    pub device_id: Option<crate::DeviceId>,
 }
 
 impl ReceiptInput {
@@ -922,7 +922,7 @@ impl ReceiptInput {
         let mut errors = FieldErrors::new();
         reject_unknown(body, "", &mut errors, &["device_id"]);
         let parsed = object(body, "", &mut errors, |r| {
-            let device_id = r.optional_with("device_id", crate::domain::DeviceId::parse);
+            let device_id = r.optional_with("device_id", crate::DeviceId::parse);
             Some(ReceiptInput {
                 device_id: device_id?,
             })
