@@ -507,11 +507,7 @@ async fn any(State(app): State<Arc<LocalApp>>, req: Request) -> Response {
                 Some(b"https") => "https",
                 _ => "http",
             };
-            format!(
-                "{scheme}://{}{}",
-                String::from_utf8_lossy(h.as_bytes()),
-                parts.uri.path_and_query().map_or("/", |p| p.as_str())
-            )
+            api::request_url(scheme, h.as_bytes(), parts.uri.path(), parts.uri.query())
         }),
     };
     to_response(api::handle(&app.services, request).await)

@@ -6,7 +6,6 @@ mod common;
 
 use async_trait::async_trait;
 use common::{OkPush, responder, sns_for_main};
-use flare_shared::app::Services;
 use flare_shared::app::api::{self, ApiRequest};
 use flare_shared::app::auth::{Claims, Role};
 use flare_shared::app::deliver::{DeliverError, Delivered, Deliverer, lease_for};
@@ -262,7 +261,7 @@ async fn the_same_idempotency_key_answers_the_first_notification_and_sends_nothi
         .await
         .unwrap();
     let queue = Arc::new(MemoryQueue::default());
-    let mut svc = Services::in_memory(EndpointPolicy::default());
+    let mut svc = flare_shared::memory::services(EndpointPolicy::default());
     svc.settings = w.settings.clone();
     svc.directory = w.directory.clone();
     svc.log = w.log.clone();
@@ -447,7 +446,7 @@ async fn a_receipt_is_counted_once_and_so_is_the_first_ack() {
     deliverer.push = Some(Arc::new(OkPush));
     deliverer.deliver(&push_job, false, LEASE).await.unwrap();
 
-    let mut svc = Services::in_memory(EndpointPolicy::default());
+    let mut svc = flare_shared::memory::services(EndpointPolicy::default());
     svc.log = w.log.clone();
     svc.metrics = w.metrics.clone();
     let call = |op: &str| ApiRequest {

@@ -208,15 +208,11 @@ pub async fn handle(svc: &Services, req: Request) -> Result<Response<Body>, lamb
             .collect(),
         // API Gateway is https only; the host is the one the caller used.
         url: req.headers().get("host").map(|h| {
-            let query = req
-                .uri()
-                .query()
-                .map(|q| format!("?{q}"))
-                .unwrap_or_default();
-            format!(
-                "https://{}{}{query}",
-                String::from_utf8_lossy(h.as_bytes()),
-                req.raw_http_path()
+            api::request_url(
+                "https",
+                h.as_bytes(),
+                req.raw_http_path(),
+                req.uri().query(),
             )
         }),
     };

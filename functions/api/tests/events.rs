@@ -9,7 +9,7 @@ use flare_shared::domain::EndpointPolicy;
 use serde_json::json;
 
 fn services() -> Services {
-    Services::in_memory(EndpointPolicy::default())
+    flare_shared::memory::services(EndpointPolicy::default())
 }
 
 #[tokio::test]

@@ -32,6 +32,14 @@ pub struct ApiRequest {
     pub url: Option<String>,
 }
 
+/// [`ApiRequest::url`]: the URL a caller requested, as a gateway signs it (Twilio signs
+/// the full URL with its query). Both transports build it here, so the local runner and
+/// the API function verify the same string.
+pub fn request_url(scheme: &str, host: &[u8], path: &str, query: Option<&str>) -> String {
+    let query = query.map(|q| format!("?{q}")).unwrap_or_default();
+    format!("{scheme}://{}{path}{query}", String::from_utf8_lossy(host))
+}
+
 /// The request headers [`ApiRequest::headers`] keeps.
 pub const KEPT_HEADERS: &[&str] = &["content-type", "x-flare-signature", "x-twilio-signature"];
 

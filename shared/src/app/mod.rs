@@ -51,27 +51,3 @@ pub struct Services {
     /// (AWS: the log's receipt index is eventually consistent); `None`: answers at once.
     pub receipt_retry: Option<std::time::Duration>,
 }
-
-impl Services {
-    /// Everything in memory (tests).
-    pub fn in_memory(policy: EndpointPolicy) -> Self {
-        use crate::memory::*;
-        let secrets: Arc<MemorySecrets> = Arc::new(MemorySecrets::default());
-        Self {
-            settings: Arc::new(MemorySettings::default()),
-            directory: Arc::new(MemoryDirectory::default()),
-            secret_reads: secrets.clone(),
-            secrets,
-            devices: Arc::new(MemoryDevices::default()),
-            log: Arc::new(MemoryDeliveryLog::default()),
-            queue: Arc::new(MemoryQueue::default()),
-            policy,
-            sms_senders: HashMap::new(),
-            email_senders: HashMap::new(),
-            default_sender: None,
-            metrics: Arc::new(MemoryMetrics::default()),
-            health: Some(Arc::new(MemoryHealth::default())),
-            receipt_retry: None,
-        }
-    }
-}

@@ -204,7 +204,7 @@ impl MemoryWorld {
 
     /// The API over the world's log.
     pub fn services(&self) -> flare_shared::app::Services {
-        let mut services = flare_shared::app::Services::in_memory(EndpointPolicy::default());
+        let mut services = flare_shared::memory::services(EndpointPolicy::default());
         services.log = self.log.clone();
         services.metrics = self.metrics.clone();
         services

@@ -1,0 +1,412 @@
+//! The settings bodies: SMS, email (with their secrets) and communication.
+
+use super::*;
+
+/// What a settings PUT does to a stored secret.
+#[derive(Debug, Clone, Default)]
+pub enum SecretChange {
+    /// The body did not carry it: keep what is stored.
+    #[default]
+    Keep,
+    Set(SecretString),
+    /// The setting that needed it is gone: delete it.
+    Clear,
+}
+
+/// A parsed `PUT /v1/settings/sms/{control_center_id}`.
+#[derive(Debug, Clone)]
+pub struct SmsSettingsUpdate {
+    /// `password_set` is left false: the caller knows what is stored.
+    pub settings: SmsSettings,
+    pub password: SecretChange,
+    pub header_value: SecretChange,
+}
+
+impl SmsSettingsUpdate {
+    pub fn parse(
+        body: &Value,
+        control_center_id: ControlCenterId,
+        policy: EndpointPolicy,
+    ) -> Result<Self, FieldErrors> {
+        let mut errors = FieldErrors::new();
+        reject_unknown(
+            body,
+            "",
+            &mut errors,
+            &[
+                "provider",
+                "url",
+                "format",
+                "username",
+                "password",
+                "sender_number",
+                "http_header",
+                "failover",
+                "failover_sender_number",
+                "max_per_second",
+            ],
+        );
+        let parsed = object(body, "", &mut errors, |r| {
+            let provider = r.required_with("provider", |s| match s {
+                "sns" => Ok("sns"),
+                "http" => Ok("http"),
+                _ => Err("must be sns or http"),
+            });
+            let sender = r.optional_with("sender_number", SenderId::parse);
+            let password = r.optional_with("password", gateway_password);
+            let failover = r.optional_with("failover", |s| match s {
+                "sns" => Ok(true),
+                _ => Err(ValidationError::new("must be sns (or left out)")),
+            });
+            let failover_sender = r.optional_with("failover_sender_number", SenderId::parse);
+            let pace = match r.optional_int("max_per_second") {
+                None => None,
+                Some(None) => Some(None),
+                Some(Some(n)) => match u32::try_from(n) {
+                    Ok(n) if (1..=MAX_PER_SECOND).contains(&n) => Some(Some(n)),
+                    _ => {
+                        r.error(
+                            "max_per_second",
+                            format!("must be a whole number from 1 to {MAX_PER_SECOND}"),
+                        );
+                        None
+                    }
+                },
+            };
+            let http = match provider {
+                Some("http") => {
+                    let url = r.required_with("url", |s| GatewayUrl::parse(s, policy));
+                    let format = r
+                        .optional_with("format", GatewayFormat::parse)
+                        .map(|f| f.unwrap_or(GatewayFormat::Json));
+                    let username = r.optional_with("username", |s| visible_line(s, MAX_NAME));
+                    let header = r.optional_str("http_header");
+                    let header = match header {
+                        Some(Some(line)) => match masked_header(line) {
+                            Some(name) => Some(Some((name, SecretChange::Keep))),
+                            None => r
+                                .optional_with("http_header", HttpHeader::parse)
+                                .map(|h| h.map(|h| (h.name, SecretChange::Set(h.value)))),
+                        },
+                        Some(None) => Some(None),
+                        None => None,
+                    };
+                    if matches!(sender, Some(None)) {
+                        r.error("sender_number", "is required for an http gateway");
+                    }
+                    Some((url, format, username, header))
+                }
+                Some(_) => {
+                    for key in [
+                        "url",
+                        "format",
+                        "username",
+                        "http_header",
+                        "password",
+                        "failover",
+                        "failover_sender_number",
+                        "max_per_second",
+                    ] {
+                        if r.has(key) {
+                            r.error(key, "applies only to provider http");
+                        }
+                    }
+                    None
+                }
+                // The provider is bad: still name every other bad field, read as the
+                // gateway's would be.
+                None => {
+                    r.optional_with("url", |s| GatewayUrl::parse(s, policy));
+                    r.optional_with("format", GatewayFormat::parse);
+                    r.optional_with("username", |s| visible_line(s, MAX_NAME));
+                    if let Some(Some(line)) = r.optional_str("http_header")
+                        && masked_header(line).is_none()
+                    {
+                        r.optional_with("http_header", HttpHeader::parse);
+                    }
+                    None
+                }
+            };
+            let provider = provider?;
+            let sender = sender?;
+            let password = password?;
+            let failover_sns = failover?.unwrap_or(false);
+            let failover_sender_number = failover_sender?;
+            if failover_sender_number.is_some() && !failover_sns && provider == "http" {
+                r.error("failover_sender_number", "applies only with failover sns");
+            }
+            let max_per_second = pace?;
+            let (provider, header_value) = match (provider, http) {
+                ("http", Some((url, format, username, header))) => {
+                    let header = header?;
+                    let header_value = match &header {
+                        Some((_, change)) => change.clone(),
+                        None => SecretChange::Clear,
+                    };
+                    (
+                        SmsProvider::Http(HttpGateway {
+                            url: url?,
+                            format: format?,
+                            username: username?,
+                            header_name: header.map(|(n, _)| n),
+                            failover_sns,
+                            max_per_second,
+                            failover_sender_number,
+                        }),
+                        header_value,
+                    )
+                }
+                _ => (SmsProvider::Sns, SecretChange::Clear),
+            };
+            if !r.errors.is_empty() {
+                return None;
+            }
+            // SNS has no password: switching to it deletes a gateway's stored one.
+            let password = match (&provider, password) {
+                (SmsProvider::Http(_), Some(p)) => SecretChange::Set(p),
+                (SmsProvider::Http(_), None) => SecretChange::Keep,
+                (SmsProvider::Sns, _) => SecretChange::Clear,
+            };
+            Some(SmsSettingsUpdate {
+                settings: SmsSettings {
+                    control_center_id,
+                    provider,
+                    sender_number: sender,
+                    password_set: false,
+                    secrets_at: None,
+                },
+                password,
+                header_value,
+            })
+        });
+        match parsed {
+            Some(u) if errors.is_empty() => Ok(u),
+            _ => Err(errors),
+        }
+    }
+}
+
+/// `X-Api-Key: ****` sent back as it was read: keep the stored value.
+fn masked_header(line: &str) -> Option<crate::header::HeaderName> {
+    let (name, value) = line.split_once(':')?;
+    (value.trim() == MASK)
+        .then(|| crate::header::HeaderName::parse(name.trim()).ok())
+        .flatten()
+        // A reserved name is refused by the full parse, masked or not.
+        .filter(|n| !n.is_reserved())
+}
+
+/// The shortest gateway password: it is also the key callbacks are signed with.
+pub const MIN_GATEWAY_PASSWORD: usize = 8;
+
+fn gateway_password(s: &str) -> Result<SecretString, ValidationError> {
+    let secret = secret_text(s)?;
+    if s.trim().is_empty() {
+        return Err(ValidationError::new("must not be blank"));
+    }
+    if s.chars().count() < MIN_GATEWAY_PASSWORD {
+        return Err(ValidationError::new(format!(
+            "must be at least {MIN_GATEWAY_PASSWORD} characters: it signs the gateway's delivery callbacks"
+        )));
+    }
+    Ok(secret)
+}
+
+fn secret_text(s: &str) -> Result<SecretString, ValidationError> {
+    if s.is_empty() {
+        return Err(ValidationError::new("must not be empty"));
+    }
+    if s.chars().count() > 4096 || s.contains(['\r', '\n']) {
+        return Err(ValidationError::new(
+            "must be at most 4096 characters on one line",
+        ));
+    }
+    Ok(SecretString::from(s.to_string()))
+}
+
+/// A parsed `PUT /v1/settings/email`.
+#[derive(Debug, Clone)]
+pub struct EmailSettingsUpdate {
+    pub settings: EmailSettings,
+    pub password: SecretChange,
+}
+
+impl EmailSettingsUpdate {
+    pub fn parse(body: &Value, policy: EndpointPolicy) -> Result<Self, FieldErrors> {
+        let mut errors = FieldErrors::new();
+        reject_unknown(
+            body,
+            "",
+            &mut errors,
+            &["provider", "sender_email", "smtp", "failover"],
+        );
+        let parsed = object(body, "", &mut errors, |r| {
+            let provider = r.required_with("provider", |s| match s {
+                "ses" => Ok("ses"),
+                "smtp" => Ok("smtp"),
+                _ => Err("must be ses or smtp"),
+            });
+            let sender = r.optional_with("sender_email", EmailAddress::parse);
+            let failover = r.optional_with("failover", |s| match s {
+                "ses" => Ok(true),
+                _ => Err(ValidationError::new("must be ses (or left out)")),
+            });
+            let smtp_object = |v: &Value, path: &str, errors: &mut FieldErrors| {
+                reject_unknown(
+                    v,
+                    path,
+                    errors,
+                    &["server_url", "port", "use_tls", "username", "password"],
+                );
+                object(v, path, errors, |s| {
+                    let url = s.required_str("server_url");
+                    let port = s.required_int("port");
+                    let use_tls = s.optional_bool("use_tls");
+                    let username = s.optional_with("username", |u| visible_line(u, MAX_NAME));
+                    let password = s.optional_with("password", secret_text);
+                    let (url, port, use_tls) = (url?, port?, use_tls?.unwrap_or(true));
+                    let server = match SmtpServer::parse(url, port, use_tls, policy) {
+                        Ok(server) => Some(server),
+                        Err(e) => {
+                            s.errors.merge(path, e);
+                            None
+                        }
+                    };
+                    Some((server?, username?, password?))
+                })
+            };
+            let smtp = match provider {
+                Some("smtp") => r.required_value("smtp", smtp_object).map(Some),
+                Some(_) => {
+                    if r.has("smtp") {
+                        r.error("smtp", "applies only to provider smtp");
+                    }
+                    if r.has("failover") {
+                        r.error("failover", "applies only to provider smtp");
+                    }
+                    Some(None)
+                }
+                // The provider is bad: still name every bad field of `smtp`.
+                None => {
+                    r.optional_value("smtp", smtp_object);
+                    None
+                }
+            };
+            let (provider, sender, smtp) = (provider?, sender?, smtp?);
+            let failover_ses = failover?.unwrap_or(false);
+            let (provider, password) = match (provider, smtp) {
+                ("smtp", Some((server, username, password))) => (
+                    EmailProvider::Smtp {
+                        smtp: SmtpSettings {
+                            server,
+                            username,
+                            password_set: false,
+                            secrets_at: None,
+                            failover_ses,
+                        },
+                    },
+                    password.map(SecretChange::Set).unwrap_or_default(),
+                ),
+                _ => (EmailProvider::Ses, SecretChange::Clear),
+            };
+            Some(EmailSettingsUpdate {
+                settings: EmailSettings {
+                    provider,
+                    sender_email: sender,
+                },
+                password,
+            })
+        });
+        match parsed {
+            Some(u) if errors.is_empty() => Ok(u),
+            _ => Err(errors),
+        }
+    }
+}
+
+/// `PUT /v1/settings/communication`: fields left out keep their current value, so a
+/// partial update cannot silently switch Distress off.
+pub fn parse_communication(
+    body: &Value,
+    current: CommunicationSettings,
+) -> Result<CommunicationSettings, FieldErrors> {
+    let mut errors = FieldErrors::new();
+    reject_unknown(
+        body,
+        "",
+        &mut errors,
+        &[
+            "dispatch",
+            "incident_contacts",
+            "messages",
+            "distress",
+            "dispatch_virtual_users",
+            "manual_sms",
+            "app_fallback_seconds",
+            "dispatch_escalation",
+        ],
+    );
+    // `null` turns escalation off; left out, it keeps its value.
+    let escalation = match body.get("dispatch_escalation") {
+        None => Some(current.dispatch_escalation),
+        Some(Value::Null) => Some(None),
+        Some(v) => parse_escalation(v, &mut errors).map(Some),
+    };
+    let parsed = object(body, "", &mut errors, |r| {
+        let dispatch = r.optional_with("dispatch", Method::parse);
+        let incident_contacts = r.optional_with("incident_contacts", Method::parse);
+        let messages = r.optional_with("messages", Method::parse);
+        let distress = r.optional_bool("distress");
+        let virtual_users = r.optional_bool("dispatch_virtual_users");
+        let manual_sms = r.optional_bool("manual_sms");
+        let window = match r.optional_int("app_fallback_seconds")? {
+            None => None,
+            Some(n) => match u32::try_from(n) {
+                Ok(n) if n <= MAX_APP_FALLBACK_SECONDS => Some(n),
+                _ => {
+                    r.error(
+                        "app_fallback_seconds",
+                        format!("must be a whole number from 0 to {MAX_APP_FALLBACK_SECONDS}"),
+                    );
+                    return None;
+                }
+            },
+        };
+        Some(CommunicationSettings {
+            dispatch: dispatch?.unwrap_or(current.dispatch),
+            incident_contacts: incident_contacts?.unwrap_or(current.incident_contacts),
+            messages: messages?.unwrap_or(current.messages),
+            distress: distress?.unwrap_or(current.distress),
+            dispatch_virtual_users: virtual_users?.unwrap_or(current.dispatch_virtual_users),
+            manual_sms: manual_sms?.unwrap_or(current.manual_sms),
+            app_fallback_seconds: window.unwrap_or(current.app_fallback_seconds),
+            dispatch_escalation: escalation?,
+        })
+    });
+    match parsed {
+        Some(c) if errors.is_empty() => Ok(c),
+        _ => Err(errors),
+    }
+}
+
+/// `dispatch_escalation`: `{"after_seconds": 1..3600, "cycles": 1..5}`.
+fn parse_escalation(v: &Value, errors: &mut FieldErrors) -> Option<Escalation> {
+    const PATH: &str = "dispatch_escalation";
+    reject_unknown(v, PATH, errors, &["after_seconds", "cycles"]);
+    object(v, PATH, errors, |r| {
+        let mut whole = |key: &str, max: u32| match r.required_int(key) {
+            Some(n) if (1..=i64::from(max)).contains(&n) => Some(n as u32),
+            Some(_) => {
+                r.error(key, format!("must be a whole number from 1 to {max}"));
+                None
+            }
+            None => None,
+        };
+        let after_seconds = whole("after_seconds", Escalation::MAX_AFTER_SECONDS);
+        let cycles = whole("cycles", Escalation::MAX_CYCLES);
+        Some(Escalation {
+            after_seconds: after_seconds?,
+            cycles: cycles?,
+        })
+    })
+}

@@ -1,0 +1,220 @@
+//! The delivery log in memory, with the claim semantics of the DynamoDB one.
+
+use super::*;
+
+type RecordKey = (String, crate::domain::Slot);
+
+#[derive(Default)]
+struct LogEntry {
+    notification: Option<Notification>,
+    records: BTreeMap<RecordKey, DeliveryRecord>,
+    acks: BTreeMap<UserId, chrono::DateTime<chrono::Utc>>,
+}
+
+/// The delivery log in memory, with the same claim semantics as the DynamoDB one.
+#[derive(Default)]
+pub struct MemoryDeliveryLog {
+    entries: Mutex<HashMap<(OrgId, NotificationId), LogEntry>>,
+    /// Receipt key → the record it names.
+    #[allow(clippy::type_complexity)]
+    receipts: Mutex<HashMap<String, Vec<(OrgId, NotificationId, String, crate::domain::Slot)>>>,
+}
+
+impl MemoryDeliveryLog {
+    pub fn acks(&self, org: &OrgId, id: &NotificationId) -> Vec<UserId> {
+        lock(&self.entries)
+            .get(&(org.clone(), id.clone()))
+            .map(|e| e.acks.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+}
+
+#[async_trait]
+impl DeliveryLog for MemoryDeliveryLog {
+    async fn create_notification(&self, n: &Notification) -> StoreResult<Created> {
+        let mut entries = lock(&self.entries);
+        let e = entries
+            .entry((n.org_id.clone(), n.notification_id.clone()))
+            .or_default();
+        if e.notification.is_some() {
+            return Ok(Created::AlreadyExists);
+        }
+        e.notification = Some(n.clone());
+        Ok(Created::New)
+    }
+
+    async fn get_notification(
+        &self,
+        org: &OrgId,
+        id: &NotificationId,
+    ) -> StoreResult<Option<Logged>> {
+        let entries = lock(&self.entries);
+        Ok(entries.get(&(org.clone(), id.clone())).and_then(|e| {
+            e.notification.clone().map(|n| Logged {
+                notification: n,
+                records: e.records.values().cloned().collect(),
+                acks: e.acks.iter().map(|(u, t)| (u.clone(), *t)).collect(),
+            })
+        }))
+    }
+
+    async fn recipient_records(
+        &self,
+        org: &OrgId,
+        id: &NotificationId,
+        recipient: &RecipientRef,
+    ) -> StoreResult<Vec<DeliveryRecord>> {
+        let entries = lock(&self.entries);
+        let key = recipient.key();
+        Ok(entries
+            .get(&(org.clone(), id.clone()))
+            .map(|e| {
+                // The recipient's records are one run of the key order.
+                let first = crate::domain::Slot::from(Channel::Push);
+                e.records
+                    .range((key.clone(), first)..)
+                    .take_while(|((k, _), _)| *k == key)
+                    .map(|(_, r)| r.clone())
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    async fn put_records(&self, n: &Notification, records: &[DeliveryRecord]) -> StoreResult<()> {
+        let org = &n.org_id;
+        let mut entries = lock(&self.entries);
+        for r in records {
+            let e = entries
+                .entry((org.clone(), r.notification_id.clone()))
+                .or_default();
+            e.records
+                .entry((r.recipient.key(), r.slot()))
+                .or_insert_with(|| r.clone());
+        }
+        Ok(())
+    }
+
+    async fn claim(
+        &self,
+        org: &OrgId,
+        id: &NotificationId,
+        recipient: &RecipientRef,
+        slot: crate::domain::Slot,
+        lease: std::time::Duration,
+    ) -> StoreResult<Claim> {
+        let mut entries = lock(&self.entries);
+        let Some(r) = entries
+            .get_mut(&(org.clone(), id.clone()))
+            .and_then(|e| e.records.get_mut(&(recipient.key(), slot)))
+        else {
+            return Ok(Claim::Missing);
+        };
+        let mut state = RecordState::of(r);
+        let claim = state.claim(chrono::Utc::now(), lease);
+        state.apply(r);
+        Ok(claim)
+    }
+
+    async fn finish(
+        &self,
+        org: &OrgId,
+        id: &NotificationId,
+        recipient: &RecipientRef,
+        slot: crate::domain::Slot,
+        outcome: Finish,
+    ) -> StoreResult<bool> {
+        let mut entries = lock(&self.entries);
+        let Some(r) = entries
+            .get_mut(&(org.clone(), id.clone()))
+            .and_then(|e| e.records.get_mut(&(recipient.key(), slot)))
+        else {
+            return Ok(false);
+        };
+        let mut state = RecordState::of(r);
+        let moved = state.finish(outcome, chrono::Utc::now());
+        if moved && let Some(k) = state.receipt_key.take() {
+            lock(&self.receipts).entry(k).or_default().push((
+                org.clone(),
+                id.clone(),
+                recipient.key(),
+                slot,
+            ));
+        }
+        state.apply(r);
+        Ok(moved)
+    }
+
+    async fn receipt(&self, key: &ReceiptKey, outcome: Finish) -> StoreResult<ReceiptMatch> {
+        // A key two deliveries share (a gateway that reuses its ids) names neither.
+        let Some((org, id, recipient, slot)) = lock(&self.receipts)
+            .get(key.as_str())
+            .filter(|all| all.len() == 1)
+            .and_then(|all| all.first().cloned())
+        else {
+            return Ok(ReceiptMatch::Unknown);
+        };
+        let mut entries = lock(&self.entries);
+        let Some(r) = entries
+            .get_mut(&(org.clone(), id.clone()))
+            .and_then(|e| e.records.get_mut(&(recipient.clone(), slot)))
+        else {
+            return Ok(ReceiptMatch::Unknown);
+        };
+        let mut state = RecordState::of(r);
+        let moved = state.finish(outcome, chrono::Utc::now());
+        state.apply(r);
+        Ok(ReceiptMatch::Found {
+            target: ReceiptTarget {
+                org_id: org,
+                notification_id: id,
+                recipient,
+                channel: slot.channel,
+            },
+            moved,
+        })
+    }
+
+    async fn list_notifications(
+        &self,
+        org: &OrgId,
+        after: Option<&ListPosition>,
+        limit: usize,
+    ) -> StoreResult<Vec<NotificationSummary>> {
+        let entries = lock(&self.entries);
+        let mut out: Vec<(ListPosition, NotificationSummary)> = entries
+            .iter()
+            .filter(|((o, _), _)| o == org)
+            .filter_map(|(_, e)| {
+                let n = e.notification.clone()?;
+                let mut counts = StatusCounts::default();
+                for r in e.records.values() {
+                    counts.add(r.status);
+                }
+                Some((
+                    ListPosition::of(&n),
+                    NotificationSummary {
+                        notification: n,
+                        counts,
+                    },
+                ))
+            })
+            .filter(|(p, _)| after.is_none_or(|a| p < a))
+            .collect();
+        out.sort_by(|a, b| b.0.cmp(&a.0));
+        Ok(out.into_iter().take(limit).map(|(_, s)| s).collect())
+    }
+
+    async fn ack(&self, org: &OrgId, id: &NotificationId, user: &UserId) -> StoreResult<bool> {
+        let mut entries = lock(&self.entries);
+        match entries.get_mut(&(org.clone(), id.clone())) {
+            Some(e) if e.notification.is_some() => match e.acks.entry(user.clone()) {
+                std::collections::btree_map::Entry::Vacant(v) => {
+                    v.insert(chrono::Utc::now());
+                    Ok(true)
+                }
+                std::collections::btree_map::Entry::Occupied(_) => Ok(false),
+            },
+            _ => Ok(false),
+        }
+    }
+}

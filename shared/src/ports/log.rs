@@ -1,0 +1,526 @@
+//! The delivery log: notifications and the record of every (recipient, channel).
+
+use super::*;
+
+/// The outcome of creating a notification: a replayed event finds it already there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Created {
+    New,
+    AlreadyExists,
+}
+
+/// The outcome of claiming a delivery before sending it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// Ours to send; `attempts` counts this attempt.
+    Claimed { attempts: u32 },
+    /// Already sent, failed or skipped: do not send again.
+    AlreadyDone(DeliveryStatus),
+    /// Another attempt holds the claim (its lease has not run out): try again later.
+    InFlight,
+    /// No such record.
+    Missing,
+}
+
+/// Notifications and the record of every (recipient, channel) of them.
+#[async_trait]
+pub trait DeliveryLog: Send + Sync {
+    /// Creates the notification unless it exists (idempotency on the event id).
+    async fn create_notification(&self, n: &Notification) -> StoreResult<Created>;
+    async fn get_notification(
+        &self,
+        org: &OrgId,
+        id: &NotificationId,
+    ) -> StoreResult<Option<Logged>>;
+    /// One recipient's records of a notification (a push job's follow-up needs no more):
+    /// reading the whole notification per job would cost the square of its size.
+    async fn recipient_records(
+        &self,
+        org: &OrgId,
+        id: &NotificationId,
+        recipient: &RecipientRef,
+    ) -> StoreResult<Vec<DeliveryRecord>> {
+        Ok(self
+            .get_notification(org, id)
+            .await?
+            .map(|l| l.records)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|r| &r.recipient == recipient)
+            .collect())
+    }
+    /// Writes records of `n` that do not exist yet; existing ones are left as they are,
+    /// so a replayed event never resets a record that already moved on. (`n` is the
+    /// notification they belong to: storage that expires items counts from its
+    /// `created_at`.)
+    async fn put_records(&self, n: &Notification, records: &[DeliveryRecord]) -> StoreResult<()>;
+    /// Writes the first records of a notification this caller has just created
+    /// ([`Created::New`]): none can exist yet, so an adapter may write them without the
+    /// per-record check (DynamoDB: `BatchWriteItem`). By default, [`Self::put_records`].
+    async fn put_first_records(
+        &self,
+        n: &Notification,
+        records: &[DeliveryRecord],
+    ) -> StoreResult<()> {
+        self.put_records(n, records).await
+    }
+    /// Claims a pending record for one attempt (attempts + 1) until `lease` runs out.
+    /// A record that is no longer pending, or is claimed by a live attempt, is not
+    /// claimed: a redelivered or duplicated job never sends twice.
+    async fn claim(
+        &self,
+        org: &OrgId,
+        id: &NotificationId,
+        recipient: &RecipientRef,
+        slot: Slot,
+        lease: std::time::Duration,
+    ) -> StoreResult<Claim>;
+    /// Moves a record on (see [`Finish`]); answers whether it moved. Only pending
+    /// records move, so a late or repeated call changes nothing.
+    async fn finish(
+        &self,
+        org: &OrgId,
+        id: &NotificationId,
+        recipient: &RecipientRef,
+        slot: Slot,
+        outcome: Finish,
+    ) -> StoreResult<bool>;
+    /// Records that the recipient acknowledged the notification; whether this was their
+    /// first acknowledgement (false for a repeat, or no such notification).
+    async fn ack(&self, org: &OrgId, id: &NotificationId, user: &UserId) -> StoreResult<bool>;
+    /// A notification with the records of at most `recipients` recipients, those after
+    /// the recipient key `after` in key order, and the key to continue after when more
+    /// follow. By default from [`Self::get_notification`]; an adapter that can read only
+    /// the page (DynamoDB) does.
+    async fn notification_page(
+        &self,
+        org: &OrgId,
+        id: &NotificationId,
+        after: Option<&str>,
+        recipients: usize,
+    ) -> StoreResult<Option<(Logged, Option<String>)>> {
+        Ok(self
+            .get_notification(org, id)
+            .await?
+            .map(|l| page_of(l, after, recipients)))
+    }
+    /// Applies a provider's receipt to the delivery `key` names (`outcome` is
+    /// [`Finish::Delivered`], [`Finish::Undelivered`] or [`Finish::Complaint`]): one
+    /// lookup and one conditional write. [`ReceiptMatch::Unknown`] when no delivery
+    /// was sent under that key (or it has expired), or more than one was (a gateway that
+    /// reuses its message ids): a receipt never moves a delivery it may not be about.
+    async fn receipt(&self, key: &ReceiptKey, outcome: Finish) -> StoreResult<ReceiptMatch>;
+    /// The organization's notifications newest first ([`ListPosition`] order), at most
+    /// `limit`, starting after `after`, each with its deliveries counted by state.
+    async fn list_notifications(
+        &self,
+        org: &OrgId,
+        after: Option<&ListPosition>,
+        limit: usize,
+    ) -> StoreResult<Vec<NotificationSummary>>;
+}
+
+/// What a provider's receipt found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReceiptMatch {
+    /// No delivery was sent under the key.
+    Unknown,
+    /// The delivery it names; `moved` is false for a repeat, or a receipt that may not
+    /// move it (the delivery already has a final receipt, or is failed or skipped).
+    Found { target: ReceiptTarget, moved: bool },
+}
+
+/// The delivery a receipt key names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceiptTarget {
+    pub org_id: OrgId,
+    pub notification_id: NotificationId,
+    /// The recipient's key ([`RecipientRef::key`]).
+    pub recipient: String,
+    pub channel: Channel,
+}
+
+/// How many deliveries of a notification are in each state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct StatusCounts {
+    pub pending: u64,
+    pub sent: u64,
+    pub failed: u64,
+    pub skipped: u64,
+    pub delivered: u64,
+    pub undelivered: u64,
+}
+
+impl StatusCounts {
+    pub fn add(&mut self, status: DeliveryStatus) {
+        self.add_many(status, 1);
+    }
+
+    pub fn add_many(&mut self, status: DeliveryStatus, n: u64) {
+        match status {
+            DeliveryStatus::Pending => self.pending += n,
+            DeliveryStatus::Sent => self.sent += n,
+            DeliveryStatus::Failed => self.failed += n,
+            DeliveryStatus::Skipped => self.skipped += n,
+            DeliveryStatus::Delivered => self.delivered += n,
+            DeliveryStatus::Undelivered => self.undelivered += n,
+        }
+    }
+}
+
+/// A notification as the organization's list shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotificationSummary {
+    pub notification: Notification,
+    pub counts: StatusCounts,
+}
+
+/// A place in an organization's notifications, newest first: by creation time (to the
+/// millisecond), then by id. A page starts after one (the list's cursor).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ListPosition {
+    pub created_ms: i64,
+    pub notification_id: NotificationId,
+}
+
+impl ListPosition {
+    pub fn of(n: &Notification) -> Self {
+        Self {
+            created_ms: n.created_at.timestamp_millis(),
+            notification_id: n.notification_id.clone(),
+        }
+    }
+
+    /// The cursor clients see: `<milliseconds>_<notification id>`.
+    pub fn cursor(&self) -> String {
+        format!("{}_{}", self.created_ms, self.notification_id)
+    }
+
+    pub fn parse_cursor(s: &str) -> Option<Self> {
+        let (ms, id) = s.split_once('_')?;
+        if ms.is_empty() || !ms.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        Some(Self {
+            created_ms: ms.parse().ok()?,
+            notification_id: NotificationId::parse_existing(id).ok()?,
+        })
+    }
+}
+
+/// The records of `recipients` recipients after `after` (by recipient key), and the
+/// key to continue after when more follow.
+pub fn page_of(mut l: Logged, after: Option<&str>, recipients: usize) -> (Logged, Option<String>) {
+    let mut records: Vec<(String, DeliveryRecord)> = l
+        .records
+        .drain(..)
+        .map(|r| (r.recipient.key(), r))
+        .filter(|(k, _)| after.is_none_or(|a| k.as_str() > a))
+        .collect();
+    records.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut seen = 0;
+    let mut last: Option<String> = None;
+    let mut next = None;
+    for (k, r) in records {
+        if last.as_deref() != Some(k.as_str()) {
+            if seen == recipients {
+                next = last.clone();
+                break;
+            }
+            seen += 1;
+            last = Some(k);
+        }
+        l.records.push(r);
+    }
+    (l, next)
+}
+
+/// A notification as the log holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Logged {
+    pub notification: Notification,
+    pub records: Vec<DeliveryRecord>,
+    /// Recipients who acknowledged it, and when.
+    pub acks: Vec<(UserId, chrono::DateTime<chrono::Utc>)>,
+}
+
+/// How a delivery ended. `attempt` is the claim's attempt number: a failure or retry
+/// moves the record only while that attempt is still the latest, so a stale attempt
+/// (its lease ran out and a newer one claimed) can neither drop the newer one's claim
+/// nor fail it. A send is recorded whoever made it: it happened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Finish {
+    Sent {
+        attempt: u32,
+        provider: Provider,
+        provider_message_id: Option<String>,
+        /// Where the provider's receipts find this delivery (see [`ReceiptKey`]).
+        receipt_key: Option<ReceiptKey>,
+        /// Sent by the failover provider, standing in for this one.
+        failover_from: Option<Provider>,
+    },
+    Failed {
+        attempt: u32,
+        reason: String,
+    },
+    /// A transient failure: stays pending, the claim is dropped so a retry can claim it.
+    Retry {
+        attempt: u32,
+        reason: String,
+    },
+    /// The attempt never reached the provider (its pace had no moment for it in time):
+    /// stays pending, the claim is dropped and not counted (`attempts` back to
+    /// `attempt - 1`).
+    Postpone {
+        attempt: u32,
+        reason: String,
+    },
+    /// A delivery held behind push will go as its fallback, for this reason: recorded
+    /// while it is still held, before its job exists, so the job can never finish first
+    /// (only while held; it stays held).
+    WillFallBack {
+        fallback_reason: crate::domain::reason::FallbackReason,
+    },
+    /// A delivery held behind push is released to be sent as fallback (only while held).
+    Release,
+    /// A delivery held behind a sent push waits for the app's receipt until `until`
+    /// (only while held, and only the first time: the window never moves).
+    Wait {
+        until: chrono::DateTime<chrono::Utc>,
+    },
+    /// The job is dead-lettered: a record still pending ends failed, whatever attempt
+    /// it is on and whether or not it is held, unless a live attempt holds its claim.
+    Abandon {
+        reason: String,
+    },
+    /// A delivery held behind push ends skipped, push having been sent (only while held).
+    SkipHeld {
+        reason: String,
+    },
+    /// A pending record no attempt holds ends skipped with `reason` (an escalation
+    /// cycle's delivery after the recipient acknowledged); one a live attempt holds is
+    /// left to it.
+    Cancel {
+        reason: String,
+    },
+    /// A receipt: a `sent` record becomes `delivered` (only from `sent`, so the first
+    /// receipt's time is kept and a failed or skipped record never moves).
+    Delivered {
+        at: chrono::DateTime<chrono::Utc>,
+    },
+    /// A provider's receipt says a `sent` record never arrived (only from `sent`: the
+    /// first final receipt wins).
+    Undelivered {
+        reason: String,
+        detail: Option<String>,
+    },
+    /// The recipient complained about a sent email: `complaint` is set, the status stays
+    /// (only on a `sent` or `delivered` record, and only once).
+    Complaint,
+}
+
+/// The part of a record that claims and finishes change: adapters that store records
+/// whole (memory, SQLite) apply the rules below to it, and SQLite keeps it apart from
+/// the rest so a claim never decodes (and re-validates) a destination. DynamoDB says
+/// the same rules with condition expressions.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RecordState {
+    pub status: DeliveryStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub attempts: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<crate::domain::Provider>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider_message_id: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub awaiting_push: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claimed_until: Option<chrono::DateTime<chrono::Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivered_at: Option<chrono::DateTime<chrono::Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback_reason: Option<crate::domain::reason::FallbackReason>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback_at: Option<chrono::DateTime<chrono::Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failover_from: Option<crate::domain::Provider>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub complaint: bool,
+    /// Where receipts find the record (kept beside the state, so an adapter can index it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receipt_key: Option<String>,
+}
+
+impl RecordState {
+    pub fn of(r: &DeliveryRecord) -> Self {
+        Self {
+            status: r.status,
+            reason: r.reason.clone(),
+            attempts: r.attempts,
+            provider: r.provider,
+            provider_message_id: r.provider_message_id.clone(),
+            awaiting_push: r.awaiting_push,
+            claimed_until: r.claimed_until,
+            delivered_at: r.delivered_at,
+            fallback_reason: r.fallback_reason,
+            fallback_at: r.fallback_at,
+            failover_from: r.failover_from,
+            detail: r.detail.clone(),
+            complaint: r.complaint,
+            receipt_key: None,
+        }
+    }
+
+    /// Puts this state on `r`.
+    pub fn apply(self, r: &mut DeliveryRecord) {
+        r.status = self.status;
+        r.reason = self.reason;
+        r.attempts = self.attempts;
+        r.provider = self.provider;
+        r.provider_message_id = self.provider_message_id;
+        r.awaiting_push = self.awaiting_push;
+        r.claimed_until = self.claimed_until;
+        r.delivered_at = self.delivered_at;
+        r.fallback_reason = self.fallback_reason;
+        r.fallback_at = self.fallback_at;
+        r.failover_from = self.failover_from;
+        r.detail = self.detail;
+        r.complaint = self.complaint;
+    }
+
+    /// What a claim does (see [`DeliveryLog::claim`]).
+    pub fn claim(
+        &mut self,
+        now: chrono::DateTime<chrono::Utc>,
+        lease: std::time::Duration,
+    ) -> Claim {
+        if self.status != DeliveryStatus::Pending {
+            return Claim::AlreadyDone(self.status);
+        }
+        if self.claimed_until.is_some_and(|until| until > now) {
+            return Claim::InFlight;
+        }
+        self.attempts += 1;
+        self.awaiting_push = false;
+        self.claimed_until = Some(now + lease);
+        Claim::Claimed {
+            attempts: self.attempts,
+        }
+    }
+
+    /// What [`DeliveryLog::finish`] does; whether the record moved.
+    pub fn finish(&mut self, outcome: Finish, now: chrono::DateTime<chrono::Utc>) -> bool {
+        let r = self;
+        match outcome {
+            // Only a receipt moves a record on from `sent`, and only the first one.
+            Finish::Delivered { at } => {
+                if r.status != DeliveryStatus::Sent {
+                    return false;
+                }
+                r.status = DeliveryStatus::Delivered;
+                r.delivered_at = Some(at);
+                return true;
+            }
+            Finish::Undelivered { reason, detail } => {
+                if r.status != DeliveryStatus::Sent {
+                    return false;
+                }
+                r.status = DeliveryStatus::Undelivered;
+                r.reason = Some(reason);
+                r.detail = detail;
+                return true;
+            }
+            Finish::Complaint => {
+                let sent = matches!(r.status, DeliveryStatus::Sent | DeliveryStatus::Delivered);
+                if !sent || r.complaint {
+                    return false;
+                }
+                r.complaint = true;
+                return true;
+            }
+            _ => {}
+        }
+        if r.status != DeliveryStatus::Pending {
+            return false;
+        }
+        match outcome {
+            Finish::Delivered { .. } | Finish::Undelivered { .. } | Finish::Complaint => {
+                return false;
+            }
+            Finish::Failed { attempt, .. }
+            | Finish::Retry { attempt, .. }
+            | Finish::Postpone { attempt, .. }
+                if attempt != r.attempts =>
+            {
+                return false;
+            }
+            Finish::Sent {
+                provider,
+                provider_message_id,
+                receipt_key,
+                failover_from,
+                ..
+            } => {
+                r.status = DeliveryStatus::Sent;
+                r.provider = Some(provider);
+                r.provider_message_id = provider_message_id;
+                r.receipt_key = receipt_key.map(|k| k.as_str().to_string());
+                r.failover_from = failover_from;
+                r.reason = None;
+                r.claimed_until = None;
+            }
+            Finish::Failed { reason, .. } => {
+                r.status = DeliveryStatus::Failed;
+                r.reason = Some(reason);
+                r.claimed_until = None;
+            }
+            Finish::Retry { reason, .. } => {
+                r.reason = Some(reason);
+                r.claimed_until = None;
+            }
+            Finish::Postpone { reason, .. } => {
+                r.reason = Some(reason);
+                r.claimed_until = None;
+                r.attempts = r.attempts.saturating_sub(1);
+            }
+            Finish::Abandon { .. } if r.claimed_until.is_some_and(|u| u > now) => return false,
+            Finish::Abandon { reason } => {
+                r.status = DeliveryStatus::Failed;
+                r.reason = Some(reason);
+                r.awaiting_push = false;
+                r.claimed_until = None;
+            }
+            Finish::Cancel { .. } if r.claimed_until.is_some_and(|u| u > now) => return false,
+            Finish::Cancel { reason } => {
+                r.status = DeliveryStatus::Skipped;
+                r.reason = Some(reason);
+                r.awaiting_push = false;
+                r.claimed_until = None;
+            }
+            Finish::WillFallBack { .. }
+            | Finish::Release
+            | Finish::SkipHeld { .. }
+            | Finish::Wait { .. }
+                if !r.awaiting_push =>
+            {
+                return false;
+            }
+            // The window is set once: a repeated push run does not move it.
+            Finish::Wait { .. } if r.fallback_at.is_some() => return false,
+            Finish::Wait { until } => r.fallback_at = Some(until),
+            Finish::WillFallBack { fallback_reason } => {
+                r.fallback_reason = Some(fallback_reason);
+            }
+            Finish::Release => r.awaiting_push = false,
+            Finish::SkipHeld { reason } => {
+                r.awaiting_push = false;
+                r.status = DeliveryStatus::Skipped;
+                r.reason = Some(reason);
+            }
+        }
+        true
+    }
+}
