@@ -115,7 +115,7 @@ impl Table {
         };
         match req.send().await {
             Ok(_) => Ok(true),
-            Err(e) if super::error_code(&e) == Some("ConditionalCheckFailedException") => Ok(false),
+            Err(e) if crate::error_code(&e) == Some("ConditionalCheckFailedException") => Ok(false),
             Err(e) => Err(store_error(e, "PutItem")),
         }
     }
@@ -134,7 +134,7 @@ impl Table {
             .set_key(Some(key(pk, sk)));
         match rev.condition(at, req).send().await {
             Ok(_) => Ok(true),
-            Err(e) if super::error_code(&e) == Some("ConditionalCheckFailedException") => Ok(false),
+            Err(e) if crate::error_code(&e) == Some("ConditionalCheckFailedException") => Ok(false),
             Err(e) => Err(store_error(e, "DeleteItem")),
         }
     }
@@ -321,29 +321,15 @@ async fn write_chunk(client: &Client, table: &str, chunk: Vec<Item>) -> StoreRes
     Ok(())
 }
 
-/// Settings in DynamoDB.
-#[derive(Clone, Debug)]
-pub struct DynamoSettings {
-    table: Table,
-}
-
-impl DynamoSettings {
-    pub fn new(client: Client, table: impl Into<String>) -> Self {
-        Self {
-            table: Table {
-                client,
-                name: table.into(),
-            },
-        }
-    }
-}
-
 /// A user item's revision: a fresh random token on every write, which a conditional
 /// update checks so that it never overwrites a write it did not see.
 const REV: &str = "rev";
 /// How many times an update of a user retries after losing a race.
 const MAX_UPDATE_ATTEMPTS: u32 = 20;
 const SMS_PREFIX: &str = "SMS#";
+const EMAIL_SK: &str = "EMAIL";
+const COMMUNICATION_SK: &str = "COMMUNICATION";
+const USER_PREFIX: &str = "USER#";
 
 /// Where a settings item keeps its secrets revision (`SmsSettings::secrets_at`).
 #[derive(Clone, Copy)]
@@ -402,257 +388,6 @@ impl Rev {
                 "attribute_exists(#pk) AND attribute_not_exists({path})"
             )),
         }
-    }
-}
-const EMAIL_SK: &str = "EMAIL";
-const COMMUNICATION_SK: &str = "COMMUNICATION";
-const USER_PREFIX: &str = "USER#";
-
-#[async_trait]
-impl SettingsStore for DynamoSettings {
-    async fn all(&self, org: &OrgId) -> StoreResult<AllSettings> {
-        // The settings' sort keys sort together: `COMMUNICATION` < `EMAIL` < `SMS#...`,
-        // and below `SMS$` (`$` follows `#`); users (`USER#...`, when the directory
-        // shares the table) are past it. One Query reads them all.
-        let items = self
-            .table
-            .query_between(org_pk(org), COMMUNICATION_SK, "SMS$")
-            .await?;
-        let mut all = AllSettings::default();
-        for item in items {
-            let sk = item
-                .get(SK)
-                .and_then(|v| v.as_s().ok())
-                .cloned()
-                .unwrap_or_default();
-            match sk.as_str() {
-                COMMUNICATION_SK => all.communication = Some(from_item(item)?),
-                EMAIL_SK => all.email = Some(from_item(item)?),
-                s if s.starts_with(SMS_PREFIX) => all.sms.push(from_item(item)?),
-                _ => {}
-            }
-        }
-        Ok(all)
-    }
-    /// One Query (the control center's own settings, else `main`'s), not two GetItems.
-    async fn effective_sms(
-        &self,
-        org: &OrgId,
-        cc: &ControlCenterId,
-    ) -> StoreResult<Option<SmsSettings>> {
-        Ok(self.all(org).await?.effective_sms(cc).cloned())
-    }
-
-    async fn get_sms(&self, org: &OrgId, cc: &ControlCenterId) -> StoreResult<Option<SmsSettings>> {
-        self.table
-            .get(org_pk(org), format!("{SMS_PREFIX}{cc}"))
-            .await
-    }
-    async fn list_sms(&self, org: &OrgId) -> StoreResult<Vec<SmsSettings>> {
-        self.table.query_prefix(org_pk(org), SMS_PREFIX).await
-    }
-    async fn put_sms(&self, org: &OrgId, s: &SmsSettings) -> StoreResult<()> {
-        self.table
-            .put(
-                org_pk(org),
-                format!("{SMS_PREFIX}{}", s.control_center_id),
-                s,
-            )
-            .await
-    }
-    async fn put_sms_if(
-        &self,
-        org: &OrgId,
-        s: &SmsSettings,
-        expect: Expect<'_>,
-    ) -> StoreResult<bool> {
-        let key = (org_pk(org), format!("{SMS_PREFIX}{}", s.control_center_id));
-        self.table.put_if(key, s, Rev::Sms, expect).await
-    }
-    async fn delete_sms(
-        &self,
-        org: &OrgId,
-        cc: &ControlCenterId,
-        at: Option<&str>,
-    ) -> StoreResult<bool> {
-        let key = (org_pk(org), format!("{SMS_PREFIX}{cc}"));
-        self.table.delete_if(key, Rev::Sms, at).await
-    }
-    async fn get_email(&self, org: &OrgId) -> StoreResult<Option<EmailSettings>> {
-        self.table.get(org_pk(org), EMAIL_SK.into()).await
-    }
-    async fn put_email(&self, org: &OrgId, s: &EmailSettings) -> StoreResult<()> {
-        self.table.put(org_pk(org), EMAIL_SK.into(), s).await
-    }
-    async fn put_email_if(
-        &self,
-        org: &OrgId,
-        s: &EmailSettings,
-        expect: Expect<'_>,
-    ) -> StoreResult<bool> {
-        let key = (org_pk(org), EMAIL_SK.into());
-        self.table.put_if(key, s, Rev::Email, expect).await
-    }
-    async fn delete_email(&self, org: &OrgId, at: Option<&str>) -> StoreResult<bool> {
-        let key = (org_pk(org), EMAIL_SK.into());
-        self.table.delete_if(key, Rev::Email, at).await
-    }
-    async fn get_communication(&self, org: &OrgId) -> StoreResult<Option<CommunicationSettings>> {
-        self.table.get(org_pk(org), COMMUNICATION_SK.into()).await
-    }
-    async fn put_communication(&self, org: &OrgId, s: &CommunicationSettings) -> StoreResult<()> {
-        self.table
-            .put(org_pk(org), COMMUNICATION_SK.into(), s)
-            .await
-    }
-}
-
-/// The directory in DynamoDB.
-#[derive(Clone, Debug)]
-pub struct DynamoDirectory {
-    table: Table,
-}
-
-impl DynamoDirectory {
-    pub fn new(client: Client, table: impl Into<String>) -> Self {
-        Self {
-            table: Table {
-                client,
-                name: table.into(),
-            },
-        }
-    }
-}
-
-impl DynamoDirectory {
-    /// Bulk import (BatchWriteItem, 25 a call): seeding and migrations.
-    pub async fn put_users(&self, org: &OrgId, users: &[User]) -> StoreResult<()> {
-        batch_write(&self.table.client, &self.table.name, users, |u| {
-            to_item(org_pk(org), format!("{USER_PREFIX}{}", u.user_id), u)
-        })
-        .await
-    }
-}
-
-#[async_trait]
-impl Directory for DynamoDirectory {
-    async fn get_user(&self, org: &OrgId, id: &UserId) -> StoreResult<Option<User>> {
-        self.table
-            .get(org_pk(org), format!("{USER_PREFIX}{id}"))
-            .await
-    }
-    async fn get_users(&self, org: &OrgId, ids: &[UserId]) -> StoreResult<Vec<User>> {
-        // BatchGetItem refuses duplicate keys in one request.
-        let mut seen = std::collections::HashSet::new();
-        let keys = ids
-            .iter()
-            .filter(|id| seen.insert(*id))
-            .map(|id| key(org_pk(org), format!("{USER_PREFIX}{id}")))
-            .collect();
-        self.table.batch_get(keys).await
-    }
-    async fn list_users(&self, org: &OrgId) -> StoreResult<Vec<User>> {
-        self.table.query_prefix(org_pk(org), USER_PREFIX).await
-    }
-    async fn put_user(&self, org: &OrgId, user: &User) -> StoreResult<()> {
-        // A fresh revision, so an update that read the user before this write retries.
-        let mut item = to_item(org_pk(org), format!("{USER_PREFIX}{}", user.user_id), user)?;
-        item.insert(
-            REV.into(),
-            AttributeValue::S(uuid::Uuid::new_v4().to_string()),
-        );
-        self.table
-            .client
-            .put_item()
-            .table_name(&self.table.name)
-            .set_item(Some(item))
-            .send()
-            .await
-            .map_err(|e| store_error(e, "PutItem user"))?;
-        Ok(())
-    }
-    async fn update_user(
-        &self,
-        org: &OrgId,
-        id: &UserId,
-        change: &(dyn for<'u> Fn(&'u mut User) + Send + Sync),
-    ) -> StoreResult<Option<User>> {
-        let (pk, sk) = (org_pk(org), format!("{USER_PREFIX}{id}"));
-        for attempt in 0..MAX_UPDATE_ATTEMPTS {
-            let Some(mut item) = self
-                .table
-                .client
-                .get_item()
-                .table_name(&self.table.name)
-                .set_key(Some(key(pk.clone(), sk.clone())))
-                .consistent_read(true)
-                .send()
-                .await
-                .map_err(|e| store_error(e, "GetItem user"))?
-                .item
-            else {
-                return Ok(None);
-            };
-            let rev = item.remove(REV);
-            let mut user: User = from_item(item)?;
-            change(&mut user);
-            let mut next = to_item(pk.clone(), sk.clone(), &user)?;
-            next.insert(
-                REV.into(),
-                AttributeValue::S(uuid::Uuid::new_v4().to_string()),
-            );
-            let put = self
-                .table
-                .client
-                .put_item()
-                .table_name(&self.table.name)
-                .set_item(Some(next))
-                .expression_attribute_names("#rev", REV);
-            let put = match rev {
-                Some(rev) => put
-                    .condition_expression("#rev = :rev")
-                    .expression_attribute_values(":rev", rev),
-                None => {
-                    put.condition_expression("attribute_exists(pk) AND attribute_not_exists(#rev)")
-                }
-            };
-            match put.send().await {
-                Ok(_) => return Ok(Some(user)),
-                Err(e) if super::error_code(&e) == Some("ConditionalCheckFailedException") => {
-                    tokio::time::sleep(crate::batch::backoff(attempt)).await;
-                }
-                Err(e) => return Err(store_error(e, "PutItem user")),
-            }
-        }
-        Err(StoreError::Unavailable(anyhow::anyhow!(
-            "user {id} kept changing under {MAX_UPDATE_ATTEMPTS} updates in a row"
-        )))
-    }
-    async fn create_user(&self, org: &OrgId, user: &User) -> StoreResult<bool> {
-        let mut item = to_item(org_pk(org), format!("{USER_PREFIX}{}", user.user_id), user)?;
-        item.insert(
-            REV.into(),
-            AttributeValue::S(uuid::Uuid::new_v4().to_string()),
-        );
-        match self
-            .table
-            .client
-            .put_item()
-            .table_name(&self.table.name)
-            .set_item(Some(item))
-            .condition_expression("attribute_not_exists(pk)")
-            .send()
-            .await
-        {
-            Ok(_) => Ok(true),
-            Err(e) if super::error_code(&e) == Some("ConditionalCheckFailedException") => Ok(false),
-            Err(e) => Err(store_error(e, "PutItem new user")),
-        }
-    }
-    async fn delete_user(&self, org: &OrgId, id: &UserId) -> StoreResult<bool> {
-        self.table
-            .delete(org_pk(org), format!("{USER_PREFIX}{id}"))
-            .await
     }
 }
 
@@ -734,3 +469,9 @@ pub async fn create_table_with_index(
     create.send().await?;
     Ok(())
 }
+
+mod directory;
+mod settings;
+
+pub use directory::DynamoDirectory;
+pub use settings::DynamoSettings;

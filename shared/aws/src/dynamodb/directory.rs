@@ -1,0 +1,152 @@
+//! The directory adapter: users, batch reads of recipients, conditional updates.
+
+use super::*;
+
+/// The directory in DynamoDB.
+#[derive(Clone, Debug)]
+pub struct DynamoDirectory {
+    table: Table,
+}
+
+impl DynamoDirectory {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        Self {
+            table: Table {
+                client,
+                name: table.into(),
+            },
+        }
+    }
+}
+
+impl DynamoDirectory {
+    /// Bulk import (BatchWriteItem, 25 a call): seeding and migrations.
+    pub async fn put_users(&self, org: &OrgId, users: &[User]) -> StoreResult<()> {
+        batch_write(&self.table.client, &self.table.name, users, |u| {
+            to_item(org_pk(org), format!("{USER_PREFIX}{}", u.user_id), u)
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl Directory for DynamoDirectory {
+    async fn get_user(&self, org: &OrgId, id: &UserId) -> StoreResult<Option<User>> {
+        self.table
+            .get(org_pk(org), format!("{USER_PREFIX}{id}"))
+            .await
+    }
+    async fn get_users(&self, org: &OrgId, ids: &[UserId]) -> StoreResult<Vec<User>> {
+        // BatchGetItem refuses duplicate keys in one request.
+        let mut seen = std::collections::HashSet::new();
+        let keys = ids
+            .iter()
+            .filter(|id| seen.insert(*id))
+            .map(|id| key(org_pk(org), format!("{USER_PREFIX}{id}")))
+            .collect();
+        self.table.batch_get(keys).await
+    }
+    async fn list_users(&self, org: &OrgId) -> StoreResult<Vec<User>> {
+        self.table.query_prefix(org_pk(org), USER_PREFIX).await
+    }
+    async fn put_user(&self, org: &OrgId, user: &User) -> StoreResult<()> {
+        // A fresh revision, so an update that read the user before this write retries.
+        let mut item = to_item(org_pk(org), format!("{USER_PREFIX}{}", user.user_id), user)?;
+        item.insert(
+            REV.into(),
+            AttributeValue::S(uuid::Uuid::new_v4().to_string()),
+        );
+        self.table
+            .client
+            .put_item()
+            .table_name(&self.table.name)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map_err(|e| store_error(e, "PutItem user"))?;
+        Ok(())
+    }
+    async fn update_user(
+        &self,
+        org: &OrgId,
+        id: &UserId,
+        change: &(dyn for<'u> Fn(&'u mut User) + Send + Sync),
+    ) -> StoreResult<Option<User>> {
+        let (pk, sk) = (org_pk(org), format!("{USER_PREFIX}{id}"));
+        for attempt in 0..MAX_UPDATE_ATTEMPTS {
+            let Some(mut item) = self
+                .table
+                .client
+                .get_item()
+                .table_name(&self.table.name)
+                .set_key(Some(key(pk.clone(), sk.clone())))
+                .consistent_read(true)
+                .send()
+                .await
+                .map_err(|e| store_error(e, "GetItem user"))?
+                .item
+            else {
+                return Ok(None);
+            };
+            let rev = item.remove(REV);
+            let mut user: User = from_item(item)?;
+            change(&mut user);
+            let mut next = to_item(pk.clone(), sk.clone(), &user)?;
+            next.insert(
+                REV.into(),
+                AttributeValue::S(uuid::Uuid::new_v4().to_string()),
+            );
+            let put = self
+                .table
+                .client
+                .put_item()
+                .table_name(&self.table.name)
+                .set_item(Some(next))
+                .expression_attribute_names("#rev", REV);
+            let put = match rev {
+                Some(rev) => put
+                    .condition_expression("#rev = :rev")
+                    .expression_attribute_values(":rev", rev),
+                None => {
+                    put.condition_expression("attribute_exists(pk) AND attribute_not_exists(#rev)")
+                }
+            };
+            match put.send().await {
+                Ok(_) => return Ok(Some(user)),
+                Err(e) if crate::error_code(&e) == Some("ConditionalCheckFailedException") => {
+                    tokio::time::sleep(crate::batch::backoff(attempt)).await;
+                }
+                Err(e) => return Err(store_error(e, "PutItem user")),
+            }
+        }
+        Err(StoreError::Unavailable(anyhow::anyhow!(
+            "user {id} kept changing under {MAX_UPDATE_ATTEMPTS} updates in a row"
+        )))
+    }
+    async fn create_user(&self, org: &OrgId, user: &User) -> StoreResult<bool> {
+        let mut item = to_item(org_pk(org), format!("{USER_PREFIX}{}", user.user_id), user)?;
+        item.insert(
+            REV.into(),
+            AttributeValue::S(uuid::Uuid::new_v4().to_string()),
+        );
+        match self
+            .table
+            .client
+            .put_item()
+            .table_name(&self.table.name)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) if crate::error_code(&e) == Some("ConditionalCheckFailedException") => Ok(false),
+            Err(e) => Err(store_error(e, "PutItem new user")),
+        }
+    }
+    async fn delete_user(&self, org: &OrgId, id: &UserId) -> StoreResult<bool> {
+        self.table
+            .delete(org_pk(org), format!("{USER_PREFIX}{id}"))
+            .await
+    }
+}

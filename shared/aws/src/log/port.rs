@@ -1,0 +1,428 @@
+//! The delivery log's port: notifications, records, claims, finishes, pages, receipts, acks.
+
+use super::*;
+
+#[async_trait]
+impl DeliveryLog for DynamoDeliveryLog {
+    async fn create_notification(&self, n: &Notification) -> StoreResult<Created> {
+        let mut item = encode(
+            notification_pk(&n.org_id, &n.notification_id),
+            NOTIFICATION_SK.into(),
+            n,
+            expires_at(n.created_at),
+        )?;
+        item.insert(ORG_INDEX.into(), s(format!("ORG#{}", n.org_id)));
+        item.insert(CREATED_INDEX.into(), s(created_index(&ListPosition::of(n))));
+        Ok(if self.put_if_absent(item, "PutItem notification").await? {
+            Created::New
+        } else {
+            Created::AlreadyExists
+        })
+    }
+
+    /// One Query on the recipient's sort-key prefix (`R#<recipient>#`, the `#` ending the
+    /// key, so `user:u-1` never matches `user:u-12`).
+    async fn recipient_records(
+        &self,
+        org: &OrgId,
+        id: &NotificationId,
+        recipient: &RecipientRef,
+    ) -> StoreResult<Vec<DeliveryRecord>> {
+        let base = notification_pk(org, id);
+        let query = |pk: String| async move {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
+                .expression_attribute_values(":pk", s(pk))
+                .expression_attribute_values(":prefix", s(format!("R#{}#", recipient.key())))
+                .consistent_read(true)
+                .send()
+                .await
+                .map_err(|e| store_error(e, "Query recipient records"))?;
+            out.items
+                .unwrap_or_default()
+                .into_iter()
+                .map(decode)
+                .collect::<StoreResult<Vec<DeliveryRecord>>>()
+        };
+        let (pk, known) = self.likely_pk(&base, recipient);
+        let records = query(pk).await?;
+        if records.is_empty()
+            && !known
+            && let Some(pk) = self.shard_pk_after_miss(&base, recipient).await?
+        {
+            return query(pk).await;
+        }
+        Ok(records)
+    }
+
+    async fn get_notification(
+        &self,
+        org: &OrgId,
+        id: &NotificationId,
+    ) -> StoreResult<Option<Logged>> {
+        let pk = notification_pk(org, id);
+        let mut notification = None;
+        let mut shards = 1;
+        let mut records = Vec::new();
+        let mut acks = Vec::new();
+        self.each_item(
+            "Query notification",
+            || {
+                self.client
+                    .query()
+                    .key_condition_expression("pk = :pk")
+                    .expression_attribute_values(":pk", s(pk.clone()))
+                    .consistent_read(true)
+            },
+            |item| {
+                let sk = item_sk(&item);
+                if sk == NOTIFICATION_SK {
+                    shards = item_shards(&item);
+                    notification = Some(decode::<Notification>(item)?);
+                } else if sk.starts_with("R#") {
+                    records.push(decode::<DeliveryRecord>(item)?);
+                } else if sk.starts_with("ACK#") {
+                    let a: AckItem = decode(item)?;
+                    acks.push((a.user_id, a.at));
+                }
+                Ok(true)
+            },
+        )
+        .await?;
+        if shards > 1 {
+            self.remember_shards(&pk, shards);
+            for shard in record_pks(&pk, shards) {
+                self.each_item(
+                    "Query notification shard",
+                    || self.partition(&shard, "R#"),
+                    |item| {
+                        records.push(decode::<DeliveryRecord>(item)?);
+                        Ok(true)
+                    },
+                )
+                .await?;
+            }
+        }
+        Ok(notification.map(|notification| Logged {
+            notification,
+            records,
+            acks,
+        }))
+    }
+
+    /// One conditional put per record (`attribute_not_exists`), a bounded number in
+    /// flight: a delayed replay must never reset a record that moved on (a blind
+    /// `BatchWriteItem` put would turn `sent` back into `pending` and send it again).
+    async fn put_records(&self, n: &Notification, records: &[DeliveryRecord]) -> StoreResult<()> {
+        use futures::StreamExt;
+        let expires = expires_at(n.created_at);
+        // A replay keeps the layout the first write chose (never chooses one itself).
+        let base = notification_pk(&n.org_id, &n.notification_id);
+        let shards = self.shards(&base).await?;
+        let items = records
+            .iter()
+            .map(|r| {
+                encode(
+                    record_pk(&base, &r.recipient, shards),
+                    record_sk(&r.recipient, r.slot()),
+                    r,
+                    expires,
+                )
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+        let mut puts = futures::stream::iter(items)
+            .map(|item| self.put_if_absent(item, "PutItem record"))
+            .buffer_unordered(crate::batch::batch_concurrency());
+        while let Some(put) = puts.next().await {
+            put?;
+        }
+        Ok(())
+    }
+
+    /// The first write of a notification just created: `BatchWriteItem`, 25 at a time.
+    async fn put_first_records(
+        &self,
+        n: &Notification,
+        records: &[DeliveryRecord],
+    ) -> StoreResult<()> {
+        let expires = expires_at(n.created_at);
+        let base = notification_pk(&n.org_id, &n.notification_id);
+        let shards = shard_count(records.len(), self.records_per_shard);
+        if shards > 1 {
+            // Said on the notification before any record is written, so whoever finds a
+            // record can find the others.
+            self.client
+                .update_item()
+                .table_name(&self.table)
+                .set_key(Some(notification_key(&base)))
+                .update_expression("SET #shards = :shards")
+                .condition_expression("attribute_exists(pk)")
+                .expression_attribute_names("#shards", SHARDS)
+                .expression_attribute_values(":shards", AttributeValue::N(shards.to_string()))
+                .send()
+                .await
+                .map_err(|e| store_error(e, "UpdateItem notification shards"))?;
+            self.remember_shards(&base, shards);
+        }
+        batch_write(&self.client, &self.table, records, |r| {
+            encode(
+                record_pk(&base, &r.recipient, shards),
+                record_sk(&r.recipient, r.slot()),
+                r,
+                expires,
+            )
+        })
+        .await
+    }
+
+    async fn claim(
+        &self,
+        org: &OrgId,
+        id: &NotificationId,
+        recipient: &RecipientRef,
+        slot: Slot,
+        lease: std::time::Duration,
+    ) -> StoreResult<Claim> {
+        let base = notification_pk(org, id);
+        let (pk, known) = self.likely_pk(&base, recipient);
+        let claim = self.claim_at(Self::key(pk, recipient, slot), lease).await?;
+        if matches!(claim, Claim::Missing)
+            && !known
+            && let Some(pk) = self.shard_pk_after_miss(&base, recipient).await?
+        {
+            return self.claim_at(Self::key(pk, recipient, slot), lease).await;
+        }
+        Ok(claim)
+    }
+
+    async fn finish(
+        &self,
+        org: &OrgId,
+        id: &NotificationId,
+        recipient: &RecipientRef,
+        slot: Slot,
+        outcome: Finish,
+    ) -> StoreResult<bool> {
+        let base = notification_pk(org, id);
+        let (pk, known) = self.likely_pk(&base, recipient);
+        let update = FinishUpdate::of(outcome);
+        if self
+            .finish_at(Self::key(pk, recipient, slot), &update)
+            .await?
+        {
+            return Ok(true);
+        }
+        // Not moved: done already, or (the layout not known here yet) in a shard.
+        if !known && let Some(pk) = self.shard_pk_after_miss(&base, recipient).await? {
+            return self
+                .finish_at(Self::key(pk, recipient, slot), &update)
+                .await;
+        }
+        Ok(false)
+    }
+
+    /// The notification item, then its records from the one after `after` on (sort key
+    /// between `R#{after}#~` and `R$`: `~` follows every channel, `$` follows `#`) until
+    /// `recipients` recipients are read, then its acks: reads only the page.
+    async fn notification_page(
+        &self,
+        org: &OrgId,
+        id: &NotificationId,
+        after: Option<&str>,
+        recipients: usize,
+    ) -> StoreResult<Option<(Logged, Option<String>)>> {
+        let pk = notification_pk(org, id);
+        let key = notification_key(&pk);
+        let Some(item) = self.get_record(key).await? else {
+            return Ok(None);
+        };
+        let shards = item_shards(&item);
+        if shards > 1 {
+            self.remember_shards(&pk, shards);
+        }
+        let notification: Notification = decode(item)?;
+        let from = after.map_or_else(|| "R#".to_string(), |a| format!("R#{a}#~"));
+        // From each partition, the records of at most `recipients + 1` recipients in key
+        // order (each recipient is in one partition); merged, the first `recipients` of
+        // them are the page, and one more means there is a next page.
+        let mut records: Vec<(String, DeliveryRecord)> = Vec::new();
+        for shard in record_pks(&pk, shards) {
+            let mut keys = 0;
+            let mut last: Option<String> = None;
+            self.each_item(
+                "Query notification page",
+                || {
+                    self.client
+                        .query()
+                        .key_condition_expression("pk = :pk AND sk BETWEEN :from AND :to")
+                        .expression_attribute_values(":pk", s(shard.clone()))
+                        .expression_attribute_values(":from", s(from.clone()))
+                        .expression_attribute_values(":to", s("R$"))
+                        .consistent_read(true)
+                },
+                |item| {
+                    let sk = item_sk(&item);
+                    let r: DeliveryRecord = decode(item)?;
+                    let k = r.recipient.key();
+                    if last.as_ref() != Some(&k) {
+                        if keys > recipients {
+                            return Ok(false);
+                        }
+                        keys += 1;
+                        last = Some(k);
+                    }
+                    records.push((sk, r));
+                    Ok(true)
+                },
+            )
+            .await?;
+        }
+        records.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut page: Vec<DeliveryRecord> = Vec::new();
+        let mut keys: Vec<String> = Vec::new();
+        let mut next = None;
+        for (_, r) in records {
+            let k = r.recipient.key();
+            if keys.last() != Some(&k) {
+                if keys.len() == recipients {
+                    next = keys.last().cloned();
+                    break;
+                }
+                keys.push(k);
+            }
+            page.push(r);
+        }
+        let records = page;
+        let acks = self.acks(&pk).await?;
+        Ok(Some((
+            Logged {
+                notification,
+                records,
+                acks,
+            },
+            next,
+        )))
+    }
+
+    /// One Query on the index for the page (following its pages until `limit`
+    /// notifications are found), then one Query per notification for its records'
+    /// `status` only, a few at a time.
+    async fn receipt(&self, key: &ReceiptKey, outcome: Finish) -> StoreResult<ReceiptMatch> {
+        // One Query on the keys-only index, one conditional update: a receipt costs two
+        // calls. The index is eventually consistent: a receipt that outruns its record's
+        // `sent` write by less than the index's lag is not found (see the receipts
+        // function, which looks again once).
+        let found = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(RECEIPTS_INDEX)
+            .key_condition_expression("#rk = :rk")
+            .expression_attribute_names("#rk", RECEIPT_KEY)
+            .expression_attribute_values(":rk", s(key.as_str()))
+            .limit(2)
+            .send()
+            .await
+            .map_err(|e| store_error(e, "Query receipts index"))?;
+        let mut items = found.items.unwrap_or_default();
+        // A key two deliveries share (a gateway that reuses its ids) names neither.
+        if items.len() != 1 {
+            return Ok(ReceiptMatch::Unknown);
+        }
+        let item = items.remove(0);
+        let text = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).cloned();
+        let (Some(pk), Some(sk)) = (text("pk"), text("sk")) else {
+            return Ok(ReceiptMatch::Unknown);
+        };
+        let target = receipt_target(&pk, &sk).ok_or_else(|| {
+            StoreError::Failed(anyhow::anyhow!(
+                "a receipt index entry with an unexpected key: {pk} {sk}"
+            ))
+        })?;
+        let mut key_item = Item::new();
+        key_item.insert("pk".into(), s(pk));
+        key_item.insert("sk".into(), s(sk));
+        let moved = self.finish_at(key_item, &FinishUpdate::of(outcome)).await?;
+        Ok(ReceiptMatch::Found { target, moved })
+    }
+
+    async fn list_notifications(
+        &self,
+        org: &OrgId,
+        after: Option<&ListPosition>,
+        limit: usize,
+    ) -> StoreResult<Vec<NotificationSummary>> {
+        use futures::{StreamExt, TryStreamExt};
+        // Each with its record partitions (the index projects the whole item).
+        let mut notifications: Vec<(Notification, u32)> = Vec::new();
+        if limit > 0 {
+            let org_index = s(format!("ORG#{org}"));
+            self.each_item(
+                "Query notifications index",
+                || {
+                    let q = self
+                        .client
+                        .query()
+                        .index_name(NEWEST_INDEX)
+                        .expression_attribute_values(":org", org_index.clone())
+                        .scan_index_forward(false)
+                        .limit(limit as i32);
+                    match after {
+                        Some(a) => q
+                            .key_condition_expression("org_index = :org AND created_index < :after")
+                            .expression_attribute_values(":after", s(created_index(a))),
+                        None => q.key_condition_expression("org_index = :org"),
+                    }
+                },
+                |item| {
+                    let shards = item_shards(&item);
+                    notifications.push((decode(item)?, shards));
+                    Ok(notifications.len() < limit)
+                },
+            )
+            .await?;
+        }
+        notifications.truncate(limit);
+        futures::stream::iter(notifications)
+            .map(|(n, shards)| async move {
+                let counts = self.count(&n, shards).await?;
+                Ok::<_, StoreError>(NotificationSummary {
+                    notification: n,
+                    counts,
+                })
+            })
+            .buffered(8)
+            .try_collect()
+            .await
+    }
+
+    async fn ack(&self, org: &OrgId, id: &NotificationId, user: &UserId) -> StoreResult<bool> {
+        // The ack expires with its notification: read when that is.
+        let expires = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(notification_key(&notification_pk(org, id))))
+            .projection_expression("expires_at")
+            .send()
+            .await
+            .map_err(|e| store_error(e, "GetItem notification expiry"))?
+            .item
+            .and_then(|i| i.get("expires_at")?.as_n().ok()?.parse().ok())
+            .unwrap_or_else(|| expires_at(chrono::Utc::now()));
+        let item = encode(
+            notification_pk(org, id),
+            format!("ACK#{user}"),
+            &AckItem {
+                user_id: user.clone(),
+                at: chrono::Utc::now(),
+            },
+            expires,
+        )?;
+        // The first ack's time is kept.
+        self.put_if_absent(item, "PutItem ack").await
+    }
+}

@@ -1,0 +1,126 @@
+//! The directory: users and their devices.
+
+use super::*;
+
+#[async_trait]
+impl Directory for Sqlite {
+    async fn get_user(&self, org: &OrgId, id: &UserId) -> StoreResult<Option<User>> {
+        self.db.read(|c| {
+            one(
+                c,
+                "SELECT body FROM users WHERE org = ?1 AND id = ?2",
+                params![org.as_str(), id.as_str()],
+            )
+        })
+    }
+    async fn get_users(&self, org: &OrgId, ids: &[UserId]) -> StoreResult<Vec<User>> {
+        self.db.read(|c| {
+            let mut out = Vec::with_capacity(ids.len());
+            for id in ids {
+                out.extend(one::<User>(
+                    c,
+                    "SELECT body FROM users WHERE org = ?1 AND id = ?2",
+                    params![org.as_str(), id.as_str()],
+                )?);
+            }
+            Ok(out)
+        })
+    }
+    async fn list_users(&self, org: &OrgId) -> StoreResult<Vec<User>> {
+        self.db.read(|c| {
+            rows(
+                c,
+                "SELECT body FROM users WHERE org = ?1 ORDER BY id",
+                params![org.as_str()],
+            )
+        })
+    }
+    async fn put_user(&self, org: &OrgId, user: &User) -> StoreResult<()> {
+        let (org, id) = (org.to_string(), user.user_id.to_string());
+        let body = to_json(user).map_err(StoreError::Failed)?;
+        self.db
+            .write_one(move |c| {
+                c.prepare_cached(
+                    "INSERT OR REPLACE INTO users (org, id, body) VALUES (?1, ?2, ?3)",
+                )?
+                .execute(params![org, id, body])?;
+                Ok(())
+            })
+            .await
+    }
+    async fn delete_user(&self, org: &OrgId, id: &UserId) -> StoreResult<bool> {
+        let (org, id) = (org.to_string(), id.to_string());
+        self.db
+            .write_one(move |c| {
+                Ok(
+                    c.prepare_cached("DELETE FROM users WHERE org = ?1 AND id = ?2")?
+                        .execute(params![org, id])?
+                        > 0,
+                )
+            })
+            .await
+    }
+    async fn update_user(
+        &self,
+        org: &OrgId,
+        id: &UserId,
+        change: &(dyn for<'u> Fn(&'u mut User) + Send + Sync),
+    ) -> StoreResult<Option<User>> {
+        // The change runs here, not on the writer: it is written only if the stored body
+        // is still the one it was made from, and made again from the new one otherwise
+        // (another process on the same file). In this process, changes to one user take
+        // turns.
+        let stripe = {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            (org.as_str(), id.as_str()).hash(&mut h);
+            (h.finish() % USER_LOCKS as u64) as usize
+        };
+        let _turn = self.user_locks[stripe].lock().await;
+        for _ in 0..UPDATE_TRIES {
+            let before: Option<String> = self.db.read(|c| {
+                Ok(
+                    c.prepare_cached("SELECT body FROM users WHERE org = ?1 AND id = ?2")?
+                        .query_row(params![org.as_str(), id.as_str()], |r| r.get(0))
+                        .optional()?,
+                )
+            })?;
+            let Some(before) = before else {
+                return Ok(None);
+            };
+            let mut user: User = from_json(&before).map_err(StoreError::Failed)?;
+            change(&mut user);
+            let after = to_json(&user).map_err(StoreError::Failed)?;
+            let (o, i) = (org.to_string(), id.to_string());
+            let written = self
+                .db
+                .write_one(move |c| {
+                    Ok(c.prepare_cached(
+                        "UPDATE users SET body = ?3 WHERE org = ?1 AND id = ?2 AND body = ?4",
+                    )?
+                    .execute(params![o, i, after, before])?
+                        > 0)
+                })
+                .await?;
+            if written {
+                return Ok(Some(user));
+            }
+        }
+        Err(StoreError::Unavailable(anyhow::anyhow!(
+            "user {id} kept changing under {UPDATE_TRIES} tries"
+        )))
+    }
+    async fn create_user(&self, org: &OrgId, user: &User) -> StoreResult<bool> {
+        let (org, id) = (org.to_string(), user.user_id.to_string());
+        let body = to_json(user).map_err(StoreError::Failed)?;
+        self.db
+            .write_one(move |c| {
+                Ok(c.prepare_cached(
+                    "INSERT OR IGNORE INTO users (org, id, body) VALUES (?1, ?2, ?3)",
+                )?
+                .execute(params![org, id, body])?
+                    > 0)
+            })
+            .await
+    }
+}
