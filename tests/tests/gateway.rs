@@ -281,3 +281,39 @@ async fn private_and_metadata_targets_are_refused_in_aws_mode() {
         "endpoint_not_allowed"
     );
 }
+
+/// A send whose settings were replaced by a save while it ran (their revision's secrets
+/// already deleted) is tried again with the new settings: it is never sent without its
+/// password or header.
+#[tokio::test]
+async fn settings_replaced_mid_send_are_retried_never_sent_without_their_secrets() {
+    let url = local_url();
+    let g = setup(&url, GatewayFormat::Json, LOCAL).await;
+    let mut m = sms(&g.org);
+    m.settings = Some(SmsSettings {
+        control_center_id: ControlCenterId::main(),
+        provider: SmsProvider::Http(HttpGateway {
+            url: GatewayUrl::parse(&url, LOCAL).unwrap(),
+            format: GatewayFormat::Json,
+            username: Some("acct-17".into()),
+            header_name: Some(HeaderName::parse("X-Api-Key").unwrap()),
+            failover_sns: false,
+            max_per_second: None,
+            failover_sender_number: None,
+        }),
+        sender_number: Some(SenderId::parse("+15551234567").unwrap()),
+        password_set: true,
+        // A revision a newer save has replaced: its secrets are gone.
+        secrets_at: Some("replaced".into()),
+    });
+    let e = g.sender.send(&m).await.unwrap_err();
+    assert_eq!(e.reason(), "settings_unavailable");
+    assert!(e.is_transient(), "tried again: {e:?}");
+    assert!(gateway().requests_to(&g.path).await.unwrap().is_empty());
+    // The stored settings (plain-named secrets) still send.
+    gateway()
+        .script(&g.path, json!([{"status": 200, "body": {"id": "ok"}}]))
+        .await
+        .unwrap();
+    g.sender.send(&sms(&g.org)).await.unwrap();
+}

@@ -226,6 +226,13 @@ impl SmsSender for HttpSmsSender {
                 .map_err(unavailable)?,
             None => None,
         };
+        // Settings that name a secret their revision no longer holds were replaced by a
+        // save during this send: try again with the new ones, never send without it.
+        if (settings.password_set && password.is_none())
+            || (gw.header_name.is_some() && header_value.is_none())
+        {
+            return Err(SendError::transient(FailReason::SettingsUnavailable));
+        }
         let from = m
             .from
             .clone()

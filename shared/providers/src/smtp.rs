@@ -292,6 +292,10 @@ impl EmailSender for SmtpEmailSender {
                 .map_err(|e| transient(FailReason::SettingsUnavailable, e))?,
             None => None,
         };
+        // As for the gateway: a save replaced the settings during this send.
+        if smtp.username.is_some() && smtp.password_set && password.is_none() {
+            return Err(SendError::transient(FailReason::SettingsUnavailable));
+        }
         // The delivery's id as the Message-ID, the same on every attempt: a repeat after
         // a crash between the server's answer and Flare's record of it is recognisable.
         let message_id = m
