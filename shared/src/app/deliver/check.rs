@@ -190,19 +190,8 @@ impl Deliverer {
             .filter(|r| r.cycle == 0 && r.awaiting_push && r.status == DeliveryStatus::Pending)
             .filter(|r| jobs.iter().any(|j| j.recipient == r.recipient))
             .collect();
-        self.each(&held, |r| {
-            ended::finish(
-                self.log.as_ref(),
-                self.metrics.as_ref(),
-                &n.org_id,
-                &n.notification_id,
-                &r.recipient,
-                r.slot(),
-                r.provider,
-                Finish::SkipHeld {
-                    reason: crate::domain::SkipReason::Escalated.as_str().to_string(),
-                },
-            )
+        self.end_records(n, &held, || Finish::SkipHeld {
+            reason: crate::domain::SkipReason::Escalated.as_str().to_string(),
         })
         .await?;
         self.log.put_records(n, &records).await?;
@@ -223,19 +212,8 @@ impl Deliverer {
             .iter()
             .filter(|r| acked_now.contains(&r.recipient.key()))
             .collect();
-        self.each(&late, |r| {
-            ended::finish(
-                self.log.as_ref(),
-                self.metrics.as_ref(),
-                &n.org_id,
-                &n.notification_id,
-                &r.recipient,
-                r.slot(),
-                r.provider,
-                Finish::Cancel {
-                    reason: crate::domain::SkipReason::Acknowledged.as_str().to_string(),
-                },
-            )
+        self.end_records(n, &late, || Finish::Cancel {
+            reason: crate::domain::SkipReason::Acknowledged.as_str().to_string(),
         })
         .await?;
         jobs.retain(|j| !acked_now.contains(&j.recipient.key()));
@@ -282,5 +260,28 @@ impl Deliverer {
                 .await?;
         }
         Ok(checked)
+    }
+
+    /// Ends each of `records` of `n` the same way (`outcome`), counted in the metrics.
+    async fn end_records(
+        &self,
+        n: &crate::domain::Notification,
+        records: &[&DeliveryRecord],
+        outcome: impl Fn() -> Finish + Sync,
+    ) -> Result<(), DeliverError> {
+        self.each(records, |r| {
+            ended::finish(
+                self.log.as_ref(),
+                self.metrics.as_ref(),
+                &n.org_id,
+                &n.notification_id,
+                &r.recipient,
+                r.slot(),
+                r.provider,
+                outcome(),
+            )
+        })
+        .await
+        .map(drop)
     }
 }
