@@ -112,12 +112,45 @@ def run_moto(args):
         moto_iam.check_resources()
     # One log line per request is noise here (and a burden on whoever reads stderr).
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=args.port, verbose=False)
+    if args.tls:
+        # HTTPS with a CA of its own, for the tests of the SDK's TLS client (the other
+        # tests use plain HTTP, which moto serves faster).
+        certs = make_certs(args.dir)
+        server = _tls_moto(certs)(ip_address="127.0.0.1", port=args.port, verbose=False)
+        url = f"https://localhost:{args.port}"
+    else:
+        certs = {}
+        server = ThreadedMotoServer(ip_address="127.0.0.1", port=args.port, verbose=False)
+        url = f"http://127.0.0.1:{args.port}"
     server.start()
-    url = f"http://127.0.0.1:{args.port}"
-    ready(url=url, **(_iam_admin(url) if args.iam else {}))
+    extra = _iam_admin(url) if args.iam else {}
+    if certs:
+        extra["ca"] = certs["ca"]
+    ready(url=url, **extra)
     wait_for_stdin_eof()
     server.stop()
+
+
+def _tls_moto(certs):
+    """ThreadedMotoServer serving HTTPS with the given leaf certificate."""
+    import ssl
+    from moto.moto_server.threaded_moto_server import ThreadedMotoServer
+    from moto.moto_server.werkzeug_app import (
+        DomainDispatcherApplication, MotoRequestHandler, create_backend_app)
+    from werkzeug.serving import make_server
+
+    class TlsMotoServer(ThreadedMotoServer):
+        def _server_entry(self):
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(certs["cert"], certs["key"])
+            app = DomainDispatcherApplication(create_backend_app)
+            self._server = make_server(self._ip_address, self._port, app, True,
+                                       request_handler=MotoRequestHandler,
+                                       ssl_context=context)
+            self._server_ready_event.set()
+            self._server.serve_forever()
+
+    return TlsMotoServer
 
 
 # --------------------------------------------------------------------------- smtp
@@ -423,6 +456,7 @@ def main():
     p.add_argument("--seed", type=int, default=1)
     # moto: IAM access control on; READY adds the admin's access_key_id, secret_access_key.
     p.add_argument("--iam", action="store_true")
+    p.add_argument("--tls", action="store_true")
     args = p.parse_args()
     {"moto": run_moto, "smtp": run_smtp, "gateway": run_gateway,
      "sqs-sink": run_sqs_sink}[args.kind](args)

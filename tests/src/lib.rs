@@ -215,6 +215,31 @@ impl Moto {
         })
     }
 
+    /// A server of its own on HTTPS (`https://localhost:<port>`), its certificate signed
+    /// by a CA of its own ([`Moto::ca_pem`]): for the SDK's TLS client.
+    pub fn start_tls(dir: &TempDir) -> anyhow::Result<Self> {
+        let args = [
+            "--port".into(),
+            free_port().to_string(),
+            "--tls".into(),
+            "--dir".into(),
+            dir.0.display().to_string(),
+        ];
+        let process = ServerProcess::start("moto", &args)?;
+        let url = process.str("url");
+        Ok(Self {
+            process,
+            url,
+            credentials: ("testing".into(), "testing".into()),
+        })
+    }
+
+    /// The CA (PEM) that signed a [`Moto::start_tls`] server's certificate.
+    pub fn ca_pem(&self) -> anyhow::Result<Vec<u8>> {
+        let path = self.process.str("ca");
+        std::fs::read(&path).with_context(|| format!("reading {path}"))
+    }
+
     /// Options for [`flare_aws::sdk_config`] pointing every client at moto.
     pub fn aws_options(&self) -> AwsOptions {
         let mut opts = AwsOptions::local(&self.url);
@@ -499,7 +524,7 @@ impl Gateway {
 /// own (Flare's gateway sender hands it one), so a plain client needs the process
 /// default installed first.
 pub fn http() -> reqwest::Client {
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let _ = rustls::crypto::ring::default_provider().install_default();
     // A stalled server fails the test instead of hanging it.
     reqwest::Client::builder()
         .timeout(Duration::from_secs(30))

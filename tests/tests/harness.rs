@@ -221,6 +221,42 @@ async fn sqs_round_trip_on_moto() {
     assert_eq!(bodies, ["job 0", "job 1", "job 2"]);
 }
 
+/// The SDK's HTTPS client (rustls on ring, `flare_aws::sdk_config`) against moto over
+/// TLS: a call succeeds when the server's CA is trusted, and fails the handshake when
+/// only the system's roots are.
+#[tokio::test]
+async fn the_sdk_speaks_tls_with_a_trusted_ca_and_refuses_an_unknown_one() {
+    let dir = flare_tests::TempDir::new("moto-tls").unwrap();
+    let moto = flare_tests::Moto::start_tls(&dir).expect("moto over TLS");
+    assert!(moto.url.starts_with("https://"), "{}", moto.url);
+
+    let mut opts = moto.aws_options();
+    opts.extra_root_ca = Some(moto.ca_pem().unwrap());
+    let sqs = aws::sqs(&aws::sdk_config(opts).await);
+    let name = unique("tls");
+    let url = sqs
+        .create_queue()
+        .queue_name(&name)
+        .send()
+        .await
+        .expect("create a queue over TLS")
+        .queue_url
+        .unwrap();
+    assert!(url.ends_with(&name), "{url}");
+
+    let untrusted = aws::sqs(&aws::sdk_config(moto.aws_options()).await);
+    let err = untrusted
+        .list_queues()
+        .send()
+        .await
+        .expect_err("a certificate from an unknown CA must be refused");
+    let chain = format!("{:?}", anyhow::Error::from(err));
+    assert!(
+        chain.contains("UnknownIssuer") || chain.contains("certificate"),
+        "not a certificate failure: {chain}"
+    );
+}
+
 async fn ehlo(port: u16) -> String {
     let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await

@@ -17,6 +17,9 @@ pub struct AwsOptions {
     pub region: Option<String>,
     /// Static access key and secret (tests); otherwise the default provider chain.
     pub static_credentials: Option<(String, String)>,
+    /// A certificate authority (valid PEM) trusted besides the system's roots: a private
+    /// CA in front of an endpoint, or a test server's.
+    pub extra_root_ca: Option<Vec<u8>>,
 }
 
 impl AwsOptions {
@@ -26,20 +29,23 @@ impl AwsOptions {
             endpoint_url: Some(endpoint_url.into()),
             region: Some("us-east-1".into()),
             static_credentials: Some(("testing".into(), "testing".into())),
+            extra_root_ca: None,
         }
     }
 }
 
 /// Loads the shared SDK configuration once (call it in `main`, before the first event).
 pub async fn sdk_config(opts: AwsOptions) -> SdkConfig {
-    let mut loader = aws_config::defaults(BehaviorVersion::latest()).timeout_config(
-        // A hung AWS call must not eat a Lambda's whole time budget.
-        TimeoutConfig::builder()
-            .connect_timeout(Duration::from_secs(3))
-            .operation_attempt_timeout(Duration::from_secs(10))
-            .operation_timeout(Duration::from_secs(25))
-            .build(),
-    );
+    let mut loader = aws_config::defaults(BehaviorVersion::latest())
+        .http_client(https_client(opts.extra_root_ca.as_deref()))
+        .timeout_config(
+            // A hung AWS call must not eat a Lambda's whole time budget.
+            TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(3))
+                .operation_attempt_timeout(Duration::from_secs(10))
+                .operation_timeout(Duration::from_secs(25))
+                .build(),
+        );
     if let Some(url) = opts.endpoint_url {
         loader = loader.endpoint_url(url);
     }
@@ -56,6 +62,31 @@ pub async fn sdk_config(opts: AwsOptions) -> SdkConfig {
         ));
     }
     loader.load().await
+}
+
+/// The SDK's HTTPS client on rustls with ring (what `default-https-client` builds, with
+/// aws-lc), so every TLS connection Flare makes uses one crypto library. It trusts the
+/// system's roots, and `extra_root_ca` too.
+fn https_client(
+    extra_root_ca: Option<&[u8]>,
+) -> aws_smithy_runtime_api::client::http::SharedHttpClient {
+    use aws_smithy_http_client::tls::{
+        Provider, TlsContext, TrustStore, rustls_provider::CryptoMode,
+    };
+    let mut roots = TrustStore::default();
+    if let Some(pem) = extra_root_ca {
+        roots.add_pem_certificate(pem);
+    }
+    let context = TlsContext::builder()
+        .with_trust_store(roots)
+        .build()
+        // It only stores what it is given (the PEM is parsed when the first connection
+        // is made, and must be valid).
+        .expect("TlsContextBuilder::build cannot fail");
+    aws_smithy_http_client::Builder::new()
+        .tls_provider(Provider::Rustls(CryptoMode::Ring))
+        .tls_context(context)
+        .build_https()
 }
 
 #[cfg(feature = "dynamodb")]
