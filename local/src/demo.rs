@@ -54,174 +54,194 @@ fn event(id: &str, detail_type: &str, detail: Value) -> Value {
            "time": "2026-11-26T21:00:00Z", "detail": detail})
 }
 
+/// One person in the demo's directory, and what their settings show.
+struct Person {
+    id: &'static str,
+    name: &'static str,
+    license: &'static str,
+    is_virtual: bool,
+    /// Has a phone registered for push.
+    device: bool,
+    /// Their mobile number is primary (SMS goes to it).
+    mobile: bool,
+    /// Their email address is primary.
+    email: bool,
+}
+
+const fn person(id: &'static str, name: &'static str, license: &'static str) -> Person {
+    Person {
+        id,
+        name,
+        license,
+        is_virtual: false,
+        device: true,
+        mobile: true,
+        email: true,
+    }
+}
+
+const PEOPLE: [Person; 8] = [
+    person("ana", "Ana (responder, app)", "basic_responder"),
+    Person {
+        device: false,
+        ..person("bo", "Bo (reporter, no app licence)", "passive_reporter")
+    },
+    Person {
+        is_virtual: true,
+        device: false,
+        ..person("cy", "Cy (virtual unit)", "advanced_responder")
+    },
+    person("di", "Di (responder, phone off)", "basic_responder"),
+    person("gus", "Gus (responder, phone silent)", "basic_responder"),
+    person("hal", "Hal (responder, asleep)", "basic_responder"),
+    Person {
+        device: false,
+        mobile: false,
+        email: false,
+        ..person("ed", "Ed (operator, nothing primary)", "dispatch_operator")
+    },
+    Person {
+        device: false,
+        email: false,
+        ..person("fi", "Fi (responder, no device)", "mobile_supervisor")
+    },
+];
+
+const ADMIN: [Role; 2] = [Role::Admin, Role::Dispatcher];
+
 /// Runs the demo in a fresh temporary data directory; answers the printed report.
 pub async fn run() -> anyhow::Result<String> {
     let dir = std::env::temp_dir().join(format!("flare-demo-{}", uuid_like()));
     let mut cfg = LocalConfig::from_env(dir.clone())?;
     cfg.retry_base = Duration::from_millis(20);
     let app = LocalApp::open(&cfg).await?;
-    let admin = [Role::Admin, Role::Dispatcher];
 
+    seed_settings(&app).await;
+    seed_people(&app).await;
+    let mut routed = route_incidents(&app).await?;
+    routed.push(escalation(&app).await?);
+    routed.push(failover_and_receipts(&app).await?);
+    routed.push(manual_sms(&app).await?);
+    let out = report(&app, routed).await?;
+    let _ = std::fs::remove_dir_all(dir);
+    Ok(out)
+}
+
+/// Main's SMS through SNS, and the communication settings every story starts from.
+async fn seed_settings(app: &LocalApp) {
     call(
-        &app,
+        app,
         "PUT",
         "/v1/settings/sms/main",
-        &admin,
+        &ADMIN,
         json!({"provider": "sns", "sender_number": "FLAREDEMO"}),
     )
     .await;
-    call(&app, "PUT", "/v1/settings/communication", &admin, json!({
+    call(app, "PUT", "/v1/settings/communication", &ADMIN, json!({
         "dispatch": "app_then_sms_email", "incident_contacts": "app_sms_email", "messages": "app_only",
         "distress": true, "dispatch_virtual_users": true, "manual_sms": true,
         // A short window, so the demo shows a silent phone's fallback without a wait.
         "app_fallback_seconds": FALLBACK_WINDOW_SECONDS})).await;
-    let people = [
-        (
-            "ana",
-            "Ana (responder, app)",
-            "basic_responder",
-            false,
-            true,
-            true,
-            true,
-        ),
-        (
-            "bo",
-            "Bo (reporter, no app licence)",
-            "passive_reporter",
-            false,
-            false,
-            true,
-            true,
-        ),
-        (
-            "cy",
-            "Cy (virtual unit)",
-            "advanced_responder",
-            true,
-            false,
-            true,
-            true,
-        ),
-        (
-            "di",
-            "Di (responder, phone off)",
-            "basic_responder",
-            false,
-            true,
-            true,
-            true,
-        ),
-        (
-            "gus",
-            "Gus (responder, phone silent)",
-            "basic_responder",
-            false,
-            true,
-            true,
-            true,
-        ),
-        (
-            "hal",
-            "Hal (responder, asleep)",
-            "basic_responder",
-            false,
-            true,
-            true,
-            true,
-        ),
-        (
-            "ed",
-            "Ed (operator, nothing primary)",
-            "dispatch_operator",
-            false,
-            false,
-            false,
-            false,
-        ),
-        (
-            "fi",
-            "Fi (responder, no device)",
-            "mobile_supervisor",
-            false,
-            false,
-            true,
-            false,
-        ),
-    ];
-    for (i, (id, name, license, is_virtual, device, mobile, email)) in people.iter().enumerate() {
+}
+
+/// [`PEOPLE`] with their contacts and phones; Di's phone refuses its pushes.
+async fn seed_people(app: &LocalApp) {
+    for (i, p) in PEOPLE.iter().enumerate() {
+        let id = p.id;
         let mut contacts = vec![
-            json!({"kind": "mobile", "value": format!("+1415555{:04}", 100 + i), "primary": *mobile}),
-            json!({"kind": "email", "value": format!("{id}@demo.example"), "primary": *email}),
+            json!({"kind": "mobile", "value": format!("+1415555{:04}", 100 + i), "primary": p.mobile}),
+            json!({"kind": "email", "value": format!("{id}@demo.example"), "primary": p.email}),
         ];
-        if *id == "ed" {
+        if id == "ed" {
             contacts.truncate(1);
         }
-        call(&app, "PUT", &format!("/v1/users/{id}"), &admin, json!({"name": name, "license": license,
-            "virtual": is_virtual, "control_center_id": "north", "contacts": contacts,
+        call(app, "PUT", &format!("/v1/users/{id}"), &ADMIN, json!({"name": p.name, "license": p.license,
+            "virtual": p.is_virtual, "control_center_id": "north", "contacts": contacts,
             "emergency_contacts": [{"name": "Rui (Ana's brother)", "mobile": "+351912345678", "email": "rui@family.example"}]})).await;
-        if *device {
+        if p.device {
             call(
-                &app,
+                app,
                 "POST",
                 &format!("/v1/users/{id}/devices"),
-                &admin,
+                &ADMIN,
                 json!({"platform": "fcm", "token": format!("{id}-phone")}),
             )
             .await;
         }
     }
     // Di's phone is off: the push provider refuses it, and SMS and email follow.
-    app.outbox.fail_next(
-        "local:fcm:di-phone",
-        SendError::permanent(FailReason::EndpointDisabled),
-    );
-    app.outbox.fail_next(
-        "local:fcm:di-phone",
-        SendError::permanent(FailReason::EndpointDisabled),
-    );
-
-    let everyone = json!(["ana", "bo", "cy", "di", "gus", "ed", "fi"]);
-    let base = |msg: (&str, &str)| {
-        json!({"org_id": ORG, "control_center_id": "north", "incident_id": "inc-1",
-        "message": {"title": msg.0, "body": msg.1}})
-    };
-    let mut ids = Vec::new();
-    let mut d = base(("Structure fire", "12 Main St, smoke showing"));
-    d["recipient_ids"] = everyone.clone();
-    ids.push((
-        "Incident Dispatched (dispatch: app_then_sms_email with a 2 s app fallback window, \
-         virtual users on; Ana's app confirms receipt, Gus's phone stays silent)",
-        event("demo-dispatch", "Incident Dispatched", d),
-    ));
-    let mut d = base(("Update", "Second alarm"));
-    d["recipient_ids"] = everyone.clone();
-    ids.push((
-        "Incident Message Posted (messages: app_only)",
-        event("demo-message", "Incident Message Posted", d),
-    ));
-    let mut d = base(("Evacuation", "Leave by the east exit"));
-    d["recipient_ids"] = json!(["ana", "bo"]);
-    d["contacts"] = json!([{"name": "Building manager", "mobile": "+14155550177"}]);
-    ids.push((
-        "Incident Contacts Notified (incident contacts: app_sms_email)",
-        event("demo-contacts", "Incident Contacts Notified", d),
-    ));
-    ids.push(("SOS Raised by Ana (distress on)", event("demo-sos", "SOS Raised",
-        json!({"org_id": ORG, "control_center_id": "north", "incident_id": "inc-2", "creator_id": "ana"}))));
-
-    let mut routed = Vec::new();
-    for (title, ev) in ids {
-        let ev = flare_shared::domain::IncidentEvent::from_value(ev)?;
-        app.notifier.route(&ev).await?;
-        routed.push((title.to_string(), ev.notification_id));
+    for _ in 0..2 {
+        app.outbox.fail_next(
+            "local:fcm:di-phone",
+            SendError::permanent(FailReason::EndpointDisabled),
+        );
     }
-    // Ana's app confirms the dispatch's push once it arrives: her SMS and email, held
-    // for the window, are not sent.
+}
+
+fn incident(control_center: &str, msg: (&str, &str), recipients: Value) -> Value {
+    json!({"org_id": ORG, "control_center_id": control_center, "incident_id": "inc-1",
+        "message": {"title": msg.0, "body": msg.1}, "recipient_ids": recipients})
+}
+
+async fn route(app: &LocalApp, event: Value) -> anyhow::Result<NotificationId> {
+    let ev = flare_shared::domain::IncidentEvent::from_value(event)?;
+    app.notifier.route(&ev).await?;
+    Ok(ev.notification_id)
+}
+
+/// One of each incident event; Ana's app then confirms the dispatch's push, so her SMS
+/// and email, held for the window, are not sent.
+async fn route_incidents(app: &LocalApp) -> anyhow::Result<Vec<(String, NotificationId)>> {
+    let everyone = json!(["ana", "bo", "cy", "di", "gus", "ed", "fi"]);
+    let mut contacts = incident(
+        "north",
+        ("Evacuation", "Leave by the east exit"),
+        json!(["ana", "bo"]),
+    );
+    contacts["contacts"] = json!([{"name": "Building manager", "mobile": "+14155550177"}]);
+    let events = [
+        (
+            "Incident Dispatched (dispatch: app_then_sms_email with a 2 s app fallback window, \
+             virtual users on; Ana's app confirms receipt, Gus's phone stays silent)",
+            event(
+                "demo-dispatch",
+                "Incident Dispatched",
+                incident(
+                    "north",
+                    ("Structure fire", "12 Main St, smoke showing"),
+                    everyone.clone(),
+                ),
+            ),
+        ),
+        (
+            "Incident Message Posted (messages: app_only)",
+            event(
+                "demo-message",
+                "Incident Message Posted",
+                incident("north", ("Update", "Second alarm"), everyone),
+            ),
+        ),
+        (
+            "Incident Contacts Notified (incident contacts: app_sms_email)",
+            event("demo-contacts", "Incident Contacts Notified", contacts),
+        ),
+        (
+            "SOS Raised by Ana (distress on)",
+            event(
+                "demo-sos",
+                "SOS Raised",
+                json!({"org_id": ORG, "control_center_id": "north", "incident_id": "inc-2", "creator_id": "ana"}),
+            ),
+        ),
+    ];
+    let mut routed = Vec::new();
+    for (title, ev) in events {
+        routed.push((title.to_string(), route(app, ev).await?));
+    }
     let dispatch = &routed[0].1;
-    push_sent(&app, dispatch, "ana").await?;
+    push_sent(app, dispatch, "ana").await?;
     call_as(
-        &app,
+        app,
         "ana",
         "POST",
         &format!("/v1/notifications/{dispatch}/receipt"),
@@ -229,32 +249,35 @@ pub async fn run() -> anyhow::Result<String> {
         json!({}),
     )
     .await;
+    Ok(routed)
+}
 
-    // Escalation, switched on for the next dispatch (a notification keeps the settings
-    // it was routed with): Hal sleeps through the push and the fallback, is notified
-    // again on every channel, and acknowledges; the later cycles never start.
+/// Escalation, switched on for the next dispatch (a notification keeps the settings it
+/// was routed with): Hal sleeps through the push and the fallback, is notified again on
+/// every channel, and acknowledges; the later cycles never start.
+async fn escalation(app: &LocalApp) -> anyhow::Result<(String, NotificationId)> {
     call(
-        &app,
+        app,
         "PUT",
         "/v1/settings/communication",
-        &admin,
-        json!({
-        "dispatch_escalation": {"after_seconds": ESCALATION_SECONDS, "cycles": 3}}),
+        &ADMIN,
+        json!({"dispatch_escalation": {"after_seconds": ESCALATION_SECONDS, "cycles": 3}}),
     )
     .await;
-    let mut d = base(("Rescue", "Person trapped, 4 Elm St"));
-    d["recipient_ids"] = json!(["hal"]);
-    let ev = flare_shared::domain::IncidentEvent::from_value(event(
-        "demo-escalation",
-        "Incident Dispatched",
-        d,
-    ))?;
-    app.notifier.route(&ev).await?;
-    let escalated = ev.notification_id.clone();
+    let dispatch = incident(
+        "north",
+        ("Rescue", "Person trapped, 4 Elm St"),
+        json!(["hal"]),
+    );
+    let escalated = route(
+        app,
+        event("demo-escalation", "Incident Dispatched", dispatch),
+    )
+    .await?;
     let started = std::time::Instant::now();
-    cycle_sent(&app, &escalated, "hal", 1).await?;
+    cycle_sent(app, &escalated, "hal", 1).await?;
     call_as(
-        &app,
+        app,
         "hal",
         "POST",
         &format!("/v1/notifications/{escalated}/ack"),
@@ -266,38 +289,35 @@ pub async fn run() -> anyhow::Result<String> {
     let second =
         Duration::from_secs(u64::from(2 * ESCALATION_SECONDS)) + Duration::from_millis(300);
     tokio::time::sleep(second.saturating_sub(started.elapsed())).await;
-    routed.push((
-        format!(
-            "Incident Dispatched to Hal (escalation every {ESCALATION_SECONDS} s, up to 3 cycles; \
-             Hal acknowledges after cycle 1, so cycles 2 and 3 never start)"
-        ),
-        escalated,
-    ));
+    let title = format!(
+        "Incident Dispatched to Hal (escalation every {ESCALATION_SECONDS} s, up to 3 cycles; \
+         Hal acknowledges after cycle 1, so cycles 2 and 3 never start)"
+    );
+    Ok((title, escalated))
+}
 
-    // The South control center's own SMS gateway is down (nothing listens on the
-    // discard port): its SMS fails over to SNS. Then the providers report back: SNS
-    // says Bo's SMS reached the phone, SES that Bo's email bounced.
+/// The South control center's own SMS gateway is down (nothing listens on the discard
+/// port): its SMS fails over to SNS. Then the providers report back: SNS says Bo's SMS
+/// reached the phone, SES that Bo's email bounced.
+async fn failover_and_receipts(app: &LocalApp) -> anyhow::Result<(String, NotificationId)> {
+    use flare_shared::domain::Channel;
     call(
-        &app,
+        app,
         "PUT",
         "/v1/settings/sms/south",
-        &admin,
+        &ADMIN,
         json!({"provider": "http", "url": "http://127.0.0.1:9/send", "password": "demo-gateway-key",
                "sender_number": "FLARESOUTH", "failover": "sns"}),
     )
     .await;
-    let mut d = base(("Gas leak", "3 Harbour Rd, evacuate"));
-    d["control_center_id"] = json!("south");
-    d["recipient_ids"] = json!(["bo"]);
-    let ev = flare_shared::domain::IncidentEvent::from_value(event(
-        "demo-failover",
-        "Incident Dispatched",
-        d,
-    ))?;
-    app.notifier.route(&ev).await?;
-    let south = ev.notification_id.clone();
-    let (_, logged) = settled(&app, &south).await?;
-    let message_id = |channel: flare_shared::domain::Channel| {
+    let dispatch = incident(
+        "south",
+        ("Gas leak", "3 Harbour Rd, evacuate"),
+        json!(["bo"]),
+    );
+    let south = route(app, event("demo-failover", "Incident Dispatched", dispatch)).await?;
+    let (_, logged) = settled(app, &south).await?;
+    let message_id = |channel: Channel| {
         logged
             .records
             .iter()
@@ -306,7 +326,7 @@ pub async fn run() -> anyhow::Result<String> {
             .unwrap_or_default()
     };
     let receipts = flare_shared::app::receipts::Receipts::new(app.services.log.clone());
-    let sns_line = json!({"notification": {"messageId": message_id(flare_shared::domain::Channel::Sms),
+    let sns_line = json!({"notification": {"messageId": message_id(Channel::Sms),
         "timestamp": "2026-11-26 21:00:04.100"}, "delivery": {"providerResponse":
         "Message has been accepted by phone carrier"}, "status": "SUCCESS"});
     receipts
@@ -314,38 +334,56 @@ pub async fn run() -> anyhow::Result<String> {
         .await?;
     receipts
         .ses_event(&json!({"source": "aws.ses", "detail-type": "Email Bounced", "detail": {
-            "eventType": "Bounce", "mail": {"messageId": message_id(flare_shared::domain::Channel::Email)},
+            "eventType": "Bounce", "mail": {"messageId": message_id(Channel::Email)},
             "bounce": {"bounceType": "Permanent", "bouncedRecipients": [
                 {"emailAddress": "bo@demo.example", "diagnosticCode": "smtp; 550 5.1.1 mailbox unavailable"}]}}}))
         .await?;
-    routed.push((
-        "Incident Dispatched from South (its own SMS gateway is down: the SMS fails over to \
-         SNS, which reports it delivered; SES reports Bo's email bounced)"
-            .into(),
-        south,
-    ));
+    let title = "Incident Dispatched from South (its own SMS gateway is down: the SMS fails over \
+                 to SNS, which reports it delivered; SES reports Bo's email bounced)";
+    Ok((title.into(), south))
+}
 
+async fn manual_sms(app: &LocalApp) -> anyhow::Result<(String, NotificationId)> {
     let sms = call(
-        &app,
+        app,
         "POST",
         "/v1/messages/sms",
         &[Role::Dispatcher],
         json!({"user_id": "bo", "text": "Call the station"}),
     )
     .await;
-    routed.push((
-        "Manual SMS to Bo".into(),
-        NotificationId::parse(sms["notification_id"].as_str().unwrap_or_default())?,
-    ));
+    let id = NotificationId::parse(sms["notification_id"].as_str().unwrap_or_default())?;
+    Ok(("Manual SMS to Bo".into(), id))
+}
 
-    let mut out = String::new();
-    let mut reasons_seen: Vec<String> = Vec::new();
-    let mut totals: std::collections::BTreeMap<String, usize> = Default::default();
+/// The printed report: per notification a table of its deliveries, then what each
+/// reason shown means and the totals by status.
+#[derive(Default)]
+struct Report {
+    out: String,
+    reasons_seen: Vec<String>,
+    totals: std::collections::BTreeMap<String, usize>,
+}
+
+async fn report(app: &LocalApp, routed: Vec<(String, NotificationId)>) -> anyhow::Result<String> {
+    let mut report = Report::default();
     for (title, id) in routed {
-        let (n, logged) = settled(&app, &id).await?;
-        writeln!(out, "\n== {title}")?;
+        let (n, logged) = settled(app, &id).await?;
+        report.notification(&title, &n, &logged)?;
+    }
+    report.finish()
+}
+
+impl Report {
+    fn notification(
+        &mut self,
+        title: &str,
+        n: &Value,
+        logged: &flare_shared::ports::Logged,
+    ) -> anyhow::Result<()> {
+        writeln!(self.out, "\n== {title}")?;
         writeln!(
-            out,
+            self.out,
             "{:<34} {:<6} {:<5} {:<11} {:<9} {:<26} reason / provider",
             "recipient", "chan", "cycle", "status", "fallback", "to"
         )?;
@@ -353,10 +391,10 @@ pub async fn run() -> anyhow::Result<String> {
             let user = r["user_id"].as_str();
             let contact = r["contact"]["name"].as_str();
             let who = match user {
-                Some(u) => people
+                Some(u) => PEOPLE
                     .iter()
-                    .find(|p| p.0 == u)
-                    .map_or(u.to_string(), |p| p.1.to_string()),
+                    .find(|p| p.id == u)
+                    .map_or(u.to_string(), |p| p.name.to_string()),
                 None => format!("{} (not a user)", contact.unwrap_or("?")),
             };
             for d in r["deliveries"].as_array().into_iter().flatten() {
@@ -365,72 +403,77 @@ pub async fn run() -> anyhow::Result<String> {
                 // Only what was attempted went somewhere, or went as a fallback.
                 let attempted = matches!(status, "sent" | "failed" | "delivered" | "undelivered");
                 let to = if attempted {
-                    destination(&logged, user, contact, channel)
+                    destination(logged, user, contact, channel)
                 } else {
                     String::new()
                 };
-                let why = match d["reason"].as_str() {
-                    Some(reason) => {
-                        let code = reason.split(':').next().unwrap_or(reason).to_string();
-                        if !reasons_seen.contains(&code) {
-                            reasons_seen.push(code);
-                        }
-                        match d["detail"].as_str() {
-                            Some(detail) => format!("{reason} ({detail})"),
-                            None => reason.to_string(),
-                        }
-                    }
-                    None => {
-                        let mut via = format!("via {}", d["provider"].as_str().unwrap_or("-"));
-                        if let Some(from) = d["failover_from"].as_str() {
-                            via.push_str(&format!(" (failover from {from})"));
-                        }
-                        match d["fallback_reason"].as_str() {
-                            Some(code) if attempted => {
-                                if !reasons_seen.iter().any(|c| c == code) {
-                                    reasons_seen.push(code.to_string());
-                                }
-                                format!("{via}, {code}")
-                            }
-                            _ => via,
-                        }
-                    }
+                let why = self.why(d, attempted);
+                *self.totals.entry(status.to_string()).or_default() += 1;
+                let fallback = if attempted && d["fallback"] == true {
+                    "yes"
+                } else {
+                    ""
                 };
-                *totals.entry(status.to_string()).or_default() += 1;
+                let cycle = d["cycle"].as_u64().unwrap_or(0);
                 writeln!(
-                    out,
-                    "{:<34} {:<6} {:<5} {:<11} {:<9} {:<26} {}",
-                    who,
-                    channel,
-                    d["cycle"].as_u64().unwrap_or(0),
-                    status,
-                    if attempted && d["fallback"] == true {
-                        "yes"
-                    } else {
-                        ""
-                    },
-                    to,
-                    why
+                    self.out,
+                    "{who:<34} {channel:<6} {cycle:<5} {status:<11} {fallback:<9} {to:<26} {why}"
                 )?;
             }
             if let Some(at) = r["acknowledged_at"].as_str() {
-                writeln!(out, "{who:<34} acknowledged at {at}")?;
+                writeln!(self.out, "{who:<34} acknowledged at {at}")?;
             }
         }
+        Ok(())
     }
-    writeln!(out, "\n== Reasons shown above")?;
-    for code in &reasons_seen {
-        writeln!(out, "{code:<26} {}", reason_meaning(code))?;
+
+    /// The reason column: why a delivery did not go (with the provider's detail), or
+    /// the provider it went through, its failover and its fallback reason.
+    fn why(&mut self, d: &Value, attempted: bool) -> String {
+        if let Some(reason) = d["reason"].as_str() {
+            self.saw(reason.split(':').next().unwrap_or(reason));
+            return match d["detail"].as_str() {
+                Some(detail) => format!("{reason} ({detail})"),
+                None => reason.to_string(),
+            };
+        }
+        let mut via = format!("via {}", d["provider"].as_str().unwrap_or("-"));
+        if let Some(from) = d["failover_from"].as_str() {
+            via.push_str(&format!(" (failover from {from})"));
+        }
+        match d["fallback_reason"].as_str() {
+            Some(code) if attempted => {
+                self.saw(code);
+                format!("{via}, {code}")
+            }
+            _ => via,
+        }
     }
-    let summary: Vec<String> = totals.iter().map(|(s, n)| format!("{n} {s}")).collect();
-    writeln!(
-        out,
-        "\n== Summary: {} deliveries: {}",
-        totals.values().sum::<usize>(),
-        summary.join(", ")
-    )?;
-    let _ = std::fs::remove_dir_all(dir);
-    Ok(out)
+
+    fn saw(&mut self, code: &str) {
+        if !self.reasons_seen.iter().any(|c| c == code) {
+            self.reasons_seen.push(code.to_string());
+        }
+    }
+
+    fn finish(mut self) -> anyhow::Result<String> {
+        writeln!(self.out, "\n== Reasons shown above")?;
+        for code in &self.reasons_seen {
+            writeln!(self.out, "{code:<26} {}", reason_meaning(code))?;
+        }
+        let summary: Vec<String> = self
+            .totals
+            .iter()
+            .map(|(s, n)| format!("{n} {s}"))
+            .collect();
+        writeln!(
+            self.out,
+            "\n== Summary: {} deliveries: {}",
+            self.totals.values().sum::<usize>(),
+            summary.join(", ")
+        )?;
+        Ok(self.out)
+    }
 }
 
 /// Where a delivery went: the number, the address, or "app" for push.
