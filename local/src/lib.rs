@@ -8,6 +8,8 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use flare_providers::http_sms::HttpSmsSender;
+use flare_providers::smtp::SmtpEmailSender;
 use flare_shared::app::Services;
 use flare_shared::app::api::{self, ApiRequest, ApiResponse, MAX_BODY};
 use flare_shared::app::auth::{AuthFailure, Claims, ClaimsError};
@@ -18,7 +20,9 @@ use flare_shared::domain::EndpointPolicy;
 use flare_shared::domain::health::CircuitPolicy;
 use flare_shared::domain::{EmailAddress, IncidentEvent, Provider};
 use flare_shared::memory::{MemoryDevices, MemoryOutbox};
+use flare_shared::ports::{EmailSender, SmsSender};
 use flare_sqlite::Sqlite;
+use std::collections::HashMap;
 use std::time::Duration;
 
 pub mod demo;
@@ -148,6 +152,124 @@ pub fn lock_data_dir(dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
     Ok(file)
 }
 
+/// The stores, all the one database: one handle each, shared by whoever uses it.
+struct Stores {
+    settings: Arc<Sqlite>,
+    directory: Arc<Sqlite>,
+    secrets: Arc<Sqlite>,
+    log: Arc<Sqlite>,
+}
+
+impl Stores {
+    fn of(db: &Sqlite) -> Self {
+        Self {
+            settings: Arc::new(db.clone()),
+            directory: Arc::new(db.clone()),
+            secrets: Arc::new(db.clone()),
+            log: Arc::new(db.clone()),
+        }
+    }
+}
+
+/// The senders by provider: the outbox stands in for SNS and SES; the custom gateway
+/// and SMTP server are the real ones.
+struct Senders {
+    sms: HashMap<Provider, Arc<dyn SmsSender>>,
+    email: HashMap<Provider, Arc<dyn EmailSender>>,
+}
+
+impl Senders {
+    fn of(outbox: &Arc<MemoryOutbox>, gateway: HttpSmsSender, smtp: SmtpEmailSender) -> Self {
+        Self {
+            sms: [
+                (Provider::Sns, outbox.clone() as Arc<dyn SmsSender>),
+                (Provider::Http, Arc::new(gateway) as Arc<dyn SmsSender>),
+            ]
+            .into(),
+            email: [
+                (Provider::Ses, outbox.clone() as Arc<dyn EmailSender>),
+                (Provider::Smtp, Arc::new(smtp) as Arc<dyn EmailSender>),
+            ]
+            .into(),
+        }
+    }
+}
+
+/// The custom providers' senders: the HTTP gateway, and SMTP trusting the private CA
+/// the configuration names, if any.
+fn custom_senders(
+    cfg: &LocalConfig,
+    stores: &Stores,
+) -> anyhow::Result<(HttpSmsSender, SmtpEmailSender)> {
+    let gateway = HttpSmsSender::new(stores.settings.clone(), stores.secrets.clone(), cfg.policy)?;
+    let mut smtp =
+        SmtpEmailSender::new(stores.settings.clone(), stores.secrets.clone(), cfg.policy);
+    if let Some(path) = &cfg.smtp_extra_ca {
+        smtp = smtp.with_extra_root(
+            std::fs::read(path).with_context(|| format!("reading {}", path.display()))?,
+        );
+    }
+    Ok((gateway, smtp))
+}
+
+/// The workers' deliverer: every sender, the circuit's state and the gateways' pace in
+/// memory (one process is every instance), and no metrics.
+fn deliverer(
+    cfg: &LocalConfig,
+    stores: &Stores,
+    outbox: &Arc<MemoryOutbox>,
+    senders: &Senders,
+    health: Arc<flare_shared::memory::MemoryHealth>,
+) -> Deliverer {
+    Deliverer {
+        log: stores.log.clone(),
+        queue: None,
+        directory: stores.directory.clone(),
+        settings: stores.settings.clone(),
+        push: Some(outbox.clone()),
+        sms: senders.sms.clone(),
+        email: senders.email.clone(),
+        default_sender: Some(cfg.default_sender.clone()),
+        // CloudWatch's metrics have no local counterpart: `/local/outbox` and the
+        // notification view show the same facts.
+        metrics: Arc::new(flare_shared::ports::NoMetrics),
+        failover: Some(Failover {
+            health,
+            policy: cfg.circuit,
+        }),
+        // One process: the gateways' pace is kept in memory.
+        pacer: Some(Arc::new(flare_shared::memory::MemoryPacer::default())),
+        sns_per_second: None,
+        max_pace_wait: None,
+    }
+}
+
+/// What the API's routes use: the same stores, senders and circuit as the workers.
+fn services(
+    cfg: &LocalConfig,
+    stores: &Stores,
+    queue: &pipeline::LocalQueue,
+    senders: Senders,
+    health: Arc<flare_shared::memory::MemoryHealth>,
+) -> Services {
+    Services {
+        settings: stores.settings.clone(),
+        directory: stores.directory.clone(),
+        secret_reads: stores.secrets.clone(),
+        secrets: stores.secrets.clone(),
+        devices: Arc::new(MemoryDevices::default()),
+        log: stores.log.clone(),
+        queue: Arc::new(queue.clone()),
+        policy: cfg.policy,
+        sms_senders: senders.sms,
+        email_senders: senders.email,
+        default_sender: Some(cfg.default_sender.clone()),
+        metrics: Arc::new(flare_shared::ports::NoMetrics),
+        health: Some(health),
+        receipt_retry: None,
+    }
+}
+
 impl LocalApp {
     /// Opens (or creates) the data directory and its database, `flare.db` (SQLite,
     /// readable by its owner only: it holds the provider passwords), and resumes the
@@ -158,94 +280,22 @@ impl LocalApp {
         let lock = lock_data_dir(&cfg.data_dir)?;
         let db = Sqlite::open(&cfg.data_dir.join(DATABASE))?;
         legacy::import(&cfg.data_dir, &db).await?;
-        let settings = Arc::new(db.clone());
-        let directory = Arc::new(db.clone());
-        let secrets = Arc::new(db.clone());
-        let log = Arc::new(db.clone());
-        let gateway = flare_providers::http_sms::HttpSmsSender::new(
-            settings.clone(),
-            secrets.clone(),
-            cfg.policy,
-        )?;
-        let mut smtp = flare_providers::smtp::SmtpEmailSender::new(
-            settings.clone(),
-            secrets.clone(),
-            cfg.policy,
-        );
-        if let Some(path) = &cfg.smtp_extra_ca {
-            smtp = smtp.with_extra_root(
-                std::fs::read(path).with_context(|| format!("reading {}", path.display()))?,
-            );
-        }
+        let stores = Stores::of(&db);
+        let (gateway, smtp) = custom_senders(cfg, &stores)?;
         let outbox = Arc::new(MemoryOutbox::with_journal(Arc::new(db.clone())));
+        let senders = Senders::of(&outbox, gateway, smtp);
         // One process is every instance: the circuit's state lives in memory (a
         // restart starts every provider healthy).
         let health = Arc::new(flare_shared::memory::MemoryHealth::default());
-        let deliverer = Deliverer {
-            log: log.clone(),
-            queue: None,
-            directory: directory.clone(),
-            settings: settings.clone(),
-            push: Some(outbox.clone()),
-            sms: [
-                (
-                    Provider::Sns,
-                    outbox.clone() as Arc<dyn flare_shared::ports::SmsSender>,
-                ),
-                (
-                    Provider::Http,
-                    Arc::new(gateway) as Arc<dyn flare_shared::ports::SmsSender>,
-                ),
-            ]
-            .into(),
-            email: [
-                (
-                    Provider::Ses,
-                    outbox.clone() as Arc<dyn flare_shared::ports::EmailSender>,
-                ),
-                (
-                    Provider::Smtp,
-                    Arc::new(smtp) as Arc<dyn flare_shared::ports::EmailSender>,
-                ),
-            ]
-            .into(),
-            default_sender: Some(cfg.default_sender.clone()),
-            // CloudWatch's metrics have no local counterpart: `/local/outbox` and the
-            // notification view show the same facts.
-            metrics: Arc::new(flare_shared::ports::NoMetrics),
-            failover: Some(Failover {
-                health: health.clone(),
-                policy: cfg.circuit,
-            }),
-            // One process: the gateways' pace is kept in memory.
-            pacer: Some(Arc::new(flare_shared::memory::MemoryPacer::default())),
-            sns_per_second: None,
-            max_pace_wait: None,
-        };
-        let (deliverer_sms, deliverer_email) = (deliverer.sms.clone(), deliverer.email.clone());
+        let deliverer = deliverer(cfg, &stores, &outbox, &senders, health.clone());
         // The workers' deliverer enqueues fallbacks on the same queue it drains.
         let queue = pipeline::LocalQueue::start_with(deliverer, cfg.retry_base);
         resume(&db, &queue).await?;
-        let services = Services {
-            settings: settings.clone(),
-            directory: directory.clone(),
-            secret_reads: secrets.clone(),
-            secrets,
-            devices: Arc::new(MemoryDevices::default()),
-            log: log.clone(),
-            queue: Arc::new(queue.clone()),
-            policy: cfg.policy,
-            sms_senders: deliverer_sms,
-            email_senders: deliverer_email,
-            default_sender: Some(cfg.default_sender.clone()),
-            metrics: Arc::new(flare_shared::ports::NoMetrics),
-            health: Some(health),
-            receipt_retry: None,
-        };
+        let services = services(cfg, &stores, &queue, senders, health);
         let notifier = Notifier {
-            settings,
-            directory,
-            log,
+            settings: stores.settings,
+            directory: stores.directory,
+            log: stores.log,
             queue: Arc::new(queue),
             metrics: Arc::new(flare_shared::ports::NoMetrics),
         };

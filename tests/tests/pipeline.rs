@@ -1889,7 +1889,7 @@ mod lanes {
                 .unwrap();
             item["tat"].as_n().unwrap().parse::<u64>().unwrap()
         };
-        let interval = flare_shared::memory::pace_interval(3).as_micros() as u64;
+        let interval = flare_shared::ports::pace_interval(3).as_micros() as u64;
         // The schedule was empty: a's slot starts now.
         a.acquire(&provider, 3, Lane::Normal).await;
         let first = tat().await;

@@ -33,8 +33,10 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
 use flare_shared::domain::Lane;
-use flare_shared::memory::{MemoryPacer, PACE_SLACK, pace_interval};
-use flare_shared::ports::{Pacer, UNPACED};
+use flare_shared::memory::MemoryPacer;
+use flare_shared::ports::{
+    PACE_SLACK, PACE_YIELD, Pacer, UNPACED, pace_interval, yields_to_urgent,
+};
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex as StdMutex};
@@ -47,8 +49,6 @@ pub const NORMAL_HORIZON: Duration = Duration::from_millis(300);
 pub const MAX_BOOKING: usize = 10;
 /// How long an idle provider's item is kept.
 const ITEM_TTL_SECONDS: i64 = 24 * 3600;
-/// A normal send looks again this often while urgent sends of its instance wait.
-const YIELD: Duration = Duration::from_millis(2);
 /// A booking that kept losing races gives up on the shared schedule for this send.
 const MAX_BOOKING_ROUNDS: u32 = 200;
 
@@ -99,6 +99,34 @@ impl Drop for Waiting<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::SeqCst);
     }
+}
+
+/// A send waiting for a slot: counted among the provider's waiting sends (the demand a
+/// booking provides for), and among its urgent ones when it is urgent.
+struct Waiters<'a> {
+    _all: Waiting<'a>,
+    _urgent: Option<Waiting<'a>>,
+}
+
+impl<'a> Waiters<'a> {
+    fn new(schedule: &'a Schedule, lane: Lane) -> Self {
+        Self {
+            _all: Waiting::new(&schedule.waiting),
+            _urgent: (lane == Lane::Urgent).then(|| Waiting::new(&schedule.urgent_waiting)),
+        }
+    }
+}
+
+/// What a waiting send does next, decided under its schedule's lock.
+enum Step {
+    /// Go in this slot (its start, Unix microseconds) when its time comes.
+    Slot(u64),
+    /// Slots were just booked: look again.
+    Booked,
+    /// Look again after this long.
+    Wait(Duration),
+    /// The shared schedule is unreachable: pace this instance alone.
+    Alone,
 }
 
 /// What a booking attempt came to.
@@ -216,82 +244,201 @@ impl DynamoPacer {
         interval: u64,
         lane: Lane,
     ) -> anyhow::Result<Booking> {
-        use anyhow::Context;
         let cost = interval * count as u64;
         for _ in 0..2 {
             let now = now_micros().max(paused_until);
-            if booked.seen_tat <= now {
-                // Idle: the schedule restarts now.
-                let out = self.set_tat(provider, now + cost, "tat <= :now", now).await;
-                match out {
-                    Ok(_) => {
-                        booked.seen_tat = now + cost;
-                        return Ok(Booking::Booked(now));
-                    }
-                    Err(e) if error_code(&e) == Some("ConditionalCheckFailedException") => {
-                        booked.seen_tat = failed_tat(&e).unwrap_or(now + 1);
-                        continue;
-                    }
-                    Err(e) => return Err(anyhow::Error::new(e).context("UpdateItem pace (idle)")),
-                }
-            }
-            // Busy: after the last booked slot; for the normal lane only while the
-            // booking ends within the horizon, or, where one slot is longer than the
-            // horizon (3 a second or less), starts within it: else that lane could only
-            // ever book a schedule that has run empty.
-            let horizon = NORMAL_HORIZON.as_micros() as u64;
-            let limit = now
-                + if cost >= horizon {
-                    horizon
-                } else {
-                    horizon - cost
-                };
-            let condition = match lane {
-                Lane::Urgent => "tat > :now",
-                Lane::Normal => "tat > :now AND tat <= :limit",
+            let booking = if booked.seen_tat <= now {
+                self.book_idle(provider, booked, now, cost).await?
+            } else {
+                self.book_busy(provider, booked, now, cost, lane).await?
             };
-            let mut update = self
-                .client
-                .update_item()
-                .table_name(&self.table)
-                .set_key(Some(Self::key(provider)))
-                .update_expression("SET tat = tat + :cost, expires_at = :exp")
-                .condition_expression(condition)
-                .expression_attribute_values(":cost", n(cost))
-                .expression_attribute_values(":now", n(now))
-                .expression_attribute_values(":exp", Self::expires())
-                .return_values(ReturnValue::UpdatedNew)
-                .return_values_on_condition_check_failure(
-                    ReturnValuesOnConditionCheckFailure::AllOld,
-                );
-            if lane == Lane::Normal {
-                update = update.expression_attribute_values(":limit", n(limit));
-            }
-            match update.send().await {
-                Ok(out) => {
-                    let tat = tat_of(out.attributes.as_ref())
-                        .context("UpdateItem pace answered no tat")?;
-                    booked.seen_tat = tat;
-                    return Ok(Booking::Booked(tat - cost));
-                }
-                Err(e) if error_code(&e) == Some("ConditionalCheckFailedException") => {
-                    let tat = failed_tat(&e).unwrap_or(0);
-                    booked.seen_tat = tat;
-                    if tat > limit {
-                        // Normal lane, horizon full: look again when it has room, each
-                        // instance at a random point of a third of the horizon after,
-                        // so they do not all race (each lost race is a write too).
-                        let spread = NORMAL_HORIZON.as_micros() as u64 / 3;
-                        let jitter =
-                            (uuid::Uuid::new_v4().as_u128() % u128::from(spread.max(1))) as u64;
-                        return Ok(Booking::Full(Duration::from_micros(tat - limit + jitter)));
-                    }
-                }
-                Err(e) => return Err(anyhow::Error::new(e).context("UpdateItem pace (busy)")),
+            if let Some(booking) = booking {
+                return Ok(booking);
             }
         }
         Ok(Booking::Full(Duration::ZERO))
     }
+
+    /// Idle: the schedule restarts now. `None` when another instance moved it first
+    /// (what it found is remembered for the next try).
+    async fn book_idle(
+        &self,
+        provider: &str,
+        booked: &mut Booked,
+        now: u64,
+        cost: u64,
+    ) -> anyhow::Result<Option<Booking>> {
+        match self.set_tat(provider, now + cost, "tat <= :now", now).await {
+            Ok(_) => {
+                booked.seen_tat = now + cost;
+                Ok(Some(Booking::Booked(now)))
+            }
+            Err(e) if error_code(&e) == Some("ConditionalCheckFailedException") => {
+                booked.seen_tat = failed_tat(&e).unwrap_or(now + 1);
+                Ok(None)
+            }
+            Err(e) => Err(anyhow::Error::new(e).context("UpdateItem pace (idle)")),
+        }
+    }
+
+    /// Busy: after the last booked slot, for the normal lane only up to
+    /// [`normal_limit`]. `None` when the schedule turned out idle (try again).
+    async fn book_busy(
+        &self,
+        provider: &str,
+        booked: &mut Booked,
+        now: u64,
+        cost: u64,
+        lane: Lane,
+    ) -> anyhow::Result<Option<Booking>> {
+        use anyhow::Context;
+        let limit = normal_limit(now, cost);
+        let condition = match lane {
+            Lane::Urgent => "tat > :now",
+            Lane::Normal => "tat > :now AND tat <= :limit",
+        };
+        let mut update = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(provider)))
+            .update_expression("SET tat = tat + :cost, expires_at = :exp")
+            .condition_expression(condition)
+            .expression_attribute_values(":cost", n(cost))
+            .expression_attribute_values(":now", n(now))
+            .expression_attribute_values(":exp", Self::expires())
+            .return_values(ReturnValue::UpdatedNew)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+        if lane == Lane::Normal {
+            update = update.expression_attribute_values(":limit", n(limit));
+        }
+        match update.send().await {
+            Ok(out) => {
+                let tat =
+                    tat_of(out.attributes.as_ref()).context("UpdateItem pace answered no tat")?;
+                booked.seen_tat = tat;
+                Ok(Some(Booking::Booked(tat - cost)))
+            }
+            Err(e) if error_code(&e) == Some("ConditionalCheckFailedException") => {
+                let tat = failed_tat(&e).unwrap_or(0);
+                booked.seen_tat = tat;
+                Ok((tat > limit).then(|| Booking::Full(full_wait(tat, limit))))
+            }
+            Err(e) => Err(anyhow::Error::new(e).context("UpdateItem pace (busy)")),
+        }
+    }
+
+    /// A waiting send's next step: a slot this instance holds, else a wait (urgent
+    /// sends first, the normal lane's full horizon), else a booking for every send
+    /// waiting.
+    async fn next_step(
+        &self,
+        provider: &str,
+        schedule: &Schedule,
+        booked: &mut Booked,
+        lane: Lane,
+        interval: u64,
+    ) -> Step {
+        let now = now_micros();
+        let paused_until = schedule.paused_until.load(Ordering::SeqCst);
+        if let Some(slot) = take_slot(booked, now, slot_slack(interval), paused_until) {
+            return Step::Slot(slot);
+        }
+        if yields_to_urgent(lane, schedule.urgent_waiting.load(Ordering::SeqCst)) {
+            return Step::Wait(PACE_YIELD);
+        }
+        if lane == Lane::Normal && booked.normal_not_before > now {
+            return Step::Wait(Duration::from_micros(booked.normal_not_before - now));
+        }
+        let waiting = schedule.waiting.load(Ordering::SeqCst);
+        let count = booking_size(lane, interval, waiting, booked.taken.len());
+        match self
+            .book(provider, paused_until, booked, count, interval, lane)
+            .await
+        {
+            Ok(Booking::Booked(start)) => {
+                booked
+                    .slots
+                    .extend((0..count as u64).map(|i| start + i * interval));
+                Step::Booked
+            }
+            Ok(Booking::Full(d)) => {
+                let d = d.max(PACE_YIELD);
+                if lane == Lane::Normal {
+                    booked.normal_not_before = now_micros() + d.as_micros() as u64;
+                }
+                Step::Wait(d)
+            }
+            Err(e) => {
+                tracing::warn!(provider, error = ?e, "the shared pace is unreachable: pacing this instance alone");
+                Step::Alone
+            }
+        }
+    }
+}
+
+/// How late a slot may still be used: up to half of it (the next starts on time, and
+/// slots are 5% longer than the rate's), and at least the local slack.
+fn slot_slack(interval: u64) -> u64 {
+    (interval / 2).max(PACE_SLACK.as_micros() as u64)
+}
+
+/// The first slot this instance holds that can still be used at `now`, recorded as
+/// taken. A slot missed by more than `slack` is given up (sending in it late could
+/// crowd the next one's send), and so is one inside a pause; takings older than the
+/// horizon are forgotten.
+fn take_slot(booked: &mut Booked, now: u64, slack: u64, paused_until: u64) -> Option<u64> {
+    while booked
+        .slots
+        .front()
+        .is_some_and(|s| s + slack < now || *s < paused_until)
+    {
+        booked.slots.pop_front();
+    }
+    let recent = now.saturating_sub(NORMAL_HORIZON.as_micros() as u64);
+    while booked.taken.front().is_some_and(|t| *t < recent) {
+        booked.taken.pop_front();
+    }
+    let slot = booked.slots.pop_front()?;
+    booked.taken.push_back(now);
+    Some(slot)
+}
+
+/// How many slots to book: every send of this instance waiting for the provider, or
+/// as many as it took in the last horizon when that is more (a steady stream gets a
+/// booking's worth at once, not one write per send; a lone send books one); at most
+/// [`MAX_BOOKING`], and for the normal lane no more than its horizon holds.
+fn booking_size(lane: Lane, interval: u64, waiting: usize, taken: usize) -> usize {
+    let most = match lane {
+        Lane::Urgent => MAX_BOOKING,
+        Lane::Normal => {
+            let fits = NORMAL_HORIZON.as_micros() as u64 / interval.max(1);
+            (fits as usize).clamp(1, MAX_BOOKING)
+        }
+    };
+    waiting.max(taken).clamp(1, most)
+}
+
+/// Where a normal-lane booking of `cost` starting after `now` must begin by: its end
+/// within the horizon, or, where one booking is longer than the horizon (3 a second or
+/// less), its start within it: else that lane could only ever book a schedule that has
+/// run empty.
+fn normal_limit(now: u64, cost: u64) -> u64 {
+    let horizon = NORMAL_HORIZON.as_micros() as u64;
+    now + if cost >= horizon {
+        horizon
+    } else {
+        horizon - cost
+    }
+}
+
+/// The normal lane found the horizon full up to `tat`: it looks again when there is
+/// room, each instance at a random point of a third of the horizon after, so they do
+/// not all race (each lost race is a write too).
+fn full_wait(tat: u64, limit: u64) -> Duration {
+    let spread = NORMAL_HORIZON.as_micros() as u64 / 3;
+    let jitter = (uuid::Uuid::new_v4().as_u128() % u128::from(spread.max(1))) as u64;
+    Duration::from_micros(tat - limit + jitter)
 }
 
 #[async_trait]
@@ -302,96 +449,29 @@ impl Pacer for DynamoPacer {
         }
         let interval = pace_interval(per_second).as_micros() as u64;
         let schedule = self.schedule(provider);
-        let mut waiting = Some(Waiting::new(&schedule.waiting));
-        let mut urgent = (lane == Lane::Urgent).then(|| Waiting::new(&schedule.urgent_waiting));
-        // A slot may be used a little late: up to half of it (the next starts on time,
-        // and slots are 5% longer than the rate's), and at least the local slack.
-        let slack = (interval / 2).max(PACE_SLACK.as_micros() as u64);
+        let mut waiters = Some(Waiters::new(&schedule, lane));
         for _ in 0..MAX_BOOKING_ROUNDS {
-            let wait = {
+            let step = {
                 let mut booked = schedule.booked.lock().await;
-                let now = now_micros();
-                // A slot missed by more than the slack is given up: sending in it late
-                // could crowd the next one's send.
-                while booked.slots.front().is_some_and(|s| {
-                    s + slack < now || *s < schedule.paused_until.load(Ordering::SeqCst)
-                }) {
-                    booked.slots.pop_front();
-                }
-                let recent = now.saturating_sub(NORMAL_HORIZON.as_micros() as u64);
-                while booked.taken.front().is_some_and(|t| *t < recent) {
-                    booked.taken.pop_front();
-                }
-                if let Some(slot) = booked.slots.pop_front() {
-                    booked.taken.push_back(now);
-                    drop(booked);
+                self.next_step(provider, &schedule, &mut booked, lane, interval)
+                    .await
+            };
+            match step {
+                Step::Slot(slot) => {
                     // Holding a slot is no longer waiting for one: the next booking is
                     // for the sends that still need theirs.
-                    drop(waiting.take());
-                    drop(urgent.take());
+                    drop(waiters.take());
                     tokio::time::sleep(until(slot)).await;
                     // A pause that began meanwhile (this instance's 429) voids the slot.
                     if slot >= schedule.paused_until.load(Ordering::SeqCst) {
                         return;
                     }
-                    waiting = Some(Waiting::new(&schedule.waiting));
-                    urgent = (lane == Lane::Urgent).then(|| Waiting::new(&schedule.urgent_waiting));
-                    continue;
+                    waiters = Some(Waiters::new(&schedule, lane));
                 }
-                if lane == Lane::Normal && schedule.urgent_waiting.load(Ordering::SeqCst) > 0 {
-                    YIELD
-                } else if lane == Lane::Normal && booked.normal_not_before > now {
-                    Duration::from_micros(booked.normal_not_before - now)
-                } else {
-                    // Every send of this instance waiting for the provider, in one booking
-                    // (the normal lane's no longer than its horizon).
-                    let most = match lane {
-                        Lane::Urgent => MAX_BOOKING,
-                        Lane::Normal => {
-                            let fits = NORMAL_HORIZON.as_micros() as u64 / interval.max(1);
-                            (fits as usize).clamp(1, MAX_BOOKING)
-                        }
-                    };
-                    // A steady stream of sends (a bulk send draining) gets a booking's
-                    // worth at once, not one write per send; a lone send books one.
-                    let demand = schedule
-                        .waiting
-                        .load(Ordering::SeqCst)
-                        .max(booked.taken.len());
-                    let count = demand.clamp(1, most);
-                    match self
-                        .book(
-                            provider,
-                            schedule.paused_until.load(Ordering::SeqCst),
-                            &mut booked,
-                            count,
-                            interval,
-                            lane,
-                        )
-                        .await
-                    {
-                        Ok(Booking::Booked(start)) => {
-                            booked
-                                .slots
-                                .extend((0..count as u64).map(|i| start + i * interval));
-                            continue;
-                        }
-                        Ok(Booking::Full(d)) => {
-                            let d = d.max(YIELD);
-                            if lane == Lane::Normal {
-                                booked.normal_not_before = now_micros() + d.as_micros() as u64;
-                            }
-                            d
-                        }
-                        Err(e) => {
-                            tracing::warn!(provider, error = ?e, "the shared pace is unreachable: pacing this instance alone");
-                            drop(booked);
-                            return self.local.acquire(provider, per_second, lane).await;
-                        }
-                    }
-                }
-            };
-            tokio::time::sleep(wait).await;
+                Step::Booked => {}
+                Step::Wait(d) => tokio::time::sleep(d).await,
+                Step::Alone => return self.local.acquire(provider, per_second, lane).await,
+            }
         }
         tracing::warn!(
             provider,
@@ -418,5 +498,48 @@ impl Pacer for DynamoPacer {
                 tracing::warn!(provider, error = ?e, "could not share the provider's pause")
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_slot_missed_by_more_than_the_slack_or_inside_a_pause_is_given_up() {
+        let mut booked = Booked {
+            slots: VecDeque::from([1_000, 2_000, 3_000, 4_000]),
+            ..Booked::default()
+        };
+        // 1,000 is missed by more than the slack; 2,000 is late but within it.
+        assert_eq!(take_slot(&mut booked, 2_400, 500, 0), Some(2_000));
+        assert_eq!(booked.taken, [2_400]);
+        // A pause until 3,500 voids 3,000.
+        assert_eq!(take_slot(&mut booked, 2_500, 500, 3_500), Some(4_000));
+        assert_eq!(take_slot(&mut booked, 2_600, 500, 0), None);
+        // Takings older than the horizon are forgotten.
+        let later = 2_400 + NORMAL_HORIZON.as_micros() as u64 + 1;
+        take_slot(&mut booked, later, 500, 0);
+        assert_eq!(booked.taken.len(), 1);
+    }
+
+    #[test]
+    fn a_booking_is_for_the_demand_within_the_lane_s_bounds() {
+        let fast = 10_000; // 100 a second: 30 slots in the horizon.
+        assert_eq!(booking_size(Lane::Normal, fast, 0, 0), 1);
+        assert_eq!(booking_size(Lane::Normal, fast, 3, 7), 7);
+        assert_eq!(booking_size(Lane::Urgent, fast, 50, 0), MAX_BOOKING);
+        let slow = 100_000; // 3 slots in the horizon.
+        assert_eq!(booking_size(Lane::Normal, slow, 50, 0), 3);
+        assert_eq!(booking_size(Lane::Normal, 1_000_000, 5, 0), 1);
+    }
+
+    #[test]
+    fn the_normal_lane_books_within_the_horizon_or_starts_within_it() {
+        let horizon = NORMAL_HORIZON.as_micros() as u64;
+        assert_eq!(normal_limit(1_000, 100_000), 1_000 + horizon - 100_000);
+        assert_eq!(normal_limit(1_000, horizon * 2), 1_000 + horizon);
+        assert_eq!(slot_slack(1_000_000), 500_000);
+        assert_eq!(slot_slack(1_000), PACE_SLACK.as_micros() as u64);
     }
 }

@@ -7,11 +7,13 @@
 
 use super::guard::{GuardError, resolve_checked};
 use async_trait::async_trait;
-use flare_shared::domain::{EndpointPolicy, FailReason, GatewayFormat, Provider, SmsProvider};
+use flare_shared::domain::{
+    EndpointPolicy, FailReason, GatewayFormat, HttpGateway, Provider, SmsProvider, SmsSettings,
+};
 use flare_shared::ports::{
     Receipt, SecretKey, SecretStore, SendError, SettingsStore, SmsMessage, SmsSender,
 };
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -176,27 +178,35 @@ fn classify(e: reqwest::Error) -> SendError {
 /// The header carrying the delivery's id (the name Stripe and the IETF draft use).
 pub const IDEMPOTENCY_HEADER: &str = "Idempotency-Key";
 
-#[async_trait]
-impl SmsSender for HttpSmsSender {
-    async fn send(&self, m: &SmsMessage) -> Result<Receipt, SendError> {
-        let unavailable = |e: flare_shared::ports::StoreError| {
-            SendError::transient(FailReason::SettingsUnavailable).with_source(e)
-        };
-        // The caller's read when it made one for this control center; else our own.
-        let settings = match &m.settings {
-            Some(s) if s.control_center_id == m.control_center_id => s.clone(),
+/// The gateway's secrets for one send, as the settings' secrets revision holds them.
+struct GatewaySecrets {
+    password: Option<SecretString>,
+    header_value: Option<SecretString>,
+}
+
+fn settings_unavailable(e: flare_shared::ports::StoreError) -> SendError {
+    SendError::transient(FailReason::SettingsUnavailable).with_source(e)
+}
+
+impl HttpSmsSender {
+    /// The caller's read when it made one for this control center; else our own.
+    async fn settings_for(&self, m: &SmsMessage) -> Result<SmsSettings, SendError> {
+        match &m.settings {
+            Some(s) if s.control_center_id == m.control_center_id => Ok(s.clone()),
             _ => self
                 .settings
                 .get_sms(&m.org_id, &m.control_center_id)
                 .await
-                .map_err(unavailable)?
-                .ok_or_else(|| SendError::permanent(FailReason::SmsNotConfigured))?,
-        };
-        let SmsProvider::Http(gw) = &settings.provider else {
-            return Err(SendError::permanent(FailReason::ProviderChanged));
-        };
-        let url = gw.url.url();
-        if url.scheme() != "https" && !self.policy.allow_private {
+                .map_err(settings_unavailable)?
+                .ok_or_else(|| SendError::permanent(FailReason::SmsNotConfigured)),
+        }
+    }
+
+    /// Refuses a gateway the policy does not allow before any connection: plain HTTP
+    /// only where private endpoints are, and a literal IP host here, as it skips the
+    /// guarded resolver.
+    fn check_endpoint(&self, gw: &HttpGateway) -> Result<(), SendError> {
+        if gw.url.url().scheme() != "https" && !self.policy.allow_private {
             return Err(not_allowed());
         }
         if let Some(ip) = gw.url.literal_ip()
@@ -204,35 +214,56 @@ impl SmsSender for HttpSmsSender {
         {
             return Err(not_allowed());
         }
-        let cc = settings.control_center_id.clone();
+        Ok(())
+    }
+
+    /// The password and (when the gateway names a header) the header value. Settings
+    /// that name a secret their revision no longer holds were replaced by a save during
+    /// this send: try again with the new ones, never send without it.
+    async fn gateway_secrets(
+        &self,
+        m: &SmsMessage,
+        settings: &SmsSettings,
+        gw: &HttpGateway,
+    ) -> Result<GatewaySecrets, SendError> {
+        let (org, cc, at) = (&m.org_id, &settings.control_center_id, &settings.secrets_at);
         let password = self
             .secrets
-            .get(&SecretKey::SmsPassword(
-                m.org_id.clone(),
-                cc.clone(),
-                settings.secrets_at.clone(),
-            ))
+            .get(&SecretKey::SmsPassword(org.clone(), cc.clone(), at.clone()))
             .await
-            .map_err(unavailable)?;
+            .map_err(settings_unavailable)?;
         let header_value = match &gw.header_name {
             Some(_) => self
                 .secrets
                 .get(&SecretKey::SmsHeaderValue(
-                    m.org_id.clone(),
-                    cc,
-                    settings.secrets_at.clone(),
+                    org.clone(),
+                    cc.clone(),
+                    at.clone(),
                 ))
                 .await
-                .map_err(unavailable)?,
+                .map_err(settings_unavailable)?,
             None => None,
         };
-        // Settings that name a secret their revision no longer holds were replaced by a
-        // save during this send: try again with the new ones, never send without it.
         if (settings.password_set && password.is_none())
             || (gw.header_name.is_some() && header_value.is_none())
         {
             return Err(SendError::transient(FailReason::SettingsUnavailable));
         }
+        Ok(GatewaySecrets {
+            password,
+            header_value,
+        })
+    }
+
+    /// The request in the gateway's format, with its credentials, its header and the
+    /// delivery's id.
+    fn request(
+        &self,
+        m: &SmsMessage,
+        settings: &SmsSettings,
+        gw: &HttpGateway,
+        secrets: &GatewaySecrets,
+    ) -> Result<reqwest::RequestBuilder, SendError> {
         let from = m
             .from
             .clone()
@@ -240,8 +271,8 @@ impl SmsSender for HttpSmsSender {
             .map(|f| f.to_string())
             .unwrap_or_default();
         let (to, text) = (m.to.as_str(), m.text.as_str());
-        let mut req = self.client.post(url.clone());
-        req = match gw.format {
+        let req = self.client.post(gw.url.url().clone());
+        let mut req = match gw.format {
             GatewayFormat::Json => {
                 req.json(&serde_json::json!({"to": to, "from": from, "text": text}))
             }
@@ -249,29 +280,89 @@ impl SmsSender for HttpSmsSender {
             GatewayFormat::Twilio => req.form(&[("To", to), ("From", &from), ("Body", text)]),
         };
         if let Some(user) = &gw.username {
-            req = req.basic_auth(user, password.as_ref().map(|p| p.expose_secret()));
+            let password = secrets.password.as_ref().map(|p| p.expose_secret());
+            req = req.basic_auth(user, password);
         }
-        if gw.header_name.is_some() && header_value.is_none() {
-            // Sending without the header would only be refused by the gateway.
-            return Err(SendError::permanent(FailReason::HeaderValueMissing));
-        }
-        if let (Some(name), Some(value)) = (&gw.header_name, &header_value) {
+        req = with_gateway_header(req, gw, secrets.header_value.as_ref())?;
+        Ok(with_idempotency_key(req, gw, m.delivery_id.as_deref()))
+    }
+}
+
+/// The organization's header, its value marked sensitive (kept out of logs).
+fn with_gateway_header(
+    req: reqwest::RequestBuilder,
+    gw: &HttpGateway,
+    header_value: Option<&SecretString>,
+) -> Result<reqwest::RequestBuilder, SendError> {
+    match (&gw.header_name, header_value) {
+        // Sending without the header would only be refused by the gateway.
+        (Some(_), None) => Err(SendError::permanent(FailReason::HeaderValueMissing)),
+        (Some(name), Some(value)) => {
             let mut v = reqwest::header::HeaderValue::from_str(value.expose_secret())
                 .map_err(|_| SendError::permanent(FailReason::BadHeaderValue))?;
             v.set_sensitive(true);
-            req = req.header(name.as_str(), v);
+            Ok(req.header(name.as_str(), v))
         }
-        // The delivery's id, the same on every attempt: a gateway that dedupes on it drops
-        // a repeat sent after a crash between its answer and Flare's record of it. The
-        // organization's own header wins if it has this name.
-        if let Some(id) = &m.delivery_id
-            && !gw
-                .header_name
-                .as_ref()
-                .is_some_and(|n| n.as_str().eq_ignore_ascii_case(IDEMPOTENCY_HEADER))
-        {
-            req = req.header(IDEMPOTENCY_HEADER, id.as_str());
+        (None, _) => Ok(req),
+    }
+}
+
+/// The delivery's id, the same on every attempt: a gateway that dedupes on it drops a
+/// repeat sent after a crash between its answer and Flare's record of it. The
+/// organization's own header wins if it has this name.
+fn with_idempotency_key(
+    req: reqwest::RequestBuilder,
+    gw: &HttpGateway,
+    delivery_id: Option<&str>,
+) -> reqwest::RequestBuilder {
+    let own = gw
+        .header_name
+        .as_ref()
+        .is_some_and(|n| n.as_str().eq_ignore_ascii_case(IDEMPOTENCY_HEADER));
+    match delivery_id {
+        Some(id) if !own => req.header(IDEMPOTENCY_HEADER, id),
+        _ => req,
+    }
+}
+
+/// What the gateway's answer (other than a 429) means, its refusals quoted with every
+/// secret masked.
+fn answer(
+    status: reqwest::StatusCode,
+    body: &str,
+    secrets: &[String],
+) -> Result<Receipt, SendError> {
+    match status.as_u16() {
+        200..=299 => Ok(Receipt {
+            provider: Provider::Http,
+            provider_message_id: message_id(body),
+        }),
+        300..=399 => {
+            Err(SendError::permanent(FailReason::GatewayRedirected).with_detail(status.to_string()))
         }
+        429 | 500..=599 => Err(SendError::transient(FailReason::GatewayStatus)
+            .with_detail(status.as_u16().to_string())),
+        // Refusals of every request, not of this message: they count toward the
+        // gateway's circuit.
+        401 | 403 | 404 | 405 | 407 | 410 => Err(SendError::permanent(
+            FailReason::GatewayMisconfigured,
+        )
+        .with_detail(format!("{} {}", status.as_u16(), excerpt(body, secrets)))),
+        code => Err(SendError::permanent(FailReason::GatewayRejected)
+            .with_detail(format!("{code} {}", excerpt(body, secrets)))),
+    }
+}
+
+#[async_trait]
+impl SmsSender for HttpSmsSender {
+    async fn send(&self, m: &SmsMessage) -> Result<Receipt, SendError> {
+        let settings = self.settings_for(m).await?;
+        let SmsProvider::Http(gw) = &settings.provider else {
+            return Err(SendError::permanent(FailReason::ProviderChanged));
+        };
+        self.check_endpoint(gw)?;
+        let secrets = self.gateway_secrets(m, &settings, gw).await?;
+        let req = self.request(m, &settings, gw, &secrets)?;
         let resp = req.send().await.map_err(classify)?;
         let status = resp.status();
         if status.as_u16() == 429 {
@@ -279,31 +370,12 @@ impl SmsSender for HttpSmsSender {
             return Err(SendError::throttled(FailReason::GatewayStatus, wait).with_detail("429"));
         }
         let body = resp.text().await.unwrap_or_default();
-        let secrets = secret_forms(
+        let masked = secret_forms(
             gw.username.as_deref(),
-            password.as_ref().map(|p| p.expose_secret()),
-            header_value.as_ref().map(|v| v.expose_secret()),
+            secrets.password.as_ref().map(|p| p.expose_secret()),
+            secrets.header_value.as_ref().map(|v| v.expose_secret()),
         );
-        match status.as_u16() {
-            200..=299 => Ok(Receipt {
-                provider: Provider::Http,
-                provider_message_id: message_id(&body),
-            }),
-            300..=399 => {
-                Err(SendError::permanent(FailReason::GatewayRedirected)
-                    .with_detail(status.to_string()))
-            }
-            429 | 500..=599 => Err(SendError::transient(FailReason::GatewayStatus)
-                .with_detail(status.as_u16().to_string())),
-            // Refusals of every request, not of this message: they count toward the
-            // gateway's circuit.
-            401 | 403 | 404 | 405 | 407 | 410 => Err(SendError::permanent(
-                FailReason::GatewayMisconfigured,
-            )
-            .with_detail(format!("{} {}", status.as_u16(), excerpt(&body, &secrets)))),
-            code => Err(SendError::permanent(FailReason::GatewayRejected)
-                .with_detail(format!("{code} {}", excerpt(&body, &secrets)))),
-        }
+        answer(status, &body, &masked)
     }
 }
 
@@ -325,6 +397,28 @@ mod tests {
             s("Wed, 21 Oct 2015 07:28:00 GMT"),
             std::time::Duration::ZERO
         );
+    }
+
+    #[test]
+    fn answers_are_receipts_retries_or_refusals_by_status() {
+        let status = |c| reqwest::StatusCode::from_u16(c).unwrap();
+        let secrets = secret_forms(None, None, Some("abc123"));
+        let ok = answer(status(202), r#"{"id": "m-1"}"#, &secrets).unwrap();
+        assert_eq!(ok.provider, Provider::Http);
+        assert_eq!(ok.provider_message_id.as_deref(), Some("m-1"));
+        let reason = |c, body| answer(status(c), body, &secrets).unwrap_err().to_string();
+        let is_transient = |c| {
+            matches!(
+                answer(status(c), "", &secrets),
+                Err(SendError::Transient { .. })
+            )
+        };
+        assert!(is_transient(503) && is_transient(429) && !is_transient(400));
+        assert!(reason(301, "").contains("301 Moved Permanently"));
+        let refused = reason(401, "bad key abc123");
+        assert!(refused.contains("401 bad key ****"), "{refused}");
+        let rejected = reason(400, "bad number");
+        assert!(rejected.contains("400 bad number"), "{rejected}");
     }
 
     #[test]

@@ -10,7 +10,8 @@
 use super::guard::{GuardError, resolve_checked};
 use async_trait::async_trait;
 use flare_shared::domain::{
-    EmailProvider, EndpointPolicy, FailReason, OrgId, Provider, SmtpSecurity,
+    EmailProvider, EmailSettings, EndpointPolicy, FailReason, OrgId, Provider, SmtpSecurity,
+    SmtpSettings,
 };
 use flare_shared::ports::{
     EmailMessage, EmailSender, Receipt, SecretKey, SecretStore, SendError, SettingsStore,
@@ -21,7 +22,8 @@ use lettre::transport::smtp::client::{
     AsyncSmtpConnection, AsyncTokioStream, Certificate, TlsParameters,
 };
 use lettre::transport::smtp::extension::ClientId;
-use secrecy::ExposeSecret;
+use lettre::transport::smtp::response::Response;
+use secrecy::{ExposeSecret, SecretString};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -260,27 +262,27 @@ fn rustls_pemfile_certs(pem: &[u8]) -> Vec<rustls::pki_types::CertificateDer<'st
         .collect()
 }
 
-#[async_trait]
-impl EmailSender for SmtpEmailSender {
-    async fn send(&self, m: &EmailMessage) -> Result<Receipt, SendError> {
-        // The caller's read when it made one; else our own.
-        let settings = match &m.settings {
-            Some(s) => s.clone(),
+impl SmtpEmailSender {
+    /// The caller's read when it made one; else our own.
+    async fn settings_for(&self, m: &EmailMessage) -> Result<EmailSettings, SendError> {
+        match &m.settings {
+            Some(s) => Ok(s.clone()),
             None => self
                 .settings
                 .get_email(&m.org_id)
                 .await
                 .map_err(|e| transient(FailReason::SettingsUnavailable, e))?
-                .ok_or_else(|| SendError::permanent(FailReason::SmtpNotConfigured))?,
-        };
-        let EmailProvider::Smtp { smtp } = &settings.provider else {
-            return Err(SendError::permanent(FailReason::ProviderChanged));
-        };
-        let (host, port, security) = (
-            smtp.server.host.clone(),
-            smtp.server.port,
-            smtp.server.security(),
-        );
+                .ok_or_else(|| SendError::permanent(FailReason::SmtpNotConfigured)),
+        }
+    }
+
+    /// The stored password when the server takes a user. As for the gateway: settings
+    /// whose revision no longer holds it were replaced by a save during this send.
+    async fn password(
+        &self,
+        m: &EmailMessage,
+        smtp: &SmtpSettings,
+    ) -> Result<Option<SecretString>, SendError> {
         let password = match &smtp.username {
             Some(_) => self
                 .secrets
@@ -292,75 +294,108 @@ impl EmailSender for SmtpEmailSender {
                 .map_err(|e| transient(FailReason::SettingsUnavailable, e))?,
             None => None,
         };
-        // As for the gateway: a save replaced the settings during this send.
         if smtp.username.is_some() && smtp.password_set && password.is_none() {
             return Err(SendError::transient(FailReason::SettingsUnavailable));
         }
-        // The delivery's id as the Message-ID, the same on every attempt: a repeat after
-        // a crash between the server's answer and Flare's record of it is recognisable.
-        let message_id = m
-            .delivery_id
-            .as_ref()
-            .map(|id| format!("<{id}@{}>", m.from.domain()));
-        let email = lettre::Message::builder()
-            .message_id(message_id)
-            .from(Mailbox::new(
-                None,
-                m.from
-                    .as_str()
-                    .parse()
-                    .map_err(|e| permanent(FailReason::BadFrom, e))?,
-            ))
-            .to(Mailbox::new(
-                None,
-                m.to.as_str()
-                    .parse()
-                    .map_err(|e| permanent(FailReason::BadTo, e))?,
-            ))
-            .subject(&m.subject)
-            .multipart(match &m.html {
-                Some(html) => MultiPart::alternative_plain_html(m.text.clone(), html.clone()),
-                None => MultiPart::alternative_plain_html(
-                    m.text.clone(),
-                    flare_shared::domain::delivery::html_escape(&m.text),
-                ),
-            })
-            .map_err(|e| permanent(FailReason::BadMessage, e))?;
-        let envelope = email.envelope().clone();
-        let bytes = email.formatted();
-        let key: PoolKey = (
-            m.org_id.clone(),
-            host.clone(),
-            port,
-            smtp.server.use_tls,
-            smtp.username.clone(),
-            smtp.secrets_at.clone(),
-        );
-        let send = async {
-            // A pooled connection may have been closed by the server: one fresh try then.
-            if let Some(mut conn) = self.checkout(&key).await {
-                match conn.send(&envelope, &bytes).await {
-                    Ok(r) => return Ok((conn, r)),
-                    Err(e) if e.is_response() => return Err(classify(e, "send")),
-                    Err(_) => {}
-                }
+        Ok(password)
+    }
+
+    /// Sends `email` on a pooled connection, or else on a fresh one: a pooled
+    /// connection may have been closed by the server, so it gets one fresh try then.
+    async fn session(
+        &self,
+        key: &PoolKey,
+        smtp: &SmtpSettings,
+        password: Option<&SecretString>,
+        email: &lettre::Message,
+    ) -> Result<(AsyncSmtpConnection, Response), SendError> {
+        let (envelope, bytes) = (email.envelope().clone(), email.formatted());
+        if let Some(mut conn) = self.checkout(key).await {
+            match conn.send(&envelope, &bytes).await {
+                Ok(r) => return Ok((conn, r)),
+                Err(e) if e.is_response() => return Err(classify(e, "send")),
+                Err(_) => {}
             }
-            let mut conn = self.connect(&host, port, security).await?;
-            if let (Some(user), Some(pass)) = (&smtp.username, &password) {
-                conn.auth(
-                    &[Mechanism::Plain, Mechanism::Login],
-                    &Credentials::new(user.clone(), pass.expose_secret().to_string()),
-                )
-                .await
-                .map_err(|e| classify(e, "auth"))?;
-            }
-            let r = conn
-                .send(&envelope, &bytes)
-                .await
-                .map_err(|e| classify(e, "send"))?;
-            Ok((conn, r))
+        }
+        let mut conn = self.open(smtp, password).await?;
+        let r = conn
+            .send(&envelope, &bytes)
+            .await
+            .map_err(|e| classify(e, "send"))?;
+        Ok((conn, r))
+    }
+
+    /// A fresh connection to the server, authenticated when it takes a user.
+    async fn open(
+        &self,
+        smtp: &SmtpSettings,
+        password: Option<&SecretString>,
+    ) -> Result<AsyncSmtpConnection, SendError> {
+        let server = &smtp.server;
+        let mut conn = self
+            .connect(&server.host, server.port, server.security())
+            .await?;
+        if let (Some(user), Some(pass)) = (&smtp.username, password) {
+            conn.auth(
+                &[Mechanism::Plain, Mechanism::Login],
+                &Credentials::new(user.clone(), pass.expose_secret().to_string()),
+            )
+            .await
+            .map_err(|e| classify(e, "auth"))?;
+        }
+        Ok(conn)
+    }
+}
+
+/// The pool a connection for these settings belongs to.
+fn pool_key(m: &EmailMessage, smtp: &SmtpSettings) -> PoolKey {
+    (
+        m.org_id.clone(),
+        smtp.server.host.clone(),
+        smtp.server.port,
+        smtp.server.use_tls,
+        smtp.username.clone(),
+        smtp.secrets_at.clone(),
+    )
+}
+
+/// The message, text and HTML (the text escaped when there is no HTML), with the
+/// delivery's id as its Message-ID, the same on every attempt: a repeat after a crash
+/// between the server's answer and Flare's record of it is recognisable.
+fn message(m: &EmailMessage) -> Result<lettre::Message, SendError> {
+    let message_id = m
+        .delivery_id
+        .as_ref()
+        .map(|id| format!("<{id}@{}>", m.from.domain()));
+    let mailbox = |address: &str, bad: FailReason| {
+        let address = address.parse().map_err(|e| permanent(bad, e))?;
+        Ok::<_, SendError>(Mailbox::new(None, address))
+    };
+    let html = match &m.html {
+        Some(html) => html.clone(),
+        None => flare_shared::domain::delivery::html_escape(&m.text),
+    };
+    lettre::Message::builder()
+        .message_id(message_id)
+        .from(mailbox(m.from.as_str(), FailReason::BadFrom)?)
+        .to(mailbox(m.to.as_str(), FailReason::BadTo)?)
+        .subject(&m.subject)
+        .multipart(MultiPart::alternative_plain_html(m.text.clone(), html))
+        .map_err(|e| permanent(FailReason::BadMessage, e))
+}
+
+#[async_trait]
+impl EmailSender for SmtpEmailSender {
+    async fn send(&self, m: &EmailMessage) -> Result<Receipt, SendError> {
+        let settings = self.settings_for(m).await?;
+        let EmailProvider::Smtp { smtp } = &settings.provider else {
+            return Err(SendError::permanent(FailReason::ProviderChanged));
         };
-        let (conn, response) = tokio::time::timeout(SESSION_TIMEOUT, send)
+        let password = self.password(m, smtp).await?;
+        let email = message(m)?;
+        let key = pool_key(m, smtp);
+        let session = self.session(&key, smtp, password.as_ref(), &email);
+        let (conn, response) = tokio::time::timeout(SESSION_TIMEOUT, session)
             .await
             .map_err(|e| transient(FailReason::SmtpTimeout, e))??;
         self.checkin(key, conn).await;

@@ -77,17 +77,6 @@ struct PaceState {
     urgent_waiting: usize,
 }
 
-/// How long a normal request waits before looking again while urgent ones wait.
-const YIELD: std::time::Duration = std::time::Duration::from_millis(2);
-
-/// The spacing between requests at `per_second`.
-pub fn pace_interval(per_second: u32) -> std::time::Duration {
-    std::time::Duration::from_secs_f64(1.05 / f64::from(per_second.max(1)))
-}
-
-/// How late a request may start for its slot and still keep the schedule.
-pub const PACE_SLACK: std::time::Duration = std::time::Duration::from_millis(10);
-
 #[async_trait]
 impl Pacer for MemoryPacer {
     async fn acquire(&self, provider: &str, per_second: u32, lane: crate::domain::Lane) {
@@ -121,7 +110,7 @@ impl Pacer for MemoryPacer {
                 match (paused, p.next_at) {
                     (Some(until), _) => Some(until - now),
                     (None, Some(slot)) if slot > now => Some(slot - now),
-                    _ if !urgent && p.urgent_waiting > 0 => Some(YIELD),
+                    _ if yields_to_urgent(lane, p.urgent_waiting) => Some(PACE_YIELD),
                     (None, slot) => {
                         let on_time = slot.filter(|s| now - *s <= PACE_SLACK);
                         p.next_at = Some(on_time.unwrap_or(now) + interval);

@@ -66,3 +66,43 @@ pub trait Pacer: Send + Sync {
 
 /// The rate of a provider with no pace of its own (only a 429's pause holds it).
 pub const UNPACED: u32 = u32::MAX;
+
+/// The spacing between requests at `per_second`: slots 5% longer than the rate's, so
+/// timers and trips to the provider have room to differ.
+pub fn pace_interval(per_second: u32) -> Duration {
+    Duration::from_secs_f64(1.05 / f64::from(per_second.max(1)))
+}
+
+/// How late a request may start for its slot and still keep the schedule.
+pub const PACE_SLACK: Duration = Duration::from_millis(10);
+
+/// How long a normal request waits before looking again while urgent ones wait.
+pub const PACE_YIELD: Duration = Duration::from_millis(2);
+
+/// Whether a request steps aside for urgent ones: a normal request does while any
+/// urgent request for the same provider waits (the count a pacer's `Waiting` guard
+/// keeps); an urgent one never does. Every pacer decides it here.
+pub fn yields_to_urgent(lane: crate::domain::Lane, urgent_waiting: usize) -> bool {
+    lane == crate::domain::Lane::Normal && urgent_waiting > 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::Lane;
+
+    #[test]
+    fn only_a_normal_request_yields_and_only_while_urgent_ones_wait() {
+        assert!(yields_to_urgent(Lane::Normal, 1));
+        assert!(!yields_to_urgent(Lane::Normal, 0));
+        assert!(!yields_to_urgent(Lane::Urgent, 3));
+        assert!(!yields_to_urgent(Lane::Urgent, 0));
+    }
+
+    #[test]
+    fn slots_are_five_percent_longer_than_the_rate() {
+        assert_eq!(pace_interval(1), Duration::from_millis(1050));
+        assert_eq!(pace_interval(10), Duration::from_millis(105));
+        assert_eq!(pace_interval(0), pace_interval(1));
+    }
+}

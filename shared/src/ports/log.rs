@@ -411,115 +411,139 @@ impl RecordState {
         }
     }
 
-    /// What [`DeliveryLog::finish`] does; whether the record moved.
+    /// What [`DeliveryLog::finish`] does; whether the record moved. Only a receipt
+    /// moves a record on from `sent`; everything else moves only a pending one.
     pub fn finish(&mut self, outcome: Finish, now: chrono::DateTime<chrono::Utc>) -> bool {
-        let r = self;
-        match outcome {
-            // Only a receipt moves a record on from `sent`, and only the first one.
-            Finish::Delivered { at } => {
-                if r.status != DeliveryStatus::Sent {
-                    return false;
-                }
-                r.status = DeliveryStatus::Delivered;
-                r.delivered_at = Some(at);
-                return true;
-            }
-            Finish::Undelivered { reason, detail } => {
-                if r.status != DeliveryStatus::Sent {
-                    return false;
-                }
-                r.status = DeliveryStatus::Undelivered;
-                r.reason = Some(reason);
-                r.detail = detail;
-                return true;
-            }
-            Finish::Complaint => {
-                let sent = matches!(r.status, DeliveryStatus::Sent | DeliveryStatus::Delivered);
-                if !sent || r.complaint {
-                    return false;
-                }
-                r.complaint = true;
-                return true;
-            }
-            _ => {}
-        }
-        if r.status != DeliveryStatus::Pending {
-            return false;
-        }
         match outcome {
             Finish::Delivered { .. } | Finish::Undelivered { .. } | Finish::Complaint => {
-                return false;
+                self.take_receipt(outcome)
             }
-            Finish::Failed { attempt, .. }
-            | Finish::Retry { attempt, .. }
-            | Finish::Postpone { attempt, .. }
-                if attempt != r.attempts =>
-            {
-                return false;
+            _ if self.status != DeliveryStatus::Pending => false,
+            Finish::Sent { .. } => self.record_sent(outcome),
+            Finish::Failed { .. } | Finish::Retry { .. } | Finish::Postpone { .. } => {
+                self.end_attempt(outcome)
             }
-            Finish::Sent {
-                provider,
-                provider_message_id,
-                receipt_key,
-                failover_from,
-                ..
-            } => {
-                r.status = DeliveryStatus::Sent;
-                r.provider = Some(provider);
-                r.provider_message_id = provider_message_id;
-                r.receipt_key = receipt_key.map(|k| k.as_str().to_string());
-                r.failover_from = failover_from;
-                r.reason = None;
-                r.claimed_until = None;
-            }
-            Finish::Failed { reason, .. } => {
-                r.status = DeliveryStatus::Failed;
-                r.reason = Some(reason);
-                r.claimed_until = None;
-            }
-            Finish::Retry { reason, .. } => {
-                r.reason = Some(reason);
-                r.claimed_until = None;
-            }
-            Finish::Postpone { reason, .. } => {
-                r.reason = Some(reason);
-                r.claimed_until = None;
-                r.attempts = r.attempts.saturating_sub(1);
-            }
-            Finish::Abandon { .. } if r.claimed_until.is_some_and(|u| u > now) => return false,
-            Finish::Abandon { reason } => {
-                r.status = DeliveryStatus::Failed;
-                r.reason = Some(reason);
-                r.awaiting_push = false;
-                r.claimed_until = None;
-            }
-            Finish::Cancel { .. } if r.claimed_until.is_some_and(|u| u > now) => return false,
-            Finish::Cancel { reason } => {
-                r.status = DeliveryStatus::Skipped;
-                r.reason = Some(reason);
-                r.awaiting_push = false;
-                r.claimed_until = None;
-            }
+            Finish::Abandon { .. } | Finish::Cancel { .. } => self.end_unclaimed(outcome, now),
             Finish::WillFallBack { .. }
             | Finish::Release
             | Finish::SkipHeld { .. }
-            | Finish::Wait { .. }
-                if !r.awaiting_push =>
+            | Finish::Wait { .. } => self.move_held(outcome),
+        }
+    }
+
+    /// A receipt: from `sent` only, so the first final receipt wins; a complaint marks a
+    /// sent or delivered record once. Any other outcome is not a receipt: no move.
+    fn take_receipt(&mut self, outcome: Finish) -> bool {
+        let sent = self.status == DeliveryStatus::Sent;
+        match outcome {
+            Finish::Delivered { at } if sent => {
+                self.status = DeliveryStatus::Delivered;
+                self.delivered_at = Some(at);
+            }
+            Finish::Undelivered { reason, detail } if sent => {
+                self.status = DeliveryStatus::Undelivered;
+                self.reason = Some(reason);
+                self.detail = detail;
+            }
+            Finish::Complaint
+                if matches!(
+                    self.status,
+                    DeliveryStatus::Sent | DeliveryStatus::Delivered
+                ) && !self.complaint =>
+            {
+                self.complaint = true;
+            }
+            _ => return false,
+        }
+        true
+    }
+
+    /// A send is recorded whoever made it: it happened (the record is pending).
+    fn record_sent(&mut self, outcome: Finish) -> bool {
+        let Finish::Sent {
+            provider,
+            provider_message_id,
+            receipt_key,
+            failover_from,
+            ..
+        } = outcome
+        else {
+            return false;
+        };
+        self.status = DeliveryStatus::Sent;
+        self.provider = Some(provider);
+        self.provider_message_id = provider_message_id;
+        self.receipt_key = receipt_key.map(|k| k.as_str().to_string());
+        self.failover_from = failover_from;
+        self.reason = None;
+        self.claimed_until = None;
+        true
+    }
+
+    /// An attempt's failure, retry or postponement (the record is pending): only while
+    /// it is still the latest attempt, so a stale one can neither drop a newer one's
+    /// claim nor fail it.
+    fn end_attempt(&mut self, outcome: Finish) -> bool {
+        match outcome {
+            Finish::Failed { attempt, .. }
+            | Finish::Retry { attempt, .. }
+            | Finish::Postpone { attempt, .. }
+                if attempt != self.attempts =>
             {
                 return false;
             }
+            Finish::Failed { reason, .. } => {
+                self.status = DeliveryStatus::Failed;
+                self.reason = Some(reason);
+            }
+            Finish::Retry { reason, .. } => self.reason = Some(reason),
+            Finish::Postpone { reason, .. } => {
+                self.reason = Some(reason);
+                self.attempts = self.attempts.saturating_sub(1);
+            }
+            _ => return false,
+        }
+        self.claimed_until = None;
+        true
+    }
+
+    /// A dead-lettered job (failed) or a cancelled delivery (skipped), held or not (the
+    /// record is pending): left to a live attempt that holds the claim.
+    fn end_unclaimed(&mut self, outcome: Finish, now: chrono::DateTime<chrono::Utc>) -> bool {
+        if self.claimed_until.is_some_and(|u| u > now) {
+            return false;
+        }
+        let (status, reason) = match outcome {
+            Finish::Abandon { reason } => (DeliveryStatus::Failed, reason),
+            Finish::Cancel { reason } => (DeliveryStatus::Skipped, reason),
+            _ => return false,
+        };
+        self.status = status;
+        self.reason = Some(reason);
+        self.awaiting_push = false;
+        self.claimed_until = None;
+        true
+    }
+
+    /// A delivery held behind push (the record is pending): moves only while held.
+    fn move_held(&mut self, outcome: Finish) -> bool {
+        if !self.awaiting_push {
+            return false;
+        }
+        match outcome {
             // The window is set once: a repeated push run does not move it.
-            Finish::Wait { .. } if r.fallback_at.is_some() => return false,
-            Finish::Wait { until } => r.fallback_at = Some(until),
+            Finish::Wait { .. } if self.fallback_at.is_some() => return false,
+            Finish::Wait { until } => self.fallback_at = Some(until),
             Finish::WillFallBack { fallback_reason } => {
-                r.fallback_reason = Some(fallback_reason);
+                self.fallback_reason = Some(fallback_reason);
             }
-            Finish::Release => r.awaiting_push = false,
+            Finish::Release => self.awaiting_push = false,
             Finish::SkipHeld { reason } => {
-                r.awaiting_push = false;
-                r.status = DeliveryStatus::Skipped;
-                r.reason = Some(reason);
+                self.awaiting_push = false;
+                self.status = DeliveryStatus::Skipped;
+                self.reason = Some(reason);
             }
+            _ => return false,
         }
         true
     }

@@ -89,129 +89,196 @@ pub(super) struct FinishUpdate {
 
 impl FinishUpdate {
     pub(super) fn of(outcome: Finish) -> Self {
-        let mut values: Vec<(&'static str, AttributeValue)> = vec![(":pending", s("pending"))];
-        let mut condition = "#status = :pending".to_string();
-        let expression = match outcome {
+        match outcome {
             Finish::Sent {
                 provider,
                 provider_message_id,
                 receipt_key,
                 failover_from,
                 ..
-            } => {
-                values.push((":sent", s("sent")));
-                values.push((":provider", s(provider.as_str())));
-                let mut set = "SET #status = :sent, provider = :provider".to_string();
-                if let Some(mid) = provider_message_id {
-                    values.push((":mid", s(mid)));
-                    set.push_str(", provider_message_id = :mid");
-                }
-                if let Some(k) = receipt_key {
-                    values.push((":rk", s(k.as_str())));
-                    set.push_str(", receipt_key = :rk");
-                }
-                if let Some(from) = failover_from {
-                    values.push((":from", s(from.as_str())));
-                    set.push_str(", failover_from = :from");
-                }
-                set + " REMOVE lease_ms, claimed_until, reason"
-            }
-            Finish::Failed { attempt, reason } => {
-                values.push((":attempt", n(attempt.into())));
-                condition.push_str(" AND attempts = :attempt");
-                values.push((":failed", s("failed")));
-                values.push((":reason", s(reason)));
-                "SET #status = :failed, reason = :reason REMOVE lease_ms, claimed_until".to_string()
-            }
-            Finish::Retry { attempt, reason } => {
-                values.push((":attempt", n(attempt.into())));
-                condition.push_str(" AND attempts = :attempt");
-                values.push((":reason", s(reason)));
-                "SET reason = :reason REMOVE lease_ms, claimed_until".to_string()
-            }
-            Finish::Postpone { attempt, reason } => {
-                values.push((":attempt", n(attempt.into())));
-                condition.push_str(" AND attempts = :attempt");
-                values.push((":reason", s(reason)));
-                values.push((":one", n(1)));
-                "SET reason = :reason, attempts = attempts - :one REMOVE lease_ms, claimed_until"
-                    .to_string()
-            }
-            Finish::Abandon { reason } => {
-                values.push((":now", n(chrono::Utc::now().timestamp_millis())));
-                condition.push_str(" AND (attribute_not_exists(lease_ms) OR lease_ms < :now)");
-                values.push((":failed", s("failed")));
-                values.push((":reason", s(reason)));
-                "SET #status = :failed, reason = :reason REMOVE awaiting_push, lease_ms, claimed_until".to_string()
-            }
-            Finish::Cancel { reason } => {
-                values.push((":now", n(chrono::Utc::now().timestamp_millis())));
-                condition.push_str(" AND (attribute_not_exists(lease_ms) OR lease_ms < :now)");
-                values.push((":skipped", s("skipped")));
-                values.push((":reason", s(reason)));
-                "SET #status = :skipped, reason = :reason REMOVE awaiting_push, lease_ms, claimed_until".to_string()
-            }
-            Finish::WillFallBack { fallback_reason } => {
-                values.push((":true", AttributeValue::Bool(true)));
-                condition.push_str(" AND awaiting_push = :true");
-                values.push((":why", s(fallback_reason.as_str())));
-                "SET fallback_reason = :why".to_string()
-            }
-            Finish::Wait { until } => {
-                values.push((":true", AttributeValue::Bool(true)));
-                condition
-                    .push_str(" AND awaiting_push = :true AND attribute_not_exists(fallback_at)");
-                values.push((":until", s(until.to_rfc3339())));
-                "SET fallback_at = :until".to_string()
-            }
-            Finish::Release => {
-                values.push((":true", AttributeValue::Bool(true)));
-                condition.push_str(" AND awaiting_push = :true");
-                "REMOVE awaiting_push".to_string()
-            }
-            Finish::SkipHeld { reason } => {
-                values.push((":true", AttributeValue::Bool(true)));
-                values.push((":skipped", s("skipped")));
-                values.push((":reason", s(reason)));
-                condition.push_str(" AND awaiting_push = :true");
-                "SET #status = :skipped, reason = :reason REMOVE awaiting_push".to_string()
-            }
-            Finish::Delivered { at } => {
-                values = vec![(":sent", s("sent"))];
-                condition = "#status = :sent".to_string();
-                values.push((":delivered", s("delivered")));
-                values.push((":at", s(at.to_rfc3339())));
-                "SET #status = :delivered, delivered_at = :at".to_string()
-            }
-            Finish::Undelivered { reason, detail } => {
-                values = vec![(":sent", s("sent"))];
-                condition = "#status = :sent".to_string();
-                values.push((":undelivered", s("undelivered")));
-                values.push((":reason", s(reason)));
-                match detail {
-                    Some(d) => {
-                        values.push((":detail", s(d)));
-                        "SET #status = :undelivered, reason = :reason, detail = :detail".to_string()
-                    }
-                    None => "SET #status = :undelivered, reason = :reason".to_string(),
-                }
-            }
-            Finish::Complaint => {
-                values = vec![
-                    (":sent", s("sent")),
-                    (":delivered", s("delivered")),
-                    (":true", AttributeValue::Bool(true)),
-                ];
-                condition =
-                    "(#status = :sent OR #status = :delivered) AND attribute_not_exists(complaint)"
-                        .to_string();
-                "SET complaint = :true".to_string()
-            }
-        };
-        Self {
-            expression,
-            condition,
-            values,
+            } => Self::sent(provider, provider_message_id, receipt_key, failover_from),
+            Finish::Failed { attempt, reason } => Self::of_attempt(attempt)
+                .value(":failed", s("failed"))
+                .value(":reason", s(reason))
+                .set("SET #status = :failed, reason = :reason REMOVE lease_ms, claimed_until"),
+            Finish::Retry { attempt, reason } => Self::of_attempt(attempt)
+                .value(":reason", s(reason))
+                .set("SET reason = :reason REMOVE lease_ms, claimed_until"),
+            Finish::Postpone { attempt, reason } => Self::of_attempt(attempt)
+                .value(":reason", s(reason))
+                .value(":one", n(1))
+                .set("SET reason = :reason, attempts = attempts - :one REMOVE lease_ms, claimed_until"),
+            Finish::Abandon { reason } => Self::unclaimed()
+                .value(":failed", s("failed"))
+                .value(":reason", s(reason))
+                .set("SET #status = :failed, reason = :reason REMOVE awaiting_push, lease_ms, claimed_until"),
+            Finish::Cancel { reason } => Self::unclaimed()
+                .value(":skipped", s("skipped"))
+                .value(":reason", s(reason))
+                .set("SET #status = :skipped, reason = :reason REMOVE awaiting_push, lease_ms, claimed_until"),
+            Finish::WillFallBack { fallback_reason } => Self::held()
+                .value(":why", s(fallback_reason.as_str()))
+                .set("SET fallback_reason = :why"),
+            Finish::Wait { until } => Self::held()
+                .and("attribute_not_exists(fallback_at)")
+                .value(":until", s(until.to_rfc3339()))
+                .set("SET fallback_at = :until"),
+            Finish::Release => Self::held().set("REMOVE awaiting_push"),
+            Finish::SkipHeld { reason } => Self::held()
+                .value(":skipped", s("skipped"))
+                .value(":reason", s(reason))
+                .set("SET #status = :skipped, reason = :reason REMOVE awaiting_push"),
+            Finish::Delivered { at } => Self::from_sent()
+                .value(":delivered", s("delivered"))
+                .value(":at", s(at.to_rfc3339()))
+                .set("SET #status = :delivered, delivered_at = :at"),
+            Finish::Undelivered { reason, detail } => Self::undelivered(reason, detail),
+            Finish::Complaint => Self::complaint(),
         }
+    }
+
+    /// Only a pending record moves: every finish but a receipt's.
+    fn from_pending() -> Self {
+        Self {
+            expression: String::new(),
+            condition: "#status = :pending".to_string(),
+            values: vec![(":pending", s("pending"))],
+        }
+    }
+
+    /// Only a sent record moves: a receipt's first final word.
+    fn from_sent() -> Self {
+        Self {
+            expression: String::new(),
+            condition: "#status = :sent".to_string(),
+            values: vec![(":sent", s("sent"))],
+        }
+    }
+
+    /// Only while `attempt` is still the latest: a stale attempt can neither drop a
+    /// newer one's claim nor fail it.
+    fn of_attempt(attempt: u32) -> Self {
+        Self::from_pending()
+            .value(":attempt", n(attempt.into()))
+            .and("attempts = :attempt")
+    }
+
+    /// Only while no live attempt holds the claim.
+    fn unclaimed() -> Self {
+        Self::from_pending()
+            .value(":now", n(chrono::Utc::now().timestamp_millis()))
+            .and("(attribute_not_exists(lease_ms) OR lease_ms < :now)")
+    }
+
+    /// Only while the record is held behind push.
+    fn held() -> Self {
+        Self::from_pending()
+            .value(":true", AttributeValue::Bool(true))
+            .and("awaiting_push = :true")
+    }
+
+    /// A send is recorded whoever made it, with what receipts will need.
+    fn sent(
+        provider: flare_shared::domain::Provider,
+        provider_message_id: Option<String>,
+        receipt_key: Option<ReceiptKey>,
+        failover_from: Option<flare_shared::domain::Provider>,
+    ) -> Self {
+        let mut u = Self::from_pending()
+            .value(":sent", s("sent"))
+            .value(":provider", s(provider.as_str()));
+        let mut set = "SET #status = :sent, provider = :provider".to_string();
+        if let Some(mid) = provider_message_id {
+            u = u.value(":mid", s(mid));
+            set.push_str(", provider_message_id = :mid");
+        }
+        if let Some(k) = receipt_key {
+            u = u.value(":rk", s(k.as_str()));
+            set.push_str(", receipt_key = :rk");
+        }
+        if let Some(from) = failover_from {
+            u = u.value(":from", s(from.as_str()));
+            set.push_str(", failover_from = :from");
+        }
+        u.set(set + " REMOVE lease_ms, claimed_until, reason")
+    }
+
+    /// A receipt saying a sent record never arrived, with the provider's detail if any.
+    fn undelivered(reason: String, detail: Option<String>) -> Self {
+        let u = Self::from_sent()
+            .value(":undelivered", s("undelivered"))
+            .value(":reason", s(reason));
+        match detail {
+            Some(d) => u
+                .value(":detail", s(d))
+                .set("SET #status = :undelivered, reason = :reason, detail = :detail"),
+            None => u.set("SET #status = :undelivered, reason = :reason"),
+        }
+    }
+
+    /// A complaint marks a sent or delivered record once; its status stays.
+    fn complaint() -> Self {
+        Self {
+            expression: "SET complaint = :true".to_string(),
+            condition:
+                "(#status = :sent OR #status = :delivered) AND attribute_not_exists(complaint)"
+                    .to_string(),
+            values: vec![
+                (":sent", s("sent")),
+                (":delivered", s("delivered")),
+                (":true", AttributeValue::Bool(true)),
+            ],
+        }
+    }
+
+    fn and(mut self, condition: &str) -> Self {
+        self.condition.push_str(" AND ");
+        self.condition.push_str(condition);
+        self
+    }
+
+    fn value(mut self, name: &'static str, v: AttributeValue) -> Self {
+        self.values.push((name, v));
+        self
+    }
+
+    fn set(mut self, expression: impl Into<String>) -> Self {
+        self.expression = expression.into();
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finish_conditions_compose_the_record_state_they_need() {
+        let u = FinishUpdate::of(Finish::Failed {
+            attempt: 2,
+            reason: "r".into(),
+        });
+        assert_eq!(u.condition, "#status = :pending AND attempts = :attempt");
+        let names: Vec<_> = u.values.iter().map(|(k, _)| *k).collect();
+        assert_eq!(names, [":pending", ":attempt", ":failed", ":reason"]);
+        let u = FinishUpdate::of(Finish::Wait {
+            until: chrono::Utc::now(),
+        });
+        assert_eq!(
+            u.condition,
+            "#status = :pending AND awaiting_push = :true AND attribute_not_exists(fallback_at)"
+        );
+        assert_eq!(u.expression, "SET fallback_at = :until");
+        let u = FinishUpdate::of(Finish::Undelivered {
+            reason: "bounce".into(),
+            detail: None,
+        });
+        assert_eq!(u.condition, "#status = :sent");
+        assert_eq!(u.expression, "SET #status = :undelivered, reason = :reason");
+        let u = FinishUpdate::of(Finish::Cancel { reason: "r".into() });
+        assert_eq!(
+            u.condition,
+            "#status = :pending AND (attribute_not_exists(lease_ms) OR lease_ms < :now)"
+        );
     }
 }

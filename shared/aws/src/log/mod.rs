@@ -316,24 +316,33 @@ impl DynamoDeliveryLog {
         known.insert(base.to_string(), k);
     }
 
-    /// Where this instance would look for a recipient's records without any read: its
-    /// shard when the notification is known to be sharded, else the base partition.
-    fn likely_pk(&self, base: &str, recipient: &RecipientRef) -> (String, bool) {
-        match self.known_shards(base) {
-            Some(k) => (record_pk(base, recipient, k), true),
-            None => (base.to_string(), false),
-        }
-    }
-
-    /// After nothing was found at the base partition: the recipient's shard, when the
-    /// notification turns out to be sharded.
-    async fn shard_pk_after_miss(
+    /// Runs `at` on the partition of a recipient's records: where this instance would
+    /// look without any read (its shard when the notification is known to be sharded,
+    /// else the base partition), then, when `missed` says that found nothing and the
+    /// layout was not known, once more in the recipient's shard if the notification
+    /// turns out to be sharded. Claims, finishes and recipient reads all find a record
+    /// this one way.
+    async fn at_recipient<T, F>(
         &self,
         base: &str,
         recipient: &RecipientRef,
-    ) -> StoreResult<Option<String>> {
+        missed: impl Fn(&T) -> bool,
+        at: impl Fn(String) -> F,
+    ) -> StoreResult<T>
+    where
+        F: std::future::Future<Output = StoreResult<T>>,
+    {
+        let known = self.known_shards(base);
+        let pk = known.map_or_else(|| base.to_string(), |k| record_pk(base, recipient, k));
+        let found = at(pk).await?;
+        if !missed(&found) || known.is_some() {
+            return Ok(found);
+        }
         let k = self.shards(base).await?;
-        Ok((k > 1).then(|| record_pk(base, recipient, k)))
+        if k > 1 {
+            return at(record_pk(base, recipient, k)).await;
+        }
+        Ok(found)
     }
 
     /// A notification's acknowledgements.

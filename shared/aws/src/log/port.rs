@@ -47,15 +47,8 @@ impl DeliveryLog for DynamoDeliveryLog {
                 .map(decode)
                 .collect::<StoreResult<Vec<DeliveryRecord>>>()
         };
-        let (pk, known) = self.likely_pk(&base, recipient);
-        let records = query(pk).await?;
-        if records.is_empty()
-            && !known
-            && let Some(pk) = self.shard_pk_after_miss(&base, recipient).await?
-        {
-            return query(pk).await;
-        }
-        Ok(records)
+        self.at_recipient(&base, recipient, Vec::is_empty, query)
+            .await
     }
 
     async fn get_notification(
@@ -187,15 +180,13 @@ impl DeliveryLog for DynamoDeliveryLog {
         lease: std::time::Duration,
     ) -> StoreResult<Claim> {
         let base = notification_pk(org, id);
-        let (pk, known) = self.likely_pk(&base, recipient);
-        let claim = self.claim_at(Self::key(pk, recipient, slot), lease).await?;
-        if matches!(claim, Claim::Missing)
-            && !known
-            && let Some(pk) = self.shard_pk_after_miss(&base, recipient).await?
-        {
-            return self.claim_at(Self::key(pk, recipient, slot), lease).await;
-        }
-        Ok(claim)
+        self.at_recipient(
+            &base,
+            recipient,
+            |claim| matches!(claim, Claim::Missing),
+            |pk| self.claim_at(Self::key(pk, recipient, slot), lease),
+        )
+        .await
     }
 
     async fn finish(
@@ -207,21 +198,15 @@ impl DeliveryLog for DynamoDeliveryLog {
         outcome: Finish,
     ) -> StoreResult<bool> {
         let base = notification_pk(org, id);
-        let (pk, known) = self.likely_pk(&base, recipient);
         let update = FinishUpdate::of(outcome);
-        if self
-            .finish_at(Self::key(pk, recipient, slot), &update)
-            .await?
-        {
-            return Ok(true);
-        }
         // Not moved: done already, or (the layout not known here yet) in a shard.
-        if !known && let Some(pk) = self.shard_pk_after_miss(&base, recipient).await? {
-            return self
-                .finish_at(Self::key(pk, recipient, slot), &update)
-                .await;
-        }
-        Ok(false)
+        self.at_recipient(
+            &base,
+            recipient,
+            |moved| !moved,
+            |pk| self.finish_at(Self::key(pk, recipient, slot), &update),
+        )
+        .await
     }
 
     /// The notification item, then its records from the one after `after` on (sort key

@@ -22,6 +22,32 @@ pub struct SmsSettingsUpdate {
     pub header_value: SecretChange,
 }
 
+/// Every field of an SMS settings body.
+const SMS_FIELDS: &[&str] = &[
+    "provider",
+    "url",
+    "format",
+    "username",
+    "password",
+    "sender_number",
+    "http_header",
+    "failover",
+    "failover_sender_number",
+    "max_per_second",
+];
+
+/// The fields only provider `http` takes.
+const GATEWAY_ONLY_FIELDS: &[&str] = &[
+    "url",
+    "format",
+    "username",
+    "http_header",
+    "password",
+    "failover",
+    "failover_sender_number",
+    "max_per_second",
+];
+
 impl SmsSettingsUpdate {
     pub fn parse(
         body: &Value,
@@ -29,160 +55,210 @@ impl SmsSettingsUpdate {
         policy: EndpointPolicy,
     ) -> Result<Self, FieldErrors> {
         let mut errors = FieldErrors::new();
-        reject_unknown(
-            body,
-            "",
-            &mut errors,
-            &[
-                "provider",
-                "url",
-                "format",
-                "username",
-                "password",
-                "sender_number",
-                "http_header",
-                "failover",
-                "failover_sender_number",
-                "max_per_second",
-            ],
-        );
+        reject_unknown(body, "", &mut errors, SMS_FIELDS);
         let parsed = object(body, "", &mut errors, |r| {
-            let provider = r.required_with("provider", |s| match s {
-                "sns" => Ok("sns"),
-                "http" => Ok("http"),
-                _ => Err("must be sns or http"),
-            });
-            let sender = r.optional_with("sender_number", SenderId::parse);
-            let password = r.optional_with("password", gateway_password);
-            let failover = r.optional_with("failover", |s| match s {
-                "sns" => Ok(true),
-                _ => Err(ValidationError::new("must be sns (or left out)")),
-            });
-            let failover_sender = r.optional_with("failover_sender_number", SenderId::parse);
-            let pace = match r.optional_int("max_per_second") {
-                None => None,
-                Some(None) => Some(None),
-                Some(Some(n)) => match u32::try_from(n) {
-                    Ok(n) if (1..=MAX_PER_SECOND).contains(&n) => Some(Some(n)),
-                    _ => {
-                        r.error(
-                            "max_per_second",
-                            format!("must be a whole number from 1 to {MAX_PER_SECOND}"),
-                        );
-                        None
-                    }
-                },
-            };
-            let http = match provider {
-                Some("http") => {
-                    let url = r.required_with("url", |s| GatewayUrl::parse(s, policy));
-                    let format = r
-                        .optional_with("format", GatewayFormat::parse)
-                        .map(|f| f.unwrap_or(GatewayFormat::Json));
-                    let username = r.optional_with("username", |s| visible_line(s, MAX_NAME));
-                    let header = r.optional_str("http_header");
-                    let header = match header {
-                        Some(Some(line)) => match masked_header(line) {
-                            Some(name) => Some(Some((name, SecretChange::Keep))),
-                            None => r
-                                .optional_with("http_header", HttpHeader::parse)
-                                .map(|h| h.map(|h| (h.name, SecretChange::Set(h.value)))),
-                        },
-                        Some(None) => Some(None),
-                        None => None,
-                    };
-                    if matches!(sender, Some(None)) {
-                        r.error("sender_number", "is required for an http gateway");
-                    }
-                    Some((url, format, username, header))
-                }
-                Some(_) => {
-                    for key in [
-                        "url",
-                        "format",
-                        "username",
-                        "http_header",
-                        "password",
-                        "failover",
-                        "failover_sender_number",
-                        "max_per_second",
-                    ] {
-                        if r.has(key) {
-                            r.error(key, "applies only to provider http");
-                        }
-                    }
-                    None
-                }
-                // The provider is bad: still name every other bad field, read as the
-                // gateway's would be.
-                None => {
-                    r.optional_with("url", |s| GatewayUrl::parse(s, policy));
-                    r.optional_with("format", GatewayFormat::parse);
-                    r.optional_with("username", |s| visible_line(s, MAX_NAME));
-                    if let Some(Some(line)) = r.optional_str("http_header")
-                        && masked_header(line).is_none()
-                    {
-                        r.optional_with("http_header", HttpHeader::parse);
-                    }
-                    None
-                }
-            };
-            let provider = provider?;
-            let sender = sender?;
-            let password = password?;
-            let failover_sns = failover?.unwrap_or(false);
-            let failover_sender_number = failover_sender?;
-            if failover_sender_number.is_some() && !failover_sns && provider == "http" {
-                r.error("failover_sender_number", "applies only with failover sns");
-            }
-            let max_per_second = pace?;
-            let (provider, header_value) = match (provider, http) {
-                ("http", Some((url, format, username, header))) => {
-                    let header = header?;
-                    let header_value = match &header {
-                        Some((_, change)) => change.clone(),
-                        None => SecretChange::Clear,
-                    };
-                    (
-                        SmsProvider::Http(HttpGateway {
-                            url: url?,
-                            format: format?,
-                            username: username?,
-                            header_name: header.map(|(n, _)| n),
-                            failover_sns,
-                            max_per_second,
-                            failover_sender_number,
-                        }),
-                        header_value,
-                    )
-                }
-                _ => (SmsProvider::Sns, SecretChange::Clear),
-            };
-            if !r.errors.is_empty() {
-                return None;
-            }
-            // SNS has no password: switching to it deletes a gateway's stored one.
-            let password = match (&provider, password) {
-                (SmsProvider::Http(_), Some(p)) => SecretChange::Set(p),
-                (SmsProvider::Http(_), None) => SecretChange::Keep,
-                (SmsProvider::Sns, _) => SecretChange::Clear,
-            };
-            Some(SmsSettingsUpdate {
-                settings: SmsSettings {
-                    control_center_id,
-                    provider,
-                    sender_number: sender,
-                    password_set: false,
-                    secrets_at: None,
-                },
-                password,
-                header_value,
-            })
+            let fields = SmsFields::read(r);
+            let gateway = read_gateway_for(r, fields.provider, &fields.sender, policy);
+            fields.update(r, gateway, control_center_id)
         });
         match parsed {
             Some(u) if errors.is_empty() => Ok(u),
             _ => Err(errors),
         }
+    }
+}
+
+/// The fields of an SMS body read whatever its provider, so each bad one is named;
+/// each `None` when it was bad (its error recorded).
+struct SmsFields {
+    provider: Option<&'static str>,
+    sender: Option<Option<SenderId>>,
+    password: Option<Option<SecretString>>,
+    failover: Option<Option<bool>>,
+    failover_sender: Option<Option<SenderId>>,
+    max_per_second: Option<Option<u32>>,
+}
+
+impl SmsFields {
+    fn read(r: &mut Reader) -> Self {
+        Self {
+            provider: r.required_with("provider", |s| match s {
+                "sns" => Ok("sns"),
+                "http" => Ok("http"),
+                _ => Err("must be sns or http"),
+            }),
+            sender: r.optional_with("sender_number", SenderId::parse),
+            password: r.optional_with("password", gateway_password),
+            failover: r.optional_with("failover", |s| match s {
+                "sns" => Ok(true),
+                _ => Err(ValidationError::new("must be sns (or left out)")),
+            }),
+            failover_sender: r.optional_with("failover_sender_number", SenderId::parse),
+            max_per_second: read_max_per_second(r),
+        }
+    }
+
+    /// The update, when every field (and the gateway's, for provider `http`) read well.
+    fn update(
+        self,
+        r: &mut Reader,
+        gateway: Option<GatewayFields>,
+        control_center_id: ControlCenterId,
+    ) -> Option<SmsSettingsUpdate> {
+        let provider = self.provider?;
+        let sender = self.sender?;
+        let password = self.password?;
+        let failover_sns = self.failover?.unwrap_or(false);
+        let failover_sender_number = self.failover_sender?;
+        if failover_sender_number.is_some() && !failover_sns && provider == "http" {
+            r.error("failover_sender_number", "applies only with failover sns");
+        }
+        let max_per_second = self.max_per_second?;
+        let (provider, header_value) = match (provider, gateway) {
+            ("http", Some(gw)) => {
+                gw.provider(failover_sns, max_per_second, failover_sender_number)?
+            }
+            _ => (SmsProvider::Sns, SecretChange::Clear),
+        };
+        if !r.errors.is_empty() {
+            return None;
+        }
+        let password = sms_password_change(&provider, password);
+        Some(SmsSettingsUpdate {
+            settings: SmsSettings {
+                control_center_id,
+                provider,
+                sender_number: sender,
+                password_set: false,
+                secrets_at: None,
+            },
+            password,
+            header_value,
+        })
+    }
+}
+
+/// `max_per_second`: a whole number from 1 to [`MAX_PER_SECOND`], or left out.
+fn read_max_per_second(r: &mut Reader) -> Option<Option<u32>> {
+    let Some(n) = r.optional_int("max_per_second")? else {
+        return Some(None);
+    };
+    match u32::try_from(n) {
+        Ok(n) if (1..=MAX_PER_SECOND).contains(&n) => Some(Some(n)),
+        _ => {
+            r.error(
+                "max_per_second",
+                format!("must be a whole number from 1 to {MAX_PER_SECOND}"),
+            );
+            None
+        }
+    }
+}
+
+/// A gateway's own fields, each `None` when it was bad.
+struct GatewayFields {
+    url: Option<GatewayUrl>,
+    format: Option<GatewayFormat>,
+    username: Option<Option<String>>,
+    /// The header's name, and what the body does to its stored value.
+    header: Option<Option<(crate::header::HeaderName, SecretChange)>>,
+}
+
+impl GatewayFields {
+    /// A gateway's fields after its `url`: the format (JSON by default), user and header.
+    fn read(r: &mut Reader, url: Option<GatewayUrl>) -> Self {
+        Self {
+            url,
+            format: r
+                .optional_with("format", GatewayFormat::parse)
+                .map(|f| f.unwrap_or(GatewayFormat::Json)),
+            username: r.optional_with("username", |s| visible_line(s, MAX_NAME)),
+            header: read_http_header(r),
+        }
+    }
+
+    /// The gateway, with what the body does to its header's stored value (cleared when
+    /// it has no header); `None` when a field was bad.
+    fn provider(
+        self,
+        failover_sns: bool,
+        max_per_second: Option<u32>,
+        failover_sender_number: Option<SenderId>,
+    ) -> Option<(SmsProvider, SecretChange)> {
+        let header = self.header?;
+        let header_value = match &header {
+            Some((_, change)) => change.clone(),
+            None => SecretChange::Clear,
+        };
+        let gateway = HttpGateway {
+            url: self.url?,
+            format: self.format?,
+            username: self.username?,
+            header_name: header.map(|(n, _)| n),
+            failover_sns,
+            max_per_second,
+            failover_sender_number,
+        };
+        Some((SmsProvider::Http(gateway), header_value))
+    }
+}
+
+/// The gateway's fields as the provider calls for: read for `http` (which needs a
+/// sender number), refused for any other, and for a bad provider still read as the
+/// gateway's would be, so every other bad field is named.
+fn read_gateway_for(
+    r: &mut Reader,
+    provider: Option<&str>,
+    sender: &Option<Option<SenderId>>,
+    policy: EndpointPolicy,
+) -> Option<GatewayFields> {
+    match provider {
+        Some("http") => {
+            let url = r.required_with("url", |s| GatewayUrl::parse(s, policy));
+            let gateway = GatewayFields::read(r, url);
+            if matches!(sender, Some(None)) {
+                r.error("sender_number", "is required for an http gateway");
+            }
+            Some(gateway)
+        }
+        Some(_) => {
+            for key in GATEWAY_ONLY_FIELDS {
+                if r.has(key) {
+                    r.error(key, "applies only to provider http");
+                }
+            }
+            None
+        }
+        None => {
+            r.optional_with("url", |s| GatewayUrl::parse(s, policy));
+            GatewayFields::read(r, None);
+            None
+        }
+    }
+}
+
+/// `http_header`: `Name: value` sets the header and its value; `Name: ****` (as it is
+/// read back) keeps the stored value.
+fn read_http_header(r: &mut Reader) -> Option<Option<(crate::header::HeaderName, SecretChange)>> {
+    match r.optional_str("http_header") {
+        Some(Some(line)) => match masked_header(line) {
+            Some(name) => Some(Some((name, SecretChange::Keep))),
+            None => r
+                .optional_with("http_header", HttpHeader::parse)
+                .map(|h| h.map(|h| (h.name, SecretChange::Set(h.value)))),
+        },
+        Some(None) => Some(None),
+        None => None,
+    }
+}
+
+/// What an SMS body does to the stored gateway password: set when it carries one, kept
+/// when it does not; SNS has no password, so switching to it deletes a gateway's.
+fn sms_password_change(provider: &SmsProvider, password: Option<SecretString>) -> SecretChange {
+    match (provider, password) {
+        (SmsProvider::Http(_), Some(p)) => SecretChange::Set(p),
+        (SmsProvider::Http(_), None) => SecretChange::Keep,
+        (SmsProvider::Sns, _) => SecretChange::Clear,
     }
 }
 
@@ -231,15 +307,19 @@ pub struct EmailSettingsUpdate {
     pub password: SecretChange,
 }
 
+/// Every field of an email settings body.
+const EMAIL_FIELDS: &[&str] = &["provider", "sender_email", "smtp", "failover"];
+
+/// Every field of its `smtp` object.
+const SMTP_FIELDS: &[&str] = &["server_url", "port", "use_tls", "username", "password"];
+
+/// An `smtp` object's server, user and password.
+type SmtpFields = (SmtpServer, Option<String>, Option<SecretString>);
+
 impl EmailSettingsUpdate {
     pub fn parse(body: &Value, policy: EndpointPolicy) -> Result<Self, FieldErrors> {
         let mut errors = FieldErrors::new();
-        reject_unknown(
-            body,
-            "",
-            &mut errors,
-            &["provider", "sender_email", "smtp", "failover"],
-        );
+        reject_unknown(body, "", &mut errors, EMAIL_FIELDS);
         let parsed = object(body, "", &mut errors, |r| {
             let provider = r.required_with("provider", |s| match s {
                 "ses" => Ok("ses"),
@@ -251,64 +331,10 @@ impl EmailSettingsUpdate {
                 "ses" => Ok(true),
                 _ => Err(ValidationError::new("must be ses (or left out)")),
             });
-            let smtp_object = |v: &Value, path: &str, errors: &mut FieldErrors| {
-                reject_unknown(
-                    v,
-                    path,
-                    errors,
-                    &["server_url", "port", "use_tls", "username", "password"],
-                );
-                object(v, path, errors, |s| {
-                    let url = s.required_str("server_url");
-                    let port = s.required_int("port");
-                    let use_tls = s.optional_bool("use_tls");
-                    let username = s.optional_with("username", |u| visible_line(u, MAX_NAME));
-                    let password = s.optional_with("password", secret_text);
-                    let (url, port, use_tls) = (url?, port?, use_tls?.unwrap_or(true));
-                    let server = match SmtpServer::parse(url, port, use_tls, policy) {
-                        Ok(server) => Some(server),
-                        Err(e) => {
-                            s.errors.merge(path, e);
-                            None
-                        }
-                    };
-                    Some((server?, username?, password?))
-                })
-            };
-            let smtp = match provider {
-                Some("smtp") => r.required_value("smtp", smtp_object).map(Some),
-                Some(_) => {
-                    if r.has("smtp") {
-                        r.error("smtp", "applies only to provider smtp");
-                    }
-                    if r.has("failover") {
-                        r.error("failover", "applies only to provider smtp");
-                    }
-                    Some(None)
-                }
-                // The provider is bad: still name every bad field of `smtp`.
-                None => {
-                    r.optional_value("smtp", smtp_object);
-                    None
-                }
-            };
+            let smtp = read_smtp_for(r, provider, policy);
             let (provider, sender, smtp) = (provider?, sender?, smtp?);
             let failover_ses = failover?.unwrap_or(false);
-            let (provider, password) = match (provider, smtp) {
-                ("smtp", Some((server, username, password))) => (
-                    EmailProvider::Smtp {
-                        smtp: SmtpSettings {
-                            server,
-                            username,
-                            password_set: false,
-                            secrets_at: None,
-                            failover_ses,
-                        },
-                    },
-                    password.map(SecretChange::Set).unwrap_or_default(),
-                ),
-                _ => (EmailProvider::Ses, SecretChange::Clear),
-            };
+            let (provider, password) = email_provider(provider, smtp, failover_ses);
             Some(EmailSettingsUpdate {
                 settings: EmailSettings {
                     provider,
@@ -321,6 +347,85 @@ impl EmailSettingsUpdate {
             Some(u) if errors.is_empty() => Ok(u),
             _ => Err(errors),
         }
+    }
+}
+
+/// `smtp` as the provider calls for: required for `smtp`, refused (with `failover`)
+/// for any other, and for a bad provider still read, so every bad field of it is named.
+fn read_smtp_for(
+    r: &mut Reader,
+    provider: Option<&str>,
+    policy: EndpointPolicy,
+) -> Option<Option<SmtpFields>> {
+    let smtp_object = |v: &Value, path: &str, errors: &mut FieldErrors| {
+        parse_smtp_object(v, path, errors, policy)
+    };
+    match provider {
+        Some("smtp") => r.required_value("smtp", smtp_object).map(Some),
+        Some(_) => {
+            if r.has("smtp") {
+                r.error("smtp", "applies only to provider smtp");
+            }
+            if r.has("failover") {
+                r.error("failover", "applies only to provider smtp");
+            }
+            Some(None)
+        }
+        None => {
+            r.optional_value("smtp", smtp_object);
+            None
+        }
+    }
+}
+
+/// The `smtp` object: `server_url`, `port` and `use_tls` (default true) make the
+/// server; then the user and password.
+fn parse_smtp_object(
+    v: &Value,
+    path: &str,
+    errors: &mut FieldErrors,
+    policy: EndpointPolicy,
+) -> Option<SmtpFields> {
+    reject_unknown(v, path, errors, SMTP_FIELDS);
+    object(v, path, errors, |s| {
+        let url = s.required_str("server_url");
+        let port = s.required_int("port");
+        let use_tls = s.optional_bool("use_tls");
+        let username = s.optional_with("username", |u| visible_line(u, MAX_NAME));
+        let password = s.optional_with("password", secret_text);
+        let (url, port, use_tls) = (url?, port?, use_tls?.unwrap_or(true));
+        let server = match SmtpServer::parse(url, port, use_tls, policy) {
+            Ok(server) => Some(server),
+            Err(e) => {
+                s.errors.merge(path, e);
+                None
+            }
+        };
+        Some((server?, username?, password?))
+    })
+}
+
+/// The email provider, with what the body does to the stored SMTP password: set when
+/// it carries one, kept when it does not; SES has none, so switching to it deletes it.
+fn email_provider(
+    provider: &str,
+    smtp: Option<SmtpFields>,
+    failover_ses: bool,
+) -> (EmailProvider, SecretChange) {
+    match (provider, smtp) {
+        ("smtp", Some((server, username, password))) => (
+            EmailProvider::Smtp {
+                smtp: SmtpSettings {
+                    server,
+                    username,
+                    password_set: false,
+                    secrets_at: None,
+                    failover_ses,
+                },
+            },
+            password.map(SecretChange::Set).unwrap_or_default(),
+        ),
+        _ => (EmailProvider::Ses, SecretChange::Clear),
     }
 }
 
@@ -409,4 +514,50 @@ fn parse_escalation(v: &Value, errors: &mut FieldErrors) -> Option<Escalation> {
             cycles: cycles?,
         })
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_gateway_password_is_set_or_kept_and_sns_clears_it() {
+        let gateway = SmsProvider::Http(HttpGateway {
+            url: GatewayUrl::parse("https://sms.example.com/send", EndpointPolicy::default())
+                .unwrap(),
+            format: GatewayFormat::Json,
+            username: None,
+            header_name: None,
+            failover_sns: false,
+            max_per_second: None,
+            failover_sender_number: None,
+        });
+        let secret = || Some(SecretString::from("s3cret-password".to_string()));
+        assert!(matches!(
+            sms_password_change(&gateway, secret()),
+            SecretChange::Set(_)
+        ));
+        assert!(matches!(
+            sms_password_change(&gateway, None),
+            SecretChange::Keep
+        ));
+        assert!(matches!(
+            sms_password_change(&SmsProvider::Sns, secret()),
+            SecretChange::Clear
+        ));
+    }
+
+    #[test]
+    fn an_smtp_password_is_set_or_kept_and_ses_clears_it() {
+        let server =
+            || SmtpServer::parse("smtp.example.com", 587, true, EndpointPolicy::default()).unwrap();
+        let secret = Some(SecretString::from("pw".to_string()));
+        let (p, change) = email_provider("smtp", Some((server(), None, secret)), true);
+        assert!(matches!(p, EmailProvider::Smtp { smtp } if smtp.failover_ses));
+        assert!(matches!(change, SecretChange::Set(_)));
+        let (_, change) = email_provider("smtp", Some((server(), None, None)), false);
+        assert!(matches!(change, SecretChange::Keep));
+        let (p, change) = email_provider("ses", None, false);
+        assert!(matches!(p, EmailProvider::Ses) && matches!(change, SecretChange::Clear));
+    }
 }
