@@ -8,6 +8,7 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use flare_memory::{MemoryDevices, MemoryOutbox};
 use flare_providers::http_sms::HttpSmsSender;
 use flare_providers::smtp::SmtpEmailSender;
 use flare_shared::app::Services;
@@ -19,7 +20,6 @@ use flare_shared::app::notify::Notifier;
 use flare_shared::domain::EndpointPolicy;
 use flare_shared::domain::health::CircuitPolicy;
 use flare_shared::domain::{EmailAddress, IncidentEvent, Provider};
-use flare_shared::memory::{MemoryDevices, MemoryOutbox};
 use flare_shared::ports::{EmailSender, SmsSender};
 use flare_sqlite::Sqlite;
 use std::collections::HashMap;
@@ -219,7 +219,7 @@ fn deliverer(
     stores: &Stores,
     outbox: &Arc<MemoryOutbox>,
     senders: &Senders,
-    health: Arc<flare_shared::memory::MemoryHealth>,
+    health: Arc<flare_memory::MemoryHealth>,
 ) -> Deliverer {
     Deliverer {
         log: stores.log.clone(),
@@ -238,7 +238,7 @@ fn deliverer(
             policy: cfg.circuit,
         }),
         // One process: the gateways' pace is kept in memory.
-        pacer: Some(Arc::new(flare_shared::memory::MemoryPacer::default())),
+        pacer: Some(Arc::new(flare_memory::MemoryPacer::default())),
         sns_per_second: None,
         max_pace_wait: None,
     }
@@ -250,7 +250,7 @@ fn services(
     stores: &Stores,
     queue: &pipeline::LocalQueue,
     senders: Senders,
-    health: Arc<flare_shared::memory::MemoryHealth>,
+    health: Arc<flare_memory::MemoryHealth>,
 ) -> Services {
     Services {
         settings: stores.settings.clone(),
@@ -286,7 +286,7 @@ impl LocalApp {
         let senders = Senders::of(&outbox, gateway, smtp);
         // One process is every instance: the circuit's state lives in memory (a
         // restart starts every provider healthy).
-        let health = Arc::new(flare_shared::memory::MemoryHealth::default());
+        let health = Arc::new(flare_memory::MemoryHealth::default());
         let deliverer = deliverer(cfg, &stores, &outbox, &senders, health.clone());
         // The workers' deliverer enqueues fallbacks on the same queue it drains.
         let queue = pipeline::LocalQueue::start_with(deliverer, cfg.retry_base);

@@ -22,8 +22,8 @@ struct Escalating {
     event: IncidentEvent,
     org: OrgId,
     id: NotificationId,
-    log: Arc<flare_shared::memory::MemoryDeliveryLog>,
-    queue: Arc<flare_shared::memory::MemoryQueue>,
+    log: Arc<flare_memory::MemoryDeliveryLog>,
+    queue: Arc<flare_memory::MemoryQueue>,
     deliverer: Deliverer,
     /// The checks the router scheduled, with their delays.
     scheduled: Vec<(CheckJob, Duration)>,

@@ -23,8 +23,8 @@ struct Window {
     world: MemoryWorld,
     org: OrgId,
     id: NotificationId,
-    log: Arc<flare_shared::memory::MemoryDeliveryLog>,
-    queue: Arc<flare_shared::memory::MemoryQueue>,
+    log: Arc<flare_memory::MemoryDeliveryLog>,
+    queue: Arc<flare_memory::MemoryQueue>,
     deliverer: Deliverer,
     push_job: DeliveryJob,
     /// The checks the router scheduled, with their delays.

@@ -6,13 +6,13 @@ mod common;
 
 use async_trait::async_trait;
 use common::{OkPush, responder, sns_for_main};
+use flare_memory::{
+    MemoryDeliveryLog, MemoryDirectory, MemoryMetrics, MemoryQueue, MemorySettings,
+};
 use flare_shared::app::api::{self, ApiRequest};
 use flare_shared::app::auth::{Claims, Role};
 use flare_shared::app::deliver::{DeliverError, Delivered, Deliverer, lease_for};
 use flare_shared::app::notify::{Notifier, RouteError};
-use flare_shared::memory::{
-    MemoryDeliveryLog, MemoryDirectory, MemoryMetrics, MemoryQueue, MemorySettings,
-};
 use flare_shared::ports::{
     DeliveryLog, DeliveryMetric, Directory, JobQueue, Outcome, PushMessage, PushSender, QueueError,
     Receipt, SendError, SettingsStore, SmsMessage, SmsSender,
@@ -261,7 +261,7 @@ async fn the_same_idempotency_key_answers_the_first_notification_and_sends_nothi
         .await
         .unwrap();
     let queue = Arc::new(MemoryQueue::default());
-    let mut svc = flare_shared::memory::services(EndpointPolicy::default());
+    let mut svc = flare_memory::services(EndpointPolicy::default());
     svc.settings = w.settings.clone();
     svc.directory = w.directory.clone();
     svc.log = w.log.clone();
@@ -446,7 +446,7 @@ async fn a_receipt_is_counted_once_and_so_is_the_first_ack() {
     deliverer.push = Some(Arc::new(OkPush));
     deliverer.deliver(&push_job, false, LEASE).await.unwrap();
 
-    let mut svc = flare_shared::memory::services(EndpointPolicy::default());
+    let mut svc = flare_memory::services(EndpointPolicy::default());
     svc.log = w.log.clone();
     svc.metrics = w.metrics.clone();
     let call = |op: &str| ApiRequest {

@@ -4,9 +4,9 @@
 //!
 //!     scripts/bench-smtp            (installs Apprise, then runs this)
 
+use flare_memory::{MemorySecrets, MemorySettings};
 use flare_providers::smtp::SmtpEmailSender;
 use flare_shared::domain::*;
-use flare_shared::memory::{MemorySecrets, MemorySettings};
 use flare_shared::ports::{EmailMessage, EmailSender, SettingsStore};
 use lettre::transport::smtp::client::AsyncSmtpConnection;
 use lettre::transport::smtp::extension::ClientId;

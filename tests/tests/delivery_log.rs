@@ -1,8 +1,8 @@
 //! The `DeliveryLog` conformance suite (`flare_tests::conformance`) against each adapter.
 
 use flare_aws::log::DynamoDeliveryLog;
+use flare_memory::MemoryDeliveryLog;
 use flare_shared::domain::OrgId;
-use flare_shared::memory::MemoryDeliveryLog;
 use flare_tests::stack::AwsStack;
 use flare_tests::{conformance, moto, unique};
 
@@ -11,7 +11,7 @@ async fn the_in_memory_log_keeps_every_promise() {
     let log = MemoryDeliveryLog::default();
     conformance::delivery_log(&log, &OrgId::parse("acme").unwrap()).await;
     conformance::receipts(&log, &OrgId::parse("acme").unwrap()).await;
-    let health = flare_shared::memory::MemoryHealth::default();
+    let health = flare_memory::MemoryHealth::default();
     conformance::health_store(&health, &OrgId::parse("acme").unwrap()).await;
 }
 

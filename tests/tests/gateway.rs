@@ -1,9 +1,9 @@
 //! The HTTP SMS gateway sender against a real local HTTP server: each format's exact
 //! request, retries, refusals, hangs, redirects, and the SSRF guard.
 
+use flare_memory::{MemorySecrets, MemorySettings};
 use flare_providers::http_sms::HttpSmsSender;
 use flare_shared::domain::*;
-use flare_shared::memory::{MemorySecrets, MemorySettings};
 use flare_shared::ports::{
     SecretKey, SecretStore, SendError, SettingsStore, SmsMessage, SmsSender,
 };

@@ -84,9 +84,9 @@ async fn every_setting_is_one_query_and_users_sharing_the_table_are_not_read() {
 /// delivery function's read is handed to the gateway sender (it read them again).
 #[tokio::test]
 async fn a_gateway_sms_job_reads_the_settings_once() {
+    use flare_memory::{MemoryDeliveryLog, MemoryDirectory, MemorySecrets};
     use flare_providers::http_sms::HttpSmsSender;
     use flare_shared::app::deliver::{Delivered, Deliverer};
-    use flare_shared::memory::{MemoryDeliveryLog, MemoryDirectory, MemorySecrets};
     use flare_shared::ports::DeliveryLog;
     use flare_tests::conformance;
     use std::sync::Arc;

@@ -1,9 +1,9 @@
 //! The SMTP sender against aiosmtpd: plain, STARTTLS with AUTH, implicit TLS, a wrong
 //! password, a server that closes mid-session, and the SSRF guard.
 
+use flare_memory::{MemorySecrets, MemorySettings};
 use flare_providers::smtp::SmtpEmailSender;
 use flare_shared::domain::*;
-use flare_shared::memory::{MemorySecrets, MemorySettings};
 use flare_shared::ports::{EmailMessage, EmailSender, SecretKey, SecretStore, SettingsStore};
 use flare_tests::{smtp, unique};
 use secrecy::SecretString;

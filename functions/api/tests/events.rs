@@ -9,7 +9,7 @@ use flare_shared::domain::EndpointPolicy;
 use serde_json::json;
 
 fn services() -> Services {
-    flare_shared::memory::services(EndpointPolicy::default())
+    flare_memory::services(EndpointPolicy::default())
 }
 
 #[tokio::test]
@@ -279,7 +279,7 @@ async fn the_console_is_served_without_a_token() {
 /// A secret store that counts its reads.
 #[derive(Default)]
 struct CountedSecrets {
-    inner: flare_shared::memory::MemorySecrets,
+    inner: flare_memory::MemorySecrets,
     reads: std::sync::atomic::AtomicUsize,
 }
 

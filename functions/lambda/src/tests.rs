@@ -1,10 +1,10 @@
 use super::*;
+use flare_memory::{MemoryDeliveryLog, MemoryDirectory, MemorySettings};
 use flare_shared::domain::routing::JobTemplate;
 use flare_shared::domain::{
     Category, Channel, ControlCenterId, DeliveryRecord, DeliveryStatus, Destination, Message,
     Notification, NotificationId, OrgId, PhoneNumber, Provider, RecipientRef, UserId,
 };
-use flare_shared::memory::{MemoryDeliveryLog, MemoryDirectory, MemorySettings};
 use flare_shared::ports::{DeliveryLog, Receipt, SendError, SmsMessage, SmsSender};
 
 fn function() -> DeliveryFunction {
@@ -77,7 +77,7 @@ impl flare_shared::ports::Pacer for Full {
 async fn a_job_the_pace_has_no_moment_for_is_postponed_without_spending_a_receive() {
     let numbers = ["+14155550111", "+14155550112"];
     let (log, n, messages) = sms_jobs(&numbers).await;
-    let queue = Arc::new(flare_shared::memory::MemoryQueue::default());
+    let queue = Arc::new(flare_memory::MemoryQueue::default());
     let mut f = function();
     f.deliverer.log = log.clone();
     f.deliverer.queue = Some(queue.clone());
@@ -121,7 +121,7 @@ async fn a_job_the_pace_has_no_moment_for_is_postponed_without_spending_a_receiv
         assert_eq!(r.status, DeliveryStatus::Pending, "{r:?}");
     }
     // With the pace free again, the postponed jobs go (their claims were dropped).
-    f.deliverer.pacer = Some(Arc::new(flare_shared::memory::MemoryPacer::default()));
+    f.deliverer.pacer = Some(Arc::new(flare_memory::MemoryPacer::default()));
     f.deliverer.max_pace_wait = Some(std::time::Duration::from_secs(1));
     for job in &again {
         let sent = f

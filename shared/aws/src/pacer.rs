@@ -33,7 +33,7 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
 use flare_shared::domain::Lane;
-use flare_shared::memory::MemoryPacer;
+use flare_shared::pace::MemoryPacer;
 use flare_shared::ports::{
     PACE_SLACK, PACE_YIELD, Pacer, UNPACED, pace_interval, yields_to_urgent,
 };

@@ -9,11 +9,11 @@ mod db;
 use anyhow::Context;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use flare_memory::{OutboxEntry, OutboxJournal};
 use flare_shared::domain::{
     CommunicationSettings, ControlCenterId, DeliveryRecord, DeliveryStatus, EmailSettings,
     Notification, NotificationId, OrgId, RecipientRef, Slot, SmsSettings, User, UserId,
 };
-use flare_shared::memory::{OutboxEntry, OutboxJournal};
 use flare_shared::ports::*;
 use rusqlite::{Connection, OptionalExtension, params};
 use secrecy::{ExposeSecret, SecretString};

@@ -132,11 +132,11 @@ impl flare_shared::ports::PushSender for OkPush {
 /// primary mobile and email each), and a sample incident routed to them.
 pub struct MemoryWorld {
     pub org: OrgId,
-    pub settings: std::sync::Arc<flare_shared::memory::MemorySettings>,
-    pub directory: std::sync::Arc<flare_shared::memory::MemoryDirectory>,
-    pub log: std::sync::Arc<flare_shared::memory::MemoryDeliveryLog>,
-    pub metrics: std::sync::Arc<flare_shared::memory::MemoryMetrics>,
-    pub queue: std::sync::Arc<flare_shared::memory::MemoryQueue>,
+    pub settings: std::sync::Arc<flare_memory::MemorySettings>,
+    pub directory: std::sync::Arc<flare_memory::MemoryDirectory>,
+    pub log: std::sync::Arc<flare_memory::MemoryDeliveryLog>,
+    pub metrics: std::sync::Arc<flare_memory::MemoryMetrics>,
+    pub queue: std::sync::Arc<flare_memory::MemoryQueue>,
 }
 
 impl MemoryWorld {
@@ -204,7 +204,7 @@ impl MemoryWorld {
 
     /// The API over the world's log.
     pub fn services(&self) -> flare_shared::app::Services {
-        let mut services = flare_shared::memory::services(EndpointPolicy::default());
+        let mut services = flare_memory::services(EndpointPolicy::default());
         services.log = self.log.clone();
         services.metrics = self.metrics.clone();
         services

@@ -1,15 +1,15 @@
 //! In-memory adapters for every port: the unit tests' doubles, and the local runner's
 //! stand-ins for SNS, SES and SQS.
 
-use crate::domain::receipt::ReceiptKey;
-use crate::domain::{
+use anyhow::Context;
+use async_trait::async_trait;
+use flare_shared::domain::receipt::ReceiptKey;
+use flare_shared::domain::{
     Channel, CommunicationSettings, ControlCenterId, DeliveryJob, DeliveryRecord, EmailSettings,
     Notification, NotificationId, OrgId, Platform, Provider, RecipientRef, SmsSettings, User,
     UserId,
 };
-use crate::ports::*;
-use anyhow::Context;
-use async_trait::async_trait;
+use flare_shared::ports::*;
 use secrecy::{ExposeSecret, SecretString};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -102,9 +102,9 @@ pub use stores::*;
 
 /// The API's services with every port in memory (tests). The wiring lives here, beside
 /// the adapters, not in the application layer, which picks no adapter.
-pub fn services(policy: crate::domain::EndpointPolicy) -> crate::app::Services {
+pub fn services(policy: flare_shared::domain::EndpointPolicy) -> flare_shared::app::Services {
     let secrets: Arc<MemorySecrets> = Arc::new(MemorySecrets::default());
-    crate::app::Services {
+    flare_shared::app::Services {
         settings: Arc::new(MemorySettings::default()),
         directory: Arc::new(MemoryDirectory::default()),
         secret_reads: secrets.clone(),
@@ -125,7 +125,7 @@ pub fn services(policy: crate::domain::EndpointPolicy) -> crate::app::Services {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::FailReason;
+    use flare_shared::domain::FailReason;
 
     // The delivery log's promises are checked by the conformance suite
     // (`flare_tests::conformance`), against this adapter and DynamoDB alike.
@@ -173,7 +173,7 @@ mod tests {
             delivery_id: None,
             org_id: OrgId::parse("acme").unwrap(),
             control_center_id: ControlCenterId::main(),
-            to: crate::PhoneNumber::parse("+14155550100").unwrap(),
+            to: flare_shared::PhoneNumber::parse("+14155550100").unwrap(),
             from: None,
             text: "hello".into(),
             settings: None,

@@ -6,7 +6,7 @@ use super::*;
 #[derive(Default)]
 pub struct MemoryQueue {
     queues: Mutex<HashMap<Channel, VecDeque<DeliveryJob>>>,
-    checks: Mutex<Vec<(crate::domain::CheckJob, std::time::Duration)>>,
+    checks: Mutex<Vec<(flare_shared::domain::CheckJob, std::time::Duration)>>,
 }
 
 impl MemoryQueue {
@@ -24,7 +24,7 @@ impl MemoryQueue {
 
     /// The checks scheduled since the last call, with their delays (the caller runs
     /// them, at whatever time it pretends it is).
-    pub fn take_checks(&self) -> Vec<(crate::domain::CheckJob, std::time::Duration)> {
+    pub fn take_checks(&self) -> Vec<(flare_shared::domain::CheckJob, std::time::Duration)> {
         std::mem::take(&mut *lock(&self.checks))
     }
 }
@@ -41,7 +41,7 @@ impl JobQueue for MemoryQueue {
 
     async fn schedule(
         &self,
-        check: &crate::domain::CheckJob,
+        check: &flare_shared::domain::CheckJob,
         delay: std::time::Duration,
     ) -> Result<(), QueueError> {
         lock(&self.checks).push((check.clone(), delay));
@@ -140,7 +140,8 @@ impl MemoryOutbox {
         entry.provider_message_id = Some(id.clone());
         // A stand-in that cannot record the send did not make it: the job retries.
         self.journal.append(&entry).await.map_err(|e| {
-            SendError::transient(crate::domain::FailReason::ProviderUnavailable).with_source(e)
+            SendError::transient(flare_shared::domain::FailReason::ProviderUnavailable)
+                .with_source(e)
         })?;
         Ok(Receipt {
             provider,

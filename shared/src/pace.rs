@@ -1,60 +1,14 @@
-//! Metrics, provider health and the pacer, in memory.
+//! Pacing in one process: the local runner's pacer (one process is every instance), and
+//! what a DynamoDB pacer falls back on when its table is unreachable.
 
-use super::*;
+use crate::ports::{PACE_SLACK, PACE_YIELD, Pacer, pace_interval, yields_to_urgent};
+use async_trait::async_trait;
+use std::collections::HashMap;
+use std::sync::Mutex;
 
-/// What the pipeline counted (tests).
-#[derive(Debug, Default)]
-pub struct MemoryMetrics {
-    pub deliveries: Mutex<Vec<crate::ports::DeliveryMetric>>,
-    /// Per new notification: its category and recipients.
-    pub notifications: Mutex<Vec<(crate::domain::Category, usize)>>,
-    pub acknowledgements: Mutex<Vec<crate::domain::Category>>,
-}
-
-impl crate::ports::Metrics for MemoryMetrics {
-    fn delivery(&self, metric: &crate::ports::DeliveryMetric) {
-        lock(&self.deliveries).push(metric.clone());
-    }
-    fn notification(&self, category: crate::domain::Category, recipients: usize) {
-        lock(&self.notifications).push((category, recipients));
-    }
-    fn acknowledged(&self, category: crate::domain::Category) {
-        lock(&self.acknowledgements).push(category);
-    }
-}
-
-/// Providers' health in memory (the local runner: one process is every instance).
-#[derive(Default)]
-pub struct MemoryHealth {
-    items: Mutex<HashMap<(OrgId, String), crate::domain::health::ProviderHealth>>,
-}
-
-#[async_trait]
-impl HealthStore for MemoryHealth {
-    async fn get(
-        &self,
-        org: &OrgId,
-        scope: &crate::domain::health::HealthScope,
-    ) -> StoreResult<crate::domain::health::ProviderHealth> {
-        Ok(lock(&self.items)
-            .get(&(org.clone(), scope.key()))
-            .cloned()
-            .unwrap_or_default())
-    }
-
-    async fn update(
-        &self,
-        org: &OrgId,
-        scope: &crate::domain::health::HealthScope,
-        change: &(
-             dyn for<'h> Fn(&'h mut crate::domain::health::ProviderHealth) -> bool + Send + Sync
-         ),
-    ) -> StoreResult<crate::domain::health::ProviderHealth> {
-        let mut items = lock(&self.items);
-        let h = items.entry((org.clone(), scope.key())).or_default();
-        change(h);
-        Ok(h.clone())
-    }
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic in another task must not poison every later call.
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Pacing in one process (the local runner, where one process is every instance): per

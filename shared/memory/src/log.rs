@@ -2,7 +2,7 @@
 
 use super::*;
 
-type RecordKey = (String, crate::domain::Slot);
+type RecordKey = (String, flare_shared::domain::Slot);
 
 #[derive(Default)]
 struct LogEntry {
@@ -17,7 +17,8 @@ pub struct MemoryDeliveryLog {
     entries: Mutex<HashMap<(OrgId, NotificationId), LogEntry>>,
     /// Receipt key → the record it names.
     #[allow(clippy::type_complexity)]
-    receipts: Mutex<HashMap<String, Vec<(OrgId, NotificationId, String, crate::domain::Slot)>>>,
+    receipts:
+        Mutex<HashMap<String, Vec<(OrgId, NotificationId, String, flare_shared::domain::Slot)>>>,
 }
 
 impl MemoryDeliveryLog {
@@ -70,7 +71,7 @@ impl DeliveryLog for MemoryDeliveryLog {
             .get(&(org.clone(), id.clone()))
             .map(|e| {
                 // The recipient's records are one run of the key order.
-                let first = crate::domain::Slot::from(Channel::Push);
+                let first = flare_shared::domain::Slot::from(Channel::Push);
                 e.records
                     .range((key.clone(), first)..)
                     .take_while(|((k, _), _)| *k == key)
@@ -99,7 +100,7 @@ impl DeliveryLog for MemoryDeliveryLog {
         org: &OrgId,
         id: &NotificationId,
         recipient: &RecipientRef,
-        slot: crate::domain::Slot,
+        slot: flare_shared::domain::Slot,
         lease: std::time::Duration,
     ) -> StoreResult<Claim> {
         let mut entries = lock(&self.entries);
@@ -120,7 +121,7 @@ impl DeliveryLog for MemoryDeliveryLog {
         org: &OrgId,
         id: &NotificationId,
         recipient: &RecipientRef,
-        slot: crate::domain::Slot,
+        slot: flare_shared::domain::Slot,
         outcome: Finish,
     ) -> StoreResult<bool> {
         let mut entries = lock(&self.entries);
