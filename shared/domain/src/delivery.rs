@@ -300,6 +300,14 @@ impl DeliveryRecord {
             cycle: self.cycle,
         }
     }
+
+    /// Held behind push (`app_then_sms_email`): an SMS or email still pending that waits
+    /// for the app push's outcome (sent as fallback, or skipped, once push has one).
+    /// The one place this rule is written: routing, the push's run, the window check,
+    /// escalation and a restarted runner all ask it here.
+    pub fn held_behind_push(&self) -> bool {
+        self.awaiting_push && self.status == DeliveryStatus::Pending
+    }
 }
 
 /// One delivery to carry out, as queued for a channel's delivery function.
@@ -440,6 +448,45 @@ mod tests {
         assert_ne!(job.delivery_id(), other_channel.delivery_id());
         assert_ne!(job.delivery_id(), other_org.delivery_id());
         assert!(uuid::Uuid::parse_str(&job.delivery_id()).is_ok());
+    }
+
+    #[test]
+    fn a_record_is_held_behind_push_only_while_pending_and_awaiting_push() {
+        let user = UserId::parse("u-1").unwrap();
+        let record = |status, awaiting_push| DeliveryRecord {
+            notification_id: NotificationId::parse("n-1").unwrap(),
+            recipient: RecipientRef::User(user.clone()),
+            channel: Channel::Sms,
+            status,
+            reason: None,
+            attempts: 0,
+            fallback: false,
+            provider: None,
+            provider_message_id: None,
+            destination: None,
+            awaiting_push,
+            claimed_until: None,
+            delivered_at: None,
+            fallback_reason: None,
+            fallback_at: None,
+            cycle: 0,
+            failover_from: None,
+            detail: None,
+            complaint: false,
+        };
+        assert!(record(DeliveryStatus::Pending, true).held_behind_push());
+        // Released (its fallback job runs) or never held: not held.
+        assert!(!record(DeliveryStatus::Pending, false).held_behind_push());
+        // Ended while the flag was still set (a stale hold): not held either.
+        for status in [
+            DeliveryStatus::Sent,
+            DeliveryStatus::Delivered,
+            DeliveryStatus::Failed,
+            DeliveryStatus::Skipped,
+            DeliveryStatus::Undelivered,
+        ] {
+            assert!(!record(status, true).held_behind_push(), "{status:?}");
+        }
     }
 
     #[test]

@@ -127,6 +127,9 @@ fn body_json(body: &[u8]) -> Result<Value, ApiError> {
     serde_json::from_slice(body).map_err(ApiError::InvalidJson)
 }
 
+/// The 404 of a path no route has.
+const NO_ROUTE: &str = "no such route (GET /v1/openapi.json lists them)";
+
 async fn route(svc: &Services, req: ApiRequest) -> Result<ApiResponse, ApiError> {
     // Every route, those that take no body included.
     if req.body.len() > MAX_BODY {
@@ -135,34 +138,13 @@ async fn route(svc: &Services, req: ApiRequest) -> Result<ApiResponse, ApiError>
     let segs = segments(&req.path);
     let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
     if segs.first() != Some(&"v1") {
-        return Err(ApiError::not_found(
-            "no such route (GET /v1/openapi.json lists them)",
-        ));
+        return Err(ApiError::not_found(NO_ROUTE));
     }
     let resolved = resolve(&req.method, &segs);
     if let Resolved::Found(r, params) = &resolved
         && r.access == Access::Public
     {
-        if r.op == Op::GatewayReceipt {
-            if req.body.len() > MAX_BODY {
-                return Err(ApiError::PayloadTooLarge);
-            }
-            let header = |name: &str| {
-                req.headers
-                    .iter()
-                    .find(|(n, _)| n.eq_ignore_ascii_case(name))
-                    .map(|(_, v)| v.clone())
-            };
-            let url = req.url.clone().unwrap_or_else(|| req.path.clone());
-            let callback = super::receipts::Callback {
-                url: &url,
-                header: &header,
-                body: &req.body,
-            };
-            super::receipts::gateway_callback(svc, &params[0], &params[1], callback).await?;
-            return Ok(ApiResponse::no_content());
-        }
-        return Ok(ApiResponse::json(200, super::openapi::document().clone()));
+        return public_route(svc, &req, r.op, params).await;
     }
     // Every other /v1 path needs a token first, as behind API Gateway's authorizer: an
     // anonymous caller learns nothing about which paths exist.
@@ -173,11 +155,7 @@ async fn route(svc: &Services, req: ApiRequest) -> Result<ApiResponse, ApiError>
     let (route, params) = match resolved {
         Resolved::Found(r, p) => (r, p),
         Resolved::WrongMethod(allow) => return Err(ApiError::MethodNotAllowed(allow)),
-        Resolved::NotFound => {
-            return Err(ApiError::not_found(
-                "no such route (GET /v1/openapi.json lists them)",
-            ));
-        }
+        Resolved::NotFound => return Err(ApiError::not_found(NO_ROUTE)),
     };
     let user_param = route
         .params()
@@ -186,79 +164,248 @@ async fn route(svc: &Services, req: ApiRequest) -> Result<ApiResponse, ApiError>
     if !route.access.allows(claims, user_param) {
         return Err(ApiError::Forbidden(route.access.needs()));
     }
-    let org = &claims.org_id;
-    let p = |i: usize| params[i].as_str();
-    let body = || body_json(&req.body);
-    let ok = |v: Value| Ok(ApiResponse::json(200, v));
-    match route.op {
+    let call = Call {
+        svc,
+        req: &req,
+        claims,
+        params: &params,
+    };
+    dispatch(route.op, &call).await
+}
+
+/// Hands an authorized request to its resource's routes.
+async fn dispatch(op: Op, call: &Call<'_>) -> Result<ApiResponse, ApiError> {
+    match op {
         Op::OpenApi | Op::GatewayReceipt => unreachable!("public, answered above"),
+        Op::GetSettings
+        | Op::ListSms
+        | Op::GetSms
+        | Op::PutSms
+        | Op::DeleteSms
+        | Op::TestSms
+        | Op::TestEmail
+        | Op::GetEmail
+        | Op::PutEmail
+        | Op::DeleteEmail
+        | Op::GetCommunication
+        | Op::PutCommunication => settings_route(op, call).await,
+        Op::ListUsers
+        | Op::GetUser
+        | Op::PutUser
+        | Op::DeleteUser
+        | Op::AddDevice
+        | Op::DeleteDevice => directory_route(op, call).await,
+        Op::ListNotifications
+        | Op::GetNotification
+        | Op::AckNotification
+        | Op::ReceiptNotification
+        | Op::ManualSms => notification_route(op, call).await,
+    }
+}
+
+/// The routes without a token: this API's document, and a gateway's signed callback
+/// (its signature stands in for the token).
+async fn public_route(
+    svc: &Services,
+    req: &ApiRequest,
+    op: Op,
+    params: &[String],
+) -> Result<ApiResponse, ApiError> {
+    if op != Op::GatewayReceipt {
+        return Ok(ApiResponse::json(200, super::openapi::document().clone()));
+    }
+    if req.body.len() > MAX_BODY {
+        return Err(ApiError::PayloadTooLarge);
+    }
+    let header = |name: &str| {
+        req.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone())
+    };
+    let url = req.url.clone().unwrap_or_else(|| req.path.clone());
+    let callback = super::receipts::Callback {
+        url: &url,
+        header: &header,
+        body: &req.body,
+    };
+    super::receipts::gateway_callback(svc, &params[0], &params[1], callback).await?;
+    Ok(ApiResponse::no_content())
+}
+
+/// A request past its token and access checks: what its operation needs.
+struct Call<'a> {
+    svc: &'a Services,
+    req: &'a ApiRequest,
+    claims: &'a Claims,
+    /// The path parameters, in template order.
+    params: &'a [String],
+}
+
+impl Call<'_> {
+    fn org(&self) -> &crate::domain::OrgId {
+        &self.claims.org_id
+    }
+
+    /// Path parameter `i`.
+    fn p(&self, i: usize) -> &str {
+        self.params[i].as_str()
+    }
+
+    /// The body, as JSON (read only by the operations that take one).
+    fn body(&self) -> Result<Value, ApiError> {
+        body_json(&self.req.body)
+    }
+}
+
+fn ok(v: Value) -> Result<ApiResponse, ApiError> {
+    Ok(ApiResponse::json(200, v))
+}
+
+/// `/v1/settings/...`: SMS per control center, email, communication, and test sends.
+async fn settings_route(op: Op, c: &Call<'_>) -> Result<ApiResponse, ApiError> {
+    let (svc, org) = (c.svc, c.org());
+    match op {
         Op::GetSettings => ok(settings::all(svc, org).await?),
         Op::ListSms => ok(settings::list_sms(svc, org).await?),
-        Op::GetSms => ok(settings::get_sms(svc, org, p(0)).await?),
-        Op::PutSms => ok(settings::put_sms(svc, org, p(0), &body()?).await?),
+        Op::GetSms => ok(settings::get_sms(svc, org, c.p(0)).await?),
+        Op::PutSms => ok(settings::put_sms(svc, org, c.p(0), &c.body()?).await?),
         Op::DeleteSms => {
-            settings::delete_sms(svc, org, p(0)).await?;
+            settings::delete_sms(svc, org, c.p(0)).await?;
             Ok(ApiResponse::no_content())
         }
-        Op::TestSms => ok(test_send::sms(svc, org, p(0), &body()?).await?),
-        Op::TestEmail => ok(test_send::email(svc, org, &body()?).await?),
+        Op::TestSms => ok(test_send::sms(svc, org, c.p(0), &c.body()?).await?),
+        Op::TestEmail => ok(test_send::email(svc, org, &c.body()?).await?),
         Op::GetEmail => ok(settings::get_email(svc, org).await?),
-        Op::PutEmail => ok(settings::put_email(svc, org, &body()?).await?),
+        Op::PutEmail => ok(settings::put_email(svc, org, &c.body()?).await?),
         Op::DeleteEmail => {
             settings::delete_email(svc, org).await?;
             Ok(ApiResponse::no_content())
         }
         Op::GetCommunication => ok(serde_json::json!(settings::communication(svc, org).await?)),
-        Op::PutCommunication => ok(settings::put_communication(svc, org, &body()?).await?),
+        Op::PutCommunication => ok(settings::put_communication(svc, org, &c.body()?).await?),
+        _ => unreachable!("not a settings route: {op:?}"),
+    }
+}
+
+/// `/v1/users/...`: users and their devices.
+async fn directory_route(op: Op, c: &Call<'_>) -> Result<ApiResponse, ApiError> {
+    let (svc, org) = (c.svc, c.org());
+    match op {
         Op::ListUsers => ok(directory::list_users(svc, org).await?),
-        Op::GetUser => ok(directory::get_user(svc, org, p(0)).await?),
-        Op::PutUser => ok(directory::put_user(svc, org, p(0), &body()?).await?),
+        Op::GetUser => ok(directory::get_user(svc, org, c.p(0)).await?),
+        Op::PutUser => ok(directory::put_user(svc, org, c.p(0), &c.body()?).await?),
         Op::DeleteUser => {
-            directory::delete_user(svc, org, p(0)).await?;
+            directory::delete_user(svc, org, c.p(0)).await?;
             Ok(ApiResponse::no_content())
         }
         Op::AddDevice => {
-            let v = directory::add_device(svc, org, p(0), &body()?).await?;
+            let v = directory::add_device(svc, org, c.p(0), &c.body()?).await?;
             Ok(ApiResponse::json(201, v))
         }
         Op::DeleteDevice => {
-            directory::delete_device(svc, org, p(0), p(1)).await?;
+            directory::delete_device(svc, org, c.p(0), c.p(1)).await?;
             Ok(ApiResponse::no_content())
         }
-        Op::ListNotifications => ok(notifications::list(svc, org, req.query.as_deref()).await?),
-        Op::GetNotification => ok(notifications::get(svc, org, p(0), req.query.as_deref()).await?),
+        _ => unreachable!("not a directory route: {op:?}"),
+    }
+}
+
+/// `/v1/notifications/...` and `/v1/messages/sms`: what was sent, acknowledgements and
+/// receipts, manual SMS.
+async fn notification_route(op: Op, c: &Call<'_>) -> Result<ApiResponse, ApiError> {
+    let (svc, org, query) = (c.svc, c.org(), c.req.query.as_deref());
+    match op {
+        Op::ListNotifications => ok(notifications::list(svc, org, query).await?),
+        Op::GetNotification => ok(notifications::get(svc, org, c.p(0), query).await?),
         Op::AckNotification => {
-            // No body, or an empty object: anything else is a mistake worth saying.
-            if !req.body.iter().all(u8::is_ascii_whitespace) && body()? != serde_json::json!({}) {
-                let mut f = crate::domain::FieldErrors::new();
-                f.add("body", "takes no body (or {})");
-                return Err(ApiError::Validation(f));
-            }
-            notifications::ack(svc, claims, p(0)).await?;
+            ack_body(&c.req.body)?;
+            notifications::ack(svc, c.claims, c.p(0)).await?;
             Ok(ApiResponse::no_content())
         }
         Op::ReceiptNotification => {
-            // The body is optional; one that is sent is an object (`null` is not "no
-            // body": schemathesis found it answered 204).
-            let b = if req.body.is_empty() {
-                Value::Null
-            } else {
-                match body()? {
-                    Value::Null => {
-                        let mut f = crate::domain::FieldErrors::new();
-                        f.add("body", "must be an object, or left out");
-                        return Err(ApiError::Validation(f));
-                    }
-                    v => v,
-                }
-            };
-            notifications::receipt(svc, claims, p(0), &b).await?;
+            let b = receipt_body(&c.req.body)?;
+            notifications::receipt(svc, c.claims, c.p(0), &b).await?;
             Ok(ApiResponse::no_content())
         }
         Op::ManualSms => {
-            let key = req.idempotency_key.as_deref();
-            let v = notifications::manual_sms(svc, org, &body()?, key).await?;
+            let key = c.req.idempotency_key.as_deref();
+            let v = notifications::manual_sms(svc, org, &c.body()?, key).await?;
             Ok(ApiResponse::json(202, v))
         }
+        _ => unreachable!("not a notification route: {op:?}"),
+    }
+}
+
+/// An ack takes no body, or an empty object: anything else is a mistake worth saying.
+fn ack_body(body: &[u8]) -> Result<(), ApiError> {
+    if !body.iter().all(u8::is_ascii_whitespace) && body_json(body)? != serde_json::json!({}) {
+        let mut f = crate::domain::FieldErrors::new();
+        f.add("body", "takes no body (or {})");
+        return Err(ApiError::Validation(f));
+    }
+    Ok(())
+}
+
+/// A receipt's body is optional (`Null` when left out); one that is sent is an object
+/// (`null` is not "no body": schemathesis found it answered 204).
+fn receipt_body(body: &[u8]) -> Result<Value, ApiError> {
+    if body.is_empty() {
+        return Ok(Value::Null);
+    }
+    match body_json(body)? {
+        Value::Null => {
+            let mut f = crate::domain::FieldErrors::new();
+            f.add("body", "must be an object, or left out");
+            Err(ApiError::Validation(f))
+        }
+        v => Ok(v),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused_field(r: Result<impl std::fmt::Debug, ApiError>) -> Option<String> {
+        match r {
+            Err(ApiError::Validation(f)) => f.fields.into_keys().next(),
+            other => panic!("not a validation error: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_ack_takes_no_body_or_an_empty_object() {
+        let empty: [&[u8]; 4] = [b"", b"  \n", b"{}", b" { } "];
+        for body in empty {
+            assert!(
+                ack_body(body).is_ok(),
+                "{:?}",
+                String::from_utf8_lossy(body)
+            );
+        }
+        assert_eq!(
+            refused_field(ack_body(b"{\"a\": 1}")).as_deref(),
+            Some("body")
+        );
+        assert_eq!(refused_field(ack_body(b"null")).as_deref(), Some("body"));
+        assert!(matches!(ack_body(b"{"), Err(ApiError::InvalidJson(_))));
+    }
+
+    #[test]
+    fn a_receipts_body_is_left_out_or_json_but_never_null() {
+        assert_eq!(receipt_body(b"").unwrap(), Value::Null);
+        assert_eq!(
+            receipt_body(b"{\"at\": 1}").unwrap(),
+            serde_json::json!({"at": 1})
+        );
+        assert_eq!(
+            refused_field(receipt_body(b"null")).as_deref(),
+            Some("body")
+        );
+        assert!(matches!(
+            receipt_body(b"nope"),
+            Err(ApiError::InvalidJson(_))
+        ));
     }
 }

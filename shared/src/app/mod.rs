@@ -9,6 +9,8 @@ pub mod directory;
 pub mod ended;
 pub mod error;
 pub mod failover;
+#[cfg(test)]
+pub(crate) mod fixtures;
 pub mod notifications;
 pub mod notify;
 pub mod openapi;

@@ -7,8 +7,8 @@ use crate::domain::routing::{self, JobTemplate, Recipient, RecipientPlan, Routin
 use crate::domain::settings::effective_email_provider;
 use crate::domain::{
     Category, CheckJob, CheckKind, ControlCenterId, DeliveryJob, DeliveryRecord, DeliveryStatus,
-    EscalationPlan, IdempotencyKey, IncidentEvent, Message, Notification, NotificationId, OrgId,
-    Provider, RecipientRef, Targets, User, UserId,
+    EscalationPlan, ExternalContact, IdempotencyKey, IncidentEvent, Message, Notification,
+    NotificationId, OrgId, Provider, RecipientRef, Targets, User, UserId,
 };
 
 /// How long an `Idempotency-Key` names the same manual SMS.
@@ -105,20 +105,24 @@ impl Notifier {
 
     /// Routes one incident event.
     pub async fn route(&self, event: &IncidentEvent) -> Result<Routed, RouteError> {
+        // The directory's answer is not needed past planning: it is freed (with
+        // `plan_event`'s locals) before the writes.
+        let (notification, plans) = self.plan_event(event).await?;
+        self.commit(notification, plans).await
+    }
+
+    /// What routing decides for an event, from one read of the settings (DynamoDB: one
+    /// Query) and one of the directory: the notification and every recipient's plan.
+    /// Users come in the event's order; unknown ids are recorded, not dropped.
+    async fn plan_event(
+        &self,
+        event: &IncidentEvent,
+    ) -> Result<(Notification, Vec<RecipientPlan>), RouteError> {
         let org = &event.org_id;
-        // One read for every setting (DynamoDB: one Query).
         let all = self.settings.all(org).await?;
         let comm = all.communication;
         let providers = Self::providers(&all, &event.control_center_id);
-
-        // Recipients: users in the event's order; unknown ids are recorded, not dropped.
-        let (user_ids, contacts, creator) = match &event.targets {
-            Targets::Users(ids) => (ids.clone(), Vec::new(), None),
-            Targets::UsersAndContacts { users, contacts } => {
-                (users.clone(), contacts.clone(), None)
-            }
-            Targets::SosCreator(id) => (Vec::new(), Vec::new(), Some(id.clone())),
-        };
+        let (user_ids, contacts, creator) = split_targets(&event.targets);
         let lookup: Vec<UserId> = user_ids.iter().chain(creator.iter()).cloned().collect();
         let found = if lookup.is_empty() {
             Vec::new()
@@ -137,22 +141,6 @@ impl Notifier {
         if let (Some(c), None) = (&creator, creator_user) {
             tracing::warn!(notification_id = %event.notification_id, creator_id = %c, "SOS creator not in the directory: no emergency contacts to tell");
         }
-
-        let message = event
-            .message
-            .clone()
-            .unwrap_or_else(|| sos_message(creator_user, event));
-        let notification = Notification {
-            notification_id: event.notification_id.clone(),
-            org_id: org.clone(),
-            category: event.category,
-            incident_id: Some(event.incident_id.clone()),
-            control_center_id: event.control_center_id.clone(),
-            message,
-            created_at: event.time.unwrap_or_else(chrono::Utc::now),
-            app_fallback_seconds: None,
-            escalation: None,
-        };
         let settings = comm.unwrap_or_default();
         let ctx = RoutingContext {
             category: event.category,
@@ -160,54 +148,12 @@ impl Notifier {
             sms_provider: providers.sms,
             email_provider: providers.email,
         };
-        let notification = Notification {
-            app_fallback_seconds: routing::fallback_window(&ctx),
-            escalation: settings
-                .dispatch_escalation
-                .filter(|_| event.category == Category::Dispatch)
-                .map(|e| EscalationPlan {
-                    after_seconds: e.after_seconds,
-                    cycles: e.cycles,
-                    started_at: chrono::Utc::now(),
-                }),
-            ..notification
-        };
-        let mut recipients = Vec::new();
-        let mut unknown = Vec::new();
-        for id in &user_ids {
-            match by_id.get(id) {
-                Some(u) => recipients.push(Recipient::User(u)),
-                None => unknown.push(routing::unknown_user(id)),
-            }
-        }
-        recipients.extend(
-            contacts
-                .iter()
-                .enumerate()
-                .map(|(i, c)| Recipient::Contact {
-                    index: i as u32,
-                    contact: c,
-                }),
-        );
+        let notification = event_notification(event, creator_user, &ctx);
+        let (recipients, unknown) = event_recipients(&user_ids, &by_id, &contacts);
         let mut plans = routing::plan(&ctx, &recipients).recipients;
         plans.extend(unknown);
-        // An SOS that tells no one says why, on its creator: not in the directory, or
-        // without emergency contacts.
-        if let Some(c) = &creator {
-            match creator_user {
-                None => plans.push(routing::unknown_user(c)),
-                Some(u) if u.emergency_contacts.is_empty() => {
-                    plans.push(routing::no_emergency_contacts(c))
-                }
-                Some(_) => {}
-            }
-        }
-        // The directory's answer is not needed past planning: free it before the writes.
-        drop(recipients);
-        drop(by_id);
-        drop(contacts);
-        drop(found);
-        self.commit(notification, plans).await
+        plans.extend(creator.as_ref().and_then(|c| creator_plan(c, creator_user)));
+        Ok((notification, plans))
     }
 
     /// Records the plan and enqueues what is to be sent now. On a replay only the
@@ -238,111 +184,25 @@ impl Notifier {
     ) -> Result<Routed, RouteError> {
         let org = n.org_id.clone();
         let id = n.notification_id.clone();
-        let mut n = n;
-        let (records, written) = match created {
+        let (n, records, written) = match created {
             Created::New => {
                 self.log.put_first_records(&n, &planned).await?;
                 let w = planned.len();
-                (planned, w)
+                (n, planned, w)
             }
-            Created::AlreadyExists => {
-                let (stored, existing) = match self.log.get_notification(&org, &id).await? {
-                    Some(l) => (Some(l.notification), l.records),
-                    None => (None, Vec::new()),
-                };
-                // The notification as first routed: its window and escalation are those
-                // of the settings then, not now (they may have changed since).
-                if let Some(stored) = stored {
-                    n = stored;
-                }
-                let have: HashSet<(String, crate::domain::Slot)> = existing
-                    .iter()
-                    .map(|r| (r.recipient.key(), r.slot()))
-                    .collect();
-                let missing: Vec<DeliveryRecord> = planned
-                    .into_iter()
-                    .filter(|r| !have.contains(&(r.recipient.key(), r.slot())))
-                    .collect();
-                if !missing.is_empty() {
-                    self.log.put_records(&n, &missing).await?;
-                }
-                let w = missing.len();
-                (existing.into_iter().chain(missing).collect(), w)
-            }
+            Created::AlreadyExists => self.write_missing(n, planned).await?,
         };
         if created == Created::New {
             self.metrics.notification(n.category, recipients);
         }
-        // What routing decided is final at once (skipped, or failed before a send): counted
-        // when its record is first written.
-        let newly_written = match created {
-            Created::New => &records[..],
-            Created::AlreadyExists => &records[records.len() - written..],
-        };
-        for r in newly_written {
-            let outcome = match r.status {
-                DeliveryStatus::Skipped => Outcome::Skipped,
-                DeliveryStatus::Failed => Outcome::Failed,
-                _ => continue,
-            };
-            self.metrics.delivery(&DeliveryMetric {
-                channel: r.channel,
-                provider: r.provider,
-                outcome,
-                fallback: r.fallback,
-                latency: None,
-            });
-        }
-        let template = JobTemplate::from(&n);
-        // Escalation cycles' records (a replay finds them) have their own timers.
-        let jobs: Vec<DeliveryJob> = records
-            .iter()
-            .filter(|r| r.status == DeliveryStatus::Pending && !r.awaiting_push && r.cycle == 0)
-            .filter_map(|r| {
-                Some(template.job(
-                    &r.recipient,
-                    r.channel,
-                    r.provider?,
-                    r.destination.as_ref()?,
-                    r.fallback,
-                ))
-            })
-            .collect();
+        // The records written now are the last `written` (a replay's come after the
+        // stored ones).
+        self.count_decided(&records[records.len() - written..]);
+        let jobs = ready_jobs(&n, &records);
         if !jobs.is_empty() {
             self.queue.enqueue(&jobs).await?;
         }
-        // One timer for the whole notification, not one per recipient: when it fires,
-        // every recipient whose push was sent without a receipt in time gets SMS and
-        // email (a push sent later makes the check look again).
-        let held = records
-            .iter()
-            .any(|r| r.status == DeliveryStatus::Pending && r.awaiting_push);
-        if let (Some(window), true) = (n.app_fallback_seconds, held) {
-            let check = CheckJob {
-                check: CheckKind::AppFallback,
-                org_id: org.clone(),
-                notification_id: id.clone(),
-                cycle: 0,
-                lane: n.category.lane(),
-            };
-            self.queue
-                .schedule(&check, std::time::Duration::from_secs(window.into()))
-                .await?;
-        }
-        // Escalation: one timer per notification too, for its first cycle; each cycle
-        // sets the next one's (a replay after a cycle started leaves that chain alone).
-        let escalating = records.iter().any(|r| r.cycle > 0);
-        if let (Some(e), false) = (n.escalation, escalating) {
-            let check = CheckJob {
-                check: CheckKind::Escalation,
-                org_id: org.clone(),
-                notification_id: id.clone(),
-                cycle: 1,
-                lane: n.category.lane(),
-            };
-            let delay = (e.due(1) - chrono::Utc::now()).to_std().unwrap_or_default();
-            self.queue.schedule(&check, delay).await?;
-        }
+        self.schedule_timers(&n, &records).await?;
         let routed = Routed {
             notification_id: id,
             replay: created == Created::AlreadyExists,
@@ -361,6 +221,65 @@ impl Notifier {
             "notification routed"
         );
         Ok(routed)
+    }
+
+    /// A replay: the notification as first routed (its window and escalation are those
+    /// of the settings then, not now: they may have changed since), and the planned
+    /// records it does not have yet, written now. Answers the notification, every
+    /// record (the stored ones, then the new ones) and how many were written.
+    async fn write_missing(
+        &self,
+        n: Notification,
+        planned: Vec<DeliveryRecord>,
+    ) -> Result<(Notification, Vec<DeliveryRecord>, usize), RouteError> {
+        let (stored, existing) = match self
+            .log
+            .get_notification(&n.org_id, &n.notification_id)
+            .await?
+        {
+            Some(l) => (Some(l.notification), l.records),
+            None => (None, Vec::new()),
+        };
+        let n = stored.unwrap_or(n);
+        let missing = missing_records(planned, &existing);
+        if !missing.is_empty() {
+            self.log.put_records(&n, &missing).await?;
+        }
+        let w = missing.len();
+        Ok((n, existing.into_iter().chain(missing).collect(), w))
+    }
+
+    /// What routing decided is final at once (skipped, or failed before a send): counted
+    /// when its record is first written.
+    fn count_decided(&self, written: &[DeliveryRecord]) {
+        for r in written {
+            let Some(outcome) = decided_outcome(r.status) else {
+                continue;
+            };
+            self.metrics.delivery(&DeliveryMetric {
+                channel: r.channel,
+                provider: r.provider,
+                outcome,
+                fallback: r.fallback,
+                latency: None,
+            });
+        }
+    }
+
+    /// Sets the notification's timers (delayed checks): its fallback window's and its
+    /// first escalation cycle's, where it has them.
+    async fn schedule_timers(
+        &self,
+        n: &Notification,
+        records: &[DeliveryRecord],
+    ) -> Result<(), RouteError> {
+        if let Some((check, delay)) = window_timer(n, records) {
+            self.queue.schedule(&check, delay).await?;
+        }
+        if let Some((check, delay)) = first_escalation(n, records, chrono::Utc::now()) {
+            self.queue.schedule(&check, delay).await?;
+        }
+        Ok(())
     }
 
     /// A dispatcher's SMS to one user (`POST /v1/messages/sms`). With an idempotency
@@ -440,6 +359,172 @@ impl Notifier {
     }
 }
 
+/// An event's targets: the users (in its order), the contacts who are not users, and
+/// the SOS creator whose emergency contacts are told.
+fn split_targets(targets: &Targets) -> (Vec<UserId>, Vec<ExternalContact>, Option<UserId>) {
+    match targets {
+        Targets::Users(ids) => (ids.clone(), Vec::new(), None),
+        Targets::UsersAndContacts { users, contacts } => (users.clone(), contacts.clone(), None),
+        Targets::SosCreator(id) => (Vec::new(), Vec::new(), Some(id.clone())),
+    }
+}
+
+/// The notification an event makes: its own message (an SOS without one says who
+/// raised it), with the fallback window and escalation the settings give it now (kept
+/// with it: a replay goes by these, whatever the settings say then).
+fn event_notification(
+    event: &IncidentEvent,
+    creator: Option<&User>,
+    ctx: &RoutingContext,
+) -> Notification {
+    Notification {
+        notification_id: event.notification_id.clone(),
+        org_id: event.org_id.clone(),
+        category: event.category,
+        incident_id: Some(event.incident_id.clone()),
+        control_center_id: event.control_center_id.clone(),
+        message: event
+            .message
+            .clone()
+            .unwrap_or_else(|| sos_message(creator, event)),
+        created_at: event.time.unwrap_or_else(chrono::Utc::now),
+        app_fallback_seconds: routing::fallback_window(ctx),
+        escalation: ctx
+            .settings
+            .dispatch_escalation
+            .filter(|_| event.category == Category::Dispatch)
+            .map(|e| EscalationPlan {
+                after_seconds: e.after_seconds,
+                cycles: e.cycles,
+                started_at: chrono::Utc::now(),
+            }),
+    }
+}
+
+/// Whom an event's plan covers, in order: its users as the directory has them, then
+/// the contacts (numbered in their list's order). A user id the directory does not
+/// have is planned apart, as unknown.
+fn event_recipients<'a>(
+    user_ids: &[UserId],
+    by_id: &HashMap<&UserId, &'a User>,
+    contacts: &'a [ExternalContact],
+) -> (Vec<Recipient<'a>>, Vec<RecipientPlan>) {
+    let mut recipients = Vec::new();
+    let mut unknown = Vec::new();
+    for id in user_ids {
+        match by_id.get(id).copied() {
+            Some(u) => recipients.push(Recipient::User(u)),
+            None => unknown.push(routing::unknown_user(id)),
+        }
+    }
+    recipients.extend(
+        contacts
+            .iter()
+            .enumerate()
+            .map(|(i, c)| Recipient::Contact {
+                index: i as u32,
+                contact: c,
+            }),
+    );
+    (recipients, unknown)
+}
+
+/// An SOS that tells no one says why, on its creator: not in the directory, or without
+/// emergency contacts.
+fn creator_plan(creator: &UserId, found: Option<&User>) -> Option<RecipientPlan> {
+    match found {
+        None => Some(routing::unknown_user(creator)),
+        Some(u) if u.emergency_contacts.is_empty() => Some(routing::no_emergency_contacts(creator)),
+        Some(_) => None,
+    }
+}
+
+/// The planned records a replay finds missing from the stored ones (by recipient and
+/// slot).
+fn missing_records(planned: Vec<DeliveryRecord>, stored: &[DeliveryRecord]) -> Vec<DeliveryRecord> {
+    let have: HashSet<(String, crate::domain::Slot)> = stored
+        .iter()
+        .map(|r| (r.recipient.key(), r.slot()))
+        .collect();
+    planned
+        .into_iter()
+        .filter(|r| !have.contains(&(r.recipient.key(), r.slot())))
+        .collect()
+}
+
+/// The outcome a record has from routing alone (skipped, or failed before a send);
+/// `None` while it is still to be sent.
+fn decided_outcome(status: DeliveryStatus) -> Option<Outcome> {
+    match status {
+        DeliveryStatus::Skipped => Some(Outcome::Skipped),
+        DeliveryStatus::Failed => Some(Outcome::Failed),
+        _ => None,
+    }
+}
+
+/// The jobs routing enqueues: every pending record not held behind push. Escalation
+/// cycles' records (a replay finds them) have their own timers.
+fn ready_jobs(n: &Notification, records: &[DeliveryRecord]) -> Vec<DeliveryJob> {
+    let template = JobTemplate::from(n);
+    records
+        .iter()
+        .filter(|r| r.status == DeliveryStatus::Pending && !r.held_behind_push() && r.cycle == 0)
+        .filter_map(|r| {
+            Some(template.job(
+                &r.recipient,
+                r.channel,
+                r.provider?,
+                r.destination.as_ref()?,
+                r.fallback,
+            ))
+        })
+        .collect()
+}
+
+/// The fallback window's timer, when the notification has a window and holds something
+/// behind push: one for the whole notification, not one per recipient. When it fires,
+/// every recipient whose push was sent without a receipt in time gets SMS and email (a
+/// push sent later makes the check look again).
+fn window_timer(
+    n: &Notification,
+    records: &[DeliveryRecord],
+) -> Option<(CheckJob, std::time::Duration)> {
+    let window = n.app_fallback_seconds?;
+    let held = records.iter().any(DeliveryRecord::held_behind_push);
+    held.then(|| {
+        let check = CheckJob {
+            check: CheckKind::AppFallback,
+            org_id: n.org_id.clone(),
+            notification_id: n.notification_id.clone(),
+            cycle: 0,
+            lane: n.category.lane(),
+        };
+        (check, std::time::Duration::from_secs(window.into()))
+    })
+}
+
+/// The timer of an escalating notification's first cycle, due when its plan says (at
+/// once when that has passed). One per notification too: each cycle sets the next
+/// one's, so a replay after a cycle started (its records exist) leaves that chain alone.
+fn first_escalation(
+    n: &Notification,
+    records: &[DeliveryRecord],
+    now: chrono::DateTime<chrono::Utc>,
+) -> Option<(CheckJob, std::time::Duration)> {
+    let e = n.escalation?;
+    if records.iter().any(|r| r.cycle > 0) {
+        return None;
+    }
+    let check = CheckJob {
+        check: CheckKind::Escalation,
+        org_id: n.org_id.clone(),
+        notification_id: n.notification_id.clone(),
+        cycle: 1,
+        lane: n.category.lane(),
+    };
+    Some((check, (e.due(1) - now).to_std().unwrap_or_default()))
+}
+
 /// An SOS without a message of its own.
 fn sos_message(creator: Option<&User>, event: &IncidentEvent) -> Message {
     let who = creator.map_or("Someone", |u| u.name.as_str());
@@ -449,5 +534,144 @@ fn sos_message(creator: Option<&User>, event: &IncidentEvent) -> Message {
             "{who} raised an SOS (incident {}). You are listed as an emergency contact.",
             event.incident_id
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::app::fixtures::{notification, record};
+    use crate::domain::Channel::{Email, Push, Sms};
+    use DeliveryStatus::{Pending, Sent, Skipped};
+    use std::time::Duration;
+
+    fn key(who: &str) -> String {
+        RecipientRef::User(UserId::parse(who).unwrap()).key()
+    }
+
+    #[test]
+    fn routing_enqueues_the_notifications_own_pending_records_but_not_those_held_behind_push() {
+        let n = notification();
+        let mut escalated = record("u-3", Sms, Pending, false);
+        escalated.cycle = 1;
+        let records = [
+            record("u-1", Push, Pending, false),
+            record("u-1", Sms, Pending, true),
+            record("u-2", Email, Skipped, false),
+            escalated,
+            record("u-4", Sms, Sent, false),
+            record("u-5", Email, Pending, false),
+        ];
+        let jobs: Vec<_> = ready_jobs(&n, &records)
+            .iter()
+            .map(|j| (j.recipient.key(), j.channel))
+            .collect();
+        assert_eq!(jobs, [(key("u-1"), Push), (key("u-5"), Email)]);
+    }
+
+    #[test]
+    fn the_window_timer_is_one_per_notification_and_only_while_something_is_held() {
+        let mut n = notification();
+        let held = [
+            record("u-1", Push, Pending, false),
+            record("u-1", Sms, Pending, true),
+        ];
+        assert!(window_timer(&n, &held).is_none(), "no window");
+        n.app_fallback_seconds = Some(90);
+        let (check, delay) = window_timer(&n, &held).unwrap();
+        assert_eq!(
+            (check.check, check.cycle, delay),
+            (CheckKind::AppFallback, 0, Duration::from_secs(90))
+        );
+        assert_eq!(check.lane, n.category.lane());
+        // The flag still set on a record that ended: not held.
+        let ended = [
+            record("u-1", Push, Pending, false),
+            record("u-1", Sms, Sent, true),
+        ];
+        assert!(window_timer(&n, &ended).is_none(), "nothing held");
+    }
+
+    #[test]
+    fn the_first_escalation_timer_is_set_until_a_cycle_has_started() {
+        let now = chrono::Utc::now();
+        let mut n = notification();
+        let records = [record("u-1", Push, Sent, false)];
+        assert!(first_escalation(&n, &records, now).is_none(), "no plan");
+        n.escalation = Some(EscalationPlan {
+            after_seconds: 300,
+            cycles: 2,
+            started_at: now,
+        });
+        let (check, delay) = first_escalation(&n, &records, now).unwrap();
+        assert_eq!(
+            (check.check, check.cycle, delay),
+            (CheckKind::Escalation, 1, Duration::from_secs(300))
+        );
+        let overdue = now + chrono::TimeDelta::seconds(600);
+        let (_, delay) = first_escalation(&n, &records, overdue).unwrap();
+        assert_eq!(delay, Duration::ZERO, "overdue: at once");
+        let mut started = record("u-1", Push, Pending, false);
+        started.cycle = 1;
+        let replayed = [records[0].clone(), started];
+        assert!(first_escalation(&n, &replayed, now).is_none());
+    }
+
+    #[test]
+    fn a_replay_writes_only_the_planned_records_not_stored_yet() {
+        let stored = [record("u-1", Push, Sent, false)];
+        let mut escalated = record("u-1", Push, Pending, false);
+        escalated.cycle = 1;
+        let planned = vec![
+            record("u-1", Push, Pending, false),
+            record("u-1", Sms, Pending, true),
+            escalated,
+            record("u-2", Push, Pending, false),
+        ];
+        let missing: Vec<_> = missing_records(planned, &stored)
+            .iter()
+            .map(|r| (r.recipient.key(), r.channel, r.cycle))
+            .collect();
+        assert_eq!(
+            missing,
+            [
+                (key("u-1"), Sms, 0),
+                (key("u-1"), Push, 1),
+                (key("u-2"), Push, 0)
+            ]
+        );
+    }
+
+    #[test]
+    fn routing_counts_only_what_it_decided_itself() {
+        assert_eq!(decided_outcome(Skipped), Some(Outcome::Skipped));
+        assert_eq!(
+            decided_outcome(DeliveryStatus::Failed),
+            Some(Outcome::Failed)
+        );
+        assert_eq!(decided_outcome(Pending), None);
+    }
+
+    #[test]
+    fn an_sos_that_tells_no_one_says_why_on_its_creator() {
+        let creator = UserId::parse("u-9").unwrap();
+        let user = |contacts: serde_json::Value| -> User {
+            serde_json::from_value(serde_json::json!({
+                "user_id": "u-9", "name": "Ann", "license": "basic_responder",
+                "virtual": false, "emergency_contacts": contacts,
+            }))
+            .unwrap()
+        };
+        assert_eq!(
+            creator_plan(&creator, None),
+            Some(routing::unknown_user(&creator))
+        );
+        let alone = user(serde_json::json!([]));
+        assert_eq!(
+            creator_plan(&creator, Some(&alone)),
+            Some(routing::no_emergency_contacts(&creator))
+        );
+        let known = user(serde_json::json!([{"name": "Bob", "mobile": "+4915112345678"}]));
+        assert!(creator_plan(&creator, Some(&known)).is_none());
     }
 }

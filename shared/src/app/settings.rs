@@ -164,46 +164,11 @@ async fn try_put_sms(
     mut update: SmsSettingsUpdate,
 ) -> Result<Option<crate::domain::SmsSettings>, ApiError> {
     let existing = svc.settings.get_sms(org, cc).await?;
-    let (stored_header, stored_password) = match &existing {
-        Some(e) => match &e.provider {
-            SmsProvider::Http(g) => (g.header_name.clone(), e.password_set),
-            SmsProvider::Sns => (None, false),
-        },
-        None => (None, false),
-    };
-    // `X-Api-Key: ****` keeps the stored value, but only for the same header name.
-    if matches!(update.header_value, SecretChange::Keep) {
-        let new_name = match &update.settings.provider {
-            SmsProvider::Http(g) => g.header_name.clone(),
-            SmsProvider::Sns => None,
-        };
-        if new_name.is_none() || new_name != stored_header {
-            let mut f = FieldErrors::new();
-            f.add(
-                "http_header",
-                "no stored value to keep for this header: send it in full",
-            );
-            return Err(f.into());
-        }
+    let refused = unkeepable_sms_secrets(existing.as_ref(), &update);
+    if !refused.is_empty() {
+        return Err(refused.into());
     }
-    let header_stored = stored_header.is_some();
-    if let Some(old) = &existing
-        && gateway_secrets_moved(old, &update.settings)
-    {
-        let mut f = FieldErrors::new();
-        if stored_password && matches!(update.password, SecretChange::Keep) {
-            f.add("password", MOVED_PASSWORD);
-        }
-        if header_stored && matches!(update.header_value, SecretChange::Keep) {
-            f.add(
-                "http_header",
-                "re-enter the header value for the new gateway address or username: a stored value goes only where it was saved for",
-            );
-        }
-        if !f.is_empty() {
-            return Err(f.into());
-        }
-    }
+    let (stored_header, stored_password) = stored_sms_secrets(existing.as_ref());
     let old_at = existing.as_ref().and_then(|e| e.secrets_at.clone());
     let at = Some(uuid::Uuid::new_v4().to_string());
     let password =
@@ -217,6 +182,7 @@ async fn try_put_sms(
         update.settings.password_set =
             write_secret(svc, password(&old_at), &written[0], change, stored_password).await?;
         let change = std::mem::take(&mut update.header_value);
+        let header_stored = stored_header.is_some();
         write_secret(svc, header(&old_at), &written[1], change, header_stored).await?;
         update.settings.secrets_at = at.clone();
         let expect = match &existing {
@@ -230,20 +196,89 @@ async fn try_put_sms(
         )
     }
     .await;
+    let replaced = [password(&old_at), header(&old_at)];
+    let replaced = existing.is_some().then_some(&replaced[..]);
+    settle(svc, saved, update.settings, replaced, &written).await
+}
+
+/// What stored SMS settings hold of their secrets: their gateway's header name (whose
+/// value is stored with it), and whether a password is stored.
+fn stored_sms_secrets(
+    existing: Option<&crate::domain::SmsSettings>,
+) -> (Option<crate::domain::HeaderName>, bool) {
+    match existing {
+        Some(e) => match &e.provider {
+            SmsProvider::Http(g) => (g.header_name.clone(), e.password_set),
+            SmsProvider::Sns => (None, false),
+        },
+        None => (None, false),
+    }
+}
+
+/// The secrets a save says to keep (`****`, or a password left out) that it may not: a
+/// header value for another header name, or with none stored; or a stored password or
+/// header value when the gateway's address or username changed (a stored secret goes
+/// only where it was saved for). Empty when the save may go on.
+fn unkeepable_sms_secrets(
+    existing: Option<&crate::domain::SmsSettings>,
+    update: &SmsSettingsUpdate,
+) -> FieldErrors {
+    let (stored_header, stored_password) = stored_sms_secrets(existing);
+    let mut f = FieldErrors::new();
+    // `X-Api-Key: ****` keeps the stored value, but only for the same header name.
+    if matches!(update.header_value, SecretChange::Keep) {
+        let new_name = match &update.settings.provider {
+            SmsProvider::Http(g) => g.header_name.clone(),
+            SmsProvider::Sns => None,
+        };
+        if new_name.is_none() || new_name != stored_header {
+            f.add(
+                "http_header",
+                "no stored value to keep for this header: send it in full",
+            );
+            return f;
+        }
+    }
+    if let Some(old) = existing
+        && gateway_secrets_moved(old, &update.settings)
+    {
+        if stored_password && matches!(update.password, SecretChange::Keep) {
+            f.add("password", MOVED_PASSWORD);
+        }
+        if stored_header.is_some() && matches!(update.header_value, SecretChange::Keep) {
+            f.add(
+                "http_header",
+                "re-enter the header value for the new gateway address or username: a stored value goes only where it was saved for",
+            );
+        }
+    }
+    f
+}
+
+/// Ends a save after its conditional write (`saved`). Written: the secrets of the
+/// revision it replaced (`replaced`, when there was one) go, after the item that named
+/// them. Not written (another save or delete came first), or failed: nothing names what
+/// this attempt wrote (`written`), so it is removed, whatever went wrong.
+async fn settle<T>(
+    svc: &Services,
+    saved: Result<bool, ApiError>,
+    settings: T,
+    replaced: Option<&[SecretKey]>,
+    written: &[SecretKey],
+) -> Result<Option<T>, ApiError> {
     match saved {
         Ok(true) => {
-            if existing.is_some() {
-                delete_secrets(svc, &[password(&old_at), header(&old_at)]).await?;
+            if let Some(replaced) = replaced {
+                delete_secrets(svc, replaced).await?;
             }
-            Ok(Some(update.settings))
+            Ok(Some(settings))
         }
-        // Nothing names what this attempt wrote: remove it, whatever went wrong.
         Ok(false) => {
-            delete_secrets(svc, &written).await?;
+            delete_secrets(svc, written).await?;
             Ok(None)
         }
         Err(e) => {
-            let _ = delete_secrets(svc, &written).await;
+            let _ = delete_secrets(svc, written).await;
             Err(e)
         }
     }
@@ -309,23 +344,11 @@ async fn try_put_email(
     mut update: EmailSettingsUpdate,
 ) -> Result<Option<crate::domain::EmailSettings>, ApiError> {
     let existing = svc.settings.get_email(org).await?;
-    let stored = match &existing {
-        Some(e) => match &e.provider {
-            EmailProvider::Smtp { smtp } => smtp.password_set,
-            EmailProvider::Ses => false,
-        },
-        None => false,
-    };
-    if stored
-        && matches!(update.password, SecretChange::Keep)
-        && existing
-            .as_ref()
-            .is_some_and(|old| smtp_secret_moved(old, &update.settings))
-    {
-        let mut f = FieldErrors::new();
-        f.add("smtp.password", MOVED_PASSWORD);
-        return Err(f.into());
+    let refused = unkeepable_smtp_password(existing.as_ref(), &update);
+    if !refused.is_empty() {
+        return Err(refused.into());
     }
+    let stored = stored_smtp_password(existing.as_ref());
     let old_at = existing
         .as_ref()
         .and_then(|e| e.secrets_at().map(str::to_string));
@@ -350,22 +373,42 @@ async fn try_put_email(
         )
     }
     .await;
-    match saved {
-        Ok(true) => {
-            if existing.is_some() {
-                delete_secrets(svc, &[old]).await?;
-            }
-            Ok(Some(update.settings))
-        }
-        Ok(false) => {
-            delete_secrets(svc, &[written]).await?;
-            Ok(None)
-        }
-        Err(e) => {
-            let _ = delete_secrets(svc, &[written]).await;
-            Err(e)
-        }
+    let replaced = existing.is_some().then_some(std::slice::from_ref(&old));
+    settle(
+        svc,
+        saved,
+        update.settings,
+        replaced,
+        std::slice::from_ref(&written),
+    )
+    .await
+}
+
+/// Whether stored email settings hold an SMTP password.
+fn stored_smtp_password(existing: Option<&crate::domain::EmailSettings>) -> bool {
+    match existing {
+        Some(e) => match &e.provider {
+            EmailProvider::Smtp { smtp } => smtp.password_set,
+            EmailProvider::Ses => false,
+        },
+        None => false,
     }
+}
+
+/// As [`unkeepable_sms_secrets`]: a stored SMTP password is not kept for another
+/// server, port, TLS setting or user.
+fn unkeepable_smtp_password(
+    existing: Option<&crate::domain::EmailSettings>,
+    update: &EmailSettingsUpdate,
+) -> FieldErrors {
+    let mut f = FieldErrors::new();
+    if stored_smtp_password(existing)
+        && matches!(update.password, SecretChange::Keep)
+        && existing.is_some_and(|old| smtp_secret_moved(old, &update.settings))
+    {
+        f.add("smtp.password", MOVED_PASSWORD);
+    }
+    f
 }
 
 /// Back to the default account; answers 204 whether or not settings existed.
@@ -414,4 +457,94 @@ pub async fn all(svc: &Services, org: &OrgId) -> Result<Value, ApiError> {
     let email = all.email.map(|e| e.view());
     let comm = all.communication.unwrap_or_default();
     Ok(json!({"sms": sms, "email": email, "communication": comm}))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{EmailSettings, EndpointPolicy, SmsSettings};
+
+    const POLICY: EndpointPolicy = EndpointPolicy {
+        allow_private: false,
+    };
+
+    /// `base` with `changes` made (a `null` takes the field out).
+    fn with(mut base: Value, changes: Value) -> Value {
+        for (k, v) in changes.as_object().unwrap() {
+            if v.is_null() {
+                base.as_object_mut().unwrap().remove(k);
+            } else {
+                base[k] = v.clone();
+            }
+        }
+        base
+    }
+
+    fn gateway(changes: Value) -> SmsSettingsUpdate {
+        let body = json!({"provider": "http", "url": "https://sms.example.com/send",
+            "format": "json", "username": "acct", "password": "s3cret-pw",
+            "sender_number": "ACME", "http_header": "X-Api-Key: abc123"});
+        SmsSettingsUpdate::parse(&with(body, changes), ControlCenterId::main(), POLICY).unwrap()
+    }
+
+    fn refused_sms(existing: Option<&SmsSettings>, update: SmsSettingsUpdate) -> Vec<String> {
+        let f = unkeepable_sms_secrets(existing, &update);
+        f.fields.into_keys().collect()
+    }
+
+    #[test]
+    fn a_save_keeps_a_stored_gateway_secret_only_for_its_header_and_endpoint() {
+        let mut old = gateway(json!({})).settings;
+        old.password_set = true;
+        let old = Some(&old);
+        let keep = |changes: Value| {
+            gateway(with(
+                json!({"password": null, "http_header": "X-Api-Key: ****"}),
+                changes,
+            ))
+        };
+        assert!(refused_sms(old, keep(json!({"format": "form"}))).is_empty());
+        // Another header name, or none stored: there is no value to keep.
+        let other_header = keep(json!({"http_header": "X-Other: ****"}));
+        assert_eq!(refused_sms(old, other_header), ["http_header"]);
+        assert_eq!(refused_sms(None, keep(json!({}))), ["http_header"]);
+        // Another address or user: both are entered again.
+        let moved = keep(json!({"username": "other"}));
+        assert_eq!(refused_sms(old, moved), ["http_header", "password"]);
+        let moved = keep(json!({"url": "https://sms.example.com:8443/send"}));
+        assert_eq!(refused_sms(old, moved), ["http_header", "password"]);
+        // Entered again, the move goes on.
+        assert!(refused_sms(old, gateway(json!({"username": "other"}))).is_empty());
+    }
+
+    #[test]
+    fn a_save_keeps_a_stored_smtp_password_only_for_its_server_and_user() {
+        let smtp = |changes: Value| {
+            let body = json!({"provider": "smtp", "sender_email": "alerts@acme.example",
+                "smtp": with(json!({"server_url": "smtp.acme.example", "port": 587,
+                    "username": "alerts", "password": "smtp-pw-1", "use_tls": true}), changes)});
+            EmailSettingsUpdate::parse(&body, POLICY).unwrap()
+        };
+        let mut old: EmailSettings = smtp(json!({})).settings;
+        if let EmailProvider::Smtp { smtp } = &mut old.provider {
+            smtp.password_set = true;
+        }
+        let refused = |existing: Option<&EmailSettings>, update: EmailSettingsUpdate| {
+            let f = unkeepable_smtp_password(existing, &update);
+            f.fields.into_keys().collect::<Vec<_>>()
+        };
+        let kept = |changes: Value| smtp(with(json!({"password": null}), changes));
+        assert!(refused(Some(&old), kept(json!({}))).is_empty());
+        assert_eq!(
+            refused(Some(&old), kept(json!({"port": 465}))),
+            ["smtp.password"]
+        );
+        assert_eq!(
+            refused(Some(&old), kept(json!({"username": "other"}))),
+            ["smtp.password"]
+        );
+        // Nothing stored to move, or entered again: the save goes on.
+        assert!(refused(None, kept(json!({"port": 465}))).is_empty());
+        assert!(refused(Some(&old), smtp(json!({"port": 465}))).is_empty());
+    }
 }

@@ -42,55 +42,20 @@ impl Deliverer {
             return Ok(Checked::default());
         };
         let window = chrono::TimeDelta::seconds(window.into());
-        let template = JobTemplate::from(&logged.notification);
-        let mut pushes: HashMap<String, &DeliveryRecord> = HashMap::new();
-        // Only the notification's own push holds anything back (escalation cycles send
-        // on every channel at once).
-        for r in logged
-            .records
-            .iter()
-            .filter(|r| r.channel == Channel::Push && r.cycle == 0)
-        {
-            pushes.insert(r.recipient.key(), r);
-        }
-        let mut fall_back = Vec::new();
-        let mut skip = Vec::new();
-        let mut next: Option<chrono::DateTime<chrono::Utc>> = None;
-        for held in logged
-            .records
-            .iter()
-            .filter(|r| r.awaiting_push && r.status == DeliveryStatus::Pending)
-        {
-            let push = pushes.get(&held.recipient.key());
-            let step = match push {
-                Some(p) => window_step(p.status, held.fallback_at, window, now),
-                None => WindowStep::FallBack(FallbackReason::PushNotPossible),
-            };
-            match step {
-                WindowStep::FallBack(why) => {
-                    let (Some(provider), Some(destination)) =
-                        (held.provider, held.destination.as_ref())
-                    else {
-                        continue;
-                    };
-                    let job =
-                        template.job(&held.recipient, held.channel, provider, destination, true);
-                    fall_back.push((job, why));
-                }
-                WindowStep::Skip(reason) => skip.push((held, reason)),
-                WindowStep::WaitUntil(at) => next = Some(next.map_or(at, |n| n.min(at))),
-            }
-        }
-        // Bounded work per run, so a run over a huge notification ends well inside the
-        // function's timeout: what it moves is no longer held, so the next run (at once)
-        // carries on where it stopped instead of starting over.
-        if fall_back.len() + skip.len() > CHECK_BATCH {
-            fall_back.truncate(CHECK_BATCH);
-            skip.truncate(CHECK_BATCH - fall_back.len());
-            next = Some(now);
-        }
+        let mut plan = window_plan(&logged, window, now);
+        plan.bound(CHECK_BATCH, now);
+        self.carry_out_window(check, plan).await
+    }
+
+    /// Does what a window check decided: skips first, then the fallbacks (see
+    /// [`Self::fall_back`] for their order), and logs what moved.
+    async fn carry_out_window(
+        &self,
+        check: &CheckJob,
+        plan: WindowPlan<'_>,
+    ) -> Result<Checked, DeliverError> {
         let skipped: Vec<bool> = self
-            .each(&skip, |(r, reason)| {
+            .each(&plan.skip, |(r, reason)| {
                 ended::finish(
                     self.log.as_ref(),
                     self.metrics.as_ref(),
@@ -105,11 +70,11 @@ impl Deliverer {
                 )
             })
             .await?;
-        self.fall_back(&fall_back).await?;
+        self.fall_back(&plan.fall_back).await?;
         let checked = Checked {
-            fallbacks: fall_back.len(),
+            fallbacks: plan.fall_back.len(),
             skipped: skipped.into_iter().filter(|m| *m).count(),
-            next,
+            next: plan.next,
             ..Checked::default()
         };
         tracing::info!(
@@ -134,26 +99,58 @@ impl Deliverer {
         logged: &crate::ports::Logged,
         now: chrono::DateTime<chrono::Utc>,
     ) -> Result<Checked, DeliverError> {
-        use crate::domain::routing::{self, Recipient, RoutingContext};
         let n = &logged.notification;
-        let Some(plan) = n.escalation else {
-            return Ok(Checked::default());
-        };
         let cycle = check.cycle;
-        if cycle == 0 || cycle > plan.cycles {
-            return Ok(Checked::default());
-        }
-        if now < plan.due(cycle) {
-            return Ok(Checked {
-                next: Some(plan.due(cycle)),
-                ..Checked::default()
-            });
-        }
+        let plan = match cycle_gate(n.escalation, cycle, now) {
+            CycleGate::Over => return Ok(Checked::default()),
+            CycleGate::NotYet(due) => {
+                return Ok(Checked {
+                    next: Some(due),
+                    ..Checked::default()
+                });
+            }
+            CycleGate::Run(plan) => plan,
+        };
         let users = unacknowledged(logged);
         if users.is_empty() {
             tracing::info!(cycle, "escalation stopped: everyone acknowledged");
             return Ok(Checked::default());
         }
+        let plans = self.escalation_plans(n, &users).await?;
+        let (records, mut jobs) = cycle_work(n, &plans, cycle);
+        // Held SMS and email of cycle 0 would repeat what this cycle sends: they end
+        // `escalated` (only while still held).
+        self.end_records(n, &superseded_held(logged, &jobs), || Finish::SkipHeld {
+            reason: crate::domain::SkipReason::Escalated.as_str().to_string(),
+        })
+        .await?;
+        self.log.put_records(n, &records).await?;
+        self.cancel_late_acks(n, &records, &mut jobs).await?;
+        if !jobs.is_empty() {
+            self.queue()?.enqueue(&jobs).await?;
+        }
+        tracing::info!(
+            cycle,
+            recipients = plans.len(),
+            jobs = jobs.len(),
+            "escalation cycle started"
+        );
+        Ok(Checked {
+            escalated: plans.len(),
+            follow_up: follow_up(check, n, &plan),
+            ..Checked::default()
+        })
+    }
+
+    /// What an escalation cycle sends to `users`: what `app_sms_email` plans for them
+    /// with the organization's settings now and the notification's control center's
+    /// providers (the licence, primary-contact and provider rules still apply).
+    async fn escalation_plans(
+        &self,
+        n: &crate::domain::Notification,
+        users: &[crate::domain::UserId],
+    ) -> Result<Vec<RecipientPlan>, DeliverError> {
+        use crate::domain::routing::{self, Recipient, RoutingContext};
         let all = self.settings.all(&n.org_id).await?;
         let providers = crate::app::notify::Providers::of(&all, &n.control_center_id);
         let mut settings = all.communication.unwrap_or_default();
@@ -164,39 +161,20 @@ impl Deliverer {
             sms_provider: providers.sms,
             email_provider: providers.email,
         };
-        let found = self.directory.get_users(&n.org_id, &users).await?;
+        let found = self.directory.get_users(&n.org_id, users).await?;
         let recipients: Vec<Recipient> = found.iter().map(Recipient::User).collect();
-        let plans = routing::plan(&ctx, &recipients).recipients;
-        let template = JobTemplate::from(n);
-        let mut records = Vec::new();
-        let mut jobs = Vec::new();
-        for p in &plans {
-            records.extend(p.records(&n.notification_id).into_iter().map(|mut r| {
-                r.cycle = cycle;
-                r
-            }));
-            jobs.extend(p.jobs(&template).into_iter().map(|mut j| {
-                j.cycle = cycle;
-                // An escalation's push waits for nothing and holds nothing back.
-                j.app_fallback_seconds = None;
-                j
-            }));
-        }
-        // Held SMS and email of cycle 0 would repeat what this cycle sends: they end
-        // `escalated` (only while still held).
-        let held: Vec<&DeliveryRecord> = logged
-            .records
-            .iter()
-            .filter(|r| r.cycle == 0 && r.awaiting_push && r.status == DeliveryStatus::Pending)
-            .filter(|r| jobs.iter().any(|j| j.recipient == r.recipient))
-            .collect();
-        self.end_records(n, &held, || Finish::SkipHeld {
-            reason: crate::domain::SkipReason::Escalated.as_str().to_string(),
-        })
-        .await?;
-        self.log.put_records(n, &records).await?;
-        // An ack that landed while this cycle was being written: its records did not
-        // exist when the ack looked, so they are cancelled here, and not enqueued.
+        Ok(routing::plan(&ctx, &recipients).recipients)
+    }
+
+    /// An ack that landed while a cycle was being written: its records did not exist
+    /// when the ack looked, so they are cancelled here, and their jobs taken out of
+    /// `jobs` (not enqueued).
+    async fn cancel_late_acks(
+        &self,
+        n: &crate::domain::Notification,
+        records: &[DeliveryRecord],
+        jobs: &mut Vec<DeliveryJob>,
+    ) -> Result<(), DeliverError> {
         let acked_now: std::collections::HashSet<String> = self
             .log
             .get_notification(&n.org_id, &n.notification_id)
@@ -217,31 +195,7 @@ impl Deliverer {
         })
         .await?;
         jobs.retain(|j| !acked_now.contains(&j.recipient.key()));
-        if !jobs.is_empty() {
-            self.queue()?.enqueue(&jobs).await?;
-        }
-        tracing::info!(
-            cycle,
-            recipients = plans.len(),
-            jobs = jobs.len(),
-            "escalation cycle started"
-        );
-        let follow_up = (cycle < plan.cycles).then(|| {
-            (
-                CheckJob {
-                    cycle: cycle + 1,
-                    // The notification's own (a timer queued before lanes has none).
-                    lane: n.category.lane(),
-                    ..check.clone()
-                },
-                plan.due(cycle + 1),
-            )
-        });
-        Ok(Checked {
-            escalated: plans.len(),
-            follow_up,
-            ..Checked::default()
-        })
+        Ok(())
     }
 
     /// Runs a check and schedules what it asks for (SQS: delayed messages): itself
@@ -284,4 +238,152 @@ impl Deliverer {
         .await
         .map(drop)
     }
+}
+
+/// What one window check does with the held deliveries: those to send as fallback (and
+/// why), those to skip (and why), and when to look again, if anything still waits.
+#[derive(Debug, Default)]
+pub(super) struct WindowPlan<'a> {
+    pub(super) fall_back: Vec<(DeliveryJob, FallbackReason)>,
+    pub(super) skip: Vec<(&'a DeliveryRecord, SkipReason)>,
+    pub(super) next: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl WindowPlan<'_> {
+    /// Bounded work per run, so a run over a huge notification ends well inside the
+    /// function's timeout: what it moves is no longer held, so the next run (at once)
+    /// carries on where it stopped instead of starting over.
+    pub(super) fn bound(&mut self, limit: usize, now: chrono::DateTime<chrono::Utc>) {
+        if self.fall_back.len() + self.skip.len() > limit {
+            self.fall_back.truncate(limit);
+            self.skip.truncate(limit - self.fall_back.len());
+            self.next = Some(now);
+        }
+    }
+}
+
+/// The window rule ([`window_step`]) for every record held behind push, against its
+/// recipient's own push (none: push was not possible, so they go now). A held record
+/// without a provider or destination cannot be sent and is left alone. Pure.
+pub(super) fn window_plan(
+    logged: &crate::ports::Logged,
+    window: chrono::TimeDelta,
+    now: chrono::DateTime<chrono::Utc>,
+) -> WindowPlan<'_> {
+    let template = JobTemplate::from(&logged.notification);
+    let pushes = own_pushes(&logged.records);
+    let mut plan = WindowPlan::default();
+    for held in logged.records.iter().filter(|r| r.held_behind_push()) {
+        let step = match pushes.get(&held.recipient.key()) {
+            Some(p) => window_step(p.status, held.fallback_at, window, now),
+            None => WindowStep::FallBack(FallbackReason::PushNotPossible),
+        };
+        match step {
+            WindowStep::FallBack(why) => {
+                let (Some(provider), Some(destination)) =
+                    (held.provider, held.destination.as_ref())
+                else {
+                    continue;
+                };
+                let job = template.job(&held.recipient, held.channel, provider, destination, true);
+                plan.fall_back.push((job, why));
+            }
+            WindowStep::Skip(reason) => plan.skip.push((held, reason)),
+            WindowStep::WaitUntil(at) => plan.next = Some(plan.next.map_or(at, |n| n.min(at))),
+        }
+    }
+    plan
+}
+
+/// Each recipient's own push (cycle 0), by recipient key: only it holds anything back
+/// (escalation cycles send on every channel at once).
+fn own_pushes(records: &[DeliveryRecord]) -> HashMap<String, &DeliveryRecord> {
+    records
+        .iter()
+        .filter(|r| holds_others_back(r.channel, r.cycle))
+        .map(|r| (r.recipient.key(), r))
+        .collect()
+}
+
+/// Whether an escalation cycle runs at `now`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum CycleGate {
+    /// No escalation, or a cycle outside its plan: nothing to do.
+    Over,
+    /// Early (or a repeated timer): look again when the cycle is due.
+    NotYet(chrono::DateTime<chrono::Utc>),
+    /// Due: run it.
+    Run(crate::domain::EscalationPlan),
+}
+
+/// Whether cycle `cycle` of `plan` runs at `now` (cycle 0 is the notification itself).
+pub(super) fn cycle_gate(
+    plan: Option<crate::domain::EscalationPlan>,
+    cycle: u32,
+    now: chrono::DateTime<chrono::Utc>,
+) -> CycleGate {
+    match plan {
+        None => CycleGate::Over,
+        Some(plan) if cycle == 0 || cycle > plan.cycles => CycleGate::Over,
+        Some(plan) if now < plan.due(cycle) => CycleGate::NotYet(plan.due(cycle)),
+        Some(plan) => CycleGate::Run(plan),
+    }
+}
+
+/// A cycle's records and jobs: the plans' own, marked with the cycle. Its push waits
+/// for nothing and holds nothing back (no fallback window).
+pub(super) fn cycle_work(
+    n: &crate::domain::Notification,
+    plans: &[RecipientPlan],
+    cycle: u32,
+) -> (Vec<DeliveryRecord>, Vec<DeliveryJob>) {
+    let template = JobTemplate::from(n);
+    let mut records = Vec::new();
+    let mut jobs = Vec::new();
+    for p in plans {
+        records.extend(p.records(&n.notification_id).into_iter().map(|mut r| {
+            r.cycle = cycle;
+            r
+        }));
+        jobs.extend(p.jobs(&template).into_iter().map(|mut j| {
+            j.cycle = cycle;
+            j.app_fallback_seconds = None;
+            j
+        }));
+    }
+    (records, jobs)
+}
+
+/// The notification's own (cycle 0) records still held behind push, of recipients a
+/// cycle sends `jobs` to: the cycle repeats what they would send.
+pub(super) fn superseded_held<'a>(
+    logged: &'a crate::ports::Logged,
+    jobs: &[DeliveryJob],
+) -> Vec<&'a DeliveryRecord> {
+    logged
+        .records
+        .iter()
+        .filter(|r| r.cycle == 0 && r.held_behind_push())
+        .filter(|r| jobs.iter().any(|j| j.recipient == r.recipient))
+        .collect()
+}
+
+/// The next cycle's check and when it is due, unless `check` ran the last one. It runs
+/// in the notification's own lane (a timer queued before lanes has none).
+pub(super) fn follow_up(
+    check: &CheckJob,
+    n: &crate::domain::Notification,
+    plan: &crate::domain::EscalationPlan,
+) -> Option<(CheckJob, chrono::DateTime<chrono::Utc>)> {
+    let cycle = check.cycle;
+    (cycle < plan.cycles).then(|| {
+        (
+            CheckJob {
+                cycle: cycle + 1,
+                lane: n.category.lane(),
+                ..check.clone()
+            },
+            plan.due(cycle + 1),
+        )
+    })
 }

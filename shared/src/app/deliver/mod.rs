@@ -6,12 +6,13 @@ use super::failover::Accepted;
 use crate::domain::health::HealthScope;
 use crate::domain::reason::{FallbackReason, wire_reason};
 use crate::domain::routing::{
-    Action, HeldDelivery, JobTemplate, PushOutcome, WindowStep, after_push, window_step,
+    Action, HeldDelivery, JobTemplate, PushOutcome, RecipientPlan, WindowStep, after_push,
+    window_step,
 };
 use crate::domain::settings::effective_sender;
 use crate::domain::{
     Channel, CheckJob, CheckKind, DeliveryJob, DeliveryRecord, DeliveryStatus, Destination,
-    EmailAddress, FailReason, FailureKind, Provider, RecipientRef,
+    EmailAddress, FailReason, FailureKind, Provider, RecipientRef, SkipReason,
 };
 use crate::domain::{EmailSettings, SmsSettings};
 use crate::ports::{
@@ -156,6 +157,13 @@ pub fn retry_delay(base: Duration, attempt: u32) -> Duration {
     (base * 2u32.pow(attempt.clamp(1, 6) - 1)).min(base * 30)
 }
 
+/// Whether a record or job of `channel` in `cycle` is the push that SMS and email may be
+/// held behind: only the notification's own push (cycle 0) holds anything back;
+/// escalation cycles send on every channel at once.
+fn holds_others_back(channel: Channel, cycle: u32) -> bool {
+    channel == Channel::Push && cycle == 0
+}
+
 /// The jobs that carry on a notification's unfinished work (a restarted local runner
 /// has lost its queue): each pending record not held behind push, and the push job of
 /// a recipient whose push is done but whose held SMS and email were never resolved
@@ -179,19 +187,17 @@ pub fn unfinished_jobs(logged: &crate::ports::Logged) -> Vec<(DeliveryJob, u32)>
         .records
         .iter()
         .filter(pending)
-        .filter(|r| !r.awaiting_push)
+        .filter(|r| !r.held_behind_push())
         .filter_map(job)
         .collect();
     let mut seen = std::collections::HashSet::new();
     let pushes: Vec<&crate::domain::DeliveryRecord> = logged
         .records
         .iter()
-        .filter(pending)
-        .filter(|r| r.awaiting_push)
+        .filter(|r| r.held_behind_push())
         .filter_map(|held| {
             logged.records.iter().find(|p| {
-                p.channel == Channel::Push
-                    && p.cycle == 0
+                holds_others_back(p.channel, p.cycle)
                     && p.recipient == held.recipient
                     && p.status != DeliveryStatus::Pending
             })
@@ -259,7 +265,7 @@ pub fn unfinished_window(
     let held: Vec<&DeliveryRecord> = logged
         .records
         .iter()
-        .filter(|r| r.awaiting_push && r.status == DeliveryStatus::Pending)
+        .filter(|r| r.held_behind_push())
         .collect();
     if held.is_empty() {
         return None;
@@ -342,8 +348,7 @@ impl Deliverer {
         job: &DeliveryJob,
         status: DeliveryStatus,
     ) -> Result<(), DeliverError> {
-        // Only the notification's own push (cycle 0) holds SMS and email back.
-        if job.channel == Channel::Push && job.cycle == 0 {
+        if holds_others_back(job.channel, job.cycle) {
             let outcome = match status {
                 DeliveryStatus::Sent | DeliveryStatus::Delivered => Some(PushOutcome::Sent),
                 DeliveryStatus::Failed => Some(PushOutcome::FailedOnEveryDevice),

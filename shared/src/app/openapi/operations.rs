@@ -178,6 +178,7 @@ fn errors(route: &Route) -> Vec<(&'static str, &'static str)> {
     out
 }
 
+/// One route's operation: its summary, parameters, body and answers.
 fn operation(route: &Route, examples: &Map<String, Value>) -> Value {
     let mut op = json!({
         "operationId": route.id,
@@ -185,33 +186,11 @@ fn operation(route: &Route, examples: &Map<String, Value>) -> Value {
         "description": route.access.describe(),
         "tags": [route.tag],
     });
-    let mut params: Vec<Value> = route.params().map(parameter).collect();
-    if route.op == Op::ListNotifications {
-        params.push(json!({
-            "name": "limit", "in": "query", "required": false,
-            "description": "How many notifications at most (default 50).",
-            "schema": {"type": "integer", "minimum": 1, "maximum": crate::app::notifications::LIST_MAX, "default": crate::app::notifications::LIST_DEFAULT},
-        }));
-        params.push(json!({
-            "name": "cursor", "in": "query", "required": false,
-            "description": "The `next_cursor` of the previous page, as it was.",
-            "schema": {"type": "string", "pattern": r"^[0-9]{1,15}_(?!\.\.?$)[A-Za-z0-9._@:-]{1,128}$", "example": "1796173200000_9f1c2d3e-0000-4000-8000-000000000001"},
-        }));
-    }
-    if route.op == Op::GetNotification {
-        params.push(json!({
-            "name": "cursor", "in": "query", "required": false,
-            "description": "The `next_cursor` of the previous page, as it was (a page holds at most 500 recipients).",
-            "schema": {"type": "string", "pattern": "^(user|contact):[A-Za-z0-9._@:-]{1,128}$", "example": "user:u-17"},
-        }));
-    }
-    if route.op == Op::ManualSms {
-        params.push(json!({
-            "name": "Idempotency-Key", "in": "header", "required": false,
-            "description": "The same key from the same organization within 24 hours answers the first request's notification_id and sends nothing again.",
-            "schema": {"type": "string", "pattern": "^[!-~]{1,255}$", "example": "dispatch-4711-sms-1"},
-        }));
-    }
+    let params: Vec<Value> = route
+        .params()
+        .map(parameter)
+        .chain(extra_parameters(route.op))
+        .collect();
     if !params.is_empty() {
         op["parameters"] = json!(params);
     }
@@ -219,31 +198,78 @@ fn operation(route: &Route, examples: &Map<String, Value>) -> Value {
         op["security"] = json!([]);
     }
     if route.op == Op::GatewayReceipt {
-        let fields = json!({"type": "object", "properties": {
-            "message_id": {"type": "string"},
-            "status": {"type": "string", "enum": ["delivered", "undelivered"]},
-            "error": {"type": "string"},
-            "MessageSid": {"type": "string"},
-            "MessageStatus": {"type": "string"},
-            "ErrorCode": {"type": "string"},
-        }});
         op["description"] = json!(
             "No token: `json` and `form` gateways sign with `X-Flare-Signature: sha256=<hex HMAC-SHA256 of the raw body>`, `twilio` ones with `X-Twilio-Signature` (as Twilio signs status callbacks), keyed with the control center's stored gateway password."
         );
-        op["requestBody"] = json!({"required": true, "content": {
-            "application/json": {"schema": fields},
-            "application/x-www-form-urlencoded": {"schema": fields},
-        }});
+        op["requestBody"] = gateway_receipt_body();
     }
-    if let Some(schema) = request_schema(route.op) {
-        let mut media = json!({"schema": r(schema)});
-        if let Some(example) = examples.get(&format!("{} {}", route.method, route.path)) {
-            media["example"] = example.clone();
-        }
-        // A receipt may come without a body.
-        let required = route.op != Op::ReceiptNotification;
-        op["requestBody"] = json!({"required": required, "content": {"application/json": media}});
+    if let Some(body) = request_body(route, examples) {
+        op["requestBody"] = body;
     }
+    op["responses"] = responses(route);
+    op
+}
+
+/// The parameters a route takes besides its path's: a page's query, a manual SMS's
+/// idempotency key.
+fn extra_parameters(op: Op) -> Vec<Value> {
+    match op {
+        Op::ListNotifications => vec![
+            json!({
+                "name": "limit", "in": "query", "required": false,
+                "description": "How many notifications at most (default 50).",
+                "schema": {"type": "integer", "minimum": 1, "maximum": crate::app::notifications::LIST_MAX, "default": crate::app::notifications::LIST_DEFAULT},
+            }),
+            json!({
+                "name": "cursor", "in": "query", "required": false,
+                "description": "The `next_cursor` of the previous page, as it was.",
+                "schema": {"type": "string", "pattern": r"^[0-9]{1,15}_(?!\.\.?$)[A-Za-z0-9._@:-]{1,128}$", "example": "1796173200000_9f1c2d3e-0000-4000-8000-000000000001"},
+            }),
+        ],
+        Op::GetNotification => vec![json!({
+            "name": "cursor", "in": "query", "required": false,
+            "description": "The `next_cursor` of the previous page, as it was (a page holds at most 500 recipients).",
+            "schema": {"type": "string", "pattern": "^(user|contact):[A-Za-z0-9._@:-]{1,128}$", "example": "user:u-17"},
+        })],
+        Op::ManualSms => vec![json!({
+            "name": "Idempotency-Key", "in": "header", "required": false,
+            "description": "The same key from the same organization within 24 hours answers the first request's notification_id and sends nothing again.",
+            "schema": {"type": "string", "pattern": "^[!-~]{1,255}$", "example": "dispatch-4711-sms-1"},
+        })],
+        _ => Vec::new(),
+    }
+}
+
+/// A gateway's callback body: JSON or a form, with the fields the formats send.
+fn gateway_receipt_body() -> Value {
+    let fields = json!({"type": "object", "properties": {
+        "message_id": {"type": "string"},
+        "status": {"type": "string", "enum": ["delivered", "undelivered"]},
+        "error": {"type": "string"},
+        "MessageSid": {"type": "string"},
+        "MessageStatus": {"type": "string"},
+        "ErrorCode": {"type": "string"},
+    }});
+    json!({"required": true, "content": {
+        "application/json": {"schema": fields},
+        "application/x-www-form-urlencoded": {"schema": fields},
+    }})
+}
+
+/// The JSON body of a route that takes one, with the sample event's as its example.
+fn request_body(route: &Route, examples: &Map<String, Value>) -> Option<Value> {
+    let schema = request_schema(route.op)?;
+    let mut media = json!({"schema": r(schema)});
+    if let Some(example) = examples.get(&format!("{} {}", route.method, route.path)) {
+        media["example"] = example.clone();
+    }
+    // A receipt may come without a body.
+    let required = route.op != Op::ReceiptNotification;
+    Some(json!({"required": required, "content": {"application/json": media}}))
+}
+
+/// A route's answers: its success (with the links it feeds), then its errors.
+fn responses(route: &Route) -> Value {
     let mut responses = Map::new();
     let (status, schema, what) = success(route.op);
     responses.insert(
@@ -262,8 +288,7 @@ fn operation(route: &Route, examples: &Map<String, Value>) -> Value {
     if let Some(l) = links(route.op) {
         responses[status]["links"] = l;
     }
-    op["responses"] = Value::Object(responses);
-    op
+    Value::Object(responses)
 }
 
 /// Where one answer feeds another route (schemathesis' stateful phase follows these).
