@@ -4,11 +4,31 @@
 use crate::ports::{PACE_SLACK, PACE_YIELD, Pacer, pace_interval, yields_to_urgent};
 use async_trait::async_trait;
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::ops::Deref;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // A panic in another task must not poison every later call.
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// One waiting request, counted while it waits and uncounted however the wait ends (a
+/// caller cut off at its deadline drops the future): a stale count would hold normal
+/// traffic. Both pacers count their waiting requests with it.
+pub struct Waiting<C: Deref<Target = AtomicUsize>>(C);
+
+impl<C: Deref<Target = AtomicUsize>> Waiting<C> {
+    pub fn new(count: C) -> Self {
+        count.fetch_add(1, Ordering::SeqCst);
+        Self(count)
+    }
+}
+
+impl<C: Deref<Target = AtomicUsize>> Drop for Waiting<C> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// Pacing in one process (the local runner, where one process is every instance): per
@@ -28,32 +48,22 @@ pub struct MemoryPacer {
 struct PaceState {
     next_at: Option<tokio::time::Instant>,
     paused_until: Option<tokio::time::Instant>,
-    urgent_waiting: usize,
+    urgent_waiting: Arc<AtomicUsize>,
 }
 
 #[async_trait]
 impl Pacer for MemoryPacer {
     async fn acquire(&self, provider: &str, per_second: u32, lane: crate::domain::Lane) {
         let urgent = lane == crate::domain::Lane::Urgent;
-        // Counted while it waits, and uncounted however the wait ends (a caller cut off
-        // at its deadline drops this future): a stale count would hold normal traffic.
-        struct Waiting<'a>(Option<(&'a MemoryPacer, &'a str)>);
-        impl Drop for Waiting<'_> {
-            fn drop(&mut self) {
-                if let Some((pacer, provider)) = self.0
-                    && let Some(p) = lock(&pacer.providers).get_mut(provider)
-                {
-                    p.urgent_waiting = p.urgent_waiting.saturating_sub(1);
-                }
-            }
-        }
-        if urgent {
-            lock(&self.providers)
-                .entry(provider.to_string())
-                .or_default()
-                .urgent_waiting += 1;
-        }
-        let _waiting = Waiting(urgent.then_some((self, provider)));
+        let _waiting = urgent.then(|| {
+            let mut all = lock(&self.providers);
+            Waiting::new(
+                all.entry(provider.to_string())
+                    .or_default()
+                    .urgent_waiting
+                    .clone(),
+            )
+        });
         let interval = pace_interval(per_second);
         loop {
             let wait = {
@@ -64,7 +74,9 @@ impl Pacer for MemoryPacer {
                 match (paused, p.next_at) {
                     (Some(until), _) => Some(until - now),
                     (None, Some(slot)) if slot > now => Some(slot - now),
-                    _ if yields_to_urgent(lane, p.urgent_waiting) => Some(PACE_YIELD),
+                    _ if yields_to_urgent(lane, p.urgent_waiting.load(Ordering::SeqCst)) => {
+                        Some(PACE_YIELD)
+                    }
                     (None, slot) => {
                         let on_time = slot.filter(|s| now - *s <= PACE_SLACK);
                         p.next_at = Some(on_time.unwrap_or(now) + interval);
@@ -86,5 +98,39 @@ impl Pacer for MemoryPacer {
         if p.paused_until.is_none_or(|u| u < until) {
             p.paused_until = Some(until);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::Lane;
+    use std::time::Duration;
+
+    #[test]
+    fn a_waiting_request_is_counted_until_it_is_dropped() {
+        let n = AtomicUsize::new(0);
+        {
+            let _a = Waiting::new(&n);
+            let _b = Waiting::new(&n);
+            assert_eq!(n.load(Ordering::SeqCst), 2);
+        }
+        assert_eq!(n.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn an_urgent_wait_cut_off_at_its_deadline_leaves_no_count() {
+        let pacer = MemoryPacer::default();
+        pacer.pause("gw", Duration::from_secs(60)).await;
+        let cut = tokio::time::timeout(
+            Duration::from_millis(20),
+            pacer.acquire("gw", 10, Lane::Urgent),
+        )
+        .await;
+        assert!(cut.is_err(), "the pause holds it");
+        let count = lock(&pacer.providers)["gw"]
+            .urgent_waiting
+            .load(Ordering::SeqCst);
+        assert_eq!(count, 0, "a stale count would hold normal traffic");
     }
 }

@@ -33,7 +33,7 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
 use flare_shared::domain::Lane;
-use flare_shared::pace::MemoryPacer;
+use flare_shared::pace::{MemoryPacer, Waiting};
 use flare_shared::ports::{
     PACE_SLACK, PACE_YIELD, Pacer, UNPACED, pace_interval, yields_to_urgent,
 };
@@ -85,27 +85,11 @@ struct Booked {
     taken: VecDeque<u64>,
 }
 
-/// Counted while it waits, uncounted however the wait ends.
-struct Waiting<'a>(&'a AtomicUsize);
-
-impl<'a> Waiting<'a> {
-    fn new(n: &'a AtomicUsize) -> Self {
-        n.fetch_add(1, Ordering::SeqCst);
-        Self(n)
-    }
-}
-
-impl Drop for Waiting<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
 /// A send waiting for a slot: counted among the provider's waiting sends (the demand a
 /// booking provides for), and among its urgent ones when it is urgent.
 struct Waiters<'a> {
-    _all: Waiting<'a>,
-    _urgent: Option<Waiting<'a>>,
+    _all: Waiting<&'a AtomicUsize>,
+    _urgent: Option<Waiting<&'a AtomicUsize>>,
 }
 
 impl<'a> Waiters<'a> {
