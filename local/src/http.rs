@@ -11,6 +11,9 @@ use flare_shared::app::api::{self, ApiRequest, ApiResponse, MAX_BODY};
 use flare_shared::domain::IncidentEvent;
 use std::sync::Arc;
 
+/// The largest event `/local/events` takes: EventBridge's limit on an event (256 KB).
+pub const MAX_EVENT: usize = 256 * 1024;
+
 /// The runner's HTTP routes: the EventBridge and outbox stand-ins, and everything
 /// else to the shared API.
 pub fn router(app: Arc<LocalApp>) -> axum::Router {
@@ -73,13 +76,15 @@ async fn console_root() -> Response {
 /// `POST /local/events`: an EventBridge event, routed now; deliveries continue in the
 /// background. 202 with the notification id; 400 for an event Flare cannot take.
 async fn post_event(State(app): State<Arc<LocalApp>>, req: Request) -> Response {
-    // The same 64 KiB limit, and the same error body, as the API's routes.
-    let body = match axum::body::to_bytes(req.into_body(), MAX_BODY).await {
+    // What EventBridge takes (an event of 10,000 listed recipients is about 100 KB),
+    // not the API's 64 KiB; larger is 413 with the contract's body, saying so.
+    let body = match axum::body::to_bytes(req.into_body(), MAX_EVENT).await {
         Ok(b) => b,
         Err(e) if server::timed_out(&e) => return body_timed_out(),
         Err(_) => {
-            let e = flare_shared::app::error::ApiError::PayloadTooLarge;
-            return to_response(ApiResponse::error(&e));
+            let body = serde_json::json!({"error": {"code": "payload_too_large",
+                "message": "the event is larger than 256 KB, the most EventBridge takes", "fields": {}}});
+            return (StatusCode::PAYLOAD_TOO_LARGE, axum::Json(body)).into_response();
         }
     };
     let event = match IncidentEvent::from_json(&body) {

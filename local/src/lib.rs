@@ -28,7 +28,7 @@ pub mod pipeline;
 pub mod server;
 mod transport;
 
-pub use http::{router, serve, serve_with};
+pub use http::{MAX_EVENT, router, serve, serve_with};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -1617,3 +1617,71 @@ async fn unverifiable_gateway_callbacks_are_one_401_whatever_is_behind_them() {
     );
     app.stop().await;
 }
+
+/// `/local/events` takes what EventBridge takes (256 KB), not the API's 64 KiB: a
+/// dispatch listing 7,000 recipients (about 90 KB) is routed to every one of them; a
+/// larger event than EventBridge would take is 413, saying so.
+#[tokio::test]
+async fn local_events_take_what_eventbridge_takes() {
+    let app = spawn_app(None).await;
+    let admin = token("acme", &["admin"], "u-admin");
+    let (s, b) = app
+        .send(
+            "PUT",
+            "/v1/users/u-0-responder",
+            Some(&admin),
+            Some(r#"{"name": "Ana", "license": "basic_responder"}"#),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let mut ev: Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            flare_tests::workspace_root().join("events/incidents/incident-dispatched.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    ev["detail"]["org_id"] = json!("acme");
+    let ids: Vec<String> = (0..7_000).map(|i| format!("u-{i}-responder")).collect();
+    ev["id"] = json!(flare_tests::unique("big"));
+    ev["detail"]["recipient_ids"] = json!(ids);
+    let body = ev.to_string();
+    assert!(body.len() > 64 * 1024 && body.len() < flare_local::MAX_EVENT);
+    let (s, b) = app.send("POST", "/local/events", None, Some(&body)).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    // Every listed recipient is on the notification (paged 500 at a time).
+    let dispatcher = token("acme", &["dispatcher"], "u-d");
+    let mut recipients = 0;
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut path = format!("/v1/notifications/{}", ev["id"].as_str().unwrap());
+        if let Some(c) = &cursor {
+            path.push_str(&format!("?cursor={c}"));
+        }
+        let (s, n) = app.get(&path, &dispatcher).await;
+        assert_eq!(s, 200, "{n}");
+        recipients += n["recipients"].as_array().unwrap().len();
+        match n["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => break,
+        }
+    }
+    assert_eq!(recipients, 7_000);
+
+    let ids: Vec<String> = (0..20_000).map(|i| format!("u-{i}-responder")).collect();
+    ev["id"] = json!(flare_tests::unique("too-big"));
+    ev["detail"]["recipient_ids"] = json!(ids);
+    let body = ev.to_string();
+    assert!(body.len() > flare_local::MAX_EVENT);
+    let (s, b) = app.send("POST", "/local/events", None, Some(&body)).await;
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (StatusCode::PAYLOAD_TOO_LARGE, Some("payload_too_large")),
+        "{b}"
+    );
+    assert!(
+        b["error"]["message"].as_str().unwrap().contains("256 KB"),
+        "{b}"
+    );
+    app.stop().await;
+}
