@@ -112,6 +112,7 @@ async fn bench(n: usize) {
         log: s.log.clone(),
         queue: Arc::new(queue.clone()),
         metrics: Arc::new(NoMetrics),
+        page_size: flare_shared::app::notify::ROUTE_PAGE,
     };
     let ids: Vec<String> = (0..n).map(|i| format!("u-{i:06}")).collect();
     println!(

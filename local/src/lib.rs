@@ -297,6 +297,7 @@ impl LocalApp {
             log: stores.log,
             queue: Arc::new(queue),
             metrics: Arc::new(flare_shared::ports::NoMetrics),
+            page_size: flare_shared::app::notify::ROUTE_PAGE,
         };
         Ok(Self {
             services,

@@ -1167,6 +1167,7 @@ async fn a_window_check_that_fires_three_times_sends_once() {
         org_id: flare_shared::domain::OrgId::parse("acme").unwrap(),
         notification_id: flare_shared::domain::NotificationId::parse(&id).unwrap(),
         cycle: 0,
+        page: 0,
         lane: flare_shared::domain::Lane::Urgent,
     };
     for delay_ms in [1000, 1100] {

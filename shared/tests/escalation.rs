@@ -108,6 +108,7 @@ impl Escalating {
             org_id: self.org.clone(),
             notification_id: self.id.clone(),
             cycle,
+            page: 0,
             lane: Lane::Urgent,
         }
     }

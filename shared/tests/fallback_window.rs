@@ -88,6 +88,7 @@ impl Window {
             org_id: self.org.clone(),
             notification_id: self.id.clone(),
             cycle: 0,
+            page: 0,
             lane: Lane::Urgent,
         }
     }

@@ -114,6 +114,7 @@ impl World {
             log: self.log.clone(),
             queue,
             metrics: self.metrics.clone(),
+            page_size: flare_shared::app::notify::ROUTE_PAGE,
         }
     }
 

@@ -59,6 +59,7 @@ async fn run(stack: &AwsStack, n: usize, window: u32) -> Counted {
         log: Arc::new(DynamoDeliveryLog::new(db, &tables.log)),
         queue: Arc::new(SqsQueue::new(sqs, stack.queues.clone())),
         metrics: Arc::new(NoMetrics),
+        page_size: flare_shared::app::notify::ROUTE_PAGE,
     };
     notifier.route(&event).await.unwrap();
 

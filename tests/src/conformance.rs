@@ -30,6 +30,8 @@ pub fn notification(org: &OrgId) -> Notification {
         created_at: Utc::now(),
         app_fallback_seconds: None,
         escalation: None,
+        audience: None,
+        pages: 0,
     }
 }
 

@@ -165,6 +165,7 @@ pub async fn route_counted(
         log: Arc::new(DynamoDeliveryLog::new(db, &tables.log)),
         queue: Arc::new(SqsQueue::new(sqs, queues.clone())),
         metrics: Arc::new(flare_shared::ports::NoMetrics),
+        page_size: flare_shared::app::notify::ROUTE_PAGE,
     };
     let ev = IncidentEvent::from_value(event.clone())?;
     let users = match &ev.targets {

@@ -237,6 +237,8 @@ async fn sms_jobs(numbers: &[&str]) -> (Arc<MemoryDeliveryLog>, Notification, Ve
         created_at: chrono::Utc::now(),
         app_fallback_seconds: None,
         escalation: None,
+        audience: None,
+        pages: 0,
     };
     log.create_notification(&n).await.unwrap();
     let mut records = Vec::new();

@@ -37,6 +37,7 @@ impl Config {
             log: Arc::new(DynamoDeliveryLog::new(db, &self.tables.log)),
             queue: Arc::new(SqsQueue::new(aws::sqs(sdk), self.queues.clone())),
             metrics: flare_runtime::emf::metrics(self.metrics_namespace.as_deref()),
+            page_size: flare_shared::app::notify::ROUTE_PAGE,
         }
     }
 }

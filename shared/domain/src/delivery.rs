@@ -220,6 +220,25 @@ pub struct Notification {
     /// Dispatch escalation, when the settings had it on at routing time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub escalation: Option<EscalationPlan>,
+    /// v1.2: the groups of users the event named (as given), beside its ids.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audience: Option<crate::Audience>,
+    /// How many route pages its recipients were split into ([`RoutePage`]); 0 when it
+    /// was routed in one piece (a short list of ids, no audience).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub pages: u32,
+}
+
+/// One page of a notification routed in pages: the users it routes, fixed when the
+/// event was first routed (a replay, or a directory changed since, routes the same
+/// people), and whether its records are written and its jobs queued.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoutePage {
+    /// From 1.
+    pub page: u32,
+    pub user_ids: Vec<UserId>,
+    #[serde(default)]
+    pub routed: bool,
 }
 
 /// A notification's escalation: cycle `c` (1, 2, ...) is due `c * after_seconds` after
@@ -351,6 +370,9 @@ pub enum CheckKind {
     /// Dispatch escalation: notify again, in cycle `cycle`, everyone who has not
     /// acknowledged.
     Escalation,
+    /// Route page `page` of a notification routed in pages: not a timer, but work the
+    /// router hands on so no invocation holds a whole large notification.
+    RoutePage,
 }
 
 /// A timer of one notification, queued with a delay on the push queue beside the push
@@ -364,6 +386,9 @@ pub struct CheckJob {
     /// The escalation cycle it starts (escalation checks only).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub cycle: u32,
+    /// The route page it routes (route page checks only; from 1).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub page: u32,
     /// The notification's lane: its timer waits in that lane's push queue, so an
     /// urgent notification's fallback or escalation never waits behind bulk pushes.
     #[serde(default, skip_serializing_if = "is_normal")]

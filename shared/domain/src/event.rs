@@ -1,5 +1,6 @@
 //! Incident events as they arrive from EventBridge, parsed into typed details.
 
+use super::audience::{Audience, parse_audience};
 use super::contact::ExternalContact;
 use super::delivery::Message;
 use super::ids::{ControlCenterId, IncidentId, NotificationId, OrgId, UserId};
@@ -107,6 +108,10 @@ pub struct IncidentEvent {
     /// Optional only for an SOS.
     pub message: Option<Message>,
     pub targets: Targets,
+    /// v1.2: the groups of users it is for as well as (or instead of) `targets`' ids
+    /// (dispatches and messages only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audience: Option<Audience>,
     pub time: Option<DateTime<Utc>>,
 }
 
@@ -182,6 +187,17 @@ impl IncidentEvent {
             Category::Distress => r.optional_value("message", parse_message),
             _ => r.required_value("message", parse_message).map(Some),
         };
+        let audience = match category {
+            Category::Dispatch | Category::Messages => r.optional_value("audience", parse_audience),
+            _ if r.has("audience") => {
+                r.error(
+                    "audience",
+                    "is taken only by \"Incident Dispatched\" and \"Incident Message Posted\"",
+                );
+                None
+            }
+            _ => Some(None),
+        };
         let targets = match category {
             Category::Distress => r
                 // Ids in events are another system's: users stored with `@` or `:`
@@ -199,6 +215,10 @@ impl IncidentEvent {
                     _ => None,
                 }
             }
+            // With an audience, `recipient_ids` is optional (the audience names the rest).
+            _ if matches!(audience, Some(Some(_))) => r
+                .optional_list("recipient_ids", string_item(UserId::parse_existing))
+                .map(|ids| Targets::Users(dedupe(ids.unwrap_or_default()))),
             _ => r
                 .required_list("recipient_ids", string_item(UserId::parse_existing))
                 .map(|ids| Targets::Users(dedupe(ids))),
@@ -214,8 +234,9 @@ impl IncidentEvent {
             incident_id,
             message,
             targets,
+            audience,
         ) {
-            (Some(n), Some(o), Some(c), Some(i), Some(m), Some(t)) => Ok(IncidentEvent {
+            (Some(n), Some(o), Some(c), Some(i), Some(m), Some(t), Some(a)) => Ok(IncidentEvent {
                 notification_id: n,
                 category,
                 org_id: o,
@@ -223,6 +244,7 @@ impl IncidentEvent {
                 incident_id: i,
                 message: m,
                 targets: t,
+                audience: a,
                 time: env.time,
             }),
             _ => Err(EventError::InvalidDetail(errors)),

@@ -1,5 +1,6 @@
 //! The domain: types that are valid by construction, and the rules that use them.
 
+pub mod audience;
 pub mod contact;
 pub mod delivery;
 pub mod email;
@@ -19,10 +20,12 @@ pub mod text;
 pub mod user;
 pub mod validation;
 
+pub use audience::Audience;
 pub use contact::{Contact, ContactKind, Contacts, ExternalContact};
 pub use delivery::{
     Channel, CheckJob, CheckKind, DeliveryJob, DeliveryRecord, DeliveryStatus, Destination,
-    EscalationPlan, Message, Notification, Provider, QueuedWork, RecipientRef, SkipReason, Slot,
+    EscalationPlan, Message, Notification, Provider, QueuedWork, RecipientRef, RoutePage,
+    SkipReason, Slot,
 };
 pub use email::EmailAddress;
 pub use endpoint::{EndpointPolicy, GatewayUrl, SmtpSecurity, SmtpServer};

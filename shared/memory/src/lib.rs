@@ -6,8 +6,8 @@ use async_trait::async_trait;
 use flare_shared::domain::receipt::ReceiptKey;
 use flare_shared::domain::{
     Channel, CommunicationSettings, ControlCenterId, DeliveryJob, DeliveryRecord, EmailSettings,
-    Notification, NotificationId, OrgId, Platform, Provider, RecipientRef, SmsSettings, User,
-    UserId,
+    Notification, NotificationId, OrgId, Platform, Provider, RecipientRef, RoutePage, SmsSettings,
+    User, UserId,
 };
 use flare_shared::ports::*;
 use secrecy::{ExposeSecret, SecretString};

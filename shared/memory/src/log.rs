@@ -9,6 +9,7 @@ struct LogEntry {
     notification: Option<Notification>,
     records: BTreeMap<RecordKey, DeliveryRecord>,
     acks: BTreeMap<UserId, chrono::DateTime<chrono::Utc>>,
+    pages: BTreeMap<u32, RoutePage>,
 }
 
 /// The delivery log in memory, with the same claim semantics as the DynamoDB one.
@@ -42,6 +43,36 @@ impl DeliveryLog for MemoryDeliveryLog {
         }
         e.notification = Some(n.clone());
         Ok(Created::New)
+    }
+
+    async fn put_route_pages(&self, n: &Notification, pages: &[RoutePage]) -> StoreResult<()> {
+        let mut entries = lock(&self.entries);
+        let e = entries
+            .entry((n.org_id.clone(), n.notification_id.clone()))
+            .or_default();
+        e.pages = pages.iter().map(|p| (p.page, p.clone())).collect();
+        Ok(())
+    }
+
+    async fn route_page(
+        &self,
+        org: &OrgId,
+        id: &NotificationId,
+        page: u32,
+    ) -> StoreResult<Option<RoutePage>> {
+        Ok(lock(&self.entries)
+            .get(&(org.clone(), id.clone()))
+            .and_then(|e| e.pages.get(&page).cloned()))
+    }
+
+    async fn page_routed(&self, org: &OrgId, id: &NotificationId, page: u32) -> StoreResult<()> {
+        if let Some(p) = lock(&self.entries)
+            .get_mut(&(org.clone(), id.clone()))
+            .and_then(|e| e.pages.get_mut(&page))
+        {
+            p.routed = true;
+        }
+        Ok(())
     }
 
     async fn get_notification(

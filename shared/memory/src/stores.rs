@@ -150,6 +150,26 @@ impl Directory for MemoryDirectory {
                 .collect()
         }))
     }
+    async fn list_users_after(
+        &self,
+        org: &OrgId,
+        after: Option<&UserId>,
+        limit: usize,
+    ) -> StoreResult<Vec<User>> {
+        use std::ops::Bound::{Excluded, Included};
+        let prefix = key(org, "");
+        let from = match after {
+            Some(a) => Excluded(key(org, a.as_str())),
+            None => Included(prefix.clone()),
+        };
+        Ok(self.users.read(|u| {
+            u.range((from, std::ops::Bound::Unbounded))
+                .take_while(|(k, _)| k.starts_with(&prefix))
+                .take(limit)
+                .map(|(_, v)| v.clone())
+                .collect()
+        }))
+    }
     async fn put_user(&self, org: &OrgId, user: &User) -> StoreResult<()> {
         self.users.write(|u| {
             u.insert(key(org, user.user_id.as_str()), user.clone());

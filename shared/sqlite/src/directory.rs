@@ -35,6 +35,22 @@ impl Directory for Sqlite {
             )
         })
     }
+    async fn list_users_after(
+        &self,
+        org: &OrgId,
+        after: Option<&UserId>,
+        limit: usize,
+    ) -> StoreResult<Vec<User>> {
+        let after = after.map_or("", |a| a.as_str());
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.db.read(|c| {
+            rows(
+                c,
+                "SELECT body FROM users WHERE org = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
+                params![org.as_str(), after, limit],
+            )
+        })
+    }
     async fn put_user(&self, org: &OrgId, user: &User) -> StoreResult<()> {
         let (org, id) = (org.to_string(), user.user_id.to_string());
         let body = to_json(user).map_err(StoreError::Failed)?;

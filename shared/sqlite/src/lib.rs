@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use flare_memory::{OutboxEntry, OutboxJournal};
 use flare_shared::domain::{
     CommunicationSettings, ControlCenterId, DeliveryRecord, DeliveryStatus, EmailSettings,
-    Notification, NotificationId, OrgId, RecipientRef, Slot, SmsSettings, User, UserId,
+    Notification, NotificationId, OrgId, RecipientRef, RoutePage, Slot, SmsSettings, User, UserId,
 };
 use flare_shared::ports::*;
 use rusqlite::{Connection, OptionalExtension, params};

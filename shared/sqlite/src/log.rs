@@ -67,6 +67,68 @@ impl DeliveryLog for Sqlite {
             .await
     }
 
+    async fn notification(
+        &self,
+        org: &OrgId,
+        id: &NotificationId,
+    ) -> StoreResult<Option<Notification>> {
+        self.db.read(|c| {
+            one(
+                c,
+                "SELECT body FROM notifications WHERE org = ?1 AND id = ?2",
+                params![org.as_str(), id.as_str()],
+            )
+        })
+    }
+
+    async fn put_route_pages(&self, n: &Notification, pages: &[RoutePage]) -> StoreResult<()> {
+        let (org, nid) = (n.org_id.to_string(), n.notification_id.to_string());
+        let items = pages
+            .iter()
+            .map(|p| Ok((p.page, to_json(p)?)))
+            .collect::<anyhow::Result<Vec<_>>>()
+            .map_err(StoreError::Failed)?;
+        self.db
+            .write(move |c| {
+                let mut stmt = c.prepare_cached(
+                    "INSERT OR REPLACE INTO route_pages (org, nid, page, body) VALUES (?1, ?2, ?3, ?4)",
+                )?;
+                for (page, body) in &items {
+                    stmt.execute(params![org, nid, page, body])?;
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    async fn route_page(
+        &self,
+        org: &OrgId,
+        id: &NotificationId,
+        page: u32,
+    ) -> StoreResult<Option<RoutePage>> {
+        self.db.read(|c| {
+            one(
+                c,
+                "SELECT body FROM route_pages WHERE org = ?1 AND nid = ?2 AND page = ?3",
+                params![org.as_str(), id.as_str(), page],
+            )
+        })
+    }
+
+    async fn page_routed(&self, org: &OrgId, id: &NotificationId, page: u32) -> StoreResult<()> {
+        let (org, nid) = (org.to_string(), id.to_string());
+        self.db
+            .write_one(move |c| {
+                c.prepare_cached(
+                    "UPDATE route_pages SET body = json_set(body, '$.routed', json('true')) WHERE org = ?1 AND nid = ?2 AND page = ?3",
+                )?
+                .execute(params![org, nid, page])?;
+                Ok(())
+            })
+            .await
+    }
+
     async fn get_notification(
         &self,
         org: &OrgId,

@@ -14,6 +14,8 @@ pub(crate) fn notification() -> Notification {
         created_at: chrono::Utc::now(),
         app_fallback_seconds: None,
         escalation: None,
+        audience: None,
+        pages: 0,
     }
 }
 

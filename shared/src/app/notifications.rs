@@ -375,6 +375,7 @@ pub async fn manual_sms(
         log: svc.log.clone(),
         queue: svc.queue.clone(),
         metrics: svc.metrics.clone(),
+        page_size: crate::app::notify::ROUTE_PAGE,
     };
     match notifier.manual_sms(org, input, key.as_ref()).await {
         Ok(id) => Ok(json!({"notification_id": id})),

@@ -27,7 +27,13 @@ pub struct Notifier {
     pub log: Arc<dyn DeliveryLog>,
     pub queue: Arc<dyn JobQueue>,
     pub metrics: Arc<dyn Metrics>,
+    /// How many users a route page holds ([`ROUTE_PAGE`]; tests make it small): an
+    /// event for more, or with an audience, is routed in pages.
+    pub page_size: usize,
 }
+
+/// How many users one routing invocation plans, writes and queues at most.
+pub const ROUTE_PAGE: usize = 1_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RouteError {
@@ -103,8 +109,16 @@ impl Notifier {
         Providers::of(all, cc)
     }
 
-    /// Routes one incident event.
+    /// Routes one incident event: in one piece when it lists at most a page of users
+    /// and has no audience, else in pages ([`Self::route_in_pages`]).
     pub async fn route(&self, event: &IncidentEvent) -> Result<Routed, RouteError> {
+        let listed = match &event.targets {
+            Targets::Users(ids) => ids.len(),
+            _ => 0,
+        };
+        if event.audience.is_some() || listed > self.page_size {
+            return self.route_in_pages(event).await;
+        }
         // The directory's answer is not needed past planning: it is freed (with
         // `plan_event`'s locals) before the writes.
         let (notification, plans) = self.plan_event(event).await?;
@@ -346,6 +360,8 @@ impl Notifier {
             // Manual SMS holds nothing behind push and is not escalated.
             app_fallback_seconds: None,
             escalation: None,
+            audience: None,
+            pages: 0,
         });
         let ctx = RoutingContext {
             category: Category::ManualSms,
@@ -398,6 +414,8 @@ fn event_notification(
                 cycles: e.cycles,
                 started_at: chrono::Utc::now(),
             }),
+        audience: event.audience.clone(),
+        pages: 0,
     }
 }
 
@@ -497,6 +515,7 @@ fn window_timer(
             org_id: n.org_id.clone(),
             notification_id: n.notification_id.clone(),
             cycle: 0,
+            page: 0,
             lane: n.category.lane(),
         };
         (check, std::time::Duration::from_secs(window.into()))
@@ -520,6 +539,7 @@ fn first_escalation(
         org_id: n.org_id.clone(),
         notification_id: n.notification_id.clone(),
         cycle: 1,
+        page: 0,
         lane: n.category.lane(),
     };
     Some((check, (e.due(1) - now).to_std().unwrap_or_default()))
@@ -537,5 +557,6 @@ fn sos_message(creator: Option<&User>, event: &IncidentEvent) -> Message {
     }
 }
 
+mod pages;
 #[cfg(test)]
 mod tests;

@@ -85,6 +85,46 @@ pub trait DeliveryLog: Send + Sync {
         slot: Slot,
         outcome: Finish,
     ) -> StoreResult<bool>;
+    /// The notification alone, without its records (DynamoDB: one GetItem). By
+    /// default from [`Self::get_notification`].
+    async fn notification(
+        &self,
+        org: &OrgId,
+        id: &NotificationId,
+    ) -> StoreResult<Option<Notification>> {
+        Ok(self
+            .get_notification(org, id)
+            .await?
+            .map(|l| l.notification))
+    }
+    /// Readies storage for a notification of `records` records written later by
+    /// [`Self::put_records`] (routing in pages): DynamoDB picks its partition layout
+    /// now, as [`Self::put_first_records`] does for records written at once.
+    async fn prepare_layout(&self, n: &Notification, records: usize) -> StoreResult<()> {
+        let _ = (n, records);
+        Ok(())
+    }
+    /// Writes the route pages of a notification about to be created (overwriting any
+    /// a routing that stopped before creating it left: no page is routed before then).
+    async fn put_route_pages(&self, n: &Notification, pages: &[RoutePage]) -> StoreResult<()> {
+        let _ = (n, pages);
+        Err(no_route_pages())
+    }
+    /// Route page `page` of a notification, if it has one.
+    async fn route_page(
+        &self,
+        org: &OrgId,
+        id: &NotificationId,
+        page: u32,
+    ) -> StoreResult<Option<RoutePage>> {
+        let _ = (org, id, page);
+        Err(no_route_pages())
+    }
+    /// Marks route page `page` routed (its records written and jobs queued).
+    async fn page_routed(&self, org: &OrgId, id: &NotificationId, page: u32) -> StoreResult<()> {
+        let _ = (org, id, page);
+        Err(no_route_pages())
+    }
     /// Records that the recipient acknowledged the notification; whether this was their
     /// first acknowledgement (false for a repeat, or no such notification).
     async fn ack(&self, org: &OrgId, id: &NotificationId, user: &UserId) -> StoreResult<bool>;
@@ -118,6 +158,11 @@ pub trait DeliveryLog: Send + Sync {
         after: Option<&ListPosition>,
         limit: usize,
     ) -> StoreResult<Vec<NotificationSummary>>;
+}
+
+/// What a log that keeps no route pages (a test's stand-in) answers when asked to.
+fn no_route_pages() -> StoreError {
+    StoreError::Failed(anyhow::anyhow!("this delivery log keeps no route pages"))
 }
 
 /// What a provider's receipt found.

@@ -9,8 +9,8 @@ use crate::domain::receipt::ReceiptKey;
 use crate::domain::{
     Channel, CheckJob, CommunicationSettings, ControlCenterId, DeliveryJob, DeliveryRecord,
     DeliveryStatus, DeviceId, EmailAddress, EmailSettings, FailReason, Message, Notification,
-    NotificationId, OrgId, PhoneNumber, Provider, RecipientRef, SenderId, Slot, SmsSettings, User,
-    UserId,
+    NotificationId, OrgId, PhoneNumber, Provider, RecipientRef, RoutePage, SenderId, Slot,
+    SmsSettings, User, UserId,
 };
 use async_trait::async_trait;
 use secrecy::SecretString;

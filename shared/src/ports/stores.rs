@@ -115,6 +115,14 @@ pub trait Directory: Send + Sync {
     async fn get_users(&self, org: &OrgId, ids: &[UserId]) -> StoreResult<Vec<User>>;
     /// Every user of the organization, in id order.
     async fn list_users(&self, org: &OrgId) -> StoreResult<Vec<User>>;
+    /// At most `limit` users whose id sorts after `after` (from the first without),
+    /// in id order: the directory a page at a time, for an audience of thousands.
+    async fn list_users_after(
+        &self,
+        org: &OrgId,
+        after: Option<&UserId>,
+        limit: usize,
+    ) -> StoreResult<Vec<User>>;
     async fn put_user(&self, org: &OrgId, user: &User) -> StoreResult<()>;
     async fn delete_user(&self, org: &OrgId, id: &UserId) -> StoreResult<bool>;
     /// Changes a stored user as one step: `change` edits the user as stored, and the edit

@@ -177,6 +177,7 @@ impl MemoryWorld {
             log: self.log.clone(),
             queue: self.queue.clone(),
             metrics: self.metrics.clone(),
+            page_size: flare_shared::app::notify::ROUTE_PAGE,
         }
     }
 

@@ -49,6 +49,44 @@ impl Directory for DynamoDirectory {
     async fn list_users(&self, org: &OrgId) -> StoreResult<Vec<User>> {
         self.table.query_prefix(org_pk(org), USER_PREFIX).await
     }
+    /// Query with `Limit`, from the key after `after`: reads about one page, whatever the
+    /// size of the organization.
+    async fn list_users_after(
+        &self,
+        org: &OrgId,
+        after: Option<&UserId>,
+        limit: usize,
+    ) -> StoreResult<Vec<User>> {
+        let pk = org_pk(org);
+        let mut start = after.map(|a| key(pk.clone(), format!("{USER_PREFIX}{a}")));
+        let mut out = Vec::new();
+        while out.len() < limit {
+            let page = self
+                .table
+                .client
+                .query()
+                .table_name(&self.table.name)
+                .key_condition_expression("#pk = :pk AND begins_with(#sk, :prefix)")
+                .expression_attribute_names("#pk", PK)
+                .expression_attribute_names("#sk", SK)
+                .expression_attribute_values(":pk", AttributeValue::S(pk.clone()))
+                .expression_attribute_values(":prefix", AttributeValue::S(USER_PREFIX.into()))
+                .limit(i32::try_from(limit - out.len()).unwrap_or(i32::MAX))
+                .set_exclusive_start_key(start.take())
+                .consistent_read(true)
+                .send()
+                .await
+                .map_err(|e| store_error(e, "Query users"))?;
+            for item in page.items.unwrap_or_default() {
+                out.push(from_item(item)?);
+            }
+            match page.last_evaluated_key {
+                Some(k) if !k.is_empty() => start = Some(k),
+                _ => break,
+            }
+        }
+        Ok(out)
+    }
     async fn put_user(&self, org: &OrgId, user: &User) -> StoreResult<()> {
         // A fresh revision, so an update that read the user before this write retries.
         let mut item = to_item(org_pk(org), format!("{USER_PREFIX}{}", user.user_id), user)?;

@@ -41,7 +41,7 @@ use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 use flare_shared::domain::receipt::ReceiptKey;
 use flare_shared::domain::{
-    DeliveryRecord, Notification, NotificationId, OrgId, RecipientRef, Slot, UserId,
+    DeliveryRecord, Notification, NotificationId, OrgId, RecipientRef, RoutePage, Slot, UserId,
 };
 use flare_shared::ports::{
     Claim, Created, DeliveryLog, Finish, ListPosition, Logged, NotificationSummary, ReceiptMatch,
@@ -147,6 +147,15 @@ fn n(v: i64) -> AttributeValue {
 
 pub fn notification_pk(org: &OrgId, id: &NotificationId) -> String {
     format!("ORG#{org}#N#{id}")
+}
+
+/// The partition of a notification's route pages.
+fn plan_pk(base: &str) -> String {
+    format!("{base}#PLAN")
+}
+
+fn page_sk(page: u32) -> String {
+    format!("PAGE#{page:05}")
 }
 
 /// The key of a notification's own item in its partition `base`.
@@ -284,6 +293,28 @@ impl DynamoDeliveryLog {
             .await?;
         }
         Ok(counts)
+    }
+
+    /// Picks the record layout of a notification of `records` records and, when it is
+    /// sharded, says so on the notification item before any record is written, so
+    /// whoever finds a record can find the others. Answers the shard count.
+    async fn set_layout(&self, base: &str, records: usize) -> StoreResult<u32> {
+        let shards = shard_count(records, self.records_per_shard);
+        if shards > 1 {
+            self.client
+                .update_item()
+                .table_name(&self.table)
+                .set_key(Some(notification_key(base)))
+                .update_expression("SET #shards = :shards")
+                .condition_expression("attribute_exists(pk)")
+                .expression_attribute_names("#shards", SHARDS)
+                .expression_attribute_values(":shards", AttributeValue::N(shards.to_string()))
+                .send()
+                .await
+                .map_err(|e| store_error(e, "UpdateItem notification shards"))?;
+            self.remember_shards(base, shards);
+        }
+        Ok(shards)
     }
 
     /// A notification's record shards: what this instance remembers, else the

@@ -51,6 +51,75 @@ impl DeliveryLog for DynamoDeliveryLog {
             .await
     }
 
+    /// One GetItem: the notification item alone.
+    async fn notification(
+        &self,
+        org: &OrgId,
+        id: &NotificationId,
+    ) -> StoreResult<Option<Notification>> {
+        let base = notification_pk(org, id);
+        let Some(item) = self.get_record(notification_key(&base)).await? else {
+            return Ok(None);
+        };
+        let shards = item_shards(&item);
+        if shards > 1 {
+            self.remember_shards(&base, shards);
+        }
+        decode(item).map(Some)
+    }
+
+    async fn prepare_layout(&self, n: &Notification, records: usize) -> StoreResult<()> {
+        let base = notification_pk(&n.org_id, &n.notification_id);
+        self.set_layout(&base, records).await.map(|_| ())
+    }
+
+    /// One item per page in the notification's plan partition (`<pk>#PLAN`), apart
+    /// from its records so that reading them never reads the plan.
+    async fn put_route_pages(&self, n: &Notification, pages: &[RoutePage]) -> StoreResult<()> {
+        let expires = expires_at(n.created_at);
+        let pk = plan_pk(&notification_pk(&n.org_id, &n.notification_id));
+        batch_write(&self.client, &self.table, pages, |p| {
+            encode(pk.clone(), page_sk(p.page), p, expires)
+        })
+        .await
+    }
+
+    async fn route_page(
+        &self,
+        org: &OrgId,
+        id: &NotificationId,
+        page: u32,
+    ) -> StoreResult<Option<RoutePage>> {
+        let key = HashMap::from([
+            ("pk".to_string(), s(plan_pk(&notification_pk(org, id)))),
+            ("sk".to_string(), s(page_sk(page))),
+        ]);
+        self.get_record(key).await?.map(decode).transpose()
+    }
+
+    async fn page_routed(&self, org: &OrgId, id: &NotificationId, page: u32) -> StoreResult<()> {
+        let key = HashMap::from([
+            ("pk".to_string(), s(plan_pk(&notification_pk(org, id)))),
+            ("sk".to_string(), s(page_sk(page))),
+        ]);
+        match self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key))
+            .update_expression("SET routed = :t")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(":t", AttributeValue::Bool(true))
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            // The page expired with its notification: nothing left to mark.
+            Err(e) if error_code(&e) == Some(CONDITION_FAILED) => Ok(()),
+            Err(e) => Err(store_error(e, "UpdateItem route page")),
+        }
+    }
+
     async fn get_notification(
         &self,
         org: &OrgId,
@@ -143,23 +212,7 @@ impl DeliveryLog for DynamoDeliveryLog {
     ) -> StoreResult<()> {
         let expires = expires_at(n.created_at);
         let base = notification_pk(&n.org_id, &n.notification_id);
-        let shards = shard_count(records.len(), self.records_per_shard);
-        if shards > 1 {
-            // Said on the notification before any record is written, so whoever finds a
-            // record can find the others.
-            self.client
-                .update_item()
-                .table_name(&self.table)
-                .set_key(Some(notification_key(&base)))
-                .update_expression("SET #shards = :shards")
-                .condition_expression("attribute_exists(pk)")
-                .expression_attribute_names("#shards", SHARDS)
-                .expression_attribute_values(":shards", AttributeValue::N(shards.to_string()))
-                .send()
-                .await
-                .map_err(|e| store_error(e, "UpdateItem notification shards"))?;
-            self.remember_shards(&base, shards);
-        }
+        let shards = self.set_layout(&base, records.len()).await?;
         batch_write(&self.client, &self.table, records, |r| {
             encode(
                 record_pk(&base, &r.recipient, shards),

@@ -26,6 +26,9 @@ impl Deliverer {
         check: &CheckJob,
         now: chrono::DateTime<chrono::Utc>,
     ) -> Result<Checked, DeliverError> {
+        if check.check == CheckKind::RoutePage {
+            return self.route_page(check).await;
+        }
         let Some(logged) = self
             .log
             .get_notification(&check.org_id, &check.notification_id)
@@ -45,6 +48,38 @@ impl Deliverer {
         let mut plan = window_plan(&logged, window, now);
         plan.bound(CHECK_BATCH, now);
         self.carry_out_window(check, plan).await
+    }
+
+    /// Routes one page of a notification routed in pages (see
+    /// [`crate::app::notify::Notifier::route_page`]), with this function's stores and
+    /// queue: the pages after the first are the push function's work, as timers are.
+    async fn route_page(&self, check: &CheckJob) -> Result<Checked, DeliverError> {
+        let Some(queue) = self.queue.clone() else {
+            return Err(DeliverError::Queue(QueueError::Failed(anyhow::anyhow!(
+                "a route page needs a queue to put its jobs on"
+            ))));
+        };
+        let Some(n) = self
+            .log
+            .notification(&check.org_id, &check.notification_id)
+            .await?
+        else {
+            tracing::warn!("route page of an unknown notification: dropped");
+            return Ok(Checked::default());
+        };
+        let notifier = crate::app::notify::Notifier {
+            settings: self.settings.clone(),
+            directory: self.directory.clone(),
+            log: self.log.clone(),
+            queue,
+            metrics: self.metrics.clone(),
+            page_size: crate::app::notify::ROUTE_PAGE,
+        };
+        notifier
+            .route_page(&n, check.page)
+            .await
+            .map_err(DeliverError::from)?;
+        Ok(Checked::default())
     }
 
     /// Does what a window check decided: skips first, then the fallbacks (see
@@ -380,6 +415,7 @@ pub(super) fn follow_up(
         (
             CheckJob {
                 cycle: cycle + 1,
+                page: 0,
                 lane: n.category.lane(),
                 ..check.clone()
             },

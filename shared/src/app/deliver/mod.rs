@@ -150,6 +150,21 @@ pub enum DeliverError {
     Postpone { after: Duration },
 }
 
+impl From<crate::app::notify::RouteError> for DeliverError {
+    fn from(e: crate::app::notify::RouteError) -> Self {
+        use crate::app::notify::RouteError;
+        match e {
+            RouteError::Store(e) => DeliverError::Store(e),
+            RouteError::Queue(e) => DeliverError::Queue(e),
+            RouteError::Incomplete(inner) => DeliverError::from(*inner),
+            // A page is routed only for a notification that exists.
+            RouteError::UnknownOrganization(org) => DeliverError::Store(StoreError::Failed(
+                anyhow::anyhow!("route page of unknown organization {org}"),
+            )),
+        }
+    }
+}
+
 /// How long a transient failure waits before attempt `attempt + 1`: `base`, doubling with
 /// each attempt, capped at 30 times `base`. The delivery functions (10 s, through the
 /// queue's visibility) and the local runner use it alike.
@@ -229,6 +244,7 @@ pub fn unfinished_checks(
                     org_id: n.org_id.clone(),
                     notification_id: n.notification_id.clone(),
                     cycle: next,
+                    page: 0,
                     lane: n.category.lane(),
                 },
                 plan.due(next),
@@ -283,6 +299,7 @@ pub fn unfinished_window(
             org_id: n.org_id.clone(),
             notification_id: n.notification_id.clone(),
             cycle: 0,
+            page: 0,
             lane: n.category.lane(),
         },
         at,

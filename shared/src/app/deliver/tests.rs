@@ -209,6 +209,7 @@ fn an_escalation_cycle_is_followed_by_the_next_until_its_last() {
         org_id: n.org_id.clone(),
         notification_id: n.notification_id.clone(),
         cycle: 1,
+        page: 0,
         lane: Lane::Normal,
     };
     let (next, at) = check::follow_up(&check, &n, &plan).unwrap();
