@@ -86,6 +86,9 @@ async fn resume(db: &Sqlite, queue: &pipeline::LocalQueue) -> anyhow::Result<()>
         jobs.extend(flare_shared::app::deliver::unfinished_jobs(&logged));
         checks.extend(flare_shared::app::deliver::unfinished_checks(&logged));
     }
+    // The pages of an all-call the last run had not routed yet, due now.
+    let now = chrono::Utc::now();
+    checks.extend(db.unrouted_pages()?.into_iter().map(|c| (c, now)));
     if !jobs.is_empty() || !checks.is_empty() || released > 0 {
         tracing::info!(
             jobs = jobs.len(),

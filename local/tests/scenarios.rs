@@ -906,6 +906,100 @@ async fn the_organizations_notifications_are_listed_newest_first_in_pages() {
 
 /// Above 500 recipients `GET /v1/notifications/{id}` pages them (contract v1.1): 500,
 /// then the rest after `next_cursor`; every recipient once.
+/// v1.2 audiences: u-17 listed (main), n-1 and n-2 in north, s-1 in south, e-1 in east.
+async fn org_of_control_centers() -> Org {
+    let o = org(json!({"dispatch": "app_sms_email", "messages": "app_sms_email"})).await;
+    for (i, (id, cc)) in [
+        ("u-17", None),
+        ("n-1", Some("north")),
+        ("n-2", Some("north")),
+        ("s-1", Some("south")),
+        ("e-1", Some("east")),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut body = json!({"name": format!("User {id}"), "license": "basic_responder", "virtual": false,
+            "contacts": [{"kind": "mobile", "value": format!("+1415555020{i}"), "primary": true}]});
+        if let Some(cc) = cc {
+            body["control_center_id"] = json!(cc);
+        }
+        let (s, b) = o
+            .app
+            .json("PUT", &format!("/v1/users/{id}"), &o.admin, body)
+            .await;
+        assert_eq!(s, 200, "{b}");
+    }
+    o
+}
+
+fn people(n: &Value) -> Vec<String> {
+    let mut v: Vec<String> = n["recipients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["user_id"].as_str().unwrap().to_string())
+        .collect();
+    v.sort();
+    v
+}
+
+#[tokio::test]
+async fn an_audience_of_control_centers_reaches_their_users_and_the_listed_ones_once() {
+    let o = org_of_control_centers().await;
+    // The sample: north and south, and u-17 listed.
+    let mut ev = incident("incident-dispatched-audience");
+    ev["detail"]["recipient_ids"] = json!(["u-17", "n-1"]);
+    let id = o.post(&ev).await;
+    let n = o.settled(&id).await;
+    assert_eq!(people(&n), ["n-1", "n-2", "s-1", "u-17"]);
+    assert_eq!(
+        n["audience"],
+        json!({"control_centers": ["north", "south"]})
+    );
+    let out = o.outbox(&id).await;
+    assert_eq!(
+        sent_to(&out, "sms"),
+        [
+            "+14155550200",
+            "+14155550201",
+            "+14155550202",
+            "+14155550203"
+        ],
+        "one SMS each: {out:?}"
+    );
+    let (s, list) = o.app.get("/v1/notifications", &o.admin).await;
+    assert_eq!(s, 200);
+    let entry = list["notifications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["notification_id"] == id.as_str())
+        .unwrap();
+    assert_eq!(entry["audience"], n["audience"]);
+    // A message to everyone: e-1 too.
+    let mut ev = incident("incident-message-posted");
+    ev["detail"]["audience"] = json!({"all": true});
+    ev["detail"]
+        .as_object_mut()
+        .unwrap()
+        .remove("recipient_ids");
+    let id = o.post(&ev).await;
+    let n = o.settled(&id).await;
+    assert_eq!(people(&n), ["e-1", "n-1", "n-2", "s-1", "u-17"]);
+    assert_eq!(n["audience"], json!({"all": true}));
+    // An audience is for dispatches and messages only.
+    let mut ev = incident("sos-raised");
+    ev["detail"]["audience"] = json!({"all": true});
+    let (s, b) = o
+        .app
+        .send("POST", "/local/events", None, Some(&ev.to_string()))
+        .await;
+    assert_eq!(s, 400, "{b}");
+    assert!(b["error"]["fields"]["detail.audience"].is_string(), "{b}");
+    o.app.stop().await;
+}
+
 #[tokio::test]
 async fn a_notification_to_more_than_500_recipients_is_read_in_pages() {
     let o = org(json!({})).await;

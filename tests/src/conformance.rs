@@ -579,6 +579,92 @@ pub async fn delivery_log(log: &dyn DeliveryLog, org: &OrgId) {
         &OrgId::parse(&format!("{}-page", org.as_str())).unwrap(),
     )
     .await;
+    route_pages(
+        log,
+        &OrgId::parse(&format!("{}-plan", org.as_str())).unwrap(),
+    )
+    .await;
+}
+
+/// A notification routed in pages: its pages as written (a second write before the
+/// notification exists replaces them), each marked routed on its own, and the
+/// notification read alone; no page of another notification.
+async fn route_pages(log: &dyn DeliveryLog, org: &OrgId) {
+    use flare_shared::domain::RoutePage;
+    let n = Notification {
+        pages: 2,
+        ..notification(org)
+    };
+    let id = &n.notification_id;
+    let page = |page: u32, ids: &[&str]| RoutePage {
+        page,
+        user_ids: ids.iter().map(|u| UserId::parse(u).unwrap()).collect(),
+        routed: false,
+    };
+    log.put_route_pages(&n, &[page(1, &["u-old"])])
+        .await
+        .unwrap();
+    let pages = [page(1, &["u-1", "u-2"]), page(2, &["u-3"])];
+    log.put_route_pages(&n, &pages).await.unwrap();
+    assert_eq!(log.notification(org, id).await.unwrap(), None);
+    log.create_notification(&n).await.unwrap();
+    assert_eq!(log.notification(org, id).await.unwrap().as_ref(), Some(&n));
+    log.prepare_layout(&n, 9).await.unwrap();
+    assert_eq!(
+        log.route_page(org, id, 1).await.unwrap().as_ref(),
+        Some(&pages[0])
+    );
+    log.page_routed(org, id, 2).await.unwrap();
+    let second = log.route_page(org, id, 2).await.unwrap().unwrap();
+    assert!(
+        second.routed && second.user_ids == pages[1].user_ids,
+        "{second:?}"
+    );
+    assert!(!log.route_page(org, id, 1).await.unwrap().unwrap().routed);
+    assert_eq!(log.route_page(org, id, 3).await.unwrap(), None);
+    let other = NotificationId::parse("n-other").unwrap();
+    assert_eq!(log.route_page(org, &other, 1).await.unwrap(), None);
+    // The plan is not part of the notification's records.
+    let logged = log.get_notification(org, id).await.unwrap().unwrap();
+    assert!(logged.records.is_empty(), "{:?}", logged.records);
+}
+
+/// The directory a page at a time: every user once, in id order, pages of at most the
+/// limit, nothing of another organization.
+pub async fn directory_pages(dir: &dyn flare_shared::ports::Directory, org: &OrgId) {
+    use flare_shared::domain::{License, User};
+    let other = OrgId::parse(&format!("{}-other", org.as_str())).unwrap();
+    let ids: Vec<String> = (0..7)
+        .map(|i| format!("u-{i}"))
+        .chain(["u-10".into()])
+        .collect();
+    for id in &ids {
+        let u: User = serde_json::from_value(serde_json::json!({
+            "user_id": id, "name": id, "license": License::BasicResponder, "virtual": false,
+        }))
+        .unwrap();
+        dir.put_user(org, &u).await.unwrap();
+        dir.put_user(&other, &u).await.unwrap();
+    }
+    let mut seen = Vec::new();
+    let mut after: Option<UserId> = None;
+    loop {
+        let page = dir.list_users_after(org, after.as_ref(), 3).await.unwrap();
+        assert!(page.len() <= 3);
+        after = page.last().map(|u| u.user_id.clone());
+        seen.extend(page.iter().map(|u| u.user_id.to_string()));
+        if page.len() < 3 {
+            break;
+        }
+    }
+    let mut sorted = ids.clone();
+    sorted.sort();
+    assert_eq!(seen, sorted, "every user once, in id order");
+    let none = dir
+        .list_users_after(org, Some(&UserId::parse("u-9").unwrap()), 3)
+        .await
+        .unwrap();
+    assert!(none.is_empty(), "{none:?}");
 }
 
 /// A notification read a page of recipients at a time: every record once, in recipient

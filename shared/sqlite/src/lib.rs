@@ -130,6 +130,39 @@ impl Sqlite {
         Ok(out)
     }
 
+    /// The route-page checks of the pages not routed yet of notifications that exist
+    /// (a runner stopped while routing an all-call), in the notification's lane.
+    pub fn unrouted_pages(&self) -> StoreResult<Vec<flare_shared::domain::CheckJob>> {
+        use flare_shared::domain::{Category, CheckJob, CheckKind};
+        self.db.read(|c| {
+            let mut stmt = c.prepare(
+                "SELECT p.org, p.nid, p.page, json_extract(n.body, '$.category')
+                 FROM route_pages p JOIN notifications n ON n.org = p.org AND n.id = p.nid
+                 WHERE coalesce(json_extract(p.body, '$.routed'), 0) = 0
+                 ORDER BY p.org, p.nid, p.page",
+            )?;
+            let rows: Vec<(String, String, u32, String)> = stmt
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+                .collect::<Result<_, _>>()?;
+            rows.into_iter()
+                .map(|(org, nid, page, category)| {
+                    let category: Category =
+                        serde_json::from_value(serde_json::Value::String(category))
+                            .context("a stored category")?;
+                    Ok(CheckJob {
+                        check: CheckKind::RoutePage,
+                        org_id: OrgId::parse(&org).context("a stored org id")?,
+                        notification_id: NotificationId::parse_existing(&nid)
+                            .context("a stored notification id")?,
+                        cycle: 0,
+                        page,
+                        lane: category.lane(),
+                    })
+                })
+                .collect()
+        })
+    }
+
     /// How many records of a notification are still pending (from the index that
     /// holds only those).
     pub fn pending_count(&self, org: &OrgId, id: &NotificationId) -> StoreResult<u64> {

@@ -92,7 +92,7 @@ pub fn view(l: &Logged) -> Value {
             v
         })
         .collect();
-    json!({
+    let mut v = json!({
         "notification_id": n.notification_id,
         "category": n.category,
         // Which queue its deliveries wait in: urgent ones go first.
@@ -102,7 +102,11 @@ pub fn view(l: &Logged) -> Value {
         "created_at": n.created_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         "message": n.message,
         "recipients": recipients,
-    })
+    });
+    if let Some(a) = &n.audience {
+        v["audience"] = json!(a);
+    }
+    v
 }
 
 /// A query's parameters; one given more than once is an error naming it (which of the
@@ -169,13 +173,17 @@ pub async fn list(svc: &Services, org: &OrgId, query: Option<&str>) -> Result<Va
         .iter()
         .map(|s| {
             let n = &s.notification;
-            json!({
+            let mut v = json!({
                 "notification_id": n.notification_id,
                 "category": n.category,
                 "incident_id": n.incident_id,
                 "created_at": n.created_at,
                 "counts": s.counts,
-            })
+            });
+            if let Some(a) = &n.audience {
+                v["audience"] = json!(a);
+            }
+            v
         })
         .collect();
     Ok(json!({"notifications": notifications, "next_cursor": next.flatten()}))

@@ -297,6 +297,14 @@ pub(super) fn schemas() -> Value {
             "type": "object", "required": ["notification_id"],
             "properties": {"notification_id": {"type": "string"}},
         },
+        "Audience": {
+            "type": "object",
+            "description": "The groups of users the event named, as given (v1.2): every user of the listed control centers (a user without one belongs to `main`), or of the organization.",
+            "properties": {
+                "all": {"type": "boolean"},
+                "control_centers": {"type": "array", "items": {"type": "string"}},
+            },
+        },
         "NotificationList": {
             "type": "object",
             "required": ["notifications", "next_cursor"],
@@ -309,6 +317,7 @@ pub(super) fn schemas() -> Value {
                         "category": {"type": "string"},
                         "incident_id": {"type": ["string", "null"]},
                         "created_at": {"type": "string", "format": "date-time"},
+                        "audience": {"$ref": "#/components/schemas/Audience"},
                         "counts": {
                             "type": "object",
                             "required": ["pending", "sent", "failed", "skipped", "delivered", "undelivered"],
@@ -341,6 +350,7 @@ pub(super) fn schemas() -> Value {
                 "control_center_id": {"type": ["string", "null"]},
                 "created_at": {"type": "string", "format": "date-time"},
                 "message": {"type": ["object", "null"]},
+                "audience": {"$ref": "#/components/schemas/Audience"},
                 "next_cursor": {
                     "type": ["string", "null"],
                     "description": "More recipients follow: pass as `cursor`. Null on the last page.",
