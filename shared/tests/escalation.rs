@@ -306,6 +306,119 @@ async fn an_ack_cancels_what_a_started_cycle_has_not_sent_yet() {
     }
 }
 
+/// An SMS gateway that answers 503 to every send, after letting the test act while the
+/// send is in flight (the attempt holds its claim then).
+struct FailsWhileAcked {
+    sends: std::sync::atomic::AtomicUsize,
+    in_flight: tokio::sync::Notify,
+    go_on: tokio::sync::Notify,
+}
+
+#[async_trait::async_trait]
+impl flare_shared::ports::SmsSender for FailsWhileAcked {
+    async fn send(
+        &self,
+        _: &flare_shared::ports::SmsMessage,
+    ) -> Result<flare_shared::ports::Receipt, flare_shared::ports::SendError> {
+        self.sends.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.in_flight.notify_one();
+        self.go_on.notified().await;
+        Err(flare_shared::ports::SendError::Transient {
+            code: FailReason::ProviderUnavailable,
+            detail: Some("503".into()),
+            source: None,
+            retry_after: None,
+        })
+    }
+}
+
+#[tokio::test]
+async fn an_ack_during_a_failing_cycle_sms_attempt_means_its_retry_sends_nothing() {
+    let e = routed("incident-dispatched").await;
+    e.run(1, e.due(1)).await;
+    let who = RecipientRef::User(UserId::parse("u-17").unwrap());
+    let job = e
+        .pop_all()
+        .into_iter()
+        .find(|j| j.recipient == who && j.channel == Channel::Sms)
+        .expect("u-17's cycle-1 SMS job");
+    let gateway = Arc::new(FailsWhileAcked {
+        sends: Default::default(),
+        in_flight: Default::default(),
+        go_on: Default::default(),
+    });
+    let deliverer = Deliverer {
+        sms: [(
+            job.provider,
+            gateway.clone() as Arc<dyn flare_shared::ports::SmsSender>,
+        )]
+        .into_iter()
+        .collect(),
+        ..e.world.deliverer(None)
+    };
+    let lease = Duration::from_secs(30);
+    // The ack lands while the attempt holds its claim (the cancel leaves it to the
+    // attempt), then the attempt fails with a 503.
+    let (first, ()) = tokio::join!(deliverer.deliver(&job, false, lease), async {
+        gateway.in_flight.notified().await;
+        e.ack("u-17").await;
+        gateway.go_on.notify_one();
+    });
+    assert!(
+        matches!(
+            first,
+            Err(flare_shared::app::deliver::DeliverError::Retry { .. })
+        ),
+        "{first:?}"
+    );
+    // The retry finds the ack: the record ends skipped, nothing is sent again.
+    let retry = deliverer.deliver(&job, false, lease).await.unwrap();
+    assert_eq!(retry, flare_shared::app::deliver::Delivered::Acknowledged);
+    assert_eq!(gateway.sends.load(std::sync::atomic::Ordering::SeqCst), 1);
+    let sms = e
+        .log
+        .recipient_records(&e.org, &e.id, &who)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|r| r.cycle == 1 && r.channel == Channel::Sms)
+        .unwrap();
+    assert_eq!(
+        (sms.status, sms.reason.as_deref()),
+        (DeliveryStatus::Skipped, Some("acknowledged"))
+    );
+    // And a duplicate of the job, later, finds it done.
+    let again = deliverer.deliver(&job, false, lease).await.unwrap();
+    assert!(
+        matches!(again, flare_shared::app::deliver::Delivered::AlreadyDone(_)),
+        "{again:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_ack_ends_every_unsent_delivery_of_the_notification_itself_too() {
+    // app_sms_email: u-17's cycle-0 SMS and email are queued (as if waiting in a
+    // retry's backoff), not sent.
+    let e = routed_with("incident-dispatched", Method::AppSmsEmail, 0).await;
+    let who = RecipientRef::User(UserId::parse("u-17").unwrap());
+    let pending = e
+        .log
+        .recipient_records(&e.org, &e.id, &who)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.status == DeliveryStatus::Pending)
+        .count();
+    assert_eq!(pending, 3, "push, SMS and email unsent");
+    e.ack("u-17").await;
+    for r in e.log.recipient_records(&e.org, &e.id, &who).await.unwrap() {
+        assert_ne!(r.status, DeliveryStatus::Pending, "{r:?}");
+        if r.status == DeliveryStatus::Skipped {
+            assert_eq!(r.reason.as_deref(), Some("acknowledged"), "{r:?}");
+        }
+    }
+}
+
 #[tokio::test]
 async fn a_cycle_ends_the_fallback_still_held_by_the_window_as_escalated() {
     // The window (60 s) outlasts the escalation interval (10 s): the cycle's SMS and

@@ -464,6 +464,85 @@ async fn a_dispatch_reaches_each_responder_on_the_right_channels() {
     );
 }
 
+/// v1.2 audiences on moto, routed two users a page: the router routes the first page
+/// and queues the others on the push queue, the push function routes them; exactly the
+/// audience's users (and the listed ones) are told, once each, and a replay after the
+/// directory changed tells nobody new.
+#[tokio::test]
+async fn an_audience_is_routed_in_pages_through_the_push_function() {
+    let mut p = pipeline().await;
+    p.notifier.page_size = 2;
+    standard_org(&p, json!({"dispatch": "app_sms_email"})).await;
+    for (i, (id, cc)) in [
+        ("u-17", None),
+        ("n-1", Some("north")),
+        ("n-2", Some("north")),
+        ("s-1", Some("south")),
+        ("e-1", Some("east")),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut body = json!({"name": format!("User {id}"), "license": "basic_responder", "virtual": false,
+            "contacts": [{"kind": "mobile", "value": format!("+1415555030{i}"), "primary": true}]});
+        if let Some(cc) = cc {
+            body["control_center_id"] = json!(cc);
+        }
+        p.admin("PUT", &format!("/v1/users/{id}"), body).await;
+    }
+    let text = unique("all-call");
+    let ev = p.event("incident-dispatched-audience", &text);
+    let id = ev["id"].as_str().unwrap().to_string();
+    assert!(matches!(
+        p.route(&ev).await,
+        flare_router::Outcome::Routed(_)
+    ));
+    p.until(&id, |n| n["recipients"].as_array().unwrap().len() == 4)
+        .await;
+    let n = p.settled(&id).await;
+    let mut people: Vec<&str> = n["recipients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["user_id"].as_str().unwrap())
+        .collect();
+    people.sort();
+    assert_eq!(people, ["n-1", "n-2", "s-1", "u-17"]);
+    assert_eq!(
+        n["audience"],
+        json!({"control_centers": ["north", "south"]})
+    );
+    // s-1 leaves, e-1 joins south: the replay routes the pages first fixed.
+    p.api("DELETE", "/v1/users/s-1", &[Role::Admin], Value::Null)
+        .await;
+    p.admin(
+        "PUT",
+        "/v1/users/e-1",
+        json!({"name": "User e-1", "license": "basic_responder", "virtual": false, "control_center_id": "south",
+            "contacts": [{"kind": "mobile", "value": "+14155550304", "primary": true}]}),
+    )
+    .await;
+    p.route(&ev).await;
+    p.drain().await;
+    let mut to: Vec<String> = p
+        .sms_with(&text)
+        .await
+        .iter()
+        .map(|m| m["phone_number"].as_str().unwrap().to_string())
+        .collect();
+    to.sort();
+    assert_eq!(
+        to,
+        [
+            "+14155550300",
+            "+14155550301",
+            "+14155550302",
+            "+14155550303"
+        ],
+        "one SMS each, none to e-1"
+    );
+}
+
 #[tokio::test]
 async fn a_message_under_app_only_goes_by_push_only() {
     let p = pipeline().await;

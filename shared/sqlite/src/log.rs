@@ -307,6 +307,15 @@ impl DeliveryLog for Sqlite {
         })
     }
 
+    async fn acked(&self, org: &OrgId, id: &NotificationId, user: &UserId) -> StoreResult<bool> {
+        self.db.read(|c| {
+            Ok(
+                c.prepare_cached("SELECT 1 FROM acks WHERE org = ?1 AND nid = ?2 AND user = ?3")?
+                    .exists(params![org.as_str(), id.as_str(), user.as_str()])?,
+            )
+        })
+    }
+
     async fn ack(&self, org: &OrgId, id: &NotificationId, user: &UserId) -> StoreResult<bool> {
         let (org, id, user) = (org.to_string(), id.to_string(), user.to_string());
         self.db

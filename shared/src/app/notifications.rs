@@ -313,34 +313,31 @@ async fn receive(
 pub async fn ack(svc: &Services, claims: &Claims, id: &str) -> Result<(), ApiError> {
     let not_found = || ApiError::not_found("no such notification for you");
     let id = NotificationId::parse(id).map_err(|_| not_found())?;
-    let logged = svc
-        .log
-        .get_notification(&claims.org_id, &id)
-        .await?
-        .ok_or_else(not_found)?;
     let me = UserId::parse_existing(&claims.sub).map_err(|_| not_found())?;
-    if !logged
-        .records
-        .iter()
-        .any(|r| r.recipient == RecipientRef::User(me.clone()))
-    {
+    // The caller's own records only (one Query), whatever the notification's size.
+    let who = RecipientRef::User(me.clone());
+    let mine = svc.log.recipient_records(&claims.org_id, &id, &who).await?;
+    if mine.is_empty() {
         return Err(not_found());
     }
     if svc.log.ack(&claims.org_id, &id, &me).await? {
-        svc.metrics.acknowledged(logged.notification.category);
+        let n = svc.log.notification(&claims.org_id, &id).await?;
+        svc.metrics
+            .acknowledged(n.map_or(crate::domain::Category::Dispatch, |n| n.category));
     }
     // An acknowledgement says the notification reached the person: a receipt too.
     receive(svc, &claims.org_id, &id, &me).await?;
-    // And it stops escalation at once: what a started cycle has not sent yet is not
-    // sent (read after the ack is written, so a cycle starting meanwhile either sees
-    // the ack or has its records here).
-    let who = RecipientRef::User(me.clone());
+    // And it wins over everything not sent yet: a started escalation cycle's
+    // deliveries, a fallback waiting in its retry backoff, SMS and email still held
+    // (read after the ack is written, so a cycle starting meanwhile either sees the ack
+    // or has its records here; one a live attempt holds is left to it, and that
+    // attempt, or its retry, finds the ack before sending).
     for r in svc
         .log
         .recipient_records(&claims.org_id, &id, &who)
         .await?
         .into_iter()
-        .filter(|r| r.cycle > 0 && r.status == crate::domain::DeliveryStatus::Pending)
+        .filter(|r| r.status == crate::domain::DeliveryStatus::Pending)
     {
         super::ended::finish(
             svc.log.as_ref(),

@@ -125,6 +125,14 @@ pub trait DeliveryLog: Send + Sync {
         let _ = (org, id, page);
         Err(no_route_pages())
     }
+    /// Whether `user` has acknowledged the notification (DynamoDB: one GetItem). By
+    /// default from [`Self::get_notification`].
+    async fn acked(&self, org: &OrgId, id: &NotificationId, user: &UserId) -> StoreResult<bool> {
+        Ok(self
+            .get_notification(org, id)
+            .await?
+            .is_some_and(|l| l.acks.iter().any(|(u, _)| u == user)))
+    }
     /// Records that the recipient acknowledged the notification; whether this was their
     /// first acknowledgement (false for a repeat, or no such notification).
     async fn ack(&self, org: &OrgId, id: &NotificationId, user: &UserId) -> StoreResult<bool>;
@@ -313,6 +321,12 @@ pub enum Finish {
         attempt: u32,
         reason: String,
     },
+    /// The attempt found the recipient had acknowledged: the record ends skipped for
+    /// `reason` instead of being sent (only while `attempt` is the latest).
+    Skip {
+        attempt: u32,
+        reason: String,
+    },
     /// The attempt never reached the provider (its pace had no moment for it in time):
     /// stays pending, the claim is dropped and not counted (`attempts` back to
     /// `attempt - 1`).
@@ -465,9 +479,10 @@ impl RecordState {
             }
             _ if self.status != DeliveryStatus::Pending => false,
             Finish::Sent { .. } => self.record_sent(outcome),
-            Finish::Failed { .. } | Finish::Retry { .. } | Finish::Postpone { .. } => {
-                self.end_attempt(outcome)
-            }
+            Finish::Failed { .. }
+            | Finish::Retry { .. }
+            | Finish::Postpone { .. }
+            | Finish::Skip { .. } => self.end_attempt(outcome),
             Finish::Abandon { .. } | Finish::Cancel { .. } => self.end_unclaimed(outcome, now),
             Finish::WillFallBack { .. }
             | Finish::Release
@@ -533,6 +548,7 @@ impl RecordState {
             Finish::Failed { attempt, .. }
             | Finish::Retry { attempt, .. }
             | Finish::Postpone { attempt, .. }
+            | Finish::Skip { attempt, .. }
                 if attempt != self.attempts =>
             {
                 return false;
@@ -542,6 +558,10 @@ impl RecordState {
                 self.reason = Some(reason);
             }
             Finish::Retry { reason, .. } => self.reason = Some(reason),
+            Finish::Skip { reason, .. } => {
+                self.status = DeliveryStatus::Skipped;
+                self.reason = Some(reason);
+            }
             Finish::Postpone { reason, .. } => {
                 self.reason = Some(reason);
                 self.attempts = self.attempts.saturating_sub(1);

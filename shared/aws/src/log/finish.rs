@@ -101,6 +101,10 @@ impl FinishUpdate {
                 .value(":failed", s("failed"))
                 .value(":reason", s(reason))
                 .set("SET #status = :failed, reason = :reason REMOVE lease_ms, claimed_until"),
+            Finish::Skip { attempt, reason } => Self::of_attempt(attempt)
+                .value(":skipped", s("skipped"))
+                .value(":reason", s(reason))
+                .set("SET #status = :skipped, reason = :reason REMOVE lease_ms, claimed_until"),
             Finish::Retry { attempt, reason } => Self::of_attempt(attempt)
                 .value(":reason", s(reason))
                 .set("SET reason = :reason REMOVE lease_ms, claimed_until"),

@@ -437,6 +437,15 @@ impl DeliveryLog for DynamoDeliveryLog {
             .await
     }
 
+    /// One GetItem of the ack's item.
+    async fn acked(&self, org: &OrgId, id: &NotificationId, user: &UserId) -> StoreResult<bool> {
+        let key = HashMap::from([
+            ("pk".to_string(), s(notification_pk(org, id))),
+            ("sk".to_string(), s(format!("ACK#{user}"))),
+        ]);
+        Ok(self.get_record(key).await?.is_some())
+    }
+
     async fn ack(&self, org: &OrgId, id: &NotificationId, user: &UserId) -> StoreResult<bool> {
         // The ack expires with its notification: read when that is.
         let expires = self

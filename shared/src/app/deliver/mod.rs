@@ -133,6 +133,8 @@ pub enum Delivered {
     AlreadyDone(DeliveryStatus),
     /// No record for the job: nothing to do.
     NoRecord,
+    /// The recipient had acknowledged: the record ended skipped, nothing was sent.
+    Acknowledged,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -342,6 +344,9 @@ impl Deliverer {
         match claim {
             Claim::Claimed { attempts } => {
                 span.record("attempts", attempts);
+                if self.acknowledged_before(job, attempts).await? {
+                    return Ok(Delivered::Acknowledged);
+                }
                 self.attempt(job, attempts, final_attempt).await
             }
             Claim::AlreadyDone(status) => {
@@ -357,6 +362,46 @@ impl Deliverer {
                 Ok(Delivered::NoRecord)
             }
         }
+    }
+
+    /// Whether the recipient acknowledged before this claimed attempt could send: then
+    /// the record ends `skipped` (`acknowledged`) instead. Asked only where an ack can
+    /// come first (a retry, an escalation cycle, a fallback): a first attempt of a
+    /// notification's own delivery is queued when it is routed, before anyone could
+    /// have answered it, and pays no read.
+    async fn acknowledged_before(
+        &self,
+        job: &DeliveryJob,
+        attempts: u32,
+    ) -> Result<bool, DeliverError> {
+        let RecipientRef::User(user) = &job.recipient else {
+            return Ok(false);
+        };
+        if attempts <= 1 && job.cycle == 0 && !job.fallback {
+            return Ok(false);
+        }
+        if !self
+            .log
+            .acked(&job.org_id, &job.notification_id, user)
+            .await?
+        {
+            return Ok(false);
+        }
+        let reason = crate::domain::SkipReason::Acknowledged.as_str().to_string();
+        if self
+            .finish_job(
+                job,
+                Finish::Skip {
+                    attempt: attempts,
+                    reason,
+                },
+            )
+            .await?
+        {
+            self.count(job, Some(job.provider), Outcome::Skipped);
+        }
+        tracing::info!("recipient acknowledged before this attempt: skipped, nothing sent");
+        Ok(true)
     }
 
     /// A push that ended before its follow-up was recorded: finish that now.
