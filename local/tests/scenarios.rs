@@ -1262,6 +1262,7 @@ async fn a_window_check_that_fires_three_times_sends_once() {
         notification_id: flare_shared::domain::NotificationId::parse(&id).unwrap(),
         cycle: 0,
         page: 0,
+        chain: None,
         lane: flare_shared::domain::Lane::Urgent,
     };
     for delay_ms in [1000, 1100] {

@@ -109,6 +109,7 @@ impl Escalating {
             notification_id: self.id.clone(),
             cycle,
             page: 0,
+            chain: None,
             lane: Lane::Urgent,
         }
     }
@@ -168,7 +169,14 @@ async fn the_router_sets_one_timer_for_the_first_cycle_after_seconds_after_routi
     let e = routed("incident-dispatched").await;
     assert_eq!(e.scheduled.len(), 1, "{:?}", e.scheduled);
     let (check, delay) = &e.scheduled[0];
-    assert_eq!(*check, e.check(1));
+    assert!(check.chain.is_some(), "a chain of its own: {check:?}");
+    assert_eq!(
+        CheckJob {
+            chain: None,
+            ..check.clone()
+        },
+        e.check(1)
+    );
     assert!(
         *delay <= Duration::from_secs(AFTER.into())
             && *delay > Duration::from_secs((AFTER - 1).into()),
@@ -417,6 +425,40 @@ async fn an_ack_ends_every_unsent_delivery_of_the_notification_itself_too() {
             assert_eq!(r.reason.as_deref(), Some("acknowledged"), "{r:?}");
         }
     }
+}
+
+#[tokio::test]
+async fn a_replay_before_the_first_cycle_starts_no_second_chain() {
+    let e = routed("incident-dispatched").await;
+    let first = e
+        .scheduled
+        .iter()
+        .find(|(c, _)| c.check == CheckKind::Escalation)
+        .map(|(c, _)| c.clone())
+        .unwrap();
+    // The event again, before cycle 1: its timer is set again, as a chain of its own.
+    e.notifier.route(&e.event).await.unwrap();
+    let second = e
+        .queue
+        .take_checks()
+        .into_iter()
+        .find(|(c, _)| c.check == CheckKind::Escalation)
+        .map(|(c, _)| c)
+        .expect("the replay sets a timer (it cannot know whether the first routing did)");
+    assert_ne!(first.chain, second.chain);
+    let ran = e.deliverer.check(&first, e.due(1)).await.unwrap();
+    assert_eq!(ran.escalated, 2);
+    assert!(
+        ran.follow_up
+            .as_ref()
+            .is_some_and(|(c, _)| c.chain == first.chain)
+    );
+    // The second chain's timer finds the first chain kept: nothing, and no next timer.
+    let dropped = e.deliverer.check(&second, e.due(1)).await.unwrap();
+    assert_eq!((dropped.escalated, dropped.follow_up), (0, None));
+    // The first chain's own timer again (SQS redelivers) is still its chain.
+    let again = e.deliverer.check(&first, e.due(1)).await.unwrap();
+    assert!(again.follow_up.is_some());
 }
 
 #[tokio::test]

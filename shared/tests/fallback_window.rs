@@ -89,6 +89,7 @@ impl Window {
             notification_id: self.id.clone(),
             cycle: 0,
             page: 0,
+            chain: None,
             lane: Lane::Urgent,
         }
     }

@@ -624,6 +624,11 @@ async fn route_pages(log: &dyn DeliveryLog, org: &OrgId) {
     assert_eq!(log.route_page(org, id, 3).await.unwrap(), None);
     let other = NotificationId::parse("n-other").unwrap();
     assert_eq!(log.route_page(org, &other, 1).await.unwrap(), None);
+    // The first escalation chain is kept; another is refused; the kept one again is not.
+    assert!(log.claim_chain(org, id, "chain-a").await.unwrap());
+    assert!(!log.claim_chain(org, id, "chain-b").await.unwrap());
+    assert!(log.claim_chain(org, id, "chain-a").await.unwrap());
+    assert_eq!(log.notification(org, id).await.unwrap().as_ref(), Some(&n));
     // The plan is not part of the notification's records.
     let logged = log.get_notification(org, id).await.unwrap().unwrap();
     assert!(logged.records.is_empty(), "{:?}", logged.records);

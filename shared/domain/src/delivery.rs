@@ -389,6 +389,12 @@ pub struct CheckJob {
     /// The route page it routes (route page checks only; from 1).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub page: u32,
+    /// The escalation chain it belongs to (escalation checks): the first cycle's timer
+    /// names it, and the notification keeps the first chain that runs, so the timer of
+    /// a replayed event (a second chain) does nothing. `None` (a timer from before
+    /// chains, or a restarted local runner's) runs ungated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain: Option<String>,
     /// The notification's lane: its timer waits in that lane's push queue, so an
     /// urgent notification's fallback or escalation never waits behind bulk pushes.
     #[serde(default, skip_serializing_if = "is_normal")]

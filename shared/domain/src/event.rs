@@ -310,6 +310,37 @@ mod tests {
     }
 
     #[test]
+    fn an_audience_makes_recipient_ids_optional_for_dispatches_and_messages_only() {
+        let base = json!({"org_id": "acme", "control_center_id": "north",
+            "incident_id": "inc-88", "message": msg(), "audience": {"all": true}});
+        for t in ["Incident Dispatched", "Incident Message Posted"] {
+            let e = IncidentEvent::from_value(envelope(t, base.clone())).unwrap();
+            assert_eq!(e.targets, Targets::Users(vec![]));
+            assert!(e.audience.as_ref().is_some_and(|a| a.all), "{t}");
+        }
+        let err = IncidentEvent::from_value(envelope("Incident Contacts Notified", base.clone()))
+            .unwrap_err();
+        let EventError::InvalidDetail(fields) = err else {
+            panic!("{err}")
+        };
+        assert!(fields.contains("detail.audience"), "{fields}");
+        assert!(fields.contains("detail.recipient_ids"), "{fields}");
+        // Without an audience the ids are required, as in v1.
+        let mut no_ids = base.clone();
+        no_ids.as_object_mut().unwrap().remove("audience");
+        let err = IncidentEvent::from_value(envelope("Incident Dispatched", no_ids)).unwrap_err();
+        assert!(err.to_string().contains("detail.recipient_ids"), "{err}");
+        // A bad audience is named with its path.
+        let mut bad = base;
+        bad["audience"] = json!({"control_centers": []});
+        let err = IncidentEvent::from_value(envelope("Incident Dispatched", bad)).unwrap_err();
+        assert!(
+            err.to_string().contains("detail.audience.control_centers"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn contacts_who_are_not_users_are_parsed() {
         let e = IncidentEvent::from_value(envelope(
             "Incident Contacts Notified",

@@ -10,6 +10,7 @@ struct LogEntry {
     records: BTreeMap<RecordKey, DeliveryRecord>,
     acks: BTreeMap<UserId, chrono::DateTime<chrono::Utc>>,
     pages: BTreeMap<u32, RoutePage>,
+    chain: Option<String>,
 }
 
 /// The delivery log in memory, with the same claim semantics as the DynamoDB one.
@@ -52,6 +53,25 @@ impl DeliveryLog for MemoryDeliveryLog {
             .or_default();
         e.pages = pages.iter().map(|p| (p.page, p.clone())).collect();
         Ok(())
+    }
+
+    async fn claim_chain(
+        &self,
+        org: &OrgId,
+        id: &NotificationId,
+        chain: &str,
+    ) -> StoreResult<bool> {
+        let mut entries = lock(&self.entries);
+        let Some(e) = entries.get_mut(&(org.clone(), id.clone())) else {
+            return Ok(false);
+        };
+        Ok(match &e.chain {
+            Some(kept) => kept == chain,
+            None => {
+                e.chain = Some(chain.to_string());
+                true
+            }
+        })
     }
 
     async fn route_page(

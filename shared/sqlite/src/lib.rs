@@ -156,6 +156,7 @@ impl Sqlite {
                             .context("a stored notification id")?,
                         cycle: 0,
                         page,
+                        chain: None,
                         lane: category.lane(),
                     })
                 })

@@ -101,6 +101,27 @@ impl DeliveryLog for Sqlite {
             .await
     }
 
+    async fn claim_chain(
+        &self,
+        org: &OrgId,
+        id: &NotificationId,
+        chain: &str,
+    ) -> StoreResult<bool> {
+        let (org, id, chain) = (org.to_string(), id.to_string(), chain.to_string());
+        self.db
+            .write_one(move |c| {
+                let kept = c
+                    .prepare_cached(
+                        "UPDATE notifications SET body = json_set(body, '$.chain', ?3)
+                         WHERE org = ?1 AND id = ?2
+                           AND coalesce(json_extract(body, '$.chain'), ?3) = ?3",
+                    )?
+                    .execute(params![org, id, chain])?;
+                Ok(kept == 1)
+            })
+            .await
+    }
+
     async fn route_page(
         &self,
         org: &OrgId,

@@ -516,6 +516,7 @@ fn window_timer(
             notification_id: n.notification_id.clone(),
             cycle: 0,
             page: 0,
+            chain: None,
             lane: n.category.lane(),
         };
         (check, std::time::Duration::from_secs(window.into()))
@@ -540,6 +541,9 @@ fn first_escalation(
         notification_id: n.notification_id.clone(),
         cycle: 1,
         page: 0,
+        // A chain of its own: a replay's timer is another chain, and whichever runs
+        // first is the one the notification keeps.
+        chain: Some(uuid::Uuid::new_v4().to_string()),
         lane: n.category.lane(),
     };
     Some((check, (e.due(1) - now).to_std().unwrap_or_default()))

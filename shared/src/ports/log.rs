@@ -125,6 +125,18 @@ pub trait DeliveryLog: Send + Sync {
         let _ = (org, id, page);
         Err(no_route_pages())
     }
+    /// Keeps `chain` as the notification's escalation chain unless another is kept
+    /// already; whether `chain` is the one kept (a timer of another chain, set by a
+    /// replayed event, then does nothing). By default every chain is kept (no gate).
+    async fn claim_chain(
+        &self,
+        org: &OrgId,
+        id: &NotificationId,
+        chain: &str,
+    ) -> StoreResult<bool> {
+        let _ = (org, id, chain);
+        Ok(true)
+    }
     /// Whether `user` has acknowledged the notification (DynamoDB: one GetItem). By
     /// default from [`Self::get_notification`].
     async fn acked(&self, org: &OrgId, id: &NotificationId, user: &UserId) -> StoreResult<bool> {

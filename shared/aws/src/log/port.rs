@@ -84,6 +84,32 @@ impl DeliveryLog for DynamoDeliveryLog {
         .await
     }
 
+    /// One conditional UpdateItem on the notification item.
+    async fn claim_chain(
+        &self,
+        org: &OrgId,
+        id: &NotificationId,
+        chain: &str,
+    ) -> StoreResult<bool> {
+        match self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(notification_key(&notification_pk(org, id))))
+            .update_expression("SET chain = :c")
+            .condition_expression(
+                "attribute_exists(pk) AND (attribute_not_exists(chain) OR chain = :c)",
+            )
+            .expression_attribute_values(":c", s(chain))
+            .send()
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) if error_code(&e) == Some(CONDITION_FAILED) => Ok(false),
+            Err(e) => Err(store_error(e, "UpdateItem escalation chain")),
+        }
+    }
+
     async fn route_page(
         &self,
         org: &OrgId,

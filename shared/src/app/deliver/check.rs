@@ -146,6 +146,18 @@ impl Deliverer {
             }
             CycleGate::Run(plan) => plan,
         };
+        if let Some(chain) = &check.chain
+            && !self
+                .log
+                .claim_chain(&n.org_id, &n.notification_id, chain)
+                .await?
+        {
+            tracing::info!(
+                cycle,
+                "a second escalation chain (a replayed event's timer): ends here"
+            );
+            return Ok(Checked::default());
+        }
         let users = unacknowledged(logged);
         if users.is_empty() {
             tracing::info!(cycle, "escalation stopped: everyone acknowledged");
@@ -153,17 +165,20 @@ impl Deliverer {
         }
         let plans = self.escalation_plans(n, &users).await?;
         let (records, mut jobs) = cycle_work(n, &plans, cycle);
-        // Held SMS and email of cycle 0 would repeat what this cycle sends: they end
-        // `escalated` (only while still held).
-        self.end_records(n, &superseded_held(logged, &jobs), || Finish::SkipHeld {
-            reason: crate::domain::SkipReason::Escalated.as_str().to_string(),
-        })
-        .await?;
+        let superseded = superseded_held(logged, &jobs);
         self.log.put_records(n, &records).await?;
         self.cancel_late_acks(n, &records, &mut jobs).await?;
         if !jobs.is_empty() {
             self.queue()?.enqueue(&jobs).await?;
         }
+        // Held SMS and email of cycle 0 would repeat what this cycle sends: they end
+        // `escalated` (only while still held), and only once this cycle's own records
+        // and jobs exist, so a cycle that stops part-way never leaves anyone with
+        // neither (its retry writes nothing twice and finishes this).
+        self.end_records(n, &superseded, || Finish::SkipHeld {
+            reason: crate::domain::SkipReason::Escalated.as_str().to_string(),
+        })
+        .await?;
         tracing::info!(
             cycle,
             recipients = plans.len(),
@@ -395,11 +410,14 @@ pub(super) fn superseded_held<'a>(
     logged: &'a crate::ports::Logged,
     jobs: &[DeliveryJob],
 ) -> Vec<&'a DeliveryRecord> {
+    // A set, not a search per record: a cycle of 10,000 recipients made that quadratic.
+    let escalated: std::collections::HashSet<&RecipientRef> =
+        jobs.iter().map(|j| &j.recipient).collect();
     logged
         .records
         .iter()
         .filter(|r| r.cycle == 0 && r.held_behind_push())
-        .filter(|r| jobs.iter().any(|j| j.recipient == r.recipient))
+        .filter(|r| escalated.contains(&r.recipient))
         .collect()
 }
 

@@ -210,6 +210,7 @@ fn an_escalation_cycle_is_followed_by_the_next_until_its_last() {
         notification_id: n.notification_id.clone(),
         cycle: 1,
         page: 0,
+        chain: None,
         lane: Lane::Normal,
     };
     let (next, at) = check::follow_up(&check, &n, &plan).unwrap();

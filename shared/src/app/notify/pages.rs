@@ -145,6 +145,7 @@ impl Notifier {
                 notification_id: n.notification_id.clone(),
                 cycle: 0,
                 page,
+                chain: None,
                 lane: n.category.lane(),
             };
             self.queue
