@@ -238,3 +238,53 @@ async fn every_directory_reads_a_page_at_a_time() {
     );
     conformance::directory_pages(&directory, &org).await;
 }
+
+/// A finish that moves nothing (a repeat, a late timer) costs its one conditional
+/// update: the refusal carries the record, so no read of the layout follows it.
+#[tokio::test]
+async fn a_finish_that_moves_nothing_costs_one_call_on_moto() {
+    use flare_shared::domain::Channel;
+    use flare_shared::ports::{DeliveryLog, Finish};
+    let stack = AwsStack::create(moto()).await.unwrap();
+    let counter = flare_tests::fanout::CallCounter::default();
+    let db = aws_sdk_dynamodb::Client::from_conf(
+        aws_sdk_dynamodb::config::Builder::from(&stack.sdk)
+            .interceptor(counter.clone())
+            .build(),
+    );
+    let org = OrgId::parse(&unique("org")).unwrap();
+    let n = conformance::notification(&org);
+    let record = conformance::record(&n, "u-1", Channel::Sms, false);
+    let writer = DynamoDeliveryLog::new(db.clone(), &stack.tables.log);
+    writer.create_notification(&n).await.unwrap();
+    writer
+        .put_first_records(&n, std::slice::from_ref(&record))
+        .await
+        .unwrap();
+    let done = Finish::Cancel {
+        reason: "acknowledged".into(),
+    };
+    let who = record.recipient.clone();
+    assert!(
+        writer
+            .finish(&org, &n.notification_id, &who, record.slot(), done.clone())
+            .await
+            .unwrap()
+    );
+    // Another instance (it knows no layout), the same finish again: not moved.
+    let other = DynamoDeliveryLog::new(db, &stack.tables.log);
+    let before = counter.counts();
+    assert!(
+        !other
+            .finish(&org, &n.notification_id, &who, record.slot(), done)
+            .await
+            .unwrap()
+    );
+    let after = counter.counts();
+    let calls: Vec<(String, u64)> = after
+        .iter()
+        .map(|(op, c)| (op.clone(), c - before.get(op).copied().unwrap_or(0)))
+        .filter(|(_, c)| *c > 0)
+        .collect();
+    assert_eq!(calls, [("UpdateItem".to_string(), 1)]);
+}

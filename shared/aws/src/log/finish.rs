@@ -59,8 +59,17 @@ impl DynamoDeliveryLog {
         }
     }
 
-    /// A finish's conditional update on one record's key; whether it moved the record.
-    pub(super) async fn finish_at(&self, key: Item, update: &FinishUpdate) -> StoreResult<bool> {
+    /// A finish's conditional update on one record's key: whether it moved the record,
+    /// and when not, whether the record is there at all (the refusal carries the item,
+    /// `ReturnValuesOnConditionCheckFailure`), so a finish that moves nothing pays no
+    /// read to find out whether to look in a shard.
+    pub(super) async fn finish_at(
+        &self,
+        key: Item,
+        update: &FinishUpdate,
+    ) -> StoreResult<FinishAt> {
+        use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+        use aws_sdk_dynamodb::types::ReturnValuesOnConditionCheckFailure;
         let mut req = self
             .client
             .update_item()
@@ -68,17 +77,40 @@ impl DynamoDeliveryLog {
             .set_key(Some(key))
             .update_expression(update.expression.clone())
             .condition_expression(update.condition.clone())
-            .expression_attribute_names("#status", "status");
+            .expression_attribute_names("#status", "status")
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
         for (k, v) in &update.values {
             req = req.expression_attribute_values(*k, v.clone());
         }
         match req.send().await {
-            Ok(_) => Ok(true),
-            Err(e) if error_code(&e) == Some(CONDITION_FAILED) => Ok(false),
+            Ok(_) => Ok(FinishAt::Moved),
+            Err(e) if error_code(&e) == Some(CONDITION_FAILED) => {
+                let found = matches!(
+                    e.as_service_error(),
+                    Some(UpdateItemError::ConditionalCheckFailedException(x)) if x.item().is_some_and(|i| !i.is_empty())
+                );
+                Ok(if found {
+                    FinishAt::NotMoved
+                } else {
+                    FinishAt::Missing
+                })
+            }
             Err(e) => Err(store_error(e, "UpdateItem finish")),
         }
     }
 }
+
+/// What a finish's conditional update found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum FinishAt {
+    Moved,
+    /// The record is there and did not move (done already, or not its turn).
+    NotMoved,
+    /// No record under that key (in another partition, or none at all).
+    Missing,
+}
+
+impl DynamoDeliveryLog {}
 
 /// A finish as a conditional update: its expression, its condition and their values.
 pub(super) struct FinishUpdate {

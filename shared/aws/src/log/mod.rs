@@ -458,5 +458,5 @@ pub async fn create_table(client: &Client, name: &str) -> anyhow::Result<()> {
 }
 
 mod finish;
-use finish::FinishUpdate;
+use finish::{FinishAt, FinishUpdate};
 mod port;

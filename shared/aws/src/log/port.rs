@@ -278,14 +278,17 @@ impl DeliveryLog for DynamoDeliveryLog {
     ) -> StoreResult<bool> {
         let base = notification_pk(org, id);
         let update = FinishUpdate::of(outcome);
-        // Not moved: done already, or (the layout not known here yet) in a shard.
-        self.at_recipient(
-            &base,
-            recipient,
-            |moved| !moved,
-            |pk| self.finish_at(Self::key(pk, recipient, slot), &update),
-        )
-        .await
+        // Not there: (the layout not known here yet) in a shard. A record that is there
+        // and did not move (done already) is the answer, with no read of the layout.
+        let at = self
+            .at_recipient(
+                &base,
+                recipient,
+                |at| *at == FinishAt::Missing,
+                |pk| self.finish_at(Self::key(pk, recipient, slot), &update),
+            )
+            .await?;
+        Ok(at == FinishAt::Moved)
     }
 
     /// The notification item, then its records from the one after `after` on (sort key
@@ -409,7 +412,7 @@ impl DeliveryLog for DynamoDeliveryLog {
         let mut key_item = Item::new();
         key_item.insert("pk".into(), s(pk));
         key_item.insert("sk".into(), s(sk));
-        let moved = self.finish_at(key_item, &FinishUpdate::of(outcome)).await?;
+        let moved = self.finish_at(key_item, &FinishUpdate::of(outcome)).await? == FinishAt::Moved;
         Ok(ReceiptMatch::Found { target, moved })
     }
 
