@@ -52,6 +52,52 @@ impl Intercept for CallCounter {
     }
 }
 
+/// Counts the DynamoDB items every call read: a Query's `ScannedCount`, a GetItem's
+/// item, a BatchGetItem's items (what read capacity is paid for, item by item).
+#[derive(Debug, Default, Clone)]
+pub struct ItemsRead(Arc<Mutex<u64>>);
+
+impl ItemsRead {
+    pub fn total(&self) -> u64 {
+        *self.0.lock().unwrap()
+    }
+}
+
+impl Intercept for ItemsRead {
+    fn name(&self) -> &'static str {
+        "ItemsRead"
+    }
+
+    fn read_after_deserialization(
+        &self,
+        ctx: &aws_smithy_runtime_api::client::interceptors::context::AfterDeserializationInterceptorContextRef<'_>,
+        _rc: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let Ok(out) = ctx.output_or_error() else {
+            return Ok(());
+        };
+        let n = if let Some(q) =
+            out.downcast_ref::<aws_sdk_dynamodb::operation::query::QueryOutput>()
+        {
+            q.scanned_count().max(0) as u64
+        } else if let Some(g) =
+            out.downcast_ref::<aws_sdk_dynamodb::operation::get_item::GetItemOutput>()
+        {
+            u64::from(g.item().is_some())
+        } else if let Some(b) =
+            out.downcast_ref::<aws_sdk_dynamodb::operation::batch_get_item::BatchGetItemOutput>()
+        {
+            b.responses()
+                .map_or(0, |r| r.values().map(|items| items.len() as u64).sum())
+        } else {
+            0
+        };
+        *self.0.lock().unwrap() += n;
+        Ok(())
+    }
+}
+
 /// An organization with `n` users (each reachable on every channel) and a dispatch
 /// event for all of them, under `app_sms_email`.
 pub async fn seed(stack: &AwsStack, n: usize) -> anyhow::Result<serde_json::Value> {

@@ -192,8 +192,20 @@ pub async fn list(svc: &Services, org: &OrgId, query: Option<&str>) -> Result<Va
 /// How many recipients a page of `GET /v1/notifications/{id}` holds at most.
 pub const PAGE_RECIPIENTS: usize = 500;
 
-/// Whether `s` could be a recipient key a page answered (`user:u-17`, `contact:2`).
+/// Whether `s` could be a cursor a page answered: a recipient key (`user:u-17`,
+/// `contact:2`), or in a notification whose records are spread over partitions, a
+/// partition and a recipient key in it (`S03~user:u-17`, or `S03~` for its start).
 fn recipient_cursor(s: &str) -> bool {
+    if let Some((shard, key)) = s.strip_prefix('S').and_then(|r| r.split_once('~')) {
+        return (1..=3).contains(&shard.len())
+            && shard.bytes().all(|b| b.is_ascii_digit())
+            && (key.is_empty() || recipient_key(key));
+    }
+    recipient_key(s)
+}
+
+/// Whether `s` could be a recipient key (`user:u-17`, `contact:2`).
+fn recipient_key(s: &str) -> bool {
     let rest = s
         .strip_prefix("user:")
         .or_else(|| s.strip_prefix("contact:"));

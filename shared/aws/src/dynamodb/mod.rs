@@ -63,9 +63,9 @@ fn from_item<T: DeserializeOwned>(mut item: Item) -> StoreResult<T> {
 
 /// Reads, writes and queries on one table.
 #[derive(Clone, Debug)]
-struct Table {
-    client: Client,
-    name: String,
+pub(crate) struct Table {
+    pub(crate) client: Client,
+    pub(crate) name: String,
 }
 
 impl Table {
@@ -210,7 +210,10 @@ impl Table {
 
     /// BatchGetItem, 100 keys a call (several calls in flight), retrying unprocessed
     /// keys with backoff.
-    async fn batch_get<T: DeserializeOwned + Send>(&self, keys: Vec<Item>) -> StoreResult<Vec<T>> {
+    pub(crate) async fn batch_get<T: DeserializeOwned + Send>(
+        &self,
+        keys: Vec<Item>,
+    ) -> StoreResult<Vec<T>> {
         use futures::{StreamExt, TryStreamExt};
         let chunks: Vec<Vec<Item>> = keys.chunks(BATCH_GET_MAX).map(<[Item]>::to_vec).collect();
         let pages: Vec<Vec<T>> = futures::stream::iter(chunks)

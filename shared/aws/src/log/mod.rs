@@ -149,6 +149,23 @@ pub fn notification_pk(org: &OrgId, id: &NotificationId) -> String {
     format!("ORG#{org}#N#{id}")
 }
 
+/// A sharded view's cursor: `S<shard>~<recipient key>` (or `S<shard>~`, a shard's
+/// start). Anything else (a recipient key alone) starts at the first shard after it.
+fn parse_shard_cursor(after: Option<&str>) -> (u32, Option<String>) {
+    let Some(a) = after else {
+        return (0, None);
+    };
+    match a
+        .strip_prefix('S')
+        .and_then(|rest| rest.split_once('~'))
+        .and_then(|(n, key)| Some((n.parse::<u32>().ok()?, key)))
+    {
+        Some((shard, "")) => (shard, None),
+        Some((shard, key)) => (shard, Some(key.to_string())),
+        None => (0, Some(a.to_string())),
+    }
+}
+
 /// The partition of a notification's route pages.
 fn plan_pk(base: &str) -> String {
     format!("{base}#PLAN")
@@ -374,6 +391,98 @@ impl DynamoDeliveryLog {
             return at(record_pk(base, recipient, k)).await;
         }
         Ok(found)
+    }
+
+    /// A page of a sharded notification's view: its shards in order, each in recipient
+    /// order, from the cursor `after` (`S<shard>~<recipient key>`, or `S<shard>~` for a
+    /// shard's start) until `recipients` recipients are read, with `Limit` on each
+    /// Query: one page reads about one page of records, whatever the shard count.
+    /// Answers the records and the cursor of the next page, if one follows.
+    async fn shard_page(
+        &self,
+        base: &str,
+        shards: u32,
+        after: Option<&str>,
+        recipients: usize,
+    ) -> StoreResult<(Vec<DeliveryRecord>, Option<String>)> {
+        let (mut shard, mut from_key) = parse_shard_cursor(after);
+        let mut page: Vec<DeliveryRecord> = Vec::new();
+        let mut keys = 0usize;
+        while shard < shards {
+            let pk = format!("{base}#S{shard:02}");
+            let from = from_key
+                .take()
+                .map_or_else(|| "R#".to_string(), |a| format!("R#{a}#~"));
+            // About three records a recipient (one a channel), and one recipient more
+            // to know whether the page is full.
+            let limit =
+                i32::try_from(((recipients - keys + 1) * 3).clamp(3, 1_000)).unwrap_or(1_000);
+            let mut last: Option<String> = None;
+            let mut full = false;
+            self.each_item(
+                "Query notification page",
+                || {
+                    self.client
+                        .query()
+                        .key_condition_expression("pk = :pk AND sk BETWEEN :from AND :to")
+                        .expression_attribute_values(":pk", s(pk.clone()))
+                        .expression_attribute_values(":from", s(from.clone()))
+                        .expression_attribute_values(":to", s("R$"))
+                        .limit(limit)
+                        .consistent_read(true)
+                },
+                |item| {
+                    let r: DeliveryRecord = decode(item)?;
+                    let k = r.recipient.key();
+                    if last.as_ref() != Some(&k) {
+                        if keys == recipients {
+                            full = true;
+                            return Ok(false);
+                        }
+                        keys += 1;
+                        last = Some(k);
+                    }
+                    page.push(r);
+                    Ok(true)
+                },
+            )
+            .await?;
+            if full {
+                let next = format!("S{shard:02}~{}", last.unwrap_or_default());
+                return Ok((page, Some(next)));
+            }
+            shard += 1;
+        }
+        Ok((page, None))
+    }
+
+    /// The acks of the recipients of `records` (BatchGetItem on their ack items): a
+    /// page's, not the whole notification's.
+    async fn acks_of(
+        &self,
+        pk: &str,
+        records: &[DeliveryRecord],
+    ) -> StoreResult<Vec<(UserId, chrono::DateTime<chrono::Utc>)>> {
+        let mut users: Vec<&UserId> = records
+            .iter()
+            .filter_map(|r| r.recipient.user_id())
+            .collect();
+        users.dedup();
+        let keys = users
+            .into_iter()
+            .map(|u| {
+                HashMap::from([
+                    ("pk".to_string(), s(pk)),
+                    ("sk".to_string(), s(format!("ACK#{u}"))),
+                ])
+            })
+            .collect();
+        let table = crate::dynamodb::Table {
+            client: self.client.clone(),
+            name: self.table.clone(),
+        };
+        let acks: Vec<AckItem> = table.batch_get(keys).await?;
+        Ok(acks.into_iter().map(|a| (a.user_id, a.at)).collect())
     }
 
     /// A notification's acknowledgements.

@@ -311,6 +311,18 @@ impl DeliveryLog for DynamoDeliveryLog {
             self.remember_shards(&pk, shards);
         }
         let notification: Notification = decode(item)?;
+        if shards > 1 {
+            let (records, next) = self.shard_page(&pk, shards, after, recipients).await?;
+            let acks = self.acks_of(&pk, &records).await?;
+            return Ok(Some((
+                Logged {
+                    notification,
+                    records,
+                    acks,
+                },
+                next,
+            )));
+        }
         let from = after.map_or_else(|| "R#".to_string(), |a| format!("R#{a}#~"));
         // From each partition, the records of at most `recipients + 1` recipients in key
         // order (each recipient is in one partition); merged, the first `recipients` of
