@@ -495,52 +495,77 @@ function recipientName(r) {
   return c.name || c.mobile || c.email || "contact";
 }
 
-async function showNotification(id) {
+// The recipients page shown: the cursors of the pages before it (the first is null),
+// so a large notification is read and refreshed one page (500 recipients) at a time.
+let pageCursors = [null];
+let shownPage = 0;
+
+async function showNotification(id, page = 0) {
   stopRefresh();
+  if (shown !== id) pageCursors = [null];
   shown = id;
   $("notification").hidden = false;
   let pending = false;
   try {
-    // Every page of recipients (500 a page).
-    let cursor = null;
+    const cursor = pageCursors[page];
+    const q = cursor ? `?cursor=${encodeURIComponent(cursor)}` : "";
+    const n = await api("GET", `/v1/notifications/${encodeURIComponent(id)}${q}`);
     const rows = [];
-    let head = null;
-    do {
-      const q = cursor ? `?cursor=${encodeURIComponent(cursor)}` : "";
-      const n = await api("GET", `/v1/notifications/${encodeURIComponent(id)}${q}`);
-      head = head || n;
-      for (const r of n.recipients || []) {
-        for (const d of r.deliveries || []) {
-          pending = pending || d.status === "pending";
-          const tr = document.createElement("tr");
-          tr.append(
-            cell(recipientName(r)),
-            cell(d.channel),
-            statusCell(d.status),
-            cell([d.reason, d.detail].filter(Boolean).join(": ")),
-            cell(d.fallback ? `yes${d.fallback_reason ? ` (${d.fallback_reason})` : ""}` : "no"),
-            cell(d.provider ? `${d.provider}${d.failover_from ? ` (failover from ${d.failover_from})` : ""}` : ""),
-            cell(d.cycle ?? 0),
-            cell(when(d.delivered_at || (d.channel === "push" ? r.delivered_at : null))),
-            cell(when(r.acknowledged_at)),
-          );
-          rows.push(tr);
-        }
+    let recipients = 0;
+    for (const r of n.recipients || []) {
+      recipients += 1;
+      for (const d of r.deliveries || []) {
+        pending = pending || d.status === "pending";
+        const tr = document.createElement("tr");
+        tr.append(
+          cell(recipientName(r)),
+          cell(d.channel),
+          statusCell(d.status),
+          cell([d.reason, d.detail].filter(Boolean).join(": ")),
+          cell(d.fallback ? `yes${d.fallback_reason ? ` (${d.fallback_reason})` : ""}` : "no"),
+          cell(d.provider ? `${d.provider}${d.failover_from ? ` (failover from ${d.failover_from})` : ""}` : ""),
+          cell(d.cycle ?? 0),
+          cell(when(d.delivered_at || (d.channel === "push" ? r.delivered_at : null))),
+          cell(when(r.acknowledged_at)),
+        );
+        rows.push(tr);
       }
-      cursor = n.next_cursor;
-    } while (cursor);
+    }
     if (shown !== id) return;
+    shownPage = page;
+    pageCursors = pageCursors.slice(0, page + 1);
+    if (n.next_cursor) pageCursors.push(n.next_cursor);
+    const audience = n.audience
+      ? n.audience.all
+        ? ", for everyone"
+        : `, for control centers ${(n.audience.control_centers || []).join(", ")}`
+      : "";
+    const paged = page > 0 || n.next_cursor ? ` Recipients page ${page + 1}.` : "";
     $("notification-title").textContent = `Notification ${id}`;
     $("notification-summary").textContent =
-      `${head.category} (${head.lane || ""} lane), incident ${head.incident_id || "none"}, created ${when(head.created_at)}. ` +
-      (pending ? "Still pending: refreshing." : "Nothing is pending.");
+      `${n.category} (${n.lane || ""} lane)${audience}, incident ${n.incident_id || "none"}, created ${when(n.created_at)}.${paged} ` +
+      (pending
+        ? "Still pending: refreshing."
+        : paged
+          ? "Nothing on this page is pending."
+          : recipients
+            ? "Nothing is pending."
+            : "No recipients.");
     $("notification-deliveries").tBodies[0].replaceChildren(...rows);
+    const previous = $("recipients-previous");
+    const next = $("recipients-next");
+    previous.hidden = page === 0;
+    next.hidden = !n.next_cursor;
+    previous.onclick = () => showNotification(id, page - 1);
+    next.onclick = () => showNotification(id, page + 1);
   } catch (e) {
     say("notifications-message", sentence(e), "error");
     return;
   }
+  // Only the page shown is polled: a 10,000-recipient notification is not read whole
+  // every 1.5 s.
   if (pending && !$("panel-notifications").hidden) {
-    refreshTimer = setTimeout(() => showNotification(id), REFRESH_MS);
+    refreshTimer = setTimeout(() => showNotification(id, page), REFRESH_MS);
   }
 }
 
@@ -602,6 +627,6 @@ wireCommunication();
 wireSignIn();
 $("notifications-refresh").addEventListener("click", () => {
   loadNotifications();
-  if (shown) showNotification(shown);
+  if (shown) showNotification(shown, shownPage);
 });
 start();

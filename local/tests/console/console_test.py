@@ -272,6 +272,31 @@ def a_notification_reaches_no_pending():
     assert push[2] == "– skipped" and push[3] == "no_device", push
 
 
+def a_large_notification_is_shown_a_page_at_a_time():
+    # 501 recipients nobody knows: every delivery ends at once (unknown_user).
+    event = json.loads(json.dumps(CFG["event"]))
+    event["id"] = CFG["tag"] + "-large"
+    event["detail"]["recipient_ids"] = [f"x-{i:04}" for i in range(501)]
+    answer = post(BASE + "/local/events", event)
+    button("Refresh").click()
+    wait(lambda: D.find_elements(By.XPATH, f'//button[@aria-label="Show notification {answer["notification_id"]}"]'),
+         "the large notification in the list")
+    D.find_element(By.XPATH, f'//button[@aria-label="Show notification {answer["notification_id"]}"]').click()
+    wait(lambda: "Recipients page 1" in text_of("notification-summary"), "its first page")
+    first = {tr.find_elements(By.TAG_NAME, "td")[0].text
+             for tr in D.find_elements(By.CSS_SELECTOR, "#notification-deliveries tbody tr")}
+    assert len(first) == 500, len(first)
+    assert not [b for b in D.find_elements(By.XPATH, '//button[normalize-space()="Previous recipients"]') if b.is_displayed()]
+    button("Next recipients").click()
+    wait(lambda: "Recipients page 2" in text_of("notification-summary"), "its second page")
+    second = {tr.find_elements(By.TAG_NAME, "td")[0].text
+              for tr in D.find_elements(By.CSS_SELECTOR, "#notification-deliveries tbody tr")}
+    assert second == {"x-0500"}, second
+    assert not [b for b in D.find_elements(By.XPATH, '//button[normalize-space()="Next recipients"]') if b.is_displayed()]
+    button("Previous recipients").click()
+    wait(lambda: "Recipients page 1" in text_of("notification-summary"), "back on the first page")
+
+
 def a_dispatcher_sees_but_cannot_save():
     button("Sign out").click()
     sign_in(CFG["dispatcher"])
@@ -314,6 +339,7 @@ try:
     check("the password is in no page and no request but its PUT", password_never_in_the_page_or_other_requests)
     check("communication settings saved and read back", communication_saved_and_read_back)
     check("an incident's notification reaches no pending in the Notifications view", a_notification_reaches_no_pending)
+    check("a notification of 501 recipients is shown 500 at a time", a_large_notification_is_shown_a_page_at_a_time)
     if CFG.get("screenshots"):
         check("screenshots", screenshots)
     check("a dispatcher sees the settings but cannot save them", a_dispatcher_sees_but_cannot_save)
