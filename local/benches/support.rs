@@ -5,6 +5,7 @@ use flare_shared::domain::*;
 use flare_tests::fanout::responder;
 
 /// A dispatch (event id `id`) of organization `bench` to `recipients`.
+#[allow(dead_code)] // Not every benchmark that includes this file lists its recipients.
 pub fn dispatch(id: &str, recipients: &[String]) -> IncidentEvent {
     IncidentEvent::from_value(serde_json::json!({
         "id": id, "detail-type": "Incident Dispatched",

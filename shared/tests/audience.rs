@@ -232,3 +232,115 @@ async fn a_long_list_of_ids_is_routed_in_pages_too() {
         .unwrap();
     assert_eq!((n.pages, n.audience), (2, None));
 }
+
+#[tokio::test]
+async fn escalation_of_a_notification_routed_in_pages_goes_a_page_at_a_time_and_never_twice() {
+    // Cycle 0's SMS and email stay held behind push (no push job runs here).
+    let comm = CommunicationSettings {
+        app_fallback_seconds: 60,
+        dispatch_escalation: Some(Escalation {
+            after_seconds: 10,
+            cycles: 2,
+        }),
+        ..settings(Method::AppThenSmsEmail)
+    };
+    let w = MemoryWorld::new(comm, &[]).await;
+    for (id, cc) in [
+        ("n-1", "north"),
+        ("n-2", "north"),
+        ("s-1", "south"),
+        ("e-1", "east"),
+    ] {
+        put(&w, id, Some(cc)).await;
+    }
+    let event = all_call(&[]);
+    let id = &event.notification_id;
+    paged(&w, 2).route(&event).await.unwrap();
+    let deliverer = w.deliverer(None);
+    let mut escalation = None;
+    for (check, _) in w.queue.take_checks() {
+        match check.check {
+            CheckKind::RoutePage => {
+                deliverer.check(&check, chrono::Utc::now()).await.unwrap();
+            }
+            CheckKind::Escalation => escalation = Some(check),
+            CheckKind::AppFallback => {}
+        }
+    }
+    let head = escalation.expect("the first cycle's timer");
+    assert_eq!((head.cycle, head.page), (1, 0));
+    for c in Channel::ALL {
+        while w.queue.pop(c).is_some() {}
+    }
+    assert_eq!(w.recipient_post("n-2", id, "ack").await, 204);
+    let n = w.log.notification(&w.org, id).await.unwrap().unwrap();
+    let due = n.escalation.unwrap().due(1);
+    // The cycle's timer queues one check per route page and sets the next cycle's.
+    let started = deliverer.check(&head, due).await.unwrap();
+    assert_eq!(started.escalated, 0);
+    let (next, _) = started.follow_up.expect("cycle 2's timer");
+    assert_eq!((next.cycle, next.page, &next.chain), (2, 0, &head.chain));
+    // (Page 2's routing set the fallback window's timer too: not this test's.)
+    let pages: Vec<CheckJob> = w
+        .queue
+        .take_checks()
+        .into_iter()
+        .map(|(c, _)| c)
+        .filter(|c| c.check == CheckKind::Escalation)
+        .collect();
+    assert_eq!(
+        pages.iter().map(|c| (c.cycle, c.page)).collect::<Vec<_>>(),
+        [(1, 1), (1, 2)]
+    );
+    let mut escalated = 0;
+    for page in &pages {
+        escalated += deliverer.check(page, due).await.unwrap().escalated;
+    }
+    assert_eq!(escalated, 2, "n-1 and s-1; n-2 acknowledged");
+    let jobs = |w: &MemoryWorld| {
+        let mut all = Vec::new();
+        for c in Channel::ALL {
+            while let Some(j) = w.queue.pop(c) {
+                all.push((j.recipient.key(), j.channel, j.cycle));
+            }
+        }
+        all.sort_by_key(|(u, c, n)| (u.clone(), c.as_str(), *n));
+        all
+    };
+    let first = jobs(&w);
+    assert_eq!(
+        first.len(),
+        6,
+        "three channels each for n-1 and s-1: {first:?}"
+    );
+    assert!(first.iter().all(|(_, _, cycle)| *cycle == 1));
+    let logged = w.log.get_notification(&w.org, id).await.unwrap().unwrap();
+    for r in logged
+        .records
+        .iter()
+        .filter(|r| r.cycle == 0 && r.channel != Channel::Push)
+    {
+        let who = r.recipient.user_id().unwrap().as_str();
+        // An ack counts as the app's receipt: what it held ends `push_delivered`.
+        let want = if who == "n-2" {
+            "push_delivered"
+        } else {
+            "escalated"
+        };
+        assert_eq!(
+            (r.status, r.reason.as_deref()),
+            (DeliveryStatus::Skipped, Some(want)),
+            "{r:?}"
+        );
+    }
+    let records = logged.records.len();
+    // The page checks again (SQS delivers at least once): nothing written twice, and
+    // the jobs queued again are the same deliveries (a page that stopped before its
+    // jobs were queued must queue them; claims make a second job send nothing).
+    for page in &pages {
+        deliverer.check(page, due).await.unwrap();
+    }
+    assert_eq!(jobs(&w), first);
+    let again = w.log.get_notification(&w.org, id).await.unwrap().unwrap();
+    assert_eq!(again.records.len(), records);
+}

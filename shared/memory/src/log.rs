@@ -55,6 +55,12 @@ impl DeliveryLog for MemoryDeliveryLog {
         Ok(())
     }
 
+    async fn acked(&self, org: &OrgId, id: &NotificationId, user: &UserId) -> StoreResult<bool> {
+        Ok(lock(&self.entries)
+            .get(&(org.clone(), id.clone()))
+            .is_some_and(|e| e.acks.contains_key(user)))
+    }
+
     async fn claim_chain(
         &self,
         org: &OrgId,

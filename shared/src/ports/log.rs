@@ -145,6 +145,22 @@ pub trait DeliveryLog: Send + Sync {
             .await?
             .is_some_and(|l| l.acks.iter().any(|(u, _)| u == user)))
     }
+    /// Which of `users` have acknowledged the notification (DynamoDB: BatchGetItem on
+    /// their ack items). By default one [`Self::acked`] each.
+    async fn acked_among(
+        &self,
+        org: &OrgId,
+        id: &NotificationId,
+        users: &[UserId],
+    ) -> StoreResult<Vec<UserId>> {
+        let mut out = Vec::new();
+        for u in users {
+            if self.acked(org, id, u).await? {
+                out.push(u.clone());
+            }
+        }
+        Ok(out)
+    }
     /// Records that the recipient acknowledged the notification; whether this was their
     /// first acknowledgement (false for a repeat, or no such notification).
     async fn ack(&self, org: &OrgId, id: &NotificationId, user: &UserId) -> StoreResult<bool>;

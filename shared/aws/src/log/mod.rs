@@ -468,6 +468,15 @@ impl DynamoDeliveryLog {
             .filter_map(|r| r.recipient.user_id())
             .collect();
         users.dedup();
+        self.acks_by_user(pk, users).await
+    }
+
+    /// The acks of `users` (BatchGetItem on their ack items).
+    pub(super) async fn acks_by_user(
+        &self,
+        pk: &str,
+        users: Vec<&UserId>,
+    ) -> StoreResult<Vec<(UserId, chrono::DateTime<chrono::Utc>)>> {
         let keys = users
             .into_iter()
             .map(|u| {

@@ -487,6 +487,18 @@ impl DeliveryLog for DynamoDeliveryLog {
         Ok(self.get_record(key).await?.is_some())
     }
 
+    async fn acked_among(
+        &self,
+        org: &OrgId,
+        id: &NotificationId,
+        users: &[UserId],
+    ) -> StoreResult<Vec<UserId>> {
+        let acks = self
+            .acks_by_user(&notification_pk(org, id), users.iter().collect())
+            .await?;
+        Ok(acks.into_iter().map(|(u, _)| u).collect())
+    }
+
     async fn ack(&self, org: &OrgId, id: &NotificationId, user: &UserId) -> StoreResult<bool> {
         // The ack expires with its notification: read when that is.
         let expires = self

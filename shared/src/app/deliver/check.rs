@@ -29,6 +29,21 @@ impl Deliverer {
         if check.check == CheckKind::RoutePage {
             return self.route_page(check).await;
         }
+        if check.check == CheckKind::Escalation {
+            // A notification routed in pages is escalated a page at a time (never read
+            // whole); one routed in one piece is a page's size at most.
+            let Some(n) = self
+                .log
+                .notification(&check.org_id, &check.notification_id)
+                .await?
+            else {
+                tracing::warn!("check of an unknown notification: dropped");
+                return Ok(Checked::default());
+            };
+            if n.pages > 0 {
+                return self.escalate_paged(check, &n, now).await;
+            }
+        }
         let Some(logged) = self
             .log
             .get_notification(&check.org_id, &check.notification_id)
@@ -195,7 +210,7 @@ impl Deliverer {
     /// What an escalation cycle sends to `users`: what `app_sms_email` plans for them
     /// with the organization's settings now and the notification's control center's
     /// providers (the licence, primary-contact and provider rules still apply).
-    async fn escalation_plans(
+    pub(super) async fn escalation_plans(
         &self,
         n: &crate::domain::Notification,
         users: &[crate::domain::UserId],
@@ -267,7 +282,7 @@ impl Deliverer {
     }
 
     /// Ends each of `records` of `n` the same way (`outcome`), counted in the metrics.
-    async fn end_records(
+    pub(super) async fn end_records(
         &self,
         n: &crate::domain::Notification,
         records: &[&DeliveryRecord],

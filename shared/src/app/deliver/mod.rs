@@ -533,6 +533,7 @@ impl Deliverer {
 
 mod attempt;
 mod check;
+mod escalate_pages;
 mod send;
 #[cfg(test)]
 mod tests;

@@ -1,0 +1,164 @@
+//! Escalation of a notification routed in pages, a page at a time: the cycle's timer
+//! (page 0) queues one check per route page and sets the next cycle's timer; each page's
+//! check notifies again the page's users who have not acknowledged. No invocation reads
+//! more than a page of users, acks or records.
+
+use super::check::{CycleGate, cycle_gate, cycle_work, follow_up};
+use super::*;
+use crate::domain::{Notification, Slot, UserId};
+use std::collections::HashSet;
+
+impl Deliverer {
+    pub(super) async fn escalate_paged(
+        &self,
+        check: &CheckJob,
+        n: &Notification,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Checked, DeliverError> {
+        let plan = match cycle_gate(n.escalation, check.cycle, now) {
+            CycleGate::Over => return Ok(Checked::default()),
+            CycleGate::NotYet(due) => {
+                return Ok(Checked {
+                    next: Some(due),
+                    ..Checked::default()
+                });
+            }
+            CycleGate::Run(plan) => plan,
+        };
+        if check.page > 0 {
+            return self.escalate_page(check, n).await;
+        }
+        if let Some(chain) = &check.chain
+            && !self
+                .log
+                .claim_chain(&n.org_id, &n.notification_id, chain)
+                .await?
+        {
+            tracing::info!(
+                cycle = check.cycle,
+                "a second escalation chain (a replayed event's timer): ends here"
+            );
+            return Ok(Checked::default());
+        }
+        let queue = self.queue()?;
+        for page in 1..=n.pages {
+            let one = CheckJob {
+                page,
+                // The cycle's pages are this chain's: they need no gate of their own.
+                chain: None,
+                ..check.clone()
+            };
+            queue.schedule(&one, Duration::ZERO).await?;
+        }
+        tracing::info!(
+            cycle = check.cycle,
+            pages = n.pages,
+            "escalation cycle started: its pages queued"
+        );
+        Ok(Checked {
+            follow_up: follow_up(check, n, &plan),
+            ..Checked::default()
+        })
+    }
+
+    /// One page of an escalation cycle: its users who have not acknowledged get the
+    /// cycle's records and jobs; then their cycle-0 SMS and email still held behind push
+    /// end `escalated` (only while held). Run twice, it writes and sends nothing twice.
+    async fn escalate_page(
+        &self,
+        check: &CheckJob,
+        n: &Notification,
+    ) -> Result<Checked, DeliverError> {
+        let cycle = check.cycle;
+        let Some(page) = self
+            .log
+            .route_page(&n.org_id, &n.notification_id, check.page)
+            .await?
+        else {
+            tracing::warn!(
+                page = check.page,
+                "escalation of a route page that is not there: dropped"
+            );
+            return Ok(Checked::default());
+        };
+        let acked = self.acked_among(n, &page.user_ids).await?;
+        let users: Vec<UserId> = page
+            .user_ids
+            .into_iter()
+            .filter(|u| !acked.contains(u))
+            .collect();
+        if users.is_empty() {
+            return Ok(Checked::default());
+        }
+        let plans = self.escalation_plans(n, &users).await?;
+        let (records, mut jobs) = cycle_work(n, &plans, cycle);
+        self.log.put_records(n, &records).await?;
+        // An ack that landed while the records were written: they did not exist when
+        // the ack looked, so they end here and their jobs are not queued.
+        let late = self.acked_among(n, &users).await?;
+        if !late.is_empty() {
+            let ended: Vec<&DeliveryRecord> = records
+                .iter()
+                .filter(|r| r.recipient.user_id().is_some_and(|u| late.contains(u)))
+                .collect();
+            self.end_records(n, &ended, || Finish::Cancel {
+                reason: crate::domain::SkipReason::Acknowledged.as_str().to_string(),
+            })
+            .await?;
+            jobs.retain(|j| !j.recipient.user_id().is_some_and(|u| late.contains(u)));
+        }
+        if !jobs.is_empty() {
+            self.queue()?.enqueue(&jobs).await?;
+        }
+        let escalated: HashSet<&RecipientRef> = jobs.iter().map(|j| &j.recipient).collect();
+        let held: Vec<(&RecipientRef, Slot)> = escalated
+            .iter()
+            .flat_map(|who| {
+                [
+                    (*who, Slot::from(Channel::Sms)),
+                    (*who, Slot::from(Channel::Email)),
+                ]
+            })
+            .collect();
+        self.each(&held, |(who, slot)| {
+            crate::app::ended::finish(
+                self.log.as_ref(),
+                self.metrics.as_ref(),
+                &n.org_id,
+                &n.notification_id,
+                who,
+                *slot,
+                None,
+                Finish::SkipHeld {
+                    reason: crate::domain::SkipReason::Escalated.as_str().to_string(),
+                },
+            )
+        })
+        .await?;
+        tracing::info!(
+            cycle,
+            page = check.page,
+            recipients = plans.len(),
+            jobs = jobs.len(),
+            "escalation cycle page done"
+        );
+        Ok(Checked {
+            escalated: plans.len(),
+            ..Checked::default()
+        })
+    }
+
+    /// Which of `users` have acknowledged `n`.
+    async fn acked_among(
+        &self,
+        n: &Notification,
+        users: &[UserId],
+    ) -> Result<HashSet<UserId>, DeliverError> {
+        Ok(self
+            .log
+            .acked_among(&n.org_id, &n.notification_id, users)
+            .await?
+            .into_iter()
+            .collect())
+    }
+}
