@@ -1329,6 +1329,79 @@ mod escalation {
         assert_eq!(p.email_with(&text).await.len(), 2, "one email per cycle");
     }
 
+    /// A notification routed in pages (12 silent users, 4 a page, SMS and email only),
+    /// escalated every 2 s, twice, a page at a time by the push function: every
+    /// (recipient, channel, cycle) is sent exactly once, and the one who acknowledged
+    /// before the cycles gets none of them.
+    #[tokio::test]
+    async fn a_notification_routed_in_pages_is_escalated_a_page_at_a_time() {
+        let mut p = pipeline().await;
+        p.notifier.page_size = 4;
+        standard_org(
+            &p,
+            json!({"dispatch": "app_sms_email",
+                   "dispatch_escalation": {"after_seconds": 2, "cycles": 2}}),
+        )
+        .await;
+        for i in 0..12 {
+            p.admin(
+                "PUT",
+                &format!("/v1/users/x-{i:02}"),
+                json!({"name": format!("X {i}"), "license": "basic_responder", "virtual": false,
+                       "control_center_id": "north",
+                       "contacts": [{"kind": "mobile", "value": format!("+141555504{i:02}"), "primary": true},
+                                    {"kind": "email", "value": format!("x{i}@acme.example"), "primary": true}]}),
+            )
+            .await;
+        }
+        let text = unique("escalated all-call");
+        let mut ev = p.event("incident-dispatched-audience", &text);
+        ev["detail"]["audience"] = json!({"control_centers": ["north"]});
+        ev["detail"]["recipient_ids"] = json!([]);
+        let id = ev["id"].as_str().unwrap().to_string();
+        p.route(&ev).await;
+        let ack = responder_post(&p.org, "x-05", format!("/v1/notifications/{id}/ack"), "");
+        p.until(&id, |n| n["recipients"].as_array().unwrap().len() == 12)
+            .await;
+        assert_eq!(api::handle(&p.services, ack).await.status, 204);
+        let n = p
+            .until(&id, |n| {
+                let all: Vec<(u64, String, String)> = (0..12)
+                    .filter(|i| *i != 5)
+                    .flat_map(|i| flare_tests::deliveries_by_cycle(n, &format!("x-{i:02}")))
+                    .collect();
+                all.len() == 11 * 9 && all.iter().all(|(_, _, s)| s != "pending")
+            })
+            .await;
+        assert!(
+            flare_tests::deliveries_by_cycle(&n, "x-05")
+                .iter()
+                .all(|(cycle, _, _)| *cycle == 0),
+            "x-05 acknowledged before the cycles"
+        );
+        let mut per_phone: HashMap<String, usize> = HashMap::new();
+        for m in p.sms_with(&text).await {
+            *per_phone
+                .entry(m["phone_number"].as_str().unwrap().to_string())
+                .or_default() += 1;
+        }
+        for i in (0..12).filter(|i| *i != 5) {
+            let phone = format!("+141555504{i:02}");
+            assert_eq!(
+                per_phone.get(&phone),
+                Some(&3),
+                "{phone}: cycle 0 and each cycle once"
+            );
+        }
+        // x-05's own SMS and email went, or the ack cancelled them first: once at most.
+        assert!(
+            per_phone.get("+14155550405").is_none_or(|c| *c == 1),
+            "{per_phone:?}"
+        );
+        let emails = p.email_with(&text).await.len();
+        assert!(emails == 11 * 3 || emails == 11 * 3 + 1, "{emails} emails");
+    }
+
     #[tokio::test]
     async fn an_ack_before_the_first_cycle_stops_them_all() {
         let p = pipeline().await;
