@@ -30,7 +30,26 @@ pub struct LocalQueue {
     checks: mpsc::UnboundedSender<CheckJob>,
     /// How many checks were scheduled (a delayed SQS message each, in AWS).
     scheduled: Arc<std::sync::atomic::AtomicU64>,
+    /// Jobs queued or running (a retry waiting out its delay is not): what an all-call's
+    /// next route page waits on, so the runner never holds a whole large send's jobs.
+    backlog: Arc<std::sync::atomic::AtomicUsize>,
+    /// One route page at a time (SQS and Lambda's concurrency bound them in AWS).
+    route_pages: Arc<tokio::sync::Semaphore>,
 }
+
+/// One job in [`LocalQueue::backlog`] until dropped.
+struct InBacklog(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for InBacklog {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// The backlog under which the next route page of an all-call is routed: a few pages'
+/// jobs, enough to keep every channel's workers busy, and memory flat whatever the
+/// audience.
+pub const ROUTE_BACKLOG: usize = 5 * flare_shared::app::notify::ROUTE_PAGE;
 
 impl LocalQueue {
     /// The queue and its workers: each job runs in its own task, retried with
@@ -49,6 +68,8 @@ impl LocalQueue {
             senders: Arc::new([push_tx, sms_tx, email_tx]),
             checks: checks_tx,
             scheduled: Default::default(),
+            backlog: Default::default(),
+            route_pages: Arc::new(tokio::sync::Semaphore::new(1)),
         };
         deliverer.queue = Some(Arc::new(queue.clone()));
         for rx in [push_rx, sms_rx, email_rx] {
@@ -108,9 +129,28 @@ impl LocalQueue {
             Lane::Urgent => 0,
             Lane::Normal => 1,
         };
+        self.backlog
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.senders[i][lane]
             .send(q)
             .map_err(|_| QueueError::Failed(anyhow::anyhow!("local queue closed")))
+    }
+
+    /// Counts a job's attempt out of the backlog when dropped: when the attempt ends,
+    /// or its task unwinds from a panic (it may be sent again, and counted again, as a
+    /// retry).
+    fn attempt(&self) -> InBacklog {
+        InBacklog(self.backlog.clone())
+    }
+
+    /// Waits for the route-page slot and for the backlog to fall under
+    /// [`ROUTE_BACKLOG`].
+    async fn route_page_turn(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let permit = self.route_pages.clone().acquire_owned().await.ok()?;
+        while self.backlog.load(std::sync::atomic::Ordering::Relaxed) >= ROUTE_BACKLOG {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        Some(permit)
     }
 }
 
@@ -154,6 +194,11 @@ async fn check_worker(
         let deliverer = deliverer.clone();
         let queue = queue.clone();
         tokio::spawn(async move {
+            let _turn = if check.check == flare_shared::domain::CheckKind::RoutePage {
+                queue.route_page_turn().await
+            } else {
+                None
+            };
             if let Err(e) = deliverer
                 .check_and_reschedule(&check, chrono::Utc::now())
                 .await
@@ -208,12 +253,14 @@ async fn worker(
         };
         let deliverer = deliverer.clone();
         let queue = queue.clone();
+        let in_backlog = queue.attempt();
         tokio::spawn(async move {
             let last = q.attempt >= MAX_ATTEMPTS;
             let outcome = deliverer.deliver(&q.job, last, LEASE).await;
-            // Waiting for a retry holds no slot.
+            // Waiting for a retry holds no slot, and is not backlog.
             drop(permit);
             drop(normal_permit);
+            drop(in_backlog);
             match outcome {
                 Ok(_) => {}
                 // Not a failed attempt: back in its lane after the delay (the runner

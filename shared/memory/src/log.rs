@@ -55,6 +55,16 @@ impl DeliveryLog for MemoryDeliveryLog {
         Ok(())
     }
 
+    async fn notification(
+        &self,
+        org: &OrgId,
+        id: &NotificationId,
+    ) -> StoreResult<Option<Notification>> {
+        Ok(lock(&self.entries)
+            .get(&(org.clone(), id.clone()))
+            .and_then(|e| e.notification.clone()))
+    }
+
     async fn acked(&self, org: &OrgId, id: &NotificationId, user: &UserId) -> StoreResult<bool> {
         Ok(lock(&self.entries)
             .get(&(org.clone(), id.clone()))
