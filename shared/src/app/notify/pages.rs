@@ -22,8 +22,14 @@ impl Notifier {
     /// again: it finishes the pages not routed yet, from the stored plan.
     pub(super) async fn route_in_pages(&self, event: &IncidentEvent) -> Result<Routed, RouteError> {
         let org = &event.org_id;
-        if let Some(n) = self.log.notification(org, &event.notification_id).await? {
-            return self.resume_pages(n).await;
+        match self.log.notification(org, &event.notification_id).await? {
+            Some(n) if n.pages > 0 => return self.resume_pages(n).await,
+            // First routed in one piece (by a version before pages): replayed the same way.
+            Some(_) => {
+                let (n, plans) = self.plan_event(event).await?;
+                return self.commit(n, plans).await;
+            }
+            None => {}
         }
         let all = self.settings.all(org).await?;
         let providers = Self::providers(&all, &event.control_center_id);
