@@ -207,6 +207,99 @@ impl Sqlite {
     }
 }
 
+/// A page of a notification: the records of at most `recipients` recipients after the
+/// recipient key `after` (from the primary key's order: reads only the page), the acks
+/// of the page's users, and the key to continue after when more follow.
+#[allow(clippy::type_complexity)]
+fn logged_page(
+    c: &Connection,
+    org: &str,
+    nid: &str,
+    after: Option<&str>,
+    recipients: usize,
+) -> anyhow::Result<Option<(Logged, Option<String>)>> {
+    let Some(notification) = one::<Notification>(
+        c,
+        "SELECT body FROM notifications WHERE org = ?1 AND id = ?2",
+        params![org, nid],
+    )?
+    else {
+        return Ok(None);
+    };
+    // One more than the page: whether a next page follows.
+    let keys: Vec<String> = c
+        .prepare_cached(
+            "SELECT DISTINCT recipient FROM records WHERE org = ?1 AND nid = ?2 AND recipient > ?3 ORDER BY recipient LIMIT ?4",
+        )?
+        .query_map(
+            params![org, nid, after.unwrap_or(""), recipients as i64 + 1],
+            |r| r.get(0),
+        )?
+        .collect::<Result<_, _>>()?;
+    let next = (keys.len() > recipients).then(|| keys[recipients - 1].clone());
+    let page = &keys[..keys.len().min(recipients)];
+    let (Some(first), Some(last)) = (page.first(), page.last()) else {
+        return Ok(Some((
+            Logged {
+                notification,
+                records: Vec::new(),
+                acks: Vec::new(),
+            },
+            next,
+        )));
+    };
+    let records = records(
+        c,
+        &format!(
+            "SELECT {RECORD_COLUMNS} FROM records WHERE org = ?1 AND nid = ?2 AND recipient >= ?3 AND recipient <= ?4 ORDER BY recipient, channel"
+        ),
+        params![org, nid, first, last],
+    )?;
+    let users: Vec<&str> = page
+        .iter()
+        .filter_map(|k| k.strip_prefix("user:"))
+        .collect();
+    let acks = match (users.first(), users.last()) {
+        (Some(from), Some(to)) => acks(c, org, nid, Some((from, to)))?,
+        _ => Vec::new(),
+    };
+    Ok(Some((
+        Logged {
+            notification,
+            records,
+            acks,
+        },
+        next,
+    )))
+}
+
+/// A notification's acks, of the users between `range`'s ends when given.
+fn acks(
+    c: &Connection,
+    org: &str,
+    nid: &str,
+    range: Option<(&str, &str)>,
+) -> anyhow::Result<Vec<(UserId, DateTime<Utc>)>> {
+    let (from, to) = range.unwrap_or(("", "\u{10ffff}"));
+    let mut stmt = c.prepare_cached(
+        "SELECT user, at FROM acks WHERE org = ?1 AND nid = ?2 AND user >= ?3 AND user <= ?4 ORDER BY user",
+    )?;
+    stmt.query_map(params![org, nid, from, to], |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+    })?
+    .collect::<Result<Vec<_>, _>>()?
+    .into_iter()
+    .map(|(u, at)| {
+        Ok((
+            UserId::parse(&u).map_err(|e| anyhow::anyhow!("stored user id {u:?}: {e}"))?,
+            DateTime::parse_from_rfc3339(&at)
+                .context("a stored acknowledgement time")?
+                .with_timezone(&Utc),
+        ))
+    })
+    .collect()
+}
+
 fn logged(c: &Connection, org: &str, nid: &str) -> anyhow::Result<Option<Logged>> {
     let Some(notification) = one::<Notification>(
         c,
@@ -223,23 +316,7 @@ fn logged(c: &Connection, org: &str, nid: &str) -> anyhow::Result<Option<Logged>
         ),
         params![org, nid],
     )?;
-    let mut stmt =
-        c.prepare_cached("SELECT user, at FROM acks WHERE org = ?1 AND nid = ?2 ORDER BY user")?;
-    let acks = stmt
-        .query_map(params![org, nid], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
-        })?
-        .collect::<Result<Vec<_>, _>>()?
-        .into_iter()
-        .map(|(u, at)| {
-            Ok((
-                UserId::parse(&u).map_err(|e| anyhow::anyhow!("stored user id {u:?}: {e}"))?,
-                DateTime::parse_from_rfc3339(&at)
-                    .context("a stored acknowledgement time")?
-                    .with_timezone(&Utc),
-            ))
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    let acks = acks(c, org, nid, None)?;
     Ok(Some(Logged {
         notification,
         records,

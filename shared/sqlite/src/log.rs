@@ -158,6 +158,18 @@ impl DeliveryLog for Sqlite {
         self.db.read(|c| logged(c, org.as_str(), id.as_str()))
     }
 
+    /// Reads only the page (the records' primary key is in recipient order).
+    async fn notification_page(
+        &self,
+        org: &OrgId,
+        id: &NotificationId,
+        after: Option<&str>,
+        recipients: usize,
+    ) -> StoreResult<Option<(Logged, Option<String>)>> {
+        self.db
+            .read(|c| logged_page(c, org.as_str(), id.as_str(), after, recipients))
+    }
+
     async fn recipient_records(
         &self,
         org: &OrgId,

@@ -367,10 +367,10 @@ impl Deliverer {
     }
 
     /// Whether the recipient acknowledged before this claimed attempt could send: then
-    /// the record ends `skipped` (`acknowledged`) instead. Asked only where an ack can
-    /// come first (a retry, an escalation cycle, a fallback): a first attempt of a
-    /// notification's own delivery is queued when it is routed, before anyone could
-    /// have answered it, and pays no read.
+    /// the record ends `skipped` (`acknowledged`) instead. Asked of retries only: an ack
+    /// ends every pending record no attempt holds, so only a record that was claimed
+    /// when the ack came (the attempt then failed, and this is its retry) can still be
+    /// pending after it. A first attempt pays no read.
     async fn acknowledged_before(
         &self,
         job: &DeliveryJob,
@@ -379,7 +379,7 @@ impl Deliverer {
         let RecipientRef::User(user) = &job.recipient else {
             return Ok(false);
         };
-        if attempts <= 1 && job.cycle == 0 && !job.fallback {
+        if attempts <= 1 {
             return Ok(false);
         }
         if !self
