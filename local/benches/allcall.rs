@@ -159,15 +159,7 @@ async fn invocations(n: usize) -> (Duration, Duration, Duration, usize) {
 }
 
 fn main() {
-    let sizes: Vec<usize> = std::env::args()
-        .skip(1)
-        .filter_map(|a| a.parse().ok())
-        .collect();
-    let sizes = if sizes.is_empty() {
-        vec![1_000, 10_000, 50_000]
-    } else {
-        sizes
-    };
+    let sizes = support::sizes(&[1_000, 10_000, 50_000]);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -176,7 +168,7 @@ fn main() {
     let mut peaks = Vec::new();
     for &n in &sizes {
         let took = rt.block_on(end_to_end(n));
-        let peak = rss_kib("VmHWM:").unwrap_or(0) as f64 / 1024.0;
+        let peak = support::rss_kib("VmHWM:").unwrap_or(0) as f64 / 1024.0;
         println!(
             "all-call to {n:>6} users (local runner): nothing pending after {:9.1} ms; peak resident memory so far {peak:.1} MiB",
             ms(took)
@@ -201,18 +193,4 @@ fn main() {
             ms(median)
         );
     }
-}
-
-/// The process's resident set now (`VmRSS:`) or at its peak (`VmHWM:`), where Linux
-/// reports it.
-fn rss_kib(field: &str) -> Option<u64> {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()?
-        .lines()
-        .find_map(|l| l.strip_prefix(field))?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()
 }

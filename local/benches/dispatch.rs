@@ -66,15 +66,7 @@ async fn run(app: &LocalApp, n: usize, set: usize) -> Vec<Duration> {
 }
 
 fn main() {
-    let sizes: Vec<usize> = std::env::args()
-        .skip(1)
-        .filter_map(|a| a.parse().ok())
-        .collect();
-    let sizes = if sizes.is_empty() {
-        vec![1000, 3000]
-    } else {
-        sizes
-    };
+    let sizes = support::sizes(&[1000, 3000]);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -93,7 +85,7 @@ fn main() {
             t.len()
         );
         medians.push((n, t[t.len() / 2]));
-        if let (Some(now), Some(peak)) = (rss_kib("VmRSS:"), rss_kib("VmHWM:")) {
+        if let (Some(now), Some(peak)) = (support::rss_kib("VmRSS:"), support::rss_kib("VmHWM:")) {
             println!(
                 "  resident memory: {:.1} MiB now, {:.1} MiB at the peak so far",
                 now as f64 / 1024.0,
@@ -108,18 +100,4 @@ fn main() {
             t2.as_secs_f64() / t1.as_secs_f64()
         );
     }
-}
-
-/// The process's resident set now (`VmRSS:`) or at its peak (`VmHWM:`), where Linux
-/// reports it.
-fn rss_kib(field: &str) -> Option<u64> {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()?
-        .lines()
-        .find_map(|l| l.strip_prefix(field))?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()
 }

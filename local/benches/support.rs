@@ -81,3 +81,32 @@ pub async fn use_gateway(app: &LocalApp, url: &str, failover: bool, max_per_seco
         .await
         .unwrap();
 }
+
+/// The sizes given on the command line (`-- 1000 3000`), or `default`.
+#[allow(dead_code)] // Not every benchmark that includes this file takes sizes.
+pub fn sizes(default: &[usize]) -> Vec<usize> {
+    let given: Vec<usize> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    if given.is_empty() {
+        default.to_vec()
+    } else {
+        given
+    }
+}
+
+/// The process's resident set now (`VmRSS:`) or at its peak (`VmHWM:`), where Linux
+/// reports it.
+#[allow(dead_code)] // Not every benchmark that includes this file reports memory.
+pub fn rss_kib(field: &str) -> Option<u64> {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix(field))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()
+}

@@ -393,23 +393,29 @@ impl DynamoDeliveryLog {
         Ok(found)
     }
 
-    /// A page of a sharded notification's view: its shards in order, each in recipient
-    /// order, from the cursor `after` (`S<shard>~<recipient key>`, or `S<shard>~` for a
-    /// shard's start) until `recipients` recipients are read, with `Limit` on each
-    /// Query: one page reads about one page of records, whatever the shard count.
-    /// Answers the records and the cursor of the next page, if one follows.
-    async fn shard_page(
+    /// A page of a notification's view: its record partitions in order (one, or its
+    /// shards), each in recipient order, from the cursor `after` until `recipients`
+    /// recipients are read, with `Limit` on each Query: one page reads about one page of
+    /// records, whatever the notification's size. A sharded notification's cursor names
+    /// the shard (`S<shard>~<recipient key>`, `S<shard>~` for a shard's start); one in a
+    /// single partition is the recipient key alone. Answers the records and the cursor
+    /// of the next page, if one follows.
+    async fn page_records(
         &self,
         base: &str,
         shards: u32,
         after: Option<&str>,
         recipients: usize,
     ) -> StoreResult<(Vec<DeliveryRecord>, Option<String>)> {
-        let (mut shard, mut from_key) = parse_shard_cursor(after);
+        let partitions = record_pks(base, shards);
+        let (mut shard, mut from_key) = if shards > 1 {
+            parse_shard_cursor(after)
+        } else {
+            (0, after.map(str::to_string))
+        };
         let mut page: Vec<DeliveryRecord> = Vec::new();
         let mut keys = 0usize;
-        while shard < shards {
-            let pk = format!("{base}#S{shard:02}");
+        while let Some(pk) = partitions.get(shard as usize) {
             let from = from_key
                 .take()
                 .map_or_else(|| "R#".to_string(), |a| format!("R#{a}#~"));
@@ -448,7 +454,12 @@ impl DynamoDeliveryLog {
             )
             .await?;
             if full {
-                let next = format!("S{shard:02}~{}", last.unwrap_or_default());
+                let key = last.unwrap_or_default();
+                let next = if shards > 1 {
+                    format!("S{shard:02}~{key}")
+                } else {
+                    key
+                };
                 return Ok((page, Some(next)));
             }
             shard += 1;
@@ -492,22 +503,6 @@ impl DynamoDeliveryLog {
         };
         let acks: Vec<AckItem> = table.batch_get(keys).await?;
         Ok(acks.into_iter().map(|a| (a.user_id, a.at)).collect())
-    }
-
-    /// A notification's acknowledgements.
-    async fn acks(&self, pk: &str) -> StoreResult<Vec<(UserId, chrono::DateTime<chrono::Utc>)>> {
-        let mut acks = Vec::new();
-        self.each_item(
-            "Query acks",
-            || self.partition(pk, "ACK#"),
-            |item| {
-                let a: AckItem = decode(item)?;
-                acks.push((a.user_id, a.at));
-                Ok(true)
-            },
-        )
-        .await?;
-        Ok(acks)
     }
 
     pub fn new(client: Client, table: impl Into<String>) -> Self {

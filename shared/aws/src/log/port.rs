@@ -311,71 +311,8 @@ impl DeliveryLog for DynamoDeliveryLog {
             self.remember_shards(&pk, shards);
         }
         let notification: Notification = decode(item)?;
-        if shards > 1 {
-            let (records, next) = self.shard_page(&pk, shards, after, recipients).await?;
-            let acks = self.acks_of(&pk, &records).await?;
-            return Ok(Some((
-                Logged {
-                    notification,
-                    records,
-                    acks,
-                },
-                next,
-            )));
-        }
-        let from = after.map_or_else(|| "R#".to_string(), |a| format!("R#{a}#~"));
-        // From each partition, the records of at most `recipients + 1` recipients in key
-        // order (each recipient is in one partition); merged, the first `recipients` of
-        // them are the page, and one more means there is a next page.
-        let mut records: Vec<(String, DeliveryRecord)> = Vec::new();
-        for shard in record_pks(&pk, shards) {
-            let mut keys = 0;
-            let mut last: Option<String> = None;
-            self.each_item(
-                "Query notification page",
-                || {
-                    self.client
-                        .query()
-                        .key_condition_expression("pk = :pk AND sk BETWEEN :from AND :to")
-                        .expression_attribute_values(":pk", s(shard.clone()))
-                        .expression_attribute_values(":from", s(from.clone()))
-                        .expression_attribute_values(":to", s("R$"))
-                        .consistent_read(true)
-                },
-                |item| {
-                    let sk = item_sk(&item);
-                    let r: DeliveryRecord = decode(item)?;
-                    let k = r.recipient.key();
-                    if last.as_ref() != Some(&k) {
-                        if keys > recipients {
-                            return Ok(false);
-                        }
-                        keys += 1;
-                        last = Some(k);
-                    }
-                    records.push((sk, r));
-                    Ok(true)
-                },
-            )
-            .await?;
-        }
-        records.sort_by(|a, b| a.0.cmp(&b.0));
-        let mut page: Vec<DeliveryRecord> = Vec::new();
-        let mut keys: Vec<String> = Vec::new();
-        let mut next = None;
-        for (_, r) in records {
-            let k = r.recipient.key();
-            if keys.last() != Some(&k) {
-                if keys.len() == recipients {
-                    next = keys.last().cloned();
-                    break;
-                }
-                keys.push(k);
-            }
-            page.push(r);
-        }
-        let records = page;
-        let acks = self.acks(&pk).await?;
+        let (records, next) = self.page_records(&pk, shards, after, recipients).await?;
+        let acks = self.acks_of(&pk, &records).await?;
         Ok(Some((
             Logged {
                 notification,
