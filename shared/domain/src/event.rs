@@ -187,42 +187,8 @@ impl IncidentEvent {
             Category::Distress => r.optional_value("message", parse_message),
             _ => r.required_value("message", parse_message).map(Some),
         };
-        let audience = match category {
-            Category::Dispatch | Category::Messages => r.optional_value("audience", parse_audience),
-            _ if r.has("audience") => {
-                r.error(
-                    "audience",
-                    "is taken only by \"Incident Dispatched\" and \"Incident Message Posted\"",
-                );
-                None
-            }
-            _ => Some(None),
-        };
-        let targets = match category {
-            Category::Distress => r
-                // Ids in events are another system's: users stored with `@` or `:`
-                // (before path ids refused them) are still notified.
-                .required_with("creator_id", UserId::parse_existing)
-                .map(Targets::SosCreator),
-            Category::IncidentContacts => {
-                let users = r.required_list("recipient_ids", string_item(UserId::parse_existing));
-                let contacts = r.optional_list("contacts", parse_external_contact);
-                match (users, contacts) {
-                    (Some(users), Some(contacts)) => Some(Targets::UsersAndContacts {
-                        users: dedupe(users),
-                        contacts: contacts.unwrap_or_default(),
-                    }),
-                    _ => None,
-                }
-            }
-            // With an audience, `recipient_ids` is optional (the audience names the rest).
-            _ if matches!(audience, Some(Some(_))) => r
-                .optional_list("recipient_ids", string_item(UserId::parse_existing))
-                .map(|ids| Targets::Users(dedupe(ids.unwrap_or_default()))),
-            _ => r
-                .required_list("recipient_ids", string_item(UserId::parse_existing))
-                .map(|ids| Targets::Users(dedupe(ids))),
-        };
+        let audience = read_audience(&mut r, category);
+        let targets = read_targets(&mut r, category, matches!(audience, Some(Some(_))));
         if !errors.is_empty() {
             return Err(EventError::InvalidDetail(errors));
         }
@@ -249,6 +215,51 @@ impl IncidentEvent {
             }),
             _ => Err(EventError::InvalidDetail(errors)),
         }
+    }
+}
+
+/// `detail.audience`: taken by dispatches and messages only. `Some(None)` is no audience;
+/// `None` an error recorded in the reader.
+fn read_audience(r: &mut Reader<'_, '_>, category: Category) -> Option<Option<Audience>> {
+    match category {
+        Category::Dispatch | Category::Messages => r.optional_value("audience", parse_audience),
+        _ if r.has("audience") => {
+            r.error(
+                "audience",
+                "is taken only by \"Incident Dispatched\" and \"Incident Message Posted\"",
+            );
+            None
+        }
+        _ => Some(None),
+    }
+}
+
+/// Who the event names: the SOS creator, the incident contacts, or the listed users.
+fn read_targets(r: &mut Reader<'_, '_>, category: Category, has_audience: bool) -> Option<Targets> {
+    match category {
+        Category::Distress => r
+            // Ids in events are another system's: users stored with `@` or `:`
+            // (before path ids refused them) are still notified.
+            .required_with("creator_id", UserId::parse_existing)
+            .map(Targets::SosCreator),
+        Category::IncidentContacts => {
+            let users = r.required_list("recipient_ids", string_item(UserId::parse_existing));
+            let contacts = r.optional_list("contacts", parse_external_contact);
+            match (users, contacts) {
+                (Some(users), Some(contacts)) => Some(Targets::UsersAndContacts {
+                    users: dedupe(users),
+                    contacts: contacts.unwrap_or_default(),
+                }),
+                _ => None,
+            }
+        }
+        // With an audience, `recipient_ids` is optional (the audience names the rest).
+        _ if has_audience => r
+            .optional_list("recipient_ids", string_item(UserId::parse_existing))
+            .map(|ids| Targets::Users(dedupe(ids.unwrap_or_default()))),
+        _ => r
+            .required_list("recipient_ids", string_item(UserId::parse_existing))
+            .map(|ids| Targets::Users(dedupe(ids))),
     }
 }
 

@@ -28,12 +28,14 @@ pub enum StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+mod finish;
 mod flow;
 mod log;
 mod metrics;
 mod send;
 mod stores;
 
+pub use finish::*;
 pub use flow::*;
 pub use log::*;
 pub use metrics::*;

@@ -1,6 +1,8 @@
 //! Scheduled checks: the app fallback window's end and dispatch escalation cycles.
 
 use super::*;
+use crate::domain::UserId;
+use std::collections::HashSet;
 
 impl Deliverer {
     /// Runs a notification's timer check at `now`: every recipient whose SMS and email
@@ -151,28 +153,10 @@ impl Deliverer {
     ) -> Result<Checked, DeliverError> {
         let n = &logged.notification;
         let cycle = check.cycle;
-        let plan = match cycle_gate(n.escalation, cycle, now) {
-            CycleGate::Over => return Ok(Checked::default()),
-            CycleGate::NotYet(due) => {
-                return Ok(Checked {
-                    next: Some(due),
-                    ..Checked::default()
-                });
-            }
-            CycleGate::Run(plan) => plan,
+        let plan = match self.start_cycle(check, n, now).await? {
+            Ok(plan) => plan,
+            Err(done) => return Ok(done),
         };
-        if let Some(chain) = &check.chain
-            && !self
-                .log
-                .claim_chain(&n.org_id, &n.notification_id, chain)
-                .await?
-        {
-            tracing::info!(
-                cycle,
-                "a second escalation chain (a replayed event's timer): ends here"
-            );
-            return Ok(Checked::default());
-        }
         let users = unacknowledged(logged);
         if users.is_empty() {
             tracing::info!(cycle, "escalation stopped: everyone acknowledged");
@@ -182,7 +166,14 @@ impl Deliverer {
         let (records, mut jobs) = cycle_work(n, &plans, cycle);
         let superseded = superseded_held(logged, &jobs);
         self.log.put_records(n, &records).await?;
-        self.cancel_late_acks(n, &records, &mut jobs).await?;
+        let acked_now: HashSet<UserId> = self
+            .log
+            .get_notification(&n.org_id, &n.notification_id)
+            .await?
+            .map(|l| l.acks.into_iter().map(|(u, _)| u).collect())
+            .unwrap_or_default();
+        self.cancel_late_acks(n, &records, &mut jobs, &acked_now)
+            .await?;
         if !jobs.is_empty() {
             self.queue()?.enqueue(&jobs).await?;
         }
@@ -231,35 +222,56 @@ impl Deliverer {
         Ok(routing::plan(&ctx, &recipients).recipients)
     }
 
-    /// An ack that landed while a cycle was being written: its records did not exist
-    /// when the ack looked, so they are cancelled here, and their jobs taken out of
-    /// `jobs` (not enqueued).
-    async fn cancel_late_acks(
+    /// Whether a cycle's check runs: the cycle is due, and its chain (a cycle timer's
+    /// first) is the notification's. `Err` is what the check ends with instead.
+    pub(super) async fn start_cycle(
+        &self,
+        check: &CheckJob,
+        n: &crate::domain::Notification,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Result<crate::domain::EscalationPlan, Checked>, DeliverError> {
+        let plan = match cycle_gate(n.escalation, check.cycle, now) {
+            CycleGate::Over => return Ok(Err(Checked::default())),
+            CycleGate::NotYet(due) => {
+                return Ok(Err(Checked {
+                    next: Some(due),
+                    ..Checked::default()
+                }));
+            }
+            CycleGate::Run(plan) => plan,
+        };
+        if let Some(chain) = &check.chain
+            && !self
+                .log
+                .claim_chain(&n.org_id, &n.notification_id, chain)
+                .await?
+        {
+            tracing::info!(
+                cycle = check.cycle,
+                "a second escalation chain (a replayed event's timer): ends here"
+            );
+            return Ok(Err(Checked::default()));
+        }
+        Ok(Ok(plan))
+    }
+
+    /// An ack that landed while a cycle was being written (`acked_now`: the users who
+    /// have acknowledged by now): its records did not exist when the ack looked, so they
+    /// are cancelled here, and their jobs taken out of `jobs` (not enqueued).
+    pub(super) async fn cancel_late_acks(
         &self,
         n: &crate::domain::Notification,
         records: &[DeliveryRecord],
         jobs: &mut Vec<DeliveryJob>,
+        acked_now: &HashSet<UserId>,
     ) -> Result<(), DeliverError> {
-        let acked_now: std::collections::HashSet<String> = self
-            .log
-            .get_notification(&n.org_id, &n.notification_id)
-            .await?
-            .map(|l| {
-                l.acks
-                    .into_iter()
-                    .map(|(u, _)| RecipientRef::User(u).key())
-                    .collect()
-            })
-            .unwrap_or_default();
-        let late: Vec<&DeliveryRecord> = records
-            .iter()
-            .filter(|r| acked_now.contains(&r.recipient.key()))
-            .collect();
+        let acked = |who: &RecipientRef| who.user_id().is_some_and(|u| acked_now.contains(u));
+        let late: Vec<&DeliveryRecord> = records.iter().filter(|r| acked(&r.recipient)).collect();
         self.end_records(n, &late, || Finish::Cancel {
             reason: crate::domain::SkipReason::Acknowledged.as_str().to_string(),
         })
         .await?;
-        jobs.retain(|j| !acked_now.contains(&j.recipient.key()));
+        jobs.retain(|j| !acked(&j.recipient));
         Ok(())
     }
 

@@ -3,7 +3,7 @@
 //! check notifies again the page's users who have not acknowledged. No invocation reads
 //! more than a page of users, acks or records.
 
-use super::check::{CycleGate, cycle_gate, cycle_work, follow_up};
+use super::check::{cycle_work, follow_up};
 use super::*;
 use crate::domain::{Notification, Slot, UserId};
 use std::collections::HashSet;
@@ -15,30 +15,13 @@ impl Deliverer {
         n: &Notification,
         now: chrono::DateTime<chrono::Utc>,
     ) -> Result<Checked, DeliverError> {
-        let plan = match cycle_gate(n.escalation, check.cycle, now) {
-            CycleGate::Over => return Ok(Checked::default()),
-            CycleGate::NotYet(due) => {
-                return Ok(Checked {
-                    next: Some(due),
-                    ..Checked::default()
-                });
-            }
-            CycleGate::Run(plan) => plan,
+        // A page's check carries no chain (its cycle's timer claimed it).
+        let plan = match self.start_cycle(check, n, now).await? {
+            Ok(plan) => plan,
+            Err(done) => return Ok(done),
         };
         if check.page > 0 {
             return self.escalate_page(check, n).await;
-        }
-        if let Some(chain) = &check.chain
-            && !self
-                .log
-                .claim_chain(&n.org_id, &n.notification_id, chain)
-                .await?
-        {
-            tracing::info!(
-                cycle = check.cycle,
-                "a second escalation chain (a replayed event's timer): ends here"
-            );
-            return Ok(Checked::default());
         }
         let queue = self.queue()?;
         for page in 1..=n.pages {
@@ -94,22 +77,34 @@ impl Deliverer {
         let (records, mut jobs) = cycle_work(n, &plans, cycle);
         self.log.put_records(n, &records).await?;
         // An ack that landed while the records were written: they did not exist when
-        // the ack looked, so they end here and their jobs are not queued.
+        // the ack looked.
         let late = self.acked_among(n, &users).await?;
-        if !late.is_empty() {
-            let ended: Vec<&DeliveryRecord> = records
-                .iter()
-                .filter(|r| r.recipient.user_id().is_some_and(|u| late.contains(u)))
-                .collect();
-            self.end_records(n, &ended, || Finish::Cancel {
-                reason: crate::domain::SkipReason::Acknowledged.as_str().to_string(),
-            })
-            .await?;
-            jobs.retain(|j| !j.recipient.user_id().is_some_and(|u| late.contains(u)));
-        }
+        self.cancel_late_acks(n, &records, &mut jobs, &late).await?;
         if !jobs.is_empty() {
             self.queue()?.enqueue(&jobs).await?;
         }
+        self.end_held_escalated(n, &jobs).await?;
+        tracing::info!(
+            cycle,
+            page = check.page,
+            recipients = plans.len(),
+            jobs = jobs.len(),
+            "escalation cycle page done"
+        );
+        Ok(Checked {
+            escalated: plans.len(),
+            ..Checked::default()
+        })
+    }
+
+    /// The cycle-0 SMS and email still held behind push of those `jobs` notify again
+    /// end `escalated` (only while held: a record that was sent or is not there moves
+    /// nothing). Called once the cycle's own records and jobs exist.
+    async fn end_held_escalated(
+        &self,
+        n: &Notification,
+        jobs: &[DeliveryJob],
+    ) -> Result<(), DeliverError> {
         let escalated: HashSet<&RecipientRef> = jobs.iter().map(|j| &j.recipient).collect();
         let held: Vec<(&RecipientRef, Slot)> = escalated
             .iter()
@@ -135,17 +130,7 @@ impl Deliverer {
             )
         })
         .await?;
-        tracing::info!(
-            cycle,
-            page = check.page,
-            recipients = plans.len(),
-            jobs = jobs.len(),
-            "escalation cycle page done"
-        );
-        Ok(Checked {
-            escalated: plans.len(),
-            ..Checked::default()
-        })
+        Ok(())
     }
 
     /// Which of `users` have acknowledged `n`.
