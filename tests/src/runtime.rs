@@ -532,7 +532,14 @@ async fn init_error(State(em): State<Emulator>, body: Bytes) -> StatusCode {
 
 /// The variable names `template.yaml` gives each function binary (Globals merged with
 /// the function's own), read with cfn-lint's template decoder from the test virtualenv.
+/// Read once per test binary: the decoder takes about 4 CPU seconds, and the emulator's
+/// tests deploy ten times.
 pub fn template_env() -> anyhow::Result<HashMap<String, Vec<String>>> {
+    static ENV: OnceLock<Result<HashMap<String, Vec<String>>, String>> = OnceLock::new();
+    once(&ENV, read_template_env)
+}
+
+fn read_template_env() -> anyhow::Result<HashMap<String, Vec<String>>> {
     let py = crate::python();
     if !py.exists() {
         bail!(
