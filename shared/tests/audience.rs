@@ -344,3 +344,101 @@ async fn escalation_of_a_notification_routed_in_pages_goes_a_page_at_a_time_and_
     let again = w.log.get_notification(&w.org, id).await.unwrap().unwrap();
     assert_eq!(again.records.len(), records);
 }
+
+#[tokio::test]
+async fn a_restarted_runner_runs_again_the_pages_of_a_cycle_it_stopped_in() {
+    let comm = CommunicationSettings {
+        dispatch_escalation: Some(Escalation {
+            after_seconds: 60,
+            cycles: 2,
+        }),
+        ..settings(Method::AppSmsEmail)
+    };
+    let w = MemoryWorld::new(comm, &[]).await;
+    for (id, cc) in [
+        ("n-1", "north"),
+        ("n-2", "north"),
+        ("s-1", "south"),
+        ("s-2", "south"),
+    ] {
+        put(&w, id, Some(cc)).await;
+    }
+    let event = all_call(&[]);
+    let id = &event.notification_id;
+    paged(&w, 2).route(&event).await.unwrap();
+    let deliverer = w.deliverer(None);
+    let escalations = |w: &MemoryWorld| -> Vec<CheckJob> {
+        w.queue
+            .take_checks()
+            .into_iter()
+            .map(|(c, _)| c)
+            .filter(|c| c.check == CheckKind::Escalation)
+            .collect()
+    };
+    let mut head = None;
+    for (check, _) in w.queue.take_checks() {
+        match check.check {
+            CheckKind::RoutePage => {
+                deliverer.check(&check, chrono::Utc::now()).await.unwrap();
+            }
+            CheckKind::Escalation => head = Some(check),
+            CheckKind::AppFallback => {}
+        }
+    }
+    let head = head.expect("the first cycle's timer");
+    let due = w
+        .log
+        .notification(&w.org, id)
+        .await
+        .unwrap()
+        .unwrap()
+        .escalation
+        .unwrap()
+        .due(1);
+    deliverer.check(&head, due).await.unwrap();
+    let pages = escalations(&w);
+    assert_eq!(pages.len(), 2, "{pages:?}");
+    // The runner stops after the cycle's first page: the second's check is lost.
+    deliverer.check(&pages[0], due).await.unwrap();
+    let cycle_one = |logged: &flare_shared::ports::Logged| -> BTreeSet<String> {
+        logged
+            .records
+            .iter()
+            .filter(|r| r.cycle == 1)
+            .map(|r| r.recipient.key())
+            .collect()
+    };
+    let logged = w.log.get_notification(&w.org, id).await.unwrap().unwrap();
+    assert_eq!(cycle_one(&logged).len(), 2, "one page of two users so far");
+    let resumed: Vec<(u32, u32)> = flare_shared::app::deliver::unfinished_checks(&logged)
+        .into_iter()
+        .filter(|(c, _)| c.check == CheckKind::Escalation)
+        .map(|(c, _)| (c.cycle, c.page))
+        .collect();
+    assert_eq!(resumed, [(1, 1), (1, 2), (2, 0)]);
+    for c in Channel::ALL {
+        while w.queue.pop(c).is_some() {}
+    }
+    for (check, at) in flare_shared::app::deliver::unfinished_checks(&logged) {
+        if check.check == CheckKind::Escalation && check.cycle == 1 {
+            deliverer.check(&check, at).await.unwrap();
+        }
+    }
+    let after = w.log.get_notification(&w.org, id).await.unwrap().unwrap();
+    assert_eq!(
+        cycle_one(&after).len(),
+        4,
+        "every user has the cycle: {:?}",
+        cycle_one(&after)
+    );
+    // The first page's records are as they were: written once, not again.
+    let first_page = |l: &flare_shared::ports::Logged| -> Vec<String> {
+        let before = cycle_one(&logged);
+        l.records
+            .iter()
+            .filter(|r| r.cycle == 1 && before.contains(&r.recipient.key()))
+            .map(|r| format!("{:?}", r))
+            .collect()
+    };
+    assert_eq!(first_page(&after), first_page(&logged));
+}

@@ -233,26 +233,39 @@ pub fn unfinished_checks(
 ) -> Vec<(CheckJob, chrono::DateTime<chrono::Utc>)> {
     let mut checks: Vec<_> = unfinished_window(logged).into_iter().collect();
     let n = &logged.notification;
-    if let Some(plan) = n.escalation {
-        let next = logged.records.iter().map(|r| r.cycle).max().unwrap_or(0) + 1;
-        // A cycle overdue by more than its interval (the runner was down that long) is
-        // not started late: a dispatch that old is no longer news worth waking someone.
-        let stale = chrono::Utc::now()
-            > plan.due(next) + chrono::TimeDelta::seconds(plan.after_seconds.into());
-        if next <= plan.cycles && !stale && !unacknowledged(logged).is_empty() {
-            checks.push((
-                CheckJob {
-                    check: CheckKind::Escalation,
-                    org_id: n.org_id.clone(),
-                    notification_id: n.notification_id.clone(),
-                    cycle: next,
-                    page: 0,
-                    chain: None,
-                    lane: n.category.lane(),
-                },
-                plan.due(next),
-            ));
-        }
+    let Some(plan) = n.escalation else {
+        return checks;
+    };
+    if unacknowledged(logged).is_empty() {
+        return checks;
+    }
+    // A cycle overdue by more than its interval (the runner was down that long) is not
+    // started (or finished) late: a dispatch that old is no longer news worth waking
+    // someone.
+    let now = chrono::Utc::now();
+    let fresh = |cycle: u32| {
+        cycle >= 1
+            && cycle <= plan.cycles
+            && now <= plan.due(cycle) + chrono::TimeDelta::seconds(plan.after_seconds.into())
+    };
+    let check = |cycle: u32, page: u32| CheckJob {
+        check: CheckKind::Escalation,
+        org_id: n.org_id.clone(),
+        notification_id: n.notification_id.clone(),
+        cycle,
+        page,
+        chain: None,
+        lane: n.category.lane(),
+    };
+    let last = logged.records.iter().map(|r| r.cycle).max().unwrap_or(0);
+    // A notification routed in pages runs a cycle a page at a time: a stop in the middle
+    // of one lost the pages not yet run. Each runs again (a page run twice writes and
+    // sends nothing twice).
+    if n.pages > 0 && fresh(last) {
+        checks.extend((1..=n.pages).map(|page| (check(last, page), plan.due(last))));
+    }
+    if fresh(last + 1) {
+        checks.push((check(last + 1, 0), plan.due(last + 1)));
     }
     checks
 }
