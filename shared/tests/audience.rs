@@ -233,28 +233,28 @@ async fn a_long_list_of_ids_is_routed_in_pages_too() {
     assert_eq!((n.pages, n.audience), (2, None));
 }
 
-#[tokio::test]
-async fn escalation_of_a_notification_routed_in_pages_goes_a_page_at_a_time_and_never_twice() {
-    // Cycle 0's SMS and email stay held behind push (no push job runs here).
+/// An all-call under `method` with escalation (2 cycles, `after_seconds` apart) to
+/// `users` (id, control center), routed in pages of two with every route page run: the
+/// world, the notification's id and the first cycle's timer (cycle 0's jobs taken off).
+async fn escalating_all_call(
+    method: Method,
+    app_fallback_seconds: u32,
+    after_seconds: u32,
+    users: &[(&str, &str)],
+) -> (MemoryWorld, NotificationId, CheckJob) {
     let comm = CommunicationSettings {
-        app_fallback_seconds: 60,
+        app_fallback_seconds,
         dispatch_escalation: Some(Escalation {
-            after_seconds: 10,
+            after_seconds,
             cycles: 2,
         }),
-        ..settings(Method::AppThenSmsEmail)
+        ..settings(method)
     };
     let w = MemoryWorld::new(comm, &[]).await;
-    for (id, cc) in [
-        ("n-1", "north"),
-        ("n-2", "north"),
-        ("s-1", "south"),
-        ("e-1", "east"),
-    ] {
+    for (id, cc) in users {
         put(&w, id, Some(cc)).await;
     }
     let event = all_call(&[]);
-    let id = &event.notification_id;
     paged(&w, 2).route(&event).await.unwrap();
     let deliverer = w.deliverer(None);
     let mut escalation = None;
@@ -267,11 +267,26 @@ async fn escalation_of_a_notification_routed_in_pages_goes_a_page_at_a_time_and_
             CheckKind::AppFallback => {}
         }
     }
-    let head = escalation.expect("the first cycle's timer");
-    assert_eq!((head.cycle, head.page), (1, 0));
     for c in Channel::ALL {
         while w.queue.pop(c).is_some() {}
     }
+    let head = escalation.expect("the first cycle's timer");
+    (w, event.notification_id, head)
+}
+
+#[tokio::test]
+async fn escalation_of_a_notification_routed_in_pages_goes_a_page_at_a_time_and_never_twice() {
+    // Cycle 0's SMS and email stay held behind push (no push job runs here).
+    let users = [
+        ("n-1", "north"),
+        ("n-2", "north"),
+        ("s-1", "south"),
+        ("e-1", "east"),
+    ];
+    let (w, id, head) = escalating_all_call(Method::AppThenSmsEmail, 60, 10, &users).await;
+    let id = &id;
+    let deliverer = w.deliverer(None);
+    assert_eq!((head.cycle, head.page), (1, 0));
     assert_eq!(w.recipient_post("n-2", id, "ack").await, 204);
     let n = w.log.notification(&w.org, id).await.unwrap().unwrap();
     let due = n.escalation.unwrap().due(1);
@@ -347,25 +362,14 @@ async fn escalation_of_a_notification_routed_in_pages_goes_a_page_at_a_time_and_
 
 #[tokio::test]
 async fn a_restarted_runner_runs_again_the_pages_of_a_cycle_it_stopped_in() {
-    let comm = CommunicationSettings {
-        dispatch_escalation: Some(Escalation {
-            after_seconds: 60,
-            cycles: 2,
-        }),
-        ..settings(Method::AppSmsEmail)
-    };
-    let w = MemoryWorld::new(comm, &[]).await;
-    for (id, cc) in [
+    let users = [
         ("n-1", "north"),
         ("n-2", "north"),
         ("s-1", "south"),
         ("s-2", "south"),
-    ] {
-        put(&w, id, Some(cc)).await;
-    }
-    let event = all_call(&[]);
-    let id = &event.notification_id;
-    paged(&w, 2).route(&event).await.unwrap();
+    ];
+    let (w, id, head) = escalating_all_call(Method::AppSmsEmail, 0, 60, &users).await;
+    let id = &id;
     let deliverer = w.deliverer(None);
     let escalations = |w: &MemoryWorld| -> Vec<CheckJob> {
         w.queue
@@ -375,17 +379,6 @@ async fn a_restarted_runner_runs_again_the_pages_of_a_cycle_it_stopped_in() {
             .filter(|c| c.check == CheckKind::Escalation)
             .collect()
     };
-    let mut head = None;
-    for (check, _) in w.queue.take_checks() {
-        match check.check {
-            CheckKind::RoutePage => {
-                deliverer.check(&check, chrono::Utc::now()).await.unwrap();
-            }
-            CheckKind::Escalation => head = Some(check),
-            CheckKind::AppFallback => {}
-        }
-    }
-    let head = head.expect("the first cycle's timer");
     let due = w
         .log
         .notification(&w.org, id)
