@@ -242,6 +242,26 @@ async fn escalating_all_call(
     after_seconds: u32,
     users: &[(&str, &str)],
 ) -> (MemoryWorld, NotificationId, CheckJob) {
+    let (w, id, head, route_pages) =
+        escalating_all_call_unrouted(method, app_fallback_seconds, after_seconds, users).await;
+    let deliverer = w.deliverer(None);
+    for check in &route_pages {
+        deliverer.check(check, chrono::Utc::now()).await.unwrap();
+    }
+    for c in Channel::ALL {
+        while w.queue.pop(c).is_some() {}
+    }
+    (w, id, head)
+}
+
+/// The same with the route pages after the first (which the router routes itself) not
+/// run: their checks are answered last.
+async fn escalating_all_call_unrouted(
+    method: Method,
+    app_fallback_seconds: u32,
+    after_seconds: u32,
+    users: &[(&str, &str)],
+) -> (MemoryWorld, NotificationId, CheckJob, Vec<CheckJob>) {
     let comm = CommunicationSettings {
         app_fallback_seconds,
         dispatch_escalation: Some(Escalation {
@@ -256,13 +276,11 @@ async fn escalating_all_call(
     }
     let event = all_call(&[]);
     paged(&w, 2).route(&event).await.unwrap();
-    let deliverer = w.deliverer(None);
     let mut escalation = None;
+    let mut route_pages = Vec::new();
     for (check, _) in w.queue.take_checks() {
         match check.check {
-            CheckKind::RoutePage => {
-                deliverer.check(&check, chrono::Utc::now()).await.unwrap();
-            }
+            CheckKind::RoutePage => route_pages.push(check),
             CheckKind::Escalation => escalation = Some(check),
             CheckKind::AppFallback => {}
         }
@@ -271,7 +289,80 @@ async fn escalating_all_call(
         while w.queue.pop(c).is_some() {}
     }
     let head = escalation.expect("the first cycle's timer");
-    (w, event.notification_id, head)
+    (w, event.notification_id, head, route_pages)
+}
+
+/// The escalation checks queued so far (the others dropped).
+fn escalation_checks(w: &MemoryWorld) -> Vec<CheckJob> {
+    w.queue
+        .take_checks()
+        .into_iter()
+        .map(|(c, _)| c)
+        .filter(|c| c.check == CheckKind::Escalation)
+        .collect()
+}
+
+/// A cycle's page whose route page is not routed yet (its retries took longer than the
+/// cycle's interval) waits for it: run first, it would write the cycle's records while
+/// cycle 0's held SMS and email did not exist yet, and those would be sent when the
+/// fallback window ended, after the cycle's own.
+#[tokio::test]
+async fn a_cycle_page_waits_until_its_route_page_is_routed() {
+    let users = [
+        ("n-1", "north"),
+        ("n-2", "north"),
+        ("s-1", "south"),
+        ("s-2", "south"),
+    ];
+    let (w, id, head, route_pages) =
+        escalating_all_call_unrouted(Method::AppThenSmsEmail, 60, 10, &users).await;
+    let id = &id;
+    assert_eq!(route_pages.len(), 1, "page 2: {route_pages:?}");
+    let deliverer = w.deliverer(None);
+    let n = w.log.notification(&w.org, id).await.unwrap().unwrap();
+    let due = n.escalation.unwrap().due(1);
+    deliverer.check(&head, due).await.unwrap();
+    let pages = escalation_checks(&w);
+    assert_eq!(
+        pages.iter().map(|c| (c.cycle, c.page)).collect::<Vec<_>>(),
+        [(1, 1), (1, 2)]
+    );
+    assert_eq!(deliverer.check(&pages[0], due).await.unwrap().escalated, 2);
+    let waiting = deliverer.check(&pages[1], due).await.unwrap();
+    assert_eq!(waiting.escalated, 0, "page 2 is not routed yet");
+    assert!(waiting.next.is_some_and(|at| at > due), "{waiting:?}");
+    let cycle_one = |logged: &flare_shared::ports::Logged| -> BTreeSet<String> {
+        logged
+            .records
+            .iter()
+            .filter(|r| r.cycle == 1)
+            .map(|r| r.recipient.key())
+            .collect()
+    };
+    let logged = w.log.get_notification(&w.org, id).await.unwrap().unwrap();
+    assert_eq!(cycle_one(&logged), set(&["user:n-1", "user:n-2"]));
+    deliverer.check(&route_pages[0], due).await.unwrap();
+    let later = waiting.next.unwrap();
+    assert_eq!(
+        deliverer.check(&pages[1], later).await.unwrap().escalated,
+        2
+    );
+    let logged = w.log.get_notification(&w.org, id).await.unwrap().unwrap();
+    assert_eq!(
+        cycle_one(&logged),
+        set(&["user:n-1", "user:n-2", "user:s-1", "user:s-2"])
+    );
+    for r in logged
+        .records
+        .iter()
+        .filter(|r| r.cycle == 0 && r.channel != Channel::Push)
+    {
+        assert_eq!(
+            (r.status, r.reason.as_deref()),
+            (DeliveryStatus::Skipped, Some("escalated")),
+            "cycle 0's held SMS and email end escalated on both pages: {r:?}"
+        );
+    }
 }
 
 #[tokio::test]
@@ -296,13 +387,7 @@ async fn escalation_of_a_notification_routed_in_pages_goes_a_page_at_a_time_and_
     let (next, _) = started.follow_up.expect("cycle 2's timer");
     assert_eq!((next.cycle, next.page, &next.chain), (2, 0, &head.chain));
     // (Page 2's routing set the fallback window's timer too: not this test's.)
-    let pages: Vec<CheckJob> = w
-        .queue
-        .take_checks()
-        .into_iter()
-        .map(|(c, _)| c)
-        .filter(|c| c.check == CheckKind::Escalation)
-        .collect();
+    let pages = escalation_checks(&w);
     assert_eq!(
         pages.iter().map(|c| (c.cycle, c.page)).collect::<Vec<_>>(),
         [(1, 1), (1, 2)]
@@ -371,14 +456,6 @@ async fn a_restarted_runner_runs_again_the_pages_of_a_cycle_it_stopped_in() {
     let (w, id, head) = escalating_all_call(Method::AppSmsEmail, 0, 60, &users).await;
     let id = &id;
     let deliverer = w.deliverer(None);
-    let escalations = |w: &MemoryWorld| -> Vec<CheckJob> {
-        w.queue
-            .take_checks()
-            .into_iter()
-            .map(|(c, _)| c)
-            .filter(|c| c.check == CheckKind::Escalation)
-            .collect()
-    };
     let due = w
         .log
         .notification(&w.org, id)
@@ -389,7 +466,7 @@ async fn a_restarted_runner_runs_again_the_pages_of_a_cycle_it_stopped_in() {
         .unwrap()
         .due(1);
     deliverer.check(&head, due).await.unwrap();
-    let pages = escalations(&w);
+    let pages = escalation_checks(&w);
     assert_eq!(pages.len(), 2, "{pages:?}");
     // The runner stops after the cycle's first page: the second's check is lost.
     deliverer.check(&pages[0], due).await.unwrap();

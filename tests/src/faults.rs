@@ -50,25 +50,36 @@ pub async fn configure_providers(
             json!({"dispatch": "app_then_sms_email", "app_fallback_seconds": 0}),
         ),
     ] {
-        let r = api::handle(
-            services,
-            ApiRequest {
-                method: "PUT".into(),
-                path: path.into(),
-                query: None,
-                claims: Ok(Claims {
-                    sub: "u-admin".into(),
-                    org_id: org.clone(),
-                    roles: vec![Role::Admin],
-                }),
-                body: body.to_string().into_bytes(),
-                idempotency_key: None,
-                headers: Vec::new(),
-                url: None,
-            },
-        )
-        .await;
-        anyhow::ensure!(r.status < 300, "PUT {path}: {} {:?}", r.status, r.body);
+        admin_put(services, org, path, body).await?;
     }
+    Ok(())
+}
+
+/// A PUT through the API as an administrator of `org`, which must succeed.
+pub async fn admin_put(
+    services: &Services,
+    org: &OrgId,
+    path: &str,
+    body: serde_json::Value,
+) -> anyhow::Result<()> {
+    let r = api::handle(
+        services,
+        ApiRequest {
+            method: "PUT".into(),
+            path: path.into(),
+            query: None,
+            claims: Ok(Claims {
+                sub: "u-admin".into(),
+                org_id: org.clone(),
+                roles: vec![Role::Admin],
+            }),
+            body: body.to_string().into_bytes(),
+            idempotency_key: None,
+            headers: Vec::new(),
+            url: None,
+        },
+    )
+    .await;
+    anyhow::ensure!(r.status < 300, "PUT {path}: {} {:?}", r.status, r.body);
     Ok(())
 }

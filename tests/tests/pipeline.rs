@@ -1423,6 +1423,85 @@ mod escalation {
         assert!(recipient(&n, "u-17")["acknowledged_at"].is_string());
         assert!(p.sms_with(&text).await.is_empty());
     }
+
+    /// u-17 (SMS only, through a gateway) under escalation after 1 s, once: the cycle's
+    /// SMS reaches the gateway, which holds it 2 s and then answers 503, and u-17
+    /// acknowledges while it hangs. The attempt cannot be cancelled (it holds the claim),
+    /// but its retry must not send: the SMS ends `skipped` `acknowledged` and the gateway
+    /// saw two requests, cycle 0's and the failed one.
+    #[tokio::test]
+    async fn an_ack_racing_a_failing_cycle_sms_sends_nothing_after_the_ack() {
+        let p = pipeline().await;
+        standard_org(
+            &p,
+            json!({"dispatch": "app_sms_email",
+                   "dispatch_escalation": {"after_seconds": 1, "cycles": 1}}),
+        )
+        .await;
+        let gw = flare_tests::gateway();
+        let path = format!("/{}", unique("race"));
+        p.admin(
+            "PUT",
+            "/v1/settings/sms/main",
+            json!({"provider": "http", "url": format!("{}{path}", gw.url), "format": "json",
+                   "password": "s3cret-pw", "sender_number": "ACMEFIRE"}),
+        )
+        .await;
+        gw.script(&path, json!([{"status": 200}, {"hang": 2, "status": 503}]))
+            .await
+            .unwrap();
+        p.user("u-17", "basic_responder", Some("+14155550193"), None, false)
+            .await;
+        let ev = p.event("incident-dispatched", &unique("race"));
+        let id = ev["id"].as_str().unwrap().to_string();
+        p.route(&ev).await;
+        let ack = async {
+            while gw.requests_to(&path).await.unwrap().len() < 2 {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            let ack = responder_post(&p.org, "u-17", format!("/v1/notifications/{id}/ack"), "");
+            assert_eq!(api::handle(&p.services, ack).await.status, 204);
+        };
+        // The failed attempt's retry comes 10 s later (the function's first backoff).
+        let settle = async {
+            let started = std::time::Instant::now();
+            loop {
+                p.drain().await;
+                let n = p.notification(&id).await;
+                let done = recipient(&n, "u-17")["acknowledged_at"].is_string()
+                    && by_cycle(&n)
+                        .iter()
+                        .any(|(c, ch, s)| *c == 1 && ch == "sms" && s != "pending");
+                if done {
+                    return n;
+                }
+                assert!(started.elapsed().as_secs() < 40, "never settled: {n}");
+                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            }
+        };
+        let ((), n) = tokio::join!(ack, settle);
+        let sms = deliveries_of_cycle(&n, 1, "sms");
+        assert_eq!(
+            (sms["status"].as_str(), sms["reason"].as_str()),
+            (Some("skipped"), Some("acknowledged")),
+            "{n}"
+        );
+        // Nothing reaches the gateway after the ack, later drains included.
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        p.drain().await;
+        assert_eq!(gw.requests_to(&path).await.unwrap().len(), 2);
+    }
+
+    /// u-17's delivery on `channel` in `cycle`.
+    fn deliveries_of_cycle(n: &Value, cycle: u64, channel: &str) -> Value {
+        recipient(n, "u-17")["deliveries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["cycle"] == cycle && d["channel"] == channel)
+            .cloned()
+            .unwrap_or_else(|| panic!("no cycle {cycle} {channel}: {n}"))
+    }
 }
 
 /// Provider receipts and failover on moto: the receipts function's handler over the

@@ -16,12 +16,10 @@
 //! (the fault-injection feature's hook), so that job is redelivered and sent again.
 //! The queues' dead-letter queues are polled too, by the same functions.
 
+use crate::deployment::Deployment;
 use aws_lambda_events::event::sqs::SqsEvent;
 use flare_aws as aws;
-use flare_lambda::{DeliveryConfig, DeliveryFunction, RetryDelay};
-use flare_shared::domain::{
-    Channel, DeliveryJob, DeliveryStatus, EmailAddress, EndpointPolicy, Lane,
-};
+use flare_shared::domain::{Channel, DeliveryJob, DeliveryStatus, Lane};
 use flare_shared::ports::DeliveryLog;
 use flare_shared::{NotificationId, OrgId};
 use flare_tests::faults::{crash_slots, index_of};
@@ -97,29 +95,8 @@ pub struct Injected {
     pub crashes: BTreeMap<String, u64>,
 }
 
-/// A retry delay scaled like the deadline: one second instead of 10 s doubling.
-struct ScaledDelay {
-    client: aws::SqsClient,
-    url: String,
-}
-
-#[async_trait::async_trait]
-impl RetryDelay for ScaledDelay {
-    async fn delay(&self, _source: Option<&str>, receipt_handle: &str, _seconds: i32) {
-        let _ = self
-            .client
-            .change_message_visibility()
-            .queue_url(&self.url)
-            .receipt_handle(receipt_handle)
-            .visibility_timeout(1)
-            .send()
-            .await;
-    }
-}
-
 struct World {
-    stack: AwsStack,
-    functions: HashMap<Channel, DeliveryFunction>,
+    deployment: Deployment,
     org: OrgId,
     gateway: Gateway,
     gateway_path: String,
@@ -138,11 +115,7 @@ pub async fn run(recipients: usize) -> anyhow::Result<Report> {
         recipients.is_multiple_of(100),
         "a multiple of 100 recipients"
     );
-    // DynamoDB on a moto server of its own: moto is the bottleneck here (one request
-    // at a time, on one of the machine's two cores).
-    let dynamodb = flare_tests::Moto::start()?;
-    let stack = AwsStack::create_on(moto().split_sdk_config(&dynamodb).await, VISIBILITY).await?;
-    let sdk = &stack.sdk;
+    let deployment = Deployment::start(VISIBILITY).await?;
     let gateway = Gateway::start()?;
     let gateway_path = format!("/{}", unique("send"));
     gateway
@@ -150,72 +123,16 @@ pub async fn run(recipients: usize) -> anyhow::Result<Report> {
         .await?;
     let smtp = SmtpSink::start_faulty(ERROR_RATE, HANG_RATE, HANG)?;
     let org = OrgId::parse(&unique("faults"))?;
-    let services = flare_api::Config {
-        settings_table: stack.tables.settings.clone(),
-        directory_table: stack.tables.directory.clone(),
-        log_table: stack.tables.log.clone(),
-        queues: stack.queues.clone(),
-        secret_prefix: stack.secret_prefix.clone(),
-        platform_apps: stack.platform_apps.clone(),
-        policy: EndpointPolicy {
-            allow_private: true,
-        },
-        default_sender: None,
-        metrics_namespace: None,
-    }
-    .services(sdk)?;
     flare_tests::faults::configure_providers(
-        &services,
+        &deployment.services,
         &org,
         &format!("{}{}", gateway.url, gateway_path),
         smtp.port,
     )
     .await?;
-    let endpoints = seed_users(&stack, &org, recipients).await?;
-
-    let policy = EndpointPolicy {
-        allow_private: true,
-    };
-    let cfg = |channel| DeliveryConfig {
-        channel,
-        tables: stack.tables.clone(),
-        queues: stack.queues.clone(),
-        secret_prefix: stack.secret_prefix.clone(),
-        max_receives: flare_tests::stack::MAX_RECEIVES,
-        dead_letter_queues: Lane::ALL
-            .iter()
-            .map(|l| stack.dlq_arns[&(channel, *l)].clone())
-            .collect(),
-        metrics_namespace: None,
-        circuit: Default::default(),
-        sns_per_second: None,
-        max_pace_wait: flare_lambda::MAX_PACE_WAIT,
-    };
-    let (p, s, e) = (cfg(Channel::Push), cfg(Channel::Sms), cfg(Channel::Email));
-    let mut functions = HashMap::new();
-    functions.insert(
-        Channel::Push,
-        p.function(sdk, flare_push::deliverer(&p, sdk)),
-    );
-    functions.insert(
-        Channel::Sms,
-        s.function(sdk, flare_sms::deliverer(&s, sdk, policy)?),
-    );
-    let sender = EmailAddress::parse("flare@flare.example")?;
-    functions.insert(
-        Channel::Email,
-        e.function(sdk, flare_email::deliverer(&e, sdk, sender, policy)),
-    );
-    for (channel, f) in functions.iter_mut() {
-        f.delay = Some(Arc::new(ScaledDelay {
-            client: aws::sqs(sdk),
-            // A dispatch's jobs are all in the urgent lane.
-            url: stack.queues[&(*channel, Lane::Urgent)].clone(),
-        }));
-    }
+    let endpoints = seed_users(&deployment.stack, &org, recipients).await?;
     let world = Arc::new(World {
-        stack,
-        functions,
+        deployment,
         org,
         gateway,
         gateway_path,
@@ -254,18 +171,7 @@ pub async fn run(recipients: usize) -> anyhow::Result<Report> {
                    "recipient_ids": (0..recipients).map(user_id).collect::<Vec<_>>(),
                    "message": {"title": "Structure fire", "body": "All units respond."}}
     });
-    let notifier = flare_router::Config {
-        tables: world.stack.tables.clone(),
-        queues: world.stack.queues.clone(),
-        metrics_namespace: None,
-    }
-    .notifier(&world.stack.sdk);
-    let routed = flare_router::handle(
-        &notifier,
-        lambda_runtime::LambdaEvent::new(event.clone(), lambda_runtime::Context::default()),
-    )
-    .await
-    .map_err(|e| anyhow::anyhow!("routing: {e}"))?;
+    let routed = world.deployment.route(&event).await?;
     let notification_id = NotificationId::parse(event["id"].as_str().unwrap_or_default())?;
     println!("routed: {routed:?}");
 
@@ -286,8 +192,8 @@ pub async fn run(recipients: usize) -> anyhow::Result<Report> {
         }
     }
     let log = flare_aws::log::DynamoDeliveryLog::new(
-        aws::dynamodb(&world.stack.sdk),
-        &world.stack.tables.log,
+        aws::dynamodb(&world.deployment.stack.sdk),
+        &world.deployment.stack.tables.log,
     );
     // Until every queue (dead-letter queues too) is empty and nothing is pending. The
     // notification is read only once the queues are empty: a Query of thousands of
@@ -301,10 +207,7 @@ pub async fn run(recipients: usize) -> anyhow::Result<Report> {
     let mut last_report = Instant::now();
     let logged = loop {
         tokio::time::sleep(Duration::from_millis(1000)).await;
-        let mut queued = 0;
-        for url in world.stack.queues.values().chain(world.stack.dlqs.values()) {
-            queued += world.stack.in_queue(url).await?;
-        }
+        let queued = world.deployment.queued().await?;
         let mut pending = None;
         if queued == 0 {
             let logged = log
@@ -576,11 +479,11 @@ async fn poll(
 ) -> anyhow::Result<()> {
     use aws_sdk_sqs::types::MessageSystemAttributeName;
     use std::hash::{Hash, Hasher};
-    let sqs = aws::sqs(&world.stack.sdk);
+    let sqs = aws::sqs(&world.deployment.stack.sdk);
     let url = if dead {
-        &world.stack.dlqs[&(channel, Lane::Urgent)]
+        &world.deployment.stack.dlqs[&(channel, Lane::Urgent)]
     } else {
-        &world.stack.queues[&(channel, Lane::Urgent)]
+        &world.deployment.stack.queues[&(channel, Lane::Urgent)]
     };
     while !stop.load(Ordering::SeqCst) {
         let out = sqs
@@ -622,7 +525,8 @@ async fn poll(
         let mut event = flare_tests::queues::sqs_event(&messages);
         if dead {
             for r in event["Records"].as_array_mut().into_iter().flatten() {
-                r["eventSourceARN"] = json!(world.stack.dlq_arns[&(channel, Lane::Urgent)]);
+                r["eventSourceARN"] =
+                    json!(world.deployment.stack.dlq_arns[&(channel, Lane::Urgent)]);
             }
         }
         let event: SqsEvent = serde_json::from_value(event)?;
@@ -631,7 +535,7 @@ async fn poll(
             .2
             .fetch_add(messages.len() as u64, Ordering::SeqCst);
         let invoked = Instant::now();
-        let failed: Vec<String> = world.functions[&channel]
+        let failed: Vec<String> = world.deployment.functions[&channel]
             .handle_until(event, SystemTime::now() + DEADLINE)
             .await
             .batch_item_failures
@@ -679,9 +583,12 @@ async fn poll(
 /// records of their recipients.
 async fn dump(world: &World, log: &flare_aws::log::DynamoDeliveryLog, id: &NotificationId) {
     use aws_sdk_sqs::types::MessageSystemAttributeName;
-    let sqs = aws::sqs(&world.stack.sdk);
+    let sqs = aws::sqs(&world.deployment.stack.sdk);
     let logged = log.get_notification(&world.org, id).await.ok().flatten();
-    for (kind, queues) in [("queue", &world.stack.queues), ("dlq", &world.stack.dlqs)] {
+    for (kind, queues) in [
+        ("queue", &world.deployment.stack.queues),
+        ("dlq", &world.deployment.stack.dlqs),
+    ] {
         for (channel, url) in queues.iter() {
             let Ok(out) = sqs
                 .receive_message()

@@ -21,7 +21,9 @@ impl Deliverer {
             Err(done) => return Ok(done),
         };
         if check.page > 0 {
-            return self.escalate_page(check, n).await;
+            return self
+                .escalate_page(check, n, plan.due(check.cycle), now)
+                .await;
         }
         let queue = self.queue()?;
         for page in 1..=n.pages {
@@ -47,10 +49,13 @@ impl Deliverer {
     /// One page of an escalation cycle: its users who have not acknowledged get the
     /// cycle's records and jobs; then their cycle-0 SMS and email still held behind push
     /// end `escalated` (only while held). Run twice, it writes and sends nothing twice.
+    /// A route page not routed yet is waited for ([`routing_wait`]).
     async fn escalate_page(
         &self,
         check: &CheckJob,
         n: &Notification,
+        due: chrono::DateTime<chrono::Utc>,
+        now: chrono::DateTime<chrono::Utc>,
     ) -> Result<Checked, DeliverError> {
         let cycle = check.cycle;
         let Some(page) = self
@@ -64,6 +69,17 @@ impl Deliverer {
             );
             return Ok(Checked::default());
         };
+        if let Some(again) = routing_wait(page.routed, due, now) {
+            tracing::info!(
+                cycle,
+                page = check.page,
+                "escalation page waits for its route page to be routed"
+            );
+            return Ok(Checked {
+                next: Some(again),
+                ..Checked::default()
+            });
+        }
         let acked = self.acked_among(n, &page.user_ids).await?;
         let users: Vec<UserId> = page
             .user_ids
@@ -146,4 +162,24 @@ impl Deliverer {
             .into_iter()
             .collect())
     }
+}
+
+/// How long past its due time a cycle's page waits for its route page to be routed
+/// (its cycle-0 records written): long enough for a route page's retries, short of the
+/// longest fallback window (900 s), so a page that is never routed is escalated anyway.
+pub(super) const ROUTING_WAIT: chrono::TimeDelta = chrono::TimeDelta::seconds(600);
+/// How often a waiting page looks again.
+const ROUTING_RECHECK: chrono::TimeDelta = chrono::TimeDelta::seconds(2);
+
+/// When a cycle's page due at `due` runs again instead of now: while its route page is
+/// not routed, for at most [`ROUTING_WAIT`]. A cycle that ran first would write the
+/// cycle's records while cycle 0's SMS and email were not there to be ended `escalated`;
+/// they would be written held afterwards and sent when the fallback window ends, after
+/// the cycle's own.
+pub(super) fn routing_wait(
+    routed: bool,
+    due: chrono::DateTime<chrono::Utc>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Option<chrono::DateTime<chrono::Utc>> {
+    (!routed && now < due + ROUTING_WAIT).then(|| now + ROUTING_RECHECK)
 }

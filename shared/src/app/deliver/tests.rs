@@ -335,3 +335,19 @@ fn after_push_held_records_are_sent_as_fallback_or_skipped() {
         [(Channel::Sms, Some(Provider::Sns), SkipReason::PushSent)]
     );
 }
+
+#[test]
+fn a_cycle_page_waits_for_its_route_page_but_not_forever() {
+    use super::escalate_pages::{ROUTING_WAIT, routing_wait};
+    let due = chrono::Utc::now();
+    assert_eq!(routing_wait(true, due, due), None, "routed: runs");
+    let again = routing_wait(false, due, due).expect("not routed: waits");
+    assert!(again > due && again - due <= chrono::TimeDelta::seconds(5));
+    let late = due + ROUTING_WAIT - chrono::TimeDelta::seconds(1);
+    assert!(routing_wait(false, due, late).is_some());
+    assert_eq!(
+        routing_wait(false, due, due + ROUTING_WAIT),
+        None,
+        "a route page never routed is escalated anyway"
+    );
+}
