@@ -455,6 +455,12 @@ function statusCell(status) {
 
 const when = (t) => (t ? new Date(t).toLocaleString() : "");
 
+// A recipient's latest answer: "Responding (by SMS, <time>)".
+const ANSWERS = { responding: "Responding", unavailable: "Unavailable" };
+const VIA = { app: "in the app", link: "by link", sms: "by SMS" };
+const answer = (r) =>
+  r.response ? `${ANSWERS[r.response] || r.response} (${VIA[r.responded_via] || r.responded_via}, ${when(r.responded_at)})` : "";
+
 async function loadNotifications() {
   try {
     const page = await api("GET", "/v1/notifications?limit=25");
@@ -470,6 +476,8 @@ async function loadNotifications() {
         cell(c.pending ?? 0),
         cell((c.failed ?? 0) + (c.undelivered ?? 0)),
         cell(c.skipped ?? 0),
+        cell(c.responding ?? 0),
+        cell(c.unavailable ?? 0),
       );
       const td = document.createElement("td");
       const b = document.createElement("button");
@@ -527,6 +535,7 @@ async function showNotification(id, page = 0) {
           cell(d.cycle ?? 0),
           cell(when(d.delivered_at || (d.channel === "push" ? r.delivered_at : null))),
           cell(when(r.acknowledged_at)),
+          cell(answer(r)),
         );
         rows.push(tr);
       }

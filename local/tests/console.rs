@@ -32,6 +32,8 @@ async fn the_console_works_in_a_real_browser() {
     let app = spawn_app(None).await;
     let admin = token("acme", &["admin"], "u-admin");
     let dispatcher = token("acme", &["dispatcher"], "u-disp");
+    // The responder's own token: they answer the dispatch, and the console shows it.
+    let responder = token("acme", &["responder"], "u-console");
     // A responder with a phone and an address but no device: push is skipped, SMS goes
     // through the gateway and email through the SMTP server.
     let tag = uuid();
@@ -64,6 +66,7 @@ async fn the_console_works_in_a_real_browser() {
         "tag": tag,
         "admin": admin,
         "dispatcher": dispatcher,
+        "responder": responder,
         "chromium": CHROMIUM,
         "chromedriver": CHROMEDRIVER,
         "gateway_url": format!("{}{gateway_path}", gw.url),

@@ -545,3 +545,45 @@ proptest! {
         })?;
     }
 }
+
+/// v1.2: an answer (`POST .../response`) is an ack: the cycles stop for the recipient,
+/// what was held behind push ends `skipped` `acknowledged`, and the view and the list
+/// show the latest answer. A wrong value is a 400, a stranger's answer a 404.
+#[tokio::test]
+async fn an_answer_is_an_ack_and_the_latest_one_stands() {
+    let e = routed_with("incident-dispatched", Method::AppThenSmsEmail, 60).await;
+    let answer = |who: &'static str, body: &'static str| {
+        let (w, id) = (&e.world, &e.id);
+        async move { w.recipient_post_body(who, id, "response", body).await }
+    };
+    assert_eq!(answer("u-17", r#"{"response": "maybe"}"#).await, 400);
+    assert_eq!(answer("u-99", r#"{"response": "responding"}"#).await, 404);
+    assert_eq!(answer("u-17", r#"{"response": "responding"}"#).await, 204);
+    assert_eq!(answer("u-17", r#"{"response": "unavailable"}"#).await, 204);
+    let who = RecipientRef::User(UserId::parse("u-17").unwrap());
+    for r in e.log.recipient_records(&e.org, &e.id, &who).await.unwrap() {
+        assert_eq!(
+            (r.status, r.reason.as_deref()),
+            (DeliveryStatus::Skipped, Some("acknowledged")),
+            "{r:?}"
+        );
+    }
+    e.run(1, e.due(1)).await;
+    assert_eq!(e.take_jobs(), every_channel(1, &["u-18"]));
+    let view = flare_shared::app::notifications::view(&e.logged().await);
+    let u17 = view["recipients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["user_id"] == "u-17")
+        .unwrap()
+        .clone();
+    assert_eq!(u17["response"], "unavailable", "{u17}");
+    assert_eq!(u17["responded_via"], "app");
+    assert!(u17["responded_at"].is_string() && u17["acknowledged_at"].is_string());
+    let listed = e.log.list_notifications(&e.org, None, 10).await.unwrap();
+    assert_eq!(
+        (listed[0].counts.responding, listed[0].counts.unavailable),
+        (0, 1)
+    );
+}

@@ -5,8 +5,9 @@
 
 use chrono::Utc;
 use flare_shared::domain::{
-    Category, Channel, ControlCenterId, DeliveryRecord, DeliveryStatus, Destination, Message,
-    Notification, NotificationId, OrgId, PhoneNumber, Provider, RecipientRef, Slot, UserId,
+    Answer, AnsweredVia, Category, Channel, ControlCenterId, DeliveryRecord, DeliveryStatus,
+    Destination, Message, Notification, NotificationId, OrgId, PhoneNumber, Provider, RecipientRef,
+    Slot, UserId,
 };
 use flare_shared::ports::{Claim, Created, DeliveryLog, Finish};
 use std::time::Duration;
@@ -819,6 +820,11 @@ async fn list_notifications(log: &dyn DeliveryLog, org: &OrgId) {
         );
     }
 
+    // Answers: u-1 responding, then unavailable (the latest stands); u-2 responding.
+    answer(log, d, "u-1", Answer::Responding).await;
+    answer(log, d, "u-1", Answer::Unavailable).await;
+    answer(log, d, "u-2", Answer::Responding).await;
+
     let ids = |page: &[flare_shared::ports::NotificationSummary]| -> Vec<String> {
         page.iter()
             .map(|s| s.notification.notification_id.to_string())
@@ -835,9 +841,37 @@ async fn list_notifications(log: &dyn DeliveryLog, org: &OrgId) {
             skipped: 0,
             delivered: 1,
             undelivered: 0,
+            responding: 1,
+            unavailable: 1,
         }
     );
     assert_eq!(first[1].counts, StatusCounts::default());
+    // The view's reads carry each recipient's latest answer, from where it came.
+    let answers = |l: &flare_shared::ports::Logged| -> Vec<(String, Answer, AnsweredVia)> {
+        let mut v: Vec<_> = l
+            .responses
+            .iter()
+            .map(|(u, r)| (u.to_string(), r.answer, r.via))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    };
+    let want = vec![
+        ("u-1".to_string(), Answer::Unavailable, AnsweredVia::Link),
+        ("u-2".to_string(), Answer::Responding, AnsweredVia::Link),
+    ];
+    let whole = log
+        .get_notification(org, &d.notification_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(answers(&whole), want);
+    let (page, _) = log
+        .notification_page(org, &d.notification_id, None, 10)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(answers(&page), want);
     let after = ListPosition::of(&first[2].notification);
     let second = log.list_notifications(org, Some(&after), 3).await.unwrap();
     assert_eq!(ids(&second), ["n-a"]);
@@ -1156,4 +1190,18 @@ pub async fn health_store(store: &dyn flare_shared::ports::HealthStore, org: &Or
         (HealthState::Ok, Some(later.timestamp()))
     );
     assert_eq!(store.get(org, &scope).await.unwrap(), h);
+}
+
+/// `who` acknowledges `n` and answers `answer` (by link), as the API does.
+async fn answer(log: &dyn DeliveryLog, n: &Notification, who: &str, answer: Answer) {
+    let user = UserId::parse(who).unwrap();
+    log.ack(&n.org_id, &n.notification_id, &user).await.unwrap();
+    let r = flare_shared::domain::Response {
+        answer,
+        at: Utc::now(),
+        via: AnsweredVia::Link,
+    };
+    log.respond(&n.org_id, &n.notification_id, &user, &r)
+        .await
+        .unwrap();
 }

@@ -1404,6 +1404,54 @@ mod escalation {
         assert!(emails == 11 * 3 || emails == 11 * 3 + 1, "{emails} emails");
     }
 
+    /// v1.2 on DynamoDB: u-17 answers `unavailable` (after `responding`) before the
+    /// first cycle: no cycle starts for them, the view shows the latest answer and the
+    /// list counts it.
+    #[tokio::test]
+    async fn an_answer_stops_the_cycles_and_the_view_and_the_list_show_it() {
+        let p = pipeline().await;
+        let (id, text) = dispatched(&p, "+14155550194").await;
+        for body in [
+            r#"{"response": "responding"}"#,
+            r#"{"response": "unavailable"}"#,
+        ] {
+            let path = format!("/v1/notifications/{id}/response");
+            let answer = responder_post(&p.org, "u-17", path, body);
+            assert_eq!(api::handle(&p.services, answer).await.status, 204);
+        }
+        // Past both cycles' times, with their timers run.
+        tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+        p.drain().await;
+        let n = p.notification(&id).await;
+        assert!(
+            by_cycle(&n).iter().all(|(cycle, _, _)| *cycle == 0),
+            "no cycle started: {n}"
+        );
+        let u17 = recipient(&n, "u-17");
+        assert_eq!(u17["response"], "unavailable", "{u17}");
+        assert_eq!(u17["responded_via"], "app");
+        assert!(u17["responded_at"].is_string() && u17["acknowledged_at"].is_string());
+        assert!(p.sms_with(&text).await.is_empty());
+        let list = p
+            .admin("GET", "/v1/notifications?limit=50", Value::Null)
+            .await;
+        let listed = list["notifications"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["notification_id"] == id.as_str())
+            .unwrap()
+            .clone();
+        assert_eq!(
+            (
+                &listed["counts"]["responding"],
+                &listed["counts"]["unavailable"]
+            ),
+            (&json!(0), &json!(1)),
+            "{listed}"
+        );
+    }
+
     #[tokio::test]
     async fn an_ack_before_the_first_cycle_stops_them_all() {
         let p = pipeline().await;

@@ -270,6 +270,16 @@ def a_notification_reaches_no_pending():
     assert sms[2] == "✓ sent" and sms[5] == "http", sms
     assert email[2] == "✓ sent" and email[5] == "smtp", email
     assert push[2] == "– skipped" and push[3] == "no_device", push
+    # The responder answers (as their app would): the Response column says it, and the
+    # list counts them.
+    post(BASE + f"/v1/notifications/{answer['notification_id']}/response", {"response": "responding"},
+         CFG["responder"])
+    D.find_element(By.XPATH, f'//button[@aria-label="Show notification {answer["notification_id"]}"]').click()
+    wait(lambda: cell_under("notification-deliveries", "Response", 0).startswith("Responding (in the app"),
+         "the answer in the Response column")
+    button("Refresh").click()
+    wait(lambda: cell_under("notifications-list", "Responding", 0) == "1", "one responding in the list")
+    assert cell_under("notifications-list", "Unavailable", 0) == "0"
 
 
 def a_large_notification_is_shown_a_page_at_a_time():
@@ -310,10 +320,20 @@ def a_dispatcher_sees_but_cannot_save():
     assert by_label("Sender number").get_attribute("value") == "ACMEFIRE2"
 
 
-def post(url, body):
+def cell_under(table_id, header, row):
+    """The text of row `row`'s cell under the column headed `header`, as a person reads
+    the table."""
+    headers = [th.text for th in D.find_elements(By.CSS_SELECTOR, f"#{table_id} thead th")]
+    rows = D.find_elements(By.CSS_SELECTOR, f"#{table_id} tbody tr")
+    if len(rows) <= row:
+        return ""
+    return rows[row].find_elements(By.TAG_NAME, "td")[headers.index(header)].text
+
+
+def post(url, body, token=None):
     req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
                                  headers={"Content-Type": "application/json",
-                                          "Authorization": "Bearer " + CFG["admin"]})
+                                          "Authorization": "Bearer " + (token or CFG["admin"])})
     with urllib.request.urlopen(req, timeout=10) as r:
         text = r.read()
         return json.loads(text) if text else None

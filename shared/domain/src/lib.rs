@@ -14,6 +14,7 @@ pub mod license;
 pub mod phone;
 pub mod reason;
 pub mod receipt;
+pub mod response;
 pub mod routing;
 pub mod settings;
 pub mod text;
@@ -37,6 +38,7 @@ pub use ids::{
 pub use license::License;
 pub use phone::{PhoneNumber, SenderId};
 pub use reason::{FailReason, FailureKind};
+pub use response::{Answer, AnsweredVia, Response};
 pub use settings::{
     CommunicationSettings, EmailProvider, EmailSettings, Escalation, GatewayFormat, HttpGateway,
     Method, SmsProvider, SmsSettings, SmtpSettings,

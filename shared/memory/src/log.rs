@@ -9,6 +9,7 @@ struct LogEntry {
     notification: Option<Notification>,
     records: BTreeMap<RecordKey, DeliveryRecord>,
     acks: BTreeMap<UserId, chrono::DateTime<chrono::Utc>>,
+    responses: BTreeMap<UserId, flare_shared::domain::Response>,
     pages: BTreeMap<u32, RoutePage>,
     chain: Option<String>,
 }
@@ -122,6 +123,7 @@ impl DeliveryLog for MemoryDeliveryLog {
                 notification: n,
                 records: e.records.values().cloned().collect(),
                 acks: e.acks.iter().map(|(u, t)| (u.clone(), *t)).collect(),
+                responses: e.responses.iter().map(|(u, r)| (u.clone(), *r)).collect(),
             })
         }))
     }
@@ -258,6 +260,9 @@ impl DeliveryLog for MemoryDeliveryLog {
                 for r in e.records.values() {
                     counts.add(r.status);
                 }
+                for r in e.responses.values() {
+                    counts.add_answer(r.answer);
+                }
                 Some((
                     ListPosition::of(&n),
                     NotificationSummary {
@@ -270,6 +275,19 @@ impl DeliveryLog for MemoryDeliveryLog {
             .collect();
         out.sort_by(|a, b| b.0.cmp(&a.0));
         Ok(out.into_iter().take(limit).map(|(_, s)| s).collect())
+    }
+
+    async fn respond(
+        &self,
+        org: &OrgId,
+        id: &NotificationId,
+        user: &UserId,
+        response: &flare_shared::domain::Response,
+    ) -> StoreResult<()> {
+        if let Some(e) = lock(&self.entries).get_mut(&(org.clone(), id.clone())) {
+            e.responses.insert(user.clone(), *response);
+        }
+        Ok(())
     }
 
     async fn ack(&self, org: &OrgId, id: &NotificationId, user: &UserId) -> StoreResult<bool> {

@@ -41,6 +41,9 @@ CREATE INDEX IF NOT EXISTS records_receipt ON records (json_extract(state, '$.re
 CREATE TABLE IF NOT EXISTS acks (
     org TEXT NOT NULL, nid TEXT NOT NULL, user TEXT NOT NULL, at TEXT NOT NULL,
     PRIMARY KEY (org, nid, user)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS responses (
+    org TEXT NOT NULL, nid TEXT NOT NULL, user TEXT NOT NULL, body TEXT NOT NULL,
+    PRIMARY KEY (org, nid, user)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS route_pages (
     org TEXT NOT NULL, nid TEXT NOT NULL, page INTEGER NOT NULL, body TEXT NOT NULL,
     PRIMARY KEY (org, nid, page)) WITHOUT ROWID;

@@ -244,6 +244,7 @@ fn logged_page(
                 notification,
                 records: Vec::new(),
                 acks: Vec::new(),
+                responses: Vec::new(),
             },
             next,
         )));
@@ -259,15 +260,19 @@ fn logged_page(
         .iter()
         .filter_map(|k| k.strip_prefix("user:"))
         .collect();
-    let acks = match (users.first(), users.last()) {
-        (Some(from), Some(to)) => acks(c, org, nid, Some((from, to)))?,
-        _ => Vec::new(),
+    let (acks, responses) = match (users.first(), users.last()) {
+        (Some(from), Some(to)) => (
+            acks(c, org, nid, Some((from, to)))?,
+            responses(c, org, nid, Some((from, to)))?,
+        ),
+        _ => (Vec::new(), Vec::new()),
     };
     Ok(Some((
         Logged {
             notification,
             records,
             acks,
+            responses,
         },
         next,
     )))
@@ -317,11 +322,38 @@ fn logged(c: &Connection, org: &str, nid: &str) -> anyhow::Result<Option<Logged>
         params![org, nid],
     )?;
     let acks = acks(c, org, nid, None)?;
+    let responses = responses(c, org, nid, None)?;
     Ok(Some(Logged {
         notification,
         records,
         acks,
+        responses,
     }))
+}
+
+/// A notification's answers, of the users between `range`'s ends when given.
+fn responses(
+    c: &Connection,
+    org: &str,
+    nid: &str,
+    range: Option<(&str, &str)>,
+) -> anyhow::Result<Vec<(UserId, flare_shared::domain::Response)>> {
+    let (from, to) = range.unwrap_or(("", "\u{10ffff}"));
+    let mut stmt = c.prepare_cached(
+        "SELECT user, body FROM responses WHERE org = ?1 AND nid = ?2 AND user >= ?3 AND user <= ?4 ORDER BY user",
+    )?;
+    stmt.query_map(params![org, nid, from, to], |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+    })?
+    .collect::<Result<Vec<_>, _>>()?
+    .into_iter()
+    .map(|(u, body)| {
+        Ok((
+            UserId::parse(&u).map_err(|e| anyhow::anyhow!("stored user id {u:?}: {e}"))?,
+            serde_json::from_str(&body).context("a stored answer")?,
+        ))
+    })
+    .collect()
 }
 
 mod directory;

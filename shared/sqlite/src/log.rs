@@ -317,6 +317,9 @@ impl DeliveryLog for Sqlite {
             let mut counted = c.prepare_cached(
                 "SELECT json_extract(state, '$.status'), count(*) FROM records WHERE org = ?1 AND nid = ?2 GROUP BY 1",
             )?;
+            let mut answered = c.prepare_cached(
+                "SELECT json_extract(body, '$.answer'), count(*) FROM responses WHERE org = ?1 AND nid = ?2 GROUP BY 1",
+            )?;
             notifications
                 .into_iter()
                 .map(|n| {
@@ -330,6 +333,17 @@ impl DeliveryLog for Sqlite {
                         let status: DeliveryStatus =
                             serde_json::from_value(serde_json::Value::String(status))?;
                         counts.add_many(status, u64::try_from(k)?);
+                    }
+                    let by_answer = answered
+                        .query_map(params![org.as_str(), n.notification_id.as_str()], |r| {
+                            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+                        })?
+                        .collect::<Result<Vec<_>, _>>()?;
+                    for (answer, k) in by_answer {
+                        let answer = flare_shared::domain::Answer::parse(&answer)?;
+                        for _ in 0..k {
+                            counts.add_answer(answer);
+                        }
                     }
                     Ok(NotificationSummary {
                         notification: n,
@@ -347,6 +361,27 @@ impl DeliveryLog for Sqlite {
                     .exists(params![org.as_str(), id.as_str(), user.as_str()])?,
             )
         })
+    }
+
+    async fn respond(
+        &self,
+        org: &OrgId,
+        id: &NotificationId,
+        user: &UserId,
+        response: &flare_shared::domain::Response,
+    ) -> StoreResult<()> {
+        let (org, id, user) = (org.to_string(), id.to_string(), user.to_string());
+        let body = to_json(response).map_err(StoreError::Failed)?;
+        self.db
+            .write_one(move |c| {
+                // The latest answer stands.
+                c.prepare_cached(
+                    "INSERT INTO responses (org, nid, user, body) VALUES (?1, ?2, ?3, ?4) ON CONFLICT (org, nid, user) DO UPDATE SET body = excluded.body",
+                )?
+                .execute(params![org, id, user, body])?;
+                Ok(())
+            })
+            .await
     }
 
     async fn ack(&self, org: &OrgId, id: &NotificationId, user: &UserId) -> StoreResult<bool> {

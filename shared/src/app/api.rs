@@ -198,6 +198,7 @@ async fn dispatch(op: Op, call: &Call<'_>) -> Result<ApiResponse, ApiError> {
         Op::ListNotifications
         | Op::GetNotification
         | Op::AckNotification
+        | Op::RespondNotification
         | Op::ReceiptNotification
         | Op::ManualSms => notification_route(op, call).await,
     }
@@ -321,6 +322,11 @@ async fn notification_route(op: Op, c: &Call<'_>) -> Result<ApiResponse, ApiErro
         Op::AckNotification => {
             ack_body(&c.req.body)?;
             notifications::ack(svc, c.claims, c.p(0)).await?;
+            Ok(ApiResponse::no_content())
+        }
+        Op::RespondNotification => {
+            let via = crate::domain::AnsweredVia::App;
+            notifications::respond(svc, c.claims, c.p(0), &c.body()?, via).await?;
             Ok(ApiResponse::no_content())
         }
         Op::ReceiptNotification => {

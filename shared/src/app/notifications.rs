@@ -74,6 +74,8 @@ pub fn view(l: &Logged) -> Value {
     }
     let acks: HashMap<&UserId, &chrono::DateTime<chrono::Utc>> =
         l.acks.iter().map(|(u, t)| (u, t)).collect();
+    let answers: HashMap<&UserId, &crate::domain::Response> =
+        l.responses.iter().map(|(u, r)| (u, r)).collect();
     let recipients: Vec<Value> = groups
         .into_iter()
         .map(|(who, mut list)| {
@@ -88,6 +90,13 @@ pub fn view(l: &Logged) -> Value {
                 && let Some(at) = acks.get(id)
             {
                 v["acknowledged_at"] = json!(at);
+            }
+            if let RecipientRef::User(id) = who
+                && let Some(r) = answers.get(id)
+            {
+                v["response"] = json!(r.answer);
+                v["responded_at"] = json!(r.at);
+                v["responded_via"] = json!(r.via);
             }
             v
         })
@@ -323,6 +332,42 @@ async fn receive(
 /// Only a user the notification was for may acknowledge it; to anyone else it is not
 /// there (404, as a missing one: the answer does not tell whether it exists).
 pub async fn ack(svc: &Services, claims: &Claims, id: &str) -> Result<(), ApiError> {
+    acknowledge(svc, claims, id, None).await.map(|_| ())
+}
+
+/// A recipient's answer, `responding` or `unavailable` (from the app: `POST
+/// .../response`): an acknowledgement first, with everything it ends, then the answer,
+/// which replaces an earlier one.
+pub async fn respond(
+    svc: &Services,
+    claims: &Claims,
+    id: &str,
+    body: &Value,
+    via: crate::domain::AnsweredVia,
+) -> Result<(), ApiError> {
+    let answer = crate::domain::Answer::from_body(body).map_err(ApiError::Validation)?;
+    let (id, me) = acknowledge(svc, claims, id, Some(via)).await?;
+    let response = crate::domain::Response {
+        answer,
+        at: chrono::Utc::now(),
+        via,
+    };
+    svc.log.respond(&claims.org_id, &id, &me, &response).await?;
+    tracing::info!(notification_id = %id, user_id = %me, answer = answer.as_str(), via = via.as_str(), "notification answered");
+    Ok(())
+}
+
+/// [`ack`]'s work, and an answer's (`answered`: from where); answers the notification
+/// and the user who acknowledged it. A plain ack is the app's receipt too (v1.1: what
+/// was held behind push ends `push_delivered`); an answer ends what was held
+/// `acknowledged`, and is a receipt only when the app gave it (an answer by link or
+/// SMS says nothing of the push).
+async fn acknowledge(
+    svc: &Services,
+    claims: &Claims,
+    id: &str,
+    answered: Option<crate::domain::AnsweredVia>,
+) -> Result<(NotificationId, UserId), ApiError> {
     let not_found = || ApiError::not_found("no such notification for you");
     let id = NotificationId::parse(id).map_err(|_| not_found())?;
     let me = UserId::parse_existing(&claims.sub).map_err(|_| not_found())?;
@@ -338,7 +383,9 @@ pub async fn ack(svc: &Services, claims: &Claims, id: &str) -> Result<(), ApiErr
             .acknowledged(n.map_or(crate::domain::Category::Dispatch, |n| n.category));
     }
     // An acknowledgement says the notification reached the person: a receipt too.
-    receive(svc, &claims.org_id, &id, &me).await?;
+    if answered.is_none() {
+        receive(svc, &claims.org_id, &id, &me).await?;
+    }
     // And it wins over everything not sent yet: a started escalation cycle's
     // deliveries, a fallback waiting in its retry backoff, SMS and email still held
     // (read after the ack is written, so a cycle starting meanwhile either sees the ack
@@ -365,8 +412,11 @@ pub async fn ack(svc: &Services, claims: &Claims, id: &str) -> Result<(), ApiErr
         )
         .await?;
     }
+    if answered == Some(crate::domain::AnsweredVia::App) {
+        receive(svc, &claims.org_id, &id, &me).await?;
+    }
     tracing::info!(notification_id = %id, user_id = %me, "notification acknowledged");
-    Ok(())
+    Ok((id, me))
 }
 
 pub async fn manual_sms(

@@ -367,6 +367,15 @@ mod tests {
         async fn ack(&self, _: &OrgId, _: &NotificationId, _: &UserId) -> StoreResult<bool> {
             unused()
         }
+        async fn respond(
+            &self,
+            _: &OrgId,
+            _: &NotificationId,
+            _: &UserId,
+            _: &crate::domain::Response,
+        ) -> StoreResult<()> {
+            unused()
+        }
         async fn receipt(&self, _: &ReceiptKey, _: Finish) -> StoreResult<ReceiptMatch> {
             let now = self.now.fetch_add(1, Ordering::SeqCst) + 1;
             self.most.fetch_max(now, Ordering::SeqCst);

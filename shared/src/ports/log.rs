@@ -164,6 +164,15 @@ pub trait DeliveryLog: Send + Sync {
     /// Records that the recipient acknowledged the notification; whether this was their
     /// first acknowledgement (false for a repeat, or no such notification).
     async fn ack(&self, org: &OrgId, id: &NotificationId, user: &UserId) -> StoreResult<bool>;
+    /// Records `user`'s answer, replacing an earlier one (the caller acknowledges for
+    /// them first: an answer is an ack).
+    async fn respond(
+        &self,
+        org: &OrgId,
+        id: &NotificationId,
+        user: &UserId,
+        response: &crate::domain::Response,
+    ) -> StoreResult<()>;
     /// A notification with the records of at most `recipients` recipients, those after
     /// the recipient key `after` in key order, and the key to continue after when more
     /// follow. By default from [`Self::get_notification`]; an adapter that can read only
@@ -230,6 +239,9 @@ pub struct StatusCounts {
     pub skipped: u64,
     pub delivered: u64,
     pub undelivered: u64,
+    /// Recipients (not deliveries) whose latest answer is each.
+    pub responding: u64,
+    pub unavailable: u64,
 }
 
 impl StatusCounts {
@@ -245,6 +257,14 @@ impl StatusCounts {
             DeliveryStatus::Skipped => self.skipped += n,
             DeliveryStatus::Delivered => self.delivered += n,
             DeliveryStatus::Undelivered => self.undelivered += n,
+        }
+    }
+
+    /// A recipient's latest answer.
+    pub fn add_answer(&mut self, answer: crate::domain::Answer) {
+        match answer {
+            crate::domain::Answer::Responding => self.responding += 1,
+            crate::domain::Answer::Unavailable => self.unavailable += 1,
         }
     }
 }
@@ -323,4 +343,7 @@ pub struct Logged {
     pub records: Vec<DeliveryRecord>,
     /// Recipients who acknowledged it, and when.
     pub acks: Vec<(UserId, chrono::DateTime<chrono::Utc>)>,
+    /// Recipients who answered it (each has acknowledged it too), and their latest
+    /// answer.
+    pub responses: Vec<(UserId, crate::domain::Response)>,
 }

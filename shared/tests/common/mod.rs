@@ -214,6 +214,17 @@ impl MemoryWorld {
     /// `POST /v1/notifications/{id}/{op}` (`receipt`, `ack`) by the responder `sub`:
     /// the status it answers.
     pub async fn recipient_post(&self, sub: &str, id: &NotificationId, op: &str) -> u16 {
+        self.recipient_post_body(sub, id, op, "").await
+    }
+
+    /// The same with a body (`response`: `{"response": ...}`).
+    pub async fn recipient_post_body(
+        &self,
+        sub: &str,
+        id: &NotificationId,
+        op: &str,
+        body: &str,
+    ) -> u16 {
         use flare_shared::app::api::{self, ApiRequest};
         use flare_shared::app::auth::{Claims, Role};
         let req = ApiRequest {
@@ -224,7 +235,7 @@ impl MemoryWorld {
                 org_id: self.org.clone(),
                 roles: vec![Role::Responder],
             }),
-            body: vec![],
+            body: body.as_bytes().to_vec(),
             query: None,
             idempotency_key: None,
             headers: Vec::new(),

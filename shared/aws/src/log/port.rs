@@ -155,7 +155,7 @@ impl DeliveryLog for DynamoDeliveryLog {
         let mut notification = None;
         let mut shards = 1;
         let mut records = Vec::new();
-        let mut acks = Vec::new();
+        let mut ack_items = Vec::new();
         self.each_item(
             "Query notification",
             || {
@@ -173,8 +173,7 @@ impl DeliveryLog for DynamoDeliveryLog {
                 } else if sk.starts_with("R#") {
                     records.push(decode::<DeliveryRecord>(item)?);
                 } else if sk.starts_with("ACK#") {
-                    let a: AckItem = decode(item)?;
-                    acks.push((a.user_id, a.at));
+                    ack_items.push(decode::<AckItem>(item)?);
                 }
                 Ok(true)
             },
@@ -194,10 +193,12 @@ impl DeliveryLog for DynamoDeliveryLog {
                 .await?;
             }
         }
+        let (acks, responses) = split_acks(ack_items);
         Ok(notification.map(|notification| Logged {
             notification,
             records,
             acks,
+            responses,
         }))
     }
 
@@ -312,12 +313,13 @@ impl DeliveryLog for DynamoDeliveryLog {
         }
         let notification: Notification = decode(item)?;
         let (records, next) = self.page_records(&pk, shards, after, recipients).await?;
-        let acks = self.acks_of(&pk, &records).await?;
+        let (acks, responses) = self.acks_of(&pk, &records).await?;
         Ok(Some((
             Logged {
                 notification,
                 records,
                 acks,
+                responses,
             },
             next,
         )))
@@ -436,6 +438,40 @@ impl DeliveryLog for DynamoDeliveryLog {
         Ok(acks.into_iter().map(|(u, _)| u).collect())
     }
 
+    /// One UpdateItem on the ack's item (which the caller wrote first): the latest
+    /// answer replaces the one before.
+    async fn respond(
+        &self,
+        org: &OrgId,
+        id: &NotificationId,
+        user: &UserId,
+        response: &flare_shared::domain::Response,
+    ) -> StoreResult<()> {
+        let value = serde_dynamo::to_attribute_value(response)
+            .map_err(|e| StoreError::Failed(anyhow::Error::new(e).context("encoding an answer")))?;
+        let key = HashMap::from([
+            ("pk".to_string(), s(notification_pk(org, id))),
+            ("sk".to_string(), s(format!("ACK#{user}"))),
+        ]);
+        match self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key))
+            .update_expression("SET #response = :r")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_names("#response", "response")
+            .expression_attribute_values(":r", value)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            // No ack (the notification expired in between): nothing to answer.
+            Err(e) if error_code(&e) == Some(CONDITION_FAILED) => Ok(()),
+            Err(e) => Err(store_error(e, "UpdateItem answer")),
+        }
+    }
+
     async fn ack(&self, org: &OrgId, id: &NotificationId, user: &UserId) -> StoreResult<bool> {
         // The ack expires with its notification: read when that is.
         let expires = self
@@ -456,6 +492,7 @@ impl DeliveryLog for DynamoDeliveryLog {
             &AckItem {
                 user_id: user.clone(),
                 at: chrono::Utc::now(),
+                response: None,
             },
             expires,
         )?;

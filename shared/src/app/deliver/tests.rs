@@ -35,6 +35,7 @@ fn unfinished_work_is_each_pending_record_and_the_push_behind_unresolved_held_on
             record("u-3", Channel::Email, Sent, false),
         ],
         acks: vec![],
+        responses: vec![],
     };
     let jobs: Vec<(String, Channel, u32)> = unfinished_jobs(&logged)
         .into_iter()
@@ -55,6 +56,7 @@ fn logged(records: Vec<DeliveryRecord>) -> crate::ports::Logged {
         notification: notification(),
         records,
         acks: vec![],
+        responses: vec![],
     }
 }
 

@@ -41,6 +41,7 @@ fn request_schema(op: Op) -> Option<&'static str> {
         Op::AddDevice => "DeviceInput",
         Op::ManualSms => "ManualSmsInput",
         Op::ReceiptNotification => "ReceiptInput",
+        Op::RespondNotification => "ResponseInput",
         _ => return None,
     })
 }
@@ -111,6 +112,11 @@ fn success(op: Op) -> (&'static str, Option<Value>, &'static str) {
         | Op::DeleteDevice
         | Op::AckNotification
         | Op::ReceiptNotification => ("204", None, "Done."),
+        Op::RespondNotification => (
+            "204",
+            None,
+            "Recorded (an ack too); a later answer replaces it.",
+        ),
         Op::GatewayReceipt => (
             "204",
             None,

@@ -290,6 +290,10 @@ pub(super) fn schemas() -> Value {
             "text": text(MAX_SMS_TEXT, "The message."),
             "control_center_id": nullable(id(128, "Whose SMS settings to use (default: the user's).", "north")),
         })),
+        "ResponseInput": object(&["response"], json!({
+            "response": {"type": "string", "enum": ["responding", "unavailable"],
+                "description": "The recipient's answer; a later one replaces it."},
+        })),
         "ReceiptInput": object(&[], json!({
             "device_id": id(128, "The device the notification reached.", "3f2b8c1e-0d4a-4c55-9a34-2f1d3e6b7a90"),
         })),
@@ -320,7 +324,7 @@ pub(super) fn schemas() -> Value {
                         "audience": {"$ref": "#/components/schemas/Audience"},
                         "counts": {
                             "type": "object",
-                            "required": ["pending", "sent", "failed", "skipped", "delivered", "undelivered"],
+                            "required": ["pending", "sent", "failed", "skipped", "delivered", "undelivered", "responding", "unavailable"],
                             "properties": {
                                 "pending": {"type": "integer", "minimum": 0},
                                 "sent": {"type": "integer", "minimum": 0},
@@ -328,6 +332,8 @@ pub(super) fn schemas() -> Value {
                                 "skipped": {"type": "integer", "minimum": 0},
                                 "delivered": {"type": "integer", "minimum": 0},
                                 "undelivered": {"type": "integer", "minimum": 0},
+                                "responding": {"type": "integer", "minimum": 0, "description": "Recipients whose latest answer is responding."},
+                                "unavailable": {"type": "integer", "minimum": 0, "description": "Recipients whose latest answer is unavailable."},
                             },
                         },
                     },
@@ -361,6 +367,9 @@ pub(super) fn schemas() -> Value {
                         "user_id": {"type": "string"},
                         "contact": {"type": "string"},
                         "acknowledged_at": {"type": "string", "format": "date-time"},
+                        "response": {"type": "string", "enum": ["responding", "unavailable"], "description": "The recipient's latest answer."},
+                        "responded_at": {"type": "string", "format": "date-time"},
+                        "responded_via": {"type": "string", "enum": ["app", "link", "sms"]},
                         "delivered_at": {"type": "string", "format": "date-time", "description": "When the recipient's app confirmed the push."},
                         "deliveries": {"type": "array", "items": {
                             "type": "object", "required": ["channel", "status", "attempts", "fallback", "cycle"],
