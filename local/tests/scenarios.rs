@@ -871,7 +871,8 @@ async fn the_organizations_notifications_are_listed_newest_first_in_pages() {
     let counts = &first["notifications"][0]["counts"];
     assert_eq!(
         counts,
-        &json!({"pending": 0, "sent": 2, "failed": 0, "skipped": 7, "delivered": 0, "undelivered": 0}),
+        &json!({"pending": 0, "sent": 2, "failed": 0, "skipped": 7, "delivered": 0, "undelivered": 0,
+                "responding": 0, "unavailable": 0}),
         "{first}"
     );
     assert_eq!(first["notifications"][0]["category"], "dispatch");
@@ -1499,9 +1500,20 @@ async fn callback(
     key: &str,
     body: &str,
 ) -> u16 {
+    let path = format!("/v1/receipts/sms/{org_id}/{cc}");
+    signed_post(o, &path, format, key, body).await
+}
+
+/// Posts `body` to `path` signed (or not) as a gateway of `format` signs with `key`.
+async fn signed_post(
+    o: &Org,
+    path: &str,
+    format: flare_shared::domain::GatewayFormat,
+    key: &str,
+    body: &str,
+) -> u16 {
     use flare_shared::domain::GatewayFormat::*;
     use flare_shared::domain::receipt::{sign, signature_header};
-    let path = format!("/v1/receipts/sms/{org_id}/{cc}");
     let url = format!("{}{path}", o.app.base);
     let sig = sign(format, key.as_bytes(), &url, body.as_bytes());
     let content_type = match format {
@@ -2366,5 +2378,67 @@ async fn sms_failed_over_to_sns_go_as_the_account_not_as_the_gateways_number() {
         b["error"]["fields"]["failover_sender_number"].is_string(),
         "{b}"
     );
+    o.app.stop().await;
+}
+
+/// v1.2: a responder without the app answers the dispatch SMS by replying through the
+/// gateway's inbound webhook. A bad signature, a stranger's number, 10 KB of text and
+/// the same message again change nothing; `1` records `responding` via `sms`, and a
+/// later `2` replaces it.
+#[tokio::test]
+async fn an_sms_reply_through_the_gateway_answers_the_dispatch() {
+    use flare_shared::domain::GatewayFormat::Twilio;
+    let o = org(json!({"dispatch": "app_sms_email"})).await;
+    http_gateway(&o, "main", "twilio", json!({})).await;
+    o.user(
+        "u-30",
+        "passive_reporter",
+        Some("+14155550130"),
+        None,
+        false,
+        false,
+    )
+    .await;
+    let mut ev = incident("incident-dispatched");
+    ev["detail"]["recipient_ids"] = json!(["u-30"]);
+    let id = o.post(&ev).await;
+    let n = o.settled(&id).await;
+    assert_eq!(deliveries(&n, "u-30")["sms"]["status"], "sent", "{n}");
+    let reply = |from: &str, text: &str, sid: &str| {
+        let from = from.replace('+', "%2B");
+        format!("From={from}&To=ACMEFIRE&Body={text}&MessageSid={sid}")
+    };
+    let inbound = |body: String, key: &'static str| {
+        let o = &o;
+        async move { signed_post(o, "/v1/inbound/sms/acme/main", Twilio, key, &body).await }
+    };
+    let answer = |n: &Value| {
+        let r = n["recipients"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["user_id"] == "u-30")
+            .unwrap();
+        (r["response"].clone(), r["responded_via"].clone())
+    };
+    let u30 = "+14155550130";
+    assert_eq!(inbound(reply(u30, "1", "SM-a"), "wrong").await, 401);
+    assert_eq!(
+        inbound(reply("+14155550999", "1", "SM-b"), "s3cret-pw").await,
+        204
+    );
+    let long = "1".repeat(10_240);
+    assert_eq!(inbound(reply(u30, &long, "SM-c"), "s3cret-pw").await, 204);
+    assert_eq!(answer(&o.settled(&id).await), (Value::Null, Value::Null));
+    assert_eq!(inbound(reply(u30, "1", "SM-d"), "s3cret-pw").await, 204);
+    assert_eq!(
+        answer(&o.settled(&id).await),
+        (json!("responding"), json!("sms"))
+    );
+    // The gateway's retry of the same message, whatever it says: nothing twice.
+    assert_eq!(inbound(reply(u30, "2", "SM-d"), "s3cret-pw").await, 204);
+    assert_eq!(answer(&o.settled(&id).await).0, "responding");
+    assert_eq!(inbound(reply(u30, "No", "SM-e"), "s3cret-pw").await, 204);
+    assert_eq!(answer(&o.settled(&id).await).0, "unavailable");
     o.app.stop().await;
 }

@@ -1192,6 +1192,45 @@ pub async fn health_store(store: &dyn flare_shared::ports::HealthStore, org: &Or
     assert_eq!(store.get(org, &scope).await.unwrap(), h);
 }
 
+/// The newest dispatch SMS to a number is what a reply from it answers; an inbound
+/// message id is new once.
+pub async fn replies(log: &dyn DeliveryLog, org: &OrgId) {
+    use flare_shared::ports::SmsSent;
+    let number = PhoneNumber::parse("+14155550177").unwrap();
+    assert_eq!(log.last_sms(org, &number).await.unwrap(), None);
+    let at = Utc::now() - chrono::Duration::minutes(5);
+    let sent = |id: &str, at| SmsSent {
+        notification_id: NotificationId::parse(id).unwrap(),
+        user_id: UserId::parse("u-1").unwrap(),
+        at,
+    };
+    log.remember_sms(org, &number, &sent("n-old", at))
+        .await
+        .unwrap();
+    let newer = sent("n-new", at + chrono::Duration::minutes(1));
+    log.remember_sms(org, &number, &newer).await.unwrap();
+    // A late write of an older one (a slow instance) does not replace the newer.
+    log.remember_sms(
+        org,
+        &number,
+        &sent("n-older", at - chrono::Duration::minutes(1)),
+    )
+    .await
+    .unwrap();
+    let last = log.last_sms(org, &number).await.unwrap().unwrap();
+    assert_eq!(last.notification_id.as_str(), "n-new");
+    assert_eq!(last.at.timestamp_millis(), newer.at.timestamp_millis());
+    let other = OrgId::parse(&format!("{org}-other")).unwrap();
+    assert_eq!(
+        log.last_sms(&other, &number).await.unwrap(),
+        None,
+        "per organization"
+    );
+    assert!(log.first_inbound(org, "SM-1").await.unwrap());
+    assert!(!log.first_inbound(org, "SM-1").await.unwrap(), "a repeat");
+    assert!(log.first_inbound(&other, "SM-1").await.unwrap());
+}
+
 /// `who` acknowledges `n` and answers `answer` (by link), as the API does.
 async fn answer(log: &dyn DeliveryLog, n: &Notification, who: &str, answer: Answer) {
     let user = UserId::parse(who).unwrap();

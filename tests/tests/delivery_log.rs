@@ -11,6 +11,7 @@ async fn the_in_memory_log_keeps_every_promise() {
     let log = MemoryDeliveryLog::default();
     conformance::delivery_log(&log, &OrgId::parse("acme").unwrap()).await;
     conformance::receipts(&log, &OrgId::parse("acme").unwrap()).await;
+    conformance::replies(&log, &OrgId::parse("acme").unwrap()).await;
     let health = flare_memory::MemoryHealth::default();
     conformance::health_store(&health, &OrgId::parse("acme").unwrap()).await;
 }
@@ -21,6 +22,7 @@ async fn the_sqlite_log_keeps_every_promise() {
     let log = flare_sqlite::Sqlite::open(&dir.path().join("flare.db")).unwrap();
     conformance::delivery_log(&log, &OrgId::parse("acme").unwrap()).await;
     conformance::receipts(&log, &OrgId::parse("acme").unwrap()).await;
+    conformance::replies(&log, &OrgId::parse("acme").unwrap()).await;
 }
 
 #[tokio::test]
@@ -31,6 +33,7 @@ async fn the_dynamodb_log_keeps_every_promise_on_moto() {
     conformance::delivery_log(&log, &org).await;
     // The receipts index (keys only, on `receipt_key`) as the template declares it.
     conformance::receipts(&log, &org).await;
+    conformance::replies(&log, &org).await;
     let health =
         flare_aws::health::DynamoHealth::new(flare_aws::dynamodb(&stack.sdk), &stack.tables.log);
     conformance::health_store(&health, &org).await;
@@ -92,6 +95,7 @@ async fn the_dynamodb_log_keeps_every_promise_with_its_records_sharded_on_moto()
     conformance::delivery_log(&log, &org).await;
     // A receipt finds its record in whichever shard holds it.
     conformance::receipts(&log, &org).await;
+    conformance::replies(&log, &org).await;
     let items = db
         .scan()
         .table_name(&stack.tables.log)

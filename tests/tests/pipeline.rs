@@ -1129,7 +1129,8 @@ async fn the_notification_list_pages_newest_first_on_dynamodb() {
     // u-19 are not in the directory (3 skipped each).
     assert_eq!(
         first["notifications"][0]["counts"],
-        json!({"pending": 0, "sent": 1, "failed": 0, "skipped": 8, "delivered": 0, "undelivered": 0}),
+        json!({"pending": 0, "sent": 1, "failed": 0, "skipped": 8, "delivered": 0, "undelivered": 0,
+               "responding": 0, "unavailable": 0}),
         "{first}"
     );
     let cursor = first["next_cursor"].as_str().unwrap();
@@ -1878,6 +1879,94 @@ mod receipts {
             (Some("undelivered"), Some("absent subscriber")),
             "{n}"
         );
+    }
+
+    /// v1.2 on DynamoDB: a dispatch SMS through a `twilio` gateway, then the responder's
+    /// replies through the gateway's inbound webhook: a bad signature changes nothing,
+    /// `1` records `responding` via `sms`, the same message again changes nothing, a
+    /// later `2` replaces it, and a stranger's `1` changes nothing.
+    #[tokio::test]
+    async fn an_sms_reply_through_the_gateway_answers_the_dispatch_on_dynamodb() {
+        use flare_shared::domain::GatewayFormat;
+        use flare_shared::domain::receipt::sign;
+        let p = pipeline().await;
+        standard_org(&p, json!({"dispatch": "app_sms_email"})).await;
+        let gw = flare_tests::gateway();
+        let path = format!("/{}", unique("gw"));
+        p.admin(
+            "PUT",
+            "/v1/settings/sms/main",
+            json!({"provider": "http", "format": "twilio",
+            "url": format!("{}{path}", gw.url), "password": "s3cret-pw", "sender_number": "ACMEFIRE"}),
+        )
+        .await;
+        p.user(
+            "u-51",
+            "passive_reporter",
+            Some("+14155550151"),
+            None,
+            false,
+        )
+        .await;
+        let mut ev = p.event("incident-dispatched", &unique("reply"));
+        ev["detail"]["recipient_ids"] = json!(["u-51"]);
+        p.route(&ev).await;
+        let id = ev["id"].as_str().unwrap();
+        p.settled(id).await;
+        let reply = |from: &str, text: &str, sid: &str, key: &str| {
+            let url = format!("https://api.flare.example/v1/inbound/sms/{}/main", p.org);
+            let body = format!(
+                "From={}&To=ACMEFIRE&Body={text}&MessageSid={sid}",
+                from.replace('+', "%2B")
+            );
+            let sig = sign(GatewayFormat::Twilio, key.as_bytes(), &url, body.as_bytes());
+            ApiRequest {
+                method: "POST".into(),
+                path: format!("/v1/inbound/sms/{}/main", p.org),
+                query: None,
+                claims: Err(flare_shared::app::auth::AuthFailure::NoToken),
+                body: body.into_bytes(),
+                idempotency_key: None,
+                headers: vec![
+                    (
+                        "content-type".into(),
+                        "application/x-www-form-urlencoded".into(),
+                    ),
+                    ("x-twilio-signature".into(), sig),
+                ],
+                url: Some(url),
+            }
+        };
+        let answer = |n: &Value| recipient(n, "u-51")["response"].clone();
+        let status = |r: flare_shared::app::api::ApiResponse| r.status;
+        let u51 = "+14155550151";
+        assert_eq!(
+            status(api::handle(&p.services, reply(u51, "1", "SM-1", "wrong")).await),
+            401
+        );
+        assert_eq!(answer(&p.notification(id).await), Value::Null);
+        assert_eq!(
+            status(api::handle(&p.services, reply(u51, "1", "SM-1", "s3cret-pw")).await),
+            204
+        );
+        let n = p.notification(id).await;
+        assert_eq!(answer(&n), "responding", "{n}");
+        assert_eq!(recipient(&n, "u-51")["responded_via"], "sms");
+        // The provider's retry of the same message (whatever it says now): nothing twice.
+        assert_eq!(
+            status(api::handle(&p.services, reply(u51, "2", "SM-1", "s3cret-pw")).await),
+            204
+        );
+        assert_eq!(answer(&p.notification(id).await), "responding");
+        assert_eq!(
+            status(api::handle(&p.services, reply(u51, " no ", "SM-2", "s3cret-pw")).await),
+            204
+        );
+        assert_eq!(answer(&p.notification(id).await), "unavailable");
+        // A number no dispatch SMS went to.
+        let stranger = reply("+14155550999", "1", "SM-3", "s3cret-pw");
+        assert_eq!(status(api::handle(&p.services, stranger).await), 204);
+        assert_eq!(answer(&p.notification(id).await), "unavailable");
     }
 }
 

@@ -118,6 +118,15 @@ fn a_custom_gateways_sms_receipts_need_no_token_and_only_they_and_the_descriptio
             "Auth": {"Authorizer": "NONE"}
         })
     );
+    assert_eq!(
+        events["SmsInbound"]["Properties"],
+        json!({
+            "ApiId": {"Ref": "HttpApi"},
+            "Path": "/v1/inbound/sms/{org_id}/{control_center_id}",
+            "Method": "POST",
+            "Auth": {"Authorizer": "NONE"}
+        })
+    );
     assert_eq!(events["V1"]["Properties"]["Path"], "/v1/{proxy+}");
     assert!(events["V1"]["Properties"]["Auth"].is_null());
     let mut open: Vec<&str> = events
@@ -130,7 +139,13 @@ fn a_custom_gateways_sms_receipts_need_no_token_and_only_they_and_the_descriptio
     open.sort();
     assert_eq!(
         open,
-        ["Console", "ConsoleFiles", "OpenApi", "SmsReceipts"],
+        [
+            "Console",
+            "ConsoleFiles",
+            "OpenApi",
+            "SmsInbound",
+            "SmsReceipts"
+        ],
         "routes without the JWT"
     );
     for (event, path) in [

@@ -9,6 +9,7 @@ pub mod event;
 pub mod header;
 pub mod health;
 pub mod ids;
+pub mod inbound;
 pub mod input;
 pub mod license;
 pub mod phone;

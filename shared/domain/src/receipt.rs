@@ -256,26 +256,7 @@ pub fn parse_gateway_callback(
     content_type: Option<&str>,
     body: &[u8],
 ) -> Result<Option<ProviderReceipt>, ReceiptParseError> {
-    let fields: Vec<(String, String)> = if format != GatewayFormat::Twilio
-        && content_type.is_some_and(|c| c.to_ascii_lowercase().contains("json"))
-        || (format == GatewayFormat::Json && content_type.is_none())
-    {
-        let v: Value =
-            serde_json::from_slice(body).map_err(|_| Malformed("the callback is JSON"))?;
-        let obj = v
-            .as_object()
-            .ok_or(Malformed("the callback is an object"))?;
-        // A gateway may number its messages: `42` is the id `"42"`, as on the send side.
-        obj.iter()
-            .filter_map(|(k, v)| match v {
-                Value::String(s) => Some((k.clone(), s.clone())),
-                Value::Number(n) => Some((k.clone(), n.to_string())),
-                _ => None,
-            })
-            .collect()
-    } else {
-        url::form_urlencoded::parse(body).into_owned().collect()
-    };
+    let fields = callback_fields(format, content_type, body)?;
     let get = |k: &str| fields.iter().find(|(f, _)| f == k).map(|(_, v)| v.as_str());
     let (id, status, error) = match format {
         GatewayFormat::Twilio => (
@@ -317,6 +298,36 @@ pub fn parse_gateway_callback(
         status,
         at: Utc::now(),
     }))
+}
+
+/// A gateway callback's fields, name and value (numbers as their text): from JSON when
+/// the body says it is (or a `json` gateway says nothing), else from a form.
+pub(crate) fn callback_fields(
+    format: GatewayFormat,
+    content_type: Option<&str>,
+    body: &[u8],
+) -> Result<Vec<(String, String)>, ReceiptParseError> {
+    if format != GatewayFormat::Twilio
+        && content_type.is_some_and(|c| c.to_ascii_lowercase().contains("json"))
+        || (format == GatewayFormat::Json && content_type.is_none())
+    {
+        let v: Value =
+            serde_json::from_slice(body).map_err(|_| Malformed("the callback is JSON"))?;
+        let obj = v
+            .as_object()
+            .ok_or(Malformed("the callback is an object"))?;
+        // A gateway may number its messages: `42` is the id `"42"`, as on the send side.
+        Ok(obj
+            .iter()
+            .filter_map(|(k, v)| match v {
+                Value::String(s) => Some((k.clone(), s.clone())),
+                Value::Number(n) => Some((k.clone(), n.to_string())),
+                _ => None,
+            })
+            .collect())
+    } else {
+        Ok(url::form_urlencoded::parse(body).into_owned().collect())
+    }
 }
 
 /// The header a gateway of `format` signs its callbacks with.

@@ -22,6 +22,10 @@ pub struct MemoryDeliveryLog {
     #[allow(clippy::type_complexity)]
     receipts:
         Mutex<HashMap<String, Vec<(OrgId, NotificationId, String, flare_shared::domain::Slot)>>>,
+    /// (org, number) → the newest dispatch SMS sent to it.
+    sms_sent: Mutex<HashMap<(OrgId, String), flare_shared::ports::SmsSent>>,
+    /// (org, provider message id) of the inbound messages seen.
+    inbound: Mutex<std::collections::HashSet<(OrgId, String)>>,
 }
 
 impl MemoryDeliveryLog {
@@ -275,6 +279,36 @@ impl DeliveryLog for MemoryDeliveryLog {
             .collect();
         out.sort_by(|a, b| b.0.cmp(&a.0));
         Ok(out.into_iter().take(limit).map(|(_, s)| s).collect())
+    }
+
+    async fn remember_sms(
+        &self,
+        org: &OrgId,
+        number: &flare_shared::domain::PhoneNumber,
+        sent: &flare_shared::ports::SmsSent,
+    ) -> StoreResult<()> {
+        let mut all = lock(&self.sms_sent);
+        let e = all
+            .entry((org.clone(), number.as_str().to_string()))
+            .or_insert_with(|| sent.clone());
+        if sent.at > e.at {
+            *e = sent.clone();
+        }
+        Ok(())
+    }
+
+    async fn last_sms(
+        &self,
+        org: &OrgId,
+        number: &flare_shared::domain::PhoneNumber,
+    ) -> StoreResult<Option<flare_shared::ports::SmsSent>> {
+        Ok(lock(&self.sms_sent)
+            .get(&(org.clone(), number.as_str().to_string()))
+            .cloned())
+    }
+
+    async fn first_inbound(&self, org: &OrgId, message_id: &str) -> StoreResult<bool> {
+        Ok(lock(&self.inbound).insert((org.clone(), message_id.to_string())))
     }
 
     async fn respond(

@@ -363,6 +363,53 @@ impl DeliveryLog for Sqlite {
         })
     }
 
+    async fn remember_sms(
+        &self,
+        org: &OrgId,
+        number: &flare_shared::domain::PhoneNumber,
+        sent: &flare_shared::ports::SmsSent,
+    ) -> StoreResult<()> {
+        let (org, number) = (org.to_string(), number.as_str().to_string());
+        let at = sent.at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+        let body = to_json(sent).map_err(StoreError::Failed)?;
+        self.db
+            .write_one(move |c| {
+                // The newest stands (the times share one format, so they order as text).
+                c.prepare_cached(
+                    "INSERT INTO sms_sent (org, number, at, body) VALUES (?1, ?2, ?3, ?4) ON CONFLICT (org, number) DO UPDATE SET at = excluded.at, body = excluded.body WHERE excluded.at > sms_sent.at",
+                )?
+                .execute(params![org, number, at, body])?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn last_sms(
+        &self,
+        org: &OrgId,
+        number: &flare_shared::domain::PhoneNumber,
+    ) -> StoreResult<Option<flare_shared::ports::SmsSent>> {
+        self.db.read(|c| {
+            one(
+                c,
+                "SELECT body FROM sms_sent WHERE org = ?1 AND number = ?2",
+                params![org.as_str(), number.as_str()],
+            )
+        })
+    }
+
+    async fn first_inbound(&self, org: &OrgId, message_id: &str) -> StoreResult<bool> {
+        let (org, id) = (org.to_string(), message_id.to_string());
+        self.db
+            .write_one(move |c| {
+                let inserted = c
+                    .prepare_cached("INSERT OR IGNORE INTO inbound (org, id) VALUES (?1, ?2)")?
+                    .execute(params![org, id])?;
+                Ok(inserted == 1)
+            })
+            .await
+    }
+
     async fn respond(
         &self,
         org: &OrgId,

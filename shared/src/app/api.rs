@@ -176,7 +176,9 @@ async fn route(svc: &Services, req: ApiRequest) -> Result<ApiResponse, ApiError>
 /// Hands an authorized request to its resource's routes.
 async fn dispatch(op: Op, call: &Call<'_>) -> Result<ApiResponse, ApiError> {
     match op {
-        Op::OpenApi | Op::GatewayReceipt => unreachable!("public, answered above"),
+        Op::OpenApi | Op::GatewayReceipt | Op::InboundSms => {
+            unreachable!("public, answered above")
+        }
         Op::GetSettings
         | Op::ListSms
         | Op::GetSms
@@ -212,7 +214,7 @@ async fn public_route(
     op: Op,
     params: &[String],
 ) -> Result<ApiResponse, ApiError> {
-    if op != Op::GatewayReceipt {
+    if op == Op::OpenApi {
         return Ok(ApiResponse::json(200, super::openapi::document().clone()));
     }
     if req.body.len() > MAX_BODY {
@@ -230,7 +232,11 @@ async fn public_route(
         header: &header,
         body: &req.body,
     };
-    super::receipts::gateway_callback(svc, &params[0], &params[1], callback).await?;
+    if op == Op::InboundSms {
+        super::inbound::gateway_sms(svc, &params[0], &params[1], callback).await?;
+    } else {
+        super::receipts::gateway_callback(svc, &params[0], &params[1], callback).await?;
+    }
     Ok(ApiResponse::no_content())
 }
 

@@ -11,6 +11,7 @@ pub mod error;
 pub mod failover;
 #[cfg(test)]
 pub(crate) mod fixtures;
+pub mod inbound;
 pub mod notifications;
 pub mod notify;
 pub mod openapi;

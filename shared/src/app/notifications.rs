@@ -332,7 +332,8 @@ async fn receive(
 /// Only a user the notification was for may acknowledge it; to anyone else it is not
 /// there (404, as a missing one: the answer does not tell whether it exists).
 pub async fn ack(svc: &Services, claims: &Claims, id: &str) -> Result<(), ApiError> {
-    acknowledge(svc, claims, id, None).await.map(|_| ())
+    let (id, me) = caller(claims, id)?;
+    acknowledge(svc, &claims.org_id, &id, &me, None).await
 }
 
 /// A recipient's answer, `responding` or `unavailable` (from the app: `POST
@@ -346,45 +347,68 @@ pub async fn respond(
     via: crate::domain::AnsweredVia,
 ) -> Result<(), ApiError> {
     let answer = crate::domain::Answer::from_body(body).map_err(ApiError::Validation)?;
-    let (id, me) = acknowledge(svc, claims, id, Some(via)).await?;
+    let (id, me) = caller(claims, id)?;
+    answer_as(svc, &claims.org_id, &id, &me, answer, via).await
+}
+
+/// `me`'s answer to notification `id` of `org` (404 when they were not a recipient):
+/// an acknowledgement first, with everything it ends, then the answer, which replaces
+/// an earlier one.
+pub async fn answer_as(
+    svc: &Services,
+    org: &OrgId,
+    id: &NotificationId,
+    me: &UserId,
+    answer: crate::domain::Answer,
+    via: crate::domain::AnsweredVia,
+) -> Result<(), ApiError> {
+    acknowledge(svc, org, id, me, Some(via)).await?;
     let response = crate::domain::Response {
         answer,
         at: chrono::Utc::now(),
         via,
     };
-    svc.log.respond(&claims.org_id, &id, &me, &response).await?;
+    svc.log.respond(org, id, me, &response).await?;
     tracing::info!(notification_id = %id, user_id = %me, answer = answer.as_str(), via = via.as_str(), "notification answered");
     Ok(())
 }
 
-/// [`ack`]'s work, and an answer's (`answered`: from where); answers the notification
-/// and the user who acknowledged it. A plain ack is the app's receipt too (v1.1: what
-/// was held behind push ends `push_delivered`); an answer ends what was held
-/// `acknowledged`, and is a receipt only when the app gave it (an answer by link or
-/// SMS says nothing of the push).
-async fn acknowledge(
-    svc: &Services,
-    claims: &Claims,
-    id: &str,
-    answered: Option<crate::domain::AnsweredVia>,
-) -> Result<(NotificationId, UserId), ApiError> {
-    let not_found = || ApiError::not_found("no such notification for you");
+fn not_found() -> ApiError {
+    ApiError::not_found("no such notification for you")
+}
+
+/// The notification `id` names and the calling user (404 for what cannot be either).
+fn caller(claims: &Claims, id: &str) -> Result<(NotificationId, UserId), ApiError> {
     let id = NotificationId::parse(id).map_err(|_| not_found())?;
     let me = UserId::parse_existing(&claims.sub).map_err(|_| not_found())?;
+    Ok((id, me))
+}
+
+/// [`ack`]'s work, and an answer's (`answered`: from where). A plain ack is the app's
+/// receipt too (v1.1: what was held behind push ends `push_delivered`); an answer ends
+/// what was held `acknowledged`, and is a receipt only when the app gave it (an answer
+/// by link or SMS says nothing of the push).
+async fn acknowledge(
+    svc: &Services,
+    org: &OrgId,
+    id: &NotificationId,
+    me: &UserId,
+    answered: Option<crate::domain::AnsweredVia>,
+) -> Result<(), ApiError> {
     // The caller's own records only (one Query), whatever the notification's size.
     let who = RecipientRef::User(me.clone());
-    let mine = svc.log.recipient_records(&claims.org_id, &id, &who).await?;
+    let mine = svc.log.recipient_records(org, id, &who).await?;
     if mine.is_empty() {
         return Err(not_found());
     }
-    if svc.log.ack(&claims.org_id, &id, &me).await? {
-        let n = svc.log.notification(&claims.org_id, &id).await?;
+    if svc.log.ack(org, id, me).await? {
+        let n = svc.log.notification(org, id).await?;
         svc.metrics
             .acknowledged(n.map_or(crate::domain::Category::Dispatch, |n| n.category));
     }
     // An acknowledgement says the notification reached the person: a receipt too.
     if answered.is_none() {
-        receive(svc, &claims.org_id, &id, &me).await?;
+        receive(svc, org, id, me).await?;
     }
     // And it wins over everything not sent yet: a started escalation cycle's
     // deliveries, a fallback waiting in its retry backoff, SMS and email still held
@@ -393,7 +417,7 @@ async fn acknowledge(
     // attempt, or its retry, finds the ack before sending).
     for r in svc
         .log
-        .recipient_records(&claims.org_id, &id, &who)
+        .recipient_records(org, id, &who)
         .await?
         .into_iter()
         .filter(|r| r.status == crate::domain::DeliveryStatus::Pending)
@@ -401,8 +425,8 @@ async fn acknowledge(
         super::ended::finish(
             svc.log.as_ref(),
             svc.metrics.as_ref(),
-            &claims.org_id,
-            &id,
+            org,
+            id,
             &who,
             r.slot(),
             r.provider,
@@ -413,10 +437,10 @@ async fn acknowledge(
         .await?;
     }
     if answered == Some(crate::domain::AnsweredVia::App) {
-        receive(svc, &claims.org_id, &id, &me).await?;
+        receive(svc, org, id, me).await?;
     }
     tracing::info!(notification_id = %id, user_id = %me, "notification acknowledged");
-    Ok((id, me))
+    Ok(())
 }
 
 pub async fn manual_sms(

@@ -11,7 +11,7 @@ use crate::domain::receipt::{
     ProviderReceipt, ReceiptParseError, ReceiptStatus, parse_gateway_callback, parse_ses_event,
     parse_sns_sms_status, signature_header, verify_signature,
 };
-use crate::domain::{ControlCenterId, FieldErrors, GatewayFormat, OrgId, SmsProvider};
+use crate::domain::{ControlCenterId, FieldErrors, GatewayFormat, OrgId, SmsProvider, SmsSettings};
 use crate::ports::{DeliveryLog, Finish, Metrics, ReceiptMatch, SecretKey, StoreError};
 use secrecy::ExposeSecret;
 use std::sync::Arc;
@@ -229,16 +229,18 @@ pub struct Callback<'a> {
     pub body: &'a [u8],
 }
 
-/// `POST /v1/receipts/sms/{org_id}/{control_center_id}`: no token; the signature made
-/// with the control center's stored gateway password is the authentication. Anything
-/// that cannot be verified (no such settings, no password, a bad signature) is one 401,
-/// so the route tells a stranger nothing. An unknown message id is a 404, a repeat 204.
-pub async fn gateway_callback(
+/// A request from the custom gateway of `org`'s control center `cc` (its receipts, its
+/// inbound messages): verified with the gateway's stored password as the gateway signs.
+/// Anything that cannot be verified (no such settings, no password, a bad signature)
+/// is one 401, so the routes tell a stranger nothing. Answers the organization, the
+/// gateway's format and the settings that verified it (main's for a control center
+/// without its own).
+pub(crate) async fn verify_gateway(
     svc: &Services,
     org: &str,
     cc: &str,
-    callback: Callback<'_>,
-) -> Result<(), ApiError> {
+    callback: &Callback<'_>,
+) -> Result<(OrgId, GatewayFormat, SmsSettings), ApiError> {
     let unverified = || ApiError::Unauthorized(AuthFailure::CallbackSignature);
     let (Ok(org), Ok(cc)) = (OrgId::parse(org), ControlCenterId::parse(cc)) else {
         return Err(unverified());
@@ -283,6 +285,20 @@ pub async fn gateway_callback(
         tracing::warn!(org_id = %org, control_center_id = %cc, "gateway callback not verified: refused");
         return Err(unverified());
     };
+    Ok((org, format, settings.clone()))
+}
+
+/// `POST /v1/receipts/sms/{org_id}/{control_center_id}`: no token; the signature made
+/// with the control center's stored gateway password is the authentication. Anything
+/// that cannot be verified (no such settings, no password, a bad signature) is one 401,
+/// so the route tells a stranger nothing. An unknown message id is a 404, a repeat 204.
+pub async fn gateway_callback(
+    svc: &Services,
+    org: &str,
+    cc: &str,
+    callback: Callback<'_>,
+) -> Result<(), ApiError> {
+    let (org, format, settings) = verify_gateway(svc, org, cc, &callback).await?;
     let cc = settings.control_center_id.clone();
     let content_type = (callback.header)("content-type");
     let receipt = parse_gateway_callback(format, &org, &cc, content_type.as_deref(), callback.body)
@@ -374,6 +390,24 @@ mod tests {
             _: &UserId,
             _: &crate::domain::Response,
         ) -> StoreResult<()> {
+            unused()
+        }
+        async fn remember_sms(
+            &self,
+            _: &OrgId,
+            _: &crate::domain::PhoneNumber,
+            _: &crate::ports::SmsSent,
+        ) -> StoreResult<()> {
+            unused()
+        }
+        async fn last_sms(
+            &self,
+            _: &OrgId,
+            _: &crate::domain::PhoneNumber,
+        ) -> StoreResult<Option<crate::ports::SmsSent>> {
+            unused()
+        }
+        async fn first_inbound(&self, _: &OrgId, _: &str) -> StoreResult<bool> {
             unused()
         }
         async fn receipt(&self, _: &ReceiptKey, _: Finish) -> StoreResult<ReceiptMatch> {

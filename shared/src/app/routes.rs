@@ -33,6 +33,7 @@ pub enum Op {
     ReceiptNotification,
     ManualSms,
     GatewayReceipt,
+    InboundSms,
 }
 
 /// Who may call a route (checked before the body is read).
@@ -187,6 +188,9 @@ pub const ROUTES: &[Route] = &[
     r("POST", "/v1/receipts/sms/{org_id}/{control_center_id}", Op::GatewayReceipt, Public,
       "gatewayReceipt", "receipts",
       "A custom SMS gateway's status callback, signed with the gateway's stored password"),
+    r("POST", "/v1/inbound/sms/{org_id}/{control_center_id}", Op::InboundSms, Public,
+      "inboundSms", "receipts",
+      "An SMS reply through a custom gateway (its inbound webhook), signed as its receipts are"),
 ];
 
 /// What a method and path resolve to.

@@ -164,6 +164,24 @@ pub trait DeliveryLog: Send + Sync {
     /// Records that the recipient acknowledged the notification; whether this was their
     /// first acknowledgement (false for a repeat, or no such notification).
     async fn ack(&self, org: &OrgId, id: &NotificationId, user: &UserId) -> StoreResult<bool>;
+    /// Remembers that a dispatch SMS of `sent`'s notification went to `number` (a user's),
+    /// so a reply from it finds that notification: the newest one is kept, 24 hours.
+    async fn remember_sms(
+        &self,
+        org: &OrgId,
+        number: &crate::domain::PhoneNumber,
+        sent: &SmsSent,
+    ) -> StoreResult<()>;
+    /// The newest dispatch SMS remembered for `number` (of any age: the caller says what
+    /// is too old).
+    async fn last_sms(
+        &self,
+        org: &OrgId,
+        number: &crate::domain::PhoneNumber,
+    ) -> StoreResult<Option<SmsSent>>;
+    /// Notes an inbound message's provider id; false when it was noted already (a
+    /// provider's retry of the same message: nothing twice).
+    async fn first_inbound(&self, org: &OrgId, message_id: &str) -> StoreResult<bool>;
     /// Records `user`'s answer, replacing an earlier one (the caller acknowledges for
     /// them first: an answer is an ack).
     async fn respond(
@@ -228,6 +246,14 @@ pub struct ReceiptTarget {
     /// The recipient's key ([`RecipientRef::key`]).
     pub recipient: String,
     pub channel: Channel,
+}
+
+/// A dispatch SMS sent to a user's number: what a reply from that number answers.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SmsSent {
+    pub notification_id: NotificationId,
+    pub user_id: UserId,
+    pub at: chrono::DateTime<chrono::Utc>,
 }
 
 /// How many deliveries of a notification are in each state.

@@ -5,7 +5,9 @@
 //! | `ORG#{org}#N#{id}`        | `NOTIFICATION`           | the notification              |
 //! | `ORG#{org}#N#{id}`        | `R#{recipient}#{channel}`| one delivery record           |
 //! | `ORG#{org}#N#{id}#S{k}`   | `R#{recipient}#{channel}`| the same, in a sharded one    |
-//! | `ORG#{org}#N#{id}`        | `ACK#{user}`             | an acknowledgement            |
+//! | `ORG#{org}#N#{id}`        | `ACK#{user}`             | an acknowledgement (and answer)|
+//! | `ORG#{org}#SMSTO#{phone}` | `LAST`                   | the newest dispatch SMS to it |
+//! | `ORG#{org}#INBOUND#{id}`  | `INBOUND`                | an inbound SMS seen           |
 //!
 //! A sent record whose provider sends receipts also carries `receipt_key`
 //! ([`ReceiptKey`]: `sns#{id}`, `ses#{id}`, `http#{org}#{cc}#{id}`): the sparse,
@@ -45,7 +47,7 @@ use flare_shared::domain::{
 };
 use flare_shared::ports::{
     Claim, Created, DeliveryLog, Finish, ListPosition, Logged, NotificationSummary, ReceiptMatch,
-    ReceiptTarget, StatusCounts, StoreError, StoreResult,
+    ReceiptTarget, SmsSent, StatusCounts, StoreError, StoreResult,
 };
 use std::collections::HashMap;
 
@@ -135,6 +137,11 @@ fn record_pks(base: &str, shards: u32) -> Vec<String> {
     } else {
         (0..shards).map(|k| format!("{base}#S{k:02}")).collect()
     }
+}
+
+/// Where the newest dispatch SMS sent to `number` is remembered.
+fn sms_sent_pk(org: &OrgId, number: &flare_shared::domain::PhoneNumber) -> String {
+    format!("ORG#{org}#SMSTO#{}", number.as_str())
 }
 
 fn s(v: impl Into<String>) -> AttributeValue {

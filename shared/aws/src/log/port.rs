@@ -438,6 +438,60 @@ impl DeliveryLog for DynamoDeliveryLog {
         Ok(acks.into_iter().map(|(u, _)| u).collect())
     }
 
+    /// One PutItem, kept only when newer than what is there (`at_ms`); it expires a day
+    /// after the SMS (replies are matched within 24 hours).
+    async fn remember_sms(
+        &self,
+        org: &OrgId,
+        number: &flare_shared::domain::PhoneNumber,
+        sent: &SmsSent,
+    ) -> StoreResult<()> {
+        let expires = (sent.at + chrono::Duration::hours(25)).timestamp();
+        let mut item = encode(sms_sent_pk(org, number), "LAST".into(), sent, expires)?;
+        let at_ms = AttributeValue::N(sent.at.timestamp_millis().to_string());
+        item.insert("at_ms".into(), at_ms.clone());
+        match self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(pk) OR at_ms < :at")
+            .expression_attribute_values(":at", at_ms)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            // A newer SMS to the number is remembered already.
+            Err(e) if error_code(&e) == Some(CONDITION_FAILED) => Ok(()),
+            Err(e) => Err(store_error(e, "PutItem SMS sent")),
+        }
+    }
+
+    /// One GetItem.
+    async fn last_sms(
+        &self,
+        org: &OrgId,
+        number: &flare_shared::domain::PhoneNumber,
+    ) -> StoreResult<Option<SmsSent>> {
+        let key = HashMap::from([
+            ("pk".to_string(), s(sms_sent_pk(org, number))),
+            ("sk".to_string(), s("LAST")),
+        ]);
+        self.get_record(key).await?.map(decode).transpose()
+    }
+
+    /// One conditional PutItem (kept a week: providers retry for hours, not days).
+    async fn first_inbound(&self, org: &OrgId, message_id: &str) -> StoreResult<bool> {
+        let expires = (chrono::Utc::now() + chrono::Duration::days(7)).timestamp();
+        let item = encode(
+            format!("ORG#{org}#INBOUND#{message_id}"),
+            "INBOUND".into(),
+            &serde_json::json!({}),
+            expires,
+        )?;
+        self.put_if_absent(item, "PutItem inbound message").await
+    }
+
     /// One UpdateItem on the ack's item (which the caller wrote first): the latest
     /// answer replaces the one before.
     async fn respond(

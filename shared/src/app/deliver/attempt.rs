@@ -65,6 +65,7 @@ impl Deliverer {
         );
         if moved {
             self.count(job, Some(receipt.provider), Outcome::Sent);
+            self.remember_reply_target(job).await;
         }
         if holds_others_back(job.channel, job.cycle) {
             self.resolve_held(job, PushOutcome::Sent).await?;
@@ -72,6 +73,29 @@ impl Deliverer {
         Ok(Delivered::Sent {
             provider_message_id: receipt.provider_message_id,
         })
+    }
+
+    /// A dispatch SMS to a user: a reply from the number answers this notification (the
+    /// newest such SMS wins). A failure to remember it is logged, not retried: the SMS
+    /// is sent, and a retry would find it so and not come back here.
+    async fn remember_reply_target(&self, job: &DeliveryJob) {
+        let (
+            crate::domain::Category::Dispatch,
+            Channel::Sms,
+            RecipientRef::User(user),
+            Destination::Phone(to),
+        ) = (job.category, job.channel, &job.recipient, &job.destination)
+        else {
+            return;
+        };
+        let sent = crate::ports::SmsSent {
+            notification_id: job.notification_id.clone(),
+            user_id: user.clone(),
+            at: chrono::Utc::now(),
+        };
+        if let Err(e) = self.log.remember_sms(&job.org_id, to, &sent).await {
+            tracing::warn!(error = ?e, "could not remember the SMS for its replies");
+        }
     }
 
     /// No moment at the provider in time: the claim is dropped without spending the

@@ -122,6 +122,11 @@ fn success(op: Op) -> (&'static str, Option<Value>, &'static str) {
             None,
             "Applied, a repeat, or a status that is not final (nothing changes).",
         ),
+        Op::InboundSms => (
+            "204",
+            None,
+            "Read: an answer recorded, or a repeat, a sender Flare does not know, or a reply that changes nothing.",
+        ),
     }
 }
 
@@ -141,12 +146,14 @@ fn errors(route: &Route) -> Vec<(&'static str, &'static str)> {
         out.push(("401", "No token, or a bad one."));
         out.push(("403", "The caller's role may not do this."));
     }
-    if route.op == Op::GatewayReceipt {
+    if matches!(route.op, Op::GatewayReceipt | Op::InboundSms) {
         out.push((
             "401",
             "The signature is missing or does not verify (or the control center has no gateway).",
         ));
-        out.push(("404", "No delivery was sent with this message id."));
+        if route.op == Op::GatewayReceipt {
+            out.push(("404", "No delivery was sent with this message id."));
+        }
         out.push(("413", "The body is larger than 64 KiB."));
         return out;
     }
@@ -209,6 +216,12 @@ fn operation(route: &Route, examples: &Map<String, Value>) -> Value {
         );
         op["requestBody"] = gateway_receipt_body();
     }
+    if route.op == Op::InboundSms {
+        op["description"] = json!(
+            "No token: signed exactly as the gateway's receipts are. A reply `1`, `Y`, `YES` (responding) or `2`, `N`, `NO` (unavailable) answers the newest dispatch SMS Flare sent the sender's number in the last 24 hours; a repeated message id changes nothing."
+        );
+        op["requestBody"] = gateway_inbound_body();
+    }
     if let Some(body) = request_body(route, examples) {
         op["requestBody"] = body;
     }
@@ -255,6 +268,23 @@ fn gateway_receipt_body() -> Value {
         "MessageSid": {"type": "string"},
         "MessageStatus": {"type": "string"},
         "ErrorCode": {"type": "string"},
+    }});
+    json!({"required": true, "content": {
+        "application/json": {"schema": fields},
+        "application/x-www-form-urlencoded": {"schema": fields},
+    }})
+}
+
+fn gateway_inbound_body() -> Value {
+    let fields = json!({"type": "object", "properties": {
+        "from": {"type": "string"},
+        "to": {"type": "string"},
+        "text": {"type": "string"},
+        "message_id": {"type": "string"},
+        "From": {"type": "string"},
+        "To": {"type": "string"},
+        "Body": {"type": "string"},
+        "MessageSid": {"type": "string"},
     }});
     json!({"required": true, "content": {
         "application/json": {"schema": fields},

@@ -1,0 +1,171 @@
+//! SMS replies: what an inbound message says, and a custom gateway's inbound webhook.
+
+use crate::phone::PhoneNumber;
+use crate::receipt::{ReceiptParseError, callback_fields};
+use crate::response::Answer;
+use crate::settings::GatewayFormat;
+
+/// What a reply to a dispatch SMS asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reply {
+    /// `1`, `Y`, `YES` (responding); `2`, `N`, `NO` (unavailable).
+    Answer(Answer),
+    /// `STOP` and the carriers' synonyms: no more SMS to this number.
+    OptOut,
+    /// `START`, `UNSTOP`: SMS again.
+    OptIn,
+    Help,
+    /// Anything else: the sender is told what can be replied.
+    Other,
+}
+
+/// The opt-out words carriers honour (CTIA; AWS End User Messaging's defaults).
+pub const OPT_OUT_WORDS: &[&str] = &[
+    "STOP",
+    "STOPALL",
+    "UNSUBSCRIBE",
+    "CANCEL",
+    "END",
+    "QUIT",
+    "OPTOUT",
+    "OPT-OUT",
+    "REVOKE",
+];
+
+/// Longer than any keyword: a text past it is read as nothing but `Other`.
+const KEYWORD_MAX: usize = 16;
+
+impl Reply {
+    /// A reply's text, case and surrounding spaces ignored.
+    pub fn parse(text: &str) -> Reply {
+        let word = text.trim();
+        if word.len() > KEYWORD_MAX {
+            return Reply::Other;
+        }
+        let word = word.to_ascii_uppercase();
+        match word.as_str() {
+            "1" | "Y" | "YES" => Reply::Answer(Answer::Responding),
+            "2" | "N" | "NO" => Reply::Answer(Answer::Unavailable),
+            "START" | "UNSTOP" => Reply::OptIn,
+            "HELP" => Reply::Help,
+            w if OPT_OUT_WORDS.contains(&w) => Reply::OptOut,
+            _ => Reply::Other,
+        }
+    }
+}
+
+/// An inbound SMS: who sent it, to which number, what it says, the provider's id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InboundSms {
+    pub from: PhoneNumber,
+    pub to: String,
+    pub text: String,
+    pub message_id: String,
+}
+
+/// The most of a reply's text kept: a reply is a word; 10 KB of text is read as `Other`.
+pub const MAX_REPLY_TEXT: usize = 1_600;
+
+/// A custom gateway's inbound-message webhook, once its signature has been checked:
+/// `twilio` (form `From`, `To`, `Body`, `MessageSid`), `json`/`form` (`from`, `to`,
+/// `text`, `message_id`).
+pub fn parse_gateway_inbound(
+    format: GatewayFormat,
+    content_type: Option<&str>,
+    body: &[u8],
+) -> Result<InboundSms, ReceiptParseError> {
+    let fields = callback_fields(format, content_type, body)?;
+    let get = |k: &str| fields.iter().find(|(f, _)| f == k).map(|(_, v)| v.as_str());
+    let (from, to, text, id) = match format {
+        GatewayFormat::Twilio => (get("From"), get("To"), get("Body"), get("MessageSid")),
+        GatewayFormat::Json | GatewayFormat::Form => {
+            (get("from"), get("to"), get("text"), get("message_id"))
+        }
+    };
+    let malformed = ReceiptParseError::Malformed;
+    let from = PhoneNumber::parse(from.ok_or(malformed("the message names its sender"))?)
+        .map_err(|_| malformed("the sender is a phone number"))?;
+    let message_id = id
+        .filter(|s| !s.is_empty() && s.len() <= 128)
+        .ok_or(malformed("the message has an id"))?
+        .to_string();
+    let mut text = text.unwrap_or_default().to_string();
+    if text.len() > MAX_REPLY_TEXT {
+        // Cut on a character boundary: what matters of a reply is its first word.
+        let mut end = MAX_REPLY_TEXT;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
+    Ok(InboundSms {
+        from,
+        to: to.unwrap_or_default().chars().take(32).collect(),
+        text,
+        message_id,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replies_read_as_the_contract_says_whatever_their_case_and_spaces() {
+        for (text, want) in [
+            ("1", Reply::Answer(Answer::Responding)),
+            (" y ", Reply::Answer(Answer::Responding)),
+            ("Yes", Reply::Answer(Answer::Responding)),
+            ("2", Reply::Answer(Answer::Unavailable)),
+            ("n", Reply::Answer(Answer::Unavailable)),
+            ("NO\n", Reply::Answer(Answer::Unavailable)),
+            ("stop", Reply::OptOut),
+            ("Opt-Out", Reply::OptOut),
+            ("unsubscribe", Reply::OptOut),
+            ("START", Reply::OptIn),
+            ("unstop", Reply::OptIn),
+            ("help", Reply::Help),
+            ("12", Reply::Other),
+            ("yes please", Reply::Other),
+            ("", Reply::Other),
+        ] {
+            assert_eq!(Reply::parse(text), want, "{text:?}");
+        }
+        for w in OPT_OUT_WORDS {
+            assert_eq!(Reply::parse(&w.to_lowercase()), Reply::OptOut);
+        }
+        assert_eq!(Reply::parse(&"1".repeat(10_000)), Reply::Other);
+    }
+
+    #[test]
+    fn a_gateways_inbound_webhook_reads_in_each_format() {
+        let twilio = b"From=%2B14155550117&To=%2B15005550006&Body=1&MessageSid=SM123";
+        let m = parse_gateway_inbound(GatewayFormat::Twilio, None, twilio).unwrap();
+        assert_eq!(m.from.as_str(), "+14155550117");
+        assert_eq!((m.to.as_str(), m.text.as_str()), ("+15005550006", "1"));
+        assert_eq!(m.message_id, "SM123");
+        let json =
+            br#"{"from": "+14155550117", "to": "ACMEFIRE", "text": "yes", "message_id": 42}"#;
+        let m = parse_gateway_inbound(GatewayFormat::Json, None, json).unwrap();
+        assert_eq!((m.text.as_str(), m.message_id.as_str()), ("yes", "42"));
+        let form = b"from=%2B14155550117&to=x&text=STOP&message_id=m-1";
+        let m = parse_gateway_inbound(GatewayFormat::Form, None, form).unwrap();
+        assert_eq!(Reply::parse(&m.text), Reply::OptOut);
+        // 10 KB of text is kept short, and reads as nothing Flare acts on.
+        let long = format!(
+            r#"{{"from": "+14155550117", "text": "{}", "message_id": "m-2"}}"#,
+            "a".repeat(10_240)
+        );
+        let m = parse_gateway_inbound(GatewayFormat::Json, None, long.as_bytes()).unwrap();
+        assert_eq!(m.text.len(), MAX_REPLY_TEXT);
+        assert_eq!(Reply::parse(&m.text), Reply::Other);
+        for bad in [
+            &br#"{"to": "x", "text": "1", "message_id": "m"}"#[..],
+            br#"{"from": "not a number", "text": "1", "message_id": "m"}"#,
+            br#"{"from": "+14155550117", "text": "1"}"#,
+            b"[]",
+        ] {
+            assert!(parse_gateway_inbound(GatewayFormat::Json, None, bad).is_err());
+        }
+    }
+}
