@@ -2389,7 +2389,23 @@ async fn sms_failed_over_to_sns_go_as_the_account_not_as_the_gateways_number() {
 async fn an_sms_reply_through_the_gateway_answers_the_dispatch() {
     use flare_shared::domain::GatewayFormat::Twilio;
     let o = org(json!({"dispatch": "app_sms_email"})).await;
-    http_gateway(&o, "main", "twilio", json!({})).await;
+    let path = http_gateway(&o, "main", "twilio", json!({})).await;
+    let gw = flare_tests::gateway();
+    // The gateway's sends, form-decoded: (to, text).
+    let sent = || async {
+        gw.requests_to(&path)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| {
+                let form: std::collections::HashMap<String, String> =
+                    url::form_urlencoded::parse(r["body"].as_str().unwrap().as_bytes())
+                        .into_owned()
+                        .collect();
+                (form["To"].clone(), form["Body"].clone())
+            })
+            .collect::<Vec<_>>()
+    };
     o.user(
         "u-30",
         "passive_reporter",
@@ -2404,6 +2420,12 @@ async fn an_sms_reply_through_the_gateway_answers_the_dispatch() {
     let id = o.post(&ev).await;
     let n = o.settled(&id).await;
     assert_eq!(deliveries(&n, "u-30")["sms"]["status"], "sent", "{n}");
+    let dispatch = sent().await;
+    assert_eq!(dispatch.len(), 1, "{dispatch:?}");
+    assert!(
+        dispatch[0].1.ends_with("Reply 1 responding, 2 unavailable"),
+        "the digits to reply with: {dispatch:?}"
+    );
     let reply = |from: &str, text: &str, sid: &str| {
         let from = from.replace('+', "%2B");
         format!("From={from}&To=ACMEFIRE&Body={text}&MessageSid={sid}")
@@ -2435,6 +2457,22 @@ async fn an_sms_reply_through_the_gateway_answers_the_dispatch() {
         answer(&o.settled(&id).await),
         (json!("responding"), json!("sms"))
     );
+    // Nothing went back to the stranger, the bad signature or the long text (for the
+    // 10 KB one, "what you can reply"); the answer was confirmed.
+    let back: Vec<(String, String)> = sent().await.into_iter().skip(1).collect();
+    assert_eq!(back.len(), 2, "{back:?}");
+    assert!(back.iter().all(|(to, _)| to == u30), "{back:?}");
+    assert!(
+        back[0].1.contains("reply 1 if you are responding"),
+        "{back:?}"
+    );
+    assert!(
+        back[1].1.contains("recorded, you are responding (inc-88)"),
+        "{back:?}"
+    );
+    // Another text within the minute: no second "what you can reply".
+    assert_eq!(inbound(reply(u30, "hello", "SM-f"), "s3cret-pw").await, 204);
+    assert_eq!(sent().await.len(), 3);
     // The gateway's retry of the same message, whatever it says: nothing twice.
     assert_eq!(inbound(reply(u30, "2", "SM-d"), "s3cret-pw").await, 204);
     assert_eq!(answer(&o.settled(&id).await).0, "responding");

@@ -1952,6 +1952,28 @@ mod receipts {
         let n = p.notification(id).await;
         assert_eq!(answer(&n), "responding", "{n}");
         assert_eq!(recipient(&n, "u-51")["responded_via"], "sms");
+        // The dispatch SMS told them how to reply, and the answer was confirmed.
+        let bodies: Vec<String> = gw
+            .requests_to(&path)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| {
+                url::form_urlencoded::parse(r["body"].as_str().unwrap().as_bytes())
+                    .find(|(k, _)| k == "Body")
+                    .map(|(_, v)| v.into_owned())
+                    .unwrap_or_default()
+            })
+            .collect();
+        assert_eq!(bodies.len(), 2, "{bodies:?}");
+        assert!(
+            bodies[0].contains("Reply 1 responding, 2 unavailable"),
+            "{bodies:?}"
+        );
+        assert!(
+            bodies[1].contains("recorded, you are responding"),
+            "{bodies:?}"
+        );
         // The provider's retry of the same message (whatever it says now): nothing twice.
         assert_eq!(
             status(api::handle(&p.services, reply(u51, "2", "SM-1", "s3cret-pw")).await),

@@ -427,6 +427,19 @@ impl QueuedWork {
 }
 
 impl DeliveryJob {
+    /// The SMS this job sends: the message's text, and for a dispatch to a user the
+    /// reply instructions after it ([`crate::inbound::REPLY_INSTRUCTIONS`]: the digits a
+    /// reply answers with).
+    pub fn sms_text(&self) -> String {
+        let text = self.message.sms_text();
+        match (&self.category, &self.recipient) {
+            (crate::event::Category::Dispatch, RecipientRef::User(_)) => {
+                format!("{text}\n{}", crate::inbound::REPLY_INSTRUCTIONS)
+            }
+            _ => text,
+        }
+    }
+
     /// The lane it travels in (its category's: fallbacks and escalations keep it).
     pub fn lane(&self) -> super::event::Lane {
         self.category.lane()

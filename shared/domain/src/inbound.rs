@@ -5,6 +5,24 @@ use crate::receipt::{ReceiptParseError, callback_fields};
 use crate::response::Answer;
 use crate::settings::GatewayFormat;
 
+/// What a dispatch SMS to a user ends with: how to answer it by replying.
+pub const REPLY_INSTRUCTIONS: &str = "Reply 1 responding, 2 unavailable";
+/// What a reply that is not an answer (nor a keyword) gets back, at most once a minute.
+pub const WHAT_TO_REPLY: &str =
+    "Flare: reply 1 if you are responding, 2 if you are unavailable. Reply STOP to opt out.";
+
+/// The confirmation of a recorded answer.
+pub fn confirmation(answer: Answer, incident: Option<&str>) -> String {
+    let what = match answer {
+        Answer::Responding => "responding",
+        Answer::Unavailable => "unavailable",
+    };
+    match incident {
+        Some(i) => format!("Flare: recorded, you are {what} ({i}). Reply 1 or 2 to change it."),
+        None => format!("Flare: recorded, you are {what}. Reply 1 or 2 to change it."),
+    }
+}
+
 /// What a reply to a dispatch SMS asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reply {

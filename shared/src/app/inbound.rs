@@ -4,8 +4,11 @@
 use super::Services;
 use super::error::ApiError;
 use super::receipts::{Callback, verify_gateway};
-use crate::domain::inbound::{InboundSms, Reply, parse_gateway_inbound};
-use crate::domain::{AnsweredVia, FieldErrors, OrgId};
+use crate::domain::inbound::{
+    InboundSms, Reply, WHAT_TO_REPLY, confirmation, parse_gateway_inbound,
+};
+use crate::domain::{AnsweredVia, FieldErrors, NotificationId, OrgId, SmsSettings};
+use crate::ports::SmsMessage;
 
 /// How long after a dispatch SMS a reply still answers it.
 pub const REPLY_WINDOW: chrono::TimeDelta = chrono::TimeDelta::hours(24);
@@ -32,7 +35,7 @@ pub async fn gateway_sms(
     cc: &str,
     callback: Callback<'_>,
 ) -> Result<Replied, ApiError> {
-    let (org, format, _) = verify_gateway(svc, org, cc, &callback).await?;
+    let (org, format, settings) = verify_gateway(svc, org, cc, &callback).await?;
     let content_type = (callback.header)("content-type");
     let sms =
         parse_gateway_inbound(format, content_type.as_deref(), callback.body).map_err(|e| {
@@ -40,28 +43,36 @@ pub async fn gateway_sms(
             f.add("body", e.to_string());
             ApiError::Validation(f)
         })?;
-    received(svc, &org, &sms).await
+    received(svc, &org, &sms, &settings).await
 }
 
-/// An inbound SMS to `org`, however it came: seen once, then read.
-pub async fn received(svc: &Services, org: &OrgId, sms: &InboundSms) -> Result<Replied, ApiError> {
+/// An inbound SMS to `org`, however it came (`through`: the SMS settings it came
+/// through, which send what goes back): seen once, then read.
+pub async fn received(
+    svc: &Services,
+    org: &OrgId,
+    sms: &InboundSms,
+    through: &SmsSettings,
+) -> Result<Replied, ApiError> {
     if !svc.log.first_inbound(org, &sms.message_id).await? {
         tracing::info!(org_id = %org, message_id = %sms.message_id, "inbound SMS seen before: nothing done");
         return Ok(Replied::Repeat);
     }
     let reply = Reply::parse(&sms.text);
+    let sent = match svc.log.last_sms(org, &sms.from).await? {
+        Some(sent) if chrono::Utc::now() - sent.at <= REPLY_WINDOW => sent,
+        _ => {
+            tracing::info!(org_id = %org, "reply from a number no dispatch SMS went to in 24 hours: nothing changes");
+            return Ok(Replied::Unmatched);
+        }
+    };
     let Reply::Answer(answer) = reply else {
         tracing::info!(org_id = %org, reply = ?reply, "inbound SMS is not an answer");
+        if reply == Reply::Other && once_a_minute(svc, org, sms).await? {
+            send_back(svc, org, sms, through, WHAT_TO_REPLY.to_string()).await;
+        }
         return Ok(Replied::NotAnAnswer(reply));
     };
-    let Some(sent) = svc.log.last_sms(org, &sms.from).await? else {
-        tracing::info!(org_id = %org, "reply from a number no dispatch SMS went to: nothing changes");
-        return Ok(Replied::Unmatched);
-    };
-    if chrono::Utc::now() - sent.at > REPLY_WINDOW {
-        tracing::info!(org_id = %org, notification_id = %sent.notification_id, "reply past 24 hours: nothing changes");
-        return Ok(Replied::Unmatched);
-    }
     match super::notifications::answer_as(
         svc,
         org,
@@ -72,9 +83,62 @@ pub async fn received(svc: &Services, org: &OrgId, sms: &InboundSms) -> Result<R
     )
     .await
     {
-        Ok(()) => Ok(Replied::Answered),
+        Ok(()) => {}
         // The notification expired, or its records are gone: nothing to answer.
-        Err(ApiError::NotFound(_)) => Ok(Replied::Unmatched),
-        Err(e) => Err(e),
+        Err(ApiError::NotFound(_)) => return Ok(Replied::Unmatched),
+        Err(e) => return Err(e),
+    }
+    let incident = incident_of(svc, org, &sent.notification_id).await;
+    send_back(
+        svc,
+        org,
+        sms,
+        through,
+        confirmation(answer, incident.as_deref()),
+    )
+    .await;
+    Ok(Replied::Answered)
+}
+
+/// The incident a notification is about, for the confirmation (none when unreadable).
+async fn incident_of(svc: &Services, org: &OrgId, id: &NotificationId) -> Option<String> {
+    let n = svc.log.notification(org, id).await.ok().flatten()?;
+    n.incident_id.map(|i| i.to_string())
+}
+
+/// Whether `sms`'s sender has had no "what you can reply" answer this minute (so two
+/// autoresponders answering each other stop after one exchange a minute).
+async fn once_a_minute(svc: &Services, org: &OrgId, sms: &InboundSms) -> Result<bool, ApiError> {
+    let minute = chrono::Utc::now().timestamp() / 60;
+    let key = format!("what-to-reply#{}#{minute}", sms.from.as_str());
+    Ok(svc.log.first_inbound(org, &key).await?)
+}
+
+/// An SMS back to the sender through `through`'s provider. A failure is logged: the
+/// answer it confirms is recorded either way.
+async fn send_back(
+    svc: &Services,
+    org: &OrgId,
+    sms: &InboundSms,
+    through: &SmsSettings,
+    text: String,
+) {
+    let Some(sender) = svc.sms_senders.get(&through.provider_name()) else {
+        tracing::warn!(org_id = %org, "no sender for the reply's provider: nothing sent back");
+        return;
+    };
+    let message = SmsMessage {
+        notification_id: NotificationId::parse(&format!("reply-{}", uuid::Uuid::new_v4()))
+            .expect("a valid id"),
+        delivery_id: None,
+        org_id: org.clone(),
+        control_center_id: through.control_center_id.clone(),
+        to: sms.from.clone(),
+        from: through.sender_number.clone(),
+        text,
+        settings: Some(through.clone()),
+    };
+    if let Err(e) = sender.send(&message).await {
+        tracing::warn!(org_id = %org, reason = %e.reason(), "the SMS back to a reply was not sent");
     }
 }

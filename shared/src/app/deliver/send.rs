@@ -91,7 +91,7 @@ impl Deliverer {
             ),
             to: to.clone(),
             from: settings.as_ref().and_then(|s| s.sender_number.clone()),
-            text: job.message.sms_text(),
+            text: job.sms_text(),
             settings,
         };
         let secondary = sms
