@@ -663,9 +663,10 @@ async fn a_custom_http_gateway_is_called_for_real_and_retried_after_a_5xx() {
     );
     let reqs = gw.requests_to(&path).await.unwrap();
     assert_eq!(reqs.len(), 2, "a 503, then the retry");
+    // v1.2: a dispatch SMS to a user ends with how to answer it by replying.
     assert_eq!(
         reqs[1]["body"],
-        "To=%2B14155550118&From=ACMEFIRE&Body=Structure+fire%3A+Engine+7+to+12+Main+St%2C+smoke+showing."
+        "To=%2B14155550118&From=ACMEFIRE&Body=Structure+fire%3A+Engine+7+to+12+Main+St%2C+smoke+showing.%0AReply+1+responding%2C+2+unavailable"
     );
     assert_eq!(reqs[1]["headers"]["x-api-key"], "abc123");
     assert!(
