@@ -859,6 +859,19 @@ async fn receipt_samples_reach_their_deliveries() {
         (401, Some("unauthorized")),
         "{body}"
     );
+
+    // v1.2: a Twilio inbound message (a reply `1`) to north's gateway, signed with the
+    // same password: verified and read (no dispatch SMS went to its sender: nothing
+    // changes), and the same body with another text is refused.
+    let reply = sample("inbound/twilio-reply.json");
+    let (s, body) = d.api(&reply).await;
+    assert_eq!(s, 204, "verified, from a number no dispatch went to: {body}");
+    let (s, _) = d.api(&reply).await;
+    assert_eq!(s, 204, "the gateway's retry");
+    let mut forged = reply.clone();
+    forged["body"] = json!(reply["body"].as_str().unwrap().replace("Body=1", "Body=2"));
+    let (s, body) = d.api(&forged).await;
+    assert_eq!(s, 401, "{body}");
 }
 
 /// The IAM check bites: a router whose role lacks `dynamodb:PutItem` on the log table
