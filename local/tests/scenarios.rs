@@ -2481,3 +2481,88 @@ async fn an_sms_reply_through_the_gateway_answers_the_dispatch() {
     assert_eq!(answer(&o.settled(&id).await).0, "unavailable");
     o.app.stop().await;
 }
+
+/// v1.2: STOP opts the number out (the user's view says since when; the next dispatch's
+/// SMS ends `skipped` `opted_out` and reaches no gateway), START opts it back in (the
+/// next one goes), HELP answers what the messages are; each is confirmed by SMS.
+#[tokio::test]
+async fn stop_start_and_help_by_sms_reply() {
+    use flare_shared::domain::GatewayFormat::Twilio;
+    let o = org(json!({"dispatch": "app_sms_email"})).await;
+    let path = http_gateway(&o, "main", "twilio", json!({})).await;
+    let gw = flare_tests::gateway();
+    o.user(
+        "u-31",
+        "passive_reporter",
+        Some("+14155550131"),
+        None,
+        false,
+        false,
+    )
+    .await;
+    let texts = || async {
+        gw.requests_to(&path)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| {
+                url::form_urlencoded::parse(r["body"].as_str().unwrap().as_bytes())
+                    .find(|(k, _)| k == "Body")
+                    .map(|(_, v)| v.into_owned())
+                    .unwrap_or_default()
+            })
+            .collect::<Vec<_>>()
+    };
+    let reply = |text: &str, sid: &str| {
+        let body = format!("From=%2B14155550131&To=ACMEFIRE&Body={text}&MessageSid={sid}");
+        let o = &o;
+        async move { signed_post(o, "/v1/inbound/sms/acme/main", Twilio, "s3cret-pw", &body).await }
+    };
+    let dispatch = || async {
+        let mut ev = incident("incident-dispatched");
+        ev["id"] = json!(uuid());
+        ev["detail"]["recipient_ids"] = json!(["u-31"]);
+        let id = o.post(&ev).await;
+        deliveries(&o.settled(&id).await, "u-31")["sms"].clone()
+    };
+    assert_eq!(reply("Stop", "SM-s1").await, 204);
+    let back = texts().await;
+    assert_eq!(back.len(), 1, "{back:?}");
+    assert!(back[0].contains("no more SMS"), "{back:?}");
+    let (s, user) = o.app.get("/v1/users/u-31", &o.admin).await;
+    assert_eq!(s, 200);
+    assert!(user["contacts"][0]["opted_out_at"].is_string(), "{user}");
+    let sms = dispatch().await;
+    assert_eq!(
+        (sms["status"].as_str(), sms["reason"].as_str()),
+        (Some("skipped"), Some("opted_out")),
+        "{sms}"
+    );
+    assert_eq!(
+        texts().await.len(),
+        1,
+        "nothing sent to the opted-out number"
+    );
+    // A minute's SMS back is spent on the STOP: START changes the opt-out all the same.
+    assert_eq!(reply("UNSTOP", "SM-s2").await, 204);
+    let (_, user) = o.app.get("/v1/users/u-31", &o.admin).await;
+    assert!(user["contacts"][0]["opted_out_at"].is_null(), "{user}");
+    let sms = dispatch().await;
+    assert_eq!(sms["status"], "sent", "{sms}");
+    let back = texts().await;
+    assert_eq!(back.len(), 2, "{back:?}");
+    assert!(
+        back[1].ends_with("Reply 1 responding, 2 unavailable"),
+        "{back:?}"
+    );
+    // HELP, from any number: what the messages are and how to stop them.
+    let help = "From=%2B14155550132&To=ACMEFIRE&Body=help&MessageSid=SM-s3";
+    assert_eq!(
+        signed_post(&o, "/v1/inbound/sms/acme/main", Twilio, "s3cret-pw", help).await,
+        204
+    );
+    let back = texts().await;
+    assert_eq!(back.len(), 3, "{back:?}");
+    assert!(back[2].contains("Reply STOP to opt out"), "{back:?}");
+    o.app.stop().await;
+}

@@ -637,6 +637,29 @@ async fn route_pages(log: &dyn DeliveryLog, org: &OrgId) {
 
 /// The directory a page at a time: every user once, in id order, pages of at most the
 /// limit, nothing of another organization.
+/// A number opts out (the first time is kept), another organization's does not, and it
+/// opts back in.
+pub async fn opt_outs(dir: &dyn flare_shared::ports::Directory, org: &OrgId) {
+    let number = PhoneNumber::parse("+14155550177").unwrap();
+    assert_eq!(dir.opted_out(org, &number).await.unwrap(), None);
+    let first = Utc::now() - chrono::Duration::minutes(1);
+    dir.set_opt_out(org, &number, Some(first)).await.unwrap();
+    dir.set_opt_out(org, &number, Some(Utc::now()))
+        .await
+        .unwrap();
+    let at = dir.opted_out(org, &number).await.unwrap().unwrap();
+    assert_eq!(
+        at.timestamp(),
+        first.timestamp(),
+        "the first STOP's time stands"
+    );
+    let other = OrgId::parse(&format!("{org}-other")).unwrap();
+    assert_eq!(dir.opted_out(&other, &number).await.unwrap(), None);
+    dir.set_opt_out(org, &number, None).await.unwrap();
+    assert_eq!(dir.opted_out(org, &number).await.unwrap(), None);
+    dir.set_opt_out(org, &number, None).await.unwrap();
+}
+
 pub async fn directory_pages(dir: &dyn flare_shared::ports::Directory, org: &OrgId) {
     use flare_shared::domain::{License, User};
     let other = OrgId::parse(&format!("{}-other", org.as_str())).unwrap();

@@ -865,7 +865,10 @@ async fn receipt_samples_reach_their_deliveries() {
     // changes), and the same body with another text is refused.
     let reply = sample("inbound/twilio-reply.json");
     let (s, body) = d.api(&reply).await;
-    assert_eq!(s, 204, "verified, from a number no dispatch went to: {body}");
+    assert_eq!(
+        s, 204,
+        "verified, from a number no dispatch went to: {body}"
+    );
     let (s, _) = d.api(&reply).await;
     assert_eq!(s, 204, "the gateway's retry");
     let mut forged = reply.clone();

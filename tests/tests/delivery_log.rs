@@ -230,20 +230,23 @@ async fn an_instance_that_never_saw_a_sharded_notification_finds_its_records_on_
     assert_eq!(listed[0].counts.pending, 19, "{:?}", listed[0].counts);
 }
 
-/// The directory read a page at a time, on each adapter.
+/// The directory read a page at a time, and its opt-outs, on each adapter.
 #[tokio::test]
 async fn every_directory_reads_a_page_at_a_time() {
     let org = OrgId::parse(&unique("org")).unwrap();
     conformance::directory_pages(&flare_memory::MemoryDirectory::default(), &org).await;
+    conformance::opt_outs(&flare_memory::MemoryDirectory::default(), &org).await;
     let dir = flare_tests::TempDir::new("flare-sqlite-dir").unwrap();
     let db = flare_sqlite::Sqlite::open(&dir.path().join("flare.db")).unwrap();
     conformance::directory_pages(&db, &org).await;
+    conformance::opt_outs(&db, &org).await;
     let stack = AwsStack::create(moto()).await.unwrap();
     let directory = flare_aws::dynamodb::DynamoDirectory::new(
         flare_aws::dynamodb(&stack.sdk),
         &stack.tables.directory,
     );
     conformance::directory_pages(&directory, &org).await;
+    conformance::opt_outs(&directory, &org).await;
 }
 
 /// A finish that moves nothing (a repeat, a late timer) costs its one conditional

@@ -36,6 +36,8 @@ pub enum SkipReason {
     Escalated,
     /// The recipient acknowledged before this escalation cycle's delivery was sent.
     Acknowledged,
+    /// The SMS's number replied STOP (v1.2): no SMS to it until it replies START.
+    OptedOut,
 }
 
 impl SkipReason {
@@ -58,6 +60,7 @@ impl SkipReason {
         SkipReason::PushDelivered,
         SkipReason::Escalated,
         SkipReason::Acknowledged,
+        SkipReason::OptedOut,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -79,6 +82,7 @@ impl SkipReason {
             SkipReason::PushDelivered => "push_delivered",
             SkipReason::Escalated => "escalated",
             SkipReason::Acknowledged => "acknowledged",
+            SkipReason::OptedOut => "opted_out",
         }
     }
 }

@@ -118,6 +118,8 @@ impl SettingsStore for MemorySettings {
 #[derive(Default)]
 pub struct MemoryDirectory {
     users: Persisted<BTreeMap<String, User>>,
+    /// (org, number) → since when it opted out (not kept across restarts).
+    opt_outs: std::sync::Mutex<HashMap<(OrgId, String), chrono::DateTime<chrono::Utc>>>,
 }
 
 impl MemoryDirectory {
@@ -125,6 +127,7 @@ impl MemoryDirectory {
     pub fn open(path: PathBuf) -> anyhow::Result<Self> {
         Ok(Self {
             users: Persisted::open(path)?,
+            opt_outs: Default::default(),
         })
     }
 }
@@ -202,6 +205,35 @@ impl Directory for MemoryDirectory {
             u.insert(k, user.clone());
             true
         })
+    }
+
+    async fn set_opt_out(
+        &self,
+        org: &OrgId,
+        number: &flare_shared::domain::PhoneNumber,
+        since: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> StoreResult<()> {
+        let key = (org.clone(), number.as_str().to_string());
+        let mut all = lock(&self.opt_outs);
+        match since {
+            Some(at) => {
+                all.entry(key).or_insert(at);
+            }
+            None => {
+                all.remove(&key);
+            }
+        }
+        Ok(())
+    }
+
+    async fn opted_out(
+        &self,
+        org: &OrgId,
+        number: &flare_shared::domain::PhoneNumber,
+    ) -> StoreResult<Option<chrono::DateTime<chrono::Utc>>> {
+        Ok(lock(&self.opt_outs)
+            .get(&(org.clone(), number.as_str().to_string()))
+            .copied())
     }
 }
 

@@ -139,4 +139,48 @@ impl Directory for Sqlite {
             })
             .await
     }
+    async fn set_opt_out(
+        &self,
+        org: &OrgId,
+        number: &flare_shared::domain::PhoneNumber,
+        since: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> StoreResult<()> {
+        let (org, number) = (org.to_string(), number.as_str().to_string());
+        let since = since.map(|at| at.to_rfc3339());
+        self.db
+            .write_one(move |c| {
+                match since {
+                    // The first opt-out's time is kept.
+                    Some(at) => c
+                        .prepare_cached(
+                            "INSERT OR IGNORE INTO opt_outs (org, number, at) VALUES (?1, ?2, ?3)",
+                        )?
+                        .execute(params![org, number, at])?,
+                    None => c
+                        .prepare_cached("DELETE FROM opt_outs WHERE org = ?1 AND number = ?2")?
+                        .execute(params![org, number])?,
+                };
+                Ok(())
+            })
+            .await
+    }
+
+    async fn opted_out(
+        &self,
+        org: &OrgId,
+        number: &flare_shared::domain::PhoneNumber,
+    ) -> StoreResult<Option<chrono::DateTime<chrono::Utc>>> {
+        self.db.read(|c| {
+            let at: Option<String> = c
+                .prepare_cached("SELECT at FROM opt_outs WHERE org = ?1 AND number = ?2")?
+                .query_row(params![org.as_str(), number.as_str()], |r| r.get(0))
+                .optional()?;
+            at.map(|at| {
+                Ok(chrono::DateTime::parse_from_rfc3339(&at)
+                    .context("a stored opt-out time")?
+                    .with_timezone(&chrono::Utc))
+            })
+            .transpose()
+        })
+    }
 }

@@ -36,7 +36,29 @@ pub async fn get_user(svc: &Services, org: &OrgId, id: &str) -> Result<Value, Ap
         .get_user(org, &id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no user \"{id}\"")))?;
-    Ok(view(&u))
+    let mut v = view(&u);
+    mark_opt_outs(svc, org, &mut v).await?;
+    Ok(v)
+}
+
+/// v1.2: each mobile contact of a user's view whose number opted out of the
+/// organization's SMS (a reply STOP) shows since when (`opted_out_at`).
+async fn mark_opt_outs(svc: &Services, org: &OrgId, v: &mut Value) -> Result<(), ApiError> {
+    let Some(contacts) = v["contacts"].as_array_mut() else {
+        return Ok(());
+    };
+    for c in contacts.iter_mut().filter(|c| c["kind"] == "mobile") {
+        let Some(number) = c["value"]
+            .as_str()
+            .and_then(|n| crate::domain::PhoneNumber::parse(n).ok())
+        else {
+            continue;
+        };
+        if let Some(at) = svc.directory.opted_out(org, &number).await? {
+            c["opted_out_at"] = json!(at);
+        }
+    }
+    Ok(())
 }
 
 pub async fn list_users(svc: &Services, org: &OrgId) -> Result<Value, ApiError> {

@@ -10,6 +10,19 @@ use crate::domain::inbound::{
 use crate::domain::{AnsweredVia, FieldErrors, NotificationId, OrgId, SmsSettings};
 use crate::ports::SmsMessage;
 
+/// The confirmation of a STOP (the last SMS the number gets until START).
+const OPTED_OUT: &str =
+    "Flare: you will get no more SMS from this service. Reply START to opt back in.";
+/// The confirmation of a START.
+const OPTED_IN: &str = "Flare: you will get this service's SMS again. Reply STOP to opt out.";
+
+/// What HELP answers.
+fn help_text(org: &OrgId) -> String {
+    format!(
+        "Flare alerts for {org}: emergency dispatch messages. Reply 1 responding, 2 unavailable. Reply STOP to opt out."
+    )
+}
+
 /// How long after a dispatch SMS a reply still answers it.
 pub const REPLY_WINDOW: chrono::TimeDelta = chrono::TimeDelta::hours(24);
 
@@ -23,8 +36,14 @@ pub enum Replied {
     /// No dispatch SMS went to the number in the last 24 hours (or it is not a user's):
     /// nothing changes.
     Unmatched,
-    /// Not an answer (an opt-out, help, or anything else): not acted on yet.
-    NotAnAnswer(Reply),
+    /// STOP (or a synonym): the number is opted out of the organization's SMS.
+    OptedOut,
+    /// START or UNSTOP: opted back in.
+    OptedIn,
+    /// HELP: what the messages are and how to stop them went back.
+    Help,
+    /// Anything else: what can be replied went back (at most once a minute).
+    Other,
 }
 
 /// `POST /v1/inbound/sms/{org_id}/{control_center_id}`: no token; signed as the
@@ -59,6 +78,30 @@ pub async fn received(
         return Ok(Replied::Repeat);
     }
     let reply = Reply::parse(&sms.text);
+    // Keywords work for any number: a carrier requires STOP to be honoured whoever sends it.
+    match reply {
+        Reply::OptOut | Reply::OptIn => {
+            let since = (reply == Reply::OptOut).then(chrono::Utc::now);
+            svc.directory.set_opt_out(org, &sms.from, since).await?;
+            tracing::info!(org_id = %org, opted_out = since.is_some(), "SMS opt-out changed by a reply");
+            let text = if since.is_some() { OPTED_OUT } else { OPTED_IN };
+            if once_a_minute(svc, org, sms).await? {
+                send_back(svc, org, sms, through, text.to_string()).await;
+            }
+            return Ok(if since.is_some() {
+                Replied::OptedOut
+            } else {
+                Replied::OptedIn
+            });
+        }
+        Reply::Help => {
+            if once_a_minute(svc, org, sms).await? {
+                send_back(svc, org, sms, through, help_text(org)).await;
+            }
+            return Ok(Replied::Help);
+        }
+        Reply::Answer(_) | Reply::Other => {}
+    }
     let sent = match svc.log.last_sms(org, &sms.from).await? {
         Some(sent) if chrono::Utc::now() - sent.at <= REPLY_WINDOW => sent,
         _ => {
@@ -67,11 +110,11 @@ pub async fn received(
         }
     };
     let Reply::Answer(answer) = reply else {
-        tracing::info!(org_id = %org, reply = ?reply, "inbound SMS is not an answer");
-        if reply == Reply::Other && once_a_minute(svc, org, sms).await? {
+        tracing::info!(org_id = %org, "inbound SMS is not an answer: what can be replied goes back");
+        if once_a_minute(svc, org, sms).await? {
             send_back(svc, org, sms, through, WHAT_TO_REPLY.to_string()).await;
         }
-        return Ok(Replied::NotAnAnswer(reply));
+        return Ok(Replied::Other);
     };
     match super::notifications::answer_as(
         svc,
@@ -106,11 +149,11 @@ async fn incident_of(svc: &Services, org: &OrgId, id: &NotificationId) -> Option
     n.incident_id.map(|i| i.to_string())
 }
 
-/// Whether `sms`'s sender has had no "what you can reply" answer this minute (so two
-/// autoresponders answering each other stop after one exchange a minute).
+/// Whether `sms`'s sender has had no SMS back this minute (so two autoresponders
+/// answering each other stop after one exchange a minute).
 async fn once_a_minute(svc: &Services, org: &OrgId, sms: &InboundSms) -> Result<bool, ApiError> {
     let minute = chrono::Utc::now().timestamp() / 60;
-    let key = format!("what-to-reply#{}#{minute}", sms.from.as_str());
+    let key = format!("sent-back#{}#{minute}", sms.from.as_str());
     Ok(svc.log.first_inbound(org, &key).await?)
 }
 

@@ -137,6 +137,20 @@ pub trait Directory: Send + Sync {
     ) -> StoreResult<Option<User>>;
     /// Stores a user that does not exist yet; `false` (nothing written) when it does.
     async fn create_user(&self, org: &OrgId, user: &User) -> StoreResult<bool>;
+    /// v1.2: `number` opted out of the organization's SMS (`Some`: since when, a reply
+    /// STOP) or back in (`None`: START).
+    async fn set_opt_out(
+        &self,
+        org: &OrgId,
+        number: &crate::domain::PhoneNumber,
+        since: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> StoreResult<()>;
+    /// Since when `number` has opted out of the organization's SMS; `None`: it has not.
+    async fn opted_out(
+        &self,
+        org: &OrgId,
+        number: &crate::domain::PhoneNumber,
+    ) -> StoreResult<Option<chrono::DateTime<chrono::Utc>>>;
 }
 
 /// Which secret: each lives under a name scoped to its organization, and ends with the

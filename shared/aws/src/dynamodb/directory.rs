@@ -2,6 +2,14 @@
 
 use super::*;
 
+/// An opted-out number's item, beside the organization's users.
+const OPT_OUT_PREFIX: &str = "OPTOUT#";
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct OptOut {
+    at: chrono::DateTime<chrono::Utc>,
+}
+
 /// The directory in DynamoDB.
 #[derive(Clone, Debug)]
 pub struct DynamoDirectory {
@@ -186,5 +194,50 @@ impl Directory for DynamoDirectory {
         self.table
             .delete(org_pk(org), format!("{USER_PREFIX}{id}"))
             .await
+    }
+
+    /// The opt-out is an item of its own beside the users (`OPTOUT#<number>`): PutItem
+    /// (only where none is, so the first time is kept) or DeleteItem.
+    async fn set_opt_out(
+        &self,
+        org: &OrgId,
+        number: &flare_shared::domain::PhoneNumber,
+        since: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> StoreResult<()> {
+        let sk = format!("{OPT_OUT_PREFIX}{}", number.as_str());
+        match since {
+            Some(at) => {
+                let put = self
+                    .table
+                    .client
+                    .put_item()
+                    .table_name(&self.table.name)
+                    .set_item(Some(to_item(org_pk(org), sk, &OptOut { at })?))
+                    .condition_expression("attribute_not_exists(#pk)")
+                    .expression_attribute_names("#pk", PK)
+                    .send()
+                    .await;
+                match put {
+                    Ok(_) => Ok(()),
+                    // Opted out already: the first time stands.
+                    Err(e) if crate::error_code(&e) == Some("ConditionalCheckFailedException") => {
+                        Ok(())
+                    }
+                    Err(e) => Err(store_error(e, "PutItem opt-out")),
+                }
+            }
+            None => self.table.delete(org_pk(org), sk).await.map(|_| ()),
+        }
+    }
+
+    /// One GetItem.
+    async fn opted_out(
+        &self,
+        org: &OrgId,
+        number: &flare_shared::domain::PhoneNumber,
+    ) -> StoreResult<Option<chrono::DateTime<chrono::Utc>>> {
+        let sk = format!("{OPT_OUT_PREFIX}{}", number.as_str());
+        let found: Option<OptOut> = self.table.get(org_pk(org), sk).await?;
+        Ok(found.map(|o| o.at))
     }
 }

@@ -135,6 +135,8 @@ pub enum Delivered {
     NoRecord,
     /// The recipient had acknowledged: the record ended skipped, nothing was sent.
     Acknowledged,
+    /// The SMS's number had opted out (v1.2): the record ended skipped `opted_out`.
+    OptedOut,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -362,6 +364,9 @@ impl Deliverer {
                 if self.acknowledged_before(job, attempts).await? {
                     return Ok(Delivered::Acknowledged);
                 }
+                if self.opted_out(job, attempts).await? {
+                    return Ok(Delivered::OptedOut);
+                }
                 self.attempt(job, attempts, final_attempt).await
             }
             Claim::AlreadyDone(status) => {
@@ -377,6 +382,33 @@ impl Deliverer {
                 Ok(Delivered::NoRecord)
             }
         }
+    }
+
+    /// Whether this SMS's number opted out of the organization's SMS (a reply STOP):
+    /// then the record ends `skipped` (`opted_out`) and nothing is sent. One read of the
+    /// directory per SMS attempt.
+    async fn opted_out(&self, job: &DeliveryJob, attempts: u32) -> Result<bool, DeliverError> {
+        let (Channel::Sms, Destination::Phone(to)) = (job.channel, &job.destination) else {
+            return Ok(false);
+        };
+        if self.directory.opted_out(&job.org_id, to).await?.is_none() {
+            return Ok(false);
+        }
+        let reason = crate::domain::SkipReason::OptedOut.as_str().to_string();
+        if self
+            .finish_job(
+                job,
+                Finish::Skip {
+                    attempt: attempts,
+                    reason,
+                },
+            )
+            .await?
+        {
+            self.count(job, Some(job.provider), Outcome::Skipped);
+        }
+        tracing::info!("the number opted out of SMS: skipped, nothing sent");
+        Ok(true)
     }
 
     /// Whether the recipient acknowledged before this claimed attempt could send: then
