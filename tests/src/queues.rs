@@ -92,3 +92,32 @@ where
     }
     bail!("the queues did not drain in 40 rounds")
 }
+
+/// Deletes, with one DeleteMessageBatch as the event source mapping does, the `messages`
+/// of the queue at `url` the function did not name in `failed`.
+pub async fn delete_done(
+    sqs: &aws_sdk_sqs::Client,
+    url: &str,
+    messages: &[Message],
+    failed: &[String],
+) -> anyhow::Result<()> {
+    let done: Vec<_> = messages
+        .iter()
+        .filter(|m| !failed.iter().any(|f| Some(f.as_str()) == m.message_id()))
+        .enumerate()
+        .map(|(i, m)| {
+            aws_sdk_sqs::types::DeleteMessageBatchRequestEntry::builder()
+                .id(i.to_string())
+                .receipt_handle(m.receipt_handle().unwrap_or_default())
+                .build()
+        })
+        .collect::<Result<_, _>>()?;
+    if !done.is_empty() {
+        sqs.delete_message_batch()
+            .queue_url(url)
+            .set_entries(Some(done))
+            .send()
+            .await?;
+    }
+    Ok(())
+}

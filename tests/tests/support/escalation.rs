@@ -390,24 +390,7 @@ async fn poll(
                         .await?;
                 }
             }
-            let done: Vec<_> = batch
-                .iter()
-                .filter(|m| !failed.iter().any(|f| Some(f.as_str()) == m.message_id()))
-                .enumerate()
-                .map(|(i, m)| {
-                    aws_sdk_sqs::types::DeleteMessageBatchRequestEntry::builder()
-                        .id(i.to_string())
-                        .receipt_handle(m.receipt_handle().unwrap_or_default())
-                        .build()
-                })
-                .collect::<Result<_, _>>()?;
-            if !done.is_empty() {
-                sqs.delete_message_batch()
-                    .queue_url(url)
-                    .set_entries(Some(done))
-                    .send()
-                    .await?;
-            }
+            flare_tests::queues::delete_done(&sqs, url, &batch, &failed).await?;
         }
     }
     Ok(())

@@ -394,21 +394,27 @@ impl Deliverer {
         if self.directory.opted_out(&job.org_id, to).await?.is_none() {
             return Ok(false);
         }
-        let reason = crate::domain::SkipReason::OptedOut.as_str().to_string();
-        if self
-            .finish_job(
-                job,
-                Finish::Skip {
-                    attempt: attempts,
-                    reason,
-                },
-            )
-            .await?
-        {
-            self.count(job, Some(job.provider), Outcome::Skipped);
-        }
+        self.skip_claimed(job, attempts, crate::domain::SkipReason::OptedOut)
+            .await?;
         tracing::info!("the number opted out of SMS: skipped, nothing sent");
         Ok(true)
+    }
+
+    /// Ends the record this attempt claimed `skipped` with `reason`, nothing sent.
+    async fn skip_claimed(
+        &self,
+        job: &DeliveryJob,
+        attempts: u32,
+        reason: crate::domain::SkipReason,
+    ) -> Result<(), DeliverError> {
+        let outcome = Finish::Skip {
+            attempt: attempts,
+            reason: reason.as_str().to_string(),
+        };
+        if self.finish_job(job, outcome).await? {
+            self.count(job, Some(job.provider), Outcome::Skipped);
+        }
+        Ok(())
     }
 
     /// Whether the recipient acknowledged before this claimed attempt could send: then
@@ -434,19 +440,8 @@ impl Deliverer {
         {
             return Ok(false);
         }
-        let reason = crate::domain::SkipReason::Acknowledged.as_str().to_string();
-        if self
-            .finish_job(
-                job,
-                Finish::Skip {
-                    attempt: attempts,
-                    reason,
-                },
-            )
-            .await?
-        {
-            self.count(job, Some(job.provider), Outcome::Skipped);
-        }
+        self.skip_claimed(job, attempts, crate::domain::SkipReason::Acknowledged)
+            .await?;
         tracing::info!("recipient acknowledged before this attempt: skipped, nothing sent");
         Ok(true)
     }
