@@ -79,28 +79,8 @@ pub async fn received(
     }
     let reply = Reply::parse(&sms.text);
     // Keywords work for any number: a carrier requires STOP to be honoured whoever sends it.
-    match reply {
-        Reply::OptOut | Reply::OptIn => {
-            let since = (reply == Reply::OptOut).then(chrono::Utc::now);
-            svc.directory.set_opt_out(org, &sms.from, since).await?;
-            tracing::info!(org_id = %org, opted_out = since.is_some(), "SMS opt-out changed by a reply");
-            let text = if since.is_some() { OPTED_OUT } else { OPTED_IN };
-            if once_a_minute(svc, org, sms).await? {
-                send_back(svc, org, sms, through, text.to_string()).await;
-            }
-            return Ok(if since.is_some() {
-                Replied::OptedOut
-            } else {
-                Replied::OptedIn
-            });
-        }
-        Reply::Help => {
-            if once_a_minute(svc, org, sms).await? {
-                send_back(svc, org, sms, through, help_text(org)).await;
-            }
-            return Ok(Replied::Help);
-        }
-        Reply::Answer(_) | Reply::Other => {}
+    if let Some(done) = keyword(svc, org, sms, through, reply).await? {
+        return Ok(done);
     }
     let sent = match svc.log.last_sms(org, &sms.from).await? {
         Some(sent) if chrono::Utc::now() - sent.at <= REPLY_WINDOW => sent,
@@ -141,6 +121,40 @@ pub async fn received(
     )
     .await;
     Ok(Replied::Answered)
+}
+
+/// STOP, START and HELP (and their synonyms), from any number: done, or `None` for a
+/// reply that is not a keyword.
+async fn keyword(
+    svc: &Services,
+    org: &OrgId,
+    sms: &InboundSms,
+    through: &SmsSettings,
+    reply: Reply,
+) -> Result<Option<Replied>, ApiError> {
+    match reply {
+        Reply::OptOut | Reply::OptIn => {
+            let since = (reply == Reply::OptOut).then(chrono::Utc::now);
+            svc.directory.set_opt_out(org, &sms.from, since).await?;
+            tracing::info!(org_id = %org, opted_out = since.is_some(), "SMS opt-out changed by a reply");
+            let text = if since.is_some() { OPTED_OUT } else { OPTED_IN };
+            if once_a_minute(svc, org, sms).await? {
+                send_back(svc, org, sms, through, text.to_string()).await;
+            }
+            Ok(Some(if since.is_some() {
+                Replied::OptedOut
+            } else {
+                Replied::OptedIn
+            }))
+        }
+        Reply::Help => {
+            if once_a_minute(svc, org, sms).await? {
+                send_back(svc, org, sms, through, help_text(org)).await;
+            }
+            Ok(Some(Replied::Help))
+        }
+        Reply::Answer(_) | Reply::Other => Ok(None),
+    }
 }
 
 /// The incident a notification is about, for the confirmation (none when unreadable).

@@ -37,6 +37,7 @@
 
 use crate::dynamodb::batch_write;
 use crate::{error_code, store_error};
+use acks::{AckItem, split_acks};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
@@ -247,33 +248,6 @@ fn decode<T: serde::de::DeserializeOwned>(mut item: Item) -> StoreResult<T> {
         .map_err(|e| StoreError::Failed(anyhow::Error::new(e).context("decoding log item")))
 }
 
-/// `ACK#{user}`: the first acknowledgement's time, and the latest answer (an answer is
-/// written on the ack it comes with).
-#[derive(serde::Serialize, serde::Deserialize)]
-struct AckItem {
-    user_id: UserId,
-    at: chrono::DateTime<chrono::Utc>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    response: Option<flare_shared::domain::Response>,
-}
-
-/// A notification's acks and answers, as [`Logged`] holds them.
-type AcksAndAnswers = (
-    Vec<(UserId, chrono::DateTime<chrono::Utc>)>,
-    Vec<(UserId, flare_shared::domain::Response)>,
-);
-
-fn split_acks(items: Vec<AckItem>) -> AcksAndAnswers {
-    let answers = items
-        .iter()
-        .filter_map(|a| Some((a.user_id.clone(), a.response?)))
-        .collect();
-    (
-        items.into_iter().map(|a| (a.user_id, a.at)).collect(),
-        answers,
-    )
-}
-
 impl DynamoDeliveryLog {
     /// Runs the Query `query` builds page after page (consistent reads), handing each
     /// item to `each` until it answers `false` or the pages end.
@@ -311,67 +285,6 @@ impl DynamoDeliveryLog {
             .expression_attribute_values(":pk", s(pk))
             .expression_attribute_values(":prefix", s(prefix))
             .consistent_read(true)
-    }
-
-    /// A notification's deliveries counted by state (its records' `status` only, in each
-    /// of its `shards` record partitions) and its recipients by latest answer (their
-    /// acks' `response`, in the base partition): one Query when it is not sharded.
-    async fn count(&self, n: &Notification, shards: u32) -> StoreResult<StatusCounts> {
-        #[derive(serde::Deserialize)]
-        struct Counted {
-            sk: String,
-            status: Option<flare_shared::domain::DeliveryStatus>,
-            response: Option<flare_shared::domain::Response>,
-        }
-        let base = notification_pk(&n.org_id, &n.notification_id);
-        let mut counts = StatusCounts::default();
-        let mut add = |item: Item| -> StoreResult<bool> {
-            let c: Counted = serde_dynamo::from_item(item).map_err(|e| {
-                StoreError::Failed(anyhow::Error::new(e).context("decoding a counted item"))
-            })?;
-            match (c.sk.starts_with("R#"), c.status, c.response) {
-                (true, Some(status), _) => counts.add(status),
-                (false, _, Some(r)) if c.sk.starts_with("ACK#") => counts.add_answer(r.answer),
-                _ => {}
-            }
-            Ok(true)
-        };
-        let read = |query: QueryFluentBuilder| {
-            query
-                .projection_expression("sk, #status, #response")
-                .expression_attribute_names("#status", "status")
-                .expression_attribute_names("#response", "response")
-        };
-        if shards <= 1 {
-            // Records and acks share the base partition (with the notification item).
-            let whole = || {
-                read(
-                    self.client
-                        .query()
-                        .key_condition_expression("pk = :pk")
-                        .expression_attribute_values(":pk", s(base.clone()))
-                        .consistent_read(true),
-                )
-            };
-            self.each_item("Query record states and answers", whole, &mut add)
-                .await?;
-            return Ok(counts);
-        }
-        self.each_item(
-            "Query answers",
-            || read(self.partition(&base, "ACK#")),
-            &mut add,
-        )
-        .await?;
-        for pk in record_pks(&base, shards) {
-            self.each_item(
-                "Query record states",
-                || read(self.partition(&pk, "R#")),
-                &mut add,
-            )
-            .await?;
-        }
-        Ok(counts)
     }
 
     /// Picks the record layout of a notification of `records` records and, when it is
@@ -529,43 +442,6 @@ impl DynamoDeliveryLog {
         Ok((page, None))
     }
 
-    /// The acks and answers of the recipients of `records` (BatchGetItem on their ack
-    /// items): a page's, not the whole notification's.
-    async fn acks_of(&self, pk: &str, records: &[DeliveryRecord]) -> StoreResult<AcksAndAnswers> {
-        let mut users: Vec<&UserId> = records
-            .iter()
-            .filter_map(|r| r.recipient.user_id())
-            .collect();
-        users.dedup();
-        Ok(split_acks(self.ack_items(pk, users).await?))
-    }
-
-    /// The acks of `users` (BatchGetItem on their ack items).
-    pub(super) async fn acks_by_user(
-        &self,
-        pk: &str,
-        users: Vec<&UserId>,
-    ) -> StoreResult<Vec<(UserId, chrono::DateTime<chrono::Utc>)>> {
-        Ok(split_acks(self.ack_items(pk, users).await?).0)
-    }
-
-    async fn ack_items(&self, pk: &str, users: Vec<&UserId>) -> StoreResult<Vec<AckItem>> {
-        let keys = users
-            .into_iter()
-            .map(|u| {
-                HashMap::from([
-                    ("pk".to_string(), s(pk)),
-                    ("sk".to_string(), s(format!("ACK#{u}"))),
-                ])
-            })
-            .collect();
-        let table = crate::dynamodb::Table {
-            client: self.client.clone(),
-            name: self.table.clone(),
-        };
-        table.batch_get(keys).await
-    }
-
     pub fn new(client: Client, table: impl Into<String>) -> Self {
         Self {
             client,
@@ -631,6 +507,7 @@ pub async fn create_table(client: &Client, name: &str) -> anyhow::Result<()> {
     .await
 }
 
+mod acks;
 mod finish;
 use finish::{FinishAt, FinishUpdate};
 mod port;
