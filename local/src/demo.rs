@@ -109,6 +109,9 @@ const PEOPLE: [Person; 8] = [
 
 const ADMIN: [Role; 2] = [Role::Admin, Role::Dispatcher];
 
+/// Bo's mobile ([`seed_people`]: `+1415555` and 100 plus Bo's place in [`PEOPLE`]).
+const BO_MOBILE: &str = "+14155550101";
+
 /// Runs the demo in a fresh temporary data directory; answers the printed report.
 pub async fn run() -> anyhow::Result<String> {
     let dir = std::env::temp_dir().join(format!("flare-demo-{}", uuid_like()));
@@ -121,6 +124,7 @@ pub async fn run() -> anyhow::Result<String> {
     let mut routed = route_incidents(&app).await?;
     routed.push(escalation(&app).await?);
     routed.push(failover_and_receipts(&app).await?);
+    answers(&app, &routed).await?;
     routed.push(manual_sms(&app).await?);
     let out = report(&app, routed).await?;
     let _ = std::fs::remove_dir_all(dir);
@@ -343,6 +347,52 @@ async fn failover_and_receipts(app: &LocalApp) -> anyhow::Result<(String, Notifi
     Ok((title.into(), south))
 }
 
+/// v1.2: Ana answers the dispatch `responding` in the app; Bo, who has no app, replies
+/// `2` to the South dispatch's SMS through South's gateway (its inbound webhook, signed
+/// with the gateway's password): `unavailable`, by SMS. (The confirmation to Bo cannot
+/// go: South's gateway is down.)
+async fn answers(app: &LocalApp, routed: &[(String, NotificationId)]) -> anyhow::Result<()> {
+    use flare_shared::domain::GatewayFormat;
+    use flare_shared::domain::receipt::{sign, signature_header};
+    let dispatch = &routed[0].1;
+    call_as(
+        app,
+        "ana",
+        "POST",
+        &format!("/v1/notifications/{dispatch}/response"),
+        &[Role::Responder],
+        json!({"response": "responding"}),
+    )
+    .await;
+    let path = format!("/v1/inbound/sms/{ORG}/south");
+    let url = format!("http://127.0.0.1:8080{path}");
+    let body = json!({"from": BO_MOBILE, "to": "FLARESOUTH", "text": "2",
+                      "message_id": "demo-reply-1"})
+    .to_string();
+    let signature = sign(
+        GatewayFormat::Json,
+        b"demo-gateway-key",
+        &url,
+        body.as_bytes(),
+    );
+    let req = ApiRequest {
+        method: "POST".into(),
+        path,
+        claims: Err(flare_shared::app::auth::AuthFailure::NoToken),
+        body: body.into_bytes(),
+        query: None,
+        idempotency_key: None,
+        headers: vec![
+            ("content-type".into(), "application/json".into()),
+            (signature_header(GatewayFormat::Json).into(), signature),
+        ],
+        url: Some(url),
+    };
+    let r = api::handle(&app.services, req).await;
+    anyhow::ensure!(r.status == 204, "Bo's SMS reply: {} {:?}", r.status, r.body);
+    Ok(())
+}
+
 async fn manual_sms(app: &LocalApp) -> anyhow::Result<(String, NotificationId)> {
     let sms = call(
         app,
@@ -422,6 +472,10 @@ impl Report {
             }
             if let Some(at) = r["acknowledged_at"].as_str() {
                 writeln!(self.out, "{who:<34} acknowledged at {at}")?;
+            }
+            if let (Some(answer), Some(via)) = (r["response"].as_str(), r["responded_via"].as_str())
+            {
+                writeln!(self.out, "{who:<34} answered {answer} (by {via})")?;
             }
         }
         Ok(())

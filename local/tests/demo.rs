@@ -20,6 +20,9 @@ async fn the_demo_shows_every_routing_rule() {
         "via sns (failover from http)",
         "bounced (smtp; 550 5.1.1 mailbox unavailable)",
         "== Manual SMS to Bo",
+        // v1.2: Ana answers in the app, Bo by replying to the SMS.
+        "answered responding (by app)",
+        "answered unavailable (by sms)",
     ] {
         assert!(
             out.contains(needle),
