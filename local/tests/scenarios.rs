@@ -2382,6 +2382,23 @@ async fn sms_failed_over_to_sns_go_as_the_account_not_as_the_gateways_number() {
     o.app.stop().await;
 }
 
+/// What a `twilio` gateway at `path` was sent, form-decoded: (to, text) each.
+async fn twilio_sends(path: &str) -> Vec<(String, String)> {
+    flare_tests::gateway()
+        .requests_to(path)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let form: HashMap<String, String> =
+                url::form_urlencoded::parse(r["body"].as_str().unwrap().as_bytes())
+                    .into_owned()
+                    .collect();
+            (form["To"].clone(), form["Body"].clone())
+        })
+        .collect()
+}
+
 /// v1.2: a responder without the app answers the dispatch SMS by replying through the
 /// gateway's inbound webhook. A bad signature, a stranger's number, 10 KB of text and
 /// the same message again change nothing; `1` records `responding` via `sms`, and a
@@ -2391,22 +2408,7 @@ async fn an_sms_reply_through_the_gateway_answers_the_dispatch() {
     use flare_shared::domain::GatewayFormat::Twilio;
     let o = org(json!({"dispatch": "app_sms_email"})).await;
     let path = http_gateway(&o, "main", "twilio", json!({})).await;
-    let gw = flare_tests::gateway();
-    // The gateway's sends, form-decoded: (to, text).
-    let sent = || async {
-        gw.requests_to(&path)
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| {
-                let form: std::collections::HashMap<String, String> =
-                    url::form_urlencoded::parse(r["body"].as_str().unwrap().as_bytes())
-                        .into_owned()
-                        .collect();
-                (form["To"].clone(), form["Body"].clone())
-            })
-            .collect::<Vec<_>>()
-    };
+    let sent = || twilio_sends(&path);
     o.user(
         "u-30",
         "passive_reporter",
@@ -2490,7 +2492,6 @@ async fn stop_start_and_help_by_sms_reply() {
     use flare_shared::domain::GatewayFormat::Twilio;
     let o = org(json!({"dispatch": "app_sms_email"})).await;
     let path = http_gateway(&o, "main", "twilio", json!({})).await;
-    let gw = flare_tests::gateway();
     o.user(
         "u-31",
         "passive_reporter",
@@ -2501,16 +2502,10 @@ async fn stop_start_and_help_by_sms_reply() {
     )
     .await;
     let texts = || async {
-        gw.requests_to(&path)
+        twilio_sends(&path)
             .await
-            .unwrap()
-            .iter()
-            .map(|r| {
-                url::form_urlencoded::parse(r["body"].as_str().unwrap().as_bytes())
-                    .find(|(k, _)| k == "Body")
-                    .map(|(_, v)| v.into_owned())
-                    .unwrap_or_default()
-            })
+            .into_iter()
+            .map(|(_, text)| text)
             .collect::<Vec<_>>()
     };
     let reply = |text: &str, sid: &str| {

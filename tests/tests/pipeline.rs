@@ -1814,38 +1814,45 @@ mod receipts {
         assert_eq!(gw.requests_to(&path).await.unwrap().len(), 8);
     }
 
+    /// `app_sms_email` dispatches, SMS through the harness's gateway in `format`
+    /// (password `s3cret-pw`): the path it is called on.
+    async fn gateway_org(p: &Pipeline, format: &str) -> String {
+        standard_org(p, json!({"dispatch": "app_sms_email"})).await;
+        let path = format!("/{}", unique("gw"));
+        let url = format!("{}{path}", flare_tests::gateway().url);
+        p.admin(
+            "PUT",
+            "/v1/settings/sms/main",
+            json!({"provider": "http", "format": format, "url": url,
+                   "password": "s3cret-pw", "sender_number": "ACMEFIRE"}),
+        )
+        .await;
+        path
+    }
+
+    /// `user` (SMS only, at `mobile`) and a dispatch to them, routed and settled: its id.
+    async fn sms_dispatched(p: &Pipeline, user: &str, mobile: &str) -> String {
+        p.user(user, "passive_reporter", Some(mobile), None, false)
+            .await;
+        let mut ev = p.event("incident-dispatched", &unique("sms"));
+        ev["detail"]["recipient_ids"] = json!([user]);
+        p.route(&ev).await;
+        let id = ev["id"].as_str().unwrap().to_string();
+        p.settled(&id).await;
+        id
+    }
+
     #[tokio::test]
     async fn a_signed_gateway_callback_finds_its_sms_in_dynamodb() {
         use flare_shared::domain::GatewayFormat;
         use flare_shared::domain::receipt::sign;
         let p = pipeline().await;
-        standard_org(&p, json!({"dispatch": "app_sms_email"})).await;
-        let gw = flare_tests::gateway();
-        let path = format!("/{}", unique("gw"));
-        p.admin(
-            "PUT",
-            "/v1/settings/sms/main",
-            json!({"provider": "http", "format": "json",
-            "url": format!("{}{path}", gw.url), "password": "s3cret-pw", "sender_number": "ACMEFIRE"}),
-        )
-        .await;
+        let (gw, path) = (flare_tests::gateway(), gateway_org(&p, "json").await);
         let sid = unique("sid");
         gw.script(&path, json!([{"status": 200, "body": {"message_id": sid}}]))
             .await
             .unwrap();
-        p.user(
-            "u-50",
-            "passive_reporter",
-            Some("+14155550150"),
-            None,
-            false,
-        )
-        .await;
-        let mut ev = p.event("incident-dispatched", &unique("callback"));
-        ev["detail"]["recipient_ids"] = json!(["u-50"]);
-        p.route(&ev).await;
-        let id = ev["id"].as_str().unwrap();
-        p.settled(id).await;
+        let id = &sms_dispatched(&p, "u-50", "+14155550150").await;
         let callback = |body: String, key: &str| {
             let url = format!("https://api.flare.example/v1/receipts/sms/{}/main", p.org);
             let sig = sign(GatewayFormat::Json, key.as_bytes(), &url, body.as_bytes());
@@ -1890,29 +1897,8 @@ mod receipts {
         use flare_shared::domain::GatewayFormat;
         use flare_shared::domain::receipt::sign;
         let p = pipeline().await;
-        standard_org(&p, json!({"dispatch": "app_sms_email"})).await;
-        let gw = flare_tests::gateway();
-        let path = format!("/{}", unique("gw"));
-        p.admin(
-            "PUT",
-            "/v1/settings/sms/main",
-            json!({"provider": "http", "format": "twilio",
-            "url": format!("{}{path}", gw.url), "password": "s3cret-pw", "sender_number": "ACMEFIRE"}),
-        )
-        .await;
-        p.user(
-            "u-51",
-            "passive_reporter",
-            Some("+14155550151"),
-            None,
-            false,
-        )
-        .await;
-        let mut ev = p.event("incident-dispatched", &unique("reply"));
-        ev["detail"]["recipient_ids"] = json!(["u-51"]);
-        p.route(&ev).await;
-        let id = ev["id"].as_str().unwrap();
-        p.settled(id).await;
+        let (gw, path) = (flare_tests::gateway(), gateway_org(&p, "twilio").await);
+        let id = &sms_dispatched(&p, "u-51", "+14155550151").await;
         let reply = |from: &str, text: &str, sid: &str, key: &str| {
             let url = format!("https://api.flare.example/v1/inbound/sms/{}/main", p.org);
             let body = format!(
