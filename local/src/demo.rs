@@ -117,6 +117,9 @@ pub async fn run() -> anyhow::Result<String> {
     let dir = std::env::temp_dir().join(format!("flare-demo-{}", uuid_like()));
     let mut cfg = LocalConfig::from_env(dir.clone())?;
     cfg.retry_base = Duration::from_millis(20);
+    // The address `flare-local serve` listens on by default: the links the demo prints.
+    cfg.public_url
+        .get_or_insert_with(|| "http://127.0.0.1:8080".into());
     let app = LocalApp::open(&cfg).await?;
 
     seed_settings(&app).await;

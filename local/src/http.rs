@@ -223,9 +223,15 @@ async fn any(State(app): State<Arc<LocalApp>>, req: Request) -> Response {
 
 fn to_response(r: ApiResponse) -> Response {
     let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let mut resp = match r.body {
-        Some(v) => (status, axum::Json(v)).into_response(),
-        None => (status, Body::empty()).into_response(),
+    let mut resp = match (r.html, r.body) {
+        (Some(page), _) => (
+            status,
+            [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+            page,
+        )
+            .into_response(),
+        (None, Some(v)) => (status, axum::Json(v)).into_response(),
+        (None, None) => (status, Body::empty()).into_response(),
     };
     for (name, value) in r.headers {
         if let Ok(value) = header::HeaderValue::from_str(&value) {

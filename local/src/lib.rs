@@ -51,6 +51,10 @@ pub struct LocalConfig {
     /// When a failing custom provider's circuit opens, and for how long
     /// (`FLARE_CIRCUIT_*`).
     pub circuit: CircuitPolicy,
+    /// Where the runner is reached (`FLARE_PUBLIC_URL`; `serve` makes it its own
+    /// address): the response links of dispatch SMS and email are under it. `None`: no
+    /// links.
+    pub public_url: Option<String>,
 }
 
 impl LocalConfig {
@@ -68,6 +72,9 @@ impl LocalConfig {
             retry_base: Duration::from_millis(200),
             smtp_extra_ca: std::env::var_os("FLARE_SMTP_EXTRA_CA").map(PathBuf::from),
             circuit: flare_runtime::circuit_policy()?,
+            public_url: Some(flare_runtime::optional("FLARE_PUBLIC_URL", ""))
+                .filter(|u| !u.is_empty())
+                .map(|u| u.trim_end_matches('/').to_string()),
         })
     }
 }
@@ -243,6 +250,7 @@ fn deliverer(
         pacer: Some(Arc::new(flare_memory::MemoryPacer::default())),
         sns_per_second: None,
         max_pace_wait: None,
+        public_url: cfg.public_url.clone(),
     }
 }
 

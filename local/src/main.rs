@@ -14,6 +14,8 @@ Environment:
                                  servers be on private or loopback addresses; `false`
                                  refuses them, as in AWS
   FLARE_SMTP_EXTRA_CA            a PEM file of a private CA to trust for SMTP servers
+  FLARE_PUBLIC_URL               the address response links in dispatch SMS and email
+                                 point to (default: the address `serve` listens on)
   RUST_LOG                       log filter (default: info), e.g. flare_shared=debug";
 
 /// Flare in one process: no AWS account, no Docker.
@@ -64,7 +66,7 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Serve { addr, data_dir } => {
             flare_runtime::init_tracing();
-            let cfg = LocalConfig::from_env(data_dir)?;
+            let mut cfg = LocalConfig::from_env(data_dir)?;
             // One address, IPv4 first (`localhost` is then 127.0.0.1, as curl tries it):
             // a busy port is an error, never a quiet fall-through to another address.
             let resolved: Vec<std::net::SocketAddr> = tokio::net::lookup_host(&addr)
@@ -86,6 +88,10 @@ async fn main() -> anyhow::Result<()> {
                     return Err(anyhow::Error::new(e).context(format!("listening on {addr}")));
                 }
             };
+            // Response links point here unless FLARE_PUBLIC_URL says otherwise.
+            if cfg.public_url.is_none() {
+                cfg.public_url = Some(format!("http://{}", listener.local_addr()?));
+            }
             let app = Arc::new(LocalApp::open(&cfg).await?);
             tracing::info!(addr = %listener.local_addr()?, data_dir = %cfg.data_dir.display(), "flare-local serving");
             flare_local::serve(listener, app, async {

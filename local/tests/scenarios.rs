@@ -2426,8 +2426,10 @@ async fn an_sms_reply_through_the_gateway_answers_the_dispatch() {
     let dispatch = sent().await;
     assert_eq!(dispatch.len(), 1, "{dispatch:?}");
     assert!(
-        dispatch[0].1.ends_with("Reply 1 responding, 2 unavailable"),
-        "the digits to reply with: {dispatch:?}"
+        dispatch[0]
+            .1
+            .contains("\nReply 1 responding, 2 unavailable or http"),
+        "the digits to reply with, and the response link: {dispatch:?}"
     );
     let reply = |from: &str, text: &str, sid: &str| {
         let from = from.replace('+', "%2B");
@@ -2547,7 +2549,7 @@ async fn stop_start_and_help_by_sms_reply() {
     let back = texts().await;
     assert_eq!(back.len(), 2, "{back:?}");
     assert!(
-        back[1].ends_with("Reply 1 responding, 2 unavailable"),
+        back[1].contains("Reply 1 responding, 2 unavailable"),
         "{back:?}"
     );
     // HELP, from any number: what the messages are and how to stop them.
@@ -2559,5 +2561,141 @@ async fn stop_start_and_help_by_sms_reply() {
     let back = texts().await;
     assert_eq!(back.len(), 3, "{back:?}");
     assert!(back[2].contains("Reply STOP to opt out"), "{back:?}");
+    o.app.stop().await;
+}
+
+/// The response link a message carries (`<base>/r/<code>`), as a path.
+fn link_path(text: &str) -> String {
+    let at = text
+        .find("/r/")
+        .unwrap_or_else(|| panic!("no response link in {text:?}"));
+    let code: String = text[at + 3..]
+        .chars()
+        .take_while(char::is_ascii_alphanumeric)
+        .collect();
+    assert!(code.len() >= 10, "{text:?}");
+    format!("/r/{code}")
+}
+
+/// v1.2: a dispatch's SMS and email carry a response link. Its GET shows the incident
+/// and two buttons and changes nothing; its POST records the answer via `link`; a code
+/// unknown, expired or malformed answers the 404 page, and a form without an answer the
+/// page again with 400.
+#[tokio::test]
+async fn a_response_link_shows_the_dispatch_and_records_the_answer() {
+    let o = org(json!({"dispatch": "app_sms_email"})).await;
+    o.user(
+        "u-33",
+        "passive_reporter",
+        Some("+14155550133"),
+        Some("u33@flare.example"),
+        false,
+        false,
+    )
+    .await;
+    let mut ev = incident("incident-dispatched");
+    ev["detail"]["recipient_ids"] = json!(["u-33"]);
+    let id = o.post(&ev).await;
+    let n = o.settled(&id).await;
+    let sent = o.outbox(&id).await;
+    let text = |channel: &str| {
+        sent.iter()
+            .find(|e| e["channel"] == channel)
+            .unwrap_or_else(|| panic!("no {channel} in {sent:?}"))["body"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let (sms, email) = (text("sms"), text("email"));
+    assert!(sms.contains(&format!("{}/r/", o.app.base)), "{sms}");
+    assert!(email.contains("Answer here: http"), "{email}");
+    let path = link_path(&sms);
+    let _ = link_path(&email);
+    let answer = |n: &Value| {
+        let r = &n["recipients"][0];
+        (r["response"].clone(), r["responded_via"].clone())
+    };
+    let page = |method: &'static str, path: String, form: Option<&'static str>| {
+        let client = o.app.client.clone();
+        let url = format!("{}{path}", o.app.base);
+        async move {
+            let mut req = client.request(method.parse().unwrap(), url);
+            if let Some(f) = form {
+                req = req
+                    .header("content-type", "application/x-www-form-urlencoded")
+                    .body(f);
+            }
+            let resp = req.send().await.unwrap();
+            let status = resp.status().as_u16();
+            let ct = resp.headers()["content-type"].to_str().unwrap().to_string();
+            let csp = resp.headers().get("content-security-policy").is_some();
+            (status, ct, csp, resp.text().await.unwrap())
+        }
+    };
+    // Opened (by a person or a link scanner): the dispatch and two buttons, nothing changes.
+    let (s, ct, csp, html) = page("GET", path.clone(), None).await;
+    assert_eq!(
+        (s, ct.as_str(), csp),
+        (200, "text/html; charset=utf-8", true)
+    );
+    assert!(
+        html.contains("<h1>Structure fire</h1>") && html.contains("12 Main St"),
+        "names the incident: {html}"
+    );
+    assert!(html.contains(">Responding</button>") && html.contains(">Unavailable</button>"));
+    assert_eq!(answer(&o.settled(&id).await), (Value::Null, Value::Null));
+    assert_eq!(n["recipients"][0]["acknowledged_at"], Value::Null);
+    // A form without an answer: the page again, 400, nothing recorded.
+    let (s, _, _, html) = page("POST", path.clone(), Some("response=maybe")).await;
+    assert_eq!(s, 400);
+    assert!(html.contains("Choose Responding or Unavailable"), "{html}");
+    assert_eq!(answer(&o.settled(&id).await), (Value::Null, Value::Null));
+    let (s, _, _, html) = page("POST", path.clone(), Some("response=unavailable")).await;
+    assert_eq!(s, 200);
+    assert!(html.contains("Recorded: you are unavailable"), "{html}");
+    let n = o.settled(&id).await;
+    assert_eq!(answer(&n), (json!("unavailable"), json!("link")));
+    assert!(n["recipients"][0]["acknowledged_at"].is_string(), "{n}");
+    let (_, list) = o.app.get("/v1/notifications", &o.admin).await;
+    let entry = &list["notifications"][0];
+    assert_eq!(entry["counts"]["unavailable"], 1, "{list}");
+    // Unknown, malformed, expired: the 404 page, whatever the method; PUT is a 405.
+    let expired = flare_shared::domain::LinkCode::from_random([3; 16]);
+    let log = o.app.app.services.log.clone();
+    log.put_link(&flare_shared::domain::ResponseLink {
+        digest: expired.digest(),
+        org_id: flare_shared::domain::OrgId::parse("acme").unwrap(),
+        notification_id: flare_shared::domain::NotificationId::parse(&id).unwrap(),
+        user_id: flare_shared::domain::UserId::parse_existing("u-33").unwrap(),
+        title: String::new(),
+        text: String::new(),
+        expires_at: chrono::Utc::now() - chrono::TimeDelta::seconds(1),
+    })
+    .await
+    .unwrap();
+    for (method, path, form) in [
+        ("GET", "/r/AAAAAAAAAAAAAAAA".to_string(), None),
+        ("GET", "/r/short".to_string(), None),
+        ("GET", format!("/r/{}", expired.as_str()), None),
+        (
+            "POST",
+            format!("/r/{}", expired.as_str()),
+            Some("response=responding"),
+        ),
+        ("GET", "/r/a/b".to_string(), None),
+    ] {
+        let (s, ct, _, html) = page(method, path.clone(), form).await;
+        assert_eq!(
+            (s, ct.as_str()),
+            (404, "text/html; charset=utf-8"),
+            "{method} {path}"
+        );
+        assert!(html.contains("no longer valid"), "{html}");
+    }
+    assert_eq!(page("PUT", path, None).await.0, 405);
+    assert_eq!(
+        answer(&o.settled(&id).await),
+        (json!("unavailable"), json!("link"))
+    );
     o.app.stop().await;
 }

@@ -25,6 +25,8 @@ fn value(name: &str) -> String {
         }
         "FLARE_DEFAULT_SENDER" => "alerts@flare.example".into(),
         "FLARE_MAX_RECEIVES" => "5".into(),
+        "FLARE_SNS_SMS_PER_SECOND" => "20".into(),
+        "FLARE_PUBLIC_URL" => "https://api.flare.example".into(),
         n => n.to_lowercase(),
     }
 }

@@ -21,6 +21,9 @@ pub struct AwsStack {
     pub secret_prefix: String,
 }
 
+/// The functions' `FLARE_PUBLIC_URL` in tests: response links are under it.
+pub const PUBLIC_URL: &str = "https://api.flare.test";
+
 /// The functions' `FLARE_DEFAULT_SENDER` in tests (its domain is verified in SES by the
 /// tests that send email).
 pub const DEFAULT_SENDER: &str = "flare@flare.example";
@@ -229,6 +232,7 @@ impl AwsStack {
             "FLARE_SECRET_PREFIX" => Some(self.secret_prefix.clone()),
             wiring::DEFAULT_SENDER => Some(DEFAULT_SENDER.to_string()),
             "FLARE_MAX_RECEIVES" => Some(MAX_RECEIVES.to_string()),
+            wiring::PUBLIC_URL => Some(PUBLIC_URL.to_string()),
             // SNS paced as a new account's (the binaries keep it through the log table).
             "FLARE_SNS_SMS_PER_SECOND" => Some("20".to_string()),
             "FLARE_SES_CONFIGURATION_SET" => Some(SES_CONFIGURATION_SET.to_string()),

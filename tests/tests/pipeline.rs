@@ -100,6 +100,7 @@ fn delivery_functions_waiting(
         },
         sns_per_second: None,
         max_pace_wait,
+        public_url: Some(flare_tests::stack::PUBLIC_URL.into()),
     };
     let (p, s, e) = (cfg(Channel::Push), cfg(Channel::Sms), cfg(Channel::Email));
     let sdk = &stack.sdk;

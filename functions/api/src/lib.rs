@@ -217,13 +217,15 @@ pub async fn handle(svc: &Services, req: Request) -> Result<Response<Body>, lamb
         }),
     };
     let resp = api::handle(svc, request).await;
-    let body = match resp.body {
-        Some(v) => Body::Text(serde_json::to_string(&v)?),
-        None => Body::Empty,
+    let content_type = resp.content_type();
+    let body = match (resp.html, resp.body) {
+        (Some(page), _) => Body::Text(page),
+        (None, Some(v)) => Body::Text(serde_json::to_string(&v)?),
+        (None, None) => Body::Empty,
     };
     let mut builder = Response::builder()
         .status(resp.status)
-        .header("content-type", "application/json");
+        .header("content-type", content_type);
     for (name, value) in &resp.headers {
         builder = builder.header(*name, value);
     }

@@ -274,6 +274,26 @@ pub struct DeliveryConfig {
     /// How long a send waits for its provider's pace before its job is postponed
     /// ([`MAX_PACE_WAIT`]; tests shorten it).
     pub max_pace_wait: std::time::Duration,
+    /// `FLARE_PUBLIC_URL`: the API's address, which the response links of dispatch SMS
+    /// and email are under (unset: no links, the reply instructions only).
+    pub public_url: Option<String>,
+}
+
+/// `FLARE_PUBLIC_URL`, when set: an absolute http(s) URL (its trailing slash dropped).
+fn public_url() -> Result<Option<String>, config::ConfigError> {
+    let raw = config::optional(flare_aws::wiring::PUBLIC_URL, "");
+    if raw.is_empty() {
+        return Ok(None);
+    }
+    match url::Url::parse(&raw) {
+        Ok(u) if matches!(u.scheme(), "https" | "http") && u.has_host() => {
+            Ok(Some(raw.trim_end_matches('/').to_string()))
+        }
+        _ => Err(config::ConfigError::Invalid {
+            name: flare_aws::wiring::PUBLIC_URL,
+            reason: "must be an absolute http(s) URL".into(),
+        }),
+    }
 }
 
 impl DeliveryConfig {
@@ -297,6 +317,7 @@ impl DeliveryConfig {
             ))?],
             circuit: config::circuit_policy()?,
             max_pace_wait: MAX_PACE_WAIT,
+            public_url: public_url()?,
             sns_per_second: {
                 let raw = config::optional(SNS_SMS_PER_SECOND_ENV, "0");
                 match raw.parse::<u32>() {
@@ -358,6 +379,7 @@ impl DeliveryConfig {
             pacer: None,
             sns_per_second: None,
             max_pace_wait: Some(self.max_pace_wait),
+            public_url: self.public_url.clone(),
         }
     }
 

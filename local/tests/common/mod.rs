@@ -61,6 +61,8 @@ pub async fn spawn_app_with(dir: Option<&Path>, limits: flare_local::server::Lim
     let dir = dir
         .map(Path::to_path_buf)
         .unwrap_or_else(|| std::env::temp_dir().join(format!("flare-local-test-{}", uuid())));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
     let cfg = LocalConfig {
         data_dir: dir.clone(),
         jwt_secret: SECRET.into(),
@@ -75,11 +77,10 @@ pub async fn spawn_app_with(dir: Option<&Path>, limits: flare_local::server::Lim
             open_for: std::time::Duration::from_secs(2),
             ..Default::default()
         },
+        public_url: Some(base.clone()),
     };
     let app = Arc::new(LocalApp::open(&cfg).await.unwrap());
     let handle = app.clone();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
     let (tx, rx) = tokio::sync::oneshot::channel();
     let task = tokio::spawn(async move {
         flare_local::serve_with(listener, app, limits, async {

@@ -12,6 +12,8 @@ pub const SETTINGS_TABLE: &str = "FLARE_SETTINGS_TABLE";
 pub const DIRECTORY_TABLE: &str = "FLARE_DIRECTORY_TABLE";
 pub const LOG_TABLE: &str = "FLARE_LOG_TABLE";
 pub const DEFAULT_SENDER: &str = "FLARE_DEFAULT_SENDER";
+/// The API's public address, which response links are under.
+pub const PUBLIC_URL: &str = "FLARE_PUBLIC_URL";
 
 /// The queue URL variable of a channel's lane.
 pub fn queue_env(channel: Channel, lane: Lane) -> &'static str {

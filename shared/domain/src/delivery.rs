@@ -427,16 +427,45 @@ impl QueuedWork {
 }
 
 impl DeliveryJob {
+    /// Whether this job carries a way to answer it (reply instructions, a response
+    /// link): a dispatch to a user.
+    pub fn answerable(&self) -> bool {
+        self.category == crate::event::Category::Dispatch
+            && matches!(self.recipient, RecipientRef::User(_))
+    }
+
     /// The SMS this job sends: the message's text, and for a dispatch to a user the
     /// reply instructions after it ([`crate::inbound::REPLY_INSTRUCTIONS`]: the digits a
-    /// reply answers with).
-    pub fn sms_text(&self) -> String {
+    /// reply answers with) and its response link, when it has one.
+    pub fn sms_text(&self, link: Option<&str>) -> String {
         let text = self.message.sms_text();
-        match (&self.category, &self.recipient) {
-            (crate::event::Category::Dispatch, RecipientRef::User(_)) => {
-                format!("{text}\n{}", crate::inbound::REPLY_INSTRUCTIONS)
+        if !self.answerable() {
+            return text;
+        }
+        match link {
+            Some(url) => format!("{text}\n{} or {url}", crate::inbound::REPLY_INSTRUCTIONS),
+            None => format!("{text}\n{}", crate::inbound::REPLY_INSTRUCTIONS),
+        }
+    }
+
+    /// The email's text and HTML parts: the message's, and for a dispatch to a user with
+    /// a response link, the link after them.
+    pub fn email_parts(&self, link: Option<&str>) -> (String, String) {
+        let (text, html) = (self.message.email_text(), self.message.html());
+        match link.filter(|_| self.answerable()) {
+            Some(url) => {
+                let url = html_escape(url);
+                (
+                    format!("{text}\r\n\r\nResponding or unavailable? Answer here: {url}\r\n"),
+                    html.replace(
+                        "</body>",
+                        &format!(
+                            "<p><a href=\"{url}\">Answer: responding or unavailable</a></p></body>"
+                        ),
+                    ),
+                )
             }
-            _ => text,
+            None => (text, html),
         }
     }
 

@@ -12,6 +12,7 @@ pub mod ids;
 pub mod inbound;
 pub mod input;
 pub mod license;
+pub mod link;
 pub mod phone;
 pub mod reason;
 pub mod receipt;
@@ -37,6 +38,7 @@ pub use ids::{
     ControlCenterId, DeviceId, IdempotencyKey, IncidentId, NotificationId, OrgId, UserId,
 };
 pub use license::License;
+pub use link::{LINK_VALIDITY, LinkCode, ResponseLink};
 pub use phone::{PhoneNumber, SenderId};
 pub use reason::{FailReason, FailureKind};
 pub use response::{Answer, AnsweredVia, Response};

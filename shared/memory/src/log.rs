@@ -26,6 +26,8 @@ pub struct MemoryDeliveryLog {
     sms_sent: Mutex<HashMap<(OrgId, String), flare_shared::ports::SmsSent>>,
     /// (org, provider message id) of the inbound messages seen.
     inbound: Mutex<std::collections::HashSet<(OrgId, String)>>,
+    /// Response links by their code's digest.
+    links: Mutex<HashMap<String, flare_shared::domain::ResponseLink>>,
 }
 
 impl MemoryDeliveryLog {
@@ -305,6 +307,15 @@ impl DeliveryLog for MemoryDeliveryLog {
         Ok(lock(&self.sms_sent)
             .get(&(org.clone(), number.as_str().to_string()))
             .cloned())
+    }
+
+    async fn put_link(&self, link: &flare_shared::domain::ResponseLink) -> StoreResult<()> {
+        lock(&self.links).insert(link.digest.clone(), link.clone());
+        Ok(())
+    }
+
+    async fn link(&self, digest: &str) -> StoreResult<Option<flare_shared::domain::ResponseLink>> {
+        Ok(lock(&self.links).get(digest).cloned())
     }
 
     async fn first_inbound(&self, org: &OrgId, message_id: &str) -> StoreResult<bool> {

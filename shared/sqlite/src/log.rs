@@ -398,6 +398,28 @@ impl DeliveryLog for Sqlite {
         })
     }
 
+    async fn put_link(&self, link: &flare_shared::domain::ResponseLink) -> StoreResult<()> {
+        let digest = link.digest.clone();
+        let body = to_json(link).map_err(StoreError::Failed)?;
+        self.db
+            .write_one(move |c| {
+                c.prepare_cached("INSERT OR REPLACE INTO links (digest, body) VALUES (?1, ?2)")?
+                    .execute(params![digest, body])?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn link(&self, digest: &str) -> StoreResult<Option<flare_shared::domain::ResponseLink>> {
+        self.db.read(|c| {
+            one(
+                c,
+                "SELECT body FROM links WHERE digest = ?1",
+                params![digest],
+            )
+        })
+    }
+
     async fn first_inbound(&self, org: &OrgId, message_id: &str) -> StoreResult<bool> {
         let (org, id) = (org.to_string(), message_id.to_string());
         self.db

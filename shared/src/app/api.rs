@@ -49,6 +49,8 @@ pub struct ApiResponse {
     pub body: Option<Value>,
     /// Headers besides `Content-Type` (`Allow` on a 405).
     pub headers: Vec<(&'static str, String)>,
+    /// An HTML page instead of JSON (a response link's), served as `text/html`.
+    pub html: Option<String>,
 }
 
 impl ApiResponse {
@@ -57,6 +59,7 @@ impl ApiResponse {
             status,
             body: Some(body),
             headers: Vec::new(),
+            html: None,
         }
     }
 
@@ -65,6 +68,29 @@ impl ApiResponse {
             status: 204,
             body: None,
             headers: Vec::new(),
+            html: None,
+        }
+    }
+
+    /// A response link's page, with the headers such a page needs.
+    pub fn page(page: super::links::Page) -> Self {
+        Self {
+            status: page.status,
+            body: None,
+            headers: super::links::PAGE_HEADERS
+                .iter()
+                .map(|(k, v)| (*k, v.to_string()))
+                .collect(),
+            html: Some(page.html),
+        }
+    }
+
+    /// The `Content-Type` it is served with.
+    pub fn content_type(&self) -> &'static str {
+        if self.html.is_some() {
+            "text/html; charset=utf-8"
+        } else {
+            "application/json"
         }
     }
 
@@ -137,15 +163,27 @@ async fn route(svc: &Services, req: ApiRequest) -> Result<ApiResponse, ApiError>
     }
     let segs = segments(&req.path);
     let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
-    if segs.first() != Some(&"v1") {
-        return Err(ApiError::not_found(NO_ROUTE));
-    }
     let resolved = resolve(&req.method, &segs);
     if let Resolved::Found(r, params) = &resolved
         && r.access == Access::Public
     {
         return public_route(svc, &req, r.op, params).await;
     }
+    match (segs.first(), resolved) {
+        (Some(&"v1"), resolved) => v1_route(svc, req, resolved).await,
+        // Under /r/ only links: anything else is the page of a link that is not valid.
+        (Some(&"r"), Resolved::WrongMethod(allow)) => Err(ApiError::MethodNotAllowed(allow)),
+        (Some(&"r"), _) => Ok(ApiResponse::page(super::links::gone())),
+        _ => Err(ApiError::not_found(NO_ROUTE)),
+    }
+}
+
+/// A `/v1` route that is not public: token, then access, then its operation.
+async fn v1_route(
+    svc: &Services,
+    req: ApiRequest,
+    resolved: Resolved,
+) -> Result<ApiResponse, ApiError> {
     // Every other /v1 path needs a token first, as behind API Gateway's authorizer: an
     // anonymous caller learns nothing about which paths exist.
     let claims = req
@@ -176,7 +214,7 @@ async fn route(svc: &Services, req: ApiRequest) -> Result<ApiResponse, ApiError>
 /// Hands an authorized request to its resource's routes.
 async fn dispatch(op: Op, call: &Call<'_>) -> Result<ApiResponse, ApiError> {
     match op {
-        Op::OpenApi | Op::GatewayReceipt | Op::InboundSms => {
+        Op::OpenApi | Op::GatewayReceipt | Op::InboundSms | Op::LinkPage | Op::LinkAnswer => {
             unreachable!("public, answered above")
         }
         Op::GetSettings
@@ -214,8 +252,18 @@ async fn public_route(
     op: Op,
     params: &[String],
 ) -> Result<ApiResponse, ApiError> {
-    if op == Op::OpenApi {
-        return Ok(ApiResponse::json(200, super::openapi::document().clone()));
+    match op {
+        Op::OpenApi => return Ok(ApiResponse::json(200, super::openapi::document().clone())),
+        Op::LinkPage => {
+            return Ok(ApiResponse::page(
+                super::links::show(svc, &params[0]).await?,
+            ));
+        }
+        Op::LinkAnswer => {
+            let page = super::links::answer(svc, &params[0], &req.body).await?;
+            return Ok(ApiResponse::page(page));
+        }
+        _ => {}
     }
     if req.body.len() > MAX_BODY {
         return Err(ApiError::PayloadTooLarge);

@@ -12,6 +12,7 @@ pub mod failover;
 #[cfg(test)]
 pub(crate) mod fixtures;
 pub mod inbound;
+pub mod links;
 pub mod notifications;
 pub mod notify;
 pub mod openapi;

@@ -410,6 +410,12 @@ mod tests {
         async fn first_inbound(&self, _: &OrgId, _: &str) -> StoreResult<bool> {
             unused()
         }
+        async fn put_link(&self, _: &crate::domain::ResponseLink) -> StoreResult<()> {
+            unused()
+        }
+        async fn link(&self, _: &str) -> StoreResult<Option<crate::domain::ResponseLink>> {
+            unused()
+        }
         async fn receipt(&self, _: &ReceiptKey, _: Finish) -> StoreResult<ReceiptMatch> {
             let now = self.now.fetch_add(1, Ordering::SeqCst) + 1;
             self.most.fetch_max(now, Ordering::SeqCst);

@@ -34,6 +34,8 @@ pub enum Op {
     ManualSms,
     GatewayReceipt,
     InboundSms,
+    LinkPage,
+    LinkAnswer,
 }
 
 /// Who may call a route (checked before the body is read).
@@ -191,6 +193,10 @@ pub const ROUTES: &[Route] = &[
     r("POST", "/v1/inbound/sms/{org_id}/{control_center_id}", Op::InboundSms, Public,
       "inboundSms", "receipts",
       "An SMS reply through a custom gateway (its inbound webhook), signed as its receipts are"),
+    r("GET", "/r/{code}", Op::LinkPage, Public, "showResponseLink", "responses",
+      "A response link's page: the dispatch and two buttons (changes nothing)"),
+    r("POST", "/r/{code}", Op::LinkAnswer, Public, "answerResponseLink", "responses",
+      "Answer a dispatch from its response link (form field `response`)"),
 ];
 
 /// What a method and path resolve to.

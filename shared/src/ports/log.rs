@@ -179,6 +179,11 @@ pub trait DeliveryLog: Send + Sync {
         org: &OrgId,
         number: &crate::domain::PhoneNumber,
     ) -> StoreResult<Option<SmsSent>>;
+    /// Stores a response link under its code's digest (kept until it expires).
+    async fn put_link(&self, link: &crate::domain::ResponseLink) -> StoreResult<()>;
+    /// The link stored under `digest`, of any age (the caller says what is too old):
+    /// one read, whatever the code.
+    async fn link(&self, digest: &str) -> StoreResult<Option<crate::domain::ResponseLink>>;
     /// Notes an inbound message's provider id; false when it was noted already (a
     /// provider's retry of the same message: nothing twice).
     async fn first_inbound(&self, org: &OrgId, message_id: &str) -> StoreResult<bool>;

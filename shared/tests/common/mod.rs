@@ -200,6 +200,7 @@ impl MemoryWorld {
             pacer: None,
             sns_per_second: None,
             max_pace_wait: None,
+            public_url: None,
         }
     }
 

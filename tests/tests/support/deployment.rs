@@ -87,6 +87,7 @@ impl Deployment {
             circuit: Default::default(),
             sns_per_second: None,
             max_pace_wait: flare_lambda::MAX_PACE_WAIT,
+            public_url: Some(flare_tests::stack::PUBLIC_URL.into()),
         };
         let (p, s, e) = (cfg(Channel::Push), cfg(Channel::Sms), cfg(Channel::Email));
         let mut functions = HashMap::new();

@@ -480,6 +480,34 @@ impl DeliveryLog for DynamoDeliveryLog {
         self.get_record(key).await?.map(decode).transpose()
     }
 
+    /// One PutItem under `LINK#<digest>`, gone by TTL a day after it expires.
+    async fn put_link(&self, link: &flare_shared::domain::ResponseLink) -> StoreResult<()> {
+        let expires = (link.expires_at + chrono::Duration::days(1)).timestamp();
+        let item = encode(
+            format!("LINK#{}", link.digest),
+            "LINK".into(),
+            link,
+            expires,
+        )?;
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map_err(|e| store_error(e, "PutItem response link"))?;
+        Ok(())
+    }
+
+    /// One GetItem.
+    async fn link(&self, digest: &str) -> StoreResult<Option<flare_shared::domain::ResponseLink>> {
+        let key = HashMap::from([
+            ("pk".to_string(), s(format!("LINK#{digest}"))),
+            ("sk".to_string(), s("LINK")),
+        ]);
+        self.get_record(key).await?.map(decode).transpose()
+    }
+
     /// One conditional PutItem (kept a week: providers retry for hours, not days).
     async fn first_inbound(&self, org: &OrgId, message_id: &str) -> StoreResult<bool> {
         let expires = (chrono::Utc::now() + chrono::Duration::days(7)).timestamp();

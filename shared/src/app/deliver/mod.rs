@@ -63,6 +63,9 @@ pub struct Deliverer {
     /// ([`DeliverError::Postpone`]); `None`: as long as it takes (the local runner,
     /// whose jobs have no deadline). A Lambda invocation must end in time.
     pub max_pace_wait: Option<Duration>,
+    /// The API's public address (`FLARE_PUBLIC_URL`): dispatch SMS and email to a user
+    /// carry a response link under it. `None`: no links (reply instructions only).
+    pub public_url: Option<String>,
 }
 
 /// The span every line about one job is logged in: it names the job's fields, so the

@@ -91,7 +91,7 @@ impl Deliverer {
             ),
             to: to.clone(),
             from: settings.as_ref().and_then(|s| s.sender_number.clone()),
-            text: job.sms_text(),
+            text: job.sms_text(self.response_link(job).await.as_deref()),
             settings,
         };
         let secondary = sms
@@ -206,6 +206,7 @@ impl Deliverer {
         let from = effective_sender(settings.as_ref(), self.default_sender.as_ref())
             .cloned()
             .ok_or_else(|| SendError::permanent(FailReason::NoSenderAddress))?;
+        let (text, html) = job.email_parts(self.response_link(job).await.as_deref());
         let email = EmailMessage {
             notification_id: job.notification_id.clone(),
             delivery_id: Some(job.delivery_id()),
@@ -213,8 +214,8 @@ impl Deliverer {
             to: to.clone(),
             from,
             subject: job.message.title.clone(),
-            text: job.message.email_text(),
-            html: Some(job.message.html()),
+            text,
+            html: Some(html),
             settings,
         };
         let secondary = email
@@ -253,5 +254,39 @@ impl Deliverer {
             _ => Accepted::direct(sender.send(&email).await?),
         };
         Ok(accepted.keyed(&job.org_id, &job.control_center_id))
+    }
+
+    /// A response link for a dispatch to a user, when the public address is known: a
+    /// new random code, stored as its digest. One that cannot be stored is left out: the
+    /// message goes without it (a reply still answers), never later for it.
+    pub(super) async fn response_link(&self, job: &DeliveryJob) -> Option<String> {
+        let (Some(base), RecipientRef::User(user)) = (&self.public_url, &job.recipient) else {
+            return None;
+        };
+        if !job.answerable() {
+            return None;
+        }
+        let code = crate::domain::LinkCode::from_random(uuid::Uuid::new_v4().into_bytes());
+        let link = crate::domain::ResponseLink {
+            digest: code.digest(),
+            org_id: job.org_id.clone(),
+            notification_id: job.notification_id.clone(),
+            user_id: user.clone(),
+            title: job.message.title.chars().take(200).collect(),
+            text: job
+                .message
+                .body
+                .chars()
+                .take(crate::domain::ResponseLink::TEXT_KEPT)
+                .collect(),
+            expires_at: chrono::Utc::now() + crate::domain::LINK_VALIDITY,
+        };
+        match self.log.put_link(&link).await {
+            Ok(()) => Some(code.url(base)),
+            Err(e) => {
+                tracing::warn!(error = ?e, "could not store a response link: the message goes without it");
+                None
+            }
+        }
     }
 }

@@ -15,6 +15,10 @@ fn parameter(name: &str) -> Value {
             id(128, "", "acme"),
             "The organization whose gateway sends the callback.",
         ),
+        "code" => (
+            json!({"type": "string", "pattern": "^[A-Za-z0-9]{10,64}$", "example": "k3J9xQ2mTz7VbN4w"}),
+            "A response link's code, as the dispatch SMS or email carried it.",
+        ),
         "device_id" => (
             id(128, "", "3f2b8c1e-0d4a-4c55-9a34-2f1d3e6b7a90"),
             "A device, as `POST .../devices` answered.",
@@ -122,6 +126,16 @@ fn success(op: Op) -> (&'static str, Option<Value>, &'static str) {
             None,
             "Applied, a repeat, or a status that is not final (nothing changes).",
         ),
+        Op::LinkPage => (
+            "200",
+            None,
+            "The dispatch and two buttons, Responding and Unavailable (HTML; nothing changes).",
+        ),
+        Op::LinkAnswer => (
+            "200",
+            None,
+            "Recorded with `responded_via: link` (an ack too); the page says what (HTML).",
+        ),
         Op::InboundSms => (
             "204",
             None,
@@ -133,6 +147,16 @@ fn success(op: Op) -> (&'static str, Option<Value>, &'static str) {
 /// The error answers a route can give.
 fn errors(route: &Route) -> Vec<(&'static str, &'static str)> {
     let mut out = Vec::new();
+    if matches!(route.op, Op::LinkPage | Op::LinkAnswer) {
+        if route.op == Op::LinkAnswer {
+            out.push((
+                "400",
+                "No `response`, or another value: the page again (HTML).",
+            ));
+        }
+        out.push(("404", "The link is unknown or expired (HTML)."));
+        return out;
+    }
     let validates = request_schema(route.op).is_some()
         || route.params().next().is_some()
         || route.op == Op::ListNotifications;
@@ -222,6 +246,14 @@ fn operation(route: &Route, examples: &Map<String, Value>) -> Value {
         );
         op["requestBody"] = gateway_inbound_body();
     }
+    if route.op == Op::LinkAnswer {
+        op["requestBody"] = json!({"required": true, "content": {
+            "application/x-www-form-urlencoded": {"schema": {
+                "type": "object", "required": ["response"],
+                "properties": {"response": {"type": "string", "enum": ["responding", "unavailable"]}},
+            }},
+        }});
+    }
     if let Some(body) = request_body(route, examples) {
         op["requestBody"] = body;
     }
@@ -308,6 +340,14 @@ fn request_body(route: &Route, examples: &Map<String, Value>) -> Option<Value> {
 fn responses(route: &Route) -> Value {
     let mut responses = Map::new();
     let (status, schema, what) = success(route.op);
+    if matches!(route.op, Op::LinkPage | Op::LinkAnswer) {
+        let html = json!({"text/html": {"schema": {"type": "string"}}});
+        responses.insert(status.into(), json!({"description": what, "content": html}));
+        for (status, what) in errors(route) {
+            responses.insert(status.into(), json!({"description": what, "content": html}));
+        }
+        return Value::Object(responses);
+    }
     responses.insert(
         status.into(),
         match schema {
@@ -396,6 +436,7 @@ pub(super) fn build() -> Value {
             {"name": "settings", "description": "Outgoing SMS per control center, outgoing email, communication settings."},
             {"name": "directory", "description": "Users, their contacts and their devices."},
             {"name": "notifications", "description": "What was sent to whom, acknowledgements, manual SMS."},
+            {"name": "responses", "description": "Response links: answering a dispatch from its SMS or email, without the app or a token (HTML pages)."},
             {"name": "meta", "description": "This description."},
         ],
         "paths": paths,
