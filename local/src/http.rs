@@ -150,7 +150,8 @@ async fn post_provider_event(State(app): State<Arc<LocalApp>>, req: Request) -> 
         }
     };
     let receipts = flare_shared::app::receipts::Receipts::new(app.services.log.clone());
-    match flare_runtime::provider_events::apply(&receipts, event).await {
+    let replies = app.services.replies();
+    match flare_runtime::provider_events::apply(&receipts, Some(&replies), event).await {
         Ok(sum) => axum::Json(serde_json::json!(sum)).into_response(),
         Err(flare_runtime::provider_events::ProviderEventError::Malformed(m)) => {
             let body = serde_json::json!({"error": {"code": "validation_failed", "message": m, "fields": {"body": "not a provider event Flare reads"}}});
@@ -163,6 +164,9 @@ async fn post_provider_event(State(app): State<Arc<LocalApp>>, req: Request) -> 
         }
         Err(flare_runtime::provider_events::ProviderEventError::Store(e)) => {
             to_response(ApiResponse::error(&e.into()))
+        }
+        Err(flare_runtime::provider_events::ProviderEventError::Reply(e)) => {
+            to_response(ApiResponse::error(&e))
         }
     }
 }

@@ -663,11 +663,14 @@ async fn a_custom_http_gateway_is_called_for_real_and_retried_after_a_5xx() {
     );
     let reqs = gw.requests_to(&path).await.unwrap();
     assert_eq!(reqs.len(), 2, "a 503, then the retry");
-    // v1.2: a dispatch SMS to a user ends with how to answer it by replying.
-    assert_eq!(
-        reqs[1]["body"],
-        "To=%2B14155550118&From=ACMEFIRE&Body=Structure+fire%3A+Engine+7+to+12+Main+St%2C+smoke+showing.%0AReply+1+responding%2C+2+unavailable"
+    // v1.2: a dispatch SMS to a user ends with how to answer it by replying, and its
+    // response link.
+    let body = reqs[1]["body"].as_str().unwrap();
+    assert!(
+        body.starts_with("To=%2B14155550118&From=ACMEFIRE&Body=Structure+fire%3A+Engine+7+to+12+Main+St%2C+smoke+showing.%0AReply+1+responding%2C+2+unavailable+or+http%3A%2F%2F127.0.0.1%3A"),
+        "{body}"
     );
+    assert!(body.contains("%2Fr%2F"), "{body}");
     assert_eq!(reqs[1]["headers"]["x-api-key"], "abc123");
     assert!(
         o.outbox(&id).await.iter().all(|e| e["channel"] != "sms"),

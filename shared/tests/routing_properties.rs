@@ -53,6 +53,7 @@ fn comm_settings() -> impl Strategy<Value = CommunicationSettings> {
                     // The plan does not depend on the window.
                     app_fallback_seconds: 60,
                     dispatch_escalation: None,
+                    sms_help_text: None,
                 }
             },
         )

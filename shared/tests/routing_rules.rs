@@ -499,6 +499,7 @@ fn jobs_are_made_for_planned_deliveries_only() {
         },
         created_at: None,
         app_fallback_seconds: None,
+        incident_id: None,
     };
     let jobs = r.jobs(&t);
     assert_eq!(jobs.len(), 1, "held SMS and email wait for push");

@@ -91,7 +91,7 @@ async fn through(
     let start = Instant::now();
     let applied: usize = futures::stream::iter(events)
         .map(|e| async move {
-            flare_runtime::provider_events::apply(receipts, e)
+            flare_runtime::provider_events::apply(receipts, None, e)
                 .await
                 .unwrap()
                 .applied

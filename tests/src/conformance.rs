@@ -844,9 +844,23 @@ async fn list_notifications(log: &dyn DeliveryLog, org: &OrgId) {
     }
 
     // Answers: u-1 responding, then unavailable (the latest stands); u-2 responding.
-    answer(log, d, "u-1", Answer::Responding).await;
-    answer(log, d, "u-1", Answer::Unavailable).await;
-    answer(log, d, "u-2", Answer::Responding).await;
+    // An answer is an ack: the first one says so, a later one does not (u-2 acked first).
+    assert!(answer(log, d, "u-1", Answer::Responding).await);
+    assert!(!answer(log, d, "u-1", Answer::Unavailable).await);
+    let u2 = UserId::parse("u-2").unwrap();
+    assert!(log.ack(org, &d.notification_id, &u2).await.unwrap());
+    assert!(!answer(log, d, "u-2", Answer::Responding).await);
+    let acks = log
+        .get_notification(org, &d.notification_id)
+        .await
+        .unwrap()
+        .unwrap()
+        .acks;
+    assert_eq!(
+        acks.len(),
+        2,
+        "one ack each, whatever they answered: {acks:?}"
+    );
 
     let ids = |page: &[flare_shared::ports::NotificationSummary]| -> Vec<String> {
         page.iter()
@@ -1220,50 +1234,85 @@ pub async fn health_store(store: &dyn flare_shared::ports::HealthStore, org: &Or
 pub async fn replies(log: &dyn DeliveryLog, org: &OrgId) {
     use flare_shared::ports::SmsSent;
     let number = PhoneNumber::parse("+14155550177").unwrap();
-    assert_eq!(log.last_sms(org, &number).await.unwrap(), None);
+    assert_eq!(log.last_sms(Some(org), &number).await.unwrap(), None);
     let at = Utc::now() - chrono::Duration::minutes(5);
     let sent = |id: &str, at| SmsSent {
         notification_id: NotificationId::parse(id).unwrap(),
         user_id: UserId::parse("u-1").unwrap(),
         at,
+        org_id: Some(org.clone()),
+        control_center_id: Some(ControlCenterId::main()),
+        incident_id: Some("inc-1".into()),
     };
-    log.remember_sms(org, &number, &sent("n-old", at))
+    log.remember_sms(Some(org), &number, &sent("n-old", at))
         .await
         .unwrap();
     let newer = sent("n-new", at + chrono::Duration::minutes(1));
-    log.remember_sms(org, &number, &newer).await.unwrap();
+    log.remember_sms(Some(org), &number, &newer).await.unwrap();
     // A late write of an older one (a slow instance) does not replace the newer.
     log.remember_sms(
-        org,
+        Some(org),
         &number,
         &sent("n-older", at - chrono::Duration::minutes(1)),
     )
     .await
     .unwrap();
-    let last = log.last_sms(org, &number).await.unwrap().unwrap();
+    let last = log.last_sms(Some(org), &number).await.unwrap().unwrap();
     assert_eq!(last.notification_id.as_str(), "n-new");
     assert_eq!(last.at.timestamp_millis(), newer.at.timestamp_millis());
+    assert_eq!(
+        (last.org_id.as_ref(), last.incident_id.as_deref()),
+        (Some(org), Some("inc-1"))
+    );
     let other = OrgId::parse(&format!("{org}-other")).unwrap();
     assert_eq!(
-        log.last_sms(&other, &number).await.unwrap(),
+        log.last_sms(Some(&other), &number).await.unwrap(),
         None,
         "per organization"
     );
+    // In any organization (SNS): apart from each organization's.
+    assert_eq!(log.last_sms(None, &number).await.unwrap(), None);
+    log.remember_sms(None, &number, &newer).await.unwrap();
+    let any = log.last_sms(None, &number).await.unwrap().unwrap();
+    assert_eq!(any.org_id.as_ref(), Some(org));
     assert!(log.first_inbound(org, "SM-1").await.unwrap());
     assert!(!log.first_inbound(org, "SM-1").await.unwrap(), "a repeat");
     assert!(log.first_inbound(&other, "SM-1").await.unwrap());
+
+    // Response links: stored under their digest, one read finds them.
+    let code = flare_shared::domain::LinkCode::from_random(*uuid::Uuid::new_v4().as_bytes());
+    assert_eq!(log.link(&code.digest()).await.unwrap(), None);
+    let link = flare_shared::domain::ResponseLink {
+        digest: code.digest(),
+        org_id: org.clone(),
+        notification_id: NotificationId::parse("n-new").unwrap(),
+        user_id: UserId::parse("u-1").unwrap(),
+        title: "Structure fire".into(),
+        text: "12 Main St".into(),
+        expires_at: Utc::now() + flare_shared::domain::LINK_VALIDITY,
+    };
+    log.put_link(&link).await.unwrap();
+    let found = log.link(&code.digest()).await.unwrap().unwrap();
+    assert_eq!(
+        (found.notification_id, found.user_id, found.title),
+        (
+            link.notification_id.clone(),
+            link.user_id.clone(),
+            link.title.clone()
+        )
+    );
+    assert_eq!(found.expires_at.timestamp(), link.expires_at.timestamp());
 }
 
-/// `who` acknowledges `n` and answers `answer` (by link), as the API does.
-async fn answer(log: &dyn DeliveryLog, n: &Notification, who: &str, answer: Answer) {
+/// `who` answers `n` `answer` (by link), as the API does; whether it was their first ack.
+async fn answer(log: &dyn DeliveryLog, n: &Notification, who: &str, answer: Answer) -> bool {
     let user = UserId::parse(who).unwrap();
-    log.ack(&n.org_id, &n.notification_id, &user).await.unwrap();
     let r = flare_shared::domain::Response {
         answer,
         at: Utc::now(),
         via: AnsweredVia::Link,
     };
-    log.respond(&n.org_id, &n.notification_id, &user, &r)
+    log.answer(&n.org_id, &n.notification_id, &user, &r)
         .await
-        .unwrap();
+        .unwrap()
 }

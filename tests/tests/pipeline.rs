@@ -1567,12 +1567,14 @@ mod receipts {
 
     async fn receive(p: &Pipeline, event: Value) -> Value {
         let config = flare_receipts::Config {
-            log_table: p.stack.tables.log.clone(),
+            tables: p.stack.tables.clone(),
             metrics_namespace: None,
         };
-        let receipts = config.receipts(&p.stack.sdk);
+        let (receipts, replies) = config.handler(&p.stack.sdk);
         let event = lambda_runtime::LambdaEvent::new(event, lambda_runtime::Context::default());
-        flare_receipts::handle(&receipts, event).await.unwrap()
+        flare_receipts::handle((&receipts, &replies), event)
+            .await
+            .unwrap()
     }
 
     #[tokio::test]
@@ -1663,6 +1665,79 @@ mod receipts {
         // A payload that is not a provider event is dropped, not retried forever.
         let out = receive(&p, json!({"source": "aws.sns"})).await;
         assert!(out["dropped"].is_string(), "{out}");
+    }
+
+    /// v1.2 on moto, through the receipts function: AWS End User Messaging's two-way
+    /// SMS (the sample SNS event) answers the dispatch SMS SNS sent the number
+    /// (`unavailable` via `sms`), a confirmation goes back through SNS from the number
+    /// the reply went to, the same message again changes nothing, and STOP opts the
+    /// number out in the dispatch's organization.
+    #[tokio::test]
+    async fn an_end_user_messaging_reply_answers_the_sns_dispatch() {
+        let p = pipeline().await;
+        standard_org(&p, json!({"dispatch": "app_sms_email"})).await;
+        p.user(
+            "u-19",
+            "passive_reporter",
+            Some("+14155550119"),
+            None,
+            false,
+        )
+        .await;
+        let ev = p.event("incident-dispatched", &unique("eum"));
+        p.route(&ev).await;
+        let id = ev["id"].as_str().unwrap();
+        let n = p.settled(id).await;
+        assert_eq!(deliveries(&n, "u-19")["sms"]["provider"], "sns", "{n}");
+        let path = workspace_root().join("events/inbound/end-user-messaging-reply.json");
+        let reply: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        assert_eq!(receive(&p, reply.clone()).await["replies"], 1);
+        let answer = |n: &Value| {
+            let r = n["recipients"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|r| r["user_id"] == "u-19")
+                .unwrap()
+                .clone();
+            (
+                r["response"].clone(),
+                r["responded_via"].clone(),
+                r["acknowledged_at"].is_string(),
+            )
+        };
+        assert_eq!(
+            answer(&p.notification(id).await),
+            (json!("unavailable"), json!("sms"), true)
+        );
+        let confirmations = || async {
+            flare_tests::moto()
+                .sent_sms()
+                .await
+                .unwrap()
+                .into_iter()
+                .filter(|m| {
+                    m["phone_number"] == "+14155550119"
+                        && m["message"]
+                            .as_str()
+                            .is_some_and(|t| t.contains("recorded, you are unavailable"))
+                })
+                .count()
+        };
+        assert_eq!(confirmations().await, 1);
+        // The topic's retry of the same message: nothing twice.
+        assert_eq!(receive(&p, reply.clone()).await["replies"], 1);
+        assert_eq!(confirmations().await, 1);
+        // STOP (a new message): the number is opted out in the dispatch's organization.
+        let mut stop = reply;
+        let mut message: Value =
+            serde_json::from_str(stop["Records"][0]["Sns"]["Message"].as_str().unwrap()).unwrap();
+        message["messageBody"] = json!("STOP");
+        message["inboundMessageId"] = json!(unique("eum-stop"));
+        stop["Records"][0]["Sns"]["Message"] = json!(message.to_string());
+        assert_eq!(receive(&p, stop).await["replies"], 1);
+        let user = p.admin("GET", "/v1/users/u-19", Value::Null).await;
+        assert!(user["contacts"][0]["opted_out_at"].is_string(), "{user}");
     }
 
     /// The gateway of `p`'s main control center at a path of its own, failing over to

@@ -6,6 +6,6 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     flare_runtime::init_tracing();
     let config = Config::from_env()?;
     let sdk = flare_aws::sdk_config(Default::default()).await;
-    let receipts = config.receipts(&sdk);
-    run(service_fn(|event| handle(&receipts, event))).await
+    let (receipts, replies) = config.handler(&sdk);
+    run(service_fn(|event| handle((&receipts, &replies), event))).await
 }

@@ -358,6 +358,9 @@ pub struct DeliveryJob {
     /// attempts and backoff.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub spent_receives: u32,
+    /// The notification's incident (absent in jobs queued before v1.2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incident_id: Option<crate::ids::IncidentId>,
 }
 
 /// What a [`CheckJob`] looks at.

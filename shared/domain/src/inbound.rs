@@ -107,19 +107,58 @@ pub fn parse_gateway_inbound(
         .filter(|s| !s.is_empty() && s.len() <= 128)
         .ok_or(malformed("the message has an id"))?
         .to_string();
-    let mut text = text.unwrap_or_default().to_string();
-    if text.len() > MAX_REPLY_TEXT {
-        // Cut on a character boundary: what matters of a reply is its first word.
-        let mut end = MAX_REPLY_TEXT;
-        while !text.is_char_boundary(end) {
-            end -= 1;
-        }
-        text.truncate(end);
-    }
     Ok(InboundSms {
         from,
         to: to.unwrap_or_default().chars().take(32).collect(),
-        text,
+        text: kept(text.unwrap_or_default()),
+        message_id,
+    })
+}
+
+/// A reply's text, at most [`MAX_REPLY_TEXT`] bytes (cut on a character boundary: what
+/// matters of a reply is its first word).
+fn kept(text: &str) -> String {
+    let mut end = text.len().min(MAX_REPLY_TEXT);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_string()
+}
+
+/// AWS End User Messaging's two-way SMS message, as its SNS topic carries it (the
+/// notification's `Message`): `originationNumber` (who sent it), `destinationNumber`
+/// (the number it went to), `messageBody`, `inboundMessageId`.
+pub fn parse_end_user_messaging(message: &str) -> Result<InboundSms, ReceiptParseError> {
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Inbound {
+        origination_number: Option<String>,
+        destination_number: Option<String>,
+        message_body: Option<String>,
+        inbound_message_id: Option<String>,
+    }
+    let malformed = ReceiptParseError::Malformed;
+    let m: Inbound = serde_json::from_str(message)
+        .map_err(|_| malformed("an End User Messaging message is a JSON object"))?;
+    let from = PhoneNumber::parse(
+        m.origination_number
+            .as_deref()
+            .ok_or(malformed("the message names its originationNumber"))?,
+    )
+    .map_err(|_| malformed("the originationNumber is a phone number"))?;
+    let message_id = m
+        .inbound_message_id
+        .filter(|s| !s.is_empty() && s.len() <= 128)
+        .ok_or(malformed("the message has an inboundMessageId"))?;
+    Ok(InboundSms {
+        from,
+        to: m
+            .destination_number
+            .unwrap_or_default()
+            .chars()
+            .take(32)
+            .collect(),
+        text: kept(m.message_body.as_deref().unwrap_or_default()),
         message_id,
     })
 }
@@ -153,6 +192,25 @@ mod tests {
             assert_eq!(Reply::parse(&w.to_lowercase()), Reply::OptOut);
         }
         assert_eq!(Reply::parse(&"1".repeat(10_000)), Reply::Other);
+    }
+
+    #[test]
+    fn an_end_user_messaging_message_reads_and_junk_is_refused() {
+        let m = parse_end_user_messaging(
+            r#"{"originationNumber":"+14155550117","destinationNumber":"+12065550142","messageKeyword":"KEYWORD_1","messageBody":" 2 ","inboundMessageId":"cae173d2-66b9-564c-8309-21f858e9fb84"}"#,
+        )
+        .unwrap();
+        assert_eq!(m.from.as_str(), "+14155550117");
+        assert_eq!((m.to.as_str(), m.text.as_str()), ("+12065550142", " 2 "));
+        assert_eq!(Reply::parse(&m.text), Reply::Answer(Answer::Unavailable));
+        for bad in [
+            "not json",
+            r#"{"destinationNumber":"+12065550142","messageBody":"1","inboundMessageId":"x"}"#,
+            r#"{"originationNumber":"nope","messageBody":"1","inboundMessageId":"x"}"#,
+            r#"{"originationNumber":"+14155550117","messageBody":"1"}"#,
+        ] {
+            assert!(parse_end_user_messaging(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -80,6 +80,8 @@ pub struct ResponseLink {
     pub title: String,
     #[serde(default)]
     pub text: String,
+    /// Stored as `valid_until` (DynamoDB's TTL attribute is `expires_at`).
+    #[serde(rename = "valid_until")]
     pub expires_at: chrono::DateTime<chrono::Utc>,
 }
 

@@ -535,6 +535,8 @@ pub struct JobTemplate {
     pub created_at: Option<chrono::DateTime<chrono::Utc>>,
     /// The notification's fallback window, for its push jobs.
     pub app_fallback_seconds: Option<u32>,
+    /// The incident (a reply's confirmation names it).
+    pub incident_id: Option<super::ids::IncidentId>,
 }
 
 impl From<&Notification> for JobTemplate {
@@ -547,6 +549,7 @@ impl From<&Notification> for JobTemplate {
             message: n.message.clone(),
             created_at: Some(n.created_at),
             app_fallback_seconds: n.app_fallback_seconds,
+            incident_id: n.incident_id.clone(),
         }
     }
 }
@@ -562,6 +565,7 @@ impl From<&DeliveryJob> for JobTemplate {
             message: j.message.clone(),
             created_at: j.created_at,
             app_fallback_seconds: j.app_fallback_seconds,
+            incident_id: j.incident_id.clone(),
         }
     }
 }
@@ -592,6 +596,7 @@ impl JobTemplate {
                 .filter(|_| channel == Channel::Push),
             cycle: 0,
             spent_receives: 0,
+            incident_id: self.incident_id.clone(),
         }
     }
 }

@@ -316,7 +316,7 @@ impl Method {
 
 /// The Communication Settings tab. Before the first save every method is
 /// `app_then_sms_email` and every checkbox is off.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct CommunicationSettings {
     pub dispatch: Method,
     pub incident_contacts: Method,
@@ -336,6 +336,29 @@ pub struct CommunicationSettings {
     /// dispatch recipient who has not acknowledged is notified again.
     #[serde(default)]
     pub dispatch_escalation: Option<Escalation>,
+    /// v1.2: what an SMS `HELP` gets back; `None`: [`default_sms_help_text`].
+    #[serde(default)]
+    pub sms_help_text: Option<String>,
+}
+
+/// The longest `sms_help_text`: two GSM-7 segments.
+pub const MAX_SMS_HELP_TEXT: usize = 306;
+
+/// What HELP answers when the organization has not said: its name, what the messages
+/// are, and how to stop them.
+pub fn default_sms_help_text(org: &super::ids::OrgId) -> String {
+    format!(
+        "Flare alerts for {org}: emergency dispatch messages. Reply 1 responding, 2 unavailable. Reply STOP to opt out."
+    )
+}
+
+impl CommunicationSettings {
+    /// What HELP answers in `org`.
+    pub fn help_text(&self, org: &super::ids::OrgId) -> String {
+        self.sms_help_text
+            .clone()
+            .unwrap_or_else(|| default_sms_help_text(org))
+    }
 }
 
 /// `dispatch_escalation`: a recipient who has not acknowledged `after_seconds` after the
@@ -383,6 +406,7 @@ impl Default for CommunicationSettings {
             manual_sms: false,
             app_fallback_seconds: DEFAULT_APP_FALLBACK_SECONDS,
             dispatch_escalation: None,
+            sms_help_text: None,
         }
     }
 }
@@ -405,7 +429,8 @@ mod tests {
                 "dispatch_virtual_users": false,
                 "manual_sms": false,
                 "app_fallback_seconds": 60,
-                "dispatch_escalation": null
+                "dispatch_escalation": null,
+                "sms_help_text": null
             })
         );
     }

@@ -23,7 +23,7 @@ pub struct MemoryDeliveryLog {
     receipts:
         Mutex<HashMap<String, Vec<(OrgId, NotificationId, String, flare_shared::domain::Slot)>>>,
     /// (org, number) → the newest dispatch SMS sent to it.
-    sms_sent: Mutex<HashMap<(OrgId, String), flare_shared::ports::SmsSent>>,
+    sms_sent: Mutex<HashMap<(Option<OrgId>, String), flare_shared::ports::SmsSent>>,
     /// (org, provider message id) of the inbound messages seen.
     inbound: Mutex<std::collections::HashSet<(OrgId, String)>>,
     /// Response links by their code's digest.
@@ -285,13 +285,13 @@ impl DeliveryLog for MemoryDeliveryLog {
 
     async fn remember_sms(
         &self,
-        org: &OrgId,
+        org: Option<&OrgId>,
         number: &flare_shared::domain::PhoneNumber,
         sent: &flare_shared::ports::SmsSent,
     ) -> StoreResult<()> {
         let mut all = lock(&self.sms_sent);
         let e = all
-            .entry((org.clone(), number.as_str().to_string()))
+            .entry((org.cloned(), number.as_str().to_string()))
             .or_insert_with(|| sent.clone());
         if sent.at > e.at {
             *e = sent.clone();
@@ -301,11 +301,11 @@ impl DeliveryLog for MemoryDeliveryLog {
 
     async fn last_sms(
         &self,
-        org: &OrgId,
+        org: Option<&OrgId>,
         number: &flare_shared::domain::PhoneNumber,
     ) -> StoreResult<Option<flare_shared::ports::SmsSent>> {
         Ok(lock(&self.sms_sent)
-            .get(&(org.clone(), number.as_str().to_string()))
+            .get(&(org.cloned(), number.as_str().to_string()))
             .cloned())
     }
 

@@ -106,11 +106,11 @@ impl SettingsStore for MemorySettings {
     async fn get_communication(&self, org: &OrgId) -> StoreResult<Option<CommunicationSettings>> {
         Ok(self
             .inner
-            .read(|s| s.communication.get(org.as_str()).copied()))
+            .read(|s| s.communication.get(org.as_str()).cloned()))
     }
     async fn put_communication(&self, org: &OrgId, v: &CommunicationSettings) -> StoreResult<()> {
         self.inner.write(|s| {
-            s.communication.insert(org.to_string(), *v);
+            s.communication.insert(org.to_string(), v.clone());
         })
     }
 }

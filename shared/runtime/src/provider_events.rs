@@ -1,10 +1,13 @@
 //! What AWS hands the receipts function, told apart and decoded: an SES event as
-//! EventBridge delivers it (`"source": "aws.ses"`), or a CloudWatch Logs subscription
-//! payload (`{"awslogs": {"data": <base64 of gzip>}}`) of SNS SMS delivery status lines.
-//! The local runner's `POST /local/provider-events` takes the same.
+//! EventBridge delivers it (`"source": "aws.ses"`), a CloudWatch Logs subscription
+//! payload (`{"awslogs": {"data": <base64 of gzip>}}`) of SNS SMS delivery status lines,
+//! or (v1.2) an SNS event of AWS End User Messaging's two-way SMS (`{"Records": [{"Sns":
+//! {"Message": ...}}]}`). The local runner's `POST /local/provider-events` takes the same.
 
 use aws_lambda_events::event::cloudwatch_logs::LogData;
+use flare_shared::app::inbound::Replies;
 use flare_shared::app::receipts::{ReceiptError, ReceiptSummary, Receipts};
+use flare_shared::domain::inbound::InboundSms;
 use serde_json::Value;
 
 /// The most a CloudWatch Logs payload may inflate to: CloudWatch Logs sends at most 1 MB
@@ -19,6 +22,8 @@ pub enum ProviderEvent {
     Ses(Value),
     /// The log lines of one subscription batch.
     SnsSmsStatus(Vec<String>),
+    /// End User Messaging's inbound SMS, one per SNS record.
+    InboundSms(Vec<InboundSms>),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +35,9 @@ pub enum ProviderEventError {
     TooLarge(String),
     #[error("storage failed")]
     Store(#[source] flare_shared::ports::StoreError),
+    /// An inbound SMS was not read for a reason a retry may fix.
+    #[error("an inbound SMS was not read")]
+    Reply(#[source] flare_shared::app::error::ApiError),
 }
 
 impl From<ReceiptError> for ProviderEventError {
@@ -62,9 +70,33 @@ pub fn decode(event: Value) -> Result<ProviderEvent, ProviderEventError> {
     if event.get("source").and_then(Value::as_str) == Some("aws.ses") {
         return Ok(ProviderEvent::Ses(event));
     }
+    if let Some(records) = event.get("Records").and_then(Value::as_array) {
+        return inbound_sms(records);
+    }
     Err(ProviderEventError::Malformed(
-        "neither an SES event (source aws.ses) nor a CloudWatch Logs payload (awslogs)".into(),
+        "neither an SES event (source aws.ses), a CloudWatch Logs payload (awslogs) nor an SNS event (Records)".into(),
     ))
+}
+
+/// The End User Messaging messages of an SNS event's records (Lambda hands at most 10).
+fn inbound_sms(records: &[Value]) -> Result<ProviderEvent, ProviderEventError> {
+    if records.len() > 100 {
+        return Err(ProviderEventError::TooLarge(format!(
+            "{} SNS records in one event",
+            records.len()
+        )));
+    }
+    let messages = records
+        .iter()
+        .map(|r| {
+            let message = r["Sns"]["Message"].as_str().ok_or_else(|| {
+                ProviderEventError::Malformed("an SNS record without Sns.Message".into())
+            })?;
+            flare_shared::domain::inbound::parse_end_user_messaging(message)
+                .map_err(|e| ProviderEventError::Malformed(e.to_string()))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(ProviderEvent::InboundSms(messages))
 }
 
 /// A CloudWatch Logs payload's `data` (base64 of gzip of JSON), inflated to at most
@@ -93,9 +125,11 @@ fn logs_data(data: &str) -> Result<LogData, ProviderEventError> {
     })
 }
 
-/// Decodes `event` and applies its receipts.
+/// Decodes `event` and applies its receipts, or reads its inbound SMS (`replies`: what
+/// that needs; `None` where inbound SMS are not expected, which refuses them).
 pub async fn apply(
     receipts: &Receipts,
+    replies: Option<&Replies>,
     event: Value,
 ) -> Result<ReceiptSummary, ProviderEventError> {
     match decode(event)? {
@@ -103,5 +137,19 @@ pub async fn apply(
         ProviderEvent::SnsSmsStatus(lines) => Ok(receipts
             .sns_sms_lines(lines.iter().map(String::as_str))
             .await?),
+        ProviderEvent::InboundSms(messages) => {
+            let replies = replies.ok_or_else(|| {
+                ProviderEventError::Malformed("inbound SMS are not read here".into())
+            })?;
+            for sms in &messages {
+                flare_shared::app::inbound::end_user_messaging(replies, sms)
+                    .await
+                    .map_err(ProviderEventError::Reply)?;
+            }
+            Ok(ReceiptSummary {
+                replies: messages.len(),
+                ..Default::default()
+            })
+        }
     }
 }

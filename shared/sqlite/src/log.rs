@@ -365,11 +365,15 @@ impl DeliveryLog for Sqlite {
 
     async fn remember_sms(
         &self,
-        org: &OrgId,
+        org: Option<&OrgId>,
         number: &flare_shared::domain::PhoneNumber,
         sent: &flare_shared::ports::SmsSent,
     ) -> StoreResult<()> {
-        let (org, number) = (org.to_string(), number.as_str().to_string());
+        // "": any organization (no organization's id is empty).
+        let (org, number) = (
+            org.map_or_else(String::new, ToString::to_string),
+            number.as_str().to_string(),
+        );
         let at = sent.at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
         let body = to_json(sent).map_err(StoreError::Failed)?;
         self.db
@@ -386,14 +390,14 @@ impl DeliveryLog for Sqlite {
 
     async fn last_sms(
         &self,
-        org: &OrgId,
+        org: Option<&OrgId>,
         number: &flare_shared::domain::PhoneNumber,
     ) -> StoreResult<Option<flare_shared::ports::SmsSent>> {
         self.db.read(|c| {
             one(
                 c,
                 "SELECT body FROM sms_sent WHERE org = ?1 AND number = ?2",
-                params![org.as_str(), number.as_str()],
+                params![org.map_or("", OrgId::as_str), number.as_str()],
             )
         })
     }

@@ -1,14 +1,20 @@
-//! SMS replies (v1.2): a custom gateway's inbound messages, matched by the sender's
-//! number to the newest dispatch SMS Flare sent it in the last 24 hours, and answered.
+//! SMS replies (v1.2): a custom gateway's inbound messages and AWS End User Messaging's,
+//! matched by the sender's number to the newest dispatch SMS Flare sent it in the last
+//! 24 hours, and answered.
 
-use super::Services;
 use super::error::ApiError;
 use super::receipts::{Callback, verify_gateway};
+use super::{Records, Services};
 use crate::domain::inbound::{
     InboundSms, Reply, WHAT_TO_REPLY, confirmation, parse_gateway_inbound,
 };
-use crate::domain::{AnsweredVia, FieldErrors, NotificationId, OrgId, SmsSettings};
-use crate::ports::SmsMessage;
+use crate::domain::{
+    AnsweredVia, ControlCenterId, FieldErrors, NotificationId, OrgId, Provider, SenderId,
+    SmsProvider, SmsSettings,
+};
+use crate::ports::{DeliveryLog, Directory, Metrics, SettingsStore, SmsMessage, SmsSender};
+use std::collections::HashMap;
+use std::sync::Arc;
 
 /// The confirmation of a STOP (the last SMS the number gets until START).
 const OPTED_OUT: &str =
@@ -16,11 +22,37 @@ const OPTED_OUT: &str =
 /// The confirmation of a START.
 const OPTED_IN: &str = "Flare: you will get this service's SMS again. Reply STOP to opt out.";
 
-/// What HELP answers.
-fn help_text(org: &OrgId) -> String {
-    format!(
-        "Flare alerts for {org}: emergency dispatch messages. Reply 1 responding, 2 unavailable. Reply STOP to opt out."
-    )
+/// What reading an inbound SMS needs: where answers and opt-outs are recorded, the
+/// settings (the HELP text), and senders for what goes back. The API and the local
+/// runner take it from their [`Services`]; the receipts function builds it itself.
+#[derive(Clone)]
+pub struct Replies {
+    pub settings: Arc<dyn SettingsStore>,
+    pub directory: Arc<dyn Directory>,
+    pub log: Arc<dyn DeliveryLog>,
+    pub metrics: Arc<dyn Metrics>,
+    pub sms_senders: HashMap<Provider, Arc<dyn SmsSender>>,
+}
+
+impl Replies {
+    fn records(&self) -> Records<'_> {
+        Records {
+            log: self.log.as_ref(),
+            metrics: self.metrics.as_ref(),
+        }
+    }
+}
+
+impl Services {
+    pub fn replies(&self) -> Replies {
+        Replies {
+            settings: self.settings.clone(),
+            directory: self.directory.clone(),
+            log: self.log.clone(),
+            metrics: self.metrics.clone(),
+            sms_senders: self.sms_senders.clone(),
+        }
+    }
 }
 
 /// How long after a dispatch SMS a reply still answers it.
@@ -62,17 +94,61 @@ pub async fn gateway_sms(
             f.add("body", e.to_string());
             ApiError::Validation(f)
         })?;
-    received(svc, &org, &sms, &settings).await
+    received(&svc.replies(), Some(&org), &sms, &settings).await
 }
 
-/// An inbound SMS to `org`, however it came (`through`: the SMS settings it came
+/// An inbound SMS from AWS End User Messaging's two-way SNS topic: it names no
+/// organization, so the newest dispatch SMS SNS sent the number in any organization is
+/// what it answers (and where its STOP counts); what goes back goes through SNS from the
+/// number the reply went to. A sender no SNS dispatch went to changes nothing (End User
+/// Messaging keeps its own opt-out list for its numbers).
+pub async fn end_user_messaging(rp: &Replies, sms: &InboundSms) -> Result<Replied, ApiError> {
+    let Some(sent) = rp.log.last_sms(None, &sms.from).await? else {
+        tracing::info!(
+            "End User Messaging reply from a number no SNS dispatch SMS went to: nothing changes"
+        );
+        return Ok(Replied::Unmatched);
+    };
+    let Some(org) = sent.org_id.clone() else {
+        return Ok(Replied::Unmatched);
+    };
+    let through = SmsSettings {
+        control_center_id: sent
+            .control_center_id
+            .clone()
+            .unwrap_or_else(ControlCenterId::main),
+        provider: SmsProvider::Sns,
+        sender_number: SenderId::parse(&sms.to).ok(),
+        password_set: false,
+        secrets_at: None,
+    };
+    received_matched(rp, &org, sms, &through, Some(sent)).await
+}
+
+/// An inbound SMS to `org` through a gateway (`through`: the SMS settings it came
 /// through, which send what goes back): seen once, then read.
 pub async fn received(
-    svc: &Services,
-    org: &OrgId,
+    rp: &Replies,
+    org: Option<&OrgId>,
     sms: &InboundSms,
     through: &SmsSettings,
 ) -> Result<Replied, ApiError> {
+    let Some(org) = org else {
+        return end_user_messaging(rp, sms).await;
+    };
+    received_matched(rp, org, sms, through, None).await
+}
+
+/// [`received`] once the organization is known (`sent`: the dispatch SMS it answers,
+/// when already read).
+async fn received_matched(
+    rp: &Replies,
+    org: &OrgId,
+    sms: &InboundSms,
+    through: &SmsSettings,
+    sent: Option<crate::ports::SmsSent>,
+) -> Result<Replied, ApiError> {
+    let svc = rp;
     if !svc.log.first_inbound(org, &sms.message_id).await? {
         tracing::info!(org_id = %org, message_id = %sms.message_id, "inbound SMS seen before: nothing done");
         return Ok(Replied::Repeat);
@@ -82,7 +158,11 @@ pub async fn received(
     if let Some(done) = keyword(svc, org, sms, through, reply).await? {
         return Ok(done);
     }
-    let sent = match svc.log.last_sms(org, &sms.from).await? {
+    let sent = match sent {
+        Some(sent) => Some(sent),
+        None => svc.log.last_sms(Some(org), &sms.from).await?,
+    };
+    let sent = match sent {
         Some(sent) if chrono::Utc::now() - sent.at <= REPLY_WINDOW => sent,
         _ => {
             tracing::info!(org_id = %org, "reply from a number no dispatch SMS went to in 24 hours: nothing changes");
@@ -96,37 +176,26 @@ pub async fn received(
         }
         return Ok(Replied::Other);
     };
-    match super::notifications::answer_as(
-        svc,
+    // The SMS sent to them vouches that they were a recipient: nothing read to check.
+    super::notifications::answer_as(
+        svc.records(),
         org,
         &sent.notification_id,
         &sent.user_id,
         answer,
         AnsweredVia::Sms,
+        true,
     )
-    .await
-    {
-        Ok(()) => {}
-        // The notification expired, or its records are gone: nothing to answer.
-        Err(ApiError::NotFound(_)) => return Ok(Replied::Unmatched),
-        Err(e) => return Err(e),
-    }
-    let incident = incident_of(svc, org, &sent.notification_id).await;
-    send_back(
-        svc,
-        org,
-        sms,
-        through,
-        confirmation(answer, incident.as_deref()),
-    )
-    .await;
+    .await?;
+    let text = confirmation(answer, sent.incident_id.as_deref());
+    send_back(svc, org, sms, through, text).await;
     Ok(Replied::Answered)
 }
 
 /// STOP, START and HELP (and their synonyms), from any number: done, or `None` for a
 /// reply that is not a keyword.
 async fn keyword(
-    svc: &Services,
+    svc: &Replies,
     org: &OrgId,
     sms: &InboundSms,
     through: &SmsSettings,
@@ -149,7 +218,9 @@ async fn keyword(
         }
         Reply::Help => {
             if once_a_minute(svc, org, sms).await? {
-                send_back(svc, org, sms, through, help_text(org)).await;
+                let settings = svc.settings.get_communication(org).await?;
+                let text = settings.unwrap_or_default().help_text(org);
+                send_back(svc, org, sms, through, text).await;
             }
             Ok(Some(Replied::Help))
         }
@@ -157,15 +228,9 @@ async fn keyword(
     }
 }
 
-/// The incident a notification is about, for the confirmation (none when unreadable).
-async fn incident_of(svc: &Services, org: &OrgId, id: &NotificationId) -> Option<String> {
-    let n = svc.log.notification(org, id).await.ok().flatten()?;
-    n.incident_id.map(|i| i.to_string())
-}
-
 /// Whether `sms`'s sender has had no SMS back this minute (so two autoresponders
 /// answering each other stop after one exchange a minute).
-async fn once_a_minute(svc: &Services, org: &OrgId, sms: &InboundSms) -> Result<bool, ApiError> {
+async fn once_a_minute(svc: &Replies, org: &OrgId, sms: &InboundSms) -> Result<bool, ApiError> {
     let minute = chrono::Utc::now().timestamp() / 60;
     let key = format!("sent-back#{}#{minute}", sms.from.as_str());
     Ok(svc.log.first_inbound(org, &key).await?)
@@ -174,7 +239,7 @@ async fn once_a_minute(svc: &Services, org: &OrgId, sms: &InboundSms) -> Result<
 /// An SMS back to the sender through `through`'s provider. A failure is logged: the
 /// answer it confirms is recorded either way.
 async fn send_back(
-    svc: &Services,
+    svc: &Replies,
     org: &OrgId,
     sms: &InboundSms,
     through: &SmsSettings,

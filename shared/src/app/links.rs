@@ -52,21 +52,17 @@ pub async fn answer(svc: &Services, code: &str, form: &[u8]) -> Result<Page, Api
             html: page(&link, Some("Choose Responding or Unavailable.")),
         });
     };
-    match super::notifications::answer_as(
-        svc,
+    // The link vouches that they were a recipient of a dispatch: nothing read to check.
+    super::notifications::answer_as(
+        svc.records(),
         &link.org_id,
         &link.notification_id,
         &link.user_id,
         answer,
         AnsweredVia::Link,
+        true,
     )
-    .await
-    {
-        Ok(()) => {}
-        // The notification's records are gone: the link answers nothing any more.
-        Err(ApiError::NotFound(_)) => return Ok(gone()),
-        Err(e) => return Err(e),
-    }
+    .await?;
     let said = format!(
         "Recorded: you are {}. You can change it below.",
         answer.as_str()

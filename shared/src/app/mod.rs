@@ -55,3 +55,20 @@ pub struct Services {
     /// (AWS: the log's receipt index is eventually consistent); `None`: answers at once.
     pub receipt_retry: Option<std::time::Duration>,
 }
+
+/// What recording an acknowledgement or an answer touches: the log, and the metrics it
+/// counts in (the receipts function has these and no more).
+#[derive(Clone, Copy)]
+pub struct Records<'a> {
+    pub log: &'a dyn DeliveryLog,
+    pub metrics: &'a dyn crate::ports::Metrics,
+}
+
+impl Services {
+    pub fn records(&self) -> Records<'_> {
+        Records {
+            log: self.log.as_ref(),
+            metrics: self.metrics.as_ref(),
+        }
+    }
+}

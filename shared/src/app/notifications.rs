@@ -1,9 +1,9 @@
 //! The notifications API: a notification with every delivery, receipts, acks, manual SMS.
 
-use super::Services;
 use super::auth::Claims;
 use super::error::ApiError;
 use super::notify::{ManualSmsError, Notifier, RouteError};
+use super::{Records, Services};
 use crate::domain::input::{ManualSmsInput, ReceiptInput};
 use crate::domain::reason::SkipReason;
 use crate::domain::{
@@ -282,7 +282,7 @@ pub async fn receipt(
     if records.is_empty() {
         return Err(not_found());
     }
-    let first = receive(svc, &claims.org_id, &id, &me).await?;
+    let first = receive(svc.records(), &claims.org_id, &id, &me).await?;
     let device_id = input.device_id.as_ref().map(ToString::to_string);
     tracing::info!(notification_id = %id, user_id = %me, device_id, first, "receipt");
     Ok(())
@@ -291,14 +291,14 @@ pub async fn receipt(
 /// A receipt's effect: push `sent` becomes `delivered`, and SMS and email still held
 /// behind push end `skipped` (`push_delivered`). Answers whether push moved.
 async fn receive(
-    svc: &Services,
+    rec: Records<'_>,
     org: &OrgId,
     id: &NotificationId,
     me: &UserId,
 ) -> Result<bool, ApiError> {
     let who = RecipientRef::User(me.clone());
     let at = chrono::Utc::now();
-    let (log, metrics) = (svc.log.as_ref(), svc.metrics.as_ref());
+    let (log, metrics) = (rec.log, rec.metrics);
     let moved = super::ended::finish(
         log,
         metrics,
@@ -333,12 +333,12 @@ async fn receive(
 /// there (404, as a missing one: the answer does not tell whether it exists).
 pub async fn ack(svc: &Services, claims: &Claims, id: &str) -> Result<(), ApiError> {
     let (id, me) = caller(claims, id)?;
-    acknowledge(svc, &claims.org_id, &id, &me, None).await
+    acknowledge(svc.records(), &claims.org_id, &id, &me).await
 }
 
 /// A recipient's answer, `responding` or `unavailable` (from the app: `POST
-/// .../response`): an acknowledgement first, with everything it ends, then the answer,
-/// which replaces an earlier one.
+/// .../response`): an acknowledgement, with everything it ends, and the answer, which
+/// replaces an earlier one.
 pub async fn respond(
     svc: &Services,
     claims: &Claims,
@@ -348,27 +348,43 @@ pub async fn respond(
 ) -> Result<(), ApiError> {
     let answer = crate::domain::Answer::from_body(body).map_err(ApiError::Validation)?;
     let (id, me) = caller(claims, id)?;
-    answer_as(svc, &claims.org_id, &id, &me, answer, via).await
+    answer_as(svc.records(), &claims.org_id, &id, &me, answer, via, false).await
 }
 
-/// `me`'s answer to notification `id` of `org` (404 when they were not a recipient):
-/// an acknowledgement first, with everything it ends, then the answer, which replaces
-/// an earlier one.
+/// `me`'s answer to notification `id` of `org`: written with its acknowledgement (one
+/// write), then everything not sent to them yet ends. `vouched`: a response link or a
+/// dispatch SMS sent to them says they were a recipient of a dispatch, so nothing is
+/// read to check it; otherwise their records are (404 when there are none).
 pub async fn answer_as(
-    svc: &Services,
+    rec: Records<'_>,
     org: &OrgId,
     id: &NotificationId,
     me: &UserId,
     answer: crate::domain::Answer,
     via: crate::domain::AnsweredVia,
+    vouched: bool,
 ) -> Result<(), ApiError> {
-    acknowledge(svc, org, id, me, Some(via)).await?;
+    let who = RecipientRef::User(me.clone());
+    if !vouched && rec.log.recipient_records(org, id, &who).await?.is_empty() {
+        return Err(not_found());
+    }
     let response = crate::domain::Response {
         answer,
         at: chrono::Utc::now(),
         via,
     };
-    svc.log.respond(org, id, me, &response).await?;
+    if rec.log.answer(org, id, me, &response).await? {
+        let category = match vouched {
+            true => crate::domain::Category::Dispatch,
+            false => category_of(rec, org, id).await?,
+        };
+        rec.metrics.acknowledged(category);
+    }
+    end_unsent(rec, org, id, &who).await?;
+    // An answer from the app says the push arrived; one by link or SMS says nothing of it.
+    if via == crate::domain::AnsweredVia::App {
+        receive(rec, org, id, me).await?;
+    }
     tracing::info!(notification_id = %id, user_id = %me, answer = answer.as_str(), via = via.as_str(), "notification answered");
     Ok(())
 }
@@ -384,50 +400,63 @@ fn caller(claims: &Claims, id: &str) -> Result<(NotificationId, UserId), ApiErro
     Ok((id, me))
 }
 
-/// [`ack`]'s work, and an answer's (`answered`: from where). A plain ack is the app's
-/// receipt too (v1.1: what was held behind push ends `push_delivered`); an answer ends
-/// what was held `acknowledged`, and is a receipt only when the app gave it (an answer
-/// by link or SMS says nothing of the push).
+/// A notification's category, for the metric an acknowledgement counts in.
+async fn category_of(
+    rec: Records<'_>,
+    org: &OrgId,
+    id: &NotificationId,
+) -> Result<crate::domain::Category, ApiError> {
+    let n = rec.log.notification(org, id).await?;
+    Ok(n.map_or(crate::domain::Category::Dispatch, |n| n.category))
+}
+
+/// [`ack`]'s work: an acknowledgement, which is the app's receipt too (v1.1: what was
+/// held behind push ends `push_delivered`), and ends what was not sent yet.
 async fn acknowledge(
-    svc: &Services,
+    rec: Records<'_>,
     org: &OrgId,
     id: &NotificationId,
     me: &UserId,
-    answered: Option<crate::domain::AnsweredVia>,
 ) -> Result<(), ApiError> {
     // The caller's own records only (one Query), whatever the notification's size.
     let who = RecipientRef::User(me.clone());
-    let mine = svc.log.recipient_records(org, id, &who).await?;
+    let mine = rec.log.recipient_records(org, id, &who).await?;
     if mine.is_empty() {
         return Err(not_found());
     }
-    if svc.log.ack(org, id, me).await? {
-        let n = svc.log.notification(org, id).await?;
-        svc.metrics
-            .acknowledged(n.map_or(crate::domain::Category::Dispatch, |n| n.category));
+    if rec.log.ack(org, id, me).await? {
+        rec.metrics.acknowledged(category_of(rec, org, id).await?);
     }
-    // An acknowledgement says the notification reached the person: a receipt too.
-    if answered.is_none() {
-        receive(svc, org, id, me).await?;
-    }
-    // And it wins over everything not sent yet: a started escalation cycle's
-    // deliveries, a fallback waiting in its retry backoff, SMS and email still held
-    // (read after the ack is written, so a cycle starting meanwhile either sees the ack
-    // or has its records here; one a live attempt holds is left to it, and that
-    // attempt, or its retry, finds the ack before sending).
-    for r in svc
+    receive(rec, org, id, me).await?;
+    end_unsent(rec, org, id, &who).await?;
+    tracing::info!(notification_id = %id, user_id = %me, "notification acknowledged");
+    Ok(())
+}
+
+/// An acknowledgement wins over everything not sent yet: a started escalation cycle's
+/// deliveries, a fallback waiting in its retry backoff, SMS and email still held (read
+/// after the ack is written, so a cycle starting meanwhile either sees the ack or has
+/// its records here; one a live attempt holds is left to it, and that attempt, or its
+/// retry, finds the ack before sending). One Query, and a write per delivery ended.
+async fn end_unsent(
+    rec: Records<'_>,
+    org: &OrgId,
+    id: &NotificationId,
+    who: &RecipientRef,
+) -> Result<(), ApiError> {
+    for r in rec
         .log
-        .recipient_records(org, id, &who)
+        .recipient_records(org, id, who)
         .await?
         .into_iter()
         .filter(|r| r.status == crate::domain::DeliveryStatus::Pending)
     {
         super::ended::finish(
-            svc.log.as_ref(),
-            svc.metrics.as_ref(),
+            rec.log,
+            rec.metrics,
             org,
             id,
-            &who,
+            who,
             r.slot(),
             r.provider,
             Finish::Cancel {
@@ -436,10 +465,6 @@ async fn acknowledge(
         )
         .await?;
     }
-    if answered == Some(crate::domain::AnsweredVia::App) {
-        receive(svc, org, id, me).await?;
-    }
-    tracing::info!(notification_id = %id, user_id = %me, "notification acknowledged");
     Ok(())
 }
 

@@ -134,7 +134,7 @@ impl Notifier {
     ) -> Result<(Notification, Vec<RecipientPlan>), RouteError> {
         let org = &event.org_id;
         let all = self.settings.all(org).await?;
-        let comm = all.communication;
+        let comm = all.communication.clone();
         let providers = Self::providers(&all, &event.control_center_id);
         let (user_ids, contacts, creator) = split_targets(&event.targets);
         let lookup: Vec<UserId> = user_ids.iter().chain(creator.iter()).cloned().collect();
@@ -307,7 +307,7 @@ impl Notifier {
         key: Option<&IdempotencyKey>,
     ) -> Result<NotificationId, ManualSmsError> {
         let all = self.settings.all(org).await.map_err(RouteError::from)?;
-        let settings = all.communication.unwrap_or_default();
+        let settings = all.communication.clone().unwrap_or_default();
         if !settings.manual_sms {
             return Err(ManualSmsError::Disabled);
         }

@@ -46,6 +46,13 @@ pub struct ReceiptSummary {
     pub unknown: usize,
     /// Events that change nothing (a delivery delay, a transient bounce).
     pub ignored: usize,
+    /// Inbound SMS read (End User Messaging's two-way messages, v1.2).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub replies: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -394,7 +401,7 @@ mod tests {
         }
         async fn remember_sms(
             &self,
-            _: &OrgId,
+            _: Option<&OrgId>,
             _: &crate::domain::PhoneNumber,
             _: &crate::ports::SmsSent,
         ) -> StoreResult<()> {
@@ -402,7 +409,7 @@ mod tests {
         }
         async fn last_sms(
             &self,
-            _: &OrgId,
+            _: Option<&OrgId>,
             _: &crate::domain::PhoneNumber,
         ) -> StoreResult<Option<crate::ports::SmsSent>> {
             unused()

@@ -445,7 +445,7 @@ pub async fn put_communication(
     body: &Value,
 ) -> Result<Value, ApiError> {
     let current = communication(svc, org).await?;
-    let next = parse_communication(body, current)?;
+    let next = parse_communication(body, &current)?;
     svc.settings.put_communication(org, &next).await?;
     tracing::info!(org_id = %org, "communication settings saved");
     Ok(json!(next))

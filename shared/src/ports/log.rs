@@ -166,9 +166,12 @@ pub trait DeliveryLog: Send + Sync {
     async fn ack(&self, org: &OrgId, id: &NotificationId, user: &UserId) -> StoreResult<bool>;
     /// Remembers that a dispatch SMS of `sent`'s notification went to `number` (a user's),
     /// so a reply from it finds that notification: the newest one is kept, 24 hours.
+    /// `org`: in that organization (a gateway's replies name it); `None`: in any (AWS End
+    /// User Messaging's replies name no organization, so SMS sent through SNS are
+    /// remembered so too).
     async fn remember_sms(
         &self,
-        org: &OrgId,
+        org: Option<&OrgId>,
         number: &crate::domain::PhoneNumber,
         sent: &SmsSent,
     ) -> StoreResult<()>;
@@ -176,7 +179,7 @@ pub trait DeliveryLog: Send + Sync {
     /// is too old).
     async fn last_sms(
         &self,
-        org: &OrgId,
+        org: Option<&OrgId>,
         number: &crate::domain::PhoneNumber,
     ) -> StoreResult<Option<SmsSent>>;
     /// Stores a response link under its code's digest (kept until it expires).
@@ -196,6 +199,21 @@ pub trait DeliveryLog: Send + Sync {
         user: &UserId,
         response: &crate::domain::Response,
     ) -> StoreResult<()>;
+    /// Records `user`'s answer with its acknowledgement (the first ack's time is kept,
+    /// the answer replaces an earlier one); whether this was their first
+    /// acknowledgement. By default [`Self::ack`] then [`Self::respond`]; DynamoDB writes
+    /// both in one UpdateItem.
+    async fn answer(
+        &self,
+        org: &OrgId,
+        id: &NotificationId,
+        user: &UserId,
+        response: &crate::domain::Response,
+    ) -> StoreResult<bool> {
+        let first = self.ack(org, id, user).await?;
+        self.respond(org, id, user, response).await?;
+        Ok(first)
+    }
     /// A notification with the records of at most `recipients` recipients, those after
     /// the recipient key `after` in key order, and the key to continue after when more
     /// follow. By default from [`Self::get_notification`]; an adapter that can read only
@@ -259,6 +277,15 @@ pub struct SmsSent {
     pub notification_id: NotificationId,
     pub user_id: UserId,
     pub at: chrono::DateTime<chrono::Utc>,
+    /// Its organization and control center (absent in what was remembered before v1.2's
+    /// End User Messaging replies).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub org_id: Option<OrgId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub control_center_id: Option<crate::domain::ControlCenterId>,
+    /// The incident, which the confirmation names.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incident_id: Option<String>,
 }
 
 /// How many deliveries of a notification are in each state.

@@ -80,6 +80,7 @@ pub fn settings(method: Method) -> CommunicationSettings {
         // No window: push accepted is enough (the window has tests of its own).
         app_fallback_seconds: 0,
         dispatch_escalation: None,
+        sms_help_text: None,
     }
 }
 

@@ -133,3 +133,47 @@ impl DynamoDeliveryLog {
         table.batch_get(keys).await
     }
 }
+
+impl DynamoDeliveryLog {
+    /// [`DeliveryLog::answer`] in one UpdateItem on `ACK#{user}`: made with the first
+    /// ack's time when missing, the answer replaced. It expires a retention after now,
+    /// not read from the notification (an answer comes within a day of its SMS or link,
+    /// so it outlives its notification by a day at most).
+    pub(super) async fn answer_in_one(
+        &self,
+        org: &OrgId,
+        id: &NotificationId,
+        user: &UserId,
+        response: &flare_shared::domain::Response,
+    ) -> StoreResult<bool> {
+        let key = HashMap::from([
+            ("pk".to_string(), s(notification_pk(org, id))),
+            ("sk".to_string(), s(format!("ACK#{user}"))),
+        ]);
+        let out = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key))
+            .update_expression(
+                "SET user_id = if_not_exists(user_id, :u), #at = if_not_exists(#at, :at), expires_at = if_not_exists(expires_at, :exp), #response = :r",
+            )
+            .expression_attribute_names("#at", "at")
+            .expression_attribute_names("#response", "response")
+            .expression_attribute_values(":u", s(user.to_string()))
+            .expression_attribute_values(":at", attr(&response.at)?)
+            .expression_attribute_values(":exp", n(expires_at(response.at)))
+            .expression_attribute_values(":r", attr(response)?)
+            .return_values(ReturnValue::AllOld)
+            .send()
+            .await
+            .map_err(|e| store_error(e, "UpdateItem answer"))?;
+        Ok(out.attributes.is_none_or(|a| !a.contains_key("at")))
+    }
+}
+
+/// One attribute value, encoded as the item's other fields are.
+fn attr<T: serde::Serialize>(v: &T) -> StoreResult<AttributeValue> {
+    serde_dynamo::to_attribute_value(v)
+        .map_err(|e| StoreError::Failed(anyhow::Error::new(e).context("encoding an attribute")))
+}

@@ -140,9 +140,13 @@ fn record_pks(base: &str, shards: u32) -> Vec<String> {
     }
 }
 
-/// Where the newest dispatch SMS sent to `number` is remembered.
-fn sms_sent_pk(org: &OrgId, number: &flare_shared::domain::PhoneNumber) -> String {
-    format!("ORG#{org}#SMSTO#{}", number.as_str())
+/// Where the newest dispatch SMS sent to `number` is remembered: in `org`, or (`None`)
+/// through SNS in any organization.
+fn sms_sent_pk(org: Option<&OrgId>, number: &flare_shared::domain::PhoneNumber) -> String {
+    match org {
+        Some(org) => format!("ORG#{org}#SMSTO#{}", number.as_str()),
+        None => format!("SMSTO#{}", number.as_str()),
+    }
 }
 
 fn s(v: impl Into<String>) -> AttributeValue {

@@ -442,7 +442,7 @@ impl DeliveryLog for DynamoDeliveryLog {
     /// after the SMS (replies are matched within 24 hours).
     async fn remember_sms(
         &self,
-        org: &OrgId,
+        org: Option<&OrgId>,
         number: &flare_shared::domain::PhoneNumber,
         sent: &SmsSent,
     ) -> StoreResult<()> {
@@ -470,7 +470,7 @@ impl DeliveryLog for DynamoDeliveryLog {
     /// One GetItem.
     async fn last_sms(
         &self,
-        org: &OrgId,
+        org: Option<&OrgId>,
         number: &flare_shared::domain::PhoneNumber,
     ) -> StoreResult<Option<SmsSent>> {
         let key = HashMap::from([
@@ -497,6 +497,17 @@ impl DeliveryLog for DynamoDeliveryLog {
             .await
             .map_err(|e| store_error(e, "PutItem response link"))?;
         Ok(())
+    }
+
+    /// One UpdateItem.
+    async fn answer(
+        &self,
+        org: &OrgId,
+        id: &NotificationId,
+        user: &UserId,
+        response: &flare_shared::domain::Response,
+    ) -> StoreResult<bool> {
+        self.answer_in_one(org, id, user, response).await
     }
 
     /// One GetItem.

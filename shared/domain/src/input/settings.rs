@@ -433,7 +433,7 @@ fn email_provider(
 /// partial update cannot silently switch Distress off.
 pub fn parse_communication(
     body: &Value,
-    current: CommunicationSettings,
+    current: &CommunicationSettings,
 ) -> Result<CommunicationSettings, FieldErrors> {
     let mut errors = FieldErrors::new();
     reject_unknown(
@@ -449,6 +449,7 @@ pub fn parse_communication(
             "manual_sms",
             "app_fallback_seconds",
             "dispatch_escalation",
+            "sms_help_text",
         ],
     );
     // `null` turns escalation off; left out, it keeps its value.
@@ -456,6 +457,21 @@ pub fn parse_communication(
         None => Some(current.dispatch_escalation),
         Some(Value::Null) => Some(None),
         Some(v) => parse_escalation(v, &mut errors).map(Some),
+    };
+    // `null` goes back to the default text; left out, it keeps its value.
+    let help = match body.get("sms_help_text") {
+        None => Some(current.sms_help_text.clone()),
+        Some(Value::Null) => Some(None),
+        Some(Value::String(s)) => errors
+            .check(
+                "sms_help_text",
+                visible_line(s, crate::settings::MAX_SMS_HELP_TEXT),
+            )
+            .map(Some),
+        Some(_) => {
+            errors.add("sms_help_text", "must be a string or null");
+            None
+        }
     };
     let parsed = object(body, "", &mut errors, |r| {
         let dispatch = r.optional_with("dispatch", Method::parse);
@@ -486,6 +502,7 @@ pub fn parse_communication(
             manual_sms: manual_sms?.unwrap_or(current.manual_sms),
             app_fallback_seconds: window.unwrap_or(current.app_fallback_seconds),
             dispatch_escalation: escalation?,
+            sms_help_text: help?,
         })
     });
     match parsed {

@@ -94,11 +94,11 @@ fn communication_updates_keep_fields_left_out() {
         distress: true,
         ..Default::default()
     };
-    let c = parse_communication(&json!({"messages": "app_only"}), current).unwrap();
+    let c = parse_communication(&json!({"messages": "app_only"}), &current).unwrap();
     assert!(c.distress);
     assert_eq!(c.messages, Method::AppOnly);
     let err =
-        parse_communication(&json!({"dispatch": "fax", "distress": "yes"}), current).unwrap_err();
+        parse_communication(&json!({"dispatch": "fax", "distress": "yes"}), &current).unwrap_err();
     assert!(err.contains("dispatch") && err.contains("distress"));
 }
 
@@ -108,7 +108,7 @@ fn dispatch_escalation_is_off_by_default_kept_when_left_out_and_null_turns_it_of
     assert_eq!(current.dispatch_escalation, None);
     let on = parse_communication(
         &json!({"dispatch_escalation": {"after_seconds": 120, "cycles": 3}}),
-        current,
+        &current,
     )
     .unwrap();
     let want = Escalation {
@@ -116,9 +116,9 @@ fn dispatch_escalation_is_off_by_default_kept_when_left_out_and_null_turns_it_of
         cycles: 3,
     };
     assert_eq!(on.dispatch_escalation, Some(want));
-    let kept = parse_communication(&json!({"distress": true}), on).unwrap();
+    let kept = parse_communication(&json!({"distress": true}), &on).unwrap();
     assert_eq!(kept.dispatch_escalation, Some(want));
-    let off = parse_communication(&json!({"dispatch_escalation": null}), on).unwrap();
+    let off = parse_communication(&json!({"dispatch_escalation": null}), &on).unwrap();
     assert_eq!(off.dispatch_escalation, None);
     for (bad, field) in [
         (
@@ -140,7 +140,7 @@ fn dispatch_escalation_is_off_by_default_kept_when_left_out_and_null_turns_it_of
         ),
         (json!(true), "dispatch_escalation"),
     ] {
-        let err = parse_communication(&json!({"dispatch_escalation": bad}), on).unwrap_err();
+        let err = parse_communication(&json!({"dispatch_escalation": bad}), &on).unwrap_err();
         assert!(err.contains(field), "{bad}: {err:?}");
     }
 }
@@ -149,16 +149,16 @@ fn dispatch_escalation_is_off_by_default_kept_when_left_out_and_null_turns_it_of
 fn the_app_fallback_window_is_0_to_900_seconds_and_kept_when_left_out() {
     let current = CommunicationSettings::default();
     assert_eq!(current.app_fallback_seconds, 60);
-    let c = parse_communication(&json!({"app_fallback_seconds": 5}), current).unwrap();
+    let c = parse_communication(&json!({"app_fallback_seconds": 5}), &current).unwrap();
     assert_eq!(c.app_fallback_seconds, 5);
-    let kept = parse_communication(&json!({"distress": true}), c).unwrap();
+    let kept = parse_communication(&json!({"distress": true}), &c).unwrap();
     assert_eq!(kept.app_fallback_seconds, 5);
     for ok in [0, 900] {
-        let c = parse_communication(&json!({"app_fallback_seconds": ok}), current).unwrap();
+        let c = parse_communication(&json!({"app_fallback_seconds": ok}), &current).unwrap();
         assert_eq!(c.app_fallback_seconds, ok);
     }
     for bad in [json!(-1), json!(901), json!(1.5), json!("60"), json!(true)] {
-        let err = parse_communication(&json!({"app_fallback_seconds": bad}), current).unwrap_err();
+        let err = parse_communication(&json!({"app_fallback_seconds": bad}), &current).unwrap_err();
         assert!(err.contains("app_fallback_seconds"), "{bad}: {err:?}");
     }
 }

@@ -65,7 +65,7 @@ impl Deliverer {
         );
         if moved {
             self.count(job, Some(receipt.provider), Outcome::Sent);
-            self.remember_reply_target(job).await;
+            self.remember_reply_target(job, receipt.provider).await;
         }
         if holds_others_back(job.channel, job.cycle) {
             self.resolve_held(job, PushOutcome::Sent).await?;
@@ -76,9 +76,10 @@ impl Deliverer {
     }
 
     /// A dispatch SMS to a user: a reply from the number answers this notification (the
-    /// newest such SMS wins). A failure to remember it is logged, not retried: the SMS
-    /// is sent, and a retry would find it so and not come back here.
-    async fn remember_reply_target(&self, job: &DeliveryJob) {
+    /// newest such SMS wins), in its organization, and when SNS sent it in any (End User
+    /// Messaging's replies name no organization). A failure to remember it is logged, not
+    /// retried: the SMS is sent, and a retry would find it so and not come back here.
+    async fn remember_reply_target(&self, job: &DeliveryJob, sent_by: Provider) {
         let (
             crate::domain::Category::Dispatch,
             Channel::Sms,
@@ -92,9 +93,15 @@ impl Deliverer {
             notification_id: job.notification_id.clone(),
             user_id: user.clone(),
             at: chrono::Utc::now(),
+            org_id: Some(job.org_id.clone()),
+            control_center_id: Some(job.control_center_id.clone()),
+            incident_id: job.incident_id.as_ref().map(ToString::to_string),
         };
-        if let Err(e) = self.log.remember_sms(&job.org_id, to, &sent).await {
-            tracing::warn!(error = ?e, "could not remember the SMS for its replies");
+        let anywhere = (sent_by == Provider::Sns).then_some(None);
+        for scope in [Some(&job.org_id)].into_iter().chain(anywhere) {
+            if let Err(e) = self.log.remember_sms(scope, to, &sent).await {
+                tracing::warn!(error = ?e, "could not remember the SMS for its replies");
+            }
         }
     }
 

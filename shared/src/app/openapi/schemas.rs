@@ -27,6 +27,10 @@ pub(super) fn schemas() -> Value {
         json!({"type": "string", "enum": ["app_only", "app_then_sms_email", "app_sms_email"]});
     let window = json!({"type": "integer", "minimum": 0, "maximum": MAX_APP_FALLBACK_SECONDS,
         "description": "Under app_then_sms_email: seconds SMS and email wait, once push is sent, for the app's receipt (0: push accepted is enough)."});
+    let help = line(
+        crate::domain::settings::MAX_SMS_HELP_TEXT,
+        "What an SMS reply HELP gets back.",
+    );
     let licenses: Vec<&str> = License::ALL.iter().map(|l| l.as_str()).collect();
     let sms_shared = |provider: &str| json!({"const": provider});
     json!({
@@ -176,6 +180,8 @@ pub(super) fn schemas() -> Value {
             "app_fallback_seconds": nullable(window.clone()),
             "dispatch_escalation": {"anyOf": [r("Escalation"), {"type": "null"}],
                 "description": "null turns escalation off; left out, it keeps its value."},
+            "sms_help_text": {"anyOf": [help.clone(), {"type": "null"}],
+                "description": "What an SMS reply HELP gets back; null: the default (the organization, what the messages are, how to stop them); left out, it keeps its value."},
         })),
         "Escalation": object(&["after_seconds", "cycles"], json!({
             "after_seconds": {"type": "integer", "minimum": 1, "maximum": Escalation::MAX_AFTER_SECONDS,
@@ -185,7 +191,7 @@ pub(super) fn schemas() -> Value {
         })),
         "CommunicationSettings": {
             "type": "object",
-            "required": ["dispatch", "incident_contacts", "messages", "distress", "dispatch_virtual_users", "manual_sms", "app_fallback_seconds", "dispatch_escalation"],
+            "required": ["dispatch", "incident_contacts", "messages", "distress", "dispatch_virtual_users", "manual_sms", "app_fallback_seconds", "dispatch_escalation", "sms_help_text"],
             "properties": {
                 "dispatch": methods.clone(), "incident_contacts": methods.clone(),
                 "messages": methods,
@@ -193,6 +199,7 @@ pub(super) fn schemas() -> Value {
                 "manual_sms": {"type": "boolean"},
                 "app_fallback_seconds": window,
                 "dispatch_escalation": {"anyOf": [r("Escalation"), {"type": "null"}]},
+                "sms_help_text": {"anyOf": [help, {"type": "null"}]},
             },
         },
         "AllSettings": {
