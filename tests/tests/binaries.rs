@@ -832,6 +832,44 @@ async fn receipt_samples_reach_their_deliveries() {
         "both lines decoded from the gzip payload: {out}"
     );
 
+    // v1.2: End User Messaging's inbound SMS (its SNS topic): the sample's `2` from
+    // +14155550119 answers the dispatch SMS SNS sent that number (remembered as the SMS
+    // function does), and the confirmation goes back through SNS (the role's
+    // sns:Publish); the same message again changes nothing.
+    let from = PhoneNumber::parse("+14155550119").unwrap();
+    let sent = flare_shared::ports::SmsSent {
+        notification_id: n.notification_id.clone(),
+        user_id: UserId::parse("u-17").unwrap(),
+        at: chrono::Utc::now(),
+        org_id: Some(org.clone()),
+        control_center_id: Some(ControlCenterId::main()),
+        incident_id: Some("inc-eum".into()),
+    };
+    log.remember_sms(None, &from, &sent).await.unwrap();
+    let reply = sample("inbound/end-user-messaging-reply.json");
+    assert_eq!(receipts.call(&reply).await["replies"], 1);
+    let stored = log
+        .get_notification(&org, &n.notification_id)
+        .await
+        .unwrap()
+        .unwrap();
+    let answer = stored
+        .responses
+        .iter()
+        .find(|(u, _)| u.as_str() == "u-17")
+        .map(|(_, r)| (r.answer, r.via));
+    assert_eq!(answer, Some((Answer::Unavailable, AnsweredVia::Sms)));
+    assert_eq!(
+        sms_to("+14155550119", "recorded, you are unavailable (inc-eum)").await,
+        1
+    );
+    assert_eq!(receipts.call(&reply).await["replies"], 1);
+    assert_eq!(
+        sms_to("+14155550119", "recorded, you are unavailable (inc-eum)").await,
+        1,
+        "a repeat"
+    );
+
     // The Twilio callback: north's gateway signs with its stored password `s3cret-pw`.
     let put = with(
         sample("api/put-sms-settings.json"),

@@ -143,19 +143,24 @@ fn a_custom_gateways_sms_receipts_need_no_token_and_only_they_and_the_descriptio
             "Console",
             "ConsoleFiles",
             "OpenApi",
+            "ResponseLinkAnswer",
+            "ResponseLinkPage",
             "SmsInbound",
             "SmsReceipts"
         ],
         "routes without the JWT"
     );
-    for (event, path) in [
-        ("Console", "/console"),
-        ("ConsoleFiles", "/console/{proxy+}"),
+    for (event, path, method) in [
+        ("Console", "/console", "GET"),
+        ("ConsoleFiles", "/console/{proxy+}", "GET"),
+        // v1.2: response links (the code is the credential).
+        ("ResponseLinkPage", "/r/{code}", "GET"),
+        ("ResponseLinkAnswer", "/r/{code}", "POST"),
     ] {
         let p = &events[event]["Properties"];
         assert_eq!(
             (p["Path"].as_str(), p["Method"].as_str()),
-            (Some(path), Some("GET"))
+            (Some(path), Some(method))
         );
     }
     // The API is the only function behind the HTTP API.
@@ -637,6 +642,57 @@ fn the_email_function_sends_with_the_configuration_set() {
         resources.contains(&json!({"Fn::Sub": "arn:${AWS::Partition}:ses:${AWS::Region}:${AWS::AccountId}:configuration-set/${SesConfigurationSet}"})),
         "{resources:?}"
     );
+}
+
+/// v1.2: End User Messaging's two-way SMS reach the receipts function through a topic
+/// of the stack's own, which only End User Messaging of this account may publish to; the
+/// SMS and email functions know the public address response links are under.
+#[test]
+fn sms_replies_reach_the_receipts_function_and_links_know_the_public_address() {
+    let t = template();
+    let r = &t["Resources"];
+    assert_eq!(
+        r["ReceiptsFunction"]["Properties"]["Events"]["SmsInbound"],
+        json!({"Type": "SNS", "Properties": {"Topic": {"Ref": "SmsInboundTopic"}}})
+    );
+    assert_eq!(r["SmsInboundTopic"]["Type"], "AWS::SNS::Topic");
+    // Encrypted with a key of its own that End User Messaging (of this account) may use.
+    assert_eq!(
+        r["SmsInboundTopic"]["Properties"]["KmsMasterKeyId"],
+        json!({"Fn::GetAtt": ["SmsInboundTopicKey", "Arn"]})
+    );
+    let key = &r["SmsInboundTopicKey"]["Properties"]["KeyPolicy"]["Statement"];
+    assert!(
+        key.as_array().unwrap().iter().any(|s| s["Principal"]
+            == json!({"Service": "sms-voice.amazonaws.com"})
+            && s["Action"] == json!(["kms:Decrypt", "kms:GenerateDataKey*"])),
+        "{key}"
+    );
+    let statement = &r["SmsInboundTopicPolicy"]["Properties"]["PolicyDocument"]["Statement"];
+    assert_eq!(
+        statement,
+        &json!([{
+            "Effect": "Allow",
+            "Principal": {"Service": "sms-voice.amazonaws.com"},
+            "Action": "sns:Publish",
+            "Resource": {"Ref": "SmsInboundTopic"},
+            "Condition": {"StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}},
+        }])
+    );
+    assert_eq!(
+        t["Outputs"]["SmsInboundTopicArn"]["Value"],
+        json!({"Ref": "SmsInboundTopic"})
+    );
+    for f in [
+        "SmsFunction",
+        "SmsUrgentFunction",
+        "EmailFunction",
+        "EmailUrgentFunction",
+    ] {
+        let url = &r[f]["Properties"]["Environment"]["Variables"]["FLARE_PUBLIC_URL"];
+        assert_eq!(url["Fn::If"][0], "HasPublicUrl", "{f}: {url}");
+        assert_eq!(url["Fn::If"][1], json!({"Ref": "PublicUrl"}), "{f}");
+    }
 }
 
 #[test]
