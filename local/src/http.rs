@@ -149,7 +149,10 @@ async fn post_provider_event(State(app): State<Arc<LocalApp>>, req: Request) -> 
             return to_response(ApiResponse::error(&e));
         }
     };
-    let receipts = flare_shared::app::receipts::Receipts::new(app.services.log.clone());
+    let receipts = flare_shared::app::receipts::Receipts {
+        opt_outs: Some(app.services.directory.clone()),
+        ..flare_shared::app::receipts::Receipts::new(app.services.log.clone())
+    };
     let replies = app.services.replies();
     match flare_runtime::provider_events::apply(&receipts, Some(&replies), event).await {
         Ok(sum) => axum::Json(serde_json::json!(sum)).into_response(),

@@ -2555,7 +2555,8 @@ async fn stop_start_and_help_by_sms_reply() {
         back[1].contains("Reply 1 responding, 2 unavailable"),
         "{back:?}"
     );
-    // HELP, from any number: what the messages are and how to stop them.
+    // HELP, from any number: what the messages are and how to stop them (the default
+    // text, then the organization's own `sms_help_text`).
     let help = "From=%2B14155550132&To=ACMEFIRE&Body=help&MessageSid=SM-s3";
     assert_eq!(
         signed_post(&o, "/v1/inbound/sms/acme/main", Twilio, "s3cret-pw", help).await,
@@ -2563,7 +2564,31 @@ async fn stop_start_and_help_by_sms_reply() {
     );
     let back = texts().await;
     assert_eq!(back.len(), 3, "{back:?}");
-    assert!(back[2].contains("Reply STOP to opt out"), "{back:?}");
+    assert!(
+        back[2].contains("Flare alerts for acme") && back[2].contains("Reply STOP to opt out"),
+        "{back:?}"
+    );
+    let own = "Acme Fire dispatch alerts. Reply 1 or 2 to answer, STOP to opt out.";
+    let (s, c) = o
+        .app
+        .json(
+            "PUT",
+            "/v1/settings/communication",
+            &o.admin,
+            json!({"sms_help_text": own}),
+        )
+        .await;
+    assert_eq!(
+        (s.as_u16(), c["sms_help_text"].as_str()),
+        (200, Some(own)),
+        "{c}"
+    );
+    let help = "From=%2B14155550133&To=ACMEFIRE&Body=HELP&MessageSid=SM-s4";
+    assert_eq!(
+        signed_post(&o, "/v1/inbound/sms/acme/main", Twilio, "s3cret-pw", help).await,
+        204
+    );
+    assert_eq!(texts().await.last().map(String::as_str), Some(own));
     o.app.stop().await;
 }
 
@@ -2699,6 +2724,114 @@ async fn a_response_link_shows_the_dispatch_and_records_the_answer() {
     assert_eq!(
         answer(&o.settled(&id).await),
         (json!("unavailable"), json!("link"))
+    );
+    o.app.stop().await;
+}
+
+/// v1.2: AWS End User Messaging's two-way SMS, as its SNS topic hands them to the
+/// receipts function (`POST /local/provider-events` here), answer the dispatch SMS SNS
+/// sent the number, and the confirmation goes back through SNS; a receipt saying the
+/// number opted out ends the SMS `undelivered` `opted_out`, records the opt-out, and the
+/// next dispatch's SMS is `skipped` `opted_out`.
+#[tokio::test]
+async fn end_user_messaging_replies_and_opted_out_receipts() {
+    let o = org(json!({"dispatch": "app_sms_email"})).await;
+    o.user(
+        "u-34",
+        "passive_reporter",
+        Some("+14155550134"),
+        None,
+        false,
+        false,
+    )
+    .await;
+    let dispatch = || async {
+        let mut ev = incident("incident-dispatched");
+        ev["id"] = json!(uuid());
+        ev["detail"]["recipient_ids"] = json!(["u-34"]);
+        let id = o.post(&ev).await;
+        (id.clone(), o.settled(&id).await)
+    };
+    let (id, n) = dispatch().await;
+    assert_eq!(deliveries(&n, "u-34")["sms"]["provider"], "sns", "{n}");
+    let sample = flare_tests::workspace_root().join("events/inbound/end-user-messaging-reply.json");
+    let mut reply: Value = serde_json::from_str(&std::fs::read_to_string(sample).unwrap()).unwrap();
+    let mut message: Value =
+        serde_json::from_str(reply["Records"][0]["Sns"]["Message"].as_str().unwrap()).unwrap();
+    message["originationNumber"] = json!("+14155550134");
+    message["messageBody"] = json!("yes");
+    reply["Records"][0]["Sns"]["Message"] = json!(message.to_string());
+    let (s, out) = o
+        .app
+        .send(
+            "POST",
+            "/local/provider-events",
+            None,
+            Some(&reply.to_string()),
+        )
+        .await;
+    assert_eq!(
+        (s.as_u16(), out["replies"].as_u64()),
+        (200, Some(1)),
+        "{out}"
+    );
+    let r = o.settled(&id).await["recipients"][0].clone();
+    assert_eq!(
+        (r["response"].as_str(), r["responded_via"].as_str()),
+        (Some("responding"), Some("sms")),
+        "{r}"
+    );
+    let (_, all) = o.app.send("GET", "/local/outbox", None, None).await;
+    let back: Vec<&Value> = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| {
+            e["to"] == "+14155550134"
+                && e["body"]
+                    .as_str()
+                    .is_some_and(|b| b.contains("recorded, you are responding"))
+        })
+        .collect();
+    assert_eq!(back.len(), 1, "{all}");
+    assert_eq!(
+        back[0]["from"], "+12065550142",
+        "from the number the reply went to"
+    );
+    // SNS's delivery status log says the number opted out.
+    let mid = deliveries(&n, "u-34")["sms"]["provider_message_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let logs = flare_tests::sns_status_payload(&[(&mid, "FAILURE", "Phone number is opted out")]);
+    let (s, out) = o
+        .app
+        .send(
+            "POST",
+            "/local/provider-events",
+            None,
+            Some(&logs.to_string()),
+        )
+        .await;
+    assert_eq!(
+        (s.as_u16(), out["applied"].as_u64()),
+        (200, Some(1)),
+        "{out}"
+    );
+    let sms = deliveries(&o.settled(&id).await, "u-34")["sms"].clone();
+    assert_eq!(
+        (sms["status"].as_str(), sms["reason"].as_str()),
+        (Some("undelivered"), Some("opted_out")),
+        "{sms}"
+    );
+    let (_, user) = o.app.get("/v1/users/u-34", &o.admin).await;
+    assert!(user["contacts"][0]["opted_out_at"].is_string(), "{user}");
+    let (_, n) = dispatch().await;
+    let sms = deliveries(&n, "u-34")["sms"].clone();
+    assert_eq!(
+        (sms["status"].as_str(), sms["reason"].as_str()),
+        (Some("skipped"), Some("opted_out")),
+        "{sms}"
     );
     o.app.stop().await;
 }

@@ -41,9 +41,11 @@ impl Config {
         let log = Arc::new(DynamoDeliveryLog::new(db.clone(), &self.tables.log));
         let metrics = flare_runtime::emf::metrics(self.metrics_namespace.as_deref());
         let sns = flare_aws::sns_sms::SnsSmsSender::new(flare_aws::sns(sdk));
+        let directory: Arc<dyn flare_shared::ports::Directory> =
+            Arc::new(DynamoDirectory::new(db.clone(), &self.tables.directory));
         let replies = Replies {
-            settings: Arc::new(DynamoSettings::new(db.clone(), &self.tables.settings)),
-            directory: Arc::new(DynamoDirectory::new(db, &self.tables.directory)),
+            settings: Arc::new(DynamoSettings::new(db, &self.tables.settings)),
+            directory: directory.clone(),
             log: log.clone(),
             metrics: metrics.clone(),
             sms_senders: [(
@@ -56,6 +58,7 @@ impl Config {
             log,
             retry_unknown_after: Some(RETRY_UNKNOWN_AFTER),
             metrics,
+            opt_outs: Some(directory),
         };
         (receipts, replies)
     }

@@ -97,6 +97,35 @@ pub enum ReceiptStatus {
     Complaint,
 }
 
+/// The reason a receipt saying the number opted out ends its delivery with.
+pub const OPTED_OUT: &str = "opted_out";
+
+/// Whether a provider's words say the number opted out (SNS's "Phone number is opted
+/// out", a gateway's "unsubscribed recipient", ...).
+fn says_opted_out(words: &str) -> bool {
+    let w = words.to_ascii_lowercase();
+    [
+        "opted out",
+        "opted-out",
+        "opt-out",
+        "opt out",
+        "unsubscribed",
+    ]
+    .iter()
+    .any(|p| w.contains(p))
+}
+
+/// Twilio's error code for a message to a number that replied STOP.
+const TWILIO_UNSUBSCRIBED: &str = "21610";
+
+/// `carrier_failed`, or `opted_out` when the provider's words say so.
+fn failed_reason(words: Option<&str>) -> String {
+    match words {
+        Some(w) if w == TWILIO_UNSUBSCRIBED || says_opted_out(w) => OPTED_OUT.into(),
+        _ => "carrier_failed".into(),
+    }
+}
+
 /// One receipt, ready to match.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProviderReceipt {
@@ -235,7 +264,7 @@ pub fn parse_sns_sms_status(line: &str) -> Result<ProviderReceipt, ReceiptParseE
     let status = match v.get("status").and_then(Value::as_str) {
         Some("SUCCESS") => ReceiptStatus::Delivered,
         Some("FAILURE") => ReceiptStatus::Undelivered {
-            reason: "carrier_failed".into(),
+            reason: failed_reason(response.as_deref()),
             detail: response,
         },
         _ => return Err(Malformed("an SNS SMS status is SUCCESS or FAILURE")),
@@ -274,7 +303,7 @@ pub fn parse_gateway_callback(
     let status = match status.ok_or(Malformed("the callback has a status"))? {
         "delivered" => ReceiptStatus::Delivered,
         "undelivered" | "failed" => ReceiptStatus::Undelivered {
-            reason: "carrier_failed".into(),
+            reason: failed_reason(error),
             detail: error.and_then(detail),
         },
         // Twilio's final words short of delivery: a scheduled message called off, and one

@@ -27,6 +27,8 @@ pub struct Receipts {
     pub retry_unknown_after: Option<Duration>,
     /// Counts the deliveries receipts move to `delivered`.
     pub metrics: Arc<dyn Metrics>,
+    /// Where a receipt saying the number opted out records it (v1.2); `None`: nowhere.
+    pub opt_outs: Option<Arc<dyn crate::ports::Directory>>,
 }
 
 /// How many receipts of a batch are applied at once: a CloudWatch Logs batch of SNS
@@ -81,6 +83,7 @@ impl Receipts {
             log,
             retry_unknown_after: None,
             metrics: Arc::new(crate::ports::NoMetrics),
+            opt_outs: None,
         }
     }
 
@@ -114,7 +117,55 @@ impl Receipts {
                 "provider receipt"
             ),
         }
+        if let (
+            ReceiptMatch::Found {
+                target,
+                moved: true,
+            },
+            Finish::Undelivered { reason, .. },
+        ) = (&found, &finish)
+            && reason == crate::domain::receipt::OPTED_OUT
+        {
+            self.record_opt_out(target).await?;
+        }
         Ok(found)
+    }
+
+    /// The provider says the number of `target`'s SMS opted out: so it is in the
+    /// organization too, and later SMS to it end `skipped` `opted_out` without a send.
+    async fn record_opt_out(&self, target: &crate::ports::ReceiptTarget) -> Result<(), StoreError> {
+        let Some(directory) = &self.opt_outs else {
+            return Ok(());
+        };
+        // A user's number (an emergency contact's SMS says nothing of an organization's
+        // user, and its record is not found by its key alone).
+        let Some(user) = target
+            .recipient
+            .strip_prefix("user:")
+            .and_then(|u| crate::domain::UserId::parse_existing(u).ok())
+        else {
+            return Ok(());
+        };
+        let who = crate::domain::RecipientRef::User(user);
+        let records = self
+            .log
+            .recipient_records(&target.org_id, &target.notification_id, &who)
+            .await?;
+        let number = records
+            .iter()
+            .find_map(|r| match (&r.channel, &r.destination) {
+                (crate::domain::Channel::Sms, Some(crate::domain::Destination::Phone(p))) => {
+                    Some(p)
+                }
+                _ => None,
+            });
+        if let Some(number) = number {
+            directory
+                .set_opt_out(&target.org_id, number, Some(chrono::Utc::now()))
+                .await?;
+            tracing::info!(org_id = %target.org_id, notification_id = %target.notification_id, "a receipt says the number opted out: recorded");
+        }
+        Ok(())
     }
 
     /// [`Self::apply`], looking once more after [`Self::retry_unknown_after`] when the
@@ -321,6 +372,7 @@ pub async fn gateway_callback(
         log: svc.log.clone(),
         retry_unknown_after: svc.receipt_retry,
         metrics: svc.metrics.clone(),
+        opt_outs: Some(svc.directory.clone()),
     };
     match receipts.apply_patiently(&receipt).await? {
         ReceiptMatch::Unknown => Err(ApiError::not_found(

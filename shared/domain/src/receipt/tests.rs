@@ -190,3 +190,55 @@ fn signatures_verify_only_with_the_right_key_url_and_body() {
         "GvWf1cFY/Q7PnoempGyD5oXAezc="
     );
 }
+
+/// v1.2: receipts saying the number opted out end the delivery `opted_out`.
+#[test]
+fn receipts_saying_the_number_opted_out_are_told_apart() {
+    let reason = |r: ProviderReceipt| match r.status {
+        ReceiptStatus::Undelivered { reason, .. } => reason,
+        other => panic!("{other:?}"),
+    };
+    let sns = |words: &str| {
+        reason(
+            parse_sns_sms_status(
+                &serde_json::json!({"notification": {"messageId": "m-1"}, "status": "FAILURE",
+                    "delivery": {"providerResponse": words}})
+                .to_string(),
+            )
+            .unwrap(),
+        )
+    };
+    assert_eq!(sns("Phone number is opted out"), OPTED_OUT);
+    assert_eq!(
+        sns("Unknown error attempting to reach phone"),
+        "carrier_failed"
+    );
+    let gateway = |format, body: &str| {
+        reason(
+            parse_gateway_callback(format, &org(), &main_cc(), None, body.as_bytes())
+                .unwrap()
+                .unwrap(),
+        )
+    };
+    assert_eq!(
+        gateway(
+            GatewayFormat::Twilio,
+            "MessageSid=SM1&MessageStatus=undelivered&ErrorCode=21610"
+        ),
+        OPTED_OUT
+    );
+    assert_eq!(
+        gateway(
+            GatewayFormat::Twilio,
+            "MessageSid=SM1&MessageStatus=undelivered&ErrorCode=30003"
+        ),
+        "carrier_failed"
+    );
+    assert_eq!(
+        gateway(
+            GatewayFormat::Json,
+            r#"{"message_id": "m", "status": "undelivered", "error": "Recipient has OPTED OUT"}"#
+        ),
+        OPTED_OUT
+    );
+}
