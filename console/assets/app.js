@@ -375,6 +375,7 @@ function fillCommunication(c) {
   $("comm-virtual").checked = Boolean(c.dispatch_virtual_users);
   $("comm-manual").checked = Boolean(c.manual_sms);
   $("comm-fallback").value = c.app_fallback_seconds != null ? c.app_fallback_seconds : "";
+  $("comm-help").value = c.sms_help_text || "";
   const esc = c.dispatch_escalation;
   $("comm-escalate").checked = Boolean(esc);
   $("comm-escalate-after").value = esc ? esc.after_seconds : "";
@@ -402,6 +403,9 @@ function communicationBody() {
   };
   const fallback = numberOrNull("comm-fallback");
   if (fallback !== null) body.app_fallback_seconds = fallback;
+  // Empty: back to the default text.
+  const help = $("comm-help").value;
+  body.sms_help_text = help === "" ? null : help;
   return body;
 }
 

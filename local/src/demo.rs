@@ -3,9 +3,10 @@
 //! channel, status and reason, so every routing rule shows on one screen.
 
 use crate::{LocalApp, LocalConfig};
+use anyhow::Context as _;
 use flare_shared::app::api::{self, ApiRequest};
 use flare_shared::app::auth::{Claims, Role};
-use flare_shared::domain::{FailReason, NotificationId, OrgId};
+use flare_shared::domain::{Channel, FailReason, NotificationId, OrgId};
 use flare_shared::ports::SendError;
 use serde_json::{Value, json};
 use std::fmt::Write as _;
@@ -350,10 +351,11 @@ async fn failover_and_receipts(app: &LocalApp) -> anyhow::Result<(String, Notifi
     Ok((title.into(), south))
 }
 
-/// v1.2: Ana answers the dispatch `responding` in the app; Bo, who has no app, replies
-/// `2` to the South dispatch's SMS through South's gateway (its inbound webhook, signed
-/// with the gateway's password): `unavailable`, by SMS. (The confirmation to Bo cannot
-/// go: South's gateway is down.)
+/// v1.2: Ana answers the dispatch `responding` in the app; Fi, who has no device, opens
+/// the response link in her dispatch SMS and answers `responding` there; Bo, who has no
+/// app, replies `2` to the South dispatch's SMS through South's gateway (its inbound
+/// webhook, signed with the gateway's password): `unavailable`, by SMS. (The
+/// confirmation to Bo cannot go: South's gateway is down.)
 async fn answers(app: &LocalApp, routed: &[(String, NotificationId)]) -> anyhow::Result<()> {
     use flare_shared::domain::GatewayFormat;
     use flare_shared::domain::receipt::{sign, signature_header};
@@ -367,6 +369,7 @@ async fn answers(app: &LocalApp, routed: &[(String, NotificationId)]) -> anyhow:
         json!({"response": "responding"}),
     )
     .await;
+    by_link(app, dispatch, "fi").await?;
     let path = format!("/v1/inbound/sms/{ORG}/south");
     let url = format!("http://127.0.0.1:8080{path}");
     let body = json!({"from": BO_MOBILE, "to": "FLARESOUTH", "text": "2",
@@ -393,6 +396,50 @@ async fn answers(app: &LocalApp, routed: &[(String, NotificationId)]) -> anyhow:
     };
     let r = api::handle(&app.services, req).await;
     anyhow::ensure!(r.status == 204, "Bo's SMS reply: {} {:?}", r.status, r.body);
+    Ok(())
+}
+
+/// `who` opens the response link of their SMS of notification `id` (the page, which
+/// changes nothing) and presses `Responding` (the form's POST).
+async fn by_link(app: &LocalApp, id: &NotificationId, who: &str) -> anyhow::Result<()> {
+    let place = PEOPLE
+        .iter()
+        .position(|p| p.id == who)
+        .context("not a demo person")?;
+    let mobile = format!("+1415555{:04}", 100 + place);
+    let sms = app
+        .outbox
+        .entries()
+        .await?
+        .into_iter()
+        .find(|e| &e.notification_id == id && e.channel == Channel::Sms && e.to == mobile)
+        .with_context(|| format!("no SMS of {id} to {who}"))?;
+    // `.../r/<code>`: the path, as the phone's browser asks for it.
+    let at = sms
+        .body
+        .find("/r/")
+        .context("no response link in the SMS")?;
+    let path: String = sms.body[at..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '/')
+        .collect();
+    for (method, body) in [("GET", ""), ("POST", "response=responding")] {
+        let req = ApiRequest {
+            method: method.into(),
+            path: path.clone(),
+            claims: Err(flare_shared::app::auth::AuthFailure::NoToken),
+            body: body.as_bytes().to_vec(),
+            query: None,
+            idempotency_key: None,
+            headers: vec![(
+                "content-type".into(),
+                "application/x-www-form-urlencoded".into(),
+            )],
+            url: None,
+        };
+        let r = api::handle(&app.services, req).await;
+        anyhow::ensure!(r.status == 200, "{who}'s link {method}: {}", r.status);
+    }
     Ok(())
 }
 

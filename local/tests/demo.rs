@@ -20,8 +20,10 @@ async fn the_demo_shows_every_routing_rule() {
         "via sns (failover from http)",
         "bounced (smtp; 550 5.1.1 mailbox unavailable)",
         "== Manual SMS to Bo",
-        // v1.2: Ana answers in the app, Bo by replying to the SMS.
+        // v1.2: Ana answers in the app, Fi by the link in her SMS, Bo by replying to
+        // the SMS.
         "answered responding (by app)",
+        "answered responding (by link)",
         "answered unavailable (by sms)",
     ] {
         assert!(

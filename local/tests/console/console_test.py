@@ -236,6 +236,13 @@ def communication_saved_and_read_back():
     if not by_label("Manual SMS").is_selected():
         by_label("Manual SMS").click()
     fill("App fallback (seconds)", "45")
+    # A blank at the end is refused, naming the field; then saved as typed.
+    fill("SMS help text", "Acme alerts. Reply STOP to opt out. ")
+    button("Save", "#communication-form").click()
+    wait(lambda: "Not saved" in text_of("communication-message"), "the help text with a trailing blank refused")
+    err = D.find_element(By.CSS_SELECTOR, '[data-error-for="sms_help_text"]')
+    assert "space" in err.text, err.text
+    fill("SMS help text", "Acme alerts. Reply STOP to opt out.")
     button("Save", "#communication-form").click()
     wait(lambda: "Saved" in text_of("communication-message"), "the communication settings to be saved")
     D.refresh()
@@ -245,6 +252,7 @@ def communication_saved_and_read_back():
     assert Select(by_label("Messages")).first_selected_option.text == "Via the Mobile App Only"
     assert by_label("Manual SMS").is_selected()
     assert by_label("App fallback (seconds)").get_attribute("value") == "45"
+    assert by_label("SMS help text").get_attribute("value") == "Acme alerts. Reply STOP to opt out."
 
 
 def a_notification_reaches_no_pending():
