@@ -12,6 +12,15 @@
 //! before it is answered, as in `serve`; the check for "nothing pending" counts pending
 //! records from the database's index (reading every record each time would measure the
 //! reads). After each size, the process's resident memory, now and at its peak.
+//!
+//!     cargo bench -p flare-local --bench dispatch -- --replies [1000]
+//!
+//! v1.2: SMS replies instead. One dispatch to N responders under `app_sms_email` (every
+//! one gets an SMS through the SNS stand-in), then each responder replies `1`, one after
+//! another: each reply timed from the inbound message read (as a gateway's route hands
+//! it over, its signature already checked) until the answer is recorded and the
+//! confirmation handed to the SNS stand-in (written to the runner's database). Median,
+//! p99 and maximum over the N replies.
 
 #[path = "support.rs"]
 mod support;
@@ -65,7 +74,75 @@ async fn run(app: &LocalApp, n: usize, set: usize) -> Vec<Duration> {
     times
 }
 
+/// `--replies`: N responders each answer the one dispatch by SMS reply, in turn.
+async fn replies(n: usize) {
+    let comm = CommunicationSettings {
+        dispatch: Method::AppSmsEmail,
+        ..Default::default()
+    };
+    let (app, cfg) = support::open(comm, n).await;
+    let org = OrgId::parse("bench").unwrap();
+    let ids: Vec<String> = (0..n).map(|i| format!("u-{i:06}")).collect();
+    let event = support::dispatch("bench-replies", &ids);
+    app.notifier.route(&event).await.unwrap();
+    while app.db.pending_count(&org, &event.notification_id).unwrap() > 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let through = app
+        .services
+        .settings
+        .effective_sms(&org, &ControlCenterId::main())
+        .await
+        .unwrap()
+        .unwrap();
+    let replies = app.services.replies();
+    let sent_before = app.outbox.entries().await.unwrap().len();
+    let mut times = Vec::with_capacity(n);
+    for i in 0..n {
+        let sms = flare_shared::domain::inbound::InboundSms {
+            from: PhoneNumber::parse(&format!("+1415{i:07}")).unwrap(),
+            to: "+12065550142".into(),
+            text: "1".into(),
+            message_id: format!("bench-reply-{i}"),
+        };
+        let start = Instant::now();
+        let done = flare_shared::app::inbound::received(&replies, Some(&org), &sms, &through)
+            .await
+            .unwrap();
+        times.push(start.elapsed());
+        assert_eq!(done, flare_shared::app::inbound::Replied::Answered);
+    }
+    // Every answer recorded, every confirmation handed over.
+    let logged = app
+        .services
+        .log
+        .get_notification(&org, &event.notification_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(logged.responses.len(), n);
+    assert_eq!(app.outbox.entries().await.unwrap().len(), sent_before + n);
+    times.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    println!(
+        "{n} SMS replies `1` to one dispatch, one after another: {:.2} ms median, {:.2} ms p99, {:.2} ms max (matched, answered, confirmation handed to the SNS stand-in)",
+        ms(times[n / 2]),
+        ms(times[(n * 99 / 100).min(n - 1)]),
+        ms(times[n - 1])
+    );
+    let _ = std::fs::remove_dir_all(&cfg.data_dir);
+}
+
 fn main() {
+    if std::env::args().any(|a| a == "--replies") {
+        let n = support::sizes(&[1000])[0];
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(replies(n));
+        return;
+    }
     let sizes = support::sizes(&[1000, 3000]);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -367,3 +367,123 @@ async fn a_view_page_reads_one_page_of_records_whatever_the_shard_count_on_moto(
     let most = reads.iter().max().copied().unwrap();
     assert!(most <= 1 + 22 + 10, "items read per page: {reads:?}");
 }
+
+/// v1.2: an SMS reply `1` (or `2`) costs four DynamoDB calls when nothing of the
+/// responder's is pending, through a gateway (its organization known) or from End User
+/// Messaging (found by the number in any organization): the inbound id (PutItem), the
+/// number's newest dispatch SMS (GetItem), the answer with its ack (UpdateItem) and the
+/// responder's records (Query); then the confirmation goes through SNS.
+#[tokio::test]
+async fn an_sms_reply_costs_four_dynamodb_calls_on_moto() {
+    use flare_aws::dynamodb::{DynamoDirectory, DynamoSettings};
+    use flare_shared::app::inbound::{Replied, Replies, end_user_messaging, received};
+    use flare_shared::domain::inbound::InboundSms;
+    use flare_shared::domain::*;
+    use flare_shared::ports::{DeliveryLog, Finish, SmsSent};
+    use std::sync::Arc;
+    let stack = AwsStack::create(moto()).await.unwrap();
+    let counter = flare_tests::fanout::CallCounter::default();
+    let db = aws_sdk_dynamodb::Client::from_conf(
+        aws_sdk_dynamodb::config::Builder::from(&stack.sdk)
+            .interceptor(counter.clone())
+            .build(),
+    );
+    let org = OrgId::parse(&unique("org")).unwrap();
+    let log = Arc::new(DynamoDeliveryLog::new(db.clone(), &stack.tables.log));
+    let n = conformance::notification(&org);
+    let number = PhoneNumber::parse("+14155550161").unwrap();
+    let mut record = conformance::record(&n, "u-1", Channel::Sms, false);
+    record.destination = Some(Destination::Phone(number.clone()));
+    log.create_notification(&n).await.unwrap();
+    log.put_first_records(&n, std::slice::from_ref(&record))
+        .await
+        .unwrap();
+    let who = record.recipient.clone();
+    let lease = std::time::Duration::from_secs(60);
+    log.claim(&org, &n.notification_id, &who, record.slot(), lease)
+        .await
+        .unwrap();
+    let sent = Finish::Sent {
+        attempt: 1,
+        provider: Provider::Sns,
+        provider_message_id: Some("m-1".into()),
+        receipt_key: None,
+        failover_from: None,
+    };
+    assert!(
+        log.finish(&org, &n.notification_id, &who, record.slot(), sent)
+            .await
+            .unwrap()
+    );
+    let remembered = SmsSent {
+        notification_id: n.notification_id.clone(),
+        user_id: UserId::parse("u-1").unwrap(),
+        at: chrono::Utc::now(),
+        org_id: Some(org.clone()),
+        control_center_id: Some(ControlCenterId::main()),
+        incident_id: None,
+    };
+    for scope in [Some(&org), None] {
+        log.remember_sms(scope, &number, &remembered).await.unwrap();
+    }
+    let replies = Replies {
+        settings: Arc::new(DynamoSettings::new(db.clone(), &stack.tables.settings)),
+        directory: Arc::new(DynamoDirectory::new(db, &stack.tables.directory)),
+        log: log.clone(),
+        metrics: Arc::new(flare_shared::ports::NoMetrics),
+        sms_senders: [(
+            Provider::Sns,
+            Arc::new(flare_aws::sns_sms::SnsSmsSender::new(flare_aws::sns(
+                &stack.sdk,
+            ))) as Arc<dyn flare_shared::ports::SmsSender>,
+        )]
+        .into(),
+    };
+    let through = SmsSettings {
+        control_center_id: ControlCenterId::main(),
+        provider: SmsProvider::Sns,
+        sender_number: None,
+        password_set: false,
+        secrets_at: None,
+    };
+    let sms = |text: &str, id: &str| InboundSms {
+        from: number.clone(),
+        to: "+12065550142".into(),
+        text: text.into(),
+        message_id: id.into(),
+    };
+    let calls = |before: std::collections::BTreeMap<String, u64>| -> Vec<(String, u64)> {
+        counter
+            .counts()
+            .iter()
+            .map(|(op, c)| (op.clone(), c - before.get(op).copied().unwrap_or(0)))
+            .filter(|(_, c)| *c > 0)
+            .collect()
+    };
+    let four = |calls: Vec<(String, u64)>| {
+        assert_eq!(
+            calls,
+            [
+                ("GetItem".to_string(), 1),
+                ("PutItem".to_string(), 1),
+                ("Query".to_string(), 1),
+                ("UpdateItem".to_string(), 1)
+            ]
+        )
+    };
+    let before = counter.counts();
+    let done = received(&replies, Some(&org), &sms("1", "g-1"), &through).await;
+    assert_eq!(done.unwrap(), Replied::Answered);
+    four(calls(before));
+    let before = counter.counts();
+    let done = end_user_messaging(&replies, &sms("2", "e-1")).await;
+    assert_eq!(done.unwrap(), Replied::Answered);
+    four(calls(before));
+    let logged = log
+        .get_notification(&org, &n.notification_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(logged.responses[0].1.answer, Answer::Unavailable);
+    assert_eq!(logged.acks.len(), 1);
+}
