@@ -870,6 +870,84 @@ async fn receipt_samples_reach_their_deliveries() {
         "a repeat"
     );
 
+    // v1.2: a response link (stored as the SMS function stores it) through `flare-api`:
+    // the GET is a page and changes nothing, the POST records the answer by link.
+    let code = LinkCode::from_random(*uuid::Uuid::new_v4().as_bytes());
+    log.put_link(&ResponseLink {
+        digest: code.digest(),
+        org_id: org.clone(),
+        notification_id: n.notification_id.clone(),
+        user_id: UserId::parse("u-17").unwrap(),
+        title: "Structure fire".into(),
+        text: "Engine 7 to 12 Main St.".into(),
+        expires_at: chrono::Utc::now() + LINK_VALIDITY,
+    })
+    .await
+    .unwrap();
+    let page = |method: &str, path: &str, form: Option<&str>| {
+        let mut ev = with(sample("api/list-users.json"), method, path, None);
+        ev["routeKey"] = json!(format!("{method} /r/{{code}}"));
+        if let Some(f) = form {
+            ev["body"] = json!(f);
+            ev["headers"]["content-type"] = json!("application/x-www-form-urlencoded");
+        }
+        ev
+    };
+    let answer_of = |logged: &flare_shared::ports::Logged| {
+        logged
+            .responses
+            .iter()
+            .find(|(u, _)| u.as_str() == "u-17")
+            .map(|(_, r)| (r.answer, r.via))
+    };
+    let path = format!("/r/{}", code.as_str());
+    let resp = d.f("flare-api").call(&page("GET", &path, None)).await;
+    assert_eq!(resp["statusCode"], 200, "{resp}");
+    assert_eq!(
+        resp["headers"]["content-type"], "text/html; charset=utf-8",
+        "{resp}"
+    );
+    assert!(
+        resp["body"]
+            .as_str()
+            .unwrap()
+            .contains("<h1>Structure fire</h1>"),
+        "{resp}"
+    );
+    let stored = log
+        .get_notification(&org, &n.notification_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        answer_of(&stored),
+        Some((Answer::Unavailable, AnsweredVia::Sms)),
+        "the GET changed nothing"
+    );
+    let resp = d
+        .f("flare-api")
+        .call(&page("POST", &path, Some("response=responding")))
+        .await;
+    assert_eq!(resp["statusCode"], 200, "{resp}");
+    assert!(
+        resp["body"]
+            .as_str()
+            .unwrap()
+            .contains("Recorded: you are responding"),
+        "{resp}"
+    );
+    let stored = log
+        .get_notification(&org, &n.notification_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        answer_of(&stored),
+        Some((Answer::Responding, AnsweredVia::Link))
+    );
+    let unknown = page("GET", "/r/0000000000000000", None);
+    assert_eq!(d.f("flare-api").call(&unknown).await["statusCode"], 404);
+
     // The Twilio callback: north's gateway signs with its stored password `s3cret-pw`.
     let put = with(
         sample("api/put-sms-settings.json"),
