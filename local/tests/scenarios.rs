@@ -2835,3 +2835,123 @@ async fn end_user_messaging_replies_and_opted_out_receipts() {
     );
     o.app.stop().await;
 }
+
+/// v1.2, the scenario: a dispatch whose push stays silent sends the SMS fallback
+/// after the window; the responder replies `1` through the Twilio-format route:
+/// `responding` via `sms`, the confirmation reaches the gateway, and the escalation
+/// cycle due 5 s after routing never starts for them.
+#[tokio::test]
+async fn a_reply_to_the_fallback_sms_stops_the_escalation() {
+    use flare_shared::domain::GatewayFormat::Twilio;
+    let o = org(
+        json!({"dispatch": "app_then_sms_email", "app_fallback_seconds": 1,
+                       "dispatch_escalation": {"after_seconds": 3, "cycles": 1}}),
+    )
+    .await;
+    let path = http_gateway(&o, "main", "twilio", json!({})).await;
+    o.responder_u17().await;
+    let started = std::time::Instant::now();
+    let id = o.post(&incident("incident-dispatched")).await;
+    // The push is sent and no receipt comes: after the window, the SMS goes.
+    let mut sent = false;
+    for _ in 0..300 {
+        let (_, n) = o
+            .app
+            .get(&format!("/v1/notifications/{id}"), &o.admin)
+            .await;
+        if by_cycle(&n).contains(&(0, "sms".into(), "sent".into())) {
+            sent = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(sent, "the fallback SMS was sent");
+    let body = "From=%2B14155550117&To=ACMEFIRE&Body=1&MessageSid=SM-esc-1";
+    assert_eq!(
+        signed_post(&o, "/v1/inbound/sms/acme/main", Twilio, "s3cret-pw", body).await,
+        204
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "answered before the cycle was due (the machine was too slow to tell)"
+    );
+    let (_, n) = o
+        .app
+        .get(&format!("/v1/notifications/{id}"), &o.admin)
+        .await;
+    let r = &n["recipients"][0];
+    assert_eq!(
+        (r["response"].as_str(), r["responded_via"].as_str()),
+        (Some("responding"), Some("sms")),
+        "{n}"
+    );
+    // Past the cycle's time (5 s after routing) and some: no cycle 1 for u-17.
+    tokio::time::sleep(Duration::from_secs(6).saturating_sub(started.elapsed())).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (_, n) = o
+        .app
+        .get(&format!("/v1/notifications/{id}"), &o.admin)
+        .await;
+    let cycles: Vec<u64> = by_cycle(&n).iter().map(|(c, _, _)| *c).collect();
+    assert!(cycles.iter().all(|c| *c == 0), "no escalation cycle: {n}");
+    let back = twilio_sends(&path).await;
+    assert!(
+        back.iter().any(|(to, text)| to == "+14155550117" && text.contains("recorded, you are responding")),
+        "the confirmation reached the gateway: {back:?}"
+    );
+    o.app.stop().await;
+}
+
+/// v1.2: a reply to a dispatch SMS sent more than 24 hours ago answers nothing and gets
+/// nothing back.
+#[tokio::test]
+async fn a_reply_after_24_hours_answers_nothing() {
+    use flare_shared::domain::GatewayFormat::Twilio;
+    let o = org(json!({"dispatch": "app_sms_email"})).await;
+    let path = http_gateway(&o, "main", "twilio", json!({})).await;
+    o.user(
+        "u-35",
+        "passive_reporter",
+        None,
+        Some("u35@flare.example"),
+        false,
+        false,
+    )
+    .await;
+    let mut ev = incident("incident-dispatched");
+    ev["detail"]["recipient_ids"] = json!(["u-35"]);
+    let id = o.post(&ev).await;
+    o.settled(&id).await;
+    // As if a dispatch SMS of it went to u-35's number a day and an hour ago (the
+    // dispatch itself sent nothing to it: u-35 has no mobile).
+    let org_id = flare_shared::domain::OrgId::parse("acme").unwrap();
+    let number = flare_shared::domain::PhoneNumber::parse("+14155550135").unwrap();
+    let log = o.app.app.services.log.clone();
+    let late = flare_shared::ports::SmsSent {
+        notification_id: flare_shared::domain::NotificationId::parse(&id).unwrap(),
+        user_id: flare_shared::domain::UserId::parse("u-35").unwrap(),
+        at: chrono::Utc::now() - chrono::TimeDelta::hours(25),
+        org_id: Some(org_id.clone()),
+        control_center_id: None,
+        incident_id: None,
+    };
+    log.remember_sms(Some(&org_id), &number, &late)
+        .await
+        .unwrap();
+    let before = twilio_sends(&path).await.len();
+    let body = "From=%2B14155550135&To=ACMEFIRE&Body=1&MessageSid=SM-late-1";
+    assert_eq!(
+        signed_post(&o, "/v1/inbound/sms/acme/main", Twilio, "s3cret-pw", body).await,
+        204
+    );
+    let n = o.settled(&id).await;
+    assert_eq!(n["recipients"][0]["response"], Value::Null, "{n}");
+    assert_eq!(twilio_sends(&path).await.len(), before, "nothing sent back");
+    let nid = flare_shared::domain::NotificationId::parse(&id).unwrap();
+    let logged = log.get_notification(&org_id, &nid).await.unwrap().unwrap();
+    assert!(
+        logged.responses.is_empty() && logged.acks.is_empty(),
+        "{logged:?}"
+    );
+    o.app.stop().await;
+}
