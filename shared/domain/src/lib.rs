@@ -11,6 +11,7 @@ pub mod health;
 pub mod ids;
 pub mod inbound;
 pub mod input;
+pub mod jobs;
 pub mod license;
 pub mod link;
 pub mod phone;
