@@ -914,13 +914,12 @@ async fn receipt_samples_reach_their_deliveries() {
             .contains("<h1>Structure fire</h1>"),
         "{resp}"
     );
-    let stored = log
-        .get_notification(&org, &n.notification_id)
-        .await
-        .unwrap()
-        .unwrap();
+    let answer_now = || async {
+        let stored = log.get_notification(&org, &n.notification_id).await;
+        answer_of(&stored.unwrap().unwrap())
+    };
     assert_eq!(
-        answer_of(&stored),
+        answer_now().await,
         Some((Answer::Unavailable, AnsweredVia::Sms)),
         "the GET changed nothing"
     );
@@ -936,13 +935,8 @@ async fn receipt_samples_reach_their_deliveries() {
             .contains("Recorded: you are responding"),
         "{resp}"
     );
-    let stored = log
-        .get_notification(&org, &n.notification_id)
-        .await
-        .unwrap()
-        .unwrap();
     assert_eq!(
-        answer_of(&stored),
+        answer_now().await,
         Some((Answer::Responding, AnsweredVia::Link))
     );
     let unknown = page("GET", "/r/0000000000000000", None);
