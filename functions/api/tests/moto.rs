@@ -215,7 +215,7 @@ async fn communication_settings_default_then_persist() {
         body,
         json!({"dispatch": "app_then_sms_email", "incident_contacts": "app_then_sms_email",
         "messages": "app_then_sms_email", "distress": false, "dispatch_virtual_users": false, "manual_sms": false,
-        "app_fallback_seconds": 60, "dispatch_escalation": null})
+        "app_fallback_seconds": 60, "dispatch_escalation": null, "sms_help_text": null})
     );
     assert_eq!(
         api.call(api.admin(event("put-communication-settings")))

@@ -302,7 +302,8 @@ pub(super) fn schemas() -> Value {
                 "description": "The recipient's answer; a later one replaces it."},
         })),
         "ReceiptInput": object(&[], json!({
-            "device_id": id(128, "The device the notification reached.", "3f2b8c1e-0d4a-4c55-9a34-2f1d3e6b7a90"),
+            // null is taken as left out, as the server does.
+            "device_id": nullable(id(128, "The device the notification reached.", "3f2b8c1e-0d4a-4c55-9a34-2f1d3e6b7a90")),
         })),
         "Accepted": {
             "type": "object", "required": ["notification_id"],
