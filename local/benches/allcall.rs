@@ -138,7 +138,7 @@ async fn invocations(n: usize) -> (Duration, Duration, Duration, usize) {
         pacer: None,
         sns_per_second: None,
         max_pace_wait: None,
-        public_url: None,
+        links: None,
     };
     let mut pages: Vec<Duration> = Vec::new();
     for (check, _) in queue.take_checks() {

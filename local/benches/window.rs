@@ -104,7 +104,7 @@ async fn bench(n: usize) {
         pacer: None,
         sns_per_second: None,
         max_pace_wait: None,
-        public_url: None,
+        links: None,
     };
     let queue = LocalQueue::start_with(deliverer, Duration::from_millis(200));
     let notifier = Notifier {

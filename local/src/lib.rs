@@ -79,6 +79,21 @@ impl LocalConfig {
     }
 }
 
+/// Makes the key response link codes are sealed with, the first time (AWS: the
+/// template makes it in Secrets Manager).
+async fn ensure_link_key(secrets: &dyn flare_shared::ports::SecretStore) -> anyhow::Result<()> {
+    use flare_shared::ports::SecretKey;
+    if secrets.get(&SecretKey::LinkKey).await?.is_none() {
+        let key = format!(
+            "{}{}",
+            uuid::Uuid::new_v4().simple(),
+            uuid::Uuid::new_v4().simple()
+        );
+        secrets.put(&SecretKey::LinkKey, &key.into()).await?;
+    }
+    Ok(())
+}
+
 /// The database under the data directory.
 pub const DATABASE: &str = "flare.db";
 
@@ -250,7 +265,13 @@ fn deliverer(
         pacer: Some(Arc::new(flare_memory::MemoryPacer::default())),
         sns_per_second: None,
         max_pace_wait: None,
-        public_url: cfg.public_url.clone(),
+        links: cfg
+            .public_url
+            .clone()
+            .map(|public_url| flare_shared::app::deliver::Links {
+                public_url,
+                secrets: stores.secrets.clone(),
+            }),
     }
 }
 
@@ -291,6 +312,7 @@ impl LocalApp {
         let db = Sqlite::open(&cfg.data_dir.join(DATABASE))?;
         legacy::import(&cfg.data_dir, &db).await?;
         let stores = Stores::of(&db);
+        ensure_link_key(stores.secrets.as_ref()).await?;
         let (gateway, smtp) = custom_senders(cfg, &stores)?;
         let outbox = Arc::new(MemoryOutbox::with_journal(Arc::new(db.clone())));
         let senders = Senders::of(&outbox, gateway, smtp);

@@ -2638,7 +2638,11 @@ async fn a_response_link_shows_the_dispatch_and_records_the_answer() {
     assert!(sms.contains(&format!("{}/r/", o.app.base)), "{sms}");
     assert!(email.contains("Answer here: http"), "{email}");
     let path = link_path(&sms);
-    let _ = link_path(&email);
+    assert_eq!(
+        link_path(&email),
+        path,
+        "one link per (notification, recipient)"
+    );
     let answer = |n: &Value| {
         let r = &n["recipients"][0];
         (r["response"].clone(), r["responded_via"].clone())

@@ -133,7 +133,7 @@ impl World {
             pacer: None,
             sns_per_second: None,
             max_pace_wait: None,
-            public_url: None,
+            links: None,
         }
     }
 

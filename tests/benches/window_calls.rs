@@ -79,7 +79,7 @@ async fn run(stack: &AwsStack, n: usize, window: u32) -> Counted {
         pacer: None,
         sns_per_second: None,
         max_pace_wait: None,
-        public_url: None,
+        links: None,
     };
     // The push function's side: receive (not counted), handle, delete (not counted),
     // until nothing is held any more.

@@ -1293,6 +1293,34 @@ pub async fn replies(log: &dyn DeliveryLog, org: &OrgId) {
     };
     log.put_link(&link).await.unwrap();
     let found = log.link(&code.digest()).await.unwrap().unwrap();
+    assert_eq!(found.digest, link.digest);
+    // One code per (notification, recipient): the first candidate is stored with its
+    // link; a later one gets the first back, and its own link is not stored.
+    let pair = flare_shared::domain::ResponseLink {
+        notification_id: NotificationId::parse("n-pair").unwrap(),
+        ..link.clone()
+    };
+    let (first, second) = (
+        flare_shared::domain::LinkCode::from_random([1; 16]),
+        flare_shared::domain::LinkCode::from_random([2; 16]),
+    );
+    let sealed = |c: &flare_shared::domain::LinkCode| flare_shared::domain::SealedCode {
+        digest: c.digest(),
+        sealed: format!("sealed-{}", c.as_str()),
+    };
+    let with = |c: &flare_shared::domain::LinkCode| flare_shared::domain::ResponseLink {
+        digest: c.digest(),
+        ..pair.clone()
+    };
+    let stored = log.link_for(&with(&first), &sealed(&first)).await.unwrap();
+    assert_eq!(stored, None, "the first is stored");
+    assert!(log.link(&first.digest()).await.unwrap().is_some());
+    let again = log
+        .link_for(&with(&second), &sealed(&second))
+        .await
+        .unwrap();
+    assert_eq!(again, Some(sealed(&first)), "the pair's first code, again");
+    assert_eq!(log.link(&second.digest()).await.unwrap(), None);
     assert_eq!(
         (found.notification_id, found.user_id, found.title),
         (

@@ -195,6 +195,14 @@ impl AwsStack {
                 .await?;
             *slot = out.platform_application_arn;
         }
+        // The response link key, as the template's LinkKeySecret makes it.
+        let secret_prefix = unique("flare");
+        aws::secretsmanager(&sdk)
+            .create_secret()
+            .name(flare_shared::ports::SecretKey::LinkKey.name(&secret_prefix))
+            .secret_string(unique("link-key"))
+            .send()
+            .await?;
         Ok(Self {
             sdk,
             tables,
@@ -202,7 +210,7 @@ impl AwsStack {
             dlqs,
             dlq_arns,
             platform_apps,
-            secret_prefix: unique("flare"),
+            secret_prefix,
         })
     }
 

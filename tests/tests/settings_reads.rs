@@ -142,7 +142,7 @@ async fn a_gateway_sms_job_reads_the_settings_once() {
         pacer: None,
         sns_per_second: None,
         max_pace_wait: None,
-        public_url: None,
+        links: None,
     };
     let n = Notification {
         control_center_id: ControlCenterId::parse("north").unwrap(),

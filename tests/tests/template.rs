@@ -683,6 +683,11 @@ fn sms_replies_reach_the_receipts_function_and_links_know_the_public_address() {
         t["Outputs"]["SmsInboundTopicArn"]["Value"],
         json!({"Ref": "SmsInboundTopic"})
     );
+    // The key that seals link codes, where the SMS and email functions may read it.
+    assert_eq!(
+        r["LinkKeySecret"]["Properties"]["Name"],
+        json!({"Fn::Sub": "${SecretPrefix}/response-link-key"})
+    );
     for f in [
         "SmsFunction",
         "SmsUrgentFunction",

@@ -379,7 +379,8 @@ impl DeliveryConfig {
             pacer: None,
             sns_per_second: None,
             max_pace_wait: Some(self.max_pace_wait),
-            public_url: self.public_url.clone(),
+            // The SMS and email functions set them, with their secret store.
+            links: None,
         }
     }
 

@@ -22,7 +22,7 @@ fn function() -> DeliveryFunction {
         pacer: None,
         sns_per_second: None,
         max_pace_wait: None,
-        public_url: None,
+        links: None,
     })
 }
 

@@ -39,7 +39,7 @@ pub use ids::{
     ControlCenterId, DeviceId, IdempotencyKey, IncidentId, NotificationId, OrgId, UserId,
 };
 pub use license::License;
-pub use link::{LINK_VALIDITY, LinkCode, ResponseLink};
+pub use link::{LINK_VALIDITY, LinkCode, ResponseLink, SealedCode, link_pad};
 pub use phone::{PhoneNumber, SenderId};
 pub use reason::{FailReason, FailureKind};
 pub use response::{Answer, AnsweredVia, Response};

@@ -3,6 +3,7 @@
 //! a copy of the table answers nobody's dispatch.
 
 use crate::ids::{NotificationId, OrgId, UserId};
+use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -59,6 +60,53 @@ impl LinkCode {
     pub fn url(&self, base: &str) -> String {
         format!("{}/r/{}", base.trim_end_matches('/'), self.0)
     }
+}
+
+/// The one-time pad that seals the code of (`org`, `notification`, `user`) under the
+/// deployment's link key: the first 16 bytes of HMAC-SHA256 over the three, each
+/// length-prefixed. Each (notification, recipient) has one code, written once, so its pad
+/// seals nothing else.
+pub fn link_pad(key: &[u8], org: &OrgId, notification: &NotificationId, user: &UserId) -> [u8; 16] {
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
+    for part in [org.as_str(), notification.as_str(), user.as_str()] {
+        mac.update(&(part.len() as u32).to_be_bytes());
+        mac.update(part.as_bytes());
+    }
+    let mut pad = [0; 16];
+    pad.copy_from_slice(&mac.finalize().into_bytes()[..16]);
+    pad
+}
+
+impl LinkCode {
+    /// The code sealed with `pad`, hex: what the log keeps, useless without the key.
+    pub fn seal(&self, pad: &[u8; 16]) -> String {
+        self.0
+            .bytes()
+            .zip(pad)
+            .map(|(c, p)| format!("{:02x}", c ^ p))
+            .collect()
+    }
+
+    /// The code [`Self::seal`] sealed with `pad` (`None` for anything else).
+    pub fn unseal(sealed: &str, pad: &[u8; 16]) -> Option<Self> {
+        if sealed.len() != 2 * Self::LEN || !sealed.is_ascii() {
+            return None;
+        }
+        let bytes: Option<Vec<u8>> = (0..Self::LEN)
+            .map(|i| u8::from_str_radix(&sealed[2 * i..2 * i + 2], 16).ok())
+            .zip(pad)
+            .map(|(b, p)| b.map(|b| b ^ p))
+            .collect();
+        Self::parse(std::str::from_utf8(&bytes?).ok()?)
+    }
+}
+
+/// A (notification, recipient)'s code as the log keeps it: sealed, and its digest (which
+/// an unsealed code must match: a key changed since gives another code, refused).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SealedCode {
+    pub digest: String,
+    pub sealed: String,
 }
 
 /// Never printed: a code in a log line would answer someone's dispatch.
@@ -122,6 +170,27 @@ mod tests {
             "72399361da6a7754fec986dca5b7cbaf1c810a28ded4abaf56b2106d06cb78b0"
         );
         assert!(!code.digest().contains(code.as_str()));
+    }
+
+    #[test]
+    fn a_sealed_code_opens_only_with_its_pairs_pad() {
+        let (org, user) = (
+            OrgId::parse("acme").unwrap(),
+            UserId::parse("u-17").unwrap(),
+        );
+        let n1 = NotificationId::parse("n-1").unwrap();
+        let n2 = NotificationId::parse("n-2").unwrap();
+        let pad = link_pad(b"key", &org, &n1, &user);
+        assert_ne!(pad, link_pad(b"key", &org, &n2, &user));
+        assert_ne!(pad, link_pad(b"another key", &org, &n1, &user));
+        let code = LinkCode::from_random([9; 16]);
+        let sealed = code.seal(&pad);
+        assert_eq!(sealed.len(), 32);
+        assert!(!sealed.contains(code.as_str()));
+        assert_eq!(LinkCode::unseal(&sealed, &pad), Some(code.clone()));
+        let other = link_pad(b"key", &org, &n2, &user);
+        assert_ne!(LinkCode::unseal(&sealed, &other), Some(code));
+        assert_eq!(LinkCode::unseal("zz", &pad), None);
     }
 
     #[test]

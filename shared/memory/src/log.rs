@@ -28,6 +28,9 @@ pub struct MemoryDeliveryLog {
     inbound: Mutex<std::collections::HashSet<(OrgId, String)>>,
     /// Response links by their code's digest.
     links: Mutex<HashMap<String, flare_shared::domain::ResponseLink>>,
+    /// Each (organization, notification, user)'s sealed code.
+    #[allow(clippy::type_complexity)]
+    links_for: Mutex<HashMap<(OrgId, NotificationId, UserId), flare_shared::domain::SealedCode>>,
 }
 
 impl MemoryDeliveryLog {
@@ -312,6 +315,25 @@ impl DeliveryLog for MemoryDeliveryLog {
     async fn put_link(&self, link: &flare_shared::domain::ResponseLink) -> StoreResult<()> {
         lock(&self.links).insert(link.digest.clone(), link.clone());
         Ok(())
+    }
+
+    async fn link_for(
+        &self,
+        link: &flare_shared::domain::ResponseLink,
+        candidate: &flare_shared::domain::SealedCode,
+    ) -> StoreResult<Option<flare_shared::domain::SealedCode>> {
+        let key = (
+            link.org_id.clone(),
+            link.notification_id.clone(),
+            link.user_id.clone(),
+        );
+        let mut all = lock(&self.links_for);
+        if let Some(existing) = all.get(&key) {
+            return Ok(Some(existing.clone()));
+        }
+        all.insert(key, candidate.clone());
+        lock(&self.links).insert(link.digest.clone(), link.clone());
+        Ok(None)
     }
 
     async fn link(&self, digest: &str) -> StoreResult<Option<flare_shared::domain::ResponseLink>> {

@@ -414,6 +414,42 @@ impl DeliveryLog for Sqlite {
             .await
     }
 
+    async fn link_for(
+        &self,
+        link: &flare_shared::domain::ResponseLink,
+        candidate: &flare_shared::domain::SealedCode,
+    ) -> StoreResult<Option<flare_shared::domain::SealedCode>> {
+        let (org, nid, user) = (
+            link.org_id.to_string(),
+            link.notification_id.to_string(),
+            link.user_id.to_string(),
+        );
+        let (digest, body) = (
+            link.digest.clone(),
+            to_json(link).map_err(StoreError::Failed)?,
+        );
+        let sealed = to_json(candidate).map_err(StoreError::Failed)?;
+        self.db
+            .write_one(move |c| {
+                let inserted = c
+                    .prepare_cached(
+                        "INSERT OR IGNORE INTO links_for (org, nid, user, body) VALUES (?1, ?2, ?3, ?4)",
+                    )?
+                    .execute(params![org, nid, user, sealed])?;
+                if inserted == 1 {
+                    c.prepare_cached("INSERT OR REPLACE INTO links (digest, body) VALUES (?1, ?2)")?
+                        .execute(params![digest, body])?;
+                    return Ok(None);
+                }
+                one(
+                    c,
+                    "SELECT body FROM links_for WHERE org = ?1 AND nid = ?2 AND user = ?3",
+                    params![org, nid, user],
+                )
+            })
+            .await
+    }
+
     async fn link(&self, digest: &str) -> StoreResult<Option<flare_shared::domain::ResponseLink>> {
         self.db.read(|c| {
             one(

@@ -472,6 +472,13 @@ mod tests {
         async fn put_link(&self, _: &crate::domain::ResponseLink) -> StoreResult<()> {
             unused()
         }
+        async fn link_for(
+            &self,
+            _: &crate::domain::ResponseLink,
+            _: &crate::domain::SealedCode,
+        ) -> StoreResult<Option<crate::domain::SealedCode>> {
+            unused()
+        }
         async fn link(&self, _: &str) -> StoreResult<Option<crate::domain::ResponseLink>> {
             unused()
         }

@@ -184,6 +184,15 @@ pub trait DeliveryLog: Send + Sync {
     ) -> StoreResult<Option<SmsSent>>;
     /// Stores a response link under its code's digest (kept until it expires).
     async fn put_link(&self, link: &crate::domain::ResponseLink) -> StoreResult<()>;
+    /// The code of `link`'s (notification, recipient): `candidate` (its code sealed) is
+    /// stored with `link` unless that pair has one already, which is answered instead
+    /// (`None`: the candidate was stored). One code per pair: the SMS and the email of a
+    /// dispatch, and its escalation cycles, carry the same link.
+    async fn link_for(
+        &self,
+        link: &crate::domain::ResponseLink,
+        candidate: &crate::domain::SealedCode,
+    ) -> StoreResult<Option<crate::domain::SealedCode>>;
     /// The link stored under `digest`, of any age (the caller says what is too old):
     /// one read, whatever the code.
     async fn link(&self, digest: &str) -> StoreResult<Option<crate::domain::ResponseLink>>;

@@ -163,6 +163,9 @@ pub enum SecretKey {
     SmsPassword(OrgId, ControlCenterId, Option<String>),
     SmsHeaderValue(OrgId, ControlCenterId, Option<String>),
     SmtpPassword(OrgId, Option<String>),
+    /// v1.2: the deployment's key that seals each (notification, recipient)'s response
+    /// link code in the log (`{prefix}/response-link-key`; the template makes it).
+    LinkKey,
 }
 
 impl SecretKey {
@@ -174,6 +177,7 @@ impl SecretKey {
             SecretKey::SmsPassword(o, c, r) => (format!("{prefix}/{o}/sms/{c}/password"), r),
             SecretKey::SmsHeaderValue(o, c, r) => (format!("{prefix}/{o}/sms/{c}/header-value"), r),
             SecretKey::SmtpPassword(o, r) => (format!("{prefix}/{o}/smtp/password"), r),
+            SecretKey::LinkKey => (format!("{prefix}/response-link-key"), &None),
         };
         if let Some(rev) = rev {
             name.push('/');
@@ -188,6 +192,7 @@ impl SecretKey {
             SecretKey::SmsPassword(_, _, r)
             | SecretKey::SmsHeaderValue(_, _, r)
             | SecretKey::SmtpPassword(_, r) => r.is_some(),
+            SecretKey::LinkKey => false,
         }
     }
 }

@@ -201,7 +201,7 @@ impl MemoryWorld {
             pacer: None,
             sns_per_second: None,
             max_pace_wait: None,
-            public_url: None,
+            links: None,
         }
     }
 

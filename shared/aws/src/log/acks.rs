@@ -172,6 +172,29 @@ impl DynamoDeliveryLog {
     }
 }
 
+impl DynamoDeliveryLog {
+    /// [`DeliveryLog::link_for`]: `ORG#{org}#LINKFOR#{notification}#{user}` holds the
+    /// pair's sealed code, written once (conditionally), gone by TTL with its link.
+    pub(super) async fn link_for_pair(
+        &self,
+        link: &flare_shared::domain::ResponseLink,
+        candidate: &flare_shared::domain::SealedCode,
+    ) -> StoreResult<Option<flare_shared::domain::SealedCode>> {
+        let pk = format!(
+            "ORG#{}#LINKFOR#{}#{}",
+            link.org_id, link.notification_id, link.user_id
+        );
+        let expires = (link.expires_at + chrono::Duration::days(1)).timestamp();
+        let item = encode(pk.clone(), "LINKFOR".into(), candidate, expires)?;
+        if self.put_if_absent(item, "PutItem link code").await? {
+            self.put_link(link).await?;
+            return Ok(None);
+        }
+        let key = HashMap::from([("pk".to_string(), s(pk)), ("sk".to_string(), s("LINKFOR"))]);
+        self.get_record(key).await?.map(decode).transpose()
+    }
+}
+
 /// One attribute value, encoded as the item's other fields are.
 fn attr<T: serde::Serialize>(v: &T) -> StoreResult<AttributeValue> {
     serde_dynamo::to_attribute_value(v)

@@ -510,6 +510,16 @@ impl DeliveryLog for DynamoDeliveryLog {
         self.answer_in_one(org, id, user, response).await
     }
 
+    /// One conditional PutItem, and the link's PutItem when it was the first (a GetItem
+    /// instead when the pair has a code already).
+    async fn link_for(
+        &self,
+        link: &flare_shared::domain::ResponseLink,
+        candidate: &flare_shared::domain::SealedCode,
+    ) -> StoreResult<Option<flare_shared::domain::SealedCode>> {
+        self.link_for_pair(link, candidate).await
+    }
+
     /// One GetItem.
     async fn link(&self, digest: &str) -> StoreResult<Option<flare_shared::domain::ResponseLink>> {
         let key = HashMap::from([

@@ -63,9 +63,17 @@ pub struct Deliverer {
     /// ([`DeliverError::Postpone`]); `None`: as long as it takes (the local runner,
     /// whose jobs have no deadline). A Lambda invocation must end in time.
     pub max_pace_wait: Option<Duration>,
-    /// The API's public address (`FLARE_PUBLIC_URL`): dispatch SMS and email to a user
-    /// carry a response link under it. `None`: no links (reply instructions only).
-    pub public_url: Option<String>,
+    /// Response links: dispatch SMS and email to a user carry one. `None`: no links
+    /// (reply instructions only).
+    pub links: Option<Links>,
+}
+
+/// Where response links point (`FLARE_PUBLIC_URL`), and where the key that seals their
+/// codes in the log is ([`crate::ports::SecretKey::LinkKey`]).
+#[derive(Clone)]
+pub struct Links {
+    pub public_url: String,
+    pub secrets: Arc<dyn crate::ports::SecretStore>,
 }
 
 /// The span every line about one job is logged in: it names the job's fields, so the

@@ -256,18 +256,49 @@ impl Deliverer {
         Ok(accepted.keyed(&job.org_id, &job.control_center_id))
     }
 
-    /// A response link for a dispatch to a user, when the public address is known: a
-    /// new random code, stored as its digest. One that cannot be stored is left out: the
-    /// message goes without it (a reply still answers), never later for it.
+    /// The response link of a dispatch to a user, when links are on: the
+    /// (notification, recipient)'s one code, made on its first message (random, stored
+    /// sealed under the link key with the link under its digest) and read back, unsealed,
+    /// by every later one (the SMS after the email, an escalation cycle). A link that
+    /// cannot be made is left out: the message goes without it (a reply still answers),
+    /// never later for it.
     pub(super) async fn response_link(&self, job: &DeliveryJob) -> Option<String> {
-        let (Some(base), RecipientRef::User(user)) = (&self.public_url, &job.recipient) else {
+        let (Some(links), RecipientRef::User(user)) = (&self.links, &job.recipient) else {
             return None;
         };
         if !job.answerable() {
             return None;
         }
-        let code = crate::domain::LinkCode::from_random(uuid::Uuid::new_v4().into_bytes());
-        let link = crate::domain::ResponseLink {
+        match self.link_code(links, job, user).await {
+            Ok(Some(code)) => Some(code.url(&links.public_url)),
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!(error = ?e, "no response link: the message goes without it");
+                None
+            }
+        }
+    }
+
+    async fn link_code(
+        &self,
+        links: &Links,
+        job: &DeliveryJob,
+        user: &crate::domain::UserId,
+    ) -> Result<Option<crate::domain::LinkCode>, crate::ports::StoreError> {
+        use crate::domain::{LinkCode, ResponseLink, SealedCode};
+        use secrecy::ExposeSecret;
+        let Some(key) = links.secrets.get(&crate::ports::SecretKey::LinkKey).await? else {
+            tracing::warn!("the response link key is not in the secret store: no link");
+            return Ok(None);
+        };
+        let pad = crate::domain::link_pad(
+            key.expose_secret().as_bytes(),
+            &job.org_id,
+            &job.notification_id,
+            user,
+        );
+        let code = LinkCode::from_random(uuid::Uuid::new_v4().into_bytes());
+        let link = ResponseLink {
             digest: code.digest(),
             org_id: job.org_id.clone(),
             notification_id: job.notification_id.clone(),
@@ -277,16 +308,27 @@ impl Deliverer {
                 .message
                 .body
                 .chars()
-                .take(crate::domain::ResponseLink::TEXT_KEPT)
+                .take(ResponseLink::TEXT_KEPT)
                 .collect(),
             expires_at: chrono::Utc::now() + crate::domain::LINK_VALIDITY,
         };
-        match self.log.put_link(&link).await {
-            Ok(()) => Some(code.url(base)),
-            Err(e) => {
-                tracing::warn!(error = ?e, "could not store a response link: the message goes without it");
-                None
-            }
+        let candidate = SealedCode {
+            digest: link.digest.clone(),
+            sealed: code.seal(&pad),
+        };
+        let Some(existing) = self.log.link_for(&link, &candidate).await? else {
+            return Ok(Some(code));
+        };
+        let opened =
+            LinkCode::unseal(&existing.sealed, &pad).filter(|c| c.digest() == existing.digest);
+        if opened.is_none() {
+            // Sealed under another key (it was replaced): this message gets a code of its own.
+            tracing::warn!(
+                "the pair's response link code does not open with the link key: a new one"
+            );
+            self.log.put_link(&link).await?;
+            return Ok(Some(code));
         }
+        Ok(opened)
     }
 }
