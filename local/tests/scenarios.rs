@@ -2481,6 +2481,10 @@ async fn an_sms_reply_through_the_gateway_answers_the_dispatch() {
     // Another text within the minute: no second "what you can reply".
     assert_eq!(inbound(reply(u30, "hello", "SM-f"), "s3cret-pw").await, 204);
     assert_eq!(sent().await.len(), 3);
+    // The same answer again within the minute (an autoresponder's `yes`): recorded, not
+    // confirmed again, so it and Flare cannot loop.
+    assert_eq!(inbound(reply(u30, "yes", "SM-g"), "s3cret-pw").await, 204);
+    assert_eq!(sent().await.len(), 3);
     // The gateway's retry of the same message, whatever it says: nothing twice.
     assert_eq!(inbound(reply(u30, "2", "SM-d"), "s3cret-pw").await, 204);
     assert_eq!(answer(&o.settled(&id).await).0, "responding");

@@ -845,11 +845,14 @@ async fn list_notifications(log: &dyn DeliveryLog, org: &OrgId) {
 
     // Answers: u-1 responding, then unavailable (the latest stands); u-2 responding.
     // An answer is an ack: the first one says so, a later one does not (u-2 acked first).
-    assert!(answer(log, d, "u-1", Answer::Responding).await);
-    assert!(!answer(log, d, "u-1", Answer::Unavailable).await);
+    let first = answer(log, d, "u-1", Answer::Responding).await;
+    assert_eq!((first.first_ack, first.previous), (true, None));
+    let second = answer(log, d, "u-1", Answer::Unavailable).await;
+    assert!(!second.first_ack);
+    assert_eq!(second.previous.map(|p| p.answer), Some(Answer::Responding));
     let u2 = UserId::parse("u-2").unwrap();
     assert!(log.ack(org, &d.notification_id, &u2).await.unwrap());
-    assert!(!answer(log, d, "u-2", Answer::Responding).await);
+    assert!(!answer(log, d, "u-2", Answer::Responding).await.first_ack);
     let acks = log
         .get_notification(org, &d.notification_id)
         .await
@@ -1332,8 +1335,14 @@ pub async fn replies(log: &dyn DeliveryLog, org: &OrgId) {
     assert_eq!(found.expires_at.timestamp(), link.expires_at.timestamp());
 }
 
-/// `who` answers `n` `answer` (by link), as the API does; whether it was their first ack.
-async fn answer(log: &dyn DeliveryLog, n: &Notification, who: &str, answer: Answer) -> bool {
+/// `who` answers `n` `answer` (by link), as the API does: whether it was their first ack,
+/// and the answer it replaced.
+async fn answer(
+    log: &dyn DeliveryLog,
+    n: &Notification,
+    who: &str,
+    answer: Answer,
+) -> flare_shared::ports::Answered {
     let user = UserId::parse(who).unwrap();
     let r = flare_shared::domain::Response {
         answer,

@@ -350,11 +350,10 @@ impl DeliveryLog for MemoryDeliveryLog {
         id: &NotificationId,
         user: &UserId,
         response: &flare_shared::domain::Response,
-    ) -> StoreResult<()> {
-        if let Some(e) = lock(&self.entries).get_mut(&(org.clone(), id.clone())) {
-            e.responses.insert(user.clone(), *response);
-        }
-        Ok(())
+    ) -> StoreResult<Option<flare_shared::domain::Response>> {
+        Ok(lock(&self.entries)
+            .get_mut(&(org.clone(), id.clone()))
+            .and_then(|e| e.responses.insert(user.clone(), *response)))
     }
 
     async fn ack(&self, org: &OrgId, id: &NotificationId, user: &UserId) -> StoreResult<bool> {

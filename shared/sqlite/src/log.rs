@@ -478,17 +478,22 @@ impl DeliveryLog for Sqlite {
         id: &NotificationId,
         user: &UserId,
         response: &flare_shared::domain::Response,
-    ) -> StoreResult<()> {
+    ) -> StoreResult<Option<flare_shared::domain::Response>> {
         let (org, id, user) = (org.to_string(), id.to_string(), user.to_string());
         let body = to_json(response).map_err(StoreError::Failed)?;
         self.db
             .write_one(move |c| {
+                let previous = one(
+                    c,
+                    "SELECT body FROM responses WHERE org = ?1 AND nid = ?2 AND user = ?3",
+                    params![org, id, user],
+                )?;
                 // The latest answer stands.
                 c.prepare_cached(
                     "INSERT INTO responses (org, nid, user, body) VALUES (?1, ?2, ?3, ?4) ON CONFLICT (org, nid, user) DO UPDATE SET body = excluded.body",
                 )?
                 .execute(params![org, id, user, body])?;
-                Ok(())
+                Ok(previous)
             })
             .await
     }

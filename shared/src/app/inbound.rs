@@ -177,7 +177,7 @@ async fn received_matched(
         return Ok(Replied::Other);
     };
     // The SMS sent to them vouches that they were a recipient: nothing read to check.
-    super::notifications::answer_as(
+    let previous = super::notifications::answer_as(
         svc.records(),
         org,
         &sent.notification_id,
@@ -187,8 +187,17 @@ async fn received_matched(
         true,
     )
     .await?;
-    let text = confirmation(answer, sent.incident_id.as_deref());
-    send_back(svc, org, sms, through, text).await;
+    // The same answer again within a minute is not confirmed again: an autoresponder
+    // that answers every SMS with `1` and Flare's confirmations cannot loop.
+    let repeat = previous.is_some_and(|p| {
+        p.answer == answer && chrono::Utc::now() - p.at < chrono::TimeDelta::minutes(1)
+    });
+    if repeat {
+        tracing::info!(org_id = %org, "the same answer again within a minute: recorded, not confirmed again");
+    } else {
+        let text = confirmation(answer, sent.incident_id.as_deref());
+        send_back(svc, org, sms, through, text).await;
+    }
     Ok(Replied::Answered)
 }
 

@@ -348,11 +348,12 @@ pub async fn respond(
 ) -> Result<(), ApiError> {
     let answer = crate::domain::Answer::from_body(body).map_err(ApiError::Validation)?;
     let (id, me) = caller(claims, id)?;
-    answer_as(svc.records(), &claims.org_id, &id, &me, answer, via, false).await
+    answer_as(svc.records(), &claims.org_id, &id, &me, answer, via, false).await?;
+    Ok(())
 }
 
 /// `me`'s answer to notification `id` of `org`: written with its acknowledgement (one
-/// write), then everything not sent to them yet ends. `vouched`: a response link or a
+/// write), then everything not sent to them yet ends. Answers the answer it replaced. `vouched`: a response link or a
 /// dispatch SMS sent to them says they were a recipient of a dispatch, so nothing is
 /// read to check it; otherwise their records are (404 when there are none).
 pub async fn answer_as(
@@ -363,7 +364,7 @@ pub async fn answer_as(
     answer: crate::domain::Answer,
     via: crate::domain::AnsweredVia,
     vouched: bool,
-) -> Result<(), ApiError> {
+) -> Result<Option<crate::domain::Response>, ApiError> {
     let who = RecipientRef::User(me.clone());
     if !vouched && rec.log.recipient_records(org, id, &who).await?.is_empty() {
         return Err(not_found());
@@ -373,7 +374,8 @@ pub async fn answer_as(
         at: chrono::Utc::now(),
         via,
     };
-    if rec.log.answer(org, id, me, &response).await? {
+    let answered = rec.log.answer(org, id, me, &response).await?;
+    if answered.first_ack {
         let category = match vouched {
             true => crate::domain::Category::Dispatch,
             false => category_of(rec, org, id).await?,
@@ -386,7 +388,7 @@ pub async fn answer_as(
         receive(rec, org, id, me).await?;
     }
     tracing::info!(notification_id = %id, user_id = %me, answer = answer.as_str(), via = via.as_str(), "notification answered");
-    Ok(())
+    Ok(answered.previous)
 }
 
 fn not_found() -> ApiError {

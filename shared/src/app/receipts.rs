@@ -448,7 +448,7 @@ mod tests {
             _: &NotificationId,
             _: &UserId,
             _: &crate::domain::Response,
-        ) -> StoreResult<()> {
+        ) -> StoreResult<Option<crate::domain::Response>> {
             unused()
         }
         async fn remember_sms(

@@ -200,28 +200,31 @@ pub trait DeliveryLog: Send + Sync {
     /// provider's retry of the same message: nothing twice).
     async fn first_inbound(&self, org: &OrgId, message_id: &str) -> StoreResult<bool>;
     /// Records `user`'s answer, replacing an earlier one (the caller acknowledges for
-    /// them first: an answer is an ack).
+    /// them first: an answer is an ack); answers the one it replaced.
     async fn respond(
         &self,
         org: &OrgId,
         id: &NotificationId,
         user: &UserId,
         response: &crate::domain::Response,
-    ) -> StoreResult<()>;
+    ) -> StoreResult<Option<crate::domain::Response>>;
     /// Records `user`'s answer with its acknowledgement (the first ack's time is kept,
-    /// the answer replaces an earlier one); whether this was their first
-    /// acknowledgement. By default [`Self::ack`] then [`Self::respond`]; DynamoDB writes
-    /// both in one UpdateItem.
+    /// the answer replaces an earlier one): whether this was their first
+    /// acknowledgement, and the answer it replaced. By default [`Self::ack`] then
+    /// [`Self::respond`]; DynamoDB writes both in one UpdateItem.
     async fn answer(
         &self,
         org: &OrgId,
         id: &NotificationId,
         user: &UserId,
         response: &crate::domain::Response,
-    ) -> StoreResult<bool> {
-        let first = self.ack(org, id, user).await?;
-        self.respond(org, id, user, response).await?;
-        Ok(first)
+    ) -> StoreResult<Answered> {
+        let first_ack = self.ack(org, id, user).await?;
+        let previous = self.respond(org, id, user, response).await?;
+        Ok(Answered {
+            first_ack,
+            previous,
+        })
     }
     /// A notification with the records of at most `recipients` recipients, those after
     /// the recipient key `after` in key order, and the key to continue after when more
@@ -278,6 +281,15 @@ pub struct ReceiptTarget {
     /// The recipient's key ([`RecipientRef::key`]).
     pub recipient: String,
     pub channel: Channel,
+}
+
+/// What [`DeliveryLog::answer`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Answered {
+    /// This answer was the recipient's first acknowledgement.
+    pub first_ack: bool,
+    /// The answer it replaced, if any.
+    pub previous: Option<crate::domain::Response>,
 }
 
 /// A dispatch SMS sent to a user's number: what a reply from that number answers.

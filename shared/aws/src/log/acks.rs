@@ -145,7 +145,7 @@ impl DynamoDeliveryLog {
         id: &NotificationId,
         user: &UserId,
         response: &flare_shared::domain::Response,
-    ) -> StoreResult<bool> {
+    ) -> StoreResult<flare_shared::ports::Answered> {
         let key = HashMap::from([
             ("pk".to_string(), s(notification_pk(org, id))),
             ("sk".to_string(), s(format!("ACK#{user}"))),
@@ -168,7 +168,14 @@ impl DynamoDeliveryLog {
             .send()
             .await
             .map_err(|e| store_error(e, "UpdateItem answer"))?;
-        Ok(out.attributes.is_none_or(|a| !a.contains_key("at")))
+        let first_ack = out
+            .attributes
+            .as_ref()
+            .is_none_or(|a| !a.contains_key("at"));
+        Ok(flare_shared::ports::Answered {
+            first_ack,
+            previous: previous_answer(out.attributes),
+        })
     }
 }
 
@@ -193,6 +200,12 @@ impl DynamoDeliveryLog {
         let key = HashMap::from([("pk".to_string(), s(pk)), ("sk".to_string(), s("LINKFOR"))]);
         self.get_record(key).await?.map(decode).transpose()
     }
+}
+
+/// The `response` of an ack item's old attributes (an UpdateItem's answer), if any.
+pub(super) fn previous_answer(old: Option<Item>) -> Option<flare_shared::domain::Response> {
+    let value = old?.remove("response")?;
+    serde_dynamo::from_attribute_value(value).ok()
 }
 
 /// One attribute value, encoded as the item's other fields are.

@@ -506,7 +506,7 @@ impl DeliveryLog for DynamoDeliveryLog {
         id: &NotificationId,
         user: &UserId,
         response: &flare_shared::domain::Response,
-    ) -> StoreResult<bool> {
+    ) -> StoreResult<flare_shared::ports::Answered> {
         self.answer_in_one(org, id, user, response).await
     }
 
@@ -549,7 +549,7 @@ impl DeliveryLog for DynamoDeliveryLog {
         id: &NotificationId,
         user: &UserId,
         response: &flare_shared::domain::Response,
-    ) -> StoreResult<()> {
+    ) -> StoreResult<Option<flare_shared::domain::Response>> {
         let value = serde_dynamo::to_attribute_value(response)
             .map_err(|e| StoreError::Failed(anyhow::Error::new(e).context("encoding an answer")))?;
         let key = HashMap::from([
@@ -565,12 +565,13 @@ impl DeliveryLog for DynamoDeliveryLog {
             .condition_expression("attribute_exists(pk)")
             .expression_attribute_names("#response", "response")
             .expression_attribute_values(":r", value)
+            .return_values(ReturnValue::UpdatedOld)
             .send()
             .await
         {
-            Ok(_) => Ok(()),
+            Ok(out) => Ok(acks::previous_answer(out.attributes)),
             // No ack (the notification expired in between): nothing to answer.
-            Err(e) if error_code(&e) == Some(CONDITION_FAILED) => Ok(()),
+            Err(e) if error_code(&e) == Some(CONDITION_FAILED) => Ok(None),
             Err(e) => Err(store_error(e, "UpdateItem answer")),
         }
     }
