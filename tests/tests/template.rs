@@ -676,7 +676,10 @@ fn sms_replies_reach_the_receipts_function_and_links_know_the_public_address() {
             "Principal": {"Service": "sms-voice.amazonaws.com"},
             "Action": "sns:Publish",
             "Resource": {"Ref": "SmsInboundTopic"},
-            "Condition": {"StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}},
+            "Condition": {
+                "StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}},
+                "ArnLike": {"aws:SourceArn": {"Fn::Sub": "arn:${AWS::Partition}:sms-voice:${AWS::Region}:${AWS::AccountId}:*"}},
+            },
         }])
     );
     assert_eq!(
