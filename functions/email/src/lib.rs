@@ -31,13 +31,7 @@ pub fn deliverer(
     d.email.insert(Provider::Ses, Arc::new(ses));
     let secrets = SecretsManagerStore::new(aws::secretsmanager(sdk), &config.secret_prefix);
     let cached = Arc::new(CachedSecrets::new(Arc::new(secrets), MAX_TTL));
-    d.links = config
-        .public_url
-        .clone()
-        .map(|public_url| flare_shared::app::deliver::Links {
-            public_url,
-            secrets: cached.clone(),
-        });
+    d.links = config.links(cached.clone());
     d.email.insert(
         Provider::Smtp,
         Arc::new(SmtpEmailSender::new(d.settings.clone(), cached, policy)),

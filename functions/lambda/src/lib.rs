@@ -384,6 +384,19 @@ impl DeliveryConfig {
         }
     }
 
+    /// Response links under `FLARE_PUBLIC_URL`, their codes sealed with the key read
+    /// through `secrets` (the SMS and email functions' secrets cache); `None` when unset.
+    pub fn links(
+        &self,
+        secrets: Arc<dyn flare_shared::ports::SecretStore>,
+    ) -> Option<flare_shared::app::deliver::Links> {
+        let public_url = self.public_url.clone()?;
+        Some(flare_shared::app::deliver::Links {
+            public_url,
+            secrets,
+        })
+    }
+
     /// The function around a deliverer, delaying retries on its own queue.
     pub fn function(&self, sdk: &flare_aws::SdkConfig, deliverer: Deliverer) -> DeliveryFunction {
         let mut f = DeliveryFunction::new(deliverer);

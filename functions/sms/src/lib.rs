@@ -24,13 +24,7 @@ pub fn deliverer(
         .insert(Provider::Sns, Arc::new(SnsSmsSender::new(aws::sns(sdk))));
     let secrets = SecretsManagerStore::new(aws::secretsmanager(sdk), &config.secret_prefix);
     let cached = Arc::new(CachedSecrets::new(Arc::new(secrets), MAX_TTL));
-    d.links = config
-        .public_url
-        .clone()
-        .map(|public_url| flare_shared::app::deliver::Links {
-            public_url,
-            secrets: cached.clone(),
-        });
+    d.links = config.links(cached.clone());
     d.sms.insert(
         Provider::Http,
         Arc::new(HttpSmsSender::new(d.settings.clone(), cached, policy)?),
