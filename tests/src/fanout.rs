@@ -30,6 +30,29 @@ impl CallCounter {
     pub fn total(&self) -> u64 {
         self.counts().values().sum()
     }
+
+    /// The calls made since `before` (a [`Self::counts`]), by operation, those made.
+    pub fn since(&self, before: &BTreeMap<String, u64>) -> Vec<(String, u64)> {
+        self.counts()
+            .into_iter()
+            .map(|(op, c)| {
+                let n = c - before.get(&op).copied().unwrap_or(0);
+                (op, n)
+            })
+            .filter(|(_, n)| *n > 0)
+            .collect()
+    }
+}
+
+/// A DynamoDB client on `stack`'s moto whose every call is counted.
+pub fn counted_dynamodb(stack: &AwsStack) -> (aws_sdk_dynamodb::Client, CallCounter) {
+    let counter = CallCounter::default();
+    let db = aws_sdk_dynamodb::Client::from_conf(
+        aws_sdk_dynamodb::config::Builder::from(&stack.sdk)
+            .interceptor(counter.clone())
+            .build(),
+    );
+    (db, counter)
 }
 
 impl Intercept for CallCounter {

@@ -256,12 +256,7 @@ async fn a_finish_that_moves_nothing_costs_one_call_on_moto() {
     use flare_shared::domain::Channel;
     use flare_shared::ports::{DeliveryLog, Finish};
     let stack = AwsStack::create(moto()).await.unwrap();
-    let counter = flare_tests::fanout::CallCounter::default();
-    let db = aws_sdk_dynamodb::Client::from_conf(
-        aws_sdk_dynamodb::config::Builder::from(&stack.sdk)
-            .interceptor(counter.clone())
-            .build(),
-    );
+    let (db, counter) = flare_tests::fanout::counted_dynamodb(&stack);
     let org = OrgId::parse(&unique("org")).unwrap();
     let n = conformance::notification(&org);
     let record = conformance::record(&n, "u-1", Channel::Sms, false);
@@ -290,13 +285,7 @@ async fn a_finish_that_moves_nothing_costs_one_call_on_moto() {
             .await
             .unwrap()
     );
-    let after = counter.counts();
-    let calls: Vec<(String, u64)> = after
-        .iter()
-        .map(|(op, c)| (op.clone(), c - before.get(op).copied().unwrap_or(0)))
-        .filter(|(_, c)| *c > 0)
-        .collect();
-    assert_eq!(calls, [("UpdateItem".to_string(), 1)]);
+    assert_eq!(counter.since(&before), [("UpdateItem".to_string(), 1)]);
 }
 
 /// One page of a notification's view reads about one page of records, however many
@@ -382,12 +371,7 @@ async fn an_sms_reply_costs_four_dynamodb_calls_on_moto() {
     use flare_shared::ports::{DeliveryLog, Finish, SmsSent};
     use std::sync::Arc;
     let stack = AwsStack::create(moto()).await.unwrap();
-    let counter = flare_tests::fanout::CallCounter::default();
-    let db = aws_sdk_dynamodb::Client::from_conf(
-        aws_sdk_dynamodb::config::Builder::from(&stack.sdk)
-            .interceptor(counter.clone())
-            .build(),
-    );
+    let (db, counter) = flare_tests::fanout::counted_dynamodb(&stack);
     let org = OrgId::parse(&unique("org")).unwrap();
     let log = Arc::new(DynamoDeliveryLog::new(db.clone(), &stack.tables.log));
     let n = conformance::notification(&org);
@@ -452,14 +436,6 @@ async fn an_sms_reply_costs_four_dynamodb_calls_on_moto() {
         text: text.into(),
         message_id: id.into(),
     };
-    let calls = |before: std::collections::BTreeMap<String, u64>| -> Vec<(String, u64)> {
-        counter
-            .counts()
-            .iter()
-            .map(|(op, c)| (op.clone(), c - before.get(op).copied().unwrap_or(0)))
-            .filter(|(_, c)| *c > 0)
-            .collect()
-    };
     let four = |calls: Vec<(String, u64)>| {
         assert_eq!(
             calls,
@@ -474,11 +450,11 @@ async fn an_sms_reply_costs_four_dynamodb_calls_on_moto() {
     let before = counter.counts();
     let done = received(&replies, Some(&org), &sms("1", "g-1"), &through).await;
     assert_eq!(done.unwrap(), Replied::Answered);
-    four(calls(before));
+    four(counter.since(&before));
     let before = counter.counts();
     let done = end_user_messaging(&replies, &sms("2", "e-1")).await;
     assert_eq!(done.unwrap(), Replied::Answered);
-    four(calls(before));
+    four(counter.since(&before));
     let logged = log
         .get_notification(&org, &n.notification_id)
         .await

@@ -4,25 +4,14 @@
 use flare_aws::dynamodb::{DynamoDirectory, DynamoSettings};
 use flare_shared::domain::*;
 use flare_shared::ports::{Directory, SettingsStore};
-use flare_tests::fanout::{CallCounter, responder};
+use flare_tests::fanout::{counted_dynamodb, responder};
 use flare_tests::stack::AwsStack;
 use flare_tests::{moto, unique};
-
-/// A DynamoDB client on moto whose every call is counted.
-fn counted(stack: &AwsStack) -> (aws_sdk_dynamodb::Client, CallCounter) {
-    let counter = CallCounter::default();
-    let db = aws_sdk_dynamodb::Client::from_conf(
-        aws_sdk_dynamodb::config::Builder::from(&stack.sdk)
-            .interceptor(counter.clone())
-            .build(),
-    );
-    (db, counter)
-}
 
 #[tokio::test]
 async fn every_setting_is_one_query_and_users_sharing_the_table_are_not_read() {
     let stack = AwsStack::create(moto()).await.unwrap();
-    let (db, counter) = counted(&stack);
+    let (db, counter) = counted_dynamodb(&stack);
     // One table for both, as the template allows.
     let settings = DynamoSettings::new(db.clone(), &stack.tables.settings);
     let directory = DynamoDirectory::new(db, &stack.tables.settings);
@@ -92,7 +81,7 @@ async fn a_gateway_sms_job_reads_the_settings_once() {
     use std::sync::Arc;
 
     let stack = AwsStack::create(moto()).await.unwrap();
-    let (db, counter) = counted(&stack);
+    let (db, counter) = counted_dynamodb(&stack);
     let settings = Arc::new(DynamoSettings::new(db, &stack.tables.settings));
     let org = OrgId::parse(&unique("org")).unwrap();
     let path = format!("/{}", unique("gw"));
