@@ -8,6 +8,9 @@ const METHODS = [
   ["app_sms_email", "Mobile App, SMS and Email"],
 ];
 const REFRESH_MS = 1500;
+// An SMS's length: the default cap, and the encodings' names as people read them.
+const DEFAULT_MAX_SEGMENTS = 3;
+const ENCODINGS = { gsm7: "GSM-7", ucs2: "UCS-2" };
 
 const $ = (id) => document.getElementById(id);
 
@@ -72,7 +75,10 @@ function showFieldErrors(form, fields) {
       if (input) {
         input.setAttribute("aria-invalid", "true");
         p.id = p.id || `${input.id}-error`;
-        input.setAttribute("aria-describedby", p.id);
+        // Beside a hint the field is already described by, not instead of it.
+        const ids = new Set((input.getAttribute("aria-describedby") || "").split(/\s+/).filter(Boolean));
+        ids.add(p.id);
+        input.setAttribute("aria-describedby", [...ids].join(" "));
       }
     } else {
       rest[path] = why;
@@ -168,6 +174,9 @@ function fillSms(cc) {
   $("sms-sender").value = (v && v.sender_number) || "";
   $("sms-failover").value = (v && v.failover) || "";
   $("sms-rate").value = v && v.max_per_second != null ? v.max_per_second : "";
+  // Absent (no settings of its own yet): the defaults, smart encoding on and 3 segments.
+  $("sms-smart").checked = !(v && v.smart_encoding === false);
+  $("sms-max-segments").value = v && v.max_segments != null ? v.max_segments : DEFAULT_MAX_SEGMENTS;
   $("sms-health").textContent = healthText(v && v.health);
   $("sms-delete").disabled = !v;
   showSmsProvider();
@@ -183,9 +192,12 @@ function healthText(h) {
 
 function smsBody() {
   const provider = $("sms-provider").value;
-  const body = { provider };
+  const body = { provider, smart_encoding: $("sms-smart").checked };
   const sender = value("sms-sender");
   if (sender) body.sender_number = sender;
+  // Sent as typed (the API says what is wrong with it); left empty, the default.
+  const maxSegments = numberOrNull("sms-max-segments");
+  if (maxSegments !== null) body.max_segments = maxSegments;
   if (provider === "http") {
     body.url = value("sms-url");
     body.format = $("sms-format").value;
@@ -269,16 +281,41 @@ function wireSms() {
   $("sms-test").addEventListener("submit", async (ev) => {
     ev.preventDefault();
     const cc = $("sms-cc").value;
+    const body = { to: value("sms-test-to") };
+    // Empty: the API's built-in test sentence. Sent as typed, blanks and all.
+    const text = $("sms-test-text").value;
+    if (text !== "") body.text = text;
+    $("sms-test-sent").hidden = true;
     const out = await submit(ev.target, "sms-test-result", () =>
-      api("POST", `/v1/settings/sms/${encodeURIComponent(cc)}/test`, { to: value("sms-test-to") }),
+      api("POST", `/v1/settings/sms/${encodeURIComponent(cc)}/test`, body),
     );
-    if (out) say("sms-test-result", testText(out), "ok");
+    if (out) {
+      say("sms-test-result", smsTestText(out), "ok");
+      if (out.text != null) {
+        $("sms-test-sent-text").textContent = out.text;
+        $("sms-test-sent").hidden = false;
+      }
+    }
   });
 }
 
 function testText(out) {
   const id = out.provider_message_id ? `, message id ${out.provider_message_id}` : "";
   return `Sent through ${out.provider}${id}.`;
+}
+
+/// How an SMS went, as a person reads it: "1 segment", "GSM-7".
+const segmentsText = (segments) => `${segments} segment${segments === 1 ? "" : "s"}`;
+const encodingText = (encoding) => ENCODINGS[encoding] || encoding;
+
+/// "Sent through sns: GSM-7, 1 segment, message id ...".
+function smsTestText(out) {
+  const how = [];
+  if (out.encoding) how.push(encodingText(out.encoding));
+  if (out.segments != null) how.push(segmentsText(out.segments));
+  if (out.cut) how.push("cut to fit Max segments");
+  if (out.provider_message_id) how.push(`message id ${out.provider_message_id}`);
+  return `Sent through ${out.provider}${how.length ? `: ${how.join(", ")}` : ""}.`;
 }
 
 // ------------------------------------------------------------------ email
@@ -482,6 +519,7 @@ async function loadNotifications() {
         cell(c.skipped ?? 0),
         cell(c.responding ?? 0),
         cell(c.unavailable ?? 0),
+        cell(n.sms_segments ?? 0),
       );
       const td = document.createElement("td");
       const b = document.createElement("button");
@@ -536,6 +574,7 @@ async function showNotification(id, page = 0) {
           cell([d.reason, d.detail].filter(Boolean).join(": ")),
           cell(d.fallback ? `yes${d.fallback_reason ? ` (${d.fallback_reason})` : ""}` : "no"),
           cell(d.provider ? `${d.provider}${d.failover_from ? ` (failover from ${d.failover_from})` : ""}` : ""),
+          cell(d.segments != null ? `${d.segments}${d.encoding ? ` (${encodingText(d.encoding)})` : ""}` : ""),
           cell(d.cycle ?? 0),
           cell(when(d.delivered_at || (d.channel === "push" ? r.delivered_at : null))),
           cell(when(r.acknowledged_at)),
@@ -554,9 +593,10 @@ async function showNotification(id, page = 0) {
         : `, for control centers ${(n.audience.control_centers || []).join(", ")}`
       : "";
     const paged = page > 0 || n.next_cursor ? ` Recipients page ${page + 1}.` : "";
+    const segments = n.sms_segments != null ? ` SMS segments: ${n.sms_segments}.` : "";
     $("notification-title").textContent = `Notification ${id}`;
     $("notification-summary").textContent =
-      `${n.category} (${n.lane || ""} lane)${audience}, incident ${n.incident_id || "none"}, created ${when(n.created_at)}.${paged} ` +
+      `${n.category} (${n.lane || ""} lane)${audience}, incident ${n.incident_id || "none"}, created ${when(n.created_at)}.${segments}${paged} ` +
       (pending
         ? "Still pending: refreshing."
         : paged

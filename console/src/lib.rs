@@ -101,6 +101,11 @@ mod tests {
             "Manual SMS",
             "App fallback (seconds)",
             "To",
+            // v1.2
+            "Smart encoding",
+            "Max segments",
+            "Sample message",
+            "SMS help text",
         ] {
             assert!(
                 page.contains(&format!(">{label}</label>")),

@@ -103,6 +103,8 @@ async fn invocations(n: usize) -> (Duration, Duration, Duration, usize) {
                 sender_number: None,
                 password_set: false,
                 secrets_at: None,
+                smart_encoding: true,
+                max_segments: 3,
             },
         )
         .await

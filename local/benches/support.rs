@@ -34,6 +34,8 @@ pub async fn open(comm: CommunicationSettings, n: usize) -> (LocalApp, LocalConf
                 sender_number: None,
                 password_set: false,
                 secrets_at: None,
+                smart_encoding: true,
+                max_segments: 3,
             },
         )
         .await
@@ -73,6 +75,8 @@ pub async fn use_gateway(app: &LocalApp, url: &str, failover: bool, max_per_seco
         sender_number: Some(SenderId::parse("FLARE").unwrap()),
         password_set: false,
         secrets_at: None,
+        smart_encoding: true,
+        max_segments: 3,
     };
     let org = OrgId::parse("bench").unwrap();
     app.services

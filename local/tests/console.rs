@@ -118,9 +118,26 @@ async fn the_console_works_in_a_real_browser() {
             .is_some_and(|b| b.contains("+14155550100"))),
         "{reqs:?}"
     );
-    // ... and the dispatcher's refused save changed nothing.
+    // ... the sample message went with its curly apostrophe as a plain one (smart
+    // encoding), so it stayed GSM-7 ...
+    assert!(
+        reqs.iter().any(|r| r["body"]
+            .as_str()
+            .is_some_and(|b| b.contains("L'\u{e9}quipe arrive"))),
+        "{reqs:?}"
+    );
+    assert!(
+        !reqs
+            .iter()
+            .any(|r| r["body"].as_str().is_some_and(|b| b.contains('\u{2019}'))),
+        "{reqs:?}"
+    );
+    // ... and the dispatcher's refused save changed nothing; the page left the length
+    // settings at their defaults.
     let (_, v) = app.get("/v1/settings/sms/main", &admin).await;
     assert_eq!(v["sender_number"], "ACMEFIRE", "{v}");
-    assert!(stdout.matches("ok - ").count() >= 12, "{stdout}");
+    assert_eq!(v["smart_encoding"], true, "{v}");
+    assert_eq!(v["max_segments"], 3, "{v}");
+    assert!(stdout.matches("ok - ").count() >= 14, "{stdout}");
     app.stop().await;
 }

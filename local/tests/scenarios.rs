@@ -2963,3 +2963,242 @@ async fn a_reply_after_24_hours_answers_nothing() {
     );
     o.app.stop().await;
 }
+
+/// v1.2 SMS text: a dispatch whose message has curly quotes, an en dash and an ellipsis
+/// goes out as GSM-7 (look-alikes replaced), its encoding and segments recorded on the
+/// delivery, the notification and the list.
+#[tokio::test]
+async fn a_dispatch_with_curly_quotes_goes_out_as_gsm7_with_its_segments_recorded() {
+    let o = org(json!({"dispatch": "app_sms_email"})).await;
+    o.user(
+        "u-17",
+        "basic_responder",
+        Some("+14155550117"),
+        None,
+        false,
+        false,
+    )
+    .await;
+    let mut ev = incident("incident-dispatched");
+    ev["detail"]["recipient_ids"] = json!(["u-17"]);
+    ev["detail"]["message"] = json!({"title": "Structure fire",
+        "body": "Engine 7 to “12 Main St” – the caller’s kitchen… smoke showing."});
+    let id = o.post(&ev).await;
+    let n = o.settled(&id).await;
+    let out = o.outbox(&id).await;
+    let sms: Vec<&Value> = out.iter().filter(|e| e["channel"] == "sms").collect();
+    assert_eq!(sms.len(), 1, "{out:?}");
+    let body = sms[0]["body"].as_str().unwrap();
+    assert!(
+        body.starts_with(
+            "Structure fire: Engine 7 to \"12 Main St\" - the caller's kitchen... smoke showing.\nReply 1 responding, 2 unavailable or http"
+        ),
+        "{body}"
+    );
+    let counted = flare_shared::domain::segments::count(body);
+    assert_eq!(counted.encoding, flare_shared::domain::SmsEncoding::Gsm7);
+    let d = &deliveries(&n, "u-17")["sms"];
+    assert_eq!(d["encoding"], "gsm7", "{d}");
+    assert_eq!(d["segments"], json!(counted.segments));
+    assert_eq!(n["sms_segments"], json!(counted.segments));
+    let (s, list) = o.app.get("/v1/notifications?limit=1", &o.admin).await;
+    assert_eq!(s, 200, "{list}");
+    assert_eq!(list["notifications"][0]["notification_id"], id.as_str());
+    assert_eq!(
+        list["notifications"][0]["sms_segments"],
+        json!(counted.segments)
+    );
+    o.app.stop().await;
+}
+
+/// v1.2: `max_segments: 1` cuts a long dispatch at a word, marks it `...`, and keeps the
+/// reply instructions and the response link whole after it.
+#[tokio::test]
+async fn max_segments_one_cuts_a_long_dispatch_and_keeps_the_reply_instructions_whole() {
+    let o = org(json!({"dispatch": "app_sms_email"})).await;
+    let (s, b) = o
+        .app
+        .json(
+            "PUT",
+            "/v1/settings/sms/main",
+            &o.admin,
+            json!({"provider": "sns", "sender_number": "ACMEFIRE", "max_segments": 1}),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(
+        (b["max_segments"].clone(), b["smart_encoding"].clone()),
+        (json!(1), json!(true))
+    );
+    o.user(
+        "u-17",
+        "basic_responder",
+        Some("+14155550117"),
+        None,
+        false,
+        false,
+    )
+    .await;
+    let mut ev = incident("incident-dispatched");
+    ev["detail"]["recipient_ids"] = json!(["u-17"]);
+    let long = "Engine 7, Ladder 3 and Medic 12 respond to 1200 Industrial Parkway, building C, second floor. Caller reports smoke from the roof and people possibly trapped. Stage at the north gate and wait for command.";
+    ev["detail"]["message"] = json!({"title": "Structure fire", "body": long});
+    let id = o.post(&ev).await;
+    let n = o.settled(&id).await;
+    let out = o.outbox(&id).await;
+    let body = out.iter().find(|e| e["channel"] == "sms").unwrap()["body"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (head, tail) = body.split_once("...\n").unwrap_or_else(|| panic!("{body}"));
+    assert!(
+        format!("Structure fire: {long}").starts_with(head),
+        "{head}"
+    );
+    assert!(
+        long.contains(&format!("{} ", head.rsplit(' ').next().unwrap())),
+        "cut inside a word: {head}"
+    );
+    let link = tail
+        .strip_prefix("Reply 1 responding, 2 unavailable or ")
+        .unwrap_or_else(|| panic!("{tail}"));
+    let code = link.rsplit("/r/").next().unwrap();
+    assert_eq!(code.len(), 16, "{link}");
+    assert!(code.chars().all(|c| c.is_ascii_alphanumeric()), "{link}");
+    // The link opens: it was kept whole.
+    let path = &link[link.find("/r/").unwrap()..];
+    let page = o
+        .app
+        .client
+        .get(format!("{}{path}", o.app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    let d = &deliveries(&n, "u-17")["sms"];
+    assert_eq!(
+        (d["encoding"].clone(), d["segments"].clone()),
+        (json!("gsm7"), json!(1))
+    );
+    assert!(body.chars().count() <= 160, "{}", body.len());
+    o.app.stop().await;
+}
+
+/// v1.2: the test send answers what it sent and what it costs; the settings' fields are
+/// checked; bad SMS text is a 400 naming the field.
+#[tokio::test]
+async fn sms_test_sends_answer_encoding_and_segments_and_bad_text_is_named() {
+    let o = org(json!({"manual_sms": true})).await;
+    let test = |body: Value| {
+        let app = &o.app;
+        let admin = o.admin.clone();
+        async move {
+            app.json("POST", "/v1/settings/sms/main/test", &admin, body)
+                .await
+        }
+    };
+    let (s, b) = test(json!({"to": "+14155550100", "text": "L’équipe arrive"})).await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(
+        (
+            b["encoding"].clone(),
+            b["segments"].clone(),
+            b["text"].clone()
+        ),
+        (json!("gsm7"), json!(1), json!("L'équipe arrive"))
+    );
+    let (s, b) = test(json!({"to": "+14155550100"})).await;
+    assert_eq!((s.as_u16(), b["encoding"].clone()), (200, json!("gsm7")), "{b}");
+    // Without smart encoding the apostrophe goes as typed: UCS-2.
+    let put = json!({"provider": "sns", "sender_number": "ACMEFIRE", "smart_encoding": false, "max_segments": 2});
+    let (s, b) = o
+        .app
+        .json("PUT", "/v1/settings/sms/main", &o.admin, put)
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let (_, got) = o.app.get("/v1/settings/sms/main", &o.admin).await;
+    assert_eq!(
+        (got["smart_encoding"].clone(), got["max_segments"].clone()),
+        (json!(false), json!(2))
+    );
+    let (s, b) = test(json!({"to": "+14155550100", "text": "L’équipe arrive"})).await;
+    assert_eq!(
+        (s.as_u16(), b["encoding"].clone(), b["segments"].clone()),
+        (200, json!("ucs2"), json!(1)),
+        "{b}"
+    );
+    // Only emoji, over two UCS-2 segments: cut to two, whole emoji.
+    let (s, b) = test(json!({"to": "+14155550100", "text": "🚒".repeat(100)})).await;
+    assert_eq!(
+        (s.as_u16(), b["segments"].clone(), b["cut"].clone()),
+        (200, json!(2), json!(true)),
+        "{b}"
+    );
+    assert!(b["text"].as_str().unwrap().ends_with("🚒..."), "{b}");
+    for bad in [json!(0), json!(11), json!("3"), json!(2.5)] {
+        let put = json!({"provider": "sns", "max_segments": bad});
+        let (s, b) = o
+            .app
+            .json("PUT", "/v1/settings/sms/main", &o.admin, put)
+            .await;
+        assert_eq!(s, 400, "{bad}: {b}");
+        assert!(b["error"]["fields"]["max_segments"].is_string(), "{b}");
+    }
+    let (s, b) = o
+        .app
+        .json(
+            "PUT",
+            "/v1/settings/sms/main",
+            &o.admin,
+            json!({"provider": "sns", "smart_encoding": "yes"}),
+        )
+        .await;
+    assert_eq!(s, 400, "{b}");
+    assert!(b["error"]["fields"]["smart_encoding"].is_string(), "{b}");
+    // Bad text, on the test send and on a manual SMS.
+    let long = "a".repeat(10_000);
+    for (text, why) in [
+        ("Call base\u{7}now", "control"),
+        ("Call base\u{9B}now", "control"),
+        (long.as_str(), "at most"),
+        ("   ", "empty"),
+        ("Call \u{FFFD} base", "U+FFFD"),
+    ] {
+        let (s, b) = test(json!({"to": "+14155550100", "text": text})).await;
+        assert_eq!(s, 400, "{text:?}: {b}");
+        assert!(
+            b["error"]["fields"]["text"].as_str().unwrap().contains(why),
+            "{b}"
+        );
+        let (s, b) = o
+            .app
+            .json(
+                "POST",
+                "/v1/messages/sms",
+                &o.admin,
+                json!({"user_id": "u-17", "text": text}),
+            )
+            .await;
+        assert_eq!(s, 400, "{text:?}: {b}");
+        assert!(
+            b["error"]["fields"]["text"].as_str().unwrap().contains(why),
+            "{b}"
+        );
+    }
+    // A lone surrogate (half an emoji) is named by its field, not "invalid JSON".
+    let raw = r#"{"user_id": "u-17", "text": "Call base \ud83d now"}"#;
+    let (s, b) = o
+        .app
+        .send("POST", "/v1/messages/sms", Some(&o.admin), Some(raw))
+        .await;
+    assert_eq!(s, 400, "{b}");
+    assert_eq!(b["error"]["code"], "validation_failed", "{b}");
+    assert!(
+        b["error"]["fields"]["text"]
+            .as_str()
+            .unwrap()
+            .contains("lone surrogate"),
+        "{b}"
+    );
+    o.app.stop().await;
+}

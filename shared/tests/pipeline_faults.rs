@@ -516,6 +516,7 @@ impl JobQueue for InstantWorker {
                 provider_message_id: None,
                 receipt_key: None,
                 failover_from: None,
+                sms: None,
             };
             assert!(
                 log.finish(org, id, who, j.channel.into(), sent)

@@ -63,6 +63,7 @@ async fn seed(
                         provider_message_id: Some(mid.clone()),
                         receipt_key: Some(ReceiptKey::global(provider, &mid)),
                         failover_from: None,
+                        sms: None,
                     },
                 )
                 .await

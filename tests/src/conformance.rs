@@ -60,6 +60,8 @@ pub fn record(n: &Notification, who: &str, channel: Channel, held: bool) -> Deli
         failover_from: None,
         detail: None,
         complaint: false,
+        encoding: None,
+        segments: None,
     }
 }
 
@@ -145,6 +147,7 @@ pub async fn delivery_log(log: &dyn DeliveryLog, org: &OrgId) {
         provider_message_id: Some("m-1".into()),
         receipt_key: None,
         failover_from: None,
+        sms: None,
     };
     assert!(finish("u-1", sms, sent.clone()).await);
     assert!(
@@ -268,6 +271,7 @@ pub async fn delivery_log(log: &dyn DeliveryLog, org: &OrgId) {
         provider_message_id: None,
         receipt_key: None,
         failover_from: None,
+        sms: None,
     };
     assert!(finish("u-1", push, stale_sent).await);
     assert_eq!(
@@ -817,6 +821,10 @@ async fn list_notifications(log: &dyn DeliveryLog, org: &OrgId) {
             provider_message_id: None,
             receipt_key: None,
             failover_from: None,
+            sms: Some(flare_shared::domain::SmsCount {
+                encoding: flare_shared::domain::SmsEncoding::Ucs2,
+                segments: 2,
+            }),
         },
     )
     .await
@@ -833,6 +841,7 @@ async fn list_notifications(log: &dyn DeliveryLog, org: &OrgId) {
             provider_message_id: None,
             receipt_key: None,
             failover_from: None,
+            sms: None,
         },
         Finish::Delivered { at: Utc::now() },
     ] {
@@ -883,9 +892,26 @@ async fn list_notifications(log: &dyn DeliveryLog, org: &OrgId) {
             undelivered: 0,
             responding: 1,
             unavailable: 1,
+            sms_segments: 2,
         }
     );
     assert_eq!(first[1].counts, StatusCounts::default());
+    // The SMS keeps what it cost, and the whole notification's total is read alone.
+    let d_logged = log
+        .get_notification(org, &d.notification_id)
+        .await
+        .unwrap()
+        .unwrap();
+    let sms = d_logged
+        .records
+        .iter()
+        .find(|r| r.channel == Channel::Sms && r.recipient.key() == "user:u-2")
+        .unwrap();
+    assert_eq!(
+        (sms.encoding, sms.segments),
+        (Some(flare_shared::domain::SmsEncoding::Ucs2), Some(2))
+    );
+    assert_eq!(log.sms_segments(org, &d.notification_id).await.unwrap(), 2);
     // The view's reads carry each recipient's latest answer, from where it came.
     let answers = |l: &flare_shared::ports::Logged| -> Vec<(String, Answer, AnsweredVia)> {
         let mut v: Vec<_> = l
@@ -971,6 +997,7 @@ pub async fn receipts(log: &dyn DeliveryLog, org: &OrgId) {
                     provider_message_id: Some(format!("m-{who}")),
                     receipt_key: k,
                     failover_from: from,
+                    sms: None,
                 }
             )
             .await
@@ -1006,6 +1033,7 @@ pub async fn receipts(log: &dyn DeliveryLog, org: &OrgId) {
         provider_message_id: Some("m-u-6".into()),
         receipt_key: Some(key("sns#6")),
         failover_from: None,
+        sms: None,
     };
     assert!(
         log.finish(org, id, &user("u-6"), cycle1, sent)

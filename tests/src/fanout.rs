@@ -150,6 +150,8 @@ pub async fn seed_with(
                 sender_number: Some(SenderId::parse("ACMEFIRE")?),
                 password_set: false,
                 secrets_at: None,
+                smart_encoding: true,
+                max_segments: 3,
             },
         )
         .await?;

@@ -801,6 +801,7 @@ async fn receipt_samples_reach_their_deliveries() {
                 provider_message_id: Some(mid.to_string()),
                 receipt_key: Some(ReceiptKey::global(Provider::Ses, mid)),
                 failover_from: None,
+                sms: None,
             }
         )
         .await

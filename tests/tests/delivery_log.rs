@@ -177,6 +177,7 @@ async fn an_instance_that_never_saw_a_sharded_notification_finds_its_records_on_
                     provider_message_id: None,
                     receipt_key: None,
                     failover_from: None,
+                    sms: None,
                 }
             )
             .await
@@ -393,6 +394,7 @@ async fn an_sms_reply_costs_four_dynamodb_calls_on_moto() {
         provider_message_id: Some("m-1".into()),
         receipt_key: None,
         failover_from: None,
+        sms: None,
     };
     assert!(
         log.finish(&org, &n.notification_id, &who, record.slot(), sent)
@@ -429,6 +431,8 @@ async fn an_sms_reply_costs_four_dynamodb_calls_on_moto() {
         sender_number: None,
         password_set: false,
         secrets_at: None,
+        smart_encoding: true,
+        max_segments: 3,
     };
     let sms = |text: &str, id: &str| InboundSms {
         from: number.clone(),

@@ -50,6 +50,8 @@ async fn setup(url: &str, format: GatewayFormat, policy: EndpointPolicy) -> Gw {
                 sender_number: Some(SenderId::parse("+15551234567").unwrap()),
                 password_set: true,
                 secrets_at: None,
+                smart_encoding: true,
+                max_segments: 3,
             },
         )
         .await
@@ -305,6 +307,8 @@ async fn settings_replaced_mid_send_are_retried_never_sent_without_their_secrets
         password_set: true,
         // A revision a newer save has replaced: its secrets are gone.
         secrets_at: Some("replaced".into()),
+        smart_encoding: true,
+        max_segments: 3,
     });
     let e = g.sender.send(&m).await.unwrap_err();
     assert_eq!(e.reason(), "settings_unavailable");

@@ -22,6 +22,8 @@ async fn every_setting_is_one_query_and_users_sharing_the_table_are_not_read() {
         sender_number: Some(SenderId::parse("ACMEFIRE").unwrap()),
         password_set: false,
         secrets_at: None,
+        smart_encoding: true,
+        max_segments: 3,
     };
     for cc in ["north", "main", "zulu"] {
         settings.put_sms(&org, &sms(cc)).await.unwrap();
@@ -106,6 +108,8 @@ async fn a_gateway_sms_job_reads_the_settings_once() {
                 sender_number: Some(SenderId::parse("ACMEFIRE").unwrap()),
                 password_set: false,
                 secrets_at: None,
+                smart_encoding: true,
+                max_segments: 3,
             },
         )
         .await

@@ -391,7 +391,9 @@ fn every_function_logs_to_its_own_group_kept_for_the_retention_parameter() {
     }
 }
 
-/// The dashboard's body with `${...}` replaced, so it parses as the JSON CloudWatch reads.
+/// The dashboard's body with `${...}` replaced, so it parses as the JSON CloudWatch reads:
+/// `<X>` inside a string, `"<X>"` where it stands for a value of its own (a number
+/// parameter, such as an annotation's `"value": ${SmsSpendAlarmUSD}`).
 fn dashboard() -> Value {
     let body = template()["Resources"]["Dashboard"]["Properties"]["DashboardBody"]["Fn::Sub"]
         .as_str()
@@ -401,7 +403,14 @@ fn dashboard() -> Value {
     while let Some(i) = rest.find("${") {
         let end = rest[i..].find('}').unwrap() + i;
         out.push_str(&rest[..i]);
-        out.push_str(&format!("<{}>", &rest[i + 2..end]));
+        // Inside a string when an odd number of quotes came before (the body escapes none).
+        let in_string = out.matches('"').count() % 2 == 1;
+        let name = &rest[i + 2..end];
+        out.push_str(&if in_string {
+            format!("<{name}>")
+        } else {
+            format!("\"<{name}>\"")
+        });
         rest = &rest[end + 1..];
     }
     out.push_str(rest);
@@ -438,6 +447,8 @@ fn the_dashboard_graphs_the_metrics_the_functions_emit() {
                     "QueueName",
                     q,
                 ] => queues.push(q.to_string()),
+                // The account's SNS SMS spend (SNS's own metric, no dimensions).
+                ["AWS/SNS", "SMSMonthToDateSpentUSD"] => {}
                 other => panic!("a metric Flare does not emit: {other:?}"),
             }
         }
@@ -449,7 +460,8 @@ fn the_dashboard_graphs_the_metrics_the_functions_emit() {
     for (metric, _, _) in &seen {
         assert!(
             emf::DELIVERY_METRICS.contains(&metric.as_str())
-                || [emf::RECIPIENTS, emf::ACKNOWLEDGED].contains(&metric.as_str()),
+                || [emf::RECIPIENTS, emf::ACKNOWLEDGED, emf::SMS_SEGMENTS]
+                    .contains(&metric.as_str()),
             "{metric} is not a metric the functions emit"
         );
     }
@@ -498,6 +510,66 @@ fn the_dashboard_graphs_the_metrics_the_functions_emit() {
             "{alarm}"
         );
     }
+}
+
+#[test]
+fn sms_spend_is_alarmed_before_the_accounts_limit_and_segments_are_graphed() {
+    use flare_runtime::emf::SMS_SEGMENTS;
+    let t = template();
+    // 80% of a new account's 1 USD monthly SMS spend limit; 0 at the least.
+    let p = &t["Parameters"]["SmsSpendAlarmUSD"];
+    assert_eq!(p["Type"], "Number");
+    assert_eq!(p["Default"].as_f64(), Some(0.8), "{p}");
+    assert_eq!(p["MinValue"].as_f64(), Some(0.0), "{p}");
+    assert!(
+        p["Description"]
+            .as_str()
+            .is_some_and(|d| d.contains("80%") && d.contains("spend limit")),
+        "{p}"
+    );
+    // SNS's own month-to-date spend, account-wide: no dimensions.
+    let (name, alarm) = resources_of(t, "AWS::CloudWatch::Alarm")
+        .into_iter()
+        .find(|(_, a)| a["Properties"]["MetricName"] == "SMSMonthToDateSpentUSD")
+        .expect("an alarm on SMSMonthToDateSpentUSD");
+    let a = &alarm["Properties"];
+    assert_eq!(a["Namespace"], "AWS/SNS", "{name}");
+    assert!(a["Dimensions"].is_null(), "{name}: {a}");
+    assert_eq!(a["Statistic"], "Maximum", "{name}");
+    assert_eq!(a["Period"].as_u64(), Some(300), "{name}");
+    assert_eq!(
+        a["ComparisonOperator"], "GreaterThanOrEqualToThreshold",
+        "{name}"
+    );
+    assert_eq!(a["Threshold"], json!({"Ref": "SmsSpendAlarmUSD"}), "{name}");
+    assert_eq!(a["TreatMissingData"], "notBreaching", "{name}");
+    // The dashboard graphs the segments per provider and the spend.
+    let body = t["Resources"]["Dashboard"]["Properties"]["DashboardBody"]["Fn::Sub"]
+        .as_str()
+        .unwrap();
+    assert!(body.contains(SMS_SEGMENTS) && body.contains("SMSMonthToDateSpentUSD"));
+    let mut segments = Vec::new();
+    let mut spend = false;
+    for w in dashboard()["widgets"].as_array().unwrap() {
+        for m in w["properties"]["metrics"].as_array().unwrap() {
+            let parts: Vec<&str> = m
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(Value::as_str)
+                .collect();
+            match parts.as_slice() {
+                [_, metric, "Provider", provider] if *metric == SMS_SEGMENTS => {
+                    segments.push(provider.to_string())
+                }
+                ["AWS/SNS", "SMSMonthToDateSpentUSD"] => spend = true,
+                _ => {}
+            }
+        }
+    }
+    segments.sort();
+    assert_eq!(segments, ["http", "sns"]);
+    assert!(spend, "no graph of SMSMonthToDateSpentUSD");
 }
 
 #[test]

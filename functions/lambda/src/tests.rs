@@ -267,6 +267,8 @@ async fn sms_jobs(numbers: &[&str]) -> (Arc<MemoryDeliveryLog>, Notification, Ve
             failover_from: None,
             detail: None,
             complaint: false,
+            encoding: None,
+            segments: None,
         });
         let job = JobTemplate::from(&n).job(&user, Channel::Sms, Provider::Sns, &to, false);
         messages.push(message(

@@ -5,6 +5,7 @@ by their label text, as a person finds them. Reads its set-up as JSON on stdin; 
 one line per check; exits non-zero on the first failure, saying what it saw."""
 
 import json
+import re
 import sys
 import time
 import urllib.request
@@ -182,6 +183,50 @@ def reload_and_see_them():
     Select(by_label("Control Center")).select_by_value("main")
 
 
+def sms_length_settings_and_a_test_with_a_sample():
+    tab("Outgoing SMS")
+    Select(by_label("Control Center")).select_by_value("main")
+    # The defaults, as GET answers them for settings saved without them.
+    assert by_label("Smart encoding").is_selected(), "Smart encoding is off by default"
+    assert by_label("Max segments").get_attribute("value") == "3", by_label("Max segments").get_attribute("value")
+    by_label("Smart encoding").click()
+    fill("Max segments", "2")
+    button("Save", "#sms-form").click()
+    wait(lambda: "Saved the SMS settings of main" in text_of("sms-message"), "smart encoding off and 2 segments saved")
+    D.refresh()
+    wait(signed_in, "the console after a reload")
+    Select(by_label("Control Center")).select_by_value("main")
+    assert not by_label("Smart encoding").is_selected(), "Smart encoding back on after a reload"
+    assert by_label("Max segments").get_attribute("value") == "2", by_label("Max segments").get_attribute("value")
+    # Over the cap of 10: refused, the reason beside the field, what was typed kept.
+    fill("Max segments", "11")
+    button("Save", "#sms-form").click()
+    wait(lambda: "Not saved" in text_of("sms-message"), "11 segments refused")
+    err = D.find_element(By.CSS_SELECTOR, '[data-error-for="max_segments"]')
+    assert err.text and err.is_displayed(), "no error beside Max segments"
+    assert by_label("Max segments").get_attribute("aria-invalid") == "true"
+    assert err.get_attribute("id") in by_label("Max segments").get_attribute("aria-describedby").split()
+    assert by_label("Max segments").get_attribute("value") == "11"
+    # Back to the defaults, then a sample with a curly apostrophe: sent as a plain one,
+    # so GSM-7 and one segment, not UCS-2.
+    by_label("Smart encoding").click()
+    fill("Max segments", "3")
+    button("Save", "#sms-form").click()
+    wait(lambda: "Saved the SMS settings of main" in text_of("sms-message"), "the defaults saved again")
+    assert by_label("Smart encoding").is_selected()
+    assert by_label("Max segments").get_attribute("value") == "3"
+    fill("To", "+14155550100")
+    fill("Sample message", "L\u2019\u00e9quipe arrive")
+    button("Send test", "#sms-test").click()
+    wait(lambda: text_of("sms-test-result") not in ("", "Working…"), "the sample's test send")
+    result = text_of("sms-test-result")
+    assert "Sent through http" in result, result
+    assert re.search(r"\bGSM-7, 1 segment(?!s)", result), result
+    wait(lambda: D.find_element(By.ID, "sms-test-sent").is_displayed(), "the text sent")
+    sent = text_of("sms-test-sent")
+    assert "L'\u00e9quipe arrive" in sent and "\u2019" not in sent, sent
+
+
 def password_never_in_the_page_or_other_requests():
     assert SECRET not in D.page_source
     # The saves that set it (the one refused for the sender number, and the one that
@@ -278,6 +323,13 @@ def a_notification_reaches_no_pending():
     assert sms[2] == "✓ sent" and sms[5] == "http", sms
     assert email[2] == "✓ sent" and email[5] == "smtp", email
     assert push[2] == "– skipped" and push[3] == "no_device", push
+    # The SMS's segments and encoding, and the notification's total of them.
+    segments_at = [th.text for th in D.find_elements(By.CSS_SELECTOR, "#notification-deliveries thead th")].index("Segments")
+    m = re.fullmatch(r"(\d+) \((GSM-7|UCS-2)\)", sms[segments_at])
+    assert m and int(m.group(1)) >= 1, sms
+    assert email[segments_at] == "" and push[segments_at] == "", (email, push)
+    summary = text_of("notification-summary")
+    assert f"SMS segments: {m.group(1)}." in summary, summary
     # The responder answers (as their app would): the Response column says it, and the
     # list counts them.
     post(BASE + f"/v1/notifications/{answer['notification_id']}/response", {"response": "responding"},
@@ -288,6 +340,7 @@ def a_notification_reaches_no_pending():
     button("Refresh").click()
     wait(lambda: cell_under("notifications-list", "Responding", 0) == "1", "one responding in the list")
     assert cell_under("notifications-list", "Unavailable", 0) == "0"
+    assert cell_under("notifications-list", "SMS segments", 0) == m.group(1), cell_under("notifications-list", "SMS segments", 0)
 
 
 def a_large_notification_is_shown_a_page_at_a_time():
@@ -363,6 +416,8 @@ try:
     check("SMS settings saved for main", save_sms_for_main)
     check("SMS settings saved for a new control center", save_sms_for_a_new_control_center)
     check("after a reload both are shown", reload_and_see_them)
+    check("smart encoding and max segments saved, refused beside the field, and a sample sent as GSM-7",
+          sms_length_settings_and_a_test_with_a_sample)
     check("test sends: SMS and email, success and failure", test_send_success_and_failure)
     check("the password is in no page and no request but its PUT", password_never_in_the_page_or_other_requests)
     check("communication settings saved and read back", communication_saved_and_read_back)

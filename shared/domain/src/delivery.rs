@@ -306,6 +306,11 @@ pub struct DeliveryRecord {
     /// The recipient reported the email as spam (the status stays what it was).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub complaint: bool,
+    /// v1.2: an SMS's encoding and segments, as sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encoding: Option<crate::segments::SmsEncoding>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub segments: Option<u32>,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -437,18 +442,17 @@ impl DeliveryJob {
             && matches!(self.recipient, RecipientRef::User(_))
     }
 
-    /// The SMS this job sends: the message's text, and for a dispatch to a user the
-    /// reply instructions after it ([`crate::inbound::REPLY_INSTRUCTIONS`]: the digits a
-    /// reply answers with) and its response link, when it has one.
-    pub fn sms_text(&self, link: Option<&str>) -> String {
+    /// The SMS this job sends, fitted to `policy`: the message's text, and for a dispatch
+    /// to a user the reply instructions after it ([`crate::inbound::REPLY_INSTRUCTIONS`]:
+    /// the digits a reply answers with) and its response link, when it has one. The
+    /// message may be cut; the instructions and link never are.
+    pub fn sms(&self, link: Option<&str>, policy: crate::segments::SmsPolicy) -> crate::FittedSms {
         let text = self.message.sms_text();
-        if !self.answerable() {
-            return text;
-        }
-        match link {
-            Some(url) => format!("{text}\n{} or {url}", crate::inbound::REPLY_INSTRUCTIONS),
-            None => format!("{text}\n{}", crate::inbound::REPLY_INSTRUCTIONS),
-        }
+        let tail = self.answerable().then(|| match link {
+            Some(url) => format!("{} or {url}", crate::inbound::REPLY_INSTRUCTIONS),
+            None => crate::inbound::REPLY_INSTRUCTIONS.to_string(),
+        });
+        crate::segments::fit(&text, tail.as_deref(), policy)
     }
 
     /// The email's text and HTML parts: the message's, and for a dispatch to a user with
@@ -549,6 +553,8 @@ mod tests {
             failover_from: None,
             detail: None,
             complaint: false,
+            encoding: None,
+            segments: None,
         };
         assert!(record(DeliveryStatus::Pending, true).held_behind_push());
         // Released (its fallback job runs) or never held: not held.

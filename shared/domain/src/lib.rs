@@ -19,6 +19,7 @@ pub mod reason;
 pub mod receipt;
 pub mod response;
 pub mod routing;
+pub mod segments;
 pub mod settings;
 pub mod text;
 pub mod user;
@@ -43,6 +44,7 @@ pub use link::{LINK_VALIDITY, LinkCode, ResponseLink, SealedCode, link_pad};
 pub use phone::{PhoneNumber, SenderId};
 pub use reason::{FailReason, FailureKind};
 pub use response::{Answer, AnsweredVia, Response};
+pub use segments::{FittedSms, SmsCount, SmsEncoding, SmsPolicy};
 pub use settings::{
     CommunicationSettings, EmailProvider, EmailSettings, Escalation, GatewayFormat, HttpGateway,
     Method, SmsProvider, SmsSettings, SmtpSettings,

@@ -499,6 +499,8 @@ impl RecipientPlan {
                     failover_from: None,
                     detail: None,
                     complaint: false,
+                    encoding: None,
+                    segments: None,
                 }
             })
             .collect()

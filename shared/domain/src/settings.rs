@@ -85,9 +85,33 @@ pub struct SmsSettings {
     /// names (the field was `secrets_rev` then, and is read as absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secrets_at: Option<String>,
+    /// v1.2: look-alike characters replaced so they do not make a text UCS-2
+    /// ([`crate::segments::smart`]).
+    #[serde(default = "yes")]
+    pub smart_encoding: bool,
+    /// v1.2: the most segments an SMS takes; a longer text is cut
+    /// ([`crate::segments::fit`]).
+    #[serde(default = "default_max_segments")]
+    pub max_segments: u8,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_max_segments() -> u8 {
+    crate::segments::DEFAULT_MAX_SEGMENTS
 }
 
 impl SmsSettings {
+    /// How its SMS are fitted.
+    pub fn policy(&self) -> crate::segments::SmsPolicy {
+        crate::segments::SmsPolicy {
+            smart_encoding: self.smart_encoding,
+            max_segments: self.max_segments,
+        }
+    }
+
     pub fn provider_name(&self) -> super::Provider {
         match self.provider {
             SmsProvider::Sns => super::Provider::Sns,
@@ -101,6 +125,8 @@ impl SmsSettings {
             "control_center_id": self.control_center_id,
             "provider": match self.provider { SmsProvider::Sns => "sns", SmsProvider::Http(_) => "http" },
             "password_set": self.password_set,
+            "smart_encoding": self.smart_encoding,
+            "max_segments": self.max_segments,
         });
         if let Some(s) = &self.sender_number {
             v["sender_number"] = serde_json::json!(s);
@@ -443,6 +469,8 @@ mod tests {
             sender_number: None,
             password_set: false,
             secrets_at: None,
+            smart_encoding: true,
+            max_segments: 3,
         };
         let north = SmsSettings {
             control_center_id: ControlCenterId::parse("north").unwrap(),
@@ -512,6 +540,8 @@ mod tests {
             sender_number: Some(SenderId::parse("+15551234567").unwrap()),
             password_set: true,
             secrets_at: None,
+            smart_encoding: true,
+            max_segments: 3,
         };
         let v = s.view();
         assert_eq!(v["http_header"], "X-Api-Key: ****");

@@ -268,6 +268,7 @@ impl DeliveryLog for MemoryDeliveryLog {
                 let mut counts = StatusCounts::default();
                 for r in e.records.values() {
                     counts.add(r.status);
+                    counts.add_segments(r.segments);
                 }
                 for r in e.responses.values() {
                     counts.add_answer(r.answer);

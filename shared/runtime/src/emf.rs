@@ -31,6 +31,8 @@ pub const DELIVERY_METRICS: [&str; 6] = [
     "Fallback",
     "DeliveryLatencyMs",
 ];
+/// A sent SMS's segments, by provider and control center (what SMS cost is billed by).
+pub const SMS_SEGMENTS: &str = "SmsSegments";
 pub const RECIPIENTS: &str = "Recipients";
 pub const ACKNOWLEDGED: &str = "Acknowledged";
 
@@ -74,7 +76,11 @@ impl EmfMetrics {
 
 impl Metrics for EmfMetrics {
     fn delivery(&self, metric: &DeliveryMetric) {
-        self.emit(&delivery_line(&self.namespace, metric, now_ms()));
+        let now = now_ms();
+        self.emit(&delivery_line(&self.namespace, metric, now));
+        if let Some(line) = segments_line(&self.namespace, metric, now) {
+            self.emit(&line);
+        }
     }
     fn notification(&self, category: Category, recipients: usize) {
         self.emit(&category_line(
@@ -127,6 +133,23 @@ pub fn delivery_line(namespace: &str, m: &DeliveryMetric, timestamp_ms: u64) -> 
         &[&["Channel", "Provider"], &["Channel"]],
         &values,
     )
+}
+
+/// The EMF line of a sent SMS's segments: its own line, so `Sent` keeps its dimensions
+/// and the control center (many of them) is a dimension of this metric only.
+pub fn segments_line(namespace: &str, m: &DeliveryMetric, timestamp_ms: u64) -> Option<Value> {
+    let sms = m.sms.as_ref()?;
+    let provider = m.provider.map_or(NO_PROVIDER, |p| p.as_str());
+    Some(line(
+        namespace,
+        timestamp_ms,
+        &[
+            ("Provider", provider),
+            ("ControlCenter", sms.control_center_id.as_str()),
+        ],
+        &[&["Provider", "ControlCenter"], &["Provider"]],
+        &[(SMS_SEGMENTS, "Count", f64::from(sms.segments))],
+    ))
 }
 
 /// The EMF line of a per-notification metric (`Recipients`, `Acknowledged`).
@@ -192,6 +215,7 @@ mod tests {
             outcome: Outcome::Sent,
             fallback: true,
             latency: Some(Duration::from_millis(1234)),
+            sms: None,
         };
         let l = delivery_line("Flare/test", &m, 1_800_000_000_000);
         assert_eq!(l["_aws"]["Timestamp"], 1_800_000_000_000u64);
@@ -217,6 +241,40 @@ mod tests {
     }
 
     #[test]
+    fn a_sent_sms_has_a_segments_line_by_provider_and_control_center() {
+        let mut m = DeliveryMetric {
+            channel: Channel::Sms,
+            provider: Some(Provider::Http),
+            outcome: Outcome::Sent,
+            fallback: false,
+            latency: None,
+            sms: None,
+        };
+        assert!(segments_line("Flare", &m, 0).is_none());
+        m.sms = Some(flare_shared::ports::SmsUsage {
+            control_center_id: flare_shared::domain::ControlCenterId::parse("north").unwrap(),
+            segments: 3,
+        });
+        let l = segments_line("Flare/test", &m, 7).unwrap();
+        let d = &l["_aws"]["CloudWatchMetrics"][0];
+        assert_eq!(
+            d["Dimensions"],
+            json!([["Provider", "ControlCenter"], ["Provider"]])
+        );
+        assert_eq!(
+            d["Metrics"],
+            json!([{"Name": "SmsSegments", "Unit": "Count"}])
+        );
+        assert_eq!(l["Provider"], "http");
+        assert_eq!(l["ControlCenter"], "north");
+        assert_eq!(l["SmsSegments"], 3.0);
+        // The delivery's own line is unchanged by it.
+        let sent = delivery_line("Flare/test", &m, 7);
+        assert_eq!(sent["Sent"], 1.0);
+        assert!(sent.get("ControlCenter").is_none());
+    }
+
+    #[test]
     fn a_skip_before_routing_chose_a_provider_has_provider_none() {
         let m = DeliveryMetric {
             channel: Channel::Email,
@@ -224,6 +282,7 @@ mod tests {
             outcome: Outcome::Skipped,
             fallback: false,
             latency: None,
+            sms: None,
         };
         let l = delivery_line("Flare", &m, 0);
         assert_eq!(l["Provider"], NO_PROVIDER);

@@ -315,7 +315,7 @@ impl DeliveryLog for Sqlite {
                 params![org.as_str(), ms, id, after.is_some(), limit as i64],
             )?;
             let mut counted = c.prepare_cached(
-                "SELECT json_extract(state, '$.status'), count(*) FROM records WHERE org = ?1 AND nid = ?2 GROUP BY 1",
+                "SELECT json_extract(state, '$.status'), count(*), coalesce(sum(json_extract(state, '$.segments')), 0) FROM records WHERE org = ?1 AND nid = ?2 GROUP BY 1",
             )?;
             let mut answered = c.prepare_cached(
                 "SELECT json_extract(body, '$.answer'), count(*) FROM responses WHERE org = ?1 AND nid = ?2 GROUP BY 1",
@@ -326,13 +326,18 @@ impl DeliveryLog for Sqlite {
                     let mut counts = StatusCounts::default();
                     let by_status = counted
                         .query_map(params![org.as_str(), n.notification_id.as_str()], |r| {
-                            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+                            Ok((
+                                r.get::<_, String>(0)?,
+                                r.get::<_, i64>(1)?,
+                                r.get::<_, i64>(2)?,
+                            ))
                         })?
                         .collect::<Result<Vec<_>, _>>()?;
-                    for (status, k) in by_status {
+                    for (status, k, segments) in by_status {
                         let status: DeliveryStatus =
                             serde_json::from_value(serde_json::Value::String(status))?;
                         counts.add_many(status, u64::try_from(k)?);
+                        counts.sms_segments += u64::try_from(segments)?;
                     }
                     let by_answer = answered
                         .query_map(params![org.as_str(), n.notification_id.as_str()], |r| {

@@ -150,7 +150,19 @@ fn body_json(body: &[u8]) -> Result<Value, ApiError> {
     if body.len() > MAX_BODY {
         return Err(ApiError::PayloadTooLarge);
     }
-    serde_json::from_slice(body).map_err(ApiError::InvalidJson)
+    serde_json::from_slice(body).map_err(|e| {
+        match crate::domain::input::lone_surrogate_path(body) {
+            Some(field) => {
+                let mut errors = crate::domain::FieldErrors::new();
+                errors.add(
+                    field,
+                    "must not contain a lone surrogate (a \\uD800 to \\uDFFF escape without its pair)",
+                );
+                errors.into()
+            }
+            None => ApiError::InvalidJson(e),
+        }
+    })
 }
 
 /// The 404 of a path no route has.

@@ -24,6 +24,7 @@ pub fn metric_of(
         outcome,
         fallback: false,
         latency: None,
+        sms: None,
     })
 }
 

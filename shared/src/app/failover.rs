@@ -25,6 +25,8 @@ pub struct Accepted {
     pub failover_from: Option<Provider>,
     /// Where the provider's receipts will find the delivery.
     pub receipt_key: Option<crate::domain::receipt::ReceiptKey>,
+    /// An SMS's encoding and segments, as sent.
+    pub sms: Option<crate::domain::SmsCount>,
 }
 
 impl Accepted {
@@ -33,7 +35,14 @@ impl Accepted {
             receipt,
             failover_from: None,
             receipt_key: None,
+            sms: None,
         }
+    }
+
+    /// With what the SMS it carried costs.
+    pub fn with_sms(mut self, count: crate::domain::SmsCount) -> Self {
+        self.sms = Some(count);
+        self
     }
 
     /// With the key its provider's receipts will name it by (sent for `org` with the
@@ -78,6 +87,7 @@ impl Failover {
     {
         let over = |receipt| Accepted {
             receipt,
+            sms: None,
             failover_from: Some(primary),
             receipt_key: None,
         };

@@ -48,5 +48,7 @@ pub(crate) fn record(
         failover_from: None,
         detail: None,
         complaint: false,
+        encoding: None,
+        segments: None,
     }
 }

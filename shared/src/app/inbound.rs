@@ -121,6 +121,8 @@ pub async fn end_user_messaging(rp: &Replies, sms: &InboundSms) -> Result<Replie
         sender_number: SenderId::parse(&sms.to).ok(),
         password_set: false,
         secrets_at: None,
+        smart_encoding: true,
+        max_segments: 3,
     };
     received_matched(rp, &org, sms, &through, Some(sent)).await
 }
@@ -266,7 +268,8 @@ async fn send_back(
         control_center_id: through.control_center_id.clone(),
         to: sms.from.clone(),
         from: through.sender_number.clone(),
-        text,
+        // Fitted as every SMS is: an organization's help text may hold curly quotes.
+        text: crate::domain::segments::fit(&text, None, through.policy()).text,
         settings: Some(through.clone()),
     };
     if let Err(e) = sender.send(&message).await {

@@ -53,6 +53,12 @@ fn delivery_view(r: &DeliveryRecord) -> Value {
     if r.complaint {
         v["complaint"] = json!(true);
     }
+    if let Some(e) = r.encoding {
+        v["encoding"] = json!(e);
+    }
+    if let Some(n) = r.segments {
+        v["segments"] = json!(n);
+    }
     v
 }
 
@@ -111,6 +117,8 @@ pub fn view(l: &Logged) -> Value {
         "created_at": n.created_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         "message": n.message,
         "recipients": recipients,
+        // The page's; `get` answers the whole notification's when it has more pages.
+        "sms_segments": l.records.iter().filter_map(|r| r.segments).map(u64::from).sum::<u64>(),
     });
     if let Some(a) = &n.audience {
         v["audience"] = json!(a);
@@ -188,6 +196,7 @@ pub async fn list(svc: &Services, org: &OrgId, query: Option<&str>) -> Result<Va
                 "incident_id": n.incident_id,
                 "created_at": n.created_at,
                 "counts": s.counts,
+                "sms_segments": s.counts.sms_segments,
             });
             if let Some(a) = &n.audience {
                 v["audience"] = json!(a);
@@ -256,6 +265,9 @@ pub async fn get(
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no notification \"{id}\"")))?;
     let mut v = view(&logged);
+    if after.is_some() || next.is_some() {
+        v["sms_segments"] = json!(svc.log.sms_segments(org, &id).await?);
+    }
     v["next_cursor"] = json!(next);
     Ok(v)
 }

@@ -276,6 +276,7 @@ impl Notifier {
                 outcome,
                 fallback: r.fallback,
                 latency: None,
+                sms: None,
             });
         }
     }

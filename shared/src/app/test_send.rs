@@ -10,6 +10,9 @@ use crate::domain::{EmailAddress, FailReason, NotificationId, OrgId, PhoneNumber
 use crate::ports::{EmailMessage, Receipt, SendError, SmsMessage};
 use serde_json::{Value, json};
 
+/// What an SMS test sends when the body names no `text`.
+const SMS_TEST_TEXT: &str = "Flare test message: the SMS settings of control center {cc} work.";
+
 fn verdict(result: Result<Receipt, SendError>) -> Result<Value, ApiError> {
     match result {
         Ok(r) => Ok(
@@ -43,10 +46,27 @@ fn parse_to<T>(
     }
 }
 
-/// `POST /v1/settings/sms/{cc}/test`: through the control center's effective settings.
+/// An SMS test's body: `to`, and the sample `text` to send (optional).
+fn parse_sms_test(body: &Value) -> Result<(PhoneNumber, Option<String>), ApiError> {
+    let mut errors = crate::domain::FieldErrors::new();
+    reject_unknown(body, "", &mut errors, &["to", "text"]);
+    let parsed = object(body, "", &mut errors, |r| {
+        let to = r.required_with("to", PhoneNumber::parse);
+        let text = r.optional_with("text", crate::domain::input::sms_text);
+        Some((to?, text?))
+    });
+    match parsed {
+        Some(p) if errors.is_empty() => Ok(p),
+        _ => Err(errors.into()),
+    }
+}
+
+/// `POST /v1/settings/sms/{cc}/test`: through the control center's effective settings,
+/// the sample text (or a test sentence) fitted as a dispatch's would be; the answer says
+/// what was sent and what it costs.
 pub async fn sms(svc: &Services, org: &OrgId, cc: &str, body: &Value) -> Result<Value, ApiError> {
     let cc = parse_cc(cc)?;
-    let to: PhoneNumber = parse_to(body, PhoneNumber::parse)?;
+    let (to, text) = parse_sms_test(body)?;
     let settings = svc.settings.effective_sms(org, &cc).await?.ok_or_else(|| {
         ApiError::not_found(format!(
             "no SMS settings for control center \"{cc}\" nor for \"main\""
@@ -64,13 +84,26 @@ pub async fn sms(svc: &Services, org: &OrgId, cc: &str, body: &Value) -> Result<
         control_center_id: settings.control_center_id.clone(),
         to,
         from: settings.sender_number.clone(),
-        text: format!(
-            "Flare test message: the SMS settings of control center {} work.",
-            settings.control_center_id
-        ),
+        text: String::new(),
         settings: Some(settings.clone()),
     };
-    verdict(sender.send(&message).await)
+    let text =
+        text.unwrap_or_else(|| SMS_TEST_TEXT.replace("{cc}", settings.control_center_id.as_str()));
+    let fitted = crate::domain::segments::fit(
+        &crate::domain::delivery::plain_text(&text),
+        None,
+        settings.policy(),
+    );
+    let message = SmsMessage {
+        text: fitted.text.clone(),
+        ..message
+    };
+    let mut v = verdict(sender.send(&message).await)?;
+    v["encoding"] = json!(fitted.count.encoding);
+    v["segments"] = json!(fitted.count.segments);
+    v["text"] = json!(fitted.text);
+    v["cut"] = json!(fitted.cut);
+    Ok(v)
 }
 
 /// `POST /v1/settings/email/test`: through the organization's provider, else the default.

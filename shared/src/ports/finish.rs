@@ -17,6 +17,8 @@ pub enum Finish {
         receipt_key: Option<ReceiptKey>,
         /// Sent by the failover provider, standing in for this one.
         failover_from: Option<Provider>,
+        /// An SMS's encoding and segments, as sent.
+        sms: Option<crate::domain::SmsCount>,
     },
     Failed {
         attempt: u32,
@@ -114,6 +116,10 @@ pub struct RecordState {
     pub detail: Option<String>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub complaint: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encoding: Option<crate::domain::SmsEncoding>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub segments: Option<u32>,
     /// Where receipts find the record (kept beside the state, so an adapter can index it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub receipt_key: Option<String>,
@@ -135,6 +141,8 @@ impl RecordState {
             failover_from: r.failover_from,
             detail: r.detail.clone(),
             complaint: r.complaint,
+            encoding: r.encoding,
+            segments: r.segments,
             receipt_key: None,
         }
     }
@@ -154,6 +162,8 @@ impl RecordState {
         r.failover_from = self.failover_from;
         r.detail = self.detail;
         r.complaint = self.complaint;
+        r.encoding = self.encoding;
+        r.segments = self.segments;
     }
 
     /// What a claim does (see [`DeliveryLog::claim`]).
@@ -231,11 +241,14 @@ impl RecordState {
             provider_message_id,
             receipt_key,
             failover_from,
+            sms,
             ..
         } = outcome
         else {
             return false;
         };
+        self.encoding = sms.map(|c| c.encoding);
+        self.segments = sms.map(|c| c.segments);
         self.status = DeliveryStatus::Sent;
         self.provider = Some(provider);
         self.provider_message_id = provider_message_id;

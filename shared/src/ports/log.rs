@@ -248,6 +248,20 @@ pub trait DeliveryLog: Send + Sync {
     /// was sent under that key (or it has expired), or more than one was (a gateway that
     /// reuses its message ids): a receipt never moves a delivery it may not be about.
     async fn receipt(&self, key: &ReceiptKey, outcome: Finish) -> StoreResult<ReceiptMatch>;
+    /// The segments of every SMS of a notification, as sent (a paged view's total). By
+    /// default from [`Self::get_notification`]; DynamoDB reads only the records' states.
+    async fn sms_segments(&self, org: &OrgId, id: &NotificationId) -> StoreResult<u64> {
+        let mut counts = StatusCounts::default();
+        for r in self
+            .get_notification(org, id)
+            .await?
+            .map(|l| l.records)
+            .unwrap_or_default()
+        {
+            counts.add_segments(r.segments);
+        }
+        Ok(counts.sms_segments)
+    }
     /// The organization's notifications newest first ([`ListPosition`] order), at most
     /// `limit`, starting after `after`, each with its deliveries counted by state.
     async fn list_notifications(
@@ -321,6 +335,9 @@ pub struct StatusCounts {
     /// Recipients (not deliveries) whose latest answer is each.
     pub responding: u64,
     pub unavailable: u64,
+    /// The segments of its SMS, as sent (the list shows it beside the counts).
+    #[serde(skip)]
+    pub sms_segments: u64,
 }
 
 impl StatusCounts {
@@ -337,6 +354,11 @@ impl StatusCounts {
             DeliveryStatus::Delivered => self.delivered += n,
             DeliveryStatus::Undelivered => self.undelivered += n,
         }
+    }
+
+    /// A record's SMS segments, when it was an SMS sent.
+    pub fn add_segments(&mut self, segments: Option<u32>) {
+        self.sms_segments += u64::from(segments.unwrap_or(0));
     }
 
     /// A recipient's latest answer.

@@ -35,6 +35,15 @@ pub struct DeliveryMetric {
     pub fallback: bool,
     /// From the event's time to the provider's acceptance (sent deliveries only).
     pub latency: Option<std::time::Duration>,
+    /// A sent SMS: its notification's control center and its segments.
+    pub sms: Option<SmsUsage>,
+}
+
+/// What a sent SMS counts toward the `SmsSegments` metric.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SmsUsage {
+    pub control_center_id: crate::domain::ControlCenterId,
+    pub segments: u32,
 }
 
 /// Counts what the pipeline does (CloudWatch metrics in AWS). Recording cannot fail:

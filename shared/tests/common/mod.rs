@@ -109,6 +109,8 @@ pub fn sns_for_main() -> SmsSettings {
         sender_number: None,
         password_set: false,
         secrets_at: None,
+        smart_encoding: true,
+        max_segments: 3,
     }
 }
 

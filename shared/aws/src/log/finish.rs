@@ -127,8 +127,9 @@ impl FinishUpdate {
                 provider_message_id,
                 receipt_key,
                 failover_from,
+                sms,
                 ..
-            } => Self::sent(provider, provider_message_id, receipt_key, failover_from),
+            } => Self::sent(provider, provider_message_id, receipt_key, failover_from, sms),
             Finish::Failed { attempt, reason } => Self::of_attempt(attempt)
                 .value(":failed", s("failed"))
                 .value(":reason", s(reason))
@@ -219,6 +220,7 @@ impl FinishUpdate {
         provider_message_id: Option<String>,
         receipt_key: Option<ReceiptKey>,
         failover_from: Option<flare_shared::domain::Provider>,
+        sms: Option<flare_shared::domain::SmsCount>,
     ) -> Self {
         let mut u = Self::from_pending()
             .value(":sent", s("sent"))
@@ -235,6 +237,12 @@ impl FinishUpdate {
         if let Some(from) = failover_from {
             u = u.value(":from", s(from.as_str()));
             set.push_str(", failover_from = :from");
+        }
+        if let Some(c) = sms {
+            u = u
+                .value(":enc", s(c.encoding.as_str()))
+                .value(":segs", n(i64::from(c.segments)));
+            set.push_str(", encoding = :enc, segments = :segs");
         }
         u.set(set + " REMOVE lease_ms, claimed_until, reason")
     }

@@ -367,6 +367,17 @@ impl DeliveryLog for DynamoDeliveryLog {
         Ok(ReceiptMatch::Found { target, moved })
     }
 
+    /// One GetItem of the notification, then its records' states only.
+    async fn sms_segments(&self, org: &OrgId, id: &NotificationId) -> StoreResult<u64> {
+        let pk = notification_pk(org, id);
+        let Some(item) = self.get_record(notification_key(&pk)).await? else {
+            return Ok(0);
+        };
+        let shards = item_shards(&item);
+        let notification: Notification = decode(item)?;
+        Ok(self.count(&notification, shards).await?.sms_segments)
+    }
+
     async fn list_notifications(
         &self,
         org: &OrgId,

@@ -29,12 +29,14 @@ pub const MAX_SMS_TEXT: usize = 1600;
 /// Longest free-text name.
 pub const MAX_NAME: usize = 200;
 
+mod json;
 mod people;
 mod reader;
 mod settings;
 #[cfg(test)]
 mod tests;
 
+pub use json::lone_surrogate_path;
 pub use people::*;
 pub use reader::*;
 pub use settings::*;
@@ -107,7 +109,7 @@ impl ManualSmsInput {
         );
         let parsed = object(body, "", &mut errors, |r| {
             let user_id = r.required_with("user_id", UserId::parse_existing);
-            let text = r.required_with("text", |s| text(s, MAX_SMS_TEXT, false));
+            let text = r.required_with("text", sms_text);
             let cc = r.optional_with("control_center_id", ControlCenterId::parse);
             Some(ManualSmsInput {
                 user_id: user_id?,

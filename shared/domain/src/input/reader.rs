@@ -268,3 +268,22 @@ pub fn text(s: &str, max: usize, single_line: bool) -> Result<String, Validation
     }
     Ok(t.to_string())
 }
+
+/// An SMS text as a caller sends it: not blank, at most [`super::MAX_SMS_TEXT`]
+/// characters, no control character but line ends and tab, and no noncharacter nor
+/// U+FFFD (what a broken encoding leaves behind). Trimmed.
+pub fn sms_text(s: &str) -> Result<String, ValidationError> {
+    let t = text(s, super::MAX_SMS_TEXT, false)?;
+    let bad = t.chars().find(|&c| {
+        (c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
+            || c == '\u{FFFD}'
+            || crate::text::hidden(c) == Some("noncharacters")
+    });
+    match bad {
+        Some(c) => Err(ValidationError::new(format!(
+            "must not contain control characters (but line ends and tab), noncharacters or U+FFFD (U+{:04X})",
+            c as u32
+        ))),
+        None => Ok(t),
+    }
+}

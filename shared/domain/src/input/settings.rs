@@ -34,6 +34,8 @@ const SMS_FIELDS: &[&str] = &[
     "failover",
     "failover_sender_number",
     "max_per_second",
+    "smart_encoding",
+    "max_segments",
 ];
 
 /// The fields only provider `http` takes.
@@ -77,6 +79,8 @@ struct SmsFields {
     failover: Option<Option<bool>>,
     failover_sender: Option<Option<SenderId>>,
     max_per_second: Option<Option<u32>>,
+    smart_encoding: Option<Option<bool>>,
+    max_segments: Option<u8>,
 }
 
 impl SmsFields {
@@ -95,6 +99,8 @@ impl SmsFields {
             }),
             failover_sender: r.optional_with("failover_sender_number", SenderId::parse),
             max_per_second: read_max_per_second(r),
+            smart_encoding: r.optional_bool("smart_encoding"),
+            max_segments: read_max_segments(r),
         }
     }
 
@@ -114,6 +120,8 @@ impl SmsFields {
             r.error("failover_sender_number", "applies only with failover sns");
         }
         let max_per_second = self.max_per_second?;
+        let smart_encoding = self.smart_encoding?.unwrap_or(true);
+        let max_segments = self.max_segments?;
         let (provider, header_value) = match (provider, gateway) {
             ("http", Some(gw)) => {
                 gw.provider(failover_sns, max_per_second, failover_sender_number)?
@@ -131,6 +139,8 @@ impl SmsFields {
                 sender_number: sender,
                 password_set: false,
                 secrets_at: None,
+                smart_encoding,
+                max_segments,
             },
             password,
             header_value,
@@ -149,6 +159,25 @@ fn read_max_per_second(r: &mut Reader) -> Option<Option<u32>> {
             r.error(
                 "max_per_second",
                 format!("must be a whole number from 1 to {MAX_PER_SECOND}"),
+            );
+            None
+        }
+    }
+}
+
+/// `max_segments`: a whole number from 1 to [`crate::segments::MAX_SEGMENTS_LIMIT`], or
+/// left out (3).
+fn read_max_segments(r: &mut Reader) -> Option<u8> {
+    use crate::segments::{DEFAULT_MAX_SEGMENTS, MAX_SEGMENTS_LIMIT};
+    let Some(n) = r.optional_int("max_segments")? else {
+        return Some(DEFAULT_MAX_SEGMENTS);
+    };
+    match u8::try_from(n) {
+        Ok(n) if (1..=MAX_SEGMENTS_LIMIT).contains(&n) => Some(n),
+        _ => {
+            r.error(
+                "max_segments",
+                format!("must be a whole number from 1 to {MAX_SEGMENTS_LIMIT}"),
             );
             None
         }

@@ -37,6 +37,7 @@ impl Deliverer {
             receipt,
             failover_from,
             receipt_key,
+            sms,
         } = accepted;
         if crate::faults::crash_after_send(job) {
             // As if the process died here: nothing after this runs.
@@ -54,6 +55,7 @@ impl Deliverer {
                     provider_message_id: receipt.provider_message_id.clone(),
                     receipt_key,
                     failover_from,
+                    sms,
                 },
             )
             .await?;
@@ -64,7 +66,7 @@ impl Deliverer {
             "delivery sent"
         );
         if moved {
-            self.count(job, Some(receipt.provider), Outcome::Sent);
+            self.count_sms(job, Some(receipt.provider), Outcome::Sent, sms);
             self.remember_reply_target(job, receipt.provider).await;
         }
         if holds_others_back(job.channel, job.cycle) {

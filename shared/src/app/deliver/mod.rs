@@ -568,6 +568,17 @@ impl Deliverer {
 
     /// Counts a job's final outcome.
     fn count(&self, job: &DeliveryJob, provider: Option<Provider>, outcome: Outcome) {
+        self.count_sms(job, provider, outcome, None);
+    }
+
+    /// [`Self::count`], with a sent SMS's segments.
+    fn count_sms(
+        &self,
+        job: &DeliveryJob,
+        provider: Option<Provider>,
+        outcome: Outcome,
+        sms: Option<crate::domain::SmsCount>,
+    ) {
         let latency = match (outcome, job.created_at) {
             (Outcome::Sent, Some(at)) => (chrono::Utc::now() - at).to_std().ok(),
             _ => None,
@@ -578,6 +589,10 @@ impl Deliverer {
             outcome,
             fallback: job.fallback,
             latency,
+            sms: sms.map(|c| crate::ports::SmsUsage {
+                control_center_id: job.control_center_id.clone(),
+                segments: c.segments,
+            }),
         });
     }
 }

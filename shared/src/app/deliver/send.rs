@@ -81,6 +81,18 @@ impl Deliverer {
             .effective_sms(&job.org_id, &job.control_center_id)
             .await
             .map_err(|e| SendError::transient(FailReason::SettingsUnavailable).with_source(e))?;
+        let policy = settings
+            .as_ref()
+            .map(SmsSettings::policy)
+            .unwrap_or_default();
+        let fitted = job.sms(self.response_link(job).await.as_deref(), policy);
+        if fitted.cut {
+            tracing::info!(
+                segments = fitted.count.segments,
+                max_segments = policy.max_segments,
+                "the SMS text was cut to its control center's max_segments"
+            );
+        }
         let sms = SmsMessage {
             notification_id: job.notification_id.clone(),
             delivery_id: Some(job.delivery_id()),
@@ -91,7 +103,7 @@ impl Deliverer {
             ),
             to: to.clone(),
             from: settings.as_ref().and_then(|s| s.sender_number.clone()),
-            text: job.sms_text(self.response_link(job).await.as_deref()),
+            text: fitted.text,
             settings,
         };
         let secondary = sms
@@ -120,7 +132,9 @@ impl Deliverer {
             }
             _ => Accepted::direct(primary.await?),
         };
-        Ok(accepted.keyed(&job.org_id, &sms.control_center_id))
+        Ok(accepted
+            .keyed(&job.org_id, &sms.control_center_id)
+            .with_sms(fitted.count))
     }
 
     /// The pace an SMS through `provider` keeps: an HTTP gateway's `max_per_second`

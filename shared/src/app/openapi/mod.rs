@@ -75,12 +75,21 @@ fn line(max: usize, description: &str) -> Value {
     })
 }
 
-/// Free text over several lines.
-fn text(max: usize, description: &str) -> Value {
+/// An SMS text as sent: what `domain::input::sms_text` takes (not blank; no control
+/// character but line ends and tab, no noncharacter, no U+FFFD).
+fn sms_text(max: usize, description: &str) -> Value {
+    let mut bad = String::from(
+        r"\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f-\u009f\ufdd0-\ufdef\ufffd-\uffff",
+    );
+    for plane in 1..=16u32 {
+        for low in [0xFFFE, 0xFFFF] {
+            bad.extend(char::from_u32((plane << 16) | low));
+        }
+    }
     json!({
         "type": "string", "minLength": 1, "maxLength": max,
-        "pattern": format!("[^{BLANK}]"),
-        "description": description,
+        "pattern": format!("^[^{bad}]*[^{BLANK}{bad}][^{bad}]*$"),
+        "description": format!("{description} Sent as GSM-7 when it can be (look-alikes such as curly quotes replaced, unless smart_encoding is off), else UCS-2; cut at a word to the control center's max_segments."),
     })
 }
 

@@ -33,6 +33,12 @@ pub(super) fn schemas() -> Value {
     );
     let licenses: Vec<&str> = License::ALL.iter().map(|l| l.as_str()).collect();
     let sms_shared = |provider: &str| json!({"const": provider});
+    let smart = nullable(json!({"type": "boolean",
+        "description": "Replace characters that have a GSM-7 look-alike (curly quotes, dashes, ellipsis, Unicode spaces, bullets) so one of them cannot make a text UCS-2. Default true."}));
+    let max_segments = nullable(
+        json!({"type": "integer", "minimum": 1, "maximum": crate::domain::segments::MAX_SEGMENTS_LIMIT,
+        "description": "The most segments an SMS takes: a longer text is cut at a word and ends with `...` (a dispatch's reply instructions and link are kept whole). Default 3."}),
+    );
     json!({
         "Error": {
             "type": "object",
@@ -73,6 +79,7 @@ pub(super) fn schemas() -> Value {
                     "username": {"type": "null"}, "password": {"type": "null"},
                     "http_header": {"type": "null"}, "failover": {"type": "null"}, "max_per_second": {"type": "null"},
                     "failover_sender_number": {"type": "null"},
+                    "smart_encoding": smart.clone(), "max_segments": max_segments.clone(),
                 })),
                 failover_sender_rule(object(&["provider", "url", "sender_number"], json!({
                     "provider": sms_shared("http"),
@@ -93,16 +100,19 @@ pub(super) fn schemas() -> Value {
                         "description": "When the gateway fails (permanently, on the last attempt, or while its circuit is open), SMS go through Amazon SNS."})),
                     "failover_sender_number": nullable(json!({"allOf": [r("SenderNumber")],
                         "description": "Only with failover sns: who SMS sent through SNS instead of the gateway are from (an origination number or sender id the AWS account owns). Without it, an alphanumeric sender_number is kept and a phone number is not (SNS sends only from numbers the account owns): the account's default."})),
+                    "smart_encoding": smart, "max_segments": max_segments,
                 }))),
             ],
         },
         "SmsSettings": {
             "type": "object",
-            "required": ["control_center_id", "provider", "password_set"],
+            "required": ["control_center_id", "provider", "password_set", "smart_encoding", "max_segments"],
             "properties": {
                 "control_center_id": {"type": "string"},
                 "provider": {"type": "string", "enum": ["sns", "http"]},
                 "password_set": {"type": "boolean"},
+                "smart_encoding": {"type": "boolean"},
+                "max_segments": {"type": "integer", "minimum": 1, "maximum": crate::domain::segments::MAX_SEGMENTS_LIMIT},
                 "sender_number": {"type": "string"},
                 "url": {"type": "string"},
                 "format": {"type": "string", "enum": ["json", "form", "twilio"]},
@@ -282,7 +292,10 @@ pub(super) fn schemas() -> Value {
             "type": "object", "required": ["device_id"],
             "properties": {"device_id": {"type": "string"}},
         },
-        "TestSmsInput": object(&["to"], json!({"to": r("PhoneNumber")})),
+        "TestSmsInput": object(&["to"], json!({
+            "to": r("PhoneNumber"),
+            "text": nullable(sms_text(MAX_SMS_TEXT, "A sample message to send instead of the test sentence.")),
+        })),
         "TestEmailInput": object(&["to"], json!({"to": r("EmailAddress")})),
         "TestResult": {
             "type": "object", "required": ["status", "provider"],
@@ -290,11 +303,15 @@ pub(super) fn schemas() -> Value {
                 "status": {"const": "sent"},
                 "provider": {"type": "string", "enum": ["sns", "http", "ses", "smtp"]},
                 "provider_message_id": {"type": ["string", "null"]},
+                "encoding": {"type": "string", "enum": ["gsm7", "ucs2"], "description": "SMS: the encoding the text was sent in."},
+                "segments": {"type": "integer", "minimum": 1, "description": "SMS: the segments it is billed as."},
+                "text": {"type": "string", "description": "SMS: the text sent (look-alikes replaced, cut to max_segments)."},
+                "cut": {"type": "boolean", "description": "SMS: the text was cut to max_segments."},
             },
         },
         "ManualSmsInput": object(&["user_id", "text"], json!({
             "user_id": id(128, "The user: SMS goes to their primary mobile.", "u-17"),
-            "text": text(MAX_SMS_TEXT, "The message."),
+            "text": sms_text(MAX_SMS_TEXT, "The message."),
             "control_center_id": nullable(id(128, "Whose SMS settings to use (default: the user's).", "north")),
         })),
         "ResponseInput": object(&["response"], json!({
@@ -323,13 +340,14 @@ pub(super) fn schemas() -> Value {
             "properties": {
                 "notifications": {"type": "array", "items": {
                     "type": "object",
-                    "required": ["notification_id", "category", "created_at", "counts"],
+                    "required": ["notification_id", "category", "created_at", "counts", "sms_segments"],
                     "properties": {
                         "notification_id": {"type": "string"},
                         "category": {"type": "string"},
                         "incident_id": {"type": ["string", "null"]},
                         "created_at": {"type": "string", "format": "date-time"},
                         "audience": {"$ref": "#/components/schemas/Audience"},
+                        "sms_segments": {"type": "integer", "minimum": 0, "description": "The segments of its SMS, as sent (what SMS is billed by)."},
                         "counts": {
                             "type": "object",
                             "required": ["pending", "sent", "failed", "skipped", "delivered", "undelivered", "responding", "unavailable"],
@@ -354,7 +372,7 @@ pub(super) fn schemas() -> Value {
         },
         "Notification": {
             "type": "object",
-            "required": ["notification_id", "category", "created_at", "recipients"],
+            "required": ["notification_id", "category", "created_at", "recipients", "sms_segments"],
             "properties": {
                 "notification_id": {"type": "string"},
                 "category": {"type": "string"},
@@ -365,6 +383,7 @@ pub(super) fn schemas() -> Value {
                 "created_at": {"type": "string", "format": "date-time"},
                 "message": {"type": ["object", "null"]},
                 "audience": {"$ref": "#/components/schemas/Audience"},
+                "sms_segments": {"type": "integer", "minimum": 0, "description": "The segments of all its SMS, as sent (every page's)."},
                 "next_cursor": {
                     "type": ["string", "null"],
                     "description": "More recipients follow: pass as `cursor`. Null on the last page.",
@@ -396,6 +415,8 @@ pub(super) fn schemas() -> Value {
                                 "failover_from": {"type": "string", "description": "Sent by the failover provider, standing in for this one."},
                                 "detail": {"type": "string", "description": "What the provider's receipt said (an undelivered delivery's bounce or carrier response)."},
                                 "complaint": {"type": "boolean", "description": "The recipient reported the email as spam."},
+                                "encoding": {"type": "string", "enum": ["gsm7", "ucs2"], "description": "A sent SMS's encoding."},
+                                "segments": {"type": "integer", "minimum": 1, "description": "A sent SMS's segments, as carriers bill them."},
                                 "fallback_reason": {"type": "string", "enum": FallbackReason::ALL.iter().map(|r| r.as_str()).collect::<Vec<_>>()},
                             },
                         }},
