@@ -3108,7 +3108,11 @@ async fn sms_test_sends_answer_encoding_and_segments_and_bad_text_is_named() {
         (json!("gsm7"), json!(1), json!("L'équipe arrive"))
     );
     let (s, b) = test(json!({"to": "+14155550100"})).await;
-    assert_eq!((s.as_u16(), b["encoding"].clone()), (200, json!("gsm7")), "{b}");
+    assert_eq!(
+        (s.as_u16(), b["encoding"].clone()),
+        (200, json!("gsm7")),
+        "{b}"
+    );
     // Without smart encoding the apostrophe goes as typed: UCS-2.
     let put = json!({"provider": "sns", "sender_number": "ACMEFIRE", "smart_encoding": false, "max_segments": 2});
     let (s, b) = o

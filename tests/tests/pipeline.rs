@@ -581,6 +581,85 @@ async fn a_message_under_app_only_goes_by_push_only() {
     assert!(p.email_with(&text).await.is_empty());
 }
 
+/// v1.2 SMS text, on moto: a dispatch whose message has curly quotes is published to SNS
+/// as GSM-7 (look-alikes replaced), and DynamoDB keeps its encoding and segments, which
+/// the view and the list total; `max_segments: 1` cuts a long one and keeps the reply
+/// instructions whole.
+#[tokio::test]
+async fn sms_go_out_as_gsm7_with_their_segments_kept_and_cut_to_max_segments() {
+    let p = pipeline().await;
+    standard_org(&p, json!({"dispatch": "app_sms_email"})).await;
+    p.user("u-17", "basic_responder", Some("+14155550147"), None, false)
+        .await;
+    let tag = unique("quotes");
+    let mut ev = p.event(
+        "incident-dispatched",
+        &format!("{tag} “12 Main St” – the caller’s kitchen…"),
+    );
+    ev["detail"]["recipient_ids"] = json!(["u-17"]);
+    p.route(&ev).await;
+    p.drain().await;
+    let sent = p.sms_with(&tag).await;
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    let text = sent[0]["message"].as_str().unwrap();
+    assert!(
+        text.contains(&format!(
+            "{tag} \"12 Main St\" - the caller's kitchen...\nReply 1 responding, 2 unavailable"
+        )),
+        "{text}"
+    );
+    let counted = flare_shared::domain::segments::count(text);
+    assert_eq!(counted.encoding, flare_shared::domain::SmsEncoding::Gsm7);
+    let id = ev["id"].as_str().unwrap();
+    let n = p.notification(id).await;
+    let sms = &deliveries(&n, "u-17")["sms"];
+    assert_eq!(
+        (sms["encoding"].clone(), sms["segments"].clone()),
+        (json!("gsm7"), json!(counted.segments)),
+        "{sms}"
+    );
+    assert_eq!(n["sms_segments"], json!(counted.segments));
+    let list = p
+        .admin("GET", "/v1/notifications?limit=5", Value::Null)
+        .await;
+    let entry = list["notifications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["notification_id"] == id)
+        .unwrap();
+    assert_eq!(entry["sms_segments"], json!(counted.segments), "{entry}");
+
+    p.admin(
+        "PUT",
+        "/v1/settings/sms/main",
+        json!({"provider": "sns", "sender_number": "ACMEFIRE", "max_segments": 1}),
+    )
+    .await;
+    let tag = unique("long");
+    let long = format!(
+        "{tag} {}",
+        "Engine 7 and Ladder 3 respond to the north gate. ".repeat(6)
+    );
+    let mut ev = p.event("incident-dispatched", &long);
+    ev["detail"]["recipient_ids"] = json!(["u-17"]);
+    p.route(&ev).await;
+    p.drain().await;
+    let sent = p.sms_with(&tag).await;
+    let text = sent[0]["message"].as_str().unwrap();
+    assert_eq!(
+        flare_shared::domain::segments::count(text).segments,
+        1,
+        "{text}"
+    );
+    assert!(
+        text.contains("...\nReply 1 responding, 2 unavailable"),
+        "{text}"
+    );
+    let n = p.notification(ev["id"].as_str().unwrap()).await;
+    assert_eq!(deliveries(&n, "u-17")["sms"]["segments"], json!(1));
+}
+
 #[tokio::test]
 async fn incident_contacts_who_are_not_users_get_sms_and_email() {
     let p = pipeline().await;

@@ -306,10 +306,11 @@ pub struct DeliveryRecord {
     /// The recipient reported the email as spam (the status stays what it was).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub complaint: bool,
-    /// v1.2: an SMS's encoding and segments, as sent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// v1.2: an SMS's encoding and segments, as sent. Stored as `sms_encoding` and
+    /// `sms_segments`: `segments` is a word DynamoDB reserves.
+    #[serde(default, rename = "sms_encoding", skip_serializing_if = "Option::is_none")]
     pub encoding: Option<crate::segments::SmsEncoding>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, rename = "sms_segments", skip_serializing_if = "Option::is_none")]
     pub segments: Option<u32>,
 }
 

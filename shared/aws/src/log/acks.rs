@@ -40,7 +40,7 @@ impl DynamoDeliveryLog {
             sk: String,
             status: Option<flare_shared::domain::DeliveryStatus>,
             response: Option<flare_shared::domain::Response>,
-            segments: Option<u32>,
+            sms_segments: Option<u32>,
         }
         let base = notification_pk(&n.org_id, &n.notification_id);
         let mut counts = StatusCounts::default();
@@ -51,7 +51,7 @@ impl DynamoDeliveryLog {
             match (c.sk.starts_with("R#"), c.status, c.response) {
                 (true, Some(status), _) => {
                     counts.add(status);
-                    counts.add_segments(c.segments);
+                    counts.add_segments(c.sms_segments);
                 }
                 (false, _, Some(r)) if c.sk.starts_with("ACK#") => counts.add_answer(r.answer),
                 _ => {}
@@ -60,7 +60,7 @@ impl DynamoDeliveryLog {
         };
         let read = |query: QueryFluentBuilder| {
             query
-                .projection_expression("sk, #status, #response, segments")
+                .projection_expression("sk, #status, #response, sms_segments")
                 .expression_attribute_names("#status", "status")
                 .expression_attribute_names("#response", "response")
         };

@@ -242,7 +242,7 @@ impl FinishUpdate {
             u = u
                 .value(":enc", s(c.encoding.as_str()))
                 .value(":segs", n(i64::from(c.segments)));
-            set.push_str(", encoding = :enc, segments = :segs");
+            set.push_str(", sms_encoding = :enc, sms_segments = :segs");
         }
         u.set(set + " REMOVE lease_ms, claimed_until, reason")
     }
