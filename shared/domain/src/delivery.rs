@@ -308,9 +308,17 @@ pub struct DeliveryRecord {
     pub complaint: bool,
     /// v1.2: an SMS's encoding and segments, as sent. Stored as `sms_encoding` and
     /// `sms_segments`: `segments` is a word DynamoDB reserves.
-    #[serde(default, rename = "sms_encoding", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "sms_encoding",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub encoding: Option<crate::segments::SmsEncoding>,
-    #[serde(default, rename = "sms_segments", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "sms_segments",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub segments: Option<u32>,
 }
 

@@ -252,7 +252,9 @@ pub fn fit(body: &str, tail: Option<&str>, policy: SmsPolicy) -> FittedSms {
     }
     let fits = |end: usize| count(&joined(body[..end].trim_end(), true, tail)).segments <= max;
     // The longest prefix that fits: segments never fall as a prefix grows.
-    let ends: Vec<usize> = body.char_indices().map(|(i, _)| i).collect();
+    // No text of more than 160 characters a segment fits: the search need not look past.
+    let most = GSM7_SINGLE * max as usize;
+    let ends: Vec<usize> = body.char_indices().take(most + 1).map(|(i, _)| i).collect();
     let (mut lo, mut hi) = (0, ends.len().saturating_sub(1));
     if !fits(0) {
         let text = tail.unwrap_or(CUT_MARK).to_string();
