@@ -2964,12 +2964,9 @@ async fn a_reply_after_24_hours_answers_nothing() {
     o.app.stop().await;
 }
 
-/// v1.2 SMS text: a dispatch whose message has curly quotes, an en dash and an ellipsis
-/// goes out as GSM-7 (look-alikes replaced), its encoding and segments recorded on the
-/// delivery, the notification and the list.
-#[tokio::test]
-async fn a_dispatch_with_curly_quotes_goes_out_as_gsm7_with_its_segments_recorded() {
-    let o = org(json!({"dispatch": "app_sms_email"})).await;
+/// u-17 (a phone, no app) and a dispatch of `body` to them alone: the settled view and
+/// the one SMS's text.
+async fn dispatch_sms_to_u17(o: &Org, body: &str) -> (String, Value, String) {
     o.user(
         "u-17",
         "basic_responder",
@@ -2981,21 +2978,34 @@ async fn a_dispatch_with_curly_quotes_goes_out_as_gsm7_with_its_segments_recorde
     .await;
     let mut ev = incident("incident-dispatched");
     ev["detail"]["recipient_ids"] = json!(["u-17"]);
-    ev["detail"]["message"] = json!({"title": "Structure fire",
-        "body": "Engine 7 to “12 Main St” – the caller’s kitchen… smoke showing."});
+    ev["detail"]["message"] = json!({"title": "Structure fire", "body": body});
     let id = o.post(&ev).await;
     let n = o.settled(&id).await;
     let out = o.outbox(&id).await;
     let sms: Vec<&Value> = out.iter().filter(|e| e["channel"] == "sms").collect();
     assert_eq!(sms.len(), 1, "{out:?}");
-    let body = sms[0]["body"].as_str().unwrap();
+    let text = sms[0]["body"].as_str().unwrap().to_string();
+    (id, n, text)
+}
+
+/// v1.2 SMS text: a dispatch whose message has curly quotes, an en dash and an ellipsis
+/// goes out as GSM-7 (look-alikes replaced), its encoding and segments recorded on the
+/// delivery, the notification and the list.
+#[tokio::test]
+async fn a_dispatch_with_curly_quotes_goes_out_as_gsm7_with_its_segments_recorded() {
+    let o = org(json!({"dispatch": "app_sms_email"})).await;
+    let (id, n, body) = dispatch_sms_to_u17(
+        &o,
+        "Engine 7 to “12 Main St” – the caller’s kitchen… smoke showing.",
+    )
+    .await;
     assert!(
         body.starts_with(
             "Structure fire: Engine 7 to \"12 Main St\" - the caller's kitchen... smoke showing.\nReply 1 responding, 2 unavailable or http"
         ),
         "{body}"
     );
-    let counted = flare_shared::domain::segments::count(body);
+    let counted = flare_shared::domain::segments::count(&body);
     assert_eq!(counted.encoding, flare_shared::domain::SmsEncoding::Gsm7);
     let d = &deliveries(&n, "u-17")["sms"];
     assert_eq!(d["encoding"], "gsm7", "{d}");
@@ -3030,26 +3040,8 @@ async fn max_segments_one_cuts_a_long_dispatch_and_keeps_the_reply_instructions_
         (b["max_segments"].clone(), b["smart_encoding"].clone()),
         (json!(1), json!(true))
     );
-    o.user(
-        "u-17",
-        "basic_responder",
-        Some("+14155550117"),
-        None,
-        false,
-        false,
-    )
-    .await;
-    let mut ev = incident("incident-dispatched");
-    ev["detail"]["recipient_ids"] = json!(["u-17"]);
     let long = "Engine 7, Ladder 3 and Medic 12 respond to 1200 Industrial Parkway, building C, second floor. Caller reports smoke from the roof and people possibly trapped. Stage at the north gate and wait for command.";
-    ev["detail"]["message"] = json!({"title": "Structure fire", "body": long});
-    let id = o.post(&ev).await;
-    let n = o.settled(&id).await;
-    let out = o.outbox(&id).await;
-    let body = out.iter().find(|e| e["channel"] == "sms").unwrap()["body"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let (_, n, body) = dispatch_sms_to_u17(&o, long).await;
     let (head, tail) = body.split_once("...\n").unwrap_or_else(|| panic!("{body}"));
     assert!(
         format!("Structure fire: {long}").starts_with(head),

@@ -55,7 +55,7 @@ fn text(rng: &mut Rng, chars: usize, words: &[&str], spice: &[&str]) -> String {
         if !s.is_empty() {
             s.push(' ');
         }
-        let w = if !spice.is_empty() && rng.next() % 4 == 0 {
+        let w = if !spice.is_empty() && rng.next().is_multiple_of(4) {
             rng.pick(spice)
         } else {
             rng.pick(words)

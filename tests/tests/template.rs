@@ -550,26 +550,32 @@ fn sms_spend_is_alarmed_before_the_accounts_limit_and_segments_are_graphed() {
     assert!(body.contains(SMS_SEGMENTS) && body.contains("SMSMonthToDateSpentUSD"));
     let mut segments = Vec::new();
     let mut spend = false;
-    for w in dashboard()["widgets"].as_array().unwrap() {
-        for m in w["properties"]["metrics"].as_array().unwrap() {
-            let parts: Vec<&str> = m
-                .as_array()
-                .unwrap()
-                .iter()
-                .filter_map(Value::as_str)
-                .collect();
-            match parts.as_slice() {
-                [_, metric, "Provider", provider] if *metric == SMS_SEGMENTS => {
-                    segments.push(provider.to_string())
-                }
-                ["AWS/SNS", "SMSMonthToDateSpentUSD"] => spend = true,
-                _ => {}
+    for line in dashboard_lines() {
+        let parts: Vec<&str> = line.iter().map(String::as_str).collect();
+        match parts.as_slice() {
+            [_, metric, "Provider", provider] if *metric == SMS_SEGMENTS => {
+                segments.push(provider.to_string())
             }
+            ["AWS/SNS", "SMSMonthToDateSpentUSD"] => spend = true,
+            _ => {}
         }
     }
     segments.sort();
     assert_eq!(segments, ["http", "sns"]);
     assert!(spend, "no graph of SMSMonthToDateSpentUSD");
+}
+
+/// Every metric line of every dashboard widget: its strings, in order.
+fn dashboard_lines() -> Vec<Vec<String>> {
+    let widgets = dashboard()["widgets"].as_array().unwrap().clone();
+    widgets
+        .iter()
+        .flat_map(|w| w["properties"]["metrics"].as_array().unwrap().clone())
+        .map(|m| {
+            let strings = m.as_array().unwrap().iter().filter_map(Value::as_str);
+            strings.map(String::from).collect()
+        })
+        .collect()
 }
 
 #[test]

@@ -369,13 +369,7 @@ impl DeliveryLog for DynamoDeliveryLog {
 
     /// One GetItem of the notification, then its records' states only.
     async fn sms_segments(&self, org: &OrgId, id: &NotificationId) -> StoreResult<u64> {
-        let pk = notification_pk(org, id);
-        let Some(item) = self.get_record(notification_key(&pk)).await? else {
-            return Ok(0);
-        };
-        let shards = item_shards(&item);
-        let notification: Notification = decode(item)?;
-        Ok(self.count(&notification, shards).await?.sms_segments)
+        self.segments_of(org, id).await
     }
 
     async fn list_notifications(
@@ -384,48 +378,7 @@ impl DeliveryLog for DynamoDeliveryLog {
         after: Option<&ListPosition>,
         limit: usize,
     ) -> StoreResult<Vec<NotificationSummary>> {
-        use futures::{StreamExt, TryStreamExt};
-        // Each with its record partitions (the index projects the whole item).
-        let mut notifications: Vec<(Notification, u32)> = Vec::new();
-        if limit > 0 {
-            let org_index = s(format!("ORG#{org}"));
-            self.each_item(
-                "Query notifications index",
-                || {
-                    let q = self
-                        .client
-                        .query()
-                        .index_name(NEWEST_INDEX)
-                        .expression_attribute_values(":org", org_index.clone())
-                        .scan_index_forward(false)
-                        .limit(limit as i32);
-                    match after {
-                        Some(a) => q
-                            .key_condition_expression("org_index = :org AND created_index < :after")
-                            .expression_attribute_values(":after", s(created_index(a))),
-                        None => q.key_condition_expression("org_index = :org"),
-                    }
-                },
-                |item| {
-                    let shards = item_shards(&item);
-                    notifications.push((decode(item)?, shards));
-                    Ok(notifications.len() < limit)
-                },
-            )
-            .await?;
-        }
-        notifications.truncate(limit);
-        futures::stream::iter(notifications)
-            .map(|(n, shards)| async move {
-                let counts = self.count(&n, shards).await?;
-                Ok::<_, StoreError>(NotificationSummary {
-                    notification: n,
-                    counts,
-                })
-            })
-            .buffered(8)
-            .try_collect()
-            .await
+        self.summaries(org, after, limit).await
     }
 
     /// One GetItem of the ack's item.

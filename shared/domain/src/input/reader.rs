@@ -101,6 +101,24 @@ impl<'a, 'e> Reader<'a, 'e> {
         }
     }
 
+    /// A whole number from `lo` to `hi`, or left out (`Some(None)`); `None` when it is
+    /// anything else (its error recorded).
+    pub fn optional_int_in<T>(&mut self, key: &str, lo: T, hi: T) -> Option<Option<T>>
+    where
+        T: TryFrom<i64> + PartialOrd + Display + Copy,
+    {
+        let Some(n) = self.optional_int(key)? else {
+            return Some(None);
+        };
+        match T::try_from(n) {
+            Ok(n) if lo <= n && n <= hi => Some(Some(n)),
+            _ => {
+                self.error(key, format!("must be a whole number from {lo} to {hi}"));
+                None
+            }
+        }
+    }
+
     pub fn required_int(&mut self, key: &str) -> Option<i64> {
         match self.present(key) {
             None => {

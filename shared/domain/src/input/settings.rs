@@ -98,9 +98,11 @@ impl SmsFields {
                 _ => Err(ValidationError::new("must be sns (or left out)")),
             }),
             failover_sender: r.optional_with("failover_sender_number", SenderId::parse),
-            max_per_second: read_max_per_second(r),
+            max_per_second: r.optional_int_in("max_per_second", 1, MAX_PER_SECOND),
             smart_encoding: r.optional_bool("smart_encoding"),
-            max_segments: read_max_segments(r),
+            max_segments: r
+                .optional_int_in("max_segments", 1, crate::segments::MAX_SEGMENTS_LIMIT)
+                .map(|n| n.unwrap_or(crate::segments::DEFAULT_MAX_SEGMENTS)),
         }
     }
 
@@ -145,42 +147,6 @@ impl SmsFields {
             password,
             header_value,
         })
-    }
-}
-
-/// `max_per_second`: a whole number from 1 to [`MAX_PER_SECOND`], or left out.
-fn read_max_per_second(r: &mut Reader) -> Option<Option<u32>> {
-    let Some(n) = r.optional_int("max_per_second")? else {
-        return Some(None);
-    };
-    match u32::try_from(n) {
-        Ok(n) if (1..=MAX_PER_SECOND).contains(&n) => Some(Some(n)),
-        _ => {
-            r.error(
-                "max_per_second",
-                format!("must be a whole number from 1 to {MAX_PER_SECOND}"),
-            );
-            None
-        }
-    }
-}
-
-/// `max_segments`: a whole number from 1 to [`crate::segments::MAX_SEGMENTS_LIMIT`], or
-/// left out (3).
-fn read_max_segments(r: &mut Reader) -> Option<u8> {
-    use crate::segments::{DEFAULT_MAX_SEGMENTS, MAX_SEGMENTS_LIMIT};
-    let Some(n) = r.optional_int("max_segments")? else {
-        return Some(DEFAULT_MAX_SEGMENTS);
-    };
-    match u8::try_from(n) {
-        Ok(n) if (1..=MAX_SEGMENTS_LIMIT).contains(&n) => Some(n),
-        _ => {
-            r.error(
-                "max_segments",
-                format!("must be a whole number from 1 to {MAX_SEGMENTS_LIMIT}"),
-            );
-            None
-        }
     }
 }
 

@@ -101,16 +101,19 @@ fn every_look_alike_is_gsm7() {
     }
 }
 
+/// At most one segment, look-alikes replaced.
+const ONE: SmsPolicy = SmsPolicy {
+    smart_encoding: true,
+    max_segments: 1,
+};
+
 const TAIL: &str =
     "Reply 1 responding, 2 unavailable or https://flare.example.org/r/Ab3dEf7hIj9kLm0n";
 
 #[test]
 fn a_long_dispatch_is_cut_at_a_word_and_keeps_its_reply_instructions_whole() {
     let body = "Fire: Structure fire at 1200 Industrial Parkway, building C, second floor. Caller reports smoke from the roof and people possibly trapped. Stage at the north gate.";
-    let policy = SmsPolicy {
-        smart_encoding: true,
-        max_segments: 1,
-    };
+    let policy = ONE;
     let f = fit(body, Some(TAIL), policy);
     assert!(f.cut);
     assert_eq!(
@@ -134,10 +137,7 @@ fn a_long_dispatch_is_cut_at_a_word_and_keeps_its_reply_instructions_whole() {
 
 #[test]
 fn a_text_that_cannot_be_cut_at_a_word_is_cut_between_characters_that_stand_alone() {
-    let policy = SmsPolicy {
-        smart_encoding: true,
-        max_segments: 1,
-    };
+    let policy = ONE;
     let f = fit(&rep("x", 10_000), None, policy);
     assert_eq!(f.text, rep("x", 157) + "...");
     assert_eq!(f.count.segments, 1);
@@ -162,10 +162,7 @@ fn a_text_that_cannot_be_cut_at_a_word_is_cut_between_characters_that_stand_alon
 fn when_nothing_of_the_body_fits_the_mark_and_the_reply_instructions_go() {
     // UCS-2 in one segment is 70 units: the tail alone is longer than that, so none of
     // the Arabic text fits; the link still opens the whole message.
-    let policy = SmsPolicy {
-        smart_encoding: true,
-        max_segments: 1,
-    };
+    let policy = ONE;
     let f = fit("حريق في الشارع الرئيسي", Some(TAIL), policy);
     assert!(f.cut);
     assert_eq!(f.text, format!("...\n{TAIL}"));

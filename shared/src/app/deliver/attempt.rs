@@ -66,7 +66,7 @@ impl Deliverer {
             "delivery sent"
         );
         if moved {
-            self.count_sms(job, Some(receipt.provider), Outcome::Sent, sms);
+            self.count(job, Some(receipt.provider), Outcome::Sent, sms);
             self.remember_reply_target(job, receipt.provider).await;
         }
         if holds_others_back(job.channel, job.cycle) {
@@ -162,7 +162,7 @@ impl Deliverer {
         let moved = self.finish_job(job, outcome).await?;
         tracing::warn!(reason = %reason, error = ?e, "delivery failed");
         if moved {
-            self.count(job, Some(job.provider), Outcome::Failed);
+            self.count(job, Some(job.provider), Outcome::Failed, None);
         }
         if holds_others_back(job.channel, job.cycle) {
             self.resolve_held(job, PushOutcome::FailedOnEveryDevice)

@@ -14,7 +14,7 @@ use crate::domain::{
     Channel, CheckJob, CheckKind, DeliveryJob, DeliveryRecord, DeliveryStatus, Destination,
     EmailAddress, FailReason, FailureKind, Provider, RecipientRef, SkipReason,
 };
-use crate::domain::{EmailSettings, SmsSettings};
+use crate::domain::{EmailSettings, SmsCount, SmsSettings};
 use crate::ports::{
     Claim, DeliveryLog, DeliveryMetric, Directory, EmailMessage, EmailSender, Finish, JobQueue,
     Metrics, Outcome, PushMessage, PushSender, QueueError, SendError, SettingsStore, SmsMessage,
@@ -423,7 +423,7 @@ impl Deliverer {
             reason: reason.as_str().to_string(),
         };
         if self.finish_job(job, outcome).await? {
-            self.count(job, Some(job.provider), Outcome::Skipped);
+            self.count(job, Some(job.provider), Outcome::Skipped, None);
         }
         Ok(())
     }
@@ -501,7 +501,7 @@ impl Deliverer {
         if moved {
             // The message the failure alarm's log filter counts.
             tracing::warn!(reason = %reason, "delivery failed");
-            self.count(job, Some(job.provider), Outcome::Failed);
+            self.count(job, Some(job.provider), Outcome::Failed, None);
             self.after_done(job, DeliveryStatus::Failed).await?;
             return Ok(Delivered::Failed { reason });
         }
@@ -566,18 +566,13 @@ impl Deliverer {
             .collect()
     }
 
-    /// Counts a job's final outcome.
-    fn count(&self, job: &DeliveryJob, provider: Option<Provider>, outcome: Outcome) {
-        self.count_sms(job, provider, outcome, None);
-    }
-
-    /// [`Self::count`], with a sent SMS's segments.
-    fn count_sms(
+    /// Counts a job's final outcome (a sent SMS's with its segments).
+    fn count(
         &self,
         job: &DeliveryJob,
-        provider: Option<Provider>,
+        p: Option<Provider>,
         outcome: Outcome,
-        sms: Option<crate::domain::SmsCount>,
+        sms: Option<SmsCount>,
     ) {
         let latency = match (outcome, job.created_at) {
             (Outcome::Sent, Some(at)) => (chrono::Utc::now() - at).to_std().ok(),
@@ -585,7 +580,7 @@ impl Deliverer {
         };
         self.metrics.delivery(&DeliveryMetric {
             channel: job.channel,
-            provider,
+            provider: p,
             outcome,
             fallback: job.fallback,
             latency,
