@@ -591,11 +591,23 @@ async fn a_dispatch_whose_push_fails_falls_back_to_sms_and_email_once() {
         ),
         (Some(1.0), Some("push"), Some("sns"))
     );
-    let sms = metrics("flare-sms");
+    // The SMS's segments are a line of their own beside its `Sent`, once too (v1.2).
+    let (segments, sms): (Vec<Value>, Vec<Value>) = metrics("flare-sms")
+        .into_iter()
+        .partition(|m| m.get("SmsSegments").is_some());
     assert_eq!(
         sms.len(),
         1,
         "the duplicate job sent nothing and counted nothing: {sms:?}"
+    );
+    assert_eq!(segments.len(), 1, "{segments:?}");
+    assert_eq!(
+        (
+            segments[0]["SmsSegments"].as_f64(),
+            segments[0]["Provider"].as_str(),
+            segments[0]["ControlCenter"].as_str()
+        ),
+        (Some(1.0), Some("sns"), Some("north"))
     );
     assert_eq!(
         (
