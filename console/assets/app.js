@@ -1,97 +1,18 @@
-// The Flare console: the seed's Settings > Organization > Interfaces screen and the
-// delivery log, over the public /v1 routes only (same origin, bearer token).
+// The Flare console: the seed's Settings > Organization > Interfaces screen, the
+// delivery log and (administrators) the audit trail, over the public /v1 routes only
+// (same origin, bearer token).
 
-const TOKEN_KEY = "flare.token";
+import { $, ApiError, TOKEN_KEY, api, clearErrors, encodingText, numberOrNull, say, segmentsText, sentence, session, showFieldErrors, value } from "./core.js";
+import { loadNotifications, showNotification, shown, shownPage, stopRefresh } from "./notifications.js";
+import { clearAudit, loadAudit, wireAudit } from "./audit.js";
+
 const METHODS = [
   ["app_only", "Via the Mobile App Only"],
   ["app_then_sms_email", "SMS/Email if Mobile App Fails"],
   ["app_sms_email", "Mobile App, SMS and Email"],
 ];
-const REFRESH_MS = 1500;
 // An SMS's length: the default cap, and the encodings' names as people read them.
 const DEFAULT_MAX_SEGMENTS = 3;
-const ENCODINGS = { gsm7: "GSM-7", ucs2: "UCS-2" };
-
-const $ = (id) => document.getElementById(id);
-
-// ------------------------------------------------------------------ the API
-
-class ApiError extends Error {
-  constructor(status, body) {
-    const e = (body && body.error) || {};
-    super(e.message || `HTTP ${status}`);
-    this.status = status;
-    this.code = e.code;
-    this.fields = e.fields || {};
-  }
-}
-
-async function api(method, path, body) {
-  const headers = { Authorization: `Bearer ${sessionStorage.getItem(TOKEN_KEY) || ""}` };
-  if (body !== undefined) headers["Content-Type"] = "application/json";
-  const res = await fetch(path, {
-    method,
-    headers,
-    body: body === undefined ? undefined : JSON.stringify(body),
-    credentials: "omit",
-    cache: "no-store",
-  });
-  const text = await res.text();
-  let json = null;
-  try {
-    json = text ? JSON.parse(text) : null;
-  } catch {
-    json = null;
-  }
-  if (!res.ok) throw new ApiError(res.status, json);
-  return json;
-}
-
-/// A sentence for an error, as a person should read it.
-function sentence(e) {
-  if (!(e instanceof ApiError)) return `Flare could not be reached (${e.message}).`;
-  if (e.status === 401) return "Your token was not accepted: it is missing, expired or not for this Flare. Sign in again.";
-  if (e.status === 403) return "Your role may look at these settings but not change them: an administrator's token is needed.";
-  if (e.status === 400) return `Not saved: ${e.message}`;
-  return `${e.message} (HTTP ${e.status}).`;
-}
-
-// ------------------------------------------------------------------ forms
-
-function clearErrors(form) {
-  for (const p of form.querySelectorAll(".field-error")) p.textContent = "";
-  for (const i of form.querySelectorAll("[aria-invalid]")) i.removeAttribute("aria-invalid");
-}
-
-/// Each of the API's `fields` next to the input that holds it; answers the ones the
-/// form has no place for.
-function showFieldErrors(form, fields) {
-  const rest = {};
-  for (const [path, why] of Object.entries(fields)) {
-    const p = form.querySelector(`[data-error-for="${CSS.escape(path)}"]`);
-    if (p) {
-      p.textContent = why;
-      const input = form.querySelector(`[data-field="${CSS.escape(path)}"]`);
-      if (input) {
-        input.setAttribute("aria-invalid", "true");
-        p.id = p.id || `${input.id}-error`;
-        // Beside a hint the field is already described by, not instead of it.
-        const ids = new Set((input.getAttribute("aria-describedby") || "").split(/\s+/).filter(Boolean));
-        ids.add(p.id);
-        input.setAttribute("aria-describedby", [...ids].join(" "));
-      }
-    } else {
-      rest[path] = why;
-    }
-  }
-  return rest;
-}
-
-function say(id, text, kind = "info") {
-  const el = $(id);
-  el.textContent = text;
-  el.dataset.kind = kind;
-}
 
 /// Runs a form's request: errors beside their fields, the rest as a sentence; nothing
 /// typed is touched when it fails.
@@ -114,12 +35,13 @@ async function submit(form, messageId, run) {
   }
 }
 
-const value = (id) => $(id).value.trim();
-const numberOrNull = (id) => (value(id) === "" ? null : Number(value(id)));
 
 // ------------------------------------------------------------------ tabs
 
-const TABS = ["sms", "email", "communication", "notifications"];
+const TABS = ["sms", "email", "communication", "notifications", "audit"];
+
+/// The tabs this caller is shown (Audit only to administrators), in order.
+const shownTabs = () => TABS.filter((t) => !$(`tab-${t}`).hidden);
 
 function selectTab(name, focus = false) {
   for (const t of TABS) {
@@ -132,17 +54,19 @@ function selectTab(name, focus = false) {
   }
   if (name === "notifications") loadNotifications();
   else stopRefresh();
+  if (name === "audit") loadAudit();
 }
 
 function wireTabs() {
   const list = document.querySelector('[role="tablist"]');
   for (const t of TABS) $(`tab-${t}`).addEventListener("click", () => selectTab(t));
   list.addEventListener("keydown", (ev) => {
-    const current = TABS.findIndex((t) => $(`tab-${t}`).getAttribute("aria-selected") === "true");
-    const to = { ArrowRight: current + 1, ArrowLeft: current - 1, Home: 0, End: TABS.length - 1 }[ev.key];
+    const tabs = shownTabs();
+    const current = tabs.findIndex((t) => $(`tab-${t}`).getAttribute("aria-selected") === "true");
+    const to = { ArrowRight: current + 1, ArrowLeft: current - 1, Home: 0, End: tabs.length - 1 }[ev.key];
     if (to === undefined) return;
     ev.preventDefault();
-    selectTab(TABS[(to + TABS.length) % TABS.length], true);
+    selectTab(tabs[(to + tabs.length) % tabs.length], true);
   });
 }
 
@@ -305,8 +229,6 @@ function testText(out) {
 }
 
 /// How an SMS went, as a person reads it: "1 segment", "GSM-7".
-const segmentsText = (segments) => `${segments} segment${segments === 1 ? "" : "s"}`;
-const encodingText = (encoding) => ENCODINGS[encoding] || encoding;
 
 /// "Sent through sns: GSM-7, 1 segment, message id ...".
 function smsTestText(out) {
@@ -470,158 +392,6 @@ function wireCommunication() {
   });
 }
 
-// ------------------------------------------------------------------ notifications
-
-let refreshTimer = null;
-let shown = null;
-
-function stopRefresh() {
-  if (refreshTimer) clearTimeout(refreshTimer);
-  refreshTimer = null;
-}
-
-function cell(text, cls) {
-  const td = document.createElement("td");
-  td.textContent = text == null ? "" : String(text);
-  if (cls) td.className = cls;
-  return td;
-}
-
-/// Status in words and a symbol, never colour alone.
-function statusCell(status) {
-  const symbol = { sent: "✓", delivered: "✓✓", failed: "✗", undelivered: "✗", skipped: "–", pending: "…" }[status] || "";
-  const td = cell(`${symbol} ${status}`.trim(), `status status-${status}`);
-  return td;
-}
-
-const when = (t) => (t ? new Date(t).toLocaleString() : "");
-
-// A recipient's latest answer: "Responding (by SMS, <time>)".
-const ANSWERS = { responding: "Responding", unavailable: "Unavailable" };
-const VIA = { app: "in the app", link: "by link", sms: "by SMS" };
-const answer = (r) =>
-  r.response ? `${ANSWERS[r.response] || r.response} (${VIA[r.responded_via] || r.responded_via}, ${when(r.responded_at)})` : "";
-
-async function loadNotifications() {
-  try {
-    const page = await api("GET", "/v1/notifications?limit=25");
-    const rows = (page.notifications || []).map((n) => {
-      const tr = document.createElement("tr");
-      const c = n.counts || {};
-      tr.append(
-        cell(when(n.created_at)),
-        cell(n.category),
-        cell(n.incident_id || ""),
-        cell(c.sent ?? 0),
-        cell(c.delivered ?? 0),
-        cell(c.pending ?? 0),
-        cell((c.failed ?? 0) + (c.undelivered ?? 0)),
-        cell(c.skipped ?? 0),
-        cell(c.responding ?? 0),
-        cell(c.unavailable ?? 0),
-        cell(n.sms_segments ?? 0),
-      );
-      const td = document.createElement("td");
-      const b = document.createElement("button");
-      b.type = "button";
-      b.textContent = "Show";
-      b.setAttribute("aria-label", `Show notification ${n.notification_id}`);
-      b.addEventListener("click", () => showNotification(n.notification_id));
-      td.append(b);
-      tr.append(td);
-      return tr;
-    });
-    $("notifications-list").tBodies[0].replaceChildren(...rows);
-    say("notifications-message", rows.length ? "" : "No notifications yet.");
-  } catch (e) {
-    say("notifications-message", sentence(e), "error");
-    if (e instanceof ApiError && e.status === 401) signOut(sentence(e));
-  }
-}
-
-function recipientName(r) {
-  if (r.user_id) return r.user_id;
-  const c = r.contact || {};
-  return c.name || c.mobile || c.email || "contact";
-}
-
-// The recipients page shown: the cursors of the pages before it (the first is null),
-// so a large notification is read and refreshed one page (500 recipients) at a time.
-let pageCursors = [null];
-let shownPage = 0;
-
-async function showNotification(id, page = 0) {
-  stopRefresh();
-  if (shown !== id) pageCursors = [null];
-  shown = id;
-  $("notification").hidden = false;
-  let pending = false;
-  try {
-    const cursor = pageCursors[page];
-    const q = cursor ? `?cursor=${encodeURIComponent(cursor)}` : "";
-    const n = await api("GET", `/v1/notifications/${encodeURIComponent(id)}${q}`);
-    const rows = [];
-    let recipients = 0;
-    for (const r of n.recipients || []) {
-      recipients += 1;
-      for (const d of r.deliveries || []) {
-        pending = pending || d.status === "pending";
-        const tr = document.createElement("tr");
-        tr.append(
-          cell(recipientName(r)),
-          cell(d.channel),
-          statusCell(d.status),
-          cell([d.reason, d.detail].filter(Boolean).join(": ")),
-          cell(d.fallback ? `yes${d.fallback_reason ? ` (${d.fallback_reason})` : ""}` : "no"),
-          cell(d.provider ? `${d.provider}${d.failover_from ? ` (failover from ${d.failover_from})` : ""}` : ""),
-          cell(d.segments != null ? `${d.segments}${d.encoding ? ` (${encodingText(d.encoding)})` : ""}` : ""),
-          cell(d.cycle ?? 0),
-          cell(when(d.delivered_at || (d.channel === "push" ? r.delivered_at : null))),
-          cell(when(r.acknowledged_at)),
-          cell(answer(r)),
-        );
-        rows.push(tr);
-      }
-    }
-    if (shown !== id) return;
-    shownPage = page;
-    pageCursors = pageCursors.slice(0, page + 1);
-    if (n.next_cursor) pageCursors.push(n.next_cursor);
-    const audience = n.audience
-      ? n.audience.all
-        ? ", for everyone"
-        : `, for control centers ${(n.audience.control_centers || []).join(", ")}`
-      : "";
-    const paged = page > 0 || n.next_cursor ? ` Recipients page ${page + 1}.` : "";
-    const segments = n.sms_segments != null ? ` SMS segments: ${n.sms_segments}.` : "";
-    $("notification-title").textContent = `Notification ${id}`;
-    $("notification-summary").textContent =
-      `${n.category} (${n.lane || ""} lane)${audience}, incident ${n.incident_id || "none"}, created ${when(n.created_at)}.${segments}${paged} ` +
-      (pending
-        ? "Still pending: refreshing."
-        : paged
-          ? "Nothing on this page is pending."
-          : recipients
-            ? "Nothing is pending."
-            : "No recipients.");
-    $("notification-deliveries").tBodies[0].replaceChildren(...rows);
-    const previous = $("recipients-previous");
-    const next = $("recipients-next");
-    previous.hidden = page === 0;
-    next.hidden = !n.next_cursor;
-    previous.onclick = () => showNotification(id, page - 1);
-    next.onclick = () => showNotification(id, page + 1);
-  } catch (e) {
-    say("notifications-message", sentence(e), "error");
-    return;
-  }
-  // Only the page shown is polled: a 10,000-recipient notification is not read whole
-  // every 1.5 s.
-  if (pending && !$("panel-notifications").hidden) {
-    refreshTimer = setTimeout(() => showNotification(id, page), REFRESH_MS);
-  }
-}
-
 // ------------------------------------------------------------------ sign-in
 
 function claims(token) {
@@ -633,8 +403,25 @@ function claims(token) {
   }
 }
 
+/// The token's roles as the API reads them (an array, or one string such as
+/// `admin dispatcher`; none when it has no `roles`), or null when the page cannot read
+/// the token at all.
+function tokenRoles(c) {
+  if (!c.sub) return null;
+  if (c.roles === undefined || c.roles === null) return [];
+  if (Array.isArray(c.roles)) return c.roles.map(String);
+  if (typeof c.roles === "string") {
+    return c.roles
+      .replace(/[[\]"]/g, " ")
+      .split(/[\s,]+/)
+      .filter(Boolean);
+  }
+  return null;
+}
+
 function signOut(message) {
   stopRefresh();
+  clearAudit();
   sessionStorage.removeItem(TOKEN_KEY);
   $("console").hidden = true;
   $("sign-out").hidden = true;
@@ -654,8 +441,12 @@ async function start() {
     return signOut(sentence(e));
   }
   const c = claims(token);
-  const roles = Array.isArray(c.roles) ? c.roles.join(", ") : c.roles || "";
+  const known = tokenRoles(c);
+  const roles = known ? known.join(", ") : "";
   $("who").textContent = `Signed in as ${c.sub || "?"} of ${c.org_id || "?"}${roles ? ` (${roles})` : ""}`;
+  // The Audit tab is for administrators; a token whose roles the page cannot read gets
+  // it too, and the API's refusal is said there in a sentence.
+  $("tab-audit").hidden = Boolean(known) && !known.includes("admin");
   $("sign-in").hidden = true;
   $("console").hidden = false;
   $("sign-out").hidden = false;
@@ -673,10 +464,12 @@ function wireSignIn() {
   $("sign-out").addEventListener("click", () => signOut());
 }
 
+session.signOut = signOut;
 wireTabs();
 wireSms();
 wireEmail();
 wireCommunication();
+wireAudit();
 wireSignIn();
 $("notifications-refresh").addEventListener("click", () => {
   loadNotifications();

@@ -14,15 +14,23 @@ const INDEX: Asset = Asset {
     body: include_bytes!("../assets/index.html"),
 };
 
+/// A JavaScript module of the page (`app.js` imports the others).
+const fn script(body: &'static [u8]) -> Asset {
+    Asset {
+        content_type: "text/javascript; charset=utf-8",
+        body,
+    }
+}
+
 /// The file a path below the console's root names (`""` and `index.html` are the page);
 /// `None` for anything else.
 pub fn asset(path: &str) -> Option<Asset> {
     match path.trim_start_matches('/') {
         "" | "index.html" => Some(INDEX),
-        "app.js" => Some(Asset {
-            content_type: "text/javascript; charset=utf-8",
-            body: include_bytes!("../assets/app.js"),
-        }),
+        "app.js" => Some(script(include_bytes!("../assets/app.js"))),
+        "core.js" => Some(script(include_bytes!("../assets/core.js"))),
+        "notifications.js" => Some(script(include_bytes!("../assets/notifications.js"))),
+        "audit.js" => Some(script(include_bytes!("../assets/audit.js"))),
         "console.css" => Some(Asset {
             content_type: "text/css; charset=utf-8",
             body: include_bytes!("../assets/console.css"),
@@ -48,12 +56,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_page_and_its_two_files_are_served_and_nothing_else() {
+    fn the_page_and_its_files_are_served_and_nothing_else() {
         for (path, kind) in [
             ("", "text/html"),
             ("/", "text/html"),
             ("index.html", "text/html"),
             ("app.js", "text/javascript"),
+            ("core.js", "text/javascript"),
+            ("notifications.js", "text/javascript"),
+            ("audit.js", "text/javascript"),
             ("console.css", "text/css"),
         ] {
             let a = asset(path).unwrap_or_else(|| panic!("{path}"));
@@ -74,6 +85,8 @@ mod tests {
             ">Outgoing Email<",
             ">Communication<",
             ">Notifications<",
+            // v1.2, administrators only
+            ">Audit<",
         ] {
             assert!(page.contains(tab), "{tab}");
         }
@@ -106,6 +119,9 @@ mod tests {
             "Max segments",
             "Sample message",
             "SMS help text",
+            // v1.2 audit trail's filters
+            "Person",
+            "Target",
         ] {
             assert!(
                 page.contains(&format!(">{label}</label>")),
@@ -134,6 +150,16 @@ mod tests {
         for attr in ["src=\"http", "href=\"http", "src=\"//", "href=\"//"] {
             assert!(!page.contains(attr), "{attr}");
         }
-        assert!(!script.contains("fetch(\"http") && !script.contains("fetch(`http"));
+        for module in ["app.js", "core.js", "notifications.js", "audit.js"] {
+            let text = std::str::from_utf8(asset(module).unwrap().body).unwrap();
+            assert!(
+                !text.contains("fetch(\"http") && !text.contains("fetch(`http"),
+                "{module}"
+            );
+            // Modules import one another by relative path only.
+            for import in text.lines().filter(|l| l.starts_with("import ")) {
+                assert!(import.contains("from \"./"), "{module}: {import}");
+            }
+        }
     }
 }

@@ -30,6 +30,9 @@ pub fn router(app: Arc<LocalApp>) -> axum::Router {
         .route("/console/", axum::routing::get(console_file))
         .route("/console/{file}", axum::routing::get(console_file))
         .route("/app.js", axum::routing::get(console_file))
+        .route("/core.js", axum::routing::get(console_file))
+        .route("/notifications.js", axum::routing::get(console_file))
+        .route("/audit.js", axum::routing::get(console_file))
         .route("/console.css", axum::routing::get(console_file))
         // A known path with another method: the contract's body (axum adds `Allow`).
         .method_not_allowed_fallback(method_not_allowed)
@@ -224,6 +227,17 @@ async fn any(State(app): State<Arc<LocalApp>>, req: Request) -> Response {
             };
             api::request_url(scheme, h.as_bytes(), parts.uri.path(), parts.uri.query())
         }),
+        meta: api::RequestMeta {
+            source_ip: parts
+                .extensions
+                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                .map(|c| c.0.ip().to_string()),
+            user_agent: parts
+                .headers
+                .get(header::USER_AGENT)
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()),
+            request_id: Some(uuid::Uuid::new_v4().to_string()),
+        },
     };
     to_response(api::handle(&app.services, request).await)
 }

@@ -182,6 +182,7 @@ struct Stores {
     directory: Arc<Sqlite>,
     secrets: Arc<Sqlite>,
     log: Arc<Sqlite>,
+    audit: Arc<Sqlite>,
 }
 
 impl Stores {
@@ -191,6 +192,7 @@ impl Stores {
             directory: Arc::new(db.clone()),
             secrets: Arc::new(db.clone()),
             log: Arc::new(db.clone()),
+            audit: Arc::new(db.clone()),
         }
     }
 }
@@ -298,6 +300,7 @@ fn services(
         metrics: Arc::new(flare_shared::ports::NoMetrics),
         health: Some(health),
         receipt_retry: None,
+        audit: stores.audit.clone(),
     }
 }
 

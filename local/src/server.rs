@@ -143,9 +143,9 @@ pub async fn serve(
     ));
     tokio::pin!(shutdown);
     loop {
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok(accepted) => accepted,
                 // Out of file descriptors, or a connection reset before it was taken:
                 // pause rather than spin.
                 Err(e) => {
@@ -163,9 +163,12 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let conn_state = slot.conn.clone();
         let router = router.clone();
-        let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+        let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
             let (router, state) = (router.clone(), conn_state.clone());
             state.set_waiting(None);
+            // Who is calling, for the audit trail (axum's usual way to say it).
+            req.extensions_mut()
+                .insert(axum::extract::ConnectInfo(peer));
             async move {
                 let resp = router.oneshot(req.map(axum::body::Body::new)).await;
                 state.set_waiting(Some(Instant::now()));

@@ -83,8 +83,8 @@ async fn the_document_is_public_valid_and_lists_exactly_the_served_routes() {
     // documented methods in `Allow`, and each documented method is not 405.
     let admin = token("acme", &["admin", "dispatcher"], "u-1");
     let paths = documented(&doc);
-    assert_eq!(paths.len(), 21, "{paths:?}");
-    assert_eq!(paths.iter().map(|(_, m)| m.len()).sum::<usize>(), 29);
+    assert_eq!(paths.len(), 23, "{paths:?}");
+    assert_eq!(paths.iter().map(|(_, m)| m.len()).sum::<usize>(), 31);
     for (path, methods) in &paths {
         let url = format!("{}{}", app.base, concrete(path));
         let r = app
@@ -194,11 +194,11 @@ async fn schemathesis_finds_no_failure_against_flare_local_serve() {
         String::from_utf8_lossy(&out.stderr)
     );
     // A run that tested nothing would also exit 0. (schemathesis leaves out the route
-    // that serves the document itself: 28 of the 29. The gateway callback and inbound
+    // that serves the document itself: 30 of the 31. The gateway callback and inbound
     // routes only ever answer it 401, since it cannot sign, and the response links 404,
     // since it cannot know a code: warnings, not failures.)
     assert!(
-        stdout.contains("Operations:       28 selected / 28 total") && stdout.contains("passed"),
+        stdout.contains("Operations:       30 selected / 30 total") && stdout.contains("passed"),
         "{stdout}"
     );
     println!("{stdout}");

@@ -252,6 +252,7 @@ fn manual_sms(key: Option<&str>, user: &str) -> ApiRequest {
         idempotency_key: key.map(str::to_string),
         headers: Vec::new(),
         url: None,
+        meta: Default::default(),
     }
 }
 
@@ -464,6 +465,7 @@ async fn a_receipt_is_counted_once_and_so_is_the_first_ack() {
         idempotency_key: None,
         headers: Vec::new(),
         url: None,
+        meta: Default::default(),
     };
     for op in ["receipt", "receipt", "ack", "ack"] {
         assert_eq!(api::handle(&svc, call(op)).await.status, 204, "{op}");

@@ -77,6 +77,7 @@ pub async fn admin_put(
             idempotency_key: None,
             headers: Vec::new(),
             url: None,
+            meta: Default::default(),
         },
     )
     .await;

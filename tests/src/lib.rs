@@ -20,6 +20,7 @@ use std::time::Duration;
 
 pub use flare_aws::AwsOptions;
 
+pub mod audit;
 pub mod conformance;
 pub mod emf;
 pub mod fanout;

@@ -19,6 +19,8 @@ pub struct AwsStack {
     pub dlq_arns: QueueUrls,
     pub platform_apps: PlatformApps,
     pub secret_prefix: String,
+    /// The audit trail's table (the API function's `FLARE_AUDIT_TABLE`).
+    pub audit_table: String,
 }
 
 /// The functions' `FLARE_PUBLIC_URL` in tests: response links are under it.
@@ -124,6 +126,8 @@ impl AwsStack {
             flare_aws::dynamodb::create_table(&db, t).await?;
         }
         flare_aws::log::create_table(&db, &tables.log).await?;
+        let audit_table = unique("audit");
+        flare_aws::dynamodb::create_table(&db, &audit_table).await?;
         let sqs = aws::sqs(&sdk);
         let mut queues = HashMap::new();
         let mut dlqs = HashMap::new();
@@ -211,6 +215,7 @@ impl AwsStack {
             dlq_arns,
             platform_apps,
             secret_prefix,
+            audit_table,
         })
     }
 
@@ -237,6 +242,8 @@ impl AwsStack {
             wiring::SETTINGS_TABLE => Some(self.tables.settings.clone()),
             wiring::DIRECTORY_TABLE => Some(self.tables.directory.clone()),
             wiring::LOG_TABLE => Some(self.tables.log.clone()),
+            "FLARE_AUDIT_TABLE" => Some(self.audit_table.clone()),
+            "FLARE_AUDIT_RETENTION_DAYS" => Some("400".to_string()),
             "FLARE_SECRET_PREFIX" => Some(self.secret_prefix.clone()),
             wiring::DEFAULT_SENDER => Some(DEFAULT_SENDER.to_string()),
             "FLARE_MAX_RECEIVES" => Some(MAX_RECEIVES.to_string()),
@@ -264,6 +271,7 @@ impl AwsStack {
             ("SettingsTable", &self.tables.settings),
             ("DirectoryTable", &self.tables.directory),
             ("LogTable", &self.tables.log),
+            ("AuditTable", &self.audit_table),
         ] {
             map.insert(
                 id.into(),

@@ -414,6 +414,39 @@ async fn settings_samples_keep_their_secrets_in_secrets_manager_only() {
     assert_eq!(s, 204);
     assert!(d.stack.secrets_under("acme/smtp/password").await.is_empty());
 
+    // ---- v1.2: each write is in the audit trail (appended by the API's role as the
+    // template grants it: put and read only), chained, and no secret in its table.
+    let (s, body) = d.sample_api("list-audit").await;
+    assert_eq!(s, 200, "{body}");
+    let targets: Vec<&str> = body["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["target"].as_str())
+        .collect();
+    assert_eq!(
+        targets,
+        [
+            "/v1/settings/email",
+            "/v1/settings/sms/main",
+            "/v1/settings/communication",
+            "/v1/settings/email",
+            "/v1/settings/sms/main",
+        ],
+        "{body}"
+    );
+    let (s, body) = d.sample_api("verify-audit").await;
+    assert_eq!((s, body), (200, json!({"entries": 5, "intact": true})));
+    let audit_items = d.scan(&d.stack.audit_table).await;
+    assert!(
+        audit_items.contains("password"),
+        "the secrets are named: {audit_items}"
+    );
+    assert!(
+        !audit_items.contains("s3cret-pw") && !audit_items.contains("abc123"),
+        "no secret in an audit item"
+    );
+
     d.assert_logs_clean();
 }
 

@@ -467,3 +467,85 @@ async fn an_sms_reply_costs_four_dynamodb_calls_on_moto() {
     assert_eq!(logged.responses[0].1.answer, Answer::Unavailable);
     assert_eq!(logged.acks.len(), 1);
 }
+
+/// Where a store's chain breaks, as `GET /v1/audit/verify` would say.
+async fn first_broken(log: &dyn flare_shared::ports::AuditLog, org: &OrgId) -> Option<String> {
+    let (chain, head) = log.chain(org).await.unwrap();
+    let head = head.as_ref().map(|(s, h)| (*s, h.as_str()));
+    flare_shared::domain::audit::verify(&chain, head).first_broken
+}
+
+/// v1.2: the audit trail's stores keep one chain per organization, and an entry
+/// edited in the store breaks it there.
+#[tokio::test]
+async fn every_audit_log_keeps_one_chain_and_an_edit_shows() {
+    let org = OrgId::parse(&unique("org")).unwrap();
+    let memory = flare_memory::MemoryAuditLog::default();
+    flare_tests::audit::audit_log(&memory, &org).await;
+    memory.tamper(&org, |entries| {
+        entries[6].record.outcome.status = 403;
+    });
+    assert_eq!(
+        first_broken(&memory, &org).await.as_deref(),
+        Some("a-000000000007")
+    );
+
+    let dir = flare_tests::TempDir::new("flare-sqlite-audit").unwrap();
+    let sqlite = flare_sqlite::Sqlite::open(&dir.path().join("flare.db")).unwrap();
+    flare_tests::audit::audit_log(&sqlite, &org).await;
+    // SQLite refuses to change or delete an entry at all.
+    let db = rusqlite::Connection::open(dir.path().join("flare.db")).unwrap();
+    for sql in ["UPDATE audit SET body = '{}'", "DELETE FROM audit"] {
+        let e = db.execute(sql, []).unwrap_err().to_string();
+        assert!(e.contains("never"), "{sql}: {e}");
+    }
+
+    let stack = AwsStack::create(moto()).await.unwrap();
+    let db = flare_aws::dynamodb(&stack.sdk);
+    let dynamo = flare_aws::audit::DynamoAuditLog::new(db.clone(), &stack.audit_table, 400);
+    flare_tests::audit::audit_log(&dynamo, &org).await;
+    // Someone with the table's keys rewrites entry 7's outcome.
+    use aws_sdk_dynamodb::types::AttributeValue as A;
+    let key = |sk: &str| {
+        std::collections::HashMap::from([
+            ("pk".to_string(), A::S(format!("ORG#{org}"))),
+            ("sk".to_string(), A::S(sk.to_string())),
+        ])
+    };
+    let item = db
+        .get_item()
+        .table_name(&stack.audit_table)
+        .set_key(Some(key("A#000000000007")))
+        .send()
+        .await
+        .unwrap()
+        .item
+        .unwrap();
+    let body = item["body"]
+        .as_s()
+        .unwrap()
+        .replace("\"status\":200", "\"status\":403");
+    let mut edited = item.clone();
+    edited.insert("body".into(), A::S(body));
+    db.put_item()
+        .table_name(&stack.audit_table)
+        .set_item(Some(edited))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        first_broken(&dynamo, &org).await.as_deref(),
+        Some("a-000000000007")
+    );
+    // And an entry deleted: the gap.
+    db.delete_item()
+        .table_name(&stack.audit_table)
+        .set_key(Some(key("A#000000000003")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        first_broken(&dynamo, &org).await.as_deref(),
+        Some("a-000000000003")
+    );
+}

@@ -42,6 +42,8 @@ async fn pipeline_on(moto: &flare_tests::Moto) -> Pipeline {
     }
     let api = flare_api::Config {
         settings_table: stack.tables.settings.clone(),
+        audit_table: stack.audit_table.clone(),
+        audit_retention_days: 400,
         directory_table: stack.tables.directory.clone(),
         log_table: stack.tables.log.clone(),
         queues: stack.queues.clone(),
@@ -169,6 +171,7 @@ impl Pipeline {
             idempotency_key: None,
             headers: Vec::new(),
             url: None,
+            meta: Default::default(),
         };
         let r = api::handle(&self.services, req).await;
         (r.status, r.body.unwrap_or(Value::Null))
@@ -967,6 +970,7 @@ fn responder_post(org: &str, sub: &str, path: String, body: &str) -> ApiRequest 
         idempotency_key: None,
         headers: Vec::new(),
         url: None,
+        meta: Default::default(),
     }
 }
 
@@ -2023,6 +2027,7 @@ mod receipts {
                     ("x-flare-signature".into(), sig),
                 ],
                 url: Some(url),
+                meta: Default::default(),
             }
         };
         let body =
@@ -2076,6 +2081,7 @@ mod receipts {
                     ("x-twilio-signature".into(), sig),
                 ],
                 url: Some(url),
+                meta: Default::default(),
             }
         };
         let answer = |n: &Value| recipient(n, "u-51")["response"].clone();

@@ -1697,3 +1697,72 @@ fn each_channels_two_lanes_are_the_same_blocks_but_for_the_named_differences() {
         assert!(r[format!("{channel}BacklogAlarm")].is_null());
     }
 }
+
+/// v1.2 audit trail: its own table, kept `AuditRetentionDays` (at least 365) by TTL;
+/// only the API function touches it, and only to read and put (the entry and the head,
+/// in one transaction): no role may update or delete an audit item.
+#[test]
+fn the_audit_trail_is_appended_and_read_never_changed_and_kept_a_year() {
+    let t = template();
+    let days = &t["Parameters"]["AuditRetentionDays"];
+    assert_eq!(
+        (days["MinValue"].as_i64(), days["Default"].as_i64()),
+        (Some(365), Some(400))
+    );
+    let table = &t["Resources"]["AuditTable"]["Properties"];
+    assert_eq!(
+        table["TimeToLiveSpecification"],
+        json!({"AttributeName": "expires_at", "Enabled": true})
+    );
+    let env = &t["Resources"]["ApiFunction"]["Properties"]["Environment"]["Variables"];
+    assert_eq!(env["FLARE_AUDIT_TABLE"], json!({"Ref": "AuditTable"}));
+    assert_eq!(
+        env["FLARE_AUDIT_RETENTION_DAYS"],
+        json!({"Ref": "AuditRetentionDays"})
+    );
+    let audit_arn = json!({"Fn::GetAtt": ["AuditTable", "Arn"]});
+    for (name, f) in resources_of(t, "AWS::Serverless::Function") {
+        let policies = f["Properties"]["Policies"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let text = serde_json::to_string(&policies).unwrap();
+        // No SAM policy template names the table (DynamoDBCrudPolicy would allow deletes).
+        assert!(
+            !text.contains("\"TableName\":{\"Ref\":\"AuditTable\"}"),
+            "{name}: {text}"
+        );
+        let actions: Vec<String> = policies
+            .iter()
+            .flat_map(|p| p["Statement"].as_array().cloned().unwrap_or_default())
+            .filter(|s| s["Resource"] == audit_arn)
+            .flat_map(|s| s["Action"].as_array().cloned().unwrap_or_default())
+            .filter_map(|a| a.as_str().map(String::from))
+            .collect();
+        if name == "ApiFunction" {
+            let mut sorted = actions.clone();
+            sorted.sort();
+            assert_eq!(
+                sorted,
+                ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query"]
+            );
+        } else {
+            assert!(
+                actions.is_empty(),
+                "{name} may not touch the audit trail: {actions:?}"
+            );
+        }
+        for a in &actions {
+            assert!(
+                ![
+                    "dynamodb:UpdateItem",
+                    "dynamodb:DeleteItem",
+                    "dynamodb:BatchWriteItem",
+                    "dynamodb:*"
+                ]
+                .contains(&a.as_str()),
+                "{name}: {a}"
+            );
+        }
+    }
+}

@@ -31,6 +31,9 @@ pub struct Config {
     pub settings_table: String,
     pub directory_table: String,
     pub log_table: String,
+    /// The audit trail's table, and how many days its entries are kept.
+    pub audit_table: String,
+    pub audit_retention_days: u32,
     /// Manual SMS needs the SMS queue; the others are optional here.
     pub queues: QueueUrls,
     pub secret_prefix: String,
@@ -46,12 +49,16 @@ impl Config {
     pub const SETTINGS_TABLE: &'static str = "FLARE_SETTINGS_TABLE";
     pub const DIRECTORY_TABLE: &'static str = "FLARE_DIRECTORY_TABLE";
     pub const SECRET_PREFIX: &'static str = "FLARE_SECRET_PREFIX";
+    pub const AUDIT_TABLE: &'static str = "FLARE_AUDIT_TABLE";
+    pub const AUDIT_RETENTION_DAYS: &'static str = "FLARE_AUDIT_RETENTION_DAYS";
 
     pub fn from_env() -> Result<Self, ConfigError> {
         Ok(Self {
             settings_table: config::required(Self::SETTINGS_TABLE)?,
             directory_table: config::required(Self::DIRECTORY_TABLE)?,
             log_table: config::required(LOG_TABLE)?,
+            audit_table: config::required(Self::AUDIT_TABLE)?,
+            audit_retention_days: config::number(Self::AUDIT_RETENTION_DAYS, 400)?,
             // A dispatcher's manual SMS is urgent: that queue is required; the others
             // are taken when given.
             queues: {
@@ -126,7 +133,25 @@ impl Config {
             ))),
             // A gateway's callback can outrun the receipts index by a moment.
             receipt_retry: Some(std::time::Duration::from_secs(1)),
+            audit: Arc::new(flare_aws::audit::DynamoAuditLog::new(
+                aws::dynamodb(sdk),
+                &self.audit_table,
+                self.audit_retention_days,
+            )),
         })
+    }
+}
+
+/// Where a request came from, as API Gateway saw it: the caller's address, its user
+/// agent, and the request's id (the one in API Gateway's access log).
+pub fn request_meta(req: &Request) -> api::RequestMeta {
+    let RequestContext::ApiGatewayV2(ctx) = req.request_context() else {
+        return api::RequestMeta::default();
+    };
+    api::RequestMeta {
+        source_ip: ctx.http.source_ip.clone(),
+        user_agent: ctx.http.user_agent.clone(),
+        request_id: ctx.request_id.clone(),
     }
 }
 
@@ -215,6 +240,7 @@ pub async fn handle(svc: &Services, req: Request) -> Result<Response<Body>, lamb
                 req.uri().query(),
             )
         }),
+        meta: request_meta(&req),
     };
     let resp = api::handle(svc, request).await;
     let content_type = resp.content_type();

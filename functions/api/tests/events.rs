@@ -341,3 +341,58 @@ async fn a_flood_of_unsigned_gateway_callbacks_reads_the_password_once() {
         "one read of the stored password for 50 callbacks"
     );
 }
+
+/// v1.2: a write through the handler is one audit entry with API Gateway's source IP,
+/// user agent and request id; the sample audit events read it and check the chain,
+/// which names an entry edited in the store.
+#[tokio::test]
+async fn writes_are_audited_with_the_request_context_and_an_edit_breaks_the_chain() {
+    let audit = std::sync::Arc::new(flare_memory::MemoryAuditLog::default());
+    let mut svc = services();
+    svc.audit = audit.clone();
+    let put = event("put-sms-settings");
+    let (s, _) = call(&svc, &put).await;
+    assert_eq!(s, 200);
+    let (s, _) = call(&svc, &event("put-communication-settings")).await;
+    assert_eq!(s, 200);
+    let (s, body) = call(&svc, &event("list-audit")).await;
+    assert_eq!(s, 200, "{body}");
+    let entries = body["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 2, "{body}");
+    let e = &entries[1];
+    let ctx = &put["requestContext"];
+    assert_eq!(
+        (&e["source_ip"], &e["user_agent"], &e["request_id"]),
+        (
+            &ctx["http"]["sourceIp"],
+            &ctx["http"]["userAgent"],
+            &ctx["requestId"]
+        )
+    );
+    assert_eq!(e["changes"]["password"], "set");
+    let secret = serde_json::from_str::<serde_json::Value>(put["body"].as_str().unwrap()).unwrap();
+    assert!(
+        !body
+            .to_string()
+            .contains(secret["password"].as_str().unwrap())
+    );
+    let (s, v) = call(&svc, &event("verify-audit")).await;
+    assert_eq!((s, v), (200, json!({"entries": 2, "intact": true})));
+    audit.tamper(
+        &flare_shared::domain::OrgId::parse("acme").unwrap(),
+        |entries| {
+            entries[0].record.actor.sub = "someone-else".into();
+        },
+    );
+    let (s, v) = call(&svc, &event("verify-audit")).await;
+    assert_eq!(
+        (s, v),
+        (
+            200,
+            json!({"entries": 2, "intact": false, "first_broken": "a-000000000001"})
+        )
+    );
+    // Only an admin reads the trail.
+    let as_dispatcher = as_caller(event("verify-audit"), "u-d", "acme", "[dispatcher]");
+    assert_eq!(call(&svc, &as_dispatcher).await.0, 403);
+}

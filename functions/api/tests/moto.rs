@@ -24,6 +24,8 @@ async fn spawn_api() -> TestApi {
     let stack = flare_tests::stack::AwsStack::create(moto()).await.unwrap();
     let config = Config {
         settings_table: stack.tables.settings.clone(),
+        audit_table: stack.audit_table.clone(),
+        audit_retention_days: 400,
         directory_table: stack.tables.directory.clone(),
         log_table: stack.tables.log.clone(),
         queues: stack.queues.clone(),

@@ -47,6 +47,7 @@ async fn call_as(
         idempotency_key: None,
         headers: Vec::new(),
         url: None,
+        meta: Default::default(),
     };
     let r = api::handle(&app.services, req).await;
     assert!(r.status < 300, "{method} {path}: {} {:?}", r.status, r.body);
@@ -396,6 +397,7 @@ async fn answers(app: &LocalApp, routed: &[(String, NotificationId)]) -> anyhow:
             (signature_header(GatewayFormat::Json).into(), signature),
         ],
         url: Some(url),
+        meta: Default::default(),
     };
     let r = api::handle(&app.services, req).await;
     anyhow::ensure!(r.status == 204, "Bo's SMS reply: {} {:?}", r.status, r.body);
@@ -439,6 +441,7 @@ async fn by_link(app: &LocalApp, id: &NotificationId, who: &str) -> anyhow::Resu
                 "application/x-www-form-urlencoded".into(),
             )],
             url: None,
+            meta: Default::default(),
         };
         let r = api::handle(&app.services, req).await;
         anyhow::ensure!(r.status == 200, "{who}'s link {method}: {}", r.status);

@@ -4,6 +4,7 @@ gateway and SMTP sinks the Rust test (local/tests/console.rs) starts. Elements a
 by their label text, as a person finds them. Reads its set-up as JSON on stdin; prints
 one line per check; exits non-zero on the first failure, saying what it saw."""
 
+import base64
 import json
 import re
 import sys
@@ -300,6 +301,59 @@ def communication_saved_and_read_back():
     assert by_label("SMS help text").get_attribute("value") == "Acme alerts. Reply STOP to opt out."
 
 
+def token_sub(token):
+    """The `sub` of a JWT (its payload, unverified), as the audit trail names people."""
+    payload = token.split(".")[1]
+    return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))["sub"]
+
+
+def column(table_id, header):
+    """Every row's text under the column headed `header`."""
+    headers = [th.text for th in D.find_elements(By.CSS_SELECTOR, f"#{table_id} thead th")]
+    at = headers.index(header)
+    return [tr.find_elements(By.TAG_NAME, "td")[at].text
+            for tr in D.find_elements(By.CSS_SELECTOR, f"#{table_id} tbody tr")]
+
+
+def audit_filtered(what):
+    """Filter pressed: waits for the table's answer, the summary naming the filter."""
+    button("Filter", "#panel-audit").click()
+    wait(lambda: D.find_element(By.ID, "audit-list").get_attribute("aria-busy") != "true"
+         and what in text_of("audit-message"), f"the trail filtered by {what}")
+
+
+def the_audit_trail_shows_the_changes_and_verifies():
+    tab("Audit")
+    wait(lambda: D.find_element(By.ID, "panel-audit").is_displayed(), "the Audit tab")
+    wait(lambda: "newest first" in text_of("audit-message"), "the audit trail")
+    # The saves of main's SMS settings: each field before and after; a secret only in a word.
+    rows = list(zip(column("audit-list", "Target"), column("audit-list", "Changes")))
+    main = [changes for target, changes in rows if target == "/v1/settings/sms/main"]
+    assert any(re.search(r"^[\w.]+: .+ → .+$", changes, re.M) for changes in main), rows
+    assert any(re.search(r"^password: (set|changed)$", changes, re.M) for changes in main), rows
+    # Nor any stored secret: the SMS gateway's password and header value, the SMTP password.
+    for secret in (SECRET, "hdr-" + CFG["tag"], CFG["smtp_password"]):
+        assert secret not in D.page_source, "a stored secret on the page"
+    # By person: the admin's own entries.
+    admin = token_sub(CFG["admin"])
+    fill("Person", admin)
+    audit_filtered(f"person {admin}")
+    who = column("audit-list", "Who")
+    assert who and set(who) == {admin}, who
+    # By target: only the communication settings' entries (the refused save and the saved one).
+    fill("Person", "")
+    fill("Target", "/v1/settings/communication")
+    audit_filtered("target /v1/settings/communication")
+    targets = column("audit-list", "Target")
+    assert targets and set(targets) == {"/v1/settings/communication"}, targets
+    outcomes = column("audit-list", "Outcome")
+    assert any(o.startswith("✓ 200") for o in outcomes) and any(o.startswith("✗ 400") for o in outcomes), outcomes
+    button("Verify chain").click()
+    wait(lambda: text_of("audit-verify-result").startswith("Chain"), "the chain's verdict")
+    verdict = text_of("audit-verify-result")
+    assert re.fullmatch(r"Chain intact \(\d+ entries\)\.", verdict), verdict
+
+
 def a_notification_reaches_no_pending():
     # Email back through the sink, so every channel can finish.
     tab("Outgoing Email")
@@ -372,6 +426,9 @@ def a_dispatcher_sees_but_cannot_save():
     button("Sign out").click()
     sign_in(CFG["dispatcher"])
     wait(signed_in, "the dispatcher's console")
+    # The audit trail is for administrators: no Audit tab.
+    assert not [t for t in D.find_elements(By.XPATH, '//*[@role="tab"][normalize-space()="Audit"]')
+                if t.is_displayed()], "an Audit tab for a dispatcher"
     tab("Outgoing SMS")
     assert by_label("Sender number").get_attribute("value") == "ACMEFIRE"
     fill("Sender number", "ACMEFIRE2")
@@ -401,7 +458,7 @@ def post(url, body, token=None):
 
 
 def screenshots():
-    for name in ("Outgoing SMS", "Outgoing Email", "Communication", "Notifications"):
+    for name in ("Outgoing SMS", "Outgoing Email", "Communication", "Notifications", "Audit"):
         tab(name)
         D.execute_script("window.scrollTo(0, 0)")
         time.sleep(0.2)
@@ -421,6 +478,8 @@ try:
     check("test sends: SMS and email, success and failure", test_send_success_and_failure)
     check("the password is in no page and no request but its PUT", password_never_in_the_page_or_other_requests)
     check("communication settings saved and read back", communication_saved_and_read_back)
+    check("the audit trail: changes before and after, no secret, filtered by person and target, chain intact",
+          the_audit_trail_shows_the_changes_and_verifies)
     check("an incident's notification reaches no pending in the Notifications view", a_notification_reaches_no_pending)
     check("a notification of 501 recipients is shown 500 at a time", a_large_notification_is_shown_a_page_at_a_time)
     if CFG.get("screenshots"):

@@ -117,6 +117,8 @@ pub fn sqs(config: &SdkConfig) -> aws_sdk_sqs::Client {
     aws_sdk_sqs::Client::new(config)
 }
 
+#[cfg(feature = "dynamodb")]
+pub mod audit;
 pub mod batch;
 #[cfg(feature = "dynamodb")]
 pub mod dynamodb;

@@ -1,6 +1,7 @@
 //! The domain: types that are valid by construction, and the rules that use them.
 
 pub mod audience;
+pub mod audit;
 pub mod contact;
 pub mod delivery;
 pub mod email;

@@ -90,11 +90,13 @@ fn key(org: &OrgId, rest: &str) -> String {
     format!("{org}/{rest}")
 }
 
+mod audit;
 mod log;
 mod outbox;
 mod pace;
 mod stores;
 
+pub use audit::*;
 pub use log::*;
 pub use outbox::*;
 pub use pace::*;
@@ -119,6 +121,7 @@ pub fn services(policy: flare_shared::domain::EndpointPolicy) -> flare_shared::a
         metrics: Arc::new(MemoryMetrics::default()),
         health: Some(Arc::new(MemoryHealth::default())),
         receipt_retry: None,
+        audit: Arc::new(MemoryAuditLog::default()),
     }
 }
 

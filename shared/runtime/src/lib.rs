@@ -31,30 +31,31 @@ pub fn optional(name: &'static str, default: &str) -> String {
         .unwrap_or_else(|| default.to_string())
 }
 
+/// A positive whole number, or `default` when unset; anything else stops the process.
+pub fn number(name: &'static str, default: u32) -> Result<u32, ConfigError> {
+    match std::env::var(name) {
+        Ok(v) if !v.trim().is_empty() => match v.trim().parse::<u32>() {
+            Ok(n) if n > 0 => Ok(n),
+            _ => Err(ConfigError::Invalid {
+                name,
+                reason: "must be a whole number above 0".into(),
+            }),
+        },
+        _ => Ok(default),
+    }
+}
+
 /// When a failing custom provider's circuit opens and for how long:
 /// `FLARE_CIRCUIT_FAILURES` failures in a row (default 5) within
 /// `FLARE_CIRCUIT_WINDOW_SECONDS` (300) open it for `FLARE_CIRCUIT_OPEN_SECONDS` (60).
 /// Tests shorten them; a value that is not a positive whole number stops the process.
 pub fn circuit_policy() -> Result<flare_shared::domain::health::CircuitPolicy, ConfigError> {
     let mut p = flare_shared::domain::health::CircuitPolicy::default();
-    let number = |name: &'static str, default: u64| -> Result<u64, ConfigError> {
-        match std::env::var(name) {
-            Ok(v) if !v.trim().is_empty() => match v.trim().parse::<u64>() {
-                Ok(n) if n > 0 => Ok(n),
-                _ => Err(ConfigError::Invalid {
-                    name,
-                    reason: "must be a whole number above 0".into(),
-                }),
-            },
-            _ => Ok(default),
-        }
-    };
-    p.failures =
-        u32::try_from(number("FLARE_CIRCUIT_FAILURES", p.failures.into())?).unwrap_or(u32::MAX);
-    p.within =
-        std::time::Duration::from_secs(number("FLARE_CIRCUIT_WINDOW_SECONDS", p.within.as_secs())?);
-    p.open_for =
-        std::time::Duration::from_secs(number("FLARE_CIRCUIT_OPEN_SECONDS", p.open_for.as_secs())?);
+    let secs = |d: std::time::Duration| u32::try_from(d.as_secs()).unwrap_or(u32::MAX);
+    let seconds = |name, d| number(name, secs(d)).map(|n| std::time::Duration::from_secs(n.into()));
+    p.failures = number("FLARE_CIRCUIT_FAILURES", p.failures)?;
+    p.within = seconds("FLARE_CIRCUIT_WINDOW_SECONDS", p.within)?;
+    p.open_for = seconds("FLARE_CIRCUIT_OPEN_SECONDS", p.open_for)?;
     Ok(p)
 }
 

@@ -356,6 +356,7 @@ fn responses(
     .collect()
 }
 
+mod audit;
 mod directory;
 mod log;
 mod outbox;

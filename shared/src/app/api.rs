@@ -30,6 +30,17 @@ pub struct ApiRequest {
     /// The full URL as the caller requested it (`https://host/v1/...?...`): Twilio signs
     /// it. `None` where the transport cannot say.
     pub url: Option<String>,
+    /// Where the request came from, as the audit trail records it.
+    pub meta: RequestMeta,
+}
+
+/// What the transport knows of a request's origin (API Gateway's request context, or
+/// the local runner's connection).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RequestMeta {
+    pub source_ip: Option<String>,
+    pub user_agent: Option<String>,
+    pub request_id: Option<String>,
 }
 
 /// [`ApiRequest::url`]: the URL a caller requested, as a gateway signs it (Twilio signs
@@ -211,16 +222,23 @@ async fn v1_route(
         .params()
         .position(|p| p == "user_id")
         .map(|i| params[i].as_str());
-    if !route.access.allows(claims, user_param) {
-        return Err(ApiError::Forbidden(route.access.needs()));
-    }
+    let allowed = route.access.allows(claims, user_param);
     let call = Call {
         svc,
         req: &req,
         claims,
         params: &params,
     };
-    dispatch(route.op, &call).await
+    let run = async {
+        if !allowed {
+            return Err(ApiError::Forbidden(route.access.needs()));
+        }
+        dispatch(route.op, &call).await
+    };
+    if super::audit::audited(route.op) {
+        return super::audit::record_write(svc, &req, claims, route, &params, run).await;
+    }
+    run.await
 }
 
 /// Hands an authorized request to its resource's routes.
@@ -247,6 +265,10 @@ async fn dispatch(op: Op, call: &Call<'_>) -> Result<ApiResponse, ApiError> {
         | Op::DeleteUser
         | Op::AddDevice
         | Op::DeleteDevice => directory_route(op, call).await,
+        Op::ListAudit => {
+            ok(super::audit::list(call.svc, call.org(), call.req.query.as_deref()).await?)
+        }
+        Op::VerifyAudit => ok(super::audit::check(call.svc, call.org()).await?),
         Op::ListNotifications
         | Op::GetNotification
         | Op::AckNotification

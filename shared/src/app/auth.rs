@@ -12,6 +12,14 @@ pub enum Role {
 }
 
 impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Dispatcher => "dispatcher",
+            Role::Responder => "responder",
+        }
+    }
+
     fn parse(s: &str) -> Option<Self> {
         match s {
             "admin" => Some(Role::Admin),
@@ -68,6 +76,11 @@ pub enum ClaimsError {
 }
 
 impl Claims {
+    /// The roles as the token named them (`admin`, ...).
+    pub fn role_names(&self) -> Vec<String> {
+        self.roles.iter().map(|r| r.as_str().to_string()).collect()
+    }
+
     pub fn has(&self, role: Role) -> bool {
         self.roles.contains(&role)
     }

@@ -3,6 +3,7 @@
 //! both call, so the two serve exactly the same routes, rules and errors.
 
 pub mod api;
+pub mod audit;
 pub mod auth;
 pub mod deliver;
 pub mod directory;
@@ -54,6 +55,8 @@ pub struct Services {
     /// A gateway callback whose delivery is not found looks once more after this long
     /// (AWS: the log's receipt index is eventually consistent); `None`: answers at once.
     pub receipt_retry: Option<std::time::Duration>,
+    /// The audit trail every authenticated write attempt is recorded in.
+    pub audit: Arc<dyn crate::ports::AuditLog>,
 }
 
 /// What recording an acknowledgement or an answer touches: the log, and the metrics it

@@ -36,6 +36,8 @@ pub enum Op {
     InboundSms,
     LinkPage,
     LinkAnswer,
+    ListAudit,
+    VerifyAudit,
 }
 
 /// Who may call a route (checked before the body is read).
@@ -193,6 +195,10 @@ pub const ROUTES: &[Route] = &[
     r("POST", "/v1/inbound/sms/{org_id}/{control_center_id}", Op::InboundSms, Public,
       "inboundSms", "receipts",
       "An SMS reply through a custom gateway (its inbound webhook), signed as its receipts are"),
+    r("GET", "/v1/audit", Op::ListAudit, Admin, "listAudit", "audit",
+      "The audit trail of every write attempt, newest first"),
+    r("GET", "/v1/audit/verify", Op::VerifyAudit, Admin, "verifyAudit", "audit",
+      "Checks the audit trail's hash chain"),
     r("GET", "/r/{code}", Op::LinkPage, Public, "showResponseLink", "responses",
       "A response link's page: the dispatch and two buttons (changes nothing)"),
     r("POST", "/r/{code}", Op::LinkAnswer, Public, "answerResponseLink", "responses",

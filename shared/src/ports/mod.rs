@@ -28,6 +28,7 @@ pub enum StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+mod audit;
 mod finish;
 mod flow;
 mod log;
@@ -35,6 +36,7 @@ mod metrics;
 mod send;
 mod stores;
 
+pub use audit::*;
 pub use finish::*;
 pub use flow::*;
 pub use log::*;

@@ -244,6 +244,7 @@ impl MemoryWorld {
             idempotency_key: None,
             headers: Vec::new(),
             url: None,
+            meta: Default::default(),
         };
         api::handle(&self.services(), req).await.status
     }

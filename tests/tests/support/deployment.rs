@@ -57,6 +57,8 @@ impl Deployment {
         };
         let services = flare_api::Config {
             settings_table: stack.tables.settings.clone(),
+            audit_table: stack.audit_table.clone(),
+            audit_retention_days: 400,
             directory_table: stack.tables.directory.clone(),
             log_table: stack.tables.log.clone(),
             queues: stack.queues.clone(),

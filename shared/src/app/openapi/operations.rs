@@ -95,6 +95,16 @@ fn success(op: Op) -> (&'static str, Option<Value>, &'static str) {
             Some(r("DeviceCreated")),
             "Registered (the same token again answers the same id).",
         ),
+        Op::ListAudit => (
+            "200",
+            Some(r("AuditList")),
+            "A page of the audit trail, newest first.",
+        ),
+        Op::VerifyAudit => (
+            "200",
+            Some(r("AuditVerify")),
+            "Whether every entry follows from the one before it, up to the chain's head.",
+        ),
         Op::ListNotifications => (
             "200",
             Some(r("NotificationList")),
@@ -159,7 +169,7 @@ fn errors(route: &Route) -> Vec<(&'static str, &'static str)> {
     }
     let validates = request_schema(route.op).is_some()
         || route.params().next().is_some()
-        || route.op == Op::ListNotifications;
+        || matches!(route.op, Op::ListNotifications | Op::ListAudit);
     if validates {
         out.push((
             "400",
@@ -195,6 +205,8 @@ fn errors(route: &Route) -> Vec<(&'static str, &'static str)> {
             | Op::TestEmail
             | Op::PutSms
             | Op::PutUser
+            | Op::ListAudit
+            | Op::VerifyAudit
     );
     if finds {
         out.push(("404", "Not found in the caller's organization."));
@@ -277,6 +289,7 @@ fn extra_parameters(op: Op) -> Vec<Value> {
                 "schema": {"type": "string", "pattern": r"^[0-9]{1,15}_(?!\.\.?$)[A-Za-z0-9._@:-]{1,128}$", "example": "1796173200000_9f1c2d3e-0000-4000-8000-000000000001"},
             }),
         ],
+        Op::ListAudit => audit_parameters(),
         Op::GetNotification => vec![json!({
             "name": "cursor", "in": "query", "required": false,
             "description": "The `next_cursor` of the previous page, as it was (a page holds at most 500 recipients).",
@@ -289,6 +302,39 @@ fn extra_parameters(op: Op) -> Vec<Value> {
         })],
         _ => Vec::new(),
     }
+}
+
+/// `GET /v1/audit`'s query: the page and the filters.
+fn audit_parameters() -> Vec<Value> {
+    let q = |name: &str, description: &str, schema: Value| json!({"name": name, "in": "query", "required": false, "description": description, "schema": schema});
+    vec![
+        q(
+            "limit",
+            "How many entries at most (default 50).",
+            json!({"type": "integer", "minimum": 1, "maximum": crate::app::audit::AUDIT_MAX, "default": crate::app::audit::AUDIT_DEFAULT}),
+        ),
+        q(
+            "cursor",
+            "The `next_cursor` of the previous page, as it was.",
+            json!({"type": "string", "pattern": "^a-[0-9]{1,19}$", "example": "a-000000000017"}),
+        ),
+        q(
+            "since",
+            "Entries at or after this time (RFC 3339).",
+            json!({"type": "string", "format": "date-time"}),
+        ),
+        q(
+            "until",
+            "Entries at or before this time (RFC 3339).",
+            json!({"type": "string", "format": "date-time"}),
+        ),
+        q("actor", "Entries by this `sub`.", json!({"type": "string"})),
+        q(
+            "target",
+            "Entries about this path, or under it when it ends with `/`.",
+            json!({"type": "string", "example": "/v1/settings/"}),
+        ),
+    ]
 }
 
 /// A gateway's callback body: JSON or a form, with the fields the formats send.
@@ -437,6 +483,7 @@ pub(super) fn build() -> Value {
             {"name": "directory", "description": "Users, their contacts and their devices."},
             {"name": "notifications", "description": "What was sent to whom, acknowledgements, manual SMS."},
             {"name": "responses", "description": "Response links: answering a dispatch from its SMS or email, without the app or a token (HTML pages)."},
+            {"name": "audit", "description": "The audit trail: every authenticated write attempt, allowed or refused, hash-chained (v1.2)."},
             {"name": "meta", "description": "This description."},
         ],
         "paths": paths,

@@ -370,6 +370,45 @@ pub(super) fn schemas() -> Value {
                 },
             },
         },
+        "AuditEntry": {
+            "type": "object",
+            "required": ["audit_id", "seq", "at", "actor", "action", "target", "outcome", "changes", "source_ip", "user_agent", "request_id", "hash"],
+            "properties": {
+                "audit_id": {"type": "string"},
+                "seq": {"type": "integer", "minimum": 1, "description": "Its place in the organization's chain."},
+                "at": {"type": "string", "format": "date-time"},
+                "actor": {"type": "object", "required": ["sub", "roles"], "properties": {
+                    "sub": {"type": "string"}, "roles": {"type": "array", "items": {"type": "string"}}}},
+                "action": {"type": "string", "example": "PUT /v1/settings/sms/{control_center_id}"},
+                "target": {"type": "string", "example": "/v1/settings/sms/main"},
+                "outcome": {"type": "object", "required": ["status", "code"], "properties": {
+                    "status": {"type": "integer"}, "code": {"type": ["string", "null"]}}},
+                "changes": {"type": "object", "description": "Each changed field as `{\"from\", \"to\"}`; a secret (`password`, `http_header_value`) only as `set`, `changed` or `removed`.",
+                    "additionalProperties": {"anyOf": [
+                        {"type": "object", "required": ["from", "to"]},
+                        {"type": "string", "enum": ["set", "changed", "removed"]}]}},
+                "source_ip": {"type": ["string", "null"]},
+                "user_agent": {"type": ["string", "null"]},
+                "request_id": {"type": ["string", "null"]},
+                "hash": {"type": "string", "pattern": "^[0-9a-f]{64}$",
+                    "description": "SHA-256 (hex) of the previous entry's hash (empty for the first) followed by this entry's canonical JSON without `hash` (keys sorted, no white space)."},
+            },
+        },
+        "AuditList": {
+            "type": "object", "required": ["entries", "next_cursor"],
+            "properties": {
+                "entries": {"type": "array", "items": r("AuditEntry")},
+                "next_cursor": {"type": ["string", "null"], "description": "Pass as `cursor` for the next page; null on the last page."},
+            },
+        },
+        "AuditVerify": {
+            "type": "object", "required": ["entries", "intact"],
+            "properties": {
+                "entries": {"type": "integer", "minimum": 0},
+                "intact": {"type": "boolean"},
+                "first_broken": {"type": "string", "description": "The first entry that does not follow from the one before it (deleted or edited there)."},
+            },
+        },
         "Notification": {
             "type": "object",
             "required": ["notification_id", "category", "created_at", "recipients", "sms_segments"],

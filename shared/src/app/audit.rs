@@ -1,0 +1,270 @@
+//! The audit trail of the API's writes: one entry per authenticated write attempt,
+//! allowed or refused, with what it changed (each field `from`/`to`, a secret only as
+//! `set`, `changed` or `removed`), and the routes that read and check the trail.
+
+use super::Services;
+use super::api::{ApiRequest, ApiResponse};
+use super::auth::Claims;
+use super::error::ApiError;
+use super::routes::{Op, Route};
+use crate::domain::audit::{Actor, AuditOutcome, AuditRecord, SecretChange, changes, verify};
+use crate::domain::{ControlCenterId, OrgId, UserId};
+use crate::ports::AuditQuery;
+use serde_json::{Value, json};
+
+/// Whether the trail records `op`: everything that changes settings, users or devices,
+/// or sends a message.
+pub fn audited(op: Op) -> bool {
+    matches!(
+        op,
+        Op::PutSms
+            | Op::DeleteSms
+            | Op::TestSms
+            | Op::TestEmail
+            | Op::PutEmail
+            | Op::DeleteEmail
+            | Op::PutCommunication
+            | Op::PutUser
+            | Op::DeleteUser
+            | Op::AddDevice
+            | Op::DeleteDevice
+            | Op::ManualSms
+    )
+}
+
+/// What a write is about: whose state is read before and after it.
+enum Subject {
+    Sms(ControlCenterId),
+    Email,
+    Communication,
+    User(UserId),
+    /// A send: it changes nothing stored.
+    Nothing,
+}
+
+fn subject(op: Op, params: &[String]) -> Subject {
+    let first = params.first().map(String::as_str).unwrap_or_default();
+    match op {
+        Op::PutSms | Op::DeleteSms => {
+            ControlCenterId::parse(first).map_or(Subject::Nothing, Subject::Sms)
+        }
+        Op::PutEmail | Op::DeleteEmail => Subject::Email,
+        Op::PutCommunication => Subject::Communication,
+        Op::PutUser | Op::DeleteUser | Op::AddDevice | Op::DeleteDevice => {
+            UserId::parse(first).map_or(Subject::Nothing, Subject::User)
+        }
+        _ => Subject::Nothing,
+    }
+}
+
+/// A subject's state as the trail compares it: its view with no secret in it, and
+/// whether its password and header value are stored.
+#[derive(Clone, Default)]
+struct Snapshot {
+    view: Option<Value>,
+    password: bool,
+    header: bool,
+}
+
+async fn snapshot(svc: &Services, org: &OrgId, subject: &Subject) -> Snapshot {
+    let read = async {
+        Ok::<_, crate::ports::StoreError>(match subject {
+            Subject::Sms(cc) => svc.settings.get_sms(org, cc).await?.map(|s| {
+                let mut v = s.view();
+                let header = v.get("http_header").is_some();
+                drop_keys(&mut v, &["password_set", "health"]);
+                (v, s.password_set, header)
+            }),
+            Subject::Email => svc.settings.get_email(org).await?.map(|e| {
+                let mut v = e.view();
+                let password = v["smtp"]["password_set"] == json!(true);
+                if let Some(smtp) = v.get_mut("smtp") {
+                    drop_keys(smtp, &["password_set"]);
+                }
+                (v, password, false)
+            }),
+            Subject::Communication => svc
+                .settings
+                .get_communication(org)
+                .await?
+                .map(|c| (json!(c), false, false)),
+            Subject::User(id) => svc
+                .directory
+                .get_user(org, id)
+                .await?
+                .map(|u| (super::directory::view(&u), false, false)),
+            Subject::Nothing => None,
+        })
+    };
+    match read.await {
+        Ok(Some((view, password, header))) => Snapshot {
+            view: Some(view),
+            password,
+            header,
+        },
+        Ok(None) => Snapshot::default(),
+        Err(e) => {
+            // The entry is still written; its changes may then say too much or too little.
+            tracing::warn!(error = ?e, "the audit trail could not read a write's subject");
+            Snapshot::default()
+        }
+    }
+}
+
+fn drop_keys(v: &mut Value, keys: &[&str]) {
+    if let Some(m) = v.as_object_mut() {
+        for k in keys {
+            m.remove(*k);
+        }
+    }
+}
+
+/// What a write did to a secret: stored before and after, and whether the body sent
+/// a new value.
+fn secret(before: bool, after: bool, sent: bool) -> Option<SecretChange> {
+    match (before, after) {
+        (false, true) => Some(SecretChange::Set),
+        (true, false) => Some(SecretChange::Removed),
+        (true, true) if sent => Some(SecretChange::Changed),
+        _ => None,
+    }
+}
+
+/// The secrets a write touched, by the words the trail uses.
+fn secret_changes(
+    body: Option<&Value>,
+    before: &Snapshot,
+    after: &Snapshot,
+) -> Vec<(&'static str, SecretChange)> {
+    let body = body.unwrap_or(&Value::Null);
+    let password_sent =
+        body.get("password").is_some_and(Value::is_string) || body["smtp"]["password"].is_string();
+    let header_sent = body
+        .get("http_header")
+        .and_then(Value::as_str)
+        .is_some_and(|h| !h.trim_end().ends_with(crate::domain::header::MASK));
+    let mut out = Vec::new();
+    if let Some(c) = secret(before.password, after.password, password_sent) {
+        out.push(("password", c));
+    }
+    if let Some(c) = secret(before.header, after.header, header_sent) {
+        out.push(("http_header_value", c));
+    }
+    out
+}
+
+/// Runs a write (`run`: the operation, or its refusal) and records it.
+pub(super) async fn record_write<F>(
+    svc: &Services,
+    req: &ApiRequest,
+    claims: &Claims,
+    route: &Route,
+    params: &[String],
+    run: F,
+) -> Result<ApiResponse, ApiError>
+where
+    F: std::future::Future<Output = Result<ApiResponse, ApiError>>,
+{
+    let org = &claims.org_id;
+    let subject = subject(route.op, params);
+    let before = snapshot(svc, org, &subject).await;
+    let result = run.await;
+    let after = if result.is_ok() {
+        snapshot(svc, org, &subject).await
+    } else {
+        before.clone()
+    };
+    let body = serde_json::from_slice::<Value>(&req.body).ok();
+    let secrets = secret_changes(body.as_ref(), &before, &after);
+    let outcome = match &result {
+        Ok(r) => AuditOutcome {
+            status: r.status,
+            code: None,
+        },
+        Err(e) => AuditOutcome {
+            status: e.status(),
+            code: Some(e.code().to_string()),
+        },
+    };
+    let record = AuditRecord {
+        at: chrono::Utc::now(),
+        actor: Actor {
+            sub: claims.sub.clone(),
+            roles: claims.role_names(),
+        },
+        action: format!("{} {}", route.method, route.path),
+        target: req.path.clone(),
+        changes: if result.is_ok() {
+            changes(before.view.as_ref(), after.view.as_ref(), &secrets)
+        } else {
+            serde_json::Map::new()
+        },
+        outcome,
+        source_ip: req.meta.source_ip.clone(),
+        user_agent: req.meta.user_agent.clone(),
+        request_id: req.meta.request_id.clone(),
+    };
+    if let Err(e) = svc.audit.append(org, record).await {
+        tracing::error!(error = ?e, action = route.path, "a write was not recorded in the audit trail");
+    }
+    result
+}
+
+/// How many entries a page of `GET /v1/audit` holds at most, and by default.
+pub const AUDIT_MAX: usize = 100;
+pub const AUDIT_DEFAULT: usize = 50;
+
+/// `GET /v1/audit?limit&cursor&since&until&actor&target`: newest first.
+pub async fn list(svc: &Services, org: &OrgId, query: Option<&str>) -> Result<Value, ApiError> {
+    let mut q = AuditQuery {
+        limit: AUDIT_DEFAULT,
+        ..Default::default()
+    };
+    let mut errors = crate::domain::FieldErrors::new();
+    let time = |v: &str| chrono::DateTime::parse_from_rfc3339(v).map(|t| t.to_utc());
+    for (name, value) in url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+        match name.as_ref() {
+            "limit" => match value.parse::<usize>() {
+                Ok(n) if (1..=AUDIT_MAX).contains(&n) => q.limit = n,
+                _ => errors.add(
+                    "limit",
+                    format!("must be a whole number from 1 to {AUDIT_MAX}"),
+                ),
+            },
+            "cursor" => match value.strip_prefix("a-").and_then(|s| s.parse::<u64>().ok()) {
+                Some(seq) => q.before = Some(seq),
+                None => errors.add("cursor", "is not a cursor this list answered"),
+            },
+            "since" => match time(&value) {
+                Ok(t) => q.since = Some(t),
+                Err(_) => errors.add("since", "must be an RFC 3339 time"),
+            },
+            "until" => match time(&value) {
+                Ok(t) => q.until = Some(t),
+                Err(_) => errors.add("until", "must be an RFC 3339 time"),
+            },
+            "actor" => q.actor = Some(value.into_owned()),
+            "target" => q.target = Some(value.into_owned()),
+            other => errors.add(other, "unknown query parameter"),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(errors.into());
+    }
+    let (entries, next) = svc.audit.page(org, &q).await?;
+    Ok(json!({
+        "entries": entries,
+        "next_cursor": next.map(crate::domain::audit::audit_id),
+    }))
+}
+
+/// `GET /v1/audit/verify`: the chain checked from its first entry to its head.
+pub async fn check(svc: &Services, org: &OrgId) -> Result<Value, ApiError> {
+    let (entries, head) = svc.audit.chain(org).await?;
+    let v = verify(&entries, head.as_ref().map(|(s, h)| (*s, h.as_str())));
+    let mut out = json!({"entries": v.entries, "intact": v.first_broken.is_none()});
+    if let Some(at) = v.first_broken {
+        out["first_broken"] = json!(at);
+    }
+    Ok(out)
+}
