@@ -6,10 +6,11 @@
 //! | `ORG#{org}` | `A#{seq:012}`   | one entry, and `expires_at` (TTL) a retention on |
 //! | `ORG#{org}` | `HEAD`          | the chain's end: `seq`, `hash`                |
 //!
-//! An append reads the head (one consistent GetItem), then writes the entry and the new
-//! head in one TransactWriteItems: the entry only where none is, the head only over the
-//! `seq` it read. Two appends at once: one transaction is cancelled, reads the head
-//! again and retries, so the chain never forks.
+//! An append writes the entry and the new head in one TransactWriteItems: the entry only
+//! where none is, the head only over the `seq` it follows. It follows the head this
+//! instance last wrote or read (one consistent GetItem the first time): another append
+//! in between (here or in another instance) cancels the transaction, and it reads the
+//! head again and retries, so the chain never forks.
 
 use crate::dynamodb::{PK, SK, org_pk};
 use crate::store_error;
@@ -33,6 +34,9 @@ pub struct DynamoAuditLog {
     table: String,
     /// How long an entry is kept (its TTL).
     retention: chrono::TimeDelta,
+    /// Each organization's head as this instance last saw it: a guess the transaction's
+    /// condition checks, which saves a read for each write after the first.
+    heads: std::sync::Arc<std::sync::Mutex<HashMap<String, AuditHead>>>,
 }
 
 fn s(v: impl Into<String>) -> AttributeValue {
@@ -57,7 +61,21 @@ impl DynamoAuditLog {
             client,
             table: table.into(),
             retention: chrono::TimeDelta::days(i64::from(retention_days)),
+            heads: Default::default(),
         }
+    }
+
+    fn cached(&self, org: &OrgId) -> Option<AuditHead> {
+        let heads = self.heads.lock().unwrap_or_else(|e| e.into_inner());
+        heads.get(org.as_str()).cloned()
+    }
+
+    fn remember(&self, org: &OrgId, head: Option<AuditHead>) {
+        let mut heads = self.heads.lock().unwrap_or_else(|e| e.into_inner());
+        match head {
+            Some(h) => heads.insert(org.to_string(), h),
+            None => heads.remove(org.as_str()),
+        };
     }
 
     async fn head(&self, org: &OrgId) -> StoreResult<Option<AuditHead>> {
@@ -191,12 +209,23 @@ impl DynamoAuditLog {
 #[async_trait]
 impl AuditLog for DynamoAuditLog {
     async fn append(&self, org: &OrgId, record: AuditRecord) -> StoreResult<AuditEntry> {
+        let mut guess = self.cached(org);
         for attempt in 0..APPEND_TRIES {
-            let head = self.head(org).await?;
+            let guessed = guess.is_some();
+            let head = match guess.take() {
+                Some(h) => Some(h),
+                None => self.head(org).await?,
+            };
             let previous = head.as_ref().map(|(seq, hash)| (*seq, hash.as_str()));
             let entry = AuditEntry::chain(record.clone(), previous);
             if self.write(org, &entry, head.map(|(seq, _)| seq)).await? {
+                self.remember(org, Some((entry.seq, entry.hash.clone())));
                 return Ok(entry);
+            }
+            // The head moved (or the guess was stale): read it again, at once after a guess.
+            self.remember(org, None);
+            if guessed {
+                continue;
             }
             // Another append got there first: a short, growing, jittered pause.
             let jitter = u64::from(uuid::Uuid::new_v4().as_bytes()[0]) % 10;

@@ -66,43 +66,70 @@ struct Snapshot {
     header: bool,
 }
 
+/// An SMS settings view as the trail compares it: whether a password and a header value
+/// are stored, and the rest.
+fn sms_snapshot(mut v: Value) -> Snapshot {
+    let (password, header) = (
+        v["password_set"] == json!(true),
+        v.get("http_header").is_some(),
+    );
+    drop_keys(&mut v, &["password_set", "health"]);
+    Snapshot {
+        view: Some(v),
+        password,
+        header,
+    }
+}
+
+/// An email settings view as the trail compares it: whether an SMTP password is stored,
+/// and the rest.
+fn email_snapshot(mut v: Value) -> Snapshot {
+    let password = v["smtp"]["password_set"] == json!(true);
+    if let Some(smtp) = v.get_mut("smtp") {
+        drop_keys(smtp, &["password_set"]);
+    }
+    Snapshot {
+        view: Some(v),
+        password,
+        header: false,
+    }
+}
+
+fn plain_snapshot(v: Value) -> Snapshot {
+    Snapshot {
+        view: Some(v),
+        ..Snapshot::default()
+    }
+}
+
 async fn snapshot(svc: &Services, org: &OrgId, subject: &Subject) -> Snapshot {
     let read = async {
         Ok::<_, crate::ports::StoreError>(match subject {
-            Subject::Sms(cc) => svc.settings.get_sms(org, cc).await?.map(|s| {
-                let mut v = s.view();
-                let header = v.get("http_header").is_some();
-                drop_keys(&mut v, &["password_set", "health"]);
-                (v, s.password_set, header)
-            }),
-            Subject::Email => svc.settings.get_email(org).await?.map(|e| {
-                let mut v = e.view();
-                let password = v["smtp"]["password_set"] == json!(true);
-                if let Some(smtp) = v.get_mut("smtp") {
-                    drop_keys(smtp, &["password_set"]);
-                }
-                (v, password, false)
-            }),
+            Subject::Sms(cc) => svc
+                .settings
+                .get_sms(org, cc)
+                .await?
+                .map(|s| sms_snapshot(s.view())),
+            Subject::Email => svc
+                .settings
+                .get_email(org)
+                .await?
+                .map(|e| email_snapshot(e.view())),
             Subject::Communication => svc
                 .settings
                 .get_communication(org)
                 .await?
-                .map(|c| (json!(c), false, false)),
+                .map(|c| plain_snapshot(json!(c))),
             Subject::User(id) => svc
                 .directory
                 .get_user(org, id)
                 .await?
-                .map(|u| (super::directory::view(&u), false, false)),
+                .map(|u| plain_snapshot(super::directory::view(&u))),
             Subject::Nothing => None,
         })
     };
     match read.await {
-        Ok(Some((view, password, header))) => Snapshot {
-            view: Some(view),
-            password,
-            header,
-        },
-        Ok(None) => Snapshot::default(),
+        Ok(found) => found.unwrap_or_default(),
         Err(e) => {
             // The entry is still written; its changes may then say too much or too little.
             tracing::warn!(error = ?e, "the audit trail could not read a write's subject");
@@ -116,6 +143,18 @@ fn drop_keys(v: &mut Value, keys: &[&str]) {
         for k in keys {
             m.remove(*k);
         }
+    }
+}
+
+/// The state after a write, from its answer where the answer is the stored view (the
+/// settings and user PUTs: it saves reading it again), or nothing stored (a DELETE).
+fn answered(op: Op, r: &ApiResponse) -> Option<Snapshot> {
+    match op {
+        Op::DeleteSms | Op::DeleteEmail | Op::DeleteUser => Some(Snapshot::default()),
+        Op::PutSms => r.body.clone().map(sms_snapshot),
+        Op::PutEmail => r.body.clone().map(email_snapshot),
+        Op::PutCommunication | Op::PutUser => r.body.clone().map(plain_snapshot),
+        _ => None,
     }
 }
 
@@ -169,10 +208,12 @@ where
     let subject = subject(route.op, params);
     let before = snapshot(svc, org, &subject).await;
     let result = run.await;
-    let after = if result.is_ok() {
-        snapshot(svc, org, &subject).await
-    } else {
-        before.clone()
+    let after = match &result {
+        Ok(r) => match answered(route.op, r) {
+            Some(stored) => stored,
+            None => snapshot(svc, org, &subject).await,
+        },
+        Err(_) => before.clone(),
     };
     let body = serde_json::from_slice::<Value>(&req.body).ok();
     let secrets = secret_changes(body.as_ref(), &before, &after);

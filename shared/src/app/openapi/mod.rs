@@ -36,6 +36,7 @@ pub const SAMPLE_EVENTS: &[(&str, &str)] = sample_events![
     "get-settings.json",
     "get-sms-settings.json",
     "get-user-self.json",
+    "list-audit.json",
     "list-sms-settings.json",
     "list-users.json",
     "post-device.json",
@@ -43,6 +44,7 @@ pub const SAMPLE_EVENTS: &[(&str, &str)] = sample_events![
     "put-email-settings.json",
     "put-sms-settings.json",
     "put-user.json",
+    "verify-audit.json",
 ];
 
 /// Rust's `char::is_whitespace`, spelled for a regex character class (what `text` trims).
