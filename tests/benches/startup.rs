@@ -27,6 +27,7 @@ fn value(name: &str) -> String {
         "FLARE_MAX_RECEIVES" => "5".into(),
         "FLARE_SNS_SMS_PER_SECOND" => "20".into(),
         "FLARE_PUBLIC_URL" => "https://api.flare.example".into(),
+        "FLARE_AUDIT_RETENTION_DAYS" => "400".into(),
         n => n.to_lowercase(),
     }
 }

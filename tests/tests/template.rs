@@ -449,6 +449,10 @@ fn the_dashboard_graphs_the_metrics_the_functions_emit() {
                 ] => queues.push(q.to_string()),
                 // The account's SNS SMS spend (SNS's own metric, no dimensions).
                 ["AWS/SNS", "SMSMonthToDateSpentUSD"] => {}
+                // v1.2: the HTTP API's refusals. A bad token never reaches the function
+                // (the JWT authorizer answers 401): API Gateway's 4xx counts it, and the
+                // audit trail has no organization to record it under.
+                ["AWS/ApiGateway", "4xx" | "5xx", "ApiId", "<HttpApi>"] => {}
                 other => panic!("a metric Flare does not emit: {other:?}"),
             }
         }
