@@ -2335,13 +2335,14 @@ mod lanes {
 
     /// Three instances pacing one provider at 20 a second through the table: no second
     /// holds more than 20 starts, and an urgent send asked for in the middle of the bulk
-    /// one overtakes the bulk sends waiting (how long it waits is the benchmark's, not a
-    /// test's: moto on this shared machine sets it).
+    /// one, by a fourth instance (in AWS the urgent lane is a function of its own), overtakes
+    /// the bulk sends waiting (how long it waits is the benchmark's, not a test's: moto on
+    /// this shared machine sets it).
     #[tokio::test]
     async fn instances_share_one_pace_and_urgent_sends_book_ahead_of_the_horizon() {
         let own = flare_tests::Moto::start().unwrap();
         let stack = AwsStack::create(&own).await.unwrap();
-        let pacers: Vec<Arc<DynamoPacer>> = (0..3)
+        let pacers: Vec<Arc<DynamoPacer>> = (0..4)
             .map(|_| {
                 Arc::new(DynamoPacer::new(
                     aws::dynamodb(&stack.sdk),
@@ -2353,7 +2354,7 @@ mod lanes {
         let rate = 20;
         let started = Instant::now();
         let mut bulk = Vec::new();
-        for i in 0..60 {
+        for i in 0..90 {
             let pacer = pacers[i % 3].clone();
             let provider = provider.clone();
             bulk.push(tokio::spawn(async move {
@@ -2363,17 +2364,18 @@ mod lanes {
         }
         tokio::time::sleep(Duration::from_millis(1000)).await;
         let asked = Instant::now();
-        pacers[1].acquire(&provider, rate, Lane::Urgent).await;
+        pacers[3].acquire(&provider, rate, Lane::Urgent).await;
         let urgent_wait = asked.elapsed();
         let urgent_at = started.elapsed().as_secs_f64();
         let mut at = Vec::new();
         for b in bulk {
             at.push(b.await.unwrap());
         }
-        // Asked for when about 20 of the 60 had started: it overtakes the 40 waiting but
+        // Asked for when about 20 of the 90 had started: it overtakes the 70 waiting but
         // the normal lane's horizon of them (about 6) and those moto's round trips let
-        // go meanwhile (one request at a time, on a machine the other tests load: up to
-        // about a second's worth here); without lanes it would go after all of them.
+        // go meanwhile (one request at a time, on a machine the other tests load: a CI
+        // run saw 1.2 s, 23 sends, when the urgent send queued behind bulk ones in one
+        // instance); without lanes it would go after all of them.
         let asked_at = urgent_at - urgent_wait.as_secs_f64();
         let waiting_when_asked = at.iter().filter(|t| **t > asked_at).count();
         let bulk_after = at.iter().filter(|t| **t > urgent_at).count();
@@ -2393,9 +2395,9 @@ mod lanes {
             busiest <= rate as usize + 1,
             "{busiest} starts in one second"
         );
-        // 61 starts at 20 a second (slots 5% longer): about three seconds.
+        // 91 starts at 20 a second (slots 5% longer): about 4.7 seconds.
         let span = at.last().unwrap() - at.first().unwrap();
-        assert!(span >= 2.9, "61 starts in {span:.2} s");
+        assert!(span >= 4.4, "91 starts in {span:.2} s");
         eprintln!("the urgent send waited {urgent_wait:?}");
     }
 
