@@ -46,6 +46,9 @@ impl Deliverer {
                 crate::faults::MARKER
             );
         }
+        // Before the record says sent: a reply to an SMS the log shows as sent always
+        // finds the notification it answers.
+        self.remember_reply_target(job, receipt.provider).await;
         let moved = self
             .finish_job(
                 job,
@@ -67,7 +70,6 @@ impl Deliverer {
         );
         if moved {
             self.count(job, Some(receipt.provider), Outcome::Sent, sms);
-            self.remember_reply_target(job, receipt.provider).await;
         }
         if holds_others_back(job.channel, job.cycle) {
             self.resolve_held(job, PushOutcome::Sent).await?;
