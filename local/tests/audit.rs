@@ -224,9 +224,16 @@ async fn twenty_writes_at_once_leave_a_chain_of_twenty_and_pages_filter() {
         (1..=20).rev().collect::<Vec<_>>(),
         "newest first, no gap"
     );
-    // Each entry's sender_number change is its own write's.
-    for e in &all {
-        assert!(e["changes"]["sender_number"]["to"].is_string(), "{e}");
+    // Each entry's change is its own write's, from what the write before it on the same
+    // control center left (the stored state the write's condition held on).
+    let mut last: std::collections::HashMap<String, Value> = Default::default();
+    for e in all.iter().rev() {
+        let change = &e["changes"]["sender_number"];
+        assert!(change["to"].is_string(), "{e}");
+        let target = e["target"].as_str().unwrap().to_string();
+        let from = last.get(&target).cloned().unwrap_or(Value::Null);
+        assert_eq!(change["from"], from, "{e}");
+        last.insert(target, change["to"].clone());
     }
     assert_eq!(trail(&app, &admin, "&actor=u-other").await.len(), 10);
     assert_eq!(
@@ -267,5 +274,59 @@ async fn twenty_writes_at_once_leave_a_chain_of_twenty_and_pages_filter() {
         let (s, _) = app.get(&format!("/v1/audit?{bad}"), &admin).await;
         assert_eq!(s, 400, "{bad}");
     }
+    app.stop().await;
+}
+
+/// A change and its entry are written together or not at all: a storage fault after the
+/// change (the entry's insert refused, by a trigger put in the runner's database, test-only
+/// access) leaves neither the change nor an entry; once it clears, writes are recorded
+/// again and the chain verifies.
+#[tokio::test]
+async fn a_write_whose_entry_fails_leaves_neither_change_nor_entry() {
+    let app = spawn_app(None).await;
+    let admin = token("acme", &["admin"], "u-admin");
+    let sms = |n: &str| json!({"provider": "sns", "sender_number": n});
+    let path = "/v1/settings/sms/main";
+    assert_eq!(
+        app.json("PUT", path, &admin, sms("+15551230001")).await.0,
+        200
+    );
+    assert_eq!(trail(&app, &admin, "").await.len(), 1);
+    let db = rusqlite::Connection::open(app.dir.join(flare_local::DATABASE)).unwrap();
+    db.execute_batch(
+        "CREATE TRIGGER fault BEFORE INSERT ON audit
+         BEGIN SELECT RAISE(ABORT, 'injected storage fault'); END;",
+    )
+    .unwrap();
+    let (s, b) = app.json("PUT", path, &admin, sms("+15551230002")).await;
+    assert!(s.is_server_error(), "{s} {b}");
+    let user = json!({"name": "Ann", "license": "basic_responder"});
+    let (s, b) = app
+        .json("PUT", "/v1/users/u-ann", &admin, user.clone())
+        .await;
+    assert!(s.is_server_error(), "{s} {b}");
+    let (s, b) = app.json("DELETE", path, &admin, Value::Null).await;
+    assert!(s.is_server_error(), "{s} {b}");
+    db.execute_batch("DROP TRIGGER fault").unwrap();
+    // Nothing changed: the settings as before, no user, no entry.
+    let (_, stored) = app.get(path, &admin).await;
+    assert_eq!(stored["sender_number"], "+15551230001");
+    assert_eq!(app.get("/v1/users/u-ann", &admin).await.0, 404);
+    assert_eq!(trail(&app, &admin, "").await.len(), 1);
+    // The next write is recorded, from the state the failed ones left alone.
+    assert_eq!(
+        app.json("PUT", path, &admin, sms("+15551230003")).await.0,
+        200
+    );
+    let e = newest(&app, &admin, 1, 1).await;
+    assert_eq!(
+        e["changes"]["sender_number"],
+        json!({"from": "+15551230001", "to": "+15551230003"})
+    );
+    let (s, v) = app.get("/v1/audit/verify", &admin).await;
+    assert_eq!(
+        (s.as_u16(), v),
+        (200, json!({"entries": 2, "intact": true}))
+    );
     app.stop().await;
 }

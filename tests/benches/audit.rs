@@ -95,15 +95,13 @@ async fn on_moto(n: usize) {
             .build(),
     );
     let mut svc = flare_memory::services(Default::default());
-    svc.settings = Arc::new(flare_aws::dynamodb::DynamoSettings::new(
-        db.clone(),
-        &stack.tables.settings,
-    ));
-    svc.audit = Arc::new(flare_aws::audit::DynamoAuditLog::new(
-        db,
-        &stack.audit_table,
-        400,
-    ));
+    // As the API function wires them: the change and its entry in one transaction.
+    let audit = flare_aws::audit::DynamoAuditLog::new(db.clone(), &stack.audit_table, 400);
+    svc.settings = Arc::new(
+        flare_aws::dynamodb::DynamoSettings::new(db, &stack.tables.settings)
+            .with_audit(audit.clone()),
+    );
+    svc.audit = Arc::new(audit);
     let org = OrgId::parse(&flare_tests::unique("audit")).unwrap();
     // The DynamoDB calls of one PUT each way, after a first that creates the settings.
     one(&svc, &org, 0, true).await;

@@ -93,8 +93,15 @@ impl Config {
     /// Builds the AWS adapters once, before the first request.
     pub fn services(&self, sdk: &SdkConfig) -> anyhow::Result<Services> {
         let db = aws::dynamodb(sdk);
-        let settings: Arc<DynamoSettings> =
-            Arc::new(DynamoSettings::new(db.clone(), &self.settings_table));
+        // Every audited change is written in one transaction with its entry.
+        let audit = flare_aws::audit::DynamoAuditLog::new(
+            db.clone(),
+            &self.audit_table,
+            self.audit_retention_days,
+        );
+        let settings: Arc<DynamoSettings> = Arc::new(
+            DynamoSettings::new(db.clone(), &self.settings_table).with_audit(audit.clone()),
+        );
         let secrets: Arc<SecretsManagerStore> = Arc::new(SecretsManagerStore::new(
             aws::secretsmanager(sdk),
             &self.secret_prefix,
@@ -104,7 +111,9 @@ impl Config {
         let smtp = SmtpEmailSender::new(settings.clone(), cached.clone(), self.policy);
         Ok(Services {
             settings,
-            directory: Arc::new(DynamoDirectory::new(db.clone(), &self.directory_table)),
+            directory: Arc::new(
+                DynamoDirectory::new(db.clone(), &self.directory_table).with_audit(audit.clone()),
+            ),
             log: Arc::new(DynamoDeliveryLog::new(db, &self.log_table)),
             queue: Arc::new(SqsQueue::new(aws::sqs(sdk), self.queues.clone())),
             secrets,
@@ -133,11 +142,7 @@ impl Config {
             ))),
             // A gateway's callback can outrun the receipts index by a moment.
             receipt_retry: Some(std::time::Duration::from_secs(1)),
-            audit: Arc::new(flare_aws::audit::DynamoAuditLog::new(
-                aws::dynamodb(sdk),
-                &self.audit_table,
-                self.audit_retention_days,
-            )),
+            audit: Arc::new(audit),
         })
     }
 }

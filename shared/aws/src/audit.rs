@@ -11,11 +11,15 @@
 //! instance last wrote or read (one consistent GetItem the first time): another append
 //! in between (here or in another instance) cancels the transaction, and it reads the
 //! head again and retries, so the chain never forks.
+//!
+//! An audited API write's change goes in the same transaction, first ([`DynamoAuditLog::commit`]):
+//! the change and its entry are written together or not at all.
 
 use crate::dynamodb::{PK, SK, org_pk};
 use crate::store_error;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
 use flare_shared::domain::OrgId;
 use flare_shared::domain::audit::{AuditEntry, AuditRecord};
@@ -25,6 +29,15 @@ use std::collections::HashMap;
 type Item = HashMap<String, AttributeValue>;
 
 const HEAD: &str = "HEAD";
+
+/// How a transaction with an entry went.
+enum Written {
+    Done,
+    /// Another append moved the head first (or the guess of it was stale).
+    HeadMoved,
+    /// The audited change's own condition failed.
+    ChangeRefused,
+}
 /// How often an append is tried when other appends keep getting there first.
 const APPEND_TRIES: u32 = 50;
 
@@ -122,9 +135,15 @@ impl DynamoAuditLog {
         ]))
     }
 
-    /// The entry and the head that follows it, in one transaction; `false` when another
-    /// append moved the head first.
-    async fn write(&self, org: &OrgId, e: &AuditEntry, previous: Option<u64>) -> StoreResult<bool> {
+    /// The entry and the head that follows it, in one transaction, after `change` (an
+    /// audited write's) when there is one.
+    async fn write(
+        &self,
+        org: &OrgId,
+        e: &AuditEntry,
+        previous: Option<u64>,
+        change: Option<TransactWriteItem>,
+    ) -> StoreResult<Written> {
         let entry = Put::builder()
             .table_name(&self.table)
             .set_item(Some(self.entry_item(org, e)?))
@@ -146,18 +165,98 @@ impl DynamoAuditLog {
         }
         .build()
         .map_err(|x| failed(x, "the audit head's put"))?;
+        let changes = change.is_some();
         let result = self
             .client
             .transact_write_items()
+            .set_transact_items(Some(change.into_iter().collect()))
             .transact_items(TransactWriteItem::builder().put(entry).build())
             .transact_items(TransactWriteItem::builder().put(head).build())
             .send()
             .await;
         match result {
-            Ok(_) => Ok(true),
-            Err(e) if crate::error_code(&e) == Some("TransactionCanceledException") => Ok(false),
+            Ok(_) => Ok(Written::Done),
+            Err(err) if crate::error_code(&err) == Some("TransactionCanceledException") => {
+                // The reasons come in the items' order: the change (if any), the entry,
+                // the head.
+                let failed: Vec<bool> = match err.as_service_error() {
+                    Some(TransactWriteItemsError::TransactionCanceledException(c)) => c
+                        .cancellation_reasons()
+                        .iter()
+                        .map(|r| r.code() == Some("ConditionalCheckFailed"))
+                        .collect(),
+                    _ => Vec::new(),
+                };
+                let at = |i: usize| failed.get(i + usize::from(changes)).copied();
+                Ok(
+                    match (changes && failed.first() == Some(&true), at(0), at(1)) {
+                        (true, _, _) => Written::ChangeRefused,
+                        // The head held but the entry's place is taken: retrying cannot help.
+                        (false, Some(true), Some(false)) => {
+                            let taken = format!(
+                                "an item holds audit entry {}'s place, though the head is before it",
+                                e.seq
+                            );
+                            return Err(StoreError::Failed(anyhow::Error::new(err).context(taken)));
+                        }
+                        _ => Written::HeadMoved,
+                    },
+                )
+            }
             Err(e) => Err(store_error(e, "TransactWriteItems audit append")),
         }
+    }
+
+    /// Writes `change` (an audited write's item, with its condition) and the entry that
+    /// records it in one transaction; `None` when the change's condition failed (then
+    /// nothing is written). DynamoDB's transactions span tables: the change's table and
+    /// this one.
+    pub async fn commit(
+        &self,
+        org: &OrgId,
+        record: AuditRecord,
+        change: TransactWriteItem,
+    ) -> StoreResult<Option<AuditEntry>> {
+        self.append_with(org, record, Some(change)).await
+    }
+
+    async fn append_with(
+        &self,
+        org: &OrgId,
+        record: AuditRecord,
+        change: Option<TransactWriteItem>,
+    ) -> StoreResult<Option<AuditEntry>> {
+        let mut guess = self.cached(org);
+        for attempt in 0..APPEND_TRIES {
+            let guessed = guess.is_some();
+            let head = match guess.take() {
+                Some(h) => Some(h),
+                None => self.head(org).await?,
+            };
+            let previous = head.as_ref().map(|(seq, hash)| (*seq, hash.as_str()));
+            let entry = AuditEntry::chain(record.clone(), previous);
+            let seq = head.map(|(seq, _)| seq);
+            match self.write(org, &entry, seq, change.clone()).await? {
+                Written::Done => {
+                    self.remember(org, Some((entry.seq, entry.hash.clone())));
+                    return Ok(Some(entry));
+                }
+                Written::ChangeRefused => return Ok(None),
+                Written::HeadMoved => {}
+            }
+            // The head moved (or the guess was stale): read it again, at once after a guess.
+            self.remember(org, None);
+            if guessed {
+                continue;
+            }
+            // Another append got there first: a short, growing, jittered pause.
+            let jitter = u64::from(uuid::Uuid::new_v4().as_bytes()[0]) % 10;
+            let pause = 5 * u64::from(attempt.min(10)) + jitter;
+            tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
+        }
+        Err(StoreError::Unavailable(anyhow::anyhow!(
+            "the audit chain kept moving: {APPEND_TRIES} appends lost the race"
+        )))
     }
 
     /// Every entry of an organization before `before`, in order, one Query page at a
@@ -209,32 +308,9 @@ impl DynamoAuditLog {
 #[async_trait]
 impl AuditLog for DynamoAuditLog {
     async fn append(&self, org: &OrgId, record: AuditRecord) -> StoreResult<AuditEntry> {
-        let mut guess = self.cached(org);
-        for attempt in 0..APPEND_TRIES {
-            let guessed = guess.is_some();
-            let head = match guess.take() {
-                Some(h) => Some(h),
-                None => self.head(org).await?,
-            };
-            let previous = head.as_ref().map(|(seq, hash)| (*seq, hash.as_str()));
-            let entry = AuditEntry::chain(record.clone(), previous);
-            if self.write(org, &entry, head.map(|(seq, _)| seq)).await? {
-                self.remember(org, Some((entry.seq, entry.hash.clone())));
-                return Ok(entry);
-            }
-            // The head moved (or the guess was stale): read it again, at once after a guess.
-            self.remember(org, None);
-            if guessed {
-                continue;
-            }
-            // Another append got there first: a short, growing, jittered pause.
-            let jitter = u64::from(uuid::Uuid::new_v4().as_bytes()[0]) % 10;
-            let pause = 5 * u64::from(attempt.min(10)) + jitter;
-            tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
-        }
-        Err(StoreError::Unavailable(anyhow::anyhow!(
-            "the audit chain kept moving: {APPEND_TRIES} appends lost the race"
-        )))
+        self.append_with(org, record, None)
+            .await?
+            .ok_or_else(|| StoreError::Failed(anyhow::anyhow!("an append with no change refused")))
     }
 
     async fn page(

@@ -212,6 +212,15 @@ impl Db {
         self.call(f, true).await
     }
 
+    /// [`Self::write_one`] when `single`, else [`Self::write`].
+    pub async fn write_as<R, F>(&self, f: F, single: bool) -> StoreResult<R>
+    where
+        F: FnOnce(&Connection) -> anyhow::Result<R> + Send + 'static,
+        R: Send + 'static,
+    {
+        self.call(f, single).await
+    }
+
     async fn call<R, F>(&self, f: F, single: bool) -> StoreResult<R>
     where
         F: FnOnce(&Connection) -> anyhow::Result<R> + Send + 'static,

@@ -65,16 +65,15 @@ impl Directory for Sqlite {
             .await
     }
     async fn delete_user(&self, org: &OrgId, id: &UserId) -> StoreResult<bool> {
-        let (org, id) = (org.to_string(), id.to_string());
-        self.db
-            .write_one(move |c| {
-                Ok(
-                    c.prepare_cached("DELETE FROM users WHERE org = ?1 AND id = ?2")?
-                        .execute(params![org, id])?
-                        > 0,
-                )
-            })
-            .await
+        let (o, id) = (org.to_string(), id.to_string());
+        self.change_audited(org, Stored::User(None), move |c| {
+            Ok(
+                c.prepare_cached("DELETE FROM users WHERE org = ?1 AND id = ?2")?
+                    .execute(params![o, id])?
+                    > 0,
+            )
+        })
+        .await
     }
     async fn update_user(
         &self,
@@ -102,15 +101,16 @@ impl Directory for Sqlite {
                 )
             })?;
             let Some(before) = before else {
+                audit_before(Stored::User(None));
                 return Ok(None);
             };
             let mut user: User = from_json(&before).map_err(StoreError::Failed)?;
+            audit_before(Stored::User(Some(&user)));
             change(&mut user);
             let after = to_json(&user).map_err(StoreError::Failed)?;
             let (o, i) = (org.to_string(), id.to_string());
             let written = self
-                .db
-                .write_one(move |c| {
+                .change_audited(org, Stored::User(Some(&user)), move |c| {
                     Ok(c.prepare_cached(
                         "UPDATE users SET body = ?3 WHERE org = ?1 AND id = ?2 AND body = ?4",
                     )?
@@ -127,17 +127,18 @@ impl Directory for Sqlite {
         )))
     }
     async fn create_user(&self, org: &OrgId, user: &User) -> StoreResult<bool> {
-        let (org, id) = (org.to_string(), user.user_id.to_string());
+        let (o, id) = (org.to_string(), user.user_id.to_string());
         let body = to_json(user).map_err(StoreError::Failed)?;
-        self.db
-            .write_one(move |c| {
-                Ok(c.prepare_cached(
+        self.change_audited(org, Stored::User(Some(user)), move |c| {
+            Ok(
+                c.prepare_cached(
                     "INSERT OR IGNORE INTO users (org, id, body) VALUES (?1, ?2, ?3)",
                 )?
-                .execute(params![org, id, body])?
-                    > 0)
-            })
-            .await
+                .execute(params![o, id, body])?
+                    > 0,
+            )
+        })
+        .await
     }
     async fn set_opt_out(
         &self,

@@ -73,25 +73,28 @@ impl Sqlite {
         })
     }
 
+    /// Writes `v` whatever is stored (`after`: what it is, for an audited write).
     async fn put_setting<T: Serialize>(
         &self,
         org: &OrgId,
-        kind: &'static str,
-        key: &str,
+        (kind, key): (&'static str, &str),
         v: &T,
+        after: Stored<'_>,
     ) -> StoreResult<()> {
-        let (org, key, body) = (
+        let (o, key, body) = (
             org.to_string(),
             key.to_string(),
             to_json(v).map_err(StoreError::Failed)?,
         );
-        self.db
-            .write_one(move |c| {
-                c.prepare_cached("INSERT OR REPLACE INTO settings (org, kind, key, body) VALUES (?1, ?2, ?3, ?4)")?
-                    .execute(params![org, kind, key, body])?;
-                Ok(())
-            })
-            .await
+        self.change_audited(org, after, move |c| {
+            c.prepare_cached(
+                "INSERT OR REPLACE INTO settings (org, kind, key, body) VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![o, kind, key, body])?;
+            Ok(true)
+        })
+        .await?;
+        Ok(())
     }
 
     /// Writes `v` only over what `expect` says is stored, its secrets revision read at
@@ -100,45 +103,47 @@ impl Sqlite {
         &self,
         org: &OrgId,
         (kind, key, rev): (&'static str, &str, &'static str),
-        v: &T,
+        (v, after): (&T, Stored<'_>),
         expect: Expect<'_>,
     ) -> StoreResult<bool> {
-        let (org, key, body) = (
+        let (o, key, body) = (
             org.to_string(),
             key.to_string(),
             to_json(v).map_err(StoreError::Failed)?,
         );
         let expect = owned(expect);
-        self.db
-            .write_one(move |c| {
-                let stored = stored_rev(c, (&org, kind, &key, rev))?;
-                if !borrowed(&expect).matches(stored.as_ref().map(Option::as_deref)) {
-                    return Ok(false);
-                }
-                c.prepare_cached("INSERT OR REPLACE INTO settings (org, kind, key, body) VALUES (?1, ?2, ?3, ?4)")?
-                    .execute(params![org, kind, key, body])?;
-                Ok(true)
-            })
-            .await
+        self.change_audited(org, after, move |c| {
+            let stored = stored_rev(c, (&o, kind, &key, rev))?;
+            if !borrowed(&expect).matches(stored.as_ref().map(Option::as_deref)) {
+                return Ok(false);
+            }
+            c.prepare_cached(
+                "INSERT OR REPLACE INTO settings (org, kind, key, body) VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![o, kind, key, body])?;
+            Ok(true)
+        })
+        .await
     }
 
-    /// Deletes the setting saved at secrets revision `at` (read at the JSON path `rev`).
+    /// Deletes the setting saved at secrets revision `at` (read at the JSON path `rev`);
+    /// `gone`: the setting's kind with nothing stored, for an audited write.
     async fn delete_setting_if(
         &self,
         org: &OrgId,
         (kind, key, rev): (&'static str, &str, &'static str),
         at: Option<&str>,
+        gone: Stored<'_>,
     ) -> StoreResult<bool> {
-        let (org, key, at) = (org.to_string(), key.to_string(), at.map(str::to_string));
-        self.db
-            .write_one(move |c| {
-                let stored = stored_rev(c, (&org, kind, &key, rev))?;
-                if !Expect::At(at.as_deref()).matches(stored.as_ref().map(Option::as_deref)) {
-                    return Ok(false);
-                }
-                self::delete_setting(c, &org, kind, &key)
-            })
-            .await
+        let (o, key, at) = (org.to_string(), key.to_string(), at.map(str::to_string));
+        self.change_audited(org, gone, move |c| {
+            let stored = stored_rev(c, (&o, kind, &key, rev))?;
+            if !Expect::At(at.as_deref()).matches(stored.as_ref().map(Option::as_deref)) {
+                return Ok(false);
+            }
+            self::delete_setting(c, &o, kind, &key)
+        })
+        .await
     }
 }
 
@@ -157,8 +162,8 @@ impl SettingsStore for Sqlite {
         })
     }
     async fn put_sms(&self, org: &OrgId, v: &SmsSettings) -> StoreResult<()> {
-        self.put_setting(org, SMS, v.control_center_id.as_str(), v)
-            .await
+        let at = (SMS, v.control_center_id.as_str());
+        self.put_setting(org, at, v, Stored::Sms(Some(v))).await
     }
     async fn put_sms_if(
         &self,
@@ -167,7 +172,8 @@ impl SettingsStore for Sqlite {
         expect: Expect<'_>,
     ) -> StoreResult<bool> {
         let at = (SMS, v.control_center_id.as_str(), SMS_REV);
-        self.put_setting_if(org, at, v, expect).await
+        self.put_setting_if(org, at, (v, Stored::Sms(Some(v))), expect)
+            .await
     }
     async fn delete_sms(
         &self,
@@ -175,14 +181,16 @@ impl SettingsStore for Sqlite {
         cc: &ControlCenterId,
         at: Option<&str>,
     ) -> StoreResult<bool> {
-        self.delete_setting_if(org, (SMS, cc.as_str(), SMS_REV), at)
+        let gone = Stored::Sms(None);
+        self.delete_setting_if(org, (SMS, cc.as_str(), SMS_REV), at, gone)
             .await
     }
     async fn get_email(&self, org: &OrgId) -> StoreResult<Option<EmailSettings>> {
         self.get_setting(org, EMAIL, "")
     }
     async fn put_email(&self, org: &OrgId, v: &EmailSettings) -> StoreResult<()> {
-        self.put_setting(org, EMAIL, "", v).await
+        self.put_setting(org, (EMAIL, ""), v, Stored::Email(Some(v)))
+            .await
     }
     async fn put_email_if(
         &self,
@@ -190,17 +198,20 @@ impl SettingsStore for Sqlite {
         v: &EmailSettings,
         expect: Expect<'_>,
     ) -> StoreResult<bool> {
-        self.put_setting_if(org, (EMAIL, "", EMAIL_REV), v, expect)
+        let after = Stored::Email(Some(v));
+        self.put_setting_if(org, (EMAIL, "", EMAIL_REV), (v, after), expect)
             .await
     }
     async fn delete_email(&self, org: &OrgId, at: Option<&str>) -> StoreResult<bool> {
-        self.delete_setting_if(org, (EMAIL, "", EMAIL_REV), at)
+        let gone = Stored::Email(None);
+        self.delete_setting_if(org, (EMAIL, "", EMAIL_REV), at, gone)
             .await
     }
     async fn get_communication(&self, org: &OrgId) -> StoreResult<Option<CommunicationSettings>> {
         self.get_setting(org, COMMUNICATION, "")
     }
     async fn put_communication(&self, org: &OrgId, v: &CommunicationSettings) -> StoreResult<()> {
-        self.put_setting(org, COMMUNICATION, "", v).await
+        let after = Stored::Communication(Some(v));
+        self.put_setting(org, (COMMUNICATION, ""), v, after).await
     }
 }

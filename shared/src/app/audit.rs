@@ -7,10 +7,13 @@ use super::api::{ApiRequest, ApiResponse};
 use super::auth::Claims;
 use super::error::ApiError;
 use super::routes::{Op, Route};
-use crate::domain::audit::{Actor, AuditOutcome, AuditRecord, SecretChange, changes, verify};
-use crate::domain::{ControlCenterId, OrgId, UserId};
-use crate::ports::AuditQuery;
+use crate::domain::OrgId;
+use crate::domain::audit::{
+    Actor, AuditEntry, AuditOutcome, AuditRecord, SecretChange, changes, verify,
+};
+use crate::ports::{AuditDraft, AuditQuery, Stored, drafting};
 use serde_json::{Value, json};
+use std::sync::Arc;
 
 /// Whether the trail records `op`: everything that changes settings, users or devices,
 /// or sends a message.
@@ -30,31 +33,6 @@ pub fn audited(op: Op) -> bool {
             | Op::DeleteDevice
             | Op::ManualSms
     )
-}
-
-/// What a write is about: whose state is read before and after it.
-enum Subject {
-    Sms(ControlCenterId),
-    Email,
-    Communication,
-    User(UserId),
-    /// A send: it changes nothing stored.
-    Nothing,
-}
-
-fn subject(op: Op, params: &[String]) -> Subject {
-    let first = params.first().map(String::as_str).unwrap_or_default();
-    match op {
-        Op::PutSms | Op::DeleteSms => {
-            ControlCenterId::parse(first).map_or(Subject::Nothing, Subject::Sms)
-        }
-        Op::PutEmail | Op::DeleteEmail => Subject::Email,
-        Op::PutCommunication => Subject::Communication,
-        Op::PutUser | Op::DeleteUser | Op::AddDevice | Op::DeleteDevice => {
-            UserId::parse(first).map_or(Subject::Nothing, Subject::User)
-        }
-        _ => Subject::Nothing,
-    }
 }
 
 /// A subject's state as the trail compares it: its view with no secret in it, and
@@ -102,39 +80,14 @@ fn plain_snapshot(v: Value) -> Snapshot {
     }
 }
 
-async fn snapshot(svc: &Services, org: &OrgId, subject: &Subject) -> Snapshot {
-    let read = async {
-        Ok::<_, crate::ports::StoreError>(match subject {
-            Subject::Sms(cc) => svc
-                .settings
-                .get_sms(org, cc)
-                .await?
-                .map(|s| sms_snapshot(s.view())),
-            Subject::Email => svc
-                .settings
-                .get_email(org)
-                .await?
-                .map(|e| email_snapshot(e.view())),
-            Subject::Communication => svc
-                .settings
-                .get_communication(org)
-                .await?
-                .map(|c| plain_snapshot(json!(c))),
-            Subject::User(id) => svc
-                .directory
-                .get_user(org, id)
-                .await?
-                .map(|u| plain_snapshot(super::directory::view(&u))),
-            Subject::Nothing => None,
-        })
-    };
-    match read.await {
-        Ok(found) => found.unwrap_or_default(),
-        Err(e) => {
-            // The entry is still written; its changes may then say too much or too little.
-            tracing::warn!(error = ?e, "the audit trail could not read a write's subject");
-            Snapshot::default()
-        }
+/// A subject as the trail compares it.
+fn snapshot_of(stored: Stored<'_>) -> Snapshot {
+    match stored {
+        Stored::Sms(Some(s)) => sms_snapshot(s.view()),
+        Stored::Email(Some(e)) => email_snapshot(e.view()),
+        Stored::Communication(Some(c)) => plain_snapshot(json!(c)),
+        Stored::User(Some(u)) => plain_snapshot(super::directory::view(u)),
+        _ => Snapshot::default(),
     }
 }
 
@@ -155,6 +108,21 @@ fn answered(op: Op, r: &ApiResponse) -> Option<Snapshot> {
         Op::PutEmail => r.body.clone().map(email_snapshot),
         Op::PutCommunication | Op::PutUser => r.body.clone().map(plain_snapshot),
         _ => None,
+    }
+}
+
+/// The user whose devices a device route changed, as stored now.
+async fn device_owner(svc: &Services, org: &OrgId, op: Op, params: &[String]) -> Option<Snapshot> {
+    if !matches!(op, Op::AddDevice | Op::DeleteDevice) {
+        return None;
+    }
+    let id = crate::domain::UserId::parse(params.first()?).ok()?;
+    match svc.directory.get_user(org, &id).await {
+        Ok(user) => Some(snapshot_of(Stored::User(user.as_ref()))),
+        Err(e) => {
+            tracing::warn!(error = ?e, "the audit trail could not read a device's user");
+            None
+        }
     }
 }
 
@@ -192,7 +160,68 @@ fn secret_changes(
     out
 }
 
-/// Runs a write (`run`: the operation, or its refusal) and records it.
+/// The status a write answers when it succeeds.
+fn success_status(op: Op) -> u16 {
+    match op {
+        Op::AddDevice => 201,
+        Op::ManualSms => 202,
+        Op::DeleteSms | Op::DeleteEmail | Op::DeleteUser | Op::DeleteDevice => 204,
+        _ => 200,
+    }
+}
+
+/// The entry of one audited write, but for its outcome and changes; the state before
+/// the write as the write said it, and the entry once a store wrote it.
+struct Draft {
+    op: Op,
+    base: AuditRecord,
+    body: Option<Value>,
+    before: std::sync::Mutex<Snapshot>,
+    entry: std::sync::Mutex<Option<AuditEntry>>,
+}
+
+fn locked<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Draft {
+    /// The record of the write's outcome: its changes from the state before to `after`
+    /// when it succeeded, none when it was refused.
+    fn finish(&self, outcome: AuditOutcome, after: Option<&Snapshot>) -> AuditRecord {
+        let mut record = self.base.clone();
+        record.at = chrono::Utc::now();
+        record.outcome = outcome;
+        if let Some(after) = after {
+            let before = locked(&self.before).clone();
+            let secrets = secret_changes(self.body.as_ref(), &before, after);
+            record.changes = changes(before.view.as_ref(), after.view.as_ref(), &secrets);
+        }
+        record
+    }
+}
+
+impl AuditDraft for Draft {
+    fn before(&self, stored: Stored<'_>) {
+        *locked(&self.before) = snapshot_of(stored);
+    }
+    fn record(&self, after: Stored<'_>) -> AuditRecord {
+        let outcome = AuditOutcome {
+            status: success_status(self.op),
+            code: None,
+        };
+        self.finish(outcome, Some(&snapshot_of(after)))
+    }
+    fn written(&self, entry: AuditEntry) {
+        *locked(&self.entry) = Some(entry);
+    }
+    fn is_written(&self) -> bool {
+        locked(&self.entry).is_some()
+    }
+}
+
+/// Runs a write (`run`: the operation, or its refusal) and records it: with the change
+/// in one transaction where the store keeps the trail beside it, else (a refusal, a
+/// send, a write that found nothing to change) after it.
 pub(super) async fn record_write<F>(
     svc: &Services,
     req: &ApiRequest,
@@ -205,45 +234,56 @@ where
     F: std::future::Future<Output = Result<ApiResponse, ApiError>>,
 {
     let org = &claims.org_id;
-    let subject = subject(route.op, params);
-    let before = snapshot(svc, org, &subject).await;
-    let result = run.await;
-    let after = match &result {
-        Ok(r) => match answered(route.op, r) {
-            Some(stored) => stored,
-            None => snapshot(svc, org, &subject).await,
+    let draft = Arc::new(Draft {
+        op: route.op,
+        base: AuditRecord {
+            at: chrono::Utc::now(),
+            actor: Actor {
+                sub: claims.sub.clone(),
+                roles: claims.role_names(),
+            },
+            action: format!("{} {}", route.method, route.path),
+            target: req.path.clone(),
+            changes: serde_json::Map::new(),
+            outcome: AuditOutcome {
+                status: 0,
+                code: None,
+            },
+            source_ip: req.meta.source_ip.clone(),
+            user_agent: req.meta.user_agent.clone(),
+            request_id: req.meta.request_id.clone(),
         },
-        Err(_) => before.clone(),
-    };
-    let body = serde_json::from_slice::<Value>(&req.body).ok();
-    let secrets = secret_changes(body.as_ref(), &before, &after);
-    let outcome = match &result {
-        Ok(r) => AuditOutcome {
-            status: r.status,
-            code: None,
-        },
-        Err(e) => AuditOutcome {
-            status: e.status(),
-            code: Some(e.code().to_string()),
-        },
-    };
-    let record = AuditRecord {
-        at: chrono::Utc::now(),
-        actor: Actor {
-            sub: claims.sub.clone(),
-            roles: claims.role_names(),
-        },
-        action: format!("{} {}", route.method, route.path),
-        target: req.path.clone(),
-        changes: if result.is_ok() {
-            changes(before.view.as_ref(), after.view.as_ref(), &secrets)
-        } else {
-            serde_json::Map::new()
-        },
-        outcome,
-        source_ip: req.meta.source_ip.clone(),
-        user_agent: req.meta.user_agent.clone(),
-        request_id: req.meta.request_id.clone(),
+        body: serde_json::from_slice::<Value>(&req.body).ok(),
+        before: Default::default(),
+        entry: Default::default(),
+    });
+    let result = drafting(draft.clone(), run).await;
+    if draft.is_written() {
+        return result;
+    }
+    let record = match &result {
+        Ok(r) => {
+            let outcome = AuditOutcome {
+                status: r.status,
+                code: None,
+            };
+            // Nothing changed (a send, a device already registered), or a store that
+            // does not keep the trail (in memory) wrote the change alone.
+            let after = match answered(route.op, r) {
+                Some(after) => after,
+                None => device_owner(svc, org, route.op, params)
+                    .await
+                    .unwrap_or_else(|| locked(&draft.before).clone()),
+            };
+            draft.finish(outcome, Some(&after))
+        }
+        Err(e) => draft.finish(
+            AuditOutcome {
+                status: e.status(),
+                code: Some(e.code().to_string()),
+            },
+            None,
+        ),
     };
     if let Err(e) = svc.audit.append(org, record).await {
         tracing::error!(error = ?e, action = route.path, "a write was not recorded in the audit trail");

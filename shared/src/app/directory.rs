@@ -4,6 +4,7 @@ use super::Services;
 use super::error::ApiError;
 use crate::domain::input::{DeviceInput, UserInput};
 use crate::domain::{Device, DeviceId, FieldErrors, OrgId, User, UserId};
+use crate::ports::{Stored, audit_before};
 use serde_json::{Value, json};
 
 /// A user as the API shows it: devices without their tokens or endpoints.
@@ -115,6 +116,7 @@ pub async fn delete_user(svc: &Services, org: &OrgId, id: &str) -> Result<(), Ap
         .get_user(org, &id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no user \"{id}\"")))?;
+    audit_before(Stored::User(Some(&user)));
     for d in &user.devices {
         if let Some(endpoint) = &d.endpoint {
             svc.devices.unregister(endpoint).await?;
@@ -139,6 +141,7 @@ pub async fn add_device(
         .get_user(org, &id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no user \"{id}\"")))?;
+    audit_before(Stored::User(Some(&user)));
     if let Some(d) = user
         .devices
         .iter()

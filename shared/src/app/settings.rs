@@ -17,7 +17,7 @@ use crate::domain::settings::{gateway_secrets_moved, smtp_secret_moved};
 use crate::domain::{
     CommunicationSettings, ControlCenterId, EmailProvider, FieldErrors, OrgId, SmsProvider,
 };
-use crate::ports::{Expect, SecretKey};
+use crate::ports::{Expect, SecretKey, Stored, audit_before};
 use serde_json::{Value, json};
 
 const MOVED_PASSWORD: &str = "re-enter the password for the new server address or username: a stored password goes only where it was saved for";
@@ -164,6 +164,7 @@ async fn try_put_sms(
     mut update: SmsSettingsUpdate,
 ) -> Result<Option<crate::domain::SmsSettings>, ApiError> {
     let existing = svc.settings.get_sms(org, cc).await?;
+    audit_before(Stored::Sms(existing.as_ref()));
     let refused = unkeepable_sms_secrets(existing.as_ref(), &update);
     if !refused.is_empty() {
         return Err(refused.into());
@@ -293,6 +294,7 @@ pub async fn delete_sms(svc: &Services, org: &OrgId, cc: &str) -> Result<(), Api
                 "no SMS settings for control center \"{cc}\""
             )));
         };
+        audit_before(Stored::Sms(Some(&existing)));
         let at = existing.secrets_at;
         if svc.settings.delete_sms(org, &cc, at.as_deref()).await? {
             reset_health(svc, org, &HealthScope::Sms(cc.clone())).await?;
@@ -344,6 +346,7 @@ async fn try_put_email(
     mut update: EmailSettingsUpdate,
 ) -> Result<Option<crate::domain::EmailSettings>, ApiError> {
     let existing = svc.settings.get_email(org).await?;
+    audit_before(Stored::Email(existing.as_ref()));
     let refused = unkeepable_smtp_password(existing.as_ref(), &update);
     if !refused.is_empty() {
         return Err(refused.into());
@@ -417,6 +420,7 @@ pub async fn delete_email(svc: &Services, org: &OrgId) -> Result<(), ApiError> {
         let Some(existing) = svc.settings.get_email(org).await? else {
             return Ok(());
         };
+        audit_before(Stored::Email(Some(&existing)));
         let at = existing.secrets_at().map(str::to_string);
         if svc.settings.delete_email(org, at.as_deref()).await? {
             reset_health(svc, org, &HealthScope::Email).await?;
@@ -444,8 +448,9 @@ pub async fn put_communication(
     org: &OrgId,
     body: &Value,
 ) -> Result<Value, ApiError> {
-    let current = communication(svc, org).await?;
-    let next = parse_communication(body, &current)?;
+    let stored = svc.settings.get_communication(org).await?;
+    audit_before(Stored::Communication(stored.as_ref()));
+    let next = parse_communication(body, &stored.unwrap_or_default())?;
     svc.settings.put_communication(org, &next).await?;
     tracing::info!(org_id = %org, "communication settings saved");
     Ok(json!(next))

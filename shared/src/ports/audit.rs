@@ -2,10 +2,11 @@
 //! and never changed.
 
 use super::StoreResult;
-use crate::domain::OrgId;
 use crate::domain::audit::{AuditEntry, AuditRecord};
+use crate::domain::{CommunicationSettings, EmailSettings, OrgId, SmsSettings, User};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use std::sync::Arc;
 
 /// Which entries a page of the trail holds: newest first, at most `limit`, before the
 /// place `before` (a cursor: the `seq` of the last entry of the previous page).
@@ -73,4 +74,50 @@ pub fn audit_page(
         out.push(e);
     }
     (out, None)
+}
+
+/// What an audited write changes, as stored before or after it (`None`: nothing stored).
+#[derive(Debug, Clone, Copy)]
+pub enum Stored<'a> {
+    Sms(Option<&'a SmsSettings>),
+    Email(Option<&'a EmailSettings>),
+    Communication(Option<&'a CommunicationSettings>),
+    User(Option<&'a User>),
+}
+
+/// An audited API write in progress: the entry that will record it, but for the state
+/// after it. A store that keeps the trail beside the change (SQLite, DynamoDB) asks it
+/// for the entry and writes both in one transaction, so there is no change without its
+/// entry and no entry for a change that did not happen.
+pub trait AuditDraft: Send + Sync {
+    /// The state the write starts from, said by whoever read it last (the operation, or
+    /// the store inside its conditional update).
+    fn before(&self, stored: Stored<'_>);
+    /// The entry's record for a write that leaves `after` stored.
+    fn record(&self, after: Stored<'_>) -> AuditRecord;
+    /// The store wrote the entry with the change.
+    fn written(&self, entry: AuditEntry);
+    fn is_written(&self) -> bool;
+}
+
+tokio::task_local! {
+    static DRAFT: Arc<dyn AuditDraft>;
+}
+
+/// Runs `f` (an API write) with `draft` as its audit draft. A task-local rather than a
+/// parameter of every store write: the stores' callers (the operations, seeding, the
+/// router) need not know whether the write they make is audited.
+pub async fn drafting<F: std::future::Future>(draft: Arc<dyn AuditDraft>, f: F) -> F::Output {
+    DRAFT.scope(draft, f).await
+}
+
+/// The draft of the audited write running in this task, until its entry is written: a
+/// write that changes more than one item records only the first.
+pub fn audit_draft() -> Option<Arc<dyn AuditDraft>> {
+    DRAFT.try_with(Arc::clone).ok().filter(|d| !d.is_written())
+}
+
+/// Tells the audited write running in this task, if any, what it starts from.
+pub fn audit_before(stored: Stored<'_>) {
+    let _ = DRAFT.try_with(|d| d.before(stored));
 }

@@ -10,6 +10,17 @@ struct OptOut {
     at: chrono::DateTime<chrono::Utc>,
 }
 
+/// A user's write only over the revision `rev` it was read at (`None`: stored without one).
+fn over_rev<R: Conditional>(req: R, rev: Option<&AttributeValue>) -> R {
+    let req = req.expression_attribute_names("#rev", REV);
+    match rev {
+        Some(rev) => req
+            .condition_expression("#rev = :rev")
+            .expression_attribute_values(":rev", rev.clone()),
+        None => req.condition_expression("attribute_exists(pk) AND attribute_not_exists(#rev)"),
+    }
+}
+
 /// The directory in DynamoDB.
 #[derive(Clone, Debug)]
 pub struct DynamoDirectory {
@@ -19,11 +30,14 @@ pub struct DynamoDirectory {
 impl DynamoDirectory {
     pub fn new(client: Client, table: impl Into<String>) -> Self {
         Self {
-            table: Table {
-                client,
-                name: table.into(),
-            },
+            table: Table::new(client, table),
         }
+    }
+
+    /// Audited API writes go in one transaction with their entry in `audit`.
+    pub fn with_audit(mut self, audit: DynamoAuditLog) -> Self {
+        self.table.audit = Some(audit);
+        self
     }
 }
 
@@ -132,38 +146,43 @@ impl Directory for DynamoDirectory {
                 .map_err(|e| store_error(e, "GetItem user"))?
                 .item
             else {
+                audit_before(Stored::User(None));
                 return Ok(None);
             };
             let rev = item.remove(REV);
             let mut user: User = from_item(item)?;
+            audit_before(Stored::User(Some(&user)));
             change(&mut user);
             let mut next = to_item(pk.clone(), sk.clone(), &user)?;
             next.insert(
                 REV.into(),
                 AttributeValue::S(uuid::Uuid::new_v4().to_string()),
             );
-            let put = self
-                .table
-                .client
-                .put_item()
-                .table_name(&self.table.name)
-                .set_item(Some(next))
-                .expression_attribute_names("#rev", REV);
-            let put = match rev {
-                Some(rev) => put
-                    .condition_expression("#rev = :rev")
-                    .expression_attribute_values(":rev", rev),
+            let audited = self.table.audited(org, Stored::User(Some(&user)), |name| {
+                let put = Put::builder().table_name(name).set_item(Some(next.clone()));
+                let put = over_rev(put, rev.as_ref()).build().map_err(built)?;
+                Ok(TransactWriteItem::builder().put(put).build())
+            });
+            let written = match audited.await? {
+                Some(written) => written,
                 None => {
-                    put.condition_expression("attribute_exists(pk) AND attribute_not_exists(#rev)")
+                    let put = self.table.client.put_item();
+                    let put = put.table_name(&self.table.name).set_item(Some(next));
+                    match over_rev(put, rev.as_ref()).send().await {
+                        Ok(_) => true,
+                        Err(e)
+                            if crate::error_code(&e) == Some("ConditionalCheckFailedException") =>
+                        {
+                            false
+                        }
+                        Err(e) => return Err(store_error(e, "PutItem user")),
+                    }
                 }
             };
-            match put.send().await {
-                Ok(_) => return Ok(Some(user)),
-                Err(e) if crate::error_code(&e) == Some("ConditionalCheckFailedException") => {
-                    tokio::time::sleep(crate::batch::backoff(attempt)).await;
-                }
-                Err(e) => return Err(store_error(e, "PutItem user")),
+            if written {
+                return Ok(Some(user));
             }
+            tokio::time::sleep(crate::batch::backoff(attempt)).await;
         }
         Err(StoreError::Unavailable(anyhow::anyhow!(
             "user {id} kept changing under {MAX_UPDATE_ATTEMPTS} updates in a row"
@@ -175,6 +194,18 @@ impl Directory for DynamoDirectory {
             REV.into(),
             AttributeValue::S(uuid::Uuid::new_v4().to_string()),
         );
+        let audited = self.table.audited(org, Stored::User(Some(user)), |name| {
+            let put = Put::builder()
+                .table_name(name)
+                .set_item(Some(item.clone()))
+                .condition_expression("attribute_not_exists(pk)");
+            Ok(TransactWriteItem::builder()
+                .put(put.build().map_err(built)?)
+                .build())
+        });
+        if let Some(done) = audited.await? {
+            return Ok(done);
+        }
         match self
             .table
             .client
@@ -191,6 +222,19 @@ impl Directory for DynamoDirectory {
         }
     }
     async fn delete_user(&self, org: &OrgId, id: &UserId) -> StoreResult<bool> {
+        let sk = format!("{USER_PREFIX}{id}");
+        let audited = self.table.audited(org, Stored::User(None), |name| {
+            let del = Delete::builder()
+                .table_name(name)
+                .set_key(Some(key(org_pk(org), sk.clone())))
+                .condition_expression("attribute_exists(pk)");
+            Ok(TransactWriteItem::builder()
+                .delete(del.build().map_err(built)?)
+                .build())
+        });
+        if let Some(done) = audited.await? {
+            return Ok(done);
+        }
         self.table
             .delete(org_pk(org), format!("{USER_PREFIX}{id}"))
             .await

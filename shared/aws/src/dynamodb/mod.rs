@@ -16,15 +16,19 @@
 //! 100 keys a call). Every item is scoped by `pk`, so no read can cross organizations.
 //! Items are mapped with `serde_dynamo`; secrets are never fields of these types.
 
+use crate::audit::DynamoAuditLog;
 use crate::batch::{Round, batch_concurrency, until_processed};
 use crate::store_error;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes};
+use aws_sdk_dynamodb::types::{AttributeValue, Delete, KeysAndAttributes, Put, TransactWriteItem};
 use flare_shared::domain::{
     CommunicationSettings, ControlCenterId, EmailSettings, OrgId, SmsSettings, User, UserId,
 };
-use flare_shared::ports::{AllSettings, Directory, Expect, SettingsStore, StoreError, StoreResult};
+use flare_shared::ports::{
+    AllSettings, Directory, Expect, SettingsStore, StoreError, StoreResult, Stored, audit_before,
+    audit_draft,
+};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::collections::HashMap;
@@ -66,9 +70,47 @@ fn from_item<T: DeserializeOwned>(mut item: Item) -> StoreResult<T> {
 pub(crate) struct Table {
     pub(crate) client: Client,
     pub(crate) name: String,
+    /// The audit trail, where API writes are audited (the API function): an audited
+    /// change is written in one transaction with its entry.
+    pub(crate) audit: Option<DynamoAuditLog>,
+}
+
+fn built(e: aws_sdk_dynamodb::error::BuildError) -> StoreError {
+    StoreError::Failed(anyhow::Error::new(e).context("building a transaction's item"))
 }
 
 impl Table {
+    pub(crate) fn new(client: Client, name: impl Into<String>) -> Self {
+        Self {
+            client,
+            name: name.into(),
+            audit: None,
+        }
+    }
+
+    /// Inside an audited API write, with the trail kept: writes the change `change`
+    /// builds and its entry in one transaction, and answers whether the change's
+    /// condition held. `None`: not audited here, the caller writes the change alone.
+    async fn audited(
+        &self,
+        org: &OrgId,
+        after: Stored<'_>,
+        change: impl FnOnce(&str) -> StoreResult<TransactWriteItem>,
+    ) -> StoreResult<Option<bool>> {
+        let (Some(audit), Some(draft)) = (&self.audit, audit_draft()) else {
+            return Ok(None);
+        };
+        let item = change(&self.name)?;
+        let record = draft.record(after);
+        Ok(Some(match audit.commit(org, record, item).await? {
+            Some(entry) => {
+                draft.written(entry);
+                true
+            }
+            None => false,
+        }))
+    }
+
     async fn get<T: DeserializeOwned>(&self, pk: String, sk: String) -> StoreResult<Option<T>> {
         let out = self
             .client
@@ -97,23 +139,26 @@ impl Table {
     /// document path, `#r` or `#s.#r`); `false` when the condition failed.
     async fn put_if<T: Serialize>(
         &self,
-        (pk, sk): (String, String),
-        value: &T,
+        (org, sk): (&OrgId, String),
+        (value, after): (&T, Stored<'_>),
         rev: Rev,
         expect: Expect<'_>,
     ) -> StoreResult<bool> {
+        let item = to_item(org_pk(org), sk, value)?;
+        let audited = self.audited(org, after, |name| {
+            let put = Put::builder().table_name(name).set_item(Some(item.clone()));
+            let put = rev.expect(expect, put).build().map_err(built)?;
+            Ok(TransactWriteItem::builder().put(put).build())
+        });
+        if let Some(done) = audited.await? {
+            return Ok(done);
+        }
         let req = self
             .client
             .put_item()
             .table_name(&self.name)
-            .set_item(Some(to_item(pk, sk, value)?));
-        let req = match expect {
-            Expect::Absent => req
-                .condition_expression("attribute_not_exists(#pk)")
-                .expression_attribute_names("#pk", PK),
-            Expect::At(at) => rev.condition(at, req),
-        };
-        match req.send().await {
+            .set_item(Some(item));
+        match rev.expect(expect, req).send().await {
             Ok(_) => Ok(true),
             Err(e) if crate::error_code(&e) == Some("ConditionalCheckFailedException") => Ok(false),
             Err(e) => Err(store_error(e, "PutItem")),
@@ -123,10 +168,21 @@ impl Table {
     /// Deletes the item saved at secrets revision `at`; `false` when there is none.
     async fn delete_if(
         &self,
-        (pk, sk): (String, String),
-        rev: Rev,
+        (org, sk): (&OrgId, String),
+        (rev, gone): (Rev, Stored<'_>),
         at: Option<&str>,
     ) -> StoreResult<bool> {
+        let pk = org_pk(org);
+        let audited = self.audited(org, gone, |name| {
+            let del = Delete::builder()
+                .table_name(name)
+                .set_key(Some(key(pk.clone(), sk.clone())));
+            let del = rev.condition(at, del).build().map_err(built)?;
+            Ok(TransactWriteItem::builder().delete(del).build())
+        });
+        if let Some(done) = audited.await? {
+            return Ok(done);
+        }
         let req = self
             .client
             .delete_item()
@@ -369,8 +425,20 @@ macro_rules! conditional {
 }
 conditional!(aws_sdk_dynamodb::operation::put_item::builders::PutItemFluentBuilder);
 conditional!(aws_sdk_dynamodb::operation::delete_item::builders::DeleteItemFluentBuilder);
+conditional!(aws_sdk_dynamodb::types::builders::PutBuilder);
+conditional!(aws_sdk_dynamodb::types::builders::DeleteBuilder);
 
 impl Rev {
+    /// What `expect` says is stored: nothing, or an item saved at a revision.
+    fn expect<R: Conditional>(self, expect: Expect<'_>, req: R) -> R {
+        match expect {
+            Expect::Absent => req
+                .condition_expression("attribute_not_exists(#pk)")
+                .expression_attribute_names("#pk", PK),
+            Expect::At(at) => self.condition(at, req),
+        }
+    }
+
     /// The item exists and was saved at `at` (`None`: without a revision).
     fn condition<R: Conditional>(self, at: Option<&str>, req: R) -> R {
         let path = match self {

@@ -11,11 +11,14 @@ pub struct DynamoSettings {
 impl DynamoSettings {
     pub fn new(client: Client, table: impl Into<String>) -> Self {
         Self {
-            table: Table {
-                client,
-                name: table.into(),
-            },
+            table: Table::new(client, table),
         }
+    }
+
+    /// Audited API writes go in one transaction with their entry in `audit`.
+    pub fn with_audit(mut self, audit: DynamoAuditLog) -> Self {
+        self.table.audit = Some(audit);
+        self
     }
 }
 
@@ -77,8 +80,9 @@ impl SettingsStore for DynamoSettings {
         s: &SmsSettings,
         expect: Expect<'_>,
     ) -> StoreResult<bool> {
-        let key = (org_pk(org), format!("{SMS_PREFIX}{}", s.control_center_id));
-        self.table.put_if(key, s, Rev::Sms, expect).await
+        let key = (org, format!("{SMS_PREFIX}{}", s.control_center_id));
+        let after = Stored::Sms(Some(s));
+        self.table.put_if(key, (s, after), Rev::Sms, expect).await
     }
     async fn delete_sms(
         &self,
@@ -86,8 +90,9 @@ impl SettingsStore for DynamoSettings {
         cc: &ControlCenterId,
         at: Option<&str>,
     ) -> StoreResult<bool> {
-        let key = (org_pk(org), format!("{SMS_PREFIX}{cc}"));
-        self.table.delete_if(key, Rev::Sms, at).await
+        let key = (org, format!("{SMS_PREFIX}{cc}"));
+        let gone = Stored::Sms(None);
+        self.table.delete_if(key, (Rev::Sms, gone), at).await
     }
     async fn get_email(&self, org: &OrgId) -> StoreResult<Option<EmailSettings>> {
         self.table.get(org_pk(org), EMAIL_SK.into()).await
@@ -101,17 +106,30 @@ impl SettingsStore for DynamoSettings {
         s: &EmailSettings,
         expect: Expect<'_>,
     ) -> StoreResult<bool> {
-        let key = (org_pk(org), EMAIL_SK.into());
-        self.table.put_if(key, s, Rev::Email, expect).await
+        let key = (org, EMAIL_SK.into());
+        let after = Stored::Email(Some(s));
+        self.table.put_if(key, (s, after), Rev::Email, expect).await
     }
     async fn delete_email(&self, org: &OrgId, at: Option<&str>) -> StoreResult<bool> {
-        let key = (org_pk(org), EMAIL_SK.into());
-        self.table.delete_if(key, Rev::Email, at).await
+        let key = (org, EMAIL_SK.into());
+        let gone = Stored::Email(None);
+        self.table.delete_if(key, (Rev::Email, gone), at).await
     }
     async fn get_communication(&self, org: &OrgId) -> StoreResult<Option<CommunicationSettings>> {
         self.table.get(org_pk(org), COMMUNICATION_SK.into()).await
     }
     async fn put_communication(&self, org: &OrgId, s: &CommunicationSettings) -> StoreResult<()> {
+        let item = to_item(org_pk(org), COMMUNICATION_SK.into(), s)?;
+        let audited = self
+            .table
+            .audited(org, Stored::Communication(Some(s)), |name| {
+                let put = Put::builder().table_name(name).set_item(Some(item));
+                let put = put.build().map_err(built)?;
+                Ok(TransactWriteItem::builder().put(put).build())
+            });
+        if audited.await?.is_some() {
+            return Ok(());
+        }
         self.table
             .put(org_pk(org), COMMUNICATION_SK.into(), s)
             .await

@@ -193,10 +193,7 @@ impl DynamoDeliveryLog {
                 ])
             })
             .collect();
-        let table = crate::dynamodb::Table {
-            client: self.client.clone(),
-            name: self.table.clone(),
-        };
+        let table = crate::dynamodb::Table::new(self.client.clone(), &self.table);
         table.batch_get(keys).await
     }
 }
