@@ -2,7 +2,7 @@
 //! push, SMS and email each) through a gateway limited to R requests a second (default
 //! 100), and a dispatch to one more responder every few seconds while it drains.
 //! Reported: each dispatch SMS's latency from its event to the gateway's receipt of it
-//! (p50, p99, max), the bulk SMS throughput as a share of R, and the busiest second the
+//! (p50, p99 from 100 dispatches on, max), the bulk SMS throughput as a share of R, and the busiest second the
 //! gateway saw.
 //!
 //!     cargo bench -p flare-local --bench lanes [-- 10000 100]
@@ -101,11 +101,16 @@ fn main() {
         let span = at.last().unwrap() - at.first().unwrap();
         let throughput = (at.len() - 1) as f64 / span;
         println!("{n} bulk SMS at {rate}/s, a dispatch every {} s:", EVERY.as_secs());
+        // A p99 needs at least 100 samples; with fewer the tail is the maximum, named so.
+        let tail = if latency.len() >= 100 {
+            format!("p99 {:.0} ms, ", pct(0.99))
+        } else {
+            String::new()
+        };
         println!(
-            "  dispatch SMS latency (event to gateway), {} dispatches: p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
+            "  dispatch SMS latency (event to gateway), {} dispatches: p50 {:.0} ms, {tail}max {:.0} ms",
             latency.len(),
             pct(0.5),
-            pct(0.99),
             latency.last().unwrap()
         );
         println!(

@@ -75,6 +75,12 @@ fn main() {
         println!("  circuit open after {:?}; the gateway was tried {tried} times", opened.unwrap_or_default());
         println!("  the dispatch settled after {took:?}: SMS {sms:?}; {pending} pending");
 
+        // `--no-recovery` (the test command's smoke run) stops here: the circuit stays
+        // open its 60 s whatever the outage's length.
+        if std::env::args().any(|a| a == "--no-recovery") {
+            let _ = std::fs::remove_dir_all(&cfg.data_dir);
+            return;
+        }
         // The outage ends; the circuit lets the gateway be tried once its 60 s are up.
         tokio::time::sleep(outage.saturating_sub(start.elapsed())).await;
         gw.faults(&path, 0.0, 0.0, Duration::ZERO).await.unwrap();

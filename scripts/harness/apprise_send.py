@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Sends N emails through Apprise to a plain SMTP server; prints the seconds taken.
+"""Sends N emails through Apprise to a plain SMTP server; prints the seconds taken and
+the installed Apprise's version.
 
     apprise_send.py HOST PORT N FROM TO
 """
@@ -25,7 +26,7 @@ def main():
     for i in range(n):
         if not a.notify(title=f"Apprise {i}", body="Engine 7 to 12 Main St"):
             sys.exit(f"apprise failed at message {i}")
-    print(f"{time.perf_counter() - start:.6f}")
+    print(f"{time.perf_counter() - start:.6f} {apprise.__version__}")
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 //! per-send throttle off), and a bare lettre loop on one connection with TCP_NODELAY as
 //! the ceiling. Targets: at least 10x Apprise and at least 80% of the ceiling.
 //!
-//!     scripts/bench-smtp            (installs Apprise, then runs this)
+//!     scripts/bench-smtp [-- N]     (installs Apprise, then runs this; N emails, 1,000)
 
 use flare_memory::{MemorySecrets, MemorySettings};
 use flare_providers::smtp::SmtpEmailSender;
@@ -13,9 +13,11 @@ use lettre::transport::smtp::extension::ClientId;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const N: usize = 1_000;
-
 fn main() {
+    let n: usize = std::env::args()
+        .skip(1)
+        .find_map(|a| a.parse().ok())
+        .unwrap_or(1_000);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -60,7 +62,7 @@ fn main() {
             },
         );
         let start = Instant::now();
-        for i in 0..N {
+        for i in 0..n {
             let m = EmailMessage {
                 notification_id: NotificationId::parse("bench").unwrap(),
                 delivery_id: Some(format!("bench-{i}")),
@@ -87,7 +89,7 @@ fn main() {
         .await
         .unwrap();
         let start = Instant::now();
-        for i in 0..N {
+        for i in 0..n {
             let email = lettre::Message::builder()
                 .from("alerts@acme.example".parse().unwrap())
                 .to("ana@example.org".parse().unwrap())
@@ -111,7 +113,7 @@ fn main() {
         .args([
             host,
             &port.to_string(),
-            &N.to_string(),
+            &n.to_string(),
             "alerts@acme.example",
             "ana@example.org",
         ])
@@ -122,11 +124,13 @@ fn main() {
         "Apprise failed (install it with scripts/bench-smtp): {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let apprise =
-        Duration::from_secs_f64(String::from_utf8_lossy(&out.stdout).trim().parse().unwrap());
+    let answer = String::from_utf8_lossy(&out.stdout);
+    let (seconds, version) = answer.trim().split_once(' ').unwrap();
+    let apprise = Duration::from_secs_f64(seconds.parse().unwrap());
+    let apprise_label = format!("Apprise {version} (throttle off)");
 
-    let rate = |d: Duration| N as f64 / d.as_secs_f64();
-    println!("| sender | {N} emails | emails/s |");
+    let rate = |d: Duration| n as f64 / d.as_secs_f64();
+    println!("| sender | {n} emails | emails/s |");
     println!("|---|---|---|");
     for (name, d) in [
         ("Flare SmtpEmailSender", flare),
@@ -134,7 +138,7 @@ fn main() {
             "bare lettre, one connection, TCP_NODELAY (ceiling)",
             ceiling,
         ),
-        ("Apprise 2.2.0 (throttle off)", apprise),
+        (apprise_label.as_str(), apprise),
     ] {
         println!("| {name} | {:.2} s | {:.0} |", d.as_secs_f64(), rate(d));
     }

@@ -11,6 +11,7 @@ use flare_tests::runtime::{self, LambdaProcess};
 use flare_tests::workspace_root;
 use std::time::Duration;
 
+/// Cold starts per function, unless a number is given.
 const RUNS: usize = 30;
 
 /// A value for each variable template.yaml gives the functions. Nothing is called
@@ -34,9 +35,28 @@ fn value(name: &str) -> String {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let dir = runtime::release_binaries()?;
+    let runs: usize = std::env::args()
+        .skip(1)
+        .find_map(|a| a.parse().ok())
+        .unwrap_or(RUNS)
+        .max(1);
+    // `--deployed`: the arm64 binaries `scripts/build-lambdas` left, under qemu (the
+    // test command's smoke run: nothing to build); else native release builds.
+    let deployed = std::env::args().any(|a| a == "--deployed");
+    let binary = |name: &str| -> anyhow::Result<runtime::Binary> {
+        Ok(if deployed {
+            runtime::deployed_binaries()?.binary(name)
+        } else {
+            runtime::Binary::native(&runtime::release_binaries()?.join(name))
+        })
+    };
     let template = runtime::template_env()?;
-    println!("exec to first Runtime API poll, {RUNS} cold starts each (this machine, x86_64):");
+    let machine = if deployed {
+        "arm64 under qemu"
+    } else {
+        "this machine, x86_64"
+    };
+    println!("exec to first Runtime API poll, {runs} cold starts each ({machine}):");
     println!(
         "{:<14} {:>8} {:>8} {:>8} {:>8}",
         "function", "min", "median", "p90", "max"
@@ -54,9 +74,9 @@ async fn main() -> anyhow::Result<()> {
             ]
             .map(|(k, v)| (k.to_string(), v.to_string())),
         );
-        let mut times: Vec<Duration> = Vec::with_capacity(RUNS);
-        for _ in 0..RUNS {
-            let f = LambdaProcess::start(&runtime::Binary::native(&dir.join(name)), &env).await?;
+        let mut times: Vec<Duration> = Vec::with_capacity(runs);
+        for _ in 0..runs {
+            let f = LambdaProcess::start(&binary(name)?, &env).await?;
             times.push(f.ready().await?);
         }
         times.sort();
@@ -65,9 +85,9 @@ async fn main() -> anyhow::Result<()> {
             "{:<14} {:>8} {:>8} {:>8} {:>8}",
             name,
             ms(times[0]),
-            ms(times[RUNS / 2]),
-            ms(times[RUNS * 9 / 10]),
-            ms(times[RUNS - 1])
+            ms(times[runs / 2]),
+            ms(times[runs * 9 / 10]),
+            ms(times[runs - 1])
         );
     }
 

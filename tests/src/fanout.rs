@@ -187,9 +187,9 @@ pub struct Fanout {
 }
 
 impl Fanout {
-    /// The calls that scale with the fan-out, over the floor.
-    pub fn ratio(&self, constant: u64) -> f64 {
-        self.total.saturating_sub(constant) as f64 / self.floor as f64
+    /// The calls that scale with the fan-out (all but the fixed ones), over the floor.
+    pub fn ratio(&self) -> f64 {
+        self.total.saturating_sub(fixed_calls(self.records)) as f64 / self.floor as f64
     }
 }
 
@@ -256,8 +256,12 @@ pub async fn route_counted(
 }
 
 /// The router's fixed calls: one Query for every setting of the organization, and
-/// creating the notification.
-pub const CONSTANT_CALLS: u64 = 2;
+/// creating the notification (a conditional PutItem); and, when the notification's
+/// records are sharded (more than [`flare_aws::log::SHARD_RECORDS`]), one UpdateItem
+/// saying so on the notification before any record is written.
+pub fn fixed_calls(records: usize) -> u64 {
+    2 + u64::from(records > flare_aws::log::SHARD_RECORDS)
+}
 
 /// Responder `u-<i>` (six digits) reachable on every channel: a basic responder with a
 /// device at `endpoint`, a primary mobile and a primary email.

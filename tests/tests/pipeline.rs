@@ -1086,22 +1086,29 @@ async fn the_sample_sqs_batches_are_delivery_jobs() {
 }
 
 #[tokio::test]
-async fn a_fan_out_stays_within_five_percent_of_the_batching_floor() {
-    use flare_tests::fanout::{CONSTANT_CALLS, route_counted, seed};
+async fn a_fan_out_makes_the_batching_floor_and_its_fixed_calls_only() {
+    use flare_tests::fanout::{fixed_calls, route_counted, seed};
     let stack = AwsStack::create(moto()).await.unwrap();
-    let event = seed(&stack, 250).await.unwrap();
+    // 350 users, 1,050 records: more than one shard of records.
+    let event = seed(&stack, 350).await.unwrap();
     let f = route_counted(&stack.sdk, None, &stack.tables, &stack.queues, &event)
         .await
         .unwrap();
-    assert_eq!((f.users, f.records, f.jobs), (250, 750, 750));
-    // 3 BatchGetItem + 30 BatchWriteItem + 75 SendMessageBatch.
-    assert_eq!(f.floor, 3 + 30 + 75);
-    // Every setting in one Query (it was a GetItem each for communication, the control
-    // center's SMS, main's SMS and email).
-    assert_eq!(f.calls.get("Query"), Some(&1), "{:?}", f.calls);
+    assert_eq!((f.users, f.records, f.jobs), (350, 1050, 1050));
+    // 4 BatchGetItem + 42 BatchWriteItem + 105 SendMessageBatch.
+    assert_eq!(f.floor, 4 + 42 + 105);
+    // The fixed calls: every setting in one Query (it was a GetItem each for
+    // communication, the control center's SMS, main's SMS and email), the notification's
+    // PutItem, and the UpdateItem that marks its records sharded.
+    assert_eq!(fixed_calls(f.records), 3);
+    for (op, n) in [("Query", 1), ("PutItem", 1), ("UpdateItem", 1)] {
+        assert_eq!(f.calls.get(op), Some(&n), "{op}: {:?}", f.calls);
+    }
     assert_eq!(f.calls.get("GetItem"), None, "{:?}", f.calls);
-    assert!(
-        f.total as f64 <= f.floor as f64 * 1.05 + CONSTANT_CALLS as f64,
+    // Exactly the floor and the fixed calls, no more.
+    assert_eq!(
+        f.total,
+        f.floor + fixed_calls(f.records),
         "{} calls against a floor of {}: {:?}",
         f.total,
         f.floor,
