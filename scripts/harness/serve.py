@@ -406,7 +406,7 @@ def run_gateway(args):
 
 # ------------------------------------------------------------------------ sqs-sink
 def run_sqs_sink(args):
-    """Accepts SQS SendMessageBatch (JSON protocol) and keeps nothing: for counting a
+    """Accepts SQS SendMessageBatch and SendMessage (JSON protocol) and keeps nothing: for counting a
     fan-out's calls at a size where moto's queues (slower with every message held)
     cannot keep up. Answers every entry as sent, with the body's MD5 as SQS does."""
     import hashlib
@@ -428,6 +428,11 @@ def run_sqs_sink(args):
                     {"Id": e["Id"], "MessageId": str(uuid.uuid4()),
                      "MD5OfMessageBody": hashlib.md5(e["MessageBody"].encode()).hexdigest()}
                     for e in req.get("Entries", [])], "Failed": []}
+                status = 200
+            elif target.endswith("SendMessage"):
+                # The router's check of its next route page (above 1,000 users).
+                out = {"MessageId": str(uuid.uuid4()),
+                       "MD5OfMessageBody": hashlib.md5(req.get("MessageBody", "").encode()).hexdigest()}
                 status = 200
             else:
                 out = {"__type": "com.amazonaws.sqs#UnsupportedOperation", "message": target}
