@@ -6,10 +6,8 @@
 mod common;
 
 use common::*;
-use flare_api::Config;
 use flare_aws as aws;
 use flare_shared::app::Services;
-use flare_shared::domain::EndpointPolicy;
 use flare_tests::stack::AwsStack;
 use flare_tests::{moto, unique};
 use serde_json::{Value, json};
@@ -22,19 +20,7 @@ struct Audited {
 
 async fn spawn_api() -> Audited {
     let stack = AwsStack::create(moto()).await.unwrap();
-    let config = Config {
-        settings_table: stack.tables.settings.clone(),
-        audit_table: stack.audit_table.clone(),
-        audit_retention_days: 400,
-        directory_table: stack.tables.directory.clone(),
-        log_table: stack.tables.log.clone(),
-        queues: stack.queues.clone(),
-        secret_prefix: stack.secret_prefix.clone(),
-        platform_apps: stack.platform_apps.clone(),
-        policy: EndpointPolicy::default(),
-        default_sender: None,
-        metrics_namespace: None,
-    };
+    let config = config(&stack);
     Audited {
         svc: config.services(&stack.sdk).unwrap(),
         stack,

@@ -7,7 +7,7 @@ use common::*;
 use flare_api::Config;
 use flare_aws::{self as aws, SdkConfig};
 use flare_shared::app::Services;
-use flare_shared::domain::{EndpointPolicy, OrgId, UserId};
+use flare_shared::domain::{OrgId, UserId};
 use flare_tests::{moto, unique};
 use serde_json::{Value, json};
 
@@ -22,19 +22,7 @@ struct TestApi {
 /// and organization.
 async fn spawn_api() -> TestApi {
     let stack = flare_tests::stack::AwsStack::create(moto()).await.unwrap();
-    let config = Config {
-        settings_table: stack.tables.settings.clone(),
-        audit_table: stack.audit_table.clone(),
-        audit_retention_days: 400,
-        directory_table: stack.tables.directory.clone(),
-        log_table: stack.tables.log.clone(),
-        queues: stack.queues.clone(),
-        secret_prefix: stack.secret_prefix.clone(),
-        platform_apps: stack.platform_apps.clone(),
-        policy: EndpointPolicy::default(),
-        default_sender: None,
-        metrics_namespace: None,
-    };
+    let config = config(&stack);
     TestApi {
         svc: config.services(&stack.sdk).unwrap(),
         sdk: stack.sdk,

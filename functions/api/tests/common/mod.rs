@@ -51,3 +51,21 @@ pub async fn call(svc: &Services, ev: &Value) -> (u16, Value) {
     };
     (status, body)
 }
+
+/// The API function's configuration over a test stack on moto (its own tables, queues,
+/// platform applications and secret prefix), as the template would give it.
+pub fn config(stack: &flare_tests::stack::AwsStack) -> flare_api::Config {
+    flare_api::Config {
+        settings_table: stack.tables.settings.clone(),
+        audit_table: stack.audit_table.clone(),
+        audit_retention_days: 400,
+        directory_table: stack.tables.directory.clone(),
+        log_table: stack.tables.log.clone(),
+        queues: stack.queues.clone(),
+        secret_prefix: stack.secret_prefix.clone(),
+        platform_apps: stack.platform_apps.clone(),
+        policy: flare_shared::domain::EndpointPolicy::default(),
+        default_sender: None,
+        metrics_namespace: None,
+    }
+}
