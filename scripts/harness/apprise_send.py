@@ -1,9 +1,16 @@
 #!/usr/bin/env python3
-"""Sends N emails through Apprise to a plain SMTP server; prints the seconds taken and
-the installed Apprise's version.
+"""Sends emails through Apprise to a plain SMTP server when asked, for the SMTP benchmark
+(tests/benches/smtp.rs), and times each one.
 
-    apprise_send.py HOST PORT N FROM TO
+    apprise_send.py HOST PORT FROM TO SUBJECT TEXT HTML
+
+Prints `apprise <version>` (the installed package's) once ready; then for each line `N`
+read from standard input sends N emails, each with SUBJECT and the HTML body (Apprise
+builds the text part from it), and prints their durations in seconds as one JSON list.
+Each notify() connects, greets, sends and quits: Apprise keeps no connection between
+messages (apprise/plugins/email/base.py, `with AppriseSMTPController(...)` per send).
 """
+import json
 import sys
 import time
 
@@ -16,17 +23,22 @@ NotifyEmail.request_rate_per_sec = 0
 
 
 def main():
-    host, port, n, sender, to = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]
+    host, port, sender, to, subject, _text, html = sys.argv[1:8]
     user, domain = sender.split("@", 1)
     a = apprise.Apprise()
-    url = f"mailto://{user}@{domain}?smtp={host}&port={port}&from={sender}&to={to}&mode=insecure"
+    url = (f"mailto://{user}@{domain}?smtp={host}&port={port}&from={sender}&to={to}"
+           "&mode=insecure&format=html")
     if not a.add(url):
         sys.exit(f"apprise refused {url}")
-    start = time.perf_counter()
-    for i in range(n):
-        if not a.notify(title=f"Apprise {i}", body="Engine 7 to 12 Main St"):
-            sys.exit(f"apprise failed at message {i}")
-    print(f"{time.perf_counter() - start:.6f} {apprise.__version__}")
+    print(f"apprise {apprise.__version__}", flush=True)
+    for line in sys.stdin:
+        durations = []
+        for i in range(int(line)):
+            start = time.perf_counter()
+            if not a.notify(title=subject, body=html, body_format=apprise.NotifyFormat.HTML):
+                sys.exit(f"apprise failed at message {i}")
+            durations.append(time.perf_counter() - start)
+        print(json.dumps(durations), flush=True)
 
 
 if __name__ == "__main__":

@@ -267,6 +267,8 @@ def run_smtp(args):
                 "auth_user": getattr(session, "auth_data", None) and
                 session.auth_data.login.decode(),
                 "tls": session.ssl is not None or server.transport.get_extra_info("sslcontext") is not None,
+                # The client's address and port: which connection carried the message.
+                "peer": "%s:%s" % tuple(session.peer[:2]),
             }
             tmp = os.path.join(mail_dir, f".{n:08d}.json")
             with open(tmp, "w") as f:

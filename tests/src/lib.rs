@@ -430,7 +430,8 @@ impl SmtpSink {
     }
 
     /// Every message received so far, oldest first: `{"mail_from", "rcpt_tos", "data",
-    /// "auth_user", "tls"}`.
+    /// "auth_user", "tls", "peer"}` (`peer`: the client's address and port, which
+    /// connection carried it).
     pub fn messages(&self) -> anyhow::Result<Vec<serde_json::Value>> {
         let mut names: Vec<_> = std::fs::read_dir(&self.mail_dir)?
             .filter_map(|e| e.ok())

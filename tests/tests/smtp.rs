@@ -1,5 +1,5 @@
 //! The SMTP sender against aiosmtpd: plain, STARTTLS with AUTH, implicit TLS, a wrong
-//! password, a server that closes mid-session, and the SSRF guard.
+//! password, a server that closes mid-session, the SSRF guard, and the connection pool.
 
 use flare_memory::{MemorySecrets, MemorySettings};
 use flare_providers::smtp::SmtpEmailSender;
@@ -276,4 +276,29 @@ async fn a_changed_password_is_used_at_the_next_send_despite_the_cache_and_the_p
     let back = unique("back");
     s.send(&email(&org, &back)).await.unwrap();
     assert_eq!(received(&back).len(), 1);
+}
+
+/// Messages share a pooled connection until `close_idle` says QUIT on it; the next
+/// message opens a fresh one.
+#[tokio::test]
+async fn messages_share_a_pooled_connection_until_close_idle() {
+    let (s, org) = sender("127.0.0.1", smtp().port, false, None, "", LOCAL).await;
+    let subjects: Vec<String> = (0..3).map(|i| unique(&format!("pool{i}"))).collect();
+    s.send(&email(&org, &subjects[0])).await.unwrap();
+    s.send(&email(&org, &subjects[1])).await.unwrap();
+    s.close_idle().await;
+    s.send(&email(&org, &subjects[2])).await.unwrap();
+    let peers: Vec<String> = subjects
+        .iter()
+        .map(|subject| {
+            let got = received(subject);
+            assert_eq!(got.len(), 1, "{subject}");
+            got[0]["peer"].as_str().unwrap().to_string()
+        })
+        .collect();
+    assert_eq!(
+        peers[0], peers[1],
+        "the second message reused the connection"
+    );
+    assert_ne!(peers[1], peers[2], "after close_idle a fresh connection");
 }
