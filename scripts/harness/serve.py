@@ -120,7 +120,8 @@ def run_moto(args):
         url = f"https://localhost:{args.port}"
     else:
         certs = {}
-        server = ThreadedMotoServer(ip_address="127.0.0.1", port=args.port, verbose=False)
+        # --host 0.0.0.0 (scripts/local-aws): containers reach it on the host's address.
+        server = ThreadedMotoServer(ip_address=args.host, port=args.port, verbose=False)
         url = f"http://127.0.0.1:{args.port}"
     server.start()
     extra = _iam_admin(url) if args.iam else {}
@@ -453,6 +454,7 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("kind", choices=["moto", "smtp", "gateway", "sqs-sink"])
     p.add_argument("--port", type=int, required=True)
+    p.add_argument("--host", default="127.0.0.1", help="moto: the address to listen on")
     p.add_argument("--tls-port", type=int)
     p.add_argument("--dir")
     p.add_argument("--user", default="flare")

@@ -1,5 +1,7 @@
 """Prints, as JSON, the environment variable names template.yaml gives each function
-binary: {"flare-api": ["FLARE_...", ...], ...} (Globals merged with the function's own).
+binary: {"flare-api": ["FLARE_...", ...], ...} (Globals merged with the function's own);
+with --by-id, each function by logical id: {"ApiFunction": {"binary": "flare-api",
+"variables": [...]}, ...} (two functions may run one binary: the urgent lanes').
 Each function is built by the Makefile beside the template (BuildMethod: makefile), whose
 `build-<LogicalId>: BIN = <binary>` line names the binary it packages.
 
@@ -15,7 +17,7 @@ import sys
 from cfnlint.decode import decode
 
 
-def main(path):
+def main(path, by_id=False):
     template, errors = decode(path)
     if errors:
         sys.exit(f"{path}: {errors}")
@@ -35,9 +37,13 @@ def main(path):
         if not binary:
             sys.exit(f"{name}: the Makefile has no 'build-{name}: BIN = <binary>' line")
         own = res.get("Properties", {}).get("Environment", {}).get("Variables", {})
-        out[binary] = sorted(set(common) | set(own))
+        names = sorted(set(common) | set(own))
+        if by_id:
+            out[name] = {"binary": binary, "variables": names}
+        else:
+            out[binary] = names
     print(json.dumps(out))
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1], "--by-id" in sys.argv[2:])

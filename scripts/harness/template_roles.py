@@ -4,7 +4,7 @@ under their own permissions against `serve.py moto --iam`.
 
     template_roles.py TEMPLATE [--resources JSON|FILE] [--param NAME=VALUE]...
         [--region R] [--account-id N] [--stack-name S] [--function ID]... [--drop ID:ACTION]...
-        [--strict] [--actions]
+        [--strict] [--actions | --env]
         [--endpoint-url URL --access-key-id K --secret-access-key S [--role-prefix P]]
 
 The SAM transform (samtranslator, offline: its bundled managed-policy map names the ARNs)
@@ -15,7 +15,9 @@ resolved against --resources, {"LogicalId": {"Ref": ..., "Arn": ..., "QueueName"
 a resource the map lacks gets a synthesized name and ARN (listed on stderr; --strict fails
 instead): a binary touching it is refused, since no such resource exists.
 
-Prints JSON: without --endpoint-url, {id: {"RoleName", "Policies": {name: document}}}
+With --env, prints {id: {name: value}}: each function's environment variables (Globals
+merged by the transform) resolved the same way; scripts/local-aws's env file and the
+emulator tests start the binaries with them. Otherwise prints JSON: without --endpoint-url, {id: {"RoleName", "Policies": {name: document}}}
 (--actions: {id: [sorted actions]}); with it, creates each role on moto (trust: the calling
 admin, as moto checks an AWS principal), assumes it and prints
 {id: {"AccessKeyId", "SecretAccessKey", "SessionToken", "RoleName", "RoleArn"}}.
@@ -183,6 +185,20 @@ def roles(template, out, resolver, only):
     return result
 
 
+def environments(template, out, resolver, only):
+    """{id: {name: value}}: each function's variables as the transform leaves them
+    (Globals merged with the function's own), resolved, every value a string (Lambda's)."""
+    result = {}
+    for lid, res in template["Resources"].items():
+        if res.get("Type") != "AWS::Serverless::Function" or (only and lid not in only):
+            continue
+        variables = (out["Resources"][lid].get("Properties", {}).get("Environment", {})
+                     .get("Variables", {}))
+        resolved = resolver.resolve(variables)
+        result[lid] = {k: v if isinstance(v, str) else json.dumps(v) for k, v in resolved.items()}
+    return result
+
+
 def as_list(x):
     return x if isinstance(x, list) else [x]
 
@@ -271,6 +287,8 @@ def main():
                    help="remove an action from a function's role, e.g. SmsFunction:sns:Publish")
     p.add_argument("--strict", action="store_true", help="fail on a resource --resources lacks")
     p.add_argument("--actions", action="store_true", help="print each role's actions only")
+    p.add_argument("--env", action="store_true",
+                   help="print each function's environment variables, resolved, instead of roles")
     p.add_argument("--endpoint-url")
     p.add_argument("--access-key-id")
     p.add_argument("--secret-access-key")
@@ -309,6 +327,9 @@ def main():
                    "AWS::Partition": "aws-cn" if china else
                    "aws-us-gov" if args.region.startswith("us-gov-") else "aws"})
     resolver = Resolver(out, params, resources, args.strict)
+    if args.env:
+        print(json.dumps(environments(template, out, resolver, set(args.function)), indent=1))
+        return
     result = roles(template, out, resolver, set(args.function))
     for lid in set(args.function) - set(result):
         sys.exit(f"template_roles: no AWS::Serverless::Function {lid}")

@@ -189,7 +189,26 @@ pub fn moto() -> &'static Moto {
 
 impl Moto {
     pub fn start() -> anyhow::Result<Self> {
-        let process = ServerProcess::start("moto", &["--port".into(), free_port().to_string()])?;
+        Self::plain(ServerProcess::start(
+            "moto",
+            &["--port".into(), free_port().to_string()],
+        )?)
+    }
+
+    /// A server of its own on `port`, listening on `host` (`0.0.0.0`: reachable from
+    /// containers on this machine, as `scripts/local-aws` needs it).
+    pub fn start_on(host: &str, port: u16) -> anyhow::Result<Self> {
+        let args = [
+            "--port".into(),
+            port.to_string(),
+            "--host".into(),
+            host.into(),
+        ];
+        Self::plain(ServerProcess::start("moto", &args)?)
+    }
+
+    /// A started server that takes any credentials.
+    fn plain(process: ServerProcess) -> anyhow::Result<Self> {
         let url = process.str("url");
         Ok(Self {
             process,
@@ -226,13 +245,7 @@ impl Moto {
             "--dir".into(),
             dir.0.display().to_string(),
         ];
-        let process = ServerProcess::start("moto", &args)?;
-        let url = process.str("url");
-        Ok(Self {
-            process,
-            url,
-            credentials: ("testing".into(), "testing".into()),
-        })
+        Self::plain(ServerProcess::start("moto", &args)?)
     }
 
     /// The CA (PEM) that signed a [`Moto::start_tls`] server's certificate.

@@ -540,6 +540,11 @@ pub fn template_env() -> anyhow::Result<HashMap<String, Vec<String>>> {
 }
 
 fn read_template_env() -> anyhow::Result<HashMap<String, Vec<String>>> {
+    template_env_py(&[])
+}
+
+/// `scripts/harness/template_env.py template.yaml ARGS`, its JSON answer.
+fn template_env_py<T: serde::de::DeserializeOwned>(args: &[&str]) -> anyhow::Result<T> {
     let py = crate::python();
     if !py.exists() {
         bail!(
@@ -552,6 +557,7 @@ fn read_template_env() -> anyhow::Result<HashMap<String, Vec<String>>> {
     let out = Command::new(&py)
         .arg(root.join("scripts/harness/template_env.py"))
         .arg(root.join("template.yaml"))
+        .args(args)
         .output()
         .with_context(|| format!("running {}", py.display()))?;
     if !out.status.success() {
@@ -562,4 +568,17 @@ fn read_template_env() -> anyhow::Result<HashMap<String, Vec<String>>> {
         );
     }
     serde_json::from_slice(&out.stdout).context("template_env.py printed no JSON")
+}
+
+/// A function of `template.yaml`: the binary it runs and the variable names it gets.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct TemplateFunction {
+    pub binary: String,
+    pub variables: Vec<String>,
+}
+
+/// Every function of `template.yaml` by logical id (`template_env.py --by-id`).
+pub fn template_functions() -> anyhow::Result<std::collections::BTreeMap<String, TemplateFunction>>
+{
+    template_env_py(&["--by-id"])
 }

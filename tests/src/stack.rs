@@ -61,6 +61,14 @@ fn transformed() -> anyhow::Result<std::path::PathBuf> {
     .map_err(|e| anyhow::anyhow!(e))
 }
 
+/// Each function's variables by logical id (`{"RouterFunction": {"FLARE_...": "..."}}`),
+/// the shape of `sam local invoke --env-vars`.
+pub type FunctionEnv =
+    std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>;
+
+/// The variable pointing the functions' AWS clients at a stand-in (empty in AWS).
+pub const ENDPOINT_VARIABLE: &str = flare_aws::ENDPOINT_VARIABLE;
+
 /// moto's account.
 pub const ACCOUNT: &str = "123456789012";
 
@@ -244,6 +252,8 @@ impl AwsStack {
             wiring::LOG_TABLE => Some(self.tables.log.clone()),
             "FLARE_AUDIT_TABLE" => Some(self.audit_table.clone()),
             "FLARE_AUDIT_RETENTION_DAYS" => Some("400".to_string()),
+            // As in AWS: the SDK's own endpoints, or AWS_ENDPOINT_URL's.
+            ENDPOINT_VARIABLE => Some(String::new()),
             "FLARE_SECRET_PREFIX" => Some(self.secret_prefix.clone()),
             wiring::DEFAULT_SENDER => Some(DEFAULT_SENDER.to_string()),
             "FLARE_MAX_RECEIVES" => Some(MAX_RECEIVES.to_string()),
@@ -314,6 +324,26 @@ impl AwsStack {
         ids: &[&str],
         drop: &[&str],
     ) -> anyhow::Result<HashMap<String, RoleCredentials>> {
+        let mut args: Vec<String> = vec![
+            "--endpoint-url".into(),
+            moto.url.clone(),
+            "--access-key-id".into(),
+            moto.credentials.0.clone(),
+            "--secret-access-key".into(),
+            moto.credentials.1.clone(),
+        ];
+        for id in ids {
+            args.extend(["--function".into(), id.to_string()]);
+        }
+        for d in drop {
+            args.extend(["--drop".into(), d.to_string()]);
+        }
+        self.template_roles(&args)
+    }
+
+    /// `scripts/harness/template_roles.py` over the template (its transform made once),
+    /// this stack's resources and parameters, and `args`; its JSON answer.
+    fn template_roles<T: serde::de::DeserializeOwned>(&self, args: &[String]) -> anyhow::Result<T> {
         use anyhow::Context;
         let root = crate::workspace_root();
         let mut cmd = std::process::Command::new(crate::python());
@@ -323,44 +353,57 @@ impl AwsStack {
             .arg(transformed()?)
             .arg("--resources")
             .arg(self.resources().to_string())
-            .args(["--endpoint-url", &moto.url])
-            .args(["--access-key-id", &moto.credentials.0])
-            .args(["--secret-access-key", &moto.credentials.1]);
-        for (name, value) in [
-            ("SecretPrefix", Some(self.secret_prefix.as_str())),
-            ("DefaultSender", Some(DEFAULT_SENDER)),
-            (
-                "FcmPlatformApplicationArn",
-                self.platform_apps.fcm.as_deref(),
-            ),
-            (
-                "ApnsPlatformApplicationArn",
-                self.platform_apps.apns.as_deref(),
-            ),
-            (
-                "ApnsSandboxPlatformApplicationArn",
-                self.platform_apps.apns_sandbox.as_deref(),
-            ),
-        ] {
-            cmd.arg("--param")
-                .arg(format!("{name}={}", value.unwrap_or_default()));
-        }
-        for id in ids {
-            cmd.args(["--function", id]);
-        }
-        for d in drop {
-            cmd.args(["--drop", d]);
+            .args(args);
+        for (name, value) in self.template_params() {
+            cmd.arg("--param").arg(format!("{name}={value}"));
         }
         let out = cmd
             .output()
             .with_context(|| format!("running template_roles.py.\n  Fix: {}", crate::FIX))?;
         anyhow::ensure!(
             out.status.success(),
-            "template_roles.py failed: {}\n  Fix: {}",
+            "template_roles.py {args:?} failed: {}\n  Fix: {}",
             String::from_utf8_lossy(&out.stderr),
             crate::FIX
         );
         serde_json::from_slice(&out.stdout).context("template_roles.py printed no JSON")
+    }
+
+    /// The template parameters this stack stands for (the others keep their defaults).
+    fn template_params(&self) -> Vec<(&'static str, String)> {
+        let apps = &self.platform_apps;
+        [
+            ("SecretPrefix", Some(self.secret_prefix.as_str())),
+            ("DefaultSender", Some(DEFAULT_SENDER)),
+            ("PublicUrl", Some(PUBLIC_URL)),
+            ("FcmPlatformApplicationArn", apps.fcm.as_deref()),
+            ("ApnsPlatformApplicationArn", apps.apns.as_deref()),
+            (
+                "ApnsSandboxPlatformApplicationArn",
+                apps.apns_sandbox.as_deref(),
+            ),
+        ]
+        .into_iter()
+        .map(|(name, value)| (name, value.unwrap_or_default().to_string()))
+        .collect()
+    }
+
+    /// Each function's environment as `template.yaml` gives it (Globals merged with its
+    /// own), resolved against this stack, by logical id, with `FLARE_AWS_ENDPOINT_URL`
+    /// set to `endpoint`: the env file `sam local invoke --env-vars` takes
+    /// (`scripts/local-aws` writes it; the emulator tests start the binaries with it).
+    /// The same resolver as [`Self::roles`], from the same transform.
+    pub fn function_env(&self, endpoint: &str) -> anyhow::Result<FunctionEnv> {
+        use anyhow::Context;
+        let args = ["--stack-name", "test", "--strict", "--env"].map(String::from);
+        let mut env: FunctionEnv = self.template_roles(&args)?;
+        for (id, vars) in env.iter_mut() {
+            let v = vars.get_mut(ENDPOINT_VARIABLE).with_context(|| {
+                format!("template.yaml gives {id} no {ENDPOINT_VARIABLE} (Globals)")
+            })?;
+            *v = endpoint.to_string();
+        }
+        Ok(env)
     }
 
     /// The secret `{prefix}/{rest}`; `None` when it does not exist.

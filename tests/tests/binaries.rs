@@ -40,10 +40,12 @@ const ROLES: [(&str, &str); 6] = [
     ("flare-receipts", "ReceiptsFunction"),
 ];
 
-/// A stack on moto and the six function binaries, each started with exactly the
-/// variables `template.yaml` gives it (a variable a binary needs and the template lacks
-/// fails here), plus what Lambda itself provides (region, its role's credentials) and
-/// moto's URL.
+/// A stack on moto and the six function binaries, each started with exactly its
+/// function's variables in the env file `scripts/local-aws` writes for `sam local
+/// invoke --env-vars` ([`AwsStack::function_env`]: `template.yaml`'s, resolved against
+/// the stack, with `FLARE_AWS_ENDPOINT_URL` at moto; a variable a binary needs and the
+/// template lacks fails here, and so does one the template gives and the file lacks),
+/// plus what Lambda itself provides (region, its role's credentials).
 async fn deploy() -> Deployment {
     deploy_without(&[]).await
 }
@@ -76,6 +78,13 @@ async fn deploy_without(drop: &[&str]) -> Deployment {
     let roles = stack
         .roles(moto(), &ids, &drop)
         .unwrap_or_else(|e| panic!("{e:#}"));
+    // Each binary gets exactly its function's variables from the env file
+    // scripts/local-aws writes for `sam local invoke --env-vars` (resolved from the
+    // template against this stack, FLARE_AWS_ENDPOINT_URL at moto), plus what Lambda
+    // gives (region, its role's credentials).
+    let env_file = stack
+        .function_env(&moto().url)
+        .unwrap_or_else(|e| panic!("{e:#}"));
     // The six start side by side: each start is a third of a second under qemu.
     let starts = runtime::FUNCTIONS.iter().map(|&name| {
         let id = ROLES
@@ -86,22 +95,18 @@ async fn deploy_without(drop: &[&str]) -> Deployment {
         let names = template
             .get(name)
             .unwrap_or_else(|| panic!("template.yaml has no function built as {name}"));
-        let mut env: Vec<(String, String)> = names
-            .iter()
-            .map(|n| {
-                let v = stack
-                    .env_value(n)
-                    .unwrap_or_else(|| panic!("template.yaml gives {name} {n}: no test value"));
-                (n.clone(), v)
-            })
-            .collect();
-        env.extend(
-            [
-                ("AWS_ENDPOINT_URL", moto().url.as_str()),
-                ("AWS_REGION", "us-east-1"),
-            ]
-            .map(|(k, v)| (k.to_string(), v.to_string())),
-        );
+        let file = env_file
+            .get(id)
+            .unwrap_or_else(|| panic!("the env file has no {id}"));
+        for n in names {
+            assert!(
+                file.contains_key(n),
+                "template.yaml gives {id} ({name}) {n}; the env file lacks it"
+            );
+        }
+        let mut env: Vec<(String, String)> =
+            file.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        env.push(("AWS_REGION".into(), "us-east-1".into()));
         env.extend(roles[id].env());
         let binary = deployed.binary(name);
         async move {

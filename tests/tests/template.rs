@@ -1770,3 +1770,28 @@ fn the_audit_trail_is_appended_and_read_never_changed_and_kept_a_year() {
         }
     }
 }
+
+/// The stand-in's endpoint variable is declared for every function (SAM's `--env-vars`
+/// sets only declared variables) and empty as deployed, where an empty value means
+/// AWS's own endpoints; no function sets one of its own.
+#[test]
+fn the_local_endpoint_variable_is_declared_empty_for_every_function() {
+    let t = template();
+    let name = flare_aws::ENDPOINT_VARIABLE;
+    assert_eq!(
+        t["Globals"]["Function"]["Environment"]["Variables"][name],
+        json!(""),
+        "{name} in Globals"
+    );
+    let functions = t["Resources"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(_, r)| r["Type"] == "AWS::Serverless::Function");
+    for (id, r) in functions {
+        assert!(
+            r["Properties"]["Environment"]["Variables"][name].is_null(),
+            "{id} sets {name}: the stand-in's address belongs in the env file only"
+        );
+    }
+}

@@ -5,7 +5,7 @@ use lambda_runtime::{run, service_fn};
 async fn main() -> Result<(), lambda_runtime::Error> {
     flare_runtime::init_tracing();
     let config = Config::from_env()?;
-    let sdk = flare_aws::sdk_config(Default::default()).await;
+    let sdk = flare_aws::sdk_config(flare_aws::AwsOptions::from_env()).await;
     let notifier = config.notifier(&sdk);
     run(service_fn(|event| async {
         handle(&notifier, event).await.map(|o| o.to_json())

@@ -4,7 +4,7 @@ use flare_lambda::DeliveryConfig;
 async fn main() -> Result<(), lambda_runtime::Error> {
     flare_runtime::init_tracing();
     let config = DeliveryConfig::from_env(flare_sms::CHANNEL)?;
-    let sdk = flare_aws::sdk_config(Default::default()).await;
+    let sdk = flare_aws::sdk_config(flare_aws::AwsOptions::from_env()).await;
     let deliverer = flare_sms::deliverer(&config, &sdk, flare_runtime::endpoint_policy(false)?)?;
     flare_lambda::run(config.function(&sdk, deliverer)).await
 }

@@ -22,7 +22,24 @@ pub struct AwsOptions {
     pub extra_root_ca: Option<Vec<u8>>,
 }
 
+/// The variable that points every AWS client at one endpoint, a local stand-in (what
+/// `sam local invoke` is given by scripts/local-aws's env file); empty in AWS.
+/// Credentials still come from the environment (SAM passes the shell's).
+pub const ENDPOINT_VARIABLE: &str = "FLARE_AWS_ENDPOINT_URL";
+
 impl AwsOptions {
+    /// A function's options: [`ENDPOINT_VARIABLE`]'s endpoint when it is set and not
+    /// empty, else the SDK's own resolution (`AWS_ENDPOINT_URL`, then AWS's endpoints).
+    pub fn from_env() -> Self {
+        let endpoint_url = std::env::var(ENDPOINT_VARIABLE)
+            .ok()
+            .filter(|v| !v.trim().is_empty());
+        Self {
+            endpoint_url,
+            ..Self::default()
+        }
+    }
+
     /// Everything at a local endpoint such as moto, with throwaway credentials.
     pub fn local(endpoint_url: impl Into<String>) -> Self {
         Self {
