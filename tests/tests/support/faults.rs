@@ -43,8 +43,6 @@ pub const HANG: Duration = Duration::from_secs(8);
 /// attempt's time plus 5 s, so at most 12 s here), as 120 s is longer than 25 s in the
 /// template.
 pub const VISIBILITY: u32 = 14;
-/// Users per route page when the scenario is larger than the router's own page.
-pub const PAGE: usize = 200;
 /// Concurrent "Lambda instances" polling each channel's queue.
 pub const POLLERS: usize = 2;
 pub const ERROR_RATE: f64 = 0.05;
@@ -117,14 +115,7 @@ pub async fn run(recipients: usize) -> anyhow::Result<Report> {
         recipients.is_multiple_of(100),
         "a multiple of 100 recipients"
     );
-    let mut deployment = Deployment::start(VISIBILITY).await?;
-    // Above one route page (the benchmark's 2,000) the event is routed in pages, each a
-    // route-page check on the push queue. A page's records are conditional puts, about
-    // 8 ms each on moto: the router's 1,000 users would outlast DEADLINE on every
-    // receive (the check never finished, and sat on the dead-letter queue), 200 fit.
-    if recipients > deployment.notifier.page_size {
-        deployment.notifier.page_size = PAGE;
-    }
+    let deployment = Deployment::start(VISIBILITY).await?;
     let gateway = Gateway::start()?;
     let gateway_path = format!("/{}", unique("send"));
     gateway
