@@ -2167,10 +2167,11 @@ async fn urgent_email_goes_before_a_bulk_message_to_the_same_smtp_server() {
             .filter(|to| to.ends_with(&format!("{tag}@acme.example")))
             .collect()
     };
-    // Bulk emails the server had before the dispatch was posted (a loaded machine
-    // sends many while the dispatch is on its way).
-    let before = ours(smtp).len();
+    // Bulk emails the server had once the dispatch was routed and its job queued (the
+    // post answers then). On a loaded machine that can be hundreds: the dispatch's
+    // records wait behind the bulk's writes in the runner's one SQLite writer.
     let dispatch_id = o.post(&dispatch).await;
+    let before = ours(smtp).len();
     o.settled(&dispatch_id).await;
     // More than a page of recipients: the list's counts say when none is pending.
     let mut counts = Value::Null;
@@ -2193,16 +2194,16 @@ async fn urgent_email_goes_before_a_bulk_message_to_the_same_smtp_server() {
         (Some(600), Some(0)),
         "{counts}"
     );
-    // The order the server received them in: posted after all 600 bulk jobs were
-    // queued, the dispatch's email overtook every one still waiting for a slot. Before
-    // it may come those sent before it was posted, and at most the 192 normal jobs of
-    // a channel running at once (plus a few sessions the server had open already).
+    // The order the server received them in: queued after all 600 bulk jobs, the
+    // dispatch's email overtook every one still waiting for a slot. Before it may come
+    // those sent before it was queued, and at most the 192 normal jobs of a channel
+    // running at once (plus a few sessions the server had open already).
     let got = ours(smtp);
     assert_eq!(got.len(), 601);
     let position = got.iter().position(|to| to.starts_with("urgent-")).unwrap();
     assert!(
         position <= before + 192 + 16,
-        "the dispatch's email was number {position} of 601; {before} had been sent before it was posted"
+        "the dispatch's email was number {position} of 601; {before} had been sent when it was queued"
     );
 
     o.app.stop().await;
