@@ -2195,14 +2195,18 @@ async fn urgent_email_goes_before_a_bulk_message_to_the_same_smtp_server() {
         "{counts}"
     );
     // The order the server received them in: queued after all 600 bulk jobs, the
-    // dispatch's email overtook every one still waiting for a slot. Before it may come
-    // those sent before it was queued, and at most the 192 normal jobs of a channel
-    // running at once (plus a few sessions the server had open already).
+    // dispatch's email overtook those still waiting for a slot (in FIFO order it would
+    // be the last). Before it may come those sent before it was queued, the 192 normal
+    // jobs of a channel running at once, and some that started after it but finished
+    // first: theirs go on pooled connections already past TLS and AUTH, while the
+    // dispatch's opens a new one, its handshake queued in the test server's one Python
+    // thread behind up to 192 sessions (a CI run saw 19 such). Allowing half the running
+    // jobs for those still proves it overtook 300 or more that were waiting.
     let got = ours(smtp);
     assert_eq!(got.len(), 601);
     let position = got.iter().position(|to| to.starts_with("urgent-")).unwrap();
     assert!(
-        position <= before + 192 + 16,
+        position <= before + 192 + 96,
         "the dispatch's email was number {position} of 601; {before} had been sent when it was queued"
     );
 

@@ -29,6 +29,8 @@ fn value(name: &str) -> String {
         "FLARE_SNS_SMS_PER_SECOND" => "20".into(),
         "FLARE_PUBLIC_URL" => "https://api.flare.example".into(),
         "FLARE_AUDIT_RETENTION_DAYS" => "400".into(),
+        // Empty as deployed: the SDK resolves each service's endpoint itself.
+        "FLARE_AWS_ENDPOINT_URL" => String::new(),
         n => n.to_lowercase(),
     }
 }

@@ -190,6 +190,24 @@ fn build_release() -> anyhow::Result<PathBuf> {
     let mut cmd = Command::new(&cargo);
     cmd.current_dir(workspace_root())
         .args(["build", "--release", "--locked", "--quiet"]);
+    // This process's package variables (CARGO_MANIFEST_DIR, CARGO_PKG_NAME, ...) would
+    // make cargo rebuild ring and the crates over it (ring's build script reruns when
+    // they change): scripts/cargo-lambdas drops them too.
+    for (name, _) in std::env::vars_os() {
+        let n = name.to_string_lossy();
+        if [
+            "CARGO_PKG_",
+            "CARGO_MANIFEST_",
+            "CARGO_CRATE_",
+            "CARGO_BIN_EXE_",
+        ]
+        .iter()
+        .any(|p| n.starts_with(p))
+            || ["CARGO_PRIMARY_PACKAGE", "CARGO_TARGET_TMPDIR", "OUT_DIR"].contains(&&*n)
+        {
+            cmd.env_remove(&name);
+        }
+    }
     for f in FUNCTIONS {
         cmd.args(["-p", f]);
     }
