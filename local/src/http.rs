@@ -111,7 +111,8 @@ async fn post_event(State(app): State<Arc<LocalApp>>, req: Request) -> Response 
     };
     let id = event.notification_id.clone();
     // As in AWS, a routing failure does not change what EventBridge was told.
-    let replay = match app.notifier.route(&event).await {
+    let routed = crate::pipeline::in_lane(event.category.lane(), app.notifier.route(&event)).await;
+    let replay = match routed {
         Ok(routed) => routed.replay,
         Err(flare_shared::app::notify::RouteError::UnknownOrganization(org)) => {
             let e = serde_json::json!({"error": {

@@ -199,14 +199,26 @@ async fn check_worker(
             } else {
                 None
             };
-            if let Err(e) = deliverer
-                .check_and_reschedule(&check, chrono::Utc::now())
-                .await
+            if let Err(e) = in_lane(
+                check.lane,
+                deliverer.check_and_reschedule(&check, chrono::Utc::now()),
+            )
+            .await
             {
                 tracing::warn!(notification_id = %check.notification_id, error = ?e, "check failed: running it again");
                 queue.after(check, retry_base);
             }
         });
+    }
+}
+
+/// Runs `f` with its database writes ahead of the others waiting when `lane` is urgent:
+/// the runner's one SQLite writer would otherwise queue a dispatch's records and claims
+/// behind a bulk send's (in AWS each function writes to DynamoDB on its own).
+pub(crate) async fn in_lane<F: std::future::Future>(lane: Lane, f: F) -> F::Output {
+    match lane {
+        Lane::Urgent => flare_sqlite::urgent(f).await,
+        Lane::Normal => f.await,
     }
 }
 
@@ -256,7 +268,7 @@ async fn worker(
         let in_backlog = queue.attempt();
         tokio::spawn(async move {
             let last = q.attempt >= MAX_ATTEMPTS;
-            let outcome = deliverer.deliver(&q.job, last, LEASE).await;
+            let outcome = in_lane(q.job.lane(), deliverer.deliver(&q.job, last, LEASE)).await;
             // Waiting for a retry holds no slot, and is not backlog.
             drop(permit);
             drop(normal_permit);

@@ -1,10 +1,11 @@
 //! One database file: a writer thread that owns the only write connection and commits
-//! whatever is waiting in one transaction (group commit), and a read connection that
-//! WAL lets read while the writer writes.
+//! whatever is waiting in one transaction (group commit), urgent work first, and a read
+//! connection that WAL lets read while the writer writes.
 
 use anyhow::Context;
 use flare_shared::ports::{StoreError, StoreResult};
 use rusqlite::{Connection, OpenFlags};
+use std::collections::VecDeque;
 use std::path::Path;
 use std::sync::Mutex;
 use std::sync::mpsc;
@@ -17,6 +18,19 @@ const MAX_GROUP: usize = 512;
 /// waiting behind an endless stream.
 const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 const MAX_GROUP_AGE: std::time::Duration = std::time::Duration::from_millis(5);
+
+tokio::task_local! {
+    /// Set (by [`urgent`]) for the work of an urgent lane: its writes go ahead of every
+    /// other write waiting, so a dispatch is not queued behind a bulk send's thousands.
+    static URGENT: bool;
+}
+
+/// Runs `f` with its writes ahead of the others waiting (in AWS each function writes to
+/// DynamoDB on its own; here one writer takes them all, so the urgent lane is kept here
+/// too). Only this task's writes: a task `f` spawns is not urgent.
+pub async fn urgent<F: std::future::Future>(f: F) -> F::Output {
+    URGENT.scope(true, f).await
+}
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS settings (
@@ -137,8 +151,11 @@ pub(crate) fn store_error(e: anyhow::Error) -> StoreError {
     }
 }
 
+/// A write and whether it is urgent.
+type Queued = (bool, Box<dyn Work>);
+
 pub struct Db {
-    writer: mpsc::Sender<Box<dyn Work>>,
+    writer: mpsc::Sender<Queued>,
     reader: Mutex<Connection>,
     /// Dropped with the database: the checkpointer then stops.
     _checkpoints: mpsc::Sender<()>,
@@ -180,7 +197,7 @@ impl Db {
             .name("flare-sqlite-checkpoint".into())
             .spawn(move || checkpoint_loop(checkpointer, stopped))
             .context("starting the database checkpointer")?;
-        let (tx, rx) = mpsc::channel::<Box<dyn Work>>();
+        let (tx, rx) = mpsc::channel::<Queued>();
         std::thread::Builder::new()
             .name("flare-sqlite-writer".into())
             .spawn(move || write_loop(conn, rx))
@@ -227,13 +244,17 @@ impl Db {
         R: Send + 'static,
     {
         let (tx, rx) = oneshot::channel();
+        let urgent = URGENT.try_with(|u| *u).unwrap_or(false);
         self.writer
-            .send(Box::new(Call {
-                f: Some(f),
-                single,
-                out: None,
-                tx,
-            }))
+            .send((
+                urgent,
+                Box::new(Call {
+                    f: Some(f),
+                    single,
+                    out: None,
+                    tx,
+                }),
+            ))
             .map_err(|_| StoreError::Failed(anyhow::anyhow!("the database writer stopped")))?;
         rx.await
             .map_err(|_| StoreError::Failed(anyhow::anyhow!("the database writer stopped")))?
@@ -252,26 +273,71 @@ fn exec(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
     Ok(())
 }
 
-fn write_loop(conn: Connection, rx: mpsc::Receiver<Box<dyn Work>>) {
-    while let Ok(first) = rx.recv() {
+/// What is waiting for the writer, urgent first.
+#[derive(Default)]
+struct Waiting {
+    urgent: VecDeque<Box<dyn Work>>,
+    normal: VecDeque<Box<dyn Work>>,
+}
+
+impl Waiting {
+    /// Takes in everything sent so far.
+    fn take_in(&mut self, rx: &mpsc::Receiver<Queued>) {
+        for (urgent, w) in rx.try_iter() {
+            self.push(urgent, w);
+        }
+    }
+
+    fn push(&mut self, urgent: bool, w: Box<dyn Work>) {
+        if urgent {
+            self.urgent.push_back(w);
+        } else {
+            self.normal.push_back(w);
+        }
+    }
+
+    fn next(&mut self) -> Option<Box<dyn Work>> {
+        self.urgent.pop_front().or_else(|| self.normal.pop_front())
+    }
+}
+
+fn write_loop(conn: Connection, rx: mpsc::Receiver<Queued>) {
+    let mut waiting = Waiting::default();
+    loop {
+        waiting.take_in(&rx);
+        let first = match waiting.next() {
+            Some(w) => w,
+            None => match rx.recv() {
+                Ok((_, w)) => w,
+                Err(_) => return,
+            },
+        };
         let t0 = std::time::Instant::now();
         if let Err(e) = exec(&conn, "BEGIN IMMEDIATE") {
             tracing::error!(error = %e, "local database: cannot begin a transaction");
             first.answer(Err(&e));
-            while let Ok(w) = rx.try_recv() {
+            waiting.take_in(&rx);
+            while let Some(w) = waiting.next() {
                 w.answer(Err(&e));
             }
             continue;
         }
         // Everything that arrives while the group runs joins it (up to a size and an
-        // age), so a busy pipeline pays for one commit per group, not per write.
+        // age), so a busy pipeline pays for one commit per group, not per write; what
+        // is left waits for the next group, behind any urgent write that came since.
         let mut group = vec![first];
         let mut next = 0;
         while next < group.len() {
             run(&conn, group[next].as_mut());
             next += 1;
             if group.len() < MAX_GROUP && t0.elapsed() < MAX_GROUP_AGE {
-                group.extend(rx.try_iter().take(MAX_GROUP - group.len()));
+                waiting.take_in(&rx);
+                while group.len() < MAX_GROUP {
+                    match waiting.next() {
+                        Some(w) => group.push(w),
+                        None => break,
+                    }
+                }
             }
         }
         let commit = exec(&conn, "COMMIT");

@@ -22,7 +22,7 @@ use serde::de::DeserializeOwned;
 use std::path::Path;
 use std::sync::Arc;
 
-pub use db::Db;
+pub use db::{Db, urgent};
 
 /// Every store over one database: clone the `Arc` into each port.
 #[derive(Clone)]
