@@ -281,11 +281,20 @@ impl Moto {
             .build()
     }
 
-    /// moto's view of everything it holds (`GET /moto-api/data.json`). moto builds it
-    /// by walking its state, which other tests may be changing at that moment ("changed
-    /// size during iteration"): a failed read is tried again.
-    pub async fn data(&self) -> anyhow::Result<serde_json::Value> {
-        let url = format!("{}/moto-api/data.json", self.url);
+    /// moto's view of one model of one service (`"sns"`, `"SMS"`): `GET
+    /// /moto-api/data.json`, which the test server's moto (scripts/harness/serve.py)
+    /// narrows to `?service=&model=` (the whole walk reads every queue's messages too).
+    /// moto builds it by walking its state, which other tests may be changing at that
+    /// moment ("changed size during iteration"): a failed read is tried again.
+    pub async fn model(&self, service: &str, model: &str) -> anyhow::Result<serde_json::Value> {
+        let url = format!(
+            "{}/moto-api/data.json?service={service}&model={model}",
+            self.url
+        );
+        Ok(self.data_at(url).await?[service][model].clone())
+    }
+
+    async fn data_at(&self, url: String) -> anyhow::Result<serde_json::Value> {
         let mut last = None;
         for attempt in 0..5u64 {
             let result = async {
@@ -311,18 +320,17 @@ impl Moto {
 
     /// Every SMS moto's SNS accepted: `{"phone_number", "message", "message_id"}`.
     pub async fn sent_sms(&self) -> anyhow::Result<Vec<serde_json::Value>> {
-        Ok(list(&self.data().await?["sns"]["SMS"]))
+        Ok(list(&self.model("sns", "SMS").await?))
     }
 
     /// Every email moto's SES accepted: `{"source", "destinations", "subject", "body"}`.
     pub async fn sent_email(&self) -> anyhow::Result<Vec<serde_json::Value>> {
-        Ok(list(&self.data().await?["ses"]["Message"]))
+        Ok(list(&self.model("ses", "Message").await?))
     }
 
     /// The messages published to one SNS platform endpoint, by message id.
     pub async fn endpoint_messages(&self, endpoint_arn: &str) -> anyhow::Result<serde_json::Value> {
-        let data = self.data().await?;
-        list(&data["sns"]["PlatformEndpoint"])
+        list(&self.model("sns", "PlatformEndpoint").await?)
             .into_iter()
             .find(|e| e["arn"] == endpoint_arn)
             .map(|e| e["messages"].clone())

@@ -226,13 +226,9 @@ pub async fn run(size: Size) -> anyhow::Result<Report> {
             report.sms_wrong.push((i, got, want));
         }
     }
-    let data = moto().data().await?;
+    let endpoints_seen = moto().model("sns", "PlatformEndpoint").await?;
     let mut pushes: HashMap<usize, u64> = HashMap::new();
-    for e in data["sns"]["PlatformEndpoint"]
-        .as_array()
-        .into_iter()
-        .flatten()
-    {
+    for e in endpoints_seen.as_array().into_iter().flatten() {
         if let Some(&i) = e["arn"].as_str().and_then(|a| endpoints.get(a)) {
             *pushes.entry(i).or_default() +=
                 e["messages"].as_object().map_or(0, |m| m.len()) as u64;

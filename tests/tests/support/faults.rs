@@ -326,13 +326,9 @@ pub async fn run(recipients: usize) -> anyhow::Result<Report> {
             .to_string();
         keys.entry((Channel::Email, i)).or_default().insert(id);
     }
-    let data = moto().data().await?;
+    let endpoints_seen = moto().model("sns", "PlatformEndpoint").await?;
     let mut pushes = 0;
-    for e in data["sns"]["PlatformEndpoint"]
-        .as_array()
-        .into_iter()
-        .flatten()
-    {
+    for e in endpoints_seen.as_array().into_iter().flatten() {
         let Some(&i) = e["arn"].as_str().and_then(|a| world.endpoints.get(a)) else {
             continue;
         };
