@@ -16,7 +16,16 @@ const DISPATCH_ID: &str = "9f1c2d3e-0000-4000-8000-000000000001";
 
 struct Deployment {
     stack: AwsStack,
-    functions: HashMap<&'static str, LambdaProcess>,
+    /// Each binary with exactly its variables, started on its first use
+    /// ([`Deployment::f`]): a test starts only the functions it calls (each start is
+    /// about half a CPU second under qemu, and a test calls two to five of the six).
+    functions: HashMap<&'static str, Function>,
+}
+
+struct Function {
+    binary: runtime::Binary,
+    env: Vec<(String, String)>,
+    process: tokio::sync::OnceCell<LambdaProcess>,
 }
 
 /// This test binary's moto server: IAM enforced, as in AWS. The tests sign as an
@@ -85,42 +94,37 @@ async fn deploy_without(drop: &[&str]) -> Deployment {
     let env_file = stack
         .function_env(&moto().url)
         .unwrap_or_else(|e| panic!("{e:#}"));
-    // The six start side by side: each start is a third of a second under qemu.
-    let starts = runtime::FUNCTIONS.iter().map(|&name| {
-        let id = ROLES
-            .iter()
-            .find(|(b, _)| *b == name)
-            .map(|(_, id)| *id)
-            .unwrap_or_else(|| panic!("{name} runs as no function of the template"));
-        let names = template
-            .get(name)
-            .unwrap_or_else(|| panic!("template.yaml has no function built as {name}"));
-        let file = env_file
-            .get(id)
-            .unwrap_or_else(|| panic!("the env file has no {id}"));
-        for n in names {
-            assert!(
-                file.contains_key(n),
-                "template.yaml gives {id} ({name}) {n}; the env file lacks it"
-            );
-        }
-        let mut env: Vec<(String, String)> =
-            file.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-        env.push(("AWS_REGION".into(), "us-east-1".into()));
-        env.extend(roles[id].env());
-        let binary = deployed.binary(name);
-        async move {
-            let f = LambdaProcess::start(&binary, &env)
-                .await
-                .unwrap_or_else(|e| panic!("{e:#}"));
-            let startup = f.ready().await.unwrap_or_else(|e| panic!("{e:#}"));
-            eprintln!("{name}: exec to first Runtime API poll {startup:?}");
+    let functions = runtime::FUNCTIONS
+        .iter()
+        .map(|&name| {
+            let id = ROLES
+                .iter()
+                .find(|(b, _)| *b == name)
+                .map(|(_, id)| *id)
+                .unwrap_or_else(|| panic!("{name} runs as no function of the template"));
+            let names = template
+                .get(name)
+                .unwrap_or_else(|| panic!("template.yaml has no function built as {name}"));
+            let file = env_file
+                .get(id)
+                .unwrap_or_else(|| panic!("the env file has no {id}"));
+            for n in names {
+                assert!(
+                    file.contains_key(n),
+                    "template.yaml gives {id} ({name}) {n}; the env file lacks it"
+                );
+            }
+            let mut env: Vec<(String, String)> =
+                file.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+            env.push(("AWS_REGION".into(), "us-east-1".into()));
+            env.extend(roles[id].env());
+            let f = Function {
+                binary: deployed.binary(name),
+                env,
+                process: tokio::sync::OnceCell::new(),
+            };
             (name, f)
-        }
-    });
-    let functions: HashMap<&str, LambdaProcess> = futures::future::join_all(starts)
-        .await
-        .into_iter()
+        })
         .collect();
     Deployment { stack, functions }
 }
@@ -151,7 +155,7 @@ fn with(mut ev: Value, method: &str, path: &str, body: Option<Value>) -> Value {
 impl Drop for Deployment {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            for (name, f) in &self.functions {
+            for (name, f) in self.started() {
                 eprintln!("---- {name} logged:\n{}", f.log());
             }
         }
@@ -159,13 +163,39 @@ impl Drop for Deployment {
 }
 
 impl Deployment {
-    fn f(&self, name: &str) -> &LambdaProcess {
-        &self.functions[name]
+    /// The function `name`, started (exec to its first Runtime API poll) on first use.
+    async fn f(&self, name: &str) -> &LambdaProcess {
+        let f = &self.functions[name];
+        f.process
+            .get_or_init(|| async {
+                let p = LambdaProcess::start(&f.binary, &f.env)
+                    .await
+                    .unwrap_or_else(|e| panic!("{e:#}"));
+                let startup = p.ready().await.unwrap_or_else(|e| panic!("{e:#}"));
+                eprintln!("{name}: exec to first Runtime API poll {startup:?}");
+                p
+            })
+            .await
+    }
+
+    /// The function `name`, which this test has already called.
+    fn called(&self, name: &str) -> &LambdaProcess {
+        self.functions[name]
+            .process
+            .get()
+            .unwrap_or_else(|| panic!("{name} was never called in this test"))
+    }
+
+    /// The functions this test started, by name.
+    fn started(&self) -> impl Iterator<Item = (&&'static str, &LambdaProcess)> {
+        self.functions
+            .iter()
+            .filter_map(|(name, f)| f.process.get().map(|p| (name, p)))
     }
 
     /// An API Gateway v2 event through `flare-api`: status and JSON body.
     async fn api(&self, ev: &Value) -> (u16, Value) {
-        let resp = self.f("flare-api").call(ev).await;
+        let resp = self.f("flare-api").await.call(ev).await;
         let status = resp["statusCode"]
             .as_u64()
             .unwrap_or_else(|| panic!("not an API Gateway v2 response: {resp}"));
@@ -195,7 +225,7 @@ impl Deployment {
     }
 
     async fn route(&self, ev: &Value) -> Value {
-        self.f("flare-router").call(ev).await
+        self.f("flare-router").await.call(ev).await
     }
 
     /// Both lanes' jobs of a channel.
@@ -210,7 +240,11 @@ impl Deployment {
     /// What Lambda's SQS event source mapping does, with the real binaries.
     async fn drain(&self) {
         flare_tests::queues::drain(&self.stack.sdk, &self.stack.queues, |c, event| async move {
-            let resp = self.f(&format!("flare-{}", c.as_str())).call(&event).await;
+            let resp = self
+                .f(&format!("flare-{}", c.as_str()))
+                .await
+                .call(&event)
+                .await;
             resp["batchItemFailures"]
                 .as_array()
                 .unwrap_or_else(|| panic!("not an SQS batch response: {resp}"))
@@ -271,7 +305,7 @@ impl Deployment {
 
     /// No secret in any function's output, and every line is JSON (CloudWatch).
     fn assert_logs_clean(&self) {
-        for (name, f) in &self.functions {
+        for (name, f) in self.started() {
             let refused = f.iam_refusals();
             assert!(
                 refused.is_empty(),
@@ -290,7 +324,7 @@ impl Deployment {
     }
 
     fn logs(&self) -> String {
-        self.functions.values().map(|f| f.log()).collect()
+        self.started().map(|(_, f)| f.log()).collect()
     }
 }
 
@@ -520,14 +554,18 @@ async fn a_dispatch_whose_push_fails_falls_back_to_sms_and_email_once() {
 
     // ---- events/sqs/push-batch: the push fails on the disabled endpoint, SMS and
     // email are released as fallback.
-    let resp = d.f("flare-push").call(&sample("sqs/push-batch.json")).await;
+    let resp = d
+        .f("flare-push")
+        .await
+        .call(&sample("sqs/push-batch.json"))
+        .await;
     assert_eq!(resp, json!({"batchItemFailures": []}));
     assert_eq!(
         (d.depth(Channel::Sms).await, d.depth(Channel::Email).await),
         (1, 1),
         "fallback SMS and email queued"
     );
-    let failure_logged = d.f("flare-push").log().lines().any(|l| {
+    let failure_logged = d.called("flare-push").log().lines().any(|l| {
         serde_json::from_str::<Value>(l).is_ok_and(|v| {
             v["message"] == "delivery failed"
                 && v["notification_id"] == DISPATCH_ID
@@ -537,15 +575,20 @@ async fn a_dispatch_whose_push_fails_falls_back_to_sms_and_email_once() {
     assert!(
         failure_logged,
         "the JSON line the template's failure alarm counts:\n{}",
-        d.f("flare-push").log()
+        d.called("flare-push").log()
     );
 
     // ---- events/sqs/sms-batch and email-batch: the fallback jobs, as SQS hands them.
-    let resp = d.f("flare-sms").call(&sample("sqs/sms-batch.json")).await;
+    let resp = d
+        .f("flare-sms")
+        .await
+        .call(&sample("sqs/sms-batch.json"))
+        .await;
     assert_eq!(resp, json!({"batchItemFailures": []}));
     assert_eq!(sms_to("+14155550100", "Engine 7 to 12 Main St").await, 1);
     let resp = d
         .f("flare-email")
+        .await
         .call(&sample("sqs/email-batch.json"))
         .await;
     assert_eq!(resp, json!({"batchItemFailures": []}));
@@ -586,7 +629,7 @@ async fn a_dispatch_whose_push_fails_falls_back_to_sms_and_email_once() {
     // ---- The metrics: every EMF line is one CloudWatch accepts, and they count what
     // the notification view shows.
     let metrics = |f: &str| -> Vec<Value> {
-        d.f(f)
+        d.called(f)
             .log()
             .lines()
             .filter(|l| emf::is_emf(l))
@@ -667,7 +710,7 @@ async fn a_dispatch_whose_push_fails_falls_back_to_sms_and_email_once() {
 
     // ---- Each delivery line names the job's fields once, at the JSON line's top level.
     for f in ["flare-push", "flare-sms", "flare-email"] {
-        let log = d.f(f).log();
+        let log = d.called(f).log();
         let lines: Vec<&str> = log
             .lines()
             .filter(|l| l.contains("\"message\":\"delivery "))
@@ -858,7 +901,7 @@ async fn receipt_samples_reach_their_deliveries() {
         .unwrap()
     );
 
-    let receipts = d.f("flare-receipts");
+    let receipts = d.f("flare-receipts").await;
     let out = receipts.call(&ses_delivery).await;
     assert_eq!(out["applied"], 1, "{out}");
     let stored = log
@@ -952,7 +995,7 @@ async fn receipt_samples_reach_their_deliveries() {
             .map(|(_, r)| (r.answer, r.via))
     };
     let path = format!("/r/{}", code.as_str());
-    let resp = d.f("flare-api").call(&page("GET", &path, None)).await;
+    let resp = d.f("flare-api").await.call(&page("GET", &path, None)).await;
     assert_eq!(resp["statusCode"], 200, "{resp}");
     assert_eq!(
         resp["headers"]["content-type"], "text/html; charset=utf-8",
@@ -976,6 +1019,7 @@ async fn receipt_samples_reach_their_deliveries() {
     );
     let resp = d
         .f("flare-api")
+        .await
         .call(&page("POST", &path, Some("response=responding")))
         .await;
     assert_eq!(resp["statusCode"], 200, "{resp}");
@@ -991,7 +1035,10 @@ async fn receipt_samples_reach_their_deliveries() {
         Some((Answer::Responding, AnsweredVia::Link))
     );
     let unknown = page("GET", "/r/0000000000000000", None);
-    assert_eq!(d.f("flare-api").call(&unknown).await["statusCode"], 404);
+    assert_eq!(
+        d.f("flare-api").await.call(&unknown).await["statusCode"],
+        404
+    );
 
     // The Twilio callback: north's gateway signs with its stored password `s3cret-pw`.
     let put = with(
@@ -1046,16 +1093,17 @@ async fn a_role_without_an_action_its_function_needs_is_refused() {
     d.incident_org().await;
     let answer = d
         .f("flare-router")
+        .await
         .invoke(&sample("incidents/incident-dispatched.json"))
         .await
         .unwrap();
-    let refused = d.f("flare-router").iam_refusals();
+    let refused = d.called("flare-router").iam_refusals();
     assert!(
         refused
             .iter()
             .any(|r| r.contains("RouterFunction") && r.contains("dynamodb:PutItem")),
         "no refusal of dynamodb:PutItem to the router's role: {refused:?}\n{answer:?}\n{}",
-        d.f("flare-router").log()
+        d.called("flare-router").log()
     );
     assert_eq!(d.depth(Channel::Sms).await, 0, "nothing queued");
 }
@@ -1069,7 +1117,11 @@ async fn a_job_the_pace_cannot_take_in_time_is_postponed_to_its_queue() {
     let d = deploy().await;
     d.incident_org().await;
     d.route(&sample("incidents/incident-dispatched.json")).await;
-    let resp = d.f("flare-push").call(&sample("sqs/push-batch.json")).await;
+    let resp = d
+        .f("flare-push")
+        .await
+        .call(&sample("sqs/push-batch.json"))
+        .await;
     assert_eq!(resp, json!({"batchItemFailures": []}));
     assert_eq!(d.depth(Channel::Sms).await, 1, "the fallback SMS queued");
     // Every instance's SNS schedule is booked a minute ahead.
@@ -1085,7 +1137,11 @@ async fn a_job_the_pace_cannot_take_in_time_is_postponed_to_its_queue() {
         .send()
         .await
         .unwrap();
-    let resp = d.f("flare-sms").call(&sample("sqs/sms-batch.json")).await;
+    let resp = d
+        .f("flare-sms")
+        .await
+        .call(&sample("sqs/sms-batch.json"))
+        .await;
     assert_eq!(
         resp,
         json!({"batchItemFailures": []}),
@@ -1118,7 +1174,11 @@ async fn a_job_held_by_another_attempt_is_delayed_on_its_queue() {
     let d = deploy().await;
     d.incident_org().await;
     d.route(&sample("incidents/incident-dispatched.json")).await;
-    let resp = d.f("flare-push").call(&sample("sqs/push-batch.json")).await;
+    let resp = d
+        .f("flare-push")
+        .await
+        .call(&sample("sqs/push-batch.json"))
+        .await;
     assert_eq!(resp, json!({"batchItemFailures": []}));
     // Another attempt holds the SMS record for a minute.
     let log =
@@ -1150,7 +1210,7 @@ async fn a_job_held_by_another_attempt_is_delayed_on_its_queue() {
         .unwrap_or_default();
     assert_eq!(received.len(), 1, "the fallback SMS job");
     let event = flare_tests::queues::sqs_event_from(&received, Some(&url));
-    let resp = d.f("flare-sms").call(&event).await;
+    let resp = d.f("flare-sms").await.call(&event).await;
     assert_eq!(
         resp["batchItemFailures"][0]["itemIdentifier"].as_str(),
         received[0].message_id(),
