@@ -185,6 +185,19 @@ impl Pipeline {
         b
     }
 
+    /// Email through the test SMTP sink (plain, no AUTH), for this organization; the sink.
+    async fn email_through_the_smtp_sink(&self) -> &'static flare_tests::SmtpSink {
+        let smtp = flare_tests::smtp();
+        self.admin(
+            "PUT",
+            "/v1/settings/email",
+            json!({"provider": "smtp", "sender_email": "alerts@acme.example",
+                   "smtp": {"server_url": "127.0.0.1", "port": smtp.port, "use_tls": false}}),
+        )
+        .await;
+        smtp
+    }
+
     /// The sample event, for this test's organization and with a fresh id.
     fn event(&self, name: &str, text: &str) -> Value {
         let mut ev = incident(name);
@@ -1129,14 +1142,7 @@ async fn custom_providers_deliver_through_the_aws_pipeline() {
                "http_header": "X-Api-Key: abc123"}),
     )
     .await;
-    let smtp = flare_tests::smtp();
-    p.admin(
-        "PUT",
-        "/v1/settings/email",
-        json!({"provider": "smtp", "sender_email": "alerts@acme.example",
-               "smtp": {"server_url": "127.0.0.1", "port": smtp.port, "use_tls": false}}),
-    )
-    .await;
+    let smtp = p.email_through_the_smtp_sink().await;
     p.admin(
         "PUT",
         "/v1/settings/communication",
@@ -2702,14 +2708,7 @@ mod lanes {
                 json!({"dispatch": "app_sms_email", "messages": "app_sms_email"}),
             )
             .await;
-            let smtp = flare_tests::smtp();
-            p.admin(
-                "PUT",
-                "/v1/settings/email",
-                json!({"provider": "smtp", "sender_email": "alerts@acme.example",
-                       "smtp": {"server_url": "127.0.0.1", "port": smtp.port, "use_tls": false}}),
-            )
-            .await;
+            let smtp = p.email_through_the_smtp_sink().await;
             let tag = unique("lanes");
             let mut bulk = Vec::new();
             for i in 0..60 {
